@@ -1,0 +1,39 @@
+SHELL := /bin/bash
+# modelplane: `make test` and `make fmt` (README.md). Every target installs what
+# it needs first (tools/bootstrap.sh is quick when everything is present).
+BAZEL ?= bazel
+BUILD_DIR := .build
+BEP := $(BUILD_DIR)/test_bep.json
+TEST_LABELS := $(BUILD_DIR)/test_labels.txt
+SUMMARY := $(BUILD_DIR)/test_summary.txt
+FORMAT_SOURCES = $(shell git ls-files '*.cc' '*.h' '*.proto' 2>/dev/null)
+
+.PHONY: all bootstrap build test fmt fmt-check
+
+all: build
+
+bootstrap:
+	@tools/bootstrap.sh
+
+build: bootstrap
+	$(BAZEL) build //...
+
+# Runs every test, then counts test cases (not targets) from this run's XML
+# reports. The last line is `N passed, N failed`; .ci/run repeats it last.
+test: bootstrap
+	@mkdir -p $(BUILD_DIR)
+	@rm -f $(BEP) $(SUMMARY)
+	@fmt=pass; $(MAKE) --no-print-directory fmt-check || fmt=fail; \
+	$(BAZEL) query 'tests(//...)' 2>/dev/null >$(TEST_LABELS); \
+	$(BAZEL) test //... --keep_going --build_event_json_file=$(BEP); rc=$$?; \
+	/usr/bin/python3 tools/test_summary.py $(BEP) --all-tests $(TEST_LABELS) \
+	  --extra clang-format=$$fmt | tee $(SUMMARY); \
+	sum=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] && [ $$sum -eq 0 ]
+
+fmt: bootstrap
+	clang-format -i --style=file $(FORMAT_SOURCES)
+
+fmt-check:
+	@out=$$(clang-format --dry-run --style=file $(FORMAT_SOURCES) 2>&1); \
+	if [ -n "$$out" ]; then echo "$$out" | head -40; \
+	  echo "clang-format: run 'make fmt'"; exit 1; fi

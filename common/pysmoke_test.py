@@ -1,0 +1,2 @@
+import sys, grpc
+print(sys.executable, grpc.__version__)

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs every Debian package modelplane needs to build, test, run, demo and
+# benchmark. Idempotent: when everything is present it only runs dpkg-query and
+# returns in about a second. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+# One package per line, grouped by what needs it.
+PACKAGES=(
+  # Build: Bazel 4.2.3 (offline with the shims in tools/bazel), compiler, libraries.
+  bazel-bootstrap g++ make
+  libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
+  libabsl-dev libuv1-dev libnghttp2-dev libhttp-parser-dev libyaml-cpp-dev
+  libre2-dev rapidjson-dev libsimdjson-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # Tests: real clients.
+  python3 python3-grpcio python3-grpc-tools python3-protobuf curl nghttp2-client
+  # Benchmarks: peers and load generators.
+  nginx nghttp2-proxy wrk hey
+  # Formatting.
+  clang-format
+)
+
+missing=()
+while read -r status pkg; do
+  [[ "$status" == "installed" ]] || missing+=("$pkg")
+done < <(dpkg-query -W -f='${db:Status-Status} ${Package}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+# dpkg-query prints nothing for packages it has never heard of.
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -q '^installed$' ||
+    [[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  exit 0
+fi
+
+echo "bootstrap: installing ${#missing[@]} missing package(s): ${missing[*]}"
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO=(sudo -n)
+  else
+    echo "bootstrap: missing packages (${missing[*]}) and not root;" \
+      "run 'sudo tools/bootstrap.sh' once." >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+# The package lists may be absent on a fresh machine: update once, then install.
+if ! "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+  "${SUDO[@]}" apt-get update -q
+  "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# nginx's Debian package starts a system service on port 80; the benchmarks run
+# their own instance, so keep the system one out of the way.
+if [[ " ${missing[*]} " == *" nginx "* ]]; then
+  (command -v systemctl >/dev/null && "${SUDO[@]}" systemctl disable --now nginx) >/dev/null 2>&1 || true
+  "${SUDO[@]}" nginx -s stop >/dev/null 2>&1 || true
+fi
+echo "bootstrap: done"

@@ -1,0 +1,268 @@
+// fake_upstream: an OpenAI-style HTTP server that stands in for llama-server
+// in modelplane's tests, demo and benchmarks (no GPU, no weights). See
+// tools/fake_upstream/README.md for the flags and endpoints.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
+#include "tools/fake_upstream/http_server.h"
+#include "tools/fake_upstream/openai_handler.h"
+
+namespace modelplane::fake {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: fake_upstream [flags]\n"
+    "  --port N                 listen port; 0 picks a free one (default 0)\n"
+    "  --host ADDR              listen address (default 127.0.0.1)\n"
+    "  --model NAME             model name answered by default\n"
+    "  --ready-after-ms N       /health answers 503 until N ms after start\n"
+    "  --ready-line TEXT        printed to stdout the moment it is ready\n"
+    "  --tokens N               tokens per completion (default 16)\n"
+    "  --tokens-per-second R    streaming rate; 0 = unlimited (default)\n"
+    "  --ignore-sigterm         log SIGTERM and keep running\n"
+    "  --fork-child             fork a grandchild that keeps stdout/stderr\n"
+    "                           open (lives at most 10 minutes)\n"
+    "  --crash-after-ms N       die by SIGSEGV N ms after start\n"
+    "  --exit-immediately CODE  print a line to stderr and exit with CODE\n"
+    "  --log-every-ms N         print a progress line every N ms\n";
+
+struct Flags {
+  int port = 0;
+  std::string host = "127.0.0.1";
+  FakeModelOptions model;
+  int ready_after_ms = 0;
+  std::string ready_line;
+  bool ignore_sigterm = false;
+  bool fork_child = false;
+  int crash_after_ms = -1;
+  int exit_immediately = -1;
+  int log_every_ms = 0;
+};
+
+// Accepts `--name value`, `--name=value`, and `_` for `-` in names.
+bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
+  std::map<std::string, std::function<bool(absl::string_view)>> with_value = {
+      {"port",
+       [&](absl::string_view v) { return absl::SimpleAtoi(v, &f->port); }},
+      {"host",
+       [&](absl::string_view v) {
+         f->host = std::string(v);
+         return !v.empty();
+       }},
+      {"model",
+       [&](absl::string_view v) {
+         f->model.model = std::string(v);
+         return true;
+       }},
+      {"ready-after-ms",
+       [&](absl::string_view v) {
+         return absl::SimpleAtoi(v, &f->ready_after_ms) &&
+                f->ready_after_ms >= 0;
+       }},
+      {"ready-line",
+       [&](absl::string_view v) {
+         f->ready_line = std::string(v);
+         return true;
+       }},
+      {"tokens",
+       [&](absl::string_view v) {
+         return absl::SimpleAtoi(v, &f->model.tokens) && f->model.tokens >= 0;
+       }},
+      {"tokens-per-second",
+       [&](absl::string_view v) {
+         return absl::SimpleAtod(v, &f->model.tokens_per_second) &&
+                f->model.tokens_per_second >= 0;
+       }},
+      {"crash-after-ms",
+       [&](absl::string_view v) {
+         return absl::SimpleAtoi(v, &f->crash_after_ms) &&
+                f->crash_after_ms >= 0;
+       }},
+      {"exit-immediately",
+       [&](absl::string_view v) {
+         return absl::SimpleAtoi(v, &f->exit_immediately) &&
+                f->exit_immediately >= 0 && f->exit_immediately < 256;
+       }},
+      {"log-every-ms",
+       [&](absl::string_view v) {
+         return absl::SimpleAtoi(v, &f->log_every_ms) && f->log_every_ms > 0;
+       }},
+  };
+  std::map<std::string, bool*> switches = {
+      {"ignore-sigterm", &f->ignore_sigterm}, {"fork-child", &f->fork_child}};
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      *error = "";
+      return false;
+    }
+    if (arg.substr(0, 2) != "--") {
+      *error = "unexpected argument '" + std::string(arg) + "'";
+      return false;
+    }
+    arg.remove_prefix(2);
+    size_t eq = arg.find('=');
+    std::string name = absl::StrReplaceAll(arg.substr(0, eq), {{"_", "-"}});
+    if (auto s = switches.find(name); s != switches.end()) {
+      *s->second = true;
+      continue;
+    }
+    auto w = with_value.find(name);
+    if (w == with_value.end()) {
+      *error = "unknown flag --" + name;
+      return false;
+    }
+    std::string value;
+    if (eq != absl::string_view::npos) {
+      value = std::string(arg.substr(eq + 1));
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      *error = "flag --" + name + " needs a value";
+      return false;
+    }
+    if (!w->second(value)) {
+      *error = "bad value '" + value + "' for --" + name;
+      return false;
+    }
+  }
+  return true;
+}
+
+// Forks a process that inherits stdout and stderr and outlives its parent's
+// stop signal, as the child of a shell wrapper does. It stays in the process
+// group (so a group kill reaches it) and ends itself after 10 minutes so a
+// test that forgets it cannot leak it forever.
+void ForkGrandchild() {
+  pid_t pid = fork();
+  if (pid < 0) {
+    perror("fake_upstream: fork");
+    return;
+  }
+  if (pid == 0) {
+    signal(SIGTERM, SIG_IGN);  // Only the group's SIGKILL ends it early.
+    alarm(600);
+    for (;;) pause();
+  }
+  printf("fake_upstream: forked child pid %d\n", pid);
+}
+
+void RaiseFileLimit() {
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+struct App {
+  Flags flags;
+  bool ready = false;
+  int progress = 0;
+  uv_timer_t ready_timer, crash_timer, log_timer;
+  uv_signal_t sigterm, sigint;
+};
+
+void BecomeReady(App* app) {
+  app->ready = true;
+  if (!app->flags.ready_line.empty()) {
+    printf("%s\n", app->flags.ready_line.c_str());
+  }
+}
+
+void OnStopSignal(uv_signal_t* handle, int signum) {
+  App* app = static_cast<App*>(handle->data);
+  if (signum == SIGTERM && app->flags.ignore_sigterm) {
+    printf("fake_upstream: ignoring SIGTERM\n");
+    return;
+  }
+  printf("fake_upstream: received %s, exiting\n", strsignal(signum));
+  fflush(stdout);
+  exit(0);
+}
+
+int Main(int argc, char** argv) {
+  App app;
+  std::string error;
+  if (!ParseFlags(argc, argv, &app.flags, &error)) {
+    if (!error.empty()) fprintf(stderr, "fake_upstream: %s\n", error.c_str());
+    fputs(kUsage, stderr);
+    return error.empty() ? 0 : 2;
+  }
+  const Flags& f = app.flags;
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+  setvbuf(stderr, nullptr, _IOLBF, 0);
+  if (f.exit_immediately >= 0) {
+    fprintf(stderr, "fake_upstream: exiting at once with code %d as asked\n",
+            f.exit_immediately);
+    return f.exit_immediately;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  RaiseFileLimit();
+  if (f.fork_child) ForkGrandchild();
+
+  uv_loop_t* loop = uv_default_loop();
+  ServerStats stats;
+  OpenAiHandler handler(f.model, &stats, [&app] { return app.ready; });
+  HttpServer server(loop, &stats,
+                    [&handler](const Request& r) { return handler.Handle(r); });
+  absl::StatusOr<int> port = server.Listen(f.host, f.port);
+  if (!port.ok()) {
+    fprintf(stderr, "fake_upstream: %s\n", port.status().ToString().c_str());
+    return 1;
+  }
+  printf("listening on %s:%d\n", f.host.c_str(), *port);
+
+  for (auto [sig, num] :
+       {std::pair{&app.sigterm, SIGTERM}, std::pair{&app.sigint, SIGINT}}) {
+    uv_signal_init(loop, sig);
+    sig->data = &app;
+    uv_signal_start(sig, OnStopSignal, num);
+  }
+  auto start_timer = [&](uv_timer_t* t, uint64_t after, uint64_t repeat,
+                         uv_timer_cb cb) {
+    uv_timer_init(loop, t);
+    t->data = &app;
+    uv_timer_start(t, cb, after, repeat);
+  };
+  if (f.ready_after_ms == 0) {
+    BecomeReady(&app);
+  } else {
+    start_timer(&app.ready_timer, f.ready_after_ms, 0,
+                [](uv_timer_t* t) { BecomeReady(static_cast<App*>(t->data)); });
+  }
+  if (f.crash_after_ms >= 0) {
+    start_timer(&app.crash_timer, f.crash_after_ms, 0, [](uv_timer_t*) {
+      printf("fake_upstream: crashing as asked\n");
+      rlimit no_core{0, 0};
+      setrlimit(RLIMIT_CORE, &no_core);
+      signal(SIGSEGV, SIG_DFL);
+      raise(SIGSEGV);
+    });
+  }
+  if (f.log_every_ms > 0) {
+    start_timer(&app.log_timer, f.log_every_ms, f.log_every_ms,
+                [](uv_timer_t* t) {
+                  App* a = static_cast<App*>(t->data);
+                  printf("fake_upstream: progress line %d\n", ++a->progress);
+                });
+  }
+  return uv_run(loop, UV_RUN_DEFAULT);
+}
+
+}  // namespace
+}  // namespace modelplane::fake
+
+int main(int argc, char** argv) { return modelplane::fake::Main(argc, argv); }
