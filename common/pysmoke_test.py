@@ -1,2 +1,0 @@
-import sys, grpc
-print(sys.executable, grpc.__version__)
