@@ -1,0 +1,105 @@
+// The resolved configuration of modelmanager: what a llama-swap compatible
+// config.yaml means once macros are expanded, ports assigned, commands split
+// and every rule checked. Immutable once loaded; shared across threads as
+// `std::shared_ptr<const Config>`.
+//
+// Loading lives in loader.h; the reload diff in diff.h. Nothing here depends
+// on gRPC.
+#ifndef MODELPLANE_SERVER_CORE_CONFIG_CONFIG_H_
+#define MODELPLANE_SERVER_CORE_CONFIG_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "server/core/config/value.h"
+
+namespace modelplane::config {
+
+// Where something is in the config file (1-based; 0 when unknown).
+struct SourcePos {
+  int line = 0;
+  int column = 0;
+};
+
+// An error or a warning about the file: `file:line:col: key.path: message`.
+struct Diagnostic {
+  std::string file;
+  SourcePos pos;
+  std::string key_path;  // e.g. "models.qwen.proxy"; empty for the whole file.
+  std::string message;
+
+  std::string ToString() const;
+};
+
+struct Filters {
+  // JSON keys removed from request bodies; never contains "model".
+  std::vector<std::string> strip_params;
+  // JSON members set (or overridden) in request bodies: an object, or null.
+  Value set_params;
+};
+
+struct ModelConfig {
+  std::string id;
+  // The command, split like a POSIX shell (no shell runs it), macros and
+  // ${PORT} expanded. Never empty.
+  std::vector<std::string> argv;
+  // `cmdStop` split the same way; may hold the literal "${PID}", replaced by
+  // the process id at stop time. Empty: stop with SIGTERM to the group.
+  std::vector<std::string> cmd_stop;
+  std::string proxy;           // Upstream base URL, e.g. http://localhost:5800.
+  std::string check_endpoint;  // Path probed for HTTP 200; empty: no check.
+  absl::Duration health_check_timeout;  // Per model, else global.
+  absl::Duration ttl;                   // Idle unload; zero: never.
+  absl::Duration unload_timeout;        // Graceful stop before SIGKILL.
+  std::vector<std::string> aliases;
+  std::vector<std::string> env;  // KEY=value, appended to the inherited env.
+  std::string name;
+  std::string description;
+  bool unlisted = false;
+  Value metadata;              // Any YAML, types kept; null when absent.
+  std::string use_model_name;  // Rewrites `model` in bodies sent upstream.
+  int concurrency_limit = 10;
+  Filters filters;
+  // Extensions (docs/config.md).
+  std::string ready_pattern;      // RE2 on output; empty: none.
+  absl::Duration max_queue_wait;  // Bound on queueing behind other models.
+  int priority = 0;               // Higher is served first.
+
+  int port = 0;       // The ${PORT} assigned to this model, 0 if none.
+  std::string group;  // Id of its group (kDefaultGroup when in none).
+  SourcePos pos;      // Where `models.<id>` is.
+};
+
+struct GroupConfig {
+  std::string id;
+  bool swap = true;         // Members evict each other.
+  bool exclusive = true;    // Running it evicts non-persistent other groups.
+  bool persistent = false;  // Not evicted by other groups.
+  std::vector<std::string> members;  // Model ids, in file order.
+};
+
+// The group of models that are in no configured group, as llama-swap names
+// it: swap and exclusive, so with no groups one model runs at a time.
+inline constexpr char kDefaultGroup[] = "(default)";
+
+struct Config {
+  std::string file;                 // The path it was loaded from.
+  std::vector<ModelConfig> models;  // Sorted by id.
+  std::vector<GroupConfig> groups;  // File order, then kDefaultGroup if used.
+  absl::Duration health_check_timeout;  // Global default.
+  absl::Duration global_ttl;
+  absl::Duration unload_timeout;  // Global default.
+  int start_port = 5800;
+  std::string log_level = "info";  // debug, info, warn or error.
+  std::vector<std::string> api_keys;
+  std::vector<std::string> preload;  // Canonical model ids, in file order.
+
+  // The model whose id or alias is `name`, or nullptr.
+  const ModelConfig* FindModel(const std::string& name) const;
+  const GroupConfig* FindGroup(const std::string& id) const;
+};
+
+}  // namespace modelplane::config
+
+#endif  // MODELPLANE_SERVER_CORE_CONFIG_CONFIG_H_
