@@ -9,34 +9,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
-#include <map>
 #include <string>
+#include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_replace.h"
-#include "absl/strings/string_view.h"
+#include "absl/status/statusor.h"
+#include "common/flags.h"
 #include "tools/fake_upstream/http_server.h"
 #include "tools/fake_upstream/openai_handler.h"
 
 namespace modelplane::fake {
 namespace {
-
-constexpr char kUsage[] =
-    "usage: fake_upstream [flags]\n"
-    "  --port N                 listen port; 0 picks a free one (default 0)\n"
-    "  --host ADDR              listen address (default 127.0.0.1)\n"
-    "  --model NAME             model name answered by default\n"
-    "  --ready-after-ms N       /health answers 503 until N ms after start\n"
-    "  --ready-line TEXT        printed to stdout the moment it is ready\n"
-    "  --tokens N               tokens per completion (default 16)\n"
-    "  --tokens-per-second R    streaming rate; 0 = unlimited (default)\n"
-    "  --ignore-sigterm         log SIGTERM and keep running\n"
-    "  --fork-child             fork a grandchild that keeps stdout/stderr\n"
-    "                           open (lives at most 10 minutes)\n"
-    "  --crash-after-ms N       die by SIGSEGV N ms after start\n"
-    "  --exit-immediately CODE  print a line to stderr and exit with CODE\n"
-    "  --log-every-ms N         print a progress line every N ms\n";
 
 struct Flags {
   int port = 0;
@@ -51,94 +33,26 @@ struct Flags {
   int log_every_ms = 0;
 };
 
-// Accepts `--name value`, `--name=value`, and `_` for `-` in names.
-bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
-  std::map<std::string, std::function<bool(absl::string_view)>> with_value = {
-      {"port",
-       [&](absl::string_view v) { return absl::SimpleAtoi(v, &f->port); }},
-      {"host",
-       [&](absl::string_view v) {
-         f->host = std::string(v);
-         return !v.empty();
-       }},
-      {"model",
-       [&](absl::string_view v) {
-         f->model.model = std::string(v);
-         return true;
-       }},
-      {"ready-after-ms",
-       [&](absl::string_view v) {
-         return absl::SimpleAtoi(v, &f->ready_after_ms) &&
-                f->ready_after_ms >= 0;
-       }},
-      {"ready-line",
-       [&](absl::string_view v) {
-         f->ready_line = std::string(v);
-         return true;
-       }},
-      {"tokens",
-       [&](absl::string_view v) {
-         return absl::SimpleAtoi(v, &f->model.tokens) && f->model.tokens >= 0;
-       }},
-      {"tokens-per-second",
-       [&](absl::string_view v) {
-         return absl::SimpleAtod(v, &f->model.tokens_per_second) &&
-                f->model.tokens_per_second >= 0;
-       }},
-      {"crash-after-ms",
-       [&](absl::string_view v) {
-         return absl::SimpleAtoi(v, &f->crash_after_ms) &&
-                f->crash_after_ms >= 0;
-       }},
-      {"exit-immediately",
-       [&](absl::string_view v) {
-         return absl::SimpleAtoi(v, &f->exit_immediately) &&
-                f->exit_immediately >= 0 && f->exit_immediately < 256;
-       }},
-      {"log-every-ms",
-       [&](absl::string_view v) {
-         return absl::SimpleAtoi(v, &f->log_every_ms) && f->log_every_ms > 0;
-       }},
-  };
-  std::map<std::string, bool*> switches = {
-      {"ignore-sigterm", &f->ignore_sigterm}, {"fork-child", &f->fork_child}};
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      *error = "";
-      return false;
-    }
-    if (arg.substr(0, 2) != "--") {
-      *error = "unexpected argument '" + std::string(arg) + "'";
-      return false;
-    }
-    arg.remove_prefix(2);
-    size_t eq = arg.find('=');
-    std::string name = absl::StrReplaceAll(arg.substr(0, eq), {{"_", "-"}});
-    if (auto s = switches.find(name); s != switches.end()) {
-      *s->second = true;
-      continue;
-    }
-    auto w = with_value.find(name);
-    if (w == with_value.end()) {
-      *error = "unknown flag --" + name;
-      return false;
-    }
-    std::string value;
-    if (eq != absl::string_view::npos) {
-      value = std::string(arg.substr(eq + 1));
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      *error = "flag --" + name + " needs a value";
-      return false;
-    }
-    if (!w->second(value)) {
-      *error = "bad value '" + value + "' for --" + name;
-      return false;
-    }
-  }
-  return true;
+void DefineFlags(FlagParser* p, Flags* f) {
+  p->Int("port", &f->port, "listen port; 0 picks a free one (default 0)", 0);
+  p->String("host", &f->host, "listen address (default 127.0.0.1)");
+  p->String("model", &f->model.model, "model name answered by default");
+  p->Int("ready-after-ms", &f->ready_after_ms,
+         "/health answers 503 until N ms after start", 0);
+  p->String("ready-line", &f->ready_line,
+            "printed to stdout the moment it is ready");
+  p->Int("tokens", &f->model.tokens, "tokens per completion (default 16)", 0);
+  p->Double("tokens-per-second", &f->model.tokens_per_second,
+            "streaming rate; 0 = unlimited (default)", 0);
+  p->Bool("ignore-sigterm", &f->ignore_sigterm, "log SIGTERM and keep running");
+  p->Bool("fork-child", &f->fork_child,
+          "fork a grandchild that keeps stdout/stderr open (10 min at most)");
+  p->Int("crash-after-ms", &f->crash_after_ms,
+         "die by SIGSEGV N ms after start", 0);
+  p->Int("exit-immediately", &f->exit_immediately,
+         "print a line to stderr and exit with this code", 0);
+  p->Int("log-every-ms", &f->log_every_ms, "print a progress line every N ms",
+         1);
 }
 
 // Forks a process that inherits stdout and stderr and outlives its parent's
@@ -195,11 +109,18 @@ void OnStopSignal(uv_signal_t* handle, int signum) {
 
 int Main(int argc, char** argv) {
   App app;
-  std::string error;
-  if (!ParseFlags(argc, argv, &app.flags, &error)) {
-    if (!error.empty()) fprintf(stderr, "fake_upstream: %s\n", error.c_str());
-    fputs(kUsage, stderr);
-    return error.empty() ? 0 : 2;
+  FlagParser parser("fake_upstream [flags]");
+  DefineFlags(&parser, &app.flags);
+  absl::StatusOr<std::vector<std::string>> rest = parser.Parse(argc, argv);
+  if (!rest.ok() || !rest->empty() || app.flags.exit_immediately > 255) {
+    bool help = absl::IsNotFound(rest.status());
+    if (!help) {
+      fprintf(stderr, "fake_upstream: %s\n",
+              !rest.ok() ? std::string(rest.status().message()).c_str()
+                         : "unexpected arguments or exit code over 255");
+    }
+    fputs(parser.Usage().c_str(), stderr);
+    return help ? 0 : 2;
   }
   const Flags& f = app.flags;
   setvbuf(stdout, nullptr, _IOLBF, 0);

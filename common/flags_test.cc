@@ -1,0 +1,82 @@
+#include "common/flags.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modelplane {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class FlagParserTest : public ::testing::Test {
+ protected:
+  FlagParserTest() : flags_("prog [flags]") {
+    flags_.String("config", &config_, "config file");
+    flags_.Int("port", &port_, "listen port", 0);
+    flags_.Double("rate", &rate_, "tokens per second", 0);
+    flags_.Bool("print-config", &print_, "print it");
+  }
+
+  absl::StatusOr<std::vector<std::string>> Parse(
+      std::vector<const char*> args) {
+    args.insert(args.begin(), "prog");
+    return flags_.Parse(static_cast<int>(args.size()), args.data());
+  }
+
+  FlagParser flags_;
+  std::string config_ = "default.yaml";
+  int port_ = 7;
+  double rate_ = 0;
+  bool print_ = false;
+};
+
+TEST_F(FlagParserTest, SpaceAndEqualsFormsAndUnderscores) {
+  auto rest = Parse({"--config", "a.yaml", "--port=80", "--print_config",
+                     "--rate", "2.5", "file"});
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(config_, "a.yaml");
+  EXPECT_EQ(port_, 80);
+  EXPECT_EQ(rate_, 2.5);
+  EXPECT_TRUE(print_);
+  EXPECT_THAT(*rest, ElementsAre("file"));
+}
+
+TEST_F(FlagParserTest, AbsentFlagsKeepDefaults) {
+  ASSERT_TRUE(Parse({}).ok());
+  EXPECT_EQ(config_, "default.yaml");
+  EXPECT_EQ(port_, 7);
+  EXPECT_FALSE(print_);
+}
+
+TEST_F(FlagParserTest, ErrorsNameTheFlag) {
+  EXPECT_EQ(Parse({"--nope"}).status().message(), "unknown flag --nope");
+  EXPECT_EQ(Parse({"--port", "x"}).status().message(),
+            "bad value 'x' for --port");
+  EXPECT_EQ(Parse({"--port", "-1"}).status().message(),
+            "bad value '-1' for --port");
+  EXPECT_EQ(Parse({"--config"}).status().message(),
+            "flag --config needs a value");
+  EXPECT_EQ(Parse({"--print-config=1"}).status().message(),
+            "flag --print-config takes no value");
+}
+
+TEST_F(FlagParserTest, HelpIsNotFoundAndUsageListsFlags) {
+  EXPECT_EQ(Parse({"--help"}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(flags_.Usage(), HasSubstr("usage: prog [flags]"));
+  EXPECT_THAT(flags_.Usage(), HasSubstr("--port N"));
+  EXPECT_THAT(flags_.Usage(), HasSubstr("--print-config "));
+}
+
+TEST_F(FlagParserTest, DoubleDashEndsFlags) {
+  auto rest = Parse({"--", "--port", "9"});
+  ASSERT_TRUE(rest.ok());
+  EXPECT_THAT(*rest, ElementsAre("--port", "9"));
+  EXPECT_EQ(port_, 7);
+}
+
+}  // namespace
+}  // namespace modelplane

@@ -1,0 +1,40 @@
+// Collects the errors and warnings of one config load, so that the loader
+// can report every problem in a file, not only the first.
+#ifndef MODELPLANE_SERVER_CORE_CONFIG_DIAG_SINK_H_
+#define MODELPLANE_SERVER_CORE_CONFIG_DIAG_SINK_H_
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "server/core/config/config.h"
+
+namespace modelplane::config {
+
+class DiagSink {
+ public:
+  explicit DiagSink(std::string file) : file_(std::move(file)) {}
+
+  void Error(SourcePos pos, std::string key_path, std::string message) {
+    errors_.push_back(
+        Diagnostic{file_, pos, std::move(key_path), std::move(message)});
+  }
+  void Warn(SourcePos pos, std::string key_path, std::string message) {
+    warnings_.push_back(
+        Diagnostic{file_, pos, std::move(key_path), std::move(message)});
+  }
+
+  const std::string& file() const { return file_; }
+  size_t error_count() const { return errors_.size(); }
+  std::vector<Diagnostic> TakeErrors() { return std::move(errors_); }
+  std::vector<Diagnostic> TakeWarnings() { return std::move(warnings_); }
+
+ private:
+  std::string file_;
+  std::vector<Diagnostic> errors_;
+  std::vector<Diagnostic> warnings_;
+};
+
+}  // namespace modelplane::config
+
+#endif  // MODELPLANE_SERVER_CORE_CONFIG_DIAG_SINK_H_

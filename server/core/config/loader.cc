@@ -1,0 +1,461 @@
+#include "server/core/config/loader.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/core/config/decode_util.h"
+#include "server/core/config/diag_sink.h"
+#include "server/core/config/model_decoder.h"
+#include "server/core/config/yaml_tree.h"
+
+namespace modelplane::config {
+namespace {
+
+// Reserved for the manager's own log in StreamLogs.
+constexpr char kReservedName[] = "manager";
+constexpr int kMaxPort = 65535;
+
+const KeySet& TopKeys() {
+  static const KeySet keys = {
+      {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
+       "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks"},
+      {"logTimeFormat", "logToStdout", "logRequests", "metricsMaxInMemory",
+       "captureBuffer", "store", "ui", "performance", "sendLoadingState",
+       "includeAliasesInList", "upstream", "matrix", "profiles", "selectors",
+       "peers"}};
+  return keys;
+}
+
+const KeySet& GroupKeys() {
+  static const KeySet keys = {{"swap", "exclusive", "persistent", "members"},
+                              {}};
+  return keys;
+}
+
+class Loader {
+ public:
+  Loader(absl::string_view file, const EnvLookup& env)
+      : sink_(std::string(file)), env_(env) {}
+
+  LoadResult Run(absl::string_view text) {
+    auto config = std::make_shared<Config>();
+    config->file = sink_.file();
+    Diagnostic syntax;
+    std::optional<YamlNode> root = ParseYaml(text, &syntax);
+    if (!root) {
+      sink_.Error(syntax.pos, "", syntax.message);
+    } else if (!root->is_map()) {
+      sink_.Error(root->pos, "",
+                  root->is_null()
+                      ? "the file is empty: it needs a 'models' mapping"
+                      : absl::StrCat("the file must be a mapping of settings, "
+                                     "not ",
+                                     root->KindName()));
+    } else {
+      Load(&*root, config.get());
+    }
+    LoadResult result;
+    result.errors = sink_.TakeErrors();
+    result.warnings = sink_.TakeWarnings();
+    if (result.errors.empty()) result.config = std::move(config);
+    return result;
+  }
+
+ private:
+  void Load(YamlNode* root, Config* c) {
+    CheckKeys(*root, "", TopKeys(), &sink_);
+    ExpandEnv(root, "", env_, &sink_);
+    MacroSet globals = MacroSet::Global(root->Get("macros"), &sink_);
+    // Global macros apply to every setting outside `models` (no MODEL_ID).
+    YamlNode settings = *root;
+    settings.entries.erase(
+        std::remove_if(settings.entries.begin(), settings.entries.end(),
+                       [](const auto& e) {
+                         return e.first.text == "models" ||
+                                e.first.text == "macros";
+                       }),
+        settings.entries.end());
+    globals.Expand(&settings);
+    ForEachScalar(&settings, "", [&](const YamlNode* s, const std::string& at) {
+      for (const std::string& ref : MacroRefs(s->text)) {
+        if (ref.rfind("env.", 0) == 0) continue;
+        sink_.Error(s->pos, at, absl::StrCat("unknown macro '${", ref, "}'"));
+      }
+    });
+    Globals(settings, c);
+    Models(root->Get("models"), globals, c);
+    Groups(settings, c);
+    Aliases(*root, c);
+    Priorities(settings, c);
+    Preload(settings, c);
+  }
+
+  void Globals(const YamlNode& s, Config* c) {
+    c->health_check_timeout = absl::Seconds(120);
+    c->unload_timeout = absl::Seconds(10);
+    c->global_ttl = absl::ZeroDuration();
+    double secs;
+    if (const YamlNode* n = s.Get("healthCheckTimeout");
+        n != nullptr && ReadSeconds(*n, "healthCheckTimeout", &sink_, &secs)) {
+      if (secs <= 0) {
+        sink_.Error(n->pos, "healthCheckTimeout", "must be positive");
+      } else {
+        c->health_check_timeout = Seconds(secs);
+      }
+    }
+    if (const YamlNode* n = s.Get("globalTTL");
+        n != nullptr && ReadSeconds(*n, "globalTTL", &sink_, &secs)) {
+      if (secs < 0) {
+        sink_.Error(n->pos, "globalTTL", "must not be negative (0: never)");
+      } else {
+        c->global_ttl = Seconds(secs);
+      }
+    }
+    if (const YamlNode* n = s.Get("unloadTimeout");
+        n != nullptr && ReadSeconds(*n, "unloadTimeout", &sink_, &secs)) {
+      if (secs < 0) {
+        sink_.Error(n->pos, "unloadTimeout", "must not be negative");
+      } else if (secs > 0) {
+        c->unload_timeout = Seconds(secs);
+      }
+    }
+    int64_t port;
+    if (const YamlNode* n = s.Get("startPort");
+        n != nullptr && ReadInt(*n, "startPort", &sink_, &port)) {
+      if (port < 1 || port > kMaxPort) {
+        sink_.Error(n->pos, "startPort", "must be between 1 and 65535");
+      } else {
+        c->start_port = static_cast<int>(port);
+      }
+    }
+    std::string level;
+    if (const YamlNode* n = s.Get("logLevel");
+        n != nullptr && ReadString(*n, "logLevel", &sink_, &level)) {
+      level = absl::AsciiStrToLower(absl::StripAsciiWhitespace(level));
+      if (level == "debug" || level == "info" || level == "warn" ||
+          level == "error") {
+        c->log_level = level;
+      } else {
+        sink_.Warn(n->pos, "logLevel",
+                   absl::StrCat("unknown level \"", level,
+                                "\" (debug, info, warn, error); using info"));
+      }
+    }
+    if (const YamlNode* n = s.Get("apiKeys");
+        n != nullptr && ReadStringList(*n, "apiKeys", &sink_, &c->api_keys)) {
+      for (size_t i = 0; i < c->api_keys.size(); ++i) {
+        const std::string& key = c->api_keys[i];
+        if (key.empty() || key.find_first_of(" \t\r\n") != std::string::npos) {
+          sink_.Error(n->items[i].pos, absl::StrCat("apiKeys[", i, "]"),
+                      "an API key must be non-empty, without spaces");
+        }
+      }
+    }
+  }
+
+  void Models(const YamlNode* models, const MacroSet& globals, Config* c) {
+    if (models == nullptr || models->is_null()) {
+      sink_.Warn(SourcePos{}, "models", "no models are configured");
+      return;
+    }
+    if (!models->is_map()) {
+      sink_.Error(models->pos, "models",
+                  absl::StrCat("must be a mapping of model id to settings, "
+                               "not ",
+                               models->KindName()));
+      return;
+    }
+    std::vector<const std::pair<YamlNode, YamlNode>*> sorted;
+    for (const auto& entry : models->entries) sorted.push_back(&entry);
+    std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) {
+      return a->first.text < b->first.text;
+    });
+    ModelDefaults defaults{c->health_check_timeout, c->global_ttl,
+                           c->unload_timeout};
+    int next_port = c->start_port;
+    for (const auto* entry : sorted) {
+      const std::string& id = entry->first.text;
+      if (id.empty() || id == kReservedName) {
+        sink_.Error(entry->first.pos, absl::StrCat("models.", id),
+                    id.empty() ? "a model id must not be empty"
+                               : "the model id 'manager' is reserved (it "
+                                 "names the manager's own log)");
+        continue;
+      }
+      std::optional<ModelConfig> m =
+          DecodeModel(id, entry->first.pos, entry->second, globals, defaults,
+                      &next_port, &sink_);
+      if (m && m->port > kMaxPort) {
+        sink_.Error(entry->first.pos, absl::StrCat("models.", id),
+                    absl::StrCat("${PORT} would be ", m->port,
+                                 ", past 65535 (lower startPort)"));
+      }
+      if (m) c->models.push_back(*std::move(m));
+    }
+  }
+
+  // Legacy top-level `groups:` or `routing.router.settings.groups`.
+  const YamlNode* FindGroups(const YamlNode& s) {
+    const YamlNode* legacy = s.Get("groups");
+    const YamlNode* routing = s.Get("routing");
+    if (routing == nullptr || routing->is_null()) return legacy;
+    if (!routing->is_map()) {
+      sink_.Error(routing->pos, "routing", "must be a mapping");
+      return legacy;
+    }
+    CheckKeys(*routing, "routing", KeySet{{"router", "scheduler"}, {}}, &sink_);
+    const YamlNode* router = routing->Get("router");
+    if (router == nullptr || router->is_null()) return legacy;
+    if (legacy != nullptr || s.Get("matrix") != nullptr) {
+      sink_.Error(router->pos, "routing.router",
+                  "cannot be used together with the legacy top-level "
+                  "'groups' or 'matrix' keys");
+    }
+    if (!router->is_map()) {
+      sink_.Error(router->pos, "routing.router", "must be a mapping");
+      return nullptr;
+    }
+    CheckKeys(*router, "routing.router", KeySet{{"use", "settings"}, {}},
+              &sink_);
+    std::string use = "group";
+    if (const YamlNode* u = router->Get("use"); u != nullptr) {
+      ReadString(*u, "routing.router.use", &sink_, &use);
+      if (use == "matrix") {
+        sink_.Warn(u->pos, "routing.router.use",
+                   "the swap matrix is not supported by modelplane yet; "
+                   "models swap one at a time");
+        return nullptr;
+      }
+      if (use != "group" && !use.empty()) {
+        sink_.Error(
+            u->pos, "routing.router.use",
+            absl::StrCat("must be 'group' or 'matrix', not \"", use, "\""));
+      }
+    }
+    const YamlNode* settings = router->Get("settings");
+    if (settings == nullptr || !settings->is_map()) return nullptr;
+    CheckKeys(*settings, "routing.router.settings",
+              KeySet{{"groups"}, {"matrix"}}, &sink_);
+    return settings->Get("groups");
+  }
+
+  void Groups(const YamlNode& s, Config* c) {
+    const YamlNode* groups = FindGroups(s);
+    absl::flat_hash_map<std::string, std::string> group_of;
+    if (groups != nullptr && !groups->is_null() && !groups->is_map()) {
+      sink_.Error(groups->pos, "groups",
+                  "must be a mapping of group id to "
+                  "settings");
+    } else if (groups != nullptr) {
+      for (const auto& [key, node] : groups->entries) {
+        std::string path = absl::StrCat("groups.", key.text);
+        if (key.text == kDefaultGroup) {
+          sink_.Error(key.pos, path, "the group id '(default)' is reserved");
+          continue;
+        }
+        if (!node.is_map()) {
+          sink_.Error(node.pos, path, "must be a mapping with 'members'");
+          continue;
+        }
+        CheckKeys(node, path, GroupKeys(), &sink_);
+        GroupConfig g;
+        g.id = key.text;
+        if (const YamlNode* n = node.Get("swap")) {
+          ReadBool(*n, path + ".swap", &sink_, &g.swap);
+        }
+        if (const YamlNode* n = node.Get("exclusive")) {
+          ReadBool(*n, path + ".exclusive", &sink_, &g.exclusive);
+        }
+        if (const YamlNode* n = node.Get("persistent")) {
+          ReadBool(*n, path + ".persistent", &sink_, &g.persistent);
+        }
+        const YamlNode* members = node.Get("members");
+        std::vector<std::string> names;
+        if (members != nullptr &&
+            ReadStringList(*members, path + ".members", &sink_, &names)) {
+          for (size_t i = 0; i < names.size(); ++i) {
+            Member(names[i], members->items[i].pos,
+                   absl::StrCat(path, ".members[", i, "]"), c, &g, &group_of);
+          }
+        }
+        c->groups.push_back(std::move(g));
+      }
+    }
+    GroupConfig implicit;
+    implicit.id = kDefaultGroup;
+    for (ModelConfig& m : c->models) {
+      auto it = group_of.find(m.id);
+      m.group = it == group_of.end() ? kDefaultGroup : it->second;
+      if (it == group_of.end()) implicit.members.push_back(m.id);
+    }
+    if (!implicit.members.empty()) c->groups.push_back(std::move(implicit));
+  }
+
+  void Member(const std::string& name, SourcePos pos, const std::string& path,
+              const Config* c, GroupConfig* g,
+              absl::flat_hash_map<std::string, std::string>* group_of) {
+    const ModelConfig* m = c->FindModel(name);
+    if (m == nullptr) {
+      sink_.Error(pos, path, absl::StrCat("'", name, "' is not a model"));
+    } else if (m->id != name) {
+      sink_.Error(pos, path,
+                  absl::StrCat("'", name, "' is an alias of model '", m->id,
+                               "'; groups list model ids"));
+    } else if (auto [it, inserted] = group_of->emplace(name, g->id);
+               !inserted) {
+      sink_.Error(pos, path,
+                  it->second == g->id
+                      ? absl::StrCat("'", name, "' is listed twice")
+                      : absl::StrCat(
+                            "model '", name, "' is already a member of group '",
+                            it->second, "' (a model is in at most one group)"));
+    } else {
+      g->members.push_back(name);
+    }
+  }
+
+  void Aliases(const YamlNode& root, const Config* c) {
+    absl::flat_hash_map<std::string, std::string> owner;
+    for (const ModelConfig& m : c->models) owner[m.id] = m.id;
+    for (const ModelConfig& m : c->models) {
+      for (size_t i = 0; i < m.aliases.size(); ++i) {
+        const std::string& alias = m.aliases[i];
+        std::string path = absl::StrCat("models.", m.id, ".aliases[", i, "]");
+        SourcePos pos = AliasPos(root, m.id, i);
+        if (alias == kReservedName) {
+          sink_.Error(pos, path, "the name 'manager' is reserved");
+          continue;
+        }
+        auto [it, inserted] = owner.emplace(alias, m.id);
+        if (inserted) continue;
+        if (it->first == it->second) {
+          sink_.Error(pos, path,
+                      absl::StrCat("alias '", alias, "' is the id of model '",
+                                   it->second, "'"));
+        } else {
+          sink_.Error(pos, path,
+                      absl::StrCat("alias '", alias,
+                                   "' is already used by "
+                                   "model '",
+                                   it->second, "'"));
+        }
+      }
+    }
+  }
+
+  static SourcePos AliasPos(const YamlNode& root, const std::string& id,
+                            size_t i) {
+    const YamlNode* models = root.Get("models");
+    const YamlNode* m = models ? models->Get(id) : nullptr;
+    const YamlNode* a = m && m->is_map() ? m->Get("aliases") : nullptr;
+    return a && a->is_seq() && i < a->items.size() ? a->items[i].pos
+                                                   : SourcePos{};
+  }
+
+  // routing.scheduler.settings.fifo.priority: model (id or alias) -> int.
+  void Priorities(const YamlNode& s, Config* c) {
+    const YamlNode* n = s.Get("routing");
+    for (const char* key : {"scheduler", "settings", "fifo", "priority"}) {
+      n = n != nullptr && n->is_map() ? n->Get(key) : nullptr;
+    }
+    if (n == nullptr || n->is_null()) return;
+    std::string path = "routing.scheduler.settings.fifo.priority";
+    if (!n->is_map()) {
+      sink_.Error(n->pos, path, "must be a mapping of model to priority");
+      return;
+    }
+    for (const auto& [key, value] : n->entries) {
+      std::string at = JoinPath(path, key.text);
+      const ModelConfig* found = c->FindModel(key.text);
+      int64_t priority;
+      if (found == nullptr) {
+        sink_.Error(key.pos, at,
+                    absl::StrCat("'", key.text, "' is not a model"));
+      } else if (ReadInt(value, at, &sink_, &priority)) {
+        c->models[found - c->models.data()].priority =
+            static_cast<int>(priority);
+      }
+    }
+  }
+
+  void Preload(const YamlNode& s, Config* c) {
+    const YamlNode* hooks = s.Get("hooks");
+    if (hooks == nullptr || hooks->is_null()) return;
+    if (!hooks->is_map()) {
+      sink_.Error(hooks->pos, "hooks", "must be a mapping");
+      return;
+    }
+    CheckKeys(*hooks, "hooks", KeySet{{"on_startup"}, {}}, &sink_);
+    const YamlNode* startup = hooks->Get("on_startup");
+    if (startup == nullptr || !startup->is_map()) return;
+    CheckKeys(*startup, "hooks.on_startup", KeySet{{"preload"}, {}}, &sink_);
+    const YamlNode* preload = startup->Get("preload");
+    std::vector<std::string> names;
+    std::string path = "hooks.on_startup.preload";
+    if (preload == nullptr || !ReadStringList(*preload, path, &sink_, &names)) {
+      return;
+    }
+    for (size_t i = 0; i < names.size(); ++i) {
+      std::string name(absl::StripAsciiWhitespace(names[i]));
+      if (name.empty()) continue;
+      const ModelConfig* m = c->FindModel(name);
+      if (m == nullptr) {
+        sink_.Error(preload->items[i].pos, absl::StrCat(path, "[", i, "]"),
+                    absl::StrCat("'", name, "' is not a model or an alias"));
+      } else if (std::find(c->preload.begin(), c->preload.end(), m->id) ==
+                 c->preload.end()) {
+        c->preload.push_back(m->id);
+      }
+    }
+  }
+
+  DiagSink sink_;
+  const EnvLookup& env_;
+};
+
+}  // namespace
+
+absl::Status LoadResult::status() const {
+  if (errors.empty()) return absl::OkStatus();
+  std::vector<std::string> lines;
+  for (const Diagnostic& d : errors) lines.push_back(d.ToString());
+  return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
+}
+
+LoadResult LoadConfigText(absl::string_view file_name, absl::string_view text,
+                          const EnvLookup& env) {
+  return Loader(file_name, env).Run(text);
+}
+
+LoadResult LoadConfigFile(const std::string& path, const EnvLookup& env) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    LoadResult r;
+    r.errors.push_back(Diagnostic{
+        path, SourcePos{}, "",
+        absl::StrCat("cannot read the file: ", std::strerror(errno))});
+    return r;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return LoadConfigText(path, text.str(), env);
+}
+
+EnvLookup ProcessEnv() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+}  // namespace modelplane::config

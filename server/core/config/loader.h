@@ -1,0 +1,48 @@
+// Loads a llama-swap compatible config.yaml into a Config (config.h).
+//
+// The loader is a pure function of the file's text and the environment, so
+// it can be tested with tables and fuzzed: it never crashes, never throws,
+// and reports every problem it finds (not only the first), each as
+// `file:line:col: key.path: message`. docs/config.md describes the format.
+//
+//   LoadResult r = LoadConfigFile("config.yaml", ProcessEnv());
+//   for (const Diagnostic& w : r.warnings) LOG(WARNING) << w.ToString();
+//   if (!r.ok()) return r.status();
+//   std::shared_ptr<const Config> config = r.config;
+#ifndef MODELPLANE_SERVER_CORE_CONFIG_LOADER_H_
+#define MODELPLANE_SERVER_CORE_CONFIG_LOADER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "server/core/config/config.h"
+#include "server/core/config/macros.h"
+
+namespace modelplane::config {
+
+struct LoadResult {
+  std::shared_ptr<const Config> config;  // Null when there are errors.
+  std::vector<Diagnostic> errors;
+  std::vector<Diagnostic> warnings;
+
+  bool ok() const { return config != nullptr; }
+  // OK, or InvalidArgument with one error per line.
+  absl::Status status() const;
+};
+
+// Loads from text; `file_name` is used in messages and as Config::file.
+LoadResult LoadConfigText(absl::string_view file_name, absl::string_view text,
+                          const EnvLookup& env);
+
+// Reads and loads a file. An unreadable file is an error like any other.
+LoadResult LoadConfigFile(const std::string& path, const EnvLookup& env);
+
+// The process environment (getenv).
+EnvLookup ProcessEnv();
+
+}  // namespace modelplane::config
+
+#endif  // MODELPLANE_SERVER_CORE_CONFIG_LOADER_H_

@@ -1,0 +1,349 @@
+#include "server/core/config/model_decoder.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "re2/re2.h"
+#include "server/core/config/decode_util.h"
+#include "server/core/config/shell_split.h"
+
+namespace modelplane::config {
+namespace {
+
+const KeySet& ModelKeys() {
+  static const KeySet keys = {
+      {"cmd", "cmdStop", "proxy", "checkEndpoint", "ttl", "unloadTimeout",
+       "aliases", "env", "name", "description", "unlisted", "metadata",
+       "useModelName", "concurrencyLimit", "filters", "macros",
+       // modelplane extensions (docs/config.md).
+       "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority"},
+      {"sendLoadingState", "timeouts", "compat", "capabilities"}};
+  return keys;
+}
+
+const KeySet& FilterKeys() {
+  static const KeySet keys = {{"stripParams", "strip_params", "setParams"},
+                              {"setParamsByID", "setParamsByMatch"}};
+  return keys;
+}
+
+YamlNode Scalar(std::string text, bool quoted, SourcePos pos) {
+  YamlNode n;
+  n.kind = YamlNode::Kind::kScalar;
+  n.text = std::move(text);
+  n.quoted = quoted;
+  n.pos = pos;
+  return n;
+}
+
+bool IsUrl(const std::string& s) {
+  static const LazyRE2 kUrl = {
+      R"(https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(:[0-9]{1,5})?(/\S*)?)"};
+  return RE2::FullMatch(s, *kUrl);
+}
+
+// Fills the keys of `node` into `m`, checking each. `path` is models.<id>.
+class FieldDecoder {
+ public:
+  FieldDecoder(const std::string& path, DiagSink* sink)
+      : path_(path), sink_(sink) {}
+
+  void Decode(const YamlNode& node, const ModelDefaults& d, ModelConfig* m) {
+    for (const auto& [key, value] : node.entries) {
+      std::string at = JoinPath(path_, key.text);
+      const std::string& k = key.text;
+      if (k == "cmd") Command(value, at, &m->argv, true);
+      if (k == "cmdStop") Command(value, at, &m->cmd_stop, false);
+      if (k == "proxy" && ReadString(value, at, sink_, &m->proxy) &&
+          m->proxy.find("${") == std::string::npos && !IsUrl(m->proxy)) {
+        sink_->Error(value.pos, at,
+                     absl::StrCat("must be an http:// or https:// URL, not \"",
+                                  m->proxy, "\""));
+      }
+      if (k == "checkEndpoint") CheckEndpoint(value, at, m);
+      if (k == "ttl") Ttl(value, at, d, m);
+      if (k == "unloadTimeout")
+        Timeout(value, at, d.unload_timeout, &m->unload_timeout);
+      if (k == "healthCheckTimeout") {
+        Timeout(value, at, d.health_check_timeout, &m->health_check_timeout);
+      }
+      if (k == "maxQueueWait")
+        Timeout(value, at, absl::ZeroDuration(), &m->max_queue_wait);
+      if (k == "aliases") Aliases(value, at, m);
+      if (k == "env") Env(value, at, m);
+      if (k == "name") ReadString(value, at, sink_, &m->name);
+      if (k == "description") ReadString(value, at, sink_, &m->description);
+      if (k == "unlisted") ReadBool(value, at, sink_, &m->unlisted);
+      if (k == "metadata") m->metadata = ToValue(value);
+      if (k == "useModelName") ReadString(value, at, sink_, &m->use_model_name);
+      if (k == "concurrencyLimit") ConcurrencyLimit(value, at, m);
+      if (k == "filters") Filters(value, at, m);
+      if (k == "readyPattern") ReadyPattern(value, at, m);
+      if (k == "priority") {
+        int64_t p = 0;
+        if (ReadInt(value, at, sink_, &p)) m->priority = static_cast<int>(p);
+      }
+    }
+  }
+
+ private:
+  void Command(const YamlNode& value, const std::string& at,
+               std::vector<std::string>* argv, bool required) {
+    std::string text;
+    if (!ReadString(value, at, sink_, &text)) return;
+    absl::StatusOr<std::vector<std::string>> words = SplitCommand(text);
+    if (!words.ok()) {
+      sink_->Error(value.pos, at, std::string(words.status().message()));
+    } else if (words->empty() && required) {
+      sink_->Error(value.pos, at, "is empty after macro expansion");
+    } else {
+      *argv = *std::move(words);
+    }
+  }
+
+  void CheckEndpoint(const YamlNode& value, const std::string& at,
+                     ModelConfig* m) {
+    std::string s;
+    if (!ReadString(value, at, sink_, &s)) return;
+    if (s == "none") {
+      m->check_endpoint.clear();
+    } else if (s.empty()) {
+      m->check_endpoint = "/health";
+    } else if (s[0] != '/' || s.find_first_of(" \t\r\n") != std::string::npos) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a path starting with '/', or 'none', "
+                                "not \"",
+                                s, "\""));
+    } else {
+      m->check_endpoint = s;
+    }
+  }
+
+  void Ttl(const YamlNode& value, const std::string& at, const ModelDefaults& d,
+           ModelConfig* m) {
+    double s;
+    if (!ReadSeconds(value, at, sink_, &s)) return;
+    if (s == -1) {
+      m->ttl = d.ttl;
+    } else if (s < 0) {
+      sink_->Error(value.pos, at,
+                   "must be 0 (never unload), a positive number of seconds, "
+                   "or -1 (use globalTTL)");
+    } else {
+      m->ttl = Seconds(s);
+    }
+  }
+
+  // A non-negative number of seconds; 0 means `fallback`.
+  void Timeout(const YamlNode& value, const std::string& at,
+               absl::Duration fallback, absl::Duration* out) {
+    double s;
+    if (!ReadSeconds(value, at, sink_, &s)) return;
+    if (s < 0) {
+      sink_->Error(value.pos, at, "must not be negative");
+      return;
+    }
+    *out = s == 0 ? fallback : Seconds(s);
+  }
+
+  void Aliases(const YamlNode& value, const std::string& at, ModelConfig* m) {
+    if (!ReadStringList(value, at, sink_, &m->aliases)) return;
+    for (size_t i = 0; i < m->aliases.size(); ++i) {
+      if (m->aliases[i].empty()) {
+        sink_->Error(value.items[i].pos, absl::StrCat(at, "[", i, "]"),
+                     "an alias must not be empty");
+      }
+    }
+  }
+
+  void Env(const YamlNode& value, const std::string& at, ModelConfig* m) {
+    static const LazyRE2 kEntry = {R"([A-Za-z_][A-Za-z0-9_]*=(?s:.*))"};
+    if (!ReadStringList(value, at, sink_, &m->env)) return;
+    for (size_t i = 0; i < m->env.size(); ++i) {
+      if (!RE2::FullMatch(m->env[i], *kEntry)) {
+        sink_->Error(
+            value.items[i].pos, absl::StrCat(at, "[", i, "]"),
+            absl::StrCat("must be KEY=value, not \"", m->env[i], "\""));
+      }
+    }
+  }
+
+  void ConcurrencyLimit(const YamlNode& value, const std::string& at,
+                        ModelConfig* m) {
+    int64_t n;
+    if (!ReadInt(value, at, sink_, &n)) return;
+    if (n < 0 || n > 1000000) {
+      sink_->Error(value.pos, at,
+                   "must be between 0 (default, 10) and 1000000");
+      return;
+    }
+    m->concurrency_limit =
+        n == 0 ? kDefaultConcurrencyLimit : static_cast<int>(n);
+  }
+
+  void Filters(const YamlNode& value, const std::string& at, ModelConfig* m) {
+    if (value.is_null()) return;
+    if (!value.is_map()) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a mapping, not ", value.KindName()));
+      return;
+    }
+    CheckKeys(value, at, FilterKeys(), sink_);
+    const YamlNode* strip = value.Get("stripParams");
+    if (strip == nullptr || (strip->is_scalar() && strip->text.empty())) {
+      strip = value.Get("strip_params");  // llama-swap's legacy spelling.
+    }
+    if (strip != nullptr) StripParams(*strip, at + ".stripParams", m);
+    if (const YamlNode* set = value.Get("setParams"); set != nullptr) {
+      std::string set_at = at + ".setParams";
+      if (!set->is_map() && !set->is_null()) {
+        sink_->Error(set->pos, set_at,
+                     absl::StrCat("must be a mapping, not ", set->KindName()));
+        return;
+      }
+      m->filters.set_params = Value::Object();
+      for (const auto& [k, v] : set->entries) {
+        if (k.text == "model") {
+          sink_->Warn(k.pos, set_at + ".model",
+                      "the model cannot be set by a filter; ignored (use "
+                      "useModelName)");
+          continue;
+        }
+        m->filters.set_params.Set(k.text, ToValue(v));
+      }
+    }
+  }
+
+  void StripParams(const YamlNode& value, const std::string& at,
+                   ModelConfig* m) {
+    std::string list;
+    if (!ReadString(value, at, sink_, &list)) return;
+    std::vector<std::string>& out = m->filters.strip_params;
+    for (absl::string_view p : absl::StrSplit(list, ',')) {
+      std::string param(absl::StripAsciiWhitespace(p));
+      if (param.empty()) continue;
+      if (param == "model") {
+        sink_->Warn(value.pos, at, "'model' can never be stripped; ignored");
+        continue;
+      }
+      if (std::find(out.begin(), out.end(), param) == out.end()) {
+        out.push_back(param);
+      }
+    }
+    std::sort(out.begin(), out.end());
+  }
+
+  void ReadyPattern(const YamlNode& value, const std::string& at,
+                    ModelConfig* m) {
+    std::string pattern;
+    if (!ReadString(value, at, sink_, &pattern)) return;
+    RE2 re(pattern, RE2::Quiet);
+    if (!re.ok()) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("invalid regular expression: ", re.error()));
+      return;
+    }
+    m->ready_pattern = pattern;
+  }
+
+  std::string path_;
+  DiagSink* sink_;
+};
+
+// ${PORT} in a model whose cmd does not use it, and macros nobody defined.
+void CheckLeftovers(const YamlNode& body, const std::string& path,
+                    bool proxy_defaulted, DiagSink* sink) {
+  ForEachScalar(&body, path, [&](const YamlNode* s, const std::string& at) {
+    for (const std::string& ref : MacroRefs(s->text)) {
+      if (ref.rfind("env.", 0) == 0) continue;  // Reported by ExpandEnv.
+      if (ref == "PID" && at == path + ".cmdStop") continue;
+      if (ref == "PORT") {
+        bool is_default = proxy_defaulted && at == path + ".proxy";
+        sink->Error(s->pos, at,
+                    is_default
+                        ? "cmd does not use ${PORT}, so proxy must be set "
+                          "(the default, http://localhost:${PORT}, needs it)"
+                        : "uses ${PORT} but cmd does not (${PORT} is "
+                          "assigned only to models whose cmd uses it)");
+      } else if (ref == "PID") {
+        sink->Error(s->pos, at, "${PID} is only available in cmdStop");
+      } else {
+        sink->Error(s->pos, at, absl::StrCat("unknown macro '${", ref, "}'"));
+      }
+    }
+  });
+}
+
+}  // namespace
+
+std::optional<ModelConfig> DecodeModel(const std::string& id, SourcePos key_pos,
+                                       const YamlNode& node,
+                                       const MacroSet& globals,
+                                       const ModelDefaults& defaults,
+                                       int* next_port, DiagSink* sink) {
+  std::string path = absl::StrCat("models.", id);
+  size_t errors_before = sink->error_count();
+  if (!node.is_map()) {
+    sink->Error(node.pos, path,
+                absl::StrCat("must be a mapping with at least 'cmd', not ",
+                             node.KindName()));
+    return std::nullopt;
+  }
+  CheckKeys(node, path, ModelKeys(), sink);
+  MacroSet macros = globals.ForModel(id, node.Get("macros"), sink);
+  YamlNode body = node;
+  body.entries.erase(
+      std::remove_if(body.entries.begin(), body.entries.end(),
+                     [](const auto& e) { return e.first.text == "macros"; }),
+      body.entries.end());
+  bool has_cmd = false;
+  bool proxy_defaulted = true;
+  for (auto& [key, value] : body.entries) {
+    // Comment lines go before macros expand, so a commented-out flag may
+    // name a macro that does not exist.
+    if ((key.text == "cmd" || key.text == "cmdStop") && value.is_scalar()) {
+      value.text = SanitizeCommand(value.text);
+    }
+    if (key.text == "cmd") has_cmd = true;
+    if (key.text == "proxy" && !value.is_null()) proxy_defaulted = false;
+  }
+  if (!has_cmd) {
+    sink->Error(key_pos, path, "missing required key 'cmd'");
+    return std::nullopt;
+  }
+  if (proxy_defaulted) {
+    body.entries.erase(
+        std::remove_if(body.entries.begin(), body.entries.end(),
+                       [](const auto& e) { return e.first.text == "proxy"; }),
+        body.entries.end());
+    body.entries.emplace_back(
+        Scalar("proxy", true, key_pos),
+        Scalar("http://localhost:${PORT}", true, key_pos));
+  }
+  macros.Expand(&body);
+  ModelConfig m;
+  m.id = id;
+  m.pos = key_pos;
+  m.proxy = "";
+  m.check_endpoint = "/health";
+  m.health_check_timeout = defaults.health_check_timeout;
+  m.ttl = defaults.ttl;
+  m.unload_timeout = defaults.unload_timeout;
+  m.max_queue_wait = kDefaultMaxQueueWait;
+  const YamlNode* expanded_cmd = body.Get("cmd");
+  if (expanded_cmd->is_scalar() && UsesMacro(expanded_cmd->text, "PORT")) {
+    m.port = (*next_port)++;
+    MacroSet::Substitute(&body, "PORT",
+                         Scalar(std::to_string(m.port), false, key_pos));
+  }
+  CheckLeftovers(body, path, proxy_defaulted, sink);
+  FieldDecoder(path, sink).Decode(body, defaults, &m);
+  if (sink->error_count() > errors_before) return std::nullopt;
+  return m;
+}
+
+}  // namespace modelplane::config

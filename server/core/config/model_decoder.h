@@ -1,0 +1,42 @@
+// Decodes one `models.<id>` entry of config.yaml into a ModelConfig:
+// comment lines stripped from `cmd` and `cmdStop`, the default `proxy`
+// (http://localhost:${PORT}) filled in, macros expanded, ${PORT} assigned,
+// leftover macros rejected, every field type- and range-checked.
+#ifndef MODELPLANE_SERVER_CORE_CONFIG_MODEL_DECODER_H_
+#define MODELPLANE_SERVER_CORE_CONFIG_MODEL_DECODER_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/time/time.h"
+#include "server/core/config/config.h"
+#include "server/core/config/diag_sink.h"
+#include "server/core/config/macros.h"
+#include "server/core/config/yaml_tree.h"
+
+namespace modelplane::config {
+
+// Global settings a model inherits.
+struct ModelDefaults {
+  absl::Duration health_check_timeout;
+  absl::Duration ttl;
+  absl::Duration unload_timeout;
+};
+
+// Default bound on how long demand for one model waits behind others before
+// the scheduler revokes what blocks it (extension `maxQueueWait`).
+inline constexpr absl::Duration kDefaultMaxQueueWait = absl::Seconds(30);
+inline constexpr int kDefaultConcurrencyLimit = 10;
+
+// Decodes the model `id` whose mapping is `node` (at `key_pos`). Models must
+// be decoded in sorted id order: a model whose `cmd` uses ${PORT} takes
+// `*next_port` and increments it. Returns nullopt after reporting errors.
+std::optional<ModelConfig> DecodeModel(const std::string& id, SourcePos key_pos,
+                                       const YamlNode& node,
+                                       const MacroSet& globals,
+                                       const ModelDefaults& defaults,
+                                       int* next_port, DiagSink* sink);
+
+}  // namespace modelplane::config
+
+#endif  // MODELPLANE_SERVER_CORE_CONFIG_MODEL_DECODER_H_
