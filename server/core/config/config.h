@@ -8,6 +8,7 @@
 #ifndef MODELPLANE_SERVER_CORE_CONFIG_CONFIG_H_
 #define MODELPLANE_SERVER_CORE_CONFIG_CONFIG_H_
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ struct Diagnostic {
   std::string message;
 
   std::string ToString() const;
+  friend std::ostream& operator<<(std::ostream& os, const Diagnostic& d) {
+    return os << d.ToString();
+  }
 };
 
 struct Filters {

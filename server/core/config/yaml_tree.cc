@@ -26,6 +26,21 @@ class Converter {
   explicit Converter(Diagnostic* error) : error_(error) {}
 
   bool Convert(const YAML::Node& in, YamlNode* out) {
+    // yaml-cpp lets an alias refer to the mapping that contains it; the
+    // depth bound turns that cycle into an error instead of a stack overflow.
+    if (depth_ >= kMaxYamlDepth) {
+      return Fail(in.Mark(), absl::StrCat("nested more than ", kMaxYamlDepth,
+                                          " levels deep (or an alias refers "
+                                          "to its own parent)"));
+    }
+    ++depth_;
+    bool ok = ConvertNode(in, out);
+    --depth_;
+    return ok;
+  }
+
+ private:
+  bool ConvertNode(const YAML::Node& in, YamlNode* out) {
     if (++nodes_ > kMaxYamlNodes) {
       return Fail(in.Mark(),
                   absl::StrCat("document expands to more than ", kMaxYamlNodes,
@@ -58,7 +73,6 @@ class Converter {
     return Fail(in.Mark(), "unknown YAML node type");
   }
 
- private:
   bool ConvertMap(const YAML::Node& in, YamlNode* out) {
     absl::flat_hash_set<std::string> seen;
     std::vector<YamlNode> merges;
@@ -117,6 +131,7 @@ class Converter {
 
   Diagnostic* error_;
   size_t nodes_ = 0;
+  int depth_ = 0;
 };
 
 std::optional<Value> PlainScalar(const std::string& s) {

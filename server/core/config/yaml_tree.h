@@ -72,7 +72,8 @@ void ForEachScalar(Node* node, const std::string& path, Fn&& fn) {
   }
 }
 
-inline constexpr size_t kMaxYamlNodes = 1 << 20;
+inline constexpr size_t kMaxYamlNodes = 100000;
+inline constexpr int kMaxYamlDepth = 100;
 
 // Parses one YAML document. On failure, fills `error` (position and message;
 // the caller sets the file) and returns nullopt. An empty document is a null

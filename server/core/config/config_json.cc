@@ -1,0 +1,117 @@
+#include "server/core/config/config_json.h"
+
+#include <rapidjson/document.h>
+#include <rapidjson/prettywriter.h>
+#include <rapidjson/stringbuffer.h>
+
+#include <vector>
+
+namespace modelplane::config {
+namespace {
+
+using Writer = rapidjson::PrettyWriter<rapidjson::StringBuffer>;
+
+void Str(Writer& w, const char* key, const std::string& value) {
+  w.Key(key);
+  w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+}
+
+void Strings(Writer& w, const char* key, const std::vector<std::string>& v) {
+  w.Key(key);
+  w.StartArray();
+  for (const std::string& s : v) {
+    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  }
+  w.EndArray();
+}
+
+void Secs(Writer& w, const char* key, absl::Duration d) {
+  w.Key(key);
+  w.Double(absl::ToDoubleSeconds(d));
+}
+
+// Splices a Value's own JSON into the document.
+void Raw(Writer& w, const char* key, const Value& v) {
+  w.Key(key);
+  std::string json = v.ToJson();
+  w.RawValue(json.data(), json.size(), rapidjson::kObjectType);
+}
+
+void Model(Writer& w, const ModelConfig& m) {
+  w.StartObject();
+  Str(w, "id", m.id);
+  Strings(w, "cmd", m.argv);
+  Strings(w, "cmdStop", m.cmd_stop);
+  Str(w, "proxy", m.proxy);
+  w.Key("port");
+  w.Int(m.port);
+  Str(w, "checkEndpoint", m.check_endpoint.empty() ? "none" : m.check_endpoint);
+  Secs(w, "healthCheckTimeout", m.health_check_timeout);
+  Secs(w, "ttl", m.ttl);
+  Secs(w, "unloadTimeout", m.unload_timeout);
+  Strings(w, "aliases", m.aliases);
+  Strings(w, "env", m.env);
+  Str(w, "name", m.name);
+  Str(w, "description", m.description);
+  w.Key("unlisted");
+  w.Bool(m.unlisted);
+  Raw(w, "metadata", m.metadata);
+  Str(w, "useModelName", m.use_model_name);
+  w.Key("concurrencyLimit");
+  w.Int(m.concurrency_limit);
+  w.Key("filters");
+  w.StartObject();
+  Strings(w, "stripParams", m.filters.strip_params);
+  Raw(w, "setParams", m.filters.set_params);
+  w.EndObject();
+  Str(w, "readyPattern", m.ready_pattern);
+  Secs(w, "maxQueueWait", m.max_queue_wait);
+  w.Key("priority");
+  w.Int(m.priority);
+  Str(w, "group", m.group);
+  w.EndObject();
+}
+
+}  // namespace
+
+std::string ConfigToJson(const Config& c) {
+  rapidjson::StringBuffer out;
+  Writer w(out);
+  w.SetIndent(' ', 2);
+  w.StartObject();
+  Str(w, "file", c.file);
+  w.Key("startPort");
+  w.Int(c.start_port);
+  Secs(w, "healthCheckTimeout", c.health_check_timeout);
+  Secs(w, "globalTTL", c.global_ttl);
+  Secs(w, "unloadTimeout", c.unload_timeout);
+  Str(w, "logLevel", c.log_level);
+  w.Key("apiKeys");
+  w.StartArray();
+  for (size_t i = 0; i < c.api_keys.size(); ++i) w.String("<redacted>");
+  w.EndArray();
+  Strings(w, "preload", c.preload);
+  w.Key("groups");
+  w.StartArray();
+  for (const GroupConfig& g : c.groups) {
+    w.StartObject();
+    Str(w, "id", g.id);
+    w.Key("swap");
+    w.Bool(g.swap);
+    w.Key("exclusive");
+    w.Bool(g.exclusive);
+    w.Key("persistent");
+    w.Bool(g.persistent);
+    Strings(w, "members", g.members);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.Key("models");
+  w.StartArray();
+  for (const ModelConfig& m : c.models) Model(w, m);
+  w.EndArray();
+  w.EndObject();
+  return std::string(out.GetString()) + "\n";
+}
+
+}  // namespace modelplane::config

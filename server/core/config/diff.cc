@@ -1,0 +1,75 @@
+#include "server/core/config/diff.h"
+
+#include <algorithm>
+#include <tuple>
+
+namespace modelplane::config {
+namespace {
+
+bool GroupsEqual(const GroupConfig& a, const GroupConfig& b) {
+  return std::tie(a.swap, a.exclusive, a.persistent, a.members) ==
+         std::tie(b.swap, b.exclusive, b.persistent, b.members);
+}
+
+}  // namespace
+
+bool NeedsRestart(const ModelConfig& a, const ModelConfig& b) {
+  return std::tie(a.argv, a.env, a.proxy) != std::tie(b.argv, b.env, b.proxy);
+}
+
+bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
+  if (NeedsRestart(a, b)) return true;
+  return std::tie(a.cmd_stop, a.check_endpoint, a.health_check_timeout, a.ttl,
+                  a.unload_timeout, a.aliases, a.name, a.description,
+                  a.unlisted, a.metadata, a.use_model_name, a.concurrency_limit,
+                  a.filters.strip_params, a.filters.set_params, a.ready_pattern,
+                  a.max_queue_wait, a.priority, a.port, a.group) !=
+         std::tie(b.cmd_stop, b.check_endpoint, b.health_check_timeout, b.ttl,
+                  b.unload_timeout, b.aliases, b.name, b.description,
+                  b.unlisted, b.metadata, b.use_model_name, b.concurrency_limit,
+                  b.filters.strip_params, b.filters.set_params, b.ready_pattern,
+                  b.max_queue_wait, b.priority, b.port, b.group);
+}
+
+ConfigDiff DiffConfigs(const Config& before, const Config& after) {
+  ConfigDiff d;
+  for (const ModelConfig& a : before.models) {
+    const ModelConfig* b = nullptr;
+    for (const ModelConfig& m : after.models) {
+      if (m.id == a.id) b = &m;
+    }
+    if (b == nullptr) {
+      d.removed.push_back(a.id);
+    } else if (NeedsRestart(a, *b)) {
+      d.restart.push_back(a.id);
+    } else if (ModelsDiffer(a, *b)) {
+      d.update.push_back(a.id);
+    } else {
+      d.unchanged.push_back(a.id);
+    }
+  }
+  for (const ModelConfig& b : after.models) {
+    bool existed =
+        std::any_of(before.models.begin(), before.models.end(),
+                    [&](const ModelConfig& m) { return m.id == b.id; });
+    if (!existed) d.added.push_back(b.id);
+  }
+  for (const GroupConfig& a : before.groups) {
+    const GroupConfig* b = after.FindGroup(a.id);
+    if (b == nullptr || !GroupsEqual(a, *b)) d.groups_changed.push_back(a.id);
+  }
+  for (const GroupConfig& b : after.groups) {
+    if (before.FindGroup(b.id) == nullptr) d.groups_changed.push_back(b.id);
+  }
+  std::sort(d.groups_changed.begin(), d.groups_changed.end());
+  d.globals_changed =
+      std::tie(before.health_check_timeout, before.global_ttl,
+               before.unload_timeout, before.start_port, before.log_level,
+               before.api_keys, before.preload) !=
+      std::tie(after.health_check_timeout, after.global_ttl,
+               after.unload_timeout, after.start_port, after.log_level,
+               after.api_keys, after.preload);
+  return d;
+}
+
+}  // namespace modelplane::config

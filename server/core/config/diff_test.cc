@@ -1,0 +1,113 @@
+#include "server/core/config/diff.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/core/config/loader.h"
+
+namespace modelplane::config {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+std::shared_ptr<const Config> Load(const std::string& yaml) {
+  LoadResult r = LoadConfigText("d.yaml", yaml, [](const std::string&) {
+    return std::optional<std::string>();
+  });
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.config;
+}
+
+constexpr char kBase[] = R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", ttl: 60, aliases: [aa]}
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=1"]}
+  c: {cmd: "srv-c --port ${PORT}"}
+  d: {cmd: "srv-d --port 9", proxy: "http://127.0.0.1:9"}
+groups:
+  g: {members: [a, b]}
+)yaml";
+
+TEST(DiffConfigsTest, IdenticalConfigsAreUnchanged) {
+  ConfigDiff d = DiffConfigs(*Load(kBase), *Load(kBase));
+  EXPECT_TRUE(d.empty());
+  EXPECT_THAT(d.unchanged, ElementsAre("a", "b", "c", "d"));
+}
+
+TEST(DiffConfigsTest, ClassifiesEachModel) {
+  ConfigDiff d = DiffConfigs(*Load(kBase), *Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", ttl: 120, aliases: [aa, a2]}
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=2"]}
+  c: {cmd: "srv-c --port ${PORT}"}
+  e: {cmd: "srv-e --port 10", proxy: "http://127.0.0.1:10"}
+groups:
+  g: {members: [a, b]}
+)yaml"));
+  EXPECT_THAT(d.update, ElementsAre("a"));   // ttl and aliases only.
+  EXPECT_THAT(d.restart, ElementsAre("b"));  // env.
+  EXPECT_THAT(d.unchanged, ElementsAre("c"));
+  EXPECT_THAT(d.removed, ElementsAre("d"));
+  EXPECT_THAT(d.added, ElementsAre("e"));
+  // The default group held c and d; now c and e.
+  EXPECT_THAT(d.groups_changed, ElementsAre("(default)"));
+  EXPECT_FALSE(d.globals_changed);
+}
+
+TEST(DiffConfigsTest, CommandAndProxyChangesNeedRestart) {
+  auto before = Load(kBase);
+  auto after = Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT} --flash-attn", ttl: 60, aliases: [aa]}
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=1"]}
+  c: {cmd: "srv-c --port ${PORT}"}
+  d: {cmd: "srv-d --port 9", proxy: "http://127.0.0.1:19"}
+groups:
+  g: {members: [a, b]}
+)yaml");
+  ConfigDiff d = DiffConfigs(*before, *after);
+  EXPECT_THAT(d.restart, ElementsAre("a", "d"));
+  EXPECT_TRUE(NeedsRestart(*before->FindModel("a"), *after->FindModel("a")));
+}
+
+TEST(DiffConfigsTest, RemovingAModelShiftsLaterPortsWhichRestartsThem) {
+  // ${PORT} follows sorted ids: without "a", "b" and "c" move down a port,
+  // and a moved port is a changed command line.
+  ConfigDiff d = DiffConfigs(*Load(kBase), *Load(R"yaml(
+models:
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=1"]}
+  c: {cmd: "srv-c --port ${PORT}"}
+  d: {cmd: "srv-d --port 9", proxy: "http://127.0.0.1:9"}
+groups:
+  g: {members: [b]}
+)yaml"));
+  EXPECT_THAT(d.removed, ElementsAre("a"));
+  EXPECT_THAT(d.restart, ElementsAre("b", "c"));
+  EXPECT_THAT(d.unchanged, ElementsAre("d"));
+  EXPECT_THAT(d.groups_changed, ElementsAre("g"));
+}
+
+TEST(DiffConfigsTest, GroupAndGlobalChanges) {
+  ConfigDiff d = DiffConfigs(*Load(kBase), *Load(R"yaml(
+globalTTL: 30
+models:
+  a: {cmd: "srv-a --port ${PORT}", ttl: 60, aliases: [aa]}
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=1"]}
+  c: {cmd: "srv-c --port ${PORT}"}
+  d: {cmd: "srv-d --port 9", proxy: "http://127.0.0.1:9"}
+groups:
+  g: {members: [a, b], exclusive: false}
+  h: {members: [c]}
+)yaml"));
+  EXPECT_THAT(d.groups_changed, ElementsAre("(default)", "g", "h"));
+  // b and d inherit the new globalTTL; c also moved from the default group
+  // to h. None of that needs a restart. (a sets its own ttl.)
+  EXPECT_THAT(d.update, ElementsAre("b", "c", "d"));
+  EXPECT_THAT(d.unchanged, ElementsAre("a"));
+  EXPECT_TRUE(d.globals_changed);
+}
+
+}  // namespace
+}  // namespace modelplane::config

@@ -1,0 +1,348 @@
+// Every rule the loader enforces, one broken file each: the exact message,
+// with file, line, column and key path, is what an operator sees.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/core/config/loader.h"
+
+namespace modelplane::config {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+EnvLookup TestEnv() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    static const std::map<std::string, std::string> env = {
+        {"HOME", "/home/test"}, {"BAD", "two\nlines"}};
+    auto it = env.find(name);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+std::vector<std::string> Errors(const std::string& yaml) {
+  LoadResult r = LoadConfigText("test.yaml", yaml, TestEnv());
+  std::vector<std::string> out;
+  for (const Diagnostic& d : r.errors) out.push_back(d.ToString());
+  EXPECT_EQ(r.ok(), out.empty());
+  return out;
+}
+
+struct ErrorCase {
+  std::string name;
+  std::string yaml;
+  std::string want;  // The one error expected.
+};
+
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.name; }
+
+class LoaderErrorTest : public ::testing::TestWithParam<ErrorCase> {};
+
+TEST_P(LoaderErrorTest, ReportsExactlyThisError) {
+  EXPECT_THAT(Errors(GetParam().yaml), ElementsAre(GetParam().want));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Rules, LoaderErrorTest,
+    ::testing::Values(
+        ErrorCase{"YamlSyntax", "models:\n  a: [b\n",
+                  "test.yaml:3:1: YAML syntax: end of sequence flow not found"},
+        ErrorCase{"EmptyFile", "",
+                  "test.yaml: the file is empty: it needs a 'models' mapping"},
+        ErrorCase{"NotAMapping", "- a\n- b\n",
+                  "test.yaml:1:1: the file must be a mapping of settings, not "
+                  "a list"},
+        ErrorCase{"DuplicateKey",
+                  "models:\n  a:\n    cmd: x\n  a:\n    cmd: y\n",
+                  "test.yaml:4:3: mapping key \"a\" already defined"},
+        ErrorCase{"ModelsNotAMapping", "models: [a, b]\n",
+                  "test.yaml:1:9: models: must be a mapping of model id to "
+                  "settings, not a list"},
+        ErrorCase{"ModelNotAMapping", "models:\n  a: run-it\n",
+                  "test.yaml:2:6: models.a: must be a mapping with at least "
+                  "'cmd', not a scalar"},
+        ErrorCase{"MissingCmd",
+                  "models:\n  a:\n    proxy: http://127.0.0.1:9000\n",
+                  "test.yaml:2:3: models.a: missing required key 'cmd'"},
+        ErrorCase{"CmdWrongType",
+                  "models:\n  a:\n    cmd: [x, y]\n    proxy: http://h:1\n",
+                  "test.yaml:3:10: models.a.cmd: must be a string, not a list"},
+        ErrorCase{"EmptyCmdAfterMacros",
+                  "macros:\n  e: \"\"\nmodels:\n  a:\n    cmd: ${e}\n"
+                  "    proxy: http://h:1\n",
+                  "test.yaml:5:10: models.a.cmd: is empty after macro "
+                  "expansion"},
+        ErrorCase{"UnterminatedQuoteInCmd",
+                  "models:\n  a:\n    cmd: run 'x\n    proxy: http://h:1\n",
+                  "test.yaml:3:10: models.a.cmd: unterminated single quote"},
+        ErrorCase{"WrongTypeTtl",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    ttl: soon\n",
+                  "test.yaml:4:10: models.a.ttl: must be a number of seconds, "
+                  "not \"soon\""},
+        ErrorCase{"WrongTypeBool",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    unlisted: maybe\n",
+                  "test.yaml:4:15: models.a.unlisted: must be true or false, "
+                  "not \"maybe\""},
+        ErrorCase{
+            "WrongTypeInt",
+            "models:\n  a:\n    cmd: x ${PORT}\n    concurrencyLimit: 2.5\n",
+            "test.yaml:4:23: models.a.concurrencyLimit: must be an "
+            "integer, not \"2.5\""},
+        ErrorCase{
+            "UnknownMacro",
+            "models:\n  a:\n    cmd: run ${nope}\n    proxy: http://h:1\n",
+            "test.yaml:3:10: models.a.cmd: unknown macro '${nope}'"},
+        ErrorCase{"UnknownMacroInGlobalSetting",
+                  "logLevel: ${lvl}\nmodels: {}\n",
+                  "test.yaml:1:11: logLevel: unknown macro '${lvl}'"},
+        ErrorCase{"MacroForwardReference",
+                  "macros:\n  a: \"x-${b}\"\n  b: y\nmodels: {}\n",
+                  "test.yaml:2:6: macros.a: macro 'a' uses ${b}, which is "
+                  "defined after it (a macro may use only the macros defined "
+                  "before it)"},
+        ErrorCase{"MacroSelfReference",
+                  "macros:\n  a: \"x-${a}\"\nmodels: {}\n",
+                  "test.yaml:2:6: macros.a: macro 'a' refers to itself"},
+        ErrorCase{"ModelMacroForwardReference",
+                  "models:\n  m:\n    macros:\n      a: ${b}\n      b: c\n"
+                  "    cmd: x ${PORT}\n",
+                  "test.yaml:4:10: models.m.macros.a: macro 'a' uses ${b}, "
+                  "which is defined after it (a macro may use only the macros "
+                  "defined before it)"},
+        ErrorCase{"MacroReservedName", "macros:\n  PORT: 80\nmodels: {}\n",
+                  "test.yaml:2:3: macros.PORT: macro name 'PORT' is reserved "
+                  "(PORT, MODEL_ID and PID are set by modelplane)"},
+        ErrorCase{"MacroBadName", "macros:\n  \"a b\": 1\nmodels: {}\n",
+                  "test.yaml:2:3: macros.a b: macro names use only letters, "
+                  "digits, '_' and '-', and are at most 63 characters long"},
+        ErrorCase{"MacroNotScalar", "macros:\n  a: [1, 2]\nmodels: {}\n",
+                  "test.yaml:2:6: macros.a: a macro's value must be a string, "
+                  "number or bool, not a list"},
+        ErrorCase{
+            "MissingEnv",
+            "models:\n  a:\n    cmd: x ${env.NOPE_X}\n    proxy: http://h:1\n",
+            "test.yaml:3:10: models.a.cmd: environment variable "
+            "'NOPE_X' is not set (used as ${env.NOPE_X})"},
+        ErrorCase{"EnvWithNewline", "macros:\n  a: ${env.BAD}\nmodels: {}\n",
+                  "test.yaml:2:6: macros.a: environment variable 'BAD' holds "
+                  "a newline or NUL, which a config value cannot take"},
+        ErrorCase{"DuplicateAlias",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    aliases: [fast]\n"
+                  "  b:\n    cmd: y ${PORT}\n    aliases:\n      - fast\n",
+                  "test.yaml:8:9: models.b.aliases[0]: alias 'fast' is "
+                  "already used by model 'a'"},
+        ErrorCase{
+            "AliasIsAModelId",
+            "models:\n  a:\n    cmd: x ${PORT}\n  b:\n    cmd: y ${PORT}\n"
+            "    aliases: [c, a]\n",
+            "test.yaml:6:18: models.b.aliases[1]: alias 'a' is the id "
+            "of model 'a'"},
+        ErrorCase{"GroupMemberNotAModel",
+                  "models:\n  a:\n    cmd: x ${PORT}\ngroups:\n  g:\n"
+                  "    members: [a, ghost]\n",
+                  "test.yaml:6:18: groups.g.members[1]: 'ghost' is not a "
+                  "model"},
+        ErrorCase{"ModelInTwoGroups",
+                  "models:\n  a:\n    cmd: x ${PORT}\ngroups:\n  g1:\n"
+                  "    members: [a]\n  g2:\n    members: [a]\n",
+                  "test.yaml:8:15: groups.g2.members[0]: model 'a' is already "
+                  "a member of group 'g1' (a model is in at most one group)"},
+        ErrorCase{"GroupsInBothForms",
+                  "models:\n  a:\n    cmd: x ${PORT}\ngroups:\n  g1:\n"
+                  "    members: [a]\nrouting:\n  router:\n    use: group\n",
+                  "test.yaml:9:5: routing.router: cannot be used together "
+                  "with the legacy top-level 'groups' or 'matrix' keys"},
+        ErrorCase{"PortInProxyNotCmd",
+                  "models:\n  a:\n    cmd: llama-server --port 9000\n"
+                  "    proxy: http://127.0.0.1:${PORT}\n",
+                  "test.yaml:4:12: models.a.proxy: uses ${PORT} but cmd does "
+                  "not (${PORT} is assigned only to models whose cmd uses it)"},
+        ErrorCase{"DefaultProxyNeedsPort",
+                  "models:\n  qwen:\n    cmd: llama-server --port 9000\n",
+                  "test.yaml:2:3: models.qwen.proxy: cmd does not use "
+                  "${PORT}, so proxy must be set (the default, "
+                  "http://localhost:${PORT}, needs it)"},
+        ErrorCase{"ProxyNotAUrl",
+                  "models:\n  a:\n    cmd: x\n    proxy: localhost:9000\n",
+                  "test.yaml:4:12: models.a.proxy: must be an http:// or "
+                  "https:// URL, not \"localhost:9000\""},
+        ErrorCase{
+            "BadCheckEndpoint",
+            "models:\n  a:\n    cmd: x ${PORT}\n    checkEndpoint: health\n",
+            "test.yaml:4:20: models.a.checkEndpoint: must be a path "
+            "starting with '/', or 'none', not \"health\""},
+        ErrorCase{"NegativeUnloadTimeout",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    unloadTimeout: -1\n",
+                  "test.yaml:4:20: models.a.unloadTimeout: must not be "
+                  "negative"},
+        ErrorCase{"NegativeTtl",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    ttl: -5\n",
+                  "test.yaml:4:10: models.a.ttl: must be 0 (never unload), a "
+                  "positive number of seconds, or -1 (use globalTTL)"},
+        ErrorCase{"NegativeHealthCheckTimeout",
+                  "healthCheckTimeout: -3\nmodels: {}\n",
+                  "test.yaml:1:21: healthCheckTimeout: must be positive"},
+        ErrorCase{"NegativeGlobalTtl", "globalTTL: -1\nmodels: {}\n",
+                  "test.yaml:1:12: globalTTL: must not be negative (0: never)"},
+        ErrorCase{"NegativeMaxQueueWait",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    maxQueueWait: -2\n",
+                  "test.yaml:4:19: models.a.maxQueueWait: must not be "
+                  "negative"},
+        ErrorCase{
+            "InvalidReadyPattern",
+            "models:\n  a:\n    cmd: x ${PORT}\n    readyPattern: \"(\"\n",
+            "test.yaml:4:19: models.a.readyPattern: invalid regular "
+            "expression: missing ): ("},
+        ErrorCase{"PreloadUnknownModel",
+                  "models:\n  a:\n    cmd: x ${PORT}\nhooks:\n  on_startup:\n"
+                  "    preload: [a, zzz]\n",
+                  "test.yaml:6:18: hooks.on_startup.preload[1]: 'zzz' is not "
+                  "a model or an alias"},
+        ErrorCase{"PidOutsideCmdStop",
+                  "models:\n  a:\n    cmd: x ${PORT} --pidfile ${PID}\n",
+                  "test.yaml:3:10: models.a.cmd: ${PID} is only available in "
+                  "cmdStop"},
+        ErrorCase{"EnvEntryWithoutEquals",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    env: "
+                  "[CUDA_VISIBLE_DEVICES]\n",
+                  "test.yaml:4:11: models.a.env[0]: must be KEY=value, not "
+                  "\"CUDA_VISIBLE_DEVICES\""},
+        ErrorCase{"ApiKeyWithSpace", "apiKeys: [\"a b\"]\nmodels: {}\n",
+                  "test.yaml:1:11: apiKeys[0]: an API key must be non-empty, "
+                  "without spaces"},
+        ErrorCase{"StartPortRange", "startPort: 70000\nmodels: {}\n",
+                  "test.yaml:1:12: startPort: must be between 1 and 65535"},
+        ErrorCase{"ReservedModelId",
+                  "models:\n  manager:\n    cmd: x ${PORT}\n",
+                  "test.yaml:2:3: models.manager: the model id 'manager' is "
+                  "reserved (it names the manager's own log)"},
+        ErrorCase{"BadMergeKey",
+                  "models:\n  a:\n    <<: 3\n    cmd: x ${PORT}\n",
+                  "test.yaml:3:9: a merge key (<<) needs a mapping or a list "
+                  "of mappings"}),
+    [](const ::testing::TestParamInfo<ErrorCase>& info) {
+      return info.param.name;
+    });
+
+TEST(LoaderErrorsTest, ReportsEveryErrorNotOnlyTheFirst) {
+  std::vector<std::string> errors = Errors(
+      "globalTTL: -1\n"
+      "models:\n"
+      "  a:\n"
+      "    cmd: run ${nope}\n"
+      "    proxy: http://h:1\n"
+      "  b:\n"
+      "    ttl: x\n");
+  EXPECT_THAT(errors,
+              ElementsAre(HasSubstr("test.yaml:1:12: globalTTL"),
+                          HasSubstr("test.yaml:4:10: models.a.cmd: unknown "
+                                    "macro"),
+                          HasSubstr("test.yaml:6:3: models.b: missing "
+                                    "required key 'cmd'")));
+}
+
+TEST(LoaderErrorsTest, StatusJoinsErrorsOnePerLine) {
+  LoadResult r =
+      LoadConfigText("c.yaml", "globalTTL: -1\nstartPort: 0\n", TestEnv());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(),
+            "c.yaml:1:12: globalTTL: must not be negative (0: never)\n"
+            "c.yaml:2:12: startPort: must be between 1 and 65535");
+}
+
+TEST(LoaderErrorsTest, UnreadableFileIsAnError) {
+  LoadResult r = LoadConfigFile("/nonexistent/config.yaml", TestEnv());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.errors.at(0).ToString(),
+            "/nonexistent/config.yaml: cannot read the file: No such file or "
+            "directory");
+}
+
+TEST(LoaderErrorsTest, AliasBombIsRefusedNotExpanded) {
+  std::string yaml = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  for (char c = 'b'; c <= 'k'; ++c) {
+    yaml += std::string(1, c) + ": &" + c + " [";
+    for (int i = 0; i < 10; ++i) {
+      yaml += std::string(i ? ", " : "") + "*" + static_cast<char>(c - 1);
+    }
+    yaml += "]\n";
+  }
+  std::vector<std::string> errors = Errors(yaml);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_THAT(errors[0], HasSubstr("nodes (aliases used too often)"));
+}
+
+TEST(LoaderErrorsTest, GarbageNeverCrashes) {
+  const char* inputs[] = {
+      "\x00\x01\x02",
+      "{{{{",
+      "models: !!binary xyz",
+      "models:\n  a: &x\n    <<: *x\n",
+      "[",
+      "models:\n  ? [a]\n  : b\n",
+      "models:\n  a:\n    cmd: \"\\",
+      "%YAML 9.9\n---\n",
+      "\t\tmodels:",
+      "models:\n  a:\n    cmd: ${",
+      "key: ${env.}\n",
+  };
+  for (const char* input : inputs) {
+    LoadResult r = LoadConfigText("g.yaml", input, TestEnv());
+    EXPECT_FALSE(r.ok() && r.config->models.size() > 0) << input;
+  }
+  std::string deep(100000, '[');
+  EXPECT_FALSE(LoadConfigText("g.yaml", deep, TestEnv()).ok());
+}
+
+TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
+  LoadResult r = LoadConfigText("w.yaml",
+                                "heathCheckTimeout: 30\n"
+                                "peers:\n  other:\n    proxy: http://x:1\n"
+                                "models:\n"
+                                "  a:\n"
+                                "    cmd: x ${PORT}\n"
+                                "    sendLoadingState: true\n"
+                                "    aliasses: [b]\n"
+                                "    zzzzzzzzzz: 1\n"
+                                "    filters:\n      setParamsByID: {}\n",
+                                TestEnv());
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<std::string> warnings;
+  for (const Diagnostic& d : r.warnings) warnings.push_back(d.ToString());
+  EXPECT_THAT(
+      warnings,
+      ElementsAre(
+          "w.yaml:1:1: heathCheckTimeout: unknown key; ignored (did you mean "
+          "'healthCheckTimeout'?)",
+          "w.yaml:2:1: peers: llama-swap setting not supported by modelplane "
+          "yet; ignored",
+          "w.yaml:8:5: models.a.sendLoadingState: llama-swap setting not "
+          "supported by modelplane yet; ignored",
+          "w.yaml:9:5: models.a.aliasses: unknown key; ignored (did you mean "
+          "'aliases'?)",
+          "w.yaml:10:5: models.a.zzzzzzzzzz: unknown key; ignored",
+          "w.yaml:12:7: models.a.filters.setParamsByID: llama-swap setting "
+          "not supported by modelplane yet; ignored"));
+}
+
+TEST(LoaderWarningsTest, MatrixRouterWarnsAndFallsBackToOneAtATime) {
+  LoadResult r = LoadConfigText("m.yaml",
+                                "models:\n  a:\n    cmd: x ${PORT}\n"
+                                "routing:\n  router:\n    use: matrix\n",
+                                TestEnv());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_THAT(r.warnings[0].ToString(),
+              HasSubstr("m.yaml:6:10: routing.router.use: the swap matrix is "
+                        "not supported"));
+  EXPECT_THAT(r.errors, IsEmpty());
+}
+
+}  // namespace
+}  // namespace modelplane::config

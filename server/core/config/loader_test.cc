@@ -1,0 +1,391 @@
+// Configs that load: what each model resolves to.
+#include "server/core/config/loader.h"
+
+#include <map>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modelplane::config {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+EnvLookup Env(std::map<std::string, std::string> vars = {}) {
+  return [vars](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+std::shared_ptr<const Config> MustLoad(const std::string& yaml,
+                                       const EnvLookup& env = Env()) {
+  LoadResult r = LoadConfigText("test.yaml", yaml, env);
+  EXPECT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r.warnings, IsEmpty()) << r.warnings[0].ToString();
+  return r.config;
+}
+
+// A realistic llama-swap config: llama-server, vLLM in docker, whisper and
+// an embedding model, with macros, groups, aliases, filters, env and hooks.
+constexpr char kRealistic[] = R"yaml(
+healthCheckTimeout: 300
+startPort: 10001
+globalTTL: 600
+apiKeys: ["sk-one", "${env.EXTRA_KEY}"]
+
+macros:
+  "llama": >
+    /usr/local/bin/llama-server
+    --host 127.0.0.1 --port ${PORT}
+  "models": ${env.MODELS_DIR}
+  "ctx": 16384
+  "model-file": ${models}/${MODEL_ID}.gguf
+
+models:
+  "qwen3-coder":
+    name: "Qwen3 Coder"
+    cmd: |
+      ${llama}
+      -m ${model-file}
+      # --no-mmap ${not-a-macro}
+      --ctx-size ${ctx} \
+      --temp 0.7
+    aliases: ["coder", "gpt-4o-mini"]
+    ttl: 300
+    metadata:
+      context: ${ctx}
+      port: ${PORT}
+      label: "ctx-${ctx}"
+      tags: [coding, moe]
+    filters:
+      stripParams: "temperature, top_p ,, top_p"
+      setParams:
+        top_k: 20
+        chat_template_kwargs: {enable_thinking: false}
+
+  "llama-8b":
+    cmd: ${llama} -m ${models}/llama.gguf
+    aliases: [llama]
+    concurrencyLimit: 4
+    env:
+      - "CUDA_VISIBLE_DEVICES=0"
+      - "LLAMA_ARG_THREADS=8"
+
+  "vllm-qwen":
+    proxy: http://127.0.0.1:8000
+    cmd: >
+      docker run --init --rm --name ${MODEL_ID} -p 8000:8000
+      vllm/vllm-openai:latest --model "Qwen/Qwen2.5 7B"
+    cmdStop: docker stop ${MODEL_ID} --pid ${PID}
+    checkEndpoint: /v1/models
+    unloadTimeout: 30
+    useModelName: Qwen/Qwen2.5-7B-Instruct
+
+  "whisper":
+    cmd: /usr/local/bin/whisper-server --port ${PORT} -m ${models}/ggml.bin
+    checkEndpoint: none
+    ttl: 0
+    readyPattern: "server is listening"
+    healthCheckTimeout: 20
+    maxQueueWait: 5
+    priority: 3
+
+  "nomic-embed":
+    cmd: ${llama} -m ${models}/nomic.gguf --embedding
+    unlisted: true
+    ttl: -1
+
+routing:
+  router:
+    use: group
+    settings:
+      groups:
+        "big":
+          members: ["qwen3-coder", "llama-8b", "vllm-qwen"]
+        "always-on":
+          persistent: true
+          swap: false
+          exclusive: false
+          members: ["whisper"]
+  scheduler:
+    use: fifo
+    settings:
+      fifo:
+        priority:
+          coder: 7
+
+hooks:
+  on_startup:
+    preload: ["llama", "whisper"]
+)yaml";
+
+class RealisticConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_ =
+        MustLoad(kRealistic,
+                 Env({{"MODELS_DIR", "/srv/models"}, {"EXTRA_KEY", "sk-two"}}));
+    ASSERT_NE(config_, nullptr);
+  }
+  const ModelConfig& Model(const std::string& id) {
+    const ModelConfig* m = config_->FindModel(id);
+    EXPECT_NE(m, nullptr) << id;
+    return *m;
+  }
+  std::shared_ptr<const Config> config_;
+};
+
+TEST_F(RealisticConfigTest, GlobalsAndSortedModels) {
+  EXPECT_EQ(config_->health_check_timeout, absl::Seconds(300));
+  EXPECT_EQ(config_->global_ttl, absl::Seconds(600));
+  EXPECT_EQ(config_->unload_timeout, absl::Seconds(10));
+  EXPECT_THAT(config_->api_keys, ElementsAre("sk-one", "sk-two"));
+  std::vector<std::string> ids;
+  for (const ModelConfig& m : config_->models) ids.push_back(m.id);
+  EXPECT_THAT(ids, ElementsAre("llama-8b", "nomic-embed", "qwen3-coder",
+                               "vllm-qwen", "whisper"));
+}
+
+TEST_F(RealisticConfigTest, PortsInSortedIdOrderOnlyForModelsUsingThem) {
+  EXPECT_EQ(Model("llama-8b").port, 10001);
+  EXPECT_EQ(Model("nomic-embed").port, 10002);
+  EXPECT_EQ(Model("qwen3-coder").port, 10003);
+  EXPECT_EQ(Model("vllm-qwen").port, 0);
+  EXPECT_EQ(Model("whisper").port, 10004);
+  EXPECT_EQ(Model("qwen3-coder").proxy, "http://localhost:10003");
+  EXPECT_EQ(Model("vllm-qwen").proxy, "http://127.0.0.1:8000");
+}
+
+TEST_F(RealisticConfigTest, CommandsResolvedAndSplit) {
+  EXPECT_THAT(
+      Model("qwen3-coder").argv,
+      ElementsAre("/usr/local/bin/llama-server", "--host", "127.0.0.1",
+                  "--port", "10003", "-m", "/srv/models/qwen3-coder.gguf",
+                  "--ctx-size", "16384", "--temp", "0.7"));
+  EXPECT_THAT(
+      Model("vllm-qwen").argv,
+      ElementsAre("docker", "run", "--init", "--rm", "--name", "vllm-qwen",
+                  "-p", "8000:8000", "vllm/vllm-openai:latest", "--model",
+                  "Qwen/Qwen2.5 7B"));
+  EXPECT_THAT(Model("vllm-qwen").cmd_stop,
+              ElementsAre("docker", "stop", "vllm-qwen", "--pid", "${PID}"));
+  EXPECT_THAT(Model("llama-8b").cmd_stop, IsEmpty());
+}
+
+TEST_F(RealisticConfigTest, PerModelSettings) {
+  const ModelConfig& coder = Model("coder");
+  EXPECT_EQ(coder.id, "qwen3-coder");
+  EXPECT_EQ(coder.name, "Qwen3 Coder");
+  EXPECT_EQ(coder.ttl, absl::Seconds(300));
+  EXPECT_EQ(coder.priority, 7);  // From routing.scheduler...priority.
+  EXPECT_EQ(coder.concurrency_limit, 10);
+  EXPECT_EQ(coder.check_endpoint, "/health");
+  EXPECT_EQ(coder.health_check_timeout, absl::Seconds(300));
+  EXPECT_EQ(coder.max_queue_wait, absl::Seconds(30));
+  EXPECT_EQ(Model("gpt-4o-mini").id, "qwen3-coder");
+  EXPECT_EQ(Model("llama-8b").concurrency_limit, 4);
+  EXPECT_THAT(Model("llama-8b").env,
+              ElementsAre("CUDA_VISIBLE_DEVICES=0", "LLAMA_ARG_THREADS=8"));
+  EXPECT_EQ(Model("nomic-embed").ttl, absl::Seconds(600));  // -1: global.
+  EXPECT_TRUE(Model("nomic-embed").unlisted);
+  const ModelConfig& whisper = Model("whisper");
+  EXPECT_EQ(whisper.ttl, absl::ZeroDuration());
+  EXPECT_EQ(whisper.check_endpoint, "");
+  EXPECT_EQ(whisper.ready_pattern, "server is listening");
+  EXPECT_EQ(whisper.health_check_timeout, absl::Seconds(20));
+  EXPECT_EQ(whisper.max_queue_wait, absl::Seconds(5));
+  EXPECT_EQ(whisper.priority, 3);
+  const ModelConfig& vllm = Model("vllm-qwen");
+  EXPECT_EQ(vllm.unload_timeout, absl::Seconds(30));
+  EXPECT_EQ(vllm.check_endpoint, "/v1/models");
+  EXPECT_EQ(vllm.use_model_name, "Qwen/Qwen2.5-7B-Instruct");
+}
+
+TEST_F(RealisticConfigTest, MetadataKeepsTypesThroughMacros) {
+  EXPECT_EQ(Model("qwen3-coder").metadata.ToJson(),
+            R"({"context":16384,"port":10003,"label":"ctx-16384",)"
+            R"("tags":["coding","moe"]})");
+}
+
+TEST_F(RealisticConfigTest, Filters) {
+  const Filters& f = Model("qwen3-coder").filters;
+  EXPECT_THAT(f.strip_params, ElementsAre("temperature", "top_p"));
+  EXPECT_EQ(f.set_params.ToJson(),
+            R"({"top_k":20,"chat_template_kwargs":{"enable_thinking":false}})");
+}
+
+TEST_F(RealisticConfigTest, GroupsWithImplicitDefault) {
+  ASSERT_EQ(config_->groups.size(), 3u);
+  const GroupConfig& big = config_->groups[0];
+  EXPECT_EQ(big.id, "big");
+  EXPECT_TRUE(big.swap && big.exclusive && !big.persistent);
+  EXPECT_THAT(big.members, ElementsAre("qwen3-coder", "llama-8b", "vllm-qwen"));
+  const GroupConfig& on = config_->groups[1];
+  EXPECT_TRUE(!on.swap && !on.exclusive && on.persistent);
+  const GroupConfig& implicit = config_->groups[2];
+  EXPECT_EQ(implicit.id, kDefaultGroup);
+  EXPECT_TRUE(implicit.swap && implicit.exclusive);
+  EXPECT_THAT(implicit.members, ElementsAre("nomic-embed"));
+  EXPECT_EQ(Model("whisper").group, "always-on");
+  EXPECT_EQ(Model("nomic-embed").group, kDefaultGroup);
+}
+
+TEST_F(RealisticConfigTest, PreloadResolvesAliases) {
+  EXPECT_THAT(config_->preload, ElementsAre("llama-8b", "whisper"));
+}
+
+TEST(LoaderTest, MacrosUseEarlierOnesAndModelOverridesApplyInPlace) {
+  auto c = MustLoad(R"yaml(
+macros:
+  a: alpha
+  b: ${a}-beta
+  c: "${b}-gamma"
+models:
+  m1:
+    cmd: run ${c} ${MODEL_ID}
+    proxy: http://h:1
+  m2:
+    macros:
+      a: ALPHA
+      d: ${c}-delta
+    cmd: run ${d}
+    proxy: http://h:1
+)yaml");
+  EXPECT_THAT(c->FindModel("m1")->argv,
+              ElementsAre("run", "alpha-beta-gamma", "m1"));
+  EXPECT_THAT(c->FindModel("m2")->argv,
+              ElementsAre("run", "ALPHA-beta-gamma-delta"));
+}
+
+TEST(LoaderTest, WholeValueMacroKeepsItsType) {
+  auto c = MustLoad(R"yaml(
+macros:
+  port: 7000
+  on: true
+  ttl: 45
+startPort: ${port}
+models:
+  m:
+    cmd: x --port ${PORT}
+    ttl: ${ttl}
+    unlisted: ${on}
+    metadata: {p: "${port}", s: "p${port}", q: '${on}'}
+)yaml");
+  const ModelConfig& m = *c->FindModel("m");
+  EXPECT_EQ(c->start_port, 7000);
+  EXPECT_EQ(m.port, 7000);
+  EXPECT_EQ(m.ttl, absl::Seconds(45));
+  EXPECT_TRUE(m.unlisted);
+  EXPECT_EQ(m.metadata.ToJson(), R"({"p":7000,"s":"p7000","q":true})");
+}
+
+TEST(LoaderTest, PortsAssignedInSortedOrderFromStartPort) {
+  auto c = MustLoad(R"yaml(
+models:
+  zeta: {cmd: "z --port ${PORT}"}
+  alpha: {cmd: "a --port ${PORT}"}
+  mid: {cmd: "m --port 9", proxy: "http://127.0.0.1:9"}
+  beta: {cmd: "b ${PORT}"}
+)yaml");
+  EXPECT_EQ(c->FindModel("alpha")->port, 5800);
+  EXPECT_EQ(c->FindModel("beta")->port, 5801);
+  EXPECT_EQ(c->FindModel("mid")->port, 0);
+  EXPECT_EQ(c->FindModel("zeta")->port, 5802);
+}
+
+TEST(LoaderTest, PortFromAMacroCounts) {
+  auto c = MustLoad(R"yaml(
+macros:
+  serve: "server --port ${PORT}"
+models:
+  a: {cmd: "${serve}"}
+)yaml");
+  EXPECT_THAT(c->FindModel("a")->argv, ElementsAre("server", "--port", "5800"));
+}
+
+TEST(LoaderTest, MergeKeysAndAnchors) {
+  auto c = MustLoad(R"yaml(
+models:
+  base: &base
+    cmd: llama-server --port ${PORT}
+    ttl: 60
+    concurrencyLimit: 2
+  derived:
+    <<: *base
+    ttl: 5
+)yaml");
+  EXPECT_EQ(c->FindModel("derived")->ttl, absl::Seconds(5));
+  EXPECT_EQ(c->FindModel("derived")->concurrency_limit, 2);
+  EXPECT_EQ(c->FindModel("derived")->port, 5801);
+}
+
+TEST(LoaderTest, ZeroMeansDefaultForLimitsAndTimeouts) {
+  auto c = MustLoad(R"yaml(
+unloadTimeout: 0
+models:
+  a:
+    cmd: x ${PORT}
+    concurrencyLimit: 0
+    unloadTimeout: 0
+)yaml");
+  EXPECT_EQ(c->unload_timeout, absl::Seconds(10));
+  EXPECT_EQ(c->FindModel("a")->unload_timeout, absl::Seconds(10));
+  EXPECT_EQ(c->FindModel("a")->concurrency_limit, 10);
+}
+
+TEST(LoaderTest, LegacyGroupsAndStripParamsSpelling) {
+  auto c = MustLoad(R"yaml(
+models:
+  a:
+    cmd: x ${PORT}
+    filters: {strip_params: "seed"}
+  b: {cmd: "y ${PORT}"}
+groups:
+  g: {swap: false, members: [a, b]}
+)yaml");
+  EXPECT_THAT(c->FindModel("a")->filters.strip_params, ElementsAre("seed"));
+  ASSERT_EQ(c->groups.size(), 1u);  // No model left for the default group.
+  EXPECT_FALSE(c->groups[0].swap);
+  EXPECT_EQ(c->FindModel("b")->group, "g");
+}
+
+TEST(LoaderTest, ModelCannotBeStrippedOrSet) {
+  LoadResult r = LoadConfigText("f.yaml", R"yaml(
+models:
+  a:
+    cmd: x ${PORT}
+    filters:
+      stripParams: "model, seed"
+      setParams: {model: other, seed: 1}
+)yaml",
+                                Env());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r.config->models[0].filters.strip_params, ElementsAre("seed"));
+  EXPECT_EQ(r.config->models[0].filters.set_params.ToJson(), R"({"seed":1})");
+  ASSERT_EQ(r.warnings.size(), 2u);
+  EXPECT_EQ(r.warnings[0].ToString(),
+            "f.yaml:6:20: models.a.filters.stripParams: 'model' can never be "
+            "stripped; ignored");
+  EXPECT_EQ(r.warnings[1].ToString(),
+            "f.yaml:7:19: models.a.filters.setParams.model: the model cannot "
+            "be set by a filter; ignored (use useModelName)");
+}
+
+TEST(LoaderTest, BoolSpellingsLlamaSwapAccepts) {
+  auto c = MustLoad(R"yaml(
+models:
+  a: {cmd: "x ${PORT}", unlisted: yes}
+  b: {cmd: "x ${PORT}", unlisted: off}
+  c: {cmd: "x ${PORT}", unlisted: On}
+)yaml");
+  EXPECT_TRUE(c->FindModel("a")->unlisted);
+  EXPECT_FALSE(c->FindModel("b")->unlisted);
+  EXPECT_TRUE(c->FindModel("c")->unlisted);
+}
+
+}  // namespace
+}  // namespace modelplane::config

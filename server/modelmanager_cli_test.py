@@ -1,0 +1,137 @@
+"""modelmanager --check and --print-config, run as a real process."""
+
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+from tools.testing import junit
+from tools.testing.fake_upstream_proc import runfile
+
+BINARY = runfile("server/modelmanager")
+EXAMPLE = runfile("examples/llama-swap-config.yaml")
+
+
+def run(*args, env=None, config_text=None):
+    full_env = {"PATH": "/usr/bin:/bin"}
+    full_env.update(env or {})
+    with tempfile.TemporaryDirectory() as tmp:
+        args = list(args)
+        if config_text is not None:
+            path = os.path.join(tmp, "config.yaml")
+            with open(path, "w") as f:
+                f.write(config_text)
+            args = [a.replace("{CONFIG}", path) for a in args]
+        proc = subprocess.run([BINARY] + args, capture_output=True, text=True,
+                              env=full_env, timeout=30)
+        out = proc.stdout.replace(tmp + "/", "")
+        err = proc.stderr.replace(tmp + "/", "")
+        return proc.returncode, out, err
+
+
+class CheckTest(unittest.TestCase):
+    def test_check_valid_example_summarizes_each_model(self):
+        code, out, err = run("--config", EXAMPLE, "--check", env={"MODELS_DIR": "/m"})
+        self.assertEqual(code, 0, err)
+        self.assertEqual(err, "")
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 6)
+        self.assertEqual(
+            lines[0],
+            "llama-8b\tgroup=big\tupstream=http://localhost:10001\targv="
+            "/usr/local/bin/llama-server --host 127.0.0.1 --port 10001 --flash-attn on "
+            "-m /m/Llama-3.1-8B-Instruct-Q8_0.gguf")
+        self.assertTrue(lines[3].startswith(
+            "vllm-qwen\tgroup=big\tupstream=http://127.0.0.1:8000\targv=docker run"))
+        self.assertTrue(lines[-1].endswith("OK: 5 model(s), 2 group(s)"))
+
+    def test_check_reports_missing_env_with_position_and_exits_2(self):
+        code, out, err = run("--config", EXAMPLE, "--check")
+        self.assertEqual(code, 2)
+        self.assertEqual(out, "")
+        self.assertIn(":14:13: macros.models: environment variable 'MODELS_DIR' is not set",
+                      err)
+
+    def test_check_reports_every_error_on_stderr(self):
+        config = ("models:\n"
+                  "  qwen:\n"
+                  "    cmd: llama-server --port 9000\n"
+                  "    proxy: http://127.0.0.1:${PORT}\n"
+                  "  bad:\n"
+                  "    cmd: run ${nope}\n"
+                  "    proxy: http://h:1\n"
+                  "groups:\n"
+                  "  g: {members: [ghost]}\n")
+        code, out, err = run("--config", "{CONFIG}", "--check", config_text=config)
+        self.assertEqual(code, 2)
+        self.assertEqual(out, "")
+        self.assertEqual(err.splitlines(), [
+            "config.yaml:6:10: models.bad.cmd: unknown macro '${nope}'",
+            "config.yaml:4:12: models.qwen.proxy: uses ${PORT} but cmd does not "
+            "(${PORT} is assigned only to models whose cmd uses it)",
+            "config.yaml:9:17: groups.g.members[0]: 'ghost' is not a model",
+            "config.yaml: invalid: 3 error(s)",
+        ])
+
+    def test_warnings_go_to_stderr_and_do_not_fail(self):
+        config = "models:\n  a:\n    cmd: x ${PORT}\n    tll: 5\n"
+        code, out, err = run("--config", "{CONFIG}", "--check", config_text=config)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(err, "warning: config.yaml:4:5: models.a.tll: unknown key; "
+                              "ignored (did you mean 'ttl'?)\n")
+        self.assertIn("a\tgroup=(default)\tupstream=http://localhost:5800\targv=x 5800", out)
+
+    def test_argv_words_are_quoted_for_the_shell(self):
+        config = "models:\n  a:\n    cmd: \"run 'two words' ${PORT}\"\n"
+        code, out, _ = run("--config", "{CONFIG}", "--check", config_text=config)
+        self.assertEqual(code, 0)
+        self.assertIn("argv=run 'two words' 5800", out)
+
+
+class PrintConfigTest(unittest.TestCase):
+    def test_print_config_is_resolved_json(self):
+        code, out, err = run("--config", EXAMPLE, "--print-config",
+                             env={"MODELS_DIR": "/m"})
+        self.assertEqual(code, 0, err)
+        doc = json.loads(out)
+        models = {m["id"]: m for m in doc["models"]}
+        self.assertEqual(models["qwen3-coder"]["port"], 10003)
+        self.assertEqual(models["qwen3-coder"]["metadata"], {"context": 16384,
+                                                             "tags": ["coding", "moe"]})
+        self.assertEqual(models["qwen3-coder"]["filters"]["stripParams"],
+                         ["temperature", "top_k", "top_p"])
+        self.assertEqual(models["vllm-qwen"]["cmdStop"], ["docker", "stop", "vllm-qwen"])
+        self.assertEqual(models["whisper"]["ttl"], 0)
+        self.assertEqual(models["llama-8b"]["ttl"], 600)
+        self.assertEqual(doc["preload"], ["nomic-embed"])
+        self.assertEqual([g["id"] for g in doc["groups"]], ["big", "always-on"])
+
+    def test_api_keys_are_redacted(self):
+        config = "apiKeys: [sk-secret]\nmodels:\n  a: {cmd: 'x ${PORT}'}\n"
+        code, out, _ = run("--config", "{CONFIG}", "--print-config", config_text=config)
+        self.assertEqual(code, 0)
+        self.assertNotIn("sk-secret", out)
+        self.assertEqual(json.loads(out)["apiKeys"], ["<redacted>"])
+
+
+class UsageTest(unittest.TestCase):
+    def test_usage_errors_exit_2(self):
+        for args, message in (
+                ([], "--config FILE is required"),
+                (["--config", EXAMPLE], "serving is not implemented yet"),
+                (["--bogus"], "unknown flag --bogus"),
+        ):
+            code, _, err = run(*args)
+            self.assertEqual(code, 2, args)
+            self.assertIn("modelmanager: " + message, err)
+            self.assertIn("usage: modelmanager", err)
+
+    def test_unreadable_file(self):
+        code, _, err = run("--config", "/nonexistent.yaml", "--check")
+        self.assertEqual(code, 2)
+        self.assertIn("/nonexistent.yaml: cannot read the file", err)
+
+
+if __name__ == "__main__":
+    junit.main()

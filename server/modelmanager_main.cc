@@ -1,0 +1,103 @@
+// modelmanager: the control plane of modelplane.
+//
+//   modelmanager --config config.yaml --check         validate, summarize
+//   modelmanager --config config.yaml --print-config  the resolved config
+//
+// Neither mode starts anything. (The serving mode, the gRPC ModelManager
+// service, is not built yet: see the project's issues.)
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/flags.h"
+#include "server/core/config/config_json.h"
+#include "server/core/config/loader.h"
+
+namespace modelplane {
+namespace {
+
+constexpr int kExitInvalid = 2;
+
+// An argv word as a shell would need it written.
+std::string Quote(const std::string& word) {
+  if (!word.empty() &&
+      word.find_first_of(" \t\n'\"\\$`#&|;<>()*?[]{}~") == std::string::npos) {
+    return word;
+  }
+  std::string out = "'";
+  for (char c : word) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+void PrintSummary(const config::Config& c) {
+  for (const config::ModelConfig& m : c.models) {
+    std::vector<std::string> words;
+    for (const std::string& w : m.argv) words.push_back(Quote(w));
+    printf("%s\tgroup=%s\tupstream=%s\targv=%s\n", m.id.c_str(),
+           m.group.c_str(), m.proxy.c_str(), absl::StrJoin(words, " ").c_str());
+  }
+  printf("%s: OK: %zu model(s), %zu group(s)\n", c.file.c_str(),
+         c.models.size(), c.groups.size());
+}
+
+int Main(int argc, char** argv) {
+  FlagParser parser("modelmanager --config FILE (--check | --print-config)");
+  std::string config_path;
+  bool check = false;
+  bool print_config = false;
+  parser.String("config", &config_path, "llama-swap compatible config.yaml");
+  parser.Bool("check", &check,
+              "validate the config, print warnings and a line per model");
+  parser.Bool("print-config", &print_config,
+              "print the resolved config as JSON");
+  absl::StatusOr<std::vector<std::string>> rest = parser.Parse(argc, argv);
+  if (!rest.ok() && absl::IsNotFound(rest.status())) {
+    printf("%s", parser.Usage().c_str());
+    return 0;
+  }
+  std::string problem;
+  if (!rest.ok()) {
+    problem = std::string(rest.status().message());
+  } else if (!rest->empty()) {
+    problem = absl::StrCat("unexpected argument '", rest->front(), "'");
+  } else if (config_path.empty()) {
+    problem = "--config FILE is required";
+  } else if (!check && !print_config) {
+    problem = "serving is not implemented yet; use --check or --print-config";
+  }
+  if (!problem.empty()) {
+    fprintf(stderr, "modelmanager: %s\n%s", problem.c_str(),
+            parser.Usage().c_str());
+    return kExitInvalid;
+  }
+  config::LoadResult result =
+      config::LoadConfigFile(config_path, config::ProcessEnv());
+  for (const config::Diagnostic& w : result.warnings) {
+    fprintf(stderr, "warning: %s\n", w.ToString().c_str());
+  }
+  for (const config::Diagnostic& e : result.errors) {
+    fprintf(stderr, "%s\n", e.ToString().c_str());
+  }
+  if (!result.ok()) {
+    fprintf(stderr, "%s: invalid: %zu error(s)\n", config_path.c_str(),
+            result.errors.size());
+    return kExitInvalid;
+  }
+  if (check) PrintSummary(*result.config);
+  if (print_config) printf("%s", config::ConfigToJson(*result.config).c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace modelplane
+
+int main(int argc, char** argv) { return modelplane::Main(argc, argv); }
