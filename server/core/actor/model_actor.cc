@@ -1,0 +1,478 @@
+#include "server/core/actor/model_actor.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace modelplane::actor {
+namespace {
+
+// A line longer than this is matched against readyPattern in pieces.
+constexpr size_t kMaxLineBytes = 4096;
+
+const char* SignalName(int sig) {
+  switch (sig) {
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGINT:
+      return "SIGINT";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGILL:
+      return "SIGILL";
+    case SIGABRT:
+      return "SIGABRT";
+    case SIGBUS:
+      return "SIGBUS";
+    case SIGFPE:
+      return "SIGFPE";
+    case SIGKILL:
+      return "SIGKILL";
+    case SIGSEGV:
+      return "SIGSEGV";
+    case SIGPIPE:
+      return "SIGPIPE";
+    case SIGTERM:
+      return "SIGTERM";
+    default:
+      return nullptr;
+  }
+}
+
+bool Legal(State from, State to, bool has_process) {
+  switch (to) {
+    case State::kStarting:
+      return from == State::kStopped || from == State::kFailed;
+    case State::kReady:
+      return from == State::kStarting;
+    case State::kStopping:
+      return from == State::kStarting || from == State::kReady;
+    case State::kStopped:
+      return from == State::kStopping;
+    case State::kFailed:
+      return from == State::kStarting || from == State::kReady ||
+             from == State::kStopping;
+    case State::kShutdown:
+      return !has_process && from != State::kShutdown;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string ExitStatus::ToString() const {
+  if (signal > 0) {
+    const char* name = SignalName(signal);
+    return name ? absl::StrCat("killed by ", name)
+                : absl::StrCat("killed by signal ", signal);
+  }
+  return absl::StrCat("exit code ", exit_code);
+}
+
+const char* StateName(State s) {
+  switch (s) {
+    case State::kStopped:
+      return "STOPPED";
+    case State::kStarting:
+      return "STARTING";
+    case State::kReady:
+      return "READY";
+    case State::kStopping:
+      return "STOPPING";
+    case State::kFailed:
+      return "FAILED";
+    case State::kShutdown:
+      return "SHUTDOWN";
+  }
+  return "?";
+}
+
+const char* FailureReasonName(FailureReason r) {
+  switch (r) {
+    case FailureReason::kSpawnError:
+      return "SPAWN_ERROR";
+    case FailureReason::kExitedDuringStart:
+      return "EXITED_DURING_START";
+    case FailureReason::kHealthCheckTimeout:
+      return "HEALTH_CHECK_TIMEOUT";
+    case FailureReason::kCrashed:
+      return "CRASHED";
+  }
+  return "?";
+}
+
+std::string Failure::Summary() const {
+  std::string out = message;
+  if (exit) absl::StrAppend(&out, " (", exit->ToString(), ")");
+  if (!last_lines.empty()) absl::StrAppend(&out, ": ", last_lines.back());
+  return out;
+}
+
+// cmdStop runs as a process of its own; its output goes to the model's log.
+class ModelActor::StopCommandObserver : public ProcessObserver {
+ public:
+  explicit StopCommandObserver(ModelActor* actor) : actor_(actor) {}
+  void OnOutput(absl::string_view data) override { actor_->log_->Append(data); }
+  void OnExit(ExitStatus status) override {
+    if (status.exit_code != 0) {
+      actor_->log_->Append(absl::StrCat("[modelplane] cmdStop ended with ",
+                                        status.ToString(), "\n"));
+    }
+    actor_->stop_command_.reset();
+    actor_->MaybeFinishStop();
+  }
+
+ private:
+  ModelActor* actor_;
+};
+
+ModelActor::ModelActor(config::ModelConfig config, ActorEnv env,
+                       uint64_t* revisions,
+                       std::shared_ptr<logs::LogBuffer> log, EventSink on_event)
+    : config_(std::move(config)),
+      env_(env),
+      revisions_(revisions),
+      log_(std::move(log)),
+      on_event_(std::move(on_event)),
+      stop_command_observer_(std::make_unique<StopCommandObserver>(this)) {
+  status_.state_since = env_.clock->Now();
+  if (!config_.ready_pattern.empty()) {
+    ready_pattern_ = std::make_unique<RE2>(config_.ready_pattern, RE2::Quiet);
+  }
+}
+
+// Destroying process_ and stop_command_ kills their groups.
+ModelActor::~ModelActor() = default;
+
+bool ModelActor::Transition(State to, std::optional<Failure> failure) {
+  State from = status_.state;
+  if (!Legal(from, to, process_ != nullptr || stop_command_ != nullptr)) {
+    ABSL_RAW_LOG(ERROR, "model %s: illegal transition %s -> %s",
+                 config_.id.c_str(), StateName(from), StateName(to));
+    return false;
+  }
+  status_.state = to;
+  status_.state_since = env_.clock->Now();
+  status_.failure = to == State::kFailed ? std::move(failure) : std::nullopt;
+  Touch(from);
+  return true;
+}
+
+void ModelActor::Touch(std::optional<State> from) {
+  status_.revision = ++*revisions_;
+  if (on_event_) {
+    on_event_(StateEvent{config_.id, from.value_or(status_.state),
+                         status_.state, status_});
+  }
+}
+
+void ModelActor::Start(Done done) {
+  switch (status_.state) {
+    case State::kReady:
+      done(absl::OkStatus());
+      return;
+    case State::kShutdown:
+      done(absl::UnavailableError(
+          absl::StrCat("model ", config_.id, ": shutting down")));
+      return;
+    case State::kStarting:
+      start_waiters_.push_back(std::move(done));
+      return;
+    case State::kStopping:
+      start_waiters_.push_back(std::move(done));
+      start_after_stop_ = true;
+      return;
+    case State::kStopped:
+    case State::kFailed:
+      start_waiters_.push_back(std::move(done));
+      BeginStart();
+      return;
+  }
+}
+
+void ModelActor::BeginStart() {
+  Transition(State::kStarting);
+  reprobe_ = false;
+  partial_line_.clear();
+  absl::StatusOr<std::unique_ptr<Process>> p =
+      env_.launcher->Spawn(SpawnSpec{config_.argv, config_.env}, this);
+  if (!p.ok()) {
+    FailStart(FailureReason::kSpawnError, std::nullopt,
+              absl::StrCat("spawn error: ", p.status().message()));
+    return;
+  }
+  process_ = *std::move(p);
+  status_.pid = process_->pid();
+  Touch();
+  start_deadline_ = env_.clock->Now() + config_.health_check_timeout;
+  deadline_timer_ = env_.clock->After(config_.health_check_timeout, [this] {
+    FailStart(
+        FailureReason::kHealthCheckTimeout, std::nullopt,
+        absl::StrCat("not ready within healthCheckTimeout (",
+                     absl::FormatDuration(config_.health_check_timeout), ")"));
+  });
+  if (config_.check_endpoint.empty()) {
+    BecomeReady();
+    return;
+  }
+  next_probe_delay_ = kFirstProbeDelay;
+  ScheduleProbe(kFirstProbeDelay);
+}
+
+void ModelActor::ScheduleProbe(absl::Duration delay) {
+  probe_timer_ = env_.clock->After(delay, [this] { RunProbe(); });
+}
+
+void ModelActor::RunProbe() {
+  if (status_.state != State::kStarting || probe_ != nullptr) return;
+  absl::Duration left = start_deadline_ - env_.clock->Now();
+  if (left <= absl::ZeroDuration()) return;  // The deadline timer fires.
+  probe_ = env_.prober->Get(
+      config_.proxy + config_.check_endpoint, std::min(left, kMaxProbeTimeout),
+      [this](absl::StatusOr<int> result) { OnProbe(std::move(result)); });
+}
+
+void ModelActor::OnProbe(absl::StatusOr<int> result) {
+  probe_.reset();
+  if (status_.state != State::kStarting) return;
+  if (result.ok() && *result == 200) {
+    BecomeReady();
+    return;
+  }
+  if (reprobe_) {
+    reprobe_ = false;
+    RunProbe();
+    return;
+  }
+  next_probe_delay_ =
+      std::min(next_probe_delay_ * kProbeBackoff, kMaxProbeInterval);
+  ScheduleProbe(next_probe_delay_);
+}
+
+void ModelActor::OnOutput(absl::string_view data) {
+  log_->Append(data);
+  if (ready_pattern_ == nullptr || status_.state != State::kStarting) return;
+  partial_line_.append(data.data(), data.size());
+  bool matched = false;
+  size_t start = 0;
+  for (size_t nl; (nl = partial_line_.find('\n', start)) != std::string::npos;
+       start = nl + 1) {
+    re2::StringPiece line(partial_line_.data() + start, nl - start);
+    matched = matched || RE2::PartialMatch(line, *ready_pattern_);
+  }
+  partial_line_.erase(0, start);
+  if (partial_line_.size() > kMaxLineBytes) {
+    matched = matched || RE2::PartialMatch(partial_line_, *ready_pattern_);
+    partial_line_.clear();
+  }
+  if (!matched) return;
+  // Probe now rather than at the next scheduled probe.
+  if (probe_ != nullptr) {
+    reprobe_ = true;
+  } else {
+    probe_timer_.reset();
+    RunProbe();
+  }
+}
+
+void ModelActor::BecomeReady() {
+  deadline_timer_.reset();
+  probe_timer_.reset();
+  probe_.reset();
+  status_.last_used = env_.clock->Now();
+  Transition(State::kReady);
+  AnswerStartWaiters(absl::OkStatus());
+  ArmTtl();
+}
+
+Failure ModelActor::MakeFailure(FailureReason reason,
+                                std::optional<ExitStatus> exit,
+                                std::string message) const {
+  return Failure{reason, exit, std::move(message),
+                 log_->LastLines(kFailureLines), env_.clock->Now()};
+}
+
+void ModelActor::FailStart(FailureReason reason, std::optional<ExitStatus> exit,
+                           std::string message) {
+  deadline_timer_.reset();
+  probe_timer_.reset();
+  probe_.reset();
+  Failure failure = MakeFailure(reason, exit, std::move(message));
+  absl::Status status = absl::FailedPreconditionError(
+      absl::StrCat("model ", config_.id, ": ", failure.Summary()));
+  if (process_ != nullptr) {
+    // Tear the process down first: the model is FAILED once it is reaped,
+    // and a new start waits for that.
+    pending_failure_ = std::move(failure);
+    Transition(State::kStopping);
+    AnswerStartWaiters(status);
+    BeginStop();
+    return;
+  }
+  Transition(State::kFailed, std::move(failure));
+  AnswerStartWaiters(status);
+}
+
+void ModelActor::AnswerStartWaiters(const absl::Status& status) {
+  std::vector<Done> waiters;
+  waiters.swap(start_waiters_);
+  for (Done& done : waiters) done(status);
+}
+
+void ModelActor::Stop(std::function<void()> done) {
+  if (done) stop_waiters_.push_back(std::move(done));
+  switch (status_.state) {
+    case State::kStopped:
+    case State::kFailed:
+    case State::kShutdown:
+      MaybeFinishStop();
+      return;
+    case State::kStopping:
+      if (start_after_stop_) {
+        start_after_stop_ = false;
+        AnswerStartWaiters(absl::AbortedError(
+            absl::StrCat("model ", config_.id, ": start cancelled by a stop")));
+      }
+      return;
+    case State::kStarting:
+      deadline_timer_.reset();
+      probe_timer_.reset();
+      probe_.reset();
+      Transition(State::kStopping);
+      AnswerStartWaiters(absl::AbortedError(
+          absl::StrCat("model ", config_.id, ": start cancelled by a stop")));
+      BeginStop();
+      return;
+    case State::kReady:
+      Transition(State::kStopping);
+      BeginStop();
+      return;
+  }
+}
+
+void ModelActor::Shutdown(std::function<void()> done) {
+  shutting_down_ = true;
+  start_after_stop_ = false;
+  AnswerStartWaiters(absl::UnavailableError(
+      absl::StrCat("model ", config_.id, ": shutting down")));
+  Stop(std::move(done));
+}
+
+void ModelActor::BeginStop() {
+  ttl_timer_.reset();
+  if (process_ == nullptr) {
+    MaybeFinishStop();
+    return;
+  }
+  SendStopSignal();
+  kill_timer_ = env_.clock->After(config_.unload_timeout, [this] {
+    // Still alive after the grace period: kill the whole group (and a
+    // cmdStop that hangs).
+    if (process_ != nullptr) process_->SignalGroup(SIGKILL);
+    if (stop_command_ != nullptr) stop_command_->SignalGroup(SIGKILL);
+  });
+}
+
+void ModelActor::SendStopSignal() {
+  if (!config_.cmd_stop.empty()) {
+    SpawnSpec spec{config_.cmd_stop, config_.env};
+    for (std::string& arg : spec.argv) {
+      arg = absl::StrReplaceAll(arg,
+                                {{"${PID}", std::to_string(process_->pid())}});
+    }
+    absl::StatusOr<std::unique_ptr<Process>> p =
+        env_.launcher->Spawn(spec, stop_command_observer_.get());
+    if (p.ok()) {
+      stop_command_ = *std::move(p);
+      return;
+    }
+    log_->Append(absl::StrCat("[modelplane] cmdStop failed to start (",
+                              p.status().message(), "); sending SIGTERM\n"));
+  }
+  process_->SignalGroup(SIGTERM);
+}
+
+void ModelActor::OnExit(ExitStatus status) {
+  process_.reset();
+  status_.pid = 0;
+  switch (status_.state) {
+    case State::kStarting:
+      FailStart(FailureReason::kExitedDuringStart, status,
+                "exited before it was ready");
+      return;
+    case State::kReady:
+      ttl_timer_.reset();
+      Transition(State::kFailed, MakeFailure(FailureReason::kCrashed, status,
+                                             "exited while ready"));
+      return;
+    case State::kStopping:
+      MaybeFinishStop();
+      return;
+    default:
+      ABSL_RAW_LOG(ERROR, "model %s: process exit in state %s",
+                   config_.id.c_str(), StateName(status_.state));
+      Touch();
+  }
+}
+
+void ModelActor::MaybeFinishStop() {
+  if (process_ != nullptr || stop_command_ != nullptr) return;
+  kill_timer_.reset();
+  if (status_.state == State::kStopping) {
+    if (pending_failure_) {
+      Transition(State::kFailed, std::exchange(pending_failure_, std::nullopt));
+    } else {
+      Transition(State::kStopped);
+    }
+  }
+  if (shutting_down_ && status_.state != State::kShutdown) {
+    Transition(State::kShutdown);
+  }
+  std::vector<std::function<void()>> waiters;
+  waiters.swap(stop_waiters_);
+  for (auto& done : waiters) done();
+  if (start_after_stop_ && status_.state != State::kStopping) {
+    start_after_stop_ = false;
+    if (!start_waiters_.empty() && !shutting_down_) BeginStart();
+  }
+}
+
+void ModelActor::AddLease() {
+  ++status_.leases;
+  ttl_timer_.reset();
+  Touch();
+}
+
+void ModelActor::ReleaseLease(absl::Time last_used) {
+  if (status_.leases > 0) --status_.leases;
+  status_.last_used = std::max(status_.last_used, last_used);
+  Touch();
+  ArmTtl();
+}
+
+void ModelActor::ArmTtl() {
+  ttl_timer_.reset();
+  if (status_.state != State::kReady || status_.leases > 0 ||
+      config_.ttl <= absl::ZeroDuration()) {
+    return;
+  }
+  absl::Duration wait = status_.last_used + config_.ttl - env_.clock->Now();
+  ttl_timer_ = env_.clock->After(std::max(wait, absl::ZeroDuration()), [this] {
+    if (status_.state != State::kReady || status_.leases > 0) return;
+    if (env_.clock->Now() < status_.last_used + config_.ttl) {
+      ArmTtl();
+      return;
+    }
+    log_->Append(absl::StrCat("[modelplane] unloading ", config_.id,
+                              ": idle for its ttl (",
+                              absl::FormatDuration(config_.ttl), ")\n"));
+    Stop(nullptr);
+  });
+}
+
+}  // namespace modelplane::actor
