@@ -144,7 +144,6 @@ int Main(int argc, char** argv) {
     fprintf(stderr, "fake_upstream: %s\n", port.status().ToString().c_str());
     return 1;
   }
-  printf("listening on %s:%d\n", f.host.c_str(), *port);
 
   for (auto [sig, num] :
        {std::pair{&app.sigterm, SIGTERM}, std::pair{&app.sigint, SIGINT}}) {
@@ -152,6 +151,9 @@ int Main(int argc, char** argv) {
     sig->data = &app;
     uv_signal_start(sig, OnStopSignal, num);
   }
+  // Printed once signals are handled, so that a test that saw it may
+  // signal at once.
+  printf("listening on %s:%d\n", f.host.c_str(), *port);
   auto start_timer = [&](uv_timer_t* t, uint64_t after, uint64_t repeat,
                          uv_timer_cb cb) {
     uv_timer_init(loop, t);

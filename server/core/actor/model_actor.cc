@@ -15,35 +15,6 @@ namespace {
 // A line longer than this is matched against readyPattern in pieces.
 constexpr size_t kMaxLineBytes = 4096;
 
-const char* SignalName(int sig) {
-  switch (sig) {
-    case SIGHUP:
-      return "SIGHUP";
-    case SIGINT:
-      return "SIGINT";
-    case SIGQUIT:
-      return "SIGQUIT";
-    case SIGILL:
-      return "SIGILL";
-    case SIGABRT:
-      return "SIGABRT";
-    case SIGBUS:
-      return "SIGBUS";
-    case SIGFPE:
-      return "SIGFPE";
-    case SIGKILL:
-      return "SIGKILL";
-    case SIGSEGV:
-      return "SIGSEGV";
-    case SIGPIPE:
-      return "SIGPIPE";
-    case SIGTERM:
-      return "SIGTERM";
-    default:
-      return nullptr;
-  }
-}
-
 bool Legal(State from, State to, bool has_process) {
   switch (to) {
     case State::kStarting:
@@ -64,15 +35,6 @@ bool Legal(State from, State to, bool has_process) {
 }
 
 }  // namespace
-
-std::string ExitStatus::ToString() const {
-  if (signal > 0) {
-    const char* name = SignalName(signal);
-    return name ? absl::StrCat("killed by ", name)
-                : absl::StrCat("killed by signal ", signal);
-  }
-  return absl::StrCat("exit code ", exit_code);
-}
 
 const char* StateName(State s) {
   switch (s) {

@@ -1,0 +1,277 @@
+#include "server/runtime/http_probe.h"
+
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+
+namespace modelplane::runtime {
+namespace {
+
+constexpr size_t kMaxStatusLine = 1024;
+
+// One probe: resolve (names only), connect, write the request, read the
+// status line. Owns its libuv handles; deletes itself once they are closed,
+// no resolution is pending, and its Probe handle is gone.
+class ProbeOp {
+ public:
+  ProbeOp(uv_loop_t* loop, ParsedUrl url, absl::Duration timeout,
+          std::function<void(absl::StatusOr<int>)> done)
+      : loop_(loop),
+        url_(std::move(url)),
+        timeout_(timeout),
+        done_(std::move(done)) {}
+
+  void Start() {
+    uv_timer_init(loop_, &timer_);
+    timer_.data = this;
+    ++open_handles_;
+    uv_update_time(loop_);
+    uint64_t ms =
+        static_cast<uint64_t>(std::ceil(absl::ToDoubleMilliseconds(timeout_)));
+    uv_timer_start(
+        &timer_,
+        [](uv_timer_t* t) {
+          auto* op = static_cast<ProbeOp*>(t->data);
+          op->Finish(absl::DeadlineExceededError(absl::StrCat(
+              "no answer within ", absl::FormatDuration(op->timeout_))));
+        },
+        ms, 0);
+    sockaddr_storage addr{};
+    std::string host = url_.host == "localhost" ? "127.0.0.1" : url_.host;
+    if (uv_ip4_addr(host.c_str(), url_.port,
+                    reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
+        uv_ip6_addr(host.c_str(), url_.port,
+                    reinterpret_cast<sockaddr_in6*>(&addr)) == 0) {
+      Connect(reinterpret_cast<sockaddr*>(&addr));
+      return;
+    }
+    resolve_.data = this;
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = uv_getaddrinfo(loop_, &resolve_, OnResolved, host.c_str(),
+                            std::to_string(url_.port).c_str(), &hints);
+    if (rc != 0) {
+      Finish(absl::UnavailableError(
+          absl::StrCat("cannot resolve ", host, ": ", uv_strerror(rc))));
+      return;
+    }
+    resolving_ = true;
+  }
+
+  // The Probe handle is gone: cancel if still running, free when possible.
+  void Detach() {
+    detached_ = true;
+    if (!finished_) {
+      finished_ = true;
+      done_ = nullptr;
+      CloseHandles();
+    }
+    MaybeDelete();
+  }
+
+ private:
+  static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+    auto* op = static_cast<ProbeOp*>(req->data);
+    op->resolving_ = false;
+    if (!op->finished_) {
+      if (status != 0 || res == nullptr) {
+        op->Finish(absl::UnavailableError(absl::StrCat(
+            "cannot resolve ", op->url_.host, ": ", uv_strerror(status))));
+      } else {
+        op->Connect(res->ai_addr);
+      }
+    }
+    uv_freeaddrinfo(res);
+    op->MaybeDelete();
+  }
+
+  void Connect(const sockaddr* addr) {
+    uv_tcp_init(loop_, &tcp_);
+    tcp_.data = this;
+    ++open_handles_;
+    tcp_open_ = true;
+    connect_.data = this;
+    int rc = uv_tcp_connect(&connect_, &tcp_, addr, OnConnect);
+    if (rc != 0) {
+      Finish(absl::UnavailableError(
+          absl::StrCat("connect failed: ", uv_strerror(rc))));
+    }
+  }
+
+  static void OnConnect(uv_connect_t* req, int status) {
+    auto* op = static_cast<ProbeOp*>(req->data);
+    if (op->finished_) return;
+    if (status != 0) {
+      op->Finish(absl::UnavailableError(
+          absl::StrCat("connect failed: ", uv_strerror(status))));
+      return;
+    }
+    op->request_ =
+        absl::StrCat("GET ", op->url_.path,
+                     " HTTP/1.1\r\nHost: ", op->url_.host, ":", op->url_.port,
+                     "\r\nUser-Agent: modelplane-health\r\n"
+                     "Accept: */*\r\nConnection: close\r\n\r\n");
+    uv_buf_t buf = uv_buf_init(op->request_.data(), op->request_.size());
+    uv_stream_t* s = reinterpret_cast<uv_stream_t*>(&op->tcp_);
+    op->write_.data = op;
+    int rc = uv_write(&op->write_, s, &buf, 1, [](uv_write_t*, int) {});
+    if (rc == 0) rc = uv_read_start(s, OnAlloc, OnRead);
+    if (rc != 0) {
+      op->Finish(absl::UnavailableError(
+          absl::StrCat("request failed: ", uv_strerror(rc))));
+    }
+  }
+
+  static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+    auto* op = static_cast<ProbeOp*>(h->data);
+    *buf = uv_buf_init(op->read_buf_, sizeof(op->read_buf_));
+  }
+
+  static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+    auto* op = static_cast<ProbeOp*>(s->data);
+    if (op->finished_) return;
+    if (n < 0) {
+      op->Finish(absl::UnavailableError(
+          n == UV_EOF ? std::string("connection closed before a response")
+                      : absl::StrCat("read failed: ", uv_strerror(n))));
+      return;
+    }
+    op->response_.append(buf->base, n);
+    size_t eol = op->response_.find("\r\n");
+    if (eol == std::string::npos) {
+      if (op->response_.size() > kMaxStatusLine) {
+        op->Finish(absl::InternalError("malformed HTTP response"));
+      }
+      return;
+    }
+    absl::string_view line(op->response_.data(), eol);
+    int code = 0;
+    if (!absl::StartsWith(line, "HTTP/1.") || line.size() < 12 ||
+        !absl::SimpleAtoi(line.substr(9, 3), &code)) {
+      op->Finish(absl::InternalError(
+          absl::StrCat("malformed HTTP status line: ", line.substr(0, 80))));
+      return;
+    }
+    op->Finish(code);
+  }
+
+  void Finish(absl::StatusOr<int> result) {
+    if (finished_) return;
+    finished_ = true;
+    auto done = std::move(done_);
+    CloseHandles();
+    if (done) done(std::move(result));  // May Detach(); we are not freed yet.
+  }
+
+  void CloseHandles() {
+    if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_));
+    auto close = [](uv_handle_t* h) {
+      if (!uv_is_closing(h)) uv_close(h, OnClose);
+    };
+    uv_timer_stop(&timer_);
+    close(reinterpret_cast<uv_handle_t*>(&timer_));
+    if (tcp_open_) close(reinterpret_cast<uv_handle_t*>(&tcp_));
+  }
+
+  static void OnClose(uv_handle_t* h) {
+    auto* op = static_cast<ProbeOp*>(h->data);
+    --op->open_handles_;
+    op->MaybeDelete();
+  }
+
+  void MaybeDelete() {
+    if (detached_ && open_handles_ == 0 && !resolving_) delete this;
+  }
+
+  uv_loop_t* loop_;
+  ParsedUrl url_;
+  absl::Duration timeout_;
+  std::function<void(absl::StatusOr<int>)> done_;
+  uv_timer_t timer_;
+  uv_tcp_t tcp_;
+  bool tcp_open_ = false;
+  uv_connect_t connect_;
+  uv_write_t write_;
+  uv_getaddrinfo_t resolve_;
+  bool resolving_ = false;
+  int open_handles_ = 0;
+  bool finished_ = false;
+  bool detached_ = false;
+  std::string request_;
+  std::string response_;
+  char read_buf_[1024];
+};
+
+class ProbeHandle : public actor::Probe {
+ public:
+  explicit ProbeHandle(ProbeOp* op) : op_(op) {}
+  ~ProbeHandle() override { op_->Detach(); }
+
+ private:
+  ProbeOp* op_;
+};
+
+// Answers at once (on the next loop turn would be nicer; the actor accepts a
+// callback from inside Get only for errors it could not have avoided).
+class FailedProbe : public actor::Probe {};
+
+}  // namespace
+
+absl::StatusOr<ParsedUrl> ParseHttpUrl(const std::string& url) {
+  absl::string_view rest = url;
+  if (absl::StartsWith(rest, "https://")) {
+    return absl::UnimplementedError(
+        absl::StrCat("https health checks are not supported yet: ", url));
+  }
+  if (!absl::ConsumePrefix(&rest, "http://")) {
+    return absl::InvalidArgumentError(absl::StrCat("not an http URL: ", url));
+  }
+  ParsedUrl out;
+  size_t slash = rest.find('/');
+  absl::string_view authority = rest.substr(0, slash);
+  out.path =
+      slash == absl::string_view::npos ? "/" : std::string(rest.substr(slash));
+  size_t colon = authority.rfind(':');
+  if (absl::StartsWith(authority, "[")) {
+    size_t close = authority.find(']');
+    if (close == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("bad IPv6 host: ", url));
+    }
+    out.host = std::string(authority.substr(1, close - 1));
+    colon = authority.find(':', close);
+  } else {
+    out.host = std::string(authority.substr(0, colon));
+  }
+  if (colon != absl::string_view::npos &&
+      (!absl::SimpleAtoi(authority.substr(colon + 1), &out.port) ||
+       out.port <= 0 || out.port > 65535)) {
+    return absl::InvalidArgumentError(absl::StrCat("bad port in ", url));
+  }
+  if (out.host.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("no host in ", url));
+  }
+  return out;
+}
+
+std::unique_ptr<actor::Probe> HttpProber::Get(
+    const std::string& url, absl::Duration timeout,
+    std::function<void(absl::StatusOr<int>)> done) {
+  absl::StatusOr<ParsedUrl> parsed = ParseHttpUrl(url);
+  if (!parsed.ok()) {
+    done(parsed.status());
+    return std::make_unique<FailedProbe>();
+  }
+  auto* op = new ProbeOp(loop_, *std::move(parsed), timeout, std::move(done));
+  auto handle = std::make_unique<ProbeHandle>(op);
+  op->Start();
+  return handle;
+}
+
+}  // namespace modelplane::runtime

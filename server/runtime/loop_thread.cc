@@ -1,0 +1,72 @@
+#include "server/runtime/loop_thread.h"
+
+#include <utility>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/synchronization/notification.h"
+
+namespace modelplane::runtime {
+
+LoopThread::LoopThread() {
+  ABSL_RAW_CHECK(uv_loop_init(&loop_) == 0, "uv_loop_init failed");
+  ABSL_RAW_CHECK(uv_async_init(&loop_, &async_, OnAsync) == 0,
+                 "uv_async_init failed");
+  async_.data = this;
+  thread_ = std::thread([this] { uv_run(&loop_, UV_RUN_DEFAULT); });
+}
+
+LoopThread::~LoopThread() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  uv_async_send(&async_);
+  thread_.join();
+  int rc = uv_loop_close(&loop_);
+  ABSL_RAW_CHECK(rc == 0, "uv loop still has handles after shutdown");
+}
+
+void LoopThread::Post(std::function<void()> task) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    tasks_.push_back(std::move(task));
+  }
+  uv_async_send(&async_);
+}
+
+void LoopThread::RunSync(std::function<void()> task) {
+  ABSL_RAW_CHECK(!OnLoopThread(), "RunSync on the loop thread deadlocks");
+  absl::Notification done;
+  Post([&] {
+    task();
+    done.Notify();
+  });
+  done.WaitForNotification();
+}
+
+void LoopThread::OnAsync(uv_async_t* handle) {
+  static_cast<LoopThread*>(handle->data)->Drain();
+}
+
+void LoopThread::Drain() {
+  std::vector<std::function<void()>> tasks;
+  bool stopping;
+  {
+    absl::MutexLock lock(&mu_);
+    tasks.swap(tasks_);
+    stopping = stopping_;
+  }
+  for (auto& task : tasks) task();
+  if (!stopping) return;
+  // Close every handle so that uv_run returns; their owners' close
+  // callbacks free them.
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+}
+
+}  // namespace modelplane::runtime

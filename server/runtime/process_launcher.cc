@@ -1,0 +1,342 @@
+#include "server/runtime/process_launcher.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <utility>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "server/runtime/supervisor.h"
+
+extern char** environ;
+
+namespace modelplane::runtime {
+namespace {
+
+constexpr size_t kReadChunk = 16 << 10;
+
+absl::Status Errno(absl::string_view what, int err) {
+  return absl::UnavailableError(absl::StrCat(what, ": ", std::strerror(err)));
+}
+
+// The manager's side of one spawned process: the supervisor's pidfd, the
+// output pipe and the drain backstop. Frees itself once its handles are
+// closed and its Process handle is gone; runs until the supervisor is
+// reaped even if the Process handle goes first.
+class ProcState {
+ public:
+  ProcState(uv_loop_t* loop, pid_t supervisor, pid_t model,
+            actor::ProcessObserver* observer)
+      : loop_(loop),
+        supervisor_(supervisor),
+        model_(model),
+        observer_(observer) {}
+
+  absl::Status Start(int output_fd) {
+    buffer_.reset(new char[kReadChunk]);
+    uv_pipe_init(loop_, &output_, 0);
+    output_.data = this;
+    ++open_handles_;
+    int rc = uv_pipe_open(&output_, output_fd);
+    if (rc == 0) {
+      rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&output_), OnAlloc,
+                         OnRead);
+    }
+    if (rc != 0) return Errno("output pipe", -rc);
+    pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, supervisor_, 0));
+    if (pidfd_ < 0)
+      return Errno("pidfd_open (Linux 5.3 or later needed)", errno);
+    uv_poll_init(loop_, &exit_poll_, pidfd_);
+    exit_poll_.data = this;
+    ++open_handles_;
+    uv_poll_start(&exit_poll_, UV_READABLE, OnSupervisorExit);
+    uv_timer_init(loop_, &backstop_);
+    backstop_.data = this;
+    ++open_handles_;
+    return absl::OkStatus();
+  }
+
+  pid_t model() const { return model_; }
+
+  void SignalGroup(int sig) {
+    // Once the supervisor is reaped the group is gone and its id may be
+    // reused: never signal it again.
+    if (!reaped_) kill(-model_, sig);
+  }
+
+  // The Process handle is gone: the observer hears nothing more; a process
+  // still running is killed.
+  void Detach() {
+    observer_ = nullptr;
+    detached_ = true;
+    if (!reaped_) kill(-model_, SIGKILL);
+    MaybeDelete();
+  }
+
+ private:
+  static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+    auto* s = static_cast<ProcState*>(h->data);
+    *buf = uv_buf_init(s->buffer_.get(), kReadChunk);
+  }
+
+  static void OnRead(uv_stream_t* stream, ssize_t n, const uv_buf_t* buf) {
+    auto* s = static_cast<ProcState*>(stream->data);
+    if (n > 0) {
+      if (s->observer_ != nullptr) {
+        s->observer_->OnOutput(absl::string_view(buf->base, n));
+      }
+      return;
+    }
+    if (n < 0) {  // EOF: every holder of the pipe is gone.
+      s->CloseOutput();
+      s->MaybeFinish();
+    }
+  }
+
+  static void OnSupervisorExit(uv_poll_t* poll, int, int) {
+    auto* s = static_cast<ProcState*>(poll->data);
+    int status = 0;
+    pid_t r;
+    do {
+      r = waitpid(s->supervisor_, &status, WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    if (r != s->supervisor_) return;
+    s->reaped_ = true;
+    s->exit_ = WIFSIGNALED(status)
+                   ? actor::ExitStatus::Signaled(WTERMSIG(status))
+                   : actor::ExitStatus::Code(WEXITSTATUS(status));
+    uv_poll_stop(&s->exit_poll_);
+    s->Close(reinterpret_cast<uv_handle_t*>(&s->exit_poll_));
+    close(s->pidfd_);
+    s->pidfd_ = -1;
+    uv_update_time(s->loop_);
+    uv_timer_start(
+        &s->backstop_,
+        [](uv_timer_t* t) {
+          auto* st = static_cast<ProcState*>(t->data);
+          st->CloseOutput();  // Drain backstop: stop waiting for EOF.
+          st->MaybeFinish();
+        },
+        absl::ToInt64Milliseconds(ProcessLauncher::kDrainBackstop), 0);
+    s->MaybeFinish();
+  }
+
+  void CloseOutput() {
+    if (output_closed_) return;
+    output_closed_ = true;
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&output_));
+    Close(reinterpret_cast<uv_handle_t*>(&output_));
+  }
+
+  void MaybeFinish() {
+    if (!reaped_ || !output_closed_ || finished_) return;
+    finished_ = true;
+    uv_timer_stop(&backstop_);
+    Close(reinterpret_cast<uv_handle_t*>(&backstop_));
+    actor::ProcessObserver* observer = std::exchange(observer_, nullptr);
+    if (observer != nullptr) observer->OnExit(exit_);  // May Detach().
+  }
+
+  void Close(uv_handle_t* h) {
+    if (!uv_is_closing(h)) uv_close(h, OnClosed);
+  }
+
+  static void OnClosed(uv_handle_t* h) {
+    auto* s = static_cast<ProcState*>(h->data);
+    --s->open_handles_;
+    s->MaybeDelete();
+  }
+
+  void MaybeDelete() {
+    if (detached_ && finished_ && open_handles_ == 0) delete this;
+  }
+
+  uv_loop_t* loop_;
+  pid_t supervisor_;
+  pid_t model_;
+  actor::ProcessObserver* observer_;
+  std::unique_ptr<char[]> buffer_;
+  uv_pipe_t output_;
+  uv_poll_t exit_poll_;
+  uv_timer_t backstop_;
+  int pidfd_ = -1;
+  int open_handles_ = 0;
+  bool output_closed_ = false;
+  bool reaped_ = false;
+  bool finished_ = false;
+  bool detached_ = false;
+  actor::ExitStatus exit_;
+};
+
+class UvProcess : public actor::Process {
+ public:
+  explicit UvProcess(ProcState* state) : state_(state) {}
+  ~UvProcess() override { state_->Detach(); }
+  int pid() const override { return state_->model(); }
+  void SignalGroup(int sig) override { state_->SignalGroup(sig); }
+
+ private:
+  ProcState* state_;
+};
+
+// Reads the report pipe until EOF: the supervisor closes its end after
+// reporting the pid, and the model's copy closes when exec succeeds.
+void ReadReports(int fd, pid_t* model, int* exec_errno, int* fork_errno) {
+  ReportMessage m;
+  size_t got = 0;
+  while (true) {
+    ssize_t n = read(fd, reinterpret_cast<char*>(&m) + got, sizeof(m) - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    got += n;
+    if (got < sizeof(m)) continue;
+    got = 0;
+    if (m.kind == ReportMessage::kPid) *model = m.value;
+    if (m.kind == ReportMessage::kExecErrno) *exec_errno = m.value;
+    if (m.kind == ReportMessage::kForkErrno) *fork_errno = m.value;
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> MergeEnvironment(
+    const std::vector<std::string>& overrides) {
+  std::vector<std::string> env;
+  auto key_of = [](const std::string& entry) {
+    return entry.substr(0, entry.find('='));
+  };
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string entry(*e);
+    bool replaced = false;
+    for (const std::string& o : overrides) {
+      if (key_of(o) == key_of(entry)) replaced = true;
+    }
+    if (!replaced) env.push_back(std::move(entry));
+  }
+  for (const std::string& o : overrides) {
+    // A later override of the same key wins.
+    bool later = false;
+    for (const std::string* p = &o + 1; p < overrides.data() + overrides.size();
+         ++p) {
+      if (key_of(*p) == key_of(o)) later = true;
+    }
+    if (!later) env.push_back(o);
+  }
+  return env;
+}
+
+absl::StatusOr<std::string> ResolveExecutable(const std::string& argv0,
+                                              const std::string& path_var) {
+  auto check = [](const std::string& path) -> absl::Status {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) {
+      return absl::NotFoundError(
+          absl::StrCat(path, ": ", std::strerror(errno)));
+    }
+    if (!S_ISREG(st.st_mode) || access(path.c_str(), X_OK) != 0) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(path, ": not an executable file"));
+    }
+    return absl::OkStatus();
+  };
+  if (argv0.empty()) return absl::InvalidArgumentError("empty command");
+  if (argv0.find('/') != std::string::npos) {
+    absl::Status s = check(argv0);
+    if (!s.ok()) return s;
+    return argv0;
+  }
+  absl::Status first_denied;
+  for (absl::string_view dir : absl::StrSplit(path_var, ':')) {
+    std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", argv0);
+    absl::Status s = check(candidate);
+    if (s.ok()) return candidate;
+    if (absl::IsPermissionDenied(s) && first_denied.ok()) first_denied = s;
+  }
+  if (!first_denied.ok()) return first_denied;
+  return absl::NotFoundError(
+      absl::StrCat(argv0, ": not found in PATH (", path_var, ")"));
+}
+
+ProcessLauncher::ProcessLauncher(uv_loop_t* loop) : loop_(loop) {
+  int fds[2];
+  ABSL_RAW_CHECK(pipe2(fds, O_CLOEXEC) == 0, "lifeline pipe");
+  lifeline_read_ = fds[0];
+  lifeline_write_ = fds[1];
+}
+
+ProcessLauncher::~ProcessLauncher() {
+  close(lifeline_write_);
+  close(lifeline_read_);
+}
+
+absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
+    const actor::SpawnSpec& spec, actor::ProcessObserver* observer) {
+  if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
+  std::vector<std::string> env = MergeEnvironment(spec.env);
+  std::string path_var = "/usr/local/bin:/usr/bin:/bin";
+  for (const std::string& e : env) {
+    if (e.rfind("PATH=", 0) == 0) path_var = e.substr(5);
+  }
+  absl::StatusOr<std::string> path = ResolveExecutable(spec.argv[0], path_var);
+  if (!path.ok()) return path.status();
+  // Everything the child needs is built before fork().
+  std::vector<char*> argv, envp;
+  for (const std::string& a : spec.argv)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  int out[2], report[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return Errno("pipe", errno);
+  if (pipe2(report, O_CLOEXEC) != 0) {
+    int err = errno;
+    close(out[0]);
+    close(out[1]);
+    return Errno("pipe", err);
+  }
+  pid_t supervisor = fork();
+  if (supervisor == 0) {
+    RunSupervisor(SupervisorArgs{path->c_str(), argv.data(), envp.data(),
+                                 out[1], report[1], lifeline_read_});
+  }
+  int fork_err = errno;
+  close(out[1]);
+  close(report[1]);
+  if (supervisor < 0) {
+    close(out[0]);
+    close(report[0]);
+    return Errno("fork", fork_err);
+  }
+  pid_t model = 0;
+  int exec_errno = 0, child_fork_errno = 0;
+  ReadReports(report[0], &model, &exec_errno, &child_fork_errno);
+  close(report[0]);
+  if (model <= 0 || exec_errno != 0) {
+    // The supervisor exits at once once its model is gone.
+    close(out[0]);
+    int status;
+    while (waitpid(supervisor, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (exec_errno != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("exec ", *path, ": ", std::strerror(exec_errno)));
+    }
+    return Errno("fork", child_fork_errno != 0 ? child_fork_errno : EAGAIN);
+  }
+  auto* state = new ProcState(loop_, supervisor, model, observer);
+  auto process = std::make_unique<UvProcess>(state);
+  absl::Status started = state->Start(out[0]);
+  if (!started.ok()) return started;  // ~UvProcess kills and cleans up.
+  return process;
+}
+
+}  // namespace modelplane::runtime

@@ -1,0 +1,64 @@
+// actor::Launcher over libuv, with a supervisor process per model
+// (supervisor.h) so that nothing a model started survives the manager.
+//
+// Spawn resolves argv[0] in PATH (of the model's environment) before
+// forking, so a missing or non-executable binary is a clear error, not an
+// exit code. The model's environment is the manager's with the model's
+// `env` entries replacing variables of the same name. stdout and stderr
+// share one pipe (so their lines stay in the order the model wrote them);
+// stdin is /dev/null.
+//
+// Exit: the supervisor reports the model's status once the model's whole
+// group is dead and reaped; OnExit follows once the output pipe is drained,
+// or kDrainBackstop after the exit if some process that escaped the group
+// and the supervisor still holds the pipe.
+//
+// Loop thread only.
+#ifndef MODELPLANE_SERVER_RUNTIME_PROCESS_LAUNCHER_H_
+#define MODELPLANE_SERVER_RUNTIME_PROCESS_LAUNCHER_H_
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/actor/env.h"
+
+namespace modelplane::runtime {
+
+class ProcessLauncher : public actor::Launcher {
+ public:
+  static constexpr absl::Duration kDrainBackstop = absl::Seconds(2);
+
+  // `loop` must outlive the launcher and its processes.
+  explicit ProcessLauncher(uv_loop_t* loop);
+  // Closes the lifeline: every supervisor still running kills its model.
+  ~ProcessLauncher() override;
+
+  absl::StatusOr<std::unique_ptr<actor::Process>> Spawn(
+      const actor::SpawnSpec& spec, actor::ProcessObserver* observer) override;
+
+ private:
+  uv_loop_t* loop_;
+  int lifeline_read_ = -1;
+  int lifeline_write_ = -1;
+  std::unique_ptr<char[]> read_buffer_;  // Shared by every output pipe.
+};
+
+// The manager's environment with `overrides` (KEY=value) replacing or
+// adding variables.
+std::vector<std::string> MergeEnvironment(
+    const std::vector<std::string>& overrides);
+
+// argv0 as an executable path: as is when it has a '/', else searched in
+// `path_var` (PATH's value). NotFound or PermissionDenied with a message
+// naming what was searched.
+absl::StatusOr<std::string> ResolveExecutable(const std::string& argv0,
+                                              const std::string& path_var);
+
+}  // namespace modelplane::runtime
+
+#endif  // MODELPLANE_SERVER_RUNTIME_PROCESS_LAUNCHER_H_
