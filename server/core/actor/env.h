@@ -45,7 +45,7 @@ struct ExitStatus {
 };
 
 struct SpawnSpec {
-  std::vector<std::string> argv;  // argv[0] is looked up in PATH.
+  std::vector<std::string> argv;      // argv[0] is looked up in PATH.
   std::vector<std::string> env = {};  // KEY=value, over the inherited env.
 };
 

@@ -218,18 +218,26 @@ void ModelActor::OnProbe(absl::StatusOr<int> result) {
 
 void ModelActor::OnOutput(absl::string_view data) {
   log_->Append(data);
-  if (ready_pattern_ == nullptr || status_.state != State::kStarting) return;
+  bool want_pattern =
+      ready_pattern_ != nullptr && status_.state == State::kStarting;
+  if (!want_pattern && !line_sink_) return;
   partial_line_.append(data.data(), data.size());
   bool matched = false;
+  auto on_line = [&](absl::string_view line) {
+    if (line_sink_) line_sink_(config_.id, line);
+    if (want_pattern && !matched) {
+      matched = RE2::PartialMatch(re2::StringPiece(line.data(), line.size()),
+                                  *ready_pattern_);
+    }
+  };
   size_t start = 0;
   for (size_t nl; (nl = partial_line_.find('\n', start)) != std::string::npos;
        start = nl + 1) {
-    re2::StringPiece line(partial_line_.data() + start, nl - start);
-    matched = matched || RE2::PartialMatch(line, *ready_pattern_);
+    on_line(absl::string_view(partial_line_).substr(start, nl - start));
   }
   partial_line_.erase(0, start);
   if (partial_line_.size() > kMaxLineBytes) {
-    matched = matched || RE2::PartialMatch(partial_line_, *ready_pattern_);
+    on_line(partial_line_);
     partial_line_.clear();
   }
   if (!matched) return;

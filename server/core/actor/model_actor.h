@@ -115,6 +115,13 @@ class ModelActor : private ProcessObserver {
   void AddLease();
   void ReleaseLease(absl::Time last_used);
 
+  // Receives each complete line the model prints (without the newline),
+  // tagged with the model id: the manager forwards them to its own log at
+  // debug level. Lines over 4 KiB arrive in pieces.
+  using LineSink =
+      std::function<void(const std::string& model, absl::string_view line)>;
+  void set_line_sink(LineSink sink) { line_sink_ = std::move(sink); }
+
   const std::string& id() const { return config_.id; }
   const config::ModelConfig& config() const { return config_; }
   const ModelStatus& status() const { return status_; }
@@ -162,6 +169,7 @@ class ModelActor : private ProcessObserver {
   uint64_t* revisions_;
   std::shared_ptr<logs::LogBuffer> log_;
   EventSink on_event_;
+  LineSink line_sink_;
   std::unique_ptr<RE2> ready_pattern_;
 
   ModelStatus status_;

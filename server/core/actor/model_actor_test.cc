@@ -145,6 +145,20 @@ TEST_F(ModelActorTest, ReadyPatternDuringAProbeProbesAgainRightAfter) {
   EXPECT_THAT(results, ElementsAre(absl::OkStatus()));
 }
 
+TEST_F(ModelActorTest, OutputGoesToTheLogAndLinesToTheSink) {
+  std::vector<std::string> lines;
+  actor().set_line_sink([&](const std::string& model, absl::string_view line) {
+    lines.push_back(absl::StrCat(model, ": ", line));
+  });
+  std::vector<absl::Status> results;
+  StartInto(&results);
+  launcher_.last().Print("first li");
+  launcher_.last().Print("ne\nsecond\nthi");
+  EXPECT_THAT(lines, ElementsAre("qwen: first line", "qwen: second"));
+  uint64_t offset = 0;
+  EXPECT_EQ(actor().log()->Read(&offset, 1024).data, "first line\nsecond\nthi");
+}
+
 TEST_F(ModelActorTest, ConcurrentStartsShareOneSpawn) {
   std::vector<absl::Status> results;
   for (int i = 0; i < 50; ++i) StartInto(&results);
