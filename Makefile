@@ -1,5 +1,5 @@
 SHELL := /bin/bash
-# modelplane: `make test` and `make fmt` (README.md). Every target installs what
+# modelplane: `make test`, `make bench` and `make fmt` (README.md). Every target installs what
 # it needs first (tools/bootstrap.sh is quick when everything is present).
 BAZEL ?= bazel
 BUILD_DIR := .build
@@ -8,7 +8,7 @@ TEST_LABELS := $(BUILD_DIR)/test_labels.txt
 SUMMARY := $(BUILD_DIR)/test_summary.txt
 FORMAT_SOURCES = $(shell git ls-files '*.cc' '*.h' '*.proto' 2>/dev/null)
 
-.PHONY: all bootstrap build test fmt fmt-check
+.PHONY: all bootstrap build test bench fmt fmt-check
 
 all: build
 
@@ -29,6 +29,10 @@ test: bootstrap
 	/usr/bin/python3 tools/test_summary.py $(BEP) --all-tests $(TEST_LABELS) \
 	  --extra clang-format=$$fmt | tee $(SUMMARY); \
 	sum=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] && [ $$sum -eq 0 ]
+
+# Benchmarks, each against its peer in the same run (tools/bench/).
+bench: bootstrap
+	$(BAZEL) run -c opt //tools/bench/readiness
 
 fmt: bootstrap
 	clang-format -i --style=file $(FORMAT_SOURCES)

@@ -126,7 +126,8 @@ TEST_F(ProcessLauncherTest, ModelRunsInItsOwnProcessGroupWithStdinClosed) {
   RecordingObserver o;
   int pid = 0;
   ASSERT_TRUE(
-      Spawn({{"sh", "-c", "ps -o pgid= -p $$; cat; echo done"}}, &o, &pid)
+      Spawn({{"sh", "-c", "awk '{print $5}' /proc/$$/stat; cat; echo done"}},
+            &o, &pid)
           .ok());
   ASSERT_TRUE(o.WaitForExit(kWait));
   EXPECT_EQ(o.output(), absl::StrCat(pid, "\ndone\n"))

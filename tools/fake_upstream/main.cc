@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "common/flags.h"
 #include "tools/fake_upstream/http_server.h"
 #include "tools/fake_upstream/openai_handler.h"
@@ -84,6 +85,7 @@ void RaiseFileLimit() {
 struct App {
   Flags flags;
   bool ready = false;
+  ServerStats stats;
   int progress = 0;
   uv_timer_t ready_timer, crash_timer, log_timer;
   uv_signal_t sigterm, sigint;
@@ -91,6 +93,7 @@ struct App {
 
 void BecomeReady(App* app) {
   app->ready = true;
+  app->stats.ready_at_us = absl::ToUnixMicros(absl::Now());
   if (!app->flags.ready_line.empty()) {
     printf("%s\n", app->flags.ready_line.c_str());
   }
@@ -135,7 +138,7 @@ int Main(int argc, char** argv) {
   if (f.fork_child) ForkGrandchild();
 
   uv_loop_t* loop = uv_default_loop();
-  ServerStats stats;
+  ServerStats& stats = app.stats;
   OpenAiHandler handler(f.model, &stats, [&app] { return app.ready; });
   HttpServer server(loop, &stats,
                     [&handler](const Request& r) { return handler.Handle(r); });
