@@ -138,6 +138,19 @@ class FakeProber : public HealthProber {
   int total() const { return total_; }
   const std::string& last_url() const { return pending_.back()->url; }
 
+  // Answers the oldest live probe whose URL contains `url_part`.
+  bool AnswerUrl(const std::string& url_part, absl::StatusOr<int> result) {
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      std::shared_ptr<Pending> p = pending_[i];
+      if (p->cancelled || p->url.find(url_part) == std::string::npos) continue;
+      pending_.erase(pending_.begin() + i);
+      p->cancelled = true;
+      p->done(std::move(result));
+      return true;
+    }
+    return false;
+  }
+
   // Answers the oldest live probe. Returns false if there is none.
   bool Answer(absl::StatusOr<int> result) {
     while (!pending_.empty()) {

@@ -412,6 +412,15 @@ void ModelActor::MaybeFinishStop() {
   }
 }
 
+void ModelActor::UpdateConfig(config::ModelConfig config) {
+  config_ = std::move(config);
+  ready_pattern_.reset();
+  if (!config_.ready_pattern.empty()) {
+    ready_pattern_ = std::make_unique<RE2>(config_.ready_pattern, RE2::Quiet);
+  }
+  ArmTtl();
+}
+
 void ModelActor::AddLease() {
   ++status_.leases;
   ttl_timer_.reset();

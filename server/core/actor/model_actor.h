@@ -109,6 +109,11 @@ class ModelActor : private ProcessObserver {
   // Unavailable.
   void Shutdown(std::function<void()> done);
 
+  // Applies settings that need no restart (TTL, timeouts, names, filters,
+  // readyPattern...). The process settings (argv, env, proxy) must be
+  // unchanged: a changed command needs a new actor.
+  void UpdateConfig(config::ModelConfig config);
+
   // Lease bookkeeping for the TTL: the model is never unloaded by its TTL
   // while a lease is held, and idle time counts from the latest `last_used`
   // reported by a release.

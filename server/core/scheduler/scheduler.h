@@ -1,0 +1,203 @@
+// The swap scheduler: owns one ModelActor per configured model, hands out
+// leases on models, queues demand that cannot be served yet, and evicts
+// models under llama-swap's group rules — revoking leases and waiting for
+// their release first, so a model is never killed under a request
+// (docs/scheduler.md).
+//
+// Threading: like the actors, everything runs on the actor loop's thread;
+// every method must be called there and every callback runs there.
+//
+//   Scheduler s(config, host.env(), host.revisions(), on_change, {});
+//   ClientId c = s.Connect(&lease_client, "modelproxy/worker-0");
+//   s.Acquire(c, "qwen", /*priority=*/0, "req-1");  // -> OnGranted(...)
+//   s.Release(c, "qwen", lease, absl::Now());
+#ifndef MODELPLANE_SERVER_CORE_SCHEDULER_SCHEDULER_H_
+#define MODELPLANE_SERVER_CORE_SCHEDULER_SCHEDULER_H_
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/actor/env.h"
+#include "server/core/actor/model_actor.h"
+#include "server/core/config/config.h"
+#include "server/core/config/diff.h"
+#include "server/core/logs/log_buffer.h"
+
+namespace modelplane::scheduler {
+
+using ClientId = uint64_t;
+using LeaseId = uint64_t;
+using WaiterId = uint64_t;
+
+// A lease client's side of the Acquire protocol (the gRPC stream, or a
+// test). Called on the loop thread; must not call back into the scheduler
+// synchronously except to Release or Disconnect.
+class LeaseClient {
+ public:
+  virtual ~LeaseClient() = default;
+  virtual void OnQueued(const std::string& model, const std::string& request_id,
+                        int position) = 0;
+  virtual void OnStarting(const std::string& model,
+                          const std::string& request_id) = 0;
+  virtual void OnGranted(const std::string& model,
+                         const std::string& request_id, LeaseId lease,
+                         const std::string& upstream) = 0;
+  virtual void OnRevoked(const std::string& model, LeaseId lease,
+                         const std::string& reason) = 0;
+  virtual void OnFailed(const std::string& model, const std::string& request_id,
+                        const absl::Status& status) = 0;
+  // The client kept a revoked lease past the bound: the scheduler released
+  // all its leases and forgot it. End its stream.
+  virtual void OnCutOff(const std::string& reason) = 0;
+};
+
+struct LeaseView {
+  ClientId client;
+  std::string client_name;
+  LeaseId lease;
+  absl::Time granted_at;
+  bool revoked;
+};
+
+// A model as the API shows it.
+struct ModelView {
+  std::shared_ptr<const config::ModelConfig> config;
+  actor::ModelStatus status;
+  std::vector<LeaseView> leases;
+  int queued = 0;         // ACQUIREs and Starts waiting for this model.
+  uint64_t revision = 0;  // Of its last change (state, leases, queue).
+};
+
+struct ModelChange {
+  enum class Kind { kAdded, kModified, kDeleted };
+  Kind kind;
+  ModelView view;
+};
+
+struct SchedulerOptions {
+  // Demand waiting at once (ACQUIREs plus Starts); more: ResourceExhausted.
+  size_t max_queue = 4096;
+  // How long a holder may keep a lease revoked for a swap before it is cut
+  // off. Generous: a long generation in flight is legitimate.
+  absl::Duration revoke_timeout = absl::Minutes(5);
+  // Abort a start once nobody waits for it any more.
+  bool abort_abandoned_starts = true;
+};
+
+class Scheduler {
+ public:
+  using ModelDone = std::function<void(absl::StatusOr<ModelView>)>;
+  using ChangeSink = std::function<void(const ModelChange&)>;
+
+  Scheduler(std::shared_ptr<const config::Config> config, actor::ActorEnv env,
+            uint64_t* revisions, ChangeSink on_change,
+            SchedulerOptions options = {});
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // --- Leases (the Acquire stream) ---
+  ClientId Connect(LeaseClient* client, std::string name);
+  // Releases every lease of the client and drops its pending ACQUIREs.
+  void Disconnect(ClientId client);
+  void Acquire(ClientId client, const std::string& model, int priority,
+               std::string request_id);
+  // `lease` 0 cancels the client's pending ACQUIREs for the model. A stale
+  // or unknown lease is ignored.
+  void Release(ClientId client, const std::string& model, LeaseId lease,
+               absl::Time last_used);
+
+  // --- Admin ---
+  // Makes the model READY through the queue (evicting as the rules say);
+  // `done` gets the model, or the failure. Cancel with CancelWait.
+  WaiterId Start(const std::string& model, ModelDone done);
+  // Waits for READY without starting it (see the proto for the rules).
+  WaiterId WaitReady(const std::string& model, ModelDone done);
+  // The caller went away: drop its wait (and maybe the start it wanted).
+  void CancelWait(WaiterId waiter);
+  // Revokes the leases, waits for them (at most unloadTimeout unless
+  // `force`), stops the process.
+  void Stop(const std::string& model, bool force, ModelDone done);
+  void StopAll(bool force, std::function<void(std::vector<ModelView>)> done);
+  // Stops everything for good: later requests get Unavailable.
+  void Shutdown(std::function<void()> done);
+  // Applies a new config: only what changed is touched (docs/scheduler.md).
+  config::ConfigDiff Reload(std::shared_ptr<const config::Config> config);
+
+  // --- Views ---
+  std::vector<ModelView> List() const;  // Sorted by id.
+  absl::StatusOr<ModelView> Get(const std::string& model) const;
+  std::shared_ptr<logs::LogBuffer> Log(const std::string& model) const;
+  std::shared_ptr<const config::Config> config() const { return config_; }
+  bool shutting_down() const { return shutting_down_; }
+
+ private:
+  struct Lease {
+    LeaseId id;
+    absl::Time granted_at;
+    bool revoked = false;
+  };
+  struct Slot;
+  struct Demand;
+  struct Client {
+    LeaseClient* client;
+    std::string name;
+  };
+
+  Slot* Find(const std::string& name) const;
+  ModelView View(const Slot& s) const;
+  void Emit(Slot& s, ModelChange::Kind kind = ModelChange::Kind::kModified);
+  void OnActorEvent(const actor::StateEvent& e);
+  void Pump();
+  // Runs `fn` on the next loop turn (never inside the caller).
+  void Defer(std::function<void()> fn);
+  void SchedulePump();
+  bool Grant(Demand& d, Slot& s);
+  void BeginEviction(Slot& s, const std::string& reason);
+  void RevokeAll(Slot& s, const std::string& reason);
+  void MaybeStopDrained(Slot& s);
+  void StopNow(Slot& s);
+  void FailDemands(Slot& s, const absl::Status& status);
+  void AnswerReadyWaiters(Slot& s, const absl::Status& status);
+  void ReleaseLease(Slot& s, ClientId client, absl::Time last_used);
+  void CutOff(ClientId client, const std::string& reason);
+  void StartActor(Slot& s);
+  bool Running(const Slot& s) const;
+  void NotifyPositions();
+  void MaybeAbortAbandonedStart(Slot& s);
+  std::unique_ptr<actor::ModelActor> MakeActor(
+      const config::ModelConfig& c, std::shared_ptr<logs::LogBuffer> log);
+
+  std::shared_ptr<const config::Config> config_;
+  actor::ActorEnv env_;
+  uint64_t* revisions_;
+  ChangeSink on_change_;
+  SchedulerOptions options_;
+  std::map<std::string, std::unique_ptr<Slot>> slots_;  // By model id.
+  // Models a reload removed, until their process is reaped.
+  std::vector<std::unique_ptr<Slot>> retired_;
+  std::list<std::unique_ptr<actor::Timer>> deferred_;
+  bool pump_scheduled_ = false;
+  std::map<ClientId, Client> clients_;
+  std::list<Demand> queue_;  // Priority (high first), then arrival.
+  uint64_t next_seq_ = 1;
+  ClientId next_client_ = 1;
+  LeaseId next_lease_ = 1;
+  WaiterId next_waiter_ = 1;
+  bool shutting_down_ = false;
+  bool pumping_ = false;
+  bool pump_again_ = false;
+  std::unique_ptr<actor::Timer> queue_timer_;  // Next maxQueueWait expiry.
+};
+
+}  // namespace modelplane::scheduler
+
+#endif  // MODELPLANE_SERVER_CORE_SCHEDULER_SCHEDULER_H_

@@ -1,0 +1,25 @@
+// llama-swap's group rules: which running models starting a model evicts.
+//
+// Starting T (in group G) evicts a running model M != T when
+//   * M is in G and G.swap, or
+//   * M is in another group H, G.exclusive, and not H.persistent.
+// So a non-exclusive target never evicts other groups (the one-way
+// exclusivity llama-swap keeps on purpose, #215), `persistent` protects a
+// group only from other groups, and models in no group form the implicit
+// group "(default)" (swap, exclusive): without groups, one model at a time.
+#ifndef MODELPLANE_SERVER_CORE_SCHEDULER_SWAP_RULES_H_
+#define MODELPLANE_SERVER_CORE_SCHEDULER_SWAP_RULES_H_
+
+#include <string>
+
+#include "server/core/config/config.h"
+
+namespace modelplane::scheduler {
+
+// True when starting `target` evicts `running` under `config`'s groups.
+bool Evicts(const config::Config& config, const config::ModelConfig& target,
+            const config::ModelConfig& running);
+
+}  // namespace modelplane::scheduler
+
+#endif  // MODELPLANE_SERVER_CORE_SCHEDULER_SWAP_RULES_H_
