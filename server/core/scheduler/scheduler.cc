@@ -101,6 +101,7 @@ ModelView Scheduler::View(const Slot& s) const {
 }
 
 void Scheduler::Emit(Slot& s, ModelChange::Kind kind) {
+  s.revision = ++*revisions_;  // Every published change has its own.
   if (on_change_) on_change_(ModelChange{kind, View(s)});
 }
 
@@ -185,7 +186,6 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
   });
   queue_.insert(pos, std::move(d));
   ++s->queued;
-  s->revision = ++*revisions_;
   Emit(*s);
   Pump();
 }
@@ -227,7 +227,6 @@ void Scheduler::ReleaseLease(Slot& s, ClientId client, absl::Time last_used) {
 bool Scheduler::Grant(Demand& d, Slot& s) {
   --s.queued;
   if (d.client == 0) {
-    s.revision = ++*revisions_;
     Emit(s);
     if (d.done) d.done(View(s));
     return true;
@@ -414,7 +413,6 @@ void Scheduler::RevokeAll(Slot& s, const std::string& reason) {
 
 void Scheduler::BeginEviction(Slot& s, const std::string& reason) {
   s.evicting = true;
-  s.revision = ++*revisions_;
   Emit(s);
   RevokeAll(s, reason);
   if (!s.holders.empty() && s.drain_timer == nullptr) {
@@ -534,7 +532,6 @@ WaiterId Scheduler::Start(const std::string& model, ModelDone done) {
   });
   queue_.insert(pos, std::move(d));
   ++s->queued;
-  s->revision = ++*revisions_;
   Emit(*s);
   Pump();
   return id;
@@ -792,7 +789,6 @@ config::ConfigDiff Scheduler::Reload(
     }
     if (restart || std::find(diff.update.begin(), diff.update.end(), m.id) !=
                        diff.update.end()) {
-      s.revision = ++*revisions_;
       Emit(s);
     }
   }

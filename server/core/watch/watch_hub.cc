@@ -1,0 +1,188 @@
+#include "server/core/watch/watch_hub.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace modelplane::watch {
+namespace {
+
+// The pending-queue key of bookmarks (no model id can be empty).
+const char kBookmarkKey[] = "";
+
+WatchItem::Type Merge(WatchItem::Type older, WatchItem::Type newer) {
+  using T = WatchItem::Type;
+  if (older == T::kAdded && newer == T::kModified) return T::kAdded;
+  if (older == T::kDeleted && newer == T::kAdded) return T::kModified;
+  return newer;
+}
+
+}  // namespace
+
+bool Watcher::Wants(const std::string& model) const {
+  return models_.empty() || models_.count(model) > 0;
+}
+
+void Watcher::Push(WatchItem item, const std::string& model) {
+  auto old = std::find_if(pending_.begin(), pending_.end(),
+                          [&](const Pending& p) { return p.model == model; });
+  bool moved_past_bookmark = false;
+  if (old != pending_.end()) {
+    if (item.type != WatchItem::Type::kBookmark) {
+      if (old->item.type == WatchItem::Type::kAdded &&
+          item.type == WatchItem::Type::kDeleted) {
+        pending_.erase(old);  // Never seen: nothing to tell.
+        return;
+      }
+      item.type = Merge(old->item.type, item.type);
+      moved_past_bookmark = std::any_of(old + 1, pending_.end(), [](auto& p) {
+        return p.item.type == WatchItem::Type::kBookmark;
+      });
+    }
+    pending_.erase(old);
+  }
+  uint64_t revision = item.revision;
+  pending_.push_back(Pending{std::move(item), model});
+  if (moved_past_bookmark) {
+    // The bookmark promised a complete state; it now follows this change.
+    auto b = std::find_if(pending_.begin(), pending_.end(), [](auto& p) {
+      return p.item.type == WatchItem::Type::kBookmark;
+    });
+    pending_.erase(b);
+    pending_.push_back(
+        Pending{WatchItem{WatchItem::Type::kBookmark, revision, std::nullopt},
+                kBookmarkKey});
+  }
+}
+
+std::optional<WatchItem> Watcher::Next() {
+  absl::MutexLock lock(&mu_);
+  if (pending_.empty() || cancelled_) return std::nullopt;
+  WatchItem item = std::move(pending_.front().item);
+  pending_.pop_front();
+  return item;
+}
+
+void Watcher::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  pending_.clear();
+  wake_ = nullptr;
+}
+
+void WatchHub::Publish(const scheduler::ModelChange& change) {
+  WatchItem::Type type = change.kind == scheduler::ModelChange::Kind::kAdded
+                             ? WatchItem::Type::kAdded
+                         : change.kind == scheduler::ModelChange::Kind::kDeleted
+                             ? WatchItem::Type::kDeleted
+                             : WatchItem::Type::kModified;
+  const std::string& id = change.view.config->id;
+  std::vector<std::shared_ptr<Watcher>> live;
+  uint64_t revision;
+  {
+    absl::MutexLock lock(&mu_);
+    revision_ = std::max(revision_ + 1, change.view.revision);
+    revision = revision_;
+    Change c{revision, id, type, change.view};
+    c.view.revision = revision;
+    history_.push_back(c);
+    while (history_.size() > history_size_) {
+      history_floor_ = history_.front().revision;
+      history_.pop_front();
+    }
+    if (type == WatchItem::Type::kDeleted) {
+      current_.erase(id);
+    } else {
+      current_[id] = std::move(c);
+    }
+    for (auto it = watchers_.begin(); it != watchers_.end();) {
+      if (auto w = it->lock()) {
+        live.push_back(std::move(w));
+        ++it;
+      } else {
+        it = watchers_.erase(it);
+      }
+    }
+  }
+  for (auto& w : live) {
+    std::function<void()> wake;
+    {
+      absl::MutexLock lock(&w->mu_);
+      if (w->cancelled_ || !w->Wants(id)) continue;
+      scheduler::ModelView view = change.view;
+      view.revision = revision;
+      w->Push(WatchItem{type, revision, std::move(view)}, id);
+      wake = w->wake_;
+    }
+    if (wake) wake();
+  }
+}
+
+void WatchHub::PublishBookmark() {
+  std::vector<std::shared_ptr<Watcher>> live;
+  uint64_t revision;
+  {
+    absl::MutexLock lock(&mu_);
+    revision = revision_;
+    for (auto& weak : watchers_) {
+      if (auto w = weak.lock()) live.push_back(std::move(w));
+    }
+  }
+  for (auto& w : live) {
+    std::function<void()> wake;
+    {
+      absl::MutexLock lock(&w->mu_);
+      if (w->cancelled_) continue;
+      w->Push(WatchItem{WatchItem::Type::kBookmark, revision, std::nullopt},
+              kBookmarkKey);
+      wake = w->wake_;
+    }
+    if (wake) wake();
+  }
+}
+
+absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Subscribe(
+    uint64_t since_revision, std::vector<std::string> models,
+    std::function<void()> wake) {
+  auto w = std::make_shared<Watcher>();
+  absl::MutexLock lock(&mu_);
+  absl::MutexLock wlock(&w->mu_);
+  w->models_.insert(models.begin(), models.end());
+  w->wake_ = std::move(wake);
+  if (since_revision == 0) {
+    std::vector<const Change*> snapshot;
+    for (const auto& [id, c] : current_) {
+      if (w->Wants(id)) snapshot.push_back(&c);
+    }
+    std::sort(snapshot.begin(), snapshot.end(),
+              [](const Change* a, const Change* b) {
+                return a->revision < b->revision;
+              });
+    for (const Change* c : snapshot) {
+      w->Push(WatchItem{WatchItem::Type::kAdded, c->revision, c->view},
+              c->model);
+    }
+  } else {
+    if (since_revision > revision_ || since_revision < history_floor_) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "revision ", since_revision, " is outside the retained history (",
+          history_floor_, "..", revision_, "); relist with since_revision 0"));
+    }
+    for (const Change& c : history_) {
+      if (c.revision <= since_revision || !w->Wants(c.model)) continue;
+      w->Push(WatchItem{c.type, c.revision, c.view}, c.model);
+    }
+  }
+  w->Push(WatchItem{WatchItem::Type::kBookmark, revision_, std::nullopt},
+          kBookmarkKey);
+  watchers_.push_back(w);
+  return w;
+}
+
+uint64_t WatchHub::revision() const {
+  absl::MutexLock lock(&mu_);
+  return revision_;
+}
+
+}  // namespace modelplane::watch
