@@ -119,7 +119,8 @@ class UsageTest(unittest.TestCase):
     def test_usage_errors_exit_2(self):
         for args, message in (
                 ([], "--config FILE is required"),
-                (["--config", EXAMPLE], "serving is not implemented yet"),
+                (["--config", EXAMPLE, "--log-format", "xml"],
+                 "--log-format must be text or json"),
                 (["--bogus"], "unknown flag --bogus"),
         ):
             code, _, err = run(*args)

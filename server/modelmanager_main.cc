@@ -1,10 +1,10 @@
 // modelmanager: the control plane of modelplane.
 //
+//   modelmanager --config config.yaml [--listen 127.0.0.1:50051]   serve
 //   modelmanager --config config.yaml --check         validate, summarize
 //   modelmanager --config config.yaml --print-config  the resolved config
 //
-// Neither mode starts anything. (The serving mode, the gRPC ModelManager
-// service, is not built yet: see the project's issues.)
+// --check and --print-config start nothing. docs/manager.md has the rest.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -15,6 +15,7 @@
 #include "common/flags.h"
 #include "server/core/config/config_json.h"
 #include "server/core/config/loader.h"
+#include "server/serve.h"
 
 namespace modelplane {
 namespace {
@@ -50,11 +51,30 @@ void PrintSummary(const config::Config& c) {
 }
 
 int Main(int argc, char** argv) {
-  FlagParser parser("modelmanager --config FILE (--check | --print-config)");
+  FlagParser parser(
+      "modelmanager --config FILE [--listen ADDR] [flags]\n"
+      "       modelmanager --config FILE (--check | --print-config)");
   std::string config_path;
   bool check = false;
   bool print_config = false;
+  ServeOptions serve;
+  int shutdown_seconds = 30;
   parser.String("config", &config_path, "llama-swap compatible config.yaml");
+  parser.String("listen", &serve.listen,
+                "host:port or unix:PATH (default 127.0.0.1:50051)");
+  parser.Bool("watch-config", &serve.watch_config,
+              "reload when the config file changes (polled every 2 s)");
+  parser.String("log-level", &serve.log_level,
+                "debug, info, warn or error (default: the config's logLevel)");
+  parser.String("log-format", &serve.log_format, "text (default) or json");
+  parser.String("auth-token-file", &serve.auth_token_file,
+                "require 'authorization: Bearer <token>' on every RPC");
+  parser.String("tls-cert", &serve.tls_cert, "TLS certificate chain (PEM)");
+  parser.String("tls-key", &serve.tls_key, "TLS private key (PEM)");
+  parser.String("tls-client-ca", &serve.tls_client_ca,
+                "require client certificates signed by this CA (mTLS)");
+  parser.Int("shutdown-seconds", &shutdown_seconds,
+             "budget to stop every model on SIGTERM (default 30)", 1);
   parser.Bool("check", &check,
               "validate the config, print warnings and a line per model");
   parser.Bool("print-config", &print_config,
@@ -71,13 +91,18 @@ int Main(int argc, char** argv) {
     problem = absl::StrCat("unexpected argument '", rest->front(), "'");
   } else if (config_path.empty()) {
     problem = "--config FILE is required";
-  } else if (!check && !print_config) {
-    problem = "serving is not implemented yet; use --check or --print-config";
+  } else if (serve.log_format != "text" && serve.log_format != "json") {
+    problem = "--log-format must be text or json";
   }
   if (!problem.empty()) {
     fprintf(stderr, "modelmanager: %s\n%s", problem.c_str(),
             parser.Usage().c_str());
     return kExitInvalid;
+  }
+  if (!check && !print_config) {
+    serve.config_path = config_path;
+    serve.shutdown_budget = absl::Seconds(shutdown_seconds);
+    return Serve(serve);
   }
   config::LoadResult result =
       config::LoadConfigFile(config_path, config::ProcessEnv());

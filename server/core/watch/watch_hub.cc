@@ -84,6 +84,8 @@ void WatchHub::Publish(const scheduler::ModelChange& change) {
     absl::MutexLock lock(&mu_);
     revision_ = std::max(revision_ + 1, change.view.revision);
     revision = revision_;
+    // Revisions before this process's first one are another manager's.
+    if (history_floor_ == 0) history_floor_ = revision - 1;
     Change c{revision, id, type, change.view};
     c.view.revision = revision;
     history_.push_back(c);

@@ -78,6 +78,13 @@ TEST_F(WatchHubTest, TooOldOrTooNewIsOutOfRange) {
                                                      // last, 3.. retained.
 }
 
+TEST_F(WatchHubTest, RevisionsBeforeTheFirstOneAreAnotherManagers) {
+  Publish("a", 1000);
+  EXPECT_EQ(hub_.Subscribe(5, {}, nullptr).status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(hub_.Subscribe(999, {}, nullptr).ok());
+}
+
 TEST_F(WatchHubTest, SlowWatcherSkipsIntermediateStatesInOrder) {
   auto w = *hub_.Subscribe(0, {}, nullptr);
   Drain(*w);

@@ -1,0 +1,131 @@
+#include "server/manager.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+
+namespace modelplane {
+
+Manager::Manager(std::shared_ptr<const config::Config> config,
+                 std::string config_path, ManagerOptions options)
+    : config_path_(std::move(config_path)),
+      options_(std::move(options)),
+      log_(std::make_shared<logs::LogBuffer>()) {
+  loop().RunSync([&] {
+    // Revisions start above any earlier manager's on this host (the proto's
+    // promise that a stale revision is always detected).
+    *host_.revisions() = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+    scheduler_ = std::make_unique<scheduler::Scheduler>(
+        std::move(config), host_.env(), host_.revisions(),
+        [this](const scheduler::ModelChange& c) { OnChange(c); },
+        options_.scheduler);
+    for (const scheduler::ModelView& v : scheduler_->List()) {
+      hub_.Publish(
+          scheduler::ModelChange{scheduler::ModelChange::Kind::kAdded, v});
+    }
+  });
+}
+
+Manager::~Manager() {
+  Shutdown(absl::Seconds(10));
+  loop().RunSync([&] { scheduler_.reset(); });
+}
+
+void Manager::OnChange(const scheduler::ModelChange& change) {
+  hub_.Publish(change);
+  if (options_.on_readiness) {
+    bool ready = change.kind != scheduler::ModelChange::Kind::kDeleted &&
+                 change.view.status.state == actor::State::kReady;
+    options_.on_readiness(change.view.config->id, ready);
+  }
+  const actor::ModelStatus& st = change.view.status;
+  if (change.kind != scheduler::ModelChange::Kind::kModified) {
+    Log(absl::StrCat("model ", change.view.config->id, " ",
+                     change.kind == scheduler::ModelChange::Kind::kAdded
+                         ? "added"
+                         : "removed"));
+  } else if (st.state != last_state_[change.view.config->id]) {
+    last_state_[change.view.config->id] = st.state;
+    Log(absl::StrCat(
+        "model ", change.view.config->id, " ", actor::StateName(st.state),
+        st.pid != 0 ? absl::StrCat(" pid ", st.pid) : "",
+        st.failure
+            ? absl::StrCat(" ", actor::FailureReasonName(st.failure->reason),
+                           ": ", st.failure->Summary())
+            : ""));
+  }
+}
+
+void Manager::Preload() {
+  loop().Post([this] {
+    for (const std::string& id : scheduler_->config()->preload) {
+      scheduler_->Start(id, [this, id](absl::StatusOr<scheduler::ModelView> v) {
+        Log(v.ok() ? absl::StrCat("preloaded ", id)
+                   : absl::StrCat("preload of ", id,
+                                  " failed: ", v.status().message()));
+      });
+    }
+  });
+}
+
+void Manager::Reload(std::function<void(absl::StatusOr<ReloadResult>)> done) {
+  loop().Post([this, done = std::move(done)] {
+    if (scheduler_->shutting_down()) {
+      done(absl::UnavailableError("the manager is shutting down"));
+      return;
+    }
+    // A config file is small: reading it here keeps reloads in order.
+    config::LoadResult loaded =
+        config::LoadConfigFile(config_path_, config::ProcessEnv());
+    for (const config::Diagnostic& w : loaded.warnings) {
+      Log("config warning: " + w.ToString());
+    }
+    if (!loaded.ok()) {
+      Log("reload rejected, the old config stays in force: " +
+          std::string(loaded.status().message()));
+      done(loaded.status());
+      return;
+    }
+    ReloadResult result;
+    result.warnings = loaded.warnings;
+    result.diff = scheduler_->Reload(loaded.config);
+    result.revision = hub_.revision();
+    Log(absl::StrCat("reloaded ", config_path_, ": ", result.diff.added.size(),
+                     " added, ", result.diff.removed.size(), " removed, ",
+                     result.diff.restart.size(), " to restart, ",
+                     result.diff.update.size(), " updated"));
+    done(std::move(result));
+  });
+}
+
+void Manager::Log(const std::string& line) {
+  std::string stamped =
+      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(),
+                                    absl::UTCTimeZone()),
+                   line, "\n");
+  log_->Append(stamped);
+  if (options_.on_log) options_.on_log(line);
+}
+
+void Manager::Shutdown(absl::Duration budget) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  auto done = std::make_shared<absl::Notification>();
+  loop().Post(
+      [this, done] { scheduler_->Shutdown([done] { done->Notify(); }); });
+  if (!done->WaitForNotificationWithTimeout(budget)) {
+    Log("shutdown budget spent; the supervisors kill what is left");
+  }
+}
+
+bool Manager::shutting_down() const {
+  absl::MutexLock lock(&mu_);
+  return shut_down_;
+}
+
+}  // namespace modelplane

@@ -1,0 +1,95 @@
+// The running control plane, without its gRPC skin: the actor loop, the
+// scheduler on it, the change feed, and config reloads. The gRPC service
+// (server/rpc) and the modelmanager binary are thin layers over it.
+//
+//   Manager m(config, "config.yaml", {});
+//   m.loop().Post([&] { m.scheduler().Start("qwen", done); });
+//   m.Shutdown(absl::Seconds(30));  // Stops every model.
+//
+// Thread-safety: scheduler() only on the loop thread; hub(), Reload(),
+// Shutdown() and the accessors from any thread.
+#ifndef MODELPLANE_SERVER_MANAGER_H_
+#define MODELPLANE_SERVER_MANAGER_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/core/config/config.h"
+#include "server/core/config/diff.h"
+#include "server/core/config/loader.h"
+#include "server/core/scheduler/scheduler.h"
+#include "server/core/watch/watch_hub.h"
+#include "server/runtime/actor_host.h"
+
+namespace modelplane {
+
+struct ManagerOptions {
+  scheduler::SchedulerOptions scheduler;
+  // Called on the loop thread when a model becomes READY or stops being so
+  // (the health service's `model/<id>`).
+  std::function<void(const std::string& model, bool ready)> on_readiness;
+  // Where the manager's own log lines go (model output lines at debug).
+  std::function<void(const std::string& line)> on_log;
+  bool log_model_output = false;
+};
+
+struct ReloadResult {
+  config::ConfigDiff diff;
+  std::vector<config::Diagnostic> warnings;
+  uint64_t revision = 0;
+};
+
+class Manager {
+ public:
+  Manager(std::shared_ptr<const config::Config> config, std::string config_path,
+          ManagerOptions options);
+  // Shuts down (if not done yet) and stops the loop.
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  runtime::LoopThread& loop() { return host_.loop(); }
+  scheduler::Scheduler& scheduler() { return *scheduler_; }
+  watch::WatchHub& hub() { return hub_; }
+
+  // Starts hooks.on_startup.preload models through the scheduler.
+  void Preload();
+
+  // Re-reads the config file and applies it, on the loop thread (so
+  // reloads are serialized); an invalid file changes nothing (the status
+  // holds its errors). `done` runs on the loop thread.
+  void Reload(std::function<void(absl::StatusOr<ReloadResult>)> done);
+
+  // The manager's own log (StreamLogs "manager"): one line per event.
+  const std::shared_ptr<logs::LogBuffer>& log() const { return log_; }
+  // Any thread.
+  void Log(const std::string& line);
+
+  // Health goes NOT_SERVING first (the caller's job); this refuses new work,
+  // stops every model in parallel and waits for them, at most `budget`
+  // (then the supervisors kill what is left when the launcher goes).
+  void Shutdown(absl::Duration budget);
+  bool shutting_down() const;
+
+ private:
+  void OnChange(const scheduler::ModelChange& change);
+
+  std::string config_path_;
+  ManagerOptions options_;
+  runtime::ActorHost host_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  watch::WatchHub hub_;
+  std::shared_ptr<logs::LogBuffer> log_;
+  std::map<std::string, actor::State> last_state_;  // Loop thread: for logs.
+  mutable absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace modelplane
+
+#endif  // MODELPLANE_SERVER_MANAGER_H_

@@ -1,0 +1,214 @@
+#include "server/rpc/acquire_reactor.h"
+
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "server/rpc/convert.h"
+#include "server/rpc/status_mapping.h"
+
+namespace modelplane::rpc {
+namespace {
+
+using Bidi = grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>;
+
+class AcquireReactor : public Bidi, public scheduler::LeaseClient {
+ public:
+  AcquireReactor(Manager* manager, grpc::CallbackServerContext* ctx,
+                 grpc::Status admit)
+      : manager_(manager), peer_(ctx->peer()) {
+    if (!admit.ok()) {
+      finished_ = true;
+      Finish(admit);
+      return;
+    }
+    manager_->loop().Post(
+        [this] { client_ = manager_->scheduler().Connect(this, peer_); });
+    StartRead(&request_);
+  }
+
+  // --- gRPC reactions (gRPC threads) ---
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // Half-close, cancellation or a broken connection.
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    v1::AcquireRequest req = request_;
+    bool first = !seen_first_;
+    seen_first_ = true;
+    if (req.kind_case() == v1::AcquireRequest::KIND_NOT_SET ||
+        (req.has_hello() && !first)) {
+      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              req.has_hello() ? "HELLO must come first"
+                                              : "a message with no kind"));
+      return;
+    }
+    manager_->loop().Post([this, req = std::move(req)] { Handle(req); });
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+    }
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "client gone"));
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnCancel() override {
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
+
+  void OnDone() override {
+    // Release the leases on the loop, then free: the scheduler holds a
+    // pointer to us until Disconnect.
+    manager_->loop().Post([this] {
+      if (client_ != 0) manager_->scheduler().Disconnect(client_);
+      delete this;
+    });
+  }
+
+  // --- LeaseClient (the loop thread) ---
+
+  void OnQueued(const std::string& model, const std::string& request_id,
+                int position) override {
+    v1::AcquireResponse r;
+    r.mutable_queued()->set_model(model);
+    r.mutable_queued()->set_request_id(request_id);
+    r.mutable_queued()->set_position(static_cast<uint32_t>(position));
+    Send(std::move(r));
+  }
+  void OnStarting(const std::string& model,
+                  const std::string& request_id) override {
+    v1::AcquireResponse r;
+    r.mutable_starting()->set_model(model);
+    r.mutable_starting()->set_request_id(request_id);
+    Send(std::move(r));
+  }
+  void OnGranted(const std::string& model, const std::string& request_id,
+                 scheduler::LeaseId lease,
+                 const std::string& upstream) override {
+    v1::AcquireResponse r;
+    v1::AcquireResponse::Granted* g = r.mutable_granted();
+    g->set_model(model);
+    g->set_request_id(request_id);
+    g->set_lease_id(lease);
+    g->set_upstream_url(upstream);
+    g->set_revision(manager_->hub().revision());
+    Send(std::move(r));
+  }
+  void OnRevoked(const std::string& model, scheduler::LeaseId lease,
+                 const std::string& reason) override {
+    v1::AcquireResponse r;
+    r.mutable_revoked()->set_model(model);
+    r.mutable_revoked()->set_lease_id(lease);
+    r.mutable_revoked()->set_reason(reason);
+    Send(std::move(r));
+  }
+  void OnFailed(const std::string& model, const std::string& request_id,
+                const absl::Status& status) override {
+    v1::AcquireResponse r;
+    v1::AcquireResponse::Failed* f = r.mutable_failed();
+    f->set_model(model);
+    f->set_request_id(request_id);
+    f->set_code(static_cast<int32_t>(status.code()));
+    f->set_message(std::string(status.message()));
+    Send(std::move(r));
+  }
+  void OnCutOff(const std::string& reason) override {
+    client_ = 0;  // The scheduler already forgot us.
+    FinishOnce(grpc::Status(grpc::StatusCode::ABORTED, reason));
+  }
+
+ private:
+  void Handle(const v1::AcquireRequest& req) {
+    if (client_ == 0) return;  // Cut off.
+    scheduler::Scheduler& s = manager_->scheduler();
+    switch (req.kind_case()) {
+      case v1::AcquireRequest::kHello:
+        // The name shows in Model.lease_holders; reconnect under it.
+        s.Disconnect(client_);
+        client_ = s.Connect(this, req.hello().client_id().empty()
+                                      ? peer_
+                                      : req.hello().client_id());
+        break;
+      case v1::AcquireRequest::kAcquire:
+        s.Acquire(client_, req.acquire().model(), req.acquire().priority(),
+                  req.acquire().request_id());
+        break;
+      case v1::AcquireRequest::kRelease:
+        s.Release(client_, req.release().model(), req.release().lease_id(),
+                  req.release().has_last_used()
+                      ? FromProto(req.release().last_used())
+                      : absl::Now());
+        break;
+      default:
+        break;
+    }
+  }
+
+  void Send(v1::AcquireResponse r) {
+    bool overflow = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      if (out_.size() >= kMaxQueuedResponses) {
+        overflow = true;
+      } else {
+        out_.push_back(std::move(r));
+      }
+    }
+    if (overflow) {
+      FinishOnce(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              "the client did not read its stream"));
+      return;
+    }
+    WriteNext();
+  }
+
+  void WriteNext() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_ || out_.empty()) return;
+      writing_ = true;
+      current_ = std::move(out_.front());
+      out_.pop_front();
+    }
+    StartWrite(&current_);
+  }
+
+  void FinishOnce(grpc::Status s) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(std::move(s));
+  }
+
+  Manager* manager_;
+  std::string peer_;
+  scheduler::ClientId client_ = 0;  // Loop thread.
+  v1::AcquireRequest request_;      // Reads, one at a time.
+  bool seen_first_ = false;         // Read side only.
+  absl::Mutex mu_;
+  std::deque<v1::AcquireResponse> out_ ABSL_GUARDED_BY(mu_);
+  v1::AcquireResponse current_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+Bidi* NewAcquireReactor(Manager* manager, grpc::CallbackServerContext* ctx,
+                        grpc::Status admit) {
+  return new AcquireReactor(manager, ctx, std::move(admit));
+}
+
+}  // namespace modelplane::rpc

@@ -1,0 +1,26 @@
+// The Acquire RPC: one long-lived bidi stream per client carrying its leases
+// on any number of models. Reads become scheduler calls on the actor loop;
+// the scheduler's answers (QUEUED, STARTING, GRANTED, REVOKED, FAILED) queue
+// up here and are written one at a time. The stream ending in any way
+// releases every lease it held.
+#ifndef MODELPLANE_SERVER_RPC_ACQUIRE_REACTOR_H_
+#define MODELPLANE_SERVER_RPC_ACQUIRE_REACTOR_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "modelplane/v1/model_manager.pb.h"
+#include "server/manager.h"
+
+namespace modelplane::rpc {
+
+// Responses a client may leave unread before its stream is ended with
+// RESOURCE_EXHAUSTED (its leases released).
+inline constexpr size_t kMaxQueuedResponses = 4096;
+
+grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>*
+NewAcquireReactor(Manager* manager, grpc::CallbackServerContext* ctx,
+                  grpc::Status admit);
+
+}  // namespace modelplane::rpc
+
+#endif  // MODELPLANE_SERVER_RPC_ACQUIRE_REACTOR_H_

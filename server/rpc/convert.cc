@@ -1,0 +1,146 @@
+#include "server/rpc/convert.h"
+
+#include <cmath>
+
+namespace modelplane::rpc {
+namespace {
+
+v1::FailureReason ReasonToProto(actor::FailureReason r) {
+  switch (r) {
+    case actor::FailureReason::kSpawnError:
+      return v1::FAILURE_REASON_SPAWN_ERROR;
+    case actor::FailureReason::kExitedDuringStart:
+      return v1::FAILURE_REASON_EXITED_DURING_START;
+    case actor::FailureReason::kHealthCheckTimeout:
+      return v1::FAILURE_REASON_HEALTH_CHECK_TIMEOUT;
+    case actor::FailureReason::kCrashed:
+      return v1::FAILURE_REASON_CRASHED;
+  }
+  return v1::FAILURE_REASON_UNSPECIFIED;
+}
+
+void ToStruct(const config::Value& v, google::protobuf::Struct* out) {
+  if (v.kind() != config::Value::Kind::kObject) return;
+  for (const auto& [key, member] : v.AsObject()) {
+    ToProto(member, &(*out->mutable_fields())[key]);
+  }
+}
+
+}  // namespace
+
+void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
+  if (t == absl::Time() || t == absl::InfinitePast()) return;
+  timespec ts = absl::ToTimespec(t);
+  out->set_seconds(ts.tv_sec);
+  out->set_nanos(static_cast<int32_t>(ts.tv_nsec));
+}
+
+absl::Time FromProto(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+v1::ModelState ToProto(actor::State state) {
+  switch (state) {
+    case actor::State::kStopped:
+      return v1::MODEL_STATE_STOPPED;
+    case actor::State::kStarting:
+      return v1::MODEL_STATE_STARTING;
+    case actor::State::kReady:
+      return v1::MODEL_STATE_READY;
+    case actor::State::kStopping:
+      return v1::MODEL_STATE_STOPPING;
+    case actor::State::kFailed:
+      return v1::MODEL_STATE_FAILED;
+    case actor::State::kShutdown:
+      return v1::MODEL_STATE_SHUTDOWN;
+  }
+  return v1::MODEL_STATE_UNSPECIFIED;
+}
+
+void ToProto(const config::Value& value, google::protobuf::Value* out) {
+  switch (value.kind()) {
+    case config::Value::Kind::kNull:
+      out->set_null_value(google::protobuf::NULL_VALUE);
+      break;
+    case config::Value::Kind::kBool:
+      out->set_bool_value(value.AsBool());
+      break;
+    case config::Value::Kind::kInt:
+      out->set_number_value(static_cast<double>(value.AsInt()));
+      break;
+    case config::Value::Kind::kDouble:
+      if (std::isfinite(value.AsDouble())) {
+        out->set_number_value(value.AsDouble());
+      } else {
+        out->set_null_value(google::protobuf::NULL_VALUE);
+      }
+      break;
+    case config::Value::Kind::kString:
+      out->set_string_value(value.AsString());
+      break;
+    case config::Value::Kind::kArray:
+      for (const config::Value& e : value.AsArray()) {
+        ToProto(e, out->mutable_list_value()->add_values());
+      }
+      out->mutable_list_value();
+      break;
+    case config::Value::Kind::kObject:
+      ToStruct(value, out->mutable_struct_value());
+      break;
+  }
+}
+
+void ToProto(const scheduler::ModelView& view, v1::Model* out) {
+  const config::ModelConfig& c = *view.config;
+  out->set_id(c.id);
+  out->set_name(c.name);
+  out->set_description(c.description);
+  for (const std::string& a : c.aliases) out->add_aliases(a);
+  out->set_group(c.group == config::kDefaultGroup ? "" : c.group);
+  out->set_unlisted(c.unlisted);
+  out->set_state(ToProto(view.status.state));
+  out->set_upstream_url(c.proxy);
+  out->set_pid(view.status.pid);
+  ToProto(view.status.state_since, out->mutable_state_since());
+  out->set_active_leases(static_cast<uint32_t>(view.leases.size()));
+  for (const scheduler::LeaseView& l : view.leases) {
+    v1::LeaseHolder* h = out->add_lease_holders();
+    h->set_client_id(l.client_name);
+    h->set_lease_id(l.lease);
+    ToProto(l.granted_at, h->mutable_granted_at());
+  }
+  out->set_queued_requests(static_cast<uint32_t>(std::max(view.queued, 0)));
+  ToProto(view.status.last_used, out->mutable_last_used());
+  absl::Duration ttl = c.ttl;
+  out->mutable_ttl()->set_seconds(absl::ToInt64Seconds(ttl));
+  out->mutable_ttl()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
+      ttl - absl::Seconds(absl::ToInt64Seconds(ttl)))));
+  out->set_revision(view.revision);
+  if (view.status.failure) {
+    const actor::Failure& f = *view.status.failure;
+    v1::Failure* pf = out->mutable_failure();
+    pf->set_reason(ReasonToProto(f.reason));
+    if (f.exit && f.exit->signal > 0) {
+      pf->set_signal(f.exit->signal);
+    } else if (f.exit) {
+      pf->set_exit_code(f.exit->exit_code);
+    }
+    pf->set_message(f.message);
+    for (const std::string& l : f.last_lines) pf->add_last_lines(l);
+    ToProto(f.at, pf->mutable_at());
+  }
+  if (c.metadata.kind() == config::Value::Kind::kObject) {
+    ToStruct(c.metadata, out->mutable_metadata());
+  }
+  out->set_concurrency_limit(static_cast<uint32_t>(c.concurrency_limit));
+  out->set_use_model_name(c.use_model_name);
+  for (const std::string& p : c.filters.strip_params) {
+    out->mutable_filters()->add_strip_params(p);
+  }
+  if (c.filters.set_params.kind() == config::Value::Kind::kObject) {
+    ToStruct(c.filters.set_params,
+             out->mutable_filters()->mutable_set_params());
+  }
+}
+
+}  // namespace modelplane::rpc

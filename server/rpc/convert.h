@@ -1,0 +1,24 @@
+// Domain types to API messages: scheduler::ModelView to modelplane.v1.Model,
+// config::Value to google.protobuf.Struct/Value, times and durations.
+#ifndef MODELPLANE_SERVER_RPC_CONVERT_H_
+#define MODELPLANE_SERVER_RPC_CONVERT_H_
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/timestamp.pb.h>
+
+#include "absl/time/time.h"
+#include "modelplane/v1/model_manager.pb.h"
+#include "server/core/config/value.h"
+#include "server/core/scheduler/scheduler.h"
+
+namespace modelplane::rpc {
+
+void ToProto(const scheduler::ModelView& view, v1::Model* out);
+void ToProto(const config::Value& value, google::protobuf::Value* out);
+void ToProto(absl::Time t, google::protobuf::Timestamp* out);
+v1::ModelState ToProto(actor::State state);
+absl::Time FromProto(const google::protobuf::Timestamp& t);
+
+}  // namespace modelplane::rpc
+
+#endif  // MODELPLANE_SERVER_RPC_CONVERT_H_

@@ -1,0 +1,219 @@
+#include "server/rpc/model_manager_service.h"
+
+#include <memory>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "server/rpc/acquire_reactor.h"
+#include "server/rpc/convert.h"
+#include "server/rpc/logs_reactor.h"
+#include "server/rpc/status_mapping.h"
+#include "server/rpc/watch_reactor.h"
+
+namespace modelplane::rpc {
+namespace {
+
+using ModelResult = absl::StatusOr<scheduler::ModelView>;
+
+// A unary call that waits on the scheduler (Start, WaitReady, Stop): it
+// answers exactly once, from the scheduler's callback or from a
+// cancellation (deadline, client gone), and is freed on the loop thread
+// after anything posted for it has run.
+class WaitingReactor : public grpc::ServerUnaryReactor {
+ public:
+  WaitingReactor(Manager* m, v1::Model* resp) : manager_(m), resp_(resp) {}
+
+  // Runs `begin` on the loop; it returns the waiter to cancel, if any.
+  void Begin(std::function<scheduler::WaiterId(scheduler::Scheduler::ModelDone)>
+                 begin) {
+    manager_->loop().Post([this, begin = std::move(begin)] {
+      waiter_ = begin([this](ModelResult r) { Answer(std::move(r)); });
+    });
+  }
+
+  void Answer(ModelResult r) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (answered_) return;
+      answered_ = true;
+    }
+    if (r.ok()) ToProto(*r, resp_);
+    Finish(ToGrpc(r.status()));
+  }
+
+  void OnCancel() override {
+    manager_->loop().Post([this] {
+      manager_->scheduler().CancelWait(waiter_);
+      Answer(absl::CancelledError("the call was cancelled"));
+    });
+  }
+
+  void OnDone() override {
+    manager_->loop().Post([this] { delete this; });
+  }
+
+ private:
+  Manager* manager_;
+  v1::Model* resp_;
+  scheduler::WaiterId waiter_ = 0;  // Loop thread.
+  absl::Mutex mu_;
+  bool answered_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* ctx,
+                                 grpc::Status status) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(std::move(status));
+  return r;
+}
+
+grpc::Status MissingModel() {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      "the request must name a model");
+}
+
+}  // namespace
+
+grpc::Status ModelManagerService::Admit(
+    grpc::CallbackServerContext* ctx) const {
+  if (!auth_token_.empty()) {
+    auto it = ctx->client_metadata().find("authorization");
+    if (it == ctx->client_metadata().end() ||
+        std::string(it->second.data(), it->second.size()) !=
+            "Bearer " + auth_token_) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "missing or wrong 'authorization: Bearer <token>'");
+    }
+  }
+  if (manager_->shutting_down()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the manager is shutting down");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* ModelManagerService::Start(
+    grpc::CallbackServerContext* ctx, const v1::StartRequest* req,
+    v1::Model* resp) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  if (req->model().empty()) return Reject(ctx, MissingModel());
+  auto* r = new WaitingReactor(manager_, resp);
+  std::string model = req->model();
+  r->Begin([this, model](scheduler::Scheduler::ModelDone done) {
+    return manager_->scheduler().Start(model, std::move(done));
+  });
+  return r;
+}
+
+grpc::ServerUnaryReactor* ModelManagerService::WaitReady(
+    grpc::CallbackServerContext* ctx, const v1::WaitReadyRequest* req,
+    v1::Model* resp) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  if (req->model().empty()) return Reject(ctx, MissingModel());
+  auto* r = new WaitingReactor(manager_, resp);
+  std::string model = req->model();
+  r->Begin([this, model](scheduler::Scheduler::ModelDone done) {
+    return manager_->scheduler().WaitReady(model, std::move(done));
+  });
+  return r;
+}
+
+grpc::ServerUnaryReactor* ModelManagerService::Stop(
+    grpc::CallbackServerContext* ctx, const v1::StopRequest* req,
+    v1::Model* resp) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  if (req->model().empty()) return Reject(ctx, MissingModel());
+  auto* r = new WaitingReactor(manager_, resp);
+  std::string model = req->model();
+  bool force = req->force();
+  r->Begin([this, model, force](scheduler::Scheduler::ModelDone done) {
+    manager_->scheduler().Stop(model, force, std::move(done));
+    return scheduler::WaiterId{0};  // A stop goes on when its caller leaves.
+  });
+  return r;
+}
+
+grpc::ServerUnaryReactor* ModelManagerService::GetModel(
+    grpc::CallbackServerContext* ctx, const v1::GetModelRequest* req,
+    v1::Model* resp) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  if (req->model().empty()) return Reject(ctx, MissingModel());
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  manager_->loop().Post([this, r, req, resp] {
+    ModelResult v = manager_->scheduler().Get(req->model());
+    if (v.ok()) ToProto(*v, resp);
+    r->Finish(ToGrpc(v.status()));
+  });
+  return r;
+}
+
+grpc::ServerUnaryReactor* ModelManagerService::ListModels(
+    grpc::CallbackServerContext* ctx, const v1::ListModelsRequest*,
+    v1::ListModelsResponse* resp) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  manager_->loop().Post([this, r, resp] {
+    // On the loop thread, the list and the feed's revision agree.
+    for (const scheduler::ModelView& v : manager_->scheduler().List()) {
+      ToProto(v, resp->add_models());
+    }
+    resp->set_revision(manager_->hub().revision());
+    r->Finish(grpc::Status::OK);
+  });
+  return r;
+}
+
+grpc::ServerUnaryReactor* ModelManagerService::StopAll(
+    grpc::CallbackServerContext* ctx, const v1::StopAllRequest* req,
+    v1::StopAllResponse* resp) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  bool force = req->force();
+  manager_->loop().Post([this, r, resp, force] {
+    manager_->scheduler().StopAll(
+        force, [r, resp](std::vector<scheduler::ModelView> models) {
+          for (const scheduler::ModelView& v : models) {
+            ToProto(v, resp->add_models());
+          }
+          r->Finish(grpc::Status::OK);
+        });
+  });
+  return r;
+}
+
+grpc::ServerUnaryReactor* ModelManagerService::ReloadConfig(
+    grpc::CallbackServerContext* ctx, const v1::ReloadConfigRequest*,
+    v1::ReloadConfigResponse* resp) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  manager_->Reload([r, resp](absl::StatusOr<ReloadResult> result) {
+    if (result.ok()) {
+      resp->set_revision(result->revision);
+      for (const auto& id : result->diff.added) resp->add_added(id);
+      for (const auto& id : result->diff.removed) resp->add_removed(id);
+      for (const auto& id : result->diff.restart) resp->add_restarted(id);
+      for (const auto& id : result->diff.update) resp->add_updated(id);
+      for (const auto& w : result->warnings) resp->add_warnings(w.ToString());
+    }
+    r->Finish(ToGrpc(result.status()));
+  });
+  return r;
+}
+
+grpc::ServerWriteReactor<v1::WatchEvent>* ModelManagerService::Watch(
+    grpc::CallbackServerContext* ctx, const v1::WatchRequest* req) {
+  return NewWatchReactor(manager_, ctx, req, Admit(ctx));
+}
+
+grpc::ServerWriteReactor<v1::LogChunk>* ModelManagerService::StreamLogs(
+    grpc::CallbackServerContext* ctx, const v1::StreamLogsRequest* req) {
+  return NewLogsReactor(manager_, ctx, req, Admit(ctx));
+}
+
+grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>*
+ModelManagerService::Acquire(grpc::CallbackServerContext* ctx) {
+  return NewAcquireReactor(manager_, ctx, Admit(ctx));
+}
+
+}  // namespace modelplane::rpc

@@ -1,0 +1,64 @@
+// modelplane.v1.ModelManager over gRPC's callback API: a thin adapter from
+// RPCs to the Manager (server/manager.h). Nothing here blocks a gRPC thread:
+// each call posts its work to the actor loop and finishes from there.
+//
+// Auth: with a token set, every RPC must carry `authorization: Bearer
+// <token>` (else UNAUTHENTICATED); the health service is not covered.
+#ifndef MODELPLANE_SERVER_RPC_MODEL_MANAGER_SERVICE_H_
+#define MODELPLANE_SERVER_RPC_MODEL_MANAGER_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+#include "modelplane/v1/model_manager.grpc.pb.h"
+#include "server/manager.h"
+
+namespace modelplane::rpc {
+
+class ModelManagerService final : public v1::ModelManager::CallbackService {
+ public:
+  // `manager` outlives the service. An empty `auth_token` disables auth.
+  ModelManagerService(Manager* manager, std::string auth_token)
+      : manager_(manager), auth_token_(std::move(auth_token)) {}
+
+  grpc::ServerUnaryReactor* Start(grpc::CallbackServerContext* ctx,
+                                  const v1::StartRequest* req,
+                                  v1::Model* resp) override;
+  grpc::ServerUnaryReactor* Stop(grpc::CallbackServerContext* ctx,
+                                 const v1::StopRequest* req,
+                                 v1::Model* resp) override;
+  grpc::ServerUnaryReactor* WaitReady(grpc::CallbackServerContext* ctx,
+                                      const v1::WaitReadyRequest* req,
+                                      v1::Model* resp) override;
+  grpc::ServerWriteReactor<v1::WatchEvent>* Watch(
+      grpc::CallbackServerContext* ctx, const v1::WatchRequest* req) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
+                                       const v1::ListModelsRequest* req,
+                                       v1::ListModelsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* ctx,
+                                     const v1::GetModelRequest* req,
+                                     v1::Model* resp) override;
+  grpc::ServerWriteReactor<v1::LogChunk>* StreamLogs(
+      grpc::CallbackServerContext* ctx,
+      const v1::StreamLogsRequest* req) override;
+  grpc::ServerUnaryReactor* StopAll(grpc::CallbackServerContext* ctx,
+                                    const v1::StopAllRequest* req,
+                                    v1::StopAllResponse* resp) override;
+  grpc::ServerUnaryReactor* ReloadConfig(
+      grpc::CallbackServerContext* ctx, const v1::ReloadConfigRequest* req,
+      v1::ReloadConfigResponse* resp) override;
+  grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>* Acquire(
+      grpc::CallbackServerContext* ctx) override;
+
+ private:
+  // OK, UNAUTHENTICATED, or UNAVAILABLE while shutting down.
+  grpc::Status Admit(grpc::CallbackServerContext* ctx) const;
+
+  Manager* manager_;
+  std::string auth_token_;
+};
+
+}  // namespace modelplane::rpc
+
+#endif  // MODELPLANE_SERVER_RPC_MODEL_MANAGER_SERVICE_H_

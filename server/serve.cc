@@ -1,0 +1,257 @@
+#include "server/serve.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "server/core/config/loader.h"
+#include "server/manager.h"
+#include "server/rpc/model_manager_service.h"
+
+namespace modelplane {
+namespace {
+
+int LevelRank(const std::string& level) {
+  if (level == "debug") return 0;
+  if (level == "warn") return 2;
+  if (level == "error") return 3;
+  return 1;  // info
+}
+
+// One line per event on stderr, as text or JSON.
+class Logger {
+ public:
+  Logger(std::string level, bool json) : min_(LevelRank(level)), json_(json) {}
+
+  void Write(const std::string& level, const std::string& msg) {
+    if (LevelRank(level) < min_) return;
+    std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                                      absl::UTCTimeZone());
+    std::string line;
+    if (json_) {
+      std::string escaped;
+      for (char c : msg) {
+        if (c == '"' || c == '\\') escaped += '\\';
+        if (static_cast<unsigned char>(c) < 0x20) {
+          absl::StrAppend(&escaped, "\\u00", absl::Hex(c, absl::kZeroPad2));
+          continue;
+        }
+        escaped += c;
+      }
+      line = absl::StrCat(R"({"ts":")", ts, R"(","level":")", level,
+                          R"(","msg":")", escaped, "\"}\n");
+    } else {
+      line = absl::StrCat(ts, " ", level, " ", msg, "\n");
+    }
+    absl::MutexLock lock(&mu_);
+    fputs(line.c_str(), stderr);
+    fflush(stderr);
+  }
+
+ private:
+  int min_;
+  bool json_;
+  absl::Mutex mu_;
+};
+
+std::string ReadFile(const std::string& path, bool* ok) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  *ok = static_cast<bool>(in);
+  return s.str();
+}
+
+std::shared_ptr<grpc::ServerCredentials> Credentials(const ServeOptions& o,
+                                                     std::string* error) {
+  if (o.tls_cert.empty() && o.tls_key.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  bool ok1 = false, ok2 = false, ok3 = true;
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  pair.private_key = ReadFile(o.tls_key, &ok1);
+  pair.cert_chain = ReadFile(o.tls_cert, &ok2);
+  ssl.pem_key_cert_pairs.push_back(pair);
+  if (!o.tls_client_ca.empty()) {
+    ssl.pem_root_certs = ReadFile(o.tls_client_ca, &ok3);
+    ssl.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  if (!ok1 || !ok2 || !ok3) {
+    *error = "cannot read the TLS key, certificate or client CA file";
+    return nullptr;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+// Polls the config file's mtime and size (like llama-swap's -watch-config:
+// works with bind mounts and ConfigMap symlinks) and reloads on a change.
+class ConfigWatcher {
+ public:
+  ConfigWatcher(Manager* manager, std::string path, Logger* log)
+      : manager_(manager), path_(std::move(path)), log_(log) {
+    last_ = Stamp();
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~ConfigWatcher() {
+    stop_.Notify();
+    thread_.join();
+  }
+
+ private:
+  std::pair<int64_t, int64_t> Stamp() const {
+    struct stat st;
+    if (stat(path_.c_str(), &st) != 0) return {0, 0};
+    return {static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
+                st.st_mtim.tv_nsec,
+            static_cast<int64_t>(st.st_size)};
+  }
+  void Run() {
+    while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(2))) {
+      auto now = Stamp();
+      if (now == last_) continue;
+      last_ = now;
+      log_->Write("info", "config file changed; reloading");
+      manager_->Reload([](absl::StatusOr<ReloadResult>) {});
+    }
+  }
+
+  Manager* manager_;
+  std::string path_;
+  Logger* log_;
+  std::pair<int64_t, int64_t> last_;
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+int Serve(const ServeOptions& o) {
+  // Signals are taken by sigwait below; block them before any thread starts
+  // so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  config::LoadResult loaded =
+      config::LoadConfigFile(o.config_path, config::ProcessEnv());
+  Logger log(o.log_level.empty() && loaded.ok() ? loaded.config->log_level
+                                                : o.log_level,
+             o.log_format == "json");
+  for (const config::Diagnostic& w : loaded.warnings) {
+    log.Write("warn", w.ToString());
+  }
+  if (!loaded.ok()) {
+    for (const config::Diagnostic& e : loaded.errors) {
+      log.Write("error", e.ToString());
+    }
+    return 2;
+  }
+  std::string token;
+  if (!o.auth_token_file.empty()) {
+    bool ok = false;
+    token = std::string(
+        absl::StripAsciiWhitespace(ReadFile(o.auth_token_file, &ok)));
+    if (!ok || token.empty()) {
+      log.Write("error", "cannot read a token from " + o.auth_token_file);
+      return 2;
+    }
+  }
+  std::string cred_error;
+  std::shared_ptr<grpc::ServerCredentials> creds = Credentials(o, &cred_error);
+  if (creds == nullptr) {
+    log.Write("error", cred_error);
+    return 2;
+  }
+
+  std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
+  ManagerOptions mo;
+  mo.on_readiness = [&health](const std::string& id, bool ready) {
+    if (auto* h = health.load()) h->SetServingStatus("model/" + id, ready);
+  };
+  mo.on_log = [&log](const std::string& line) { log.Write("info", line); };
+  std::vector<std::string> ids;
+  for (const auto& m : loaded.config->models) ids.push_back(m.id);
+  auto manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);
+  rpc::ModelManagerService service(manager.get(), token);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // Keepalive pings find a dead Acquire peer, so its leases are released.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  bool unix_socket = absl::StartsWith(o.listen, "unix:");
+  if (unix_socket) unlink(o.listen.substr(5).c_str());
+  int port = 0;
+  builder.AddListeningPort(o.listen, creds, &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || (!unix_socket && port == 0)) {
+    log.Write("error", "cannot listen on " + o.listen);
+    return 1;
+  }
+  if (unix_socket) chmod(o.listen.substr(5).c_str(), 0600);
+  grpc::HealthCheckServiceInterface* h = server->GetHealthCheckService();
+  h->SetServingStatus("", true);
+  for (const std::string& id : ids) h->SetServingStatus("model/" + id, false);
+  health.store(h);
+  std::string where =
+      unix_socket
+          ? o.listen
+          : absl::StrCat(o.listen.substr(0, o.listen.rfind(':')), ":", port);
+  log.Write("info", "modelmanager listening on " + where + " with " +
+                        std::to_string(ids.size()) + " model(s)");
+  manager->Preload();
+  std::unique_ptr<ConfigWatcher> watcher;
+  if (o.watch_config) {
+    watcher =
+        std::make_unique<ConfigWatcher>(manager.get(), o.config_path, &log);
+  }
+
+  while (true) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      log.Write("info", "SIGHUP: reloading " + o.config_path);
+      manager->Reload([](absl::StatusOr<ReloadResult>) {});
+      continue;
+    }
+    log.Write("info", absl::StrCat(strsignal(sig), ": shutting down"));
+    break;
+  }
+  watcher.reset();
+  health.store(nullptr);
+  h->Shutdown();  // Every service NOT_SERVING, and stays so.
+  manager->Shutdown(o.shutdown_budget);
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  manager.reset();
+  if (unix_socket) unlink(o.listen.substr(5).c_str());
+  log.Write("info", "stopped");
+  return 0;
+}
+
+}  // namespace modelplane

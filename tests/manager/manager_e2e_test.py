@@ -1,0 +1,304 @@
+"""modelmanager end to end: the real binary serving real fake_upstream
+models, called with Python grpcio the way another service would."""
+
+import os
+import queue
+import signal
+import threading
+import time
+import unittest
+
+import grpc
+
+import health_pb2
+import health_pb2_grpc
+import reflection_pb2
+import reflection_pb2_grpc
+from modelplane.v1 import model_manager_pb2 as pb
+from tests.manager.manager_proc import ManagerProcess, alive
+from tools.testing import junit
+from tools.testing.fake_upstream_proc import wait_for
+
+READY = pb.MODEL_STATE_READY
+STOPPED = pb.MODEL_STATE_STOPPED
+
+
+class AcquireStream:
+    """One Acquire stream: requests go in a queue, responses are collected."""
+
+    def __init__(self, stub, client_id="test-proxy"):
+        self.requests = queue.Queue()
+        self.responses = []
+        self.cond = threading.Condition()
+        self.call = stub.Acquire(iter(self.requests.get, None))
+        self.requests.put(pb.AcquireRequest(hello=pb.AcquireRequest.Hello(client_id=client_id)))
+        self.error = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for r in self.call:
+                with self.cond:
+                    self.responses.append(r)
+                    self.cond.notify_all()
+        except grpc.RpcError as e:
+            self.error = e
+
+    def acquire(self, model, request_id="r1", priority=0):
+        self.requests.put(pb.AcquireRequest(acquire=pb.AcquireRequest.Acquire(
+            model=model, request_id=request_id, priority=priority)))
+
+    def release(self, model, lease_id):
+        self.requests.put(pb.AcquireRequest(release=pb.AcquireRequest.Release(
+            model=model, lease_id=lease_id)))
+
+    def wait(self, kind, model, timeout=20):
+        """The first response of `kind` (granted, revoked, ...) for model."""
+        def find():
+            with self.cond:
+                for r in self.responses:
+                    if r.WhichOneof("kind") == kind and getattr(r, kind).model == model:
+                        return getattr(r, kind)
+            return None
+        return wait_for(find, timeout)
+
+    def close(self):
+        self.requests.put(None)
+
+    def cancel(self):
+        self.call.cancel()
+
+
+class ServiceTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.m = ManagerProcess({"alpha": ["--ready-after-ms", "100"],
+                                "beta": ["--tokens", "3"]})
+        cls.m.start()
+        cls.stub = cls.m.stub()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.m.stop()
+
+    def setUp(self):
+        self.stub.StopAll(pb.StopAllRequest(force=True), timeout=30)
+
+    def test_list_models(self):
+        resp = self.stub.ListModels(pb.ListModelsRequest(), timeout=10)
+        self.assertEqual([m.id for m in resp.models], ["alpha", "beta"])
+        self.assertTrue(all(m.state == STOPPED for m in resp.models))
+        self.assertGreater(resp.revision, 0)
+        self.assertEqual(resp.models[0].upstream_url,
+                         "http://127.0.0.1:%d" % self.m.ports["alpha"])
+
+    def test_start_then_ready_with_a_live_pid_and_healthy(self):
+        model = self.stub.Start(pb.StartRequest(model="alpha"), timeout=20)
+        self.assertEqual(model.state, READY)
+        self.assertTrue(alive(model.pid))
+        health = health_pb2_grpc.HealthStub(self.m.channel)
+        status = health.Check(health_pb2.HealthCheckRequest(service="model/alpha"), timeout=5)
+        self.assertEqual(status.status, health_pb2.HealthCheckResponse.SERVING)
+        status = health.Check(health_pb2.HealthCheckRequest(service="model/beta"), timeout=5)
+        self.assertEqual(status.status, health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        self.assertEqual(status.status, health_pb2.HealthCheckResponse.SERVING)
+
+    def beta_log(self):
+        chunks = self.stub.StreamLogs(pb.StreamLogsRequest(
+            model="beta", history_bytes=1 << 20), timeout=10)
+        return b"".join(c.data for c in chunks).decode()
+
+    def test_fifty_concurrent_starts_spawn_once(self):
+        before = self.beta_log().count("listening on")
+        futures = [self.stub.Start.future(pb.StartRequest(model="beta"), timeout=30)
+                   for _ in range(50)]
+        pids = {f.result().pid for f in futures}
+        self.assertEqual(len(pids), 1)
+        self.assertEqual(self.beta_log().count("listening on"), before + 1)
+
+    def test_default_group_swaps_one_at_a_time(self):
+        a = self.stub.Start(pb.StartRequest(model="alpha"), timeout=20)
+        b = self.stub.Start(pb.StartRequest(model="beta"), timeout=20)
+        self.assertEqual(b.state, READY)
+        self.assertFalse(alive(a.pid))
+        self.assertEqual(self.m.model("alpha").state, STOPPED)
+
+    def test_wait_ready_waits_for_another_callers_start(self):
+        waiting = self.stub.WaitReady.future(pb.WaitReadyRequest(model="alpha"), timeout=30)
+        time.sleep(0.2)  # Let the wait register (its outcome, not timing, is checked).
+        self.assertFalse(waiting.done())
+        self.stub.Start(pb.StartRequest(model="alpha"), timeout=20)
+        self.assertEqual(waiting.result().state, READY)
+
+    def test_errors_have_the_documented_codes(self):
+        with self.assertRaises(grpc.RpcError) as e:
+            self.stub.Start(pb.StartRequest(model="nope"), timeout=5)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        with self.assertRaises(grpc.RpcError) as e:
+            self.stub.GetModel(pb.GetModelRequest(), timeout=5)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(grpc.RpcError) as e:
+            self.stub.WaitReady(pb.WaitReadyRequest(model="alpha"), timeout=0.3)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    def test_watch_snapshot_bookmark_changes_and_resume(self):
+        call = self.stub.Watch(pb.WatchRequest(), timeout=30)
+        events = iter(call)
+        snapshot = [next(events), next(events)]
+        self.assertEqual({e.model.id for e in snapshot}, {"alpha", "beta"})
+        self.assertTrue(all(e.type == pb.WatchEvent.TYPE_ADDED for e in snapshot))
+        bookmark = next(events)
+        self.assertEqual(bookmark.type, pb.WatchEvent.TYPE_BOOKMARK)
+        self.stub.Start(pb.StartRequest(model="beta"), timeout=20)
+        seen = []
+        for e in events:
+            self.assertGreater(e.revision, bookmark.revision)
+            if e.type == pb.WatchEvent.TYPE_MODIFIED and e.model.id == "beta":
+                seen.append(e.model.state)
+                if e.model.state == READY:
+                    break
+        call.cancel()
+        self.assertIn(READY, seen)
+        # Resume from the bookmark: the changes since are replayed.
+        call = self.stub.Watch(pb.WatchRequest(since_revision=bookmark.revision,
+                                               models=["beta"]), timeout=30)
+        replay = []
+        for e in call:
+            replay.append(e)
+            if e.type == pb.WatchEvent.TYPE_BOOKMARK:
+                break
+        call.cancel()
+        self.assertEqual(replay[-2].model.state, READY)
+        # A revision from before the history is OUT_OF_RANGE.
+        with self.assertRaises(grpc.RpcError) as e:
+            list(self.stub.Watch(pb.WatchRequest(since_revision=1), timeout=10))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.OUT_OF_RANGE)
+
+    def test_reflection_lists_the_services(self):
+        stub = reflection_pb2_grpc.ServerReflectionStub(self.m.channel)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+        names = {s.name for r in responses for s in r.list_services_response.service}
+        self.assertIn("modelplane.v1.ModelManager", names)
+        self.assertIn("grpc.health.v1.Health", names)
+
+    def test_manager_log_stream(self):
+        self.stub.Start(pb.StartRequest(model="alpha"), timeout=20)
+        chunks = list(self.stub.StreamLogs(pb.StreamLogsRequest(
+            model="manager", history_bytes=1 << 20), timeout=10))
+        text = b"".join(c.data for c in chunks).decode()
+        self.assertIn("model alpha READY", text)
+
+
+class LeaseTest(unittest.TestCase):
+    def test_held_lease_holds_off_a_swap_until_revoked_and_released(self):
+        with ManagerProcess({"a": [], "b": []},
+                            model_yaml={"b": ["    maxQueueWait: 1"]}) as m:
+            stub = m.stub()
+            holder = AcquireStream(stub, "holder")
+            holder.acquire("a")
+            granted = holder.wait("granted", "a")
+            self.assertIsNotNone(granted)
+            self.assertEqual(granted.upstream_url, "http://127.0.0.1:%d" % m.ports["a"])
+            pid_a = m.model("a").pid
+            self.assertEqual(m.model("a").lease_holders[0].client_id, "holder")
+            other = AcquireStream(stub, "other")
+            other.acquire("b")
+            revoked = holder.wait("revoked", "a")  # After maxQueueWait.
+            self.assertIsNotNone(revoked)
+            self.assertTrue(alive(pid_a), "a must not die under a lease")
+            self.assertIsNone(other.wait("granted", "b", timeout=0.5))
+            holder.release("a", granted.lease_id)
+            self.assertIsNotNone(other.wait("granted", "b"))
+            self.assertFalse(alive(pid_a))
+            holder.close()
+            other.close()
+
+    def test_broken_acquire_stream_releases_its_leases(self):
+        with ManagerProcess({"a": [], "b": []}) as m:
+            stub = m.stub()
+            holder = AcquireStream(stub, "holder")
+            holder.acquire("a")
+            self.assertIsNotNone(holder.wait("granted", "a"))
+            self.assertEqual(m.model("a").active_leases, 1)
+            holder.cancel()
+            self.assertTrue(wait_for(lambda: m.model("a").active_leases == 0, 10))
+            other = AcquireStream(stub, "other")
+            other.acquire("b")
+            self.assertIsNotNone(other.wait("granted", "b"))
+            other.close()
+
+    def test_unknown_model_is_failed_not_a_broken_stream(self):
+        with ManagerProcess({"a": []}) as m:
+            s = AcquireStream(m.stub())
+            s.acquire("ghost", request_id="x")
+            failed = s.wait("failed", "ghost")
+            self.assertEqual(failed.request_id, "x")
+            self.assertEqual(failed.code, grpc.StatusCode.NOT_FOUND.value[0])
+            s.acquire("a")
+            self.assertIsNotNone(s.wait("granted", "a"))
+            s.close()
+
+
+class BinaryTest(unittest.TestCase):
+    def test_auth_token_is_required(self):
+        with ManagerProcess({"a": []}) as probe:
+            token_file = os.path.join(probe.tmp.name, "token")
+            with open(token_file, "w") as f:
+                f.write("s3cret\n")
+            m = ManagerProcess({"a": []}, flags=["--auth-token-file", token_file])
+            with m:
+                with self.assertRaises(grpc.RpcError) as e:
+                    m.stub().ListModels(pb.ListModelsRequest(), timeout=5)
+                self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+                resp = m.stub().ListModels(pb.ListModelsRequest(), timeout=5,
+                                           metadata=[("authorization", "Bearer s3cret")])
+                self.assertEqual(len(resp.models), 1)
+                health = health_pb2_grpc.HealthStub(m.channel)  # Not covered.
+                self.assertEqual(health.Check(health_pb2.HealthCheckRequest(), timeout=5).status,
+                                 health_pb2.HealthCheckResponse.SERVING)
+
+    def test_sigterm_leaves_no_process(self):
+        m = ManagerProcess({"a": ["--ignore-sigterm", "--fork-child"]},
+                           model_yaml={"a": ["    unloadTimeout: 1"]})
+        m.start()
+        pid = m.stub().Start(pb.StartRequest(model="a"), timeout=20).pid
+        self.assertTrue(alive(pid))
+        m.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(m.proc.wait(30), 0)
+        self.assertFalse(alive(pid))
+        self.assertTrue(any("shutting down" in l for l in m.log()))
+        m.stop()
+
+    def test_sighup_reload_keeps_an_unchanged_model_running(self):
+        with ManagerProcess({"a": [], "b": []}) as m:
+            stub = m.stub()
+            pid = stub.Start(pb.StartRequest(model="a"), timeout=20).pid
+            m.write_config(models={"a": [], "c": []},
+                           model_yaml={"a": ["    ttl: 600"]})
+            m.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(wait_for(lambda: any("reloaded" in l for l in m.log()), 10),
+                            m.log())
+            ids = [x.id for x in stub.ListModels(pb.ListModelsRequest(), timeout=5).models]
+            self.assertEqual(ids, ["a", "c"])
+            a = m.model("a")
+            self.assertEqual(a.pid, pid)
+            self.assertEqual(a.state, READY)
+            self.assertEqual(a.ttl.seconds, 600)
+
+    def test_reload_rpc_rejects_an_invalid_file_and_keeps_the_old_one(self):
+        with ManagerProcess({"a": []}) as m:
+            with open(m.config_path, "w") as f:
+                f.write("models:\n  a:\n    ttl: soon\n")
+            with self.assertRaises(grpc.RpcError) as e:
+                m.stub().ReloadConfig(pb.ReloadConfigRequest(), timeout=10)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("config.yaml:2:3: models.a: missing required key 'cmd'",
+                          e.exception.details())
+            self.assertEqual(len(m.stub().ListModels(pb.ListModelsRequest(),
+                                                     timeout=5).models), 1)
+
+
+if __name__ == "__main__":
+    junit.main()

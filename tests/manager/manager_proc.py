@@ -1,0 +1,124 @@
+"""Runs the real modelmanager binary for end-to-end tests.
+
+    with ManagerProcess({"a": [], "b": ["--ready-after-ms", "200"]}) as m:
+        stub = m.stub()            # modelplane.v1.ModelManager
+        stub.Start(pb.StartRequest(model="a"), timeout=10)
+
+Each model is a fake_upstream on a free port of its own (written into the
+config, so no ${PORT} guessing). The manager listens on 127.0.0.1:0; the port
+is read from its log.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+
+import grpc
+
+from modelplane.v1 import model_manager_pb2 as pb
+from modelplane.v1 import model_manager_pb2_grpc as pb_grpc
+from tools.testing.fake_upstream_proc import runfile, wait_for
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+class ManagerProcess:
+    def __init__(self, models, extra_yaml="", flags=(), model_yaml=None):
+        """models: id -> list of fake_upstream flags. model_yaml: id -> extra
+        YAML lines for that model (indented by the caller's 4 spaces)."""
+        self.tmp = tempfile.TemporaryDirectory()
+        self.config_path = os.path.join(self.tmp.name, "config.yaml")
+        self.ports = {m: free_port() for m in models}
+        self.models = models
+        self.model_yaml = model_yaml or {}
+        self.extra_yaml = extra_yaml
+        self.flags = list(flags)
+        self.write_config()
+        self.proc = None
+        self.port = None
+        self._log = []
+        self._lock = threading.Lock()
+
+    def config_text(self, models=None, model_yaml=None, extra_yaml=None):
+        models = self.models if models is None else models
+        model_yaml = self.model_yaml if model_yaml is None else model_yaml
+        lines = [extra_yaml if extra_yaml is not None else self.extra_yaml, "models:"]
+        binary = runfile("tools/fake_upstream/fake_upstream")
+        for m, fl in models.items():
+            port = self.ports.setdefault(m, free_port())
+            cmd = " ".join([binary, "--port", str(port), "--model", m] + fl)
+            lines += ["  %s:" % m, "    cmd: %s" % cmd,
+                      "    proxy: http://127.0.0.1:%d" % port]
+            lines += model_yaml.get(m, [])
+        return "\n".join(lines) + "\n"
+
+    def write_config(self, **kw):
+        with open(self.config_path, "w") as f:
+            f.write(self.config_text(**kw))
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [runfile("server/modelmanager"), "--config", self.config_path,
+             "--listen", "127.0.0.1:0"] + self.flags,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        line = self.wait_log(r"modelmanager listening on 127\.0\.0\.1:(\d+)")
+        if line is None:
+            raise RuntimeError("modelmanager did not start: %s" % self.log())
+        self.port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
+
+    def _pump(self):
+        for line in self.proc.stderr:
+            with self._lock:
+                self._log.append(line.rstrip("\n"))
+
+    def log(self):
+        with self._lock:
+            return list(self._log)
+
+    def wait_log(self, pattern, timeout=20):
+        rx = re.compile(pattern)
+        return wait_for(lambda: next((l for l in self.log() if rx.search(l)), None),
+                        timeout)
+
+    def stub(self):
+        return pb_grpc.ModelManagerStub(self.channel)
+
+    def model(self, name):
+        return self.stub().GetModel(pb.GetModelRequest(model=name), timeout=10)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.tmp.cleanup()
