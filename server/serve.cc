@@ -247,7 +247,9 @@ int Serve(const ServeOptions& o) {
   health.store(nullptr);
   h->Shutdown();  // Every service NOT_SERVING, and stays so.
   manager->Shutdown(o.shutdown_budget);
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  // The models are down: cancel what is still open (Watch, Acquire,
+  // StreamLogs streams) rather than wait for clients to close them.
+  server->Shutdown(absl::ToChronoTime(absl::Now()));
   manager.reset();
   if (unix_socket) unlink(o.listen.substr(5).c_str());
   log.Write("info", "stopped");

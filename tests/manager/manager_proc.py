@@ -11,6 +11,7 @@ is read from its log.
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -64,7 +65,9 @@ class ManagerProcess:
         binary = runfile("tools/fake_upstream/fake_upstream")
         for m, fl in models.items():
             port = self.ports.setdefault(m, free_port())
-            cmd = " ".join([binary, "--port", str(port), "--model", m] + fl)
+            cmd = " ".join(shlex.quote(a) for a in
+                           [binary, "--port", str(port), "--model", m] + fl)
+            cmd = "'%s'" % cmd.replace("'", "''")  # A YAML single-quoted scalar.
             lines += ["  %s:" % m, "    cmd: %s" % cmd,
                       "    proxy: http://127.0.0.1:%d" % port]
             lines += model_yaml.get(m, [])

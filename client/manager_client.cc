@@ -1,0 +1,167 @@
+#include "client/manager_client.h"
+
+#include <utility>
+
+namespace modelplane::client {
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+ManagerClient ManagerClient::Connect(const ClientOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  return ManagerClient(
+      grpc::CreateCustomChannel(options.target,
+                                grpc::InsecureChannelCredentials(), args),
+      options.token);
+}
+
+ManagerClient::ManagerClient(std::shared_ptr<grpc::Channel> channel,
+                             std::string token)
+    : channel_(std::move(channel)),
+      stub_(v1::ModelManager::NewStub(channel_)),
+      token_(std::move(token)) {}
+
+std::unique_ptr<grpc::ClientContext> ManagerClient::Context(
+    absl::Duration timeout) const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (timeout != absl::InfiniteDuration()) {
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  }
+  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+  return ctx;
+}
+
+namespace {
+
+template <typename Req, typename Resp, typename Call>
+absl::StatusOr<Resp> Unary(std::unique_ptr<grpc::ClientContext> ctx,
+                           const Req& req, Call call) {
+  Resp resp;
+  grpc::Status s = call(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return resp;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Model> ManagerClient::Start(const std::string& model,
+                                               absl::Duration timeout) {
+  v1::StartRequest req;
+  req.set_model(model);
+  return Unary<v1::StartRequest, v1::Model>(
+      Context(timeout), req,
+      [&](auto* c, auto& r, auto* o) { return stub_->Start(c, r, o); });
+}
+
+absl::StatusOr<v1::Model> ManagerClient::Stop(const std::string& model,
+                                              bool force,
+                                              absl::Duration timeout) {
+  v1::StopRequest req;
+  req.set_model(model);
+  req.set_force(force);
+  return Unary<v1::StopRequest, v1::Model>(
+      Context(timeout), req,
+      [&](auto* c, auto& r, auto* o) { return stub_->Stop(c, r, o); });
+}
+
+absl::StatusOr<v1::Model> ManagerClient::WaitReady(const std::string& model,
+                                                   absl::Duration timeout) {
+  v1::WaitReadyRequest req;
+  req.set_model(model);
+  return Unary<v1::WaitReadyRequest, v1::Model>(
+      Context(timeout), req,
+      [&](auto* c, auto& r, auto* o) { return stub_->WaitReady(c, r, o); });
+}
+
+absl::StatusOr<v1::Model> ManagerClient::GetModel(const std::string& model,
+                                                  absl::Duration timeout) {
+  v1::GetModelRequest req;
+  req.set_model(model);
+  return Unary<v1::GetModelRequest, v1::Model>(
+      Context(timeout), req,
+      [&](auto* c, auto& r, auto* o) { return stub_->GetModel(c, r, o); });
+}
+
+absl::StatusOr<v1::ListModelsResponse> ManagerClient::ListModels(
+    absl::Duration timeout) {
+  return Unary<v1::ListModelsRequest, v1::ListModelsResponse>(
+      Context(timeout), v1::ListModelsRequest(),
+      [&](auto* c, auto& r, auto* o) { return stub_->ListModels(c, r, o); });
+}
+
+absl::StatusOr<v1::StopAllResponse> ManagerClient::StopAll(
+    bool force, absl::Duration timeout) {
+  v1::StopAllRequest req;
+  req.set_force(force);
+  return Unary<v1::StopAllRequest, v1::StopAllResponse>(
+      Context(timeout), req,
+      [&](auto* c, auto& r, auto* o) { return stub_->StopAll(c, r, o); });
+}
+
+absl::StatusOr<v1::ReloadConfigResponse> ManagerClient::ReloadConfig(
+    absl::Duration timeout) {
+  return Unary<v1::ReloadConfigRequest, v1::ReloadConfigResponse>(
+      Context(timeout), v1::ReloadConfigRequest(),
+      [&](auto* c, auto& r, auto* o) { return stub_->ReloadConfig(c, r, o); });
+}
+
+absl::Status ManagerClient::Watch(
+    const v1::WatchRequest& request, absl::Duration timeout,
+    const std::function<bool(const v1::WatchEvent&)>& on_event) {
+  std::unique_ptr<grpc::ClientContext> ctx = Context(timeout);
+  auto reader = stub_->Watch(ctx.get(), request);
+  v1::WatchEvent e;
+  while (reader->Read(&e)) {
+    if (!on_event(e)) {
+      ctx->TryCancel();
+      reader->Finish();
+      return absl::OkStatus();
+    }
+  }
+  return FromGrpc(reader->Finish());
+}
+
+absl::Status ManagerClient::StreamLogs(
+    const v1::StreamLogsRequest& request, absl::Duration timeout,
+    const std::function<bool(const v1::LogChunk&)>& on_chunk) {
+  std::unique_ptr<grpc::ClientContext> ctx = Context(timeout);
+  auto reader = stub_->StreamLogs(ctx.get(), request);
+  v1::LogChunk c;
+  while (reader->Read(&c)) {
+    if (!on_chunk(c)) {
+      ctx->TryCancel();
+      reader->Finish();
+      return absl::OkStatus();
+    }
+  }
+  return FromGrpc(reader->Finish());
+}
+
+void ManagerClient::StartAsync(
+    const std::string& model, absl::Duration timeout,
+    std::function<void(absl::StatusOr<v1::Model>)> done) {
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    v1::StartRequest req;
+    v1::Model resp;
+  };
+  auto* call = new Call{Context(timeout), {}, {}};
+  call->req.set_model(model);
+  stub_->async()->Start(call->ctx.get(), &call->req, &call->resp,
+                        [call, done = std::move(done)](grpc::Status s) {
+                          std::unique_ptr<Call> owned(call);
+                          if (s.ok()) {
+                            done(std::move(owned->resp));
+                          } else {
+                            done(FromGrpc(s));
+                          }
+                        });
+}
+
+}  // namespace modelplane::client
