@@ -1,9 +1,11 @@
 """modelmanager end to end: the real binary serving real fake_upstream
 models, called with Python grpcio the way another service would."""
 
+import json
 import os
 import queue
 import signal
+import subprocess
 import threading
 import time
 import unittest
@@ -15,7 +17,9 @@ import health_pb2_grpc
 import reflection_pb2
 import reflection_pb2_grpc
 from modelplane.v1 import model_manager_pb2 as pb
+from modelplane.v1 import model_manager_pb2_grpc as pb_grpc
 from tests.manager.manager_proc import ManagerProcess, alive
+from tools.testing.fake_upstream_proc import runfile
 from tools.testing import junit
 from tools.testing.fake_upstream_proc import wait_for
 
@@ -286,6 +290,39 @@ class BinaryTest(unittest.TestCase):
             self.assertEqual(a.pid, pid)
             self.assertEqual(a.state, READY)
             self.assertEqual(a.ttl.seconds, 600)
+
+    def test_watch_config_reloads_on_a_file_change(self):
+        with ManagerProcess({"a": []}, flags=["--watch-config"]) as m:
+            m.write_config(models={"a": [], "b": []})
+            self.assertTrue(wait_for(lambda: len(m.stub().ListModels(
+                pb.ListModelsRequest(), timeout=5).models) == 2, 15), m.log())
+
+    def test_preload_and_unix_socket_and_json_logs(self):
+        m = ManagerProcess({"a": [], "b": []}, extra_yaml=(
+            "hooks:\n  on_startup:\n    preload: [b]\n"),
+            flags=["--log-format", "json"])
+        sock = os.path.join(m.tmp.name, "mm.sock")
+        m.flags += ["--listen", "unix:" + sock]
+        m.proc = subprocess.Popen(
+            [runfile("server/modelmanager"), "--config", m.config_path] + m.flags,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            line = m.proc.stderr.readline()
+            entry = json.loads(line)
+            self.assertEqual(entry["level"], "info")
+            self.assertIn("listening on unix:" + sock, entry["msg"])
+            self.assertEqual(os.stat(sock).st_mode & 0o777, 0o600)
+            channel = grpc.insecure_channel("unix:" + sock)
+            stub = pb_grpc.ModelManagerStub(channel)
+            self.assertTrue(wait_for(lambda: stub.GetModel(
+                pb.GetModelRequest(model="b"), timeout=5).state == READY, 15))
+            self.assertEqual(stub.GetModel(pb.GetModelRequest(model="a"),
+                                           timeout=5).state, STOPPED)
+        finally:
+            m.proc.send_signal(signal.SIGTERM)
+            m.proc.wait(30)
+            m.tmp.cleanup()
+        self.assertFalse(os.path.exists(sock))
 
     def test_reload_rpc_rejects_an_invalid_file_and_keeps_the_old_one(self):
         with ManagerProcess({"a": []}) as m:

@@ -323,6 +323,11 @@ models:
   EXPECT_EQ(c->FindModel("derived")->port, 5801);
 }
 
+TEST(LoaderTest, ZeroMaxQueueWaitMeansRevokeAtOnce) {
+  auto c = MustLoad("models:\n  a: {cmd: \"x ${PORT}\", maxQueueWait: 0}\n");
+  EXPECT_EQ(c->FindModel("a")->max_queue_wait, absl::ZeroDuration());
+}
+
 TEST(LoaderTest, ZeroMeansDefaultForLimitsAndTimeouts) {
   auto c = MustLoad(R"yaml(
 unloadTimeout: 0
