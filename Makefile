@@ -33,6 +33,7 @@ test: bootstrap
 # Benchmarks, each against its peer in the same run (tools/bench/).
 bench: bootstrap
 	$(BAZEL) run -c opt //tools/bench/readiness
+	$(BAZEL) run -c opt //tools/bench/control_plane
 
 fmt: bootstrap
 	clang-format -i --style=file $(FORMAT_SOURCES)
