@@ -13,6 +13,12 @@ Manager::Manager(std::shared_ptr<const config::Config> config,
     : config_path_(std::move(config_path)),
       options_(std::move(options)),
       log_(std::make_shared<logs::LogBuffer>()) {
+  if (options_.on_log && options_.forward_model_output) {
+    options_.scheduler.on_model_line = [this](const std::string& model,
+                                              absl::string_view line) {
+      options_.on_log("debug", absl::StrCat("[", model, "] ", line));
+    };
+  }
   loop().RunSync([&] {
     // Revisions start above any earlier manager's on this host (the proto's
     // promise that a stale revision is always detected).
@@ -106,7 +112,7 @@ void Manager::Log(const std::string& line) {
                                     absl::UTCTimeZone()),
                    line, "\n");
   log_->Append(stamped);
-  if (options_.on_log) options_.on_log(line);
+  if (options_.on_log) options_.on_log("info", line);
 }
 
 void Manager::Shutdown(absl::Duration budget) {

@@ -33,9 +33,12 @@ struct ManagerOptions {
   // Called on the loop thread when a model becomes READY or stops being so
   // (the health service's `model/<id>`).
   std::function<void(const std::string& model, bool ready)> on_readiness;
-  // Where the manager's own log lines go (model output lines at debug).
-  std::function<void(const std::string& line)> on_log;
-  bool log_model_output = false;
+  // Where the manager's own log lines go, with their level ("debug" for
+  // the lines models print, "info" for events).
+  std::function<void(const std::string& level, const std::string& line)> on_log;
+  // Send each line models print to on_log ("debug"). Off unless the log
+  // level wants them: a chatty model should cost nothing.
+  bool forward_model_output = false;
 };
 
 struct ReloadResult {

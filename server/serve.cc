@@ -154,9 +154,10 @@ int Serve(const ServeOptions& o) {
 
   config::LoadResult loaded =
       config::LoadConfigFile(o.config_path, config::ProcessEnv());
-  Logger log(o.log_level.empty() && loaded.ok() ? loaded.config->log_level
-                                                : o.log_level,
-             o.log_format == "json");
+  std::string level = o.log_level.empty() && loaded.ok()
+                          ? loaded.config->log_level
+                          : o.log_level;
+  Logger log(level, o.log_format == "json");
   for (const config::Diagnostic& w : loaded.warnings) {
     log.Write("warn", w.ToString());
   }
@@ -188,7 +189,10 @@ int Serve(const ServeOptions& o) {
   mo.on_readiness = [&health](const std::string& id, bool ready) {
     if (auto* h = health.load()) h->SetServingStatus("model/" + id, ready);
   };
-  mo.on_log = [&log](const std::string& line) { log.Write("info", line); };
+  mo.on_log = [&log](const std::string& lvl, const std::string& line) {
+    log.Write(lvl, line);
+  };
+  mo.forward_model_output = level == "debug";
   std::vector<std::string> ids;
   for (const auto& m : loaded.config->models) ids.push_back(m.id);
   auto manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);

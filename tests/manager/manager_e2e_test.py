@@ -324,6 +324,34 @@ class BinaryTest(unittest.TestCase):
             m.tmp.cleanup()
         self.assertFalse(os.path.exists(sock))
 
+    def test_tls(self):
+        with ManagerProcess({"a": []}) as probe:
+            d = probe.tmp.name
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                 "-keyout", d + "/key.pem", "-out", d + "/cert.pem", "-days", "1",
+                 "-subj", "/CN=localhost", "-addext",
+                 "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                check=True, capture_output=True, timeout=60)
+            with open(d + "/cert.pem", "rb") as f:
+                cert = f.read()
+            with ManagerProcess({"a": []}, flags=["--tls-cert", d + "/cert.pem",
+                                                  "--tls-key", d + "/key.pem"]) as m:
+                with self.assertRaises(grpc.RpcError):
+                    m.stub().ListModels(pb.ListModelsRequest(), timeout=3)
+                channel = grpc.secure_channel(
+                    "localhost:%d" % m.port,
+                    grpc.ssl_channel_credentials(root_certificates=cert))
+                resp = pb_grpc.ModelManagerStub(channel).ListModels(
+                    pb.ListModelsRequest(), timeout=10)
+                self.assertEqual([x.id for x in resp.models], ["a"])
+
+    def test_debug_log_carries_the_models_output(self):
+        with ManagerProcess({"a": []}, flags=["--log-level", "debug"]) as m:
+            m.stub().Start(pb.StartRequest(model="a"), timeout=20)
+            self.assertTrue(m.wait_log(r"debug \[a\] listening on 127\.0\.0\.1:"),
+                            m.log())
+
     def test_reload_rpc_rejects_an_invalid_file_and_keeps_the_old_one(self):
         with ManagerProcess({"a": []}) as m:
             with open(m.config_path, "w") as f:

@@ -73,9 +73,11 @@ Scheduler::~Scheduler() = default;
 
 std::unique_ptr<actor::ModelActor> Scheduler::MakeActor(
     const config::ModelConfig& c, std::shared_ptr<logs::LogBuffer> log) {
-  return std::make_unique<actor::ModelActor>(
+  auto a = std::make_unique<actor::ModelActor>(
       c, env_, revisions_, std::move(log),
       [this](const actor::StateEvent& e) { OnActorEvent(e); });
+  if (options_.on_model_line) a->set_line_sink(options_.on_model_line);
+  return a;
 }
 
 Scheduler::Slot* Scheduler::Find(const std::string& name) const {

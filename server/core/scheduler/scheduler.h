@@ -90,6 +90,9 @@ struct SchedulerOptions {
   absl::Duration revoke_timeout = absl::Minutes(5);
   // Abort a start once nobody waits for it any more.
   bool abort_abandoned_starts = true;
+  // Each line a model prints, tagged with its id (the manager logs them at
+  // debug level). Loop thread.
+  actor::ModelActor::LineSink on_model_line;
 };
 
 class Scheduler {
