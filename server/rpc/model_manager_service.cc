@@ -96,40 +96,44 @@ grpc::Status ModelManagerService::Admit(
 grpc::ServerUnaryReactor* ModelManagerService::Start(
     grpc::CallbackServerContext* ctx, const v1::StartRequest* req,
     v1::Model* resp) {
-  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
-  if (req->model().empty()) return Reject(ctx, MissingModel());
-  auto* r = new WaitingReactor(manager_, resp);
-  std::string model = req->model();
-  r->Begin([this, model](scheduler::Scheduler::ModelDone done) {
-    return manager_->scheduler().Start(model, std::move(done));
-  });
-  return r;
+  return Wait(ctx, req->model(), resp,
+              [](scheduler::Scheduler& s, const std::string& model,
+                 scheduler::Scheduler::ModelDone done) {
+                return s.Start(model, std::move(done));
+              });
 }
 
 grpc::ServerUnaryReactor* ModelManagerService::WaitReady(
     grpc::CallbackServerContext* ctx, const v1::WaitReadyRequest* req,
     v1::Model* resp) {
-  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
-  if (req->model().empty()) return Reject(ctx, MissingModel());
-  auto* r = new WaitingReactor(manager_, resp);
-  std::string model = req->model();
-  r->Begin([this, model](scheduler::Scheduler::ModelDone done) {
-    return manager_->scheduler().WaitReady(model, std::move(done));
-  });
-  return r;
+  return Wait(ctx, req->model(), resp,
+              [](scheduler::Scheduler& s, const std::string& model,
+                 scheduler::Scheduler::ModelDone done) {
+                return s.WaitReady(model, std::move(done));
+              });
 }
 
 grpc::ServerUnaryReactor* ModelManagerService::Stop(
     grpc::CallbackServerContext* ctx, const v1::StopRequest* req,
     v1::Model* resp) {
-  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
-  if (req->model().empty()) return Reject(ctx, MissingModel());
-  auto* r = new WaitingReactor(manager_, resp);
-  std::string model = req->model();
   bool force = req->force();
-  r->Begin([this, model, force](scheduler::Scheduler::ModelDone done) {
-    manager_->scheduler().Stop(model, force, std::move(done));
-    return scheduler::WaiterId{0};  // A stop goes on when its caller leaves.
+  return Wait(ctx, req->model(), resp,
+              [force](scheduler::Scheduler& s, const std::string& model,
+                      scheduler::Scheduler::ModelDone done) {
+                s.Stop(model, force, std::move(done));
+                return scheduler::WaiterId{0};  // A stop goes on regardless.
+              });
+}
+
+grpc::ServerUnaryReactor* ModelManagerService::Wait(
+    grpc::CallbackServerContext* ctx, const std::string& model, v1::Model* resp,
+    WaitFn begin) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  if (model.empty()) return Reject(ctx, MissingModel());
+  auto* r = new WaitingReactor(manager_, resp);
+  r->Begin([this, model,
+            begin = std::move(begin)](scheduler::Scheduler::ModelDone done) {
+    return begin(manager_->scheduler(), model, std::move(done));
   });
   return r;
 }

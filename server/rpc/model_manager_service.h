@@ -9,6 +9,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <string>
 
 #include "modelplane/v1/model_manager.grpc.pb.h"
@@ -54,6 +55,16 @@ class ModelManagerService final : public v1::ModelManager::CallbackService {
  private:
   // OK, UNAUTHENTICATED, or UNAVAILABLE while shutting down.
   grpc::Status Admit(grpc::CallbackServerContext* ctx) const;
+
+  // A unary call answered by a scheduler callback (Start, WaitReady, Stop),
+  // cancelled with the caller. `begin` runs on the loop thread and returns
+  // the waiter to cancel (0: none).
+  using WaitFn = std::function<scheduler::WaiterId(
+      scheduler::Scheduler&, const std::string&,
+      scheduler::Scheduler::ModelDone)>;
+  grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx,
+                                 const std::string& model, v1::Model* resp,
+                                 WaitFn begin);
 
   Manager* manager_;
   std::string auth_token_;

@@ -4,21 +4,34 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "server/rpc/convert.h"
+#include "server/rpc/pull_write_reactor.h"
 #include "server/rpc/status_mapping.h"
 
 namespace modelplane::rpc {
 namespace {
 
-class WatchReactor : public grpc::ServerWriteReactor<v1::WatchEvent> {
+v1::WatchEvent::Type TypeToProto(watch::WatchItem::Type t) {
+  switch (t) {
+    case watch::WatchItem::Type::kAdded:
+      return v1::WatchEvent::TYPE_ADDED;
+    case watch::WatchItem::Type::kModified:
+      return v1::WatchEvent::TYPE_MODIFIED;
+    case watch::WatchItem::Type::kDeleted:
+      return v1::WatchEvent::TYPE_DELETED;
+    case watch::WatchItem::Type::kBookmark:
+      return v1::WatchEvent::TYPE_BOOKMARK;
+  }
+  return v1::WatchEvent::TYPE_UNSPECIFIED;
+}
+
+class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
  public:
   WatchReactor(Manager* manager, const v1::WatchRequest* req,
                grpc::Status admit)
       : manager_(manager) {
     if (!admit.ok()) {
-      finished_ = true;
-      Finish(admit);
+      FinishOnce(admit);
       return;
     }
     uint64_t since = req->since_revision();
@@ -31,12 +44,8 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::WatchEvent> {
             manager_->scheduler().config()->FindModel(n);
         ids.push_back(m != nullptr ? m->id : n);  // Unknown: kept as an id.
       }
-      auto alive = alive_;
       absl::StatusOr<std::shared_ptr<watch::Watcher>> w =
-          manager_->hub().Subscribe(since, ids, [alive] {
-            absl::MutexLock lock(&alive->mu);
-            if (alive->reactor != nullptr) alive->reactor->Pump();
-          });
+          manager_->hub().Subscribe(since, ids, Waker());
       if (!w.ok()) {
         FinishOnce(ToGrpc(w.status()));
         return;
@@ -49,107 +58,39 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::WatchEvent> {
     });
   }
 
-  void OnWriteDone(bool ok) override {
-    {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
+ private:
+  bool Next(v1::WatchEvent* event, std::optional<grpc::Status>* end) override {
+    if (watcher_ == nullptr) return false;
+    std::optional<watch::WatchItem> item = watcher_->Next();
+    if (!item) {
+      // Shutting down: end once the models' SHUTDOWN states were sent.
+      if (shutdown_seen_ && manager_->shutting_down()) {
+        *end = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "the manager is shutting down");
+      }
+      return false;
     }
-    if (!ok) {
-      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "client gone"));
-      return;
+    event->set_type(TypeToProto(item->type));
+    event->set_revision(item->revision);
+    if (item->model) {
+      ToProto(*item->model, event->mutable_model());
+      shutdown_seen_ |= item->model->status.state == actor::State::kShutdown;
     }
-    Pump();
+    return true;
   }
 
-  void OnCancel() override {
-    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-  }
-
-  void OnDone() override {
-    {
-      absl::MutexLock lock(&alive_->mu);
-      alive_->reactor = nullptr;
-    }
+  void Closed() override {
     std::shared_ptr<watch::Watcher> w;
     {
       absl::MutexLock lock(&mu_);
       w = watcher_;
     }
     if (w) w->Cancel();
-    delete this;
   }
-
-  // Starts the next write if none is in flight and an event is ready.
-  // gRPC may run reactions inline, so StartWrite and Finish are called
-  // without holding mu_ (writing_ keeps one write in flight).
-  void Pump() {
-    mu_.Lock();
-    if (writing_ || finished_ || watcher_ == nullptr) {
-      mu_.Unlock();
-      return;
-    }
-    std::optional<watch::WatchItem> item = watcher_->Next();
-    if (!item) {
-      bool end = manager_->shutting_down() && shutdown_seen_;
-      mu_.Unlock();
-      if (end) {
-        FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                "the manager is shutting down"));
-      }
-      return;
-    }
-    event_.Clear();
-    switch (item->type) {
-      case watch::WatchItem::Type::kAdded:
-        event_.set_type(v1::WatchEvent::TYPE_ADDED);
-        break;
-      case watch::WatchItem::Type::kModified:
-        event_.set_type(v1::WatchEvent::TYPE_MODIFIED);
-        break;
-      case watch::WatchItem::Type::kDeleted:
-        event_.set_type(v1::WatchEvent::TYPE_DELETED);
-        break;
-      case watch::WatchItem::Type::kBookmark:
-        event_.set_type(v1::WatchEvent::TYPE_BOOKMARK);
-        break;
-    }
-    event_.set_revision(item->revision);
-    if (item->model) {
-      ToProto(*item->model, event_.mutable_model());
-      if (item->model->status.state == actor::State::kShutdown) {
-        shutdown_seen_ = true;
-      }
-    }
-    writing_ = true;
-    mu_.Unlock();
-    StartWrite(&event_);
-  }
-
- private:
-  void FinishOnce(grpc::Status s) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
-    }
-    Finish(std::move(s));
-  }
-
-  // Lets the hub's wake callback outlive the reactor safely.
-  struct Alive {
-    explicit Alive(WatchReactor* r) : reactor(r) {}
-    absl::Mutex mu;
-    WatchReactor* reactor ABSL_GUARDED_BY(mu);
-  };
 
   Manager* manager_;
-  std::shared_ptr<Alive> alive_ = std::make_shared<Alive>(this);
-  absl::Mutex mu_;
   std::shared_ptr<watch::Watcher> watcher_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool shutdown_seen_ ABSL_GUARDED_BY(mu_) = false;
-  v1::WatchEvent event_;
 };
 
 }  // namespace

@@ -1,0 +1,311 @@
+// The scheduler's admin calls (Start, WaitReady, Stop, StopAll), views,
+// shutdown and reload; leases, the queue and evictions are in scheduler.cc.
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/scheduler/scheduler.h"
+#include "server/core/scheduler/scheduler_internal.h"
+
+namespace modelplane::scheduler {
+
+using actor::State;
+
+// --- Admin ---
+
+WaiterId Scheduler::Start(const std::string& model, ModelDone done) {
+  if (shutting_down_) {
+    done(absl::UnavailableError("the manager is shutting down"));
+    return 0;
+  }
+  Slot* s = Find(model);
+  if (s == nullptr) {
+    done(absl::NotFoundError(absl::StrCat("unknown model '", model, "'")));
+    return 0;
+  }
+  if (s->actor->status().state == State::kReady && !s->evicting) {
+    done(View(*s));
+    return 0;
+  }
+  if (queue_.size() >= options_.max_queue) {
+    done(absl::ResourceExhaustedError("the queue is full"));
+    return 0;
+  }
+  Demand d;
+  d.seq = next_seq_++;
+  d.priority = s->config->priority;
+  d.model = s->config->id;
+  d.since = env_.clock->Now();
+  d.waiter = next_waiter_++;
+  d.done = std::move(done);
+  WaiterId id = d.waiter;
+  auto pos = std::find_if(queue_.begin(), queue_.end(), [&](const Demand& q) {
+    return q.priority < d.priority;
+  });
+  queue_.insert(pos, std::move(d));
+  ++s->queued;
+  Emit(*s);
+  Pump();
+  return id;
+}
+
+WaiterId Scheduler::WaitReady(const std::string& model, ModelDone done) {
+  if (shutting_down_) {
+    done(absl::UnavailableError("the manager is shutting down"));
+    return 0;
+  }
+  Slot* s = Find(model);
+  if (s == nullptr) {
+    done(absl::NotFoundError(absl::StrCat("unknown model '", model, "'")));
+    return 0;
+  }
+  const actor::ModelStatus& st = s->actor->status();
+  if (st.state == State::kReady && !s->evicting) {
+    done(View(*s));
+    return 0;
+  }
+  if (st.state == State::kFailed) {
+    done(absl::FailedPreconditionError(absl::StrCat(
+        "model ", s->config->id, " failed: ", st.failure->Summary())));
+    return 0;
+  }
+  WaiterId id = next_waiter_++;
+  s->ready_waiters[id] = std::move(done);
+  return id;
+}
+
+void Scheduler::CancelWait(WaiterId waiter) {
+  if (waiter == 0) return;
+  for (auto& [id, s] : slots_) {
+    if (s->ready_waiters.erase(waiter) > 0) return;
+  }
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->waiter != waiter) continue;
+    Slot* s = Find(it->model);
+    queue_.erase(it);
+    if (s != nullptr) {
+      --s->queued;
+      Emit(*s);
+      MaybeAbortAbandonedStart(*s);
+    }
+    Pump();
+    return;
+  }
+}
+
+void Scheduler::MaybeAbortAbandonedStart(Slot& s) {
+  if (!options_.abort_abandoned_starts) return;
+  if (s.actor->status().state != State::kStarting || s.queued > 0 ||
+      !s.ready_waiters.empty() || !s.holders.empty()) {
+    return;
+  }
+  s.actor->Stop(nullptr);  // Our StartActor callback sees Aborted.
+}
+
+void Scheduler::Stop(const std::string& model, bool force, ModelDone done) {
+  Slot* s = Find(model);
+  if (s == nullptr) {
+    done(absl::NotFoundError(absl::StrCat("unknown model '", model, "'")));
+    return;
+  }
+  if (!Running(*s) && s->holders.empty()) {
+    done(View(*s));
+    return;
+  }
+  s->stop_waiters.push_back(std::move(done));
+  s->admin_stop = true;
+  if (s->actor->status().state == State::kStarting) {
+    absl::Status aborted = absl::AbortedError(
+        absl::StrCat("model ", s->config->id, ": start cancelled by a stop"));
+    FailDemands(*s, aborted);
+    AnswerReadyWaiters(*s, aborted);
+  }
+  BeginEviction(*s, "stopped by an operator");
+  if (force) StopNow(*s);
+}
+
+void Scheduler::StopAll(bool force,
+                        std::function<void(std::vector<ModelView>)> done) {
+  auto remaining = std::make_shared<size_t>(slots_.size() + 1);
+  auto finish = [this, remaining, done] {
+    if (--*remaining == 0) done(List());
+  };
+  for (auto& [id, s] : slots_) {
+    Stop(id, force, [finish](absl::StatusOr<ModelView>) { finish(); });
+  }
+  finish();
+}
+
+void Scheduler::AnswerReadyWaiters(Slot& s, const absl::Status& status) {
+  std::map<WaiterId, ModelDone> waiters;
+  waiters.swap(s.ready_waiters);
+  for (auto& [id, w] : waiters) {
+    if (status.ok()) {
+      w(View(s));
+    } else {
+      w(status);
+    }
+  }
+}
+
+void Scheduler::OnActorEvent(const actor::StateEvent& e) {
+  Slot* s = nullptr;
+  for (auto& [id, slot] : slots_) {
+    if (slot->actor != nullptr && id == e.model_id) s = slot.get();
+  }
+  if (s == nullptr) return;  // A retired model.
+  s->revision = e.status.revision;
+  if (e.old_state != e.new_state) {
+    switch (e.new_state) {
+      case State::kReady:
+        AnswerReadyWaiters(*s, absl::OkStatus());
+        break;
+      case State::kFailed:
+        AnswerReadyWaiters(
+            *s, absl::FailedPreconditionError(
+                    absl::StrCat("model ", e.model_id, ": ",
+                                 e.status.failure ? e.status.failure->Summary()
+                                                  : std::string("failed"))));
+        break;
+      case State::kShutdown:
+        AnswerReadyWaiters(
+            *s, absl::UnavailableError("the manager is shutting down"));
+        break;
+      default:
+        break;
+    }
+  }
+  if (on_change_) {
+    ModelView v;
+    v.config = s->config;
+    v.status = e.status;
+    v.queued = s->queued;
+    v.revision = e.status.revision;
+    for (const auto& [client, lease] : s->holders) {
+      auto c = clients_.find(client);
+      v.leases.push_back(LeaseView{client,
+                                   c == clients_.end() ? "" : c->second.name,
+                                   lease.id, lease.granted_at, lease.revoked});
+    }
+    on_change_(ModelChange{ModelChange::Kind::kModified, std::move(v)});
+  }
+  if (e.old_state != e.new_state) SchedulePump();
+}
+
+// --- Views ---
+
+std::vector<ModelView> Scheduler::List() const {
+  std::vector<ModelView> out;
+  for (const auto& [id, s] : slots_) out.push_back(View(*s));
+  return out;
+}
+
+absl::StatusOr<ModelView> Scheduler::Get(const std::string& model) const {
+  Slot* s = Find(model);
+  if (s == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown model '", model, "'"));
+  }
+  return View(*s);
+}
+
+std::shared_ptr<logs::LogBuffer> Scheduler::Log(
+    const std::string& model) const {
+  Slot* s = Find(model);
+  return s == nullptr ? nullptr : s->log;
+}
+
+// --- Shutdown and reload ---
+
+void Scheduler::Shutdown(std::function<void()> done) {
+  shutting_down_ = true;
+  queue_timer_.reset();
+  for (auto& [id, s] : slots_) {
+    FailDemands(*s, absl::UnavailableError("the manager is shutting down"));
+    AnswerReadyWaiters(*s,
+                       absl::UnavailableError("the manager is shutting down"));
+    RevokeAll(*s, "the manager is shutting down");
+  }
+  auto remaining = std::make_shared<size_t>(slots_.size() + 1);
+  auto finish = [remaining, done] {
+    if (--*remaining == 0 && done) done();
+  };
+  for (auto& [id, s] : slots_) s->actor->Shutdown(finish);
+  finish();
+}
+
+config::ConfigDiff Scheduler::Reload(
+    std::shared_ptr<const config::Config> config) {
+  config::ConfigDiff diff = config::DiffConfigs(*config_, *config);
+  config_ = std::move(config);
+  for (const std::string& id : diff.removed) {
+    auto it = slots_.find(id);
+    if (it == slots_.end()) continue;
+    std::unique_ptr<Slot> s = std::move(it->second);
+    slots_.erase(it);
+    s->removed = true;
+    absl::Status gone =
+        absl::NotFoundError(absl::StrCat("model '", id, "' was removed"));
+    AnswerReadyWaiters(*s, gone);
+    // Its demands are in the queue under its id: fail them.
+    std::list<Demand> failed;
+    for (auto q = queue_.begin(); q != queue_.end();) {
+      if (q->model == id) {
+        failed.splice(failed.end(), queue_, q++);
+      } else {
+        ++q;
+      }
+    }
+    for (Demand& d : failed) {
+      if (d.client == 0 && d.done) d.done(gone);
+      auto c = clients_.find(d.client);
+      if (d.client != 0 && c != clients_.end()) {
+        c->second.client->OnFailed(id, d.request_id, gone);
+      }
+    }
+    if (on_change_)
+      on_change_(ModelChange{ModelChange::Kind::kDeleted, View(*s)});
+    Slot* raw = s.get();
+    retired_.push_back(std::move(s));
+    if (Running(*raw) || !raw->holders.empty()) {
+      raw->admin_stop = true;
+      BeginEviction(*raw, "removed from the config");
+    } else {
+      retired_.pop_back();
+    }
+  }
+  for (const config::ModelConfig& m : config_->models) {
+    auto it = slots_.find(m.id);
+    if (it == slots_.end()) {
+      auto slot = std::make_unique<Slot>();
+      slot->config = ModelOf(config_, m);
+      slot->log = std::make_shared<logs::LogBuffer>();
+      slot->actor = MakeActor(m, slot->log);
+      slot->revision = ++*revisions_;
+      Slot& s = *slot;
+      slots_[m.id] = std::move(slot);
+      Emit(s, ModelChange::Kind::kAdded);
+      continue;
+    }
+    Slot& s = *it->second;
+    bool restart = std::find(diff.restart.begin(), diff.restart.end(), m.id) !=
+                   diff.restart.end();
+    if (restart && (Running(s) || !s.holders.empty())) {
+      s.next_config = ModelOf(config_, m);
+      BeginEviction(s, "its command changed in a config reload");
+    } else if (restart) {
+      s.config = ModelOf(config_, m);
+      s.actor = MakeActor(m, s.log);
+    } else {
+      s.config = ModelOf(config_, m);
+      s.actor->UpdateConfig(m);
+    }
+    if (restart || std::find(diff.update.begin(), diff.update.end(), m.id) !=
+                       diff.update.end()) {
+      Emit(s);
+    }
+  }
+  Pump();
+  return diff;
+}
+
+}  // namespace modelplane::scheduler

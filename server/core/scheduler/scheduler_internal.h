@@ -1,0 +1,56 @@
+// The scheduler's per-model and per-demand records, shared by its two
+// source files (scheduler.cc: leases, the queue, evictions;
+// scheduler_admin.cc: the admin calls, views, shutdown and reload). Private
+// to the scheduler.
+#ifndef MODELPLANE_SERVER_CORE_SCHEDULER_SCHEDULER_INTERNAL_H_
+#define MODELPLANE_SERVER_CORE_SCHEDULER_SCHEDULER_INTERNAL_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/core/scheduler/scheduler.h"
+
+namespace modelplane::scheduler {
+
+struct Scheduler::Slot {
+  std::shared_ptr<const config::ModelConfig> config;
+  std::shared_ptr<logs::LogBuffer> log;
+  std::unique_ptr<actor::ModelActor> actor;
+  std::map<ClientId, Lease> holders;
+  bool evicting = false;    // Revoked: no new grants; stop once drained.
+  bool admin_stop = false;  // The eviction is a Stop (not a swap).
+  bool stop_requested = false;
+  std::unique_ptr<actor::Timer> drain_timer;
+  std::vector<ModelDone> stop_waiters;
+  std::map<WaiterId, ModelDone> ready_waiters;
+  bool removed = false;  // By a reload: freed once stopped.
+  std::shared_ptr<const config::ModelConfig> next_config;  // Restart pending.
+  uint64_t revision = 0;
+  int queued = 0;
+};
+
+struct Scheduler::Demand {
+  uint64_t seq = 0;
+  int priority = 0;
+  std::string model;
+  absl::Time since;
+  ClientId client = 0;  // 0: a Start call.
+  std::string request_id;
+  WaiterId waiter = 0;
+  ModelDone done;
+  bool told_starting = false;
+  int position = 0;
+};
+
+inline std::shared_ptr<const config::ModelConfig> ModelOf(
+    const std::shared_ptr<const config::Config>& config,
+    const config::ModelConfig& m) {
+  // Shares ownership of the whole config.
+  return std::shared_ptr<const config::ModelConfig>(config, &m);
+}
+
+}  // namespace modelplane::scheduler
+
+#endif  // MODELPLANE_SERVER_CORE_SCHEDULER_SCHEDULER_INTERNAL_H_

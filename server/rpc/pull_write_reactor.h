@@ -1,0 +1,117 @@
+// The shape shared by the server-streaming RPCs (Watch, StreamLogs): one
+// write in flight; the next message is pulled from the source only when the
+// previous write completed, so a slow client costs the server nothing; a
+// waker lets the source (on another thread) say "more is ready"; the stream
+// finishes exactly once.
+//
+// A subclass implements Next() (and optionally Closed()). gRPC may run
+// reactions inline, so StartWrite and Finish are never called with mu_ held.
+#ifndef MODELPLANE_SERVER_RPC_PULL_WRITE_REACTOR_H_
+#define MODELPLANE_SERVER_RPC_PULL_WRITE_REACTOR_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace modelplane::rpc {
+
+template <typename Msg>
+class PullWriteReactor : public grpc::ServerWriteReactor<Msg> {
+ public:
+  // Starts a write if none is in flight and Next() has a message. Any
+  // thread.
+  void Pump() {
+    mu_.Lock();
+    if (writing_ || finished_) {
+      mu_.Unlock();
+      return;
+    }
+    msg_.Clear();
+    std::optional<grpc::Status> end;
+    if (!Next(&msg_, &end)) {
+      mu_.Unlock();
+      if (end) FinishOnce(*end);
+      return;
+    }
+    writing_ = true;
+    mu_.Unlock();
+    this->StartWrite(&msg_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+    }
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "client gone"));
+      return;
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&alive_->mu);
+      alive_->reactor = nullptr;
+    }
+    Closed();
+    delete this;
+  }
+
+ protected:
+  PullWriteReactor() : alive_(std::make_shared<Alive>(this)) {}
+
+  // With mu_ held: fills `msg` and returns true, or returns false (setting
+  // `end` to finish the stream with that status, or leaving it empty to
+  // wait for the next Pump).
+  virtual bool Next(Msg* msg, std::optional<grpc::Status>* end)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // After the stream is done, before the reactor is freed: unsubscribe.
+  virtual void Closed() {}
+
+  // A callback that pumps this reactor, safe to call after it is gone.
+  std::function<void()> Waker() {
+    return [alive = alive_] {
+      absl::MutexLock lock(&alive->mu);
+      if (alive->reactor != nullptr) alive->reactor->Pump();
+    };
+  }
+
+  void FinishOnce(grpc::Status s) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    this->Finish(std::move(s));
+  }
+
+  absl::Mutex mu_;
+
+ private:
+  struct Alive {
+    explicit Alive(PullWriteReactor* r) : reactor(r) {}
+    absl::Mutex mu;
+    PullWriteReactor* reactor ABSL_GUARDED_BY(mu);
+  };
+
+  std::shared_ptr<Alive> alive_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  Msg msg_;
+};
+
+}  // namespace modelplane::rpc
+
+#endif  // MODELPLANE_SERVER_RPC_PULL_WRITE_REACTOR_H_
