@@ -13,7 +13,7 @@ PACKAGES=(
   libre2-dev rapidjson-dev libsimdjson-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Tests: real clients.
-  python3 python3-grpcio python3-grpc-tools python3-protobuf curl nghttp2-client
+  python3 python3-grpcio python3-protobuf curl nghttp2-client openssl procps
   # Benchmarks: peers and load generators.
   nginx nghttp2-proxy wrk hey
   # Formatting.
