@@ -1,0 +1,371 @@
+#include "proxy/http1/codec.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace modelplane::proxy::http1 {
+namespace {
+
+template <typename T>
+T* From(http_parser* p) {
+  return static_cast<T*>(p->data);
+}
+
+void AppendHeaderPart(Headers* headers, bool* in_value, bool value,
+                      const char* at, size_t len) {
+  if (!value) {
+    if (*in_value || headers->empty()) headers->emplace_back();
+    *in_value = false;
+    headers->back().first.append(at, len);
+  } else {
+    *in_value = true;
+    headers->back().second.append(at, len);
+  }
+}
+
+}  // namespace
+
+const std::string* FindHeader(const Headers& headers, absl::string_view name) {
+  for (const auto& [k, v] : headers) {
+    if (absl::EqualsIgnoreCase(k, name)) return &v;
+  }
+  return nullptr;
+}
+
+bool IsHopByHop(absl::string_view h) {
+  for (absl::string_view hop :
+       {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+        "te", "trailer", "upgrade", "content-length", "http2-settings"}) {
+    if (absl::EqualsIgnoreCase(h, hop)) return true;
+  }
+  return false;
+}
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Unknown";
+  }
+}
+
+// --- RequestParser ---
+
+RequestParser::RequestParser(RequestVisitor* visitor, Limits limits)
+    : visitor_(visitor), limits_(limits) {
+  http_parser_init(&parser_, HTTP_REQUEST);
+  parser_.data = this;
+}
+
+const http_parser_settings* RequestParser::Settings() {
+  static const http_parser_settings s = [] {
+    http_parser_settings x;
+    http_parser_settings_init(&x);
+    x.on_message_begin = OnMessageBegin;
+    x.on_url = OnUrl;
+    x.on_header_field = OnHeaderField;
+    x.on_header_value = OnHeaderValue;
+    x.on_headers_complete = OnHeadersComplete;
+    x.on_body = OnBody;
+    x.on_message_complete = OnMessageComplete;
+    return x;
+  }();
+  return &s;
+}
+
+int RequestParser::OnMessageBegin(http_parser* p) {
+  auto* self = From<RequestParser>(p);
+  self->head_ = RequestHead();
+  self->in_value_ = false;
+  self->in_head_ = true;
+  self->head_bytes_ = 0;
+  self->body_bytes_ = 0;
+  return 0;
+}
+
+int RequestParser::OnUrl(http_parser* p, const char* at, size_t len) {
+  auto* self = From<RequestParser>(p);
+  self->head_.target.append(at, len);
+  self->head_bytes_ += len;
+  return self->head_bytes_ > self->limits_.max_header_bytes ? -1 : 0;
+}
+
+int RequestParser::OnHeaderField(http_parser* p, const char* at, size_t len) {
+  auto* self = From<RequestParser>(p);
+  AppendHeaderPart(&self->head_.headers, &self->in_value_, false, at, len);
+  self->head_bytes_ += len;
+  return self->head_bytes_ > self->limits_.max_header_bytes ? -1 : 0;
+}
+
+int RequestParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
+  auto* self = From<RequestParser>(p);
+  AppendHeaderPart(&self->head_.headers, &self->in_value_, true, at, len);
+  self->head_bytes_ += len;
+  return self->head_bytes_ > self->limits_.max_header_bytes ? -1 : 0;
+}
+
+int RequestParser::OnHeadersComplete(http_parser* p) {
+  auto* self = From<RequestParser>(p);
+  RequestHead& h = self->head_;
+  h.method = http_method_str(static_cast<http_method>(p->method));
+  h.version_minor = p->http_minor;
+  if (p->flags & F_CONTENTLENGTH) h.content_length = p->content_length;
+  h.chunked = (p->flags & F_CHUNKED) != 0;
+  h.keep_alive = http_should_keep_alive(p) != 0;
+  h.upgrade = FindHeader(h.headers, "upgrade") != nullptr;
+  const std::string* expect = FindHeader(h.headers, "expect");
+  h.expect_continue =
+      expect != nullptr && absl::EqualsIgnoreCase(*expect, "100-continue");
+  if (h.content_length && *h.content_length > self->limits_.max_body_bytes) {
+    self->error_status_ = 413;
+    self->error_message_ = "the request body is larger than allowed";
+    return -1;
+  }
+  self->in_head_ = false;
+  self->visitor_->OnRequestHead(std::move(h));
+  // Upgrade requests still have their body parsed like any other here: the
+  // caller decides (h2c) before feeding more.
+  return 0;
+}
+
+int RequestParser::OnBody(http_parser* p, const char* at, size_t len) {
+  auto* self = From<RequestParser>(p);
+  self->body_bytes_ += len;
+  if (self->body_bytes_ > self->limits_.max_body_bytes) {
+    self->error_status_ = 413;
+    self->error_message_ = "the request body is larger than allowed";
+    return -1;
+  }
+  self->visitor_->OnRequestBody(absl::string_view(at, len));
+  return 0;
+}
+
+int RequestParser::OnMessageComplete(http_parser* p) {
+  auto* self = From<RequestParser>(p);
+  self->visitor_->OnRequestEnd();
+  self->paused_ = true;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+size_t RequestParser::Feed(absl::string_view data) {
+  if (failed_ || paused_ || data.empty()) return 0;
+  size_t used =
+      http_parser_execute(&parser_, Settings(), data.data(), data.size());
+  http_errno err = HTTP_PARSER_ERRNO(&parser_);
+  if (err == HPE_PAUSED) return used;
+  if (err != HPE_OK) {
+    if (error_status_ == 0) {
+      bool too_big = err == HPE_HEADER_OVERFLOW ||
+                     (in_head_ && head_bytes_ > limits_.max_header_bytes);
+      error_status_ = too_big ? 431 : 400;
+      error_message_ = too_big ? "the request head is larger than allowed"
+                               : absl::StrCat("malformed HTTP request: ",
+                                              http_errno_description(err));
+    }
+    Fail(error_status_, error_message_);
+  } else if (in_head_ && head_bytes_ > limits_.max_header_bytes) {
+    Fail(431, "the request head is larger than allowed");
+  }
+  return used;
+}
+
+void RequestParser::Resume() {
+  if (!paused_) return;
+  paused_ = false;
+  http_parser_pause(&parser_, 0);
+}
+
+void RequestParser::Fail(int status, std::string message) {
+  if (failed_) return;
+  failed_ = true;
+  visitor_->OnRequestError(status, message);
+}
+
+// --- ResponseParser ---
+
+ResponseParser::ResponseParser(ResponseVisitor* visitor) : visitor_(visitor) {
+  http_parser_init(&parser_, HTTP_RESPONSE);
+  parser_.data = this;
+}
+
+const http_parser_settings* ResponseParser::Settings() {
+  static const http_parser_settings s = [] {
+    http_parser_settings x;
+    http_parser_settings_init(&x);
+    x.on_message_begin = [](http_parser* p) {
+      auto* self = From<ResponseParser>(p);
+      self->head_ = ResponseHead();
+      self->in_value_ = false;
+      self->in_message_ = true;
+      return 0;
+    };
+    x.on_status = OnStatus;
+    x.on_header_field = OnHeaderField;
+    x.on_header_value = OnHeaderValue;
+    x.on_headers_complete = OnHeadersComplete;
+    x.on_body = OnBody;
+    x.on_message_complete = OnMessageComplete;
+    return x;
+  }();
+  return &s;
+}
+
+int ResponseParser::OnStatus(http_parser* p, const char* at, size_t len) {
+  From<ResponseParser>(p)->head_.reason.append(at, len);
+  return 0;
+}
+
+int ResponseParser::OnHeaderField(http_parser* p, const char* at, size_t len) {
+  auto* self = From<ResponseParser>(p);
+  AppendHeaderPart(&self->head_.headers, &self->in_value_, false, at, len);
+  return 0;
+}
+
+int ResponseParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
+  auto* self = From<ResponseParser>(p);
+  AppendHeaderPart(&self->head_.headers, &self->in_value_, true, at, len);
+  return 0;
+}
+
+int ResponseParser::OnHeadersComplete(http_parser* p) {
+  auto* self = From<ResponseParser>(p);
+  ResponseHead& h = self->head_;
+  h.status = p->status_code;
+  if (p->flags & F_CONTENTLENGTH) h.content_length = p->content_length;
+  h.chunked = (p->flags & F_CHUNKED) != 0;
+  h.keep_alive = http_should_keep_alive(p) != 0;
+  bool informational = h.status >= 100 && h.status < 200;
+  if (!informational) self->visitor_->OnResponseHead(std::move(h));
+  // 1 tells http-parser there is no body (a HEAD response).
+  return self->head_request_ ? 1 : 0;
+}
+
+int ResponseParser::OnBody(http_parser* p, const char* at, size_t len) {
+  From<ResponseParser>(p)->visitor_->OnResponseBody(absl::string_view(at, len));
+  return 0;
+}
+
+int ResponseParser::OnMessageComplete(http_parser* p) {
+  auto* self = From<ResponseParser>(p);
+  self->in_message_ = false;
+  if (self->head_.status >= 200 || self->head_.status == 0) {
+    self->visitor_->OnResponseEnd();
+  }
+  return 0;
+}
+
+size_t ResponseParser::Feed(absl::string_view data) {
+  if (failed_ || data.empty()) return 0;
+  size_t used =
+      http_parser_execute(&parser_, Settings(), data.data(), data.size());
+  http_errno err = HTTP_PARSER_ERRNO(&parser_);
+  if (err != HPE_OK) {
+    failed_ = true;
+    visitor_->OnResponseError(absl::StrCat("malformed upstream response: ",
+                                           http_errno_description(err)));
+  }
+  return used;
+}
+
+void ResponseParser::FeedEof() {
+  if (failed_) return;
+  // A zero-length execute tells http-parser the stream ended: a body framed
+  // by the close completes; anything else in progress is truncated.
+  http_parser_execute(&parser_, Settings(), nullptr, 0);
+  if (HTTP_PARSER_ERRNO(&parser_) != HPE_OK || in_message_) {
+    failed_ = true;
+    visitor_->OnResponseError(
+        "the upstream closed the connection mid-response");
+  }
+}
+
+// --- Encoders ---
+
+namespace {
+
+void AppendHeaders(std::string* out, const Headers& headers) {
+  for (const auto& [k, v] : headers) {
+    if (IsHopByHop(k)) continue;
+    absl::StrAppend(out, k, ": ", v, "\r\n");
+  }
+}
+
+void AppendFraming(std::string* out, Framing framing, uint64_t length) {
+  if (framing == Framing::kContentLength) {
+    absl::StrAppend(out, "Content-Length: ", length, "\r\n");
+  } else if (framing == Framing::kChunked) {
+    out->append("Transfer-Encoding: chunked\r\n");
+  }
+}
+
+}  // namespace
+
+std::string EncodeResponseHead(int status, absl::string_view reason,
+                               const Headers& headers, Framing framing,
+                               uint64_t content_length, bool keep_alive) {
+  std::string out =
+      absl::StrCat("HTTP/1.1 ", status, " ",
+                   reason.empty() ? ReasonPhrase(status) : reason, "\r\n");
+  AppendHeaders(&out, headers);
+  AppendFraming(&out, framing, content_length);
+  bool close = !keep_alive || framing == Framing::kUntilClose;
+  absl::StrAppend(&out, "Connection: ", close ? "close" : "keep-alive",
+                  "\r\n\r\n");
+  return out;
+}
+
+std::string EncodeRequestHead(absl::string_view method,
+                              absl::string_view target, const Headers& headers,
+                              Framing framing, uint64_t content_length) {
+  std::string out = absl::StrCat(method, " ", target, " HTTP/1.1\r\n");
+  AppendHeaders(&out, headers);
+  AppendFraming(&out, framing, content_length);
+  out.append("Connection: keep-alive\r\n\r\n");
+  return out;
+}
+
+std::string EncodeChunk(absl::string_view data) {
+  if (data.empty()) return "";
+  return absl::StrCat(absl::Hex(data.size()), "\r\n", data, "\r\n");
+}
+
+}  // namespace modelplane::proxy::http1

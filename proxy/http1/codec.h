@@ -1,0 +1,174 @@
+// HTTP/1.1 codecs for modelproxy, bytes in and bytes out (no sockets), on
+// http-parser: a request parser for the client side of the proxy, a
+// response parser for the upstream side, and the encoders for what the proxy
+// writes. The same codecs on both ends let tests run them back to back.
+//
+//   RequestParser p(&visitor, Limits{});
+//   size_t used = p.Feed(bytes);   // Visitor gets head, body pieces, end.
+//   // After a request ends the parser pauses (responses go out in order);
+//   // Resume() and Feed the unused rest for the next pipelined request.
+//
+// Single-threaded: a parser belongs to its connection's loop.
+#ifndef MODELPLANE_PROXY_HTTP1_CODEC_H_
+#define MODELPLANE_PROXY_HTTP1_CODEC_H_
+
+#include <http_parser.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+
+namespace modelplane::proxy::http1 {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// The first header named `name` (case-insensitive), or nullptr.
+const std::string* FindHeader(const Headers& headers, absl::string_view name);
+
+struct RequestHead {
+  std::string method;
+  std::string target;  // As sent: path and query.
+  int version_minor = 1;
+  Headers headers;  // Names as sent.
+  std::optional<uint64_t> content_length;
+  bool chunked = false;
+  bool keep_alive = true;
+  bool expect_continue = false;
+  bool upgrade = false;  // An Upgrade header (h2c) was sent.
+};
+
+struct ResponseHead {
+  int status = 0;
+  std::string reason;
+  Headers headers;
+  std::optional<uint64_t> content_length;
+  bool chunked = false;
+  bool keep_alive = true;
+};
+
+struct Limits {
+  size_t max_header_bytes = 64 << 10;  // Request line plus headers: 431.
+  uint64_t max_body_bytes = 64 << 20;  // 413.
+};
+
+class RequestVisitor {
+ public:
+  virtual ~RequestVisitor() = default;
+  virtual void OnRequestHead(RequestHead head) = 0;
+  // Body bytes, de-chunked.
+  virtual void OnRequestBody(absl::string_view data) = 0;
+  virtual void OnRequestEnd() = 0;
+  // The input is not HTTP we accept; `status` is what to answer (400, 413,
+  // 431). Nothing more is parsed on this connection.
+  virtual void OnRequestError(int status, const std::string& message) = 0;
+};
+
+class ResponseVisitor {
+ public:
+  virtual ~ResponseVisitor() = default;
+  virtual void OnResponseHead(ResponseHead head) = 0;
+  virtual void OnResponseBody(absl::string_view data) = 0;
+  virtual void OnResponseEnd() = 0;
+  virtual void OnResponseError(const std::string& message) = 0;
+};
+
+class RequestParser {
+ public:
+  RequestParser(RequestVisitor* visitor, Limits limits);
+  RequestParser(const RequestParser&) = delete;
+  RequestParser& operator=(const RequestParser&) = delete;
+
+  // Parses as much of `data` as it can; returns the bytes used. Stops after
+  // a request ends (paused) or at an error.
+  size_t Feed(absl::string_view data);
+  // Continues after a request ended.
+  void Resume();
+  bool paused() const { return paused_; }
+  bool failed() const { return failed_; }
+  // Bytes of the current request's head read so far (for a header-read
+  // timeout: a slow sender is still in its head).
+  bool in_head() const { return in_head_; }
+
+ private:
+  static int OnMessageBegin(http_parser* p);
+  static int OnUrl(http_parser* p, const char* at, size_t len);
+  static int OnHeaderField(http_parser* p, const char* at, size_t len);
+  static int OnHeaderValue(http_parser* p, const char* at, size_t len);
+  static int OnHeadersComplete(http_parser* p);
+  static int OnBody(http_parser* p, const char* at, size_t len);
+  static int OnMessageComplete(http_parser* p);
+  static const http_parser_settings* Settings();
+  void Fail(int status, std::string message);
+
+  RequestVisitor* visitor_;
+  Limits limits_;
+  http_parser parser_;
+  RequestHead head_;
+  bool in_value_ = false;
+  bool in_head_ = false;
+  size_t head_bytes_ = 0;
+  uint64_t body_bytes_ = 0;
+  bool paused_ = false;
+  bool failed_ = false;
+  int error_status_ = 0;
+  std::string error_message_;
+};
+
+class ResponseParser {
+ public:
+  explicit ResponseParser(ResponseVisitor* visitor);
+  ResponseParser(const ResponseParser&) = delete;
+  ResponseParser& operator=(const ResponseParser&) = delete;
+
+  // `head_request`: the response to a HEAD has no body.
+  void ExpectResponse(bool head_request) { head_request_ = head_request; }
+  size_t Feed(absl::string_view data);
+  // The upstream closed the connection: ends a body delimited by the close,
+  // or reports a truncated response.
+  void FeedEof();
+  bool failed() const { return failed_; }
+
+ private:
+  static int OnHeaderField(http_parser* p, const char* at, size_t len);
+  static int OnHeaderValue(http_parser* p, const char* at, size_t len);
+  static int OnStatus(http_parser* p, const char* at, size_t len);
+  static int OnHeadersComplete(http_parser* p);
+  static int OnBody(http_parser* p, const char* at, size_t len);
+  static int OnMessageComplete(http_parser* p);
+  static const http_parser_settings* Settings();
+
+  ResponseVisitor* visitor_;
+  http_parser parser_;
+  ResponseHead head_;
+  bool in_value_ = false;
+  bool head_request_ = false;
+  bool in_message_ = false;
+  bool failed_ = false;
+};
+
+// How a message body is framed on the wire.
+enum class Framing { kContentLength, kChunked, kUntilClose };
+
+// "HTTP/1.1 200 OK\r\n" + headers + the framing header + "\r\n". Hop-by-hop
+// headers in `headers` (Connection, Keep-Alive, Transfer-Encoding,
+// Content-Length, Upgrade...) are dropped: the codec writes its own.
+std::string EncodeResponseHead(int status, absl::string_view reason,
+                               const Headers& headers, Framing framing,
+                               uint64_t content_length, bool keep_alive);
+std::string EncodeRequestHead(absl::string_view method,
+                              absl::string_view target, const Headers& headers,
+                              Framing framing, uint64_t content_length);
+// One chunk of a chunked body (empty data gives nothing: the end is
+// EncodeLastChunk()).
+std::string EncodeChunk(absl::string_view data);
+inline const char* EncodeLastChunk() { return "0\r\n\r\n"; }
+const char* ReasonPhrase(int status);
+bool IsHopByHop(absl::string_view header);
+
+}  // namespace modelplane::proxy::http1
+
+#endif  // MODELPLANE_PROXY_HTTP1_CODEC_H_

@@ -1,0 +1,255 @@
+// The HTTP/1.1 codecs, bytes in and bytes out, and back to back.
+#include "proxy/http1/codec.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modelplane::proxy::http1 {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::Pair;
+
+class Requests : public RequestVisitor {
+ public:
+  void OnRequestHead(RequestHead head) override {
+    heads.push_back(std::move(head));
+    bodies.emplace_back();
+  }
+  void OnRequestBody(absl::string_view d) override {
+    bodies.back().append(d.data(), d.size());
+  }
+  void OnRequestEnd() override { ++ends; }
+  void OnRequestError(int status, const std::string& message) override {
+    error_status = status;
+    error = message;
+  }
+  std::vector<RequestHead> heads;
+  std::vector<std::string> bodies;
+  int ends = 0;
+  int error_status = 0;
+  std::string error;
+};
+
+class Responses : public ResponseVisitor {
+ public:
+  void OnResponseHead(ResponseHead head) override {
+    heads.push_back(std::move(head));
+  }
+  void OnResponseBody(absl::string_view d) override {
+    body.append(d.data(), d.size());
+  }
+  void OnResponseEnd() override { ++ends; }
+  void OnResponseError(const std::string& message) override { error = message; }
+  std::vector<ResponseHead> heads;
+  std::string body;
+  int ends = 0;
+  std::string error;
+};
+
+// Feeds `input` the way a connection does: through pauses, in pieces.
+size_t FeedAll(RequestParser& p, absl::string_view input, size_t piece) {
+  size_t total = 0;
+  while (total < input.size() && !p.failed()) {
+    size_t n = std::min(piece, input.size() - total);
+    size_t used = p.Feed(input.substr(total, n));
+    total += used;
+    if (p.paused()) p.Resume();
+    if (used == 0 && !p.paused()) break;
+  }
+  return total;
+}
+
+TEST(RequestParserTest, PipelinedRequestsPauseBetweenMessages) {
+  Requests v;
+  RequestParser p(&v, Limits{});
+  std::string in =
+      "GET /v1/models?x=1 HTTP/1.1\r\nHost: a\r\nX-Multi: 1\r\n\r\n"
+      "POST /v1/completions HTTP/1.1\r\nHost: a\r\nContent-Length: "
+      "5\r\n\r\nhello";
+  size_t used = p.Feed(in);
+  EXPECT_TRUE(p.paused());
+  ASSERT_EQ(v.heads.size(), 1u);
+  EXPECT_EQ(v.heads[0].method, "GET");
+  EXPECT_EQ(v.heads[0].target, "/v1/models?x=1");
+  EXPECT_THAT(v.heads[0].headers,
+              ElementsAre(Pair("Host", "a"), Pair("X-Multi", "1")));
+  EXPECT_TRUE(v.heads[0].keep_alive);
+  EXPECT_EQ(p.Feed(in.substr(used)), 0u);  // Paused: nothing more.
+  p.Resume();
+  p.Feed(in.substr(used));
+  ASSERT_EQ(v.heads.size(), 2u);
+  EXPECT_EQ(v.heads[1].content_length, 5u);
+  EXPECT_EQ(v.bodies[1], "hello");
+  EXPECT_EQ(v.ends, 2);
+}
+
+TEST(RequestParserTest, ByteByByteAndChunkedBodiesAreDechunked) {
+  Requests v;
+  RequestParser p(&v, Limits{});
+  std::string in =
+      "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nTrailer: t\r\n\r\n";
+  EXPECT_EQ(FeedAll(p, in, 1), in.size());
+  ASSERT_EQ(v.heads.size(), 1u);
+  EXPECT_TRUE(v.heads[0].chunked);
+  EXPECT_FALSE(v.heads[0].content_length.has_value());
+  EXPECT_EQ(v.bodies[0], "abcdefg");
+  EXPECT_EQ(v.ends, 1);
+}
+
+TEST(RequestParserTest, FlagsExpectUpgradeAndKeepAlive) {
+  Requests v;
+  RequestParser p(&v, Limits{});
+  FeedAll(
+      p,
+      "POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n"
+      "GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+      "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+      "GET / HTTP/1.0\r\n\r\n",
+      1 << 20);
+  ASSERT_EQ(v.heads.size(), 3u);
+  EXPECT_TRUE(v.heads[0].expect_continue);
+  EXPECT_TRUE(v.heads[1].upgrade);
+  EXPECT_EQ(v.heads[2].version_minor, 0);
+  EXPECT_FALSE(v.heads[2].keep_alive);
+}
+
+TEST(RequestParserTest, MalformedInputIs400) {
+  Requests v;
+  RequestParser p(&v, Limits{});
+  p.Feed("NOT HTTP\r\n\r\n");
+  EXPECT_TRUE(p.failed());
+  EXPECT_EQ(v.error_status, 400);
+  EXPECT_THAT(v.error, ::testing::HasSubstr("malformed HTTP request"));
+  EXPECT_EQ(p.Feed("GET / HTTP/1.1\r\n\r\n"), 0u);  // Nothing after an error.
+}
+
+TEST(RequestParserTest, LargeHeadIs431AndLargeBodyIs413) {
+  Limits small{/*max_header_bytes=*/100, /*max_body_bytes=*/10};
+  {
+    Requests v;
+    RequestParser p(&v, small);
+    FeedAll(p, "GET / HTTP/1.1\r\nX: " + std::string(200, 'a') + "\r\n\r\n", 7);
+    EXPECT_EQ(v.error_status, 431);
+  }
+  {
+    Requests v;
+    RequestParser p(&v, small);
+    p.Feed("POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n");
+    EXPECT_EQ(v.error_status, 413);
+    EXPECT_TRUE(v.heads.empty());
+  }
+  {
+    Requests v;
+    RequestParser p(&v, small);
+    p.Feed(
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n");
+    EXPECT_EQ(v.error_status, 413);
+  }
+}
+
+TEST(ResponseParserTest, LengthChunkedAndCloseDelimitedBodies) {
+  {
+    Responses v;
+    ResponseParser p(&v);
+    p.Feed("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+    ASSERT_EQ(v.heads.size(), 1u);
+    EXPECT_EQ(v.heads[0].status, 200);
+    EXPECT_EQ(v.heads[0].reason, "OK");
+    EXPECT_EQ(v.body, "abc");
+    EXPECT_EQ(v.ends, 1);
+  }
+  {
+    Responses v;
+    ResponseParser p(&v);
+    p.Feed(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n6\r\ndata: "
+        "\r\n3\r\nx\n\n\r\n0\r\n\r\n");
+    EXPECT_TRUE(v.heads[0].chunked);
+    EXPECT_EQ(v.body, "data: x\n\n");
+    EXPECT_EQ(v.ends, 1);
+  }
+  {
+    Responses v;
+    ResponseParser p(&v);
+    p.Feed("HTTP/1.1 200 OK\r\n\r\nuntil close");
+    EXPECT_EQ(v.ends, 0);
+    p.FeedEof();
+    EXPECT_EQ(v.body, "until close");
+    EXPECT_EQ(v.ends, 1);
+    EXPECT_TRUE(v.error.empty());
+  }
+}
+
+TEST(ResponseParserTest, TruncationIsAnErrorNotAnEnd) {
+  Responses v;
+  ResponseParser p(&v);
+  p.Feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+  p.FeedEof();
+  EXPECT_EQ(v.ends, 0);
+  EXPECT_EQ(v.error, "the upstream closed the connection mid-response");
+}
+
+TEST(ResponseParserTest, InterimAndHeadResponses) {
+  Responses v;
+  ResponseParser p(&v);
+  p.Feed(
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: "
+      "0\r\n\r\n");
+  ASSERT_EQ(v.heads.size(), 1u);
+  EXPECT_EQ(v.heads[0].status, 201);
+  EXPECT_EQ(v.ends, 1);
+  Responses h;
+  ResponseParser head(&h);
+  head.ExpectResponse(/*head_request=*/true);
+  head.Feed("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n");
+  EXPECT_EQ(h.ends, 1);
+  EXPECT_TRUE(h.body.empty());
+}
+
+TEST(CodecTest, RequestBackToBack) {
+  Headers headers = {{"Host", "up"}, {"Connection", "close"}, {"X-Model", "q"}};
+  std::string wire = EncodeRequestHead("POST", "/v1/chat/completions", headers,
+                                       Framing::kChunked, 0) +
+                     EncodeChunk("{\"model\":") + EncodeChunk("") +
+                     EncodeChunk("\"q\"}") + EncodeLastChunk();
+  Requests v;
+  RequestParser p(&v, Limits{});
+  EXPECT_EQ(FeedAll(p, wire, 3), wire.size());
+  ASSERT_EQ(v.heads.size(), 1u);
+  EXPECT_EQ(v.heads[0].target, "/v1/chat/completions");
+  EXPECT_EQ(*FindHeader(v.heads[0].headers, "x-model"), "q");
+  EXPECT_EQ(*FindHeader(v.heads[0].headers, "CONNECTION"), "keep-alive");
+  EXPECT_EQ(v.bodies[0], "{\"model\":\"q\"}");
+}
+
+TEST(CodecTest, ResponseBackToBackDropsHopByHopHeaders) {
+  Headers headers = {{"Content-Type", "application/json"},
+                     {"Transfer-Encoding", "gzip"},
+                     {"Content-Length", "999"},
+                     {"Keep-Alive", "timeout=5"}};
+  std::string wire =
+      EncodeResponseHead(200, "", headers, Framing::kContentLength, 2, true) +
+      "{}";
+  EXPECT_EQ(wire,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            "Content-Length: 2\r\nConnection: keep-alive\r\n\r\n{}");
+  Responses v;
+  ResponseParser p(&v);
+  p.Feed(wire);
+  EXPECT_EQ(v.body, "{}");
+  EXPECT_TRUE(v.heads[0].keep_alive);
+  std::string closing =
+      EncodeResponseHead(502, "", {}, Framing::kUntilClose, 0, true);
+  EXPECT_EQ(closing, "HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n");
+}
+
+}  // namespace
+}  // namespace modelplane::proxy::http1
