@@ -1,0 +1,242 @@
+#include "proxy/router/json_scanner.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace modelplane::proxy::router {
+namespace {
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+void AppendUtf8(std::string* out, uint32_t cp) {
+  if (cp < 0x80) {
+    out->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+}  // namespace
+
+void JsonScanner::Feed(absl::string_view data) {
+  for (char c : data) {
+    if (done()) return;
+    Step(c);
+    ++offset_;
+  }
+}
+
+void JsonScanner::Finish() {
+  if (done() && !error_) return;
+  if (state_ == State::kInLiteral) Step(' ');  // A literal ends at the end.
+  if (!error_ && state_ != State::kAfterObject)
+    Fail("the JSON body ends early");
+}
+
+void JsonScanner::Fail(const std::string& what) {
+  if (error_) return;
+  error_ = true;
+  error_message_ = absl::StrCat("invalid JSON at byte ", offset_, ": ", what);
+}
+
+void JsonScanner::EndValue() {
+  if (target_ == Target::kStream && state_ == State::kInLiteral) {
+    if (value_ == "true") stream_ = true;
+    if (value_ == "false") stream_ = false;
+  }
+  target_ = Target::kNone;
+  state_ = State::kAfterValue;
+}
+
+void JsonScanner::Step(char c) {
+  switch (state_) {
+    case State::kBeforeObject:
+      if (IsSpace(c)) return;
+      if (c != '{') return Fail("the body must be a JSON object");
+      state_ = State::kBeforeKey;
+      after_comma_ = false;
+      return;
+    case State::kBeforeKey:
+      if (IsSpace(c)) return;
+      if (c == '"') {
+        key_.clear();
+        key_overflow_ = false;
+        after_comma_ = false;
+        state_ = State::kInKey;
+        return;
+      }
+      if (c == '}' && !after_comma_) {
+        closed_ = true;
+        state_ = State::kAfterObject;
+        return;
+      }
+      return Fail("expected a key");
+    case State::kInKey:
+      if (escape_) {
+        escape_ = false;
+        key_overflow_ = true;  // No key we look for has escapes.
+        return;
+      }
+      if (c == '\\') {
+        escape_ = true;
+        return;
+      }
+      if (c == '"') {
+        state_ = State::kAfterKey;
+        return;
+      }
+      if (key_.size() < 8) {
+        key_.push_back(c);
+      } else {
+        key_overflow_ = true;
+      }
+      return;
+    case State::kAfterKey:
+      if (IsSpace(c)) return;
+      if (c != ':') return Fail("expected ':'");
+      target_ = key_overflow_      ? Target::kNone
+                : key_ == "model"  ? Target::kModel
+                : key_ == "stream" ? Target::kStream
+                                   : Target::kNone;
+      state_ = State::kBeforeValue;
+      return;
+    case State::kBeforeValue:
+      if (IsSpace(c)) return;
+      value_.clear();
+      if (c == '"') {
+        state_ = State::kInString;
+      } else if (c == '{' || c == '[') {
+        depth_ = 1;
+        nested_in_string_ = false;
+        state_ = State::kInNested;
+      } else if (c == 't' || c == 'f' || c == 'n' || c == '-' ||
+                 (c >= '0' && c <= '9')) {
+        value_.push_back(c);
+        state_ = State::kInLiteral;
+      } else {
+        Fail("expected a value");
+      }
+      return;
+    case State::kInString:
+      if (unicode_left_ > 0) {
+        int h = HexValue(c);
+        if (h < 0) return Fail("bad \\u escape");
+        unicode_ = unicode_ * 16 + static_cast<uint32_t>(h);
+        if (--unicode_left_ == 0 && target_ == Target::kModel) {
+          AppendUtf8(&value_, unicode_);
+        }
+        return;
+      }
+      if (escape_) {
+        escape_ = false;
+        char out;
+        switch (c) {
+          case '"':
+            out = '"';
+            break;
+          case '\\':
+            out = '\\';
+            break;
+          case '/':
+            out = '/';
+            break;
+          case 'b':
+            out = '\b';
+            break;
+          case 'f':
+            out = '\f';
+            break;
+          case 'n':
+            out = '\n';
+            break;
+          case 'r':
+            out = '\r';
+            break;
+          case 't':
+            out = '\t';
+            break;
+          case 'u':
+            unicode_left_ = 4;
+            unicode_ = 0;
+            return;
+          default:
+            return Fail("bad escape in a string");
+        }
+        if (target_ == Target::kModel) value_.push_back(out);
+        return;
+      }
+      if (c == '\\') {
+        escape_ = true;
+        return;
+      }
+      if (c == '"') {
+        if (target_ == Target::kModel) model_ = value_;
+        EndValue();
+        return;
+      }
+      if (static_cast<unsigned char>(c) < 0x20) {
+        return Fail("control character in a string");
+      }
+      if (target_ == Target::kModel) {
+        value_.push_back(c);
+        if (value_.size() > kMaxModelBytes) Fail("the model name is too long");
+      }
+      return;
+    case State::kInLiteral:
+      if (IsSpace(c) || c == ',' || c == '}' || c == ']') {
+        EndValue();
+        Step(c);  // The delimiter belongs to what follows the value.
+        return;
+      }
+      if (value_.size() < 8) value_.push_back(c);
+      return;
+    case State::kInNested:
+      if (nested_in_string_) {
+        if (nested_escape_) {
+          nested_escape_ = false;
+        } else if (c == '\\') {
+          nested_escape_ = true;
+        } else if (c == '"') {
+          nested_in_string_ = false;
+        }
+        return;
+      }
+      if (c == '"') {
+        nested_in_string_ = true;
+      } else if (c == '{' || c == '[') {
+        if (++depth_ > kMaxDepth) Fail("nested too deeply");
+      } else if (c == '}' || c == ']') {
+        if (--depth_ == 0) EndValue();
+      }
+      return;
+    case State::kAfterValue:
+      if (IsSpace(c)) return;
+      if (c == ',') {
+        after_comma_ = true;
+        state_ = State::kBeforeKey;
+        return;
+      }
+      if (c == '}') {
+        closed_ = true;
+        state_ = State::kAfterObject;
+        return;
+      }
+      return Fail("expected ',' or '}'");
+    case State::kAfterObject:
+      if (!IsSpace(c)) Fail("data after the JSON object");
+      return;
+  }
+}
+
+}  // namespace modelplane::proxy::router

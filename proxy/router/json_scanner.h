@@ -1,0 +1,91 @@
+// Finds a JSON request body's top-level "model" and "stream" while the body
+// arrives, without parsing it whole: a small state machine over the JSON
+// grammar that tracks nesting and strings, captures only those two values,
+// and skips everything else byte by byte. A 50 MB audio transcription body
+// or a long chat history costs one pass and no allocation beyond the model
+// name.
+//
+//   JsonScanner s;
+//   s.Feed(chunk1);
+//   s.Feed(chunk2);
+//   if (s.model()) route(*s.model());   // Known as soon as it went by.
+//   s.Finish();                          // At the end of the body.
+//
+// Only the top level counts: {"messages":[{"model":"x"}],"model":"y"} is
+// "y". It validates only what it walks through; the upstream validates the
+// rest. Single-threaded.
+#ifndef MODELPLANE_PROXY_ROUTER_JSON_SCANNER_H_
+#define MODELPLANE_PROXY_ROUTER_JSON_SCANNER_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace modelplane::proxy::router {
+
+class JsonScanner {
+ public:
+  // A model name longer than this is an error (no real id is).
+  static constexpr size_t kMaxModelBytes = 1024;
+  static constexpr int kMaxDepth = 512;
+
+  void Feed(absl::string_view data);
+  // The body ended: anything left open is an error.
+  void Finish();
+
+  // Set once the top-level "model" string was read completely.
+  const std::optional<std::string>& model() const { return model_; }
+  // Set once a top-level "stream" true/false was read.
+  std::optional<bool> stream() const { return stream_; }
+  // Both found, or the top-level object closed, or an error: more input
+  // cannot change the answers.
+  bool done() const {
+    return error_ || closed_ || (model_.has_value() && stream_.has_value());
+  }
+  bool error() const { return error_; }
+  // What was wrong, e.g. "invalid JSON at byte 17: expected ':'".
+  const std::string& error_message() const { return error_message_; }
+
+ private:
+  enum class State {
+    kBeforeObject,  // Leading whitespace, then '{'.
+    kBeforeKey,     // '"' or '}' (after '{'), or '"' (after ',').
+    kInKey,
+    kAfterKey,  // ':'
+    kBeforeValue,
+    kInString,     // A value string (captured when it is "model").
+    kInLiteral,    // true/false/null/number: up to a delimiter.
+    kInNested,     // Inside a nested object or array, skipping.
+    kAfterValue,   // ',' or '}'
+    kAfterObject,  // Only whitespace may follow.
+  };
+
+  void Step(char c);
+  void Fail(const std::string& what);
+  void EndValue();
+
+  State state_ = State::kBeforeObject;
+  uint64_t offset_ = 0;
+  bool after_comma_ = false;
+  std::string key_;  // The top-level key being read (truncated).
+  bool key_overflow_ = false;
+  enum class Target { kNone, kModel, kStream } target_ = Target::kNone;
+  std::string value_;  // The captured string or literal.
+  bool escape_ = false;
+  int unicode_left_ = 0;  // Hex digits of a \u escape still to read.
+  uint32_t unicode_ = 0;
+  int depth_ = 0;  // Inside kInNested.
+  bool nested_in_string_ = false;
+  bool nested_escape_ = false;
+  std::optional<std::string> model_;
+  std::optional<bool> stream_;
+  bool closed_ = false;
+  bool error_ = false;
+  std::string error_message_;
+};
+
+}  // namespace modelplane::proxy::router
+
+#endif  // MODELPLANE_PROXY_ROUTER_JSON_SCANNER_H_

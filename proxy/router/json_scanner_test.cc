@@ -1,0 +1,120 @@
+#include "proxy/router/json_scanner.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modelplane::proxy::router {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Optional;
+
+JsonScanner ScanWhole(const std::string& body) {
+  JsonScanner s;
+  s.Feed(body);
+  s.Finish();
+  return s;
+}
+
+JsonScanner ScanByteByByte(const std::string& body) {
+  JsonScanner s;
+  for (char c : body) s.Feed(absl::string_view(&c, 1));
+  s.Finish();
+  return s;
+}
+
+TEST(JsonScannerTest, FindsTopLevelModelAndStream) {
+  for (auto scan : {ScanWhole, ScanByteByByte}) {
+    JsonScanner s = scan(R"({"model": "qwen3" , "stream" : true, "n": 1})");
+    EXPECT_FALSE(s.error()) << s.error_message();
+    EXPECT_THAT(s.model(), Optional(std::string("qwen3")));
+    EXPECT_THAT(s.stream(), Optional(true));
+  }
+}
+
+TEST(JsonScannerTest, OnlyTheTopLevelCounts) {
+  JsonScanner s = ScanByteByByte(
+      R"({"messages":[{"role":"user","model":"inner",)"
+      R"("content":"{\"model\":\"fake\"} ]}"}],"meta":{"model":{"x":[1,{}]}},)"
+      R"("model":"outer","stream":false})");
+  EXPECT_FALSE(s.error()) << s.error_message();
+  EXPECT_THAT(s.model(), Optional(std::string("outer")));
+  EXPECT_THAT(s.stream(), Optional(false));
+}
+
+TEST(JsonScannerTest, DecodesEscapesInTheModelName) {
+  JsonScanner s = ScanWhole(R"({"model":"org\/m\u00e9del \"q\""})");
+  EXPECT_THAT(s.model(), Optional(std::string("org/m\xc3\xa9"
+                                              "del \"q\"")));
+}
+
+TEST(JsonScannerTest, ModelIsKnownBeforeTheBodyEnds) {
+  JsonScanner s;
+  s.Feed(R"({"model":"a","prompt":")");
+  EXPECT_THAT(s.model(), Optional(std::string("a")));
+  EXPECT_FALSE(s.done());
+  s.Feed(std::string(1 << 20, 'x'));  // A large prompt is skipped.
+  s.Feed(R"(","stream":true})");
+  EXPECT_TRUE(s.done());
+  EXPECT_FALSE(s.error());
+}
+
+TEST(JsonScannerTest, NonBoolStreamAndLookalikeKeysAreIgnored) {
+  JsonScanner s = ScanWhole(
+      R"({"stream":"yes","models":"x","model_name":"y","mode":"z","modelX":1})");
+  EXPECT_FALSE(s.error()) << s.error_message();
+  EXPECT_FALSE(s.model().has_value());
+  EXPECT_FALSE(s.stream().has_value());
+  JsonScanner n = ScanWhole(R"({"stream":1, "model":null})");
+  EXPECT_FALSE(n.stream().has_value());
+  EXPECT_FALSE(n.model().has_value());
+}
+
+TEST(JsonScannerTest, StopsOnceBothAreKnown) {
+  JsonScanner s;
+  s.Feed(R"({"model":"a","stream":true, this is not JSON)");
+  s.Finish();
+  EXPECT_FALSE(s.error());
+  EXPECT_TRUE(s.done());
+}
+
+TEST(JsonScannerTest, Errors) {
+  struct Case {
+    const char* body;
+    const char* message;
+  } cases[] = {
+      {"[1,2]", "invalid JSON at byte 0: the body must be a JSON object"},
+      {R"({"model" "x"})", "invalid JSON at byte 9: expected ':'"},
+      {R"({"a":1,})", "invalid JSON at byte 7: expected a key"},
+      {R"({"a":1 "b":2})", "invalid JSON at byte 7: expected ',' or '}'"},
+      {R"({"a":})", "invalid JSON at byte 5: expected a value"},
+      {R"({"model":"x)", "invalid JSON at byte 11: the JSON body ends early"},
+      {"{\"model\":\"a\nb\"}",
+       "invalid JSON at byte 11: control character in a string"},
+      {R"({"model":"\q"})", "invalid JSON at byte 11: bad escape in a string"},
+      {"", "invalid JSON at byte 0: the JSON body ends early"},
+  };
+  for (const Case& c : cases) {
+    JsonScanner s = ScanWhole(c.body);
+    EXPECT_TRUE(s.error()) << c.body;
+    EXPECT_EQ(s.error_message(), c.message) << c.body;
+  }
+  JsonScanner long_name =
+      ScanWhole("{\"model\":\"" + std::string(2000, 'm') + "\"}");
+  EXPECT_THAT(long_name.error_message(),
+              HasSubstr("the model name is too long"));
+  JsonScanner deep = ScanWhole("{\"a\":" + std::string(1000, '[') + "}");
+  EXPECT_THAT(deep.error_message(), HasSubstr("nested too deeply"));
+}
+
+TEST(JsonScannerTest, EmptyObjectAndWhitespace) {
+  JsonScanner s = ScanWhole(" \n{ } \n");
+  EXPECT_FALSE(s.error()) << s.error_message();
+  EXPECT_TRUE(s.done());
+  EXPECT_FALSE(s.model().has_value());
+}
+
+}  // namespace
+}  // namespace modelplane::proxy::router
