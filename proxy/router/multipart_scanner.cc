@@ -1,0 +1,119 @@
+#include "proxy/router/multipart_scanner.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace modelplane::proxy::router {
+namespace {
+
+// The `name` parameter of a part's Content-Disposition header.
+std::string PartName(absl::string_view headers) {
+  for (absl::string_view line : absl::StrSplit(headers, "\r\n")) {
+    size_t colon = line.find(':');
+    if (colon == absl::string_view::npos ||
+        !absl::EqualsIgnoreCase(
+            absl::StripAsciiWhitespace(line.substr(0, colon)),
+            "content-disposition")) {
+      continue;
+    }
+    for (absl::string_view param :
+         absl::StrSplit(line.substr(colon + 1), ';')) {
+      param = absl::StripAsciiWhitespace(param);
+      if (!absl::ConsumePrefix(&param, "name=")) continue;
+      if (absl::ConsumePrefix(&param, "\"")) absl::ConsumeSuffix(&param, "\"");
+      return std::string(param);
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+std::optional<std::string> MultipartScanner::BoundaryFrom(
+    absl::string_view content_type) {
+  std::vector<absl::string_view> params = absl::StrSplit(content_type, ';');
+  if (params.empty() ||
+      !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(params[0]),
+                              "multipart/form-data")) {
+    return std::nullopt;
+  }
+  for (size_t i = 1; i < params.size(); ++i) {
+    absl::string_view p = absl::StripAsciiWhitespace(params[i]);
+    if (p.size() < 9 || !absl::EqualsIgnoreCase(p.substr(0, 9), "boundary=")) {
+      continue;
+    }
+    p.remove_prefix(9);
+    if (absl::ConsumePrefix(&p, "\"")) absl::ConsumeSuffix(&p, "\"");
+    if (p.empty() || p.size() > 70) return std::nullopt;  // RFC 2046.
+    return std::string(p);
+  }
+  return std::nullopt;
+}
+
+MultipartScanner::MultipartScanner(const std::string& boundary)
+    : delimiter_("\r\n--" + boundary), buf_("\r\n") {}
+// The first delimiter has no CRLF before it: the one put in buf_ makes every
+// delimiter look the same.
+
+void MultipartScanner::Fail(const std::string& what) {
+  if (error_) return;
+  error_ = true;
+  error_message_ = "invalid multipart body: " + what;
+}
+
+void MultipartScanner::Feed(absl::string_view data) {
+  if (done()) return;
+  buf_.append(data.data(), data.size());
+  while (!done()) {
+    if (state_ == State::kData) {
+      size_t at = buf_.find(delimiter_);
+      size_t usable = at != std::string::npos ? at
+                      : buf_.size() >= delimiter_.size()
+                          ? buf_.size() - delimiter_.size() + 1
+                          : 0;
+      if (capturing_) {
+        value_.append(buf_, 0, usable);
+        if (value_.size() > kMaxModelBytes)
+          return Fail("the model field is too long");
+      }
+      if (at == std::string::npos) {
+        buf_.erase(0, usable);
+        return;  // Need more input.
+      }
+      if (capturing_) {
+        model_ = value_;
+        return;
+      }
+      buf_.erase(0, at + delimiter_.size());
+      state_ = State::kAfterDelimiter;
+    } else if (state_ == State::kAfterDelimiter) {
+      if (buf_.size() < 2) return;
+      if (buf_.compare(0, 2, "--") == 0) {
+        closed_ = true;
+        return;
+      }
+      if (buf_.compare(0, 2, "\r\n") != 0) return Fail("bad delimiter line");
+      buf_.erase(0, 2);
+      state_ = State::kHeaders;
+    } else {  // kHeaders
+      size_t end = absl::StartsWith(buf_, "\r\n") ? 0 : buf_.find("\r\n\r\n");
+      if (end == std::string::npos) {
+        if (buf_.size() > kMaxPartHeaderBytes)
+          return Fail("part headers too long");
+        return;
+      }
+      capturing_ = PartName(absl::string_view(buf_).substr(0, end)) == "model";
+      value_.clear();
+      buf_.erase(0, end == 0 ? 2 : end + 4);
+      state_ = State::kData;
+    }
+  }
+}
+
+void MultipartScanner::Finish() {
+  if (!done()) Fail("the body ends before its closing delimiter");
+}
+
+}  // namespace modelplane::proxy::router

@@ -1,0 +1,58 @@
+// Finds the `model` field of a multipart/form-data body (audio
+// transcriptions, image edits) while the body streams through, keeping at
+// most a boundary's length of it plus one part's headers: a 50 MB audio
+// file is scanned, never stored.
+//
+//   auto boundary = MultipartScanner::BoundaryFrom(content_type);
+//   MultipartScanner s(*boundary);
+//   s.Feed(chunk) ...;  s.Finish();
+//   if (s.model()) ...
+#ifndef MODELPLANE_PROXY_ROUTER_MULTIPART_SCANNER_H_
+#define MODELPLANE_PROXY_ROUTER_MULTIPART_SCANNER_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace modelplane::proxy::router {
+
+class MultipartScanner {
+ public:
+  static constexpr size_t kMaxModelBytes = 1024;
+  static constexpr size_t kMaxPartHeaderBytes = 16 << 10;
+
+  // The boundary parameter of a multipart/form-data Content-Type, or
+  // nullopt when it is not one.
+  static std::optional<std::string> BoundaryFrom(
+      absl::string_view content_type);
+
+  explicit MultipartScanner(const std::string& boundary);
+
+  void Feed(absl::string_view data);
+  void Finish();
+
+  const std::optional<std::string>& model() const { return model_; }
+  // The model was found, the closing delimiter seen, or an error.
+  bool done() const { return error_ || closed_ || model_.has_value(); }
+  bool error() const { return error_; }
+  const std::string& error_message() const { return error_message_; }
+
+ private:
+  enum class State { kData, kAfterDelimiter, kHeaders };
+  void Fail(const std::string& what);
+
+  std::string delimiter_;  // "\r\n--" + boundary.
+  std::string buf_;        // Unscanned input.
+  State state_ = State::kData;
+  bool capturing_ = false;  // In the `model` part's data.
+  std::string value_;
+  std::optional<std::string> model_;
+  bool closed_ = false;
+  bool error_ = false;
+  std::string error_message_;
+};
+
+}  // namespace modelplane::proxy::router
+
+#endif  // MODELPLANE_PROXY_ROUTER_MULTIPART_SCANNER_H_

@@ -1,0 +1,88 @@
+#include "proxy/router/multipart_scanner.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modelplane::proxy::router {
+namespace {
+
+using ::testing::Optional;
+
+std::string Part(const std::string& b, const std::string& name,
+                 const std::string& data, const std::string& extra = "") {
+  return "--" + b + "\r\nContent-Disposition: form-data; name=\"" + name +
+         "\"" + extra + "\r\n\r\n" + data + "\r\n";
+}
+
+std::string Body(const std::string& b, const std::string& parts) {
+  return parts + "--" + b + "--\r\n";
+}
+
+MultipartScanner Scan(const std::string& boundary, const std::string& body,
+                      size_t piece) {
+  MultipartScanner s(boundary);
+  for (size_t i = 0; i < body.size(); i += piece) s.Feed(body.substr(i, piece));
+  s.Finish();
+  return s;
+}
+
+TEST(MultipartScannerTest, FindsTheModelAfterALargeFileInAnyPieces) {
+  std::string b = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
+  std::string audio(300000, '\0');
+  for (size_t i = 0; i < audio.size(); ++i) audio[i] = static_cast<char>(i * 7);
+  // A delimiter-like sequence inside the file must not fool it.
+  audio.replace(1000, b.size() + 4, "\r\n-" + b);
+  std::string body =
+      Body(b, Part(b, "file", audio,
+                   "; filename=\"a.wav\"\r\nContent-Type: audio/wav") +
+                  Part(b, "model", "whisper-1") + Part(b, "language", "en"));
+  for (size_t piece : {1ul, 7ul, 4096ul, body.size()}) {
+    MultipartScanner s = Scan(b, body, piece);
+    EXPECT_FALSE(s.error()) << s.error_message();
+    EXPECT_THAT(s.model(), Optional(std::string("whisper-1"))) << piece;
+  }
+}
+
+TEST(MultipartScannerTest, ModelFirstIsKnownBeforeTheFile) {
+  std::string b = "xyz";
+  MultipartScanner s(b);
+  s.Feed(Part(b, "model", "m") +
+         "--xyz\r\nContent-Disposition: form-data; "
+         "name=\"file\"\r\n\r\npartial");
+  EXPECT_THAT(s.model(), Optional(std::string("m")));
+  EXPECT_TRUE(s.done());
+}
+
+TEST(MultipartScannerTest, NoModelFieldIsNotAnError) {
+  MultipartScanner s = Scan("b", Body("b", Part("b", "file", "data")), 3);
+  EXPECT_FALSE(s.error()) << s.error_message();
+  EXPECT_FALSE(s.model().has_value());
+}
+
+TEST(MultipartScannerTest, TruncatedOrOversizedIsAnError) {
+  MultipartScanner t = Scan("b", Part("b", "file", "data"), 5);
+  EXPECT_EQ(
+      t.error_message(),
+      "invalid multipart body: the body ends before its closing delimiter");
+  MultipartScanner big =
+      Scan("b", Body("b", Part("b", "model", std::string(5000, 'x'))), 100);
+  EXPECT_EQ(big.error_message(),
+            "invalid multipart body: the model field is too long");
+}
+
+TEST(MultipartScannerTest, BoundaryFromContentType) {
+  EXPECT_THAT(
+      MultipartScanner::BoundaryFrom("multipart/form-data; boundary=abc"),
+      Optional(std::string("abc")));
+  EXPECT_THAT(MultipartScanner::BoundaryFrom(
+                  "Multipart/Form-Data;charset=utf-8; BOUNDARY=\"a b\""),
+              Optional(std::string("a b")));
+  EXPECT_FALSE(MultipartScanner::BoundaryFrom("application/json").has_value());
+  EXPECT_FALSE(
+      MultipartScanner::BoundaryFrom("multipart/form-data").has_value());
+}
+
+}  // namespace
+}  // namespace modelplane::proxy::router
