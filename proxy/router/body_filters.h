@@ -1,0 +1,44 @@
+// The per-model request filters of a llama-swap config, applied to a body
+// before it goes upstream, in llama-swap's order: `useModelName` replaces
+// `model`, `filters.stripParams` removes keys, `filters.setParams` sets keys
+// (a setParams `model` is never applied: the loader drops it). Only a body
+// that a filter changes is re-serialized; the caller fixes Content-Length.
+//
+//   FilterSpec f{"Qwen/Qwen2.5-7B", {"temperature"}, R"({"top_k":20})"};
+//   absl::StatusOr<std::string> out = ApplyJsonFilters(body, f);
+#ifndef MODELPLANE_PROXY_ROUTER_BODY_FILTERS_H_
+#define MODELPLANE_PROXY_ROUTER_BODY_FILTERS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace modelplane::proxy::router {
+
+struct FilterSpec {
+  std::string use_model_name;             // Empty: keep the model.
+  std::vector<std::string> strip_params;  // Top-level keys to remove.
+  std::string set_params_json;            // A JSON object, or empty.
+
+  bool empty() const {
+    return use_model_name.empty() && strip_params.empty() &&
+           set_params_json.empty();
+  }
+};
+
+// The filtered JSON body. InvalidArgument when the body is not a JSON object
+// (the client gets 400).
+absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
+                                             const FilterSpec& filters);
+
+// A multipart/form-data body with its `model` field's value replaced
+// (useModelName for transcriptions). Unchanged when there is no such field.
+std::string RewriteMultipartModel(absl::string_view body,
+                                  absl::string_view boundary,
+                                  absl::string_view model);
+
+}  // namespace modelplane::proxy::router
+
+#endif  // MODELPLANE_PROXY_ROUTER_BODY_FILTERS_H_
