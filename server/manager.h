@@ -56,7 +56,7 @@ class Manager {
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
-  runtime::LoopThread& loop() { return host_.loop(); }
+  LoopThread& loop() { return host_.loop(); }
   scheduler::Scheduler& scheduler() { return *scheduler_; }
   watch::WatchHub& hub() { return hub_; }
 

@@ -17,7 +17,7 @@
 
 #include "server/core/actor/env.h"
 #include "server/runtime/http_probe.h"
-#include "server/runtime/loop_thread.h"
+#include "common/loop_thread.h"
 #include "server/runtime/process_launcher.h"
 #include "server/runtime/uv_clock.h"
 

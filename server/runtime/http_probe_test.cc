@@ -11,7 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/runtime/loop_thread.h"
+#include "common/loop_thread.h"
 #include "server/runtime/process_launcher.h"
 #include "server/runtime/test_util.h"
 

@@ -9,7 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/runtime/loop_thread.h"
+#include "common/loop_thread.h"
 #include "server/runtime/test_util.h"
 
 namespace modelplane::runtime {

@@ -1,11 +1,11 @@
-#include "server/runtime/loop_thread.h"
+#include "common/loop_thread.h"
 
 #include <utility>
 
 #include "absl/base/internal/raw_logging.h"
 #include "absl/synchronization/notification.h"
 
-namespace modelplane::runtime {
+namespace modelplane {
 
 LoopThread::LoopThread() {
   ABSL_RAW_CHECK(uv_loop_init(&loop_) == 0, "uv_loop_init failed");
@@ -69,4 +69,4 @@ void LoopThread::Drain() {
       nullptr);
 }
 
-}  // namespace modelplane::runtime
+}  // namespace modelplane

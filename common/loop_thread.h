@@ -9,8 +9,8 @@
 //
 // Post is thread-safe. Sends coalesce: one uv_async_send may carry many
 // tasks, and the async callback drains the whole queue.
-#ifndef MODELPLANE_SERVER_RUNTIME_LOOP_THREAD_H_
-#define MODELPLANE_SERVER_RUNTIME_LOOP_THREAD_H_
+#ifndef MODELPLANE_COMMON_LOOP_THREAD_H_
+#define MODELPLANE_COMMON_LOOP_THREAD_H_
 
 #include <uv.h>
 
@@ -21,7 +21,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 
-namespace modelplane::runtime {
+namespace modelplane {
 
 class LoopThread {
  public:
@@ -59,6 +59,6 @@ class LoopThread {
   std::thread thread_;
 };
 
-}  // namespace modelplane::runtime
+}  // namespace modelplane
 
-#endif  // MODELPLANE_SERVER_RUNTIME_LOOP_THREAD_H_
+#endif  // MODELPLANE_COMMON_LOOP_THREAD_H_
