@@ -1,0 +1,168 @@
+#include "proxy/lease/lease_broker.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace modelplane::proxy::lease {
+
+LeaseBroker::LeaseBroker(LeaseTransport* transport, After after,
+                         absl::Duration linger)
+    : transport_(transport), after_(std::move(after)), linger_(linger) {}
+
+void LeaseBroker::Admit(const std::string& model, int limit, Post post,
+                        Done done) {
+  std::optional<absl::StatusOr<Lease>> now;
+  bool acquire = false;
+  {
+    absl::MutexLock lock(&mu_);
+    Entry& e = entries_[model];
+    if (e.state == State::kHeld && !e.revoked) {
+      if (e.in_flight >= limit) {
+        now = absl::ResourceExhaustedError(
+            absl::StrCat("model ", model, " already has ", limit,
+                         " requests in flight (its concurrencyLimit)"));
+      } else {
+        ++e.in_flight;
+        ++e.linger_generation;  // Cancels a pending linger release.
+        now = Lease{model, e.upstream};
+      }
+    } else if (!transport_->Connected()) {
+      now = absl::UnavailableError("the model manager is unreachable");
+    } else {
+      e.waiters.push_back(Waiter{std::move(post), std::move(done)});
+      e.limit = limit;
+      if (e.state == State::kIdle) {
+        e.state = State::kAcquiring;
+        acquire = true;
+      }
+    }
+  }
+  if (acquire) transport_->SendAcquire(model);
+  if (now) done(*std::move(now));
+}
+
+void LeaseBroker::Finish(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  Entry& e = entries_[model];
+  if (e.in_flight > 0) --e.in_flight;
+  e.last_used = absl::Now();
+  if (e.state != State::kHeld) return;
+  if (e.revoked) {
+    MaybeRelease(model, e);
+  } else if (e.in_flight == 0) {
+    ArmLinger(model, e);
+  }
+}
+
+void LeaseBroker::MaybeRelease(const std::string& model, Entry& e) {
+  if (e.in_flight > 0) return;
+  // Calls the transport under mu_: it only queues a write (it never calls
+  // back into the broker synchronously), and the order of a RELEASE and the
+  // next ACQUIRE must hold.
+  transport_->SendRelease(model, e.lease, e.last_used);
+  e.state = State::kIdle;
+  e.lease = 0;
+  e.revoked = false;
+  if (!e.waiters.empty()) {
+    e.state = State::kAcquiring;
+    transport_->SendAcquire(model);
+  }
+}
+
+void LeaseBroker::ArmLinger(const std::string& model, Entry& e) {
+  uint64_t generation = ++e.linger_generation;
+  after_(linger_, [this, model, generation] {
+    absl::MutexLock lock(&mu_);
+    Entry& e = entries_[model];
+    if (e.linger_generation != generation || e.state != State::kHeld ||
+        e.in_flight > 0 || e.revoked) {
+      return;
+    }
+    MaybeRelease(model, e);
+  });
+}
+
+void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
+                            const std::string& upstream) {
+  std::vector<Answer> answers;
+  {
+    absl::MutexLock lock(&mu_);
+    Entry& e = entries_[model];
+    e.state = State::kHeld;
+    e.lease = lease;
+    e.upstream = upstream;
+    e.revoked = false;
+    for (Waiter& w : e.waiters) {
+      if (e.in_flight >= e.limit) {
+        answers.push_back(
+            {std::move(w), absl::ResourceExhaustedError(absl::StrCat(
+                               "model ", model, " already has ", e.limit,
+                               " requests in flight (its concurrencyLimit)"))});
+        continue;
+      }
+      ++e.in_flight;
+      answers.push_back({std::move(w), Lease{model, upstream}});
+    }
+    e.waiters.clear();
+    if (e.in_flight == 0) ArmLinger(model, e);
+  }
+  Deliver(std::move(answers));
+}
+
+void LeaseBroker::OnRevoked(const std::string& model, uint64_t lease) {
+  absl::MutexLock lock(&mu_);
+  Entry& e = entries_[model];
+  if (e.state != State::kHeld || e.lease != lease) return;
+  e.revoked = true;  // New requests wait for a new lease.
+  MaybeRelease(model, e);
+}
+
+void LeaseBroker::OnFailed(const std::string& model,
+                           const absl::Status& status) {
+  std::vector<Answer> answers;
+  {
+    absl::MutexLock lock(&mu_);
+    Entry& e = entries_[model];
+    if (e.state == State::kAcquiring) e.state = State::kIdle;
+    for (Waiter& w : e.waiters) answers.push_back({std::move(w), status});
+    e.waiters.clear();
+  }
+  Deliver(std::move(answers));
+}
+
+void LeaseBroker::OnDisconnected() {
+  std::vector<Answer> answers;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [model, e] : entries_) {
+      e.state = State::kIdle;
+      e.lease = 0;
+      e.revoked = false;
+      for (Waiter& w : e.waiters) {
+        answers.push_back(
+            {std::move(w), absl::UnavailableError(
+                               "lost the connection to the model manager")});
+      }
+      e.waiters.clear();
+    }
+  }
+  Deliver(std::move(answers));
+}
+
+int LeaseBroker::InFlight(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(model);
+  return it == entries_.end() ? 0 : it->second.in_flight;
+}
+
+void LeaseBroker::Deliver(std::vector<Answer> answers) {
+  for (auto& [w, result] : answers) {
+    w.post([done = std::move(w.done), r = std::move(result)]() mutable {
+      done(std::move(r));
+    });
+  }
+}
+
+}  // namespace modelplane::proxy::lease

@@ -1,0 +1,113 @@
+// The proxy's side of leases: one per model, shared by every worker of the
+// proxy process (docs/proxy.md). A request for a model whose lease is held
+// costs a mutex and a counter — no call to the manager. The first request
+// (or the first after a revocation) asks the manager through the Acquire
+// stream; requests wait here meanwhile. REVOKED stops admitting new requests
+// (they wait for a new lease), the requests in flight finish, then the lease
+// is released; a lease idle for `linger` is released on its own with the time
+// its last request ended, so the model's TTL works.
+//
+// Threading: Admit and Finish from any worker thread; the transport's events
+// (OnGranted...) from the gRPC thread. A waiter's callback runs through the
+// `post` it gave (its worker loop); the fast path answers inline.
+#ifndef MODELPLANE_PROXY_LEASE_LEASE_BROKER_H_
+#define MODELPLANE_PROXY_LEASE_LEASE_BROKER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace modelplane::proxy::lease {
+
+struct Lease {
+  std::string model;     // Canonical id.
+  std::string upstream;  // Base URL, e.g. http://127.0.0.1:5800.
+};
+
+// The Acquire stream, as the broker sees it (the gRPC client, or a fake).
+class LeaseTransport {
+ public:
+  virtual ~LeaseTransport() = default;
+  // False while the stream to the manager is down.
+  virtual bool Connected() = 0;
+  virtual void SendAcquire(const std::string& model) = 0;
+  virtual void SendRelease(const std::string& model, uint64_t lease,
+                           absl::Time last_used) = 0;
+};
+
+class LeaseBroker {
+ public:
+  using Post = std::function<void(std::function<void()>)>;
+  using Done = std::function<void(absl::StatusOr<Lease>)>;
+  // Runs `fn` after `delay` on some thread (the broker's timer thread).
+  using After = std::function<void(absl::Duration, std::function<void()>)>;
+
+  LeaseBroker(LeaseTransport* transport, After after,
+              absl::Duration linger = absl::Seconds(1));
+
+  // Admits one request to `model` (canonical id), at most `limit` in flight
+  // across the process. `done` gets the lease (the request is then in
+  // flight: call Finish), or ResourceExhausted (over the limit), Unavailable
+  // (manager unreachable), or the manager's FAILED status. Inline when the
+  // lease is held; else through `post`.
+  void Admit(const std::string& model, int limit, Post post, Done done);
+  // The request ended (the response was sent or the client left).
+  void Finish(const std::string& model);
+
+  // --- Transport events ---
+  void OnGranted(const std::string& model, uint64_t lease,
+                 const std::string& upstream);
+  void OnRevoked(const std::string& model, uint64_t lease);
+  void OnFailed(const std::string& model, const absl::Status& status);
+  // The stream broke: every lease ended with it; waiters get Unavailable.
+  void OnDisconnected();
+
+  // Requests in flight to `model` (tests, metrics).
+  int InFlight(const std::string& model);
+
+ private:
+  enum class State { kIdle, kAcquiring, kHeld };
+  struct Waiter {
+    Post post;
+    Done done;
+  };
+  struct Entry {
+    State state = State::kIdle;
+    uint64_t lease = 0;
+    std::string upstream;
+    bool revoked = false;
+    int in_flight = 0;
+    int limit = 1;  // The concurrencyLimit waiters asked with.
+    absl::Time last_used;
+    uint64_t linger_generation = 0;
+    std::vector<Waiter> waiters;
+  };
+  using Answer = std::pair<Waiter, absl::StatusOr<Lease>>;
+
+  // With mu_ held: a release if the lease is done with; returns whether to
+  // send one (and a new ACQUIRE for waiters).
+  void MaybeRelease(const std::string& model, Entry& e)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmLinger(const std::string& model, Entry& e)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void Deliver(std::vector<Answer> answers);
+
+  LeaseTransport* transport_;
+  After after_;
+  absl::Duration linger_;
+  absl::Mutex mu_;
+  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace modelplane::proxy::lease
+
+#endif  // MODELPLANE_PROXY_LEASE_LEASE_BROKER_H_

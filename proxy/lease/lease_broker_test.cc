@@ -1,0 +1,167 @@
+#include "proxy/lease/lease_broker.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modelplane::proxy::lease {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+class FakeTransport : public LeaseTransport {
+ public:
+  bool Connected() override { return connected; }
+  void SendAcquire(const std::string& model) override {
+    sent.push_back("acquire " + model);
+  }
+  void SendRelease(const std::string& model, uint64_t lease,
+                   absl::Time) override {
+    sent.push_back(absl::StrCat("release ", model, " ", lease));
+  }
+  bool connected = true;
+  std::vector<std::string> sent;
+};
+
+class LeaseBrokerTest : public ::testing::Test {
+ protected:
+  LeaseBrokerTest()
+      : broker_(&transport_, [this](absl::Duration, std::function<void()> fn) {
+          timers_.push_back(std::move(fn));
+        }) {}
+
+  // Admits with a post that queues, like a worker loop; returns a label the
+  // answer is recorded under.
+  void Admit(const std::string& model, int limit = 10) {
+    broker_.Admit(
+        model, limit,
+        [this](std::function<void()> fn) { posted_.push_back(std::move(fn)); },
+        [this](absl::StatusOr<Lease> r) {
+          answers_.push_back(r.ok() ? "lease " + r->model + " " + r->upstream
+                                    : std::string(absl::StatusCodeToString(
+                                          r.status().code())));
+        });
+  }
+  void RunPosted() {
+    auto p = std::move(posted_);
+    posted_.clear();
+    for (auto& fn : p) fn();
+  }
+  void FireTimers() {
+    auto t = std::move(timers_);
+    timers_.clear();
+    for (auto& fn : t) fn();
+  }
+
+  FakeTransport transport_;
+  std::vector<std::function<void()>> timers_;
+  std::vector<std::function<void()>> posted_;
+  std::vector<std::string> answers_;
+  LeaseBroker broker_;
+};
+
+TEST_F(LeaseBrokerTest, OneAcquireThenAThousandRequestsWithNoControlPlaneCall) {
+  Admit("qwen");
+  Admit("qwen");
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire qwen"));
+  EXPECT_THAT(answers_, IsEmpty());
+  broker_.OnGranted("qwen", 7, "http://127.0.0.1:5800");
+  RunPosted();
+  EXPECT_THAT(answers_, ElementsAre("lease qwen http://127.0.0.1:5800",
+                                    "lease qwen http://127.0.0.1:5800"));
+  broker_.Finish("qwen");
+  broker_.Finish("qwen");
+  for (int i = 0; i < 1000; ++i) {
+    Admit("qwen");
+    broker_.Finish("qwen");
+  }
+  EXPECT_EQ(answers_.size(), 1002u);  // All inline: the lease is held.
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire qwen"));
+}
+
+TEST_F(LeaseBrokerTest, IdleLeaseIsReleasedAfterTheLingerUnlessUsedAgain) {
+  Admit("m");
+  broker_.OnGranted("m", 1, "u");
+  RunPosted();
+  broker_.Finish("m");
+  Admit("m");  // Before the linger fires: the pending release is cancelled.
+  FireTimers();
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m"));
+  broker_.Finish("m");
+  FireTimers();
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "release m 1"));
+  Admit("m");  // Released: a new lease is needed.
+  EXPECT_THAT(transport_.sent.back(), "acquire m");
+}
+
+TEST_F(LeaseBrokerTest, RevokedLeaseDrainsReleasesAndReacquiresForWaiters) {
+  Admit("m");
+  broker_.OnGranted("m", 3, "u");
+  RunPosted();
+  broker_.OnRevoked("m", 3);
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m"));  // One in flight.
+  Admit("m");  // Waits for a new lease.
+  EXPECT_EQ(answers_.size(), 1u);
+  broker_.Finish("m");
+  EXPECT_THAT(transport_.sent,
+              ElementsAre("acquire m", "release m 3", "acquire m"));
+  broker_.OnGranted("m", 4, "u2");
+  RunPosted();
+  EXPECT_EQ(answers_.back(), "lease m u2");
+}
+
+TEST_F(LeaseBrokerTest, IdleHolderReleasesAtOnceOnRevoke) {
+  Admit("m");
+  broker_.OnGranted("m", 5, "u");
+  RunPosted();
+  broker_.Finish("m");
+  broker_.OnRevoked("m", 5);
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "release m 5"));
+  broker_.OnRevoked("m", 5);  // A duplicate changes nothing.
+  EXPECT_EQ(transport_.sent.size(), 2u);
+}
+
+TEST_F(LeaseBrokerTest, ConcurrencyLimitAcrossTheProcess) {
+  Admit("m", 2);
+  Admit("m", 2);
+  Admit("m", 2);
+  broker_.OnGranted("m", 1, "u");
+  RunPosted();
+  EXPECT_THAT(answers_,
+              ElementsAre("lease m u", "lease m u", "RESOURCE_EXHAUSTED"));
+  Admit("m", 2);
+  EXPECT_EQ(answers_.back(), "RESOURCE_EXHAUSTED");
+  broker_.Finish("m");
+  Admit("m", 2);
+  EXPECT_EQ(answers_.back(), "lease m u");
+  EXPECT_EQ(broker_.InFlight("m"), 2);
+}
+
+TEST_F(LeaseBrokerTest, ManagerDownFailsFastAndHeldLeasesEnd) {
+  Admit("m");
+  broker_.OnDisconnected();
+  RunPosted();
+  EXPECT_THAT(answers_, ElementsAre("UNAVAILABLE"));
+  transport_.connected = false;
+  Admit("m");
+  EXPECT_EQ(answers_.back(), "UNAVAILABLE");  // Inline: no hang.
+  transport_.connected = true;
+  Admit("m");
+  EXPECT_EQ(transport_.sent.back(), "acquire m");
+}
+
+TEST_F(LeaseBrokerTest, FailedAcquireAnswersWaitersAndTheNextRequestRetries) {
+  Admit("m");
+  broker_.OnFailed("m", absl::FailedPreconditionError("CUDA out of memory"));
+  RunPosted();
+  EXPECT_THAT(answers_, ElementsAre("FAILED_PRECONDITION"));
+  Admit("m");
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "acquire m"));
+}
+
+}  // namespace
+}  // namespace modelplane::proxy::lease
