@@ -1,0 +1,48 @@
+// The proxy's routing table: which names (ids and aliases) lead to which
+// model, with the per-model settings the data plane applies (filters,
+// useModelName, concurrency limit, listing). Built from the manager's Model
+// messages (the Watch stream), immutable once built, and shared across the
+// workers as a `shared_ptr<const RouteTable>` swapped in on every change.
+#ifndef MODELPLANE_PROXY_ROUTER_ROUTE_TABLE_H_
+#define MODELPLANE_PROXY_ROUTER_ROUTE_TABLE_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "modelplane/v1/model_manager.pb.h"
+#include "proxy/router/body_filters.h"
+
+namespace modelplane::proxy::router {
+
+struct Route {
+  std::string id;
+  std::string name;
+  std::string description;
+  std::vector<std::string> aliases;
+  bool unlisted = false;
+  int concurrency_limit = 10;
+  FilterSpec filters;         // useModelName, stripParams, setParams.
+  std::string metadata_json;  // "{}" when none.
+  v1::ModelState state = v1::MODEL_STATE_STOPPED;
+};
+
+class RouteTable {
+ public:
+  static std::shared_ptr<const RouteTable> Build(
+      const std::vector<v1::Model>& models);
+
+  // The route for an id or alias, or nullptr.
+  const Route* Find(const std::string& name) const;
+  // Sorted by id.
+  const std::vector<Route>& routes() const { return routes_; }
+
+ private:
+  std::vector<Route> routes_;
+  std::map<std::string, size_t> by_name_;
+};
+
+}  // namespace modelplane::proxy::router
+
+#endif  // MODELPLANE_PROXY_ROUTER_ROUTE_TABLE_H_

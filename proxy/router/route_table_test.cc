@@ -1,0 +1,37 @@
+#include "proxy/router/route_table.h"
+
+#include "gtest/gtest.h"
+
+namespace modelplane::proxy::router {
+namespace {
+
+TEST(RouteTableTest, ResolvesIdsAndAliasesWithTheirSettings) {
+  v1::Model a;
+  a.set_id("qwen");
+  a.add_aliases("gpt-4o-mini");
+  a.set_concurrency_limit(4);
+  a.set_use_model_name("Qwen/Qwen2.5");
+  a.mutable_filters()->add_strip_params("temperature");
+  (*a.mutable_filters()->mutable_set_params()->mutable_fields())["top_k"]
+      .set_number_value(20);
+  (*a.mutable_metadata()->mutable_fields())["ctx"].set_number_value(8192);
+  v1::Model b;
+  b.set_id("embed");
+  b.set_unlisted(true);
+  auto t = RouteTable::Build({a, b});
+  ASSERT_NE(t->Find("gpt-4o-mini"), nullptr);
+  const Route& r = *t->Find("gpt-4o-mini");
+  EXPECT_EQ(r.id, "qwen");
+  EXPECT_EQ(r.concurrency_limit, 4);
+  EXPECT_EQ(r.filters.use_model_name, "Qwen/Qwen2.5");
+  EXPECT_EQ(r.filters.strip_params, std::vector<std::string>{"temperature"});
+  EXPECT_EQ(r.filters.set_params_json, R"({"top_k":20})");
+  EXPECT_EQ(r.metadata_json, R"({"ctx":8192})");
+  EXPECT_EQ(t->Find("embed")->concurrency_limit, 10);  // Default.
+  EXPECT_TRUE(t->Find("embed")->unlisted);
+  EXPECT_EQ(t->Find("nope"), nullptr);
+  EXPECT_EQ(t->routes()[0].id, "embed");  // Sorted.
+}
+
+}  // namespace
+}  // namespace modelplane::proxy::router
