@@ -1,0 +1,260 @@
+#include "proxy/lease/manager_link.h"
+
+#include <deque>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+
+namespace modelplane::proxy::lease {
+namespace {
+
+constexpr absl::Duration kRetry = absl::Milliseconds(200);
+
+void ToTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
+  timespec ts = absl::ToTimespec(t);
+  out->set_seconds(ts.tv_sec);
+  out->set_nanos(static_cast<int32_t>(ts.tv_nsec));
+}
+
+}  // namespace
+
+// The Acquire stream. Not freed by itself: the link's thread deletes it once
+// done() (gRPC no longer touches a reactor after OnDone returns).
+class ManagerLink::AcquireCall
+    : public grpc::ClientBidiReactor<v1::AcquireRequest, v1::AcquireResponse> {
+ public:
+  AcquireCall(ManagerLink* link) : link_(link), ctx_(link->Context()) {
+    link->stub_->async()->Acquire(ctx_.get(), this);
+    v1::AcquireRequest hello;
+    hello.mutable_hello()->set_client_id(link->options_.client_id);
+    Write(std::move(hello));
+    StartRead(&response_);
+    StartCall();
+  }
+
+  bool done() const { return done_.load(); }
+  void Cancel() { ctx_->TryCancel(); }
+
+  void Write(v1::AcquireRequest req) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_.load()) return;
+      out_.push_back(std::move(req));
+      if (writing_) return;
+      writing_ = true;
+      current_ = std::move(out_.front());
+      out_.pop_front();
+    }
+    StartWrite(&current_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok || out_.empty()) {
+        writing_ = false;
+        return;
+      }
+      current_ = std::move(out_.front());
+      out_.pop_front();
+    }
+    StartWrite(&current_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // OnDone follows.
+    LeaseBroker* b = link_->broker_;
+    const v1::AcquireResponse& r = response_;
+    switch (r.kind_case()) {
+      case v1::AcquireResponse::kGranted:
+        b->OnGranted(r.granted().model(), r.granted().lease_id(),
+                     r.granted().upstream_url());
+        break;
+      case v1::AcquireResponse::kRevoked:
+        b->OnRevoked(r.revoked().model(), r.revoked().lease_id());
+        break;
+      case v1::AcquireResponse::kFailed:
+        b->OnFailed(
+            r.failed().model(),
+            absl::Status(static_cast<absl::StatusCode>(r.failed().code()),
+                         r.failed().message()));
+        break;
+      default:  // QUEUED, STARTING: the waiting requests just wait.
+        break;
+    }
+    StartRead(&response_);
+  }
+
+  void OnDone(const grpc::Status&) override {
+    // done_ first: from now on Connected() is false, so no request queues
+    // for this stream after OnDisconnected answered the waiting ones. The
+    // link's thread may free `this` once done_ is set: use locals only.
+    LeaseBroker* broker = link_->broker_;
+    done_.store(true);
+    broker->OnDisconnected();
+  }
+
+ private:
+  ManagerLink* link_;
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  v1::AcquireResponse response_;
+  absl::Mutex mu_;
+  std::deque<v1::AcquireRequest> out_ ABSL_GUARDED_BY(mu_);
+  v1::AcquireRequest current_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> done_{false};
+};
+
+// The Watch stream: keeps every model's latest state and publishes a new
+// route table after the initial snapshot and after every change.
+class ManagerLink::WatchCall : public grpc::ClientReadReactor<v1::WatchEvent> {
+ public:
+  WatchCall(ManagerLink* link) : link_(link), ctx_(link->Context()) {
+    link->stub_->async()->Watch(ctx_.get(), &request_, this);
+    StartRead(&event_);
+    StartCall();
+  }
+
+  bool done() const { return done_.load(); }
+  void Cancel() { ctx_->TryCancel(); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    switch (event_.type()) {
+      case v1::WatchEvent::TYPE_ADDED:
+      case v1::WatchEvent::TYPE_MODIFIED:
+        models_[event_.model().id()] = event_.model();
+        break;
+      case v1::WatchEvent::TYPE_DELETED:
+        models_.erase(event_.model().id());
+        break;
+      case v1::WatchEvent::TYPE_BOOKMARK:
+        synced_ = true;
+        break;
+      default:
+        break;
+    }
+    if (synced_ && link_->on_routes_) {
+      std::vector<v1::Model> all;
+      for (const auto& [id, m] : models_) all.push_back(m);
+      link_->on_routes_(router::RouteTable::Build(all));
+    }
+    StartRead(&event_);
+  }
+
+  void OnDone(const grpc::Status&) override { done_.store(true); }
+
+ private:
+  ManagerLink* link_;
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  v1::WatchRequest request_;
+  v1::WatchEvent event_;
+  std::map<std::string, v1::Model> models_;  // gRPC reads are sequential.
+  bool synced_ = false;
+  std::atomic<bool> done_{false};
+};
+
+ManagerLink::ManagerLink(LinkOptions options) : options_(std::move(options)) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  channel_ = grpc::CreateCustomChannel(
+      options_.target, grpc::InsecureChannelCredentials(), args);
+  stub_ = v1::ModelManager::NewStub(channel_);
+}
+
+ManagerLink::~ManagerLink() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    if (acquire_ != nullptr) acquire_->Cancel();
+    if (watch_ != nullptr) watch_->Cancel();
+  }
+  if (thread_.joinable()) thread_.join();
+  // Wait for the cancelled calls to finish before freeing them.
+  while (true) {
+    absl::MutexLock lock(&mu_);
+    bool a = acquire_ == nullptr || acquire_->done();
+    bool w = watch_ == nullptr || watch_->done();
+    if (a && w) break;
+    mu_.AwaitWithTimeout(absl::Condition::kTrue, absl::Milliseconds(5));
+  }
+  delete acquire_;
+  delete watch_;
+}
+
+std::unique_ptr<grpc::ClientContext> ManagerLink::Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!options_.token.empty()) {
+    ctx->AddMetadata("authorization", "Bearer " + options_.token);
+  }
+  return ctx;
+}
+
+void ManagerLink::Start(LeaseBroker* broker, RoutesSink on_routes) {
+  broker_ = broker;
+  on_routes_ = std::move(on_routes);
+  thread_ = std::thread([this] { Run(); });
+}
+
+void ManagerLink::Run() {
+  while (true) {
+    bool need_acquire, need_watch;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      if (acquire_ != nullptr && acquire_->done()) {
+        delete acquire_;
+        acquire_ = nullptr;
+      }
+      if (watch_ != nullptr && watch_->done()) {
+        delete watch_;
+        watch_ = nullptr;
+      }
+      need_acquire = acquire_ == nullptr;
+      need_watch = watch_ == nullptr;
+    }
+    // Calls start outside the lock: gRPC may run reactions inline.
+    AcquireCall* a = need_acquire ? new AcquireCall(this) : nullptr;
+    WatchCall* w = need_watch ? new WatchCall(this) : nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (a != nullptr) acquire_ = a;
+      if (w != nullptr) watch_ = w;
+      if (stopping_) return;
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), kRetry);
+    }
+  }
+}
+
+bool ManagerLink::Connected() {
+  absl::MutexLock lock(&mu_);
+  return acquire_ != nullptr && !acquire_->done();
+}
+
+void ManagerLink::SendAcquire(const std::string& model) {
+  v1::AcquireRequest req;
+  req.mutable_acquire()->set_model(model);
+  req.mutable_acquire()->set_request_id(model);
+  absl::MutexLock lock(&mu_);
+  if (acquire_ != nullptr) acquire_->Write(std::move(req));
+}
+
+void ManagerLink::SendRelease(const std::string& model, uint64_t lease,
+                              absl::Time last_used) {
+  v1::AcquireRequest req;
+  req.mutable_release()->set_model(model);
+  req.mutable_release()->set_lease_id(lease);
+  ToTimestamp(last_used == absl::Time() ? absl::Now() : last_used,
+              req.mutable_release()->mutable_last_used());
+  absl::MutexLock lock(&mu_);
+  if (acquire_ != nullptr) acquire_->Write(std::move(req));
+}
+
+}  // namespace modelplane::proxy::lease

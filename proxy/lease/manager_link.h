@@ -1,0 +1,74 @@
+// The proxy's two long-lived streams to modelmanager: `Acquire` (leases,
+// feeding the LeaseBroker) and `Watch` (the route table). Each reconnects
+// with backoff when it breaks; while the Acquire stream is down, new
+// requests fail fast (the broker answers UNAVAILABLE) instead of hanging,
+// and held leases end with the stream, as the manager ends them too.
+//
+//   ManagerLink link({"127.0.0.1:50051", token, "modelproxy"});
+//   LeaseBroker broker(&link, after);
+//   link.Start(&broker, [&](auto routes) { table.store(routes); });
+#ifndef MODELPLANE_PROXY_LEASE_MANAGER_LINK_H_
+#define MODELPLANE_PROXY_LEASE_MANAGER_LINK_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "modelplane/v1/model_manager.grpc.pb.h"
+#include "proxy/lease/lease_broker.h"
+#include "proxy/router/route_table.h"
+
+namespace modelplane::proxy::lease {
+
+struct LinkOptions {
+  std::string target = "127.0.0.1:50051";
+  std::string token;  // Bearer token for the manager, if it wants one.
+  std::string client_id = "modelproxy";
+};
+
+class ManagerLink : public LeaseTransport {
+ public:
+  using RoutesSink =
+      std::function<void(std::shared_ptr<const router::RouteTable>)>;
+
+  explicit ManagerLink(LinkOptions options);
+  // Cancels the streams and joins the reconnect thread.
+  ~ManagerLink() override;
+
+  // Opens the streams (and keeps them open). `on_routes` gets every new
+  // route table, on a gRPC thread.
+  void Start(LeaseBroker* broker, RoutesSink on_routes);
+
+  // LeaseTransport.
+  bool Connected() override;
+  void SendAcquire(const std::string& model) override;
+  void SendRelease(const std::string& model, uint64_t lease,
+                   absl::Time last_used) override;
+
+ private:
+  class AcquireCall;
+  class WatchCall;
+  void Run();
+  std::unique_ptr<grpc::ClientContext> Context();
+
+  LinkOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ModelManager::Stub> stub_;
+  LeaseBroker* broker_ = nullptr;
+  RoutesSink on_routes_;
+  absl::Mutex mu_;
+  AcquireCall* acquire_ ABSL_GUARDED_BY(mu_) = nullptr;
+  WatchCall* watch_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace modelplane::proxy::lease
+
+#endif  // MODELPLANE_PROXY_LEASE_MANAGER_LINK_H_
