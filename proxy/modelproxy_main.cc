@@ -1,0 +1,148 @@
+// modelproxy: the data plane of modelplane (docs/proxy.md).
+//
+//   modelproxy --listen 127.0.0.1:8080 --manager 127.0.0.1:50051 --workers 2
+//
+// Inference clients talk to it (OpenAI-style HTTP/1.1); it finds each
+// request's model, holds the model under a lease from modelmanager and
+// streams the upstream's response back.
+#include <signal.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/flags.h"
+#include "common/loop_thread.h"
+#include "proxy/lease/lease_broker.h"
+#include "proxy/lease/manager_link.h"
+#include "proxy/worker/proxy_context.h"
+#include "proxy/worker/worker.h"
+
+namespace modelplane::proxy {
+namespace {
+
+void Log(const std::string& line) {
+  std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                                    absl::UTCTimeZone());
+  fprintf(stderr, "%s info %s\n", ts.c_str(), line.c_str());
+  fflush(stderr);
+}
+
+struct TimerTask {
+  uv_timer_t timer;
+  std::function<void()> fn;
+};
+
+// The lease broker's timers (the linger), on a loop of their own.
+lease::LeaseBroker::After MakeAfter(LoopThread* loop) {
+  return [loop](absl::Duration delay, std::function<void()> fn) {
+    loop->Post([loop, delay, fn = std::move(fn)]() mutable {
+      auto* t = new TimerTask{uv_timer_t{}, std::move(fn)};
+      uv_timer_init(loop->loop(), &t->timer);
+      t->timer.data = t;
+      uv_timer_start(
+          &t->timer,
+          [](uv_timer_t* h) {
+            auto* task = static_cast<TimerTask*>(h->data);
+            task->fn();
+            uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* c) {
+              delete static_cast<TimerTask*>(c->data);
+            });
+          },
+          static_cast<uint64_t>(absl::ToInt64Milliseconds(delay)), 0);
+    });
+  };
+}
+
+int Main(int argc, char** argv) {
+  FlagParser flags("modelproxy [--listen HOST:PORT] [--manager ADDR] [flags]");
+  std::string listen = "127.0.0.1:8080";
+  std::string manager = "127.0.0.1:50051";
+  std::string token_file;
+  int workers = static_cast<int>(std::thread::hardware_concurrency());
+  int max_body_mib = 64;
+  flags.String("listen", &listen,
+               "host:port to serve (default 127.0.0.1:8080)");
+  flags.String("manager", &manager,
+               "modelmanager address (default 127.0.0.1:50051)");
+  flags.String("manager-token-file", &token_file,
+               "bearer token for the manager, if it requires one");
+  flags.Int("workers", &workers, "worker threads (default: one per core)", 1);
+  flags.Int("max-body-mib", &max_body_mib, "largest request body (default 64)",
+            1);
+  auto rest = flags.Parse(argc, argv);
+  if (!rest.ok() || !rest->empty()) {
+    bool help = !rest.ok() && absl::IsNotFound(rest.status());
+    if (!help) {
+      fprintf(stderr, "modelproxy: %s\n",
+              rest.ok() ? "unexpected argument"
+                        : std::string(rest.status().message()).c_str());
+    }
+    fputs(flags.Usage().c_str(), help ? stdout : stderr);
+    return help ? 0 : 2;
+  }
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    fprintf(stderr, "modelproxy: --listen must be host:port\n");
+    return 2;
+  }
+  std::string host = listen.substr(0, colon);
+  int port = std::atoi(listen.c_str() + colon + 1);
+  lease::LinkOptions link_options;
+  link_options.target = manager;
+  if (!token_file.empty()) {
+    std::ifstream in(token_file);
+    std::stringstream s;
+    s << in.rdbuf();
+    link_options.token = std::string(absl::StripAsciiWhitespace(s.str()));
+  }
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  LoopThread timers;
+  lease::ManagerLink link(link_options);
+  lease::LeaseBroker broker(&link, MakeAfter(&timers));
+  ProxyOptions options;
+  options.limits.max_body_bytes = static_cast<uint64_t>(max_body_mib) << 20;
+  ProxyContext context(&broker, options);
+  link.Start(&broker, [&context](auto routes) { context.SetRoutes(routes); });
+
+  std::vector<std::unique_ptr<Worker>> pool;
+  for (int i = 0; i < workers; ++i) {
+    pool.push_back(std::make_unique<Worker>(&context));
+    absl::StatusOr<int> bound = pool.back()->Listen(host, port);
+    if (!bound.ok()) {
+      fprintf(stderr, "modelproxy: %s\n",
+              std::string(bound.status().message()).c_str());
+      return 1;
+    }
+    port = *bound;  // Port 0: the first worker's pick, shared by the rest.
+  }
+  Log(absl::StrCat("modelproxy listening on ", host, ":", port, " with ",
+                   workers, " worker(s), manager ", manager));
+  int sig = 0;
+  sigwait(&signals, &sig);
+  Log(absl::StrCat(strsignal(sig), ": shutting down"));
+  for (auto& w : pool) w->Stop();
+  pool.clear();
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace modelplane::proxy
+
+int main(int argc, char** argv) { return modelplane::proxy::Main(argc, argv); }

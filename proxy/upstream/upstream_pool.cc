@@ -1,0 +1,306 @@
+#include "proxy/upstream/upstream_pool.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace modelplane::proxy::upstream {
+namespace {
+
+constexpr size_t kReadChunk = 64 << 10;
+
+// "http://host:port[/...]" as a socket address; false for anything else.
+bool ParseAddress(const std::string& url, sockaddr_storage* addr,
+                  std::string* key) {
+  absl::string_view rest = url;
+  if (!absl::ConsumePrefix(&rest, "http://")) return false;
+  rest = rest.substr(0, rest.find('/'));
+  size_t colon = rest.rfind(':');
+  std::string host;
+  int port = 80;
+  if (absl::StartsWith(rest, "[")) {
+    size_t close = rest.find(']');
+    if (close == absl::string_view::npos) return false;
+    host = std::string(rest.substr(1, close - 1));
+    colon = rest.find(':', close);
+  } else {
+    host = std::string(rest.substr(0, colon));
+  }
+  if (colon != absl::string_view::npos &&
+      !absl::SimpleAtoi(rest.substr(colon + 1), &port)) {
+    return false;
+  }
+  if (host == "localhost") host = "127.0.0.1";
+  *key = absl::StrCat(host, ":", port);
+  return uv_ip4_addr(host.c_str(), port,
+                     reinterpret_cast<sockaddr_in*>(addr)) == 0 ||
+         uv_ip6_addr(host.c_str(), port,
+                     reinterpret_cast<sockaddr_in6*>(addr)) == 0;
+}
+
+struct WriteReq {
+  uv_write_t req;
+  std::string data;
+};
+
+}  // namespace
+
+class Handle;
+
+// One keep-alive connection to one upstream. Owned by the pool while idle,
+// by its request's Handle while busy; freed in its close callback.
+class Connection : public http1::ResponseVisitor {
+ public:
+  Connection(UpstreamPool* pool, std::string key, const sockaddr_storage& addr)
+      : pool_(pool), key_(std::move(key)), addr_(addr) {
+    uv_tcp_init(pool->loop_, &tcp_);
+    tcp_.data = this;
+  }
+
+  const std::string& key() const { return key_; }
+
+  // Starts a request: connects first if new.
+  void Begin(std::string request, bool head_request, Handle* handle);
+  void Cancel();  // The client left: close, never pool.
+  void SetReading(bool reading);
+
+  // ResponseVisitor.
+  void OnResponseHead(http1::ResponseHead head) override;
+  void OnResponseBody(absl::string_view data) override;
+  void OnResponseEnd() override;
+  void OnResponseError(const std::string& message) override;
+
+ private:
+  void Send();
+  void Fail(const std::string& message);
+  void Close();
+  static void OnConnect(uv_connect_t* req, int status);
+  static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
+  static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+
+  UpstreamPool* pool_;
+  std::string key_;
+  sockaddr_storage addr_;
+  uv_tcp_t tcp_;
+  uv_connect_t connect_;
+  bool connected_ = false;
+  bool closing_ = false;
+  bool reused_ = false;
+  Handle* handle_ = nullptr;  // The request in flight, if any.
+  std::string request_;       // Kept until a response byte (for a retry).
+  bool head_request_ = false;
+  bool got_bytes_ = false;
+  bool got_head_ = false;
+  bool keep_alive_ = false;
+  std::unique_ptr<http1::ResponseParser> parser_;
+  std::unique_ptr<char[]> buffer_ = std::make_unique<char[]>(kReadChunk);
+};
+
+class Handle : public UpstreamRequest {
+ public:
+  Handle(UpstreamPool* pool, UpstreamObserver* observer)
+      : pool_(pool), observer_(observer) {}
+  ~Handle() override {
+    if (conn_ != nullptr) conn_->Cancel();
+  }
+  void SetReading(bool reading) override {
+    if (conn_ != nullptr) conn_->SetReading(reading);
+  }
+
+  UpstreamPool* pool_;
+  UpstreamObserver* observer_;
+  Connection* conn_ = nullptr;
+};
+
+void Connection::Begin(std::string request, bool head_request, Handle* handle) {
+  handle_ = handle;
+  handle->conn_ = this;
+  request_ = std::move(request);
+  head_request_ = head_request;
+  got_bytes_ = got_head_ = false;
+  parser_ = std::make_unique<http1::ResponseParser>(this);
+  parser_->ExpectResponse(head_request);
+  if (connected_) {
+    reused_ = true;
+    Send();
+    return;
+  }
+  connect_.data = this;
+  int rc = uv_tcp_connect(&connect_, &tcp_,
+                          reinterpret_cast<const sockaddr*>(&addr_), OnConnect);
+  if (rc != 0)
+    Fail(absl::StrCat("cannot connect to the upstream: ", uv_strerror(rc)));
+}
+
+void Connection::OnConnect(uv_connect_t* req, int status) {
+  auto* c = static_cast<Connection*>(req->data);
+  if (c->closing_) return;
+  if (status != 0) {
+    c->Fail(absl::StrCat("cannot connect to the upstream ", c->key_, ": ",
+                         uv_strerror(status)));
+    return;
+  }
+  c->connected_ = true;
+  uv_tcp_nodelay(&c->tcp_, 1);
+  uv_read_start(c->stream(), OnAlloc, OnRead);
+  c->Send();
+}
+
+void Connection::Send() {
+  auto* w = new WriteReq{uv_write_t{}, request_};
+  uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
+  int rc = uv_write(&w->req, stream(), &buf, 1, [](uv_write_t* r, int) {
+    delete reinterpret_cast<WriteReq*>(r);
+  });
+  if (rc != 0) {
+    delete w;
+    Fail(absl::StrCat("cannot write to the upstream: ", uv_strerror(rc)));
+  }
+}
+
+void Connection::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* c = static_cast<Connection*>(h->data);
+  *buf = uv_buf_init(c->buffer_.get(), kReadChunk);
+}
+
+void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  auto* c = static_cast<Connection*>(s->data);
+  if (c->closing_) return;
+  if (c->handle_ == nullptr) {  // Idle: any data or EOF ends it.
+    if (n != 0) {
+      c->pool_->Forget(c);
+      c->Close();
+    }
+    return;
+  }
+  if (n < 0) {
+    if (n == UV_EOF) c->parser_->FeedEof();
+    if (c->handle_ != nullptr && !c->closing_) {
+      c->Fail(n == UV_EOF
+                  ? "the upstream closed the connection"
+                  : absl::StrCat("upstream read failed: ", uv_strerror(n)));
+    }
+    return;
+  }
+  if (n == 0) return;
+  c->got_bytes_ = true;
+  c->parser_->Feed(absl::string_view(buf->base, n));
+}
+
+void Connection::OnResponseHead(http1::ResponseHead head) {
+  got_head_ = true;
+  request_.clear();
+  keep_alive_ = head.keep_alive;
+  if (handle_ != nullptr) handle_->observer_->OnUpstreamHead(std::move(head));
+}
+
+void Connection::OnResponseBody(absl::string_view data) {
+  if (handle_ != nullptr) handle_->observer_->OnUpstreamBody(data);
+}
+
+void Connection::OnResponseEnd() {
+  Handle* h = handle_;
+  handle_ = nullptr;
+  if (h != nullptr) h->conn_ = nullptr;
+  if (keep_alive_ && !closing_) {
+    pool_->ReturnIdle(this);
+  } else {
+    Close();
+  }
+  if (h != nullptr) h->observer_->OnUpstreamEnd();
+}
+
+void Connection::OnResponseError(const std::string& message) { Fail(message); }
+
+void Connection::Fail(const std::string& message) {
+  Handle* h = handle_;
+  handle_ = nullptr;
+  bool retry = h != nullptr && reused_ && !got_bytes_ && !request_.empty();
+  std::string request = std::move(request_);
+  Close();
+  if (h == nullptr) return;
+  h->conn_ = nullptr;
+  if (retry) {
+    // A pooled connection the upstream had already closed: try once more
+    // on a fresh one (the upstream never saw this request).
+    auto* fresh = new Connection(pool_, key_, addr_);
+    fresh->Begin(std::move(request), head_request_, h);
+    return;
+  }
+  h->observer_->OnUpstreamError(message, !got_head_);
+}
+
+void Connection::Cancel() {
+  handle_ = nullptr;
+  Close();
+}
+
+void Connection::SetReading(bool reading) {
+  if (!connected_ || closing_) return;
+  if (reading) {
+    uv_read_start(stream(), OnAlloc, OnRead);
+  } else {
+    uv_read_stop(stream());
+  }
+}
+
+void Connection::Close() {
+  if (closing_) return;
+  closing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_),
+           [](uv_handle_t* h) { delete static_cast<Connection*>(h->data); });
+}
+
+UpstreamPool::~UpstreamPool() {
+  for (auto& [key, conns] : idle_) {
+    for (Connection* c : conns) c->Cancel();
+  }
+}
+
+std::unique_ptr<UpstreamRequest> UpstreamPool::Send(
+    const std::string& base_url, std::string request, bool head_request,
+    UpstreamObserver* observer) {
+  auto handle = std::make_unique<Handle>(this, observer);
+  sockaddr_storage addr{};
+  std::string key;
+  if (!ParseAddress(base_url, &addr, &key)) {
+    observer->OnUpstreamError(
+        absl::StrCat("unsupported upstream URL '", base_url,
+                     "' (an http:// URL with an IP address or localhost)"),
+        true);
+    return handle;
+  }
+  Connection* c;
+  auto it = idle_.find(key);
+  if (it != idle_.end() && !it->second.empty()) {
+    c = it->second.back();
+    it->second.pop_back();
+  } else {
+    c = new Connection(this, key, addr);
+  }
+  c->Begin(std::move(request), head_request, handle.get());
+  return handle;
+}
+
+void UpstreamPool::ReturnIdle(Connection* c) { idle_[c->key()].push_back(c); }
+
+void UpstreamPool::Forget(Connection* c) {
+  auto it = idle_.find(c->key());
+  if (it == idle_.end()) return;
+  auto& v = it->second;
+  v.erase(std::remove(v.begin(), v.end(), c), v.end());
+}
+
+size_t UpstreamPool::idle_connections() const {
+  size_t n = 0;
+  for (const auto& [key, v] : idle_) n += v.size();
+  return n;
+}
+
+}  // namespace modelplane::proxy::upstream

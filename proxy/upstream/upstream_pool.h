@@ -1,0 +1,76 @@
+// HTTP/1.1 requests to upstream model servers from one worker loop, over a
+// keep-alive connection pool per upstream address. A response streams to the
+// observer as it arrives; a cancelled request (the client left) closes its
+// connection at once, which is how llama-server learns to stop generating.
+//
+//   UpstreamPool pool(loop);
+//   auto req = pool.Send("http://127.0.0.1:5800", wire_bytes, false, &obs);
+//   req.reset();  // Cancel: the connection is closed, not pooled.
+//
+// Loop thread only.
+#ifndef MODELPLANE_PROXY_UPSTREAM_UPSTREAM_POOL_H_
+#define MODELPLANE_PROXY_UPSTREAM_UPSTREAM_POOL_H_
+
+#include <uv.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "proxy/http1/codec.h"
+
+namespace modelplane::proxy::upstream {
+
+class UpstreamObserver {
+ public:
+  virtual ~UpstreamObserver() = default;
+  virtual void OnUpstreamHead(http1::ResponseHead head) = 0;
+  virtual void OnUpstreamBody(absl::string_view data) = 0;
+  virtual void OnUpstreamEnd() = 0;
+  // `before_head`: nothing of the response was passed on (answer 502).
+  virtual void OnUpstreamError(const std::string& message,
+                               bool before_head) = 0;
+};
+
+// A request in flight; destroying it before the end cancels it.
+class UpstreamRequest {
+ public:
+  virtual ~UpstreamRequest() = default;
+  // Flow control: stop (and resume) reading the response while the client
+  // is slow to take it.
+  virtual void SetReading(bool reading) = 0;
+};
+
+class Connection;
+
+class UpstreamPool {
+ public:
+  explicit UpstreamPool(uv_loop_t* loop) : loop_(loop) {}
+  // Closes the idle connections.
+  ~UpstreamPool();
+  UpstreamPool(const UpstreamPool&) = delete;
+  UpstreamPool& operator=(const UpstreamPool&) = delete;
+
+  // Sends `request` (a whole HTTP/1.1 request: head and body) to the
+  // upstream at `base_url` (http://host:port, an IP address or localhost).
+  // A bad URL is reported to the observer before Send returns.
+  std::unique_ptr<UpstreamRequest> Send(const std::string& base_url,
+                                        std::string request, bool head_request,
+                                        UpstreamObserver* observer);
+
+  size_t idle_connections() const;
+
+ private:
+  friend class Connection;
+  void ReturnIdle(Connection* c);
+  void Forget(Connection* c);
+
+  uv_loop_t* loop_;
+  std::map<std::string, std::vector<Connection*>> idle_;  // By host:port.
+};
+
+}  // namespace modelplane::proxy::upstream
+
+#endif  // MODELPLANE_PROXY_UPSTREAM_UPSTREAM_POOL_H_

@@ -1,0 +1,450 @@
+#include "proxy/worker/client_connection.h"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "proxy/router/body_filters.h"
+#include "proxy/worker/worker.h"
+
+namespace modelplane::proxy {
+namespace {
+
+constexpr size_t kReadChunk = 64 << 10;
+// The OpenAI-style routes whose model is in the request body.
+constexpr const char* kBodyRoutes[] = {
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/images/generations",
+    "/v1/messages",
+    "/completion",
+    "/infill",
+    "/v1/rerank/",
+};
+
+struct WriteReq {
+  uv_write_t req;
+  std::string data;
+};
+
+std::string Escape(absl::string_view s) {
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  return out.GetString();
+}
+
+const char* ErrorType(int status) {
+  switch (status) {
+    case 400:
+    case 413:
+    case 431:
+      return "invalid_request_error";
+    case 401:
+      return "authentication_error";
+    case 404:
+      return "not_found_error";
+    case 429:
+      return "rate_limit_error";
+    default:
+      return "api_error";
+  }
+}
+
+// The query parameter `name`, or "".
+std::string QueryParam(absl::string_view target, absl::string_view name) {
+  size_t q = target.find('?');
+  if (q == absl::string_view::npos) return "";
+  for (absl::string_view kv : absl::StrSplit(target.substr(q + 1), '&')) {
+    size_t eq = kv.find('=');
+    if (kv.substr(0, eq) == name && eq != absl::string_view::npos) {
+      return std::string(kv.substr(eq + 1));
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+ClientConnection::ClientConnection(Worker* worker)
+    : worker_(worker), parser_(this, worker->context().options().limits) {
+  uv_tcp_init(worker->loop().loop(), &tcp_);
+  tcp_.data = this;
+}
+
+ClientConnection::~ClientConnection() { *alive_ = false; }
+
+void ClientConnection::Start() {
+  uv_tcp_nodelay(&tcp_, 1);
+  sockaddr_storage addr{};
+  int len = sizeof(addr);
+  char ip[64] = "";
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&addr), &len) ==
+      0) {
+    if (addr.ss_family == AF_INET) {
+      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&addr), ip, sizeof(ip));
+    } else {
+      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&addr), ip, sizeof(ip));
+    }
+  }
+  peer_ = ip;
+  if (uv_read_start(stream(), OnAlloc, OnRead) != 0) Close();
+}
+
+void ClientConnection::Close() {
+  if (closing_) return;
+  closing_ = true;
+  *alive_ = false;
+  upstream_.reset();  // The upstream learns at once that the client left.
+  if (!leased_model_.empty()) {
+    worker_->context().broker().Finish(leased_model_);
+    leased_model_.clear();
+  }
+  worker_->Forget(this);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), [](uv_handle_t* h) {
+    delete static_cast<ClientConnection*>(h->data);
+  });
+}
+
+void ClientConnection::OnAlloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+  // Per read: the parser copies what it keeps.
+  buf->base = new char[kReadChunk];
+  buf->len = kReadChunk;
+}
+
+void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  std::unique_ptr<char[]> owned(buf->base);
+  auto* c = static_cast<ClientConnection*>(s->data);
+  if (n < 0) {
+    c->Close();  // The client left: an upstream in flight is cancelled.
+    return;
+  }
+  if (n == 0 || c->closing_) return;
+  c->input_.append(buf->base, n);
+  if (c->input_.size() >
+      c->worker_->context().options().limits.max_body_bytes + (1 << 20)) {
+    uv_read_stop(s);  // Pipelined far ahead: wait until caught up.
+  }
+  c->FeedInput();
+}
+
+void ClientConnection::FeedInput() {
+  // A response may finish inside a parser callback (a local answer): the
+  // loop below then goes on, instead of feeding re-entrantly.
+  if (feeding_) return;
+  feeding_ = true;
+  while (!closing_ && !input_.empty() && !parser_.paused() &&
+         !parser_.failed()) {
+    size_t used = parser_.Feed(input_);
+    input_.erase(0, used);
+    if (used == 0) break;
+  }
+  feeding_ = false;
+}
+
+void ClientConnection::OnRequestHead(http1::RequestHead head) {
+  in_request_ = true;
+  head_ = std::move(head);
+  body_.clear();
+  json_ = router::JsonScanner();
+  multipart_.reset();
+  scan_ = BodyScan::kNone;
+  responding_ = false;
+  std::string path = head_.target.substr(0, head_.target.find('?'));
+  bool body_route = head_.method == "POST" &&
+                    std::find(std::begin(kBodyRoutes), std::end(kBodyRoutes),
+                              path) != std::end(kBodyRoutes);
+  if (body_route) {
+    const std::string* type = http1::FindHeader(head_.headers, "content-type");
+    auto boundary =
+        type ? router::MultipartScanner::BoundaryFrom(*type) : std::nullopt;
+    if (boundary) {
+      boundary_ = *boundary;
+      multipart_ = std::make_unique<router::MultipartScanner>(*boundary);
+      scan_ = BodyScan::kMultipart;
+    } else {
+      scan_ = BodyScan::kJson;
+    }
+  }
+  if (head_.expect_continue) Write("HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+void ClientConnection::OnRequestBody(absl::string_view data) {
+  body_.append(data.data(), data.size());
+  if (scan_ == BodyScan::kJson) json_.Feed(data);
+  if (scan_ == BodyScan::kMultipart) multipart_->Feed(data);
+}
+
+void ClientConnection::OnRequestEnd() { Dispatch(); }
+
+void ClientConnection::OnRequestError(int status, const std::string& message) {
+  keep_alive_ = false;
+  head_ = http1::RequestHead();
+  RespondError(status, message);
+  close_after_write_ = true;
+}
+
+void ClientConnection::Dispatch() {
+  std::string path = head_.target.substr(0, head_.target.find('?'));
+  keep_alive_ = head_.keep_alive;
+  if (path == "/health" && head_.method == "GET") {
+    return Respond(200, "application/json", R"({"status":"ok"})");
+  }
+  if ((path == "/v1/models" || path == "/models") && head_.method == "GET") {
+    return RespondModels();
+  }
+  if (absl::StartsWith(path, "/upstream/")) {
+    // /upstream/<model>/<rest>: ids may contain '/', so the longest known
+    // prefix wins; percent-encoding in <rest> is passed through.
+    std::string rest = head_.target.substr(10);
+    auto routes = worker_->context().routes();
+    std::string model = rest.substr(0, rest.find('?'));
+    std::string target = "/";
+    while (!model.empty() && routes->Find(model) == nullptr) {
+      size_t slash = model.rfind('/');
+      if (slash == std::string::npos) break;
+      model.resize(slash);
+    }
+    if (routes->Find(model) != nullptr) target = rest.substr(model.size());
+    if (target.empty() || target[0] == '?') target = "/" + target;
+    return Forward(model, target);
+  }
+  if (scan_ == BodyScan::kJson) {
+    json_.Finish();
+    if (!json_.model()) {
+      return RespondError(400, json_.error()
+                                   ? json_.error_message()
+                                   : "the request body names no model");
+    }
+    return Forward(*json_.model(), head_.target);
+  }
+  if (scan_ == BodyScan::kMultipart) {
+    multipart_->Finish();
+    if (!multipart_->model()) {
+      return RespondError(400, multipart_->error()
+                                   ? multipart_->error_message()
+                                   : "the form has no model field");
+    }
+    return Forward(*multipart_->model(), head_.target);
+  }
+  std::string model = QueryParam(head_.target, "model");
+  if (!model.empty()) return Forward(model, head_.target);
+  RespondError(404, absl::StrCat("no route for ", head_.method, " ", path));
+}
+
+void ClientConnection::Forward(const std::string& model_name,
+                               std::string target) {
+  auto routes = worker_->context().routes();
+  const router::Route* route = routes->Find(model_name);
+  if (route == nullptr) {
+    return RespondError(404, absl::StrCat("unknown model '", model_name, "'"));
+  }
+  if (!route->filters.empty() && scan_ == BodyScan::kJson) {
+    absl::StatusOr<std::string> filtered =
+        router::ApplyJsonFilters(body_, route->filters);
+    if (!filtered.ok()) {
+      return RespondError(400, std::string(filtered.status().message()));
+    }
+    body_ = *std::move(filtered);
+  } else if (!route->filters.use_model_name.empty() &&
+             scan_ == BodyScan::kMultipart) {
+    body_ = router::RewriteMultipartModel(body_, boundary_,
+                                          route->filters.use_model_name);
+  }
+  head_.target = std::move(target);
+  std::string id = route->id;
+  int limit = route->concurrency_limit;
+  LoopThread* loop = &worker_->loop();
+  std::weak_ptr<bool> alive = alive_;
+  worker_->context().broker().Admit(
+      id, limit,
+      [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
+      [this, alive, id, broker = &worker_->context().broker()](
+          absl::StatusOr<lease::Lease> lease) {
+        auto a = alive.lock();
+        if (a == nullptr || !*a) {
+          if (lease.ok()) broker->Finish(id);  // The client left meanwhile.
+          return;
+        }
+        OnLease(std::move(lease));
+      });
+}
+
+void ClientConnection::OnLease(absl::StatusOr<lease::Lease> lease) {
+  if (!lease.ok()) {
+    const absl::Status& s = lease.status();
+    switch (s.code()) {
+      case absl::StatusCode::kResourceExhausted:
+        return Respond(
+            429, "application/json",
+            absl::StrCat(R"({"error":{"message":)", Escape(s.message()),
+                         R"(,"type":"rate_limit_error","code":429}})"),
+            {{"Retry-After", "1"}});
+      case absl::StatusCode::kNotFound:
+        return RespondError(404, std::string(s.message()));
+      case absl::StatusCode::kDeadlineExceeded:
+        return RespondError(504, std::string(s.message()));
+      default:
+        return RespondError(503, std::string(s.message()));
+    }
+  }
+  leased_model_ = lease->model;
+  http1::Headers headers;
+  for (const auto& [k, v] : head_.headers) {
+    if (absl::EqualsIgnoreCase(k, "host") ||
+        absl::EqualsIgnoreCase(k, "expect")) {
+      continue;
+    }
+    headers.emplace_back(k, v);
+  }
+  std::string host = lease->upstream.substr(lease->upstream.find("//") + 2);
+  headers.emplace_back("Host", host.substr(0, host.find('/')));
+  headers.emplace_back("X-Forwarded-For", peer_);
+  std::string request =
+      http1::EncodeRequestHead(head_.method, head_.target, headers,
+                               http1::Framing::kContentLength, body_.size()) +
+      body_;
+  reading_upstream_ = true;
+  upstream_ = worker_->pool().Send(lease->upstream, std::move(request),
+                                   head_.method == "HEAD", this);
+}
+
+void ClientConnection::OnUpstreamHead(http1::ResponseHead head) {
+  responding_ = true;
+  http1::Headers headers = head.headers;
+  const std::string* type = http1::FindHeader(headers, "content-type");
+  if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
+    headers.emplace_back("X-Accel-Buffering", "no");
+  }
+  if (head.content_length && !head.chunked) {
+    framing_ = http1::Framing::kContentLength;
+  } else {
+    framing_ = head_.version_minor >= 1 ? http1::Framing::kChunked
+                                        : http1::Framing::kUntilClose;
+  }
+  if (framing_ == http1::Framing::kUntilClose) keep_alive_ = false;
+  Write(http1::EncodeResponseHead(head.status, head.reason, headers, framing_,
+                                  head.content_length.value_or(0),
+                                  keep_alive_));
+}
+
+void ClientConnection::OnUpstreamBody(absl::string_view data) {
+  Write(framing_ == http1::Framing::kChunked ? http1::EncodeChunk(data)
+                                             : std::string(data));
+  if (!closing_ && reading_upstream_ &&
+      stream()->write_queue_size >
+          worker_->context().options().max_buffered_response) {
+    reading_upstream_ = false;  // The client is slow: let TCP push back.
+    if (upstream_) upstream_->SetReading(false);
+  }
+}
+
+void ClientConnection::OnUpstreamEnd() {
+  if (framing_ == http1::Framing::kChunked) Write(http1::EncodeLastChunk());
+  FinishRequest();
+}
+
+void ClientConnection::OnUpstreamError(const std::string& message,
+                                       bool before_head) {
+  if (before_head) {
+    RespondError(502, message);
+    return;
+  }
+  // Mid-response: the client must see a broken response, never a clean end.
+  Close();
+}
+
+void ClientConnection::Respond(int status, const std::string& content_type,
+                               const std::string& body,
+                               const http1::Headers& extra) {
+  http1::Headers headers = {{"Content-Type", content_type}};
+  headers.insert(headers.end(), extra.begin(), extra.end());
+  responding_ = true;
+  Write(http1::EncodeResponseHead(status, "", headers,
+                                  http1::Framing::kContentLength, body.size(),
+                                  keep_alive_ && !close_after_write_) +
+        (head_.method == "HEAD" ? "" : body));
+  FinishRequest();
+}
+
+void ClientConnection::RespondError(int status, const std::string& message) {
+  Respond(
+      status, "application/json",
+      absl::StrCat(R"({"error":{"message":)", Escape(message), R"(,"type":")",
+                   ErrorType(status), R"(","code":)", status, "}}"));
+}
+
+void ClientConnection::RespondModels() {
+  auto routes = worker_->context().routes();
+  std::string data;
+  for (const router::Route& r : routes->routes()) {
+    if (r.unlisted) continue;
+    absl::StrAppend(
+        &data, data.empty() ? "" : ",", R"({"id":)", Escape(r.id),
+        R"(,"object":"model","owned_by":"modelplane","name":)",
+        Escape(r.name.empty() ? r.id : r.name), R"(,"description":)",
+        Escape(r.description), R"(,"meta":{"modelplane":)", r.metadata_json,
+        R"(},"status":{"value":")",
+        r.state == v1::MODEL_STATE_READY ? "loaded" : "unloaded", R"("}})");
+  }
+  Respond(200, "application/json",
+          absl::StrCat(R"({"object":"list","data":[)", data, "]}"));
+}
+
+void ClientConnection::FinishRequest() {
+  upstream_.reset();
+  if (!leased_model_.empty()) {
+    worker_->context().broker().Finish(leased_model_);
+    leased_model_.clear();
+  }
+  in_request_ = false;
+  if (!keep_alive_ || close_after_write_) {
+    close_after_write_ = true;
+    if (stream()->write_queue_size == 0) Close();
+    return;
+  }
+  parser_.Resume();
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&tcp_))) {
+    uv_read_start(stream(), OnAlloc, OnRead);
+  }
+  FeedInput();
+}
+
+void ClientConnection::Write(std::string data) {
+  if (closing_ || data.empty()) return;
+  auto* w = new WriteReq{uv_write_t{}, std::move(data)};
+  uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
+  if (uv_write(&w->req, stream(), &buf, 1, OnWrite) != 0) {
+    delete w;
+    Close();
+  }
+}
+
+void ClientConnection::OnWrite(uv_write_t* req, int status) {
+  std::unique_ptr<WriteReq> w(reinterpret_cast<WriteReq*>(req));
+  auto* c = static_cast<ClientConnection*>(req->handle->data);
+  if (c->closing_) return;
+  if (status < 0) {
+    c->Close();
+    return;
+  }
+  size_t queued = c->stream()->write_queue_size;
+  if (!c->reading_upstream_ &&
+      queued < c->worker_->context().options().max_buffered_response / 4) {
+    c->reading_upstream_ = true;
+    if (c->upstream_) c->upstream_->SetReading(true);
+  }
+  if (c->close_after_write_ && queued == 0) c->Close();
+}
+
+}  // namespace modelplane::proxy

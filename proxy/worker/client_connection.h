@@ -1,0 +1,98 @@
+// One client's HTTP/1.1 connection on a worker: reads requests (one at a
+// time, pipelined ones in order), finds each one's model, holds it under the
+// model's lease, forwards it upstream and streams the response back as it
+// arrives (docs/proxy.md). Frees itself once its socket is closed.
+//
+// Loop thread only.
+#ifndef MODELPLANE_PROXY_WORKER_CLIENT_CONNECTION_H_
+#define MODELPLANE_PROXY_WORKER_CLIENT_CONNECTION_H_
+
+#include <uv.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proxy/http1/codec.h"
+#include "proxy/lease/lease_broker.h"
+#include "proxy/router/json_scanner.h"
+#include "proxy/router/multipart_scanner.h"
+#include "proxy/upstream/upstream_pool.h"
+
+namespace modelplane::proxy {
+
+class Worker;
+
+class ClientConnection : public http1::RequestVisitor,
+                         public upstream::UpstreamObserver {
+ public:
+  explicit ClientConnection(Worker* worker);
+  ~ClientConnection() override;
+
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  void Start();
+  // Closes at once (a broken response, shutdown).
+  void Close();
+
+  // RequestVisitor.
+  void OnRequestHead(http1::RequestHead head) override;
+  void OnRequestBody(absl::string_view data) override;
+  void OnRequestEnd() override;
+  void OnRequestError(int status, const std::string& message) override;
+
+  // UpstreamObserver.
+  void OnUpstreamHead(http1::ResponseHead head) override;
+  void OnUpstreamBody(absl::string_view data) override;
+  void OnUpstreamEnd() override;
+  void OnUpstreamError(const std::string& message, bool before_head) override;
+
+ private:
+  enum class BodyScan { kNone, kJson, kMultipart };
+
+  static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
+  static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  void FeedInput();
+  void Dispatch();
+  void Forward(const std::string& model_name, std::string target);
+  void OnLease(absl::StatusOr<lease::Lease> lease);
+  void Respond(int status, const std::string& content_type,
+               const std::string& body,
+               const http1::Headers& extra = http1::Headers());
+  void RespondError(int status, const std::string& message);
+  void RespondModels();
+  // The response is complete: release, then the next request.
+  void FinishRequest();
+  void Write(std::string data);
+  static void OnWrite(uv_write_t* req, int status);
+
+  Worker* worker_;
+  uv_tcp_t tcp_;
+  bool closing_ = false;
+  std::string peer_;
+  http1::RequestParser parser_;
+  std::string input_;  // Read but not yet parsed (pipelined requests).
+  bool feeding_ = false;
+
+  // The request being served.
+  bool in_request_ = false;
+  http1::RequestHead head_;
+  std::string body_;
+  BodyScan scan_ = BodyScan::kNone;
+  router::JsonScanner json_;
+  std::unique_ptr<router::MultipartScanner> multipart_;
+  std::string boundary_;
+  std::string leased_model_;  // Non-empty while a lease admits this request.
+  std::unique_ptr<upstream::UpstreamRequest> upstream_;
+  bool responding_ = false;  // The response head went out.
+  http1::Framing framing_ = http1::Framing::kChunked;
+  bool keep_alive_ = true;
+  bool close_after_write_ = false;
+  bool reading_upstream_ = true;
+  // Lets posted lease answers find out that the connection is gone.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace modelplane::proxy
+
+#endif  // MODELPLANE_PROXY_WORKER_CLIENT_CONNECTION_H_

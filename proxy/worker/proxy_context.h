@@ -1,0 +1,53 @@
+// What every worker of a modelproxy process shares: the lease broker, the
+// current route table (an immutable snapshot swapped in whole) and the
+// options. Thread-safe.
+#ifndef MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_
+#define MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_
+
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "proxy/http1/codec.h"
+#include "proxy/lease/lease_broker.h"
+#include "proxy/router/route_table.h"
+
+namespace modelplane::proxy {
+
+struct ProxyOptions {
+  http1::Limits limits;  // 431 / 413.
+  // A response is not read from the upstream while this much waits for a
+  // slow client.
+  size_t max_buffered_response = 1 << 20;
+};
+
+class ProxyContext {
+ public:
+  ProxyContext(lease::LeaseBroker* broker, ProxyOptions options)
+      : broker_(broker), options_(options) {}
+
+  lease::LeaseBroker& broker() { return *broker_; }
+  const ProxyOptions& options() const { return options_; }
+
+  // The table in force: a snapshot, valid for as long as it is held.
+  std::shared_ptr<const router::RouteTable> routes() const {
+    absl::MutexLock lock(&mu_);
+    return routes_;
+  }
+  void SetRoutes(std::shared_ptr<const router::RouteTable> routes) {
+    absl::MutexLock lock(&mu_);
+    routes_ = std::move(routes);
+  }
+
+ private:
+  lease::LeaseBroker* broker_;
+  ProxyOptions options_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const router::RouteTable> routes_ ABSL_GUARDED_BY(mu_) =
+      router::RouteTable::Build({});
+};
+
+}  // namespace modelplane::proxy
+
+#endif  // MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_

@@ -1,0 +1,95 @@
+#include "proxy/worker/worker.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "proxy/worker/client_connection.h"
+
+namespace modelplane::proxy {
+
+Worker::Worker(ProxyContext* context) : context_(context) {
+  loop_.RunSync([this] {
+    pool_ = std::make_unique<upstream::UpstreamPool>(loop_.loop());
+  });
+}
+
+Worker::~Worker() { Stop(); }
+
+absl::StatusOr<int> Worker::Listen(const std::string& host, int port) {
+  absl::StatusOr<int> result = absl::InternalError("not run");
+  loop_.RunSync([&] {
+    sockaddr_storage addr{};
+    bool v6 = host.find(':') != std::string::npos;
+    int rc = v6 ? uv_ip6_addr(host.c_str(), port,
+                              reinterpret_cast<sockaddr_in6*>(&addr))
+                : uv_ip4_addr(host.c_str(), port,
+                              reinterpret_cast<sockaddr_in*>(&addr));
+    if (rc != 0) {
+      result = absl::InvalidArgumentError("bad listen address " + host);
+      return;
+    }
+    // libuv 1.44 has no SO_REUSEPORT flag: make the socket here.
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr),
+             v6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in)) != 0) {
+      result = absl::UnavailableError(
+          absl::StrCat("cannot bind ", host, ":", port, ": ", strerror(errno)));
+      close(fd);
+      return;
+    }
+    listener_ = new uv_tcp_t;
+    uv_tcp_init(loop_.loop(), listener_);
+    listener_->data = this;
+    uv_tcp_open(listener_, fd);
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 4096,
+                   OnConnection);
+    if (rc != 0) {
+      result = absl::UnavailableError(
+          absl::StrCat("cannot listen: ", uv_strerror(rc)));
+      return;
+    }
+    int len = sizeof(addr);
+    uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    result = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                      : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  });
+  return result;
+}
+
+void Worker::OnConnection(uv_stream_t* listener, int status) {
+  if (status < 0) return;
+  auto* w = static_cast<Worker*>(listener->data);
+  auto* c = new ClientConnection(w);
+  if (uv_accept(listener, c->stream()) != 0) {
+    c->Close();
+    return;
+  }
+  w->connections_.insert(c);
+  c->Start();
+}
+
+void Worker::Stop() {
+  loop_.RunSync([this] {
+    if (stopped_) return;
+    stopped_ = true;
+    if (listener_ != nullptr) {
+      uv_close(reinterpret_cast<uv_handle_t*>(listener_),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+      listener_ = nullptr;
+    }
+    std::vector<ClientConnection*> open(connections_.begin(),
+                                        connections_.end());
+    for (ClientConnection* c : open) c->Close();
+    pool_.reset();
+  });
+}
+
+}  // namespace modelplane::proxy

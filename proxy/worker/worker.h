@@ -1,0 +1,61 @@
+// One modelproxy worker: a libuv loop on its own thread with its own
+// SO_REUSEPORT listener, its connections and its upstream pool. A
+// connection never changes worker; the request path takes no lock but the
+// lease broker's.
+//
+//   Worker w(&context);
+//   absl::StatusOr<int> port = w.Listen("127.0.0.1", 0);  // Others: *port.
+//   ...
+//   w.Stop();  // Closes the listener and every connection.
+#ifndef MODELPLANE_PROXY_WORKER_WORKER_H_
+#define MODELPLANE_PROXY_WORKER_WORKER_H_
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "common/loop_thread.h"
+#include "proxy/upstream/upstream_pool.h"
+#include "proxy/worker/proxy_context.h"
+
+namespace modelplane::proxy {
+
+class ClientConnection;
+
+class Worker {
+ public:
+  explicit Worker(ProxyContext* context);
+  // Stops (if not done) and joins the loop thread.
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Binds host:port with SO_REUSEPORT (so every worker can bind the same
+  // port) and starts accepting. Returns the bound port.
+  absl::StatusOr<int> Listen(const std::string& host, int port);
+  // Closes the listener and every connection, then the pool.
+  void Stop();
+
+  // For connections (loop thread).
+  LoopThread& loop() { return loop_; }
+  ProxyContext& context() { return *context_; }
+  upstream::UpstreamPool& pool() { return *pool_; }
+  void Forget(ClientConnection* c) { connections_.erase(c); }
+
+ private:
+  static void OnConnection(uv_stream_t* listener, int status);
+
+  ProxyContext* context_;
+  LoopThread loop_;
+  std::unique_ptr<upstream::UpstreamPool> pool_;
+  uv_tcp_t* listener_ = nullptr;
+  absl::flat_hash_set<ClientConnection*> connections_;
+  bool stopped_ = false;
+};
+
+}  // namespace modelplane::proxy
+
+#endif  // MODELPLANE_PROXY_WORKER_WORKER_H_
