@@ -1,0 +1,261 @@
+"""modelproxy end to end: the real manager and proxy binaries, fake_upstream
+models, and HTTP clients (http.client, raw sockets, curl)."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import unittest
+
+from tests.manager.manager_proc import ManagerProcess, free_port
+from tools.testing import junit
+from tools.testing.fake_upstream_proc import runfile, wait_for
+
+from modelplane.v1 import model_manager_pb2 as pb
+
+
+class ProxyProcess:
+    def __init__(self, manager_port, workers=2):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [runfile("proxy/modelproxy"), "--listen", "127.0.0.1:%d" % self.port,
+             "--manager", "127.0.0.1:%d" % manager_port, "--workers", str(workers)],
+            stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        assert "modelproxy listening on" in line, line
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            if isinstance(body, dict):
+                body = json.dumps(body)
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            conn.close()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(20)
+
+
+def upstream_stats(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/stats")
+    return json.loads(conn.getresponse().read())
+
+
+def sse_text(body):
+    text = ""
+    for event in body.decode().split("\n\n"):
+        if event.startswith("data: {"):
+            chunk = json.loads(event[6:])
+            choice = chunk["choices"][0] if chunk["choices"] else {}
+            text += choice.get("delta", {}).get("content", "") or choice.get("text", "")
+    return text
+
+
+class ProxyTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.m = ManagerProcess(
+            {"alpha": ["--tokens", "5"], "beta": ["--tokens", "7"],
+             "slow": ["--tokens", "200", "--tokens-per-second", "50"]},
+            model_yaml={
+                "alpha": ["    aliases: [gpt-4o-mini]",
+                          "    filters:",
+                          "      stripParams: temperature",
+                          "      setParams: {top_k: 20}"],
+                "beta": ["    useModelName: upstream-beta"],
+                "slow": ["    concurrencyLimit: 1"],
+            },
+            extra_yaml="groups:\n  side: {members: [slow], exclusive: false}\n")
+        cls.m.start()
+        cls.p = ProxyProcess(cls.m.port)
+#The proxy's route table arrives through Watch.
+        assert wait_for(lambda: cls.p.request("GET", "/v1/models")[2].count(b'"id"') == 3, 10)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.p.stop()
+        cls.m.stop()
+
+    def chat(self, model, stream=False, **extra):
+        body = dict({"model": model, "messages": [{"role": "user", "content": "hi"}],
+                     "stream": stream}, **extra)
+        return self.p.request("POST", "/v1/chat/completions", body)
+
+    def test_health_and_models_list(self):
+        status, _, body = self.p.request("GET", "/health")
+        self.assertEqual((status, json.loads(body)), (200, {"status": "ok"}))
+        status, _, body = self.p.request("GET", "/v1/models")
+        ids = [m["id"] for m in json.loads(body)["data"]]
+        self.assertEqual(ids, ["alpha", "beta", "slow"])
+
+    def test_completion_starts_the_model_on_demand(self):
+        status, headers, body = self.chat("alpha")
+        self.assertEqual(status, 200, body)
+        doc = json.loads(body)
+        self.assertEqual(doc["choices"][0]["message"]["content"], "tok0 tok1 tok2 tok3 tok4 ")
+        self.assertEqual(headers["X-Fake-Upstream-Model"], "alpha")
+
+    def test_streaming_is_identical_to_a_direct_request(self):
+        status, headers, body = self.chat("gpt-4o-mini", stream=True)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["Content-Type"], "text/event-stream")
+        self.assertEqual(headers["X-Accel-Buffering"], "no")
+        self.assertEqual(sse_text(body), "tok0 tok1 tok2 tok3 tok4 ")
+        self.assertTrue(body.endswith(b"data: [DONE]\n\n"))
+        direct = http.client.HTTPConnection("127.0.0.1", self.m.ports["alpha"], timeout=10)
+        direct.request("POST", "/v1/chat/completions", json.dumps(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+             "stream": True, "top_k": 20}))
+        direct_body = direct.getresponse().read()
+        strip = lambda b: re.sub(rb'"(id|created|predicted_ms|predicted_per_second)":[^,}]*', b"", b)
+        self.assertEqual(strip(body), strip(direct_body))
+
+    def test_filters_reach_the_upstream(self):
+        self.chat("alpha", temperature=0.9)
+        last = json.loads(upstream_stats(self.m.ports["alpha"])["last_body"])
+        self.assertNotIn("temperature", last)
+        self.assertEqual(last["top_k"], 20)
+        self.chat("beta")
+        last = json.loads(upstream_stats(self.m.ports["beta"])["last_body"])
+        self.assertEqual(last["model"], "upstream-beta")
+        headers = upstream_stats(self.m.ports["beta"])["last_headers"]
+        self.assertEqual(headers["x-forwarded-for"], "127.0.0.1")
+
+    def test_upstream_passthrough(self):
+        status, _, body = self.p.request("GET", "/upstream/beta/v1/models")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["data"][0]["id"], "beta")
+
+    def test_errors_in_the_openai_envelope(self):
+        status, _, body = self.chat("nope")
+        self.assertEqual(status, 404)
+        self.assertEqual(json.loads(body)["error"]["type"], "not_found_error")
+        status, _, body = self.p.request("POST", "/v1/chat/completions", "{bad")
+        self.assertEqual(status, 400)
+        self.assertIn("invalid JSON", json.loads(body)["error"]["message"])
+        status, _, body = self.p.request("POST", "/v1/chat/completions", "{}")
+        self.assertEqual((status, json.loads(body)["error"]["message"]),
+                         (400, "the request body names no model"))
+        status, _, _ = self.p.request("GET", "/nothing/here")
+        self.assertEqual(status, 404)
+
+    def test_swap_under_concurrent_mixed_traffic_keeps_every_response_whole(self):
+        results = []
+        lock = threading.Lock()
+
+        def worker(model, n):
+            for _ in range(n):
+                status, _, body = self.chat(model, stream=True)
+                with lock:
+                    results.append((model, status, sse_text(body), body.endswith(b"[DONE]\n\n")))
+
+        threads = [threading.Thread(target=worker, args=(m, 6))
+                   for m in ("alpha", "beta", "alpha", "beta")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(len(results), 24)
+        want = {"alpha": "tok0 tok1 tok2 tok3 tok4 ",
+                "beta": "tok0 tok1 tok2 tok3 tok4 tok5 tok6 "}
+        for model, status, text, complete in results:
+            self.assertEqual(status, 200)
+            self.assertEqual(text, want[model])
+            self.assertTrue(complete)
+
+    def test_client_disconnect_reaches_the_upstream(self):
+        self.m.stub().Start(pb.StartRequest(model="slow"), timeout=20)
+        before = upstream_stats(self.m.ports["slow"])["client_disconnects"]
+        s = socket.create_connection(("127.0.0.1", self.p.port), timeout=30)
+        body = json.dumps({"model": "slow", "stream": True, "messages": []}).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        got = b""
+        while b"tok1" not in got:
+            got += s.recv(4096)
+        s.close()
+        self.assertTrue(wait_for(lambda: upstream_stats(self.m.ports["slow"])[
+            "client_disconnects"] == before + 1, 10))
+        self.assertTrue(wait_for(lambda: upstream_stats(self.m.ports["slow"])[
+            "in_flight"] == 0, 10))
+
+    def test_concurrency_limit_answers_429(self):
+        s = socket.create_connection(("127.0.0.1", self.p.port), timeout=30)
+        body = json.dumps({"model": "slow", "stream": True, "messages": []}).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        got = b""
+        while b"tok0" not in got:
+            got += s.recv(4096)
+        status, headers, body = self.chat("slow")
+        s.close()
+        self.assertEqual(status, 429)
+        self.assertEqual(headers["Retry-After"], "1")
+        self.assertEqual(json.loads(body)["error"]["type"], "rate_limit_error")
+
+    def test_a_thousand_requests_on_a_held_lease_make_no_control_plane_call(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.p.port, timeout=30)
+        body = json.dumps({"model": "alpha", "messages": []})
+        conn.request("POST", "/v1/chat/completions", body)
+        conn.getresponse().read()
+        before = self.m.model("alpha").revision
+        for _ in range(1000):
+            conn.request("POST", "/v1/chat/completions", body)
+            self.assertEqual(conn.getresponse().read()[:1], b"{")
+        after = self.m.model("alpha")
+        conn.close()
+#No acquire or release reached the manager : the model did not change.
+        self.assertEqual(after.revision, before)
+        self.assertEqual(after.active_leases, 1)
+
+
+class ManagerDownTest(unittest.TestCase):
+    def test_requests_fail_fast_without_the_manager_and_recover(self):
+        m = ManagerProcess({"a": []})
+        m.start()
+        p = ProxyProcess(m.port, workers=1)
+        try:
+            self
+              .assertTrue(wait_for(
+                  lambda
+                  : p.request("GET", "/v1/models")[2].count(b '"id"') == 1,
+                    10)) self.assertEqual(p.request("POST", "/v1/completions",
+                                                    {"model" : "a"})[0],
+                                          200)
+                  port =
+                  m.port m.proc.send_signal(signal.SIGTERM) m.proc.wait(30)
+#Fails fast(a hang would raise socket.timeout here).
+                      status,
+                  _,
+                  body = p.request("POST", "/v1/completions", {"model" : "a"},
+                                   timeout = 10) self.assertEqual(status, 503,
+                                                                  body)
+#The manager returns on the same port : the proxy reconnects.
+                             m2 = ManagerProcess({"a" : []}) m2.config_path =
+                      m.config_path m2.flags = [] m2.proc = subprocess.Popen(
+                          [
+                            runfile("server/modelmanager"), "--config",
+                            m.config_path, "--listen", "127.0.0.1:%d" %
+                            port
+                          ],
+                          stderr = subprocess.DEVNULL) try
+                  : self
+            .assertTrue(wait_for(lambda
+                                 : p.request("POST", "/v1/completions",
+                                             {"model" : "a"})[0] == 200,
+                                   20)) finally
+                : m2.proc.send_signal(signal.SIGTERM) m2.proc
+                      .wait(30) finally : p.stop() m.stop()
+
+                                              if __name__
+                == "__main__" : junit.main()
