@@ -15,9 +15,9 @@
 #include <cstdint>
 #include <memory>
 
+#include "common/loop_thread.h"
 #include "server/core/actor/env.h"
 #include "server/runtime/http_probe.h"
-#include "common/loop_thread.h"
 #include "server/runtime/process_launcher.h"
 #include "server/runtime/uv_clock.h"
 

@@ -9,9 +9,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/notification.h"
+#include "common/loop_thread.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/loop_thread.h"
 #include "server/runtime/process_launcher.h"
 #include "server/runtime/test_util.h"
 

@@ -7,9 +7,9 @@
 #include <string>
 
 #include "absl/strings/numbers.h"
+#include "common/loop_thread.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/loop_thread.h"
 #include "server/runtime/test_util.h"
 
 namespace modelplane::runtime {

@@ -214,7 +214,7 @@ class ProxyTest(unittest.TestCase):
             self.assertEqual(conn.getresponse().read()[:1], b"{")
         after = self.m.model("alpha")
         conn.close()
-#No acquire or release reached the manager : the model did not change.
+        # No acquire or release reached the manager: the model did not change.
         self.assertEqual(after.revision, before)
         self.assertEqual(after.active_leases, 1)
 
@@ -225,37 +225,30 @@ class ManagerDownTest(unittest.TestCase):
         m.start()
         p = ProxyProcess(m.port, workers=1)
         try:
-            self
-              .assertTrue(wait_for(
-                  lambda
-                  : p.request("GET", "/v1/models")[2].count(b '"id"') == 1,
-                    10)) self.assertEqual(p.request("POST", "/v1/completions",
-                                                    {"model" : "a"})[0],
-                                          200)
-                  port =
-                  m.port m.proc.send_signal(signal.SIGTERM) m.proc.wait(30)
-#Fails fast(a hang would raise socket.timeout here).
-                      status,
-                  _,
-                  body = p.request("POST", "/v1/completions", {"model" : "a"},
-                                   timeout = 10) self.assertEqual(status, 503,
-                                                                  body)
-#The manager returns on the same port : the proxy reconnects.
-                             m2 = ManagerProcess({"a" : []}) m2.config_path =
-                      m.config_path m2.flags = [] m2.proc = subprocess.Popen(
-                          [
-                            runfile("server/modelmanager"), "--config",
-                            m.config_path, "--listen", "127.0.0.1:%d" %
-                            port
-                          ],
-                          stderr = subprocess.DEVNULL) try
-                  : self
-            .assertTrue(wait_for(lambda
-                                 : p.request("POST", "/v1/completions",
-                                             {"model" : "a"})[0] == 200,
-                                   20)) finally
-                : m2.proc.send_signal(signal.SIGTERM) m2.proc
-                      .wait(30) finally : p.stop() m.stop()
+            self.assertTrue(wait_for(
+                lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 1, 10))
+            self.assertEqual(p.request("POST", "/v1/completions", {"model": "a"})[0], 200)
+            port = m.port
+            m.proc.send_signal(signal.SIGTERM)
+            m.proc.wait(30)
+            # Fails fast (a hang would raise socket.timeout here).
+            status, _, body = p.request("POST", "/v1/completions", {"model": "a"},
+                                        timeout=10)
+            self.assertEqual(status, 503, body)
+            # The manager returns on the same port: the proxy reconnects.
+            again = subprocess.Popen(
+                [runfile("server/modelmanager"), "--config", m.config_path,
+                 "--listen", "127.0.0.1:%d" % port], stderr=subprocess.DEVNULL)
+            try:
+                self.assertTrue(wait_for(lambda: p.request(
+                    "POST", "/v1/completions", {"model": "a"})[0] == 200, 20))
+            finally:
+                again.send_signal(signal.SIGTERM)
+                again.wait(30)
+        finally:
+            p.stop()
+            m.stop()
 
-                                              if __name__
-                == "__main__" : junit.main()
+
+if __name__ == "__main__":
+    junit.main()
