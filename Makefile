@@ -34,6 +34,7 @@ test: bootstrap
 bench: bootstrap
 	$(BAZEL) run -c opt //tools/bench/readiness
 	$(BAZEL) run -c opt //tools/bench/control_plane
+	$(BAZEL) run -c opt //tools/bench/proxy
 
 fmt: bootstrap
 	clang-format -i --style=file $(FORMAT_SOURCES)
