@@ -15,7 +15,6 @@
 namespace modelplane::proxy {
 namespace {
 
-constexpr size_t kReadChunk = 64 << 10;
 // The OpenAI-style routes whose model is in the request body.
 constexpr const char* kBodyRoutes[] = {
     "/v1/chat/completions",
@@ -116,14 +115,12 @@ void ClientConnection::Close() {
   });
 }
 
-void ClientConnection::OnAlloc(uv_handle_t*, size_t, uv_buf_t* buf) {
-  // Per read: the parser copies what it keeps.
-  buf->base = new char[kReadChunk];
-  buf->len = kReadChunk;
+void ClientConnection::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  Worker* w = static_cast<ClientConnection*>(h->data)->worker_;
+  *buf = uv_buf_init(w->read_buffer(), Worker::kReadBufferSize);
 }
 
 void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-  std::unique_ptr<char[]> owned(buf->base);
   auto* c = static_cast<ClientConnection*>(s->data);
   if (n < 0) {
     c->Close();  // The client left: an upstream in flight is cancelled.
@@ -207,7 +204,7 @@ void ClientConnection::Dispatch() {
     // /upstream/<model>/<rest>: ids may contain '/', so the longest known
     // prefix wins; percent-encoding in <rest> is passed through.
     std::string rest = head_.target.substr(10);
-    auto routes = worker_->context().routes();
+    const router::RouteTable* routes = &worker_->routes();
     std::string model = rest.substr(0, rest.find('?'));
     std::string target = "/";
     while (!model.empty() && routes->Find(model) == nullptr) {
@@ -244,8 +241,7 @@ void ClientConnection::Dispatch() {
 
 void ClientConnection::Forward(const std::string& model_name,
                                std::string target) {
-  auto routes = worker_->context().routes();
-  const router::Route* route = routes->Find(model_name);
+  const router::Route* route = worker_->routes().Find(model_name);
   if (route == nullptr) {
     return RespondError(404, absl::StrCat("unknown model '", model_name, "'"));
   }
@@ -385,9 +381,8 @@ void ClientConnection::RespondError(int status, const std::string& message) {
 }
 
 void ClientConnection::RespondModels() {
-  auto routes = worker_->context().routes();
   std::string data;
-  for (const router::Route& r : routes->routes()) {
+  for (const router::Route& r : worker_->routes().routes()) {
     if (r.unlisted) continue;
     absl::StrAppend(
         &data, data.empty() ? "" : ",", R"({"id":)", Escape(r.id),

@@ -4,6 +4,7 @@
 #ifndef MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_
 #define MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_
 
+#include <atomic>
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
@@ -38,6 +39,12 @@ class ProxyContext {
   void SetRoutes(std::shared_ptr<const router::RouteTable> routes) {
     absl::MutexLock lock(&mu_);
     routes_ = std::move(routes);
+    version_.fetch_add(1, std::memory_order_release);
+  }
+  // Bumped on every SetRoutes: workers cache the snapshot and refresh it
+  // only when this moved (no lock on the request path).
+  uint64_t routes_version() const {
+    return version_.load(std::memory_order_acquire);
   }
 
  private:
@@ -46,6 +53,7 @@ class ProxyContext {
   mutable absl::Mutex mu_;
   std::shared_ptr<const router::RouteTable> routes_ ABSL_GUARDED_BY(mu_) =
       router::RouteTable::Build({});
+  std::atomic<uint64_t> version_{0};
 };
 
 }  // namespace modelplane::proxy

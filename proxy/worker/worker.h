@@ -44,6 +44,21 @@ class Worker {
   ProxyContext& context() { return *context_; }
   upstream::UpstreamPool& pool() { return *pool_; }
   void Forget(ClientConnection* c) { connections_.erase(c); }
+  // The route table, cached per worker (refreshed when the context's
+  // version moved). Loop thread.
+  const router::RouteTable& routes() {
+    uint64_t v = context_->routes_version();
+    if (routes_ == nullptr || v != routes_version_) {
+      routes_ = context_->routes();
+      routes_version_ = v;
+    }
+    return *routes_;
+  }
+  // One read buffer for every connection of the worker: libuv calls alloc
+  // then read back to back on the loop thread, and readers copy what they
+  // keep.
+  static constexpr size_t kReadBufferSize = 64 << 10;
+  char* read_buffer() { return read_buffer_.get(); }
 
  private:
   static void OnConnection(uv_stream_t* listener, int status);
@@ -54,6 +69,9 @@ class Worker {
   uv_tcp_t* listener_ = nullptr;
   absl::flat_hash_set<ClientConnection*> connections_;
   bool stopped_ = false;
+  std::shared_ptr<const router::RouteTable> routes_;
+  uint64_t routes_version_ = 0;
+  std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};
 };
 
 }  // namespace modelplane::proxy
