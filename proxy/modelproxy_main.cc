@@ -69,6 +69,9 @@ int Main(int argc, char** argv) {
   std::string token_file;
   int workers = static_cast<int>(std::thread::hardware_concurrency());
   int max_body_mib = 64;
+  int drain_seconds = 30;
+  int header_timeout_ms = 30000;
+  int idle_timeout_ms = 60000;
   flags.String("listen", &listen,
                "host:port to serve (default 127.0.0.1:8080)");
   flags.String("manager", &manager,
@@ -78,6 +81,13 @@ int Main(int argc, char** argv) {
   flags.Int("workers", &workers, "worker threads (default: one per core)", 1);
   flags.Int("max-body-mib", &max_body_mib, "largest request body (default 64)",
             1);
+  flags.Int("drain-seconds", &drain_seconds,
+            "on SIGTERM, time for responses in flight to finish (default 30)",
+            0);
+  flags.Int("header-timeout-ms", &header_timeout_ms,
+            "time a client has to send a request head (default 30000; 408)", 1);
+  flags.Int("idle-timeout-ms", &idle_timeout_ms,
+            "idle keep-alive connections close after this (default 60000)", 1);
   auto rest = flags.Parse(argc, argv);
   if (!rest.ok() || !rest->empty()) {
     bool help = !rest.ok() && absl::IsNotFound(rest.status());
@@ -112,12 +122,17 @@ int Main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  LoopThread timers;
+  auto timers = std::make_unique<LoopThread>();
   lease::ManagerLink link(link_options);
-  lease::LeaseBroker broker(&link, MakeAfter(&timers));
+  lease::LeaseBroker broker(&link, MakeAfter(timers.get()));
   ProxyOptions options;
   options.limits.max_body_bytes = static_cast<uint64_t>(max_body_mib) << 20;
+  options.header_timeout = absl::Milliseconds(header_timeout_ms);
+  options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
   ProxyContext context(&broker, options);
+  context.set_unload([&link](const std::string& model, auto done) {
+    link.Unload(model, std::move(done));
+  });
   link.Start(&broker, [&context](auto routes) { context.SetRoutes(routes); });
 
   std::vector<std::unique_ptr<Worker>> pool;
@@ -135,9 +150,23 @@ int Main(int argc, char** argv) {
                    workers, " worker(s), manager ", manager));
   int sig = 0;
   sigwait(&signals, &sig);
-  Log(absl::StrCat(strsignal(sig), ": shutting down"));
+  Log(absl::StrCat(strsignal(sig), ": draining"));
+  // Stop accepting; let the responses in flight finish, within the budget.
+  size_t left = 0;
+  for (auto& w : pool) left += w->Drain();
+  absl::Time deadline = absl::Now() + absl::Seconds(drain_seconds);
+  while (left > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+    left = 0;
+    for (auto& w : pool) left += w->connections();
+  }
+  if (left > 0)
+    Log(absl::StrCat(left, " connection(s) cut at the drain deadline"));
   for (auto& w : pool) w->Stop();
   pool.clear();
+  // In dependency order: nothing may call into what is already gone.
+  link.Shutdown();
+  timers.reset();
   Log("stopped");
   return 0;
 }

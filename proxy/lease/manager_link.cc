@@ -169,7 +169,9 @@ ManagerLink::ManagerLink(LinkOptions options) : options_(std::move(options)) {
   stub_ = v1::ModelManager::NewStub(channel_);
 }
 
-ManagerLink::~ManagerLink() {
+ManagerLink::~ManagerLink() { Shutdown(); }
+
+void ManagerLink::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -185,8 +187,11 @@ ManagerLink::~ManagerLink() {
     if (a && w) break;
     mu_.AwaitWithTimeout(absl::Condition::kTrue, absl::Milliseconds(5));
   }
+  absl::MutexLock lock(&mu_);
   delete acquire_;
   delete watch_;
+  acquire_ = nullptr;
+  watch_ = nullptr;
 }
 
 std::unique_ptr<grpc::ClientContext> ManagerLink::Context() {
@@ -230,6 +235,43 @@ void ManagerLink::Run() {
       if (stopping_) return;
       mu_.AwaitWithTimeout(absl::Condition(&stopping_), kRetry);
     }
+  }
+}
+
+void ManagerLink::Unload(
+    const std::string& model,
+    std::function<void(absl::StatusOr<std::vector<std::string>>)> done) {
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    v1::StopRequest stop;
+    v1::Model stopped;
+    v1::StopAllRequest stop_all;
+    v1::StopAllResponse all;
+  };
+  auto* call = new Call{Context(), {}, {}, {}, {}};
+  call->ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(2)));
+  auto finish = [call, done = std::move(done)](grpc::Status s) {
+    std::unique_ptr<Call> owned(call);
+    if (!s.ok()) {
+      done(absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                        s.error_message()));
+      return;
+    }
+    std::vector<std::string> ids;
+    if (owned->stop.model().empty()) {
+      for (const v1::Model& m : owned->all.models()) ids.push_back(m.id());
+    } else {
+      ids.push_back(owned->stopped.id());
+    }
+    done(std::move(ids));
+  };
+  if (model.empty()) {
+    stub_->async()->StopAll(call->ctx.get(), &call->stop_all, &call->all,
+                            std::move(finish));
+  } else {
+    call->stop.set_model(model);
+    stub_->async()->Stop(call->ctx.get(), &call->stop, &call->stopped,
+                         std::move(finish));
   }
 }
 

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -38,12 +39,22 @@ class ManagerLink : public LeaseTransport {
       std::function<void(std::shared_ptr<const router::RouteTable>)>;
 
   explicit ManagerLink(LinkOptions options);
-  // Cancels the streams and joins the reconnect thread.
+  // Shutdown(), if not done.
   ~ManagerLink() override;
+
+  // Cancels the streams, waits for them to end and joins the reconnect
+  // thread: after it returns, nothing calls the broker or the routes sink.
+  void Shutdown();
 
   // Opens the streams (and keeps them open). `on_routes` gets every new
   // route table, on a gRPC thread.
   void Start(LeaseBroker* broker, RoutesSink on_routes);
+
+  // Stops `model` (empty: every model) through the manager, for the proxy's
+  // /unload. `done` runs on a gRPC thread with the ids stopped.
+  void Unload(
+      const std::string& model,
+      std::function<void(absl::StatusOr<std::vector<std::string>>)> done);
 
   // LeaseTransport.
   bool Connected() override;

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/loop_thread.h"
 #include "proxy/router/body_filters.h"
 #include "proxy/worker/worker.h"
 
@@ -79,6 +80,8 @@ ClientConnection::ClientConnection(Worker* worker)
     : worker_(worker), parser_(this, worker->context().options().limits) {
   uv_tcp_init(worker->loop().loop(), &tcp_);
   tcp_.data = this;
+  uv_timer_init(worker->loop().loop(), &timer_);
+  timer_.data = this;
 }
 
 ClientConnection::~ClientConnection() { *alive_ = false; }
@@ -97,7 +100,47 @@ void ClientConnection::Start() {
     }
   }
   peer_ = ip;
-  if (uv_read_start(stream(), OnAlloc, OnRead) != 0) Close();
+  if (uv_read_start(stream(), OnAlloc, OnRead) != 0) {
+    Close();
+    return;
+  }
+  UpdateTimer();
+}
+
+void ClientConnection::UpdateTimer() {
+  if (closing_) return;
+  TimerMode want = in_request_         ? TimerMode::kNone
+                   : parser_.in_head() ? TimerMode::kHead
+                                       : TimerMode::kIdle;
+  if (want == timer_mode_) return;  // Never re-armed by a trickle of bytes.
+  timer_mode_ = want;
+  uv_timer_stop(&timer_);
+  if (want == TimerMode::kNone) return;
+  const ProxyOptions& o = worker_->context().options();
+  absl::Duration d =
+      want == TimerMode::kHead ? o.header_timeout : o.idle_timeout;
+  uv_update_time(worker_->loop().loop());
+  uv_timer_start(&timer_, OnTimer,
+                 static_cast<uint64_t>(absl::ToInt64Milliseconds(d)), 0);
+}
+
+void ClientConnection::OnTimer(uv_timer_t* t) {
+  auto* c = static_cast<ClientConnection*>(t->data);
+  if (c->closing_ || c->in_request_) return;
+  if (c->timer_mode_ == TimerMode::kHead) {
+    c->timer_mode_ = TimerMode::kNone;
+    c->keep_alive_ = false;
+    c->close_after_write_ = true;
+    c->head_ = http1::RequestHead();
+    c->RespondError(408, "the request head did not arrive in time");
+    return;
+  }
+  c->Close();  // Idle keep-alive connection.
+}
+
+void ClientConnection::Drain() {
+  draining_ = true;
+  if (!in_request_ && !parser_.in_head()) Close();
 }
 
 void ClientConnection::Close() {
@@ -110,9 +153,13 @@ void ClientConnection::Close() {
     leased_model_.clear();
   }
   worker_->Forget(this);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), [](uv_handle_t* h) {
-    delete static_cast<ClientConnection*>(h->data);
-  });
+  uv_timer_stop(&timer_);
+  auto closed = [](uv_handle_t* h) {
+    auto* c = static_cast<ClientConnection*>(h->data);
+    if (--c->open_handles_ == 0) delete c;
+  };
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), closed);
 }
 
 void ClientConnection::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -147,10 +194,12 @@ void ClientConnection::FeedInput() {
     if (used == 0) break;
   }
   feeding_ = false;
+  UpdateTimer();
 }
 
 void ClientConnection::OnRequestHead(http1::RequestHead head) {
   in_request_ = true;
+  UpdateTimer();
   head_ = std::move(head);
   body_.clear();
   json_ = router::JsonScanner();
@@ -193,9 +242,13 @@ void ClientConnection::OnRequestError(int status, const std::string& message) {
 
 void ClientConnection::Dispatch() {
   std::string path = head_.target.substr(0, head_.target.find('?'));
-  keep_alive_ = head_.keep_alive;
+  keep_alive_ = head_.keep_alive && !draining_;
   if (path == "/health" && head_.method == "GET") {
     return Respond(200, "application/json", R"({"status":"ok"})");
+  }
+  if (path == "/running" && head_.method == "GET") return RespondRunning();
+  if (path == "/unload" && (head_.method == "POST" || head_.method == "GET")) {
+    return Unload(QueryParam(head_.target, "model"));
   }
   if ((path == "/v1/models" || path == "/models") && head_.method == "GET") {
     return RespondModels();
@@ -366,9 +419,9 @@ void ClientConnection::Respond(int status, const std::string& content_type,
   http1::Headers headers = {{"Content-Type", content_type}};
   headers.insert(headers.end(), extra.begin(), extra.end());
   responding_ = true;
-  Write(http1::EncodeResponseHead(status, "", headers,
-                                  http1::Framing::kContentLength, body.size(),
-                                  keep_alive_ && !close_after_write_) +
+  Write(http1::EncodeResponseHead(
+            status, "", headers, http1::Framing::kContentLength, body.size(),
+            keep_alive_ && !close_after_write_ && !draining_) +
         (head_.method == "HEAD" ? "" : body));
   FinishRequest();
 }
@@ -396,6 +449,48 @@ void ClientConnection::RespondModels() {
           absl::StrCat(R"({"object":"list","data":[)", data, "]}"));
 }
 
+void ClientConnection::RespondRunning() {
+  std::string data;
+  for (const router::Route& r : worker_->routes().routes()) {
+    const char* state = r.state == v1::MODEL_STATE_STARTING   ? "starting"
+                        : r.state == v1::MODEL_STATE_READY    ? "ready"
+                        : r.state == v1::MODEL_STATE_STOPPING ? "stopping"
+                                                              : nullptr;
+    if (state == nullptr) continue;
+    absl::StrAppend(&data, data.empty() ? "" : ",", R"({"model":)",
+                    Escape(r.id), R"(,"state":")", state, R"("})");
+  }
+  Respond(200, "application/json", absl::StrCat(R"({"running":[)", data, "]}"));
+}
+
+void ClientConnection::Unload(const std::string& model) {
+  const ProxyContext::Unload& unload = worker_->context().unload();
+  if (!unload) return RespondError(503, "unload is not available");
+  std::string id = model;
+  if (!model.empty()) {
+    const router::Route* route = worker_->routes().Find(model);
+    if (route == nullptr) {
+      return RespondError(404, absl::StrCat("unknown model '", model, "'"));
+    }
+    id = route->id;
+  }
+  LoopThread* loop = &worker_->loop();
+  std::weak_ptr<bool> alive = alive_;
+  unload(id, [this, loop, alive](absl::StatusOr<std::vector<std::string>> r) {
+    loop->Post([this, alive, r = std::move(r)] {
+      auto a = alive.lock();
+      if (a == nullptr || !*a) return;
+      if (!r.ok()) return RespondError(503, std::string(r.status().message()));
+      std::string ids;
+      for (const std::string& m : *r) {
+        absl::StrAppend(&ids, ids.empty() ? "" : ",", Escape(m));
+      }
+      Respond(200, "application/json",
+              absl::StrCat(R"({"status":"ok","stopped":[)", ids, "]}"));
+    });
+  });
+}
+
 void ClientConnection::FinishRequest() {
   upstream_.reset();
   if (!leased_model_.empty()) {
@@ -403,7 +498,7 @@ void ClientConnection::FinishRequest() {
     leased_model_.clear();
   }
   in_request_ = false;
-  if (!keep_alive_ || close_after_write_) {
+  if (!keep_alive_ || close_after_write_ || draining_) {
     close_after_write_ = true;
     if (stream()->write_queue_size == 0) Close();
     return;
@@ -413,6 +508,7 @@ void ClientConnection::FinishRequest() {
     uv_read_start(stream(), OnAlloc, OnRead);
   }
   FeedInput();
+  UpdateTimer();
 }
 
 void ClientConnection::Write(std::string data) {

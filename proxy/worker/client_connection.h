@@ -34,6 +34,9 @@ class ClientConnection : public http1::RequestVisitor,
   void Start();
   // Closes at once (a broken response, shutdown).
   void Close();
+  // Shutdown: an idle connection closes now; one serving a request closes
+  // once its response is complete.
+  void Drain();
 
   // RequestVisitor.
   void OnRequestHead(http1::RequestHead head) override;
@@ -61,6 +64,12 @@ class ClientConnection : public http1::RequestVisitor,
                const http1::Headers& extra = http1::Headers());
   void RespondError(int status, const std::string& message);
   void RespondModels();
+  void RespondRunning();
+  void Unload(const std::string& model);
+  // Header-read timeout while a head arrives, idle timeout between
+  // requests, nothing while a request is served.
+  void UpdateTimer();
+  static void OnTimer(uv_timer_t* t);
   // The response is complete: release, then the next request.
   void FinishRequest();
   void Write(std::string data);
@@ -68,7 +77,11 @@ class ClientConnection : public http1::RequestVisitor,
 
   Worker* worker_;
   uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  int open_handles_ = 2;
+  enum class TimerMode { kNone, kIdle, kHead } timer_mode_ = TimerMode::kNone;
   bool closing_ = false;
+  bool draining_ = false;
   std::string peer_;
   http1::RequestParser parser_;
   std::string input_;  // Read but not yet parsed (pipelined requests).

@@ -5,7 +5,10 @@
 #define MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -18,6 +21,11 @@ namespace modelplane::proxy {
 
 struct ProxyOptions {
   http1::Limits limits;  // 431 / 413.
+  // A client that has begun a request must finish its head within this
+  // (408 otherwise: slow-loris protection).
+  absl::Duration header_timeout = absl::Seconds(30);
+  // An idle keep-alive connection is closed after this.
+  absl::Duration idle_timeout = absl::Seconds(60);
   // A response is not read from the upstream while this much waits for a
   // slow client.
   size_t max_buffered_response = 1 << 20;
@@ -29,6 +37,14 @@ class ProxyContext {
       : broker_(broker), options_(options) {}
 
   lease::LeaseBroker& broker() { return *broker_; }
+
+  // Stops a model (empty: all) through the manager, for /unload; `done` on
+  // any thread. Set once by main before serving.
+  using Unload = std::function<void(
+      const std::string&,
+      std::function<void(absl::StatusOr<std::vector<std::string>>)>)>;
+  void set_unload(Unload unload) { unload_ = std::move(unload); }
+  const Unload& unload() const { return unload_; }
   const ProxyOptions& options() const { return options_; }
 
   // The table in force: a snapshot, valid for as long as it is held.
@@ -50,6 +66,7 @@ class ProxyContext {
  private:
   lease::LeaseBroker* broker_;
   ProxyOptions options_;
+  Unload unload_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const router::RouteTable> routes_ ABSL_GUARDED_BY(mu_) =
       router::RouteTable::Build({});

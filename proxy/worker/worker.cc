@@ -76,6 +76,28 @@ void Worker::OnConnection(uv_stream_t* listener, int status) {
   c->Start();
 }
 
+size_t Worker::Drain() {
+  size_t left = 0;
+  loop_.RunSync([&] {
+    if (listener_ != nullptr) {
+      uv_close(reinterpret_cast<uv_handle_t*>(listener_),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+      listener_ = nullptr;
+    }
+    std::vector<ClientConnection*> open(connections_.begin(),
+                                        connections_.end());
+    for (ClientConnection* c : open) c->Drain();
+    left = connections_.size();
+  });
+  return left;
+}
+
+size_t Worker::connections() {
+  size_t n = 0;
+  loop_.RunSync([&] { n = connections_.size(); });
+  return n;
+}
+
 void Worker::Stop() {
   loop_.RunSync([this] {
     if (stopped_) return;

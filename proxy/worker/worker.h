@@ -38,6 +38,10 @@ class Worker {
   absl::StatusOr<int> Listen(const std::string& host, int port);
   // Closes the listener and every connection, then the pool.
   void Stop();
+  // Graceful: closes the listener and the idle connections; the others
+  // close once their response is complete. Returns the connections left.
+  size_t Drain();
+  size_t connections();
 
   // For connections (loop thread).
   LoopThread& loop() { return loop_; }

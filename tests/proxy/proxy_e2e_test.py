@@ -19,11 +19,12 @@ from modelplane.v1 import model_manager_pb2 as pb
 
 
 class ProxyProcess:
-    def __init__(self, manager_port, workers=2):
+    def __init__(self, manager_port, workers=2, flags=()):
         self.port = free_port()
         self.proc = subprocess.Popen(
             [runfile("proxy/modelproxy"), "--listen", "127.0.0.1:%d" % self.port,
-             "--manager", "127.0.0.1:%d" % manager_port, "--workers", str(workers)],
+             "--manager", "127.0.0.1:%d" % manager_port, "--workers", str(workers)]
+            + list(flags),
             stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         assert "modelproxy listening on" in line, line
@@ -217,6 +218,59 @@ class ProxyTest(unittest.TestCase):
         # No acquire or release reached the manager: the model did not change.
         self.assertEqual(after.revision, before)
         self.assertEqual(after.active_leases, 1)
+
+
+    def test_running_and_unload(self):
+        self.assertEqual(self.chat("alpha")[0], 200)
+        self.assertTrue(wait_for(lambda: b'"model":"alpha"' in self.p.request(
+            "GET", "/running")[2], 10))
+        status, _, body = self.p.request("POST", "/unload?model=gpt-4o-mini")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body), {"status": "ok", "stopped": ["alpha"]})
+        self.assertEqual(self.m.model("alpha").state, pb.MODEL_STATE_STOPPED)
+        self.assertEqual(self.p.request("POST", "/unload?model=nope")[0], 404)
+        self.assertEqual(self.chat("beta")[0], 200)
+        status, _, body = self.p.request("POST", "/unload")
+        self.assertEqual(status, 200)
+        self.assertEqual(sorted(json.loads(body)["stopped"]), ["alpha", "beta", "slow"])
+        self.assertEqual(json.loads(self.p.request("GET", "/running")[2]), {"running": []})
+
+
+class TimeoutAndDrainTest(unittest.TestCase):
+    def test_slow_header_gets_408_and_idle_connections_close(self):
+        with ManagerProcess({"a": []}) as m:
+            p = ProxyProcess(m.port, workers=1,
+                             flags=["--header-timeout-ms", "300", "--idle-timeout-ms", "300"])
+            try:
+                slow = socket.create_connection(("127.0.0.1", p.port), timeout=20)
+                slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # Never ends.
+                reply = slow.recv(4096)
+                self.assertTrue(reply.startswith(b"HTTP/1.1 408"), reply)
+                self.assertEqual(slow.recv(4096), b"")  # Closed after.
+                idle = socket.create_connection(("127.0.0.1", p.port), timeout=20)
+                idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertTrue(idle.recv(4096).startswith(b"HTTP/1.1 200"))
+                self.assertEqual(idle.recv(4096), b"")  # The idle timeout closed it.
+            finally:
+                p.stop()
+
+    def test_sigterm_lets_responses_in_flight_finish(self):
+        with ManagerProcess({"s": ["--tokens", "20", "--tokens-per-second", "40"]}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            self.assertTrue(wait_for(lambda: b'"s"' in p.request("GET", "/v1/models")[2], 10))
+            conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=30)
+            conn.request("POST", "/v1/chat/completions",
+                         json.dumps({"model": "s", "stream": True, "messages": []}))
+            resp = conn.getresponse()
+            first = resp.read1(100)
+            self.assertTrue(first.startswith(b"data:"), first)
+            p.proc.send_signal(signal.SIGTERM)
+            rest = resp.read()
+            self.assertEqual(sse_text(first + rest), "".join("tok%d " % i for i in range(20)))
+            self.assertTrue(rest.endswith(b"data: [DONE]\n\n"))
+            self.assertEqual(p.proc.wait(30), 0)
+            with self.assertRaises(OSError):
+                socket.create_connection(("127.0.0.1", p.port), timeout=5)
 
 
 class ManagerDownTest(unittest.TestCase):
