@@ -133,7 +133,12 @@ int Main(int argc, char** argv) {
   context.set_unload([&link](const std::string& model, auto done) {
     link.Unload(model, std::move(done));
   });
-  link.Start(&broker, [&context](auto routes) { context.SetRoutes(routes); });
+  link.Start(
+      &broker, [&context](auto routes) { context.SetRoutes(routes); },
+      [&context](std::vector<std::string> keys) {
+        context.SetApiKeys(
+            std::make_shared<ProxyContext::KeySet>(keys.begin(), keys.end()));
+      });
 
   std::vector<std::unique_ptr<Worker>> pool;
   for (int i = 0; i < workers; ++i) {

@@ -97,6 +97,9 @@ void Manager::Reload(std::function<void(absl::StatusOr<ReloadResult>)> done) {
     ReloadResult result;
     result.warnings = loaded.warnings;
     result.diff = scheduler_->Reload(loaded.config);
+    // Settings outside the models (API keys...) have no Watch event of their
+    // own: a bookmark tells watchers to list again.
+    if (result.diff.globals_changed) hub_.PublishBookmark();
     result.revision = hub_.revision();
     Log(absl::StrCat("reloaded ", config_path_, ": ", result.diff.added.size(),
                      " added, ", result.diff.removed.size(), " removed, ",

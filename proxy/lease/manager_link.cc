@@ -133,6 +133,7 @@ class ManagerLink::WatchCall : public grpc::ClientReadReactor<v1::WatchEvent> {
         break;
       case v1::WatchEvent::TYPE_BOOKMARK:
         synced_ = true;
+        link_->FetchKeys();  // Settings outside the models may have moved.
         break;
       default:
         break;
@@ -202,9 +203,11 @@ std::unique_ptr<grpc::ClientContext> ManagerLink::Context() {
   return ctx;
 }
 
-void ManagerLink::Start(LeaseBroker* broker, RoutesSink on_routes) {
+void ManagerLink::Start(LeaseBroker* broker, RoutesSink on_routes,
+                        KeysSink on_keys) {
   broker_ = broker;
   on_routes_ = std::move(on_routes);
+  on_keys_ = std::move(on_keys);
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -273,6 +276,24 @@ void ManagerLink::Unload(
     stub_->async()->Stop(call->ctx.get(), &call->stop, &call->stopped,
                          std::move(finish));
   }
+}
+
+void ManagerLink::FetchKeys() {
+  if (!on_keys_) return;
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    v1::ListModelsRequest req;
+    v1::ListModelsResponse resp;
+  };
+  auto* call = new Call{Context(), {}, {}};
+  call->ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  stub_->async()->ListModels(
+      call->ctx.get(), &call->req, &call->resp, [this, call](grpc::Status s) {
+        std::unique_ptr<Call> owned(call);
+        if (!s.ok()) return;  // The next bookmark tries again.
+        on_keys_(std::vector<std::string>(owned->resp.api_key_sha256().begin(),
+                                          owned->resp.api_key_sha256().end()));
+      });
 }
 
 bool ManagerLink::Connected() {

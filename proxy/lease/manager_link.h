@@ -37,6 +37,8 @@ class ManagerLink : public LeaseTransport {
  public:
   using RoutesSink =
       std::function<void(std::shared_ptr<const router::RouteTable>)>;
+  // The API key hashes (hex SHA-256), after every Watch bookmark.
+  using KeysSink = std::function<void(std::vector<std::string>)>;
 
   explicit ManagerLink(LinkOptions options);
   // Shutdown(), if not done.
@@ -48,7 +50,8 @@ class ManagerLink : public LeaseTransport {
 
   // Opens the streams (and keeps them open). `on_routes` gets every new
   // route table, on a gRPC thread.
-  void Start(LeaseBroker* broker, RoutesSink on_routes);
+  void Start(LeaseBroker* broker, RoutesSink on_routes,
+             KeysSink on_keys = nullptr);
 
   // Stops `model` (empty: every model) through the manager, for the proxy's
   // /unload. `done` runs on a gRPC thread with the ids stopped.
@@ -73,6 +76,8 @@ class ManagerLink : public LeaseTransport {
   std::unique_ptr<v1::ModelManager::Stub> stub_;
   LeaseBroker* broker_ = nullptr;
   RoutesSink on_routes_;
+  KeysSink on_keys_;
+  void FetchKeys();
   absl::Mutex mu_;
   AcquireCall* acquire_ ABSL_GUARDED_BY(mu_) = nullptr;
   WatchCall* watch_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/loop_thread.h"
+#include "common/sha256.h"
 #include "proxy/router/body_filters.h"
 #include "proxy/worker/worker.h"
 
@@ -246,6 +249,13 @@ void ClientConnection::Dispatch() {
   if (path == "/health" && head_.method == "GET") {
     return Respond(200, "application/json", R"({"status":"ok"})");
   }
+  if (!Authorized()) {
+    return Respond(401, "application/json",
+                   absl::StrCat(R"({"error":{"message":"a valid API key is )"
+                                R"(required","type":"authentication_error",)"
+                                R"("code":401}})"),
+                   {{"WWW-Authenticate", "Bearer realm=\"modelplane\""}});
+  }
   if (path == "/running" && head_.method == "GET") return RespondRunning();
   if (path == "/unload" && (head_.method == "POST" || head_.method == "GET")) {
     return Unload(QueryParam(head_.target, "model"));
@@ -447,6 +457,41 @@ void ClientConnection::RespondModels() {
   }
   Respond(200, "application/json",
           absl::StrCat(R"({"object":"list","data":[)", data, "]}"));
+}
+
+bool ClientConnection::Authorized() {
+  const ProxyContext::KeySet& keys = worker_->api_keys();
+  if (keys.empty()) return true;
+  // llama-swap's forms: Bearer, the password of Basic, or x-api-key.
+  std::vector<std::string> presented;
+  if (const std::string* a =
+          http1::FindHeader(head_.headers, "authorization")) {
+    absl::string_view v = *a;
+    if (absl::ConsumePrefix(&v, "Bearer ")) presented.emplace_back(v);
+    std::string decoded;
+    if (absl::ConsumePrefix(&v, "Basic ") &&
+        absl::Base64Unescape(v, &decoded)) {
+      presented.push_back(decoded.substr(decoded.find(':') + 1));
+    }
+  }
+  if (const std::string* k = http1::FindHeader(head_.headers, "x-api-key")) {
+    presented.push_back(*k);
+  }
+  for (const std::string& key : presented) {
+    if (keys.contains(Sha256Hex(key))) {
+      // The keys are the proxy's business: never forwarded upstream.
+      head_.headers.erase(
+          std::remove_if(head_.headers.begin(), head_.headers.end(),
+                         [](const auto& h) {
+                           return absl::EqualsIgnoreCase(h.first,
+                                                         "authorization") ||
+                                  absl::EqualsIgnoreCase(h.first, "x-api-key");
+                         }),
+          head_.headers.end());
+      return true;
+    }
+  }
+  return false;
 }
 
 void ClientConnection::RespondRunning() {

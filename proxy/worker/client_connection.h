@@ -65,6 +65,9 @@ class ClientConnection : public http1::RequestVisitor,
   void RespondError(int status, const std::string& message);
   void RespondModels();
   void RespondRunning();
+  // With apiKeys configured: the request carries one (then auth headers are
+  // dropped before forwarding).
+  bool Authorized();
   void Unload(const std::string& model);
   // Header-read timeout while a head arrives, idle timeout between
   // requests, nothing while a request is served.

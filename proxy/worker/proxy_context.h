@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proxy/http1/codec.h"
@@ -57,8 +58,20 @@ class ProxyContext {
     routes_ = std::move(routes);
     version_.fetch_add(1, std::memory_order_release);
   }
-  // Bumped on every SetRoutes: workers cache the snapshot and refresh it
-  // only when this moved (no lock on the request path).
+  // The SHA-256 (hex) of each accepted API key; empty: no auth.
+  using KeySet = absl::flat_hash_set<std::string>;
+  std::shared_ptr<const KeySet> api_keys() const {
+    absl::MutexLock lock(&mu_);
+    return api_keys_;
+  }
+  void SetApiKeys(std::shared_ptr<const KeySet> keys) {
+    absl::MutexLock lock(&mu_);
+    api_keys_ = std::move(keys);
+    version_.fetch_add(1, std::memory_order_release);
+  }
+
+  // Bumped on every SetRoutes and SetApiKeys: workers cache the snapshot and
+  // refresh it only when this moved (no lock on the request path).
   uint64_t routes_version() const {
     return version_.load(std::memory_order_acquire);
   }
@@ -70,6 +83,8 @@ class ProxyContext {
   mutable absl::Mutex mu_;
   std::shared_ptr<const router::RouteTable> routes_ ABSL_GUARDED_BY(mu_) =
       router::RouteTable::Build({});
+  std::shared_ptr<const KeySet> api_keys_ ABSL_GUARDED_BY(mu_) =
+      std::make_shared<KeySet>();
   std::atomic<uint64_t> version_{0};
 };
 

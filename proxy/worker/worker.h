@@ -51,12 +51,12 @@ class Worker {
   // The route table, cached per worker (refreshed when the context's
   // version moved). Loop thread.
   const router::RouteTable& routes() {
-    uint64_t v = context_->routes_version();
-    if (routes_ == nullptr || v != routes_version_) {
-      routes_ = context_->routes();
-      routes_version_ = v;
-    }
+    Refresh();
     return *routes_;
+  }
+  const ProxyContext::KeySet& api_keys() {
+    Refresh();
+    return *api_keys_;
   }
   // One read buffer for every connection of the worker: libuv calls alloc
   // then read back to back on the loop thread, and readers copy what they
@@ -73,7 +73,16 @@ class Worker {
   uv_tcp_t* listener_ = nullptr;
   absl::flat_hash_set<ClientConnection*> connections_;
   bool stopped_ = false;
+  void Refresh() {
+    uint64_t v = context_->routes_version();
+    if (routes_ == nullptr || v != routes_version_) {
+      routes_ = context_->routes();
+      api_keys_ = context_->api_keys();
+      routes_version_ = v;
+    }
+  }
   std::shared_ptr<const router::RouteTable> routes_;
+  std::shared_ptr<const ProxyContext::KeySet> api_keys_;
   uint64_t routes_version_ = 0;
   std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};
 };

@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
+#include "common/sha256.h"
 #include "server/rpc/acquire_reactor.h"
 #include "server/rpc/convert.h"
 #include "server/rpc/logs_reactor.h"
@@ -163,6 +164,9 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
       ToProto(v, resp->add_models());
     }
     resp->set_revision(manager_->hub().revision());
+    for (const std::string& key : manager_->scheduler().config()->api_keys) {
+      resp->add_api_key_sha256(Sha256Hex(key));
+    }
     r->Finish(grpc::Status::OK);
   });
   return r;

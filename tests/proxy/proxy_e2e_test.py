@@ -236,6 +236,41 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(json.loads(self.p.request("GET", "/running")[2]), {"running": []})
 
 
+class ApiKeyTest(unittest.TestCase):
+    def test_api_keys_are_required_checked_and_not_forwarded(self):
+        import base64
+        with ManagerProcess({"a": []}, extra_yaml="apiKeys: [sk-one, sk-two]\n") as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                body = {"model": "a", "messages": []}
+                ok = {"Authorization": "Bearer sk-one"}
+                self.assertTrue(wait_for(lambda: p.request(
+                    "POST", "/v1/chat/completions", body)[0] == 401, 10))
+                status, headers, _ = p.request("POST", "/v1/chat/completions", body)
+                self.assertEqual(headers["WWW-Authenticate"], 'Bearer realm="modelplane"')
+                self.assertEqual(p.request("GET", "/health")[0], 200)
+                self.assertEqual(p.request("POST", "/v1/chat/completions", body,
+                                           {"Authorization": "Bearer nope"})[0], 401)
+                self.assertEqual(p.request("POST", "/v1/chat/completions", body, ok)[0], 200)
+                self.assertEqual(p.request("POST", "/v1/chat/completions", body,
+                                           {"x-api-key": "sk-two"})[0], 200)
+                basic = base64.b64encode(b"user:sk-one").decode()
+                self.assertEqual(p.request("POST", "/v1/chat/completions", body,
+                                           {"Authorization": "Basic " + basic})[0], 200)
+                seen = upstream_stats(m.ports["a"])["last_headers"]
+                self.assertNotIn("authorization", seen)
+                self.assertNotIn("x-api-key", seen)
+                # A reload that changes the keys reaches the proxy.
+                m.write_config(extra_yaml="apiKeys: [sk-new]\n")
+                m.proc.send_signal(signal.SIGHUP)
+                self.assertTrue(wait_for(lambda: p.request(
+                    "POST", "/v1/chat/completions", body,
+                    {"Authorization": "Bearer sk-new"})[0] == 200, 15))
+                self.assertEqual(p.request("POST", "/v1/chat/completions", body, ok)[0], 401)
+            finally:
+                p.stop()
+
+
 class TimeoutAndDrainTest(unittest.TestCase):
     def test_slow_header_gets_408_and_idle_connections_close(self):
         with ManagerProcess({"a": []}) as m:
