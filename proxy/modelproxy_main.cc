@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -23,6 +24,7 @@
 #include "common/loop_thread.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/lease/manager_link.h"
+#include "proxy/worker/metrics.h"
 #include "proxy/worker/proxy_context.h"
 #include "proxy/worker/worker.h"
 
@@ -88,6 +90,9 @@ int Main(int argc, char** argv) {
             "time a client has to send a request head (default 30000; 408)", 1);
   flags.Int("idle-timeout-ms", &idle_timeout_ms,
             "idle keep-alive connections close after this (default 60000)", 1);
+  bool access_log = false;
+  flags.Bool("access-log", &access_log,
+             "log one line per request on stderr (default off)");
   auto rest = flags.Parse(argc, argv);
   if (!rest.ok() || !rest->empty()) {
     bool help = !rest.ok() && absl::IsNotFound(rest.status());
@@ -129,6 +134,7 @@ int Main(int argc, char** argv) {
   options.limits.max_body_bytes = static_cast<uint64_t>(max_body_mib) << 20;
   options.header_timeout = absl::Milliseconds(header_timeout_ms);
   options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
+  options.access_log = access_log;
   ProxyContext context(&broker, options);
   context.set_unload([&link](const std::string& model, auto done) {
     link.Unload(model, std::move(done));
@@ -140,10 +146,20 @@ int Main(int argc, char** argv) {
             std::make_shared<ProxyContext::KeySet>(keys.begin(), keys.end()));
       });
 
+  // Every worker exists before any listens: /metrics reads the whole pool.
   std::vector<std::unique_ptr<Worker>> pool;
   for (int i = 0; i < workers; ++i) {
     pool.push_back(std::make_unique<Worker>(&context));
-    absl::StatusOr<int> bound = pool.back()->Listen(host, port);
+  }
+  context.set_metrics([&pool, &broker] {
+    Metrics total;
+    for (auto& w : pool) total.Merge(w->metrics().Snapshot());
+    std::map<std::string, int> in_flight, queued;
+    broker.Loads(&in_flight, &queued);
+    return total.Render(in_flight, queued);
+  });
+  for (auto& w : pool) {
+    absl::StatusOr<int> bound = w->Listen(host, port);
     if (!bound.ok()) {
       fprintf(stderr, "modelproxy: %s\n",
               std::string(bound.status().message()).c_str());

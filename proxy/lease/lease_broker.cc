@@ -157,6 +157,15 @@ int LeaseBroker::InFlight(const std::string& model) {
   return it == entries_.end() ? 0 : it->second.in_flight;
 }
 
+void LeaseBroker::Loads(std::map<std::string, int>* in_flight,
+                        std::map<std::string, int>* queued) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [model, e] : entries_) {
+    (*in_flight)[model] = e.in_flight;
+    (*queued)[model] = static_cast<int>(e.waiters.size());
+  }
+}
+
 void LeaseBroker::Deliver(std::vector<Answer> answers) {
   for (auto& [w, result] : answers) {
     w.post([done = std::move(w.done), r = std::move(result)]() mutable {

@@ -73,6 +73,9 @@ class LeaseBroker {
 
   // Requests in flight to `model` (tests, metrics).
   int InFlight(const std::string& model);
+  // Every model's requests in flight and waiting for a lease (metrics).
+  void Loads(std::map<std::string, int>* in_flight,
+             std::map<std::string, int>* queued);
 
  private:
   enum class State { kIdle, kAcquiring, kHeld };

@@ -9,6 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/loop_thread.h"
@@ -150,6 +151,10 @@ void ClientConnection::Close() {
   if (closing_) return;
   closing_ = true;
   *alive_ = false;
+  if (in_request_) {
+    if (!responding_) record_.status = 499;  // nginx: client closed request.
+    RecordRequest();
+  }
   upstream_.reset();  // The upstream learns at once that the client left.
   if (!leased_model_.empty()) {
     worker_->context().broker().Finish(leased_model_);
@@ -177,6 +182,7 @@ void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     return;
   }
   if (n == 0 || c->closing_) return;
+  c->worker_->metrics().AddBytesIn(static_cast<uint64_t>(n));
   c->input_.append(buf->base, n);
   if (c->input_.size() >
       c->worker_->context().options().limits.max_body_bytes + (1 << 20)) {
@@ -210,6 +216,9 @@ void ClientConnection::OnRequestHead(http1::RequestHead head) {
   scan_ = BodyScan::kNone;
   responding_ = false;
   std::string path = head_.target.substr(0, head_.target.find('?'));
+  record_.route = RouteLabel(path);
+  head_ns_ = uv_hrtime();
+  response_bytes_ = 0;
   bool body_route = head_.method == "POST" &&
                     std::find(std::begin(kBodyRoutes), std::end(kBodyRoutes),
                               path) != std::end(kBodyRoutes);
@@ -250,6 +259,8 @@ void ClientConnection::Dispatch() {
     return Respond(200, "application/json", R"({"status":"ok"})");
   }
   if (!Authorized()) {
+    // Every endpoint but /health needs the key, /metrics included (a
+    // Prometheus job sets it with `authorization: credentials`).
     return Respond(401, "application/json",
                    absl::StrCat(R"({"error":{"message":"a valid API key is )"
                                 R"(required","type":"authentication_error",)"
@@ -257,6 +268,7 @@ void ClientConnection::Dispatch() {
                    {{"WWW-Authenticate", "Bearer realm=\"modelplane\""}});
   }
   if (path == "/running" && head_.method == "GET") return RespondRunning();
+  if (path == "/metrics" && head_.method == "GET") return RespondMetrics();
   if (path == "/unload" && (head_.method == "POST" || head_.method == "GET")) {
     return Unload(QueryParam(head_.target, "model"));
   }
@@ -322,6 +334,8 @@ void ClientConnection::Forward(const std::string& model_name,
   }
   head_.target = std::move(target);
   std::string id = route->id;
+  record_.model = id;
+  admit_ns_ = uv_hrtime();
   int limit = route->concurrency_limit;
   LoopThread* loop = &worker_->loop();
   std::weak_ptr<bool> alive = alive_;
@@ -340,8 +354,11 @@ void ClientConnection::Forward(const std::string& model_name,
 }
 
 void ClientConnection::OnLease(absl::StatusOr<lease::Lease> lease) {
+  record_.lease_wait =
+      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - admit_ns_));
   if (!lease.ok()) {
     const absl::Status& s = lease.status();
+    record_.lease_error = absl::StatusCodeToString(s.code());
     switch (s.code()) {
       case absl::StatusCode::kResourceExhausted:
         return Respond(
@@ -374,12 +391,16 @@ void ClientConnection::OnLease(absl::StatusOr<lease::Lease> lease) {
                                http1::Framing::kContentLength, body_.size()) +
       body_;
   reading_upstream_ = true;
+  sent_ns_ = uv_hrtime();
   upstream_ = worker_->pool().Send(lease->upstream, std::move(request),
                                    head_.method == "HEAD", this);
 }
 
 void ClientConnection::OnUpstreamHead(http1::ResponseHead head) {
   responding_ = true;
+  record_.status = head.status;
+  record_.time_to_first_byte =
+      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - sent_ns_));
   http1::Headers headers = head.headers;
   const std::string* type = http1::FindHeader(headers, "content-type");
   if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
@@ -429,6 +450,7 @@ void ClientConnection::Respond(int status, const std::string& content_type,
   http1::Headers headers = {{"Content-Type", content_type}};
   headers.insert(headers.end(), extra.begin(), extra.end());
   responding_ = true;
+  record_.status = status;
   Write(http1::EncodeResponseHead(
             status, "", headers, http1::Framing::kContentLength, body.size(),
             keep_alive_ && !close_after_write_ && !draining_) +
@@ -536,7 +558,30 @@ void ClientConnection::Unload(const std::string& model) {
   });
 }
 
+void ClientConnection::RecordRequest() {
+  worker_->metrics().Record(record_);
+  if (worker_->context().options().access_log) {
+    double ms = head_ns_ == 0 ? 0 : (uv_hrtime() - head_ns_) / 1e6;
+    std::string line = absl::StrFormat(
+        "%s \"%s %s\" %d %d %.3fms model=%s\n", peer_,
+        absl::CEscape(head_.method), absl::CEscape(head_.target),
+        record_.status, response_bytes_, ms,
+        record_.model.empty() ? "-" : record_.model);
+    fwrite(line.data(), 1, line.size(), stderr);  // One write: lines whole.
+  }
+  record_ = RequestRecord();
+  head_ns_ = 0;
+  response_bytes_ = 0;
+}
+
+void ClientConnection::RespondMetrics() {
+  const ProxyContext::MetricsText& text = worker_->context().metrics();
+  if (!text) return RespondError(503, "metrics are not available yet");
+  Respond(200, "text/plain; version=0.0.4; charset=utf-8", text());
+}
+
 void ClientConnection::FinishRequest() {
+  RecordRequest();
   upstream_.reset();
   if (!leased_model_.empty()) {
     worker_->context().broker().Finish(leased_model_);
@@ -558,6 +603,8 @@ void ClientConnection::FinishRequest() {
 
 void ClientConnection::Write(std::string data) {
   if (closing_ || data.empty()) return;
+  worker_->metrics().AddBytesOut(data.size());
+  response_bytes_ += data.size();
   auto* w = new WriteReq{uv_write_t{}, std::move(data)};
   uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
   if (uv_write(&w->req, stream(), &buf, 1, OnWrite) != 0) {

@@ -19,6 +19,7 @@
 #include "proxy/router/json_scanner.h"
 #include "proxy/router/multipart_scanner.h"
 #include "proxy/upstream/upstream_pool.h"
+#include "proxy/worker/metrics.h"
 
 namespace modelplane::proxy {
 
@@ -65,6 +66,9 @@ class ClientConnection : public http1::RequestVisitor,
   void RespondError(int status, const std::string& message);
   void RespondModels();
   void RespondRunning();
+  void RespondMetrics();
+  // Counts the request (and logs it with --access-log), then forgets it.
+  void RecordRequest();
   // With apiKeys configured: the request carries one (then auth headers are
   // dropped before forwarding).
   bool Authorized();
@@ -105,6 +109,12 @@ class ClientConnection : public http1::RequestVisitor,
   bool keep_alive_ = true;
   bool close_after_write_ = false;
   bool reading_upstream_ = true;
+  // For metrics and the access log (uv_hrtime, ns).
+  RequestRecord record_;
+  uint64_t head_ns_ = 0;
+  uint64_t admit_ns_ = 0;
+  uint64_t sent_ns_ = 0;
+  uint64_t response_bytes_ = 0;
   // Lets posted lease answers find out that the connection is gone.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

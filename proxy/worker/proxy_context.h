@@ -30,6 +30,8 @@ struct ProxyOptions {
   // A response is not read from the upstream while this much waits for a
   // slow client.
   size_t max_buffered_response = 1 << 20;
+  // One line per request on stderr (--access-log).
+  bool access_log = false;
 };
 
 class ProxyContext {
@@ -47,6 +49,11 @@ class ProxyContext {
   void set_unload(Unload unload) { unload_ = std::move(unload); }
   const Unload& unload() const { return unload_; }
   const ProxyOptions& options() const { return options_; }
+  // Renders /metrics (every worker's counters and the broker's loads); any
+  // thread. Set once by main before any worker listens.
+  using MetricsText = std::function<std::string()>;
+  void set_metrics(MetricsText metrics) { metrics_ = std::move(metrics); }
+  const MetricsText& metrics() const { return metrics_; }
 
   // The table in force: a snapshot, valid for as long as it is held.
   std::shared_ptr<const router::RouteTable> routes() const {
@@ -80,6 +87,7 @@ class ProxyContext {
   lease::LeaseBroker* broker_;
   ProxyOptions options_;
   Unload unload_;
+  MetricsText metrics_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const router::RouteTable> routes_ ABSL_GUARDED_BY(mu_) =
       router::RouteTable::Build({});

@@ -73,6 +73,7 @@ void Worker::OnConnection(uv_stream_t* listener, int status) {
     return;
   }
   w->connections_.insert(c);
+  w->metrics_.AddConnections(1);
   c->Start();
 }
 

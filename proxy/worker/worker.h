@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "common/loop_thread.h"
 #include "proxy/upstream/upstream_pool.h"
+#include "proxy/worker/metrics.h"
 #include "proxy/worker/proxy_context.h"
 
 namespace modelplane::proxy {
@@ -47,7 +48,11 @@ class Worker {
   LoopThread& loop() { return loop_; }
   ProxyContext& context() { return *context_; }
   upstream::UpstreamPool& pool() { return *pool_; }
-  void Forget(ClientConnection* c) { connections_.erase(c); }
+  void Forget(ClientConnection* c) {
+    if (connections_.erase(c) != 0) metrics_.AddConnections(-1);
+  }
+  // Any thread (see metrics.h).
+  WorkerMetrics& metrics() { return metrics_; }
   // The route table, cached per worker (refreshed when the context's
   // version moved). Loop thread.
   const router::RouteTable& routes() {
@@ -73,6 +78,7 @@ class Worker {
   uv_tcp_t* listener_ = nullptr;
   absl::flat_hash_set<ClientConnection*> connections_;
   bool stopped_ = false;
+  WorkerMetrics metrics_;
   void Refresh() {
     uint64_t v = context_->routes_version();
     if (routes_ == nullptr || v != routes_version_) {

@@ -79,7 +79,7 @@ class ProxyTest(unittest.TestCase):
             extra_yaml="groups:\n  side: {members: [slow], exclusive: false}\n")
         cls.m.start()
         cls.p = ProxyProcess(cls.m.port)
-#The proxy's route table arrives through Watch.
+        # The proxy's route table arrives through Watch.
         assert wait_for(lambda: cls.p.request("GET", "/v1/models")[2].count(b'"id"') == 3, 10)
 
     @classmethod
@@ -337,6 +337,92 @@ class ManagerDownTest(unittest.TestCase):
         finally:
             p.stop()
             m.stop()
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, frozenset of label pairs): value}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$', line)
+        assert m, "malformed metrics line: %r" % line
+        labels = frozenset(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def metric(metrics, name, **labels):
+    return metrics.get((name, frozenset(labels.items())))
+
+
+class MetricsTest(unittest.TestCase):
+    def test_metrics_count_requests_across_workers_and_the_access_log(self):
+        with ManagerProcess({"m": ["--tokens", "3"],
+                             "slow": ["--tokens", "100", "--tokens-per-second", "50"]},
+                            model_yaml={"slow": ["    concurrencyLimit: 1"]},
+                            extra_yaml="groups:\n  g: {members: [slow], exclusive: false}\n") as mg:
+            p = ProxyProcess(mg.port, workers=2, flags=["--access-log"])
+            try:
+                self.assertTrue(wait_for(
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 2, 10))
+                body = {"model": "m", "messages": []}
+                # Separate connections: the kernel spreads them over both workers.
+                for _ in range(6):
+                    self.assertEqual(p.request("POST", "/v1/chat/completions", body)[0], 200)
+                self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                           {"model": "nope"})[0], 404)
+                self.assertEqual(p.request("GET", "/health")[0], 200)
+                # A held stream on a concurrencyLimit 1 model: the next gets 429.
+                s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+                raw = json.dumps({"model": "slow", "stream": True, "messages": []}).encode()
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+                got = b""
+                while b"tok0" not in got:
+                    got += s.recv(4096)
+                self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                           {"model": "slow", "messages": []})[0], 429)
+                status, headers, text = p.request("GET", "/metrics")
+                self.assertEqual(status, 200)
+                self.assertTrue(headers["Content-Type"].startswith("text/plain"))
+                got_metrics = parse_metrics(text.decode())
+                s.close()
+
+                def req(model, route, code):
+                    return metric(got_metrics, "modelproxy_requests_total",
+                                  model=model, route=route, status=str(code))
+                self.assertEqual(req("m", "/v1/chat/completions", 200), 6)
+                self.assertEqual(req("", "/v1/chat/completions", 404), 1)
+                self.assertEqual(req("", "/health", 200), 1)
+                self.assertEqual(req("slow", "/v1/chat/completions", 429), 1)
+                self.assertEqual(metric(got_metrics, "modelproxy_lease_errors_total",
+                                        model="slow", code="RESOURCE_EXHAUSTED"), 1)
+                self.assertEqual(metric(got_metrics,
+                                        "modelproxy_upstream_time_to_first_byte_seconds_count",
+                                        model="m"), 6)
+                self.assertEqual(metric(got_metrics,
+                                        "modelproxy_upstream_time_to_first_byte_seconds_bucket",
+                                        model="m", le="+Inf"), 6)
+                self.assertEqual(metric(got_metrics, "modelproxy_lease_wait_seconds_count",
+                                        model="m"), 6)
+                # The stream still holds its lease; m's requests are all done.
+                self.assertEqual(metric(got_metrics, "modelproxy_in_flight", model="slow"), 1)
+                self.assertEqual(metric(got_metrics, "modelproxy_in_flight", model="m"), 0)
+                self.assertGreaterEqual(metric(got_metrics, "modelproxy_open_connections"), 1)
+                self.assertGreater(metric(got_metrics, "modelproxy_bytes_sent_total"), 0)
+                self.assertGreater(metric(got_metrics, "modelproxy_bytes_received_total"), 0)
+                # The stream the client dropped mid-response is counted too.
+                self.assertTrue(wait_for(lambda: metric(parse_metrics(
+                    p.request("GET", "/metrics")[2].decode()), "modelproxy_requests_total",
+                    model="slow", route="/v1/chat/completions", status="200") == 1, 10))
+            finally:
+                p.stop()
+            log = p.proc.stderr.read()
+            lines = [l for l in log.splitlines() if '"POST /v1/chat/completions"' in l]
+            self.assertEqual(sum(" 200 " in l and "model=m" in l for l in lines), 6, log)
+            self.assertEqual(sum(" 404 " in l and "model=-" in l for l in lines), 1, log)
+            self.assertEqual(sum(" 429 " in l and "model=slow" in l for l in lines), 1, log)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+// Per-worker request metrics. A worker's connections record each finished
+// request with one uncontended lock (the worker's own); byte and connection
+// counts are relaxed atomics. A /metrics scrape copies every worker's
+// Metrics under that lock and merges them into the Prometheus text format:
+// no cross-loop round trip, so a scrape cannot stall behind a busy worker's
+// queue nor deadlock two workers scraping each other.
+#ifndef MODELPLANE_PROXY_WORKER_METRICS_H_
+#define MODELPLANE_PROXY_WORKER_METRICS_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace modelplane::proxy {
+
+// Cumulative histogram buckets, in seconds (then +Inf).
+inline constexpr std::array<double, 13> kBuckets = {
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60};
+
+struct Histogram {
+  std::array<uint64_t, kBuckets.size() + 1> counts{};  // Last: +Inf.
+  double sum = 0;
+  uint64_t count = 0;
+
+  void Observe(absl::Duration d);
+  void Merge(const Histogram& o);
+};
+
+struct Metrics {
+  // (model, route, status) -> requests.
+  std::map<std::tuple<std::string, std::string, int>, uint64_t> requests;
+  std::map<std::string, Histogram> time_to_first_byte;  // By model.
+  std::map<std::string, Histogram> lease_wait;          // By model.
+  std::map<std::pair<std::string, std::string>, uint64_t> lease_errors;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  int64_t open_connections = 0;
+
+  void Merge(const Metrics& o);
+  // Prometheus text exposition; `in_flight` and `queued` by model come from
+  // the lease broker (process-wide).
+  std::string Render(const std::map<std::string, int>& in_flight,
+                     const std::map<std::string, int>& queued) const;
+};
+
+// What a connection knows of one request once it is over.
+struct RequestRecord {
+  std::string model;            // The route id; "" when no model was resolved.
+  std::string route = "other";  // A bounded set: see RouteLabel().
+  int status = 0;  // 499: the client left before the response head.
+  std::optional<absl::Duration> lease_wait;
+  std::optional<absl::Duration> time_to_first_byte;
+  std::string lease_error;  // The absl status code name, when refused.
+};
+
+// The label for a request path: known routes by name, /upstream/... as
+// "/upstream", everything else "other" (labels must stay few).
+std::string RouteLabel(absl::string_view path);
+
+class WorkerMetrics {
+ public:
+  void Record(const RequestRecord& r);
+  void AddBytesIn(uint64_t n) {
+    bytes_in_.fetch_add(n, std::memory_order_relaxed);
+  }
+  void AddBytesOut(uint64_t n) {
+    bytes_out_.fetch_add(n, std::memory_order_relaxed);
+  }
+  void AddConnections(int delta) {
+    open_connections_.fetch_add(delta, std::memory_order_relaxed);
+  }
+  // A copy; any thread.
+  Metrics Snapshot();
+
+ private:
+  absl::Mutex mu_;
+  Metrics metrics_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> bytes_in_{0};
+  std::atomic<uint64_t> bytes_out_{0};
+  std::atomic<int64_t> open_connections_{0};
+};
+
+}  // namespace modelplane::proxy
+
+#endif  // MODELPLANE_PROXY_WORKER_METRICS_H_

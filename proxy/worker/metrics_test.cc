@@ -1,0 +1,77 @@
+#include "proxy/worker/metrics.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modelplane::proxy {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+TEST(HistogramTest, BucketsAreUpperInclusiveAndCumulativeWhenRendered) {
+  Metrics m;
+  m.time_to_first_byte["a"].Observe(absl::Milliseconds(1));  // le=0.001.
+  m.time_to_first_byte["a"].Observe(absl::Milliseconds(3));
+  m.time_to_first_byte["a"].Observe(absl::Seconds(100));  // Only +Inf.
+  std::string text = m.Render({}, {});
+  EXPECT_THAT(text, HasSubstr("modelproxy_upstream_time_to_first_byte_seconds_"
+                              "bucket{model=\"a\",le=\"0.001\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("_bucket{model=\"a\",le=\"0.005\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("_bucket{model=\"a\",le=\"60\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("_bucket{model=\"a\",le=\"+Inf\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("_count{model=\"a\"} 3\n"));
+}
+
+TEST(MetricsTest, MergeAddsEveryWorkersCounts) {
+  WorkerMetrics w1, w2;
+  RequestRecord r;
+  r.model = "m";
+  r.route = RouteLabel("/v1/chat/completions");
+  r.status = 200;
+  r.lease_wait = absl::Milliseconds(2);
+  w1.Record(r);
+  w2.Record(r);
+  r.status = 429;
+  r.lease_error = "RESOURCE_EXHAUSTED";
+  w2.Record(r);
+  w1.AddBytesOut(10);
+  w2.AddBytesOut(5);
+  w1.AddConnections(2);
+  w2.AddConnections(1);
+  w2.AddConnections(-1);
+  Metrics total = w1.Snapshot();
+  total.Merge(w2.Snapshot());
+  std::string text = total.Render({{"m", 1}}, {{"m", 4}});
+  EXPECT_THAT(text, HasSubstr("modelproxy_requests_total{model=\"m\",route=\"/"
+                              "v1/chat/completions\",status=\"200\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("status=\"429\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_lease_errors_total{model=\"m\",code="
+                              "\"RESOURCE_EXHAUSTED\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_lease_wait_seconds_count{model="
+                              "\"m\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_bytes_sent_total 15\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_open_connections 2\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_in_flight{model=\"m\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_queued{model=\"m\"} 4\n"));
+}
+
+TEST(MetricsTest, LabelsStayFewAndEscaped) {
+  EXPECT_EQ(RouteLabel("/v1/embeddings"), "/v1/embeddings");
+  EXPECT_EQ(RouteLabel("/upstream/m/props"), "/upstream");
+  EXPECT_EQ(RouteLabel("/anything/else/123"), "other");
+  WorkerMetrics w;
+  RequestRecord r;
+  r.model = "org/\"odd\"\\name";
+  r.status = 200;
+  w.Record(r);
+  std::string text = w.Snapshot().Render({}, {});
+  EXPECT_THAT(text, HasSubstr("model=\"org/\\\"odd\\\"\\\\name\",route="
+                              "\"other\""));
+  EXPECT_THAT(text, Not(HasSubstr("\"odd\"\\name")));
+}
+
+}  // namespace
+}  // namespace modelplane::proxy
