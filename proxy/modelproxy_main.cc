@@ -74,6 +74,7 @@ int Main(int argc, char** argv) {
   int drain_seconds = 30;
   int header_timeout_ms = 30000;
   int idle_timeout_ms = 60000;
+  int body_timeout_ms = 60000;
   flags.String("listen", &listen,
                "host:port to serve (default 127.0.0.1:8080)");
   flags.String("manager", &manager,
@@ -90,6 +91,10 @@ int Main(int argc, char** argv) {
             "time a client has to send a request head (default 30000; 408)", 1);
   flags.Int("idle-timeout-ms", &idle_timeout_ms,
             "idle keep-alive connections close after this (default 60000)", 1);
+  flags.Int("body-timeout-ms", &body_timeout_ms,
+            "most time between two reads of a request body (default 60000; "
+            "408)",
+            1);
   bool access_log = false;
   flags.Bool("access-log", &access_log,
              "log one line per request on stderr (default off)");
@@ -135,6 +140,7 @@ int Main(int argc, char** argv) {
   options.header_timeout = absl::Milliseconds(header_timeout_ms);
   options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
   options.access_log = access_log;
+  options.body_timeout = absl::Milliseconds(body_timeout_ms);
   ProxyContext context(&broker, options);
   context.set_unload([&link](const std::string& model, auto done) {
     link.Unload(model, std::move(done));

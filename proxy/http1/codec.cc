@@ -180,9 +180,11 @@ int RequestParser::OnBody(http_parser* p, const char* at, size_t len) {
 
 int RequestParser::OnMessageComplete(http_parser* p) {
   auto* self = From<RequestParser>(p);
-  self->visitor_->OnRequestEnd();
+  // Paused before the visitor hears of the end, so that a visitor answering
+  // at once (and calling Resume() from here) leaves the parser running.
   self->paused_ = true;
   http_parser_pause(p, 1);
+  self->visitor_->OnRequestEnd();
   return 0;
 }
 
@@ -346,7 +348,8 @@ std::string EncodeResponseHead(int status, absl::string_view reason,
       absl::StrCat("HTTP/1.1 ", status, " ",
                    reason.empty() ? ReasonPhrase(status) : reason, "\r\n");
   AppendHeaders(&out, headers);
-  AppendFraming(&out, framing, content_length);
+  bool bodiless = status < 200 || status == 204 || status == 304;
+  if (!bodiless) AppendFraming(&out, framing, content_length);
   bool close = !keep_alive || framing == Framing::kUntilClose;
   absl::StrAppend(&out, "Connection: ", close ? "close" : "keep-alive",
                   "\r\n\r\n");

@@ -151,7 +151,10 @@ class ResponseParser {
 };
 
 // How a message body is framed on the wire.
-enum class Framing { kContentLength, kChunked, kUntilClose };
+// kNoBody: no framing header and no body (a HEAD response whose length is
+// unknown). Responses that never have a body (1xx, 204, 304) get no framing
+// header whatever is asked.
+enum class Framing { kContentLength, kChunked, kUntilClose, kNoBody };
 
 // "HTTP/1.1 200 OK\r\n" + headers + the framing header + "\r\n". Hop-by-hop
 // headers in `headers` (Connection, Keep-Alive, Transfer-Encoding,

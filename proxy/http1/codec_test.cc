@@ -23,7 +23,10 @@ class Requests : public RequestVisitor {
   void OnRequestBody(absl::string_view d) override {
     bodies.back().append(d.data(), d.size());
   }
-  void OnRequestEnd() override { ++ends; }
+  void OnRequestEnd() override {
+    ++ends;
+    if (resume_at_end) parser->Resume();  // Answered at once.
+  }
   void OnRequestError(int status, const std::string& message) override {
     error_status = status;
     error = message;
@@ -31,6 +34,8 @@ class Requests : public RequestVisitor {
   std::vector<RequestHead> heads;
   std::vector<std::string> bodies;
   int ends = 0;
+  bool resume_at_end = false;
+  RequestParser* parser = nullptr;
   int error_status = 0;
   std::string error;
 };
@@ -86,6 +91,22 @@ TEST(RequestParserTest, PipelinedRequestsPauseBetweenMessages) {
   EXPECT_EQ(v.heads[1].content_length, 5u);
   EXPECT_EQ(v.bodies[1], "hello");
   EXPECT_EQ(v.ends, 2);
+}
+
+TEST(RequestParserTest, ResumingFromTheEndCallbackKeepsParsing) {
+  Requests v;
+  RequestParser p(&v, Limits{});
+  v.parser = &p;
+  v.resume_at_end = true;
+  std::string in =
+      "OPTIONS / HTTP/1.1\r\nHost: a\r\n\r\n"
+      "GET /health HTTP/1.1\r\nHost: a\r\n\r\n";
+  EXPECT_EQ(p.Feed(in), in.size());
+  EXPECT_EQ(v.ends, 2);
+  EXPECT_FALSE(p.paused());
+  // And the next request, arriving later, is parsed too.
+  p.Feed("GET /v1/models HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(v.ends, 3);
 }
 
 TEST(RequestParserTest, ByteByByteAndChunkedBodiesAreDechunked) {
@@ -249,6 +270,19 @@ TEST(CodecTest, ResponseBackToBackDropsHopByHopHeaders) {
   std::string closing =
       EncodeResponseHead(502, "", {}, Framing::kUntilClose, 0, true);
   EXPECT_EQ(closing, "HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n");
+}
+
+TEST(CodecTest, BodilessResponsesGetNoFramingHeader) {
+  // RFC 9110: no Content-Length or Transfer-Encoding on 1xx, 204 and 304.
+  for (int status : {204, 304}) {
+    for (Framing f : {Framing::kContentLength, Framing::kChunked}) {
+      std::string head = EncodeResponseHead(status, "", {}, f, 0, true);
+      EXPECT_EQ(head.find("Content-Length"), std::string::npos) << head;
+      EXPECT_EQ(head.find("Transfer-Encoding"), std::string::npos) << head;
+    }
+  }
+  EXPECT_EQ(EncodeResponseHead(200, "", {}, Framing::kNoBody, 0, true),
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n");
 }
 
 }  // namespace

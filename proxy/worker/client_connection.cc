@@ -4,8 +4,10 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -113,7 +115,8 @@ void ClientConnection::Start() {
 
 void ClientConnection::UpdateTimer() {
   if (closing_) return;
-  TimerMode want = in_request_         ? TimerMode::kNone
+  TimerMode want = in_request_
+                       ? (reading_body_ ? TimerMode::kBody : TimerMode::kNone)
                    : parser_.in_head() ? TimerMode::kHead
                                        : TimerMode::kIdle;
   if (want == timer_mode_) return;  // Never re-armed by a trickle of bytes.
@@ -121,8 +124,9 @@ void ClientConnection::UpdateTimer() {
   uv_timer_stop(&timer_);
   if (want == TimerMode::kNone) return;
   const ProxyOptions& o = worker_->context().options();
-  absl::Duration d =
-      want == TimerMode::kHead ? o.header_timeout : o.idle_timeout;
+  absl::Duration d = want == TimerMode::kHead   ? o.header_timeout
+                     : want == TimerMode::kBody ? o.body_timeout
+                                                : o.idle_timeout;
   uv_update_time(worker_->loop().loop());
   uv_timer_start(&timer_, OnTimer,
                  static_cast<uint64_t>(absl::ToInt64Milliseconds(d)), 0);
@@ -130,7 +134,19 @@ void ClientConnection::UpdateTimer() {
 
 void ClientConnection::OnTimer(uv_timer_t* t) {
   auto* c = static_cast<ClientConnection*>(t->data);
-  if (c->closing_ || c->in_request_) return;
+  if (c->closing_) return;
+  if (c->timer_mode_ == TimerMode::kBody && c->reading_body_) {
+    // Nothing more is read: the rest of the body must not be dispatched.
+    uv_read_stop(c->stream());
+    c->input_.clear();
+    c->reading_body_ = false;
+    c->timer_mode_ = TimerMode::kNone;
+    c->keep_alive_ = false;
+    c->close_after_write_ = true;
+    c->RespondError(408, "the request body did not arrive in time");
+    return;
+  }
+  if (c->in_request_) return;
   if (c->timer_mode_ == TimerMode::kHead) {
     c->timer_mode_ = TimerMode::kNone;
     c->keep_alive_ = false;
@@ -208,6 +224,7 @@ void ClientConnection::FeedInput() {
 
 void ClientConnection::OnRequestHead(http1::RequestHead head) {
   in_request_ = true;
+  reading_body_ = true;
   UpdateTimer();
   head_ = std::move(head);
   body_.clear();
@@ -238,12 +255,21 @@ void ClientConnection::OnRequestHead(http1::RequestHead head) {
 }
 
 void ClientConnection::OnRequestBody(absl::string_view data) {
+  if (timer_mode_ == TimerMode::kBody) {  // Progress: the gap starts over.
+    uv_timer_start(&timer_, OnTimer,
+                   static_cast<uint64_t>(absl::ToInt64Milliseconds(
+                       worker_->context().options().body_timeout)),
+                   0);
+  }
   body_.append(data.data(), data.size());
   if (scan_ == BodyScan::kJson) json_.Feed(data);
   if (scan_ == BodyScan::kMultipart) multipart_->Feed(data);
 }
 
-void ClientConnection::OnRequestEnd() { Dispatch(); }
+void ClientConnection::OnRequestEnd() {
+  reading_body_ = false;
+  Dispatch();
+}
 
 void ClientConnection::OnRequestError(int status, const std::string& message) {
   keep_alive_ = false;
@@ -255,6 +281,9 @@ void ClientConnection::OnRequestError(int status, const std::string& message) {
 void ClientConnection::Dispatch() {
   std::string path = head_.target.substr(0, head_.target.find('?'));
   keep_alive_ = head_.keep_alive && !draining_;
+  const std::string* origin = http1::FindHeader(head_.headers, "origin");
+  origin_ = origin != nullptr ? *origin : "";
+  if (head_.method == "OPTIONS") return RespondPreflight();
   if (path == "/health" && head_.method == "GET") {
     return Respond(200, "application/json", R"({"status":"ok"})");
   }
@@ -406,8 +435,17 @@ void ClientConnection::OnUpstreamHead(http1::ResponseHead head) {
   if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
     headers.emplace_back("X-Accel-Buffering", "no");
   }
+  if (!origin_.empty() &&
+      http1::FindHeader(headers, "access-control-allow-origin") == nullptr) {
+    headers.emplace_back("Access-Control-Allow-Origin", origin_);
+    headers.emplace_back("Vary", "Origin");
+  }
+  bool bodiless = head.status < 200 || head.status == 204 ||
+                  head.status == 304 || head_.method == "HEAD";
   if (head.content_length && !head.chunked) {
-    framing_ = http1::Framing::kContentLength;
+    framing_ = http1::Framing::kContentLength;  // HEAD: the length it would be.
+  } else if (bodiless) {
+    framing_ = http1::Framing::kNoBody;
   } else {
     framing_ = head_.version_minor >= 1 ? http1::Framing::kChunked
                                         : http1::Framing::kUntilClose;
@@ -447,8 +485,13 @@ void ClientConnection::OnUpstreamError(const std::string& message,
 void ClientConnection::Respond(int status, const std::string& content_type,
                                const std::string& body,
                                const http1::Headers& extra) {
-  http1::Headers headers = {{"Content-Type", content_type}};
+  http1::Headers headers;
+  if (!content_type.empty()) headers.emplace_back("Content-Type", content_type);
   headers.insert(headers.end(), extra.begin(), extra.end());
+  if (!origin_.empty()) {  // Browsers may read what the proxy answers.
+    headers.emplace_back("Access-Control-Allow-Origin", origin_);
+    headers.emplace_back("Vary", "Origin");
+  }
   responding_ = true;
   record_.status = status;
   Write(http1::EncodeResponseHead(
@@ -572,6 +615,31 @@ void ClientConnection::RecordRequest() {
   record_ = RequestRecord();
   head_ns_ = 0;
   response_bytes_ = 0;
+}
+
+void ClientConnection::RespondPreflight() {
+  // Permissive, as llama-swap: any origin, the usual methods, and the
+  // headers the browser asks for, reduced to token characters (a header
+  // value must never carry what the client sent verbatim).
+  std::string allow;
+  if (const std::string* asked =
+          http1::FindHeader(head_.headers, "access-control-request-headers")) {
+    for (char ch : *asked) {
+      if (absl::ascii_isalnum(static_cast<unsigned char>(ch)) ||
+          std::strchr("!#$%&'*+-.^_`|~, ", ch) != nullptr) {
+        allow.push_back(ch);
+      }
+    }
+  }
+  if (absl::StripAsciiWhitespace(allow).empty()) {
+    allow = "Content-Type, Authorization, Accept, X-Requested-With, X-Api-Key";
+  }
+  http1::Headers headers = {{"Access-Control-Allow-Methods",
+                             "GET, POST, PUT, PATCH, DELETE, OPTIONS"},
+                            {"Access-Control-Allow-Headers", allow},
+                            {"Access-Control-Max-Age", "86400"}};
+  if (origin_.empty()) headers.emplace_back("Access-Control-Allow-Origin", "*");
+  Respond(204, "", "", headers);
 }
 
 void ClientConnection::RespondMetrics() {

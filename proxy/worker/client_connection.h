@@ -67,14 +67,16 @@ class ClientConnection : public http1::RequestVisitor,
   void RespondModels();
   void RespondRunning();
   void RespondMetrics();
+  // CORS preflight (OPTIONS on any path), answered before auth.
+  void RespondPreflight();
   // Counts the request (and logs it with --access-log), then forgets it.
   void RecordRequest();
   // With apiKeys configured: the request carries one (then auth headers are
   // dropped before forwarding).
   bool Authorized();
   void Unload(const std::string& model);
-  // Header-read timeout while a head arrives, idle timeout between
-  // requests, nothing while a request is served.
+  // Header-read timeout while a head arrives, body timeout between body
+  // reads, idle timeout between requests, nothing while a request is served.
   void UpdateTimer();
   static void OnTimer(uv_timer_t* t);
   // The response is complete: release, then the next request.
@@ -86,7 +88,12 @@ class ClientConnection : public http1::RequestVisitor,
   uv_tcp_t tcp_;
   uv_timer_t timer_;
   int open_handles_ = 2;
-  enum class TimerMode { kNone, kIdle, kHead } timer_mode_ = TimerMode::kNone;
+  enum class TimerMode {
+    kNone,
+    kIdle,
+    kHead,
+    kBody
+  } timer_mode_ = TimerMode::kNone;
   bool closing_ = false;
   bool draining_ = false;
   std::string peer_;
@@ -96,6 +103,8 @@ class ClientConnection : public http1::RequestVisitor,
 
   // The request being served.
   bool in_request_ = false;
+  bool reading_body_ = false;  // Between the head and the end of the body.
+  std::string origin_;         // The request's Origin (CORS), or "".
   http1::RequestHead head_;
   std::string body_;
   BodyScan scan_ = BodyScan::kNone;

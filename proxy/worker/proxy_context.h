@@ -25,6 +25,9 @@ struct ProxyOptions {
   // A client that has begun a request must finish its head within this
   // (408 otherwise: slow-loris protection).
   absl::Duration header_timeout = absl::Seconds(30);
+  // A request body must keep arriving: at most this between two reads (408
+  // otherwise), like nginx's client_body_timeout.
+  absl::Duration body_timeout = absl::Seconds(60);
   // An idle keep-alive connection is closed after this.
   absl::Duration idle_timeout = absl::Seconds(60);
   // A response is not read from the upstream while this much waits for a

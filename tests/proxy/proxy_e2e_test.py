@@ -98,6 +98,16 @@ class ProxyTest(unittest.TestCase):
         status, _, body = self.p.request("GET", "/v1/models")
         ids = [m["id"] for m in json.loads(body)["data"]]
         self.assertEqual(ids, ["alpha", "beta", "slow"])
+        # Local answers one after another on one keep-alive connection.
+        conn = http.client.HTTPConnection("127.0.0.1", self.p.port, timeout=10)
+        try:
+            for path in ["/health", "/v1/models", "/running", "/health", "/nope"]:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 404 if path == "/nope" else 200)
+        finally:
+            conn.close()
 
     def test_completion_starts_the_model_on_demand(self):
         status, headers, body = self.chat("alpha")
@@ -131,6 +141,36 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(last["model"], "upstream-beta")
         headers = upstream_stats(self.m.ports["beta"])["last_headers"]
         self.assertEqual(headers["x-forwarded-for"], "127.0.0.1")
+
+    def test_bodiless_upstream_answers_keep_the_connection_in_step(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.p.port, timeout=30)
+        try:
+            for path, method, status in [("/upstream/alpha/status/204", "GET", 204),
+                                         ("/upstream/alpha/status/304", "GET", 304),
+                                         ("/upstream/alpha/v1/models", "HEAD", 200),
+                                         ("/upstream/alpha/v1/models", "GET", 200)]:
+                conn.request(method, path)
+                r = conn.getresponse()
+                self.assertEqual((r.status, r.read() if method == "HEAD" or status != 200
+                                  else r.read()[:1]),
+                                 (status, b"" if method == "HEAD" or status != 200 else b"{"))
+                if status in (204, 304):
+                    self.assertIsNone(r.getheader("Transfer-Encoding"))
+        finally:
+            conn.close()
+        # Raw: nothing follows a 204's head (no stray last chunk).
+        s = socket.create_connection(("127.0.0.1", self.p.port), timeout=30)
+        s.sendall(b"GET /upstream/alpha/status/204 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while not got.endswith(b'{"status":"ok"}'):
+            chunk = s.recv(4096)
+            self.assertTrue(chunk, got)
+            got += chunk
+        s.close()
+        first, rest = got.split(b"\r\n\r\n", 1)
+        self.assertTrue(first.startswith(b"HTTP/1.1 204"), got)
+        self.assertTrue(rest.startswith(b"HTTP/1.1 200"), got)
 
     def test_upstream_passthrough(self):
         status, _, body = self.p.request("GET", "/upstream/beta/v1/models")
@@ -270,12 +310,52 @@ class ApiKeyTest(unittest.TestCase):
             finally:
                 p.stop()
 
+    def test_cors_preflight_comes_before_auth_and_answers_carry_the_origin(self):
+        with ManagerProcess({"a": []}, extra_yaml="apiKeys: [sk-one]\n") as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                ok = {"Authorization": "Bearer sk-one", "Origin": "http://app.example"}
+                self.assertTrue(wait_for(lambda: p.request(
+                    "GET", "/v1/models", headers=ok)[2].count(b'"id"') == 1, 10))
+                s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+                s.sendall(b"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                          b"Origin: http://app.example\r\n"
+                          b"Access-Control-Request-Method: POST\r\n"
+                          b"Access-Control-Request-Headers: content-type, authorization, "
+                          b"<script>\"x\"\r\n\r\n"
+                          b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                got = b""
+                while got.count(b"HTTP/1.1 ") < 2 or not got.endswith(b"}"):
+                    got += s.recv(4096)
+                s.close()
+                preflight, rest = got.split(b"\r\n\r\n", 1)
+                self.assertTrue(preflight.startswith(b"HTTP/1.1 204"), got)
+                self.assertIn(b"Access-Control-Allow-Origin: http://app.example", preflight)
+                self.assertIn(b"Access-Control-Allow-Headers: content-type, authorization, "
+                              b"scriptx\r\n", preflight)
+                self.assertIn(b"Access-Control-Allow-Methods: GET, POST", preflight)
+                # No framing header on a 204: the next response follows at once.
+                self.assertNotIn(b"Content-Length", preflight)
+                self.assertTrue(rest.startswith(b"HTTP/1.1 200"), rest)
+                status, headers, _ = p.request("POST", "/v1/chat/completions",
+                                               {"model": "a", "messages": []}, ok)
+                self.assertEqual(status, 200)
+                self.assertEqual(headers["Access-Control-Allow-Origin"], "http://app.example")
+                status, headers, _ = p.request("GET", "/v1/models", headers=ok)
+                self.assertEqual(headers["Access-Control-Allow-Origin"], "http://app.example")
+                self.assertEqual(headers["Vary"], "Origin")
+                self.assertNotIn("Access-Control-Allow-Origin",
+                                 p.request("GET", "/health")[1])
+            finally:
+                p.stop()
+
 
 class TimeoutAndDrainTest(unittest.TestCase):
-    def test_slow_header_gets_408_and_idle_connections_close(self):
+    def test_slow_header_or_body_gets_408_and_idle_connections_close(self):
         with ManagerProcess({"a": []}) as m:
             p = ProxyProcess(m.port, workers=1,
-                             flags=["--header-timeout-ms", "300", "--idle-timeout-ms", "300"])
+                             flags=["--header-timeout-ms", "300", "--idle-timeout-ms", "300",
+                                    "--body-timeout-ms", "300"])
             try:
                 slow = socket.create_connection(("127.0.0.1", p.port), timeout=20)
                 slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # Never ends.
@@ -286,6 +366,14 @@ class TimeoutAndDrainTest(unittest.TestCase):
                 idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
                 self.assertTrue(idle.recv(4096).startswith(b"HTTP/1.1 200"))
                 self.assertEqual(idle.recv(4096), b"")  # The idle timeout closed it.
+                stalled = socket.create_connection(("127.0.0.1", p.port), timeout=20)
+                stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Length: 100\r\n\r\n{\"model\"")
+                reply = stalled.recv(4096)
+                self.assertTrue(reply.startswith(b"HTTP/1.1 408"), reply)
+                self.assertIn(b"request body", reply)
+                stalled.sendall(b"x" * 92)  # Too late: never dispatched.
+                self.assertEqual(stalled.recv(4096), b"")
             finally:
                 p.stop()
 

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -264,6 +265,7 @@ Response OpenAiHandler::Handle(const Request& request) {
   const std::string& path = request.path;
   if (path != "/stats") Remember(request);
   bool get = request.method == "GET" || request.method == "HEAD";
+  absl::string_view path_view = path;
   bool post = request.method == "POST";
   bool is_models = path == "/v1/models" || path == "/models";
   bool is_chat = path == "/v1/chat/completions";
@@ -273,7 +275,13 @@ Response OpenAiHandler::Handle(const Request& request) {
   bool known_post = is_chat || is_text || path == "/v1/embeddings" ||
                     path == "/v1/audio/transcriptions";
   Response r;
-  if (known_get && get) {
+  int code = 0;
+  if (get && absl::ConsumePrefix(&path_view, "/status/") &&
+      absl::SimpleAtoi(path_view, &code) && code >= 200 && code <= 599) {
+    // GET /status/NNN: an empty answer with that status (proxies' framing of
+    // bodiless responses is tested with it).
+    r.status = code;
+  } else if (known_get && get) {
     r = path == "/health"  ? Health()
         : path == "/stats" ? Stats()
         : path == "/env"   ? Env()
