@@ -95,6 +95,11 @@ int Main(int argc, char** argv) {
             "most time between two reads of a request body (default 60000; "
             "408)",
             1);
+  int loading_interval_ms = 1000;
+  flags.Int("loading-interval-ms", &loading_interval_ms,
+            "a streaming request waiting for its model gets an SSE comment "
+            "this often (default 1000; 0: never)",
+            0);
   bool access_log = false;
   flags.Bool("access-log", &access_log,
              "log one line per request on stderr (default off)");
@@ -140,6 +145,7 @@ int Main(int argc, char** argv) {
   options.header_timeout = absl::Milliseconds(header_timeout_ms);
   options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
   options.access_log = access_log;
+  options.loading_interval = absl::Milliseconds(loading_interval_ms);
   options.body_timeout = absl::Milliseconds(body_timeout_ms);
   ProxyContext context(&broker, options);
   context.set_unload([&link](const std::string& model, auto done) {

@@ -115,18 +115,23 @@ void ClientConnection::Start() {
 
 void ClientConnection::UpdateTimer() {
   if (closing_) return;
-  TimerMode want = in_request_
-                       ? (reading_body_ ? TimerMode::kBody : TimerMode::kNone)
-                   : parser_.in_head() ? TimerMode::kHead
-                                       : TimerMode::kIdle;
+  TimerMode want;
+  if (in_request_) {
+    want = reading_body_ ? TimerMode::kBody
+           : loading_    ? TimerMode::kLoading
+                         : TimerMode::kNone;
+  } else {
+    want = parser_.in_head() ? TimerMode::kHead : TimerMode::kIdle;
+  }
   if (want == timer_mode_) return;  // Never re-armed by a trickle of bytes.
   timer_mode_ = want;
   uv_timer_stop(&timer_);
   if (want == TimerMode::kNone) return;
   const ProxyOptions& o = worker_->context().options();
-  absl::Duration d = want == TimerMode::kHead   ? o.header_timeout
-                     : want == TimerMode::kBody ? o.body_timeout
-                                                : o.idle_timeout;
+  absl::Duration d = want == TimerMode::kHead      ? o.header_timeout
+                     : want == TimerMode::kBody    ? o.body_timeout
+                     : want == TimerMode::kLoading ? o.loading_interval
+                                                   : o.idle_timeout;
   uv_update_time(worker_->loop().loop());
   uv_timer_start(&timer_, OnTimer,
                  static_cast<uint64_t>(absl::ToInt64Milliseconds(d)), 0);
@@ -144,6 +149,10 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
     c->keep_alive_ = false;
     c->close_after_write_ = true;
     c->RespondError(408, "the request body did not arrive in time");
+    return;
+  }
+  if (c->timer_mode_ == TimerMode::kLoading && c->loading_) {
+    c->SendLoadingComment();
     return;
   }
   if (c->in_request_) return;
@@ -225,6 +234,10 @@ void ClientConnection::FeedInput() {
 void ClientConnection::OnRequestHead(http1::RequestHead head) {
   in_request_ = true;
   reading_body_ = true;
+  loading_ = false;
+  loading_head_sent_ = false;
+  upstream_failed_ = false;
+  upstream_error_.clear();
   UpdateTimer();
   head_ = std::move(head);
   body_.clear();
@@ -368,6 +381,11 @@ void ClientConnection::Forward(const std::string& model_name,
   int limit = route->concurrency_limit;
   LoopThread* loop = &worker_->loop();
   std::weak_ptr<bool> alive = alive_;
+  // Set now; an answer given inline (the lease is held) clears it before
+  // Admit returns.
+  loading_ =
+      scan_ == BodyScan::kJson && json_.stream().value_or(false) &&
+      worker_->context().options().loading_interval > absl::ZeroDuration();
   worker_->context().broker().Admit(
       id, limit,
       [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
@@ -383,6 +401,10 @@ void ClientConnection::Forward(const std::string& model_name,
 }
 
 void ClientConnection::OnLease(absl::StatusOr<lease::Lease> lease) {
+  if (loading_) {
+    loading_ = false;
+    UpdateTimer();
+  }
   record_.lease_wait =
       absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - admit_ns_));
   if (!lease.ok()) {
@@ -427,9 +449,16 @@ void ClientConnection::OnLease(absl::StatusOr<lease::Lease> lease) {
 
 void ClientConnection::OnUpstreamHead(http1::ResponseHead head) {
   responding_ = true;
-  record_.status = head.status;
   record_.time_to_first_byte =
       absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - sent_ns_));
+  if (loading_head_sent_) {
+    // The 200 head is out: the stream goes on in its body; an error answer
+    // is kept (bounded) and sent as one SSE event at its end.
+    upstream_failed_ = head.status < 200 || head.status >= 300;
+    if (upstream_failed_) record_.status = head.status;
+    return;
+  }
+  record_.status = head.status;
   http1::Headers headers = head.headers;
   const std::string* type = http1::FindHeader(headers, "content-type");
   if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
@@ -457,6 +486,12 @@ void ClientConnection::OnUpstreamHead(http1::ResponseHead head) {
 }
 
 void ClientConnection::OnUpstreamBody(absl::string_view data) {
+  if (upstream_failed_) {
+    if (upstream_error_.size() < (64 << 10)) {
+      upstream_error_.append(data.data(), data.size());
+    }
+    return;
+  }
   Write(framing_ == http1::Framing::kChunked ? http1::EncodeChunk(data)
                                              : std::string(data));
   if (!closing_ && reading_upstream_ &&
@@ -468,6 +503,12 @@ void ClientConnection::OnUpstreamBody(absl::string_view data) {
 }
 
 void ClientConnection::OnUpstreamEnd() {
+  if (upstream_failed_) {
+    std::string body = std::move(upstream_error_);
+    upstream_failed_ = false;
+    upstream_.reset();
+    return Respond(record_.status, "application/json", body);
+  }
   if (framing_ == http1::Framing::kChunked) Write(http1::EncodeLastChunk());
   FinishRequest();
 }
@@ -485,6 +526,21 @@ void ClientConnection::OnUpstreamError(const std::string& message,
 void ClientConnection::Respond(int status, const std::string& content_type,
                                const std::string& body,
                                const http1::Headers& extra) {
+  if (loading_head_sent_) {
+    // Too late for a status: the answer is an SSE event in the open stream
+    // (newlines folded so that it stays one `data:` line).
+    record_.status = status;
+    std::string data = body;
+    std::replace(data.begin(), data.end(), '\n', ' ');
+    std::replace(data.begin(), data.end(), '\r', ' ');
+    std::string event = absl::StrCat("data: ", data, "\n\n");
+    Write(framing_ == http1::Framing::kChunked
+              ? http1::EncodeChunk(event) + http1::EncodeLastChunk()
+              : event);
+    if (framing_ == http1::Framing::kUntilClose) close_after_write_ = true;
+    FinishRequest();
+    return;
+  }
   http1::Headers headers;
   if (!content_type.empty()) headers.emplace_back("Content-Type", content_type);
   headers.insert(headers.end(), extra.begin(), extra.end());
@@ -640,6 +696,34 @@ void ClientConnection::RespondPreflight() {
                             {"Access-Control-Max-Age", "86400"}};
   if (origin_.empty()) headers.emplace_back("Access-Control-Allow-Origin", "*");
   Respond(204, "", "", headers);
+}
+
+void ClientConnection::SendLoadingComment() {
+  if (!loading_head_sent_) {
+    loading_head_sent_ = true;
+    responding_ = true;
+    record_.status = 200;
+    framing_ = head_.version_minor >= 1 ? http1::Framing::kChunked
+                                        : http1::Framing::kUntilClose;
+    if (framing_ == http1::Framing::kUntilClose) keep_alive_ = false;
+    http1::Headers headers = {{"Content-Type", "text/event-stream"},
+                              {"Cache-Control", "no-cache"},
+                              {"X-Accel-Buffering", "no"}};
+    if (!origin_.empty()) {
+      headers.emplace_back("Access-Control-Allow-Origin", origin_);
+      headers.emplace_back("Vary", "Origin");
+    }
+    Write(http1::EncodeResponseHead(200, "", headers, framing_, 0,
+                                    keep_alive_ && !draining_));
+  }
+  std::string line =
+      absl::StrFormat(": loading %s %.1fs\n\n", record_.model,
+                      static_cast<double>(uv_hrtime() - admit_ns_) / 1e9);
+  Write(framing_ == http1::Framing::kChunked ? http1::EncodeChunk(line) : line);
+  uv_timer_start(&timer_, OnTimer,
+                 static_cast<uint64_t>(absl::ToInt64Milliseconds(
+                     worker_->context().options().loading_interval)),
+                 0);
 }
 
 void ClientConnection::RespondMetrics() {

@@ -67,6 +67,8 @@ class ClientConnection : public http1::RequestVisitor,
   void RespondModels();
   void RespondRunning();
   void RespondMetrics();
+  // The loading head, then one comment line (timer).
+  void SendLoadingComment();
   // CORS preflight (OPTIONS on any path), answered before auth.
   void RespondPreflight();
   // Counts the request (and logs it with --access-log), then forgets it.
@@ -92,7 +94,8 @@ class ClientConnection : public http1::RequestVisitor,
     kNone,
     kIdle,
     kHead,
-    kBody
+    kBody,
+    kLoading
   } timer_mode_ = TimerMode::kNone;
   bool closing_ = false;
   bool draining_ = false;
@@ -104,7 +107,14 @@ class ClientConnection : public http1::RequestVisitor,
   // The request being served.
   bool in_request_ = false;
   bool reading_body_ = false;  // Between the head and the end of the body.
-  std::string origin_;         // The request's Origin (CORS), or "".
+  // A streaming request waiting for its lease (loading comments are due).
+  bool loading_ = false;
+  // The 200 event-stream head went out before the model answered: what
+  // follows (the stream, or an error as an SSE event) goes in its body.
+  bool loading_head_sent_ = false;
+  std::string upstream_error_;  // A non-2xx upstream body, after that head.
+  bool upstream_failed_ = false;
+  std::string origin_;  // The request's Origin (CORS), or "".
   http1::RequestHead head_;
   std::string body_;
   BodyScan scan_ = BodyScan::kNone;

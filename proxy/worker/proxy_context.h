@@ -33,6 +33,10 @@ struct ProxyOptions {
   // A response is not read from the upstream while this much waits for a
   // slow client.
   size_t max_buffered_response = 1 << 20;
+  // A streaming request waiting this long for its model (a start, a swap)
+  // gets a 200 event-stream head and an SSE comment line every interval
+  // (`: loading <model> 3.2s`) until the model answers; 0: never.
+  absl::Duration loading_interval = absl::Seconds(1);
   // One line per request on stderr (--access-log).
   bool access_log = false;
 };

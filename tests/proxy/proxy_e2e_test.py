@@ -427,6 +427,54 @@ class ManagerDownTest(unittest.TestCase):
             m.stop()
 
 
+class LoadingCommentsTest(unittest.TestCase):
+    def test_a_streaming_request_hears_the_model_loading_then_gets_its_stream(self):
+        with ManagerProcess({"late": ["--ready-after-ms", "1500", "--tokens", "4"],
+                             "broken": ["--ready-after-ms", "100000",
+                                        "--crash-after-ms", "1200"],
+                             "quick": ["--tokens", "2"]}) as m:
+            p = ProxyProcess(m.port, workers=1, flags=["--loading-interval-ms", "200"])
+            try:
+                self.assertTrue(wait_for(
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 3, 10))
+                conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=30)
+                conn.request("POST", "/v1/chat/completions", json.dumps(
+                    {"model": "late", "stream": True, "messages": []}))
+                r = conn.getresponse()
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.getheader("Content-Type"), "text/event-stream")
+                body = r.read()
+                comments = re.findall(rb"^: loading late (\d+\.\d)s$", body, re.M)
+                self.assertGreaterEqual(len(comments), 3, body)
+                self.assertEqual(sse_text(body), "tok0 tok1 tok2 tok3 ")
+                self.assertTrue(body.endswith(b"data: [DONE]\n\n"), body)
+                # The same connection serves the next request normally.
+                conn.request("POST", "/v1/chat/completions", json.dumps(
+                    {"model": "late", "stream": True, "messages": []}))
+                r = conn.getresponse()
+                body = r.read()
+                self.assertNotIn(b": loading", body)
+                self.assertEqual(sse_text(body), "tok0 tok1 tok2 tok3 ")
+                conn.close()
+                # A start that fails after the head went out: an SSE error event.
+                status, headers, body = p.request("POST", "/v1/chat/completions",
+                                                  {"model": "broken", "stream": True,
+                                                   "messages": []})
+                self.assertEqual(status, 200)
+                self.assertIn(b": loading broken", body)
+                event = body.split(b"\n\n")[-2]
+                self.assertTrue(event.startswith(b"data: {"), body)
+                error = json.loads(event[6:])["error"]
+                self.assertEqual(error["code"], 503)
+                # Not streaming, or no wait: no comments.
+                status, headers, body = p.request("POST", "/v1/chat/completions",
+                                                  {"model": "quick", "messages": []})
+                self.assertEqual((status, headers["Content-Type"]), (200, "application/json"))
+                self.assertNotIn(b": loading", body)
+            finally:
+                p.stop()
+
+
 def parse_metrics(text):
     """Prometheus text -> {(name, frozenset of label pairs): value}."""
     out = {}
