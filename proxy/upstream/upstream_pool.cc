@@ -99,7 +99,6 @@ class Connection : public http1::ResponseVisitor {
   bool got_head_ = false;
   bool keep_alive_ = false;
   std::unique_ptr<http1::ResponseParser> parser_;
-  std::unique_ptr<char[]> buffer_ = std::make_unique<char[]>(kReadChunk);
 };
 
 class Handle : public UpstreamRequest {
@@ -166,7 +165,10 @@ void Connection::Send() {
 
 void Connection::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* c = static_cast<Connection*>(h->data);
-  *buf = uv_buf_init(c->buffer_.get(), kReadChunk);
+  if (c->pool_->read_buffer_ == nullptr) {
+    c->pool_->read_buffer_ = std::make_unique<char[]>(kReadChunk);
+  }
+  *buf = uv_buf_init(c->pool_->read_buffer_.get(), kReadChunk);
 }
 
 void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {

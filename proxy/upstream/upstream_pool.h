@@ -69,6 +69,11 @@ class UpstreamPool {
 
   uv_loop_t* loop_;
   std::map<std::string, std::vector<Connection*>> idle_;  // By host:port.
+  // One read buffer for every connection of the pool: libuv calls alloc and
+  // then read back to back on the loop thread, and the response parser is
+  // done with the bytes when read returns. (A buffer per connection cost
+  // 64 KiB per open stream.)
+  std::unique_ptr<char[]> read_buffer_;
 };
 
 }  // namespace modelplane::proxy::upstream

@@ -267,6 +267,27 @@ class StreamingTest(unittest.TestCase):
             self.assertEqual(up.stats()["streams_completed"], 1)
 
 
+    def test_stamped_chunks_carry_their_monotonic_send_time(self):
+        with FakeUpstream("--tokens", "3", "--stamp-chunks") as up:
+            before = time.monotonic_ns()
+            status, _, body = up.request("POST", "/v1/chat/completions",
+                                         {"messages": [], "stream": True})
+            after = time.monotonic_ns()
+            self.assertEqual(status, 200)
+            stamps = [json.loads(e)["fake_sent_ns"] for e in sse_events(body)
+                      if e != "[DONE]"]
+            self.assertEqual(len(stamps), 5)
+            self.assertEqual(stamps, sorted(stamps))
+            self.assertTrue(before <= stamps[0] and stamps[-1] <= after, (before, stamps, after))
+
+    def test_status_route_answers_any_status_empty(self):
+        with FakeUpstream() as up:
+            self.assertEqual(up.request("GET", "/status/204")[0], 204)
+            status, _, body = up.request("GET", "/status/418")
+            self.assertEqual((status, body), (418, b""))
+            self.assertEqual(up.request("GET", "/status/99")[0], 404)
+
+
 class StartupModeTest(unittest.TestCase):
     def test_ready_after_ms_answers_503_then_200_and_prints_ready_line(self):
         with FakeUpstream("--ready-after-ms", "400", "--ready-line", "model loaded OK") as up:

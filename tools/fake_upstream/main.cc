@@ -45,6 +45,8 @@ void DefineFlags(FlagParser* p, Flags* f) {
   p->Int("tokens", &f->model.tokens, "tokens per completion (default 16)", 0);
   p->Double("tokens-per-second", &f->model.tokens_per_second,
             "streaming rate; 0 = unlimited (default)", 0);
+  p->Bool("stamp-chunks", &f->model.stamp_chunks,
+          "put CLOCK_MONOTONIC ns in each streamed chunk (fake_sent_ns)");
   p->Bool("ignore-sigterm", &f->ignore_sigterm, "log SIGTERM and keep running");
   p->Bool("fork-child", &f->fork_child,
           "fork a grandchild that keeps stdout/stderr open (10 min at most)");

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <memory>
 #include <utility>
 
@@ -84,6 +85,7 @@ struct FakeCompletion {
   int tokens = 0;
   int prompt_tokens = 0;
   bool length_limited = false;
+  bool stamp = false;
   int64_t created = 0;
   std::chrono::steady_clock::time_point started;
 
@@ -201,6 +203,12 @@ struct FakeCompletion {
     if (i == tokens + 1) {
       Usage(w);
       Timings(w);
+    }
+    if (stamp) {
+      timespec now{};
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      w.Key("fake_sent_ns");
+      w.Int64(int64_t{now.tv_sec} * 1000000000 + now.tv_nsec);
     }
     w.EndObject();
     return absl::StrCat("data: ", out.GetString(), "\n\n");
@@ -417,6 +425,7 @@ Response OpenAiHandler::Completion(const Request& request, bool chat) {
   c->prompt_tokens = doc.HasMember(input) ? CountWords(doc[input]) : 0;
   c->created = NowSeconds();
   c->started = std::chrono::steady_clock::now();
+  c->stamp = options_.stamp_chunks;
   bool stream = doc.HasMember("stream") && doc["stream"].IsBool() &&
                 doc["stream"].GetBool();
   if (!stream) return Response::Json(200, c->Whole());

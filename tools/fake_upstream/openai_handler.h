@@ -27,6 +27,9 @@ struct FakeModelOptions {
   std::string model = "fake-model";  // Answered when a request names none.
   int tokens = 16;                   // Tokens per completion by default.
   double tokens_per_second = 0;      // 0: as fast as the client reads.
+  // Each streamed chunk carries "fake_sent_ns": CLOCK_MONOTONIC when it was
+  // made, for benchmarks measuring per-chunk latency on the same machine.
+  bool stamp_chunks = false;
 };
 
 class OpenAiHandler {
