@@ -1,5 +1,5 @@
 SHELL := /bin/bash
-# modelplane: `make test`, `make bench` and `make fmt` (README.md). Every target installs what
+# modelplane: `make demo`, `make run`, `make test`, `make bench` and `make fmt` (README.md). Every target installs what
 # it needs first (tools/bootstrap.sh is quick when everything is present).
 BAZEL ?= bazel
 BUILD_DIR := .build
@@ -8,7 +8,7 @@ TEST_LABELS := $(BUILD_DIR)/test_labels.txt
 SUMMARY := $(BUILD_DIR)/test_summary.txt
 FORMAT_SOURCES = $(shell git ls-files '*.cc' '*.h' '*.proto' 2>/dev/null)
 
-.PHONY: all bootstrap build test bench fmt fmt-check
+.PHONY: all bootstrap build demo run test bench fmt fmt-check
 
 all: build
 
@@ -17,6 +17,16 @@ bootstrap:
 
 build: bootstrap
 	$(BAZEL) build //...
+
+# The whole stack on fake models until Ctrl-C (tools/demo.sh); `make run
+# CONFIG=path/to/config.yaml` does the same on your own config.
+demo: bootstrap
+	@BAZEL=$(BAZEL) tools/demo.sh examples/demo.yaml
+
+CONFIG ?=
+run: bootstrap
+	@if [ -z "$(CONFIG)" ]; then echo "usage: make run CONFIG=path/to/config.yaml" >&2; exit 2; fi
+	@BAZEL=$(BAZEL) tools/demo.sh "$(CONFIG)"
 
 # Runs every test, then counts test cases (not targets) from this run's XML
 # reports. The last line is `N passed, N failed`; .ci/run repeats it last.

@@ -1,0 +1,111 @@
+"""`make demo` as a user runs it: tools/demo.sh on examples/demo.yaml, real
+clients through the proxy, the manager's events on the terminal, and Ctrl-C
+(SIGINT to the whole foreground process group) leaving nothing running."""
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+from tests.manager.manager_proc import free_port
+from tools.testing import junit
+from tools.testing.fake_upstream_proc import runfile, wait_for
+
+
+def sse_text(body):
+    text = ""
+    for event in body.decode().split("\n\n"):
+        if event.startswith("data: {"):
+            choice = json.loads(event[6:])["choices"]
+            text += (choice[0].get("delta", {}).get("content") or "") if choice else ""
+    return text
+
+
+def our_processes(root):
+    """Processes (other than this one) running a binary from `root`."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if root in cmd and any(b in cmd for b in
+                               ("modelmanager", "modelproxy", "fake_upstream", "mpctl")):
+            found.append(cmd)
+    return found
+
+
+class DemoTest(unittest.TestCase):
+    def test_demo_serves_swaps_shows_events_and_ctrl_c_stops_everything(self):
+        root = os.path.dirname(os.path.dirname(runfile("tools/demo.sh")))
+        tmp = tempfile.mkdtemp()
+        # The demo file as shipped, on ports free here.
+        config = os.path.join(tmp, "demo.yaml")
+        with open(runfile("examples/demo.yaml")) as f, open(config, "w") as out:
+            out.write("startPort: %d\n" % free_port() + f.read())
+        proxy = "127.0.0.1:%d" % free_port()
+        manager = "127.0.0.1:%d" % free_port()
+        env = dict(os.environ, MODELPLANE_BIN=root, MODELPLANE_PROXY=proxy,
+                   MODELPLANE_MANAGER=manager, MODELPLANE_LOG_DIR=tmp)
+        demo = subprocess.Popen(["bash", runfile("tools/demo.sh"), config], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(demo.stdout), daemon=True)
+        reader.start()
+        try:
+            self.assertTrue(wait_for(lambda: any("Events (Ctrl-C" in l for l in lines), 60),
+                            "".join(lines))
+            banner = "".join(lines)
+            self.assertIn("http://%s/v1" % proxy, banner)
+            self.assertIn("mpctl --manager %s watch" % manager, banner)
+
+            def post(body):
+                conn = http.client.HTTPConnection(proxy.split(":")[0],
+                                                  int(proxy.split(":")[1]), timeout=60)
+                conn.request("POST", "/v1/" + body.pop("route"), json.dumps(body))
+                r = conn.getresponse()
+                return r.status, r.read()
+
+            # An alias, streamed: the model loads (comments), then streams.
+            status, body = post({"route": "chat/completions", "model": "gpt-4o-mini",
+                                 "stream": True, "messages": []})
+            self.assertEqual(status, 200, body)
+            self.assertIn(b": loading qwen-chat", body)
+            self.assertEqual(sse_text(body), "".join("tok%d " % i for i in range(24)))
+            status, _ = post({"route": "embeddings", "model": "nomic-embed", "input": "x"})
+            self.assertEqual(status, 200)
+            # The other chat model swaps qwen out; the persistent embedder stays.
+            status, _ = post({"route": "chat/completions", "model": "llama-chat",
+                              "messages": []})
+            self.assertEqual(status, 200)
+            ls = subprocess.run([os.path.join(root, "client/mpctl"), "--manager", manager,
+                                 "--json", "ls"], capture_output=True, text=True, check=True)
+            states = {m["id"]: m.get("state") for m in json.loads(ls.stdout)["models"]}
+            self.assertEqual(states, {"qwen-chat": "MODEL_STATE_STOPPED",
+                                      "llama-chat": "MODEL_STATE_READY",
+                                      "nomic-embed": "MODEL_STATE_READY"}, ls.stdout)
+            # The terminal shows the manager's events as they happen.
+            self.assertTrue(wait_for(lambda: any(
+                "llama-chat READY" in l for l in lines), 10), "".join(lines))
+            self.assertTrue(any("qwen-chat STOPPING" in l for l in lines), "".join(lines))
+        finally:
+            # Ctrl-C: the terminal signals the whole foreground process group.
+            os.killpg(demo.pid, signal.SIGINT)
+            code = demo.wait(60)
+            reader.join(10)
+        self.assertEqual(code, 130, "".join(lines))
+        self.assertIn("demo: stopped", "".join(lines))
+        self.assertTrue(wait_for(lambda: not our_processes(root), 10), our_processes(root))
+
+
+if __name__ == "__main__":
+    junit.main()
