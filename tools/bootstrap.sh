@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian package modelplane needs to build, test, run, demo and
-# benchmark. Idempotent: when everything is present it only runs dpkg-query and
-# returns in about a second. Needs root (or sudo) only when something is missing.
+# benchmark, and the npm packages of the end-to-end tests (tests/e2e/node,
+# pinned by its lockfile). Idempotent: when everything is present it only
+# runs dpkg-query and compares a lockfile, and returns in about a second.
+# Needs root (or sudo) only when a Debian package is missing.
 set -euo pipefail
 
 # One package per line, grouped by what needs it.
@@ -30,31 +32,47 @@ for p in "${PACKAGES[@]}"; do
     [[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
 done
 
-if [[ ${#missing[@]} -eq 0 ]]; then
-  exit 0
+# Node.js and npm: any already on PATH will do (Debian's are the fallback).
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
 fi
 
-echo "bootstrap: installing ${#missing[@]} missing package(s): ${missing[*]}"
-SUDO=()
-if [[ $(id -u) -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    SUDO=(sudo -n)
-  else
-    echo "bootstrap: missing packages (${missing[*]}) and not root;" \
-      "run 'sudo tools/bootstrap.sh' once." >&2
-    exit 1
+install_missing() {
+  echo "bootstrap: installing ${#missing[@]} missing package(s): ${missing[*]}"
+  SUDO=()
+  if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      SUDO=(sudo -n)
+    else
+      echo "bootstrap: missing packages (${missing[*]}) and not root;" \
+        "run 'sudo tools/bootstrap.sh' once." >&2
+      exit 1
+    fi
   fi
+  export DEBIAN_FRONTEND=noninteractive
+  # The package lists may be absent on a fresh machine: update once, then install.
+  if ! "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    "${SUDO[@]}" apt-get update -q
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+  # nginx's Debian package starts a system service on port 80; the benchmarks run
+  # their own instance, so keep the system one out of the way.
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    (command -v systemctl >/dev/null && "${SUDO[@]}" systemctl disable --now nginx) >/dev/null 2>&1 || true
+    "${SUDO[@]}" nginx -s stop >/dev/null 2>&1 || true
+  fi
+  echo "bootstrap: done"
+}
+if [[ ${#missing[@]} -gt 0 ]]; then
+  install_missing
 fi
-export DEBIAN_FRONTEND=noninteractive
-# The package lists may be absent on a fresh machine: update once, then install.
-if ! "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
-  "${SUDO[@]}" apt-get update -q
-  "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# The OpenAI Node SDK for tests/e2e, from the npm registry: `npm ci` only
+# when the lockfile differs from the one last installed.
+node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/node"
+stamp="$node_dir/node_modules/.modelplane-lock.json"
+if ! cmp -s "$node_dir/package-lock.json" "$stamp"; then
+  echo "bootstrap: npm ci in tests/e2e/node"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$node_dir/package-lock.json" "$stamp"
 fi
-# nginx's Debian package starts a system service on port 80; the benchmarks run
-# their own instance, so keep the system one out of the way.
-if [[ " ${missing[*]} " == *" nginx "* ]]; then
-  (command -v systemctl >/dev/null && "${SUDO[@]}" systemctl disable --now nginx) >/dev/null 2>&1 || true
-  "${SUDO[@]}" nginx -s stop >/dev/null 2>&1 || true
-fi
-echo "bootstrap: done"

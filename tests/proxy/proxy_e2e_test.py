@@ -12,38 +12,11 @@ import threading
 import unittest
 
 from tests.manager.manager_proc import ManagerProcess, free_port
+from tests.proxy.proxy_proc import ProxyProcess
 from tools.testing import junit
 from tools.testing.fake_upstream_proc import runfile, wait_for
 
 from modelplane.v1 import model_manager_pb2 as pb
-
-
-class ProxyProcess:
-    def __init__(self, manager_port, workers=2, flags=()):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [runfile("proxy/modelproxy"), "--listen", "127.0.0.1:%d" % self.port,
-             "--manager", "127.0.0.1:%d" % manager_port, "--workers", str(workers)]
-            + list(flags),
-            stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        assert "modelproxy listening on" in line, line
-
-    def request(self, method, path, body=None, headers=None, timeout=30):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            if isinstance(body, dict):
-                body = json.dumps(body)
-            conn.request(method, path, body=body, headers=headers or {})
-            r = conn.getresponse()
-            return r.status, dict(r.getheaders()), r.read()
-        finally:
-            conn.close()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(20)
 
 
 def upstream_stats(port):

@@ -119,6 +119,12 @@ class EndpointTest(unittest.TestCase):
         self.assertEqual(len(doc["data"]), 3)
         self.assertEqual(len(doc["data"][2]["embedding"]), 8)
         self.assertEqual(doc["usage"]["prompt_tokens"], 4)
+        import base64
+        import struct
+        status, _, body = self.up.request(
+            "POST", "/v1/embeddings", {"input": "a", "encoding_format": "base64"})
+        raw = base64.b64decode(json.loads(body)["data"][0]["embedding"])
+        self.assertEqual(struct.unpack("<8f", raw), tuple(0.125 * (d + 1) for d in range(8)))
 
     def test_transcription_echoes_model_and_file_size(self):
         boundary = "XyZ"

@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <memory>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -452,6 +454,9 @@ Response OpenAiHandler::Embeddings(const Request& request) {
     stats_->last_model = model;
   }
   const rapidjson::Value& input = doc["input"];
+  bool base64 = doc.HasMember("encoding_format") &&
+                doc["encoding_format"].IsString() &&
+                std::string(doc["encoding_format"].GetString()) == "base64";
   int n = input.IsArray() ? static_cast<int>(input.Size()) : 1;
   rapidjson::StringBuffer out;
   JsonWriter w(out);
@@ -466,9 +471,22 @@ Response OpenAiHandler::Embeddings(const Request& request) {
     w.Key("index");
     w.Int(i);
     w.Key("embedding");
-    w.StartArray();
-    for (int d = 0; d < 8; ++d) w.Double((i + 1) * 0.125 * (d + 1));
-    w.EndArray();
+    if (base64) {
+      // As OpenAI and llama-server: the float32 values, little-endian,
+      // base64 (the OpenAI SDKs ask for this by default).
+      std::string raw;
+      for (int d = 0; d < 8; ++d) {
+        float v = static_cast<float>((i + 1) * 0.125 * (d + 1));
+        char bytes[sizeof(v)];
+        memcpy(bytes, &v, sizeof(v));
+        raw.append(bytes, sizeof(v));
+      }
+      w.String(absl::Base64Escape(raw).c_str());
+    } else {
+      w.StartArray();
+      for (int d = 0; d < 8; ++d) w.Double((i + 1) * 0.125 * (d + 1));
+      w.EndArray();
+    }
     w.EndObject();
   }
   w.EndArray();
