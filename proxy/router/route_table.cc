@@ -37,6 +37,13 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
     }
     r.metadata_json = m.has_metadata() ? ToJson(m.metadata()) : "{}";
     r.state = m.state();
+    auto duration = [](const google::protobuf::Duration& d) {
+      return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+    };
+    r.connect_timeout = duration(m.upstream_timeouts().connect());
+    r.response_header_timeout =
+        duration(m.upstream_timeouts().response_header());
+    r.idle_timeout = duration(m.upstream_timeouts().idle_connection());
     t->routes_.push_back(std::move(r));
   }
   std::sort(t->routes_.begin(), t->routes_.end(),

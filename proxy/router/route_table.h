@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "modelplane/v1/model_manager.pb.h"
 #include "proxy/router/body_filters.h"
 
@@ -26,6 +27,10 @@ struct Route {
   FilterSpec filters;         // useModelName, stripParams, setParams.
   std::string metadata_json;  // "{}" when none.
   v1::ModelState state = v1::MODEL_STATE_STOPPED;
+  // Waits on the upstream (config `timeouts`); zero: no limit.
+  absl::Duration connect_timeout;
+  absl::Duration response_header_timeout;
+  absl::Duration idle_timeout;
 };
 
 class RouteTable {

@@ -60,12 +60,17 @@ class Connection : public http1::ResponseVisitor {
       : pool_(pool), key_(std::move(key)), addr_(addr) {
     uv_tcp_init(pool->loop_, &tcp_);
     tcp_.data = this;
+    uv_timer_init(pool->loop_, &timer_);
+    timer_.data = this;
   }
 
   const std::string& key() const { return key_; }
 
   // Starts a request: connects first if new.
-  void Begin(std::string request, bool head_request, Handle* handle);
+  void Begin(std::string request, bool head_request, Handle* handle,
+             const Timeouts& timeouts);
+  // Back in the pool: closes itself after the idle timeout.
+  void Idle();
   void Cancel();  // The client left: close, never pool.
   void SetReading(bool reading);
 
@@ -80,6 +85,9 @@ class Connection : public http1::ResponseVisitor {
   void Fail(const std::string& message);
   void Close();
   static void OnConnect(uv_connect_t* req, int status);
+  enum class Wait { kNone, kConnect, kHead, kIdle };
+  void Arm(Wait wait, absl::Duration d);
+  static void OnTimer(uv_timer_t* t);
   static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
@@ -88,6 +96,10 @@ class Connection : public http1::ResponseVisitor {
   std::string key_;
   sockaddr_storage addr_;
   uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  int open_handles_ = 2;
+  Wait wait_ = Wait::kNone;
+  Timeouts timeouts_;
   uv_connect_t connect_;
   bool connected_ = false;
   bool closing_ = false;
@@ -98,6 +110,7 @@ class Connection : public http1::ResponseVisitor {
   bool got_bytes_ = false;
   bool got_head_ = false;
   bool keep_alive_ = false;
+  bool timed_out_ = false;
   std::unique_ptr<http1::ResponseParser> parser_;
 };
 
@@ -117,7 +130,48 @@ class Handle : public UpstreamRequest {
   Connection* conn_ = nullptr;
 };
 
-void Connection::Begin(std::string request, bool head_request, Handle* handle) {
+void Connection::Arm(Wait wait, absl::Duration d) {
+  wait_ = wait;
+  uv_timer_stop(&timer_);
+  if (wait == Wait::kNone || d <= absl::ZeroDuration()) return;
+  uv_timer_start(
+      &timer_, OnTimer,
+      static_cast<uint64_t>(std::max<int64_t>(1, absl::ToInt64Milliseconds(d))),
+      0);
+}
+
+void Connection::OnTimer(uv_timer_t* t) {
+  auto* c = static_cast<Connection*>(t->data);
+  if (c->closing_) return;
+  switch (c->wait_) {
+    case Wait::kConnect:
+      c->Fail(absl::StrCat("connecting to the upstream ", c->key_,
+                           " timed out after ",
+                           absl::FormatDuration(c->timeouts_.connect)));
+      break;
+    case Wait::kHead:
+      c->timed_out_ = true;
+      c->request_.clear();  // The upstream has it: never retried.
+      c->Fail(absl::StrCat("the upstream ", c->key_,
+                           " sent no response head within ",
+                           absl::FormatDuration(c->timeouts_.response_header),
+                           " (timeouts.responseHeader)"));
+      break;
+    case Wait::kIdle:
+      c->pool_->Forget(c);
+      c->Close();
+      break;
+    case Wait::kNone:
+      break;
+  }
+}
+
+void Connection::Idle() { Arm(Wait::kIdle, timeouts_.idle); }
+
+void Connection::Begin(std::string request, bool head_request, Handle* handle,
+                       const Timeouts& timeouts) {
+  timeouts_ = timeouts;
+  timed_out_ = false;
   handle_ = handle;
   handle->conn_ = this;
   request_ = std::move(request);
@@ -130,6 +184,7 @@ void Connection::Begin(std::string request, bool head_request, Handle* handle) {
     Send();
     return;
   }
+  Arm(Wait::kConnect, timeouts_.connect);
   connect_.data = this;
   int rc = uv_tcp_connect(&connect_, &tcp_,
                           reinterpret_cast<const sockaddr*>(&addr_), OnConnect);
@@ -152,6 +207,7 @@ void Connection::OnConnect(uv_connect_t* req, int status) {
 }
 
 void Connection::Send() {
+  Arm(Wait::kHead, timeouts_.response_header);
   auto* w = new WriteReq{uv_write_t{}, request_};
   uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
   int rc = uv_write(&w->req, stream(), &buf, 1, [](uv_write_t* r, int) {
@@ -197,6 +253,7 @@ void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 
 void Connection::OnResponseHead(http1::ResponseHead head) {
   got_head_ = true;
+  Arm(Wait::kNone, absl::ZeroDuration());
   request_.clear();
   keep_alive_ = head.keep_alive;
   if (handle_ != nullptr) handle_->observer_->OnUpstreamHead(std::move(head));
@@ -212,6 +269,7 @@ void Connection::OnResponseEnd() {
   if (h != nullptr) h->conn_ = nullptr;
   if (keep_alive_ && !closing_) {
     pool_->ReturnIdle(this);
+    Idle();
   } else {
     Close();
   }
@@ -224,6 +282,7 @@ void Connection::Fail(const std::string& message) {
   Handle* h = handle_;
   handle_ = nullptr;
   bool retry = h != nullptr && reused_ && !got_bytes_ && !request_.empty();
+  bool timed_out = timed_out_;
   std::string request = std::move(request_);
   Close();
   if (h == nullptr) return;
@@ -232,10 +291,10 @@ void Connection::Fail(const std::string& message) {
     // A pooled connection the upstream had already closed: try once more
     // on a fresh one (the upstream never saw this request).
     auto* fresh = new Connection(pool_, key_, addr_);
-    fresh->Begin(std::move(request), head_request_, h);
+    fresh->Begin(std::move(request), head_request_, h, timeouts_);
     return;
   }
-  h->observer_->OnUpstreamError(message, !got_head_);
+  h->observer_->OnUpstreamError(message, !got_head_, timed_out);
 }
 
 void Connection::Cancel() {
@@ -255,8 +314,12 @@ void Connection::SetReading(bool reading) {
 void Connection::Close() {
   if (closing_) return;
   closing_ = true;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_),
-           [](uv_handle_t* h) { delete static_cast<Connection*>(h->data); });
+  auto closed = [](uv_handle_t* h) {
+    auto* c = static_cast<Connection*>(h->data);
+    if (--c->open_handles_ == 0) delete c;
+  };
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), closed);
 }
 
 UpstreamPool::~UpstreamPool() {
@@ -265,9 +328,11 @@ UpstreamPool::~UpstreamPool() {
   }
 }
 
-std::unique_ptr<UpstreamRequest> UpstreamPool::Send(
-    const std::string& base_url, std::string request, bool head_request,
-    UpstreamObserver* observer) {
+std::unique_ptr<UpstreamRequest> UpstreamPool::Send(const std::string& base_url,
+                                                    std::string request,
+                                                    bool head_request,
+                                                    UpstreamObserver* observer,
+                                                    const Timeouts& timeouts) {
   auto handle = std::make_unique<Handle>(this, observer);
   sockaddr_storage addr{};
   std::string key;
@@ -275,7 +340,7 @@ std::unique_ptr<UpstreamRequest> UpstreamPool::Send(
     observer->OnUpstreamError(
         absl::StrCat("unsupported upstream URL '", base_url,
                      "' (an http:// URL with an IP address or localhost)"),
-        true);
+        true, false);
     return handle;
   }
   Connection* c;
@@ -286,7 +351,7 @@ std::unique_ptr<UpstreamRequest> UpstreamPool::Send(
   } else {
     c = new Connection(this, key, addr);
   }
-  c->Begin(std::move(request), head_request, handle.get());
+  c->Begin(std::move(request), head_request, handle.get(), timeouts);
   return handle;
 }
 

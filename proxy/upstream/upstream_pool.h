@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "proxy/http1/codec.h"
 
 namespace modelplane::proxy::upstream {
@@ -29,9 +30,17 @@ class UpstreamObserver {
   virtual void OnUpstreamHead(http1::ResponseHead head) = 0;
   virtual void OnUpstreamBody(absl::string_view data) = 0;
   virtual void OnUpstreamEnd() = 0;
-  // `before_head`: nothing of the response was passed on (answer 502).
-  virtual void OnUpstreamError(const std::string& message,
-                               bool before_head) = 0;
+  // `before_head`: nothing of the response was passed on (answer 502, or
+  // 504 when `timed_out`: no response head within the header timeout).
+  virtual void OnUpstreamError(const std::string& message, bool before_head,
+                               bool timed_out) = 0;
+};
+
+// Waits on an upstream; zero: no limit.
+struct Timeouts {
+  absl::Duration connect;
+  absl::Duration response_header;  // From the request sent to the head.
+  absl::Duration idle;             // A pooled idle connection's lifetime.
 };
 
 // A request in flight; destroying it before the end cancels it.
@@ -58,7 +67,8 @@ class UpstreamPool {
   // A bad URL is reported to the observer before Send returns.
   std::unique_ptr<UpstreamRequest> Send(const std::string& base_url,
                                         std::string request, bool head_request,
-                                        UpstreamObserver* observer);
+                                        UpstreamObserver* observer,
+                                        const Timeouts& timeouts = {});
 
   size_t idle_connections() const;
 

@@ -379,6 +379,8 @@ void ClientConnection::Forward(const std::string& model_name,
   record_.model = id;
   admit_ns_ = uv_hrtime();
   int limit = route->concurrency_limit;
+  timeouts_ = {route->connect_timeout, route->response_header_timeout,
+               route->idle_timeout};
   LoopThread* loop = &worker_->loop();
   std::weak_ptr<bool> alive = alive_;
   // Set now; an answer given inline (the lease is held) clears it before
@@ -444,7 +446,7 @@ void ClientConnection::OnLease(absl::StatusOr<lease::Lease> lease) {
   reading_upstream_ = true;
   sent_ns_ = uv_hrtime();
   upstream_ = worker_->pool().Send(lease->upstream, std::move(request),
-                                   head_.method == "HEAD", this);
+                                   head_.method == "HEAD", this, timeouts_);
 }
 
 void ClientConnection::OnUpstreamHead(http1::ResponseHead head) {
@@ -514,9 +516,9 @@ void ClientConnection::OnUpstreamEnd() {
 }
 
 void ClientConnection::OnUpstreamError(const std::string& message,
-                                       bool before_head) {
+                                       bool before_head, bool timed_out) {
   if (before_head) {
-    RespondError(502, message);
+    RespondError(timed_out ? 504 : 502, message);
     return;
   }
   // Mid-response: the client must see a broken response, never a clean end.

@@ -49,7 +49,8 @@ class ClientConnection : public http1::RequestVisitor,
   void OnUpstreamHead(http1::ResponseHead head) override;
   void OnUpstreamBody(absl::string_view data) override;
   void OnUpstreamEnd() override;
-  void OnUpstreamError(const std::string& message, bool before_head) override;
+  void OnUpstreamError(const std::string& message, bool before_head,
+                       bool timed_out) override;
 
  private:
   enum class BodyScan { kNone, kJson, kMultipart };
@@ -121,7 +122,8 @@ class ClientConnection : public http1::RequestVisitor,
   router::JsonScanner json_;
   std::unique_ptr<router::MultipartScanner> multipart_;
   std::string boundary_;
-  std::string leased_model_;  // Non-empty while a lease admits this request.
+  std::string leased_model_;     // Non-empty while a lease admits this request.
+  upstream::Timeouts timeouts_;  // The routed model's.
   std::unique_ptr<upstream::UpstreamRequest> upstream_;
   bool responding_ = false;  // The response head went out.
   http1::Framing framing_ = http1::Framing::kChunked;

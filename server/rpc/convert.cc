@@ -5,6 +5,13 @@
 namespace modelplane::rpc {
 namespace {
 
+void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
+  int64_t seconds = absl::ToInt64Seconds(d);
+  out->set_seconds(seconds);
+  out->set_nanos(static_cast<int32_t>(
+      absl::ToInt64Nanoseconds(d - absl::Seconds(seconds))));
+}
+
 v1::FailureReason ReasonToProto(actor::FailureReason r) {
   switch (r) {
     case actor::FailureReason::kSpawnError:
@@ -111,10 +118,7 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   }
   out->set_queued_requests(static_cast<uint32_t>(std::max(view.queued, 0)));
   ToProto(view.status.last_used, out->mutable_last_used());
-  absl::Duration ttl = c.ttl;
-  out->mutable_ttl()->set_seconds(absl::ToInt64Seconds(ttl));
-  out->mutable_ttl()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
-      ttl - absl::Seconds(absl::ToInt64Seconds(ttl)))));
+  SetDuration(c.ttl, out->mutable_ttl());
   out->set_revision(view.revision);
   if (view.status.failure) {
     const actor::Failure& f = *view.status.failure;
@@ -133,6 +137,10 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
     ToStruct(c.metadata, out->mutable_metadata());
   }
   out->set_concurrency_limit(static_cast<uint32_t>(c.concurrency_limit));
+  v1::UpstreamTimeouts* t = out->mutable_upstream_timeouts();
+  SetDuration(c.timeouts.connect, t->mutable_connect());
+  SetDuration(c.timeouts.response_header, t->mutable_response_header());
+  SetDuration(c.timeouts.idle_connection, t->mutable_idle_connection());
   out->set_use_model_name(c.use_model_name);
   for (const std::string& p : c.filters.strip_params) {
     out->mutable_filters()->add_strip_params(p);

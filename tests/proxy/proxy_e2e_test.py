@@ -400,6 +400,40 @@ class ManagerDownTest(unittest.TestCase):
             m.stop()
 
 
+class UpstreamTimeoutTest(unittest.TestCase):
+    def test_response_header_timeout_answers_504_and_frees_the_lease(self):
+        # An upstream that accepts and reads but never answers.
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        held = []
+        threading.Thread(target=lambda: [held.append(hole.accept()) for _ in range(4)],
+                         daemon=True).start()
+        m = ManagerProcess({})
+        with open(m.config_path, "w") as f:
+            f.write("models:\n"
+                    "  hole:\n"
+                    "    cmd: sleep 600\n"
+                    "    proxy: http://127.0.0.1:%d\n"
+                    "    checkEndpoint: none\n"
+                    "    concurrencyLimit: 1\n"
+                    "    timeouts: {responseHeader: 0.5}\n" % hole.getsockname()[1])
+        m.start()
+        p = ProxyProcess(m.port, workers=1)
+        try:
+            self.assertTrue(wait_for(
+                lambda: b'"hole"' in p.request("GET", "/v1/models")[2], 10))
+            for _ in range(2):  # The first request's slot was given back.
+                status, _, body = p.request("POST", "/v1/chat/completions",
+                                            {"model": "hole", "messages": []})
+                self.assertEqual(status, 504, body)
+                self.assertIn("responseHeader", json.loads(body)["error"]["message"])
+        finally:
+            p.stop()
+            m.stop()
+            hole.close()
+
+
 class LoadingCommentsTest(unittest.TestCase):
     def test_a_streaming_request_hears_the_model_loading_then_gets_its_stream(self):
         with ManagerProcess({"late": ["--ready-after-ms", "1500", "--tokens", "4"],

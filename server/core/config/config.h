@@ -65,6 +65,12 @@ struct ModelConfig {
   std::string use_model_name;  // Rewrites `model` in bodies sent upstream.
   int concurrency_limit = 10;
   Filters filters;
+  // The data plane's waits on the upstream (`timeouts`, seconds; 0: none).
+  struct UpstreamTimeouts {
+    absl::Duration connect = absl::Seconds(30);
+    absl::Duration response_header = absl::ZeroDuration();
+    absl::Duration idle_connection = absl::Seconds(90);
+  } timeouts;
   // Extensions (docs/config.md).
   std::string ready_pattern;      // RE2 on output; empty: none.
   absl::Duration max_queue_wait;  // Bound on queueing behind other models.

@@ -180,6 +180,15 @@ INSTANTIATE_TEST_SUITE_P(
                   "models:\n  a:\n    cmd: x ${PORT}\n    unloadTimeout: -1\n",
                   "test.yaml:4:20: models.a.unloadTimeout: must not be "
                   "negative"},
+        ErrorCase{"NegativeUpstreamTimeout",
+                  "models:\n  a:\n    cmd: x ${PORT}\n"
+                  "    timeouts: {responseHeader: -2}\n",
+                  "test.yaml:4:32: models.a.timeouts.responseHeader: must not "
+                  "be negative (0 disables it)"},
+        ErrorCase{"TimeoutsNotAMapping",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    timeouts: 5\n",
+                  "test.yaml:4:15: models.a.timeouts: must be a mapping, not "
+                  "a scalar"},
         ErrorCase{"NegativeTtl",
                   "models:\n  a:\n    cmd: x ${PORT}\n    ttl: -5\n",
                   "test.yaml:4:10: models.a.ttl: must be 0 (never unload), a "
@@ -310,7 +319,8 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
                                 "    sendLoadingState: true\n"
                                 "    aliasses: [b]\n"
                                 "    zzzzzzzzzz: 1\n"
-                                "    filters:\n      setParamsByID: {}\n",
+                                "    filters:\n      setParamsByID: {}\n"
+                                "    timeouts: {tlsHandshake: 10}\n",
                                 TestEnv());
   ASSERT_TRUE(r.ok()) << r.status();
   std::vector<std::string> warnings;
@@ -328,6 +338,8 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
           "'aliases'?)",
           "w.yaml:10:5: models.a.zzzzzzzzzz: unknown key; ignored",
           "w.yaml:12:7: models.a.filters.setParamsByID: llama-swap setting "
+          "not supported by modelplane yet; ignored",
+          "w.yaml:13:16: models.a.timeouts.tlsHandshake: llama-swap setting "
           "not supported by modelplane yet; ignored"));
 }
 

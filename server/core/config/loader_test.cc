@@ -342,6 +342,28 @@ models:
   EXPECT_EQ(c->FindModel("a")->concurrency_limit, 10);
 }
 
+TEST(LoaderTest, UpstreamTimeoutsInSecondsWithLlamaSwapDefaults) {
+  auto c = MustLoad(R"yaml(
+models:
+  a:
+    cmd: x ${PORT}
+  b:
+    cmd: x ${PORT}
+    timeouts:
+      connect: 5
+      responseHeader: 600.5
+      idleConn: 0
+)yaml");
+  const ModelConfig::UpstreamTimeouts& a = c->FindModel("a")->timeouts;
+  EXPECT_EQ(a.connect, absl::Seconds(30));
+  EXPECT_EQ(a.response_header, absl::ZeroDuration());  // None: slow tokens.
+  EXPECT_EQ(a.idle_connection, absl::Seconds(90));
+  const ModelConfig::UpstreamTimeouts& b = c->FindModel("b")->timeouts;
+  EXPECT_EQ(b.connect, absl::Seconds(5));
+  EXPECT_EQ(b.response_header, absl::Milliseconds(600500));
+  EXPECT_EQ(b.idle_connection, absl::ZeroDuration());  // 0: no limit.
+}
+
 TEST(LoaderTest, LegacyGroupsAndStripParamsSpelling) {
   auto c = MustLoad(R"yaml(
 models:

@@ -18,10 +18,16 @@ const KeySet& ModelKeys() {
   static const KeySet keys = {
       {"cmd", "cmdStop", "proxy", "checkEndpoint", "ttl", "unloadTimeout",
        "aliases", "env", "name", "description", "unlisted", "metadata",
-       "useModelName", "concurrencyLimit", "filters", "macros",
+       "useModelName", "concurrencyLimit", "filters", "macros", "timeouts",
        // modelplane extensions (docs/config.md).
        "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority"},
-      {"sendLoadingState", "timeouts", "compat", "capabilities"}};
+      {"sendLoadingState", "compat", "capabilities"}};
+  return keys;
+}
+
+const KeySet& TimeoutKeys() {
+  static const KeySet keys = {{"connect", "responseHeader", "idleConn"},
+                              {"keepalive", "tlsHandshake", "expectContinue"}};
   return keys;
 }
 
@@ -82,6 +88,7 @@ class FieldDecoder {
       if (k == "useModelName") ReadString(value, at, sink_, &m->use_model_name);
       if (k == "concurrencyLimit") ConcurrencyLimit(value, at, m);
       if (k == "filters") Filters(value, at, m);
+      if (k == "timeouts") Timeouts(value, at, m);
       if (k == "readyPattern") ReadyPattern(value, at, m);
       if (k == "priority") {
         int64_t p = 0;
@@ -148,6 +155,32 @@ class FieldDecoder {
       return;
     }
     *out = s == 0 ? fallback : Seconds(s);
+  }
+
+  // llama-swap's upstream transport timeouts, seconds; 0 disables one.
+  void Timeouts(const YamlNode& value, const std::string& at, ModelConfig* m) {
+    if (value.is_null()) return;
+    if (!value.is_map()) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a mapping, not ", value.KindName()));
+      return;
+    }
+    CheckKeys(value, at, TimeoutKeys(), sink_);
+    auto one = [&](const char* key, absl::Duration* out) {
+      const YamlNode* v = value.Get(key);
+      if (v == nullptr) return;
+      std::string where = JoinPath(at, key);
+      double s;
+      if (!ReadSeconds(*v, where, sink_, &s)) return;
+      if (s < 0) {
+        sink_->Error(v->pos, where, "must not be negative (0 disables it)");
+        return;
+      }
+      *out = Seconds(s);
+    };
+    one("connect", &m->timeouts.connect);
+    one("responseHeader", &m->timeouts.response_header);
+    one("idleConn", &m->timeouts.idle_connection);
   }
 
   void Aliases(const YamlNode& value, const std::string& at, ModelConfig* m) {
