@@ -11,10 +11,11 @@ LeaseBroker::LeaseBroker(LeaseTransport* transport, After after,
                          absl::Duration linger)
     : transport_(transport), after_(std::move(after)), linger_(linger) {}
 
-void LeaseBroker::Admit(const std::string& model, int limit, Post post,
-                        Done done) {
+uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
+                            Done done) {
   std::optional<absl::StatusOr<Lease>> now;
   bool acquire = false;
+  uint64_t ticket = 0;
   {
     absl::MutexLock lock(&mu_);
     Entry& e = entries_[model];
@@ -31,7 +32,8 @@ void LeaseBroker::Admit(const std::string& model, int limit, Post post,
     } else if (!transport_->Connected()) {
       now = absl::UnavailableError("the model manager is unreachable");
     } else {
-      e.waiters.push_back(Waiter{std::move(post), std::move(done)});
+      ticket = next_ticket_++;
+      e.waiters.push_back(Waiter{std::move(post), std::move(done), ticket});
       e.limit = limit;
       if (e.state == State::kIdle) {
         e.state = State::kAcquiring;
@@ -41,6 +43,18 @@ void LeaseBroker::Admit(const std::string& model, int limit, Post post,
   }
   if (acquire) transport_->SendAcquire(model);
   if (now) done(*std::move(now));
+  return ticket;
+}
+
+int LeaseBroker::Position(const std::string& model, uint64_t ticket) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(model);
+  if (it == entries_.end()) return 0;
+  const std::vector<Waiter>& w = it->second.waiters;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i].ticket == ticket) return static_cast<int>(i) + 1;
+  }
+  return 0;
 }
 
 void LeaseBroker::Finish(const std::string& model) {

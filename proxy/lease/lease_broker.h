@@ -59,7 +59,11 @@ class LeaseBroker {
   // flight: call Finish), or ResourceExhausted (over the limit), Unavailable
   // (manager unreachable), or the manager's FAILED status. Inline when the
   // lease is held; else through `post`.
-  void Admit(const std::string& model, int limit, Post post, Done done);
+  // Returns a ticket for Position() when the request waits, else 0.
+  uint64_t Admit(const std::string& model, int limit, Post post, Done done);
+  // A waiting request's place among those waiting for `model` in this
+  // process (1: next), or 0 when it no longer waits.
+  int Position(const std::string& model, uint64_t ticket);
   // The request ended (the response was sent or the client left).
   void Finish(const std::string& model);
 
@@ -82,6 +86,7 @@ class LeaseBroker {
   struct Waiter {
     Post post;
     Done done;
+    uint64_t ticket = 0;
   };
   struct Entry {
     State state = State::kIdle;
@@ -108,6 +113,7 @@ class LeaseBroker {
   After after_;
   absl::Duration linger_;
   absl::Mutex mu_;
+  uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
 };
 

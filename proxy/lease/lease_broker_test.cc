@@ -36,8 +36,8 @@ class LeaseBrokerTest : public ::testing::Test {
 
   // Admits with a post that queues, like a worker loop; returns a label the
   // answer is recorded under.
-  void Admit(const std::string& model, int limit = 10) {
-    broker_.Admit(
+  uint64_t Admit(const std::string& model, int limit = 10) {
+    return broker_.Admit(
         model, limit,
         [this](std::function<void()> fn) { posted_.push_back(std::move(fn)); },
         [this](absl::StatusOr<Lease> r) {
@@ -161,6 +161,21 @@ TEST_F(LeaseBrokerTest, FailedAcquireAnswersWaitersAndTheNextRequestRetries) {
   EXPECT_THAT(answers_, ElementsAre("FAILED_PRECONDITION"));
   Admit("m");
   EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "acquire m"));
+}
+
+TEST_F(LeaseBrokerTest, WaitingRequestsKnowTheirPlace) {
+  uint64_t first = Admit("m");
+  uint64_t second = Admit("m");
+  uint64_t other = Admit("n");
+  EXPECT_NE(first, 0u);
+  EXPECT_EQ(broker_.Position("m", first), 1);
+  EXPECT_EQ(broker_.Position("m", second), 2);
+  EXPECT_EQ(broker_.Position("n", other), 1);
+  broker_.OnGranted("m", 7, "http://127.0.0.1:1");
+  EXPECT_EQ(broker_.Position("m", first), 0);  // Admitted: no longer waits.
+  RunPosted();
+  // Held: answered inline, no ticket.
+  EXPECT_EQ(Admit("m"), 0u);
 }
 
 }  // namespace

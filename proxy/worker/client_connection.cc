@@ -388,7 +388,7 @@ void ClientConnection::Forward(const std::string& model_name,
   loading_ =
       scan_ == BodyScan::kJson && json_.stream().value_or(false) &&
       worker_->context().options().loading_interval > absl::ZeroDuration();
-  worker_->context().broker().Admit(
+  ticket_ = worker_->context().broker().Admit(
       id, limit,
       [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
       [this, alive, id, broker = &worker_->context().broker()](
@@ -719,8 +719,12 @@ void ClientConnection::SendLoadingComment() {
                                     keep_alive_ && !draining_));
   }
   std::string line =
-      absl::StrFormat(": loading %s %.1fs\n\n", record_.model,
+      absl::StrFormat(": loading %s %.1fs", record_.model,
                       static_cast<double>(uv_hrtime() - admit_ns_) / 1e9);
+  // Its place among this proxy's requests waiting for the model.
+  int position = worker_->context().broker().Position(record_.model, ticket_);
+  if (position > 0) absl::StrAppend(&line, ", queue position ", position);
+  line += "\n\n";
   Write(framing_ == http1::Framing::kChunked ? http1::EncodeChunk(line) : line);
   uv_timer_start(&timer_, OnTimer,
                  static_cast<uint64_t>(absl::ToInt64Milliseconds(

@@ -110,6 +110,7 @@ class ClientConnection : public http1::RequestVisitor,
   bool reading_body_ = false;  // Between the head and the end of the body.
   // A streaming request waiting for its lease (loading comments are due).
   bool loading_ = false;
+  uint64_t ticket_ = 0;  // The broker's, while waiting for the lease.
   // The 200 event-stream head went out before the model answered: what
   // follows (the stream, or an error as an SSE event) goes in its body.
   bool loading_head_sent_ = false;

@@ -451,7 +451,8 @@ class LoadingCommentsTest(unittest.TestCase):
                 self.assertEqual(r.status, 200)
                 self.assertEqual(r.getheader("Content-Type"), "text/event-stream")
                 body = r.read()
-                comments = re.findall(rb"^: loading late (\d+\.\d)s$", body, re.M)
+                comments = re.findall(rb"^: loading late (\d+\.\d)s, queue position 1$",
+                                      body, re.M)
                 self.assertGreaterEqual(len(comments), 3, body)
                 self.assertEqual(sse_text(body), "tok0 tok1 tok2 tok3 ")
                 self.assertTrue(body.endswith(b"data: [DONE]\n\n"), body)
