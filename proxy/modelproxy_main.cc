@@ -199,6 +199,19 @@ int Main(int argc, char** argv) {
   pool.clear();
   // In dependency order: nothing may call into what is already gone.
   link.Shutdown();
+  // Linger timers still pending: closed with their tasks, not leaked.
+  timers->RunSync([&timers] {
+    uv_walk(
+        timers->loop(),
+        [](uv_handle_t* h, void*) {
+          if (h->type == UV_TIMER && !uv_is_closing(h)) {
+            uv_close(h, [](uv_handle_t* c) {
+              delete static_cast<TimerTask*>(c->data);
+            });
+          }
+        },
+        nullptr);
+  });
   timers.reset();
   Log("stopped");
   return 0;

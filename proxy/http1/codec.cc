@@ -277,8 +277,9 @@ int ResponseParser::OnHeadersComplete(http_parser* p) {
   h.keep_alive = http_should_keep_alive(p) != 0;
   bool informational = h.status >= 100 && h.status < 200;
   if (!informational) self->visitor_->OnResponseHead(std::move(h));
-  // 1 tells http-parser there is no body (a HEAD response).
-  return self->head_request_ ? 1 : 0;
+  // 1 tells http-parser there is no body: a HEAD response, and 204 and 304
+  // even when they carry a Content-Length (http-parser would wait for it).
+  return self->head_request_ || h.status == 204 || h.status == 304 ? 1 : 0;
 }
 
 int ResponseParser::OnBody(http_parser* p, const char* at, size_t len) {

@@ -209,6 +209,16 @@ TEST(ResponseParserTest, LengthChunkedAndCloseDelimitedBodies) {
   }
 }
 
+TEST(ResponseParserTest, NoBodyFor204And304EvenWithALength) {
+  for (const char* status : {"204 No Content", "304 Not Modified"}) {
+    Responses v;
+    ResponseParser p(&v);
+    p.Feed(absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Length: 5\r\n\r\n"));
+    EXPECT_EQ(v.ends, 1) << status;  // Not waiting for 5 bytes.
+    EXPECT_EQ(v.body, "");
+  }
+}
+
 TEST(ResponseParserTest, TruncationIsAnErrorNotAnEnd) {
   Responses v;
   ResponseParser p(&v);

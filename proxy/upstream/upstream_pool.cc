@@ -79,6 +79,8 @@ class Connection : public http1::ResponseVisitor {
   void OnResponseBody(absl::string_view data) override;
   void OnResponseEnd() override;
   void OnResponseError(const std::string& message) override;
+  // The response is whole: back to the pool (or closed), then the observer.
+  void FinishResponse();
 
  private:
   void Send();
@@ -111,6 +113,8 @@ class Connection : public http1::ResponseVisitor {
   bool got_head_ = false;
   bool keep_alive_ = false;
   bool timed_out_ = false;
+  bool ended_ = false;    // The response ended inside the parser's Feed.
+  bool reading_ = false;  // uv_read_start'ed (not paused for a slow client).
   std::unique_ptr<http1::ResponseParser> parser_;
 };
 
@@ -202,6 +206,7 @@ void Connection::OnConnect(uv_connect_t* req, int status) {
   }
   c->connected_ = true;
   uv_tcp_nodelay(&c->tcp_, 1);
+  c->reading_ = true;
   uv_read_start(c->stream(), OnAlloc, OnRead);
   c->Send();
 }
@@ -239,6 +244,10 @@ void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   }
   if (n < 0) {
     if (n == UV_EOF) c->parser_->FeedEof();
+    if (c->ended_) {
+      c->FinishResponse();
+      return;
+    }
     if (c->handle_ != nullptr && !c->closing_) {
       c->Fail(n == UV_EOF
                   ? "the upstream closed the connection"
@@ -249,6 +258,9 @@ void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   if (n == 0) return;
   c->got_bytes_ = true;
   c->parser_->Feed(absl::string_view(buf->base, n));
+  // Only now, with the parser off the stack: finishing may start the next
+  // request on this very connection (a new parser).
+  if (c->ended_) c->FinishResponse();
 }
 
 void Connection::OnResponseHead(http1::ResponseHead head) {
@@ -263,11 +275,17 @@ void Connection::OnResponseBody(absl::string_view data) {
   if (handle_ != nullptr) handle_->observer_->OnUpstreamBody(data);
 }
 
-void Connection::OnResponseEnd() {
+void Connection::OnResponseEnd() { ended_ = true; }
+
+void Connection::FinishResponse() {
+  ended_ = false;
   Handle* h = handle_;
   handle_ = nullptr;
   if (h != nullptr) h->conn_ = nullptr;
   if (keep_alive_ && !closing_) {
+    // Paused for a slow client, maybe: an idle connection must read (to see
+    // the upstream close it) and the next request must get its answer.
+    SetReading(true);
     pool_->ReturnIdle(this);
     Idle();
   } else {
@@ -303,7 +321,8 @@ void Connection::Cancel() {
 }
 
 void Connection::SetReading(bool reading) {
-  if (!connected_ || closing_) return;
+  if (!connected_ || closing_ || reading == reading_) return;
+  reading_ = reading;
   if (reading) {
     uv_read_start(stream(), OnAlloc, OnRead);
   } else {

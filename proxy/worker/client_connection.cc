@@ -110,6 +110,7 @@ void ClientConnection::Start() {
     Close();
     return;
   }
+  reading_client_ = true;
   UpdateTimer();
 }
 
@@ -143,6 +144,7 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
   if (c->timer_mode_ == TimerMode::kBody && c->reading_body_) {
     // Nothing more is read: the rest of the body must not be dispatched.
     uv_read_stop(c->stream());
+    c->reading_client_ = false;
     c->input_.clear();
     c->reading_body_ = false;
     c->timer_mode_ = TimerMode::kNone;
@@ -157,6 +159,10 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
   }
   if (c->in_request_) return;
   if (c->timer_mode_ == TimerMode::kHead) {
+    // Nothing more is read: a head completing now must not be served.
+    uv_read_stop(c->stream());
+    c->reading_client_ = false;
+    c->input_.clear();
     c->timer_mode_ = TimerMode::kNone;
     c->keep_alive_ = false;
     c->close_after_write_ = true;
@@ -169,7 +175,15 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
 
 void ClientConnection::Drain() {
   draining_ = true;
-  if (!in_request_ && !parser_.in_head()) Close();
+  if (in_request_ || parser_.in_head()) return;  // Closes after its answer.
+  if (stream()->write_queue_size > 0) {
+    // The last response is still being written: close once it is out.
+    close_after_write_ = true;
+    uv_read_stop(stream());
+    reading_client_ = false;
+    return;
+  }
+  Close();
 }
 
 void ClientConnection::Close() {
@@ -212,6 +226,7 @@ void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   if (c->input_.size() >
       c->worker_->context().options().limits.max_body_bytes + (1 << 20)) {
     uv_read_stop(s);  // Pipelined far ahead: wait until caught up.
+    c->reading_client_ = false;
   }
   c->FeedInput();
 }
@@ -233,6 +248,8 @@ void ClientConnection::FeedInput() {
 
 void ClientConnection::OnRequestHead(http1::RequestHead head) {
   in_request_ = true;
+  ++request_generation_;
+  origin_.clear();
   reading_body_ = true;
   loading_ = false;
   loading_head_sent_ = false;
@@ -445,8 +462,14 @@ void ClientConnection::OnLease(absl::StatusOr<lease::Lease> lease) {
       body_;
   reading_upstream_ = true;
   sent_ns_ = uv_hrtime();
-  upstream_ = worker_->pool().Send(lease->upstream, std::move(request),
+  // Send may answer inline (a bad URL, no descriptor left): the request is
+  // then finished, and a pipelined one may already be on its way.
+  uint64_t generation = request_generation_;
+  auto sent = worker_->pool().Send(lease->upstream, std::move(request),
                                    head_.method == "HEAD", this, timeouts_);
+  if (!closing_ && in_request_ && generation == request_generation_) {
+    upstream_ = std::move(sent);
+  }
 }
 
 void ClientConnection::OnUpstreamHead(http1::ResponseHead head) {
@@ -739,7 +762,9 @@ void ClientConnection::RespondMetrics() {
 }
 
 void ClientConnection::FinishRequest() {
+  if (closing_) return;  // Close() already finished and counted it.
   RecordRequest();
+  origin_.clear();
   upstream_.reset();
   if (!leased_model_.empty()) {
     worker_->context().broker().Finish(leased_model_);
@@ -752,7 +777,10 @@ void ClientConnection::FinishRequest() {
     return;
   }
   parser_.Resume();
-  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&tcp_))) {
+  // Our own flag: libuv keeps a stopped stream "active" while writes are
+  // pending.
+  if (!reading_client_) {
+    reading_client_ = true;
     uv_read_start(stream(), OnAlloc, OnRead);
   }
   FeedInput();

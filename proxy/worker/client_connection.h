@@ -107,6 +107,8 @@ class ClientConnection : public http1::RequestVisitor,
 
   // The request being served.
   bool in_request_ = false;
+  uint64_t request_generation_ = 0;  // Bumped by every request head.
+  bool reading_client_ = false;      // uv_read_start'ed.
   bool reading_body_ = false;  // Between the head and the end of the body.
   // A streaming request waiting for its lease (loading comments are due).
   bool loading_ = false;

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import unittest
 
 from tests.manager.manager_proc import ManagerProcess, free_port
@@ -144,6 +145,48 @@ class ProxyTest(unittest.TestCase):
         first, rest = got.split(b"\r\n\r\n", 1)
         self.assertTrue(first.startswith(b"HTTP/1.1 204"), got)
         self.assertTrue(rest.startswith(b"HTTP/1.1 200"), got)
+
+    def test_pipelined_requests_to_one_model_are_answered_in_order(self):
+        # Each answer ends inside the upstream parser; the next request then
+        # reuses the same upstream connection (a use-after-free once).
+        s = socket.create_connection(("127.0.0.1", self.p.port), timeout=30)
+        reqs = b""
+        for i in range(4):
+            body = json.dumps({"model": "alpha", "messages": [], "max_tokens": i + 1}).encode()
+            reqs += (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        s.sendall(reqs)
+        got = b""
+        while got.count(b'"finish_reason"') < 4:
+            chunk = s.recv(65536)
+            self.assertTrue(chunk, got)
+            got += chunk
+        s.close()
+        texts = re.findall(rb'"content":"([^"]*)"', got)
+        self.assertEqual(texts, [b"tok0 ", b"tok0 tok1 ", b"tok0 tok1 tok2 ",
+                                 b"tok0 tok1 tok2 tok3 "])
+
+    def test_a_slow_reader_leaves_no_paused_upstream_in_the_pool(self):
+        # A large answer read slowly pauses the upstream read; the connection
+        # must read again once back in the pool, or the next request hangs.
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", self.p.port), timeout=30)
+            body = json.dumps({"model": "beta", "messages": [], "max_tokens": 300000}).encode()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.3)  # The proxy queues > 1 MiB and pauses the upstream.
+            got = 0
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > 2_000_000 and chunk.endswith(b"}"):
+                    break
+            s.close()
+            status, _, _ = self.p.request("POST", "/v1/chat/completions",
+                                          {"model": "beta", "messages": []}, timeout=10)
+            self.assertEqual(status, 200)
 
     def test_upstream_passthrough(self):
         status, _, body = self.p.request("GET", "/upstream/beta/v1/models")

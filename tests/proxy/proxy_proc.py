@@ -39,6 +39,11 @@ class ProxyProcess:
             conn.close()
 
     def stop(self):
+        """SIGTERM; the proxy must drain and exit 0 (a sanitizer report at
+        exit, under --config=asan, makes that 1)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(20)
+            code = self.proc.wait(20)
+            if code != 0:
+                raise AssertionError("modelproxy exited with %d: %s"
+                                     % (code, self.proc.stderr.read()[-4000:]))
