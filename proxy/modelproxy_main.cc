@@ -75,6 +75,7 @@ int Main(int argc, char** argv) {
   int header_timeout_ms = 30000;
   int idle_timeout_ms = 60000;
   int body_timeout_ms = 60000;
+  int send_timeout_ms = 60000;
   flags.String("listen", &listen,
                "host:port to serve (default 127.0.0.1:8080)");
   flags.String("manager", &manager,
@@ -94,6 +95,10 @@ int Main(int argc, char** argv) {
   flags.Int("body-timeout-ms", &body_timeout_ms,
             "most time between two reads of a request body (default 60000; "
             "408)",
+            1);
+  flags.Int("send-timeout-ms", &send_timeout_ms,
+            "a client taking none of a pending response this long is cut off "
+            "(default 60000)",
             1);
   int loading_interval_ms = 1000;
   flags.Int("loading-interval-ms", &loading_interval_ms,
@@ -147,6 +152,7 @@ int Main(int argc, char** argv) {
   options.access_log = access_log;
   options.loading_interval = absl::Milliseconds(loading_interval_ms);
   options.body_timeout = absl::Milliseconds(body_timeout_ms);
+  options.send_timeout = absl::Milliseconds(send_timeout_ms);
   ProxyContext context(&broker, options);
   context.set_unload([&link](const std::string& model, auto done) {
     link.Unload(model, std::move(done));

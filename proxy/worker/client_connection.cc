@@ -87,6 +87,8 @@ ClientConnection::ClientConnection(Worker* worker)
   uv_tcp_init(worker->loop().loop(), &tcp_);
   tcp_.data = this;
   uv_timer_init(worker->loop().loop(), &timer_);
+  uv_timer_init(worker->loop().loop(), &send_timer_);
+  send_timer_.data = this;
   timer_.data = this;
 }
 
@@ -206,6 +208,7 @@ void ClientConnection::Close() {
     if (--c->open_handles_ == 0) delete c;
   };
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&send_timer_), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), closed);
 }
 
@@ -796,7 +799,24 @@ void ClientConnection::Write(std::string data) {
   if (uv_write(&w->req, stream(), &buf, 1, OnWrite) != 0) {
     delete w;
     Close();
+    return;
   }
+  if (!send_timer_armed_ && stream()->write_queue_size > 0) ArmSendTimer();
+}
+
+void ClientConnection::ArmSendTimer() {
+  send_timer_armed_ = true;
+  uv_timer_start(
+      &send_timer_,
+      [](uv_timer_t* t) {
+        auto* c = static_cast<ClientConnection*>(t->data);
+        if (c->closing_) return;
+        // The client stopped reading: give the lease (and the upstream) back.
+        c->Close();
+      },
+      static_cast<uint64_t>(
+          absl::ToInt64Milliseconds(worker_->context().options().send_timeout)),
+      0);
 }
 
 void ClientConnection::OnWrite(uv_write_t* req, int status) {
@@ -808,6 +828,12 @@ void ClientConnection::OnWrite(uv_write_t* req, int status) {
     return;
   }
   size_t queued = c->stream()->write_queue_size;
+  if (queued > 0) {
+    c->ArmSendTimer();  // Progress: the wait starts over.
+  } else if (c->send_timer_armed_) {
+    c->send_timer_armed_ = false;
+    uv_timer_stop(&c->send_timer_);
+  }
   if (!c->reading_upstream_ &&
       queued < c->worker_->context().options().max_buffered_response / 4) {
     c->reading_upstream_ = true;

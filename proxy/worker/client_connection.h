@@ -86,11 +86,15 @@ class ClientConnection : public http1::RequestVisitor,
   void FinishRequest();
   void Write(std::string data);
   static void OnWrite(uv_write_t* req, int status);
+  // (Re)starts the send timeout: bytes wait and the client made progress.
+  void ArmSendTimer();
 
   Worker* worker_;
   uv_tcp_t tcp_;
   uv_timer_t timer_;
-  int open_handles_ = 2;
+  uv_timer_t send_timer_;  // Armed while written bytes wait for the client.
+  bool send_timer_armed_ = false;
+  int open_handles_ = 3;
   enum class TimerMode {
     kNone,
     kIdle,

@@ -28,6 +28,9 @@ struct ProxyOptions {
   // A request body must keep arriving: at most this between two reads (408
   // otherwise), like nginx's client_body_timeout.
   absl::Duration body_timeout = absl::Seconds(60);
+  // A client that takes none of a pending response for this long is cut
+  // off (its lease given back), like nginx's send_timeout.
+  absl::Duration send_timeout = absl::Seconds(60);
   // An idle keep-alive connection is closed after this.
   absl::Duration idle_timeout = absl::Seconds(60);
   // A response is not read from the upstream while this much waits for a

@@ -393,6 +393,34 @@ class TimeoutAndDrainTest(unittest.TestCase):
             finally:
                 p.stop()
 
+    def test_a_client_that_stops_reading_is_cut_off_and_its_lease_freed(self):
+        with ManagerProcess({"s": ["--tokens", "5"]}) as m:
+            p = ProxyProcess(m.port, workers=1, flags=["--send-timeout-ms", "400"])
+            try:
+                self.assertTrue(wait_for(
+                    lambda: b'"s"' in p.request("GET", "/v1/models")[2], 10))
+                stuck = socket.socket()
+                stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                stuck.connect(("127.0.0.1", p.port))
+                body = json.dumps({"model": "s", "stream": True, "messages": [],
+                                   "max_tokens": 5000000}).encode()
+                stuck.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                # Never read: the kernel buffers fill, then the proxy's queue.
+
+                def in_flight():
+                    text = p.request("GET", "/metrics")[2].decode()
+                    return parse_metrics(text).get(
+                        ("modelproxy_in_flight", frozenset({("model", "s")})))
+                self.assertTrue(wait_for(lambda: in_flight() == 1, 10))
+                self.assertTrue(wait_for(lambda: in_flight() == 0, 20))
+                # The upstream learnt that its client left.
+                self.assertTrue(wait_for(
+                    lambda: upstream_stats(m.ports["s"])["client_disconnects"] >= 1, 10))
+                stuck.close()
+            finally:
+                p.stop()
+
     def test_sigterm_lets_responses_in_flight_finish(self):
         with ManagerProcess({"s": ["--tokens", "20", "--tokens-per-second", "40"]}) as m:
             p = ProxyProcess(m.port, workers=1)
