@@ -61,30 +61,18 @@ void Metrics::Merge(const Metrics& o) {
 
 namespace {
 
-constexpr const char* kKnownRoutes[] = {
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/responses",
-    "/v1/embeddings",
-    "/v1/rerank",
-    "/v1/audio/speech",
-    "/v1/audio/transcriptions",
-    "/v1/images/generations",
-    "/v1/messages",
-    "/completion",
-    "/infill",
-    "/health",
-    "/v1/models",
-    "/models",
-    "/running",
-    "/unload",
-    "/metrics",
+// Answered by the proxy itself.
+constexpr const char* kLocalRoutes[] = {
+    "/health", "/v1/models", "/models", "/running", "/unload", "/metrics",
 };
 
 }  // namespace
 
 std::string RouteLabel(absl::string_view path) {
-  for (const char* r : kKnownRoutes) {
+  for (const char* r : kBodyRoutes) {
+    if (path == r) return r;
+  }
+  for (const char* r : kLocalRoutes) {
     if (path == r) return r;
   }
   if (absl::StartsWith(path, "/upstream/")) return "/upstream";
