@@ -1,0 +1,145 @@
+// The answers modelproxy gives itself: /v1/models, /running, /unload,
+// /metrics, CORS preflights, and the API key check. Members of
+// ClientConnection, apart from the request path for readability.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/loop_thread.h"
+#include "common/sha256.h"
+#include "proxy/worker/client_connection.h"
+#include "proxy/worker/json_string.h"
+#include "proxy/worker/worker.h"
+
+namespace modelplane::proxy {
+
+void ClientConnection::RespondModels() {
+  std::string data;
+  for (const router::Route& r : worker_->routes().routes()) {
+    if (r.unlisted) continue;
+    absl::StrAppend(
+        &data, data.empty() ? "" : ",", R"({"id":)", JsonString(r.id),
+        R"(,"object":"model","owned_by":"modelplane","name":)",
+        JsonString(r.name.empty() ? r.id : r.name), R"(,"description":)",
+        JsonString(r.description), R"(,"meta":{"modelplane":)", r.metadata_json,
+        R"(},"status":{"value":")",
+        r.state == v1::MODEL_STATE_READY ? "loaded" : "unloaded", R"("}})");
+  }
+  Respond(200, "application/json",
+          absl::StrCat(R"({"object":"list","data":[)", data, "]}"));
+}
+
+bool ClientConnection::Authorized() {
+  const ProxyContext::KeySet& keys = worker_->api_keys();
+  if (keys.empty()) return true;
+  // llama-swap's forms: Bearer, the password of Basic, or x-api-key.
+  std::vector<std::string> presented;
+  if (const std::string* a =
+          http1::FindHeader(head_.headers, "authorization")) {
+    absl::string_view v = *a;
+    if (absl::ConsumePrefix(&v, "Bearer ")) presented.emplace_back(v);
+    std::string decoded;
+    if (absl::ConsumePrefix(&v, "Basic ") &&
+        absl::Base64Unescape(v, &decoded)) {
+      presented.push_back(decoded.substr(decoded.find(':') + 1));
+    }
+  }
+  if (const std::string* k = http1::FindHeader(head_.headers, "x-api-key")) {
+    presented.push_back(*k);
+  }
+  for (const std::string& key : presented) {
+    if (keys.contains(Sha256Hex(key))) {
+      // The keys are the proxy's business: never forwarded upstream.
+      head_.headers.erase(
+          std::remove_if(head_.headers.begin(), head_.headers.end(),
+                         [](const auto& h) {
+                           return absl::EqualsIgnoreCase(h.first,
+                                                         "authorization") ||
+                                  absl::EqualsIgnoreCase(h.first, "x-api-key");
+                         }),
+          head_.headers.end());
+      return true;
+    }
+  }
+  return false;
+}
+
+void ClientConnection::RespondRunning() {
+  std::string data;
+  for (const router::Route& r : worker_->routes().routes()) {
+    const char* state = r.state == v1::MODEL_STATE_STARTING   ? "starting"
+                        : r.state == v1::MODEL_STATE_READY    ? "ready"
+                        : r.state == v1::MODEL_STATE_STOPPING ? "stopping"
+                                                              : nullptr;
+    if (state == nullptr) continue;
+    absl::StrAppend(&data, data.empty() ? "" : ",", R"({"model":)",
+                    JsonString(r.id), R"(,"state":")", state, R"("})");
+  }
+  Respond(200, "application/json", absl::StrCat(R"({"running":[)", data, "]}"));
+}
+
+void ClientConnection::Unload(const std::string& model) {
+  const ProxyContext::Unload& unload = worker_->context().unload();
+  if (!unload) return RespondError(503, "unload is not available");
+  std::string id = model;
+  if (!model.empty()) {
+    const router::Route* route = worker_->routes().Find(model);
+    if (route == nullptr) {
+      return RespondError(404, absl::StrCat("unknown model '", model, "'"));
+    }
+    id = route->id;
+  }
+  LoopThread* loop = &worker_->loop();
+  std::weak_ptr<bool> alive = alive_;
+  unload(id, [this, loop, alive](absl::StatusOr<std::vector<std::string>> r) {
+    loop->Post([this, alive, r = std::move(r)] {
+      auto a = alive.lock();
+      if (a == nullptr || !*a) return;
+      if (!r.ok()) return RespondError(503, std::string(r.status().message()));
+      std::string ids;
+      for (const std::string& m : *r) {
+        absl::StrAppend(&ids, ids.empty() ? "" : ",", JsonString(m));
+      }
+      Respond(200, "application/json",
+              absl::StrCat(R"({"status":"ok","stopped":[)", ids, "]}"));
+    });
+  });
+}
+
+void ClientConnection::RespondPreflight() {
+  // Permissive, as llama-swap: any origin, the usual methods, and the
+  // headers the browser asks for, reduced to token characters (a header
+  // value must never carry what the client sent verbatim).
+  std::string allow;
+  if (const std::string* asked =
+          http1::FindHeader(head_.headers, "access-control-request-headers")) {
+    for (char ch : *asked) {
+      if (absl::ascii_isalnum(static_cast<unsigned char>(ch)) ||
+          std::strchr("!#$%&'*+-.^_`|~, ", ch) != nullptr) {
+        allow.push_back(ch);
+      }
+    }
+  }
+  if (absl::StripAsciiWhitespace(allow).empty()) {
+    allow = "Content-Type, Authorization, Accept, X-Requested-With, X-Api-Key";
+  }
+  http1::Headers headers = {{"Access-Control-Allow-Methods",
+                             "GET, POST, PUT, PATCH, DELETE, OPTIONS"},
+                            {"Access-Control-Allow-Headers", allow},
+                            {"Access-Control-Max-Age", "86400"}};
+  if (origin_.empty()) headers.emplace_back("Access-Control-Allow-Origin", "*");
+  Respond(204, "", "", headers);
+}
+
+void ClientConnection::RespondMetrics() {
+  const ProxyContext::MetricsText& text = worker_->context().metrics();
+  if (!text) return RespondError(503, "metrics are not available yet");
+  Respond(200, "text/plain; version=0.0.4; charset=utf-8", text());
+}
+
+}  // namespace modelplane::proxy
