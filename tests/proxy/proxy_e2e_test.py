@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -187,6 +188,27 @@ class ProxyTest(unittest.TestCase):
             status, _, _ = self.p.request("POST", "/v1/chat/completions",
                                           {"model": "beta", "messages": []}, timeout=10)
             self.assertEqual(status, 200)
+
+    def test_curl_streams_and_uploads_through_the_proxy(self):
+        url = "http://127.0.0.1:%d" % self.p.port
+        out = subprocess.run(
+            ["curl", "-sS", "-N", "--fail-with-body", url + "/v1/chat/completions",
+             "-H", "Content-Type: application/json",
+             "-d", json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": []})],
+            capture_output=True, timeout=30, check=True)
+        self.assertEqual(sse_text(out.stdout), "tok0 tok1 tok2 tok3 tok4 ")
+        self.assertTrue(out.stdout.endswith(b"data: [DONE]\n\n"))
+        # A multipart upload of 3 MiB (curl sends Expect: 100-continue).
+        with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+            f.write(os.urandom(3 << 20))
+            f.flush()
+            out = subprocess.run(
+                ["curl", "-sS", "--fail-with-body", url + "/v1/audio/transcriptions",
+                 "-F", "model=beta", "-F", "file=@%s" % f.name],
+                capture_output=True, timeout=30, check=True)
+        doc = json.loads(out.stdout)
+        # useModelName rewrote the form's model on the way.
+        self.assertEqual((doc["model"], doc["file_bytes"]), ("upstream-beta", 3 << 20))
 
     def test_upstream_passthrough(self):
         status, _, body = self.p.request("GET", "/upstream/beta/v1/models")
