@@ -379,7 +379,10 @@ void ClientConnection::Forward(const std::string& model_name,
   loading_ =
       scan_ == BodyScan::kJson && json_.stream().value_or(false) &&
       worker_->context().options().loading_interval > absl::ZeroDuration();
-  ticket_ = worker_->context().broker().Admit(
+  // An inline answer may finish this request and start a pipelined one
+  // before Admit returns: its ticket must not be overwritten.
+  uint64_t generation = request_generation_;
+  uint64_t ticket = worker_->context().broker().Admit(
       id, limit,
       [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
       [this, alive, id, broker = &worker_->context().broker()](
@@ -391,6 +394,7 @@ void ClientConnection::Forward(const std::string& model_name,
         }
         OnLease(std::move(lease));
       });
+  if (generation == request_generation_) ticket_ = ticket;
 }
 
 void ClientConnection::OnLease(absl::StatusOr<lease::Lease> lease) {
