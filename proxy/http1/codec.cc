@@ -279,7 +279,7 @@ int ResponseParser::OnHeadersComplete(http_parser* p) {
   if (!informational) self->visitor_->OnResponseHead(std::move(h));
   // 1 tells http-parser there is no body: a HEAD response, and 204 and 304
   // even when they carry a Content-Length (http-parser would wait for it).
-  return self->head_request_ || h.status == 204 || h.status == 304 ? 1 : 0;
+  return self->head_request_ || IsBodilessStatus(h.status) ? 1 : 0;
 }
 
 int ResponseParser::OnBody(http_parser* p, const char* at, size_t len) {
@@ -349,8 +349,7 @@ std::string EncodeResponseHead(int status, absl::string_view reason,
       absl::StrCat("HTTP/1.1 ", status, " ",
                    reason.empty() ? ReasonPhrase(status) : reason, "\r\n");
   AppendHeaders(&out, headers);
-  bool bodiless = status < 200 || status == 204 || status == 304;
-  if (!bodiless) AppendFraming(&out, framing, content_length);
+  if (!IsBodilessStatus(status)) AppendFraming(&out, framing, content_length);
   bool close = !keep_alive || framing == Framing::kUntilClose;
   absl::StrAppend(&out, "Connection: ", close ? "close" : "keep-alive",
                   "\r\n\r\n");

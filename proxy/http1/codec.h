@@ -151,6 +151,11 @@ class ResponseParser {
 };
 
 // How a message body is framed on the wire.
+// A response with this status never has a body (RFC 9110: 1xx, 204, 304).
+inline bool IsBodilessStatus(int status) {
+  return status < 200 || status == 204 || status == 304;
+}
+
 // kNoBody: no framing header and no body (a HEAD response whose length is
 // unknown). Responses that never have a body (1xx, 204, 304) get no framing
 // header whatever is asked.

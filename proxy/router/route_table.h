@@ -17,6 +17,22 @@
 
 namespace modelplane::proxy::router {
 
+// The OpenAI-style routes whose model is in the request body (POST).
+inline constexpr const char* kBodyRoutes[] = {
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/images/generations",
+    "/v1/messages",
+    "/completion",
+    "/infill",
+    "/v1/rerank/",
+};
+
 struct Route {
   std::string id;
   std::string name;

@@ -240,9 +240,10 @@ void ClientConnection::OnRequestHead(http1::RequestHead head) {
   record_.route = RouteLabel(path);
   head_ns_ = uv_hrtime();
   response_bytes_ = 0;
-  bool body_route = head_.method == "POST" &&
-                    std::find(std::begin(kBodyRoutes), std::end(kBodyRoutes),
-                              path) != std::end(kBodyRoutes);
+  bool body_route =
+      head_.method == "POST" &&
+      std::find(std::begin(router::kBodyRoutes), std::end(router::kBodyRoutes),
+                path) != std::end(router::kBodyRoutes);
   if (body_route) {
     const std::string* type = http1::FindHeader(head_.headers, "content-type");
     auto boundary =
@@ -467,13 +468,9 @@ void ClientConnection::OnUpstreamHead(http1::ResponseHead head) {
   if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
     headers.emplace_back("X-Accel-Buffering", "no");
   }
-  if (!origin_.empty() &&
-      http1::FindHeader(headers, "access-control-allow-origin") == nullptr) {
-    headers.emplace_back("Access-Control-Allow-Origin", origin_);
-    headers.emplace_back("Vary", "Origin");
-  }
-  bool bodiless = head.status < 200 || head.status == 204 ||
-                  head.status == 304 || head_.method == "HEAD";
+  AllowOrigin(&headers);
+  bool bodiless =
+      http1::IsBodilessStatus(head.status) || head_.method == "HEAD";
   if (head.content_length && !head.chunked) {
     framing_ = http1::Framing::kContentLength;  // HEAD: the length it would be.
   } else if (bodiless) {
@@ -547,10 +544,7 @@ void ClientConnection::Respond(int status, const std::string& content_type,
   http1::Headers headers;
   if (!content_type.empty()) headers.emplace_back("Content-Type", content_type);
   headers.insert(headers.end(), extra.begin(), extra.end());
-  if (!origin_.empty()) {  // Browsers may read what the proxy answers.
-    headers.emplace_back("Access-Control-Allow-Origin", origin_);
-    headers.emplace_back("Vary", "Origin");
-  }
+  AllowOrigin(&headers);
   responding_ = true;
   record_.status = status;
   Write(http1::EncodeResponseHead(
@@ -594,10 +588,7 @@ void ClientConnection::SendLoadingComment() {
     http1::Headers headers = {{"Content-Type", "text/event-stream"},
                               {"Cache-Control", "no-cache"},
                               {"X-Accel-Buffering", "no"}};
-    if (!origin_.empty()) {
-      headers.emplace_back("Access-Control-Allow-Origin", origin_);
-      headers.emplace_back("Vary", "Origin");
-    }
+    AllowOrigin(&headers);
     Write(http1::EncodeResponseHead(200, "", headers, framing_, 0,
                                     keep_alive_ && !draining_));
   }
@@ -613,6 +604,17 @@ void ClientConnection::SendLoadingComment() {
                  static_cast<uint64_t>(absl::ToInt64Milliseconds(
                      worker_->context().options().loading_interval)),
                  0);
+}
+
+void ClientConnection::AllowOrigin(http1::Headers* headers) const {
+  // A request with an Origin may read the answer (unless the upstream
+  // already said who may).
+  if (origin_.empty() ||
+      http1::FindHeader(*headers, "access-control-allow-origin") != nullptr) {
+    return;
+  }
+  headers->emplace_back("Access-Control-Allow-Origin", origin_);
+  headers->emplace_back("Vary", "Origin");
 }
 
 void ClientConnection::FinishRequest() {

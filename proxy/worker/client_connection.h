@@ -72,6 +72,8 @@ class ClientConnection : public http1::RequestVisitor,
   void SendLoadingComment();
   // CORS preflight (OPTIONS on any path), answered before auth.
   void RespondPreflight();
+  // CORS: echoes the request's Origin into `headers` when it had one.
+  void AllowOrigin(http1::Headers* headers) const;
   // Counts the request (and logs it with --access-log), then forgets it.
   void RecordRequest();
   // With apiKeys configured: the request carries one (then auth headers are

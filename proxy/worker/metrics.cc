@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "proxy/router/route_table.h"
 
 namespace modelplane::proxy {
 namespace {
@@ -69,7 +70,7 @@ constexpr const char* kLocalRoutes[] = {
 }  // namespace
 
 std::string RouteLabel(absl::string_view path) {
-  for (const char* r : kBodyRoutes) {
+  for (const char* r : router::kBodyRoutes) {
     if (path == r) return r;
   }
   for (const char* r : kLocalRoutes) {

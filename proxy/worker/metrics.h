@@ -62,22 +62,6 @@ struct RequestRecord {
   std::string lease_error;  // The absl status code name, when refused.
 };
 
-// The OpenAI-style routes whose model is in the request body (POST).
-inline constexpr const char* kBodyRoutes[] = {
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/responses",
-    "/v1/embeddings",
-    "/v1/rerank",
-    "/v1/audio/speech",
-    "/v1/audio/transcriptions",
-    "/v1/images/generations",
-    "/v1/messages",
-    "/completion",
-    "/infill",
-    "/v1/rerank/",
-};
-
 // The label for a request path: known routes by name, /upstream/... as
 // "/upstream", everything else "other" (labels must stay few).
 std::string RouteLabel(absl::string_view path);
