@@ -15,7 +15,8 @@ PACKAGES=(
   libre2-dev rapidjson-dev libsimdjson-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Tests: real clients.
-  python3 python3-grpcio python3-protobuf curl nghttp2-client openssl procps
+  python3 python3-grpcio python3-protobuf python3-h2 curl nghttp2-client openssl
+  procps
   # Benchmarks: peers and load generators.
   nginx nghttp2-proxy wrk hey
   # Formatting.
