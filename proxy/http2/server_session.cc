@@ -17,10 +17,9 @@ namespace {
 ServerSession* From(void* user) { return static_cast<ServerSession*>(user); }
 
 nghttp2_nv Nv(const std::string& name, const std::string& value) {
-  return nghttp2_nv{
-      reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-      reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
-      name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
+                    name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
 }
 
 }  // namespace
@@ -186,7 +185,8 @@ void ServerSession::HeadComplete(Stream* s) {
   http1::RequestHead& h = s->head;
   h.version_minor = 1;
   h.keep_alive = true;
-  if (!s->authority.empty() && http1::FindHeader(h.headers, "host") == nullptr) {
+  if (!s->authority.empty() &&
+      http1::FindHeader(h.headers, "host") == nullptr) {
     h.headers.emplace_back("host", s->authority);
   }
   if (h.content_length && *h.content_length > options_.max_body_bytes) {

@@ -125,8 +125,8 @@ class ServerSession {
     http1::RequestHead head;
     std::string authority;
     uint64_t body_bytes = 0;
-    bool known = false;    // The visitor heard of it.
-    bool failed = false;   // Over a limit: the rest of the request ignored.
+    bool known = false;   // The visitor heard of it.
+    bool failed = false;  // Over a limit: the rest of the request ignored.
     bool request_done = false;
     bool has_provider = false;
     bool deferred = false;
@@ -140,9 +140,8 @@ class ServerSession {
   static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame,
                             void* user);
   static int OnHeader(nghttp2_session*, const nghttp2_frame* frame,
-                      const uint8_t* name, size_t namelen,
-                      const uint8_t* value, size_t valuelen, uint8_t flags,
-                      void* user);
+                      const uint8_t* name, size_t namelen, const uint8_t* value,
+                      size_t valuelen, uint8_t flags, void* user);
   static int OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
                          void* user);
   static int OnDataChunk(nghttp2_session*, uint8_t flags, int32_t id,

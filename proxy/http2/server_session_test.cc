@@ -80,7 +80,8 @@ class Client {
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(window)}};
     if (upgrade) {
       uint8_t payload[16];
-      ssize_t n = nghttp2_pack_settings_payload(payload, sizeof(payload), iv, 1);
+      ssize_t n =
+          nghttp2_pack_settings_payload(payload, sizeof(payload), iv, 1);
       settings_payload.assign(reinterpret_cast<char*>(payload), n);
       nghttp2_session_upgrade2(session_, payload, n, 0, nullptr);
     }
@@ -126,8 +127,8 @@ class Client {
   }
   // A stream opened with a head and no END_STREAM (the body never comes).
   int32_t OpenStream() {
-    std::string m = ":method", mv = "POST", p = ":path", pv = "/x", s = ":scheme",
-                sv = "http", a = ":authority", av = "t";
+    std::string m = ":method", mv = "POST", p = ":path", pv = "/x",
+                s = ":scheme", sv = "http", a = ":authority", av = "t";
     nghttp2_nv nva[] = {
         {reinterpret_cast<uint8_t*>(m.data()),
          reinterpret_cast<uint8_t*>(mv.data()), m.size(), mv.size(), 0},
@@ -143,7 +144,9 @@ class Client {
   void Reset(int32_t id) {
     nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
   }
-  void Consume(int32_t id, size_t n) { nghttp2_session_consume(session_, id, n); }
+  void Consume(int32_t id, size_t n) {
+    nghttp2_session_consume(session_, id, n);
+  }
   std::string Out() {
     std::string out;
     const uint8_t* p;
@@ -154,9 +157,8 @@ class Client {
     return out;
   }
   void In(const std::string& bytes) {
-    nghttp2_session_mem_recv(session_,
-                             reinterpret_cast<const uint8_t*>(bytes.data()),
-                             bytes.size());
+    nghttp2_session_mem_recv(
+        session_, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   }
 
   std::map<int32_t, ClientResponse> responses;

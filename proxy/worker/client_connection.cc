@@ -1,16 +1,13 @@
 #include "proxy/worker/client_connection.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
-#include "absl/strings/escaping.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "common/loop_thread.h"
-#include "proxy/router/body_filters.h"
-#include "proxy/worker/json_string.h"
+#include "proxy/worker/http2_streams.h"
 #include "proxy/worker/worker.h"
 
 namespace modelplane::proxy {
@@ -21,34 +18,23 @@ struct WriteReq {
   std::string data;
 };
 
-const char* ErrorType(int status) {
-  switch (status) {
-    case 400:
-    case 413:
-    case 431:
-      return "invalid_request_error";
-    case 401:
-      return "authentication_error";
-    case 404:
-      return "not_found_error";
-    case 429:
-      return "rate_limit_error";
-    default:
-      return "api_error";
-  }
-}
+// What an HTTP/2 client sends first (RFC 9113, 3.4).
+constexpr absl::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-// The query parameter `name`, or "".
-std::string QueryParam(absl::string_view target, absl::string_view name) {
-  size_t q = target.find('?');
-  if (q == absl::string_view::npos) return "";
-  for (absl::string_view kv : absl::StrSplit(target.substr(q + 1), '&')) {
-    size_t eq = kv.find('=');
-    if (kv.substr(0, eq) == name && eq != absl::string_view::npos) {
-      return std::string(kv.substr(eq + 1));
+// At most this much of HTTP/2 output is produced ahead of the socket.
+constexpr size_t kFlushBytes = 256 << 10;
+
+// The header lists the token (case-insensitive), e.g. Upgrade: h2c.
+bool HasToken(const http1::Headers& headers, absl::string_view name,
+              absl::string_view token) {
+  const std::string* v = http1::FindHeader(headers, name);
+  if (v == nullptr) return false;
+  for (absl::string_view t : absl::StrSplit(*v, ',')) {
+    if (absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(t), token)) {
+      return true;
     }
   }
-  return "";
+  return false;
 }
 
 }  // namespace
@@ -59,11 +45,13 @@ ClientConnection::ClientConnection(Worker* worker)
   tcp_.data = this;
   uv_timer_init(worker->loop().loop(), &timer_);
   uv_timer_init(worker->loop().loop(), &send_timer_);
+  uv_idle_init(worker->loop().loop(), &flush_);
   send_timer_.data = this;
   timer_.data = this;
+  flush_.data = this;
 }
 
-ClientConnection::~ClientConnection() { *alive_ = false; }
+ClientConnection::~ClientConnection() = default;
 
 void ClientConnection::Start() {
   uv_tcp_nodelay(&tcp_, 1);
@@ -79,6 +67,7 @@ void ClientConnection::Start() {
     }
   }
   peer_ = ip;
+  exchange_ = std::make_unique<Exchange>(worker_, this, peer_);
   if (uv_read_start(stream(), OnAlloc, OnRead) != 0) {
     Close();
     return;
@@ -90,10 +79,11 @@ void ClientConnection::Start() {
 void ClientConnection::UpdateTimer() {
   if (closing_) return;
   TimerMode want;
-  if (in_request_) {
-    want = reading_body_ ? TimerMode::kBody
-           : loading_    ? TimerMode::kLoading
-                         : TimerMode::kNone;
+  if (h2_ != nullptr) {
+    want = h2_->session().open_streams() == 0 ? TimerMode::kIdle
+                                              : TimerMode::kSweep;
+  } else if (in_request_) {
+    want = reading_body_ ? TimerMode::kBody : TimerMode::kNone;
   } else {
     want = parser_.in_head() ? TimerMode::kHead : TimerMode::kIdle;
   }
@@ -102,18 +92,34 @@ void ClientConnection::UpdateTimer() {
   uv_timer_stop(&timer_);
   if (want == TimerMode::kNone) return;
   const ProxyOptions& o = worker_->context().options();
-  absl::Duration d = want == TimerMode::kHead      ? o.header_timeout
-                     : want == TimerMode::kBody    ? o.body_timeout
-                     : want == TimerMode::kLoading ? o.loading_interval
-                                                   : o.idle_timeout;
+  absl::Duration d = want == TimerMode::kHead   ? o.header_timeout
+                     : want == TimerMode::kBody ? o.body_timeout
+                     : want == TimerMode::kSweep
+                         ? std::min(o.send_timeout / 2, absl::Seconds(1))
+                         : o.idle_timeout;
+  uint64_t ms =
+      static_cast<uint64_t>(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
   uv_update_time(worker_->loop().loop());
-  uv_timer_start(&timer_, OnTimer,
-                 static_cast<uint64_t>(absl::ToInt64Milliseconds(d)), 0);
+  uv_timer_start(&timer_, OnTimer, ms,
+                 want == TimerMode::kSweep ? ms : 0);  // The sweep repeats.
 }
 
 void ClientConnection::OnTimer(uv_timer_t* t) {
   auto* c = static_cast<ClientConnection*>(t->data);
   if (c->closing_) return;
+  if (c->h2_ != nullptr) {
+    if (c->timer_mode_ == TimerMode::kSweep) {
+      c->h2_->ResetStalled(c->worker_->context().options().send_timeout);
+      c->ScheduleFlush();
+      return;
+    }
+    // Idle with no stream open: say goodbye, then close.
+    c->timer_mode_ = TimerMode::kNone;
+    c->draining_ = true;
+    c->h2_->session().Shutdown();
+    c->Flush();
+    return;
+  }
   if (c->timer_mode_ == TimerMode::kBody && c->reading_body_) {
     // Nothing more is read: the rest of the body must not be dispatched.
     uv_read_stop(c->stream());
@@ -123,11 +129,7 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
     c->timer_mode_ = TimerMode::kNone;
     c->keep_alive_ = false;
     c->close_after_write_ = true;
-    c->RespondError(408, "the request body did not arrive in time");
-    return;
-  }
-  if (c->timer_mode_ == TimerMode::kLoading && c->loading_) {
-    c->SendLoadingComment();
+    c->exchange_->Fail(408, "the request body did not arrive in time");
     return;
   }
   if (c->in_request_) return;
@@ -139,8 +141,8 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
     c->timer_mode_ = TimerMode::kNone;
     c->keep_alive_ = false;
     c->close_after_write_ = true;
-    c->head_ = http1::RequestHead();
-    c->RespondError(408, "the request head did not arrive in time");
+    c->in_request_ = true;
+    c->exchange_->Fail(408, "the request head did not arrive in time");
     return;
   }
   c->Close();  // Idle keep-alive connection.
@@ -148,6 +150,11 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
 
 void ClientConnection::Drain() {
   draining_ = true;
+  if (h2_ != nullptr) {
+    h2_->session().Shutdown();  // GOAWAY; closes once its streams are done.
+    Flush();
+    return;
+  }
   if (in_request_ || parser_.in_head()) return;  // Closes after its answer.
   if (stream()->write_queue_size > 0) {
     // The last response is still being written: close once it is out.
@@ -162,16 +169,11 @@ void ClientConnection::Drain() {
 void ClientConnection::Close() {
   if (closing_) return;
   closing_ = true;
-  *alive_ = false;
-  if (in_request_) {
-    if (!responding_) record_.status = 499;  // nginx: client closed request.
-    RecordRequest();
-  }
-  upstream_.reset();  // The upstream learns at once that the client left.
-  if (!leased_model_.empty()) {
-    worker_->context().broker().Finish(leased_model_);
-    leased_model_.clear();
-  }
+  // Cancels what is in flight (counted as 499, upstreams cut, leases given
+  // back). The exchanges themselves go with the connection: one may be on
+  // the stack now.
+  if (exchange_ != nullptr) exchange_->Cancel();
+  if (h2_ != nullptr) h2_->CancelAll();
   worker_->Forget(this);
   uv_timer_stop(&timer_);
   auto closed = [](uv_handle_t* h) {
@@ -180,6 +182,7 @@ void ClientConnection::Close() {
   };
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&send_timer_), closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&flush_), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), closed);
 }
 
@@ -196,6 +199,14 @@ void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   }
   if (n == 0 || c->closing_) return;
   c->worker_->metrics().AddBytesIn(static_cast<uint64_t>(n));
+  if (c->h2_ != nullptr) {
+    if (!c->h2_->session().Feed(absl::string_view(buf->base, n))) {
+      uv_read_stop(s);  // A protocol error: its GOAWAY goes out, then close.
+      c->reading_client_ = false;
+    }
+    c->Flush();
+    return;
+  }
   c->input_.append(buf->base, n);
   if (c->input_.size() >
       c->worker_->context().options().limits.max_body_bytes + (1 << 20)) {
@@ -205,58 +216,64 @@ void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   c->FeedInput();
 }
 
+bool ClientConnection::DetectPreface() {
+  size_t n = std::min(input_.size(), kPreface.size());
+  if (absl::string_view(input_).substr(0, n) != kPreface.substr(0, n)) {
+    first_bytes_ = false;  // HTTP/1.x.
+    return true;
+  }
+  if (n < kPreface.size()) return false;  // Could still be either.
+  first_bytes_ = false;
+  StartHttp2();
+  return true;
+}
+
+void ClientConnection::StartHttp2() {
+  h2_ = std::make_unique<Http2Streams>(this);
+  timer_mode_ = TimerMode::kNone;
+}
+
 void ClientConnection::FeedInput() {
   // A response may finish inside a parser callback (a local answer): the
   // loop below then goes on, instead of feeding re-entrantly.
   if (feeding_) return;
   feeding_ = true;
-  while (!closing_ && !input_.empty() && !parser_.paused() &&
+  if (first_bytes_ && !DetectPreface()) {
+    feeding_ = false;
+    return;
+  }
+  while (!closing_ && h2_ == nullptr && !input_.empty() && !parser_.paused() &&
          !parser_.failed()) {
     size_t used = parser_.Feed(input_);
     input_.erase(0, used);
     if (used == 0) break;
   }
   feeding_ = false;
+  if (!closing_ && h2_ != nullptr) {
+    // Upgraded: what follows the request is the client's HTTP/2 preface.
+    std::string rest;
+    rest.swap(input_);
+    if (!rest.empty() && !h2_->session().Feed(rest)) {
+      uv_read_stop(stream());
+      reading_client_ = false;
+    }
+    Flush();
+  }
   UpdateTimer();
 }
 
 void ClientConnection::OnRequestHead(http1::RequestHead head) {
   in_request_ = true;
-  ++request_generation_;
-  origin_.clear();
   reading_body_ = true;
-  loading_ = false;
-  loading_head_sent_ = false;
-  upstream_failed_ = false;
-  upstream_error_.clear();
   UpdateTimer();
-  head_ = std::move(head);
-  body_.clear();
-  json_ = router::JsonScanner();
-  multipart_.reset();
-  scan_ = BodyScan::kNone;
-  responding_ = false;
-  std::string path = head_.target.substr(0, head_.target.find('?'));
-  record_.route = RouteLabel(path);
-  head_ns_ = uv_hrtime();
-  response_bytes_ = 0;
-  bool body_route =
-      head_.method == "POST" &&
-      std::find(std::begin(router::kBodyRoutes), std::end(router::kBodyRoutes),
-                path) != std::end(router::kBodyRoutes);
-  if (body_route) {
-    const std::string* type = http1::FindHeader(head_.headers, "content-type");
-    auto boundary =
-        type ? router::MultipartScanner::BoundaryFrom(*type) : std::nullopt;
-    if (boundary) {
-      boundary_ = *boundary;
-      multipart_ = std::make_unique<router::MultipartScanner>(*boundary);
-      scan_ = BodyScan::kMultipart;
-    } else {
-      scan_ = BodyScan::kJson;
-    }
+  keep_alive_ = head.keep_alive && !draining_;
+  if (head.upgrade && HasToken(head.headers, "upgrade", "h2c") &&
+      http1::FindHeader(head.headers, "http2-settings") != nullptr &&
+      !head.chunked && head.content_length.value_or(0) == 0 && !draining_) {
+    upgrade_ = std::move(head);  // Decided once the request is complete.
+    return;
   }
-  if (head_.expect_continue) Write("HTTP/1.1 100 Continue\r\n\r\n");
+  exchange_->Begin(std::move(head));
 }
 
 void ClientConnection::OnRequestBody(absl::string_view data) {
@@ -266,366 +283,108 @@ void ClientConnection::OnRequestBody(absl::string_view data) {
                        worker_->context().options().body_timeout)),
                    0);
   }
-  body_.append(data.data(), data.size());
-  if (scan_ == BodyScan::kJson) json_.Feed(data);
-  if (scan_ == BodyScan::kMultipart) multipart_->Feed(data);
+  exchange_->Body(data);
 }
 
 void ClientConnection::OnRequestEnd() {
   reading_body_ = false;
-  Dispatch();
+  if (upgrade_ && TryUpgrade()) return;
+  if (upgrade_) {
+    exchange_->Begin(*std::move(upgrade_));  // Served over HTTP/1.1.
+    upgrade_.reset();
+  }
+  exchange_->End();
+}
+
+bool ClientConnection::TryUpgrade() {
+  http1::RequestHead head = *std::move(upgrade_);
+  upgrade_.reset();
+  auto h2 = std::make_unique<Http2Streams>(this);
+  if (!h2->AcceptUpgrade(*http1::FindHeader(head.headers, "http2-settings"),
+                         head.method == "HEAD")) {
+    upgrade_ = std::move(head);
+    return false;
+  }
+  Write(
+      "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+      "Upgrade: h2c\r\n\r\n");
+  in_request_ = false;
+  first_bytes_ = false;
+  h2_ = std::move(h2);  // exchange_ stays unused: it may be on the stack.
+  timer_mode_ = TimerMode::kNone;
+  h2_->ServeUpgraded(std::move(head));
+  return true;
 }
 
 void ClientConnection::OnRequestError(int status, const std::string& message) {
   keep_alive_ = false;
-  head_ = http1::RequestHead();
-  RespondError(status, message);
   close_after_write_ = true;
+  in_request_ = true;
+  reading_body_ = false;
+  upgrade_.reset();
+  exchange_->Fail(status, message);
 }
 
-void ClientConnection::Dispatch() {
-  std::string path = head_.target.substr(0, head_.target.find('?'));
-  keep_alive_ = head_.keep_alive && !draining_;
-  const std::string* origin = http1::FindHeader(head_.headers, "origin");
-  origin_ = origin != nullptr ? *origin : "";
-  if (head_.method == "OPTIONS") return RespondPreflight();
-  if (path == "/health" && head_.method == "GET") {
-    return Respond(200, "application/json", R"({"status":"ok"})");
-  }
-  if (!Authorized()) {
-    // Every endpoint but /health needs the key, /metrics included (a
-    // Prometheus job sets it with `authorization: credentials`).
-    return Respond(401, "application/json",
-                   absl::StrCat(R"({"error":{"message":"a valid API key is )"
-                                R"(required","type":"authentication_error",)"
-                                R"("code":401}})"),
-                   {{"WWW-Authenticate", "Bearer realm=\"modelplane\""}});
-  }
-  if (path == "/running" && head_.method == "GET") return RespondRunning();
-  if (path == "/metrics" && head_.method == "GET") return RespondMetrics();
-  if (path == "/unload" && (head_.method == "POST" || head_.method == "GET")) {
-    return Unload(QueryParam(head_.target, "model"));
-  }
-  if ((path == "/v1/models" || path == "/models") && head_.method == "GET") {
-    return RespondModels();
-  }
-  if (absl::StartsWith(path, "/upstream/")) {
-    // /upstream/<model>/<rest>: ids may contain '/', so the longest known
-    // prefix wins; percent-encoding in <rest> is passed through.
-    std::string rest = head_.target.substr(10);
-    const router::RouteTable* routes = &worker_->routes();
-    std::string model = rest.substr(0, rest.find('?'));
-    std::string target = "/";
-    while (!model.empty() && routes->Find(model) == nullptr) {
-      size_t slash = model.rfind('/');
-      if (slash == std::string::npos) break;
-      model.resize(slash);
-    }
-    if (routes->Find(model) != nullptr) target = rest.substr(model.size());
-    if (target.empty() || target[0] == '?') target = "/" + target;
-    return Forward(model, target);
-  }
-  if (scan_ == BodyScan::kJson) {
-    json_.Finish();
-    if (!json_.model()) {
-      return RespondError(400, json_.error()
-                                   ? json_.error_message()
-                                   : "the request body names no model");
-    }
-    return Forward(*json_.model(), head_.target);
-  }
-  if (scan_ == BodyScan::kMultipart) {
-    multipart_->Finish();
-    if (!multipart_->model()) {
-      return RespondError(400, multipart_->error()
-                                   ? multipart_->error_message()
-                                   : "the form has no model field");
-    }
-    return Forward(*multipart_->model(), head_.target);
-  }
-  std::string model = QueryParam(head_.target, "model");
-  if (!model.empty()) return Forward(model, head_.target);
-  RespondError(404, absl::StrCat("no route for ", head_.method, " ", path));
-}
-
-void ClientConnection::Forward(const std::string& model_name,
-                               std::string target) {
-  const router::Route* route = worker_->routes().Find(model_name);
-  if (route == nullptr) {
-    return RespondError(404, absl::StrCat("unknown model '", model_name, "'"));
-  }
-  if (!route->filters.empty() && scan_ == BodyScan::kJson) {
-    absl::StatusOr<std::string> filtered =
-        router::ApplyJsonFilters(body_, route->filters);
-    if (!filtered.ok()) {
-      return RespondError(400, std::string(filtered.status().message()));
-    }
-    body_ = *std::move(filtered);
-  } else if (!route->filters.use_model_name.empty() &&
-             scan_ == BodyScan::kMultipart) {
-    body_ = router::RewriteMultipartModel(body_, boundary_,
-                                          route->filters.use_model_name);
-  }
-  head_.target = std::move(target);
-  std::string id = route->id;
-  record_.model = id;
-  admit_ns_ = uv_hrtime();
-  int limit = route->concurrency_limit;
-  timeouts_ = {route->connect_timeout, route->response_header_timeout,
-               route->idle_timeout};
-  LoopThread* loop = &worker_->loop();
-  std::weak_ptr<bool> alive = alive_;
-  // Set now; an answer given inline (the lease is held) clears it before
-  // Admit returns.
-  loading_ =
-      scan_ == BodyScan::kJson && json_.stream().value_or(false) &&
-      worker_->context().options().loading_interval > absl::ZeroDuration();
-  // An inline answer may finish this request and start a pipelined one
-  // before Admit returns: its ticket must not be overwritten.
-  uint64_t generation = request_generation_;
-  uint64_t ticket = worker_->context().broker().Admit(
-      id, limit,
-      [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
-      [this, alive, id, broker = &worker_->context().broker()](
-          absl::StatusOr<lease::Lease> lease) {
-        auto a = alive.lock();
-        if (a == nullptr || !*a) {
-          if (lease.ok()) broker->Finish(id);  // The client left meanwhile.
-          return;
-        }
-        OnLease(std::move(lease));
-      });
-  if (generation == request_generation_) ticket_ = ticket;
-}
-
-void ClientConnection::OnLease(absl::StatusOr<lease::Lease> lease) {
-  if (loading_) {
-    loading_ = false;
-    UpdateTimer();
-  }
-  record_.lease_wait =
-      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - admit_ns_));
-  if (!lease.ok()) {
-    const absl::Status& s = lease.status();
-    record_.lease_error = absl::StatusCodeToString(s.code());
-    switch (s.code()) {
-      case absl::StatusCode::kResourceExhausted:
-        return Respond(
-            429, "application/json",
-            absl::StrCat(R"({"error":{"message":)", JsonString(s.message()),
-                         R"(,"type":"rate_limit_error","code":429}})"),
-            {{"Retry-After", "1"}});
-      case absl::StatusCode::kNotFound:
-        return RespondError(404, std::string(s.message()));
-      case absl::StatusCode::kDeadlineExceeded:
-        return RespondError(504, std::string(s.message()));
-      default:
-        return RespondError(503, std::string(s.message()));
-    }
-  }
-  leased_model_ = lease->model;
-  http1::Headers headers;
-  for (const auto& [k, v] : head_.headers) {
-    if (absl::EqualsIgnoreCase(k, "host") ||
-        absl::EqualsIgnoreCase(k, "expect")) {
-      continue;
-    }
-    headers.emplace_back(k, v);
-  }
-  std::string host = lease->upstream.substr(lease->upstream.find("//") + 2);
-  headers.emplace_back("Host", host.substr(0, host.find('/')));
-  headers.emplace_back("X-Forwarded-For", peer_);
-  std::string request =
-      http1::EncodeRequestHead(head_.method, head_.target, headers,
-                               http1::Framing::kContentLength, body_.size()) +
-      body_;
-  reading_upstream_ = true;
-  sent_ns_ = uv_hrtime();
-  // Send may answer inline (a bad URL, no descriptor left): the request is
-  // then finished, and a pipelined one may already be on its way.
-  uint64_t generation = request_generation_;
-  auto sent = worker_->pool().Send(lease->upstream, std::move(request),
-                                   head_.method == "HEAD", this, timeouts_);
-  if (!closing_ && in_request_ && generation == request_generation_) {
-    upstream_ = std::move(sent);
-  }
-}
-
-void ClientConnection::OnUpstreamHead(http1::ResponseHead head) {
-  responding_ = true;
-  record_.time_to_first_byte =
-      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - sent_ns_));
-  if (loading_head_sent_) {
-    // The 200 head is out: the stream goes on in its body; an error answer
-    // is kept (bounded) and sent as one SSE event at its end.
-    upstream_failed_ = head.status < 200 || head.status >= 300;
-    if (upstream_failed_) record_.status = head.status;
-    return;
-  }
-  record_.status = head.status;
-  http1::Headers headers = head.headers;
-  const std::string* type = http1::FindHeader(headers, "content-type");
-  if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
-    headers.emplace_back("X-Accel-Buffering", "no");
-  }
-  AllowOrigin(&headers);
+void ClientConnection::SendHead(int status, absl::string_view reason,
+                                const http1::Headers& headers,
+                                std::optional<uint64_t> content_length) {
   bool bodiless =
-      http1::IsBodilessStatus(head.status) || head_.method == "HEAD";
-  if (head.content_length && !head.chunked) {
+      http1::IsBodilessStatus(status) || exchange_->head().method == "HEAD";
+  if (content_length) {
     framing_ = http1::Framing::kContentLength;  // HEAD: the length it would be.
   } else if (bodiless) {
     framing_ = http1::Framing::kNoBody;
   } else {
-    framing_ = head_.version_minor >= 1 ? http1::Framing::kChunked
-                                        : http1::Framing::kUntilClose;
+    framing_ = exchange_->head().version_minor >= 1
+                   ? http1::Framing::kChunked
+                   : http1::Framing::kUntilClose;
   }
   if (framing_ == http1::Framing::kUntilClose) keep_alive_ = false;
-  Write(http1::EncodeResponseHead(head.status, head.reason, headers, framing_,
-                                  head.content_length.value_or(0),
-                                  keep_alive_));
+  Write(http1::EncodeResponseHead(
+      status, reason, headers, framing_, content_length.value_or(0),
+      keep_alive_ && !close_after_write_ && !draining_));
+  if (bodiless) framing_ = http1::Framing::kNoBody;
 }
 
-void ClientConnection::OnUpstreamBody(absl::string_view data) {
-  if (upstream_failed_) {
-    if (upstream_error_.size() < (64 << 10)) {
-      upstream_error_.append(data.data(), data.size());
-    }
-    return;
-  }
+void ClientConnection::SendResponse(int status, const http1::Headers& headers,
+                                    absl::string_view body) {
+  framing_ = http1::Framing::kContentLength;
+  bool bodiless =
+      http1::IsBodilessStatus(status) || exchange_->head().method == "HEAD";
+  std::string out = http1::EncodeResponseHead(
+      status, "", headers, framing_, body.size(),
+      keep_alive_ && !close_after_write_ && !draining_);
+  if (!bodiless) out.append(body.data(), body.size());
+  Write(std::move(out));
+}
+
+void ClientConnection::SendContinue() {
+  Write("HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+void ClientConnection::SendData(absl::string_view data) {
+  if (framing_ == http1::Framing::kNoBody || data.empty()) return;
   Write(framing_ == http1::Framing::kChunked ? http1::EncodeChunk(data)
                                              : std::string(data));
-  if (!closing_ && reading_upstream_ &&
-      stream()->write_queue_size >
-          worker_->context().options().max_buffered_response) {
-    reading_upstream_ = false;  // The client is slow: let TCP push back.
-    if (upstream_) upstream_->SetReading(false);
-  }
 }
 
-void ClientConnection::OnUpstreamEnd() {
-  if (upstream_failed_) {
-    std::string body = std::move(upstream_error_);
-    upstream_failed_ = false;
-    upstream_.reset();
-    return Respond(record_.status, "application/json", body);
-  }
-  if (framing_ == http1::Framing::kChunked) Write(http1::EncodeLastChunk());
-  FinishRequest();
+bool ClientConnection::Congested() {
+  return !closing_ && stream()->write_queue_size >
+                          worker_->context().options().max_buffered_response;
 }
 
-void ClientConnection::OnUpstreamError(const std::string& message,
-                                       bool before_head, bool timed_out) {
-  if (before_head) {
-    RespondError(timed_out ? 504 : 502, message);
-    return;
-  }
-  // Mid-response: the client must see a broken response, never a clean end.
+void ClientConnection::Abort() {
+  // The client must see a broken response: the connection ends without
+  // the last chunk.
+  in_request_ = false;
   Close();
 }
 
-void ClientConnection::Respond(int status, const std::string& content_type,
-                               const std::string& body,
-                               const http1::Headers& extra) {
-  if (loading_head_sent_) {
-    // Too late for a status: the answer is an SSE event in the open stream
-    // (newlines folded so that it stays one `data:` line).
-    record_.status = status;
-    std::string data = body;
-    std::replace(data.begin(), data.end(), '\n', ' ');
-    std::replace(data.begin(), data.end(), '\r', ' ');
-    std::string event = absl::StrCat("data: ", data, "\n\n");
-    Write(framing_ == http1::Framing::kChunked
-              ? http1::EncodeChunk(event) + http1::EncodeLastChunk()
-              : event);
-    if (framing_ == http1::Framing::kUntilClose) close_after_write_ = true;
-    FinishRequest();
-    return;
-  }
-  http1::Headers headers;
-  if (!content_type.empty()) headers.emplace_back("Content-Type", content_type);
-  headers.insert(headers.end(), extra.begin(), extra.end());
-  AllowOrigin(&headers);
-  responding_ = true;
-  record_.status = status;
-  Write(http1::EncodeResponseHead(
-            status, "", headers, http1::Framing::kContentLength, body.size(),
-            keep_alive_ && !close_after_write_ && !draining_) +
-        (head_.method == "HEAD" ? "" : body));
-  FinishRequest();
-}
-
-void ClientConnection::RespondError(int status, const std::string& message) {
-  Respond(status, "application/json",
-          absl::StrCat(R"({"error":{"message":)", JsonString(message),
-                       R"(,"type":")", ErrorType(status), R"(","code":)",
-                       status, "}}"));
-}
-
-void ClientConnection::RecordRequest() {
-  worker_->metrics().Record(record_);
-  if (worker_->context().options().access_log) {
-    double ms = head_ns_ == 0 ? 0 : (uv_hrtime() - head_ns_) / 1e6;
-    std::string line = absl::StrFormat(
-        "%s \"%s %s\" %d %d %.3fms model=%s\n", peer_,
-        absl::CEscape(head_.method), absl::CEscape(head_.target),
-        record_.status, response_bytes_, ms,
-        record_.model.empty() ? "-" : record_.model);
-    fwrite(line.data(), 1, line.size(), stderr);  // One write: lines whole.
-  }
-  record_ = RequestRecord();
-  head_ns_ = 0;
-  response_bytes_ = 0;
-}
-
-void ClientConnection::SendLoadingComment() {
-  if (!loading_head_sent_) {
-    loading_head_sent_ = true;
-    responding_ = true;
-    record_.status = 200;
-    framing_ = head_.version_minor >= 1 ? http1::Framing::kChunked
-                                        : http1::Framing::kUntilClose;
-    if (framing_ == http1::Framing::kUntilClose) keep_alive_ = false;
-    http1::Headers headers = {{"Content-Type", "text/event-stream"},
-                              {"Cache-Control", "no-cache"},
-                              {"X-Accel-Buffering", "no"}};
-    AllowOrigin(&headers);
-    Write(http1::EncodeResponseHead(200, "", headers, framing_, 0,
-                                    keep_alive_ && !draining_));
-  }
-  std::string line =
-      absl::StrFormat(": loading %s %.1fs", record_.model,
-                      static_cast<double>(uv_hrtime() - admit_ns_) / 1e9);
-  // Its place among this proxy's requests waiting for the model.
-  int position = worker_->context().broker().Position(record_.model, ticket_);
-  if (position > 0) absl::StrAppend(&line, ", queue position ", position);
-  line += "\n\n";
-  Write(framing_ == http1::Framing::kChunked ? http1::EncodeChunk(line) : line);
-  uv_timer_start(&timer_, OnTimer,
-                 static_cast<uint64_t>(absl::ToInt64Milliseconds(
-                     worker_->context().options().loading_interval)),
-                 0);
-}
-
-void ClientConnection::AllowOrigin(http1::Headers* headers) const {
-  // A request with an Origin may read the answer (unless the upstream
-  // already said who may).
-  if (origin_.empty() ||
-      http1::FindHeader(*headers, "access-control-allow-origin") != nullptr) {
-    return;
-  }
-  headers->emplace_back("Access-Control-Allow-Origin", origin_);
-  headers->emplace_back("Vary", "Origin");
-}
-
-void ClientConnection::FinishRequest() {
-  if (closing_) return;  // Close() already finished and counted it.
-  RecordRequest();
-  origin_.clear();
-  upstream_.reset();
-  if (!leased_model_.empty()) {
-    worker_->context().broker().Finish(leased_model_);
-    leased_model_.clear();
-  }
+void ClientConnection::SendEnd() {
+  if (closing_) return;
+  if (framing_ == http1::Framing::kChunked) Write(http1::EncodeLastChunk());
+  if (framing_ == http1::Framing::kUntilClose) close_after_write_ = true;
+  framing_ = http1::Framing::kChunked;
   in_request_ = false;
   if (!keep_alive_ || close_after_write_ || draining_) {
     close_after_write_ = true;
@@ -643,10 +402,40 @@ void ClientConnection::FinishRequest() {
   UpdateTimer();
 }
 
+void ClientConnection::ScheduleFlush() {
+  if (closing_ || uv_is_active(reinterpret_cast<uv_handle_t*>(&flush_))) {
+    return;
+  }
+  uv_idle_start(&flush_, [](uv_idle_t* h) {
+    uv_idle_stop(h);
+    static_cast<ClientConnection*>(h->data)->Flush();
+  });
+}
+
+void ClientConnection::Flush() {
+  if (closing_ || h2_ == nullptr) return;
+  size_t queued = stream()->write_queue_size;
+  if (queued < kFlushBytes) {
+    std::string out;
+    h2_->session().Produce(&out, kFlushBytes - queued);
+    if (closing_) return;
+    Write(std::move(out));
+  }
+  if (closing_) return;
+  http2::ServerSession& s = h2_->session();
+  if (s.done() || (draining_ && s.open_streams() == 0)) {
+    // Nothing more to say (a GOAWAY went out): close once it is written.
+    close_after_write_ = true;
+    if (stream()->write_queue_size == 0) Close();
+    return;
+  }
+  UpdateTimer();
+}
+
 void ClientConnection::Write(std::string data) {
   if (closing_ || data.empty()) return;
   worker_->metrics().AddBytesOut(data.size());
-  response_bytes_ += data.size();
+  if (h2_ == nullptr && exchange_ != nullptr) exchange_->AddSent(data.size());
   auto* w = new WriteReq{uv_write_t{}, std::move(data)};
   uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
   if (uv_write(&w->req, stream(), &buf, 1, OnWrite) != 0) {
@@ -687,12 +476,19 @@ void ClientConnection::OnWrite(uv_write_t* req, int status) {
     c->send_timer_armed_ = false;
     uv_timer_stop(&c->send_timer_);
   }
-  if (!c->reading_upstream_ &&
-      queued < c->worker_->context().options().max_buffered_response / 4) {
-    c->reading_upstream_ = true;
-    if (c->upstream_) c->upstream_->SetReading(true);
+  if (c->close_after_write_ && queued == 0) {
+    c->Close();
+    return;
   }
-  if (c->close_after_write_ && queued == 0) c->Close();
+  if (c->h2_ != nullptr) {
+    // The socket took some: more frames may go (windows permitting).
+    if (queued < kFlushBytes / 2) c->ScheduleFlush();
+    return;
+  }
+  if (queued < c->worker_->context().options().max_buffered_response / 4 &&
+      c->exchange_ != nullptr) {
+    c->exchange_->OnWritable();
+  }
 }
 
 }  // namespace modelplane::proxy

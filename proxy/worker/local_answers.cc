@@ -1,6 +1,6 @@
 // The answers modelproxy gives itself: /v1/models, /running, /unload,
 // /metrics, CORS preflights, and the API key check. Members of
-// ClientConnection, apart from the request path for readability.
+// Exchange, apart from the request path for readability.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -12,13 +12,13 @@
 #include "absl/strings/strip.h"
 #include "common/loop_thread.h"
 #include "common/sha256.h"
-#include "proxy/worker/client_connection.h"
+#include "proxy/worker/exchange.h"
 #include "proxy/worker/json_string.h"
 #include "proxy/worker/worker.h"
 
 namespace modelplane::proxy {
 
-void ClientConnection::RespondModels() {
+void Exchange::RespondModels() {
   std::string data;
   for (const router::Route& r : worker_->routes().routes()) {
     if (r.unlisted) continue;
@@ -34,7 +34,7 @@ void ClientConnection::RespondModels() {
           absl::StrCat(R"({"object":"list","data":[)", data, "]}"));
 }
 
-bool ClientConnection::Authorized() {
+bool Exchange::Authorized() {
   const ProxyContext::KeySet& keys = worker_->api_keys();
   if (keys.empty()) return true;
   // llama-swap's forms: Bearer, the password of Basic, or x-api-key.
@@ -69,7 +69,7 @@ bool ClientConnection::Authorized() {
   return false;
 }
 
-void ClientConnection::RespondRunning() {
+void Exchange::RespondRunning() {
   std::string data;
   for (const router::Route& r : worker_->routes().routes()) {
     const char* state = r.state == v1::MODEL_STATE_STARTING   ? "starting"
@@ -83,7 +83,7 @@ void ClientConnection::RespondRunning() {
   Respond(200, "application/json", absl::StrCat(R"({"running":[)", data, "]}"));
 }
 
-void ClientConnection::Unload(const std::string& model) {
+void Exchange::Unload(const std::string& model) {
   const ProxyContext::Unload& unload = worker_->context().unload();
   if (!unload) return RespondError(503, "unload is not available");
   std::string id = model;
@@ -111,7 +111,7 @@ void ClientConnection::Unload(const std::string& model) {
   });
 }
 
-void ClientConnection::RespondPreflight() {
+void Exchange::RespondPreflight() {
   // Permissive, as llama-swap: any origin, the usual methods, and the
   // headers the browser asks for, reduced to token characters (a header
   // value must never carry what the client sent verbatim).
@@ -136,7 +136,7 @@ void ClientConnection::RespondPreflight() {
   Respond(204, "", "", headers);
 }
 
-void ClientConnection::RespondMetrics() {
+void Exchange::RespondMetrics() {
   const ProxyContext::MetricsText& text = worker_->context().metrics();
   if (!text) return RespondError(503, "metrics are not available yet");
   Respond(200, "text/plain; version=0.0.4; charset=utf-8", text());

@@ -1,0 +1,478 @@
+#include "proxy/worker/exchange.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/loop_thread.h"
+#include "proxy/router/body_filters.h"
+#include "proxy/worker/json_string.h"
+#include "proxy/worker/worker.h"
+
+namespace modelplane::proxy {
+namespace {
+
+const char* ErrorType(int status) {
+  switch (status) {
+    case 400:
+    case 413:
+    case 431:
+      return "invalid_request_error";
+    case 401:
+      return "authentication_error";
+    case 404:
+      return "not_found_error";
+    case 429:
+      return "rate_limit_error";
+    default:
+      return "api_error";
+  }
+}
+
+// The query parameter `name`, or "".
+std::string QueryParam(absl::string_view target, absl::string_view name) {
+  size_t q = target.find('?');
+  if (q == absl::string_view::npos) return "";
+  for (absl::string_view kv : absl::StrSplit(target.substr(q + 1), '&')) {
+    size_t eq = kv.find('=');
+    if (kv.substr(0, eq) == name && eq != absl::string_view::npos) {
+      return std::string(kv.substr(eq + 1));
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+Exchange::Exchange(Worker* worker, ResponseSink* sink, std::string peer)
+    : worker_(worker), sink_(sink), peer_(std::move(peer)) {}
+
+Exchange::~Exchange() {
+  Cancel();
+  if (loading_timer_ != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(loading_timer_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  }
+}
+
+void Exchange::Begin(http1::RequestHead head) {
+  in_request_ = true;
+  ++generation_;
+  *alive_ = false;  // Answers still due to an earlier request are dropped.
+  alive_ = std::make_shared<bool>(true);
+  origin_.clear();
+  loading_ = false;
+  loading_head_sent_ = false;
+  upstream_failed_ = false;
+  upstream_error_.clear();
+  reading_upstream_ = true;
+  head_ = std::move(head);
+  body_.clear();
+  json_ = router::JsonScanner();
+  multipart_.reset();
+  scan_ = BodyScan::kNone;
+  responding_ = false;
+  record_ = RequestRecord();
+  std::string path = head_.target.substr(0, head_.target.find('?'));
+  record_.route = RouteLabel(path);
+  head_ns_ = uv_hrtime();
+  response_bytes_ = 0;
+  bool body_route =
+      head_.method == "POST" &&
+      std::find(std::begin(router::kBodyRoutes), std::end(router::kBodyRoutes),
+                path) != std::end(router::kBodyRoutes);
+  if (body_route) {
+    const std::string* type = http1::FindHeader(head_.headers, "content-type");
+    auto boundary =
+        type ? router::MultipartScanner::BoundaryFrom(*type) : std::nullopt;
+    if (boundary) {
+      boundary_ = *boundary;
+      multipart_ = std::make_unique<router::MultipartScanner>(*boundary);
+      scan_ = BodyScan::kMultipart;
+    } else {
+      scan_ = BodyScan::kJson;
+    }
+  }
+  if (head_.expect_continue) sink_->SendContinue();
+}
+
+void Exchange::Body(absl::string_view data) {
+  body_.append(data.data(), data.size());
+  if (scan_ == BodyScan::kJson) json_.Feed(data);
+  if (scan_ == BodyScan::kMultipart) multipart_->Feed(data);
+}
+
+void Exchange::End() { Dispatch(); }
+
+void Exchange::Fail(int status, const std::string& message) {
+  if (!in_request_) Begin(http1::RequestHead());
+  RespondError(status, message);
+}
+
+void Exchange::Cancel() {
+  *alive_ = false;
+  StopLoadingTimer();
+  if (!in_request_) return;
+  in_request_ = false;
+  if (!responding_) record_.status = 499;  // nginx: client closed request.
+  RecordRequest();
+  upstream_.reset();  // The upstream learns at once that the client left.
+  if (!leased_model_.empty()) {
+    worker_->context().broker().Finish(leased_model_);
+    leased_model_.clear();
+  }
+}
+
+void Exchange::OnWritable() {
+  if (reading_upstream_) return;
+  reading_upstream_ = true;
+  if (upstream_) upstream_->SetReading(true);
+}
+
+void Exchange::Dispatch() {
+  std::string path = head_.target.substr(0, head_.target.find('?'));
+  const std::string* origin = http1::FindHeader(head_.headers, "origin");
+  origin_ = origin != nullptr ? *origin : "";
+  if (head_.method == "OPTIONS") return RespondPreflight();
+  // HEAD is answered wherever GET is (without the body).
+  bool get = head_.method == "GET" || head_.method == "HEAD";
+  if (path == "/health" && get) {
+    return Respond(200, "application/json", R"({"status":"ok"})");
+  }
+  if (!Authorized()) {
+    // Every endpoint but /health needs the key, /metrics included (a
+    // Prometheus job sets it with `authorization: credentials`).
+    return Respond(401, "application/json",
+                   absl::StrCat(R"({"error":{"message":"a valid API key is )"
+                                R"(required","type":"authentication_error",)"
+                                R"("code":401}})"),
+                   {{"WWW-Authenticate", "Bearer realm=\"modelplane\""}});
+  }
+  if (path == "/running" && get) return RespondRunning();
+  if (path == "/metrics" && get) return RespondMetrics();
+  if (path == "/unload" && (head_.method == "POST" || head_.method == "GET")) {
+    return Unload(QueryParam(head_.target, "model"));
+  }
+  if ((path == "/v1/models" || path == "/models") && get) {
+    return RespondModels();
+  }
+  if (absl::StartsWith(path, "/upstream/")) {
+    // /upstream/<model>/<rest>: ids may contain '/', so the longest known
+    // prefix wins; percent-encoding in <rest> is passed through.
+    std::string rest = head_.target.substr(10);
+    const router::RouteTable* routes = &worker_->routes();
+    std::string model = rest.substr(0, rest.find('?'));
+    std::string target = "/";
+    while (!model.empty() && routes->Find(model) == nullptr) {
+      size_t slash = model.rfind('/');
+      if (slash == std::string::npos) break;
+      model.resize(slash);
+    }
+    if (routes->Find(model) != nullptr) target = rest.substr(model.size());
+    if (target.empty() || target[0] == '?') target = "/" + target;
+    return Forward(model, target);
+  }
+  if (scan_ == BodyScan::kJson) {
+    json_.Finish();
+    if (!json_.model()) {
+      return RespondError(400, json_.error()
+                                   ? json_.error_message()
+                                   : "the request body names no model");
+    }
+    return Forward(*json_.model(), head_.target);
+  }
+  if (scan_ == BodyScan::kMultipart) {
+    multipart_->Finish();
+    if (!multipart_->model()) {
+      return RespondError(400, multipart_->error()
+                                   ? multipart_->error_message()
+                                   : "the form has no model field");
+    }
+    return Forward(*multipart_->model(), head_.target);
+  }
+  std::string model = QueryParam(head_.target, "model");
+  if (!model.empty()) return Forward(model, head_.target);
+  RespondError(404, absl::StrCat("no route for ", head_.method, " ", path));
+}
+
+void Exchange::Forward(const std::string& model_name, std::string target) {
+  const router::Route* route = worker_->routes().Find(model_name);
+  if (route == nullptr) {
+    return RespondError(404, absl::StrCat("unknown model '", model_name, "'"));
+  }
+  if (!route->filters.empty() && scan_ == BodyScan::kJson) {
+    absl::StatusOr<std::string> filtered =
+        router::ApplyJsonFilters(body_, route->filters);
+    if (!filtered.ok()) {
+      return RespondError(400, std::string(filtered.status().message()));
+    }
+    body_ = *std::move(filtered);
+  } else if (!route->filters.use_model_name.empty() &&
+             scan_ == BodyScan::kMultipart) {
+    body_ = router::RewriteMultipartModel(body_, boundary_,
+                                          route->filters.use_model_name);
+  }
+  head_.target = std::move(target);
+  std::string id = route->id;
+  record_.model = id;
+  admit_ns_ = uv_hrtime();
+  int limit = route->concurrency_limit;
+  timeouts_ = {route->connect_timeout, route->response_header_timeout,
+               route->idle_timeout};
+  LoopThread* loop = &worker_->loop();
+  std::weak_ptr<bool> alive = alive_;
+  // Set now; an answer given inline (the lease is held) clears it before
+  // Admit returns.
+  loading_ =
+      scan_ == BodyScan::kJson && json_.stream().value_or(false) &&
+      worker_->context().options().loading_interval > absl::ZeroDuration();
+  if (loading_) ArmLoadingTimer();
+  // An inline answer may finish this request and start a pipelined one
+  // before Admit returns: its ticket must not be overwritten.
+  uint64_t generation = generation_;
+  uint64_t ticket = worker_->context().broker().Admit(
+      id, limit,
+      [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
+      [this, alive, id, broker = &worker_->context().broker()](
+          absl::StatusOr<lease::Lease> lease) {
+        auto a = alive.lock();
+        if (a == nullptr || !*a) {
+          if (lease.ok()) broker->Finish(id);  // The client left meanwhile.
+          return;
+        }
+        OnLease(std::move(lease));
+      });
+  if (generation == generation_) ticket_ = ticket;
+}
+
+void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
+  if (loading_) {
+    loading_ = false;
+    StopLoadingTimer();
+  }
+  record_.lease_wait =
+      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - admit_ns_));
+  if (!lease.ok()) {
+    const absl::Status& s = lease.status();
+    record_.lease_error = absl::StatusCodeToString(s.code());
+    switch (s.code()) {
+      case absl::StatusCode::kResourceExhausted:
+        return Respond(
+            429, "application/json",
+            absl::StrCat(R"({"error":{"message":)", JsonString(s.message()),
+                         R"(,"type":"rate_limit_error","code":429}})"),
+            {{"Retry-After", "1"}});
+      case absl::StatusCode::kNotFound:
+        return RespondError(404, std::string(s.message()));
+      case absl::StatusCode::kDeadlineExceeded:
+        return RespondError(504, std::string(s.message()));
+      default:
+        return RespondError(503, std::string(s.message()));
+    }
+  }
+  leased_model_ = lease->model;
+  http1::Headers headers;
+  for (const auto& [k, v] : head_.headers) {
+    if (absl::EqualsIgnoreCase(k, "host") ||
+        absl::EqualsIgnoreCase(k, "expect")) {
+      continue;
+    }
+    headers.emplace_back(k, v);
+  }
+  std::string host = lease->upstream.substr(lease->upstream.find("//") + 2);
+  headers.emplace_back("Host", host.substr(0, host.find('/')));
+  headers.emplace_back("X-Forwarded-For", peer_);
+  std::string request =
+      http1::EncodeRequestHead(head_.method, head_.target, headers,
+                               http1::Framing::kContentLength, body_.size()) +
+      body_;
+  reading_upstream_ = true;
+  sent_ns_ = uv_hrtime();
+  // Send may answer inline (a bad URL, no descriptor left): the request is
+  // then finished, and a pipelined one may already be on its way.
+  uint64_t generation = generation_;
+  auto sent = worker_->pool().Send(lease->upstream, std::move(request),
+                                   head_.method == "HEAD", this, timeouts_);
+  if (in_request_ && generation == generation_) upstream_ = std::move(sent);
+}
+
+void Exchange::OnUpstreamHead(http1::ResponseHead head) {
+  responding_ = true;
+  record_.time_to_first_byte =
+      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - sent_ns_));
+  if (loading_head_sent_) {
+    // The 200 head is out: the stream goes on in its body; an error answer
+    // is kept (bounded) and sent as one SSE event at its end.
+    upstream_failed_ = head.status < 200 || head.status >= 300;
+    if (upstream_failed_) record_.status = head.status;
+    return;
+  }
+  record_.status = head.status;
+  http1::Headers headers = head.headers;
+  const std::string* type = http1::FindHeader(headers, "content-type");
+  if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
+    headers.emplace_back("X-Accel-Buffering", "no");
+  }
+  AllowOrigin(&headers);
+  std::optional<uint64_t> length;
+  if (head.content_length && !head.chunked) length = head.content_length;
+  sink_->SendHead(head.status, head.reason, headers, length);
+}
+
+void Exchange::OnUpstreamBody(absl::string_view data) {
+  if (upstream_failed_) {
+    if (upstream_error_.size() < (64 << 10)) {
+      upstream_error_.append(data.data(), data.size());
+    }
+    return;
+  }
+  sink_->SendData(data);
+  if (in_request_ && reading_upstream_ && sink_->Congested()) {
+    reading_upstream_ = false;  // The client is slow: let TCP push back.
+    if (upstream_) upstream_->SetReading(false);
+  }
+}
+
+void Exchange::OnUpstreamEnd() {
+  if (upstream_failed_) {
+    std::string body = std::move(upstream_error_);
+    upstream_failed_ = false;
+    upstream_.reset();
+    return Respond(record_.status, "application/json", body);
+  }
+  Finish();
+  sink_->SendEnd();
+}
+
+void Exchange::OnUpstreamError(const std::string& message, bool before_head,
+                               bool timed_out) {
+  if (before_head) {
+    RespondError(timed_out ? 504 : 502, message);
+    return;
+  }
+  // Mid-response: the client must see a broken response, never a clean end.
+  Finish();
+  sink_->Abort();
+}
+
+void Exchange::Respond(int status, const std::string& content_type,
+                       const std::string& body, const http1::Headers& extra) {
+  if (loading_head_sent_) {
+    // Too late for a status: the answer is an SSE event in the open stream
+    // (newlines folded so that it stays one `data:` line).
+    record_.status = status;
+    std::string data = body;
+    std::replace(data.begin(), data.end(), '\n', ' ');
+    std::replace(data.begin(), data.end(), '\r', ' ');
+    sink_->SendData(absl::StrCat("data: ", data, "\n\n"));
+    Finish();
+    sink_->SendEnd();
+    return;
+  }
+  http1::Headers headers;
+  if (!content_type.empty()) headers.emplace_back("Content-Type", content_type);
+  headers.insert(headers.end(), extra.begin(), extra.end());
+  AllowOrigin(&headers);
+  responding_ = true;
+  record_.status = status;
+  sink_->SendResponse(status, headers, body);
+  Finish();
+  sink_->SendEnd();
+}
+
+void Exchange::RespondError(int status, const std::string& message) {
+  Respond(status, "application/json",
+          absl::StrCat(R"({"error":{"message":)", JsonString(message),
+                       R"(,"type":")", ErrorType(status), R"(","code":)",
+                       status, "}}"));
+}
+
+void Exchange::Finish() {
+  if (!in_request_) return;
+  in_request_ = false;
+  StopLoadingTimer();
+  RecordRequest();
+  origin_.clear();
+  upstream_.reset();
+  if (!leased_model_.empty()) {
+    worker_->context().broker().Finish(leased_model_);
+    leased_model_.clear();
+  }
+}
+
+void Exchange::RecordRequest() {
+  worker_->metrics().Record(record_);
+  if (worker_->context().options().access_log) {
+    double ms = head_ns_ == 0 ? 0 : (uv_hrtime() - head_ns_) / 1e6;
+    std::string line = absl::StrFormat(
+        "%s \"%s %s\" %d %d %.3fms model=%s\n", peer_,
+        absl::CEscape(head_.method), absl::CEscape(head_.target),
+        record_.status, response_bytes_, ms,
+        record_.model.empty() ? "-" : record_.model);
+    fwrite(line.data(), 1, line.size(), stderr);  // One write: lines whole.
+  }
+  record_ = RequestRecord();
+  head_ns_ = 0;
+  response_bytes_ = 0;
+}
+
+void Exchange::ArmLoadingTimer() {
+  if (loading_timer_ == nullptr) {
+    loading_timer_ = new uv_timer_t;
+    uv_timer_init(worker_->loop().loop(), loading_timer_);
+    loading_timer_->data = this;
+  }
+  uv_update_time(worker_->loop().loop());
+  uv_timer_start(
+      loading_timer_,
+      [](uv_timer_t* t) {
+        auto* x = static_cast<Exchange*>(t->data);
+        if (x->loading_ && x->in_request_) x->SendLoadingComment();
+      },
+      static_cast<uint64_t>(absl::ToInt64Milliseconds(
+          worker_->context().options().loading_interval)),
+      0);
+}
+
+void Exchange::StopLoadingTimer() {
+  if (loading_timer_ != nullptr) uv_timer_stop(loading_timer_);
+}
+
+void Exchange::SendLoadingComment() {
+  if (!loading_head_sent_) {
+    loading_head_sent_ = true;
+    responding_ = true;
+    record_.status = 200;
+    http1::Headers headers = {{"Content-Type", "text/event-stream"},
+                              {"Cache-Control", "no-cache"},
+                              {"X-Accel-Buffering", "no"}};
+    AllowOrigin(&headers);
+    sink_->SendHead(200, "", headers, std::nullopt);
+  }
+  std::string line =
+      absl::StrFormat(": loading %s %.1fs", record_.model,
+                      static_cast<double>(uv_hrtime() - admit_ns_) / 1e9);
+  // Its place among this proxy's requests waiting for the model.
+  int position = worker_->context().broker().Position(record_.model, ticket_);
+  if (position > 0) absl::StrAppend(&line, ", queue position ", position);
+  line += "\n\n";
+  sink_->SendData(line);
+  ArmLoadingTimer();
+}
+
+void Exchange::AllowOrigin(http1::Headers* headers) const {
+  // A request with an Origin may read the answer (unless the upstream
+  // already said who may).
+  if (origin_.empty() ||
+      http1::FindHeader(*headers, "access-control-allow-origin") != nullptr) {
+    return;
+  }
+  headers->emplace_back("Access-Control-Allow-Origin", origin_);
+  headers->emplace_back("Vary", "Origin");
+}
+
+}  // namespace modelplane::proxy

@@ -1,0 +1,161 @@
+// One request served by modelproxy, whatever the protocol it came in: finds
+// its model, holds it under the model's lease, forwards it upstream and
+// passes the response on as it arrives, or answers it itself (/v1/models,
+// /metrics, errors). What is about the wire (HTTP/1.1 framing and
+// keep-alive, HTTP/2 frames and windows) is its ResponseSink's business.
+//
+//   Exchange x(worker, &sink, peer);
+//   x.Begin(head); x.Body(bytes); x.End();   // The sink hears the answer.
+//
+// Loop thread only. Destroying an exchange that is still serving cancels it
+// (counted as 499; the upstream learns at once; the lease is given back).
+#ifndef MODELPLANE_PROXY_WORKER_EXCHANGE_H_
+#define MODELPLANE_PROXY_WORKER_EXCHANGE_H_
+
+#include <uv.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proxy/http1/codec.h"
+#include "proxy/lease/lease_broker.h"
+#include "proxy/router/json_scanner.h"
+#include "proxy/router/multipart_scanner.h"
+#include "proxy/upstream/upstream_pool.h"
+#include "proxy/worker/metrics.h"
+
+namespace modelplane::proxy {
+
+class Worker;
+
+// Where an exchange's answer goes: an HTTP/1.1 connection or an HTTP/2
+// stream.
+class ResponseSink {
+ public:
+  virtual ~ResponseSink() = default;
+  // The final head. `content_length`: the body's length when known. The
+  // sink sends no body for a HEAD request or a bodiless status.
+  virtual void SendHead(int status, absl::string_view reason,
+                        const http1::Headers& headers,
+                        std::optional<uint64_t> content_length) = 0;
+  // A head and its whole body at once (one write where it can be).
+  virtual void SendResponse(int status, const http1::Headers& headers,
+                            absl::string_view body) = 0;
+  virtual void SendContinue() = 0;
+  virtual void SendData(absl::string_view data) = 0;
+  // The response is complete; the exchange is already finished (counted,
+  // lease given back), and the sink may start the next request at once.
+  virtual void SendEnd() = 0;
+  // A broken response (the upstream died mid-way), never a clean end:
+  // HTTP/1.1 closes the connection, HTTP/2 resets the stream. The exchange
+  // is already finished.
+  virtual void Abort() = 0;
+  // More than the bound waits for the client: the exchange stops reading
+  // the upstream until Exchange::OnWritable.
+  virtual bool Congested() = 0;
+};
+
+class Exchange : public upstream::UpstreamObserver {
+ public:
+  Exchange(Worker* worker, ResponseSink* sink, std::string peer);
+  ~Exchange() override;
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  // A request: its head, body pieces, end. An exchange serves one request
+  // at a time and may be begun again once its answer is complete.
+  void Begin(http1::RequestHead head);
+  void Body(absl::string_view data);
+  void End();
+  // Answers an error of the request itself (400, 408, 413, 431) before it
+  // was dispatched; begins the exchange if no head was seen.
+  void Fail(int status, const std::string& message);
+  // The client is gone: nothing more is sent. Idempotent.
+  void Cancel();
+  // The sink drained below its bound: reading the upstream goes on.
+  void OnWritable();
+  // Bytes the sink put on the wire for this request (the access log).
+  void AddSent(uint64_t n) { response_bytes_ += n; }
+
+  bool serving() const { return in_request_; }
+  const http1::RequestHead& head() const { return head_; }
+
+  // UpstreamObserver.
+  void OnUpstreamHead(http1::ResponseHead head) override;
+  void OnUpstreamBody(absl::string_view data) override;
+  void OnUpstreamEnd() override;
+  void OnUpstreamError(const std::string& message, bool before_head,
+                       bool timed_out) override;
+
+ private:
+  enum class BodyScan { kNone, kJson, kMultipart };
+
+  void Dispatch();
+  void Forward(const std::string& model_name, std::string target);
+  void OnLease(absl::StatusOr<lease::Lease> lease);
+  void Respond(int status, const std::string& content_type,
+               const std::string& body,
+               const http1::Headers& extra = http1::Headers());
+  void RespondError(int status, const std::string& message);
+  // The proxy's own answers (local_answers.cc).
+  void RespondModels();
+  void RespondRunning();
+  void RespondMetrics();
+  void RespondPreflight();
+  void Unload(const std::string& model);
+  // With apiKeys configured: the request carries one (then auth headers are
+  // dropped before forwarding).
+  bool Authorized();
+  // CORS: echoes the request's Origin into `headers` when it had one.
+  void AllowOrigin(http1::Headers* headers) const;
+  // The loading head, then one comment line; re-arms the timer.
+  void SendLoadingComment();
+  void ArmLoadingTimer();
+  void StopLoadingTimer();
+  // The request is answered: counted, upstream and lease let go.
+  void Finish();
+  // Counts the request (and logs it with --access-log), then forgets it.
+  void RecordRequest();
+
+  Worker* worker_;
+  ResponseSink* sink_;
+  std::string peer_;
+  uv_timer_t* loading_timer_ = nullptr;  // Heap: freed by its close.
+
+  bool in_request_ = false;
+  uint64_t generation_ = 0;  // Bumped by every Begin.
+  // A streaming request waiting for its lease (loading comments are due).
+  bool loading_ = false;
+  uint64_t ticket_ = 0;  // The broker's, while waiting for the lease.
+  // The 200 event-stream head went out before the model answered: what
+  // follows (the stream, or an error as an SSE event) goes in its body.
+  bool loading_head_sent_ = false;
+  std::string upstream_error_;  // A non-2xx upstream body, after that head.
+  bool upstream_failed_ = false;
+  std::string origin_;  // The request's Origin (CORS), or "".
+  http1::RequestHead head_;
+  std::string body_;
+  BodyScan scan_ = BodyScan::kNone;
+  router::JsonScanner json_;
+  std::unique_ptr<router::MultipartScanner> multipart_;
+  std::string boundary_;
+  std::string leased_model_;     // Non-empty while a lease admits this request.
+  upstream::Timeouts timeouts_;  // The routed model's.
+  std::unique_ptr<upstream::UpstreamRequest> upstream_;
+  bool responding_ = false;  // The response head went out.
+  bool reading_upstream_ = true;
+  // For metrics and the access log (uv_hrtime, ns).
+  RequestRecord record_;
+  uint64_t head_ns_ = 0;
+  uint64_t admit_ns_ = 0;
+  uint64_t sent_ns_ = 0;
+  uint64_t response_bytes_ = 0;
+  // Lets posted answers (lease, unload) find out that this request is gone.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace modelplane::proxy
+
+#endif  // MODELPLANE_PROXY_WORKER_EXCHANGE_H_
