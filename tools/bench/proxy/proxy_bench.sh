@@ -4,7 +4,8 @@
 # keep-alive, proxy_buffering off) and through nghttpx, with the same number
 # of workers. Small non-streaming completions driven by wrk; then SSE
 # per-chunk latency (direct, modelproxy, nginx) and memory per open SSE
-# stream (modelproxy, nginx) with sse_bench.py. Ratios are printed.
+# stream (modelproxy, nginx) with sse_bench.py; and the same completions over
+# HTTP/2 cleartext with h2load (modelproxy, nginx, nghttpx). Ratios are printed.
 #
 #   bazel run -c opt //tools/bench/proxy -- [--duration 10] [--workers 2]
 #       [--mem-streams 10000]
@@ -39,7 +40,7 @@ trap cleanup EXIT
 free_port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 up_port=$(free_port); mm_port=$(free_port); px_port=$(free_port); ng_port=$(free_port)
 nx_port=$(free_port); sse_port=$(free_port); slow_port=$(free_port)
-ng_sse_port=$(free_port); ng_slow_port=$(free_port)
+ng_sse_port=$(free_port); ng_slow_port=$(free_port); ng_h2_port=$(free_port)
 # Every stream through a proxy holds two descriptors in it.
 ulimit -n "$(ulimit -Hn)"
 fd_cap=$(( ($(ulimit -n) - 500) / 2 ))
@@ -79,6 +80,7 @@ worker_rlimit_nofile 20000;
 events { worker_connections 19000; }
 http {
   access_log off;
+  keepalive_requests 1000000;  # Else a GOAWAY / close every 1,000 requests.
   client_body_temp_path $work/body;
   proxy_temp_path $work/proxy;
   fastcgi_temp_path $work/fcgi;
@@ -89,6 +91,15 @@ http {
   upstream slow { server 127.0.0.1:$slow_port; keepalive 128; }
   server {
     listen 127.0.0.1:$ng_port;
+    location / {
+      proxy_pass http://fake;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+  server {
+    listen 127.0.0.1:$ng_h2_port http2;
     location / {
       proxy_pass http://fake;
       proxy_http_version 1.1;
@@ -156,6 +167,31 @@ printf '%-12s %10s req/s  p50 %8s us  p99 %8s us\n' nghttpx "$x_rps" "$x_p50" "$
 p,n,d,x=$p_rps,$n_rps,$d_rps,$x_rps
 print('modelproxy / nginx throughput: %.2fx (target >= 1.2x: %s); modelproxy / nghttpx: %.2fx' % (p/n, 'met' if p/n>=1.2 else 'MISSED', p/x))
 print('added p50 latency vs direct: modelproxy %.0f us (target <= 50: %s), nginx %.0f us, nghttpx %.0f us' % ($p_p50-$d_p50, 'met' if $p_p50-$d_p50 <= 50 else 'MISSED', $n_p50-$d_p50, $x_p50-$d_p50))"
+
+# HTTP/2 cleartext (prior knowledge): the same completions, h2load with
+# 16 connections x 8 concurrent streams; HTTP/1.1 to the upstream.
+echo "$body" > "$work/body.json"
+h2run() {  # url -> "rps mean_us"
+  local out
+  out=$(h2load -t2 -c16 -m8 -D "$duration" -d "$work/body.json" \
+    -H 'content-type: application/json' "$1" 2>&1)
+  if ! echo "$out" | grep -q " 0 failed, 0 errored"; then
+    echo "h2load $1: $(echo "$out" | grep 'requests:')" >&2
+  fi
+  local rps mean
+  rps=$(echo "$out" | awk '/^finished in/ {print $4}')
+  mean=$(echo "$out" | awk '/^time for request:/ {print $6}')
+  echo "$rps $(to_us "$mean")"
+}
+read -r hp_rps hp_mean <<<"$(h2run "http://127.0.0.1:$px_port/v1/chat/completions")"
+read -r hn_rps hn_mean <<<"$(h2run "http://127.0.0.1:$ng_h2_port/v1/chat/completions")"
+read -r hx_rps hx_mean <<<"$(h2run "http://127.0.0.1:$nx_port/v1/chat/completions")"
+echo "h2c: small non-streaming completions, h2load -c16 -m8 ${duration}s"
+printf '%-12s %10s req/s  mean %8s us\n' modelproxy "$hp_rps" "$hp_mean"
+printf '%-12s %10s req/s  mean %8s us\n' nginx "$hn_rps" "$hn_mean"
+printf '%-12s %10s req/s  mean %8s us\n' nghttpx "$hx_rps" "$hx_mean"
+/usr/bin/python3 -c "
+print('h2c throughput: modelproxy / nginx %.2fx, modelproxy / nghttpx %.2fx' % ($hp_rps/$hn_rps, $hp_rps/$hx_rps))"
 
 # SSE: per-chunk latency, 50 streams of 40 chunks at 20 chunks/s each.
 sse="/usr/bin/python3 $here/tools/bench/proxy/sse_bench.py"
