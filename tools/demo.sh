@@ -86,10 +86,10 @@ modelplane is running on $config
 Try, in another terminal:
   curl -N http://$proxy_addr/v1/chat/completions \\
     -d '{"model":"$first_model","stream":true,"messages":[{"role":"user","content":"hi"}]}'
-  curl http://$proxy_addr/v1/models
+  curl --http2-prior-knowledge http://$proxy_addr/v1/models
   $bin/client/mpctl --manager $manager_addr ls
   $bin/client/mpctl --manager $manager_addr watch
-  grpcurl -plaintext $manager_addr list
+  grpcurl -plaintext $manager_addr list    # grpcurl: not in Debian, see docs/api.md
 
 Events (Ctrl-C stops everything):
 EOF

@@ -5,6 +5,7 @@ clients through the proxy, the manager's events on the terminal, and Ctrl-C
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -67,6 +68,26 @@ class DemoTest(unittest.TestCase):
             banner = "".join(lines)
             self.assertIn("http://%s/v1" % proxy, banner)
             self.assertIn("mpctl --manager %s watch" % manager, banner)
+
+            # The printed commands work as printed (watch follows for ever:
+            # its first lines are enough; grpcurl only where it is installed).
+            tried = banner.split("Try, in another terminal:\n")[1].split("\n\n")[0]
+            commands = tried.replace("\\\n", "").strip().splitlines()
+            self.assertEqual(len(commands), 5, tried)
+            for command in commands:
+                command = command.split("  #")[0].strip()
+                if command.startswith("grpcurl") and shutil.which("grpcurl") is None:
+                    continue
+                if command.endswith(" watch"):
+                    command = "timeout 3 " + command
+                out = subprocess.run(["bash", "-c", command], capture_output=True,
+                                     text=True, timeout=60)
+                self.assertIn(out.returncode, (0, 124), (command, out.stderr))
+                self.assertTrue(out.stdout.strip(), command)
+                if "chat/completions" in command:
+                    self.assertIn("data: [DONE]", out.stdout)
+                if "/v1/models" in command:
+                    self.assertEqual(len(json.loads(out.stdout)["data"]), 3, out.stdout)
 
             def post(body):
                 conn = http.client.HTTPConnection(proxy.split(":")[0],
