@@ -493,6 +493,35 @@ class ManagerDownTest(unittest.TestCase):
             m.stop()
 
 
+class ModelCrashTest(unittest.TestCase):
+    def test_a_model_that_dies_under_steady_traffic_is_started_again(self):
+        # The proxy's lease never idles out under steady traffic: only the
+        # manager's REVOKED can make it ask again (which restarts the model).
+        with ManagerProcess({"c": ["--crash-after-ms", "1500"]}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: b'"c"' in p.request("GET", "/v1/models")[2], 10))
+                body = {"model": "c", "messages": [], "max_tokens": 2}
+                self.assertEqual(p.request("POST", "/v1/chat/completions", body)[0], 200)
+                first = m.model("c").pid
+                statuses = []
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    statuses.append(p.request("POST", "/v1/chat/completions", body)[0])
+                    model = m.model("c")
+                    if statuses[-1] == 200 and model.pid not in (0, first):
+                        break
+                    time.sleep(0.05)
+                model = m.model("c")
+                self.assertEqual(statuses[-1], 200, statuses)
+                self.assertNotIn(model.pid, (0, first), statuses)
+                # Failures in between are clean errors, never a hang.
+                self.assertTrue(set(statuses) <= {200, 502, 503}, statuses)
+            finally:
+                p.stop()
+
+
 class UpstreamTimeoutTest(unittest.TestCase):
     def test_response_header_timeout_answers_504_and_frees_the_lease(self):
         # An upstream that accepts and reads but never answers.

@@ -196,6 +196,19 @@ bool Scheduler::Grant(Demand& d, Slot& s) {
   }
   auto c = clients_.find(d.client);
   if (c == clients_.end()) return true;
+  auto held = s.holders.find(d.client);
+  if (held != s.holders.end() && !held->second.revoked) {
+    // A second ACQUIRE of the same stream while the first waited: one
+    // client holds one lease per model, so one RELEASE gives it back.
+    c->second.client->OnGranted(s.config->id, d.request_id, held->second.id,
+                                s.config->proxy);
+    return true;
+  }
+  if (held != s.holders.end()) {
+    // A revoked lease not yet released is replaced (its late RELEASE no
+    // longer matches and is ignored).
+    s.actor->ReleaseLease(env_.clock->Now());
+  }
   LeaseId id = next_lease_++;
   s.holders[d.client] = Lease{id, env_.clock->Now(), false};
   s.actor->AddLease();  // Emits the change (leases count).

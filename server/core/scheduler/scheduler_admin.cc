@@ -155,6 +155,15 @@ void Scheduler::OnActorEvent(const actor::StateEvent& e) {
   }
   if (s == nullptr) return;  // A retired model.
   s->revision = e.status.revision;
+  if (e.old_state == State::kReady && e.new_state != State::kReady) {
+    // Not READY any more without an eviction (it died, or was restarted):
+    // the holders must stop sending requests to it and ask again, which
+    // starts it again. (An eviction or a stop revoked them already.)
+    RevokeAll(*s,
+              absl::StrCat("model ", e.model_id, " is no longer ready",
+                           e.status.failure ? ": " + e.status.failure->Summary()
+                                            : std::string()));
+  }
   if (e.old_state != e.new_state) {
     switch (e.new_state) {
       case State::kReady:

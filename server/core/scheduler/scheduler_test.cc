@@ -566,5 +566,41 @@ TEST_F(SchedulerTest, RevisionsOfChangesOnlyGrow) {
   EXPECT_GT(last, 0u);
 }
 
+TEST_F(SchedulerTest,
+       AModelThatDiesUnderALeaseRevokesItAndStartsAgainOnDemand) {
+  Load(kThree);
+  RecordingClient c;
+  ClientId id = Hold(&c, "a");
+  Proc("a")->Exit(ExitStatus::Signaled(SIGSEGV));  // Not asked to stop.
+  Settle();
+  EXPECT_NE(StateOf("a"), State::kReady);
+  // The holder must hear of it, or it would go on sending requests to a
+  // dead upstream and never ask again.
+  EXPECT_TRUE(c.Saw("revoked a"));
+  EXPECT_EQ(scheduler_->Get("a")->status.leases, 0 + 1u);  // Until released.
+  Release(id, &c, "a");
+  EXPECT_EQ(scheduler_->Get("a")->status.leases, 0u);
+  c.events.clear();
+  Acquire(id, "a");  // The next request starts it again.
+  EXPECT_EQ(Spawns("a"), 2);
+  Healthy("a");
+  EXPECT_TRUE(c.Saw("granted a r-a http://localhost:5800"));
+}
+
+TEST_F(SchedulerTest, TwoPendingAcquiresOfOneClientShareOneLease) {
+  Load(kThree);
+  RecordingClient c;
+  ClientId id = Connect(&c);
+  scheduler_->Acquire(id, "a", 0, "r1");
+  scheduler_->Acquire(id, "a", 0, "r2");
+  Settle();
+  Healthy("a");
+  EXPECT_TRUE(c.Saw("granted a r1 http://localhost:5800"));
+  EXPECT_TRUE(c.Saw("granted a r2 http://localhost:5800"));
+  EXPECT_EQ(scheduler_->Get("a")->status.leases, 1u);
+  Release(id, &c, "a");  // One RELEASE gives it all back: TTL can run.
+  EXPECT_EQ(scheduler_->Get("a")->status.leases, 0u);
+}
+
 }  // namespace
 }  // namespace modelplane::scheduler
