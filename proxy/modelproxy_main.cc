@@ -2,14 +2,17 @@
 //
 //   modelproxy --listen 127.0.0.1:8080 --manager 127.0.0.1:50051 --workers 2
 //
-// Inference clients talk to it (OpenAI-style HTTP/1.1); it finds each
+// Inference clients talk to it (OpenAI-style HTTP/1.1 and HTTP/2
+// cleartext); it finds each
 // request's model, holds the model under a lease from modelmanager and
 // streams the upstream's response back.
 #include <signal.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -133,12 +136,20 @@ int Main(int argc, char** argv) {
     std::stringstream s;
     s << in.rdbuf();
     link_options.token = std::string(absl::StripAsciiWhitespace(s.str()));
+    if (!in || link_options.token.empty()) {
+      // A proxy without its token would know no model and answer 404s.
+      fprintf(stderr, "modelproxy: --manager-token-file %s: %s\n",
+              token_file.c_str(),
+              !in ? strerror(errno) : "the file holds no token");
+      return 2;
+    }
   }
 
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -188,7 +199,11 @@ int Main(int argc, char** argv) {
   Log(absl::StrCat("modelproxy listening on ", host, ":", port, " with ",
                    workers, " worker(s), manager ", manager));
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    // Routes, keys and limits come from the manager, which reloads on its
+    // own SIGHUP: nothing to do here, and no reason to die.
+    Log("SIGHUP: nothing to reload (the manager's reload reaches the proxy)");
+  }
   Log(absl::StrCat(strsignal(sig), ": draining"));
   // Stop accepting; let the responses in flight finish, within the budget.
   size_t left = 0;

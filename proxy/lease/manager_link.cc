@@ -1,5 +1,6 @@
 #include "proxy/lease/manager_link.h"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <utility>
@@ -178,6 +179,7 @@ void ManagerLink::Shutdown() {
     stopping_ = true;
     if (acquire_ != nullptr) acquire_->Cancel();
     if (watch_ != nullptr) watch_->Cancel();
+    for (grpc::ClientContext* ctx : key_calls_) ctx->TryCancel();
   }
   if (thread_.joinable()) thread_.join();
   // Wait for the cancelled calls to finish before freeing them.
@@ -185,7 +187,7 @@ void ManagerLink::Shutdown() {
     absl::MutexLock lock(&mu_);
     bool a = acquire_ == nullptr || acquire_->done();
     bool w = watch_ == nullptr || watch_->done();
-    if (a && w) break;
+    if (a && w && key_calls_.empty()) break;
     mu_.AwaitWithTimeout(absl::Condition::kTrue, absl::Milliseconds(5));
   }
   absl::MutexLock lock(&mu_);
@@ -213,10 +215,12 @@ void ManagerLink::Start(LeaseBroker* broker, RoutesSink on_routes,
 
 void ManagerLink::Run() {
   while (true) {
-    bool need_acquire, need_watch;
+    bool need_acquire, need_watch, fetch_keys;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
+      fetch_keys = keys_retry_;
+      keys_retry_ = false;
       if (acquire_ != nullptr && acquire_->done()) {
         delete acquire_;
         acquire_ = nullptr;
@@ -231,6 +235,7 @@ void ManagerLink::Run() {
     // Calls start outside the lock: gRPC may run reactions inline.
     AcquireCall* a = need_acquire ? new AcquireCall(this) : nullptr;
     WatchCall* w = need_watch ? new WatchCall(this) : nullptr;
+    if (fetch_keys) FetchKeys();
     {
       absl::MutexLock lock(&mu_);
       if (a != nullptr) acquire_ = a;
@@ -287,12 +292,27 @@ void ManagerLink::FetchKeys() {
   };
   auto* call = new Call{Context(), {}, {}};
   call->ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      delete call;
+      return;
+    }
+    key_calls_.push_back(call->ctx.get());
+  }
   stub_->async()->ListModels(
       call->ctx.get(), &call->req, &call->resp, [this, call](grpc::Status s) {
         std::unique_ptr<Call> owned(call);
-        if (!s.ok()) return;  // The next bookmark tries again.
-        on_keys_(std::vector<std::string>(owned->resp.api_key_sha256().begin(),
-                                          owned->resp.api_key_sha256().end()));
+        if (s.ok()) {
+          on_keys_(
+              std::vector<std::string>(owned->resp.api_key_sha256().begin(),
+                                       owned->resp.api_key_sha256().end()));
+        }
+        absl::MutexLock lock(&mu_);
+        key_calls_.erase(std::find(key_calls_.begin(), key_calls_.end(),
+                                   owned->ctx.get()));
+        // Until the proxy knows the keys it serves nothing: try again soon.
+        if (!s.ok()) keys_retry_ = true;
       });
 }
 

@@ -37,7 +37,8 @@ class ManagerLink : public LeaseTransport {
  public:
   using RoutesSink =
       std::function<void(std::shared_ptr<const router::RouteTable>)>;
-  // The API key hashes (hex SHA-256), after every Watch bookmark.
+  // The API key hashes (hex SHA-256), after every Watch bookmark. A fetch
+  // that fails is tried again (every kRetry) until one succeeds.
   using KeysSink = std::function<void(std::vector<std::string>)>;
 
   explicit ManagerLink(LinkOptions options);
@@ -79,6 +80,10 @@ class ManagerLink : public LeaseTransport {
   KeysSink on_keys_;
   void FetchKeys();
   absl::Mutex mu_;
+  // ListModels calls for the keys in flight (cancelled by Shutdown), and
+  // whether the last one failed.
+  std::vector<grpc::ClientContext*> key_calls_ ABSL_GUARDED_BY(mu_);
+  bool keys_retry_ ABSL_GUARDED_BY(mu_) = false;
   AcquireCall* acquire_ ABSL_GUARDED_BY(mu_) = nullptr;
   WatchCall* watch_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

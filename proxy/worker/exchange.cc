@@ -143,6 +143,13 @@ void Exchange::Dispatch() {
   if (path == "/health" && get) {
     return Respond(200, "application/json", R"({"status":"ok"})");
   }
+  if (worker_->api_keys() == nullptr) {
+    // Fail closed: until the manager has said whether keys are required,
+    // nothing is served (the keys come with the first route table).
+    return RespondError(503,
+                        "modelproxy has not loaded its API keys from the "
+                        "manager yet");
+  }
   if (!Authorized()) {
     // Every endpoint but /health needs the key, /metrics included (a
     // Prometheus job sets it with `authorization: credentials`).

@@ -35,7 +35,7 @@ void Exchange::RespondModels() {
 }
 
 bool Exchange::Authorized() {
-  const ProxyContext::KeySet& keys = worker_->api_keys();
+  const ProxyContext::KeySet& keys = *worker_->api_keys();
   if (keys.empty()) return true;
   // llama-swap's forms: Bearer, the password of Basic, or x-api-key.
   std::vector<std::string> presented;

@@ -75,7 +75,8 @@ class ProxyContext {
     routes_ = std::move(routes);
     version_.fetch_add(1, std::memory_order_release);
   }
-  // The SHA-256 (hex) of each accepted API key; empty: no auth.
+  // The SHA-256 (hex) of each accepted API key; empty: no auth; null: not
+  // known yet (the manager has not told: nothing but /health is served).
   using KeySet = absl::flat_hash_set<std::string>;
   std::shared_ptr<const KeySet> api_keys() const {
     absl::MutexLock lock(&mu_);
@@ -101,8 +102,7 @@ class ProxyContext {
   mutable absl::Mutex mu_;
   std::shared_ptr<const router::RouteTable> routes_ ABSL_GUARDED_BY(mu_) =
       router::RouteTable::Build({});
-  std::shared_ptr<const KeySet> api_keys_ ABSL_GUARDED_BY(mu_) =
-      std::make_shared<KeySet>();
+  std::shared_ptr<const KeySet> api_keys_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> version_{0};
 };
 

@@ -59,9 +59,10 @@ class Worker {
     Refresh();
     return *routes_;
   }
-  const ProxyContext::KeySet& api_keys() {
+  // Null until the manager has told which keys there are.
+  const ProxyContext::KeySet* api_keys() {
     Refresh();
-    return *api_keys_;
+    return api_keys_.get();
   }
   // One read buffer for every connection of the worker: libuv calls alloc
   // then read back to back on the loop thread, and readers copy what they

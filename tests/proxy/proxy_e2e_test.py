@@ -493,6 +493,66 @@ class ManagerDownTest(unittest.TestCase):
             m.stop()
 
 
+class ProxyCliTest(unittest.TestCase):
+    def test_an_unreadable_token_file_is_an_error_not_a_silent_404(self):
+        for content in (None, "  \n"):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "token")
+                if content is not None:
+                    with open(path, "w") as f:
+                        f.write(content)
+                out = subprocess.run(
+                    [runfile("proxy/modelproxy"), "--listen", "127.0.0.1:0",
+                     "--manager-token-file", path], capture_output=True, text=True,
+                    timeout=20)
+                self.assertEqual(out.returncode, 2, out.stderr)
+                self.assertIn(path, out.stderr)
+
+    def test_sighup_is_logged_and_the_proxy_goes_on(self):
+        with ManagerProcess({"a": []}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                p.proc.send_signal(signal.SIGHUP)
+                line = p.proc.stderr.readline()
+                self.assertIn("SIGHUP: nothing to reload", line)
+                self.assertEqual(p.request("GET", "/health")[0], 200)
+            finally:
+                p.stop()
+
+
+class NoManagerYetTest(unittest.TestCase):
+    def test_a_proxy_that_has_not_heard_from_the_manager_serves_nothing(self):
+        # Fail closed: whether API keys are required is not known yet, so
+        # nothing but /health is served (before, an empty key set meant an
+        # open door until the first fetch succeeded).
+        port = free_port()
+        p = ProxyProcess(port, workers=1)
+        try:
+            self.assertEqual(p.request("GET", "/health")[0], 200)
+            for method, path in [("GET", "/v1/models"), ("GET", "/metrics"),
+                                 ("POST", "/unload")]:
+                status, _, body = p.request(method, path, timeout=10)
+                self.assertEqual(status, 503, (path, body))
+                self.assertIn(b"API keys", body)
+            # The manager (with keys) comes up on that port: the proxy
+            # learns the keys and enforces them.
+            m = ManagerProcess({"a": []}, extra_yaml="apiKeys: [sk-one]\n")  # Not started.
+            manager = subprocess.Popen(
+                [runfile("server/modelmanager"), "--config", m.config_path,
+                 "--listen", "127.0.0.1:%d" % port], stderr=subprocess.DEVNULL)
+            try:
+                self.assertTrue(wait_for(lambda: p.request("GET", "/v1/models")[0] == 401, 20))
+                status, _, body = p.request("GET", "/v1/models",
+                                            headers={"Authorization": "Bearer sk-one"})
+                self.assertEqual(status, 200, body)
+            finally:
+                manager.send_signal(signal.SIGTERM)
+                self.assertEqual(manager.wait(30), 0)
+                m.stop()
+        finally:
+            p.stop()
+
+
 class ModelCrashTest(unittest.TestCase):
     def test_a_model_that_dies_under_steady_traffic_is_started_again(self):
         # The proxy's lease never idles out under steady traffic: only the
