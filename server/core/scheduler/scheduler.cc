@@ -132,7 +132,8 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
   }
   Demand d;
   d.seq = next_seq_++;
-  d.priority = priority;
+  // 0 (what the proxy sends): the model's configured priority.
+  d.priority = priority != 0 ? priority : s->config->priority;
   d.model = s->config->id;
   d.since = env_.clock->Now();
   d.client = client;

@@ -346,6 +346,36 @@ TEST_F(SchedulerTest, HigherPriorityIsServedFirst) {
   EXPECT_TRUE(high.Saw("starting c r-c"));
 }
 
+TEST_F(SchedulerTest, AnAcquireWithoutPriorityTakesTheModelsConfiguredOne) {
+  // The proxy sends no priority: the config's `priority` must still order
+  // its demand.
+  Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}"}
+  b: {cmd: "srv-b --port ${PORT}"}
+  c: {cmd: "srv-c --port ${PORT}", priority: 5}
+)yaml");
+  RecordingClient holder, low, high;
+  ClientId h = Hold(&holder, "a");
+  ClientId l = Connect(&low);
+  ClientId hi = Connect(&high);
+  scheduler_->Acquire(l, "b", 0, "r-b");
+  scheduler_->Acquire(hi, "c", 0, "r-c");
+  Settle();
+  EXPECT_TRUE(high.Saw("queued c r-c 1"));
+  EXPECT_TRUE(low.Saw("queued b r-b 2"));
+  // An explicit priority in the ACQUIRE wins over the config's.
+  RecordingClient urgent;
+  ClientId u = Connect(&urgent);
+  scheduler_->Acquire(u, "b", 9, "r-u");
+  Settle();
+  EXPECT_TRUE(urgent.Saw("queued b r-u 1"));
+  Release(h, &holder, "a");
+  Exits("a");
+  EXPECT_EQ(Spawns("b"), 1);
+  EXPECT_EQ(Spawns("c"), 0);
+}
+
 TEST_F(SchedulerTest, DisjointSwapsRunInParallel) {
   Load(R"yaml(
 models:
