@@ -97,10 +97,22 @@ void Exchange::Begin(http1::RequestHead head) {
       scan_ = BodyScan::kJson;
     }
   }
-  if (head_.expect_continue) sink_->SendContinue();
+  // Auth is decided on the head: the body of a request that will be
+  // refused is read and dropped, never buffered (and not asked for).
+  rejection_ = 0;
+  bool get = head_.method == "GET" || head_.method == "HEAD";
+  if (head_.method != "OPTIONS" && !(path == "/health" && get)) {
+    if (worker_->api_keys() == nullptr) {
+      rejection_ = 503;
+    } else if (!Authorized()) {
+      rejection_ = 401;
+    }
+  }
+  if (head_.expect_continue && rejection_ == 0) sink_->SendContinue();
 }
 
 void Exchange::Body(absl::string_view data) {
+  if (rejection_ != 0) return;
   body_.append(data.data(), data.size());
   if (scan_ == BodyScan::kJson) json_.Feed(data);
   if (scan_ == BodyScan::kMultipart) multipart_->Feed(data);
@@ -143,14 +155,14 @@ void Exchange::Dispatch() {
   if (path == "/health" && get) {
     return Respond(200, "application/json", R"({"status":"ok"})");
   }
-  if (worker_->api_keys() == nullptr) {
+  if (rejection_ == 503) {
     // Fail closed: until the manager has said whether keys are required,
     // nothing is served (the keys come with the first route table).
     return RespondError(503,
                         "modelproxy has not loaded its API keys from the "
                         "manager yet");
   }
-  if (!Authorized()) {
+  if (rejection_ == 401) {
     // Every endpoint but /health needs the key, /metrics included (a
     // Prometheus job sets it with `authorization: credentials`).
     return Respond(401, "application/json",

@@ -138,6 +138,9 @@ class Exchange : public upstream::UpstreamObserver {
   http1::RequestHead head_;
   std::string body_;
   BodyScan scan_ = BodyScan::kNone;
+  // Decided on the head: 401 (no valid API key), 503 (the keys are not
+  // known yet), or 0. A refused request's body is dropped as it arrives.
+  int rejection_ = 0;
   router::JsonScanner json_;
   std::unique_ptr<router::MultipartScanner> multipart_;
   std::string boundary_;
