@@ -17,7 +17,10 @@ ManagerClient ManagerClient::Connect(const ClientOptions& options) {
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   return ManagerClient(
       grpc::CreateCustomChannel(options.target,
-                                grpc::InsecureChannelCredentials(), args),
+                                options.credentials != nullptr
+                                    ? options.credentials
+                                    : grpc::InsecureChannelCredentials(),
+                                args),
       options.token);
 }
 

@@ -30,6 +30,8 @@ struct ClientOptions {
   std::string target = "127.0.0.1:50051";
   // Sent as `authorization: Bearer <token>` when not empty.
   std::string token;
+  // TLS (MakeCredentials in client/credentials.h); null: cleartext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 class ManagerClient {

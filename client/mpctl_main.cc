@@ -25,6 +25,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "client/credentials.h"
 #include "client/manager_client.h"
 #include "common/flags.h"
 
@@ -271,6 +272,11 @@ int Main(int argc, char** argv) {
       "manager", &manager,
       "manager address (default $MODELPLANE_MANAGER or 127.0.0.1:50051)");
   flags.String("token-file", &token_file, "file holding the bearer token");
+  client::TlsFiles tls;
+  flags.String("tls-ca", &tls.ca,
+               "TLS: PEM roots that sign the manager's certificate");
+  flags.String("tls-cert", &tls.cert, "TLS: client certificate (mTLS)");
+  flags.String("tls-key", &tls.key, "TLS: the client certificate's key");
   flags.Bool("json", &json, "print JSON (one object per line)");
   flags.Bool("force", &force, "stop: do not wait for lease holders");
   flags.Bool("follow", &follow, "logs: keep printing new output (-f)");
@@ -298,6 +304,14 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      client::MakeCredentials(tls);
+  if (!credentials.ok()) {
+    fprintf(stderr, "mpctl: %s\n",
+            std::string(credentials.status().message()).c_str());
+    return 2;
+  }
+  options.credentials = *credentials;
   ManagerClient c = ManagerClient::Connect(options);
   const std::string& cmd = (*rest)[0];
   std::vector<std::string> operands(rest->begin() + 1, rest->end());

@@ -23,6 +23,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/credentials.h"
 #include "common/flags.h"
 #include "common/loop_thread.h"
 #include "proxy/lease/lease_broker.h"
@@ -83,6 +84,13 @@ int Main(int argc, char** argv) {
                "host:port to serve (default 127.0.0.1:8080)");
   flags.String("manager", &manager,
                "modelmanager address (default 127.0.0.1:50051)");
+  client::TlsFiles tls;
+  flags.String("manager-tls-ca", &tls.ca,
+               "TLS to the manager: PEM roots that sign its certificate");
+  flags.String("manager-tls-cert", &tls.cert,
+               "TLS to the manager: client certificate (mTLS)");
+  flags.String("manager-tls-key", &tls.key,
+               "TLS to the manager: the client certificate's key");
   flags.String("manager-token-file", &token_file,
                "bearer token for the manager, if it requires one");
   flags.Int("workers", &workers, "worker threads (default: one per core)", 1);
@@ -144,6 +152,15 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
+
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      client::MakeCredentials(tls);
+  if (!credentials.ok()) {
+    fprintf(stderr, "modelproxy: %s\n",
+            std::string(credentials.status().message()).c_str());
+    return 2;
+  }
+  link_options.credentials = *credentials;
 
   sigset_t signals;
   sigemptyset(&signals);

@@ -166,8 +166,11 @@ ManagerLink::ManagerLink(LinkOptions options) : options_(std::move(options)) {
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  channel_ = grpc::CreateCustomChannel(
-      options_.target, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(options_.target,
+                                       options_.credentials != nullptr
+                                           ? options_.credentials
+                                           : grpc::InsecureChannelCredentials(),
+                                       args);
   stub_ = v1::ModelManager::NewStub(channel_);
 }
 
@@ -309,8 +312,8 @@ void ManagerLink::FetchKeys() {
                                        owned->resp.api_key_sha256().end()));
         }
         absl::MutexLock lock(&mu_);
-        key_calls_.erase(std::find(key_calls_.begin(), key_calls_.end(),
-                                   owned->ctx.get()));
+        key_calls_.erase(
+            std::find(key_calls_.begin(), key_calls_.end(), owned->ctx.get()));
         // Until the proxy knows the keys it serves nothing: try again soon.
         if (!s.ok()) keys_retry_ = true;
       });

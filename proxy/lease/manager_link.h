@@ -30,6 +30,8 @@ namespace modelplane::proxy::lease {
 struct LinkOptions {
   std::string target = "127.0.0.1:50051";
   std::string token;  // Bearer token for the manager, if it wants one.
+  // TLS to the manager (client/credentials.h); null: cleartext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::string client_id = "modelproxy";
 };
 

@@ -520,6 +520,58 @@ class ProxyCliTest(unittest.TestCase):
                 p.stop()
 
 
+def self_signed(directory, name):
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", "%s/%s.key" % (directory, name), "-out", "%s/%s.pem" % (directory, name),
+         "-days", "1", "-subj", "/CN=%s" % name, "-addext",
+         "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60)
+    return "%s/%s.pem" % (directory, name), "%s/%s.key" % (directory, name)
+
+
+class TlsManagerTest(unittest.TestCase):
+    def test_proxy_and_mpctl_reach_a_manager_over_mutual_tls(self):
+        with tempfile.TemporaryDirectory() as d:
+            server_pem, server_key = self_signed(d, "server")
+            client_pem, client_key = self_signed(d, "client")
+            with ManagerProcess({"a": []}, flags=["--tls-cert", server_pem,
+                                                  "--tls-key", server_key,
+                                                  "--tls-client-ca", client_pem]) as m:
+                mpctl = [runfile("client/mpctl"), "--manager", "127.0.0.1:%d" % m.port,
+                         "--json"]
+                ok = subprocess.run(mpctl + ["--tls-ca", server_pem, "--tls-cert", client_pem,
+                                             "--tls-key", client_key, "ls"],
+                                    capture_output=True, text=True, timeout=30)
+                self.assertEqual(ok.returncode, 0, ok.stderr)
+                self.assertEqual([x["id"] for x in json.loads(ok.stdout)["models"]], ["a"])
+                # Without the client certificate the manager refuses it.
+                refused = subprocess.run(mpctl + ["--tls-ca", server_pem, "--timeout", "3",
+                                                  "ls"],
+                                         capture_output=True, text=True, timeout=30)
+                self.assertNotEqual(refused.returncode, 0)
+                # A certificate without its key is a usage error.
+                bad = subprocess.run(mpctl + ["--tls-cert", client_pem, "ls"],
+                                     capture_output=True, text=True, timeout=30)
+                self.assertEqual(bad.returncode, 2, bad.stderr)
+                self.assertIn("key", bad.stderr)
+                p = ProxyProcess(m.port, workers=1, flags=[
+                    "--manager-tls-ca", server_pem, "--manager-tls-cert", client_pem,
+                    "--manager-tls-key", client_key])
+                try:
+                    self.assertTrue(wait_for(
+                        lambda: b'"a"' in p.request("GET", "/v1/models")[2], 20))
+                    self.assertEqual(p.request("POST", "/v1/completions",
+                                               {"model": "a", "max_tokens": 2})[0], 200)
+                finally:
+                    p.stop()
+                missing = subprocess.run(
+                    [runfile("proxy/modelproxy"), "--manager-tls-ca", d + "/nope.pem"],
+                    capture_output=True, text=True, timeout=20)
+                self.assertEqual(missing.returncode, 2)
+                self.assertIn("nope.pem", missing.stderr)
+
+
 class NoManagerYetTest(unittest.TestCase):
     def test_a_proxy_that_has_not_heard_from_the_manager_serves_nothing(self):
         # Fail closed: whether API keys are required is not known yet, so
