@@ -128,6 +128,13 @@ class UsageTest(unittest.TestCase):
             self.assertIn("modelmanager: " + message, err)
             self.assertIn("usage: modelmanager", err)
 
+    def test_a_client_ca_without_a_certificate_is_an_error(self):
+        code, _, err = run("--config", "{CONFIG}", "--listen", "127.0.0.1:0",
+                           "--tls-client-ca", "/ca.pem",
+                           config_text="models:\n  a:\n    cmd: /bin/true ${PORT}\n")
+        self.assertEqual(code, 2, err)
+        self.assertIn("--tls-client-ca needs --tls-cert and --tls-key", err)
+
     def test_unreadable_file(self):
         code, _, err = run("--config", "/nonexistent.yaml", "--check")
         self.assertEqual(code, 2)

@@ -81,6 +81,11 @@ std::string ReadFile(const std::string& path, bool* ok) {
 std::shared_ptr<grpc::ServerCredentials> Credentials(const ServeOptions& o,
                                                      std::string* error) {
   if (o.tls_cert.empty() && o.tls_key.empty()) {
+    if (!o.tls_client_ca.empty()) {
+      // Silently serving cleartext would drop the client check asked for.
+      *error = "--tls-client-ca needs --tls-cert and --tls-key";
+      return nullptr;
+    }
     return grpc::InsecureServerCredentials();
   }
   bool ok1 = false, ok2 = false, ok3 = true;
