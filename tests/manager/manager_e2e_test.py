@@ -186,6 +186,17 @@ class ServiceTest(unittest.TestCase):
         names = {s.name for r in responses for s in r.list_services_response.service}
         self.assertIn("modelplane.v1.ModelManager", names)
         self.assertIn("grpc.health.v1.Health", names)
+        # `grpcurl describe` works for every listed service: reflection
+        # finds a file descriptor for each (none is at hand on the client).
+        for service in sorted(names):
+            responses = list(stub.ServerReflectionInfo(iter([
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)]),
+                timeout=10))
+            self.assertEqual(len(responses), 1)
+            self.assertFalse(responses[0].HasField("error_response"),
+                             (service, responses[0].error_response))
+            self.assertTrue(responses[0].file_descriptor_response.file_descriptor_proto,
+                            service)
 
     def test_manager_log_stream(self):
         self.stub.Start(pb.StartRequest(model="alpha"), timeout=20)
