@@ -156,7 +156,7 @@ void ClientConnection::Drain() {
     return;
   }
   if (in_request_ || parser_.in_head()) return;  // Closes after its answer.
-  if (stream()->write_queue_size > 0) {
+  if (Queued() > 0) {
     // The last response is still being written: close once it is out.
     close_after_write_ = true;
     uv_read_stop(stream());
@@ -369,8 +369,8 @@ void ClientConnection::SendData(absl::string_view data) {
 }
 
 bool ClientConnection::Congested() {
-  return !closing_ && stream()->write_queue_size >
-                          worker_->context().options().max_buffered_response;
+  return !closing_ &&
+         Queued() > worker_->context().options().max_buffered_response;
 }
 
 void ClientConnection::Abort() {
@@ -388,7 +388,7 @@ void ClientConnection::SendEnd() {
   in_request_ = false;
   if (!keep_alive_ || close_after_write_ || draining_) {
     close_after_write_ = true;
-    if (stream()->write_queue_size == 0) Close();
+    if (Queued() == 0) Close();
     return;
   }
   parser_.Resume();
@@ -413,20 +413,22 @@ void ClientConnection::ScheduleFlush() {
 }
 
 void ClientConnection::Flush() {
-  if (closing_ || h2_ == nullptr) return;
-  size_t queued = stream()->write_queue_size;
+  if (closing_) return;
+  if (h2_ == nullptr) return WriteOut();
+  size_t queued = Queued();
   if (queued < kFlushBytes) {
     std::string out;
     h2_->session().Produce(&out, kFlushBytes - queued);
     if (closing_) return;
     Write(std::move(out));
   }
+  WriteOut();
   if (closing_) return;
   http2::ServerSession& s = h2_->session();
   if (s.done() || (draining_ && s.open_streams() == 0)) {
     // Nothing more to say (a GOAWAY went out): close once it is written.
     close_after_write_ = true;
-    if (stream()->write_queue_size == 0) Close();
+    if (Queued() == 0) Close();
     return;
   }
   UpdateTimer();
@@ -436,7 +438,21 @@ void ClientConnection::Write(std::string data) {
   if (closing_ || data.empty()) return;
   worker_->metrics().AddBytesOut(data.size());
   if (h2_ == nullptr && exchange_ != nullptr) exchange_->AddSent(data.size());
-  auto* w = new WriteReq{uv_write_t{}, std::move(data)};
+  // Gathered, and handed to the socket once the current callback is over:
+  // a small response read from the upstream in one piece (head, body, last
+  // chunk) goes out in one write.
+  if (out_.empty()) {
+    out_ = std::move(data);
+  } else {
+    out_.append(data);
+  }
+  ScheduleFlush();
+}
+
+void ClientConnection::WriteOut() {
+  if (closing_ || out_.empty()) return;
+  auto* w = new WriteReq{uv_write_t{}, std::move(out_)};
+  out_.clear();
   uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
   if (uv_write(&w->req, stream(), &buf, 1, OnWrite) != 0) {
     delete w;
@@ -469,7 +485,7 @@ void ClientConnection::OnWrite(uv_write_t* req, int status) {
     c->Close();
     return;
   }
-  size_t queued = c->stream()->write_queue_size;
+  size_t queued = c->Queued();
   if (queued > 0) {
     c->ArmSendTimer();  // Progress: the wait starts over.
   } else if (c->send_timer_armed_) {

@@ -39,8 +39,8 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
 
   Worker* worker() { return worker_; }
   const std::string& peer() const { return peer_; }
-  // HTTP/2: produce and write the frames due, soon (once the current
-  // callback is over).
+  // Writes what is gathered (HTTP/2: produces the frames due first), soon:
+  // once the current callback is over.
   void ScheduleFlush();
 
   // RequestVisitor (HTTP/1.1).
@@ -78,7 +78,12 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   // streams.
   void UpdateTimer();
   static void OnTimer(uv_timer_t* t);
+  // Gathers `data` for the socket (WriteOut, soon).
   void Write(std::string data);
+  // Hands what was gathered to libuv: one write.
+  void WriteOut();
+  // Bytes not yet taken by the client: gathered or in libuv's queue.
+  size_t Queued() const { return out_.size() + tcp_.write_queue_size; }
   static void OnWrite(uv_write_t* req, int status);
   // (Re)starts the send timeout: bytes wait and the client made progress.
   void ArmSendTimer();
@@ -87,7 +92,8 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   uv_tcp_t tcp_;
   uv_timer_t timer_;
   uv_timer_t send_timer_;  // Armed while written bytes wait for the client.
-  uv_idle_t flush_;        // HTTP/2: a Flush is due.
+  uv_idle_t flush_;        // A Flush is due (gathered bytes, HTTP/2 frames).
+  std::string out_;        // Gathered for the next write.
   bool send_timer_armed_ = false;
   int open_handles_ = 4;
   enum class TimerMode {
