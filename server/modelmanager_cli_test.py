@@ -121,6 +121,8 @@ class UsageTest(unittest.TestCase):
                 ([], "--config FILE is required"),
                 (["--config", EXAMPLE, "--log-format", "xml"],
                  "--log-format must be text or json"),
+                (["--config", EXAMPLE, "--log-level", "verbose"],
+                 "--log-level must be debug, info, warn or error"),
                 (["--bogus"], "unknown flag --bogus"),
         ):
             code, _, err = run(*args)

@@ -93,6 +93,10 @@ int Main(int argc, char** argv) {
     problem = "--config FILE is required";
   } else if (serve.log_format != "text" && serve.log_format != "json") {
     problem = "--log-format must be text or json";
+  } else if (!serve.log_level.empty() && serve.log_level != "debug" &&
+             serve.log_level != "info" && serve.log_level != "warn" &&
+             serve.log_level != "error") {
+    problem = "--log-level must be debug, info, warn or error";
   }
   if (!problem.empty()) {
     fprintf(stderr, "modelmanager: %s\n%s", problem.c_str(),

@@ -117,7 +117,10 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
     ToProto(l.granted_at, h->mutable_granted_at());
   }
   out->set_queued_requests(static_cast<uint32_t>(std::max(view.queued, 0)));
-  ToProto(view.status.last_used, out->mutable_last_used());
+  // Unset while the model has never been READY (as the proto says).
+  if (view.status.last_used > absl::UnixEpoch()) {
+    ToProto(view.status.last_used, out->mutable_last_used());
+  }
   SetDuration(c.ttl, out->mutable_ttl());
   out->set_revision(view.revision);
   if (view.status.failure) {

@@ -1,5 +1,6 @@
 #include "server/rpc/model_manager_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -76,13 +77,29 @@ grpc::Status MissingModel() {
 
 }  // namespace
 
+namespace {
+
+// Compares in time that depends on the lengths only, not on where the first
+// difference is (no timing oracle for the token).
+bool SameSecret(absl::string_view got, absl::string_view want) {
+  unsigned char diff = got.size() == want.size() ? 0 : 1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff |=
+        static_cast<unsigned char>(got[i]) ^
+        static_cast<unsigned char>(want[i % std::max<size_t>(want.size(), 1)]);
+  }
+  return diff == 0 && !want.empty();
+}
+
+}  // namespace
+
 grpc::Status ModelManagerService::Admit(
     grpc::CallbackServerContext* ctx) const {
   if (!auth_token_.empty()) {
     auto it = ctx->client_metadata().find("authorization");
     if (it == ctx->client_metadata().end() ||
-        std::string(it->second.data(), it->second.size()) !=
-            "Bearer " + auth_token_) {
+        !SameSecret(absl::string_view(it->second.data(), it->second.size()),
+                    "Bearer " + auth_token_)) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                           "missing or wrong 'authorization: Bearer <token>'");
     }

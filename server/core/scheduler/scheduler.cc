@@ -112,6 +112,11 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
                  absl::UnavailableError("the manager is shutting down"));
     return;
   }
+  if (model.empty()) {
+    lc->OnFailed(model, request_id,
+                 absl::InvalidArgumentError("ACQUIRE names no model"));
+    return;
+  }
   Slot* s = Find(model);
   if (s == nullptr) {
     lc->OnFailed(

@@ -493,6 +493,8 @@ TEST_F(SchedulerTest, UnknownModelAndFullQueue) {
   ClientId id = Connect(&c);
   Acquire(id, "nope");
   EXPECT_TRUE(c.Saw("failed nope r-nope NOT_FOUND"));
+  scheduler_->Acquire(id, "", 0, "r-empty");
+  EXPECT_TRUE(c.Saw("failed  r-empty INVALID_ARGUMENT"));
   Acquire(id, "a");
   Acquire(id, "b");
   EXPECT_TRUE(c.Saw("failed b r-b RESOURCE_EXHAUSTED"));
