@@ -33,8 +33,11 @@ for p in "${PACKAGES[@]}"; do
     [[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
 done
 
-# Node.js and npm: any already on PATH will do (Debian's are the fallback).
-if ! command -v npm >/dev/null 2>&1; then
+# Node.js and npm: any already on the PATH the tests run with (.bazelrc:
+# /usr/local/bin:/usr/bin:/bin) will do; Debian's are the fallback. (A Node
+# under ~/.nvm is not seen by the tests.)
+if ! PATH=/usr/local/bin:/usr/bin:/bin command -v node >/dev/null 2>&1 ||
+   ! PATH=/usr/local/bin:/usr/bin:/bin command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
 
