@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "proxy/fuzz/mutate.h"
 #include "proxy/http1/codec.h"
 #include "proxy/router/json_scanner.h"
 #include "proxy/router/multipart_scanner.h"
@@ -21,40 +22,8 @@ namespace {
 constexpr uint32_t kSeed = 20261126;
 constexpr int kRounds = 3000;
 
-// Splits `s` into random pieces.
-std::vector<std::string> Pieces(const std::string& s, std::mt19937& rng) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t n = 1 + rng() % std::min<size_t>(s.size() - i, 97);
-    out.push_back(s.substr(i, n));
-    i += n;
-  }
-  return out;
-}
-
-// Flips, inserts, deletes or duplicates a few bytes.
-std::string Mutate(std::string s, std::mt19937& rng) {
-  static const char kInteresting[] = "\"\\{}[]:,\r\n-0 \x00\xff";
-  int edits = 1 + rng() % 4;
-  for (int e = 0; e < edits && !s.empty(); ++e) {
-    size_t at = rng() % s.size();
-    switch (rng() % 4) {
-      case 0:
-        s[at] = kInteresting[rng() % (sizeof(kInteresting) - 1)];
-        break;
-      case 1:
-        s.insert(at, 1, static_cast<char>(rng()));
-        break;
-      case 2:
-        s.erase(at, 1 + rng() % 8);
-        break;
-      default:
-        s.insert(at, s.substr(at, rng() % 32));
-    }
-  }
-  return s;
-}
+using fuzz::Mutate;
+using fuzz::Pieces;
 
 const std::vector<std::string>& JsonSeeds() {
   static const std::vector<std::string> seeds = {
