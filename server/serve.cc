@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/json_string.h"
 #include "server/core/config/loader.h"
 #include "server/manager.h"
 #include "server/rpc/model_manager_service.h"
@@ -45,17 +46,9 @@ class Logger {
                                       absl::UTCTimeZone());
     std::string line;
     if (json_) {
-      std::string escaped;
-      for (char c : msg) {
-        if (c == '"' || c == '\\') escaped += '\\';
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppend(&escaped, "\\u00", absl::Hex(c, absl::kZeroPad2));
-          continue;
-        }
-        escaped += c;
-      }
+      // Valid JSON whatever a model printed (control bytes, non-UTF-8).
       line = absl::StrCat(R"({"ts":")", ts, R"(","level":")", level,
-                          R"(","msg":")", escaped, "\"}\n");
+                          R"(","msg":)", JsonString(msg), "}\n");
     } else {
       line = absl::StrCat(ts, " ", level, " ", msg, "\n");
     }

@@ -8,9 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/json_string.h"
 #include "common/loop_thread.h"
 #include "proxy/router/body_filters.h"
-#include "proxy/worker/json_string.h"
 #include "proxy/worker/worker.h"
 
 namespace modelplane::proxy {

@@ -10,10 +10,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/json_string.h"
 #include "common/loop_thread.h"
 #include "common/sha256.h"
 #include "proxy/worker/exchange.h"
-#include "proxy/worker/json_string.h"
 #include "proxy/worker/worker.h"
 
 namespace modelplane::proxy {

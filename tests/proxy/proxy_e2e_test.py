@@ -227,6 +227,12 @@ class ProxyTest(unittest.TestCase):
                          (400, "the request body names no model"))
         status, _, _ = self.p.request("GET", "/nothing/here")
         self.assertEqual(status, 404)
+        # A model name that is not UTF-8 is named in the error, and the error
+        # is still valid JSON (the bytes become U+FFFD).
+        for raw in (b'{"model":"x\xff\xfey"}', b'{"model":"\x01\x02"}'):
+            status, _, body = self.p.request("POST", "/v1/chat/completions", raw)
+            self.assertIn(status, (400, 404), body)
+            self.assertIn("message", json.loads(body.decode("utf-8"))["error"])
 
     def test_swap_under_concurrent_mixed_traffic_keeps_every_response_whole(self):
         results = []
