@@ -130,6 +130,8 @@ void Manager::Shutdown(absl::Duration budget) {
   if (!done->WaitForNotificationWithTimeout(budget)) {
     Log("shutdown budget spent; the supervisors kill what is left");
   }
+  // Followers of the manager's own log end too (UNAVAILABLE).
+  log()->Close(absl::UnavailableError("the manager is shutting down"));
 }
 
 bool Manager::shutting_down() const {

@@ -34,12 +34,16 @@ class LogsReactor : public PullWriteReactor<v1::LogChunk> {
                                       "unknown model '" + name + "'"));
         return;
       }
+      // Subscribed outside mu_: the buffer calls the waker (which takes
+      // mu_) with its callback mutex held, so mu_ must never be held while
+      // taking that one. A wake before log_ is set finds nothing to do.
+      int subscription = follow_ ? log->Subscribe(Waker()) : 0;
       {
         absl::MutexLock lock(&mu_);
         log_ = log;
         offset_ = log->HistoryStart(history);
         history_end_ = log->end_offset();
-        if (follow_) subscription_ = log->Subscribe(Waker());
+        subscription_ = subscription;
       }
       Pump();
     });
@@ -48,6 +52,8 @@ class LogsReactor : public PullWriteReactor<v1::LogChunk> {
  private:
   bool Next(v1::LogChunk* chunk, std::optional<grpc::Status>* end) override {
     if (log_ == nullptr) return false;
+    // Read after looking: what was appended before the close is delivered.
+    std::optional<absl::Status> closed = log_->closed();
     bool in_history = offset_ < history_end_;
     logs::LogBuffer::Chunk c = log_->Read(
         &offset_, in_history
@@ -55,6 +61,7 @@ class LogsReactor : public PullWriteReactor<v1::LogChunk> {
                       : kMaxChunk);
     if (c.data.empty() && c.dropped == 0) {
       if (!follow_) *end = grpc::Status::OK;
+      if (follow_ && closed) *end = ToGrpc(*closed);
       return false;
     }
     chunk->set_data(std::move(c.data));

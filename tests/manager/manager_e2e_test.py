@@ -286,6 +286,37 @@ class BinaryTest(unittest.TestCase):
         self.assertTrue(any("shutting down" in l for l in m.log()))
         m.stop()
 
+    def test_followed_logs_end_with_not_found_on_removal_and_unavailable_at_shutdown(self):
+        with ManagerProcess({"a": ["--log-every-ms", "20"], "b": [],
+                             "keep": ["--log-every-ms", "20"]},
+                            extra_yaml="groups:\n  all: {members: [a, b, keep], "
+                                       "swap: false, exclusive: false}\n") as m:
+            stub = m.stub()
+            stub.Start(pb.StartRequest(model="a"), timeout=20)
+            stub.Start(pb.StartRequest(model="keep"), timeout=20)
+            removed = stub.StreamLogs(pb.StreamLogsRequest(model="a", follow=True),
+                                      timeout=60)
+            kept = stub.StreamLogs(pb.StreamLogsRequest(model="keep", follow=True),
+                                   timeout=60)
+            first = next(removed)
+            self.assertIn(b"progress line", first.data + next(removed).data)
+            m.write_config(models={"b": [], "keep": ["--log-every-ms", "20"]},
+                           extra_yaml="groups:\n  all: {members: [b, keep], "
+                                      "swap: false, exclusive: false}\n")
+            stub.ReloadConfig(pb.ReloadConfigRequest(), timeout=20)
+            with self.assertRaises(grpc.RpcError) as e:
+                for _ in removed:
+                    pass
+            self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+            self.assertIn(b"progress line", next(kept).data)
+            m.proc.send_signal(signal.SIGTERM)
+            data = b""
+            with self.assertRaises(grpc.RpcError) as e:
+                for chunk in kept:
+                    data += chunk.data
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertEqual(m.proc.wait(30), 0)
+
     def test_sighup_reload_keeps_an_unchanged_model_running(self):
         with ManagerProcess({"a": [], "b": []}) as m:
             stub = m.stub()

@@ -76,6 +76,20 @@ void LogBuffer::Append(absl::string_view data) {
   NotifySubscribers();
 }
 
+void LogBuffer::Close(absl::Status why) {
+  {
+    AnnotatedLock lock(&mu_);
+    if (closed_) return;
+    closed_ = std::move(why);
+  }
+  NotifySubscribers();
+}
+
+std::optional<absl::Status> LogBuffer::closed() const {
+  AnnotatedLock lock(&mu_);
+  return closed_;
+}
+
 uint64_t LogBuffer::begin_offset() const {
   AnnotatedLock lock(&mu_);
   return BeginLocked();

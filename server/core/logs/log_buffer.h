@@ -31,11 +31,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
@@ -96,6 +98,13 @@ class LogBuffer {
   std::vector<std::string> LastLines(size_t n,
                                      size_t max_line_bytes = 1024) const;
 
+  // No more output will come (the model was removed, or the manager is
+  // shutting down): followers end with `why` once they have read the rest.
+  // Wakes every subscriber. The writer thread; idempotent (the first wins).
+  void Close(absl::Status why);
+  // The status given to Close, or nullopt while open. Any thread.
+  std::optional<absl::Status> closed() const;
+
   // Registers `on_data`, called after each non-empty Append on the writer
   // thread. It must be quick and must not block (typically it wakes the
   // reader, which then calls Read on its own thread). Returns an id for
@@ -139,6 +148,7 @@ class LogBuffer {
   // capacity_ bytes; offset o lives at ring_[o % capacity_].
   const std::unique_ptr<char[]> ring_ ABSL_PT_GUARDED_BY(mu_);
   uint64_t end_ ABSL_GUARDED_BY(mu_) = 0;  // Total bytes ever appended.
+  std::optional<absl::Status> closed_ ABSL_GUARDED_BY(mu_);
 };
 
 // "[N bytes dropped]\n": what a text reader shows for a Chunk with

@@ -50,6 +50,22 @@ TEST(LogBufferTest, AppendLargerThanCapacityKeepsTheTail) {
   EXPECT_EQ(offset, 13u);
 }
 
+TEST(LogBufferTest, CloseWakesFollowersOnceAndKeepsTheData) {
+  LogBuffer buffer(64);
+  int wakes = 0;
+  int id = buffer.Subscribe([&] { ++wakes; });
+  buffer.Append("last words\n");
+  EXPECT_FALSE(buffer.closed().has_value());
+  buffer.Close(absl::NotFoundError("removed"));
+  buffer.Close(absl::UnavailableError("ignored: the first close wins"));
+  EXPECT_EQ(wakes, 2);  // The append, then the close.
+  ASSERT_TRUE(buffer.closed().has_value());
+  EXPECT_EQ(buffer.closed()->code(), absl::StatusCode::kNotFound);
+  uint64_t offset = 0;
+  EXPECT_EQ(buffer.Read(&offset, 64).data, "last words\n");
+  buffer.Unsubscribe(id);
+}
+
 TEST(LogBufferTest, ReaderThatKeepsUpNeverSeesDrops) {
   LogBuffer buffer(16);
   std::string written;

@@ -455,6 +455,8 @@ void Scheduler::StopNow(Slot& s) {
     waiters.swap(slot.stop_waiters);
     for (ModelDone& w : waiters) w(View(slot));
     if (slot.removed) {
+      slot.log->Close(absl::NotFoundError(
+          absl::StrCat("model '", slot.config->id, "' was removed")));
       Defer([this, target] {
         retired_.erase(
             std::remove_if(retired_.begin(), retired_.end(),

@@ -238,7 +238,14 @@ void Scheduler::Shutdown(std::function<void()> done) {
   auto finish = [remaining, done] {
     if (--*remaining == 0 && done) done();
   };
-  for (auto& [id, s] : slots_) s->actor->Shutdown(finish);
+  for (auto& [id, s] : slots_) {
+    // Followers of its output get what it printed up to its end, then
+    // UNAVAILABLE.
+    s->actor->Shutdown([finish, log = s->log] {
+      log->Close(absl::UnavailableError("the manager is shutting down"));
+      finish();
+    });
+  }
   finish();
 }
 
@@ -277,8 +284,9 @@ config::ConfigDiff Scheduler::Reload(
     retired_.push_back(std::move(s));
     if (Running(*raw) || !raw->holders.empty()) {
       raw->admin_stop = true;
-      BeginEviction(*raw, "removed from the config");
+      BeginEviction(*raw, "removed from the config");  // Log closed once down.
     } else {
+      raw->log->Close(gone);
       retired_.pop_back();
     }
   }
