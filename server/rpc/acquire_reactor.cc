@@ -119,6 +119,18 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
     f->set_request_id(request_id);
     f->set_code(static_cast<int32_t>(status.code()));
     f->set_message(std::string(status.message()));
+    if (status.code() == absl::StatusCode::kFailedPrecondition ||
+        status.code() == absl::StatusCode::kAborted) {
+      // The start's failure, as Model.failure has it (loop thread: the
+      // scheduler may be read here).
+      absl::StatusOr<scheduler::ModelView> view =
+          manager_->scheduler().Get(model);
+      if (view.ok() && view->status.failure) {
+        v1::Model m;
+        ToProto(*view, &m);
+        *f->mutable_failure() = m.failure();
+      }
+    }
     Send(std::move(r));
   }
   void OnCutOff(const std::string& reason) override {

@@ -255,6 +255,28 @@ class LeaseTest(unittest.TestCase):
             self.assertIsNotNone(s.wait("granted", "a"))
             s.close()
 
+    def test_failed_carries_the_failure_and_a_cancelled_acquire_is_answered(self):
+        with ManagerProcess({"dies": ["--exit-immediately", "3"],
+                             "slow": ["--ready-after-ms", "60000"]},
+                            extra_yaml="groups:\n  g: {members: [dies, slow], "
+                                       "swap: false, exclusive: false}\n") as m:
+            s = AcquireStream(m.stub())
+            s.acquire("dies", request_id="d")
+            failed = s.wait("failed", "dies")
+            self.assertEqual(failed.code, grpc.StatusCode.FAILED_PRECONDITION.value[0])
+            self.assertEqual(failed.failure.reason, pb.FAILURE_REASON_EXITED_DURING_START)
+            self.assertEqual(failed.failure.exit_code, 3)
+            self.assertTrue(any("exiting at once" in l for l in failed.failure.last_lines),
+                            failed.failure)
+            # RELEASE with lease 0 cancels a pending ACQUIRE, which is told so.
+            s.acquire("slow", request_id="w")
+            s.wait("starting", "slow")
+            s.release("slow", 0)
+            cancelled = s.wait("failed", "slow")
+            self.assertEqual(cancelled.request_id, "w")
+            self.assertEqual(cancelled.code, grpc.StatusCode.CANCELLED.value[0])
+            s.close()
+
 
 class BinaryTest(unittest.TestCase):
     def test_auth_token_is_required(self):

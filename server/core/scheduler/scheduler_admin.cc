@@ -259,8 +259,10 @@ config::ConfigDiff Scheduler::Reload(
     std::unique_ptr<Slot> s = std::move(it->second);
     slots_.erase(it);
     s->removed = true;
-    absl::Status gone =
-        absl::NotFoundError(absl::StrCat("model '", id, "' was removed"));
+    // ABORTED, as for a Stop: the call was valid, the config changed under
+    // it (the proto's code for Start, WaitReady and ACQUIRE).
+    absl::Status gone = absl::AbortedError(
+        absl::StrCat("model '", id, "' was removed by a config reload"));
     AnswerReadyWaiters(*s, gone);
     // Its demands are in the queue under its id: fail them.
     std::list<Demand> failed;
@@ -286,7 +288,8 @@ config::ConfigDiff Scheduler::Reload(
       raw->admin_stop = true;
       BeginEviction(*raw, "removed from the config");  // Log closed once down.
     } else {
-      raw->log->Close(gone);
+      raw->log->Close(
+          absl::NotFoundError(absl::StrCat("model '", id, "' was removed")));
       retired_.pop_back();
     }
   }
