@@ -519,8 +519,7 @@ class ProxyCliTest(unittest.TestCase):
             p = ProxyProcess(m.port, workers=1)
             try:
                 p.proc.send_signal(signal.SIGHUP)
-                line = p.proc.stderr.readline()
-                self.assertIn("SIGHUP: nothing to reload", line)
+                self.assertTrue(p.wait_log("SIGHUP: nothing to reload"), p.log())
                 self.assertEqual(p.request("GET", "/health")[0], 200)
             finally:
                 p.stop()
@@ -802,8 +801,8 @@ class MetricsTest(unittest.TestCase):
                     model="slow", route="/v1/chat/completions", status="200") == 1, 10))
             finally:
                 p.stop()
-            log = p.proc.stderr.read()
-            lines = [l for l in log.splitlines() if '"POST /v1/chat/completions"' in l]
+            log = "\n".join(p.log())
+            lines = [l for l in p.log() if '"POST /v1/chat/completions"' in l]
             self.assertEqual(sum(" 200 " in l and "model=m" in l for l in lines), 6, log)
             self.assertEqual(sum(" 404 " in l and "model=-" in l for l in lines), 1, log)
             self.assertEqual(sum(" 429 " in l and "model=slow" in l for l in lines), 1, log)

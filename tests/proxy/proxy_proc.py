@@ -3,17 +3,22 @@
     p = ProxyProcess(manager.port, workers=2, flags=["--access-log"])
     status, headers, body = p.request("POST", "/v1/completions", {"model": "a"})
     p.stop()
+    p.log()  # Its stderr lines (the access log among them).
 
-It listens on a free port and is ready once it logged that it listens.
+It listens on a free port and is ready once it logged that it listens. Its
+stderr is read by a thread all along, so a chatty proxy never blocks on a
+full pipe.
 """
 
 import http.client
 import json
+import re
 import signal
 import subprocess
+import threading
 
 from tests.manager.manager_proc import free_port
-from tools.testing.fake_upstream_proc import runfile
+from tools.testing.fake_upstream_proc import runfile, wait_for
 
 
 class ProxyProcess:
@@ -24,8 +29,28 @@ class ProxyProcess:
              "--manager", "127.0.0.1:%d" % manager_port, "--workers", str(workers)]
             + list(flags),
             stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        assert "modelproxy listening on" in line, line
+        self._lines = []
+        self._lock = threading.Lock()
+        first = self.proc.stderr.readline()
+        assert "modelproxy listening on" in first, first
+        self._lines.append(first.rstrip("\n"))
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self._lock:
+                self._lines.append(line.rstrip("\n"))
+
+    def log(self):
+        """Its stderr so far (all of it once stop() returned)."""
+        with self._lock:
+            return list(self._lines)
+
+    def wait_log(self, pattern, timeout=20):
+        rx = re.compile(pattern)
+        return wait_for(lambda: next((l for l in self.log() if rx.search(l)), None),
+                        timeout)
 
     def request(self, method, path, body=None, headers=None, timeout=30):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -44,6 +69,8 @@ class ProxyProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             code = self.proc.wait(20)
+            self._pump.join(10)
             if code != 0:
                 raise AssertionError("modelproxy exited with %d: %s"
-                                     % (code, self.proc.stderr.read()[-4000:]))
+                                     % (code, "\n".join(self.log())[-4000:]))
+        self._pump.join(10)
