@@ -1,5 +1,7 @@
 #include "proxy/upstream/upstream_pool.h"
 
+#include <netdb.h>
+
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -14,9 +16,18 @@ namespace {
 
 constexpr size_t kReadChunk = 64 << 10;
 
-// "http://host:port[/...]" as a socket address; false for anything else.
-bool ParseAddress(const std::string& url, sockaddr_storage* addr,
-                  std::string* key) {
+// "http://host:port[/...]": its host and port, and the socket address when
+// the host is an IP address (or localhost); a host name is resolved when a
+// connection is made. False for anything else (https:// included).
+struct Target {
+  std::string host;
+  int port = 80;
+  std::string key;  // host:port, the pool's key.
+  bool literal = false;
+  sockaddr_storage addr{};
+};
+
+bool ParseAddress(const std::string& url, Target* t) {
   absl::string_view rest = url;
   if (!absl::ConsumePrefix(&rest, "http://")) return false;
   rest = rest.substr(0, rest.find('/'));
@@ -35,13 +46,24 @@ bool ParseAddress(const std::string& url, sockaddr_storage* addr,
       !absl::SimpleAtoi(rest.substr(colon + 1), &port)) {
     return false;
   }
+  if (host.empty() || port <= 0 || port > 65535) return false;
   if (host == "localhost") host = "127.0.0.1";
-  *key = absl::StrCat(host, ":", port);
-  return uv_ip4_addr(host.c_str(), port,
-                     reinterpret_cast<sockaddr_in*>(addr)) == 0 ||
-         uv_ip6_addr(host.c_str(), port,
-                     reinterpret_cast<sockaddr_in6*>(addr)) == 0;
+  t->host = host;
+  t->port = port;
+  t->key = absl::StrCat(host, ":", port);
+  t->literal = uv_ip4_addr(host.c_str(), port,
+                           reinterpret_cast<sockaddr_in*>(&t->addr)) == 0 ||
+               uv_ip6_addr(host.c_str(), port,
+                           reinterpret_cast<sockaddr_in6*>(&t->addr)) == 0;
+  return true;
 }
+
+// A name being resolved for a connection (libuv's thread pool). The
+// connection may close meanwhile: it then clears `conn`.
+struct Resolve {
+  uv_getaddrinfo_t req;
+  Connection* conn;
+};
 
 struct WriteReq {
   uv_write_t req;
@@ -56,8 +78,13 @@ class Handle;
 // by its request's Handle while busy; freed in its close callback.
 class Connection : public http1::ResponseVisitor {
  public:
-  Connection(UpstreamPool* pool, std::string key, const sockaddr_storage& addr)
-      : pool_(pool), key_(std::move(key)), addr_(addr) {
+  Connection(UpstreamPool* pool, const Target& target)
+      : pool_(pool),
+        key_(target.key),
+        host_(target.host),
+        port_(target.port),
+        addr_(target.addr),
+        resolved_(target.literal) {
     uv_tcp_init(pool->loop_, &tcp_);
     tcp_.data = this;
     uv_timer_init(pool->loop_, &timer_);
@@ -84,6 +111,8 @@ class Connection : public http1::ResponseVisitor {
 
  private:
   void Send();
+  void Connect();
+  static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res);
   void Fail(const std::string& message);
   void Close();
   static void OnConnect(uv_connect_t* req, int status);
@@ -96,7 +125,11 @@ class Connection : public http1::ResponseVisitor {
 
   UpstreamPool* pool_;
   std::string key_;
+  std::string host_;
+  int port_;
   sockaddr_storage addr_;
+  bool resolved_;  // addr_ holds the address.
+  Resolve* resolving_ = nullptr;
   uv_tcp_t tcp_;
   uv_timer_t timer_;
   int open_handles_ = 2;
@@ -188,7 +221,49 @@ void Connection::Begin(std::string request, bool head_request, Handle* handle,
     Send();
     return;
   }
-  Arm(Wait::kConnect, timeouts_.connect);
+  Arm(Wait::kConnect, timeouts_.connect);  // Resolving counts too.
+  if (resolved_) return Connect();
+  auto* r = new Resolve{uv_getaddrinfo_t{}, this};
+  resolving_ = r;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = uv_getaddrinfo(pool_->loop_, &r->req, OnResolved, host_.c_str(),
+                          nullptr, &hints);
+  if (rc != 0) {
+    resolving_ = nullptr;
+    delete r;
+    Fail(absl::StrCat("cannot resolve the upstream host ", host_, ": ",
+                      uv_strerror(rc)));
+  }
+}
+
+void Connection::OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+  std::unique_ptr<Resolve> r(reinterpret_cast<Resolve*>(req));
+  Connection* c = r->conn;
+  if (c == nullptr) {  // Closed meanwhile.
+    if (res != nullptr) uv_freeaddrinfo(res);
+    return;
+  }
+  c->resolving_ = nullptr;
+  if (status != 0 || res == nullptr) {
+    if (res != nullptr) uv_freeaddrinfo(res);
+    c->Fail(absl::StrCat("cannot resolve the upstream host ", c->host_, ": ",
+                         uv_strerror(status)));
+    return;
+  }
+  std::memcpy(&c->addr_, res->ai_addr, res->ai_addrlen);
+  if (res->ai_family == AF_INET6) {
+    reinterpret_cast<sockaddr_in6*>(&c->addr_)->sin6_port = htons(c->port_);
+  } else {
+    reinterpret_cast<sockaddr_in*>(&c->addr_)->sin_port = htons(c->port_);
+  }
+  uv_freeaddrinfo(res);
+  c->resolved_ = true;
+  c->Connect();
+}
+
+void Connection::Connect() {
   connect_.data = this;
   int rc = uv_tcp_connect(&connect_, &tcp_,
                           reinterpret_cast<const sockaddr*>(&addr_), OnConnect);
@@ -308,7 +383,13 @@ void Connection::Fail(const std::string& message) {
   if (retry) {
     // A pooled connection the upstream had already closed: try once more
     // on a fresh one (the upstream never saw this request).
-    auto* fresh = new Connection(pool_, key_, addr_);
+    Target target;
+    target.host = host_;
+    target.port = port_;
+    target.key = key_;
+    target.literal = resolved_;  // A name already resolved is reused.
+    target.addr = addr_;
+    auto* fresh = new Connection(pool_, target);
     fresh->Begin(std::move(request), head_request_, h, timeouts_);
     return;
   }
@@ -333,6 +414,10 @@ void Connection::SetReading(bool reading) {
 void Connection::Close() {
   if (closing_) return;
   closing_ = true;
+  if (resolving_ != nullptr) {
+    resolving_->conn = nullptr;  // Its callback frees it.
+    resolving_ = nullptr;
+  }
   auto closed = [](uv_handle_t* h) {
     auto* c = static_cast<Connection*>(h->data);
     if (--c->open_handles_ == 0) delete c;
@@ -353,22 +438,21 @@ std::unique_ptr<UpstreamRequest> UpstreamPool::Send(const std::string& base_url,
                                                     UpstreamObserver* observer,
                                                     const Timeouts& timeouts) {
   auto handle = std::make_unique<Handle>(this, observer);
-  sockaddr_storage addr{};
-  std::string key;
-  if (!ParseAddress(base_url, &addr, &key)) {
+  Target target;
+  if (!ParseAddress(base_url, &target)) {
     observer->OnUpstreamError(
         absl::StrCat("unsupported upstream URL '", base_url,
-                     "' (an http:// URL with an IP address or localhost)"),
+                     "' (http://host:port; https is not supported)"),
         true, false);
     return handle;
   }
   Connection* c;
-  auto it = idle_.find(key);
+  auto it = idle_.find(target.key);
   if (it != idle_.end() && !it->second.empty()) {
     c = it->second.back();
     it->second.pop_back();
   } else {
-    c = new Connection(this, key, addr);
+    c = new Connection(this, target);
   }
   c->Begin(std::move(request), head_request, handle.get(), timeouts);
   return handle;

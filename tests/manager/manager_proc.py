@@ -42,9 +42,12 @@ def alive(pid):
 
 
 class ManagerProcess:
-    def __init__(self, models, extra_yaml="", flags=(), model_yaml=None):
+    def __init__(self, models, extra_yaml="", flags=(), model_yaml=None, proxies=None):
         """models: id -> list of fake_upstream flags. model_yaml: id -> extra
-        YAML lines for that model (indented by the caller's 4 spaces)."""
+        YAML lines for that model (indented by the caller's 4 spaces).
+        proxies: id -> its `proxy` URL with {port} for its port (default
+        http://127.0.0.1:{port})."""
+        self.proxies = proxies or {}
         self.tmp = tempfile.TemporaryDirectory()
         self.config_path = os.path.join(self.tmp.name, "config.yaml")
         self.ports = {m: free_port() for m in models}
@@ -69,7 +72,8 @@ class ManagerProcess:
                            [binary, "--port", str(port), "--model", m] + fl)
             cmd = "'%s'" % cmd.replace("'", "''")  # A YAML single-quoted scalar.
             lines += ["  %s:" % m, "    cmd: %s" % cmd,
-                      "    proxy: http://127.0.0.1:%d" % port]
+                      "    proxy: " + self.proxies.get(
+                          m, "http://127.0.0.1:{port}").format(port=port)]
             lines += model_yaml.get(m, [])
         return "\n".join(lines) + "\n"
 

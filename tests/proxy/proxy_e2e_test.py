@@ -610,6 +610,47 @@ class NoManagerYetTest(unittest.TestCase):
             p.stop()
 
 
+class UpstreamHostNameTest(unittest.TestCase):
+    def test_upstream_host_names_are_resolved(self):
+        # A name that never resolves (RFC 6761) fails the request with 502
+        # naming it; the model itself is healthy (the manager probes by IP).
+        with ManagerProcess({"bad": []},
+                            proxies={"bad": "http://upstream.invalid:{port}"},
+                            model_yaml={"bad": ["    checkEndpoint: none"]}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: b'"bad"' in p.request("GET", "/v1/models")[2], 10))
+                status, _, body = p.request("POST", "/v1/chat/completions",
+                                            {"model": "bad", "messages": []})
+                self.assertEqual(status, 502, body)
+                self.assertIn("cannot resolve the upstream host upstream.invalid",
+                              json.loads(body)["error"]["message"])
+            finally:
+                p.stop()
+        # A name that does resolve, where this machine's own name is a
+        # loopback address (/etc/hosts): requests are served through it.
+        name = socket.gethostname()
+        try:
+            addresses = {a[4][0] for a in socket.getaddrinfo(name, None, socket.AF_INET)}
+        except OSError:
+            addresses = set()
+        if not addresses or not all(a.startswith("127.") for a in addresses):
+            self.skipTest("%s does not resolve to loopback here" % name)
+        with ManagerProcess({"named": []},
+                            proxies={"named": "http://%s:{port}" % name}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: b'"named"' in p.request("GET", "/v1/models")[2], 10))
+                status, _, body = p.request("POST", "/v1/chat/completions",
+                                            {"model": "named", "messages": [],
+                                             "max_tokens": 2})
+                self.assertEqual(status, 200, body)
+            finally:
+                p.stop()
+
+
 class ModelCrashTest(unittest.TestCase):
     def test_a_model_that_dies_under_steady_traffic_is_started_again(self):
         # The proxy's lease never idles out under steady traffic: only the
