@@ -26,7 +26,7 @@ void Exchange::RespondModels() {
         &data, data.empty() ? "" : ",", R"({"id":)", JsonString(r.id),
         R"(,"object":"model","owned_by":"modelplane","name":)",
         JsonString(r.name.empty() ? r.id : r.name), R"(,"description":)",
-        JsonString(r.description), R"(,"meta":{"modelplane":)", r.metadata_json,
+        JsonString(r.description), R"(,"meta":{"llamaswap":)", r.metadata_json,
         R"(},"status":{"value":")",
         r.state == v1::MODEL_STATE_READY ? "loaded" : "unloaded", R"("}})");
   }

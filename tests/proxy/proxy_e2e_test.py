@@ -73,6 +73,8 @@ class ProxyTest(unittest.TestCase):
         status, _, body = self.p.request("GET", "/v1/models")
         ids = [m["id"] for m in json.loads(body)["data"]]
         self.assertEqual(ids, ["alpha", "beta", "slow"])
+        # Metadata where llama-swap's clients read it.
+        self.assertTrue(all("llamaswap" in m["meta"] for m in json.loads(body)["data"]))
         # Local answers one after another on one keep-alive connection.
         conn = http.client.HTTPConnection("127.0.0.1", self.p.port, timeout=10)
         try:

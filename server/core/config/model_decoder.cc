@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -48,7 +49,7 @@ YamlNode Scalar(std::string text, bool quoted, SourcePos pos) {
 
 bool IsUrl(const std::string& s) {
   static const LazyRE2 kUrl = {
-      R"(https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(:[0-9]{1,5})?(/\S*)?)"};
+      R"(http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(:[0-9]{1,5})?(/\S*)?)"};
   return RE2::FullMatch(s, *kUrl);
 }
 
@@ -64,11 +65,19 @@ class FieldDecoder {
       const std::string& k = key.text;
       if (k == "cmd") Command(value, at, &m->argv, true);
       if (k == "cmdStop") Command(value, at, &m->cmd_stop, false);
-      if (k == "proxy" && ReadString(value, at, sink_, &m->proxy) &&
-          m->proxy.find("${") == std::string::npos && !IsUrl(m->proxy)) {
-        sink_->Error(value.pos, at,
-                     absl::StrCat("must be an http:// or https:// URL, not \"",
-                                  m->proxy, "\""));
+      if (k == "proxy" && ReadString(value, at, sink_, &m->proxy)) {
+        if (absl::StartsWith(m->proxy, "https://")) {
+          // Accepting it would mean a model that is READY (if its health
+          // check is off) and a 502 on every request.
+          sink_->Error(value.pos, at,
+                       "https:// upstreams are not supported yet (modelproxy "
+                       "speaks http:// to model servers)");
+        } else if (m->proxy.find("${") == std::string::npos &&
+                   !IsUrl(m->proxy)) {
+          sink_->Error(
+              value.pos, at,
+              absl::StrCat("must be an http:// URL, not \"", m->proxy, "\""));
+        }
       }
       if (k == "checkEndpoint") CheckEndpoint(value, at, m);
       if (k == "ttl") Ttl(value, at, d, m);
