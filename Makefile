@@ -8,7 +8,7 @@ TEST_LABELS := $(BUILD_DIR)/test_labels.txt
 SUMMARY := $(BUILD_DIR)/test_summary.txt
 FORMAT_SOURCES = $(shell git ls-files '*.cc' '*.h' '*.proto' 2>/dev/null)
 
-.PHONY: all bootstrap build demo run test bench fmt fmt-check
+.PHONY: all bootstrap build demo run test bench fuzz fmt fmt-check
 
 all: build
 
@@ -39,6 +39,11 @@ test: bootstrap
 	/usr/bin/python3 tools/test_summary.py $(BEP) --all-tests $(TEST_LABELS) \
 	  --extra clang-format=$$fmt | tee $(SUMMARY); \
 	sum=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] && [ $$sum -eq 0 ]
+
+# Coverage-guided fuzzing of the proxy's parsers with clang's libFuzzer
+# (tools/fuzz.sh; FUZZ_SECONDS, default 60).
+fuzz: bootstrap
+	tools/fuzz.sh
 
 # Benchmarks, each against its peer in the same run (tools/bench/).
 bench: bootstrap

@@ -21,6 +21,8 @@ PACKAGES=(
   nginx nghttp2-proxy wrk hey
   # Formatting.
   clang-format
+  # Fuzzing (make fuzz): clang with libFuzzer and the sanitizer runtimes.
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()
