@@ -1,5 +1,5 @@
 SHELL := /bin/bash
-# modelplane: `make demo`, `make run`, `make test`, `make bench` and `make fmt` (README.md). Every target installs what
+# modelplane: `make demo`, `make run`, `make test`, `make bench`, `make fuzz` and `make fmt` (README.md). Every target installs what
 # it needs first (tools/bootstrap.sh is quick when everything is present).
 BAZEL ?= bazel
 BUILD_DIR := .build
