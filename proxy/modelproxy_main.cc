@@ -69,6 +69,19 @@ lease::LeaseBroker::After MakeAfter(LoopThread* loop) {
 }
 
 int Main(int argc, char** argv) {
+  // First of all, before anything can start a thread (gRPC starts its own
+  // as soon as credentials are made): every thread inherits the mask, so
+  // these signals reach only the sigwait below. A thread that did not block
+  // them could take a SIGTERM (and kill the process without a drain) or
+  // swallow a SIGHUP.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
   FlagParser flags("modelproxy [--listen HOST:PORT] [--manager ADDR] [flags]");
   std::string listen = "127.0.0.1:8080";
   std::string manager = "127.0.0.1:50051";
@@ -136,6 +149,9 @@ int Main(int argc, char** argv) {
     return 2;
   }
   std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);  // [::1]:8080
+  }
   int port = std::atoi(listen.c_str() + colon + 1);
   lease::LinkOptions link_options;
   link_options.target = manager;
@@ -161,14 +177,6 @@ int Main(int argc, char** argv) {
     return 2;
   }
   link_options.credentials = *credentials;
-
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 
   auto timers = std::make_unique<LoopThread>();
   lease::ManagerLink link(link_options);
@@ -204,6 +212,13 @@ int Main(int argc, char** argv) {
     broker.Loads(&in_flight, &queued);
     return total.Render(in_flight, queued);
   });
+  if (port != 0) {
+    absl::Status free = Worker::CheckPortFree(host, port);
+    if (!free.ok()) {
+      fprintf(stderr, "modelproxy: %s\n", std::string(free.message()).c_str());
+      return 1;
+    }
+  }
   for (auto& w : pool) {
     absl::StatusOr<int> bound = w->Listen(host, port);
     if (!bound.ok()) {

@@ -20,6 +20,30 @@ Worker::Worker(ProxyContext* context) : context_(context) {
 
 Worker::~Worker() { Stop(); }
 
+absl::Status Worker::CheckPortFree(const std::string& host, int port) {
+  sockaddr_storage addr{};
+  bool v6 = host.find(':') != std::string::npos;
+  int rc = v6 ? uv_ip6_addr(host.c_str(), port,
+                            reinterpret_cast<sockaddr_in6*>(&addr))
+              : uv_ip4_addr(host.c_str(), port,
+                            reinterpret_cast<sockaddr_in*>(&addr));
+  if (rc != 0) return absl::InvalidArgumentError("bad listen address " + host);
+  // Without SO_REUSEPORT: fails if anyone holds the port, a modelproxy
+  // (whose workers bind with SO_REUSEPORT) included.
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  absl::Status status;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr),
+           v6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in)) != 0) {
+    status = absl::UnavailableError(
+        absl::StrCat("cannot bind ", host, ":", port, ": ", strerror(errno),
+                     errno == EADDRINUSE ? " (another modelproxy?)" : ""));
+  }
+  close(fd);
+  return status;
+}
+
 absl::StatusOr<int> Worker::Listen(const std::string& host, int port) {
   absl::StatusOr<int> result = absl::InternalError("not run");
   loop_.RunSync([&] {

@@ -34,6 +34,9 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
+  // Whether host:port is free (nobody, not even another modelproxy whose
+  // SO_REUSEPORT listeners would silently share it, holds it). Any thread.
+  static absl::Status CheckPortFree(const std::string& host, int port);
   // Binds host:port with SO_REUSEPORT (so every worker can bind the same
   // port) and starts accepting. Returns the bound port.
   absl::StatusOr<int> Listen(const std::string& host, int port);

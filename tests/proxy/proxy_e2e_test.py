@@ -516,6 +516,21 @@ class ProxyCliTest(unittest.TestCase):
                 self.assertEqual(out.returncode, 2, out.stderr)
                 self.assertIn(path, out.stderr)
 
+    def test_a_second_proxy_on_a_taken_port_fails_instead_of_sharing_it(self):
+        with ManagerProcess({"a": []}) as m:
+            p = ProxyProcess(m.port, workers=2)
+            try:
+                for listen in ("127.0.0.1:%d" % p.port, "[::ffff:127.0.0.1]:%d" % p.port):
+                    out = subprocess.run(
+                        [runfile("proxy/modelproxy"), "--listen", listen,
+                         "--manager", "127.0.0.1:%d" % m.port],
+                        capture_output=True, text=True, timeout=20)
+                    self.assertEqual(out.returncode, 1, (listen, out.stderr))
+                    self.assertIn("another modelproxy?", out.stderr)
+                self.assertEqual(p.request("GET", "/health")[0], 200)
+            finally:
+                p.stop()
+
     def test_sighup_is_logged_and_the_proxy_goes_on(self):
         with ManagerProcess({"a": []}) as m:
             p = ProxyProcess(m.port, workers=1)
