@@ -116,7 +116,10 @@ int ServerSession::OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame,
   }
   auto stream = std::make_unique<Stream>();
   stream->id = frame->hd.stream_id;
-  From(user)->streams_[stream->id] = std::move(stream);
+  stream->request_progress_ns = absl::GetCurrentTimeNanos();
+  ServerSession* self = From(user);
+  ++self->streams_opened_;
+  self->streams_[stream->id] = std::move(stream);
   return 0;
 }
 
@@ -166,6 +169,7 @@ int ServerSession::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
   }
   Stream* s = self->Find(frame->hd.stream_id);
   if (s == nullptr) return 0;
+  s->request_progress_ns = absl::GetCurrentTimeNanos();
   if (frame->hd.type == NGHTTP2_HEADERS && !s->known) {
     self->HeadComplete(s);
     s = self->Find(frame->hd.stream_id);  // The visitor may have reset it.
@@ -189,6 +193,20 @@ void ServerSession::HeadComplete(Stream* s) {
       http1::FindHeader(h.headers, "host") == nullptr) {
     h.headers.emplace_back("host", s->authority);
   }
+  // HTTP/2 may split cookies into several fields; HTTP/1.1 wants one
+  // (RFC 9113, 8.2.3).
+  std::string cookie;
+  int cookies = 0;
+  for (auto it = h.headers.begin(); it != h.headers.end();) {
+    if (it->first != "cookie") {
+      ++it;
+      continue;
+    }
+    if (cookies++ > 0) cookie += "; ";
+    cookie += it->second;
+    it = h.headers.erase(it);
+  }
+  if (cookies > 0) h.headers.emplace_back("cookie", std::move(cookie));
   if (h.content_length && *h.content_length > options_.max_body_bytes) {
     return Fail(s, 413, "the request body is larger than allowed");
   }
@@ -211,9 +229,17 @@ int ServerSession::OnDataChunk(nghttp2_session*, uint8_t, int32_t id,
   ServerSession* self = From(user);
   Stream* s = self->Find(id);
   if (s == nullptr || !s->known || s->failed) return 0;
+  s->request_progress_ns = absl::GetCurrentTimeNanos();
   s->body_bytes += len;
+  self->open_body_bytes_ += len;
   if (s->body_bytes > self->options_.max_body_bytes) {
     self->Fail(s, 413, "the request body is larger than allowed");
+    return 0;
+  }
+  if (self->open_body_bytes_ > self->options_.max_body_bytes) {
+    self->Fail(s, 413,
+               "the request bodies in flight on this connection are larger "
+               "than allowed");
     return 0;
   }
   self->visitor_->OnStreamBody(
@@ -244,6 +270,7 @@ int ServerSession::OnStreamClosed(nghttp2_session*, int32_t id,
   if (it == self->streams_.end()) return 0;
   std::unique_ptr<Stream> s = std::move(it->second);
   self->streams_.erase(it);
+  self->open_body_bytes_ -= std::min(self->open_body_bytes_, s->body_bytes);
   if (s->known) self->visitor_->OnStreamClose(id, error_code);
   return 0;
 }
@@ -310,7 +337,8 @@ void ServerSession::SubmitHead(int32_t id, int status,
     strings.push_back(absl::AsciiStrToLower(name));
     strings.push_back(value);
   }
-  if (content_length) {
+  // Never on 1xx and 204 (RFC 9110, 8.6).
+  if (content_length && status >= 200 && status != 204) {
     strings.push_back("content-length");
     strings.push_back(absl::StrCat(*content_length));
   }
@@ -385,6 +413,23 @@ std::vector<int32_t> ServerSession::Stalled(int64_t now_ns,
     }
   }
   return stalled;
+}
+
+std::vector<ServerSession::StalledRequest> ServerSession::StalledRequests(
+    int64_t now_ns, int64_t head_limit_ns, int64_t body_limit_ns) const {
+  std::vector<StalledRequest> stalled;
+  for (const auto& [id, s] : streams_) {
+    if (s->request_done || s->failed) continue;
+    int64_t limit = s->known ? body_limit_ns : head_limit_ns;
+    if (now_ns - s->request_progress_ns > limit) {
+      stalled.push_back({id, s->known});
+    }
+  }
+  return stalled;
+}
+
+void ServerSession::IgnoreRequest(int32_t id) {
+  if (Stream* s = Find(id)) s->failed = true;
 }
 
 void ServerSession::Shutdown() {

@@ -111,6 +111,21 @@ class ServerSession {
   void WantWritable(int32_t id);
   // Streams with buffered bytes that made no progress for `limit_ns`.
   std::vector<int32_t> Stalled(int64_t now_ns, int64_t limit_ns) const;
+  // Streams whose request is not complete and has not moved (no HEADERS or
+  // DATA frame) for `head_limit_ns` while its head is incomplete, or
+  // `body_limit_ns` while its body is: a silent client (slowloris).
+  struct StalledRequest {
+    int32_t id;
+    bool head_complete;  // The visitor heard of it.
+  };
+  std::vector<StalledRequest> StalledRequests(int64_t now_ns,
+                                              int64_t head_limit_ns,
+                                              int64_t body_limit_ns) const;
+  // The rest of this stream's request is ignored (it was answered).
+  void IgnoreRequest(int32_t id);
+  // Streams opened so far (the connection's idle timer starts over when it
+  // moves).
+  uint64_t streams_opened() const { return streams_opened_; }
 
   // Graceful shutdown: GOAWAY(NO_ERROR) naming the last stream taken; those
   // finish, new ones are refused.
@@ -132,6 +147,7 @@ class ServerSession {
     bool deferred = false;
     bool ended = false;  // SubmitEnd: EOF once the buffer is empty.
     bool want_writable = false;
+    int64_t request_progress_ns = 0;  // Latest HEADERS or DATA frame.
     std::string out;
     size_t out_offset = 0;
     int64_t progress_ns = 0;
@@ -171,6 +187,11 @@ class ServerSession {
   int resets_in_window_ = 0;
   bool calmed_ = false;
   bool started_ = false;
+  uint64_t streams_opened_ = 0;
+  // Request body bytes of the streams still open: bounded by
+  // max_body_bytes per connection, as on HTTP/1.1 (nghttp2 opens the
+  // windows again as soon as DATA arrives).
+  uint64_t open_body_bytes_ = 0;
   bool fatal_ = false;
 };
 

@@ -471,5 +471,52 @@ TEST(ServerSessionTest, HttpOneBytesAreAProtocolError) {
   EXPECT_TRUE(s.done());
 }
 
+TEST(ServerSessionTest, ARequestThatStopsArrivingIsReportedStalled) {
+  Visitor v;
+  ServerSession s(&v, ServerSession::Options{});
+  Client c;
+  int32_t id = c.OpenStream();  // A head, then nothing.
+  Pump(c, s);
+  int64_t now = absl::GetCurrentTimeNanos();
+  EXPECT_TRUE(s.StalledRequests(now, 1'000'000'000, 1'000'000'000).empty());
+  auto stalled =
+      s.StalledRequests(now + 5'000'000'000, 1'000'000'000, 1'000'000'000);
+  ASSERT_EQ(stalled.size(), 1u);
+  EXPECT_EQ(stalled[0].id, id);
+  EXPECT_TRUE(stalled[0].head_complete);
+  s.IgnoreRequest(id);  // Answered: no longer waited for.
+  EXPECT_TRUE(
+      s.StalledRequests(now + 5'000'000'000, 1'000'000'000, 1'000'000'000)
+          .empty());
+}
+
+TEST(ServerSessionTest, RequestBodiesInFlightAreBoundedPerConnection) {
+  Visitor v;
+  ServerSession::Options o;
+  o.max_body_bytes = 1000;  // Per request, and for all open ones together.
+  ServerSession s(&v, o);
+  Client c;
+  std::string body(600, 'b');
+  int32_t first = c.Request("POST", "/a", {}, &body);
+  Pump(c, s);  // Its request is complete but the stream stays open.
+  int32_t second = c.Request("POST", "/b", {}, &body);
+  Pump(c, s);
+  EXPECT_EQ(v.bodies[first].size(), 600u);
+  EXPECT_THAT(v.errors, ElementsAre(Pair(second, 413)));
+}
+
+TEST(ServerSessionTest, CookiesAreJoinedAnd204HasNoLength) {
+  Visitor v;
+  ServerSession s(&v, ServerSession::Options{});
+  v.on_end = [&](int32_t id) { s.SubmitHead(id, 204, {}, 0, true); };
+  Client c;
+  int32_t id = c.Request("GET", "/", {{"cookie", "a=1"}, {"cookie", "b=2"}});
+  Pump(c, s);
+  ASSERT_NE(http1::FindHeader(v.heads[id].headers, "cookie"), nullptr);
+  EXPECT_EQ(*http1::FindHeader(v.heads[id].headers, "cookie"), "a=1; b=2");
+  EXPECT_EQ(c.responses[id].headers.at(":status"), "204");
+  EXPECT_EQ(c.responses[id].headers.count("content-length"), 0u);
+}
+
 }  // namespace
 }  // namespace modelplane::proxy::http2

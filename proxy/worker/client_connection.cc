@@ -82,6 +82,13 @@ void ClientConnection::UpdateTimer() {
   if (h2_ != nullptr) {
     want = h2_->session().open_streams() == 0 ? TimerMode::kIdle
                                               : TimerMode::kSweep;
+    // A stream opened and answered within one turn leaves the mode idle:
+    // the idle wait still starts over.
+    uint64_t opened = h2_->session().streams_opened();
+    if (opened != h2_streams_seen_) {
+      h2_streams_seen_ = opened;
+      if (want == TimerMode::kIdle) timer_mode_ = TimerMode::kNone;
+    }
   } else if (in_request_) {
     want = reading_body_ ? TimerMode::kBody : TimerMode::kNone;
   } else {
@@ -109,7 +116,7 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
   if (c->closing_) return;
   if (c->h2_ != nullptr) {
     if (c->timer_mode_ == TimerMode::kSweep) {
-      c->h2_->ResetStalled(c->worker_->context().options().send_timeout);
+      c->h2_->ResetStalled();
       c->ScheduleFlush();
       return;
     }
@@ -143,6 +150,14 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
     c->close_after_write_ = true;
     c->in_request_ = true;
     c->exchange_->Fail(408, "the request head did not arrive in time");
+    return;
+  }
+  if (c->Queued() > 0) {
+    // The last answer is still going out to a slow reader (the send timeout
+    // watches it): close once it is written, read nothing more.
+    c->close_after_write_ = true;
+    uv_read_stop(c->stream());
+    c->reading_client_ = false;
     return;
   }
   c->Close();  // Idle keep-alive connection.
@@ -267,7 +282,12 @@ void ClientConnection::OnRequestHead(http1::RequestHead head) {
   reading_body_ = true;
   UpdateTimer();
   keep_alive_ = head.keep_alive && !draining_;
-  if (head.upgrade && HasToken(head.headers, "upgrade", "h2c") &&
+  // RFC 7540 3.2 / RFC 9110 7.8: HTTP/1.1 only, and the upgrade named as
+  // a connection option (else an intermediary passed it on unasked).
+  if (head.upgrade && head.version_minor >= 1 &&
+      HasToken(head.headers, "upgrade", "h2c") &&
+      HasToken(head.headers, "connection", "upgrade") &&
+      HasToken(head.headers, "connection", "http2-settings") &&
       http1::FindHeader(head.headers, "http2-settings") != nullptr &&
       !head.chunked && head.content_length.value_or(0) == 0 && !draining_) {
     upgrade_ = std::move(head);  // Decided once the request is complete.
@@ -375,8 +395,9 @@ bool ClientConnection::Congested() {
 
 void ClientConnection::Abort() {
   // The client must see a broken response: the connection ends without
-  // the last chunk.
+  // the last chunk (what was gathered before goes out first).
   in_request_ = false;
+  WriteOut();
   Close();
 }
 

@@ -123,6 +123,7 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
 
   // HTTP/2.
   std::unique_ptr<Http2Streams> h2_;
+  uint64_t h2_streams_seen_ = 0;  // ServerSession::streams_opened() seen.
 };
 
 }  // namespace modelplane::proxy

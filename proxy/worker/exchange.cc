@@ -112,7 +112,8 @@ void Exchange::Begin(http1::RequestHead head) {
 }
 
 void Exchange::Body(absl::string_view data) {
-  if (rejection_ != 0) return;
+  // Refused on its head, or already answered (an HTTP/2 408): dropped.
+  if (rejection_ != 0 || !in_request_) return;
   body_.append(data.data(), data.size());
   if (scan_ == BodyScan::kJson) json_.Feed(data);
   if (scan_ == BodyScan::kMultipart) multipart_->Feed(data);

@@ -111,12 +111,27 @@ void Http2Streams::CancelAll() {
   for (auto& [id, s] : streams_) s->exchange().Cancel();
 }
 
-void Http2Streams::ResetStalled(absl::Duration limit) {
-  for (int32_t id : session_.Stalled(absl::GetCurrentTimeNanos(),
-                                     absl::ToInt64Nanoseconds(limit))) {
+void Http2Streams::ResetStalled() {
+  const ProxyOptions& o = connection_->worker()->context().options();
+  int64_t now = absl::GetCurrentTimeNanos();
+  for (int32_t id :
+       session_.Stalled(now, absl::ToInt64Nanoseconds(o.send_timeout))) {
     // The client took none of this answer: the lease and the upstream go
     // back (CANCEL closes the stream, which cancels its exchange).
     session_.Reset(id, NGHTTP2_CANCEL);
+  }
+  // A client that stopped sending its request (slowloris), as HTTP/1.1's
+  // header and body timeouts.
+  for (const http2::ServerSession::StalledRequest& r :
+       session_.StalledRequests(now, absl::ToInt64Nanoseconds(o.header_timeout),
+                                absl::ToInt64Nanoseconds(o.body_timeout))) {
+    Stream* s = r.head_complete ? Find(r.id) : nullptr;
+    if (s == nullptr) {
+      session_.Reset(r.id, NGHTTP2_CANCEL);
+      continue;
+    }
+    session_.IgnoreRequest(r.id);
+    s->exchange().Fail(408, "the request body did not arrive in time");
   }
 }
 

@@ -36,8 +36,10 @@ class Http2Streams : public http2::StreamVisitor {
   // The connection is closing: every exchange is cancelled (the streams go
   // with this object).
   void CancelAll();
-  // Resets the streams whose client took none of their answer for `limit`.
-  void ResetStalled(absl::Duration limit);
+  // Resets the streams whose client took none of their answer for the send
+  // timeout, and ends those whose request stopped arriving (header or body
+  // timeout: 408 when its head is known, else RST_STREAM).
+  void ResetStalled();
 
   // StreamVisitor.
   void OnStreamHead(int32_t id, http1::RequestHead head) override;

@@ -256,6 +256,57 @@ class Http2Test(unittest.TestCase):
         self.assertEqual(self.p.request("GET", "/health")[0], 200)
 
 
+class Http2TimeoutTest(unittest.TestCase):
+    def test_a_silent_request_gets_408_and_a_busy_connection_is_not_idle(self):
+        with ManagerProcess({"a": []}) as m:
+            p = ProxyProcess(m.port, workers=1, flags=[
+                "--header-timeout-ms", "300", "--body-timeout-ms", "300",
+                "--idle-timeout-ms", "600"])
+            try:
+                self.assertTrue(wait_for(lambda: b'"a"' in p.request("GET", "/v1/models")[2], 10))
+                c = H2Client(p.port)
+                # A head and no body, ever (slowloris): 408, as on HTTP/1.1.
+                sid = c.request("POST", "/v1/chat/completions", {"model": "a"}, end=False)
+                self.assertTrue(c.pump(lambda: c.done(sid)))
+                self.assertEqual(c.streams[sid]["headers"][":status"], "408")
+                self.assertIn(b"did not arrive in time", c.streams[sid]["data"])
+                # Requests answered at once, one after another for longer
+                # than the idle timeout: no GOAWAY on a connection in use.
+                start = time.monotonic()
+                while time.monotonic() - start < 2:
+                    sid = c.request("GET", "/health")
+                    self.assertTrue(c.pump(lambda: c.done(sid)))
+                    self.assertEqual(c.streams[sid]["headers"][":status"], "200")
+                    self.assertIsNone(c.goaway)
+                    time.sleep(0.1)
+                # Then idle: GOAWAY and the close.
+                self.assertTrue(c.pump(lambda: c.closed, 20))
+                self.assertIsNotNone(c.goaway)
+                c.close()
+            finally:
+                p.stop()
+
+    def test_an_upgrade_not_named_in_connection_is_not_taken(self):
+        with ManagerProcess({"a": []}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                for connection in (b"keep-alive", b"Upgrade, HTTP2-Settings"):
+                    for version in (b"1.0", b"1.1"):
+                        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+                        s.sendall(b"GET /health HTTP/" + version + b"\r\nHost: x\r\n"
+                                  b"Connection: " + connection + b"\r\nUpgrade: h2c\r\n"
+                                  b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+                        got = s.recv(4096)
+                        s.close()
+                        upgraded = version == b"1.1" and connection != b"keep-alive"
+                        self.assertEqual(got.startswith(b"HTTP/1.1 101"), upgraded,
+                                         (connection, version, got))
+                        if not upgraded:
+                            self.assertIn(b" 200 ", got.split(b"\r\n")[0])
+            finally:
+                p.stop()
+
+
 class Http2FailureTest(unittest.TestCase):
     def test_upstream_death_resets_the_stream(self):
         with ManagerProcess({"c": ["--tokens", "200", "--tokens-per-second", "20",
