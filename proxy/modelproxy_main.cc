@@ -153,6 +153,15 @@ int Main(int argc, char** argv) {
     host = host.substr(1, host.size() - 2);  // [::1]:8080
   }
   int port = std::atoi(listen.c_str() + colon + 1);
+  // Before anything starts (threads, the manager link): a taken port is
+  // an error, even one another modelproxy holds with SO_REUSEPORT.
+  if (port != 0) {
+    absl::Status free = Worker::CheckPortFree(host, port);
+    if (!free.ok()) {
+      fprintf(stderr, "modelproxy: %s\n", std::string(free.message()).c_str());
+      return 1;
+    }
+  }
   lease::LinkOptions link_options;
   link_options.target = manager;
   if (!token_file.empty()) {
@@ -212,18 +221,33 @@ int Main(int argc, char** argv) {
     broker.Loads(&in_flight, &queued);
     return total.Render(in_flight, queued);
   });
-  if (port != 0) {
-    absl::Status free = Worker::CheckPortFree(host, port);
-    if (!free.ok()) {
-      fprintf(stderr, "modelproxy: %s\n", std::string(free.message()).c_str());
-      return 1;
-    }
-  }
+  // In dependency order: nothing may call into what is already gone (the
+  // link's callbacks use the broker and the context).
+  auto stop_everything = [&] {
+    for (auto& w : pool) w->Stop();
+    pool.clear();
+    link.Shutdown();
+    // Linger timers still pending: closed with their tasks, not leaked.
+    timers->RunSync([&timers] {
+      uv_walk(
+          timers->loop(),
+          [](uv_handle_t* h, void*) {
+            if (h->type == UV_TIMER && !uv_is_closing(h)) {
+              uv_close(h, [](uv_handle_t* c) {
+                delete static_cast<TimerTask*>(c->data);
+              });
+            }
+          },
+          nullptr);
+    });
+    timers.reset();
+  };
   for (auto& w : pool) {
     absl::StatusOr<int> bound = w->Listen(host, port);
     if (!bound.ok()) {
       fprintf(stderr, "modelproxy: %s\n",
               std::string(bound.status().message()).c_str());
+      stop_everything();
       return 1;
     }
     port = *bound;  // Port 0: the first worker's pick, shared by the rest.
@@ -248,24 +272,7 @@ int Main(int argc, char** argv) {
   }
   if (left > 0)
     Log(absl::StrCat(left, " connection(s) cut at the drain deadline"));
-  for (auto& w : pool) w->Stop();
-  pool.clear();
-  // In dependency order: nothing may call into what is already gone.
-  link.Shutdown();
-  // Linger timers still pending: closed with their tasks, not leaked.
-  timers->RunSync([&timers] {
-    uv_walk(
-        timers->loop(),
-        [](uv_handle_t* h, void*) {
-          if (h->type == UV_TIMER && !uv_is_closing(h)) {
-            uv_close(h, [](uv_handle_t* c) {
-              delete static_cast<TimerTask*>(c->data);
-            });
-          }
-        },
-        nullptr);
-  });
-  timers.reset();
+  stop_everything();
   Log("stopped");
   return 0;
 }
