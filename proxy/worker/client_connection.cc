@@ -21,6 +21,9 @@ struct WriteReq {
 // What an HTTP/2 client sends first (RFC 9113, 3.4).
 constexpr absl::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+// How long a closing connection reads and drops what the client still sends.
+constexpr uint64_t kLingerMs = 2000;
+
 // At most this much of HTTP/2 output is produced ahead of the socket.
 constexpr size_t kFlushBytes = 256 << 10;
 
@@ -77,7 +80,7 @@ void ClientConnection::Start() {
 }
 
 void ClientConnection::UpdateTimer() {
-  if (closing_) return;
+  if (closing_ || lingering_) return;
   TimerMode want;
   if (h2_ != nullptr) {
     want = h2_->session().open_streams() == 0 ? TimerMode::kIdle
@@ -114,6 +117,10 @@ void ClientConnection::UpdateTimer() {
 void ClientConnection::OnTimer(uv_timer_t* t) {
   auto* c = static_cast<ClientConnection*>(t->data);
   if (c->closing_) return;
+  if (c->timer_mode_ == TimerMode::kLinger) {
+    c->Close();  // The client kept sending (or kept the connection) too long.
+    return;
+  }
   if (c->h2_ != nullptr) {
     if (c->timer_mode_ == TimerMode::kSweep) {
       c->h2_->ResetStalled();
@@ -181,6 +188,26 @@ void ClientConnection::Drain() {
   Close();
 }
 
+void ClientConnection::CloseGracefully() {
+  if (closing_ || lingering_) return;
+  if (Queued() > 0) {
+    close_after_write_ = true;  // OnWrite comes back once it is out.
+    return;
+  }
+  lingering_ = true;
+  if (uv_shutdown(&shutdown_, stream(), [](uv_shutdown_t*, int) {}) != 0) {
+    Close();
+    return;
+  }
+  if (!reading_client_) {
+    reading_client_ = true;
+    uv_read_start(stream(), OnAlloc, OnRead);
+  }
+  timer_mode_ = TimerMode::kLinger;
+  uv_timer_stop(&timer_);
+  uv_timer_start(&timer_, OnTimer, kLingerMs, 0);
+}
+
 void ClientConnection::Close() {
   if (closing_) return;
   closing_ = true;
@@ -213,6 +240,7 @@ void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     return;
   }
   if (n == 0 || c->closing_) return;
+  if (c->lingering_) return;  // Closing: read and dropped.
   c->worker_->metrics().AddBytesIn(static_cast<uint64_t>(n));
   if (c->h2_ != nullptr) {
     if (!c->h2_->session().Feed(absl::string_view(buf->base, n))) {
@@ -409,7 +437,7 @@ void ClientConnection::SendEnd() {
   in_request_ = false;
   if (!keep_alive_ || close_after_write_ || draining_) {
     close_after_write_ = true;
-    if (Queued() == 0) Close();
+    CloseGracefully();
     return;
   }
   parser_.Resume();
@@ -449,7 +477,7 @@ void ClientConnection::Flush() {
   if (s.done() || (draining_ && s.open_streams() == 0)) {
     // Nothing more to say (a GOAWAY went out): close once it is written.
     close_after_write_ = true;
-    if (Queued() == 0) Close();
+    CloseGracefully();
     return;
   }
   UpdateTimer();
@@ -514,7 +542,7 @@ void ClientConnection::OnWrite(uv_write_t* req, int status) {
     uv_timer_stop(&c->send_timer_);
   }
   if (c->close_after_write_ && queued == 0) {
-    c->Close();
+    c->CloseGracefully();
     return;
   }
   if (c->h2_ != nullptr) {

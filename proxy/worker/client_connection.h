@@ -32,6 +32,11 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   void Start();
   // Closes at once (a broken response, shutdown).
   void Close();
+  // Closes once everything written is out: FIN first, then what the client
+  // still sends is read and dropped until it closes too or 2 s pass
+  // (nginx's lingering close), so that unread input does not turn the close
+  // into a reset that can destroy the answer before the client reads it.
+  void CloseGracefully();
   // Shutdown: an idle connection closes now; one serving a request closes
   // once its response is complete (HTTP/2: GOAWAY, then once its streams
   // are done).
@@ -101,8 +106,11 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
     kIdle,
     kHead,
     kBody,
-    kSweep
+    kSweep,
+    kLinger
   } timer_mode_ = TimerMode::kNone;
+  uv_shutdown_t shutdown_;
+  bool lingering_ = false;
   bool closing_ = false;
   bool draining_ = false;
   std::string peer_;
