@@ -15,6 +15,7 @@
 #include "proxy/fuzz/mutate.h"
 #include "proxy/http1/codec.h"
 #include "proxy/http2/server_session.h"
+#include "proxy/http2/test_client.h"
 
 namespace modelplane::proxy {
 namespace {
@@ -98,97 +99,31 @@ TEST(WireFuzzTest, ResponseParserSplitInvariantAndNeverCrashes) {
 
 // --- The HTTP/2 server session ---
 
-// Client bytes made by nghttp2's own client session.
-class ClientBytes {
- public:
-  ClientBytes() {
-    nghttp2_session_callbacks* cb;
-    nghttp2_session_callbacks_new(&cb);
-    nghttp2_session_client_new(&session_, cb, this);
-    nghttp2_session_callbacks_del(cb);
-    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0);
-  }
-  ~ClientBytes() { nghttp2_session_del(session_); }
-
-  int32_t Request(const std::string& method, const std::string& path,
-                  const std::string* body) {
-    std::vector<std::pair<std::string, std::string>> h = {
-        {":method", method},
-        {":path", path},
-        {":scheme", "http"},
-        {":authority", "fuzz"},
-        {"content-type", "application/json"}};
-    std::vector<nghttp2_nv> nva;
-    for (auto& [n, v] : h) {
-      nva.push_back({reinterpret_cast<uint8_t*>(n.data()),
-                     reinterpret_cast<uint8_t*>(v.data()), n.size(), v.size(),
-                     NGHTTP2_NV_FLAG_NONE});
-    }
-    if (body == nullptr) {
-      return nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(),
-                                    nullptr, nullptr);
-    }
-    body_ = *body;
-    nghttp2_data_provider p;
-    p.source.ptr = this;
-    p.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t len,
-                         uint32_t* flags, nghttp2_data_source* src,
-                         void*) -> ssize_t {
-      auto* c = static_cast<ClientBytes*>(src->ptr);
-      size_t n = std::min(len, c->body_.size());
-      memcpy(buf, c->body_.data(), n);
-      c->body_.erase(0, n);
-      if (c->body_.empty()) *flags |= NGHTTP2_DATA_FLAG_EOF;
-      return static_cast<ssize_t>(n);
-    };
-    return nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(), &p,
-                                  nullptr);
-  }
-  void Reset(int32_t id) {
-    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
-  }
-  void Ping() {
-    uint8_t data[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-    nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, data);
-  }
-  std::string Take() {
-    std::string out;
-    const uint8_t* p;
-    ssize_t n;
-    while ((n = nghttp2_session_mem_send(session_, &p)) > 0) {
-      out.append(reinterpret_cast<const char*>(p), n);
-    }
-    return out;
-  }
-
- private:
-  nghttp2_session* session_;
-  std::string body_;
-};
-
 const std::vector<std::string>& Http2Seeds() {
   static const std::vector<std::string> seeds = [] {
     std::vector<std::string> s;
+    const std::vector<std::pair<std::string, std::string>> json = {
+        {"content-type", "application/json"}};
     {
-      ClientBytes c;
-      c.Request("GET", "/v1/models", nullptr);
-      s.push_back(c.Take());
+      http2::testing::Client c;
+      c.Request("GET", "/v1/models");
+      s.push_back(c.Out());
     }
     {
-      ClientBytes c;
+      http2::testing::Client c;
       std::string body = R"({"model":"a","stream":true,"messages":[]})";
-      c.Request("POST", "/v1/chat/completions", &body);
+      c.Request("POST", "/v1/chat/completions", json, &body);
       c.Ping();
-      s.push_back(c.Take());
+      s.push_back(c.Out());
     }
     {
-      ClientBytes c;
+      http2::testing::Client c;
       std::string body(40000, 'x');  // More than one DATA frame.
-      c.Request("POST", "/v1/embeddings", &body);
-      int32_t id = c.Request("GET", "/health", nullptr);
+      c.Request("POST", "/v1/embeddings", json, &body);
+      int32_t id = c.Request("GET", "/health");
       c.Reset(id);
-      c.Request("GET", "/running?x=1", nullptr);
-      s.push_back(c.Take());
+      c.Request("GET", "/running?x=1");
+      s.push_back(c.Out());
     }
     return s;
   }();
