@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <memory>
+#include <csignal>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -52,6 +53,12 @@ class HttpProbeTest : public ::testing::Test {
     });
   }
   ~HttpProbeTest() override {
+    // The upstream is stopped and reaped before the loop ends: its state in
+    // the launcher frees itself only once its process is reaped.
+    if (upstream_ != nullptr) {
+      loop_.RunSync([this] { upstream_->SignalGroup(SIGKILL); });
+      EXPECT_TRUE(upstream_out_.WaitForExit(absl::Seconds(10)));
+    }
     loop_.RunSync([this] {
       probes_.clear();
       upstream_.reset();

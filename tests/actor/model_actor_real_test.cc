@@ -62,6 +62,13 @@ class ModelActorRealTest : public ::testing::Test {
   }
 
   ~ModelActorRealTest() override {
+    if (actor_ != nullptr) {
+      // Stopped and reaped before the loop ends, as the manager does: a
+      // process's state in the launcher frees itself once it is reaped.
+      Outcome stopped;
+      Stop(&stopped);
+      EXPECT_TRUE(stopped.Wait().ok());
+    }
     host_.loop().RunSync([this] { actor_.reset(); });
   }
 
