@@ -4,8 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <memory>
 #include <csignal>
+#include <memory>
 #include <string>
 
 #include "absl/strings/numbers.h"
