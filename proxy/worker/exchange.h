@@ -79,7 +79,6 @@ class Exchange : public upstream::UpstreamObserver {
   // Bytes the sink put on the wire for this request (the access log).
   void AddSent(uint64_t n) { response_bytes_ += n; }
 
-  bool serving() const { return in_request_; }
   const http1::RequestHead& head() const { return head_; }
 
   // UpstreamObserver.
