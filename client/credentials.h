@@ -20,7 +20,9 @@ struct TlsFiles {
   std::string ca;    // PEM roots that sign the manager's certificate.
   std::string cert;  // A client certificate (mTLS), with its key.
   std::string key;
-  bool enabled() const { return !ca.empty() || !cert.empty(); }
+  // Any file named (a key alone too: MakeCredentials then says what is
+  // missing instead of falling back to cleartext).
+  bool enabled() const { return !ca.empty() || !cert.empty() || !key.empty(); }
 };
 
 // Insecure credentials when no file is named; TLS otherwise (no `ca`: the

@@ -355,7 +355,6 @@ void ServerSession::SubmitHead(int32_t id, int status,
   nghttp2_data_provider provider;
   provider.source.ptr = s;
   provider.read_callback = ReadData;
-  s->has_provider = true;
   nghttp2_submit_response(session_, id, nva.data(), nva.size(), &provider);
 }
 

@@ -13,9 +13,9 @@
 //
 // Flow control: response bytes wait in a per-stream buffer until the
 // stream's and the connection's windows let nghttp2 take them, and Produce()
-// takes no more than the caller asks for (it asks for nothing while the
-// socket is backed up). Buffered() tells the caller when to stop reading its
-// source; OnStreamWritable() when to go on.
+// stops once it has produced about what the caller asks for (the caller
+// asks for nothing while the socket is backed up). Buffered() tells the caller
+// when to stop reading its source; OnStreamWritable() when to go on.
 //
 // Limits: SETTINGS_MAX_CONCURRENT_STREAMS (nghttp2 refuses the excess
 // streams), header list size (431), body size (413), and a rapid-reset
@@ -143,7 +143,6 @@ class ServerSession {
     bool known = false;   // The visitor heard of it.
     bool failed = false;  // Over a limit: the rest of the request ignored.
     bool request_done = false;
-    bool has_provider = false;
     bool deferred = false;
     bool ended = false;  // SubmitEnd: EOF once the buffer is empty.
     bool want_writable = false;

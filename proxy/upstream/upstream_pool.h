@@ -63,7 +63,8 @@ class UpstreamPool {
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
   // Sends `request` (a whole HTTP/1.1 request: head and body) to the
-  // upstream at `base_url` (http://host:port, an IP address or localhost).
+  // upstream at `base_url` (http://host:port: an IP address, localhost, or
+  // a host name resolved when a connection is made).
   // A bad URL is reported to the observer before Send returns.
   std::unique_ptr<UpstreamRequest> Send(const std::string& base_url,
                                         std::string request, bool head_request,

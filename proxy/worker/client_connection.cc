@@ -1,7 +1,6 @@
 #include "proxy/worker/client_connection.h"
 
 #include <algorithm>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -24,7 +23,8 @@ constexpr absl::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 // How long a closing connection reads and drops what the client still sends.
 constexpr uint64_t kLingerMs = 2000;
 
-// At most this much of HTTP/2 output is produced ahead of the socket.
+// HTTP/2 frames are produced while the socket's queue is under this (one
+// Produce may overshoot it by a frame).
 constexpr size_t kFlushBytes = 256 << 10;
 
 // The header lists the token (case-insensitive), e.g. Upgrade: h2c.
@@ -463,6 +463,8 @@ void ClientConnection::ScheduleFlush() {
 
 void ClientConnection::Flush() {
   if (closing_) return;
+  // Whatever scheduled a flush is served by this one.
+  uv_idle_stop(&flush_);
   if (h2_ == nullptr) return WriteOut();
   size_t queued = Queued();
   if (queued < kFlushBytes) {

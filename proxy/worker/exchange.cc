@@ -130,14 +130,8 @@ void Exchange::Cancel() {
   *alive_ = false;
   StopLoadingTimer();
   if (!in_request_) return;
-  in_request_ = false;
   if (!responding_) record_.status = 499;  // nginx: client closed request.
-  RecordRequest();
-  upstream_.reset();  // The upstream learns at once that the client left.
-  if (!leased_model_.empty()) {
-    worker_->context().broker().Finish(leased_model_);
-    leased_model_.clear();
-  }
+  Finish();  // The upstream learns at once that the client left.
 }
 
 void Exchange::OnWritable() {

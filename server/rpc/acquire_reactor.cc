@@ -126,9 +126,7 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
       absl::StatusOr<scheduler::ModelView> view =
           manager_->scheduler().Get(model);
       if (view.ok() && view->status.failure) {
-        v1::Model m;
-        ToProto(*view, &m);
-        *f->mutable_failure() = m.failure();
+        ToProto(*view->status.failure, f->mutable_failure());
       }
     }
     Send(std::move(r));

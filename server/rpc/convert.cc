@@ -97,6 +97,18 @@ void ToProto(const config::Value& value, google::protobuf::Value* out) {
   }
 }
 
+void ToProto(const actor::Failure& f, v1::Failure* out) {
+  out->set_reason(ReasonToProto(f.reason));
+  if (f.exit && f.exit->signal > 0) {
+    out->set_signal(f.exit->signal);
+  } else if (f.exit) {
+    out->set_exit_code(f.exit->exit_code);
+  }
+  out->set_message(f.message);
+  for (const std::string& l : f.last_lines) out->add_last_lines(l);
+  ToProto(f.at, out->mutable_at());
+}
+
 void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   const config::ModelConfig& c = *view.config;
   out->set_id(c.id);
@@ -124,17 +136,7 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   SetDuration(c.ttl, out->mutable_ttl());
   out->set_revision(view.revision);
   if (view.status.failure) {
-    const actor::Failure& f = *view.status.failure;
-    v1::Failure* pf = out->mutable_failure();
-    pf->set_reason(ReasonToProto(f.reason));
-    if (f.exit && f.exit->signal > 0) {
-      pf->set_signal(f.exit->signal);
-    } else if (f.exit) {
-      pf->set_exit_code(f.exit->exit_code);
-    }
-    pf->set_message(f.message);
-    for (const std::string& l : f.last_lines) pf->add_last_lines(l);
-    ToProto(f.at, pf->mutable_at());
+    ToProto(*view.status.failure, out->mutable_failure());
   }
   if (c.metadata.kind() == config::Value::Kind::kObject) {
     ToStruct(c.metadata, out->mutable_metadata());

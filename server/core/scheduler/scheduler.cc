@@ -164,26 +164,24 @@ void Scheduler::Release(ClientId client, const std::string& model,
   Slot* s = Find(model);
   if (s == nullptr) return;
   if (lease == 0) {  // Cancel pending ACQUIREs for the model.
-    bool any = false;
     std::vector<std::string> cancelled;
     for (auto it = queue_.begin(); it != queue_.end();) {
       if (it->client == client && it->model == s->config->id) {
         cancelled.push_back(it->request_id);
         it = queue_.erase(it);
         --s->queued;
-        any = true;
       } else {
         ++it;
       }
     }
-    auto c = clients_.find(client);
-    for (const std::string& request_id : cancelled) {
-      if (c == clients_.end()) break;
-      c->second.client->OnFailed(
-          s->config->id, request_id,
-          absl::CancelledError("cancelled by RELEASE with lease_id 0"));
+    if (auto c = clients_.find(client); c != clients_.end()) {
+      for (const std::string& request_id : cancelled) {
+        c->second.client->OnFailed(
+            s->config->id, request_id,
+            absl::CancelledError("cancelled by RELEASE with lease_id 0"));
+      }
     }
-    if (any) {
+    if (!cancelled.empty()) {
       Emit(*s);
       MaybeAbortAbandonedStart(*s);
       Pump();

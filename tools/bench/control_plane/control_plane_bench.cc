@@ -153,8 +153,6 @@ int RunEchoServer(int port) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr) return 1;
-  printf("echo server listening\n");
-  fflush(stdout);
   server->Wait();  // Until SIGTERM ends the process.
   return 0;
 }
@@ -251,7 +249,8 @@ int Main(int argc, char** argv) {
   };
   start("a");
 
-  // 1. First acquire of a READY model, and a unary round trip as the peer.
+  // 1. First acquire of a READY model, beside a unary round trip (and the
+  // transport floor, measured at the end against the echo server).
   std::vector<double> grant_us = FirstGrants(stub.get(), iterations);
   std::vector<double> unary_us;
   {
@@ -385,6 +384,7 @@ int Main(int argc, char** argv) {
     }
     kill(echo, SIGTERM);
     waitpid(echo, nullptr, 0);
+    close(eout);
   }
 
   printf("control plane (modelmanager over gRPC on loopback)\n");
