@@ -572,11 +572,13 @@ class TlsManagerTest(unittest.TestCase):
                                                   "ls"],
                                          capture_output=True, text=True, timeout=30)
                 self.assertNotEqual(refused.returncode, 0)
-                # A certificate without its key is a usage error.
-                bad = subprocess.run(mpctl + ["--tls-cert", client_pem, "ls"],
-                                     capture_output=True, text=True, timeout=30)
-                self.assertEqual(bad.returncode, 2, bad.stderr)
-                self.assertIn("key", bad.stderr)
+                # A certificate without its key (or a key alone) is a usage
+                # error, never a silent fall back to cleartext.
+                for half in (["--tls-cert", client_pem], ["--tls-key", client_key]):
+                    bad = subprocess.run(mpctl + half + ["ls"],
+                                         capture_output=True, text=True, timeout=30)
+                    self.assertEqual(bad.returncode, 2, bad.stderr)
+                    self.assertIn("key", bad.stderr)
                 p = ProxyProcess(m.port, workers=1, flags=[
                     "--manager-tls-ca", server_pem, "--manager-tls-cert", client_pem,
                     "--manager-tls-key", client_key])
