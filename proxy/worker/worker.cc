@@ -20,7 +20,12 @@ Worker::Worker(ProxyContext* context) : context_(context) {
 
 Worker::~Worker() { Stop(); }
 
-absl::Status Worker::CheckPortFree(const std::string& host, int port) {
+namespace {
+
+// A TCP socket bound to host:port (SO_REUSEPORT when `share`: every worker
+// binds the same port; libuv 1.44 has no flag for it, so the socket is made
+// here). Returns the descriptor.
+absl::StatusOr<int> BindSocket(const std::string& host, int port, bool share) {
   sockaddr_storage addr{};
   bool v6 = host.find(':') != std::string::npos;
   int rc = v6 ? uv_ip6_addr(host.c_str(), port,
@@ -28,62 +33,62 @@ absl::Status Worker::CheckPortFree(const std::string& host, int port) {
               : uv_ip4_addr(host.c_str(), port,
                             reinterpret_cast<sockaddr_in*>(&addr));
   if (rc != 0) return absl::InvalidArgumentError("bad listen address " + host);
-  // Without SO_REUSEPORT: fails if anyone holds the port, a modelproxy
-  // (whose workers bind with SO_REUSEPORT) included.
   int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot make a socket: ", strerror(errno)));
+  }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  absl::Status status;
+  if (share) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr),
            v6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in)) != 0) {
-    status = absl::UnavailableError(
-        absl::StrCat("cannot bind ", host, ":", port, ": ", strerror(errno),
-                     errno == EADDRINUSE ? " (another modelproxy?)" : ""));
+    int err = errno;
+    close(fd);
+    return absl::UnavailableError(absl::StrCat(
+        "cannot bind ", host, ":", port, ": ", strerror(err),
+        err == EADDRINUSE && !share ? " (another modelproxy?)" : ""));
   }
-  close(fd);
-  return status;
+  return fd;
+}
+
+}  // namespace
+
+absl::Status Worker::CheckPortFree(const std::string& host, int port) {
+  // Without SO_REUSEPORT: fails if anyone holds the port, a modelproxy
+  // (whose workers bind with SO_REUSEPORT) included.
+  absl::StatusOr<int> fd = BindSocket(host, port, /*share=*/false);
+  if (!fd.ok()) return fd.status();
+  close(*fd);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int> Worker::Listen(const std::string& host, int port) {
   absl::StatusOr<int> result = absl::InternalError("not run");
   loop_.RunSync([&] {
-    sockaddr_storage addr{};
-    bool v6 = host.find(':') != std::string::npos;
-    int rc = v6 ? uv_ip6_addr(host.c_str(), port,
-                              reinterpret_cast<sockaddr_in6*>(&addr))
-                : uv_ip4_addr(host.c_str(), port,
-                              reinterpret_cast<sockaddr_in*>(&addr));
-    if (rc != 0) {
-      result = absl::InvalidArgumentError("bad listen address " + host);
+    absl::StatusOr<int> bound = BindSocket(host, port, /*share=*/true);
+    if (!bound.ok()) {
+      result = bound.status();
       return;
     }
-    // libuv 1.44 has no SO_REUSEPORT flag: make the socket here.
-    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr),
-             v6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in)) != 0) {
-      result = absl::UnavailableError(
-          absl::StrCat("cannot bind ", host, ":", port, ": ", strerror(errno)));
-      close(fd);
-      return;
-    }
+    int fd = *bound;
     listener_ = new uv_tcp_t;
     uv_tcp_init(loop_.loop(), listener_);
     listener_->data = this;
     uv_tcp_open(listener_, fd);
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 4096,
-                   OnConnection);
+    int rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 4096,
+                       OnConnection);
     if (rc != 0) {
       result = absl::UnavailableError(
           absl::StrCat("cannot listen: ", uv_strerror(rc)));
       return;
     }
+    sockaddr_storage addr{};
     int len = sizeof(addr);
     uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
-    result = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
-                      : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    result = ntohs(addr.ss_family == AF_INET6
+                       ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                       : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   });
   return result;
 }
