@@ -25,6 +25,10 @@ struct TlsFiles {
   bool enabled() const { return !ca.empty() || !cert.empty() || !key.empty(); }
 };
 
+// The bearer token in `path` (whitespace around it stripped). Errors name
+// the file: unreadable, or holding no token.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
 // Insecure credentials when no file is named; TLS otherwise (no `ca`: the
 // system's roots). Errors name the file that could not be read, or a
 // certificate without its key.

@@ -13,13 +13,10 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -294,15 +291,13 @@ int Main(int argc, char** argv) {
   client::ClientOptions options;
   options.target = manager;
   if (!token_file.empty()) {
-    std::ifstream in(token_file);
-    std::stringstream s;
-    s << in.rdbuf();
-    options.token = std::string(absl::StripAsciiWhitespace(s.str()));
-    if (!in || options.token.empty()) {
+    absl::StatusOr<std::string> token = client::ReadTokenFile(token_file);
+    if (!token.ok()) {
       fprintf(stderr, "mpctl: cannot read a token from %s\n",
-              token_file.c_str());
+              std::string(token.status().message()).c_str());
       return 2;
     }
+    options.token = *std::move(token);
   }
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       client::MakeCredentials(tls);

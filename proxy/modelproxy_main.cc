@@ -10,17 +10,13 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <thread>
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/credentials.h"
@@ -165,17 +161,14 @@ int Main(int argc, char** argv) {
   lease::LinkOptions link_options;
   link_options.target = manager;
   if (!token_file.empty()) {
-    std::ifstream in(token_file);
-    std::stringstream s;
-    s << in.rdbuf();
-    link_options.token = std::string(absl::StripAsciiWhitespace(s.str()));
-    if (!in || link_options.token.empty()) {
-      // A proxy without its token would know no model and answer 404s.
-      fprintf(stderr, "modelproxy: --manager-token-file %s: %s\n",
-              token_file.c_str(),
-              !in ? strerror(errno) : "the file holds no token");
+    // A proxy without its token would know no model and answer 404s.
+    absl::StatusOr<std::string> token = client::ReadTokenFile(token_file);
+    if (!token.ok()) {
+      fprintf(stderr, "modelproxy: --manager-token-file %s\n",
+              std::string(token.status().message()).c_str());
       return 2;
     }
+    link_options.token = *std::move(token);
   }
 
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
