@@ -34,10 +34,12 @@ const std::string* FindHeader(const Headers& headers, absl::string_view name) {
 }
 
 bool IsHopByHop(absl::string_view h) {
-  for (absl::string_view hop :
-       {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-        "te", "trailer", "upgrade", "content-length", "http2-settings"}) {
-    if (absl::EqualsIgnoreCase(h, hop)) return true;
+  // string_views made once: a list of literals would strlen each per call.
+  static constexpr absl::string_view kHopByHop[] = {
+      "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+      "trailer",    "upgrade",    "content-length",   "http2-settings"};
+  for (absl::string_view hop : kHopByHop) {
+    if (h.size() == hop.size() && absl::EqualsIgnoreCase(h, hop)) return true;
   }
   return false;
 }

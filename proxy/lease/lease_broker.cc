@@ -8,8 +8,11 @@
 namespace modelplane::proxy::lease {
 
 LeaseBroker::LeaseBroker(LeaseTransport* transport, After after,
-                         absl::Duration linger)
-    : transport_(transport), after_(std::move(after)), linger_(linger) {}
+                         absl::Duration linger, Clock clock)
+    : transport_(transport),
+      after_(std::move(after)),
+      linger_(linger),
+      clock_(std::move(clock)) {}
 
 uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
                             Done done) {
@@ -25,8 +28,7 @@ uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
             absl::StrCat("model ", model, " already has ", limit,
                          " requests in flight (its concurrencyLimit)"));
       } else {
-        ++e.in_flight;
-        ++e.linger_generation;  // Cancels a pending linger release.
+        ++e.in_flight;  // A pending linger check sees it and lets go.
         now = Lease{model, e.upstream};
       }
     } else if (!transport_->Connected()) {
@@ -61,12 +63,12 @@ void LeaseBroker::Finish(const std::string& model) {
   absl::MutexLock lock(&mu_);
   Entry& e = entries_[model];
   if (e.in_flight > 0) --e.in_flight;
-  e.last_used = absl::Now();
+  e.last_used = clock_();
   if (e.state != State::kHeld) return;
   if (e.revoked) {
     MaybeRelease(model, e);
   } else if (e.in_flight == 0) {
-    ArmLinger(model, e);
+    ArmLinger(model, e, linger_);
   }
 }
 
@@ -85,17 +87,25 @@ void LeaseBroker::MaybeRelease(const std::string& model, Entry& e) {
   }
 }
 
-void LeaseBroker::ArmLinger(const std::string& model, Entry& e) {
-  uint64_t generation = ++e.linger_generation;
-  after_(linger_, [this, model, generation] {
-    absl::MutexLock lock(&mu_);
-    Entry& e = entries_[model];
-    if (e.linger_generation != generation || e.state != State::kHeld ||
-        e.in_flight > 0 || e.revoked) {
-      return;
-    }
-    MaybeRelease(model, e);
-  });
+void LeaseBroker::ArmLinger(const std::string& model, Entry& e,
+                            absl::Duration delay) {
+  if (e.linger_armed) return;
+  e.linger_armed = true;
+  after_(delay, [this, model] { OnLinger(model); });
+}
+
+void LeaseBroker::OnLinger(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  Entry& e = entries_[model];
+  e.linger_armed = false;
+  // Busy again (its last request re-arms), revoked, or released meanwhile.
+  if (e.state != State::kHeld || e.in_flight > 0 || e.revoked) return;
+  absl::Duration left = e.last_used + linger_ - clock_();
+  if (left > absl::ZeroDuration()) {
+    ArmLinger(model, e, left);  // Used since the check was armed.
+    return;
+  }
+  MaybeRelease(model, e);
 }
 
 void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
@@ -120,7 +130,7 @@ void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
       answers.push_back({std::move(w), Lease{model, upstream}});
     }
     e.waiters.clear();
-    if (e.in_flight == 0) ArmLinger(model, e);
+    if (e.in_flight == 0) ArmLinger(model, e, linger_);
   }
   Deliver(std::move(answers));
 }

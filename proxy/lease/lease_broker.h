@@ -50,9 +50,12 @@ class LeaseBroker {
   using Done = std::function<void(absl::StatusOr<Lease>)>;
   // Runs `fn` after `delay` on some thread (the broker's timer thread).
   using After = std::function<void(absl::Duration, std::function<void()>)>;
+  using Clock = std::function<absl::Time()>;
 
-  LeaseBroker(LeaseTransport* transport, After after,
-              absl::Duration linger = absl::Seconds(1));
+  LeaseBroker(
+      LeaseTransport* transport, After after,
+      absl::Duration linger = absl::Seconds(1),
+      Clock clock = [] { return absl::Now(); });
 
   // Admits one request to `model` (canonical id), at most `limit` in flight
   // across the process. `done` gets the lease (the request is then in
@@ -96,7 +99,11 @@ class LeaseBroker {
     int in_flight = 0;
     int limit = 1;  // The concurrencyLimit waiters asked with.
     absl::Time last_used;
-    uint64_t linger_generation = 0;
+    // A linger check is pending on the timer thread. One per idle period,
+    // not one per request that leaves the model idle: a model serving one
+    // request at a time would otherwise post a timer (and wake the timer
+    // thread) per request.
+    bool linger_armed = false;
     std::vector<Waiter> waiters;
   };
   using Answer = std::pair<Waiter, absl::StatusOr<Lease>>;
@@ -105,13 +112,18 @@ class LeaseBroker {
   // send one (and a new ACQUIRE for waiters).
   void MaybeRelease(const std::string& model, Entry& e)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ArmLinger(const std::string& model, Entry& e)
+  // Arms the linger check unless one is pending; it releases the lease once
+  // the model has been idle for `linger_` since its last use (re-arming for
+  // the rest when it was used meanwhile).
+  void ArmLinger(const std::string& model, Entry& e, absl::Duration delay)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnLinger(const std::string& model);
   static void Deliver(std::vector<Answer> answers);
 
   LeaseTransport* transport_;
   After after_;
   absl::Duration linger_;
+  Clock clock_;
   absl::Mutex mu_;
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);

@@ -30,9 +30,12 @@ class FakeTransport : public LeaseTransport {
 class LeaseBrokerTest : public ::testing::Test {
  protected:
   LeaseBrokerTest()
-      : broker_(&transport_, [this](absl::Duration, std::function<void()> fn) {
-          timers_.push_back(std::move(fn));
-        }) {}
+      : broker_(
+            &transport_,
+            [this](absl::Duration d, std::function<void()> fn) {
+              timers_.push_back({d, std::move(fn)});
+            },
+            absl::Seconds(1), [this] { return now_; }) {}
 
   // Admits with a post that queues, like a worker loop; returns a label the
   // answer is recorded under.
@@ -51,14 +54,17 @@ class LeaseBrokerTest : public ::testing::Test {
     posted_.clear();
     for (auto& fn : p) fn();
   }
-  void FireTimers() {
+  // Moves the clock by `advance`, then runs the timers armed so far.
+  void FireTimers(absl::Duration advance = absl::Hours(1)) {
+    now_ += advance;
     auto t = std::move(timers_);
     timers_.clear();
-    for (auto& fn : t) fn();
+    for (auto& [delay, fn] : t) fn();
   }
 
   FakeTransport transport_;
-  std::vector<std::function<void()>> timers_;
+  absl::Time now_ = absl::FromUnixSeconds(1000000);
+  std::vector<std::pair<absl::Duration, std::function<void()>>> timers_;
   std::vector<std::function<void()>> posted_;
   std::vector<std::string> answers_;
   LeaseBroker broker_;
@@ -96,6 +102,43 @@ TEST_F(LeaseBrokerTest, IdleLeaseIsReleasedAfterTheLingerUnlessUsedAgain) {
   EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "release m 1"));
   Admit("m");  // Released: a new lease is needed.
   EXPECT_THAT(transport_.sent.back(), "acquire m");
+}
+
+TEST_F(LeaseBrokerTest, OneLingerCheckPerIdlePeriodNotPerRequest) {
+  Admit("m");
+  broker_.OnGranted("m", 1, "u");
+  RunPosted();
+  broker_.Finish("m");
+  for (int i = 0; i < 100; ++i) {
+    now_ += absl::Milliseconds(3);
+    Admit("m");
+    broker_.Finish("m");
+  }
+  ASSERT_EQ(timers_.size(), 1u);  // Not one per request.
+  EXPECT_EQ(timers_[0].first, absl::Seconds(1));
+  // Fires 1 s after it was armed: the model was last used 0.7 s ago, so the
+  // check comes back for the 0.3 s left instead of releasing.
+  FireTimers(absl::Seconds(1) - absl::Milliseconds(300));
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m"));
+  ASSERT_EQ(timers_.size(), 1u);
+  EXPECT_EQ(timers_[0].first, absl::Milliseconds(300));
+  FireTimers(absl::Milliseconds(300));
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "release m 1"));
+  EXPECT_THAT(timers_, IsEmpty());
+}
+
+TEST_F(LeaseBrokerTest, ALingerCheckFindingRequestsInFlightWaitsForTheLast) {
+  Admit("m");
+  broker_.OnGranted("m", 1, "u");
+  RunPosted();
+  broker_.Finish("m");
+  Admit("m");
+  FireTimers();  // In flight: no release, no new check until it ends.
+  EXPECT_THAT(timers_, IsEmpty());
+  broker_.Finish("m");
+  ASSERT_EQ(timers_.size(), 1u);
+  FireTimers();
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "release m 1"));
 }
 
 TEST_F(LeaseBrokerTest, RevokedLeaseDrainsReleasesAndReacquiresForWaiters) {

@@ -288,7 +288,17 @@ void Connection::OnConnect(uv_connect_t* req, int status) {
 
 void Connection::Send() {
   Arm(Wait::kHead, timeouts_.response_header);
-  auto* w = new WriteReq{uv_write_t{}, request_};
+  // Straight to the socket when it takes it all (the usual case): no copy,
+  // and no epoll_ctl from libuv re-arming the watcher after a queued write.
+  // An error is left to uv_write (the read side sees the connection end).
+  size_t done = 0;
+  if (tcp_.write_queue_size == 0) {
+    uv_buf_t buf = uv_buf_init(request_.data(), request_.size());
+    int n = uv_try_write(stream(), &buf, 1);
+    if (n > 0) done = static_cast<size_t>(n);
+  }
+  if (done == request_.size()) return;
+  auto* w = new WriteReq{uv_write_t{}, request_.substr(done)};
   uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
   int rc = uv_write(&w->req, stream(), &buf, 1, [](uv_write_t* r, int) {
     delete reinterpret_cast<WriteReq*>(r);

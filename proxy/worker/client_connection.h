@@ -85,11 +85,15 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   static void OnTimer(uv_timer_t* t);
   // Gathers `data` for the socket (WriteOut, soon).
   void Write(std::string data);
-  // Hands what was gathered to libuv: one write.
+  // Hands what was gathered to the socket in one write; what it does not
+  // take now waits in libuv's queue.
   void WriteOut();
   // Bytes not yet taken by the client: gathered or in libuv's queue.
   size_t Queued() const { return out_.size() + tcp_.write_queue_size; }
   static void OnWrite(uv_write_t* req, int status);
+  // Some bytes reached the socket: the send timer, a close waiting for
+  // them, and a paused upstream (or HTTP/2 frames) follow from what is left.
+  void AfterWrite();
   // (Re)starts the send timeout: bytes wait and the client made progress.
   void ArmSendTimer();
 
