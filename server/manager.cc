@@ -27,6 +27,15 @@ Manager::Manager(std::shared_ptr<const config::Config> config,
         std::move(config), host_.env(), host_.revisions(),
         [this](const scheduler::ModelChange& c) { OnChange(c); },
         options_.scheduler);
+    // Leases the gate took on gRPC threads reach the scheduler's tables on
+    // the loop: every kAbsorbEvery, and at once for a release a swap may be
+    // waiting for.
+    scheduler_->gate().set_wake([this] {
+      loop().Post([this] {
+        if (scheduler_ != nullptr) scheduler_->Absorb();
+      });
+    });
+    ArmAbsorb();
     for (const scheduler::ModelView& v : scheduler_->List()) {
       hub_.Publish(
           scheduler::ModelChange{scheduler::ModelChange::Kind::kAdded, v});
@@ -36,7 +45,20 @@ Manager::Manager(std::shared_ptr<const config::Config> config,
 
 Manager::~Manager() {
   Shutdown(absl::Seconds(10));
-  loop().RunSync([&] { scheduler_.reset(); });
+  loop().RunSync([&] {
+    absorb_timer_.reset();
+    scheduler_.reset();
+  });
+}
+
+void Manager::ArmAbsorb() {
+  // Lease counts in Watch and ListModels lag the gate's grants by at most
+  // this; nothing that decides (evictions, TTLs) waits for it.
+  constexpr absl::Duration kAbsorbEvery = absl::Milliseconds(20);
+  absorb_timer_ = host_.env().clock->After(kAbsorbEvery, [this] {
+    scheduler_->Absorb();
+    ArmAbsorb();
+  });
 }
 
 void Manager::OnChange(const scheduler::ModelChange& change) {

@@ -81,11 +81,14 @@ class Manager {
 
  private:
   void OnChange(const scheduler::ModelChange& change);
+  // Absorbs the gate's grants every kAbsorbEvery (loop thread).
+  void ArmAbsorb();
 
   std::string config_path_;
   ManagerOptions options_;
   runtime::ActorHost host_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::unique_ptr<actor::Timer> absorb_timer_;  // Loop thread.
   watch::WatchHub hub_;
   std::shared_ptr<logs::LogBuffer> log_;
   std::map<std::string, actor::State> last_state_;  // Loop thread: for logs.

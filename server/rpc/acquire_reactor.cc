@@ -1,7 +1,10 @@
 #include "server/rpc/acquire_reactor.h"
 
+#include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
@@ -23,8 +26,10 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
       Finish(admit);
       return;
     }
-    manager_->loop().Post(
-        [this] { client_ = manager_->scheduler().Connect(this, peer_); });
+    Post([this] {
+      client_ = manager_->scheduler().Connect(this, peer_);
+      fast_client_.store(client_);
+    });
     StartRead(&request_);
   }
 
@@ -45,7 +50,10 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
                                               : "a message with no kind"));
       return;
     }
-    manager_->loop().Post([this, req = std::move(req)] { Handle(req); });
+    if (!TryFast(req)) {
+      if (req.has_hello()) fast_client_.store(0);  // Until reconnected.
+      Post([this, req = std::move(req)] { Handle(req); });
+    }
     StartRead(&request_);
   }
 
@@ -94,14 +102,8 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
   void OnGranted(const std::string& model, const std::string& request_id,
                  scheduler::LeaseId lease,
                  const std::string& upstream) override {
-    v1::AcquireResponse r;
-    v1::AcquireResponse::Granted* g = r.mutable_granted();
-    g->set_model(model);
-    g->set_request_id(request_id);
-    g->set_lease_id(lease);
-    g->set_upstream_url(upstream);
-    g->set_revision(manager_->hub().revision());
-    Send(std::move(r));
+    Send(Granted(model, request_id, lease, upstream,
+                 manager_->hub().revision()));
   }
   void OnRevoked(const std::string& model, scheduler::LeaseId lease,
                  const std::string& reason) override {
@@ -133,10 +135,65 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
   }
   void OnCutOff(const std::string& reason) override {
     client_ = 0;  // The scheduler already forgot us.
+    fast_client_.store(0);
     FinishOnce(grpc::Status(grpc::StatusCode::ABORTED, reason));
   }
 
  private:
+  // Runs `fn` on the loop; counted, so the reader knows whether messages
+  // of this stream still wait there.
+  void Post(std::function<void()> fn) {
+    posted_.fetch_add(1);
+    manager_->loop().Post([this, fn = std::move(fn)] {
+      fn();
+      posted_.fetch_sub(1);
+    });
+  }
+
+  // An ACQUIRE of a READY model, or the RELEASE of a lease the gate knows,
+  // answered here on the reading thread (scheduler/grant_gate.h) — only
+  // when nothing of this stream waits on the loop, so the stream's messages
+  // still take effect in order.
+  bool TryFast(const v1::AcquireRequest& req) {
+    scheduler::ClientId client = fast_client_.load();
+    if (client == 0 || posted_.load() != 0) return false;
+    scheduler::GrantGate& gate = manager_->scheduler().gate();
+    if (req.has_acquire()) {
+      bool overflow = false;
+      uint64_t revision = manager_->hub().revision();  // Not under mu_.
+      {
+        // GRANTED is queued before the lock is let go: the loop may absorb
+        // the grant and revoke it at once, and its REVOKED (queued under
+        // this lock too) must follow the GRANTED on the stream.
+        absl::MutexLock lock(&mu_);
+        if (finished_) return false;
+        std::optional<scheduler::GrantGate::Grant> g =
+            gate.TryAcquire(client, req.acquire().model(), absl::Now());
+        if (!g) return false;
+        if (out_.size() >= kMaxQueuedResponses) {
+          overflow = true;  // Its lease goes with the stream.
+        } else {
+          out_.push_back(Granted(g->model, req.acquire().request_id(), g->lease,
+                                 g->upstream, revision));
+        }
+      }
+      if (overflow) {
+        FinishOnce(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                "the client did not read its stream"));
+        return true;
+      }
+      WriteNext();
+      return true;
+    }
+    if (req.has_release() && req.release().lease_id() != 0) {
+      return gate.TryRelease(
+          client, req.release().model(), req.release().lease_id(),
+          req.release().has_last_used() ? FromProto(req.release().last_used())
+                                        : absl::Now());
+    }
+    return false;
+  }
+
   void Handle(const v1::AcquireRequest& req) {
     if (client_ == 0) return;  // Cut off.
     scheduler::Scheduler& s = manager_->scheduler();
@@ -147,6 +204,7 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
         client_ = s.Connect(this, req.hello().client_id().empty()
                                       ? peer_
                                       : req.hello().client_id());
+        fast_client_.store(client_);
         break;
       case v1::AcquireRequest::kAcquire:
         s.Acquire(client_, req.acquire().model(), req.acquire().priority(),
@@ -161,6 +219,20 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
       default:
         break;
     }
+  }
+
+  v1::AcquireResponse Granted(const std::string& model,
+                              const std::string& request_id,
+                              scheduler::LeaseId lease,
+                              const std::string& upstream, uint64_t revision) {
+    v1::AcquireResponse r;
+    v1::AcquireResponse::Granted* g = r.mutable_granted();
+    g->set_model(model);
+    g->set_request_id(request_id);
+    g->set_lease_id(lease);
+    g->set_upstream_url(upstream);
+    g->set_revision(revision);
+    return r;
   }
 
   void Send(v1::AcquireResponse r) {
@@ -205,8 +277,11 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
   Manager* manager_;
   std::string peer_;
   scheduler::ClientId client_ = 0;  // Loop thread.
-  v1::AcquireRequest request_;      // Reads, one at a time.
-  bool seen_first_ = false;         // Read side only.
+  // client_ as the reading thread may use it for the gate (0: not now).
+  std::atomic<scheduler::ClientId> fast_client_{0};
+  std::atomic<int> posted_{0};  // Handle calls not yet run on the loop.
+  v1::AcquireRequest request_;  // Reads, one at a time.
+  bool seen_first_ = false;     // Read side only.
   absl::Mutex mu_;
   std::deque<v1::AcquireResponse> out_ ABSL_GUARDED_BY(mu_);
   v1::AcquireResponse current_;

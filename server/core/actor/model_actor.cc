@@ -442,6 +442,7 @@ void ModelActor::ArmTtl() {
   }
   absl::Duration wait = status_.last_used + config_.ttl - env_.clock->Now();
   ttl_timer_ = env_.clock->After(std::max(wait, absl::ZeroDuration()), [this] {
+    if (before_idle_stop_) before_idle_stop_();
     if (status_.state != State::kReady || status_.leases > 0) return;
     if (env_.clock->Now() < status_.last_used + config_.ttl) {
       ArmTtl();

@@ -126,6 +126,12 @@ class ModelActor : private ProcessObserver {
   using LineSink =
       std::function<void(const std::string& model, absl::string_view line)>;
   void set_line_sink(LineSink sink) { line_sink_ = std::move(sink); }
+  // Runs when the TTL timer fires, before the actor decides to unload: the
+  // owner may add or release leases in it (the scheduler absorbs grants
+  // taken on other threads). The lease count and last use are read after.
+  void set_before_idle_stop(std::function<void()> fn) {
+    before_idle_stop_ = std::move(fn);
+  }
 
   const std::string& id() const { return config_.id; }
   const config::ModelConfig& config() const { return config_; }
@@ -175,6 +181,7 @@ class ModelActor : private ProcessObserver {
   std::shared_ptr<logs::LogBuffer> log_;
   EventSink on_event_;
   LineSink line_sink_;
+  std::function<void()> before_idle_stop_;
   std::unique_ptr<RE2> ready_pattern_;
 
   ModelStatus status_;

@@ -28,6 +28,7 @@ Scheduler::Scheduler(std::shared_ptr<const config::Config> config,
     slot->revision = ++*revisions_;
     slots_[m.id] = std::move(slot);
   }
+  Publish();
 }
 
 Scheduler::~Scheduler() = default;
@@ -38,6 +39,15 @@ std::unique_ptr<actor::ModelActor> Scheduler::MakeActor(
       c, env_, revisions_, std::move(log),
       [this](const actor::StateEvent& e) { OnActorEvent(e); });
   if (options_.on_model_line) a->set_line_sink(options_.on_model_line);
+  // A grant the gate took may be waiting to be absorbed when the TTL fires:
+  // close the model and absorb it first (the actor then sees the lease).
+  // The next pump opens it again if it stays up.
+  a->set_before_idle_stop([this, id = c.id] {
+    auto it = slots_.find(id);
+    if (it == slots_.end()) return;
+    CloseGate(*it->second);
+    SchedulePump();
+  });
   return a;
 }
 
@@ -79,11 +89,16 @@ bool Scheduler::Running(const Slot& s) const {
 ClientId Scheduler::Connect(LeaseClient* client, std::string name) {
   ClientId id = next_client_++;
   clients_[id] = Client{client, std::move(name)};
+  gate_.AddClient(id);
   return id;
 }
 
 void Scheduler::Disconnect(ClientId client) {
-  if (clients_.erase(client) == 0) return;
+  if (clients_.count(client) == 0) return;
+  // The gate takes nothing more for it; what it took is absorbed first, so
+  // the loop below releases those leases too.
+  Apply(gate_.RemoveClient(client));
+  clients_.erase(client);
   absl::Time now = env_.clock->Now();
   for (auto& [id, slot] : slots_) ReleaseLease(*slot, client, now);
   for (auto it = queue_.begin(); it != queue_.end();) {
@@ -104,6 +119,11 @@ void Scheduler::Disconnect(ClientId client) {
 
 void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
                         std::string request_id) {
+  Apply(gate_.TakeOps());  // In order with what the gate took before.
+  struct RepublishOnReturn {
+    Scheduler* s;
+    ~RepublishOnReturn() { s->Publish(); }
+  } republish{this};
   auto c = clients_.find(client);
   if (c == clients_.end()) return;
   LeaseClient* lc = c->second.client;
@@ -129,12 +149,6 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
     lc->OnGranted(s->config->id, request_id, held->second.id, s->config->proxy);
     return;
   }
-  if (queue_.size() >= options_.max_queue) {
-    lc->OnFailed(model, request_id,
-                 absl::ResourceExhaustedError(absl::StrCat(
-                     "the queue is full (", options_.max_queue, " waiting)")));
-    return;
-  }
   Demand d;
   d.seq = next_seq_++;
   // 0 (what the proxy sends): the model's configured priority.
@@ -143,11 +157,18 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
   d.since = env_.clock->Now();
   d.client = client;
   d.request_id = std::move(request_id);
-  // Fast path: a READY model that is not being evicted is granted at once.
+  // Fast path: a READY model that is not being evicted is granted at once
+  // (whatever the queue holds, as the gate does: it waits for nothing).
   if (held == s->holders.end() && s->actor->status().state == State::kReady &&
       !s->evicting) {
     ++s->queued;
     Grant(d, *s);
+    return;
+  }
+  if (queue_.size() >= options_.max_queue) {
+    lc->OnFailed(d.model, d.request_id,
+                 absl::ResourceExhaustedError(absl::StrCat(
+                     "the queue is full (", options_.max_queue, " waiting)")));
     return;
   }
   auto pos = std::find_if(queue_.begin(), queue_.end(), [&](const Demand& q) {
@@ -161,6 +182,7 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
 
 void Scheduler::Release(ClientId client, const std::string& model,
                         LeaseId lease, absl::Time last_used) {
+  Apply(gate_.TakeOps());  // The lease may be one the gate granted.
   Slot* s = Find(model);
   if (s == nullptr) return;
   if (lease == 0) {  // Cancel pending ACQUIREs for the model.
@@ -195,9 +217,58 @@ void Scheduler::Release(ClientId client, const std::string& model,
 }
 
 void Scheduler::ReleaseLease(Slot& s, ClientId client, absl::Time last_used) {
-  if (s.holders.erase(client) == 0) return;
+  auto held = s.holders.find(client);
+  if (held == s.holders.end()) return;
+  gate_.EraseHolder(s.config->id, client, held->second.id);
+  s.holders.erase(held);
   s.actor->ReleaseLease(last_used);
   MaybeStopDrained(s);
+}
+
+void Scheduler::Absorb() { Apply(gate_.TakeOps()); }
+
+void Scheduler::Apply(std::vector<GrantGate::Op> ops) {
+  bool released = false;
+  for (GrantGate::Op& op : ops) {
+    auto it = slots_.find(op.model);
+    Slot* s = it == slots_.end() ? nullptr : it->second.get();
+    if (op.kind == GrantGate::Op::Kind::kRelease) {
+      if (s == nullptr) continue;
+      auto held = s->holders.find(op.client);
+      if (held == s->holders.end() || held->second.id != op.lease) continue;
+      ReleaseLease(*s, op.client, op.at);
+      released = true;
+      continue;
+    }
+    // A grant. Its model was open when it was taken, so it is still here
+    // and its client connected: closing a model or removing a client
+    // absorbs the ops first.
+    if (s == nullptr || clients_.count(op.client) == 0) {
+      gate_.EraseHolder(op.model, op.client, op.lease);
+      continue;
+    }
+    if (s->holders.count(op.client) > 0) {
+      s->actor->ReleaseLease(env_.clock->Now());  // Replaced (as in Grant).
+    }
+    s->holders[op.client] = Lease{op.lease, op.at, false};
+    s->actor->AddLease();  // Emits the change (leases count).
+  }
+  if (released) SchedulePump();  // A swap may have waited for it.
+}
+
+void Scheduler::CloseGate(Slot& s) { Apply(gate_.Close(s.config->id)); }
+
+void Scheduler::Publish() {
+  std::map<std::string, std::string> open;
+  if (!shutting_down_) {
+    for (const auto& [id, s] : slots_) {
+      if (s->actor->status().state == State::kReady && !s->evicting &&
+          !s->stop_requested && !s->removed && s->next_config == nullptr) {
+        open[id] = s->config->proxy;
+      }
+    }
+  }
+  gate_.Publish(config_, std::move(open), !queue_.empty());
 }
 
 bool Scheduler::Grant(Demand& d, Slot& s) {
@@ -222,8 +293,9 @@ bool Scheduler::Grant(Demand& d, Slot& s) {
     // longer matches and is ignored).
     s.actor->ReleaseLease(env_.clock->Now());
   }
-  LeaseId id = next_lease_++;
+  LeaseId id = gate_.NextLease();
   s.holders[d.client] = Lease{id, env_.clock->Now(), false};
+  gate_.SetHolder(s.config->id, d.client, id);
   s.actor->AddLease();  // Emits the change (leases count).
   c->second.client->OnGranted(s.config->id, d.request_id, id, s.config->proxy);
   return true;
@@ -255,6 +327,7 @@ void Scheduler::Pump() {
     return;
   }
   pumping_ = true;
+  Apply(gate_.TakeOps());  // Grants the gate took count as holders below.
   do {
     pump_again_ = false;
     std::list<Demand> grants;
@@ -320,6 +393,7 @@ void Scheduler::Pump() {
     NotifyPositions();
   } while (pump_again_);
   pumping_ = false;
+  Publish();
 }
 
 void Scheduler::NotifyPositions() {
@@ -401,6 +475,7 @@ void Scheduler::RevokeAll(Slot& s, const std::string& reason) {
 }
 
 void Scheduler::BeginEviction(Slot& s, const std::string& reason) {
+  CloseGate(s);  // Before the holders are revoked: the gate's are among them.
   s.evicting = true;
   Emit(s);
   RevokeAll(s, reason);
@@ -442,6 +517,7 @@ void Scheduler::MaybeStopDrained(Slot& s) {
 }
 
 void Scheduler::StopNow(Slot& s) {
+  CloseGate(s);
   if (s.stop_requested) return;
   s.stop_requested = true;
   s.drain_timer.reset();
@@ -455,6 +531,7 @@ void Scheduler::StopNow(Slot& s) {
     absl::Time now = env_.clock->Now();
     // Leases end with the process; a late RELEASE is ignored.
     for (auto it = slot.holders.begin(); it != slot.holders.end();) {
+      gate_.EraseHolder(slot.config->id, it->first, it->second.id);
       slot.actor->ReleaseLease(now);
       it = slot.holders.erase(it);
     }

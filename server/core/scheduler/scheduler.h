@@ -5,7 +5,9 @@
 // (docs/scheduler.md).
 //
 // Threading: like the actors, everything runs on the actor loop's thread;
-// every method must be called there and every callback runs there.
+// every method must be called there and every callback runs there — except
+// gate(), whose TryAcquire/TryRelease a stream's reader calls on its own
+// thread to grant a READY model without the hop to the loop (grant_gate.h).
 //
 //   Scheduler s(config, host.env(), host.revisions(), on_change, {});
 //   ClientId c = s.Connect(&lease_client, "modelproxy/worker-0");
@@ -30,11 +32,10 @@
 #include "server/core/config/config.h"
 #include "server/core/config/diff.h"
 #include "server/core/logs/log_buffer.h"
+#include "server/core/scheduler/grant_gate.h"
 
 namespace modelplane::scheduler {
 
-using ClientId = uint64_t;
-using LeaseId = uint64_t;
 using WaiterId = uint64_t;
 
 // A lease client's side of the Acquire protocol (the gRPC stream, or a
@@ -117,6 +118,11 @@ class Scheduler {
   // or unknown lease is ignored.
   void Release(ClientId client, const std::string& model, LeaseId lease,
                absl::Time last_used);
+  // Grants and releases taken by the gate on other threads: applied to the
+  // scheduler's tables (leases counted, TTLs and swaps see them). The owner
+  // calls it every few milliseconds and when the gate's wake callback asks.
+  void Absorb();
+  GrantGate& gate() { return gate_; }
 
   // --- Admin ---
   // Makes the model READY through the queue (evicting as the rules say);
@@ -171,6 +177,12 @@ class Scheduler {
   void FailDemands(Slot& s, const absl::Status& status);
   void AnswerReadyWaiters(Slot& s, const absl::Status& status);
   void ReleaseLease(Slot& s, ClientId client, absl::Time last_used);
+  // The gate: ops taken on other threads applied here; a model closed
+  // (its ops absorbed) before anything acts on its holders; the open set
+  // republished after a change.
+  void Apply(std::vector<GrantGate::Op> ops);
+  void CloseGate(Slot& s);
+  void Publish();
   void CutOff(ClientId client, const std::string& reason);
   void StartActor(Slot& s);
   bool Running(const Slot& s) const;
@@ -193,7 +205,7 @@ class Scheduler {
   std::list<Demand> queue_;  // Priority (high first), then arrival.
   uint64_t next_seq_ = 1;
   ClientId next_client_ = 1;
-  LeaseId next_lease_ = 1;
+  GrantGate gate_;  // Also hands out the lease ids.
   WaiterId next_waiter_ = 1;
   bool shutting_down_ = false;
   bool pumping_ = false;

@@ -155,6 +155,9 @@ void Scheduler::OnActorEvent(const actor::StateEvent& e) {
   }
   if (s == nullptr) return;  // A retired model.
   s->revision = e.status.revision;
+  // Not READY: the gate grants it no more, and what it granted is absorbed
+  // before the holders are revoked.
+  if (e.new_state != State::kReady) CloseGate(*s);
   if (e.old_state == State::kReady && e.new_state != State::kReady) {
     // Not READY any more without an eviction (it died, or was restarted):
     // the holders must stop sending requests to it and ask again, which
@@ -199,6 +202,7 @@ void Scheduler::OnActorEvent(const actor::StateEvent& e) {
     on_change_(ModelChange{ModelChange::Kind::kModified, std::move(v)});
   }
   if (e.old_state != e.new_state) SchedulePump();
+  Publish();
 }
 
 // --- Views ---
@@ -227,6 +231,7 @@ std::shared_ptr<logs::LogBuffer> Scheduler::Log(
 
 void Scheduler::Shutdown(std::function<void()> done) {
   shutting_down_ = true;
+  Apply(gate_.CloseAll());
   queue_timer_.reset();
   for (auto& [id, s] : slots_) {
     FailDemands(*s, absl::UnavailableError("the manager is shutting down"));
@@ -252,6 +257,8 @@ void Scheduler::Shutdown(std::function<void()> done) {
 config::ConfigDiff Scheduler::Reload(
     std::shared_ptr<const config::Config> config) {
   config::ConfigDiff diff = config::DiffConfigs(*config_, *config);
+  Apply(
+      gate_.CloseAll());  // Reopened by the Pump below, as the new config says.
   config_ = std::move(config);
   for (const std::string& id : diff.removed) {
     auto it = slots_.find(id);

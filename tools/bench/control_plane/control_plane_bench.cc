@@ -5,7 +5,10 @@
 //      beside a unary GetModel round trip on the same channel, and beside
 //      the transport's floor: the same exchange with an echo server (this
 //      binary, in another process) that answers every ACQUIRE at once on
-//      gRPC's own thread, with no scheduler and no thread hop.
+//      gRPC's own thread, with no scheduler and no thread hop. The two go in
+//      interleaved rounds (this 2-core machine drifts by 10-20 % within a
+//      minute): the p50 printed is the median of the rounds' p50s, the ratio
+//      the median of the rounds' ratios.
 //   2. Eviction of an idle holder: from the Start of another model to the
 //      holder receiving REVOKED.
 //   3. A full swap driven by leases (Start B while A is held and released on
@@ -249,9 +252,37 @@ int Main(int argc, char** argv) {
   };
   start("a");
 
-  // 1. First acquire of a READY model, beside a unary round trip (and the
-  // transport floor, measured at the end against the echo server).
-  std::vector<double> grant_us = FirstGrants(stub.get(), iterations);
+  // 1. First acquire of a READY model, beside the transport floor (in
+  // rounds) and a unary round trip.
+  char self[4096];
+  ssize_t self_n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  self[self_n > 0 ? self_n : 0] = '\0';
+  int eport = FreePort();
+  int eout = -1;
+  pid_t echo =
+      Spawn({self, "--echo-server-port", std::to_string(eport)}, &eout);
+  auto echo_channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", eport),
+                                          grpc::InsecureChannelCredentials());
+  if (!echo_channel->WaitForConnected(
+          absl::ToChronoTime(absl::Now() + absl::Seconds(10)))) {
+    fprintf(stderr, "the echo server did not come up\n");
+    return 1;
+  }
+  auto echo_stub = v1::ModelManager::NewStub(echo_channel);
+  constexpr int kRounds = 5;
+  std::vector<double> grant_us, floor_us, grant_p50s, floor_p50s, ratios;
+  for (int r = 0; r < kRounds; ++r) {
+    std::vector<double> g = FirstGrants(stub.get(), iterations / kRounds);
+    std::vector<double> f = FirstGrants(echo_stub.get(), iterations / kRounds);
+    grant_p50s.push_back(Pct(g, 0.5));
+    floor_p50s.push_back(Pct(f, 0.5));
+    ratios.push_back(Pct(g, 0.5) / std::max(Pct(f, 0.5), 1e-9));
+    grant_us.insert(grant_us.end(), g.begin(), g.end());
+    floor_us.insert(floor_us.end(), f.begin(), f.end());
+  }
+  kill(echo, SIGTERM);
+  waitpid(echo, nullptr, 0);
+  close(eout);
   std::vector<double> unary_us;
   {
     for (int i = 0; i < iterations; ++i) {
@@ -364,38 +395,14 @@ int Main(int argc, char** argv) {
   waitpid(manager, nullptr, 0);
   unlink(config.c_str());
 
-  // The floor: the same round trips against the echo server, alone on the
-  // machine as the manager was.
-  std::vector<double> floor_us;
-  {
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    self[n > 0 ? n : 0] = '\0';
-    int eport = FreePort();
-    int eout = -1;
-    pid_t echo =
-        Spawn({self, "--echo-server-port", std::to_string(eport)}, &eout);
-    auto echo_channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", eport),
-                                            grpc::InsecureChannelCredentials());
-    if (echo_channel->WaitForConnected(
-            absl::ToChronoTime(absl::Now() + absl::Seconds(10)))) {
-      auto echo_stub = v1::ModelManager::NewStub(echo_channel);
-      floor_us = FirstGrants(echo_stub.get(), iterations);
-    }
-    kill(echo, SIGTERM);
-    waitpid(echo, nullptr, 0);
-    close(eout);
-  }
-
   printf("control plane (modelmanager over gRPC on loopback)\n");
   printf(
       "first acquire of a READY model  p50 %7.1f us  p99 %7.1f us | unary "
       "GetModel p50 %7.1f us | transport floor (echo server) p50 %7.1f us, "
       "p99 %7.1f us | ratio to the floor %.2fx | target p50 <= 100 us: %s\n",
-      Pct(grant_us, 0.5), Pct(grant_us, 0.99), Pct(unary_us, 0.5),
-      Pct(floor_us, 0.5), Pct(floor_us, 0.99),
-      Pct(grant_us, 0.5) / std::max(Pct(floor_us, 0.5), 1e-9),
-      Pct(grant_us, 0.5) <= 100 ? "met" : "MISSED");
+      Pct(grant_p50s, 0.5), Pct(grant_us, 0.99), Pct(unary_us, 0.5),
+      Pct(floor_p50s, 0.5), Pct(floor_us, 0.99), Pct(ratios, 0.5),
+      Pct(grant_p50s, 0.5) <= 100 ? "met" : "MISSED");
   printf(
       "eviction -> REVOKED at an idle holder  p50 %7.1f us  p99 %7.1f us | "
       "target "
