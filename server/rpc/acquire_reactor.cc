@@ -160,7 +160,6 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
     scheduler::GrantGate& gate = manager_->scheduler().gate();
     if (req.has_acquire()) {
       bool overflow = false;
-      uint64_t revision = manager_->hub().revision();  // Not under mu_.
       {
         // GRANTED is queued before the lock is let go: the loop may absorb
         // the grant and revoke it at once, and its REVOKED (queued under
@@ -173,8 +172,10 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
         if (out_.size() >= kMaxQueuedResponses) {
           overflow = true;  // Its lease goes with the stream.
         } else {
+          // The revision read after the grant: at or after the model's
+          // (the hub's lock is a leaf: it calls nothing).
           out_.push_back(Granted(g->model, req.acquire().request_id(), g->lease,
-                                 g->upstream, revision));
+                                 g->upstream, manager_->hub().revision()));
         }
       }
       if (overflow) {

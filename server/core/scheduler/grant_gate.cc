@@ -47,11 +47,6 @@ void GrantGate::WakeIfNeeded(bool wake) {
   if (wake && wake_) wake_();
 }
 
-LeaseId GrantGate::NextLease() {
-  absl::MutexLock lock(&mu_);
-  return next_lease_++;
-}
-
 void GrantGate::AddClient(ClientId client) {
   absl::MutexLock lock(&mu_);
   clients_.insert(client);
@@ -98,10 +93,18 @@ void GrantGate::Publish(std::shared_ptr<const config::Config> config,
   demand_waiting_ = demand_waiting;
 }
 
-void GrantGate::SetHolder(const std::string& model, ClientId client,
-                          LeaseId lease) {
+std::pair<LeaseId, bool> GrantGate::ClaimLease(const std::string& model,
+                                               ClientId client,
+                                               LeaseId replaced) {
   absl::MutexLock lock(&mu_);
-  holders_[model][client] = lease;
+  std::map<ClientId, LeaseId>& holders = holders_[model];
+  auto held = holders.find(client);
+  if (held != holders.end() && held->second != replaced) {
+    return {held->second, false};
+  }
+  LeaseId lease = next_lease_++;
+  holders[client] = lease;
+  return {lease, true};
 }
 
 void GrantGate::EraseHolder(const std::string& model, ClientId client,

@@ -80,7 +80,6 @@ class GrantGate {
   // taken and no earlier call is still pending: the owner posts
   // Scheduler::Absorb to the loop.
   void set_wake(std::function<void()> wake) { wake_ = std::move(wake); }
-  LeaseId NextLease();
   // Fast ops are taken for `client` from now on (it is connected).
   void AddClient(ClientId client);
   // No more fast ops for `client`; returns every pending op to absorb first.
@@ -93,9 +92,13 @@ class GrantGate {
   // through `config`, and whether demand is queued. Replaces the previous.
   void Publish(std::shared_ptr<const config::Config> config,
                std::map<std::string, std::string> open, bool demand_waiting);
-  // The scheduler's own grants and releases, mirrored (a release only
-  // removes `lease`, not a newer one).
-  void SetHolder(const std::string& model, ClientId client, LeaseId lease);
+  // A lease for the scheduler to grant `client` on `model`: a new id
+  // (recorded; `replaced` is the client's revoked lease it replaces, or 0),
+  // or — second false — the lease the gate granted that client meanwhile,
+  // which the scheduler absorbs and answers with instead.
+  std::pair<LeaseId, bool> ClaimLease(const std::string& model, ClientId client,
+                                      LeaseId replaced);
+  // The scheduler's releases, mirrored (only `lease`, not a newer one).
   void EraseHolder(const std::string& model, ClientId client, LeaseId lease);
 
  private:

@@ -45,7 +45,11 @@ std::unique_ptr<actor::ModelActor> Scheduler::MakeActor(
   a->set_before_idle_stop([this, id = c.id] {
     auto it = slots_.find(id);
     if (it == slots_.end()) return;
+    // Not an Activity: the gate must stay closed until the actor has
+    // decided (a Stop follows at once, or the pump below reopens it).
+    ++activity_;
     CloseGate(*it->second);
+    --activity_;
     SchedulePump();
   });
   return a;
@@ -87,6 +91,7 @@ bool Scheduler::Running(const Slot& s) const {
 // --- Leases ---
 
 ClientId Scheduler::Connect(LeaseClient* client, std::string name) {
+  Activity activity(this);
   ClientId id = next_client_++;
   clients_[id] = Client{client, std::move(name)};
   gate_.AddClient(id);
@@ -95,12 +100,14 @@ ClientId Scheduler::Connect(LeaseClient* client, std::string name) {
 
 void Scheduler::Disconnect(ClientId client) {
   if (clients_.count(client) == 0) return;
+  Activity activity(this);
   // The gate takes nothing more for it; what it took is absorbed first, so
   // the loop below releases those leases too.
   Apply(gate_.RemoveClient(client));
   clients_.erase(client);
   absl::Time now = env_.clock->Now();
   for (auto& [id, slot] : slots_) ReleaseLease(*slot, client, now);
+  for (auto& slot : retired_) ReleaseLease(*slot, client, now);
   for (auto it = queue_.begin(); it != queue_.end();) {
     if (it->client != client) {
       ++it;
@@ -119,11 +126,8 @@ void Scheduler::Disconnect(ClientId client) {
 
 void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
                         std::string request_id) {
+  Activity activity(this);
   Apply(gate_.TakeOps());  // In order with what the gate took before.
-  struct RepublishOnReturn {
-    Scheduler* s;
-    ~RepublishOnReturn() { s->Publish(); }
-  } republish{this};
   auto c = clients_.find(client);
   if (c == clients_.end()) return;
   LeaseClient* lc = c->second.client;
@@ -182,6 +186,7 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
 
 void Scheduler::Release(ClientId client, const std::string& model,
                         LeaseId lease, absl::Time last_used) {
+  Activity activity(this);
   Apply(gate_.TakeOps());  // The lease may be one the gate granted.
   Slot* s = Find(model);
   if (s == nullptr) return;
@@ -225,13 +230,29 @@ void Scheduler::ReleaseLease(Slot& s, ClientId client, absl::Time last_used) {
   MaybeStopDrained(s);
 }
 
-void Scheduler::Absorb() { Apply(gate_.TakeOps()); }
+void Scheduler::Absorb() {
+  Activity activity(this);
+  Apply(gate_.TakeOps());
+}
+
+Scheduler::Slot* Scheduler::FindAny(const std::string& id) const {
+  auto it = slots_.find(id);
+  if (it != slots_.end()) return it->second.get();
+  for (const auto& r : retired_) {
+    if (r->config->id == id) return r.get();
+  }
+  return nullptr;
+}
 
 void Scheduler::Apply(std::vector<GrantGate::Op> ops) {
+  for (GrantGate::Op& op : ops) pending_ops_.push_back(std::move(op));
   bool released = false;
-  for (GrantGate::Op& op : ops) {
-    auto it = slots_.find(op.model);
-    Slot* s = it == slots_.end() ? nullptr : it->second.get();
+  // A close inside (a release draining an evicting model stops it) applies
+  // what is left of this batch before its own newer ops: order is kept.
+  while (!pending_ops_.empty()) {
+    GrantGate::Op op = std::move(pending_ops_.front());
+    pending_ops_.pop_front();
+    Slot* s = FindAny(op.model);
     if (op.kind == GrantGate::Op::Kind::kRelease) {
       if (s == nullptr) continue;
       auto held = s->holders.find(op.client);
@@ -240,11 +261,17 @@ void Scheduler::Apply(std::vector<GrantGate::Op> ops) {
       released = true;
       continue;
     }
-    // A grant. Its model was open when it was taken, so it is still here
-    // and its client connected: closing a model or removing a client
-    // absorbs the ops first.
-    if (s == nullptr || clients_.count(op.client) == 0) {
+    // A grant. Closing a model or removing a client absorbs the ops first,
+    // so its client is connected and the model was open until now.
+    auto c = clients_.find(op.client);
+    if (c == clients_.end()) {
       gate_.EraseHolder(op.model, op.client, op.lease);
+      continue;
+    }
+    if (s == nullptr) {  // Cannot happen (reloads close first); let it go.
+      gate_.EraseHolder(op.model, op.client, op.lease);
+      c->second.client->OnRevoked(op.model, op.lease,
+                                  "model " + op.model + " was removed");
       continue;
     }
     if (s->holders.count(op.client) > 0) {
@@ -252,6 +279,14 @@ void Scheduler::Apply(std::vector<GrantGate::Op> ops) {
     }
     s->holders[op.client] = Lease{op.lease, op.at, false};
     s->actor->AddLease();  // Emits the change (leases count).
+    if (s->evicting || s->actor->status().state != State::kReady) {
+      // Absorbed by the close of an eviction, a stop or a death: a holder
+      // like the others, and revoked like them.
+      s->holders[op.client].revoked = true;
+      c->second.client->OnRevoked(
+          s->config->id, op.lease,
+          absl::StrCat("model ", s->config->id, " is being stopped"));
+    }
   }
   if (released) SchedulePump();  // A swap may have waited for it.
 }
@@ -288,14 +323,24 @@ bool Scheduler::Grant(Demand& d, Slot& s) {
                                 s.config->proxy);
     return true;
   }
+  // A new lease, unless the gate granted this client one since the ops
+  // were last absorbed (on its own thread, just now): then that one.
+  std::pair<LeaseId, bool> claim =
+      gate_.ClaimLease(s.config->id, d.client,
+                       held != s.holders.end() ? held->second.id : LeaseId{0});
+  if (!claim.second) {
+    Apply(gate_.TakeOps());
+    c->second.client->OnGranted(s.config->id, d.request_id, claim.first,
+                                s.config->proxy);
+    return true;
+  }
   if (held != s.holders.end()) {
     // A revoked lease not yet released is replaced (its late RELEASE no
     // longer matches and is ignored).
     s.actor->ReleaseLease(env_.clock->Now());
   }
-  LeaseId id = gate_.NextLease();
+  LeaseId id = claim.first;
   s.holders[d.client] = Lease{id, env_.clock->Now(), false};
-  gate_.SetHolder(s.config->id, d.client, id);
   s.actor->AddLease();  // Emits the change (leases count).
   c->second.client->OnGranted(s.config->id, d.request_id, id, s.config->proxy);
   return true;
@@ -306,6 +351,7 @@ bool Scheduler::Grant(Demand& d, Slot& s) {
 void Scheduler::Defer(std::function<void()> fn) {
   auto it = deferred_.emplace(deferred_.end());
   *it = env_.clock->After(absl::ZeroDuration(), [this, it, fn = std::move(fn)] {
+    Activity activity(this);
     deferred_.erase(it);  // Destroys the timer only.
     fn();
   });
@@ -326,6 +372,7 @@ void Scheduler::Pump() {
     pump_again_ = true;
     return;
   }
+  Activity activity(this);
   pumping_ = true;
   Apply(gate_.TakeOps());  // Grants the gate took count as holders below.
   do {
@@ -393,7 +440,6 @@ void Scheduler::Pump() {
     NotifyPositions();
   } while (pump_again_);
   pumping_ = false;
-  Publish();
 }
 
 void Scheduler::NotifyPositions() {
@@ -426,6 +472,7 @@ void Scheduler::NotifyPositions() {
 void Scheduler::StartActor(Slot& s) {
   std::string id = s.config->id;
   s.actor->Start([this, id](absl::Status status) {
+    Activity activity(this);
     Slot* slot = Find(id);
     if (slot == nullptr) return;
     if (absl::IsFailedPrecondition(status)) FailDemands(*slot, status);
@@ -475,8 +522,8 @@ void Scheduler::RevokeAll(Slot& s, const std::string& reason) {
 }
 
 void Scheduler::BeginEviction(Slot& s, const std::string& reason) {
-  CloseGate(s);  // Before the holders are revoked: the gate's are among them.
   s.evicting = true;
+  CloseGate(s);  // Before the holders are revoked: the gate's are among them.
   Emit(s);
   RevokeAll(s, reason);
   if (!s.holders.empty() && s.drain_timer == nullptr) {
@@ -484,6 +531,8 @@ void Scheduler::BeginEviction(Slot& s, const std::string& reason) {
     absl::Duration bound =
         s.admin_stop ? s.config->unload_timeout : options_.revoke_timeout;
     s.drain_timer = env_.clock->After(bound, [this, id, bound] {
+      Activity activity(this);
+      Apply(gate_.TakeOps());  // A release taken just now counts.
       Slot* slot = Find(id);
       if (slot == nullptr) return;
       slot->drain_timer.reset();
@@ -524,6 +573,7 @@ void Scheduler::StopNow(Slot& s) {
   std::string id = s.config->id;
   Slot* target = &s;
   s.actor->Stop([this, target, id] {
+    Activity activity(this);
     Slot& slot = *target;
     slot.stop_requested = false;
     slot.evicting = false;

@@ -17,6 +17,7 @@
 #define MODELPLANE_SERVER_CORE_SCHEDULER_SCHEDULER_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <map>
@@ -156,6 +157,7 @@ class Scheduler {
   };
   struct Slot;
   struct Demand;
+  class Activity;
   struct Client {
     LeaseClient* client;
     std::string name;
@@ -177,12 +179,16 @@ class Scheduler {
   void FailDemands(Slot& s, const absl::Status& status);
   void AnswerReadyWaiters(Slot& s, const absl::Status& status);
   void ReleaseLease(Slot& s, ClientId client, absl::Time last_used);
-  // The gate: ops taken on other threads applied here; a model closed
-  // (its ops absorbed) before anything acts on its holders; the open set
-  // republished after a change.
+  // The gate: ops taken on other threads applied here, in the order taken
+  // (a nested call finishes the outer call's first); a model closed (its
+  // ops absorbed) before anything acts on its holders; the open set
+  // republished when the outermost Activity ends, never in the middle of
+  // one (a nested event must not reopen what its caller is closing).
   void Apply(std::vector<GrantGate::Op> ops);
   void CloseGate(Slot& s);
   void Publish();
+  // A model by id, also among those a reload removed (still stopping).
+  Slot* FindAny(const std::string& id) const;
   void CutOff(ClientId client, const std::string& reason);
   void StartActor(Slot& s);
   bool Running(const Slot& s) const;
@@ -205,7 +211,9 @@ class Scheduler {
   std::list<Demand> queue_;  // Priority (high first), then arrival.
   uint64_t next_seq_ = 1;
   ClientId next_client_ = 1;
-  GrantGate gate_;  // Also hands out the lease ids.
+  GrantGate gate_;                         // Also hands out the lease ids.
+  std::deque<GrantGate::Op> pending_ops_;  // Being applied.
+  int activity_ = 0;                       // Nesting depth of Activity scopes.
   WaiterId next_waiter_ = 1;
   bool shutting_down_ = false;
   bool pumping_ = false;

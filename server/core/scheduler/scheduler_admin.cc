@@ -14,6 +14,7 @@ using actor::State;
 // --- Admin ---
 
 WaiterId Scheduler::Start(const std::string& model, ModelDone done) {
+  Activity activity(this);
   if (shutting_down_) {
     done(absl::UnavailableError("the manager is shutting down"));
     return 0;
@@ -50,6 +51,7 @@ WaiterId Scheduler::Start(const std::string& model, ModelDone done) {
 }
 
 WaiterId Scheduler::WaitReady(const std::string& model, ModelDone done) {
+  Activity activity(this);
   if (shutting_down_) {
     done(absl::UnavailableError("the manager is shutting down"));
     return 0;
@@ -76,6 +78,7 @@ WaiterId Scheduler::WaitReady(const std::string& model, ModelDone done) {
 
 void Scheduler::CancelWait(WaiterId waiter) {
   if (waiter == 0) return;
+  Activity activity(this);
   for (auto& [id, s] : slots_) {
     if (s->ready_waiters.erase(waiter) > 0) return;
   }
@@ -103,6 +106,7 @@ void Scheduler::MaybeAbortAbandonedStart(Slot& s) {
 }
 
 void Scheduler::Stop(const std::string& model, bool force, ModelDone done) {
+  Activity activity(this);
   Slot* s = Find(model);
   if (s == nullptr) {
     done(absl::NotFoundError(absl::StrCat("unknown model '", model, "'")));
@@ -126,6 +130,7 @@ void Scheduler::Stop(const std::string& model, bool force, ModelDone done) {
 
 void Scheduler::StopAll(bool force,
                         std::function<void(std::vector<ModelView>)> done) {
+  Activity activity(this);
   auto remaining = std::make_shared<size_t>(slots_.size() + 1);
   auto finish = [this, remaining, done] {
     if (--*remaining == 0) done(List());
@@ -154,6 +159,7 @@ void Scheduler::OnActorEvent(const actor::StateEvent& e) {
     if (slot->actor != nullptr && id == e.model_id) s = slot.get();
   }
   if (s == nullptr) return;  // A retired model.
+  Activity activity(this);
   s->revision = e.status.revision;
   // Not READY: the gate grants it no more, and what it granted is absorbed
   // before the holders are revoked.
@@ -188,21 +194,11 @@ void Scheduler::OnActorEvent(const actor::StateEvent& e) {
     }
   }
   if (on_change_) {
-    ModelView v;
-    v.config = s->config;
-    v.status = e.status;
-    v.queued = s->queued;
-    v.revision = e.status.revision;
-    for (const auto& [client, lease] : s->holders) {
-      auto c = clients_.find(client);
-      v.leases.push_back(LeaseView{client,
-                                   c == clients_.end() ? "" : c->second.name,
-                                   lease.id, lease.granted_at, lease.revoked});
-    }
-    on_change_(ModelChange{ModelChange::Kind::kModified, std::move(v)});
+    // The model as it is now, not as the event saw it: the close above may
+    // have counted leases (their own changes already went out).
+    on_change_(ModelChange{ModelChange::Kind::kModified, View(*s)});
   }
   if (e.old_state != e.new_state) SchedulePump();
-  Publish();
 }
 
 // --- Views ---
@@ -230,6 +226,7 @@ std::shared_ptr<logs::LogBuffer> Scheduler::Log(
 // --- Shutdown and reload ---
 
 void Scheduler::Shutdown(std::function<void()> done) {
+  Activity activity(this);
   shutting_down_ = true;
   Apply(gate_.CloseAll());
   queue_timer_.reset();
@@ -256,6 +253,7 @@ void Scheduler::Shutdown(std::function<void()> done) {
 
 config::ConfigDiff Scheduler::Reload(
     std::shared_ptr<const config::Config> config) {
+  Activity activity(this);
   config::ConfigDiff diff = config::DiffConfigs(*config_, *config);
   Apply(
       gate_.CloseAll());  // Reopened by the Pump below, as the new config says.

@@ -44,6 +44,24 @@ struct Scheduler::Demand {
   int position = 0;
 };
 
+// A scheduler call or event in progress. The grant gate is republished when
+// the outermost one ends: every path that closes a model for an eviction, a
+// stop or a revocation runs inside one, so the nested events it causes
+// (a lease counted, an actor's state change) cannot reopen the model before
+// the caller has marked it evicting or stopped.
+class Scheduler::Activity {
+ public:
+  explicit Activity(Scheduler* s) : s_(s) { ++s_->activity_; }
+  ~Activity() {
+    if (--s_->activity_ == 0) s_->Publish();
+  }
+  Activity(const Activity&) = delete;
+  Activity& operator=(const Activity&) = delete;
+
+ private:
+  Scheduler* s_;
+};
+
 inline std::shared_ptr<const config::ModelConfig> ModelOf(
     const std::shared_ptr<const config::Config>& config,
     const config::ModelConfig& m) {

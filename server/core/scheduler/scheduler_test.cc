@@ -5,6 +5,7 @@
 
 #include <signal.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,9 +41,11 @@ class RecordingClient : public LeaseClient {
                  const std::string& upstream) override {
     leases[m] = lease;
     events.push_back(absl::StrCat("granted ", m, " ", r, " ", upstream));
+    if (on_granted) on_granted();
   }
   void OnRevoked(const std::string& m, LeaseId, const std::string&) override {
     events.push_back(absl::StrCat("revoked ", m));
+    if (on_revoked) on_revoked();
   }
   void OnFailed(const std::string& m, const std::string& r,
                 const absl::Status& s) override {
@@ -57,6 +60,9 @@ class RecordingClient : public LeaseClient {
   }
   std::vector<std::string> events;
   std::map<std::string, LeaseId> leases;
+  // Run inside the callbacks: what another thread might do at that moment.
+  std::function<void()> on_granted;
+  std::function<void()> on_revoked;
 };
 
 class SchedulerTest : public ::testing::Test {
@@ -774,6 +780,63 @@ models:
   clock_.Advance(absl::Seconds(10));
   Settle();
   EXPECT_EQ(StateOf("a"), State::kStopping);
+}
+
+TEST_F(SchedulerTest, AModelBeingStoppedStaysClosedWhileItsHoldersAreRevoked) {
+  Load(kThree);
+  RecordingClient first, c, late;
+  ClientId f = Hold(&first, "a");
+  ClientId id = Connect(&c);
+  ClientId l = Connect(&late);
+  // A grant off the loop, not absorbed: the stop's close absorbs it, which
+  // counts a lease on the actor (a nested change event). That must not
+  // republish the gate before the model is marked as stopping.
+  ASSERT_TRUE(scheduler_->gate().TryAcquire(id, "a", clock_.Now()));
+  bool granted_meanwhile = false;
+  first.on_revoked = [&] {
+    granted_meanwhile =
+        scheduler_->gate().TryAcquire(l, "a", clock_.Now()).has_value();
+  };
+  scheduler_->Stop("a", false, [](absl::StatusOr<ModelView>) {});
+  Settle();
+  EXPECT_TRUE(first.Saw("revoked a"));
+  EXPECT_TRUE(c.Saw("revoked a"));  // The gate's lease is revoked too.
+  EXPECT_FALSE(granted_meanwhile);
+  EXPECT_FALSE(scheduler_->gate().TryAcquire(l, "a", clock_.Now()));
+  scheduler_->Release(f, "a", first.leases.at("a"), clock_.Now());
+  scheduler_->Disconnect(id);
+  Settle();
+  EXPECT_THAT(Proc("a")->signals, ElementsAre(SIGTERM));
+}
+
+TEST_F(SchedulerTest, TheLoopAndTheGateGrantingOneClientAtOnceShareOneLease) {
+  Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}"}
+  b: {cmd: "srv-b --port ${PORT}"}
+groups:
+  g: {swap: false, exclusive: false, members: [a, b]}
+)yaml");
+  RecordingClient x, c;
+  ClientId xid = Connect(&x);
+  ClientId cid = Connect(&c);
+  scheduler_->Acquire(xid, "b", 0, "rx");
+  scheduler_->Acquire(cid, "b", 0, "rc");
+  Settle();
+  // When b is ready the pump grants x, then c. Between the two, c's stream
+  // (nothing of it waiting on the loop) asks again and the gate grants it.
+  std::optional<GrantGate::Grant> off_loop;
+  x.on_granted = [&] {
+    if (!off_loop)
+      off_loop = scheduler_->gate().TryAcquire(cid, "b", clock_.Now());
+  };
+  Healthy("b");
+  ASSERT_TRUE(off_loop.has_value());
+  ASSERT_TRUE(c.Saw("granted b rc http://localhost:5801"));
+  EXPECT_EQ(c.leases.at("b"), off_loop->lease);  // One lease, not two.
+  scheduler_->Absorb();
+  EXPECT_EQ(scheduler_->Get("b")->status.leases, 2u);  // x and c.
+  EXPECT_EQ(scheduler_->Get("b")->leases.size(), 2u);
 }
 
 }  // namespace
