@@ -345,7 +345,11 @@ void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   c->parser_->Feed(absl::string_view(buf->base, n));
   // Only now, with the parser off the stack: finishing may start the next
   // request on this very connection (a new parser).
-  if (c->ended_) c->FinishResponse();
+  if (c->ended_) {
+    c->FinishResponse();
+  } else if (c->handle_ != nullptr && !c->closing_ && c->got_head_) {
+    c->handle_->observer_->OnUpstreamReadDone();
+  }
 }
 
 void Connection::OnResponseHead(http1::ResponseHead head) {

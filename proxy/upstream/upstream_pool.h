@@ -29,6 +29,8 @@ class UpstreamObserver {
   virtual ~UpstreamObserver() = default;
   virtual void OnUpstreamHead(http1::ResponseHead head) = 0;
   virtual void OnUpstreamBody(absl::string_view data) = 0;
+  // One read's bytes were passed on and the response goes on.
+  virtual void OnUpstreamReadDone() {}
   virtual void OnUpstreamEnd() = 0;
   // `before_head`: nothing of the response was passed on (answer 502, or
   // 504 when `timed_out`: no response head within the header timeout).

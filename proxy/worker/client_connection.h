@@ -65,6 +65,10 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   void SendEnd() override;
   void Abort() override;
   bool Congested() override;
+  // HTTP/1.1 writes what an upstream read gave at once; an HTTP/2
+  // connection keeps its flush for the next loop turn (a flush may end
+  // streams, and the exchange calling is on the stack).
+  void FlushNow() override;
 
  private:
   static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);

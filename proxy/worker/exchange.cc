@@ -351,6 +351,10 @@ void Exchange::OnUpstreamBody(absl::string_view data) {
   }
 }
 
+void Exchange::OnUpstreamReadDone() {
+  if (in_request_ && responding_ && !upstream_failed_) sink_->FlushNow();
+}
+
 void Exchange::OnUpstreamEnd() {
   if (upstream_failed_) {
     std::string body = std::move(upstream_error_);

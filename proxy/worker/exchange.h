@@ -55,6 +55,10 @@ class ResponseSink {
   // More than the bound waits for the client: the exchange stops reading
   // the upstream until Exchange::OnWritable.
   virtual bool Congested() = 0;
+  // What one upstream read gave is all here: a sink that can write it now
+  // (rather than on the next loop turn) may. Each SSE chunk then leaves as
+  // soon as it arrived.
+  virtual void FlushNow() {}
 };
 
 class Exchange : public upstream::UpstreamObserver {
@@ -84,6 +88,7 @@ class Exchange : public upstream::UpstreamObserver {
   // UpstreamObserver.
   void OnUpstreamHead(http1::ResponseHead head) override;
   void OnUpstreamBody(absl::string_view data) override;
+  void OnUpstreamReadDone() override;
   void OnUpstreamEnd() override;
   void OnUpstreamError(const std::string& message, bool before_head,
                        bool timed_out) override;
