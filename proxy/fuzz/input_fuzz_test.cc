@@ -33,6 +33,12 @@ const std::vector<std::string>& JsonSeeds() {
       R"({"a":{"model":"nested"},"b":[1,2.5e3,-0,null,true,false],)"
       R"("model":"top","stream":false})",
       R"(  {"model" : "spaced"  }  )",
+      // A long prompt: the runs Feed skips without the state machine.
+      R"({"messages":[{"role":"system","content":"You are a careful )"
+      R"(assistant. Answer in \"plain\" words,\nno lists; {not: [json]}."},)"
+      R"({"role":"user","content":"Summarise: the quick brown fox jumps )"
+      R"(over the lazy dog \u00e9\t(again) and again and again"}],)"
+      R"("temperature":0.7,"model":"long","stream":true})",
   };
   return seeds;
 }
@@ -51,6 +57,14 @@ TEST(InputFuzzTest, JsonScannerSplitInvariantAndNeverCrashes) {
     ASSERT_EQ(whole.model(), split.model()) << input;
     ASSERT_EQ(whole.error(), split.error()) << input;
     ASSERT_EQ(whole.stream(), split.stream()) << input;
+    // Feed's fast paths skip runs of bytes: the same answer, and the same
+    // error at the same byte, as the state machine alone.
+    router::JsonScanner reference;
+    reference.FeedEachByte(input);
+    reference.Finish();
+    ASSERT_EQ(whole.model(), reference.model()) << input;
+    ASSERT_EQ(whole.stream(), reference.stream()) << input;
+    ASSERT_EQ(whole.error_message(), reference.error_message()) << input;
     if (round % 3 == 0) {
       ASSERT_TRUE(whole.model().has_value()) << input;
     }

@@ -30,6 +30,40 @@ void AppendUtf8(std::string* out, uint32_t cp) {
 }  // namespace
 
 void JsonScanner::Feed(absl::string_view data) {
+  const char* p = data.data();
+  const char* end = p + data.size();
+  while (p < end) {
+    if (done()) return;
+    // Runs that cannot change the state are skipped without it: the text
+    // of a string that is not the model name, and the inside of a nested
+    // value (a long prompt in "messages" is both), byte by byte through
+    // the state machine cost 4 ns a byte.
+    const char* q = p;
+    if (state_ == State::kInString && target_ != Target::kModel && !escape_ &&
+        unicode_left_ == 0) {
+      while (q < end && *q != '"' && *q != '\\' &&
+             static_cast<unsigned char>(*q) >= 0x20) {
+        ++q;
+      }
+    } else if (state_ == State::kInNested && nested_in_string_) {
+      if (!nested_escape_) {
+        while (q < end && *q != '"' && *q != '\\') ++q;
+      }
+    } else if (state_ == State::kInNested) {
+      while (q < end && *q != '"' && *q != '{' && *q != '}' && *q != '[' &&
+             *q != ']') {
+        ++q;
+      }
+    }
+    offset_ += static_cast<uint64_t>(q - p);
+    p = q;
+    if (p == end) return;
+    Step(*p++);
+    ++offset_;
+  }
+}
+
+void JsonScanner::FeedEachByte(absl::string_view data) {
   for (char c : data) {
     if (done()) return;
     Step(c);
