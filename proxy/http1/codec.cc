@@ -358,13 +358,35 @@ std::string EncodeResponseHead(int status, absl::string_view reason,
   return out;
 }
 
+void AppendRequestHead(
+    std::string* out, absl::string_view method, absl::string_view target,
+    const Headers& headers, std::initializer_list<absl::string_view> skip,
+    std::initializer_list<std::pair<absl::string_view, absl::string_view>>
+        extra,
+    Framing framing, uint64_t content_length) {
+  absl::StrAppend(out, method, " ", target, " HTTP/1.1\r\n");
+  for (const auto& [k, v] : headers) {
+    if (IsHopByHop(k)) continue;
+    bool skipped = false;
+    for (absl::string_view name : skip) {
+      if (k.size() == name.size() && absl::EqualsIgnoreCase(k, name)) {
+        skipped = true;
+        break;
+      }
+    }
+    if (!skipped) absl::StrAppend(out, k, ": ", v, "\r\n");
+  }
+  for (const auto& [k, v] : extra) absl::StrAppend(out, k, ": ", v, "\r\n");
+  AppendFraming(out, framing, content_length);
+  out->append("Connection: keep-alive\r\n\r\n");
+}
+
 std::string EncodeRequestHead(absl::string_view method,
                               absl::string_view target, const Headers& headers,
                               Framing framing, uint64_t content_length) {
-  std::string out = absl::StrCat(method, " ", target, " HTTP/1.1\r\n");
-  AppendHeaders(&out, headers);
-  AppendFraming(&out, framing, content_length);
-  out.append("Connection: keep-alive\r\n\r\n");
+  std::string out;
+  AppendRequestHead(&out, method, target, headers, {}, {}, framing,
+                    content_length);
   return out;
 }
 

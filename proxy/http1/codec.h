@@ -15,6 +15,7 @@
 #include <http_parser.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <utility>
@@ -167,6 +168,15 @@ enum class Framing { kContentLength, kChunked, kUntilClose, kNoBody };
 std::string EncodeResponseHead(int status, absl::string_view reason,
                                const Headers& headers, Framing framing,
                                uint64_t content_length, bool keep_alive);
+// The same, appended to `out`: `headers` less those named in `skip` (any
+// case) and hop-by-hop ones, then `extra`, the framing header and
+// "Connection: keep-alive".
+void AppendRequestHead(
+    std::string* out, absl::string_view method, absl::string_view target,
+    const Headers& headers, std::initializer_list<absl::string_view> skip,
+    std::initializer_list<std::pair<absl::string_view, absl::string_view>>
+        extra,
+    Framing framing, uint64_t content_length);
 std::string EncodeRequestHead(absl::string_view method,
                               absl::string_view target, const Headers& headers,
                               Framing framing, uint64_t content_length);

@@ -61,9 +61,10 @@ Exchange::~Exchange() {
 
 void Exchange::Begin(http1::RequestHead head) {
   in_request_ = true;
+  // Answers still due to an earlier request carry its generation and are
+  // dropped (no new token per request: one allocation less).
   ++generation_;
-  *alive_ = false;  // Answers still due to an earlier request are dropped.
-  alive_ = std::make_shared<bool>(true);
+  *alive_ = true;
   origin_.clear();
   loading_ = false;
   loading_head_sent_ = false;
@@ -239,6 +240,7 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
                route->idle_timeout};
   LoopThread* loop = &worker_->loop();
   std::weak_ptr<bool> alive = alive_;
+  uint64_t generation = generation_;
   // Set now; an answer given inline (the lease is held) clears it before
   // Admit returns.
   loading_ =
@@ -247,14 +249,13 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
   if (loading_) ArmLoadingTimer();
   // An inline answer may finish this request and start a pipelined one
   // before Admit returns: its ticket must not be overwritten.
-  uint64_t generation = generation_;
   uint64_t ticket = worker_->context().broker().Admit(
       id, limit,
       [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
-      [this, alive, id, broker = &worker_->context().broker()](
+      [this, alive, generation, id, broker = &worker_->context().broker()](
           absl::StatusOr<lease::Lease> lease) {
         auto a = alive.lock();
-        if (a == nullptr || !*a) {
+        if (a == nullptr || !*a || generation != generation_) {
           if (lease.ok()) broker->Finish(id);  // The client left meanwhile.
           return;
         }
@@ -289,21 +290,18 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
     }
   }
   leased_model_ = lease->model;
-  http1::Headers headers;
-  for (const auto& [k, v] : head_.headers) {
-    if (absl::EqualsIgnoreCase(k, "host") ||
-        absl::EqualsIgnoreCase(k, "expect")) {
-      continue;
-    }
-    headers.emplace_back(k, v);
-  }
-  std::string host = lease->upstream.substr(lease->upstream.find("//") + 2);
-  headers.emplace_back("Host", host.substr(0, host.find('/')));
-  headers.emplace_back("X-Forwarded-For", peer_);
-  std::string request =
-      http1::EncodeRequestHead(head_.method, head_.target, headers,
-                               http1::Framing::kContentLength, body_.size()) +
-      body_;
+  absl::string_view host = lease->upstream;
+  host.remove_prefix(std::min(host.size(), host.find("//") + 2));
+  host = host.substr(0, host.find('/'));
+  // The head written straight into the request, the body after it: no
+  // copy of the headers, one allocation.
+  std::string request;
+  request.reserve(256 + head_.target.size() + body_.size());
+  http1::AppendRequestHead(&request, head_.method, head_.target, head_.headers,
+                           {"host", "expect"},
+                           {{"Host", host}, {"X-Forwarded-For", peer_}},
+                           http1::Framing::kContentLength, body_.size());
+  request.append(body_);
   reading_upstream_ = true;
   sent_ns_ = uv_hrtime();
   // Send may answer inline (a bad URL, no descriptor left): the request is
@@ -326,7 +324,7 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
     return;
   }
   record_.status = head.status;
-  http1::Headers headers = head.headers;
+  http1::Headers headers = std::move(head.headers);
   const std::string* type = http1::FindHeader(headers, "content-type");
   if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
     headers.emplace_back("X-Accel-Buffering", "no");

@@ -96,10 +96,12 @@ void Exchange::Unload(const std::string& model) {
   }
   LoopThread* loop = &worker_->loop();
   std::weak_ptr<bool> alive = alive_;
-  unload(id, [this, loop, alive](absl::StatusOr<std::vector<std::string>> r) {
-    loop->Post([this, alive, r = std::move(r)] {
+  uint64_t generation = generation_;
+  unload(id, [this, loop, alive,
+              generation](absl::StatusOr<std::vector<std::string>> r) {
+    loop->Post([this, alive, generation, r = std::move(r)] {
       auto a = alive.lock();
-      if (a == nullptr || !*a) return;
+      if (a == nullptr || !*a || generation != generation_) return;
       if (!r.ok()) return RespondError(503, std::string(r.status().message()));
       std::string ids;
       for (const std::string& m : *r) {
