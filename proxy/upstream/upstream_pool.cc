@@ -12,13 +12,7 @@
 #include "absl/strings/strip.h"
 
 namespace modelplane::proxy::upstream {
-namespace {
 
-constexpr size_t kReadChunk = 64 << 10;
-
-// "http://host:port[/...]": its host and port, and the socket address when
-// the host is an IP address (or localhost); a host name is resolved when a
-// connection is made. False for anything else (https:// included).
 struct Target {
   std::string host;
   int port = 80;
@@ -27,6 +21,15 @@ struct Target {
   sockaddr_storage addr{};
 };
 
+namespace {
+
+constexpr size_t kReadChunk = 64 << 10;
+// Parsed upstream URLs kept per pool (they come from the config: few).
+constexpr size_t kMaxTargets = 1024;
+
+// "http://host:port[/...]": its host and port, and the socket address when
+// the host is an IP address (or localhost); a host name is resolved when a
+// connection is made. False for anything else (https:// included).
 bool ParseAddress(const std::string& url, Target* t) {
   absl::string_view rest = url;
   if (!absl::ConsumePrefix(&rest, "http://")) return false;
@@ -440,6 +443,8 @@ void Connection::Close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), closed);
 }
 
+UpstreamPool::UpstreamPool(uv_loop_t* loop) : loop_(loop) {}
+
 UpstreamPool::~UpstreamPool() {
   for (auto& [key, conns] : idle_) {
     for (Connection* c : conns) c->Cancel();
@@ -452,14 +457,21 @@ std::unique_ptr<UpstreamRequest> UpstreamPool::Send(const std::string& base_url,
                                                     UpstreamObserver* observer,
                                                     const Timeouts& timeouts) {
   auto handle = std::make_unique<Handle>(this, observer);
-  Target target;
-  if (!ParseAddress(base_url, &target)) {
-    observer->OnUpstreamError(
-        absl::StrCat("unsupported upstream URL '", base_url,
-                     "' (http://host:port; https is not supported)"),
-        true, false);
-    return handle;
+  // Parsed once per URL, not per request.
+  auto known = targets_.find(base_url);
+  if (known == targets_.end()) {
+    auto target = std::make_unique<Target>();
+    if (!ParseAddress(base_url, target.get())) {
+      observer->OnUpstreamError(
+          absl::StrCat("unsupported upstream URL '", base_url,
+                       "' (http://host:port; https is not supported)"),
+          true, false);
+      return handle;
+    }
+    if (targets_.size() >= kMaxTargets) targets_.clear();
+    known = targets_.emplace(base_url, std::move(target)).first;
   }
+  const Target& target = *known->second;
   Connection* c;
   auto it = idle_.find(target.key);
   if (it != idle_.end() && !it->second.empty()) {

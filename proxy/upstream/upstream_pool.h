@@ -55,10 +55,11 @@ class UpstreamRequest {
 };
 
 class Connection;
+struct Target;
 
 class UpstreamPool {
  public:
-  explicit UpstreamPool(uv_loop_t* loop) : loop_(loop) {}
+  explicit UpstreamPool(uv_loop_t* loop);
   // Closes the idle connections.
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
@@ -81,7 +82,8 @@ class UpstreamPool {
   void Forget(Connection* c);
 
   uv_loop_t* loop_;
-  std::map<std::string, std::vector<Connection*>> idle_;  // By host:port.
+  std::map<std::string, std::vector<Connection*>> idle_;    // By host:port.
+  std::map<std::string, std::unique_ptr<Target>> targets_;  // By URL.
   // One read buffer for every connection of the pool: libuv calls alloc and
   // then read back to back on the loop thread, and the response parser is
   // done with the bytes when read returns. (A buffer per connection cost
