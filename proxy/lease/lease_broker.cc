@@ -1,11 +1,17 @@
 #include "proxy/lease/lease_broker.h"
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
 namespace modelplane::proxy::lease {
+
+absl::Time LeaseBroker::MonotonicNow() {
+  return absl::UnixEpoch() +
+         absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+}
 
 LeaseBroker::LeaseBroker(LeaseTransport* transport, After after,
                          absl::Duration linger, Clock clock)
@@ -63,7 +69,8 @@ void LeaseBroker::Finish(const std::string& model) {
   absl::MutexLock lock(&mu_);
   Entry& e = entries_[model];
   if (e.in_flight > 0) --e.in_flight;
-  e.last_used = clock_();
+  e.last_used = absl::Now();
+  e.idle_since = clock_();
   if (e.state != State::kHeld) return;
   if (e.revoked) {
     MaybeRelease(model, e);
@@ -100,9 +107,11 @@ void LeaseBroker::OnLinger(const std::string& model) {
   e.linger_armed = false;
   // Busy again (its last request re-arms), revoked, or released meanwhile.
   if (e.state != State::kHeld || e.in_flight > 0 || e.revoked) return;
-  absl::Duration left = e.last_used + linger_ - clock_();
-  if (left > absl::ZeroDuration()) {
-    ArmLinger(model, e, left);  // Used since the check was armed.
+  absl::Duration left = e.idle_since + linger_ - clock_();
+  if (left >= absl::Milliseconds(1)) {
+    // Used since the check was armed. Rounded up: a timer a fraction of a
+    // millisecond short would come back again and again.
+    ArmLinger(model, e, absl::Ceil(left, absl::Milliseconds(1)));
     return;
   }
   MaybeRelease(model, e);
@@ -130,6 +139,9 @@ void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
       answers.push_back({std::move(w), Lease{model, upstream}});
     }
     e.waiters.clear();
+    // Idle from the grant on (a check pending from an earlier hold must
+    // not release this one early).
+    e.idle_since = clock_();
     if (e.in_flight == 0) ArmLinger(model, e, linger_);
   }
   Deliver(std::move(answers));

@@ -50,12 +50,14 @@ class LeaseBroker {
   using Done = std::function<void(absl::StatusOr<Lease>)>;
   // Runs `fn` after `delay` on some thread (the broker's timer thread).
   using After = std::function<void(absl::Duration, std::function<void()>)>;
+  // Measures idleness: monotonic by default (a wall clock stepped back
+  // would hold an idle lease that much longer).
   using Clock = std::function<absl::Time()>;
+  static absl::Time MonotonicNow();
 
-  LeaseBroker(
-      LeaseTransport* transport, After after,
-      absl::Duration linger = absl::Seconds(1),
-      Clock clock = [] { return absl::Now(); });
+  LeaseBroker(LeaseTransport* transport, After after,
+              absl::Duration linger = absl::Seconds(1),
+              Clock clock = &LeaseBroker::MonotonicNow);
 
   // Admits one request to `model` (canonical id), at most `limit` in flight
   // across the process. `done` gets the lease (the request is then in
@@ -97,8 +99,10 @@ class LeaseBroker {
     std::string upstream;
     bool revoked = false;
     int in_flight = 0;
-    int limit = 1;  // The concurrencyLimit waiters asked with.
-    absl::Time last_used;
+    int limit = 1;          // The concurrencyLimit waiters asked with.
+    absl::Time last_used;   // Wall clock: sent with the RELEASE (TTL).
+    absl::Time idle_since;  // `clock_`: since the last request ended, or
+                            // since the grant.
     // A linger check is pending on the timer thread. One per idle period,
     // not one per request that leaves the model idle: a model serving one
     // request at a time would otherwise post a timer (and wake the timer

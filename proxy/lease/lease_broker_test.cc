@@ -141,6 +141,23 @@ TEST_F(LeaseBrokerTest, ALingerCheckFindingRequestsInFlightWaitsForTheLast) {
   EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "release m 1"));
 }
 
+TEST_F(LeaseBrokerTest, ACheckLeftFromAnEarlierLeaseDoesNotCutANewOneShort) {
+  Admit("m");
+  broker_.OnGranted("m", 1, "u");
+  RunPosted();
+  broker_.Finish("m");        // Idle: a check is armed for 1 s from now.
+  broker_.OnRevoked("m", 1);  // Released at once (idle).
+  now_ += absl::Milliseconds(900);
+  broker_.OnGranted("m", 2, "u");       // A new lease, idle from now.
+  FireTimers(absl::Milliseconds(100));  // The old check comes due.
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "release m 1"));
+  ASSERT_EQ(timers_.size(), 1u);
+  EXPECT_EQ(timers_[0].first, absl::Milliseconds(900));
+  FireTimers(absl::Milliseconds(900));
+  EXPECT_THAT(transport_.sent,
+              ElementsAre("acquire m", "release m 1", "release m 2"));
+}
+
 TEST_F(LeaseBrokerTest, RevokedLeaseDrainsReleasesAndReacquiresForWaiters) {
   Admit("m");
   broker_.OnGranted("m", 3, "u");
