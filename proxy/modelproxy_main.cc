@@ -18,10 +18,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/credentials.h"
 #include "common/flags.h"
+#include "common/lock_checks.h"
 #include "common/loop_thread.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/lease/manager_link.h"
@@ -78,11 +78,7 @@ int Main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-#ifdef NDEBUG
-  // Debian's Abseil is built with its lock-order checker on: a graph lookup
-  // on every Mutex::Lock. Tests (fastbuild) keep it; -c opt does not pay.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-#endif
+  SkipLockOrderChecksWhenOptimized();
 
   FlagParser flags("modelproxy [--listen HOST:PORT] [--manager ADDR] [flags]");
   std::string listen = "127.0.0.1:8080";

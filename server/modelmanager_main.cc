@@ -12,8 +12,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "common/flags.h"
+#include "common/lock_checks.h"
 #include "server/core/config/config_json.h"
 #include "server/core/config/loader.h"
 #include "server/serve.h"
@@ -52,11 +52,7 @@ void PrintSummary(const config::Config& c) {
 }
 
 int Main(int argc, char** argv) {
-#ifdef NDEBUG
-  // Debian's Abseil is built with its lock-order checker on: a graph lookup
-  // on every Mutex::Lock. Tests (fastbuild) keep it; -c opt does not pay.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-#endif
+  SkipLockOrderChecksWhenOptimized();
   FlagParser parser(
       "modelmanager --config FILE [--listen ADDR] [flags]\n"
       "       modelmanager --config FILE (--check | --print-config)");
