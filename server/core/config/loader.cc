@@ -361,8 +361,41 @@ class Loader {
                                                    : SourcePos{};
   }
 
+  // routing.scheduler: `use` (only llama-swap's "fifo" exists: modelplane's
+  // queue is that one, plus maxQueueWait) and its settings' keys.
+  void SchedulerKeys(const YamlNode& s) {
+    const YamlNode* routing = s.Get("routing");
+    const YamlNode* sched = routing != nullptr && routing->is_map()
+                                ? routing->Get("scheduler")
+                                : nullptr;
+    if (sched == nullptr || sched->is_null()) return;
+    if (!sched->is_map()) {
+      sink_.Error(sched->pos, "routing.scheduler", "must be a mapping");
+      return;
+    }
+    CheckKeys(*sched, "routing.scheduler", KeySet{{"use", "settings"}, {}},
+              &sink_);
+    if (const YamlNode* u = sched->Get("use"); u != nullptr) {
+      std::string use = "fifo";
+      ReadString(*u, "routing.scheduler.use", &sink_, &use);
+      if (use != "fifo" && !use.empty()) {
+        sink_.Error(u->pos, "routing.scheduler.use",
+                    absl::StrCat("must be 'fifo', not \"", use, "\""));
+      }
+    }
+    const YamlNode* settings = sched->Get("settings");
+    if (settings == nullptr || !settings->is_map()) return;
+    CheckKeys(*settings, "routing.scheduler.settings", KeySet{{"fifo"}, {}},
+              &sink_);
+    const YamlNode* fifo = settings->Get("fifo");
+    if (fifo == nullptr || !fifo->is_map()) return;
+    CheckKeys(*fifo, "routing.scheduler.settings.fifo",
+              KeySet{{"priority"}, {}}, &sink_);
+  }
+
   // routing.scheduler.settings.fifo.priority: model (id or alias) -> int.
   void Priorities(const YamlNode& s, Config* c) {
+    SchedulerKeys(s);
     const YamlNode* n = s.Get("routing");
     for (const char* key : {"scheduler", "settings", "fifo", "priority"}) {
       n = n != nullptr && n->is_map() ? n->Get(key) : nullptr;

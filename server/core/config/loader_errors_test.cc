@@ -237,7 +237,11 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"BadMergeKey",
                   "models:\n  a:\n    <<: 3\n    cmd: x ${PORT}\n",
                   "test.yaml:3:9: a merge key (<<) needs a mapping or a list "
-                  "of mappings"}),
+                  "of mappings"},
+        ErrorCase{"UnknownScheduler",
+                  "models: {}\nrouting:\n  scheduler:\n    use: lifo\n",
+                  "test.yaml:4:10: routing.scheduler.use: must be 'fifo', not "
+                  "\"lifo\""}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) {
       return info.param.name;
     });
@@ -358,6 +362,23 @@ TEST(LoaderWarningsTest, MatrixRouterWarnsAndFallsBackToOneAtATime) {
               HasSubstr("m.yaml:6:10: routing.router.use: the swap matrix is "
                         "not supported"));
   EXPECT_THAT(r.errors, IsEmpty());
+}
+
+TEST(LoaderWarningsTest, UnknownSchedulerSettingsAreNamed) {
+  LoadResult r = LoadConfigText("s.yaml",
+                                "models: {}\n"
+                                "routing:\n"
+                                "  scheduler:\n"
+                                "    use: fifo\n"
+                                "    settings:\n"
+                                "      fifo:\n"
+                                "        priorty: {}\n",
+                                TestEnv());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_THAT(r.warnings[0].ToString(),
+              HasSubstr("routing.scheduler.settings.fifo.priorty"));
+  EXPECT_THAT(r.warnings[0].ToString(), HasSubstr("priority"));
 }
 
 }  // namespace
