@@ -9,8 +9,32 @@
 
 namespace modelplane::proxy::router {
 
+namespace {
+
+// Sets every member of the JSON object `json` in `doc` but `model`.
+void SetMembers(const std::string& json, rapidjson::Document* doc) {
+  auto& alloc = doc->GetAllocator();
+  rapidjson::Document set(&alloc);
+  set.Parse(json.data(), json.size());
+  if (set.HasParseError() || !set.IsObject()) return;
+  for (auto& m : set.GetObject()) {
+    if (std::string(m.name.GetString()) == "model") continue;
+    rapidjson::Value value(m.value, alloc);
+    auto existing = doc->FindMember(m.name);
+    if (existing != doc->MemberEnd()) {
+      existing->value = value;
+    } else {
+      rapidjson::Value name(m.name, alloc);
+      doc->AddMember(name, value, alloc);
+    }
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
-                                             const FilterSpec& f) {
+                                             const FilterSpec& f,
+                                             absl::string_view requested) {
   rapidjson::Document doc;
   doc.Parse(body.data(), body.size());
   if (doc.HasParseError()) {
@@ -32,22 +56,10 @@ absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
     auto it = doc.FindMember(key.c_str());
     if (key != "model" && it != doc.MemberEnd()) doc.EraseMember(it);
   }
-  if (!f.set_params_json.empty()) {
-    rapidjson::Document set(&alloc);
-    set.Parse(f.set_params_json.data(), f.set_params_json.size());
-    if (!set.HasParseError() && set.IsObject()) {
-      for (auto& m : set.GetObject()) {
-        if (std::string(m.name.GetString()) == "model") continue;
-        rapidjson::Value value(m.value, alloc);
-        auto existing = doc.FindMember(m.name);
-        if (existing != doc.MemberEnd()) {
-          existing->value = value;
-        } else {
-          rapidjson::Value name(m.name, alloc);
-          doc.AddMember(name, value, alloc);
-        }
-      }
-    }
+  if (!f.set_params_json.empty()) SetMembers(f.set_params_json, &doc);
+  if (auto by_id = f.set_params_by_id_json.find(requested);
+      by_id != f.set_params_by_id_json.end()) {
+    SetMembers(by_id->second, &doc);
   }
   rapidjson::StringBuffer out;
   rapidjson::Writer<rapidjson::StringBuffer> w(out);

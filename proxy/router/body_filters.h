@@ -9,6 +9,8 @@
 #ifndef MODELPLANE_PROXY_ROUTER_BODY_FILTERS_H_
 #define MODELPLANE_PROXY_ROUTER_BODY_FILTERS_H_
 
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,17 +23,25 @@ struct FilterSpec {
   std::string use_model_name;             // Empty: keep the model.
   std::vector<std::string> strip_params;  // Top-level keys to remove.
   std::string set_params_json;            // A JSON object, or empty.
+  // Requested model name -> a JSON object set after set_params_json
+  // (llama-swap's setParamsByID).
+  std::map<std::string, std::string, std::less<>> set_params_by_id_json;
 
-  bool empty() const {
-    return use_model_name.empty() && strip_params.empty() &&
-           set_params_json.empty();
+  // Whether a request naming the model `requested` is rewritten at all.
+  bool AppliesTo(absl::string_view requested) const {
+    return !use_model_name.empty() || !strip_params.empty() ||
+           !set_params_json.empty() ||
+           set_params_by_id_json.find(requested) != set_params_by_id_json.end();
   }
 };
 
-// The filtered JSON body. InvalidArgument when the body is not a JSON object
-// (the client gets 400).
+// The filtered JSON body of a request that named the model `requested`:
+// useModelName, stripParams, setParams, then setParamsByID[requested] (as
+// llama-swap orders them). InvalidArgument when the body is not a JSON
+// object (the client gets 400).
 absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
-                                             const FilterSpec& filters);
+                                             const FilterSpec& filters,
+                                             absl::string_view requested = {});
 
 // A multipart/form-data body with its `model` field's value replaced
 // (useModelName for transcriptions). Unchanged when there is no such field.

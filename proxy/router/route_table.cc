@@ -35,6 +35,9 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
         m.filters().set_params().fields_size() > 0) {
       r.filters.set_params_json = ToJson(m.filters().set_params());
     }
+    for (const auto& [name, params] : m.filters().set_params_by_id()) {
+      r.filters.set_params_by_id_json[name] = ToJson(params);
+    }
     r.metadata_json = m.has_metadata() ? ToJson(m.metadata()) : "{}";
     r.state = m.state();
     auto duration = [](const google::protobuf::Duration& d) {

@@ -219,9 +219,9 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
   if (route == nullptr) {
     return RespondError(404, absl::StrCat("unknown model '", model_name, "'"));
   }
-  if (!route->filters.empty() && scan_ == BodyScan::kJson) {
+  if (scan_ == BodyScan::kJson && route->filters.AppliesTo(model_name)) {
     absl::StatusOr<std::string> filtered =
-        router::ApplyJsonFilters(body_, route->filters);
+        router::ApplyJsonFilters(body_, route->filters, model_name);
     if (!filtered.ok()) {
       return RespondError(400, std::string(filtered.status().message()));
     }

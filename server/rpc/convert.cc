@@ -154,6 +154,10 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
     ToStruct(c.filters.set_params,
              out->mutable_filters()->mutable_set_params());
   }
+  for (const auto& [name, params] : c.filters.set_params_by_id) {
+    ToStruct(params,
+             &(*out->mutable_filters()->mutable_set_params_by_id())[name]);
+  }
 }
 
 }  // namespace modelplane::rpc

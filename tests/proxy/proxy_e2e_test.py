@@ -47,7 +47,9 @@ class ProxyTest(unittest.TestCase):
                 "alpha": ["    aliases: [gpt-4o-mini]",
                           "    filters:",
                           "      stripParams: temperature",
-                          "      setParams: {top_k: 20}"],
+                          "      setParams: {top_k: 20}",
+                          "      setParamsByID:",
+                          "        '${MODEL_ID}:hot': {top_k: 80, min_p: 0.1}"],
                 "beta": ["    useModelName: upstream-beta"],
                 "slow": ["    concurrencyLimit: 1"],
             },
@@ -118,6 +120,21 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(last["model"], "upstream-beta")
         headers = upstream_stats(self.m.ports["beta"])["last_headers"]
         self.assertEqual(headers["x-forwarded-for"], "127.0.0.1")
+
+    def test_set_params_by_id_follows_the_name_requested(self):
+        # llama-swap's setParamsByID: the name is an alias of the model, and
+        # its params go on top of setParams only when asked for by it.
+        status, _, _ = self.chat("alpha:hot")
+        self.assertEqual(status, 200)
+        last = json.loads(upstream_stats(self.m.ports["alpha"])["last_body"])
+        self.assertEqual((last["model"], last["top_k"], last["min_p"]),
+                         ("alpha:hot", 80, 0.1))
+        self.chat("alpha")
+        last = json.loads(upstream_stats(self.m.ports["alpha"])["last_body"])
+        self.assertEqual(last["top_k"], 20)
+        self.assertNotIn("min_p", last)
+        status, _, body = self.p.request("GET", "/v1/models")
+        self.assertNotIn(b"alpha:hot", body)  # An alias: not listed.
 
     def test_bodiless_upstream_answers_keep_the_connection_in_step(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.p.port, timeout=30)

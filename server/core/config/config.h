@@ -8,6 +8,7 @@
 #ifndef MODELPLANE_SERVER_CORE_CONFIG_CONFIG_H_
 #define MODELPLANE_SERVER_CORE_CONFIG_CONFIG_H_
 
+#include <map>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -41,6 +42,10 @@ struct Filters {
   std::vector<std::string> strip_params;
   // JSON members set (or overridden) in request bodies: an object, or null.
   Value set_params;
+  // llama-swap's setParamsByID: requested name -> members set after
+  // set_params when a request names the model that way. Every name other
+  // than the id is also one of the model's aliases.
+  std::map<std::string, Value> set_params_by_id;
 };
 
 struct ModelConfig {

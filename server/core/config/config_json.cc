@@ -63,6 +63,12 @@ void Model(Writer& w, const ModelConfig& m) {
   w.StartObject();
   Strings(w, "stripParams", m.filters.strip_params);
   Raw(w, "setParams", m.filters.set_params);
+  w.Key("setParamsByID");
+  w.StartObject();
+  for (const auto& [name, params] : m.filters.set_params_by_id) {
+    Raw(w, name.c_str(), params);
+  }
+  w.EndObject();
   w.EndObject();
   Str(w, "readyPattern", m.ready_pattern);
   Secs(w, "maxQueueWait", m.max_queue_wait);

@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "server/core/config/decode_util.h"
 #include "server/core/config/diag_sink.h"
 #include "server/core/config/model_decoder.h"
@@ -327,10 +328,22 @@ class Loader {
     absl::flat_hash_map<std::string, std::string> owner;
     for (const ModelConfig& m : c->models) owner[m.id] = m.id;
     for (const ModelConfig& m : c->models) {
+      const YamlNode* declared = ModelKey(root, m.id, "aliases");
+      size_t n_declared = declared != nullptr && declared->is_seq()
+                              ? declared->items.size()
+                              : 0;
       for (size_t i = 0; i < m.aliases.size(); ++i) {
         const std::string& alias = m.aliases[i];
         std::string path = absl::StrCat("models.", m.id, ".aliases[", i, "]");
         SourcePos pos = AliasPos(root, m.id, i);
+        if (i >= n_declared) {
+          // A setParamsByID name (the decoder appends those last).
+          path = absl::StrCat("models.", m.id, ".filters.setParamsByID");
+          if (const YamlNode* by_id = ByIdKey(root, m.id, alias)) {
+            path = JoinPath(path, by_id->text);
+            pos = by_id->pos;
+          }
+        }
         if (alias == kReservedName) {
           sink_.Error(pos, path, "the name 'manager' is reserved");
           continue;
@@ -350,6 +363,30 @@ class Loader {
         }
       }
     }
+  }
+
+  // models.<id>.<key>, or null.
+  static const YamlNode* ModelKey(const YamlNode& root, const std::string& id,
+                                  const char* key) {
+    const YamlNode* models = root.Get("models");
+    const YamlNode* m = models ? models->Get(id) : nullptr;
+    return m && m->is_map() ? m->Get(key) : nullptr;
+  }
+
+  // The setParamsByID key of model `id` that names `alias` (${MODEL_ID}
+  // expanded), or null.
+  static const YamlNode* ByIdKey(const YamlNode& root, const std::string& id,
+                                 const std::string& alias) {
+    const YamlNode* f = ModelKey(root, id, "filters");
+    const YamlNode* by_id =
+        f && f->is_map() ? f->Get("setParamsByID") : nullptr;
+    if (by_id == nullptr || !by_id->is_map()) return nullptr;
+    for (const auto& [key, value] : by_id->entries) {
+      if (absl::StrReplaceAll(key.text, {{"${MODEL_ID}", id}}) == alias) {
+        return &key;
+      }
+    }
+    return nullptr;
   }
 
   static SourcePos AliasPos(const YamlNode& root, const std::string& id,

@@ -238,6 +238,12 @@ INSTANTIATE_TEST_SUITE_P(
                   "models:\n  a:\n    <<: 3\n    cmd: x ${PORT}\n",
                   "test.yaml:3:9: a merge key (<<) needs a mapping or a list "
                   "of mappings"},
+        ErrorCase{"SetParamsByIdNameClashes",
+                  "models:\n  a:\n    cmd: x ${PORT}\n"
+                  "  b:\n    cmd: x ${PORT}\n    filters:\n"
+                  "      setParamsByID: {a: {t: 1}}\n",
+                  "test.yaml:7:23: models.b.filters.setParamsByID.a: alias "
+                  "'a' is the id of model 'a'"},
         ErrorCase{"UnknownScheduler",
                   "models: {}\nrouting:\n  scheduler:\n    use: lifo\n",
                   "test.yaml:4:10: routing.scheduler.use: must be 'fifo', not "
@@ -327,7 +333,7 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
                                 "    sendLoadingState: true\n"
                                 "    aliasses: [b]\n"
                                 "    zzzzzzzzzz: 1\n"
-                                "    filters:\n      setParamsByID: {}\n"
+                                "    filters:\n      setParamsByMatch: {}\n"
                                 "    timeouts: {tlsHandshake: 10}\n",
                                 TestEnv());
   ASSERT_TRUE(r.ok()) << r.status();
@@ -345,7 +351,7 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
           "w.yaml:9:5: models.a.aliasses: unknown key; ignored (did you mean "
           "'aliases'?)",
           "w.yaml:10:5: models.a.zzzzzzzzzz: unknown key; ignored",
-          "w.yaml:12:7: models.a.filters.setParamsByID: llama-swap setting "
+          "w.yaml:12:7: models.a.filters.setParamsByMatch: llama-swap setting "
           "not supported by modelplane yet; ignored",
           "w.yaml:13:16: models.a.timeouts.tlsHandshake: llama-swap setting "
           "not supported by modelplane yet; ignored"));

@@ -402,6 +402,28 @@ models:
             "be set by a filter; ignored (use useModelName)");
 }
 
+TEST(LoaderTest, SetParamsByIdNamesAreAliasesWithTheModelIdExpanded) {
+  auto c = MustLoad(R"yaml(
+models:
+  qwen:
+    cmd: x ${PORT}
+    filters:
+      setParamsByID:
+        "${MODEL_ID}:think": {enable_thinking: true, temperature: 0.6}
+        "${MODEL_ID}": {enable_thinking: false}
+    aliases: [q]
+)yaml");
+  const ModelConfig* m = c->FindModel("qwen:think");
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->id, "qwen");
+  EXPECT_THAT(m->aliases, ElementsAre("q", "qwen:think"));  // Not the id.
+  ASSERT_EQ(m->filters.set_params_by_id.size(), 2u);
+  EXPECT_EQ(m->filters.set_params_by_id.at("qwen:think").ToJson(),
+            R"({"enable_thinking":true,"temperature":0.6})");
+  EXPECT_EQ(m->filters.set_params_by_id.at("qwen").ToJson(),
+            R"({"enable_thinking":false})");
+}
+
 TEST(LoaderTest, BoolSpellingsLlamaSwapAccepts) {
   auto c = MustLoad(R"yaml(
 models:

@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "re2/re2.h"
@@ -33,8 +34,9 @@ const KeySet& TimeoutKeys() {
 }
 
 const KeySet& FilterKeys() {
-  static const KeySet keys = {{"stripParams", "strip_params", "setParams"},
-                              {"setParamsByID", "setParamsByMatch"}};
+  static const KeySet keys = {
+      {"stripParams", "strip_params", "setParams", "setParamsByID"},
+      {"setParamsByMatch"}};
   return keys;
 }
 
@@ -102,6 +104,14 @@ class FieldDecoder {
       if (k == "priority") {
         int64_t p = 0;
         if (ReadInt(value, at, sink_, &p)) m->priority = static_cast<int>(p);
+      }
+    }
+    // setParamsByID names are aliases too (whatever the order of the keys);
+    // the loader checks them for clashes like the others.
+    for (const auto& [name, params] : m->filters.set_params_by_id) {
+      if (name != m->id && std::find(m->aliases.begin(), m->aliases.end(),
+                                     name) == m->aliases.end()) {
+        m->aliases.push_back(name);
       }
     }
   }
@@ -257,6 +267,48 @@ class FieldDecoder {
         }
         m->filters.set_params.Set(k.text, ToValue(v));
       }
+    }
+    if (const YamlNode* by_id = value.Get("setParamsByID"); by_id != nullptr) {
+      SetParamsByID(*by_id, at + ".setParamsByID", m);
+    }
+  }
+
+  // Requested name -> params. `${MODEL_ID}` in a name is the model's id
+  // (llama-swap expands macros in the raw text, keys too; the usual use is
+  // "${MODEL_ID}:variant"). Each name becomes an alias of the model.
+  void SetParamsByID(const YamlNode& value, const std::string& at,
+                     ModelConfig* m) {
+    if (value.is_null()) return;
+    if (!value.is_map()) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a mapping of model name to "
+                                "parameters, not ",
+                                value.KindName()));
+      return;
+    }
+    for (const auto& [k, v] : value.entries) {
+      std::string name = absl::StrReplaceAll(k.text, {{"${MODEL_ID}", m->id}});
+      std::string name_at = JoinPath(at, k.text);
+      if (name.empty()) {
+        sink_->Error(k.pos, name_at, "a model name must not be empty");
+        continue;
+      }
+      if (!v.is_map() && !v.is_null()) {
+        sink_->Error(v.pos, name_at,
+                     absl::StrCat("must be a mapping, not ", v.KindName()));
+        continue;
+      }
+      Value params = Value::Object();
+      for (const auto& [pk, pv] : v.entries) {
+        if (pk.text == "model") {
+          sink_->Warn(pk.pos, JoinPath(name_at, "model"),
+                      "the model cannot be set by a filter; ignored (use "
+                      "useModelName)");
+          continue;
+        }
+        params.Set(pk.text, ToValue(pv));
+      }
+      m->filters.set_params_by_id[name] = std::move(params);
     }
   }
 
