@@ -199,9 +199,10 @@ int Main(int argc, char** argv) {
   });
   link.Start(
       &broker, [&context](auto routes) { context.SetRoutes(routes); },
-      [&context](std::vector<std::string> keys) {
-        context.SetApiKeys(
-            std::make_shared<ProxyContext::KeySet>(keys.begin(), keys.end()));
+      [&context](lease::ManagerLink::Globals globals) {
+        context.set_list_aliases(globals.include_aliases_in_list);
+        context.SetApiKeys(std::make_shared<ProxyContext::KeySet>(
+            globals.api_key_sha256.begin(), globals.api_key_sha256.end()));
       });
 
   // Every worker exists before any listens: /metrics reads the whole pool.

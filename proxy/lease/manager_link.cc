@@ -307,9 +307,10 @@ void ManagerLink::FetchKeys() {
       call->ctx.get(), &call->req, &call->resp, [this, call](grpc::Status s) {
         std::unique_ptr<Call> owned(call);
         if (s.ok()) {
-          on_keys_(
+          on_keys_(Globals{
               std::vector<std::string>(owned->resp.api_key_sha256().begin(),
-                                       owned->resp.api_key_sha256().end()));
+                                       owned->resp.api_key_sha256().end()),
+              owned->resp.include_aliases_in_list()});
         }
         absl::MutexLock lock(&mu_);
         key_calls_.erase(

@@ -39,9 +39,14 @@ class ManagerLink : public LeaseTransport {
  public:
   using RoutesSink =
       std::function<void(std::shared_ptr<const router::RouteTable>)>;
-  // The API key hashes (hex SHA-256), after every Watch bookmark. A fetch
-  // that fails is tried again (every kRetry) until one succeeds.
-  using KeysSink = std::function<void(std::vector<std::string>)>;
+  // The config's global settings a data plane needs.
+  struct Globals {
+    std::vector<std::string> api_key_sha256;  // Hex SHA-256 of each key.
+    bool include_aliases_in_list = false;
+  };
+  // The globals, after every Watch bookmark. A fetch that fails is tried
+  // again (every kRetry) until one succeeds.
+  using KeysSink = std::function<void(Globals)>;
 
   explicit ManagerLink(LinkOptions options);
   // Shutdown(), if not done.

@@ -20,15 +20,24 @@ namespace modelplane::proxy {
 
 void Exchange::RespondModels() {
   std::string data;
+  auto entry = [&data](const router::Route& r, const std::string& id,
+                       const std::string& name) {
+    absl::StrAppend(
+        &data, data.empty() ? "" : ",", R"({"id":)", JsonString(id),
+        R"(,"object":"model","owned_by":"modelplane","name":)",
+        JsonString(name), R"(,"description":)", JsonString(r.description),
+        R"(,"meta":{"llamaswap":)", r.metadata_json, R"(},"status":{"value":")",
+        r.state == v1::MODEL_STATE_READY ? "loaded" : "unloaded", R"("}})");
+  };
+  bool aliases = worker_->context().list_aliases();
   for (const router::Route& r : worker_->routes().routes()) {
     if (r.unlisted) continue;
-    absl::StrAppend(
-        &data, data.empty() ? "" : ",", R"({"id":)", JsonString(r.id),
-        R"(,"object":"model","owned_by":"modelplane","name":)",
-        JsonString(r.name.empty() ? r.id : r.name), R"(,"description":)",
-        JsonString(r.description), R"(,"meta":{"llamaswap":)", r.metadata_json,
-        R"(},"status":{"value":")",
-        r.state == v1::MODEL_STATE_READY ? "loaded" : "unloaded", R"("}})");
+    entry(r, r.id, r.name.empty() ? r.id : r.name);
+    // includeAliasesInList: each alias an entry of its own, named by itself
+    // (a setParamsByID variant such as "qwen:think" is one a client picks).
+    if (aliases) {
+      for (const std::string& a : r.aliases) entry(r, a, a);
+    }
   }
   Respond(200, "application/json",
           absl::StrCat(R"({"object":"list","data":[)", data, "]}"));

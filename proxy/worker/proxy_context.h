@@ -88,6 +88,14 @@ class ProxyContext {
     version_.fetch_add(1, std::memory_order_release);
   }
 
+  // The config's includeAliasesInList (any thread).
+  bool list_aliases() const {
+    return list_aliases_.load(std::memory_order_relaxed);
+  }
+  void set_list_aliases(bool on) {
+    list_aliases_.store(on, std::memory_order_relaxed);
+  }
+
   // Bumped on every SetRoutes and SetApiKeys: workers cache the snapshot and
   // refresh it only when this moved (no lock on the request path).
   uint64_t routes_version() const {
@@ -104,6 +112,7 @@ class ProxyContext {
       router::RouteTable::Build({});
   std::shared_ptr<const KeySet> api_keys_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> version_{0};
+  std::atomic<bool> list_aliases_{false};
 };
 
 }  // namespace modelplane::proxy

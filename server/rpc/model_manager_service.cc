@@ -187,6 +187,8 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     for (const std::string& key : manager_->scheduler().config()->api_keys) {
       resp->add_api_key_sha256(Sha256Hex(key));
     }
+    resp->set_include_aliases_in_list(
+        manager_->scheduler().config()->include_aliases_in_list);
     r->Finish(grpc::Status::OK);
   });
   return r;

@@ -413,6 +413,31 @@ class ApiKeyTest(unittest.TestCase):
                 p.stop()
 
 
+class AliasesInListTest(unittest.TestCase):
+    def test_include_aliases_in_list_lists_each_alias_and_follows_a_reload(self):
+        model_yaml = {"q": ["    aliases: [qwen]", "    filters:",
+                            "      setParamsByID:",
+                            "        '${MODEL_ID}:think': {think: true}"],
+                      "hidden": ["    aliases: [h2]", "    unlisted: true"]}
+        with ManagerProcess({"q": [], "hidden": []}, model_yaml=model_yaml,
+                            extra_yaml="includeAliasesInList: true\n") as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                def ids():
+                    status, _, body = p.request("GET", "/v1/models")
+                    return [e["id"] for e in json.loads(body)["data"]] if status == 200 else []
+                self.assertTrue(wait_for(lambda: ids() == ["q", "qwen", "q:think"], 10), ids())
+                status, _, body = p.request("GET", "/v1/models")
+                entry = json.loads(body)["data"][2]
+                self.assertEqual((entry["name"], entry["object"]), ("q:think", "model"))
+                # Off again by a reload: the proxy hears of it (a bookmark).
+                m.write_config(extra_yaml="")
+                m.proc.send_signal(signal.SIGHUP)
+                self.assertTrue(wait_for(lambda: ids() == ["q"], 15), ids())
+            finally:
+                p.stop()
+
+
 class TimeoutAndDrainTest(unittest.TestCase):
     def test_slow_header_or_body_gets_408_and_idle_connections_close(self):
         with ManagerProcess({"a": []}) as m:

@@ -109,6 +109,8 @@ struct Config {
   std::string log_level = "info";  // debug, info, warn or error.
   std::vector<std::string> api_keys;
   std::vector<std::string> preload;  // Canonical model ids, in file order.
+  // /v1/models lists every alias of a listed model as an entry of its own.
+  bool include_aliases_in_list = false;
 
   // The model whose id or alias is `name`, or nullptr.
   const ModelConfig* FindModel(const std::string& name) const;

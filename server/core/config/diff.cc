@@ -65,10 +65,11 @@ ConfigDiff DiffConfigs(const Config& before, const Config& after) {
   d.globals_changed =
       std::tie(before.health_check_timeout, before.global_ttl,
                before.unload_timeout, before.start_port, before.log_level,
-               before.api_keys, before.preload) !=
+               before.api_keys, before.preload,
+               before.include_aliases_in_list) !=
       std::tie(after.health_check_timeout, after.global_ttl,
                after.unload_timeout, after.start_port, after.log_level,
-               after.api_keys, after.preload);
+               after.api_keys, after.preload, after.include_aliases_in_list);
   return d;
 }
 

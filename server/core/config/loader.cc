@@ -28,11 +28,11 @@ constexpr int kMaxPort = 65535;
 const KeySet& TopKeys() {
   static const KeySet keys = {
       {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
-       "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks"},
+       "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
+       "includeAliasesInList"},
       {"logTimeFormat", "logToStdout", "logRequests", "metricsMaxInMemory",
        "captureBuffer", "store", "ui", "performance", "sendLoadingState",
-       "includeAliasesInList", "upstream", "matrix", "profiles", "selectors",
-       "peers"}};
+       "upstream", "matrix", "profiles", "selectors", "peers"}};
   return keys;
 }
 
@@ -150,6 +150,9 @@ class Loader {
                    absl::StrCat("unknown level \"", level,
                                 "\" (debug, info, warn, error); using info"));
       }
+    }
+    if (const YamlNode* n = s.Get("includeAliasesInList"); n != nullptr) {
+      ReadBool(*n, "includeAliasesInList", &sink_, &c->include_aliases_in_list);
     }
     if (const YamlNode* n = s.Get("apiKeys");
         n != nullptr && ReadStringList(*n, "apiKeys", &sink_, &c->api_keys)) {

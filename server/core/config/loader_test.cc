@@ -424,6 +424,15 @@ models:
             R"({"enable_thinking":false})");
 }
 
+TEST(LoaderTest, IncludeAliasesInList) {
+  EXPECT_FALSE(MustLoad("models: {}\n")->include_aliases_in_list);
+  LoadResult r = LoadConfigText(
+      "a.yaml", "includeAliasesInList: true\nmodels: {}\n", Env());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r.config->include_aliases_in_list);
+  EXPECT_TRUE(r.warnings.empty());
+}
+
 TEST(LoaderTest, BoolSpellingsLlamaSwapAccepts) {
   auto c = MustLoad(R"yaml(
 models:
