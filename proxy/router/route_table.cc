@@ -29,6 +29,7 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
                               ? static_cast<int>(m.concurrency_limit())
                               : 10;
     r.filters.use_model_name = m.use_model_name();
+    r.send_loading_state = m.send_loading_state();
     r.filters.strip_params.assign(m.filters().strip_params().begin(),
                                   m.filters().strip_params().end());
     if (m.filters().has_set_params() &&

@@ -40,8 +40,9 @@ struct Route {
   std::vector<std::string> aliases;
   bool unlisted = false;
   int concurrency_limit = 10;
-  FilterSpec filters;         // useModelName, stripParams, setParams.
-  std::string metadata_json;  // "{}" when none.
+  FilterSpec filters;               // useModelName, stripParams, setParams...
+  bool send_loading_state = false;  // Loading as reasoning_content deltas.
+  std::string metadata_json;        // "{}" when none.
   v1::ModelState state = v1::MODEL_STATE_STOPPED;
   // Waits on the upstream (config `timeouts`); zero: no limit.
   absl::Duration connect_timeout;

@@ -68,6 +68,9 @@ void Exchange::Begin(http1::RequestHead head) {
   origin_.clear();
   loading_ = false;
   loading_head_sent_ = false;
+  loading_state_ = false;
+  loading_state_ticks_ = 0;
+  loading_state_position_ = 0;
   upstream_failed_ = false;
   upstream_error_.clear();
   reading_upstream_ = true;
@@ -246,6 +249,9 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
   loading_ =
       scan_ == BodyScan::kJson && json_.stream().value_or(false) &&
       worker_->context().options().loading_interval > absl::ZeroDuration();
+  // llama-swap sends its loading state on chat completions only.
+  loading_state_ = loading_ && route->send_loading_state &&
+                   absl::StartsWith(head_.target, "/v1/chat/completions");
   if (loading_) ArmLoadingTimer();
   // An inline answer may finish this request and start a pipelined one
   // before Admit returns: its ticket must not be overwritten.
@@ -288,6 +294,12 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
       default:
         return RespondError(503, std::string(s.message()));
     }
+  }
+  if (loading_state_ && loading_head_sent_) {
+    // The model's own stream follows in the same body.
+    SendLoadingState(
+        absl::StrFormat(" done (%.1fs)\n\n",
+                        static_cast<double>(uv_hrtime() - admit_ns_) / 1e9));
   }
   leased_model_ = lease->model;
   absl::string_view host = lease->upstream;
@@ -469,15 +481,40 @@ void Exchange::SendLoadingComment() {
     AllowOrigin(&headers);
     sink_->SendHead(200, "", headers, std::nullopt);
   }
+  // Its place among this proxy's requests waiting for the model.
+  int position = worker_->context().broker().Position(record_.model, ticket_);
+  if (loading_state_) {
+    // A line when it starts, then a dot a tick (and the queue position when
+    // it moves), as reasoning_content a chat UI shows while it waits.
+    std::string text = loading_state_ticks_ == 0
+                           ? absl::StrCat("Loading ", record_.model, "...")
+                           : ".";
+    if (position > 0 && position != loading_state_position_) {
+      absl::StrAppend(&text, " (queue position ", position, ")");
+    }
+    loading_state_position_ = position;
+    ++loading_state_ticks_;
+    SendLoadingState(text);
+    ArmLoadingTimer();
+    return;
+  }
   std::string line =
       absl::StrFormat(": loading %s %.1fs", record_.model,
                       static_cast<double>(uv_hrtime() - admit_ns_) / 1e9);
-  // Its place among this proxy's requests waiting for the model.
-  int position = worker_->context().broker().Position(record_.model, ticket_);
   if (position > 0) absl::StrAppend(&line, ", queue position ", position);
   line += "\n\n";
   sink_->SendData(line);
   ArmLoadingTimer();
+}
+
+void Exchange::SendLoadingState(absl::string_view text) {
+  // An OpenAI chat.completion.chunk, as llama-swap's loading stream.
+  sink_->SendData(absl::StrCat(
+      R"(data: {"id":"modelplane-loading","object":"chat.completion.chunk",)",
+      R"("created":)", absl::ToUnixSeconds(absl::Now()), R"(,"model":)",
+      JsonString(record_.model),
+      R"(,"choices":[{"index":0,"delta":{"reasoning_content":)",
+      JsonString(text), R"(},"finish_reason":null}]})", "\n\n"));
 }
 
 void Exchange::AllowOrigin(http1::Headers* headers) const {

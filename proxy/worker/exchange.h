@@ -116,6 +116,8 @@ class Exchange : public upstream::UpstreamObserver {
   void AllowOrigin(http1::Headers* headers) const;
   // The loading head, then one comment line; re-arms the timer.
   void SendLoadingComment();
+  // One reasoning_content delta (sendLoadingState).
+  void SendLoadingState(absl::string_view text);
   void ArmLoadingTimer();
   void StopLoadingTimer();
   // The request is answered: counted, upstream and lease let go.
@@ -136,6 +138,11 @@ class Exchange : public upstream::UpstreamObserver {
   // The 200 event-stream head went out before the model answered: what
   // follows (the stream, or an error as an SSE event) goes in its body.
   bool loading_head_sent_ = false;
+  // The model's sendLoadingState, for a chat completion: loading progress
+  // goes out as reasoning_content deltas, not SSE comments.
+  bool loading_state_ = false;
+  int loading_state_ticks_ = 0;
+  int loading_state_position_ = 0;
   std::string upstream_error_;  // A non-2xx upstream body, after that head.
   bool upstream_failed_ = false;
   std::string origin_;  // The request's Origin (CORS), or "".

@@ -147,6 +147,7 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   SetDuration(c.timeouts.response_header, t->mutable_response_header());
   SetDuration(c.timeouts.idle_connection, t->mutable_idle_connection());
   out->set_use_model_name(c.use_model_name);
+  out->set_send_loading_state(c.send_loading_state);
   for (const std::string& p : c.filters.strip_params) {
     out->mutable_filters()->add_strip_params(p);
   }

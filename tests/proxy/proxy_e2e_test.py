@@ -824,6 +824,47 @@ class LoadingCommentsTest(unittest.TestCase):
                 p.stop()
 
 
+class SendLoadingStateTest(unittest.TestCase):
+    def test_a_waiting_chat_stream_gets_reasoning_content_deltas_then_the_model(self):
+        # llama-swap's sendLoadingState (global here, off again for one model).
+        with ManagerProcess({"late": ["--ready-after-ms", "1500", "--tokens", "4"],
+                             "plain": ["--ready-after-ms", "800", "--tokens", "2"]},
+                            model_yaml={"plain": ["    sendLoadingState: false"]},
+                            extra_yaml="sendLoadingState: true\n") as m:
+            p = ProxyProcess(m.port, workers=1, flags=["--loading-interval-ms", "200"])
+            try:
+                self.assertTrue(wait_for(
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 2, 10))
+                status, headers, body = p.request(
+                    "POST", "/v1/chat/completions",
+                    {"model": "late", "stream": True, "messages": []})
+                self.assertEqual((status, headers["Content-Type"]),
+                                 (200, "text/event-stream"))
+                self.assertNotIn(b": loading", body)
+                reasoning = ""
+                for event in body.split(b"\n\n"):
+                    if not event.startswith(b"data: {"):
+                        continue
+                    chunk = json.loads(event[6:])
+                    if chunk["id"] != "modelplane-loading":
+                        continue
+                    self.assertEqual((chunk["object"], chunk["model"]),
+                                     ("chat.completion.chunk", "late"))
+                    reasoning += chunk["choices"][0]["delta"]["reasoning_content"]
+                self.assertRegex(reasoning, r"^Loading late\.\.\.( \(queue position 1\))?"
+                                            r"\.\.+ done \(\d+\.\ds\)\n\n$")
+                self.assertEqual(sse_text(body), "tok0 tok1 tok2 tok3 ")
+                self.assertTrue(body.endswith(b"data: [DONE]\n\n"), body)
+                # A model that turned it off gets the comments instead.
+                status, _, body = p.request("POST", "/v1/chat/completions",
+                                            {"model": "plain", "stream": True,
+                                             "messages": []})
+                self.assertIn(b": loading plain", body)
+                self.assertNotIn(b"reasoning_content", body)
+            finally:
+                p.stop()
+
+
 def parse_metrics(text):
     """Prometheus text -> {(name, frozenset of label pairs): value}."""
     out = {}

@@ -80,6 +80,10 @@ struct ModelConfig {
   std::string ready_pattern;      // RE2 on output; empty: none.
   absl::Duration max_queue_wait;  // Bound on queueing behind other models.
   int priority = 0;               // Higher is served first.
+  // llama-swap's sendLoadingState (the global one unless set here): a
+  // streaming chat completion that waits for the model hears it load as
+  // `reasoning_content` deltas.
+  bool send_loading_state = false;
 
   int port = 0;       // The ${PORT} assigned to this model, 0 if none.
   std::string group;  // Id of its group (kDefaultGroup when in none).
@@ -111,6 +115,8 @@ struct Config {
   std::vector<std::string> preload;  // Canonical model ids, in file order.
   // /v1/models lists every alias of a listed model as an entry of its own.
   bool include_aliases_in_list = false;
+  // The default of ModelConfig::send_loading_state.
+  bool send_loading_state = false;
 
   // The model whose id or alias is `name`, or nullptr.
   const ModelConfig* FindModel(const std::string& name) const;

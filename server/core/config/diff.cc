@@ -22,13 +22,19 @@ bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
   return std::tie(a.cmd_stop, a.check_endpoint, a.health_check_timeout, a.ttl,
                   a.unload_timeout, a.aliases, a.name, a.description,
                   a.unlisted, a.metadata, a.use_model_name, a.concurrency_limit,
-                  a.filters.strip_params, a.filters.set_params, a.ready_pattern,
-                  a.max_queue_wait, a.priority, a.port, a.group) !=
+                  a.filters.strip_params, a.filters.set_params,
+                  a.filters.set_params_by_id, a.send_loading_state,
+                  a.timeouts.connect, a.timeouts.response_header,
+                  a.timeouts.idle_connection, a.ready_pattern, a.max_queue_wait,
+                  a.priority, a.port, a.group) !=
          std::tie(b.cmd_stop, b.check_endpoint, b.health_check_timeout, b.ttl,
                   b.unload_timeout, b.aliases, b.name, b.description,
                   b.unlisted, b.metadata, b.use_model_name, b.concurrency_limit,
-                  b.filters.strip_params, b.filters.set_params, b.ready_pattern,
-                  b.max_queue_wait, b.priority, b.port, b.group);
+                  b.filters.strip_params, b.filters.set_params,
+                  b.filters.set_params_by_id, b.send_loading_state,
+                  b.timeouts.connect, b.timeouts.response_header,
+                  b.timeouts.idle_connection, b.ready_pattern, b.max_queue_wait,
+                  b.priority, b.port, b.group);
 }
 
 ConfigDiff DiffConfigs(const Config& before, const Config& after) {

@@ -29,10 +29,10 @@ const KeySet& TopKeys() {
   static const KeySet keys = {
       {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
        "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
-       "includeAliasesInList"},
+       "includeAliasesInList", "sendLoadingState"},
       {"logTimeFormat", "logToStdout", "logRequests", "metricsMaxInMemory",
-       "captureBuffer", "store", "ui", "performance", "sendLoadingState",
-       "upstream", "matrix", "profiles", "selectors", "peers"}};
+       "captureBuffer", "store", "ui", "performance", "upstream", "matrix",
+       "profiles", "selectors", "peers"}};
   return keys;
 }
 
@@ -151,6 +151,9 @@ class Loader {
                                 "\" (debug, info, warn, error); using info"));
       }
     }
+    if (const YamlNode* n = s.Get("sendLoadingState"); n != nullptr) {
+      ReadBool(*n, "sendLoadingState", &sink_, &c->send_loading_state);
+    }
     if (const YamlNode* n = s.Get("includeAliasesInList"); n != nullptr) {
       ReadBool(*n, "includeAliasesInList", &sink_, &c->include_aliases_in_list);
     }
@@ -184,7 +187,7 @@ class Loader {
       return a->first.text < b->first.text;
     });
     ModelDefaults defaults{c->health_check_timeout, c->global_ttl,
-                           c->unload_timeout};
+                           c->unload_timeout, c->send_loading_state};
     int next_port = c->start_port;
     for (const auto* entry : sorted) {
       const std::string& id = entry->first.text;

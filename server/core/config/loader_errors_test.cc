@@ -330,7 +330,7 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
                                 "models:\n"
                                 "  a:\n"
                                 "    cmd: x ${PORT}\n"
-                                "    sendLoadingState: true\n"
+                                "    compat: {}\n"
                                 "    aliasses: [b]\n"
                                 "    zzzzzzzzzz: 1\n"
                                 "    filters:\n      setParamsByMatch: {}\n"
@@ -346,7 +346,7 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
           "'healthCheckTimeout'?)",
           "w.yaml:2:1: peers: llama-swap setting not supported by modelplane "
           "yet; ignored",
-          "w.yaml:8:5: models.a.sendLoadingState: llama-swap setting not "
+          "w.yaml:8:5: models.a.compat: llama-swap setting not "
           "supported by modelplane yet; ignored",
           "w.yaml:9:5: models.a.aliasses: unknown key; ignored (did you mean "
           "'aliases'?)",

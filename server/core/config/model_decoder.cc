@@ -21,9 +21,10 @@ const KeySet& ModelKeys() {
       {"cmd", "cmdStop", "proxy", "checkEndpoint", "ttl", "unloadTimeout",
        "aliases", "env", "name", "description", "unlisted", "metadata",
        "useModelName", "concurrencyLimit", "filters", "macros", "timeouts",
+       "sendLoadingState",
        // modelplane extensions (docs/config.md).
        "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority"},
-      {"sendLoadingState", "compat", "capabilities"}};
+      {"compat", "capabilities"}};
   return keys;
 }
 
@@ -62,6 +63,7 @@ class FieldDecoder {
       : path_(path), sink_(sink) {}
 
   void Decode(const YamlNode& node, const ModelDefaults& d, ModelConfig* m) {
+    m->send_loading_state = d.send_loading_state;
     for (const auto& [key, value] : node.entries) {
       std::string at = JoinPath(path_, key.text);
       const std::string& k = key.text;
@@ -101,6 +103,9 @@ class FieldDecoder {
       if (k == "filters") Filters(value, at, m);
       if (k == "timeouts") Timeouts(value, at, m);
       if (k == "readyPattern") ReadyPattern(value, at, m);
+      if (k == "sendLoadingState") {
+        ReadBool(value, at, sink_, &m->send_loading_state);
+      }
       if (k == "priority") {
         int64_t p = 0;
         if (ReadInt(value, at, sink_, &p)) m->priority = static_cast<int>(p);

@@ -21,6 +21,7 @@ struct ModelDefaults {
   absl::Duration health_check_timeout;
   absl::Duration ttl;
   absl::Duration unload_timeout;
+  bool send_loading_state = false;
 };
 
 // Default bound on how long demand for one model waits behind others before
