@@ -56,6 +56,26 @@ groups:
   EXPECT_FALSE(d.globals_changed);
 }
 
+TEST(DiffConfigsTest, SettingsTheProxyReadsAreUpdates) {
+  ConfigDiff d = DiffConfigs(*Load(kBase), *Load(R"yaml(
+sendLoadingState: true
+models:
+  a: {cmd: "srv-a --port ${PORT}", ttl: 60, aliases: [aa],
+      timeouts: {responseHeader: 30}}
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=1"],
+      filters: {setParamsByID: {"b": {t: 1}}}}
+  c: {cmd: "srv-c --port ${PORT}"}
+  d: {cmd: "srv-d --port 9", proxy: "http://127.0.0.1:9",
+      sendLoadingState: false}
+groups:
+  g: {members: [a, b]}
+)yaml"));
+  // a: a timeout; b: setParamsByID; c: sendLoadingState (the global one);
+  // d: its own value equals the old default.
+  EXPECT_THAT(d.update, ElementsAre("a", "b", "c"));
+  EXPECT_THAT(d.unchanged, ElementsAre("d"));
+}
+
 TEST(DiffConfigsTest, CommandAndProxyChangesNeedRestart) {
   auto before = Load(kBase);
   auto after = Load(R"yaml(
