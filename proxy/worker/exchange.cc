@@ -246,12 +246,14 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
   uint64_t generation = generation_;
   // Set now; an answer given inline (the lease is held) clears it before
   // Admit returns.
-  loading_ =
-      scan_ == BodyScan::kJson && json_.stream().value_or(false) &&
-      worker_->context().options().loading_interval > absl::ZeroDuration();
-  // llama-swap sends its loading state on chat completions only.
-  loading_state_ = loading_ && route->send_loading_state &&
+  bool stream = scan_ == BodyScan::kJson && json_.stream().value_or(false);
+  // llama-swap sends its loading state on chat completions only; it is the
+  // config's choice, so it runs even when the comments are off.
+  loading_state_ = stream && route->send_loading_state &&
                    absl::StartsWith(head_.target, "/v1/chat/completions");
+  loading_ = loading_state_ ||
+             (stream && worker_->context().options().loading_interval >
+                            absl::ZeroDuration());
   if (loading_) ArmLoadingTimer();
   // An inline answer may finish this request and start a pipelined one
   // before Admit returns: its ticket must not be overwritten.
@@ -396,7 +398,8 @@ void Exchange::Respond(int status, const std::string& content_type,
     std::string data = body;
     std::replace(data.begin(), data.end(), '\n', ' ');
     std::replace(data.begin(), data.end(), '\r', ' ');
-    sink_->SendData(absl::StrCat("data: ", data, "\n\n"));
+    // Then the end marker, as llama-swap: clients stop reading cleanly.
+    sink_->SendData(absl::StrCat("data: ", data, "\n\ndata: [DONE]\n\n"));
     Finish();
     sink_->SendEnd();
     return;
@@ -454,6 +457,10 @@ void Exchange::ArmLoadingTimer() {
     uv_timer_init(worker_->loop().loop(), loading_timer_);
     loading_timer_->data = this;
   }
+  // --loading-interval-ms; 0 (no comments) with sendLoadingState on:
+  // llama-swap's pace.
+  absl::Duration interval = worker_->context().options().loading_interval;
+  if (interval <= absl::ZeroDuration()) interval = absl::Milliseconds(750);
   uv_update_time(worker_->loop().loop());
   uv_timer_start(
       loading_timer_,
@@ -461,9 +468,7 @@ void Exchange::ArmLoadingTimer() {
         auto* x = static_cast<Exchange*>(t->data);
         if (x->loading_ && x->in_request_) x->SendLoadingComment();
       },
-      static_cast<uint64_t>(absl::ToInt64Milliseconds(
-          worker_->context().options().loading_interval)),
-      0);
+      static_cast<uint64_t>(absl::ToInt64Milliseconds(interval)), 0);
 }
 
 void Exchange::StopLoadingTimer() {

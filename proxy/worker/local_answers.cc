@@ -29,15 +29,23 @@ void Exchange::RespondModels() {
         R"(,"meta":{"llamaswap":)", r.metadata_json, R"(},"status":{"value":")",
         r.state == v1::MODEL_STATE_READY ? "loaded" : "unloaded", R"("}})");
   };
+  // includeAliasesInList: each alias an entry of its own (a setParamsByID
+  // variant such as "qwen:think" is one a client picks), with its model's
+  // name, the whole list sorted by id, as llama-swap lists them.
+  std::vector<std::pair<const std::string*, const router::Route*>> ids;
   bool aliases = worker_->context().list_aliases();
   for (const router::Route& r : worker_->routes().routes()) {
     if (r.unlisted) continue;
-    entry(r, r.id, r.name.empty() ? r.id : r.name);
-    // includeAliasesInList: each alias an entry of its own, named by itself
-    // (a setParamsByID variant such as "qwen:think" is one a client picks).
-    if (aliases) {
-      for (const std::string& a : r.aliases) entry(r, a, a);
-    }
+    ids.emplace_back(&r.id, &r);
+    if (!aliases) continue;
+    for (const std::string& a : r.aliases) ids.emplace_back(&a, &r);
+  }
+  if (aliases) {
+    std::sort(ids.begin(), ids.end(),
+              [](const auto& a, const auto& b) { return *a.first < *b.first; });
+  }
+  for (const auto& [id, r] : ids) {
+    entry(*r, *id, r->name.empty() ? r->id : r->name);
   }
   Respond(200, "application/json",
           absl::StrCat(R"({"object":"list","data":[)", data, "]}"));

@@ -426,10 +426,12 @@ class AliasesInListTest(unittest.TestCase):
                 def ids():
                     status, _, body = p.request("GET", "/v1/models")
                     return [e["id"] for e in json.loads(body)["data"]] if status == 200 else []
-                self.assertTrue(wait_for(lambda: ids() == ["q", "qwen", "q:think"], 10), ids())
+                # Sorted by id, as llama-swap lists them; an alias entry
+                # carries its model's name.
+                self.assertTrue(wait_for(lambda: ids() == ["q", "q:think", "qwen"], 10), ids())
                 status, _, body = p.request("GET", "/v1/models")
-                entry = json.loads(body)["data"][2]
-                self.assertEqual((entry["name"], entry["object"]), ("q:think", "model"))
+                entry = json.loads(body)["data"][1]
+                self.assertEqual((entry["name"], entry["object"]), ("q", "model"))
                 # Off again by a reload: the proxy hears of it (a bookmark).
                 m.write_config(extra_yaml="")
                 m.proc.send_signal(signal.SIGHUP)
@@ -811,7 +813,9 @@ class LoadingCommentsTest(unittest.TestCase):
                                                    "messages": []})
                 self.assertEqual(status, 200)
                 self.assertIn(b": loading broken", body)
-                event = body.split(b"\n\n")[-2]
+                events = body.split(b"\n\n")
+                self.assertEqual(events[-2], b"data: [DONE]", body)
+                event = events[-3]
                 self.assertTrue(event.startswith(b"data: {"), body)
                 error = json.loads(event[6:])["error"]
                 self.assertEqual(error["code"], 503)
@@ -828,13 +832,14 @@ class SendLoadingStateTest(unittest.TestCase):
     def test_a_waiting_chat_stream_gets_reasoning_content_deltas_then_the_model(self):
         # llama-swap's sendLoadingState (global here, off again for one model).
         with ManagerProcess({"late": ["--ready-after-ms", "1500", "--tokens", "4"],
+                             "later": ["--ready-after-ms", "1500", "--tokens", "1"],
                              "plain": ["--ready-after-ms", "800", "--tokens", "2"]},
                             model_yaml={"plain": ["    sendLoadingState: false"]},
                             extra_yaml="sendLoadingState: true\n") as m:
             p = ProxyProcess(m.port, workers=1, flags=["--loading-interval-ms", "200"])
             try:
                 self.assertTrue(wait_for(
-                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 2, 10))
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 3, 10))
                 status, headers, body = p.request(
                     "POST", "/v1/chat/completions",
                     {"model": "late", "stream": True, "messages": []})
@@ -861,6 +866,22 @@ class SendLoadingStateTest(unittest.TestCase):
                                              "messages": []})
                 self.assertIn(b": loading plain", body)
                 self.assertNotIn(b"reasoning_content", body)
+            finally:
+                p.stop()
+            # Comments off (--loading-interval-ms 0): the loading state is
+            # the config's choice and still runs, at llama-swap's pace.
+            p = ProxyProcess(m.port, workers=1, flags=["--loading-interval-ms", "0"])
+            try:
+                self.assertTrue(wait_for(
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 3, 10))
+                status, _, body = p.request("POST", "/v1/chat/completions",
+                                            {"model": "later", "stream": True,
+                                             "messages": []})
+                self.assertEqual(status, 200)
+                self.assertIn(b'"reasoning_content":"Loading later...', body)
+                self.assertRegex(body, rb'"reasoning_content":" done \(\d+\.\ds\)\\n\\n"')
+                self.assertNotIn(b": loading", body)
+                self.assertEqual(sse_text(body), "tok0 ")
             finally:
                 p.stop()
 

@@ -11,6 +11,7 @@ namespace modelplane::config {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
 EnvLookup Env(std::map<std::string, std::string> vars = {}) {
@@ -422,6 +423,24 @@ models:
             R"({"enable_thinking":true,"temperature":0.6})");
   EXPECT_EQ(m->filters.set_params_by_id.at("qwen").ToJson(),
             R"({"enable_thinking":false})");
+}
+
+TEST(LoaderTest, OtherMacrosInSetParamsByIdNamesAreWarnedAndKept) {
+  LoadResult r = LoadConfigText("b.yaml", R"yaml(
+macros: {base: qwen}
+models:
+  a:
+    cmd: x ${PORT}
+    filters:
+      setParamsByID: {"${base}:think": {t: 1}}
+)yaml",
+                                Env());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_THAT(
+      r.warnings[0].ToString(),
+      HasSubstr("only ${MODEL_ID} is expanded in a setParamsByID name"));
+  EXPECT_NE(r.config->FindModel("${base}:think"), nullptr);
 }
 
 TEST(LoaderTest, IncludeAliasesInList) {

@@ -11,6 +11,7 @@
 #include "absl/strings/strip.h"
 #include "re2/re2.h"
 #include "server/core/config/decode_util.h"
+#include "server/core/config/macros.h"
 #include "server/core/config/shell_split.h"
 
 namespace modelplane::config {
@@ -294,6 +295,11 @@ class FieldDecoder {
     for (const auto& [k, v] : value.entries) {
       std::string name = absl::StrReplaceAll(k.text, {{"${MODEL_ID}", m->id}});
       std::string name_at = JoinPath(at, k.text);
+      if (!MacroRefs(name).empty()) {
+        sink_->Warn(k.pos, name_at,
+                    "only ${MODEL_ID} is expanded in a setParamsByID name; "
+                    "this one stays as written");
+      }
       if (name.empty()) {
         sink_->Error(k.pos, name_at, "a model name must not be empty");
         continue;
