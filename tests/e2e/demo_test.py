@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from tests.manager.manager_proc import free_port
+from tests.manager.manager_proc import free_port, free_port_block
 from tools.testing import junit
 from tools.testing.fake_upstream_proc import runfile, wait_for
 
@@ -51,7 +51,9 @@ class DemoTest(unittest.TestCase):
         # The demo file as shipped, on ports free here.
         config = os.path.join(tmp, "demo.yaml")
         with open(runfile("examples/demo.yaml")) as f, open(config, "w") as out:
-            out.write("startPort: %d\n" % free_port() + f.read())
+            # A block of free ports, one per model of the file (startPort,
+            # startPort+1, ...), out of the way of other tests' ports.
+            out.write("startPort: %d\n" % free_port_block(16) + f.read())
         proxy = "127.0.0.1:%d" % free_port()
         manager = "127.0.0.1:%d" % free_port()
         env = dict(os.environ, MODELPLANE_BIN=root, MODELPLANE_PROXY=proxy,
@@ -102,12 +104,12 @@ class DemoTest(unittest.TestCase):
             self.assertEqual(status, 200, body)
             self.assertIn(b": loading qwen-chat", body)
             self.assertEqual(sse_text(body), "".join("tok%d " % i for i in range(24)))
-            status, _ = post({"route": "embeddings", "model": "nomic-embed", "input": "x"})
-            self.assertEqual(status, 200)
+            status, body = post({"route": "embeddings", "model": "nomic-embed", "input": "x"})
+            self.assertEqual(status, 200, body)
             # The other chat model swaps qwen out; the persistent embedder stays.
-            status, _ = post({"route": "chat/completions", "model": "llama-chat",
-                              "messages": []})
-            self.assertEqual(status, 200)
+            status, body = post({"route": "chat/completions", "model": "llama-chat",
+                                 "messages": []})
+            self.assertEqual(status, 200, body)
             ls = subprocess.run([os.path.join(root, "client/mpctl"), "--manager", manager,
                                  "--json", "ls"], capture_output=True, text=True, check=True)
             states = {m["id"]: m.get("state") for m in json.loads(ls.stdout)["models"]}

@@ -10,6 +10,7 @@ is read from its log.
 """
 
 import os
+import random
 import re
 import shlex
 import signal
@@ -26,11 +27,36 @@ from tools.testing.fake_upstream_proc import runfile, wait_for
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port free now, below the ephemeral range (free_port_block)."""
+    return free_port_block(1)
+
+
+def free_port_block(n):
+    """The first of n consecutive ports that are free now (a config's
+    startPort). Below the kernel's ephemeral range, so that the ports other
+    tests running alongside get from bind(0) or connect() cannot land in it."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError):
+        pass
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(10000, max(10001, low - n))
+        held = []
+        try:
+            for port in range(base, base + n):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError("no block of %d free ports" % n)
 
 
 def alive(pid):
