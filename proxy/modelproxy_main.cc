@@ -183,6 +183,7 @@ int Main(int argc, char** argv) {
   link_options.credentials = *credentials;
 
   auto timers = std::make_unique<LoopThread>();
+  link_options.log = Log;
   lease::ManagerLink link(link_options);
   lease::LeaseBroker broker(&link, MakeAfter(timers.get()));
   ProxyOptions options;

@@ -133,6 +133,10 @@ class ManagerLink::WatchCall : public grpc::ClientReadReactor<v1::WatchEvent> {
         models_.erase(event_.model().id());
         break;
       case v1::WatchEvent::TYPE_BOOKMARK:
+        if (!synced_ && link_->options_.log) {
+          link_->options_.log(absl::StrCat("connected to the model manager at ",
+                                           link_->options_.target));
+        }
         synced_ = true;
         link_->FetchKeys();  // Settings outside the models may have moved.
         break;
@@ -147,7 +151,18 @@ class ManagerLink::WatchCall : public grpc::ClientReadReactor<v1::WatchEvent> {
     StartRead(&event_);
   }
 
-  void OnDone(const grpc::Status&) override { done_.store(true); }
+  void OnDone(const grpc::Status& status) override {
+    // Once per connection that had worked (not per failed retry). Before
+    // done_: the link's thread may free `this` after it.
+    if (synced_ && link_->options_.log && !link_->shutting_down_.load()) {
+      link_->options_.log(absl::StrCat(
+          "lost the model manager at ", link_->options_.target, " (",
+          status.error_message().empty() ? "stream ended"
+                                         : status.error_message(),
+          "): leases ended, requests get 503 until it is back"));
+    }
+    done_.store(true);
+  }
 
  private:
   ManagerLink* link_;
@@ -177,6 +192,7 @@ ManagerLink::ManagerLink(LinkOptions options) : options_(std::move(options)) {
 ManagerLink::~ManagerLink() { Shutdown(); }
 
 void ManagerLink::Shutdown() {
+  shutting_down_.store(true);
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;

@@ -33,6 +33,8 @@ struct LinkOptions {
   // TLS to the manager (client/credentials.h); null: cleartext.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::string client_id = "modelproxy";
+  // One line per change of the link's state (connected, lost); any thread.
+  std::function<void(const std::string&)> log;
 };
 
 class ManagerLink : public LeaseTransport {
@@ -94,6 +96,9 @@ class ManagerLink : public LeaseTransport {
   AcquireCall* acquire_ ABSL_GUARDED_BY(mu_) = nullptr;
   WatchCall* watch_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // stopping_, readable without mu_ (from a reaction that Shutdown's
+  // cancel may run while it holds mu_): a stream ending then is not news.
+  std::atomic<bool> shutting_down_{false};
   std::thread thread_;
 };
 

@@ -80,6 +80,9 @@ class FaultsTest(unittest.TestCase):
                 return status == 503
             self.assertTrue(wait_for(answer, 10), answers)
             self.assertTrue(all(a[0] in (502, 503) for a in answers), answers)
+            # The proxy says so, once (not once per reconnect attempt).
+            self.assertTrue(p.wait_log(r"lost the model manager at 127\.0\.0\.1:%d" % port, 10),
+                            p.log())
             # A manager restarted on the same address serves again.
             again = subprocess.Popen(
                 [runfile("server/modelmanager"), "--config", m.config_path,
@@ -87,6 +90,11 @@ class FaultsTest(unittest.TestCase):
             self.assertTrue(wait_for(lambda: p.request(
                 "POST", "/v1/chat/completions",
                 {"model": "s", "messages": [], "max_tokens": 2})[0] == 200, 30))
+            self.assertEqual(
+                sum("lost the model manager" in line for line in p.log()), 1, p.log())
+            self.assertEqual(
+                sum("connected to the model manager" in line for line in p.log()), 2,
+                p.log())
         finally:
             p.stop()
             if again is not None:
