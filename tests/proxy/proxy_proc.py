@@ -31,9 +31,13 @@ class ProxyProcess:
             stderr=subprocess.PIPE, text=True)
         self._lines = []
         self._lock = threading.Lock()
-        first = self.proc.stderr.readline()
-        assert "modelproxy listening on" in first, first
-        self._lines.append(first.rstrip("\n"))
+        # Up to the listening line (the link may say it connected first).
+        while True:
+            line = self.proc.stderr.readline()
+            assert line, "modelproxy exited: %s" % "\n".join(self._lines)
+            self._lines.append(line.rstrip("\n"))
+            if "modelproxy listening on" in line:
+                break
         self._pump = threading.Thread(target=self._read, daemon=True)
         self._pump.start()
 
