@@ -259,7 +259,13 @@ void ManagerLink::Run() {
       absl::MutexLock lock(&mu_);
       if (a != nullptr) acquire_ = a;
       if (w != nullptr) watch_ = w;
-      if (stopping_) return;
+      if (stopping_) {
+        // Shutdown came while these started, too early to cancel them: it
+        // would wait for them for ever (a SIGTERM right after the start).
+        if (a != nullptr) a->Cancel();
+        if (w != nullptr) w->Cancel();
+        return;
+      }
       mu_.AwaitWithTimeout(absl::Condition(&stopping_), kRetry);
     }
   }

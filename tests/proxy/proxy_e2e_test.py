@@ -546,6 +546,13 @@ class ManagerDownTest(unittest.TestCase):
 
 
 class ProxyCliTest(unittest.TestCase):
+    def test_a_sigterm_right_after_the_start_stops_it(self):
+        # The manager link may still be opening its streams then: they must
+        # be cancelled too, not waited for (it hung in 25 starts of 40).
+        with ManagerProcess({"a": []}) as m:
+            for _ in range(8):
+                ProxyProcess(m.port, workers=1).stop()  # Exit 0 within 20 s.
+
     def test_an_unreadable_token_file_is_an_error_not_a_silent_404(self):
         for content in (None, "  \n"):
             with tempfile.TemporaryDirectory() as tmp:

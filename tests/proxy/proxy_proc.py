@@ -12,6 +12,7 @@ full pipe.
 
 import http.client
 import json
+import os
 import re
 import signal
 import subprocess
@@ -72,7 +73,19 @@ class ProxyProcess:
         exit, under --config=asan, makes that 1)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            code = self.proc.wait(20)
+            try:
+                code = self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                # Where it stuck: its threads' stacks, then its log.
+                stacks = subprocess.run(
+                    ["gdb", "-p", str(self.proc.pid), "-batch", "-ex",
+                     "thread apply all bt 8"], capture_output=True, text=True,
+                    timeout=60).stdout if os.path.exists("/usr/bin/gdb") else ""
+                self.proc.kill()
+                self.proc.wait()
+                self._pump.join(10)
+                raise AssertionError("modelproxy did not stop within 20 s:\n%s\n%s"
+                                     % ("\n".join(self.log())[-4000:], stacks[-8000:]))
             self._pump.join(10)
             if code != 0:
                 raise AssertionError("modelproxy exited with %d: %s"
