@@ -36,13 +36,16 @@ class ManagerLink::AcquireCall
     StartCall();
   }
 
+  // Fully over: the link may free it (and the broker may go).
   bool done() const { return done_.load(); }
+  // The stream ended: no lease holds any more (OnDone may still be running).
+  bool ended() const { return ended_.load(); }
   void Cancel() { ctx_->TryCancel(); }
 
   void Write(v1::AcquireRequest req) {
     {
       absl::MutexLock lock(&mu_);
-      if (done_.load()) return;
+      if (ended_.load()) return;
       out_.push_back(std::move(req));
       if (writing_) return;
       writing_ = true;
@@ -90,12 +93,14 @@ class ManagerLink::AcquireCall
   }
 
   void OnDone(const grpc::Status&) override {
-    // done_ first: from now on Connected() is false, so no request queues
-    // for this stream after OnDisconnected answered the waiting ones. The
-    // link's thread may free `this` once done_ is set: use locals only.
+    // ended_ first: from now on Connected() is false, so no request queues
+    // for this stream after OnDisconnected answered the waiting ones.
     LeaseBroker* broker = link_->broker_;
-    done_.store(true);
+    ended_.store(true);
     broker->OnDisconnected();
+    // Last: Shutdown waits for it before the broker is destroyed (a SIGTERM
+    // while the stream ends), and the link's thread frees `this` after it.
+    done_.store(true);
   }
 
  private:
@@ -106,6 +111,7 @@ class ManagerLink::AcquireCall
   std::deque<v1::AcquireRequest> out_ ABSL_GUARDED_BY(mu_);
   v1::AcquireRequest current_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> ended_{false};
   std::atomic<bool> done_{false};
 };
 
@@ -344,7 +350,7 @@ void ManagerLink::FetchKeys() {
 
 bool ManagerLink::Connected() {
   absl::MutexLock lock(&mu_);
-  return acquire_ != nullptr && !acquire_->done();
+  return acquire_ != nullptr && !acquire_->ended();
 }
 
 void ManagerLink::SendAcquire(const std::string& model) {
