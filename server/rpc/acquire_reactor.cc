@@ -159,7 +159,7 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
     if (client == 0 || posted_.load() != 0) return false;
     scheduler::GrantGate& gate = manager_->scheduler().gate();
     if (req.has_acquire()) {
-      bool overflow = false;
+      bool queued;
       {
         // GRANTED is queued before the lock is let go: the loop may absorb
         // the grant and revoke it at once, and its REVOKED (queued under
@@ -169,21 +169,14 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
         std::optional<scheduler::GrantGate::Grant> g =
             gate.TryAcquire(client, req.acquire().model(), absl::Now());
         if (!g) return false;
-        if (out_.size() >= kMaxQueuedResponses) {
-          overflow = true;  // Its lease goes with the stream.
-        } else {
-          // The revision read after the grant: at or after the model's
-          // (the hub's lock is a leaf: it calls nothing).
-          out_.push_back(Granted(g->model, req.acquire().request_id(), g->lease,
-                                 g->upstream, manager_->hub().revision()));
-        }
+        // The revision read after the grant: at or after the model's (the
+        // hub's lock is a leaf: it calls nothing). On overflow the lease
+        // goes with the stream.
+        queued =
+            QueueLocked(Granted(g->model, req.acquire().request_id(), g->lease,
+                                g->upstream, manager_->hub().revision()));
       }
-      if (overflow) {
-        FinishOnce(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                "the client did not read its stream"));
-        return true;
-      }
-      WriteNext();
+      WriteOrEnd(queued);
       return true;
     }
     if (req.has_release() && req.release().lease_id() != 0) {
@@ -237,17 +230,25 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
   }
 
   void Send(v1::AcquireResponse r) {
-    bool overflow = false;
+    bool queued;
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
-      if (out_.size() >= kMaxQueuedResponses) {
-        overflow = true;
-      } else {
-        out_.push_back(std::move(r));
-      }
+      queued = QueueLocked(std::move(r));
     }
-    if (overflow) {
+    WriteOrEnd(queued);
+  }
+
+  // Queues `r`; false when the client already left too much unread.
+  bool QueueLocked(v1::AcquireResponse r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (out_.size() >= kMaxQueuedResponses) return false;
+    out_.push_back(std::move(r));
+    return true;
+  }
+
+  // After QueueLocked, outside mu_: write, or end the stream that overflowed.
+  void WriteOrEnd(bool queued) {
+    if (!queued) {
       FinishOnce(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                               "the client did not read its stream"));
       return;
