@@ -211,6 +211,9 @@ int Main(int argc, char** argv) {
   for (int i = 0; i < workers; ++i) {
     pool.push_back(std::make_unique<Worker>(&context));
   }
+  std::vector<Worker*> peers;
+  for (auto& w : pool) peers.push_back(w.get());
+  for (auto& w : pool) w->SetPeers(peers);
   context.set_metrics([&pool, &broker] {
     Metrics total;
     for (auto& w : pool) total.Merge(w->metrics().Snapshot());

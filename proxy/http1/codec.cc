@@ -116,6 +116,7 @@ const http_parser_settings* RequestParser::Settings() {
 int RequestParser::OnMessageBegin(http_parser* p) {
   auto* self = From<RequestParser>(p);
   self->head_ = RequestHead();
+  self->head_.headers.reserve(8);  // One allocation for a usual head.
   self->in_value_ = false;
   self->in_head_ = true;
   self->head_bytes_ = 0;
@@ -238,6 +239,7 @@ const http_parser_settings* ResponseParser::Settings() {
     x.on_message_begin = [](http_parser* p) {
       auto* self = From<ResponseParser>(p);
       self->head_ = ResponseHead();
+      self->head_.headers.reserve(8);
       self->in_value_ = false;
       self->in_message_ = true;
       return 0;
@@ -344,17 +346,27 @@ void AppendFraming(std::string* out, Framing framing, uint64_t length) {
 
 }  // namespace
 
+void AppendResponseHead(std::string* out, int status, absl::string_view reason,
+                        const Headers& headers, Framing framing,
+                        uint64_t content_length, bool keep_alive) {
+  size_t size = 96 + reason.size();  // Status line, framing, Connection.
+  for (const auto& [k, v] : headers) size += k.size() + v.size() + 4;
+  out->reserve(out->size() + size);
+  absl::StrAppend(out, "HTTP/1.1 ", status, " ",
+                  reason.empty() ? ReasonPhrase(status) : reason, "\r\n");
+  AppendHeaders(out, headers);
+  if (!IsBodilessStatus(status)) AppendFraming(out, framing, content_length);
+  bool close = !keep_alive || framing == Framing::kUntilClose;
+  absl::StrAppend(out, "Connection: ", close ? "close" : "keep-alive",
+                  "\r\n\r\n");
+}
+
 std::string EncodeResponseHead(int status, absl::string_view reason,
                                const Headers& headers, Framing framing,
                                uint64_t content_length, bool keep_alive) {
-  std::string out =
-      absl::StrCat("HTTP/1.1 ", status, " ",
-                   reason.empty() ? ReasonPhrase(status) : reason, "\r\n");
-  AppendHeaders(&out, headers);
-  if (!IsBodilessStatus(status)) AppendFraming(&out, framing, content_length);
-  bool close = !keep_alive || framing == Framing::kUntilClose;
-  absl::StrAppend(&out, "Connection: ", close ? "close" : "keep-alive",
-                  "\r\n\r\n");
+  std::string out;
+  AppendResponseHead(&out, status, reason, headers, framing, content_length,
+                     keep_alive);
   return out;
 }
 
@@ -390,9 +402,15 @@ std::string EncodeRequestHead(absl::string_view method,
   return out;
 }
 
+void AppendChunk(std::string* out, absl::string_view data) {
+  if (data.empty()) return;
+  absl::StrAppend(out, absl::Hex(data.size()), "\r\n", data, "\r\n");
+}
+
 std::string EncodeChunk(absl::string_view data) {
-  if (data.empty()) return "";
-  return absl::StrCat(absl::Hex(data.size()), "\r\n", data, "\r\n");
+  std::string out;
+  AppendChunk(&out, data);
+  return out;
 }
 
 }  // namespace modelplane::proxy::http1

@@ -165,6 +165,9 @@ enum class Framing { kContentLength, kChunked, kUntilClose, kNoBody };
 // "HTTP/1.1 200 OK\r\n" + headers + the framing header + "\r\n". Hop-by-hop
 // headers in `headers` (Connection, Keep-Alive, Transfer-Encoding,
 // Content-Length, Upgrade...) are dropped: the codec writes its own.
+void AppendResponseHead(std::string* out, int status, absl::string_view reason,
+                        const Headers& headers, Framing framing,
+                        uint64_t content_length, bool keep_alive);
 std::string EncodeResponseHead(int status, absl::string_view reason,
                                const Headers& headers, Framing framing,
                                uint64_t content_length, bool keep_alive);
@@ -182,6 +185,7 @@ std::string EncodeRequestHead(absl::string_view method,
                               Framing framing, uint64_t content_length);
 // One chunk of a chunked body (empty data gives nothing: the end is
 // EncodeLastChunk()).
+void AppendChunk(std::string* out, absl::string_view data);
 std::string EncodeChunk(absl::string_view data);
 inline const char* EncodeLastChunk() { return "0\r\n\r\n"; }
 const char* ReasonPhrase(int status);

@@ -1,5 +1,7 @@
 #include "proxy/router/json_scanner.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace modelplane::proxy::router {
@@ -39,12 +41,30 @@ void JsonScanner::Feed(absl::string_view data) {
     // value (a long prompt in "messages" is both), byte by byte through
     // the state machine cost 4 ns a byte.
     const char* q = p;
-    if (state_ == State::kInString && target_ != Target::kModel && !escape_ &&
-        unicode_left_ == 0) {
-      while (q < end && *q != '"' && *q != '\\' &&
+    if (state_ == State::kInString && !escape_ && unicode_left_ == 0) {
+      // The model name itself is copied in runs, never past its limit (the
+      // byte over it goes through Step, which reports it).
+      const char* stop = end;
+      if (target_ == Target::kModel) {
+        stop = p + std::min<size_t>(end - p, kMaxModelBytes - value_.size());
+      }
+      while (q < stop && *q != '"' && *q != '\\' &&
              static_cast<unsigned char>(*q) >= 0x20) {
         ++q;
       }
+      if (target_ == Target::kModel) value_.append(p, q - p);
+    } else if (state_ == State::kInKey && !escape_) {
+      while (q < end && *q != '"' && *q != '\\') ++q;
+      size_t room = key_overflow_ ? 0 : 8 - key_.size();
+      size_t n = static_cast<size_t>(q - p);
+      key_.append(p, std::min(n, room));
+      if (n > room) key_overflow_ = true;
+    } else if (state_ == State::kInLiteral) {
+      while (q < end && !IsSpace(*q) && *q != ',' && *q != '}' && *q != ']') {
+        ++q;
+      }
+      size_t n = static_cast<size_t>(q - p);
+      value_.append(p, std::min(n, 8 - std::min<size_t>(8, value_.size())));
     } else if (state_ == State::kInNested && nested_in_string_) {
       if (!nested_escape_) {
         while (q < end && *q != '"' && *q != '\\') ++q;

@@ -116,5 +116,52 @@ TEST(JsonScannerTest, EmptyObjectAndWhitespace) {
   EXPECT_FALSE(s.model().has_value());
 }
 
+// Feed copies keys, literals and the model name in runs: at every split,
+// the same answers and the same error at the same byte as the state machine
+// alone (FeedEachByte).
+TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
+  const std::string name_at_limit(JsonScanner::kMaxModelBytes, 'm');
+  const std::string bodies[] = {
+      R"({"model":"bench","messages":[{"role":"user"}],"max_tokens":4})",
+      R"({"modelx":"a","model":"b","streaming":true,"stream":false})",
+      R"({"mod\u0065l":"a","model":"x\"y\u00e9z","stream":true})",
+      R"({"stream":truefalse,"model":"m"})",
+      R"({"stream":nullnullnullnull,"model":"m"})",
+      R"({"a_very_long_key_indeed":12345678901234,"model":"q"})",
+      R"({"model":")" + name_at_limit + R"("})",
+      R"({"model":")" + name_at_limit + R"(x"})",
+      R"({"model":"tab	here"})",
+      "{\"model\":\"ctl\x01char\"}",
+      R"({"model":"unterminated)",
+      R"({"key)",
+  };
+  for (const std::string& body : bodies) {
+    JsonScanner reference;
+    reference.FeedEachByte(body);
+    reference.Finish();
+    for (size_t cut = 0; cut <= body.size(); ++cut) {
+      JsonScanner s;
+      s.Feed(absl::string_view(body).substr(0, cut));
+      s.Feed(absl::string_view(body).substr(cut));
+      s.Finish();
+      ASSERT_EQ(s.model(), reference.model()) << body << " cut " << cut;
+      ASSERT_EQ(s.stream(), reference.stream()) << body << " cut " << cut;
+      ASSERT_EQ(s.error_message(), reference.error_message())
+          << body << " cut " << cut;
+    }
+  }
+  // And what the reference says is right.
+  JsonScanner at_limit = ScanWhole(bodies[6]);
+  EXPECT_THAT(at_limit.model(), Optional(name_at_limit));
+  JsonScanner over = ScanWhole(bodies[7]);
+  EXPECT_TRUE(over.error());
+  EXPECT_THAT(over.error_message(), HasSubstr("too long"));
+  JsonScanner lookalikes = ScanWhole(bodies[1]);
+  EXPECT_THAT(lookalikes.model(), Optional(std::string("b")));
+  EXPECT_THAT(lookalikes.stream(), Optional(false));
+  JsonScanner escaped = ScanWhole(bodies[2]);
+  EXPECT_THAT(escaped.model(), Optional(std::string("x\"y\xc3\xa9z")));
+}
+
 }  // namespace
 }  // namespace modelplane::proxy::router

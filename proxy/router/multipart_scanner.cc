@@ -33,6 +33,12 @@ std::string PartName(absl::string_view headers) {
 
 std::optional<std::string> MultipartScanner::BoundaryFrom(
     absl::string_view content_type) {
+  // Most bodies are JSON: refused before anything is split or allocated.
+  if (!absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(content_type.substr(
+                                  0, content_type.find(';'))),
+                              "multipart/form-data")) {
+    return std::nullopt;
+  }
   std::vector<absl::string_view> params = absl::StrSplit(content_type, ';');
   if (params.empty() ||
       !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(params[0]),

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/lazy_timer.h"
 
 namespace modelplane::proxy::upstream {
 
@@ -90,8 +91,7 @@ class Connection : public http1::ResponseVisitor {
         resolved_(target.literal) {
     uv_tcp_init(pool->loop_, &tcp_);
     tcp_.data = this;
-    uv_timer_init(pool->loop_, &timer_);
-    timer_.data = this;
+    timer_.Init(pool->loop_, OnTimer, this);
   }
 
   const std::string& key() const { return key_; }
@@ -134,7 +134,7 @@ class Connection : public http1::ResponseVisitor {
   bool resolved_;  // addr_ holds the address.
   Resolve* resolving_ = nullptr;
   uv_tcp_t tcp_;
-  uv_timer_t timer_;
+  LazyTimer timer_;  // wait_'s timeout; lazy: no heap update per request.
   int open_handles_ = 2;
   Wait wait_ = Wait::kNone;
   Timeouts timeouts_;
@@ -172,12 +172,12 @@ class Handle : public UpstreamRequest {
 
 void Connection::Arm(Wait wait, absl::Duration d) {
   wait_ = wait;
-  uv_timer_stop(&timer_);
-  if (wait == Wait::kNone || d <= absl::ZeroDuration()) return;
-  uv_timer_start(
-      &timer_, OnTimer,
-      static_cast<uint64_t>(std::max<int64_t>(1, absl::ToInt64Milliseconds(d))),
-      0);
+  if (wait == Wait::kNone || d <= absl::ZeroDuration()) {
+    timer_.Disarm();  // E.g. no response-header timeout: the idle one is off.
+    return;
+  }
+  timer_.Arm(static_cast<uint64_t>(
+      std::max<int64_t>(1, absl::ToInt64Milliseconds(d))));
 }
 
 void Connection::OnTimer(uv_timer_t* t) {
@@ -439,7 +439,8 @@ void Connection::Close() {
     auto* c = static_cast<Connection*>(h->data);
     if (--c->open_handles_ == 0) delete c;
   };
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), closed);
+  timer_.Disarm();
+  uv_close(timer_.handle(), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), closed);
 }
 

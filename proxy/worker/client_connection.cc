@@ -27,6 +27,9 @@ constexpr uint64_t kLingerMs = 2000;
 // Produce may overshoot it by a frame).
 constexpr size_t kFlushBytes = 256 << 10;
 
+// The gathering buffer kept between responses (larger ones are freed).
+constexpr size_t kKeptOutBytes = 16 << 10;
+
 // The header lists the token (case-insensitive), e.g. Upgrade: h2c.
 bool HasToken(const http1::Headers& headers, absl::string_view name,
               absl::string_view token) {
@@ -46,11 +49,10 @@ ClientConnection::ClientConnection(Worker* worker)
     : worker_(worker), parser_(this, worker->context().options().limits) {
   uv_tcp_init(worker->loop().loop(), &tcp_);
   tcp_.data = this;
-  uv_timer_init(worker->loop().loop(), &timer_);
+  timer_.Init(worker->loop().loop(), OnTimer, this);
   uv_timer_init(worker->loop().loop(), &send_timer_);
   uv_idle_init(worker->loop().loop(), &flush_);
   send_timer_.data = this;
-  timer_.data = this;
   flush_.data = this;
 }
 
@@ -99,19 +101,24 @@ void ClientConnection::UpdateTimer() {
   }
   if (want == timer_mode_) return;  // Never re-armed by a trickle of bytes.
   timer_mode_ = want;
-  uv_timer_stop(&timer_);
-  if (want == TimerMode::kNone) return;
+  if (want == TimerMode::kNone) {
+    timer_.Disarm();
+    return;
+  }
+  // Lazy: a keep-alive connection moving between idle and busy on every
+  // request does not touch the loop's timer heap (common/lazy_timer.h).
+  timer_.Arm(TimerMs(want));
+}
+
+uint64_t ClientConnection::TimerMs(TimerMode mode) const {
   const ProxyOptions& o = worker_->context().options();
-  absl::Duration d = want == TimerMode::kHead   ? o.header_timeout
-                     : want == TimerMode::kBody ? o.body_timeout
-                     : want == TimerMode::kSweep
+  absl::Duration d = mode == TimerMode::kHead   ? o.header_timeout
+                     : mode == TimerMode::kBody ? o.body_timeout
+                     : mode == TimerMode::kSweep
                          ? std::min(o.send_timeout / 2, absl::Seconds(1))
                          : o.idle_timeout;
-  uint64_t ms =
-      static_cast<uint64_t>(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
-  uv_update_time(worker_->loop().loop());
-  uv_timer_start(&timer_, OnTimer, ms,
-                 want == TimerMode::kSweep ? ms : 0);  // The sweep repeats.
+  return static_cast<uint64_t>(
+      std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
 }
 
 void ClientConnection::OnTimer(uv_timer_t* t) {
@@ -123,6 +130,7 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
   }
   if (c->h2_ != nullptr) {
     if (c->timer_mode_ == TimerMode::kSweep) {
+      c->timer_.Arm(c->TimerMs(TimerMode::kSweep));  // The sweep repeats.
       c->h2_->ResetStalled();
       c->ScheduleFlush();
       return;
@@ -204,8 +212,7 @@ void ClientConnection::CloseGracefully() {
     uv_read_start(stream(), OnAlloc, OnRead);
   }
   timer_mode_ = TimerMode::kLinger;
-  uv_timer_stop(&timer_);
-  uv_timer_start(&timer_, OnTimer, kLingerMs, 0);
+  timer_.Arm(kLingerMs);
 }
 
 void ClientConnection::Close() {
@@ -217,12 +224,12 @@ void ClientConnection::Close() {
   if (exchange_ != nullptr) exchange_->Cancel();
   if (h2_ != nullptr) h2_->CancelAll();
   worker_->Forget(this);
-  uv_timer_stop(&timer_);
+  timer_.Disarm();
   auto closed = [](uv_handle_t* h) {
     auto* c = static_cast<ClientConnection*>(h->data);
     if (--c->open_handles_ == 0) delete c;
   };
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), closed);
+  uv_close(timer_.handle(), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&send_timer_), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), closed);
@@ -326,10 +333,7 @@ void ClientConnection::OnRequestHead(http1::RequestHead head) {
 
 void ClientConnection::OnRequestBody(absl::string_view data) {
   if (timer_mode_ == TimerMode::kBody) {  // Progress: the gap starts over.
-    uv_timer_start(&timer_, OnTimer,
-                   static_cast<uint64_t>(absl::ToInt64Milliseconds(
-                       worker_->context().options().body_timeout)),
-                   0);
+    timer_.Arm(TimerMs(TimerMode::kBody));
   }
   exchange_->Body(data);
 }
@@ -388,9 +392,11 @@ void ClientConnection::SendHead(int status, absl::string_view reason,
                    : http1::Framing::kUntilClose;
   }
   if (framing_ == http1::Framing::kUntilClose) keep_alive_ = false;
-  Write(http1::EncodeResponseHead(
-      status, reason, headers, framing_, content_length.value_or(0),
-      keep_alive_ && !close_after_write_ && !draining_));
+  WriteWith([&](std::string* out) {
+    http1::AppendResponseHead(out, status, reason, headers, framing_,
+                              content_length.value_or(0),
+                              keep_alive_ && !close_after_write_ && !draining_);
+  });
   if (bodiless) framing_ = http1::Framing::kNoBody;
 }
 
@@ -399,11 +405,11 @@ void ClientConnection::SendResponse(int status, const http1::Headers& headers,
   framing_ = http1::Framing::kContentLength;
   bool bodiless =
       http1::IsBodilessStatus(status) || exchange_->head().method == "HEAD";
-  std::string out = http1::EncodeResponseHead(
-      status, "", headers, framing_, body.size(),
-      keep_alive_ && !close_after_write_ && !draining_);
-  if (!bodiless) out.append(body.data(), body.size());
-  Write(std::move(out));
+  WriteWith([&](std::string* out) {
+    http1::AppendResponseHead(out, status, "", headers, framing_, body.size(),
+                              keep_alive_ && !close_after_write_ && !draining_);
+    if (!bodiless) out->append(body.data(), body.size());
+  });
 }
 
 void ClientConnection::SendContinue() {
@@ -412,8 +418,13 @@ void ClientConnection::SendContinue() {
 
 void ClientConnection::SendData(absl::string_view data) {
   if (framing_ == http1::Framing::kNoBody || data.empty()) return;
-  Write(framing_ == http1::Framing::kChunked ? http1::EncodeChunk(data)
-                                             : std::string(data));
+  WriteWith([&](std::string* out) {
+    if (framing_ == http1::Framing::kChunked) {
+      http1::AppendChunk(out, data);
+    } else {
+      out->append(data.data(), data.size());
+    }
+  });
 }
 
 void ClientConnection::FlushNow() {
@@ -494,17 +505,19 @@ void ClientConnection::Flush() {
 }
 
 void ClientConnection::Write(std::string data) {
-  if (closing_ || data.empty()) return;
-  worker_->metrics().AddBytesOut(data.size());
-  if (h2_ == nullptr && exchange_ != nullptr) exchange_->AddSent(data.size());
-  // Gathered, and handed to the socket once the current callback is over:
-  // a small response read from the upstream in one piece (head, body, last
-  // chunk) goes out in one write.
-  if (out_.empty()) {
-    out_ = std::move(data);
-  } else {
-    out_.append(data);
-  }
+  WriteWith([&](std::string* out) {
+    if (out->empty() && out->capacity() < data.size()) {
+      *out = std::move(data);
+    } else {
+      out->append(data);
+    }
+  });
+}
+
+void ClientConnection::Wrote(size_t n) {
+  if (n == 0) return;
+  worker_->metrics().AddBytesOut(n);
+  if (h2_ == nullptr && exchange_ != nullptr) exchange_->AddSent(n);
   ScheduleFlush();
 }
 
@@ -521,7 +534,11 @@ void ClientConnection::WriteOut() {
     if (n > 0) done = static_cast<size_t>(n);
   }
   if (done == out_.size()) {
-    out_.clear();
+    if (out_.capacity() > kKeptOutBytes) {
+      std::string().swap(out_);  // An idle connection keeps no big buffer.
+    } else {
+      out_.clear();  // Its capacity serves the next response.
+    }
     AfterWrite();
     return;
   }

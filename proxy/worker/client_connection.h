@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "common/lazy_timer.h"
 #include "proxy/http1/codec.h"
 #include "proxy/worker/exchange.h"
 
@@ -89,6 +90,17 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   static void OnTimer(uv_timer_t* t);
   // Gathers `data` for the socket (WriteOut, soon).
   void Write(std::string data);
+  // The same, with `append(&out_)` writing the bytes in place: a small
+  // response read from the upstream in one piece (head, body, last chunk)
+  // goes out in one write, from a buffer kept across requests.
+  template <typename Append>
+  void WriteWith(Append&& append) {
+    if (closing_) return;
+    size_t before = out_.size();
+    append(&out_);
+    Wrote(out_.size() - before);
+  }
+  void Wrote(size_t n);
   // Hands what was gathered to the socket in one write; what it does not
   // take now waits in libuv's queue.
   void WriteOut();
@@ -103,7 +115,7 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
 
   Worker* worker_;
   uv_tcp_t tcp_;
-  uv_timer_t timer_;
+  LazyTimer timer_;        // The mode's timeout (timer_mode_).
   uv_timer_t send_timer_;  // Armed while written bytes wait for the client.
   uv_idle_t flush_;        // A Flush is due (gathered bytes, HTTP/2 frames).
   std::string out_;        // Gathered for the next write.
@@ -117,6 +129,7 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
     kSweep,
     kLinger
   } timer_mode_ = TimerMode::kNone;
+  uint64_t TimerMs(TimerMode mode) const;
   uv_shutdown_t shutdown_;
   bool lingering_ = false;
   bool closing_ = false;

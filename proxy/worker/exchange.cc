@@ -81,7 +81,8 @@ void Exchange::Begin(http1::RequestHead head) {
   scan_ = BodyScan::kNone;
   responding_ = false;
   record_ = RequestRecord();
-  std::string path = head_.target.substr(0, head_.target.find('?'));
+  absl::string_view path =
+      absl::string_view(head_.target).substr(0, head_.target.find('?'));
   record_.route = RouteLabel(path);
   head_ns_ = uv_hrtime();
   response_bytes_ = 0;
@@ -145,7 +146,8 @@ void Exchange::OnWritable() {
 }
 
 void Exchange::Dispatch() {
-  std::string path = head_.target.substr(0, head_.target.find('?'));
+  absl::string_view path =
+      absl::string_view(head_.target).substr(0, head_.target.find('?'));
   const std::string* origin = http1::FindHeader(head_.headers, "origin");
   origin_ = origin != nullptr ? *origin : "";
   if (head_.method == "OPTIONS") return RespondPreflight();

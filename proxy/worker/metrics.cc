@@ -58,6 +58,7 @@ void Metrics::Merge(const Metrics& o) {
   bytes_in += o.bytes_in;
   bytes_out += o.bytes_out;
   open_connections += o.open_connections;
+  worker_connections.push_back(o.open_connections);
 }
 
 namespace {
@@ -69,7 +70,7 @@ constexpr const char* kLocalRoutes[] = {
 
 }  // namespace
 
-std::string RouteLabel(absl::string_view path) {
+absl::string_view RouteLabel(absl::string_view path) {
   for (const char* r : router::kBodyRoutes) {
     if (path == r) return r;
   }
@@ -82,7 +83,15 @@ std::string RouteLabel(absl::string_view path) {
 
 void WorkerMetrics::Record(const RequestRecord& r) {
   absl::MutexLock lock(&mu_);
-  ++metrics_.requests[{r.model, r.route, r.status}];
+  auto key = std::make_tuple(absl::string_view(r.model), r.route, r.status);
+  auto it = metrics_.requests.find(key);
+  if (it == metrics_.requests.end()) {
+    it = metrics_.requests
+             .emplace(std::make_tuple(r.model, std::string(r.route), r.status),
+                      0)
+             .first;
+  }
+  ++it->second;
   if (r.lease_wait) metrics_.lease_wait[r.model].Observe(*r.lease_wait);
   if (r.time_to_first_byte) {
     metrics_.time_to_first_byte[r.model].Observe(*r.time_to_first_byte);
@@ -159,6 +168,15 @@ std::string Metrics::Render(const std::map<std::string, int>& in_flight,
       "\n# HELP modelproxy_open_connections Client connections open.\n"
       "# TYPE modelproxy_open_connections gauge\nmodelproxy_open_connections ",
       open_connections, "\n");
+  if (!worker_connections.empty()) {
+    out.append(
+        "# HELP modelproxy_worker_connections Client connections open, by "
+        "worker.\n# TYPE modelproxy_worker_connections gauge\n");
+    for (size_t i = 0; i < worker_connections.size(); ++i) {
+      absl::StrAppend(&out, "modelproxy_worker_connections{worker=\"", i,
+                      "\"} ", worker_connections[i], "\n");
+    }
+  }
   return out;
 }
 

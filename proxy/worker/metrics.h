@@ -37,13 +37,17 @@ struct Histogram {
 
 struct Metrics {
   // (model, route, status) -> requests.
-  std::map<std::tuple<std::string, std::string, int>, uint64_t> requests;
+  // Found by string_views (std::less<>): no key copied per request.
+  std::map<std::tuple<std::string, std::string, int>, uint64_t, std::less<>>
+      requests;
   std::map<std::string, Histogram> time_to_first_byte;  // By model.
   std::map<std::string, Histogram> lease_wait;          // By model.
   std::map<std::pair<std::string, std::string>, uint64_t> lease_errors;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   int64_t open_connections = 0;
+  // One entry per worker merged in (Merge), in order.
+  std::vector<int64_t> worker_connections;
 
   void Merge(const Metrics& o);
   // Prometheus text exposition; `in_flight` and `queued` by model come from
@@ -54,8 +58,9 @@ struct Metrics {
 
 // What a connection knows of one request once it is over.
 struct RequestRecord {
-  std::string model;            // The route id; "" when no model was resolved.
-  std::string route = "other";  // A bounded set: see RouteLabel().
+  std::string model;  // The route id; "" when no model was resolved.
+  // A bounded set of literals: see RouteLabel().
+  absl::string_view route = "other";
   int status = 0;  // 499: the client left before the response head.
   std::optional<absl::Duration> lease_wait;
   std::optional<absl::Duration> time_to_first_byte;
@@ -64,7 +69,7 @@ struct RequestRecord {
 
 // The label for a request path: known routes by name, /upstream/... as
 // "/upstream", everything else "other" (labels must stay few).
-std::string RouteLabel(absl::string_view path);
+absl::string_view RouteLabel(absl::string_view path);
 
 class WorkerMetrics {
  public:

@@ -42,7 +42,8 @@ TEST(MetricsTest, MergeAddsEveryWorkersCounts) {
   w1.AddConnections(2);
   w2.AddConnections(1);
   w2.AddConnections(-1);
-  Metrics total = w1.Snapshot();
+  Metrics total;  // As modelproxy renders it: every worker merged in.
+  total.Merge(w1.Snapshot());
   total.Merge(w2.Snapshot());
   std::string text = total.Render({{"m", 1}}, {{"m", 4}});
   EXPECT_THAT(text, HasSubstr("modelproxy_requests_total{model=\"m\",route=\"/"
@@ -54,6 +55,9 @@ TEST(MetricsTest, MergeAddsEveryWorkersCounts) {
                               "\"m\"} 3\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_bytes_sent_total 15\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_open_connections 2\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_worker_connections{worker=\"0\"} "
+                              "2\nmodelproxy_worker_connections{worker=\"1\"} "
+                              "0\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_in_flight{model=\"m\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_queued{model=\"m\"} 4\n"));
 }

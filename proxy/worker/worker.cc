@@ -1,5 +1,6 @@
 #include "proxy/worker/worker.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -96,13 +97,51 @@ absl::StatusOr<int> Worker::Listen(const std::string& host, int port) {
 void Worker::OnConnection(uv_stream_t* listener, int status) {
   if (status < 0) return;
   auto* w = static_cast<Worker*>(listener->data);
+  // SO_REUSEPORT spreads connections by a hash of their addresses: 64
+  // connections often land 36/28. The worker holding the fewest takes it.
+  Worker* target = w;
+  int least = w->load_.load(std::memory_order_relaxed);
+  for (Worker* p : w->peers_) {
+    int load = p->load_.load(std::memory_order_relaxed);
+    if (load < least) {
+      least = load;
+      target = p;
+    }
+  }
+  target->load_.fetch_add(1, std::memory_order_relaxed);
   auto* c = new ClientConnection(w);
   if (uv_accept(listener, c->stream()) != 0) {
+    target->load_.fetch_sub(1, std::memory_order_relaxed);
     c->Close();
     return;
   }
-  w->connections_.insert(c);
-  w->metrics_.AddConnections(1);
+  if (target == w) return w->Serve(c);
+  uv_os_fd_t fd = -1;
+  uv_fileno(reinterpret_cast<uv_handle_t*>(c->stream()), &fd);
+  int moved = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  c->Close();  // Closes its descriptor; `moved` stays open.
+  if (moved < 0) {
+    target->load_.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  target->loop_.Post([target, moved] { target->Adopt(moved); });
+}
+
+void Worker::Adopt(int fd) {
+  auto* c = new ClientConnection(this);
+  if (listener_ == nullptr ||
+      uv_tcp_open(reinterpret_cast<uv_tcp_t*>(c->stream()), fd) != 0) {
+    close(fd);  // Draining or stopped: not served.
+    load_.fetch_sub(1, std::memory_order_relaxed);
+    c->Close();
+    return;
+  }
+  Serve(c);
+}
+
+void Worker::Serve(ClientConnection* c) {
+  connections_.insert(c);
+  metrics_.AddConnections(1);
   c->Start();
 }
 

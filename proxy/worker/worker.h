@@ -1,7 +1,8 @@
 // One modelproxy worker: a libuv loop on its own thread with its own
-// SO_REUSEPORT listener, its connections and its upstream pool. A
-// connection never changes worker; the request path takes no lock but the
-// lease broker's.
+// SO_REUSEPORT listener, its connections and its upstream pool. A new
+// connection goes to the worker holding the fewest (handed over before a
+// byte is read) and never changes worker after that; the request path takes
+// no lock but the lease broker's.
 //
 //   Worker w(&context);
 //   absl::StatusOr<int> port = w.Listen("127.0.0.1", 0);  // Others: *port.
@@ -12,8 +13,10 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
@@ -40,6 +43,9 @@ class Worker {
   // Binds host:port with SO_REUSEPORT (so every worker can bind the same
   // port) and starts accepting. Returns the bound port.
   absl::StatusOr<int> Listen(const std::string& host, int port);
+  // The workers of the process (this one among them), before any listens:
+  // a connection accepted here goes to whichever holds the fewest.
+  void SetPeers(std::vector<Worker*> peers) { peers_ = std::move(peers); }
   // Closes the listener and every connection, then the pool.
   void Stop();
   // Graceful: closes the listener and the idle connections; the others
@@ -52,7 +58,10 @@ class Worker {
   ProxyContext& context() { return *context_; }
   upstream::UpstreamPool& pool() { return *pool_; }
   void Forget(ClientConnection* c) {
-    if (connections_.erase(c) != 0) metrics_.AddConnections(-1);
+    if (connections_.erase(c) != 0) {
+      metrics_.AddConnections(-1);
+      load_.fetch_sub(1, std::memory_order_relaxed);
+    }
   }
   // Any thread (see metrics.h).
   WorkerMetrics& metrics() { return metrics_; }
@@ -75,6 +84,9 @@ class Worker {
 
  private:
   static void OnConnection(uv_stream_t* listener, int status);
+  // Serves a connection another worker accepted (its descriptor).
+  void Adopt(int fd);
+  void Serve(ClientConnection* c);
 
   ProxyContext* context_;
   LoopThread loop_;
@@ -82,6 +94,9 @@ class Worker {
   uv_tcp_t* listener_ = nullptr;
   absl::flat_hash_set<ClientConnection*> connections_;
   bool stopped_ = false;
+  std::vector<Worker*> peers_;
+  // Connections held or on their way here; read by the peers.
+  std::atomic<int> load_{0};
   WorkerMetrics metrics_;
   void Refresh() {
     uint64_t v = context_->routes_version();

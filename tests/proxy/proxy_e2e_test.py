@@ -979,5 +979,45 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(sum(" 429 " in l and "model=slow" in l for l in lines), 1, log)
 
 
+class WorkerBalanceTest(unittest.TestCase):
+    def test_connections_are_spread_evenly_over_the_workers(self):
+        # SO_REUSEPORT alone hashes connections over the workers (64 land
+        # 36/28 as often as not); the accepting worker hands a connection to
+        # the one holding the fewest. Half of these are handed over, and
+        # each is served on the worker it ended on.
+        with ManagerProcess({"m": ["--tokens", "2"]}) as mg:
+            p = ProxyProcess(mg.port, workers=2)
+            conns = []
+            try:
+                self.assertTrue(wait_for(
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 1, 10))
+                body = json.dumps({"model": "m", "messages": []})
+                for _ in range(100):
+                    c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=30)
+                    c.request("POST", "/v1/chat/completions", body,
+                              {"Content-Type": "application/json"})
+                    r = c.getresponse()
+                    self.assertEqual(r.status, 200)
+                    self.assertIn(b"tok1", r.read())
+                    conns.append(c)
+                # A second request on each: they stay where they are.
+                for c in conns:
+                    c.request("POST", "/v1/chat/completions", body,
+                              {"Content-Type": "application/json"})
+                    r = c.getresponse()
+                    self.assertEqual(r.status, 200)
+                    r.read()
+                got = parse_metrics(p.request("GET", "/metrics")[2].decode())
+                w0 = metric(got, "modelproxy_worker_connections", worker="0")
+                w1 = metric(got, "modelproxy_worker_connections", worker="1")
+                # The 100 and the one asking for /metrics.
+                self.assertEqual(w0 + w1, 101, got)
+                self.assertLessEqual(abs(w0 - w1), 1, (w0, w1))
+            finally:
+                for c in conns:
+                    c.close()
+                p.stop()
+
+
 if __name__ == "__main__":
     junit.main()
