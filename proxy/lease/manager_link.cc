@@ -323,6 +323,7 @@ void ManagerLink::FetchKeys() {
   };
   auto* call = new Call{Context(), {}, {}};
   call->ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  uint64_t number;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) {
@@ -330,15 +331,23 @@ void ManagerLink::FetchKeys() {
       return;
     }
     key_calls_.push_back(call->ctx.get());
+    number = ++keys_started_;
   }
   stub_->async()->ListModels(
-      call->ctx.get(), &call->req, &call->resp, [this, call](grpc::Status s) {
+      call->ctx.get(), &call->req, &call->resp,
+      [this, call, number](grpc::Status s) {
         std::unique_ptr<Call> owned(call);
         if (s.ok()) {
-          on_keys_(Globals{
-              std::vector<std::string>(owned->resp.api_key_sha256().begin(),
-                                       owned->resp.api_key_sha256().end()),
-              owned->resp.include_aliases_in_list()});
+          // Checked and applied under one lock: two replies on two gRPC
+          // threads apply in call order or not at all.
+          absl::MutexLock lock(&keys_mu_);
+          if (number > keys_applied_) {
+            keys_applied_ = number;
+            on_keys_(Globals{
+                std::vector<std::string>(owned->resp.api_key_sha256().begin(),
+                                         owned->resp.api_key_sha256().end()),
+                owned->resp.include_aliases_in_list()});
+          }
         }
         absl::MutexLock lock(&mu_);
         key_calls_.erase(

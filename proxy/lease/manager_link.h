@@ -93,6 +93,15 @@ class ManagerLink : public LeaseTransport {
   // whether the last one failed.
   std::vector<grpc::ClientContext*> key_calls_ ABSL_GUARDED_BY(mu_);
   bool keys_retry_ ABSL_GUARDED_BY(mu_) = false;
+  // ListModels calls are numbered as they start; a reply is applied only if
+  // no later-started call's reply was. Two calls after quick reloads may
+  // answer out of order, and a call started after a reload's BOOKMARK
+  // reflects that reload: the older answer must not win. (Local numbers,
+  // not the list's revision: a restarted manager starts its revisions over,
+  // and a reload that changes only the keys moves no revision.)
+  uint64_t keys_started_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Mutex keys_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  uint64_t keys_applied_ ABSL_GUARDED_BY(keys_mu_) = 0;
   AcquireCall* acquire_ ABSL_GUARDED_BY(mu_) = nullptr;
   WatchCall* watch_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
