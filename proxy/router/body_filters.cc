@@ -5,28 +5,164 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cstdint>
+#include <optional>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 
 namespace modelplane::proxy::router {
 
 namespace {
 
-// Sets every member of the JSON object `json` in `doc` but `model`.
+// A path in llama-swap's filters is an sjson path (github.com/tidwall/sjson),
+// of which this is the part a filter can use: keys separated by '.', '\\'
+// escaping the next character ("fav\\.movie" is one key), a number indexing
+// an array ("-1": past its end), and a leading ':' making a number an object
+// key ("users.:2313"). sjson's queries and wildcards are not supported.
+struct PathPart {
+  std::string key;
+  bool forced_key = false;  // Written with a leading ':'.
+};
+
+std::vector<PathPart> SplitPath(absl::string_view path) {
+  std::vector<PathPart> parts(1);
+  bool at_start = true;
+  for (size_t i = 0; i < path.size(); ++i) {
+    char c = path[i];
+    if (c == '\\' && i + 1 < path.size()) {
+      parts.back().key.push_back(path[++i]);
+    } else if (c == '.') {
+      parts.emplace_back();
+      at_start = true;
+      continue;
+    } else if (c == ':' && at_start) {
+      parts.back().forced_key = true;
+    } else {
+      parts.back().key.push_back(c);
+    }
+    at_start = false;
+  }
+  return parts;
+}
+
+// Longer arrays than this are not padded out to an index (a path is config,
+// but a typo must not make every request a megabyte of nulls).
+constexpr int64_t kMaxIndex = 1 << 16;
+
+// The array index a path part names: -1 for "-1" (the end), nullopt when
+// it is a key.
+std::optional<int64_t> IndexOf(const PathPart& p) {
+  if (p.forced_key || p.key.empty()) return std::nullopt;
+  if (p.key == "-1") return -1;
+  int64_t n = 0;
+  for (char c : p.key) {
+    if (c < '0' || c > '9' || n > kMaxIndex) return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+
+rapidjson::Value::StringRefType Ref(const std::string& key) {
+  return rapidjson::StringRef(key.data(),
+                              static_cast<rapidjson::SizeType>(key.size()));
+}
+
+// The model name is protected: no path may set, strip or go through it.
+bool IsModel(const std::vector<PathPart>& parts) {
+  return parts[0].key == "model";
+}
+
+// Sets the value at `parts` in `root` (an object), making the objects and
+// arrays on the way (sjson.Set). Nothing is set where the path names a key
+// inside an array.
+void SetPath(const std::vector<PathPart>& parts, const rapidjson::Value& value,
+             rapidjson::Document* root) {
+  auto& alloc = root->GetAllocator();
+  rapidjson::Value* node = root;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const PathPart& part = parts[i];
+    rapidjson::Value* child;
+    if (node->IsArray()) {
+      std::optional<int64_t> index = IndexOf(part);
+      if (!index) return;
+      rapidjson::SizeType at =
+          *index < 0 ? node->Size() : static_cast<rapidjson::SizeType>(*index);
+      while (node->Size() <= at) node->PushBack(rapidjson::Value(), alloc);
+      child = &(*node)[at];
+    } else {
+      auto m = node->FindMember(Ref(part.key));
+      if (m == node->MemberEnd()) {
+        node->AddMember(
+            rapidjson::Value(part.key.data(),
+                             static_cast<rapidjson::SizeType>(part.key.size()),
+                             alloc),
+            rapidjson::Value(), alloc);
+        child = &(node->MemberEnd() - 1)->value;
+      } else {
+        child = &m->value;
+      }
+    }
+    if (i + 1 == parts.size()) {
+      child->CopyFrom(value, alloc);
+      return;
+    }
+    bool array_next = IndexOf(parts[i + 1]).has_value();
+    if (child->IsArray() && !array_next) return;  // A key in an array.
+    if (!child->IsArray() && !child->IsObject()) {
+      // Missing, or a scalar in the way: replaced, as sjson does.
+      if (array_next) {
+        child->SetArray();
+      } else {
+        child->SetObject();
+      }
+    }
+    node = child;
+  }
+}
+
+// Removes the value at `parts`, if there is one (sjson.Delete).
+void DeletePath(const std::vector<PathPart>& parts, rapidjson::Value* root) {
+  rapidjson::Value* node = root;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    bool last = i + 1 == parts.size();
+    if (node->IsArray()) {
+      std::optional<int64_t> index = IndexOf(parts[i]);
+      if (!index || node->Empty()) return;
+      rapidjson::SizeType at = *index < 0
+                                   ? node->Size() - 1
+                                   : static_cast<rapidjson::SizeType>(*index);
+      if (at >= node->Size()) return;
+      if (last) {
+        node->Erase(node->Begin() + at);
+        return;
+      }
+      node = &(*node)[at];
+    } else if (node->IsObject()) {
+      auto m = node->FindMember(Ref(parts[i].key));
+      if (m == node->MemberEnd()) return;
+      if (last) {
+        node->EraseMember(m);  // Keeps the order of the other members.
+        return;
+      }
+      node = &m->value;
+    } else {
+      return;
+    }
+  }
+}
+
+// Sets every member of the JSON object `json` (path -> value) in `doc`, in
+// order, but a top-level `model`.
 void SetMembers(const std::string& json, rapidjson::Document* doc) {
-  auto& alloc = doc->GetAllocator();
-  rapidjson::Document set(&alloc);
+  rapidjson::Document set;
   set.Parse(json.data(), json.size());
   if (set.HasParseError() || !set.IsObject()) return;
   for (auto& m : set.GetObject()) {
-    if (std::string(m.name.GetString()) == "model") continue;
-    rapidjson::Value value(m.value, alloc);
-    auto existing = doc->FindMember(m.name);
-    if (existing != doc->MemberEnd()) {
-      existing->value = value;
-    } else {
-      rapidjson::Value name(m.name, alloc);
-      doc->AddMember(name, value, alloc);
-    }
+    std::vector<PathPart> parts = SplitPath(
+        absl::string_view(m.name.GetString(), m.name.GetStringLength()));
+    if (IsModel(parts)) continue;
+    SetPath(parts, m.value, doc);
   }
 }
 
@@ -51,10 +187,9 @@ absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
         f.use_model_name.data(),
         static_cast<rapidjson::SizeType>(f.use_model_name.size()), alloc);
   }
-  for (const std::string& key : f.strip_params) {
-    // EraseMember keeps the order of the other keys (RemoveMember does not).
-    auto it = doc.FindMember(key.c_str());
-    if (key != "model" && it != doc.MemberEnd()) doc.EraseMember(it);
+  for (const std::string& path : f.strip_params) {
+    std::vector<PathPart> parts = SplitPath(path);
+    if (!IsModel(parts)) DeletePath(parts, &doc);
   }
   if (!f.set_params_json.empty()) SetMembers(f.set_params_json, &doc);
   if (auto by_id = f.set_params_by_id_json.find(requested);

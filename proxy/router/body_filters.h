@@ -1,8 +1,8 @@
 // The per-model request filters of a llama-swap config, applied to a body
 // before it goes upstream, in llama-swap's order: `useModelName` replaces
-// `model`, `filters.stripParams` removes keys, `filters.setParams` sets keys
-// (a setParams `model` is never applied: the loader drops it). Only a body
-// that a filter changes is re-serialized; the caller fixes Content-Length.
+// `model`, `filters.stripParams` removes paths ("a.b.0"), `filters.setParams`
+// sets paths (never `model`, nor a path through it). Only a body that a
+// filter changes is re-serialized; the caller fixes Content-Length.
 //
 //   FilterSpec f{"Qwen/Qwen2.5-7B", {"temperature"}, R"({"top_k":20})"};
 //   absl::StatusOr<std::string> out = ApplyJsonFilters(body, f);
@@ -21,8 +21,10 @@ namespace modelplane::proxy::router {
 
 struct FilterSpec {
   std::string use_model_name;             // Empty: keep the model.
-  std::vector<std::string> strip_params;  // Top-level keys to remove.
-  std::string set_params_json;            // A JSON object, or empty.
+  std::vector<std::string> strip_params;  // Paths to remove.
+  // A JSON object of path -> value, or empty. Paths are sjson's: see
+  // body_filters.cc and docs/config.md.
+  std::string set_params_json;
   // Requested model name -> a JSON object set after set_params_json
   // (llama-swap's setParamsByID).
   std::map<std::string, std::string, std::less<>> set_params_by_id_json;

@@ -58,6 +58,48 @@ TEST(BodyFiltersTest, SetParamsByIdAppliesToTheNameRequestedAfterSetParams) {
   EXPECT_FALSE(by_id_only.AppliesTo("m"));  // The body is left as it came.
 }
 
+// stripParams and setParams keys are sjson paths, as in llama-swap.
+std::string Filtered(const std::string& body, std::vector<std::string> strip,
+                     const std::string& set) {
+  FilterSpec f{"", std::move(strip), set, {}};
+  absl::StatusOr<std::string> out = ApplyJsonFilters(body, f);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? *out : "";
+}
+
+TEST(BodyFiltersTest, SetParamsPathsReachIntoObjectsAndArrays) {
+  // Into an object that exists, and one made on the way.
+  EXPECT_EQ(
+      Filtered(R"({"model":"m","chat_template_kwargs":{"a":1}})", {},
+               R"({"chat_template_kwargs.enable_thinking":false,)"
+               R"("extra.deep.er":"x"})"),
+      R"({"model":"m","chat_template_kwargs":{"a":1,"enable_thinking":false},)"
+      R"("extra":{"deep":{"er":"x"}}})");
+  // Array indexes: replace, past the end (padded), append; a number made on
+  // the way is an array, a ':' number an object key.
+  EXPECT_EQ(Filtered(R"({"stop":["a","b"]})", {},
+                     R"({"stop.1":"B","stop.3":"D","stop.-1":"E",)"
+                     R"("n.0":1,"ids.:7":true})"),
+            R"({"stop":["a","B",null,"D","E"],"n":[1],"ids":{"7":true}})");
+  // An escaped dot is part of the key; a scalar in the way is replaced.
+  EXPECT_EQ(Filtered(R"({"a":5})", {}, R"({"fav\\.movie":1,"a.b":2})"),
+            R"({"a":{"b":2},"fav.movie":1})");
+  // A key inside an array sets nothing; the model name is never set, nor
+  // made an object by a path through it.
+  EXPECT_EQ(Filtered(R"({"model":"m","arr":[1]})", {},
+                     R"({"arr.x":1,"model":"evil","model.x":2})"),
+            R"({"model":"m","arr":[1]})");
+}
+
+TEST(BodyFiltersTest, StripParamsPathsRemoveNestedValues) {
+  EXPECT_EQ(Filtered(R"({"model":"m","a":{"b":1,"c":2},"l":[1,2,3],)"
+                     R"("x.y":3,"k":{"5":0}})",
+                     {"a.b", "l.0", "l.-1", "x\\.y", "k.:5", "missing.path",
+                      "l.9", "a.c.d", "model"},
+                     ""),
+            R"({"model":"m","a":{"c":2},"l":[2],"k":{}})");
+}
+
 TEST(BodyFiltersTest, RewritesTheMultipartModelField) {
   std::string body =
       "--B\r\nContent-Disposition: form-data; name=\"file\"; "

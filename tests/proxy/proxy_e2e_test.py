@@ -46,8 +46,8 @@ class ProxyTest(unittest.TestCase):
             model_yaml={
                 "alpha": ["    aliases: [gpt-4o-mini]",
                           "    filters:",
-                          "      stripParams: temperature",
-                          "      setParams: {top_k: 20}",
+                          "      stripParams: temperature, chat_template_kwargs.drop",
+                          "      setParams: {top_k: 20, chat_template_kwargs.enable_thinking: false}",
                           "      setParamsByID:",
                           "        '${MODEL_ID}:hot': {top_k: 80, min_p: 0.1}"],
                 "beta": ["    useModelName: upstream-beta"],
@@ -111,10 +111,12 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(strip(body), strip(direct_body))
 
     def test_filters_reach_the_upstream(self):
-        self.chat("alpha", temperature=0.9)
+        self.chat("alpha", temperature=0.9, chat_template_kwargs={"drop": 1, "keep": 2})
         last = json.loads(upstream_stats(self.m.ports["alpha"])["last_body"])
         self.assertNotIn("temperature", last)
         self.assertEqual(last["top_k"], 20)
+        # sjson paths, as llama-swap's filters take them.
+        self.assertEqual(last["chat_template_kwargs"], {"keep": 2, "enable_thinking": False})
         self.chat("beta")
         last = json.loads(upstream_stats(self.m.ports["beta"])["last_body"])
         self.assertEqual(last["model"], "upstream-beta")

@@ -387,20 +387,29 @@ models:
   a:
     cmd: x ${PORT}
     filters:
-      stripParams: "model, seed"
-      setParams: {model: other, seed: 1}
+      stripParams: "stop.1, model, seed, stop.1, model.x"
+      setParams: {model: other, seed: 1, model.x: 2, a.b: 3}
 )yaml",
                                 Env());
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_THAT(r.config->models[0].filters.strip_params, ElementsAre("seed"));
-  EXPECT_EQ(r.config->models[0].filters.set_params.ToJson(), R"({"seed":1})");
-  ASSERT_EQ(r.warnings.size(), 2u);
+  // Paths (sjson's, as llama-swap's), in the order written, once each.
+  EXPECT_THAT(r.config->models[0].filters.strip_params,
+              ElementsAre("stop.1", "seed"));
+  EXPECT_EQ(r.config->models[0].filters.set_params.ToJson(),
+            R"({"seed":1,"a.b":3})");
+  ASSERT_EQ(r.warnings.size(), 4u);
   EXPECT_EQ(r.warnings[0].ToString(),
             "f.yaml:6:20: models.a.filters.stripParams: 'model' can never be "
             "stripped; ignored");
   EXPECT_EQ(r.warnings[1].ToString(),
+            "f.yaml:6:20: models.a.filters.stripParams: 'model.x' can never "
+            "be stripped; ignored");
+  EXPECT_EQ(r.warnings[2].ToString(),
             "f.yaml:7:19: models.a.filters.setParams.model: the model cannot "
             "be set by a filter; ignored (use useModelName)");
+  EXPECT_THAT(r.warnings[3].ToString(),
+              HasSubstr("models.a.filters.setParams.model.x: the model "
+                        "cannot be set"));
 }
 
 TEST(LoaderTest, SetParamsByIdNamesAreAliasesWithTheModelIdExpanded) {

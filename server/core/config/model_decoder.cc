@@ -265,8 +265,8 @@ class FieldDecoder {
       }
       m->filters.set_params = Value::Object();
       for (const auto& [k, v] : set->entries) {
-        if (k.text == "model") {
-          sink_->Warn(k.pos, set_at + ".model",
+        if (k.text == "model" || absl::StartsWith(k.text, "model.")) {
+          sink_->Warn(k.pos, JoinPath(set_at, k.text),
                       "the model cannot be set by a filter; ignored (use "
                       "useModelName)");
           continue;
@@ -331,15 +331,17 @@ class FieldDecoder {
     for (absl::string_view p : absl::StrSplit(list, ',')) {
       std::string param(absl::StripAsciiWhitespace(p));
       if (param.empty()) continue;
-      if (param == "model") {
-        sink_->Warn(value.pos, at, "'model' can never be stripped; ignored");
+      if (param == "model" || absl::StartsWith(param, "model.")) {
+        sink_->Warn(
+            value.pos, at,
+            absl::StrCat("'", param, "' can never be stripped; ignored"));
         continue;
       }
+      // In the order written (paths into one array depend on it), once.
       if (std::find(out.begin(), out.end(), param) == out.end()) {
         out.push_back(param);
       }
     }
-    std::sort(out.begin(), out.end());
   }
 
   void ReadyPattern(const YamlNode& value, const std::string& at,
