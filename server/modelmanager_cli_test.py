@@ -99,8 +99,9 @@ class PrintConfigTest(unittest.TestCase):
         self.assertEqual(models["qwen3-coder"]["port"], 10003)
         self.assertEqual(models["qwen3-coder"]["metadata"], {"context": 16384,
                                                              "tags": ["coding", "moe"]})
+        # Paths, in the order written, once each.
         self.assertEqual(models["qwen3-coder"]["filters"]["stripParams"],
-                         ["temperature", "top_k", "top_p"])
+                         ["temperature", "top_p", "top_k"])
         self.assertEqual(models["vllm-qwen"]["cmdStop"], ["docker", "stop", "vllm-qwen"])
         self.assertEqual(models["whisper"]["ttl"], 0)
         self.assertEqual(models["llama-8b"]["ttl"], 600)
