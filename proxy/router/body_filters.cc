@@ -46,8 +46,9 @@ std::vector<PathPart> SplitPath(absl::string_view path) {
   return parts;
 }
 
-// Longer arrays than this are not padded out to an index (a path is config,
-// but a typo must not make every request a megabyte of nulls).
+// A number past this is taken as a key, so no array is padded out to it (a
+// path is config, but a typo must not make every request a megabyte of
+// nulls).
 constexpr int64_t kMaxIndex = 1 << 16;
 
 // The array index a path part names: -1 for "-1" (the end), nullopt when
@@ -57,8 +58,9 @@ std::optional<int64_t> IndexOf(const PathPart& p) {
   if (p.key == "-1") return -1;
   int64_t n = 0;
   for (char c : p.key) {
-    if (c < '0' || c > '9' || n > kMaxIndex) return std::nullopt;
+    if (c < '0' || c > '9') return std::nullopt;
     n = n * 10 + (c - '0');
+    if (n > kMaxIndex) return std::nullopt;  // Taken as a key.
   }
   return n;
 }

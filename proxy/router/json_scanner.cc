@@ -46,7 +46,10 @@ void JsonScanner::Feed(absl::string_view data) {
       // byte over it goes through Step, which reports it).
       const char* stop = end;
       if (target_ == Target::kModel) {
-        stop = p + std::min<size_t>(end - p, kMaxModelBytes - value_.size());
+        // value_ never exceeds the limit here: Step fails past it.
+        stop = p + std::min<size_t>(
+                       end - p, kMaxModelBytes -
+                                    std::min(kMaxModelBytes, value_.size()));
       }
       while (q < stop && *q != '"' && *q != '\\' &&
              static_cast<unsigned char>(*q) >= 0x20) {
@@ -189,6 +192,8 @@ void JsonScanner::Step(char c) {
         unicode_ = unicode_ * 16 + static_cast<uint32_t>(h);
         if (--unicode_left_ == 0 && target_ == Target::kModel) {
           AppendUtf8(&value_, unicode_);
+          if (value_.size() > kMaxModelBytes)
+            Fail("the model name is too long");
         }
         return;
       }
@@ -227,7 +232,11 @@ void JsonScanner::Step(char c) {
           default:
             return Fail("bad escape in a string");
         }
-        if (target_ == Target::kModel) value_.push_back(out);
+        if (target_ == Target::kModel) {
+          value_.push_back(out);
+          if (value_.size() > kMaxModelBytes)
+            Fail("the model name is too long");
+        }
         return;
       }
       if (c == '\\') {

@@ -134,6 +134,13 @@ TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
       "{\"model\":\"ctl\x01char\"}",
       R"({"model":"unterminated)",
       R"({"key)",
+      // Escapes at the limit: each counts, the name never outgrows it.
+      R"({"model":")" + std::string(JsonScanner::kMaxModelBytes - 1, 'e') +
+          R"(\nbbbbbbbb"})",
+      R"({"model":")" + std::string(JsonScanner::kMaxModelBytes, 'e') +
+          R"(\nbbbbbbbb"})",
+      R"({"model":")" + std::string(JsonScanner::kMaxModelBytes - 1, 'e') +
+          R"(\u00e9bbbbbbbb"})",
   };
   for (const std::string& body : bodies) {
     JsonScanner reference;
@@ -159,6 +166,11 @@ TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
   JsonScanner lookalikes = ScanWhole(bodies[1]);
   EXPECT_THAT(lookalikes.model(), Optional(std::string("b")));
   EXPECT_THAT(lookalikes.stream(), Optional(false));
+  for (int i : {12, 13, 14}) {
+    JsonScanner long_escape = ScanWhole(bodies[i]);
+    EXPECT_TRUE(long_escape.error()) << i;
+    EXPECT_THAT(long_escape.error_message(), HasSubstr("too long")) << i;
+  }
   JsonScanner escaped = ScanWhole(bodies[2]);
   EXPECT_THAT(escaped.model(), Optional(std::string("x\"y\xc3\xa9z")));
 }

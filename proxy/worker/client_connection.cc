@@ -521,6 +521,14 @@ void ClientConnection::Wrote(size_t n) {
   ScheduleFlush();
 }
 
+void ClientConnection::ClearOut() {
+  if (out_.capacity() > kKeptOutBytes) {
+    std::string().swap(out_);  // An idle connection keeps no big buffer.
+  } else {
+    out_.clear();  // Its capacity serves the next response.
+  }
+}
+
 void ClientConnection::WriteOut() {
   if (closing_ || out_.empty()) return;
   size_t done = 0;
@@ -534,17 +542,13 @@ void ClientConnection::WriteOut() {
     if (n > 0) done = static_cast<size_t>(n);
   }
   if (done == out_.size()) {
-    if (out_.capacity() > kKeptOutBytes) {
-      std::string().swap(out_);  // An idle connection keeps no big buffer.
-    } else {
-      out_.clear();  // Its capacity serves the next response.
-    }
+    ClearOut();
     AfterWrite();
     return;
   }
   auto* w = new WriteReq{uv_write_t{},
                          done == 0 ? std::move(out_) : out_.substr(done)};
-  out_.clear();
+  ClearOut();
   uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
   if (uv_write(&w->req, stream(), &buf, 1, OnWrite) != 0) {
     delete w;

@@ -101,6 +101,7 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
     Wrote(out_.size() - before);
   }
   void Wrote(size_t n);
+  void ClearOut();  // Empty, keeping a small buffer's capacity.
   // Hands what was gathered to the socket in one write; what it does not
   // take now waits in libuv's queue.
   void WriteOut();

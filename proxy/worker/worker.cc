@@ -84,6 +84,7 @@ absl::StatusOr<int> Worker::Listen(const std::string& host, int port) {
           absl::StrCat("cannot listen: ", uv_strerror(rc)));
       return;
     }
+    accepting_.store(true);  // Peers may hand it connections from now on.
     sockaddr_storage addr{};
     int len = sizeof(addr);
     uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
@@ -99,9 +100,12 @@ void Worker::OnConnection(uv_stream_t* listener, int status) {
   auto* w = static_cast<Worker*>(listener->data);
   // SO_REUSEPORT spreads connections by a hash of their addresses: 64
   // connections often land 36/28. The worker holding the fewest takes it.
+  // Only to a worker that accepts too: not one still starting, draining or
+  // stopped.
   Worker* target = w;
   int least = w->load_.load(std::memory_order_relaxed);
   for (Worker* p : w->peers_) {
+    if (!p->accepting_.load()) continue;
     int load = p->load_.load(std::memory_order_relaxed);
     if (load < least) {
       least = load;
@@ -129,14 +133,17 @@ void Worker::OnConnection(uv_stream_t* listener, int status) {
 
 void Worker::Adopt(int fd) {
   auto* c = new ClientConnection(this);
-  if (listener_ == nullptr ||
+  if (stopped_ ||
       uv_tcp_open(reinterpret_cast<uv_tcp_t*>(c->stream()), fd) != 0) {
-    close(fd);  // Draining or stopped: not served.
+    close(fd);  // Stopped since it was chosen: its peer stopped too.
     load_.fetch_sub(1, std::memory_order_relaxed);
     c->Close();
     return;
   }
   Serve(c);
+  // Chosen just before this worker began draining: treated as the
+  // connections it accepted itself then.
+  if (draining_) c->Drain();
 }
 
 void Worker::Serve(ClientConnection* c) {
@@ -148,6 +155,8 @@ void Worker::Serve(ClientConnection* c) {
 size_t Worker::Drain() {
   size_t left = 0;
   loop_.RunSync([&] {
+    accepting_.store(false);
+    draining_ = true;
     if (listener_ != nullptr) {
       uv_close(reinterpret_cast<uv_handle_t*>(listener_),
                [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
@@ -171,6 +180,7 @@ void Worker::Stop() {
   loop_.RunSync([this] {
     if (stopped_) return;
     stopped_ = true;
+    accepting_.store(false);
     if (listener_ != nullptr) {
       uv_close(reinterpret_cast<uv_handle_t*>(listener_),
                [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });

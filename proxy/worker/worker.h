@@ -97,6 +97,9 @@ class Worker {
   std::vector<Worker*> peers_;
   // Connections held or on their way here; read by the peers.
   std::atomic<int> load_{0};
+  // Listening, not draining: peers may hand it connections.
+  std::atomic<bool> accepting_{false};
+  bool draining_ = false;
   WorkerMetrics metrics_;
   void Refresh() {
     uint64_t v = context_->routes_version();

@@ -17,6 +17,12 @@
 namespace modelplane::config {
 namespace {
 
+// A filter path that sets, strips or goes through the model name (sjson
+// paths: "model", "model.x"); the proxy never applies one.
+bool NamesTheModel(absl::string_view path) {
+  return path == "model" || absl::StartsWith(path, "model.");
+}
+
 const KeySet& ModelKeys() {
   static const KeySet keys = {
       {"cmd", "cmdStop", "proxy", "checkEndpoint", "ttl", "unloadTimeout",
@@ -265,7 +271,7 @@ class FieldDecoder {
       }
       m->filters.set_params = Value::Object();
       for (const auto& [k, v] : set->entries) {
-        if (k.text == "model" || absl::StartsWith(k.text, "model.")) {
+        if (NamesTheModel(k.text)) {
           sink_->Warn(k.pos, JoinPath(set_at, k.text),
                       "the model cannot be set by a filter; ignored (use "
                       "useModelName)");
@@ -311,8 +317,8 @@ class FieldDecoder {
       }
       Value params = Value::Object();
       for (const auto& [pk, pv] : v.entries) {
-        if (pk.text == "model") {
-          sink_->Warn(pk.pos, JoinPath(name_at, "model"),
+        if (NamesTheModel(pk.text)) {
+          sink_->Warn(pk.pos, JoinPath(name_at, pk.text),
                       "the model cannot be set by a filter; ignored (use "
                       "useModelName)");
           continue;
@@ -331,7 +337,7 @@ class FieldDecoder {
     for (absl::string_view p : absl::StrSplit(list, ',')) {
       std::string param(absl::StripAsciiWhitespace(p));
       if (param.empty()) continue;
-      if (param == "model" || absl::StartsWith(param, "model.")) {
+      if (NamesTheModel(param)) {
         sink_->Warn(
             value.pos, at,
             absl::StrCat("'", param, "' can never be stripped; ignored"));
