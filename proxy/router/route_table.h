@@ -17,20 +17,40 @@
 
 namespace modelplane::proxy::router {
 
-// The OpenAI-style routes whose model is in the request body (POST).
+// The routes whose model is in the request body (POST): JSON, or a
+// multipart form. llama-swap's set: OpenAI, Anthropic, llama.cpp,
+// stable-diffusion (sdapi) and audio.cpp (/audioapi, forwarded without that
+// prefix), and the versionless /v/... forms (forwarded without the /v).
 inline constexpr const char* kBodyRoutes[] = {
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/responses",
     "/v1/embeddings",
     "/v1/rerank",
+    "/v1/reranking",
     "/v1/audio/speech",
     "/v1/audio/transcriptions",
+    "/v1/audio/voices",
     "/v1/images/generations",
+    "/v1/images/edits",
     "/v1/messages",
+    "/v1/messages/count_tokens",
     "/completion",
     "/infill",
+    "/rerank",
+    "/reranking",
     "/v1/rerank/",
+    "/sdapi/v1/txt2img",
+    "/sdapi/v1/img2img",
+    "/audioapi/v1/tasks/run",
+    "/v/chat/completions",
+    "/v/completions",
+    "/v/responses",
+    "/v/embeddings",
+    "/v/rerank",
+    "/v/reranking",
+    "/v/messages",
+    "/v/messages/count_tokens",
 };
 
 struct Route {

@@ -33,18 +33,59 @@ const char* ErrorType(int status) {
   }
 }
 
-// The query parameter `name`, or "".
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// %XX decoded (a malformed escape is kept as written); with `plus`, '+' is
+// a space (form encoding, as in a query).
+std::string PercentDecode(absl::string_view s, bool plus) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && HexDigit(s[i + 1]) >= 0 &&
+        HexDigit(s[i + 2]) >= 0) {
+      out.push_back(
+          static_cast<char>(HexDigit(s[i + 1]) * 16 + HexDigit(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(plus && s[i] == '+' ? ' ' : s[i]);
+    }
+  }
+  return out;
+}
+
+// The query parameter `name`, decoded, or "".
 std::string QueryParam(absl::string_view target, absl::string_view name) {
   size_t q = target.find('?');
   if (q == absl::string_view::npos) return "";
   for (absl::string_view kv : absl::StrSplit(target.substr(q + 1), '&')) {
     size_t eq = kv.find('=');
-    if (kv.substr(0, eq) == name && eq != absl::string_view::npos) {
-      return std::string(kv.substr(eq + 1));
+    if (eq != absl::string_view::npos &&
+        PercentDecode(kv.substr(0, eq), true) == name) {
+      return PercentDecode(kv.substr(eq + 1), true);
     }
   }
   return "";
 }
+
+// The target a body route is forwarded to: llama-swap's versionless
+// /v/... routes lose the /v (/v/chat/completions -> /chat/completions), and
+// audio.cpp's /audioapi/... its prefix.
+std::string UpstreamTarget(const std::string& target) {
+  if (absl::StartsWith(target, "/v/")) return target.substr(2);
+  if (absl::StartsWith(target, "/audioapi/")) return target.substr(9);
+  return target;
+}
+
+bool IsHealth(absl::string_view path) {
+  return path == "/health" || path == "/wol-health";
+}
+
+constexpr absl::string_view kApiUnload = "/api/models/unload";
 
 }  // namespace
 
@@ -106,7 +147,7 @@ void Exchange::Begin(http1::RequestHead head) {
   // refused is read and dropped, never buffered (and not asked for).
   rejection_ = 0;
   bool get = head_.method == "GET" || head_.method == "HEAD";
-  if (head_.method != "OPTIONS" && !(path == "/health" && get)) {
+  if (head_.method != "OPTIONS" && !(IsHealth(path) && get)) {
     if (worker_->api_keys() == nullptr) {
       rejection_ = 503;
     } else if (!Authorized()) {
@@ -153,7 +194,7 @@ void Exchange::Dispatch() {
   if (head_.method == "OPTIONS") return RespondPreflight();
   // HEAD is answered wherever GET is (without the body).
   bool get = head_.method == "GET" || head_.method == "HEAD";
-  if (path == "/health" && get) {
+  if (IsHealth(path) && get) {
     return Respond(200, "application/json", R"({"status":"ok"})");
   }
   if (rejection_ == 503) {
@@ -177,6 +218,13 @@ void Exchange::Dispatch() {
   if (path == "/unload" && (head_.method == "POST" || head_.method == "GET")) {
     return Unload(QueryParam(head_.target, "model"));
   }
+  if (head_.method == "POST" && absl::StartsWith(path, kApiUnload) &&
+      (path.size() == kApiUnload.size() || path[kApiUnload.size()] == '/')) {
+    // llama-swap's UI API: /api/models/unload[/<model, slashes and all>].
+    absl::string_view model = path.substr(kApiUnload.size());
+    if (!model.empty()) model.remove_prefix(1);
+    return Unload(PercentDecode(model, false));
+  }
   if ((path == "/v1/models" || path == "/models") && get) {
     return RespondModels();
   }
@@ -192,7 +240,16 @@ void Exchange::Dispatch() {
       if (slash == std::string::npos) break;
       model.resize(slash);
     }
-    if (routes->Find(model) != nullptr) target = rest.substr(model.size());
+    if (routes->Find(model) != nullptr) {
+      target = rest.substr(model.size());
+      if (target.empty() || target[0] == '?') {
+        // /upstream/<model> -> /upstream/<model>/, as llama-swap answers:
+        // a model's own web UI then resolves its relative links.
+        return Respond(
+            get ? 301 : 308, "text/plain", "",
+            {{"Location", absl::StrCat("/upstream/", model, "/", target)}});
+      }
+    }
     if (target.empty() || target[0] == '?') target = "/" + target;
     return Forward(model, target);
   }
@@ -203,7 +260,7 @@ void Exchange::Dispatch() {
                                    ? json_.error_message()
                                    : "the request body names no model");
     }
-    return Forward(*json_.model(), head_.target);
+    return Forward(*json_.model(), UpstreamTarget(head_.target));
   }
   if (scan_ == BodyScan::kMultipart) {
     multipart_->Finish();
@@ -212,7 +269,7 @@ void Exchange::Dispatch() {
                                    ? multipart_->error_message()
                                    : "the form has no model field");
     }
-    return Forward(*multipart_->model(), head_.target);
+    return Forward(*multipart_->model(), UpstreamTarget(head_.target));
   }
   std::string model = QueryParam(head_.target, "model");
   if (!model.empty()) return Forward(model, head_.target);
@@ -252,7 +309,8 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
   // llama-swap sends its loading state on chat completions only; it is the
   // config's choice, so it runs even when the comments are off.
   loading_state_ = stream && route->send_loading_state &&
-                   absl::StartsWith(head_.target, "/v1/chat/completions");
+                   (record_.route == "/v1/chat/completions" ||
+                    record_.route == "/v/chat/completions");
   loading_ = loading_state_ ||
              (stream && worker_->context().options().loading_interval >
                             absl::ZeroDuration());

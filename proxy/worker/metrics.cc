@@ -65,7 +65,8 @@ namespace {
 
 // Answered by the proxy itself.
 constexpr const char* kLocalRoutes[] = {
-    "/health", "/v1/models", "/models", "/running", "/unload", "/metrics",
+    "/health",  "/wol-health", "/v1/models", "/models",
+    "/running", "/unload",     "/metrics",   "/api/models/unload",
 };
 
 }  // namespace

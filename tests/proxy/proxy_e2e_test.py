@@ -236,6 +236,37 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["data"][0]["id"], "beta")
 
+    def test_llama_swap_routes_reach_the_upstream_as_llama_swap_sends_them(self):
+        last_path = lambda: upstream_stats(self.m.ports["alpha"])["last_path"]
+        body = {"model": "gpt-4o-mini", "messages": []}
+        # Body routes beyond the OpenAI ones; the upstream answers what it
+        # knows (the fake: only /v1/... chat, completions, embeddings).
+        for path, upstream in (("/v1/messages/count_tokens", "/v1/messages/count_tokens"),
+                               ("/rerank", "/rerank"), ("/v1/reranking", "/v1/reranking"),
+                               ("/sdapi/v1/txt2img", "/sdapi/v1/txt2img"),
+                               ("/v/chat/completions", "/chat/completions"),
+                               ("/v/messages/count_tokens", "/messages/count_tokens"),
+                               ("/audioapi/v1/tasks/run", "/v1/tasks/run")):
+            status, _, _ = self.p.request("POST", path, body)
+            self.assertIn(status, (200, 404), path)
+            self.assertEqual(last_path(), upstream, path)
+        # ?model= is decoded (an alias with an escaped '-').
+        status, _, _ = self.p.request("GET", "/v1/audio/voices?model=gpt%2D4o%2Dmini")
+        self.assertTrue(last_path().startswith("/v1/audio/voices"), last_path())
+        self.assertEqual(self.p.request("GET", "/wol-health")[0], 200)
+        # /upstream/<model> redirects to /upstream/<model>/ (query kept).
+        status, headers, _ = self.p.request("GET", "/upstream/beta?x=1")
+        self.assertEqual((status, headers["Location"]), (301, "/upstream/beta/?x=1"))
+        status, headers, _ = self.p.request("POST", "/upstream/beta", {})
+        self.assertEqual((status, headers["Location"]), (308, "/upstream/beta/"))
+        # llama-swap's UI API to unload one model (by an alias) or all.
+        self.assertEqual(self.chat("alpha")[0], 200)
+        status, _, body = self.p.request("POST", "/api/models/unload/gpt-4o-mini")
+        self.assertEqual((status, json.loads(body)["stopped"]), (200, ["alpha"]))
+        self.assertEqual(self.p.request("POST", "/api/models/unload/nope")[0], 404)
+        status, _, body = self.p.request("POST", "/api/models/unload")
+        self.assertEqual(status, 200)
+
     def test_errors_in_the_openai_envelope(self):
         status, _, body = self.chat("nope")
         self.assertEqual(status, 404)
