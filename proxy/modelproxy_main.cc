@@ -202,6 +202,12 @@ int Main(int argc, char** argv) {
       &broker, [&context](auto routes) { context.SetRoutes(routes); },
       [&context](lease::ManagerLink::Globals globals) {
         context.set_list_aliases(globals.include_aliases_in_list);
+        auto patterns = std::make_shared<ProxyContext::PathPatterns>();
+        for (const std::string& p : globals.upstream_ignore_paths) {
+          auto re = std::make_unique<RE2>(p, RE2::Quiet);
+          if (re->ok()) patterns->push_back(std::move(re));  // Checked there.
+        }
+        context.SetIgnorePaths(std::move(patterns));
         context.SetApiKeys(std::make_shared<ProxyContext::KeySet>(
             globals.api_key_sha256.begin(), globals.api_key_sha256.end()));
       });

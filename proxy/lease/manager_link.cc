@@ -346,7 +346,10 @@ void ManagerLink::FetchKeys() {
             on_keys_(Globals{
                 std::vector<std::string>(owned->resp.api_key_sha256().begin(),
                                          owned->resp.api_key_sha256().end()),
-                owned->resp.include_aliases_in_list()});
+                owned->resp.include_aliases_in_list(),
+                std::vector<std::string>(
+                    owned->resp.upstream_ignore_paths().begin(),
+                    owned->resp.upstream_ignore_paths().end())});
           }
         }
         absl::MutexLock lock(&mu_);

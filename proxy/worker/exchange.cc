@@ -251,6 +251,17 @@ void Exchange::Dispatch() {
       }
     }
     if (target.empty() || target[0] == '?') target = "/" + target;
+    const router::Route* route = routes->Find(model);
+    if (route != nullptr && route->state != v1::MODEL_STATE_READY &&
+        IgnoredPath(target.substr(0, target.find('?')))) {
+      // llama-swap's upstream.ignorePaths: a model's web UI asking for its
+      // favicon must not swap it in.
+      return RespondError(
+          409, absl::StrCat("model '", route->id, "' is not loaded, and ",
+                            target.substr(0, target.find('?')),
+                            " matches upstream.ignorePaths: such a request "
+                            "does not start a model"));
+    }
     return Forward(model, target);
   }
   if (scan_ == BodyScan::kJson) {
@@ -274,6 +285,17 @@ void Exchange::Dispatch() {
   std::string model = QueryParam(head_.target, "model");
   if (!model.empty()) return Forward(model, head_.target);
   RespondError(404, absl::StrCat("no route for ", head_.method, " ", path));
+}
+
+bool Exchange::IgnoredPath(absl::string_view path) {
+  const ProxyContext::PathPatterns* patterns = worker_->ignore_paths();
+  if (patterns == nullptr) return false;
+  for (const auto& re : *patterns) {
+    if (RE2::PartialMatch(re2::StringPiece(path.data(), path.size()), *re)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void Exchange::Forward(const std::string& model_name, std::string target) {

@@ -97,6 +97,8 @@ class Exchange : public upstream::UpstreamObserver {
   enum class BodyScan { kNone, kJson, kMultipart };
 
   void Dispatch();
+  // Whether `path` (after /upstream/<model>) matches upstream.ignorePaths.
+  bool IgnoredPath(absl::string_view path);
   void Forward(const std::string& model_name, std::string target);
   void OnLease(absl::StatusOr<lease::Lease> lease);
   void Respond(int status, const std::string& content_type,

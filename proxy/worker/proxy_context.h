@@ -17,6 +17,7 @@
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/router/route_table.h"
+#include "re2/re2.h"
 
 namespace modelplane::proxy {
 
@@ -88,6 +89,20 @@ class ProxyContext {
     version_.fetch_add(1, std::memory_order_release);
   }
 
+  // The config's upstream.ignorePaths, compiled: paths after
+  // /upstream/<model> that never start their model. Null until the manager
+  // told (nothing is served then anyway).
+  using PathPatterns = std::vector<std::unique_ptr<RE2>>;
+  std::shared_ptr<const PathPatterns> ignore_paths() const {
+    absl::MutexLock lock(&mu_);
+    return ignore_paths_;
+  }
+  void SetIgnorePaths(std::shared_ptr<const PathPatterns> patterns) {
+    absl::MutexLock lock(&mu_);
+    ignore_paths_ = std::move(patterns);
+    version_.fetch_add(1, std::memory_order_release);
+  }
+
   // The config's includeAliasesInList (any thread).
   bool list_aliases() const {
     return list_aliases_.load(std::memory_order_relaxed);
@@ -96,8 +111,9 @@ class ProxyContext {
     list_aliases_.store(on, std::memory_order_relaxed);
   }
 
-  // Bumped on every SetRoutes and SetApiKeys: workers cache the snapshot and
-  // refresh it only when this moved (no lock on the request path).
+  // Bumped on every SetRoutes, SetApiKeys and SetIgnorePaths: workers cache
+  // the snapshots and refresh them only when this moved (no lock on the
+  // request path).
   uint64_t routes_version() const {
     return version_.load(std::memory_order_acquire);
   }
@@ -111,6 +127,7 @@ class ProxyContext {
   std::shared_ptr<const router::RouteTable> routes_ ABSL_GUARDED_BY(mu_) =
       router::RouteTable::Build({});
   std::shared_ptr<const KeySet> api_keys_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const PathPatterns> ignore_paths_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> version_{0};
   std::atomic<bool> list_aliases_{false};
 };

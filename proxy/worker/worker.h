@@ -76,6 +76,11 @@ class Worker {
     Refresh();
     return api_keys_.get();
   }
+  // Null until the manager has told.
+  const ProxyContext::PathPatterns* ignore_paths() {
+    Refresh();
+    return ignore_paths_.get();
+  }
   // One read buffer for every connection of the worker: libuv calls alloc
   // then read back to back on the loop thread, and readers copy what they
   // keep.
@@ -106,11 +111,13 @@ class Worker {
     if (routes_ == nullptr || v != routes_version_) {
       routes_ = context_->routes();
       api_keys_ = context_->api_keys();
+      ignore_paths_ = context_->ignore_paths();
       routes_version_ = v;
     }
   }
   std::shared_ptr<const router::RouteTable> routes_;
   std::shared_ptr<const ProxyContext::KeySet> api_keys_;
+  std::shared_ptr<const ProxyContext::PathPatterns> ignore_paths_;
   uint64_t routes_version_ = 0;
   std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};
 };

@@ -189,6 +189,10 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     }
     resp->set_include_aliases_in_list(
         manager_->scheduler().config()->include_aliases_in_list);
+    for (const std::string& p :
+         manager_->scheduler().config()->upstream_ignore_paths) {
+      resp->add_upstream_ignore_paths(p);
+    }
     r->Finish(grpc::Status::OK);
   });
   return r;

@@ -267,6 +267,23 @@ class ProxyTest(unittest.TestCase):
         status, _, body = self.p.request("POST", "/api/models/unload")
         self.assertEqual(status, 200)
 
+    def test_upstream_ignore_paths_never_start_a_model(self):
+        # llama-swap's default upstream.ignorePaths: a model's web UI asking
+        # for its favicon gets 409 while the model is not loaded, and does
+        # not start it; once it is loaded, the request goes through.
+        self.assertEqual(self.p.request("POST", "/unload?model=beta")[0], 200)
+        status, _, body = self.p.request("GET", "/upstream/beta/favicon.ico")
+        self.assertEqual(status, 409, body)
+        self.assertIn("upstream.ignorePaths", json.loads(body)["error"]["message"])
+        self.assertEqual(self.m.model("beta").state, pb.MODEL_STATE_STOPPED)
+        self.assertEqual(self.chat("beta")[0], 200)
+        self.assertTrue(wait_for(lambda: self.p.request(
+            "GET", "/upstream/beta/favicon.ico")[0] != 409, 10))
+        self.assertEqual(upstream_stats(self.m.ports["beta"])["last_path"], "/favicon.ico")
+        # A path that matches nothing starts the model as before.
+        self.assertEqual(self.p.request("POST", "/unload?model=beta")[0], 200)
+        self.assertEqual(self.p.request("GET", "/upstream/beta/v1/models")[0], 200)
+
     def test_errors_in_the_openai_envelope(self):
         status, _, body = self.chat("nope")
         self.assertEqual(status, 404)

@@ -117,6 +117,12 @@ struct Config {
   bool include_aliases_in_list = false;
   // The default of ModelConfig::send_loading_state.
   bool send_loading_state = false;
+  // upstream.ignorePaths: RE2 patterns (unanchored, as Go's MatchString) of
+  // the path after /upstream/<model>; such a request never starts its
+  // model (409 when it is not ready). llama-swap's default: static files a
+  // model's web UI loads, so an open browser tab swaps nothing in.
+  std::vector<std::string> upstream_ignore_paths = {
+      R"(.*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$)"};
 
   // The model whose id or alias is `name`, or nullptr.
   const ModelConfig* FindModel(const std::string& name) const;

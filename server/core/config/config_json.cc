@@ -97,6 +97,12 @@ std::string ConfigToJson(const Config& c) {
   for (size_t i = 0; i < c.api_keys.size(); ++i) w.String("<redacted>");
   w.EndArray();
   Strings(w, "preload", c.preload);
+  w.Key("includeAliasesInList");
+  w.Bool(c.include_aliases_in_list);
+  w.Key("upstream");
+  w.StartObject();
+  Strings(w, "ignorePaths", c.upstream_ignore_paths);
+  w.EndObject();
   w.Key("groups");
   w.StartArray();
   for (const GroupConfig& g : c.groups) {

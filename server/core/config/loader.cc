@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "re2/re2.h"
 #include "server/core/config/decode_util.h"
 #include "server/core/config/diag_sink.h"
 #include "server/core/config/model_decoder.h"
@@ -29,10 +30,10 @@ const KeySet& TopKeys() {
   static const KeySet keys = {
       {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
        "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
-       "includeAliasesInList", "sendLoadingState"},
+       "includeAliasesInList", "sendLoadingState", "upstream"},
       {"logTimeFormat", "logToStdout", "logRequests", "metricsMaxInMemory",
-       "captureBuffer", "store", "ui", "performance", "upstream", "matrix",
-       "profiles", "selectors", "peers"}};
+       "captureBuffer", "store", "ui", "performance", "matrix", "profiles",
+       "selectors", "peers"}};
   return keys;
 }
 
@@ -157,6 +158,7 @@ class Loader {
     if (const YamlNode* n = s.Get("includeAliasesInList"); n != nullptr) {
       ReadBool(*n, "includeAliasesInList", &sink_, &c->include_aliases_in_list);
     }
+    if (const YamlNode* n = s.Get("upstream"); n != nullptr) Upstream(*n, c);
     if (const YamlNode* n = s.Get("apiKeys");
         n != nullptr && ReadStringList(*n, "apiKeys", &sink_, &c->api_keys)) {
       for (size_t i = 0; i < c->api_keys.size(); ++i) {
@@ -208,6 +210,32 @@ class Loader {
       }
       if (m) c->models.push_back(*std::move(m));
     }
+  }
+
+  // `upstream.ignorePaths`: RE2 patterns (llama-swap's), checked here.
+  void Upstream(const YamlNode& n, Config* c) {
+    if (n.is_null()) return;
+    if (!n.is_map()) {
+      sink_.Error(n.pos, "upstream",
+                  absl::StrCat("must be a mapping, not ", n.KindName()));
+      return;
+    }
+    CheckKeys(n, "upstream", KeySet{{"ignorePaths"}, {}}, &sink_);
+    const YamlNode* paths = n.Get("ignorePaths");
+    std::vector<std::string> patterns;
+    if (paths == nullptr ||
+        !ReadStringList(*paths, "upstream.ignorePaths", &sink_, &patterns)) {
+      return;
+    }
+    for (size_t i = 0; i < patterns.size(); ++i) {
+      RE2 re(patterns[i], RE2::Quiet);
+      if (!re.ok()) {
+        sink_.Error(paths->items[i].pos,
+                    absl::StrCat("upstream.ignorePaths[", i, "]"),
+                    absl::StrCat("invalid pattern: ", re.error()));
+      }
+    }
+    c->upstream_ignore_paths = std::move(patterns);  // Empty: none ignored.
   }
 
   // Legacy top-level `groups:` or `routing.router.settings.groups`.

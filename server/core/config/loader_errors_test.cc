@@ -105,6 +105,14 @@ INSTANTIATE_TEST_SUITE_P(
                   "test.yaml:2:6: macros.a: macro 'a' uses ${b}, which is "
                   "defined after it (a macro may use only the macros defined "
                   "before it)"},
+        ErrorCase{"BadIgnorePath",
+                  "upstream:\n  ignorePaths: ['ok$', '(']\nmodels: {}\n",
+                  "test.yaml:2:24: upstream.ignorePaths[1]: invalid pattern: "
+                  "missing ): ("},
+        ErrorCase{"IgnorePathsNotAList",
+                  "upstream: {ignorePaths: 3}\nmodels: {}\n",
+                  "test.yaml:1:25: upstream.ignorePaths: must be a list of "
+                  "strings, not \"3\""},
         ErrorCase{"MacroSelfReference",
                   "macros:\n  a: \"x-${a}\"\nmodels: {}\n",
                   "test.yaml:2:6: macros.a: macro 'a' refers to itself"},

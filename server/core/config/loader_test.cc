@@ -381,6 +381,20 @@ groups:
   EXPECT_EQ(c->FindModel("b")->group, "g");
 }
 
+TEST(LoaderTest, UpstreamIgnorePathsDefaultToLlamaSwapsAndCanBeSetOrCleared) {
+  auto c = MustLoad("models:\n  a:\n    cmd: x ${PORT}\n");
+  EXPECT_THAT(c->upstream_ignore_paths,
+              ElementsAre(R"(.*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$)"));
+  c = MustLoad(
+      "upstream:\n  ignorePaths: ['^/static/', '\\.ico$']\n"
+      "models:\n  a:\n    cmd: x ${PORT}\n");
+  EXPECT_THAT(c->upstream_ignore_paths, ElementsAre("^/static/", "\\.ico$"));
+  c = MustLoad(
+      "upstream: {ignorePaths: []}\nmodels:\n  a:\n    cmd: x\n"
+      "    proxy: http://h:1\n");
+  EXPECT_TRUE(c->upstream_ignore_paths.empty());
+}
+
 TEST(LoaderTest, ModelCannotBeStrippedOrSet) {
   LoadResult r = LoadConfigText("f.yaml", R"yaml(
 models:
