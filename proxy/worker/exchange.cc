@@ -139,6 +139,10 @@ void Exchange::Begin(http1::RequestHead head) {
       boundary_ = *boundary;
       multipart_ = std::make_unique<router::MultipartScanner>(*boundary);
       scan_ = BodyScan::kMultipart;
+    } else if (type != nullptr &&
+               absl::StartsWithIgnoreCase(
+                   *type, "application/x-www-form-urlencoded")) {
+      scan_ = BodyScan::kForm;
     } else {
       scan_ = BodyScan::kJson;
     }
@@ -281,6 +285,12 @@ void Exchange::Dispatch() {
                                    : "the form has no model field");
     }
     return Forward(*multipart_->model(), UpstreamTarget(head_.target));
+  }
+  if (scan_ == BodyScan::kForm) {
+    // llama-swap reads a urlencoded form's model too (Go's ParseForm).
+    std::string model = QueryParam(absl::StrCat("?", body_), "model");
+    if (model.empty()) return RespondError(400, "the form has no model field");
+    return Forward(model, UpstreamTarget(head_.target));
   }
   std::string model = QueryParam(head_.target, "model");
   if (!model.empty()) return Forward(model, head_.target);

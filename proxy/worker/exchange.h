@@ -94,7 +94,8 @@ class Exchange : public upstream::UpstreamObserver {
                        bool timed_out) override;
 
  private:
-  enum class BodyScan { kNone, kJson, kMultipart };
+  // kForm: application/x-www-form-urlencoded, read whole (forms are small).
+  enum class BodyScan { kNone, kJson, kMultipart, kForm };
 
   void Dispatch();
   // Whether `path` (after /upstream/<model>) matches upstream.ignorePaths.

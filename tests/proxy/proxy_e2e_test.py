@@ -250,6 +250,18 @@ class ProxyTest(unittest.TestCase):
             status, _, _ = self.p.request("POST", path, body)
             self.assertIn(status, (200, 404), path)
             self.assertEqual(last_path(), upstream, path)
+        # A urlencoded form names its model as a field.
+        status, _, _ = self.p.request(
+            "POST", "/v1/audio/speech", "input=hi&model=gpt%2D4o%2Dmini",
+            {"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(last_path(), "/v1/audio/speech")
+        self.assertEqual(upstream_stats(self.m.ports["alpha"])["last_body"],
+                         "input=hi&model=gpt%2D4o%2Dmini")
+        status, _, body = self.p.request(
+            "POST", "/v1/audio/speech", "input=hi",
+            {"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual((status, json.loads(body)["error"]["message"]),
+                         (400, "the form has no model field"))
         # ?model= is decoded (an alias with an escaped '-').
         status, _, _ = self.p.request("GET", "/v1/audio/voices?model=gpt%2D4o%2Dmini")
         self.assertTrue(last_path().startswith("/v1/audio/voices"), last_path())
