@@ -208,6 +208,7 @@ int Main(int argc, char** argv) {
           if (re->ok()) patterns->push_back(std::move(re));  // Checked there.
         }
         context.SetIgnorePaths(std::move(patterns));
+        context.SetPeers(router::PeerTable::Build(globals.peers));
         context.SetApiKeys(std::make_shared<ProxyContext::KeySet>(
             globals.api_key_sha256.begin(), globals.api_key_sha256.end()));
       });
@@ -217,9 +218,9 @@ int Main(int argc, char** argv) {
   for (int i = 0; i < workers; ++i) {
     pool.push_back(std::make_unique<Worker>(&context));
   }
-  std::vector<Worker*> peers;
-  for (auto& w : pool) peers.push_back(w.get());
-  for (auto& w : pool) w->SetPeers(peers);
+  std::vector<Worker*> siblings;
+  for (auto& w : pool) siblings.push_back(w.get());
+  for (auto& w : pool) w->SetSiblings(siblings);
   context.set_metrics([&pool, &broker] {
     Metrics total;
     for (auto& w : pool) total.Merge(w->metrics().Snapshot());

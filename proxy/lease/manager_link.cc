@@ -349,7 +349,9 @@ void ManagerLink::FetchKeys() {
                 owned->resp.include_aliases_in_list(),
                 std::vector<std::string>(
                     owned->resp.upstream_ignore_paths().begin(),
-                    owned->resp.upstream_ignore_paths().end())});
+                    owned->resp.upstream_ignore_paths().end()),
+                std::vector<v1::Peer>(owned->resp.peers().begin(),
+                                      owned->resp.peers().end())});
           }
         }
         absl::MutexLock lock(&mu_);

@@ -46,6 +46,7 @@ class ManagerLink : public LeaseTransport {
     std::vector<std::string> api_key_sha256;  // Hex SHA-256 of each key.
     bool include_aliases_in_list = false;
     std::vector<std::string> upstream_ignore_paths;  // RE2 patterns.
+    std::vector<v1::Peer> peers;
   };
   // The globals, after every Watch bookmark. A fetch that fails is tried
   // again (every kRetry) until one succeeds.

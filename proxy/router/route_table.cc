@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <map>
 
 namespace modelplane::proxy::router {
 namespace {
@@ -11,6 +12,22 @@ std::string ToJson(const google::protobuf::Struct& s) {
   std::string out;
   if (!google::protobuf::util::MessageToJsonString(s, &out).ok()) return "{}";
   return out;
+}
+
+FilterSpec FiltersFrom(const v1::ModelFilters& f) {
+  FilterSpec spec;
+  spec.strip_params.assign(f.strip_params().begin(), f.strip_params().end());
+  if (f.has_set_params() && f.set_params().fields_size() > 0) {
+    spec.set_params_json = ToJson(f.set_params());
+  }
+  for (const auto& [name, params] : f.set_params_by_id()) {
+    spec.set_params_by_id_json[name] = ToJson(params);
+  }
+  return spec;
+}
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
 }  // namespace
@@ -28,26 +45,15 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
     r.concurrency_limit = m.concurrency_limit() > 0
                               ? static_cast<int>(m.concurrency_limit())
                               : 10;
+    r.filters = FiltersFrom(m.filters());
     r.filters.use_model_name = m.use_model_name();
     r.send_loading_state = m.send_loading_state();
-    r.filters.strip_params.assign(m.filters().strip_params().begin(),
-                                  m.filters().strip_params().end());
-    if (m.filters().has_set_params() &&
-        m.filters().set_params().fields_size() > 0) {
-      r.filters.set_params_json = ToJson(m.filters().set_params());
-    }
-    for (const auto& [name, params] : m.filters().set_params_by_id()) {
-      r.filters.set_params_by_id_json[name] = ToJson(params);
-    }
     r.metadata_json = m.has_metadata() ? ToJson(m.metadata()) : "{}";
     r.state = m.state();
-    auto duration = [](const google::protobuf::Duration& d) {
-      return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-    };
-    r.connect_timeout = duration(m.upstream_timeouts().connect());
+    r.connect_timeout = FromProto(m.upstream_timeouts().connect());
     r.response_header_timeout =
-        duration(m.upstream_timeouts().response_header());
-    r.idle_timeout = duration(m.upstream_timeouts().idle_connection());
+        FromProto(m.upstream_timeouts().response_header());
+    r.idle_timeout = FromProto(m.upstream_timeouts().idle_connection());
     t->routes_.push_back(std::move(r));
   }
   std::sort(t->routes_.begin(), t->routes_.end(),
@@ -63,6 +69,44 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
 }
 
 const Route* RouteTable::Find(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &routes_[it->second];
+}
+
+std::shared_ptr<const PeerTable> PeerTable::Build(
+    const std::vector<v1::Peer>& peers) {
+  auto t = std::make_shared<PeerTable>();
+  std::map<std::string, int> bare_count;
+  for (const v1::Peer& p : peers) {
+    for (const std::string& model : p.models()) {
+      PeerRoute r;
+      r.peer = p.id();
+      r.model = model;
+      r.upstream = p.proxy();
+      r.api_key = p.api_key();
+      r.filters = FiltersFrom(p.filters());
+      r.connect_timeout = FromProto(p.upstream_timeouts().connect());
+      r.response_header_timeout =
+          FromProto(p.upstream_timeouts().response_header());
+      r.idle_timeout = FromProto(p.upstream_timeouts().idle_connection());
+      t->routes_.push_back(std::move(r));
+      ++bare_count[model];
+    }
+  }
+  std::sort(t->routes_.begin(), t->routes_.end(),
+            [](const PeerRoute& a, const PeerRoute& b) {
+              return a.name() < b.name();
+            });
+  for (size_t i = 0; i < t->routes_.size(); ++i) {
+    const PeerRoute& r = t->routes_[i];
+    t->by_name_[r.name()] = i;
+    // A bare name is a name only while one peer has it.
+    if (bare_count[r.model] == 1) t->by_name_.emplace(r.model, i);
+  }
+  return t;
+}
+
+const PeerRoute* PeerTable::Find(const std::string& name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : &routes_[it->second];
 }

@@ -85,6 +85,38 @@ class RouteTable {
   std::map<std::string, size_t> by_name_;
 };
 
+// One model of a llama-swap `peers` entry: forwarded to the peer as it is,
+// with no lease (the peer runs its own models).
+struct PeerRoute {
+  std::string peer;      // The peer's id.
+  std::string model;     // The name the peer knows it by.
+  std::string upstream;  // The peer's base URL.
+  std::string api_key;   // Sent as Bearer and x-api-key; empty: none.
+  FilterSpec filters;
+  absl::Duration connect_timeout;
+  absl::Duration response_header_timeout;
+  absl::Duration idle_timeout;
+  // What clients may always call it: <peer>/<model>.
+  std::string name() const { return peer + "/" + model; }
+};
+
+// The peers' models, by <peer>/<model> and by bare name when only one peer
+// has it. Local models come first: Find is asked only for names no local
+// model has. Immutable once built.
+class PeerTable {
+ public:
+  static std::shared_ptr<const PeerTable> Build(
+      const std::vector<v1::Peer>& peers);
+
+  const PeerRoute* Find(const std::string& name) const;
+  // Sorted by <peer>/<model>.
+  const std::vector<PeerRoute>& routes() const { return routes_; }
+
+ private:
+  std::vector<PeerRoute> routes_;
+  std::map<std::string, size_t> by_name_;
+};
+
 }  // namespace modelplane::proxy::router
 
 #endif  // MODELPLANE_PROXY_ROUTER_ROUTE_TABLE_H_

@@ -33,5 +33,37 @@ TEST(RouteTableTest, ResolvesIdsAndAliasesWithTheirSettings) {
   EXPECT_EQ(t->routes()[0].id, "embed");  // Sorted.
 }
 
+TEST(PeerTableTest, NamesArePeerSlashModelOrABareNameOnlyOnePeerHas) {
+  v1::Peer a;
+  a.set_id("a");
+  a.set_proxy("http://10.0.0.1:8080");
+  a.set_api_key("k");
+  a.add_models("big");
+  a.add_models("shared");
+  a.mutable_filters()->add_strip_params("seed");
+  a.mutable_upstream_timeouts()->mutable_connect()->set_seconds(5);
+  v1::Peer b;
+  b.set_id("b");
+  b.set_proxy("http://10.0.0.2:8080");
+  b.add_models("shared");
+  auto t = PeerTable::Build({b, a});
+  ASSERT_EQ(t->routes().size(), 3u);
+  EXPECT_EQ(t->routes()[0].name(), "a/big");  // Sorted by name.
+  const PeerRoute* big = t->Find("big");
+  ASSERT_NE(big, nullptr);
+  EXPECT_EQ(big, t->Find("a/big"));
+  EXPECT_EQ(big->peer, "a");
+  EXPECT_EQ(big->model, "big");
+  EXPECT_EQ(big->upstream, "http://10.0.0.1:8080");
+  EXPECT_EQ(big->api_key, "k");
+  EXPECT_EQ(big->filters.strip_params, std::vector<std::string>{"seed"});
+  EXPECT_EQ(big->connect_timeout, absl::Seconds(5));
+  EXPECT_EQ(t->Find("shared"), nullptr);  // Two peers have it.
+  ASSERT_NE(t->Find("b/shared"), nullptr);
+  EXPECT_EQ(t->Find("b/shared")->upstream, "http://10.0.0.2:8080");
+  EXPECT_EQ(t->Find("c/big"), nullptr);
+  EXPECT_TRUE(PeerTable::Build({})->routes().empty());
+}
+
 }  // namespace
 }  // namespace modelplane::proxy::router

@@ -120,6 +120,7 @@ void Exchange::Begin(http1::RequestHead head) {
   json_ = router::JsonScanner();
   multipart_.reset();
   scan_ = BodyScan::kNone;
+  form_ = false;
   responding_ = false;
   record_ = RequestRecord();
   absl::string_view path =
@@ -139,12 +140,13 @@ void Exchange::Begin(http1::RequestHead head) {
       boundary_ = *boundary;
       multipart_ = std::make_unique<router::MultipartScanner>(*boundary);
       scan_ = BodyScan::kMultipart;
-    } else if (type != nullptr &&
-               absl::StartsWithIgnoreCase(
-                   *type, "application/x-www-form-urlencoded")) {
-      scan_ = BodyScan::kForm;
     } else {
+      // curl -d labels a JSON body a form: JSON first, the form's model
+      // field only when the body is not JSON (as llama-swap decides).
       scan_ = BodyScan::kJson;
+      form_ =
+          type != nullptr && absl::StartsWithIgnoreCase(
+                                 *type, "application/x-www-form-urlencoded");
     }
   }
   // Auth is decided on the head: the body of a request that will be
@@ -270,6 +272,9 @@ void Exchange::Dispatch() {
   }
   if (scan_ == BodyScan::kJson) {
     json_.Finish();
+    if (!json_.model() && json_.error() && form_) scan_ = BodyScan::kForm;
+  }
+  if (scan_ == BodyScan::kJson) {
     if (!json_.model()) {
       return RespondError(400, json_.error()
                                    ? json_.error_message()
@@ -311,6 +316,11 @@ bool Exchange::IgnoredPath(absl::string_view path) {
 void Exchange::Forward(const std::string& model_name, std::string target) {
   const router::Route* route = worker_->routes().Find(model_name);
   if (route == nullptr) {
+    // Local models first; then a peer's, by <peer>/<model> or a bare name
+    // only one peer has.
+    if (const router::PeerRoute* peer = worker_->peers().Find(model_name)) {
+      return ForwardToPeer(*peer, model_name, std::move(target));
+    }
     return RespondError(404, absl::StrCat("unknown model '", model_name, "'"));
   }
   if (scan_ == BodyScan::kJson && route->filters.AppliesTo(model_name)) {
@@ -396,24 +406,67 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
                         static_cast<double>(uv_hrtime() - admit_ns_) / 1e9));
   }
   leased_model_ = lease->model;
-  absl::string_view host = lease->upstream;
+  SendUpstream(lease->upstream, "");
+}
+
+void Exchange::ForwardToPeer(const router::PeerRoute& peer,
+                             const std::string& requested, std::string target) {
+  // The peer knows the model by its own name: a request that said
+  // <peer>/<model> has its body say <model>.
+  router::FilterSpec filters = peer.filters;
+  if (requested != peer.model) filters.use_model_name = peer.model;
+  if (scan_ == BodyScan::kJson && filters.AppliesTo(requested)) {
+    absl::StatusOr<std::string> filtered =
+        router::ApplyJsonFilters(body_, filters, requested);
+    if (!filtered.ok()) {
+      return RespondError(400, std::string(filtered.status().message()));
+    }
+    body_ = *std::move(filtered);
+  } else if (scan_ == BodyScan::kMultipart && !filters.use_model_name.empty()) {
+    body_ =
+        router::RewriteMultipartModel(body_, boundary_, filters.use_model_name);
+  }
+  head_.target = std::move(target);
+  record_.model = peer.name();
+  timeouts_ = {peer.connect_timeout, peer.response_header_timeout,
+               peer.idle_timeout};
+  // No lease: the peer starts and swaps its models itself.
+  SendUpstream(peer.upstream, peer.api_key);
+}
+
+void Exchange::SendUpstream(const std::string& upstream,
+                            const std::string& api_key) {
+  absl::string_view host = upstream;
   host.remove_prefix(std::min(host.size(), host.find("//") + 2));
   host = host.substr(0, host.find('/'));
   // The head written straight into the request, the body after it: no
   // copy of the headers, one allocation.
   std::string request;
   request.reserve(256 + head_.target.size() + body_.size());
-  http1::AppendRequestHead(&request, head_.method, head_.target, head_.headers,
-                           {"host", "expect"},
-                           {{"Host", host}, {"X-Forwarded-For", peer_}},
-                           http1::Framing::kContentLength, body_.size());
+  if (api_key.empty()) {
+    http1::AppendRequestHead(&request, head_.method, head_.target,
+                             head_.headers, {"host", "expect"},
+                             {{"Host", host}, {"X-Forwarded-For", peer_}},
+                             http1::Framing::kContentLength, body_.size());
+  } else {
+    // A peer's key, as llama-swap sends it, instead of the client's.
+    std::string bearer = absl::StrCat("Bearer ", api_key);
+    http1::AppendRequestHead(&request, head_.method, head_.target,
+                             head_.headers,
+                             {"host", "expect", "authorization", "x-api-key"},
+                             {{"Host", host},
+                              {"X-Forwarded-For", peer_},
+                              {"Authorization", bearer},
+                              {"x-api-key", api_key}},
+                             http1::Framing::kContentLength, body_.size());
+  }
   request.append(body_);
   reading_upstream_ = true;
   sent_ns_ = uv_hrtime();
   // Send may answer inline (a bad URL, no descriptor left): the request is
   // then finished, and a pipelined one may already be on its way.
   uint64_t generation = generation_;
-  auto sent = worker_->pool().Send(lease->upstream, std::move(request),
+  auto sent = worker_->pool().Send(upstream, std::move(request),
                                    head_.method == "HEAD", this, timeouts_);
   if (in_request_ && generation == generation_) upstream_ = std::move(sent);
 }

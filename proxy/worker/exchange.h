@@ -23,6 +23,7 @@
 #include "proxy/lease/lease_broker.h"
 #include "proxy/router/json_scanner.h"
 #include "proxy/router/multipart_scanner.h"
+#include "proxy/router/route_table.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "proxy/worker/metrics.h"
 
@@ -94,14 +95,20 @@ class Exchange : public upstream::UpstreamObserver {
                        bool timed_out) override;
 
  private:
-  // kForm: application/x-www-form-urlencoded, read whole (forms are small).
+  // kForm: application/x-www-form-urlencoded that is not JSON (read whole:
+  // forms are small).
   enum class BodyScan { kNone, kJson, kMultipart, kForm };
 
   void Dispatch();
   // Whether `path` (after /upstream/<model>) matches upstream.ignorePaths.
   bool IgnoredPath(absl::string_view path);
   void Forward(const std::string& model_name, std::string target);
+  void ForwardToPeer(const router::PeerRoute& peer,
+                     const std::string& requested, std::string target);
   void OnLease(absl::StatusOr<lease::Lease> lease);
+  // Writes the request (head, then body_) to `upstream`; with `api_key`,
+  // that key goes as Bearer and x-api-key instead of the client's.
+  void SendUpstream(const std::string& upstream, const std::string& api_key);
   void Respond(int status, const std::string& content_type,
                const std::string& body,
                const http1::Headers& extra = http1::Headers());
@@ -152,6 +159,7 @@ class Exchange : public upstream::UpstreamObserver {
   http1::RequestHead head_;
   std::string body_;
   BodyScan scan_ = BodyScan::kNone;
+  bool form_ = false;  // Labelled application/x-www-form-urlencoded.
   // Decided on the head: 401 (no valid API key), 503 (the keys are not
   // known yet), or 0. A refused request's body is dropped as it arrives.
   int rejection_ = 0;

@@ -47,6 +47,14 @@ void Exchange::RespondModels() {
   for (const auto& [id, r] : ids) {
     entry(*r, *id, r->name.empty() ? r->id : r->name);
   }
+  // The peers' models, as <peer>/<model> (llama-swap lists them so); their
+  // state is the peer's business.
+  for (const router::PeerRoute& p : worker_->peers().routes()) {
+    absl::StrAppend(&data, data.empty() ? "" : ",", R"({"id":)",
+                    JsonString(p.name()), R"(,"object":"model","owned_by":)",
+                    JsonString(p.peer), R"(,"name":)", JsonString(p.model),
+                    R"(,"peer":)", JsonString(p.peer), "}");
+  }
   Respond(200, "application/json",
           absl::StrCat(R"({"object":"list","data":[)", data, "]}"));
 }

@@ -103,6 +103,17 @@ class ProxyContext {
     version_.fetch_add(1, std::memory_order_release);
   }
 
+  // The config's peers (their models, by name); never null.
+  std::shared_ptr<const router::PeerTable> peers() const {
+    absl::MutexLock lock(&mu_);
+    return peers_;
+  }
+  void SetPeers(std::shared_ptr<const router::PeerTable> peers) {
+    absl::MutexLock lock(&mu_);
+    peers_ = std::move(peers);
+    version_.fetch_add(1, std::memory_order_release);
+  }
+
   // The config's includeAliasesInList (any thread).
   bool list_aliases() const {
     return list_aliases_.load(std::memory_order_relaxed);
@@ -111,7 +122,8 @@ class ProxyContext {
     list_aliases_.store(on, std::memory_order_relaxed);
   }
 
-  // Bumped on every SetRoutes, SetApiKeys and SetIgnorePaths: workers cache
+  // Bumped on every SetRoutes, SetApiKeys, SetIgnorePaths and SetPeers:
+  // workers cache
   // the snapshots and refresh them only when this moved (no lock on the
   // request path).
   uint64_t routes_version() const {
@@ -128,6 +140,8 @@ class ProxyContext {
       router::RouteTable::Build({});
   std::shared_ptr<const KeySet> api_keys_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const PathPatterns> ignore_paths_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const router::PeerTable> peers_ ABSL_GUARDED_BY(mu_) =
+      router::PeerTable::Build({});
   std::atomic<uint64_t> version_{0};
   std::atomic<bool> list_aliases_{false};
 };

@@ -84,7 +84,7 @@ absl::StatusOr<int> Worker::Listen(const std::string& host, int port) {
           absl::StrCat("cannot listen: ", uv_strerror(rc)));
       return;
     }
-    accepting_.store(true);  // Peers may hand it connections from now on.
+    accepting_.store(true);  // Siblings may hand it connections now.
     sockaddr_storage addr{};
     int len = sizeof(addr);
     uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
@@ -104,7 +104,7 @@ void Worker::OnConnection(uv_stream_t* listener, int status) {
   // stopped.
   Worker* target = w;
   int least = w->load_.load(std::memory_order_relaxed);
-  for (Worker* p : w->peers_) {
+  for (Worker* p : w->siblings_) {
     if (!p->accepting_.load()) continue;
     int load = p->load_.load(std::memory_order_relaxed);
     if (load < least) {

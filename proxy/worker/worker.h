@@ -45,7 +45,9 @@ class Worker {
   absl::StatusOr<int> Listen(const std::string& host, int port);
   // The workers of the process (this one among them), before any listens:
   // a connection accepted here goes to whichever holds the fewest.
-  void SetPeers(std::vector<Worker*> peers) { peers_ = std::move(peers); }
+  void SetSiblings(std::vector<Worker*> siblings) {
+    siblings_ = std::move(siblings);
+  }
   // Closes the listener and every connection, then the pool.
   void Stop();
   // Graceful: closes the listener and the idle connections; the others
@@ -76,6 +78,10 @@ class Worker {
     Refresh();
     return api_keys_.get();
   }
+  const router::PeerTable& peers() {
+    Refresh();
+    return *peers_;
+  }
   // Null until the manager has told.
   const ProxyContext::PathPatterns* ignore_paths() {
     Refresh();
@@ -99,10 +105,10 @@ class Worker {
   uv_tcp_t* listener_ = nullptr;
   absl::flat_hash_set<ClientConnection*> connections_;
   bool stopped_ = false;
-  std::vector<Worker*> peers_;
-  // Connections held or on their way here; read by the peers.
+  std::vector<Worker*> siblings_;
+  // Connections held or on their way here; read by the siblings.
   std::atomic<int> load_{0};
-  // Listening, not draining: peers may hand it connections.
+  // Listening, not draining: siblings may hand it connections.
   std::atomic<bool> accepting_{false};
   bool draining_ = false;
   WorkerMetrics metrics_;
@@ -112,12 +118,14 @@ class Worker {
       routes_ = context_->routes();
       api_keys_ = context_->api_keys();
       ignore_paths_ = context_->ignore_paths();
+      peers_ = context_->peers();
       routes_version_ = v;
     }
   }
   std::shared_ptr<const router::RouteTable> routes_;
   std::shared_ptr<const ProxyContext::KeySet> api_keys_;
   std::shared_ptr<const ProxyContext::PathPatterns> ignore_paths_;
+  std::shared_ptr<const router::PeerTable> peers_;
   uint64_t routes_version_ = 0;
   std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};
 };

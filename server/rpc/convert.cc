@@ -148,17 +148,29 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   SetDuration(c.timeouts.idle_connection, t->mutable_idle_connection());
   out->set_use_model_name(c.use_model_name);
   out->set_send_loading_state(c.send_loading_state);
-  for (const std::string& p : c.filters.strip_params) {
-    out->mutable_filters()->add_strip_params(p);
+  ToProto(c.filters, out->mutable_filters());
+}
+
+void ToProto(const config::Filters& f, v1::ModelFilters* out) {
+  for (const std::string& p : f.strip_params) out->add_strip_params(p);
+  if (f.set_params.kind() == config::Value::Kind::kObject) {
+    ToStruct(f.set_params, out->mutable_set_params());
   }
-  if (c.filters.set_params.kind() == config::Value::Kind::kObject) {
-    ToStruct(c.filters.set_params,
-             out->mutable_filters()->mutable_set_params());
+  for (const auto& [name, params] : f.set_params_by_id) {
+    ToStruct(params, &(*out->mutable_set_params_by_id())[name]);
   }
-  for (const auto& [name, params] : c.filters.set_params_by_id) {
-    ToStruct(params,
-             &(*out->mutable_filters()->mutable_set_params_by_id())[name]);
-  }
+}
+
+void ToProto(const config::PeerConfig& p, v1::Peer* out) {
+  out->set_id(p.id);
+  out->set_proxy(p.proxy);
+  for (const std::string& m : p.models) out->add_models(m);
+  out->set_api_key(p.api_key);
+  ToProto(p.filters, out->mutable_filters());
+  v1::UpstreamTimeouts* t = out->mutable_upstream_timeouts();
+  SetDuration(p.timeouts.connect, t->mutable_connect());
+  SetDuration(p.timeouts.response_header, t->mutable_response_header());
+  SetDuration(p.timeouts.idle_connection, t->mutable_idle_connection());
 }
 
 }  // namespace modelplane::rpc

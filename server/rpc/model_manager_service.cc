@@ -193,6 +193,9 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
          manager_->scheduler().config()->upstream_ignore_paths) {
       resp->add_upstream_ignore_paths(p);
     }
+    for (const config::PeerConfig& p : manager_->scheduler().config()->peers) {
+      ToProto(p, resp->add_peers());
+    }
     r->Finish(grpc::Status::OK);
   });
   return r;

@@ -257,6 +257,11 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(last_path(), "/v1/audio/speech")
         self.assertEqual(upstream_stats(self.m.ports["alpha"])["last_body"],
                          "input=hi&model=gpt%2D4o%2Dmini")
+        # JSON labelled a form (curl -d does it) is still JSON.
+        status, _, _ = self.p.request(
+            "POST", "/v1/chat/completions", json.dumps(body),
+            {"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual((status, last_path()), (200, "/v1/chat/completions"))
         status, _, body = self.p.request(
             "POST", "/v1/audio/speech", "input=hi",
             {"Content-Type": "application/x-www-form-urlencoded"})
@@ -1039,6 +1044,75 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(sum(" 200 " in l and "model=m" in l for l in lines), 6, log)
             self.assertEqual(sum(" 404 " in l and "model=-" in l for l in lines), 1, log)
             self.assertEqual(sum(" 429 " in l and "model=slow" in l for l in lines), 1, log)
+
+
+class PeersTest(unittest.TestCase):
+    def test_peer_models_are_forwarded_with_the_peer_key_and_no_lease(self):
+        # A peer is any OpenAI-compatible server (here a fake_upstream)
+        # whose models the proxy forwards to as they are.
+        from tools.testing.fake_upstream_proc import FakeUpstream
+        with FakeUpstream("--tokens", "2") as remote, \
+                FakeUpstream("--tokens", "2") as other:
+            dead = free_port()
+            peers = ("peers:\n"
+                     "  remote:\n"
+                     "    proxy: http://127.0.0.1:%d\n"
+                     "    apiKey: peer-secret\n"
+                     "    models: [big-model, shared]\n"
+                     "    filters: {setParams: {temperature: 0.5}}\n"
+                     "  other:\n"
+                     "    proxy: http://127.0.0.1:%d\n"
+                     "    models: [shared, local]\n"
+                     "  down:\n"
+                     "    proxy: http://127.0.0.1:%d\n"
+                     "    models: [gone]\n" % (remote.port, other.port, dead))
+            with ManagerProcess({"local": ["--tokens", "1"]}, extra_yaml=peers) as mg:
+                p = ProxyProcess(mg.port, workers=1)
+                try:
+                    self.assertTrue(wait_for(lambda: b"remote/big-model" in p.request(
+                        "GET", "/v1/models")[2], 10))
+                    ids = [m["id"] for m in json.loads(p.request("GET", "/v1/models")[2])["data"]]
+                    self.assertEqual(ids, ["local", "down/gone", "other/local", "other/shared",
+                                           "remote/big-model", "remote/shared"])
+                    body = {"model": "remote/big-model", "messages": []}
+                    status, _, _ = p.request("POST", "/v1/chat/completions", body,
+                                             {"Authorization": "Bearer client-key"})
+                    self.assertEqual(status, 200)
+                    last = json.loads(remote.request("GET", "/stats")[2])
+                    # The peer's name for it, the peer's filters, the peer's key.
+                    sent = json.loads(last["last_body"])
+                    self.assertEqual((sent["model"], sent["temperature"]), ("big-model", 0.5))
+                    self.assertEqual(last["last_headers"]["authorization"], "Bearer peer-secret")
+                    self.assertEqual(last["last_headers"]["x-api-key"], "peer-secret")
+                    # A bare name one peer has; one two have needs <peer>/.
+                    self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                               dict(body, model="big-model"))[0], 200)
+                    self.assertEqual(json.loads(json.loads(remote.request(
+                        "GET", "/stats")[2])["last_body"])["model"], "big-model")
+                    self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                               dict(body, model="shared"))[0], 404)
+                    self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                               dict(body, model="other/shared"),
+                                               {"Authorization": "Bearer client-key"})[0], 200)
+                    # No key for that peer: the client's header goes as sent.
+                    self.assertEqual(json.loads(other.request("GET", "/stats")[2])[
+                        "last_headers"]["authorization"], "Bearer client-key")
+                    # A local model comes before a peer's of the same name.
+                    self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                               dict(body, model="local"))[0], 200)
+                    self.assertEqual(mg.model("local").state, pb.MODEL_STATE_READY)
+                    # A peer that is down: 502, nothing else touched.
+                    status, _, body_out = p.request("POST", "/v1/chat/completions",
+                                                    dict(body, model="down/gone"))
+                    self.assertEqual(status, 502, body_out)
+                    # Peers are no models of the manager's; ListModels carries
+                    # them (with their keys) for data planes.
+                    listed = mg.stub().ListModels(pb.ListModelsRequest(), timeout=10)
+                    self.assertEqual([m.id for m in listed.models], ["local"])
+                    self.assertEqual([x.id for x in listed.peers], ["down", "other", "remote"])
+                    self.assertEqual(listed.peers[2].api_key, "peer-secret")
+                finally:
+                    p.stop()
 
 
 class WorkerBalanceTest(unittest.TestCase):

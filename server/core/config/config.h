@@ -98,6 +98,20 @@ struct GroupConfig {
   std::vector<std::string> members;  // Model ids, in file order.
 };
 
+// llama-swap's `peers.<id>`: another server (a llama-swap, a modelplane, any
+// OpenAI-compatible endpoint) whose models the proxy forwards to as they
+// are: no lease, no swap; the peer runs its own models.
+struct PeerConfig {
+  std::string id;     // Never empty, no '/': its models are <id>/<model>.
+  std::string proxy;  // http:// base URL.
+  // Sent as `Authorization: Bearer` and `x-api-key`; empty: neither.
+  std::string api_key;
+  std::vector<std::string> models;  // Names at the peer; file order, once.
+  Filters filters;                  // As a model's.
+  ModelConfig::UpstreamTimeouts timeouts;
+  SourcePos pos;  // Where `peers.<id>` is.
+};
+
 // The group of models that are in no configured group, as llama-swap names
 // it: swap and exclusive, so with no groups one model runs at a time.
 inline constexpr char kDefaultGroup[] = "(default)";
@@ -121,6 +135,7 @@ struct Config {
   // the path after /upstream/<model>; such a request never starts its
   // model (409 when it is not ready). llama-swap's default: static files a
   // model's web UI loads, so an open browser tab swaps nothing in.
+  std::vector<PeerConfig> peers;  // Sorted by id.
   std::vector<std::string> upstream_ignore_paths = {
       R"(.*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$)"};
 

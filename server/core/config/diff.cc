@@ -11,6 +11,22 @@ bool GroupsEqual(const GroupConfig& a, const GroupConfig& b) {
          std::tie(b.swap, b.exclusive, b.persistent, b.members);
 }
 
+auto PeerFields(const PeerConfig& p) {
+  return std::tie(p.id, p.proxy, p.api_key, p.models, p.filters.strip_params,
+                  p.filters.set_params, p.filters.set_params_by_id,
+                  p.timeouts.connect, p.timeouts.response_header,
+                  p.timeouts.idle_connection);
+}
+
+bool PeersEqual(const std::vector<PeerConfig>& a,
+                const std::vector<PeerConfig>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (PeerFields(a[i]) != PeerFields(b[i])) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool NeedsRestart(const ModelConfig& a, const ModelConfig& b) {
@@ -73,10 +89,11 @@ ConfigDiff DiffConfigs(const Config& before, const Config& after) {
                before.unload_timeout, before.start_port, before.log_level,
                before.api_keys, before.preload, before.include_aliases_in_list,
                before.upstream_ignore_paths) !=
-      std::tie(after.health_check_timeout, after.global_ttl,
-               after.unload_timeout, after.start_port, after.log_level,
-               after.api_keys, after.preload, after.include_aliases_in_list,
-               after.upstream_ignore_paths);
+          std::tie(after.health_check_timeout, after.global_ttl,
+                   after.unload_timeout, after.start_port, after.log_level,
+                   after.api_keys, after.preload, after.include_aliases_in_list,
+                   after.upstream_ignore_paths) ||
+      !PeersEqual(before.peers, after.peers);
   return d;
 }
 

@@ -76,6 +76,24 @@ groups:
   EXPECT_THAT(d.unchanged, ElementsAre("d"));
 }
 
+TEST(DiffConfigsTest, PeersAndIgnorePathsAreGlobalsTheProxyRefetches) {
+  std::string peers =
+      "peers:\n  p: {proxy: 'http://h:1', models: [m], apiKey: k}\n";
+  ConfigDiff d = DiffConfigs(*Load(kBase), *Load(peers + kBase));
+  EXPECT_TRUE(d.globals_changed);
+  EXPECT_THAT(d.unchanged, ElementsAre("a", "b", "c", "d"));
+  d = DiffConfigs(*Load(peers + kBase), *Load(peers + kBase));
+  EXPECT_FALSE(d.globals_changed);
+  std::string other_key =
+      "peers:\n  p: {proxy: 'http://h:1', models: [m], apiKey: k2}\n";
+  EXPECT_TRUE(DiffConfigs(*Load(peers + kBase), *Load(other_key + kBase))
+                  .globals_changed);
+  EXPECT_TRUE(
+      DiffConfigs(*Load(kBase),
+                  *Load(std::string("upstream: {ignorePaths: []}\n") + kBase))
+          .globals_changed);
+}
+
 TEST(DiffConfigsTest, CommandAndProxyChangesNeedRestart) {
   auto before = Load(kBase);
   auto after = Load(R"yaml(

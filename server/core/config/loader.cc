@@ -30,10 +30,10 @@ const KeySet& TopKeys() {
   static const KeySet keys = {
       {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
        "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
-       "includeAliasesInList", "sendLoadingState", "upstream"},
+       "includeAliasesInList", "sendLoadingState", "upstream", "peers"},
       {"logTimeFormat", "logToStdout", "logRequests", "metricsMaxInMemory",
        "captureBuffer", "store", "ui", "performance", "matrix", "profiles",
-       "selectors", "peers"}};
+       "selectors"}};
   return keys;
 }
 
@@ -95,6 +95,7 @@ class Loader {
     });
     Globals(settings, c);
     Models(root->Get("models"), globals, c);
+    Peers(settings.Get("peers"), c);
     Groups(settings, c);
     Aliases(*root, c);
     Priorities(settings, c);
@@ -210,6 +211,25 @@ class Loader {
       }
       if (m) c->models.push_back(*std::move(m));
     }
+  }
+
+  void Peers(const YamlNode* peers, Config* c) {
+    if (peers == nullptr || peers->is_null()) return;
+    if (!peers->is_map()) {
+      sink_.Error(peers->pos, "peers",
+                  absl::StrCat("must be a mapping of peer id to settings, "
+                               "not ",
+                               peers->KindName()));
+      return;
+    }
+    for (const auto& [key, value] : peers->entries) {
+      std::optional<PeerConfig> p =
+          DecodePeer(key.text, key.pos, value, &sink_);
+      if (p) c->peers.push_back(*std::move(p));
+    }
+    std::sort(
+        c->peers.begin(), c->peers.end(),
+        [](const PeerConfig& a, const PeerConfig& b) { return a.id < b.id; });
   }
 
   // `upstream.ignorePaths`: RE2 patterns (llama-swap's), checked here.

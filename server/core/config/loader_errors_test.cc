@@ -113,6 +113,27 @@ INSTANTIATE_TEST_SUITE_P(
                   "upstream: {ignorePaths: 3}\nmodels: {}\n",
                   "test.yaml:1:25: upstream.ignorePaths: must be a list of "
                   "strings, not \"3\""},
+        ErrorCase{"PeerWithoutProxy",
+                  "peers:\n  p:\n    models: [m]\nmodels: {}\n",
+                  "test.yaml:2:3: peers.p: missing required key 'proxy'"},
+        ErrorCase{"PeerWithoutModels",
+                  "peers:\n  p:\n    proxy: http://h:1\nmodels: {}\n",
+                  "test.yaml:2:3: peers.p: missing required key 'models'"},
+        ErrorCase{"PeerHttps",
+                  "peers:\n  p:\n    proxy: https://h:1\n    models: [m]\n"
+                  "models: {}\n",
+                  "test.yaml:3:12: peers.p.proxy: https:// upstreams are not "
+                  "supported yet (modelproxy speaks http:// to model servers)"},
+        ErrorCase{"PeerIdWithSlash",
+                  "peers:\n  a/b:\n    proxy: http://h:1\n    models: [m]\n"
+                  "models: {}\n",
+                  "test.yaml:2:3: peers.a/b: a peer id must be non-empty and "
+                  "without '/' (its models are named <peer>/<model>)"},
+        ErrorCase{"PeerNoModels",
+                  "peers:\n  p:\n    proxy: http://h:1\n    models: []\n"
+                  "models: {}\n",
+                  "test.yaml:4:13: peers.p.models: must name at least one "
+                  "model"},
         ErrorCase{"MacroSelfReference",
                   "macros:\n  a: \"x-${a}\"\nmodels: {}\n",
                   "test.yaml:2:6: macros.a: macro 'a' refers to itself"},
@@ -334,7 +355,7 @@ TEST(LoaderErrorsTest, GarbageNeverCrashes) {
 TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
   LoadResult r = LoadConfigText("w.yaml",
                                 "heathCheckTimeout: 30\n"
-                                "peers:\n  other:\n    proxy: http://x:1\n"
+                                "profiles:\n  other:\n    pins: {}\n"
                                 "models:\n"
                                 "  a:\n"
                                 "    cmd: x ${PORT}\n"
@@ -352,8 +373,8 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
       ElementsAre(
           "w.yaml:1:1: heathCheckTimeout: unknown key; ignored (did you mean "
           "'healthCheckTimeout'?)",
-          "w.yaml:2:1: peers: llama-swap setting not supported by modelplane "
-          "yet; ignored",
+          "w.yaml:2:1: profiles: llama-swap setting not supported by "
+          "modelplane yet; ignored",
           "w.yaml:8:5: models.a.compat: llama-swap setting not "
           "supported by modelplane yet; ignored",
           "w.yaml:9:5: models.a.aliasses: unknown key; ignored (did you mean "

@@ -395,6 +395,37 @@ TEST(LoaderTest, UpstreamIgnorePathsDefaultToLlamaSwapsAndCanBeSetOrCleared) {
   EXPECT_TRUE(c->upstream_ignore_paths.empty());
 }
 
+TEST(LoaderTest, PeersWithKeysFiltersTimeoutsAndMacros) {
+  auto c = MustLoad(R"yaml(
+macros:
+  host: 10.0.0.2
+peers:
+  zeta:
+    proxy: http://${host}:8080
+    apiKey: pk-${host}
+    models: [big, small, big]
+    filters: {stripParams: "seed", setParams: {a.b: 1}}
+    timeouts: {connect: 5, responseHeader: 600}
+  alpha:
+    proxy: http://10.0.0.3:8080
+    models: [m]
+models:
+  a:
+    cmd: x ${PORT}
+)yaml");
+  ASSERT_EQ(c->peers.size(), 2u);
+  EXPECT_EQ(c->peers[0].id, "alpha");  // Sorted.
+  const PeerConfig& z = c->peers[1];
+  EXPECT_EQ(z.proxy, "http://10.0.0.2:8080");
+  EXPECT_EQ(z.api_key, "pk-10.0.0.2");
+  EXPECT_THAT(z.models, ElementsAre("big", "small"));
+  EXPECT_THAT(z.filters.strip_params, ElementsAre("seed"));
+  EXPECT_EQ(z.filters.set_params.ToJson(), R"({"a.b":1})");
+  EXPECT_EQ(z.timeouts.connect, absl::Seconds(5));
+  EXPECT_EQ(z.timeouts.response_header, absl::Seconds(600));
+  EXPECT_TRUE(c->peers[0].api_key.empty());
+}
+
 TEST(LoaderTest, ModelCannotBeStrippedOrSet) {
   LoadResult r = LoadConfigText("f.yaml", R"yaml(
 models:

@@ -35,6 +35,12 @@ const KeySet& ModelKeys() {
   return keys;
 }
 
+const KeySet& PeerKeys() {
+  static const KeySet keys = {
+      {"proxy", "apiKey", "models", "filters", "timeouts"}, {}};
+  return keys;
+}
+
 const KeySet& TimeoutKeys() {
   static const KeySet keys = {{"connect", "responseHeader", "idleConn"},
                               {"keepalive", "tlsHandshake", "expectContinue"}};
@@ -76,20 +82,7 @@ class FieldDecoder {
       const std::string& k = key.text;
       if (k == "cmd") Command(value, at, &m->argv, true);
       if (k == "cmdStop") Command(value, at, &m->cmd_stop, false);
-      if (k == "proxy" && ReadString(value, at, sink_, &m->proxy)) {
-        if (absl::StartsWith(m->proxy, "https://")) {
-          // Accepting it would mean a model that is READY (if its health
-          // check is off) and a 502 on every request.
-          sink_->Error(value.pos, at,
-                       "https:// upstreams are not supported yet (modelproxy "
-                       "speaks http:// to model servers)");
-        } else if (m->proxy.find("${") == std::string::npos &&
-                   !IsUrl(m->proxy)) {
-          sink_->Error(
-              value.pos, at,
-              absl::StrCat("must be an http:// URL, not \"", m->proxy, "\""));
-        }
-      }
+      if (k == "proxy") Proxy(value, at, &m->proxy);
       if (k == "checkEndpoint") CheckEndpoint(value, at, m);
       if (k == "ttl") Ttl(value, at, d, m);
       if (k == "unloadTimeout")
@@ -125,6 +118,21 @@ class FieldDecoder {
                                      name) == m->aliases.end()) {
         m->aliases.push_back(name);
       }
+    }
+  }
+
+ public:
+  void Proxy(const YamlNode& value, const std::string& at, std::string* out) {
+    if (!ReadString(value, at, sink_, out)) return;
+    if (absl::StartsWith(*out, "https://")) {
+      // Accepting it would mean a model that is READY (if its health
+      // check is off) and a 502 on every request.
+      sink_->Error(value.pos, at,
+                   "https:// upstreams are not supported yet (modelproxy "
+                   "speaks http:// to model servers)");
+    } else if (out->find("${") == std::string::npos && !IsUrl(*out)) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be an http:// URL, not \"", *out, "\""));
     }
   }
 
@@ -392,6 +400,69 @@ void CheckLeftovers(const YamlNode& body, const std::string& path,
 }
 
 }  // namespace
+
+std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
+                                     const YamlNode& node, DiagSink* sink) {
+  std::string path = absl::StrCat("peers.", id);
+  size_t errors_before = sink->error_count();
+  if (id.empty() || id.find('/') != std::string::npos) {
+    sink->Error(key_pos, path,
+                "a peer id must be non-empty and without '/' (its models are "
+                "named <peer>/<model>)");
+    return std::nullopt;
+  }
+  if (!node.is_map()) {
+    sink->Error(node.pos, path,
+                absl::StrCat("must be a mapping with 'proxy' and 'models', "
+                             "not ",
+                             node.KindName()));
+    return std::nullopt;
+  }
+  CheckKeys(node, path, PeerKeys(), sink);
+  PeerConfig p;
+  p.id = id;
+  p.pos = key_pos;
+  FieldDecoder fields(path, sink);
+  if (const YamlNode* proxy = node.Get("proxy"); proxy == nullptr) {
+    sink->Error(key_pos, path, "missing required key 'proxy'");
+  } else {
+    fields.Proxy(*proxy, path + ".proxy", &p.proxy);
+  }
+  std::vector<std::string> models;
+  if (const YamlNode* list = node.Get("models"); list == nullptr) {
+    sink->Error(key_pos, path, "missing required key 'models'");
+  } else if (ReadStringList(*list, path + ".models", sink, &models)) {
+    for (size_t i = 0; i < models.size(); ++i) {
+      if (models[i].empty()) {
+        sink->Error(list->items[i].pos, absl::StrCat(path, ".models[", i, "]"),
+                    "a model name must not be empty");
+      } else if (std::find(p.models.begin(), p.models.end(), models[i]) ==
+                 p.models.end()) {
+        p.models.push_back(models[i]);
+      }
+    }
+    if (models.empty()) {
+      sink->Error(list->pos, path + ".models", "must name at least one model");
+    }
+  }
+  if (const YamlNode* key = node.Get("apiKey"); key != nullptr) {
+    ReadString(*key, path + ".apiKey", sink, &p.api_key);
+  }
+  // filters and timeouts read as a model's.
+  YamlNode rest;
+  rest.kind = YamlNode::Kind::kMapping;
+  for (const auto& entry : node.entries) {
+    if (entry.first.text == "filters" || entry.first.text == "timeouts") {
+      rest.entries.push_back(entry);
+    }
+  }
+  ModelConfig m;
+  fields.Decode(rest, ModelDefaults{}, &m);
+  p.filters = std::move(m.filters);
+  p.timeouts = m.timeouts;
+  if (sink->error_count() > errors_before) return std::nullopt;
+  return p;
+}
 
 std::optional<ModelConfig> DecodeModel(const std::string& id, SourcePos key_pos,
                                        const YamlNode& node,

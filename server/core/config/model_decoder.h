@@ -38,6 +38,12 @@ std::optional<ModelConfig> DecodeModel(const std::string& id, SourcePos key_pos,
                                        const ModelDefaults& defaults,
                                        int* next_port, DiagSink* sink);
 
+// Decodes `peers.<id>` (macros already expanded): `proxy` and `models`
+// required, `apiKey`, and `filters` and `timeouts` as a model's. Returns
+// nullopt after reporting errors.
+std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
+                                     const YamlNode& node, DiagSink* sink);
+
 }  // namespace modelplane::config
 
 #endif  // MODELPLANE_SERVER_CORE_CONFIG_MODEL_DECODER_H_
