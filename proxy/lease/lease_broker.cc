@@ -193,6 +193,13 @@ int LeaseBroker::InFlight(const std::string& model) {
   return it == entries_.end() ? 0 : it->second.in_flight;
 }
 
+int LeaseBroker::Busy(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(model);
+  if (it == entries_.end()) return 0;
+  return it->second.in_flight + static_cast<int>(it->second.waiters.size());
+}
+
 void LeaseBroker::Loads(std::map<std::string, int>* in_flight,
                         std::map<std::string, int>* queued) {
   absl::MutexLock lock(&mu_);

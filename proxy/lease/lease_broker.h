@@ -82,6 +82,8 @@ class LeaseBroker {
 
   // Requests in flight to `model` (tests, metrics).
   int InFlight(const std::string& model);
+  // In flight and waiting for its lease: how busy it is (selectors).
+  int Busy(const std::string& model);
   // Every model's requests in flight and waiting for a lease (metrics).
   void Loads(std::map<std::string, int>* in_flight,
              std::map<std::string, int>* queued);

@@ -351,7 +351,9 @@ void ManagerLink::FetchKeys() {
                     owned->resp.upstream_ignore_paths().begin(),
                     owned->resp.upstream_ignore_paths().end()),
                 std::vector<v1::Peer>(owned->resp.peers().begin(),
-                                      owned->resp.peers().end())});
+                                      owned->resp.peers().end()),
+                std::vector<v1::Selector>(owned->resp.selectors().begin(),
+                                          owned->resp.selectors().end())});
           }
         }
         absl::MutexLock lock(&mu_);

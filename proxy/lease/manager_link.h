@@ -47,6 +47,7 @@ class ManagerLink : public LeaseTransport {
     bool include_aliases_in_list = false;
     std::vector<std::string> upstream_ignore_paths;  // RE2 patterns.
     std::vector<v1::Peer> peers;
+    std::vector<v1::Selector> selectors;
   };
   // The globals, after every Watch bookmark. A fetch that fails is tried
   // again (every kRetry) until one succeeds.

@@ -73,6 +73,37 @@ const Route* RouteTable::Find(const std::string& name) const {
   return it == by_name_.end() ? nullptr : &routes_[it->second];
 }
 
+std::shared_ptr<const SelectorTable> SelectorTable::Build(
+    const std::vector<v1::Selector>& selectors) {
+  auto t = std::make_shared<SelectorTable>();
+  for (const v1::Selector& s : selectors) {
+    if (s.targets().empty()) continue;  // The manager never sends one.
+    SelectorRoute r;
+    r.id = s.id();
+    r.strategy = s.strategy();
+    r.targets.assign(s.targets().begin(), s.targets().end());
+    r.spillover = std::max(1, static_cast<int>(s.spillover()));
+    r.name = s.name();
+    r.description = s.description();
+    r.unlisted = s.unlisted();
+    r.metadata_json = s.has_metadata() ? ToJson(s.metadata()) : "{}";
+    t->routes_.push_back(std::move(r));
+  }
+  std::sort(t->routes_.begin(), t->routes_.end(),
+            [](const SelectorRoute& a, const SelectorRoute& b) {
+              return a.id < b.id;
+            });
+  return t;
+}
+
+const SelectorRoute* SelectorTable::Find(const std::string& name) const {
+  if (routes_.empty()) return nullptr;  // The usual case: one branch.
+  auto it = std::lower_bound(
+      routes_.begin(), routes_.end(), name,
+      [](const SelectorRoute& r, const std::string& n) { return r.id < n; });
+  return it != routes_.end() && it->id == name ? &*it : nullptr;
+}
+
 std::shared_ptr<const PeerTable> PeerTable::Build(
     const std::vector<v1::Peer>& peers) {
   auto t = std::make_shared<PeerTable>();

@@ -85,6 +85,30 @@ class RouteTable {
   std::map<std::string, size_t> by_name_;
 };
 
+// A llama-swap `selectors` entry: a virtual model, resolved per request to
+// one of its targets (model ids) by its strategy.
+struct SelectorRoute {
+  std::string id;
+  std::string strategy;  // pin, warm or spillover.
+  std::vector<std::string> targets;
+  int spillover = 1;
+  std::string name;
+  std::string description;
+  bool unlisted = false;
+  std::string metadata_json;  // "{}" when none.
+};
+
+class SelectorTable {
+ public:
+  static std::shared_ptr<const SelectorTable> Build(
+      const std::vector<v1::Selector>& selectors);
+  const SelectorRoute* Find(const std::string& name) const;
+  const std::vector<SelectorRoute>& routes() const { return routes_; }
+
+ private:
+  std::vector<SelectorRoute> routes_;  // Sorted by id.
+};
+
 // One model of a llama-swap `peers` entry: forwarded to the peer as it is,
 // with no lease (the peer runs its own models).
 struct PeerRoute {

@@ -1,6 +1,7 @@
 #include "proxy/worker/exchange.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -121,6 +122,7 @@ void Exchange::Begin(http1::RequestHead head) {
   multipart_.reset();
   scan_ = BodyScan::kNone;
   form_ = false;
+  selected_ = false;
   responding_ = false;
   record_ = RequestRecord();
   absl::string_view path =
@@ -314,6 +316,10 @@ bool Exchange::IgnoredPath(absl::string_view path) {
 }
 
 void Exchange::Forward(const std::string& model_name, std::string target) {
+  if (const router::SelectorRoute* sel =
+          worker_->selectors().Find(model_name)) {
+    return Forward(Select(*sel), std::move(target));  // Targets are models.
+  }
   const router::Route* route = worker_->routes().Find(model_name);
   if (route == nullptr) {
     // Local models first; then a peer's, by <peer>/<model> or a bare name
@@ -323,17 +329,25 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
     }
     return RespondError(404, absl::StrCat("unknown model '", model_name, "'"));
   }
-  if (scan_ == BodyScan::kJson && route->filters.AppliesTo(model_name)) {
+  const router::FilterSpec* filters = &route->filters;
+  router::FilterSpec renamed;
+  if (selected_ && filters->use_model_name.empty()) {
+    // A selector's request says the model it went to, not the selector.
+    renamed = route->filters;
+    renamed.use_model_name = route->id;
+    filters = &renamed;
+  }
+  if (scan_ == BodyScan::kJson && filters->AppliesTo(model_name)) {
     absl::StatusOr<std::string> filtered =
-        router::ApplyJsonFilters(body_, route->filters, model_name);
+        router::ApplyJsonFilters(body_, *filters, model_name);
     if (!filtered.ok()) {
       return RespondError(400, std::string(filtered.status().message()));
     }
     body_ = *std::move(filtered);
-  } else if (!route->filters.use_model_name.empty() &&
+  } else if (!filters->use_model_name.empty() &&
              scan_ == BodyScan::kMultipart) {
     body_ = router::RewriteMultipartModel(body_, boundary_,
-                                          route->filters.use_model_name);
+                                          filters->use_model_name);
   }
   head_.target = std::move(target);
   std::string id = route->id;
@@ -407,6 +421,40 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
   }
   leased_model_ = lease->model;
   SendUpstream(lease->upstream, "");
+}
+
+std::string Exchange::Select(const router::SelectorRoute& sel) {
+  selected_ = true;
+  const router::RouteTable& routes = worker_->routes();
+  auto state = [&routes](const std::string& id) {
+    const router::Route* r = routes.Find(id);
+    return r == nullptr ? v1::MODEL_STATE_UNSPECIFIED : r->state;
+  };
+  if (sel.strategy == "warm") {
+    // The first target up, else one coming up, else the first (started).
+    for (v1::ModelState want :
+         {v1::MODEL_STATE_READY, v1::MODEL_STATE_STARTING}) {
+      for (const std::string& t : sel.targets) {
+        if (state(t) == want) return t;
+      }
+    }
+  } else if (sel.strategy == "spillover") {
+    // In order, each up to `spillover` requests (in flight or waiting for
+    // its lease); past that on every target, the least busy.
+    lease::LeaseBroker& broker = worker_->context().broker();
+    const std::string* least = &sel.targets.front();
+    int least_busy = std::numeric_limits<int>::max();
+    for (const std::string& t : sel.targets) {
+      int busy = broker.Busy(t);
+      if (busy < sel.spillover) return t;
+      if (busy < least_busy) {
+        least_busy = busy;
+        least = &t;
+      }
+    }
+    return *least;
+  }
+  return sel.targets.front();  // pin.
 }
 
 void Exchange::ForwardToPeer(const router::PeerRoute& peer,

@@ -103,6 +103,8 @@ class Exchange : public upstream::UpstreamObserver {
   // Whether `path` (after /upstream/<model>) matches upstream.ignorePaths.
   bool IgnoredPath(absl::string_view path);
   void Forward(const std::string& model_name, std::string target);
+  // The target model a selector sends this request to.
+  std::string Select(const router::SelectorRoute& sel);
   void ForwardToPeer(const router::PeerRoute& peer,
                      const std::string& requested, std::string target);
   void OnLease(absl::StatusOr<lease::Lease> lease);
@@ -159,7 +161,8 @@ class Exchange : public upstream::UpstreamObserver {
   http1::RequestHead head_;
   std::string body_;
   BodyScan scan_ = BodyScan::kNone;
-  bool form_ = false;  // Labelled application/x-www-form-urlencoded.
+  bool form_ = false;      // Labelled application/x-www-form-urlencoded.
+  bool selected_ = false;  // The model was picked by a selector.
   // Decided on the head: 401 (no valid API key), 503 (the keys are not
   // known yet), or 0. A refused request's body is dropped as it arrives.
   int rejection_ = 0;

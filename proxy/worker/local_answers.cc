@@ -47,6 +47,23 @@ void Exchange::RespondModels() {
   for (const auto& [id, r] : ids) {
     entry(*r, *id, r->name.empty() ? r->id : r->name);
   }
+  // Selectors, virtual models: loaded when a target is.
+  const router::RouteTable& routes = worker_->routes();
+  for (const router::SelectorRoute& sel : worker_->selectors().routes()) {
+    if (sel.unlisted) continue;
+    bool loaded = std::any_of(
+        sel.targets.begin(), sel.targets.end(), [&routes](const auto& t) {
+          const router::Route* r = routes.Find(t);
+          return r != nullptr && r->state == v1::MODEL_STATE_READY;
+        });
+    absl::StrAppend(
+        &data, data.empty() ? "" : ",", R"({"id":)", JsonString(sel.id),
+        R"(,"object":"model","owned_by":"modelplane","name":)",
+        JsonString(sel.name.empty() ? sel.id : sel.name), R"(,"description":)",
+        JsonString(sel.description), R"(,"meta":{"llamaswap":)",
+        sel.metadata_json, R"(},"status":{"value":")",
+        loaded ? "loaded" : "unloaded", "\"}}");
+  }
   // The peers' models, as <peer>/<model> (llama-swap lists them so); their
   // state is the peer's business.
   for (const router::PeerRoute& p : worker_->peers().routes()) {

@@ -114,6 +114,17 @@ class ProxyContext {
     version_.fetch_add(1, std::memory_order_release);
   }
 
+  // The config's selectors; never null.
+  std::shared_ptr<const router::SelectorTable> selectors() const {
+    absl::MutexLock lock(&mu_);
+    return selectors_;
+  }
+  void SetSelectors(std::shared_ptr<const router::SelectorTable> selectors) {
+    absl::MutexLock lock(&mu_);
+    selectors_ = std::move(selectors);
+    version_.fetch_add(1, std::memory_order_release);
+  }
+
   // The config's includeAliasesInList (any thread).
   bool list_aliases() const {
     return list_aliases_.load(std::memory_order_relaxed);
@@ -122,7 +133,8 @@ class ProxyContext {
     list_aliases_.store(on, std::memory_order_relaxed);
   }
 
-  // Bumped on every SetRoutes, SetApiKeys, SetIgnorePaths and SetPeers:
+  // Bumped on every SetRoutes, SetApiKeys, SetIgnorePaths, SetPeers and
+  // SetSelectors:
   // workers cache
   // the snapshots and refresh them only when this moved (no lock on the
   // request path).
@@ -142,6 +154,8 @@ class ProxyContext {
   std::shared_ptr<const PathPatterns> ignore_paths_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const router::PeerTable> peers_ ABSL_GUARDED_BY(mu_) =
       router::PeerTable::Build({});
+  std::shared_ptr<const router::SelectorTable> selectors_ ABSL_GUARDED_BY(mu_) =
+      router::SelectorTable::Build({});
   std::atomic<uint64_t> version_{0};
   std::atomic<bool> list_aliases_{false};
 };

@@ -82,6 +82,10 @@ class Worker {
     Refresh();
     return *peers_;
   }
+  const router::SelectorTable& selectors() {
+    Refresh();
+    return *selectors_;
+  }
   // Null until the manager has told.
   const ProxyContext::PathPatterns* ignore_paths() {
     Refresh();
@@ -119,6 +123,7 @@ class Worker {
       api_keys_ = context_->api_keys();
       ignore_paths_ = context_->ignore_paths();
       peers_ = context_->peers();
+      selectors_ = context_->selectors();
       routes_version_ = v;
     }
   }
@@ -126,6 +131,7 @@ class Worker {
   std::shared_ptr<const ProxyContext::KeySet> api_keys_;
   std::shared_ptr<const ProxyContext::PathPatterns> ignore_paths_;
   std::shared_ptr<const router::PeerTable> peers_;
+  std::shared_ptr<const router::SelectorTable> selectors_;
   uint64_t routes_version_ = 0;
   std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};
 };

@@ -161,6 +161,19 @@ void ToProto(const config::Filters& f, v1::ModelFilters* out) {
   }
 }
 
+void ToProto(const config::SelectorConfig& s, v1::Selector* out) {
+  out->set_id(s.id);
+  out->set_strategy(s.strategy);
+  for (const std::string& t : s.targets) out->add_targets(t);
+  out->set_spillover(static_cast<uint32_t>(s.spillover));
+  out->set_name(s.name);
+  out->set_description(s.description);
+  out->set_unlisted(s.unlisted);
+  if (s.metadata.kind() == config::Value::Kind::kObject) {
+    ToStruct(s.metadata, out->mutable_metadata());
+  }
+}
+
 void ToProto(const config::PeerConfig& p, v1::Peer* out) {
   out->set_id(p.id);
   out->set_proxy(p.proxy);

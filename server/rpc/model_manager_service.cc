@@ -196,6 +196,10 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     for (const config::PeerConfig& p : manager_->scheduler().config()->peers) {
       ToProto(p, resp->add_peers());
     }
+    for (const config::SelectorConfig& s :
+         manager_->scheduler().config()->selectors) {
+      ToProto(s, resp->add_selectors());
+    }
     r->Finish(grpc::Status::OK);
   });
   return r;

@@ -1115,6 +1115,63 @@ class PeersTest(unittest.TestCase):
                     p.stop()
 
 
+class SelectorsTest(unittest.TestCase):
+    def test_selectors_pick_a_target_by_strategy(self):
+        yaml = ("groups:\n  pair: {members: [a1, a2], swap: false}\n"
+                "selectors:\n"
+                "  pinned: {strategy: pin, targets: [a2, a1]}\n"
+                "  warm: {strategy: warm, targets: [a1, a2], name: Warm one}\n"
+                "  spill: {strategy: spillover, targets: [a1, a2],"
+                " settings: {spillover: 1}}\n"
+                "  hidden: {targets: [a1], unlisted: true}\n")
+        with ManagerProcess({"a1": ["--tokens", "40", "--tokens-per-second", "20"],
+                             "a2": ["--tokens", "2"]}, extra_yaml=yaml) as mg:
+            p = ProxyProcess(mg.port, workers=1)
+
+            def served_by(model, stream=False):
+                status, headers, _ = p.request("POST", "/v1/chat/completions",
+                                               {"model": model, "messages": [],
+                                                "max_tokens": 1, "stream": stream})
+                self.assertEqual(status, 200)
+                return headers["X-Fake-Upstream-Model"]
+            try:
+                self.assertTrue(wait_for(lambda: b'"spill"' in p.request(
+                    "GET", "/v1/models")[2], 10))
+                listed = json.loads(p.request("GET", "/v1/models")[2])["data"]
+                self.assertEqual([m["id"] for m in listed],
+                                 ["a1", "a2", "pinned", "spill", "warm"])
+                self.assertEqual(listed[4]["name"], "Warm one")
+                # pin: the first target; the body names the target.
+                self.assertEqual(served_by("pinned"), "a2")
+                self.assertEqual(json.loads(upstream_stats(mg.ports["a2"])["last_body"])["model"],
+                                 "a2")
+                # warm: a2 is up, a1 is not: a2, though a1 comes first.
+                self.assertEqual(mg.model("a1").state, pb.MODEL_STATE_STOPPED)
+                self.assertEqual(served_by("warm"), "a2")
+                # Once a1 is up too, the first.
+                self.assertEqual(served_by("a1"), "a1")
+                self.assertTrue(wait_for(lambda: b'"a1"' in p.request("GET", "/running")[2], 10))
+                self.assertEqual(served_by("warm"), "a1")
+                # spillover: a1 while it has fewer than 1 request; a long
+                # stream on it sends the next to a2.
+                self.assertEqual(served_by("spill"), "a1")
+                s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+                raw = json.dumps({"model": "spill", "stream": True, "messages": []}).encode()
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+                got = b""
+                while b"tok0" not in got:
+                    got += s.recv(4096)
+                self.assertIn(b"X-Fake-Upstream-Model: a1", got)
+                self.assertEqual(served_by("spill"), "a2")
+                s.close()
+                self.assertTrue(wait_for(lambda: served_by("spill") == "a1", 10))
+                # A selector is no model of the manager's.
+                self.assertEqual(p.request("POST", "/unload?model=spill")[0], 404)
+            finally:
+                p.stop()
+
+
 class WorkerBalanceTest(unittest.TestCase):
     def test_connections_are_spread_evenly_over_the_workers(self):
         # SO_REUSEPORT alone hashes connections over the workers (64 land

@@ -112,6 +112,24 @@ struct PeerConfig {
   SourcePos pos;  // Where `peers.<id>` is.
 };
 
+// llama-swap's `selectors.<id>`: a virtual model whose requests go to one of
+// its target models, picked per request by `strategy`.
+struct SelectorConfig {
+  std::string id;  // Never an id or alias of a model.
+  // "pin": the first target; "warm": the first READY target, else the first
+  // starting one, else the first; "spillover": the first target with fewer
+  // than `spillover` requests in flight, else the least busy.
+  std::string strategy = "pin";
+  std::vector<std::string> targets;  // Model ids (aliases resolved); never
+                                     // empty.
+  int spillover = 1;
+  std::string name;
+  std::string description;
+  bool unlisted = false;
+  Value metadata;
+  SourcePos pos;  // Where `selectors.<id>` is.
+};
+
 // The group of models that are in no configured group, as llama-swap names
 // it: swap and exclusive, so with no groups one model runs at a time.
 inline constexpr char kDefaultGroup[] = "(default)";
@@ -135,7 +153,8 @@ struct Config {
   // the path after /upstream/<model>; such a request never starts its
   // model (409 when it is not ready). llama-swap's default: static files a
   // model's web UI loads, so an open browser tab swaps nothing in.
-  std::vector<PeerConfig> peers;  // Sorted by id.
+  std::vector<PeerConfig> peers;          // Sorted by id.
+  std::vector<SelectorConfig> selectors;  // Sorted by id.
   std::vector<std::string> upstream_ignore_paths = {
       R"(.*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$)"};
 

@@ -27,6 +27,19 @@ bool PeersEqual(const std::vector<PeerConfig>& a,
   return true;
 }
 
+bool SelectorsEqual(const std::vector<SelectorConfig>& a,
+                    const std::vector<SelectorConfig>& b) {
+  auto fields = [](const SelectorConfig& s) {
+    return std::tie(s.id, s.strategy, s.targets, s.spillover, s.name,
+                    s.description, s.unlisted, s.metadata);
+  };
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (fields(a[i]) != fields(b[i])) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool NeedsRestart(const ModelConfig& a, const ModelConfig& b) {
@@ -93,7 +106,8 @@ ConfigDiff DiffConfigs(const Config& before, const Config& after) {
                    after.unload_timeout, after.start_port, after.log_level,
                    after.api_keys, after.preload, after.include_aliases_in_list,
                    after.upstream_ignore_paths) ||
-      !PeersEqual(before.peers, after.peers);
+      !PeersEqual(before.peers, after.peers) ||
+      !SelectorsEqual(before.selectors, after.selectors);
   return d;
 }
 

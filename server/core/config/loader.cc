@@ -30,10 +30,10 @@ const KeySet& TopKeys() {
   static const KeySet keys = {
       {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
        "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
-       "includeAliasesInList", "sendLoadingState", "upstream", "peers"},
+       "includeAliasesInList", "sendLoadingState", "upstream", "peers",
+       "selectors"},
       {"logTimeFormat", "logToStdout", "logRequests", "metricsMaxInMemory",
-       "captureBuffer", "store", "ui", "performance", "matrix", "profiles",
-       "selectors"}};
+       "captureBuffer", "store", "ui", "performance", "matrix", "profiles"}};
   return keys;
 }
 
@@ -98,6 +98,7 @@ class Loader {
     Peers(settings.Get("peers"), c);
     Groups(settings, c);
     Aliases(*root, c);
+    Selectors(settings.Get("selectors"), c);
     Priorities(settings, c);
     Preload(settings, c);
   }
@@ -211,6 +212,120 @@ class Loader {
       }
       if (m) c->models.push_back(*std::move(m));
     }
+  }
+
+  // After the models and their aliases: targets resolve through them.
+  void Selectors(const YamlNode* selectors, Config* c) {
+    if (selectors == nullptr || selectors->is_null()) return;
+    if (!selectors->is_map()) {
+      sink_.Error(selectors->pos, "selectors",
+                  absl::StrCat("must be a mapping of selector id to "
+                               "settings, not ",
+                               selectors->KindName()));
+      return;
+    }
+    static const KeySet kKeys = {{"strategy", "targets", "settings", "name",
+                                  "description", "unlisted", "metadata"},
+                                 {}};
+    for (const auto& [key, node] : selectors->entries) {
+      std::string path = absl::StrCat("selectors.", key.text);
+      size_t errors_before = sink_.error_count();
+      if (key.text.empty() || key.text == kReservedName) {
+        sink_.Error(key.pos, path,
+                    "a selector id must not be empty or "
+                    "'manager'");
+        continue;
+      }
+      if (const ModelConfig* m = c->FindModel(key.text)) {
+        sink_.Error(key.pos, path,
+                    absl::StrCat("'", key.text,
+                                 "' is already a name of model '", m->id, "'"));
+        continue;
+      }
+      if (!node.is_map()) {
+        sink_.Error(node.pos, path,
+                    absl::StrCat("must be a mapping with 'targets', not ",
+                                 node.KindName()));
+        continue;
+      }
+      CheckKeys(node, path, kKeys, &sink_);
+      SelectorConfig sel;
+      sel.id = key.text;
+      sel.pos = key.pos;
+      if (const YamlNode* n = node.Get("strategy");
+          n != nullptr &&
+          ReadString(*n, path + ".strategy", &sink_, &sel.strategy)) {
+        if (sel.strategy != "pin" && sel.strategy != "warm" &&
+            sel.strategy != "spillover") {
+          sink_.Error(n->pos, path + ".strategy",
+                      absl::StrCat("must be pin, warm or spillover, not \"",
+                                   sel.strategy, "\""));
+        }
+      }
+      std::vector<std::string> targets;
+      const YamlNode* list = node.Get("targets");
+      if (list == nullptr) {
+        sink_.Error(key.pos, path, "missing required key 'targets'");
+      } else if (ReadStringList(*list, path + ".targets", &sink_, &targets)) {
+        if (targets.empty()) {
+          sink_.Error(list->pos, path + ".targets",
+                      "must name at least one model");
+        }
+        for (size_t i = 0; i < targets.size(); ++i) {
+          std::string at = absl::StrCat(path, ".targets[", i, "]");
+          const ModelConfig* m = c->FindModel(targets[i]);
+          if (m == nullptr) {
+            bool selector = selectors->Get(targets[i]) != nullptr;
+            sink_.Error(list->items[i].pos, at,
+                        selector
+                            ? absl::StrCat("'", targets[i],
+                                           "' is a selector: selectors "
+                                           "cannot be chained")
+                            : absl::StrCat("unknown model '", targets[i], "'"));
+          } else if (std::find(sel.targets.begin(), sel.targets.end(), m->id) ==
+                     sel.targets.end()) {
+            sel.targets.push_back(m->id);
+          }
+        }
+      }
+      if (const YamlNode* settings = node.Get("settings");
+          settings != nullptr && !settings->is_null()) {
+        if (!settings->is_map()) {
+          sink_.Error(settings->pos, path + ".settings", "must be a mapping");
+        } else {
+          CheckKeys(*settings, path + ".settings", KeySet{{"spillover"}, {}},
+                    &sink_);
+          int64_t n = 0;
+          if (const YamlNode* sp = settings->Get("spillover");
+              sp != nullptr &&
+              ReadInt(*sp, path + ".settings.spillover", &sink_, &n)) {
+            if (n < 1 || n > 1000000) {
+              sink_.Error(sp->pos, path + ".settings.spillover",
+                          "must be between 1 and 1000000");
+            } else {
+              sel.spillover = static_cast<int>(n);
+            }
+          }
+        }
+      }
+      if (const YamlNode* n = node.Get("name")) {
+        ReadString(*n, path + ".name", &sink_, &sel.name);
+      }
+      if (const YamlNode* n = node.Get("description")) {
+        ReadString(*n, path + ".description", &sink_, &sel.description);
+      }
+      if (const YamlNode* n = node.Get("unlisted")) {
+        ReadBool(*n, path + ".unlisted", &sink_, &sel.unlisted);
+      }
+      if (const YamlNode* n = node.Get("metadata")) sel.metadata = ToValue(*n);
+      if (sink_.error_count() == errors_before) {
+        c->selectors.push_back(std::move(sel));
+      }
+    }
+    std::sort(c->selectors.begin(), c->selectors.end(),
+              [](const SelectorConfig& a, const SelectorConfig& b) {
+                return a.id < b.id;
+              });
   }
 
   void Peers(const YamlNode* peers, Config* c) {

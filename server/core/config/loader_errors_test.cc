@@ -113,6 +113,35 @@ INSTANTIATE_TEST_SUITE_P(
                   "upstream: {ignorePaths: 3}\nmodels: {}\n",
                   "test.yaml:1:25: upstream.ignorePaths: must be a list of "
                   "strings, not \"3\""},
+        ErrorCase{"SelectorUnknownTarget",
+                  "selectors:\n  s: {targets: [nope]}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:17: selectors.s.targets[0]: unknown model "
+                  "'nope'"},
+        ErrorCase{"SelectorChained",
+                  "selectors:\n  s: {targets: [t]}\n  t: {targets: [a]}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:17: selectors.s.targets[0]: 't' is a selector: "
+                  "selectors cannot be chained"},
+        ErrorCase{"SelectorNamesAModel",
+                  "selectors:\n  b: {targets: [a]}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1', aliases: [b]}\n",
+                  "test.yaml:2:3: selectors.b: 'b' is already a name of model "
+                  "'a'"},
+        ErrorCase{"SelectorBadStrategy",
+                  "selectors:\n  s: {strategy: random, targets: [a]}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:17: selectors.s.strategy: must be pin, warm or "
+                  "spillover, not \"random\""},
+        ErrorCase{"SelectorSpilloverZero",
+                  "selectors:\n  s: {targets: [a], settings: {spillover: 0}}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:43: selectors.s.settings.spillover: must be "
+                  "between 1 and 1000000"},
+        ErrorCase{"SelectorWithoutTargets",
+                  "selectors:\n  s: {strategy: pin}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:3: selectors.s: missing required key 'targets'"},
         ErrorCase{"PeerWithoutProxy",
                   "peers:\n  p:\n    models: [m]\nmodels: {}\n",
                   "test.yaml:2:3: peers.p: missing required key 'proxy'"},

@@ -395,6 +395,31 @@ TEST(LoaderTest, UpstreamIgnorePathsDefaultToLlamaSwapsAndCanBeSetOrCleared) {
   EXPECT_TRUE(c->upstream_ignore_paths.empty());
 }
 
+TEST(LoaderTest, SelectorsResolveTargetsThroughAliases) {
+  auto c = MustLoad(R"yaml(
+selectors:
+  fast:
+    strategy: spillover
+    targets: [q1, qwen-b, q1]
+    settings: {spillover: 3}
+    name: Fast
+    metadata: {tier: 1}
+  any: {targets: [q1]}
+models:
+  qwen-a: {cmd: "x ${PORT}", aliases: [q1]}
+  qwen-b: {cmd: "x ${PORT}"}
+)yaml");
+  ASSERT_EQ(c->selectors.size(), 2u);
+  EXPECT_EQ(c->selectors[0].id, "any");        // Sorted.
+  EXPECT_EQ(c->selectors[0].strategy, "pin");  // The default.
+  const SelectorConfig& f = c->selectors[1];
+  EXPECT_EQ(f.strategy, "spillover");
+  EXPECT_THAT(f.targets, ElementsAre("qwen-a", "qwen-b"));  // Ids, once.
+  EXPECT_EQ(f.spillover, 3);
+  EXPECT_EQ(f.name, "Fast");
+  EXPECT_EQ(f.metadata.ToJson(), R"({"tier":1})");
+}
+
 TEST(LoaderTest, PeersWithKeysFiltersTimeoutsAndMacros) {
   auto c = MustLoad(R"yaml(
 macros:
