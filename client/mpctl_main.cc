@@ -105,6 +105,10 @@ int Ls(ManagerClient& c, bool json) {
   auto r = c.ListModels(absl::Seconds(10));
   if (!r.ok()) return Fail(r.status());
   if (json) {
+    // Peers' keys are for data planes, not for a terminal or a log.
+    for (v1::Peer& p : *r->mutable_peers()) {
+      if (!p.api_key().empty()) p.set_api_key("<redacted>");
+    }
     printf("%s\n", Json(*r).c_str());
     return 0;
   }

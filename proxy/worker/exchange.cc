@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <limits>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -73,6 +75,42 @@ std::string QueryParam(absl::string_view target, absl::string_view name) {
   return "";
 }
 
+// Percent-encodes all but RFC 3986's unreserved characters.
+std::string PercentEncode(absl::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' ||
+        c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+// `pairs` (a query, or a urlencoded body: k=v&k=v) with the first `name`'s
+// value made `value`; as it was when there is none.
+std::string ReplaceParam(absl::string_view pairs, absl::string_view name,
+                         absl::string_view value) {
+  size_t start = 0;
+  while (start <= pairs.size()) {
+    size_t end = std::min(pairs.find('&', start), pairs.size());
+    absl::string_view kv = pairs.substr(start, end - start);
+    size_t eq = kv.find('=');
+    if (eq != absl::string_view::npos &&
+        PercentDecode(kv.substr(0, eq), true) == name) {
+      return absl::StrCat(pairs.substr(0, start + eq + 1), PercentEncode(value),
+                          pairs.substr(end));
+    }
+    start = end + 1;
+  }
+  return std::string(pairs);
+}
+
 // The target a body route is forwarded to: llama-swap's versionless
 // /v/... routes lose the /v (/v/chat/completions -> /chat/completions), and
 // audio.cpp's /audioapi/... its prefix.
@@ -102,6 +140,7 @@ Exchange::~Exchange() {
 }
 
 void Exchange::Begin(http1::RequestHead head) {
+  worker_->Refresh();  // The manager's newest tables, for the auth check.
   in_request_ = true;
   // Answers still due to an earlier request carry its generation and are
   // dropped (no new token per request: one allocation less).
@@ -195,6 +234,9 @@ void Exchange::OnWritable() {
 }
 
 void Exchange::Dispatch() {
+  // The newest tables, then none replaced (freed) until this handling
+  // returns: the references taken below stay valid.
+  worker_->Refresh();
   absl::string_view path =
       absl::string_view(head_.target).substr(0, head_.target.find('?'));
   const std::string* origin = http1::FindHeader(head_.headers, "origin");
@@ -230,7 +272,10 @@ void Exchange::Dispatch() {
       (path.size() == kApiUnload.size() || path[kApiUnload.size()] == '/')) {
     // llama-swap's UI API: /api/models/unload[/<model, slashes and all>].
     absl::string_view model = path.substr(kApiUnload.size());
-    if (!model.empty()) model.remove_prefix(1);
+    if (!model.empty()) {
+      model.remove_prefix(1);
+      if (model.empty()) return RespondError(400, "no model named after /");
+    }
     return Unload(PercentDecode(model, false));
   }
   if ((path == "/v1/models" || path == "/models") && get) {
@@ -240,15 +285,20 @@ void Exchange::Dispatch() {
     // /upstream/<model>/<rest>: ids may contain '/', so the longest known
     // prefix wins; percent-encoding in <rest> is passed through.
     std::string rest = head_.target.substr(10);
-    const router::RouteTable* routes = &worker_->routes();
+    // A model's id or alias, a selector's, or a peer's model name.
+    auto known = [this](const std::string& name) {
+      return worker_->routes().Find(name) != nullptr ||
+             worker_->selectors().Find(name) != nullptr ||
+             worker_->peers().Find(name) != nullptr;
+    };
     std::string model = rest.substr(0, rest.find('?'));
     std::string target = "/";
-    while (!model.empty() && routes->Find(model) == nullptr) {
+    while (!model.empty() && !known(model)) {
       size_t slash = model.rfind('/');
       if (slash == std::string::npos) break;
       model.resize(slash);
     }
-    if (routes->Find(model) != nullptr) {
+    if (known(model)) {
       target = rest.substr(model.size());
       if (target.empty() || target[0] == '?') {
         // /upstream/<model> -> /upstream/<model>/, as llama-swap answers:
@@ -259,7 +309,12 @@ void Exchange::Dispatch() {
       }
     }
     if (target.empty() || target[0] == '?') target = "/" + target;
-    const router::Route* route = routes->Find(model);
+    // A selector picks now, so that ignorePaths applies to its target.
+    if (const router::SelectorRoute* sel = worker_->selectors().Find(model)) {
+      model = Select(*sel);
+      if (model.empty()) return RespondNoTarget(*sel);
+    }
+    const router::Route* route = worker_->routes().Find(model);
     if (route != nullptr && route->state != v1::MODEL_STATE_READY &&
         IgnoredPath(target.substr(0, target.find('?')))) {
       // llama-swap's upstream.ignorePaths: a model's web UI asking for its
@@ -318,7 +373,9 @@ bool Exchange::IgnoredPath(absl::string_view path) {
 void Exchange::Forward(const std::string& model_name, std::string target) {
   if (const router::SelectorRoute* sel =
           worker_->selectors().Find(model_name)) {
-    return Forward(Select(*sel), std::move(target));  // Targets are models.
+    std::string picked = Select(*sel);
+    if (picked.empty()) return RespondNoTarget(*sel);
+    return Forward(picked, std::move(target));  // Targets are models.
   }
   const router::Route* route = worker_->routes().Find(model_name);
   if (route == nullptr) {
@@ -350,6 +407,7 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
                                           filters->use_model_name);
   }
   head_.target = std::move(target);
+  if (selected_) RenameModelInQueryAndForm(filters->use_model_name);
   std::string id = route->id;
   record_.model = id;
   admit_ns_ = uv_hrtime();
@@ -425,36 +483,56 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
 
 std::string Exchange::Select(const router::SelectorRoute& sel) {
   selected_ = true;
+  // Only targets the route table has: after a reload the selectors arrive
+  // a moment after the models, and a removed target must not be picked.
   const router::RouteTable& routes = worker_->routes();
-  auto state = [&routes](const std::string& id) {
-    const router::Route* r = routes.Find(id);
-    return r == nullptr ? v1::MODEL_STATE_UNSPECIFIED : r->state;
-  };
+  std::vector<const router::Route*> targets;
+  for (const std::string& t : sel.targets) {
+    if (const router::Route* r = routes.Find(t)) targets.push_back(r);
+  }
+  if (targets.empty()) return "";
   if (sel.strategy == "warm") {
     // The first target up, else one coming up, else the first (started).
     for (v1::ModelState want :
          {v1::MODEL_STATE_READY, v1::MODEL_STATE_STARTING}) {
-      for (const std::string& t : sel.targets) {
-        if (state(t) == want) return t;
+      for (const router::Route* r : targets) {
+        if (r->state == want) return r->id;
       }
     }
   } else if (sel.strategy == "spillover") {
     // In order, each up to `spillover` requests (in flight or waiting for
     // its lease); past that on every target, the least busy.
     lease::LeaseBroker& broker = worker_->context().broker();
-    const std::string* least = &sel.targets.front();
+    const router::Route* least = targets.front();
     int least_busy = std::numeric_limits<int>::max();
-    for (const std::string& t : sel.targets) {
-      int busy = broker.Busy(t);
-      if (busy < sel.spillover) return t;
+    for (const router::Route* r : targets) {
+      int busy = broker.Busy(r->id);
+      if (busy < sel.spillover) return r->id;
       if (busy < least_busy) {
         least_busy = busy;
-        least = &t;
+        least = r;
       }
     }
-    return *least;
+    return least->id;
   }
-  return sel.targets.front();  // pin.
+  return targets.front()->id;  // pin.
+}
+
+void Exchange::RenameModelInQueryAndForm(const std::string& name) {
+  if (scan_ == BodyScan::kForm) body_ = ReplaceParam(body_, "model", name);
+  size_t q = head_.target.find('?');
+  if (q != std::string::npos) {
+    head_.target =
+        absl::StrCat(absl::string_view(head_.target).substr(0, q + 1),
+                     ReplaceParam(absl::string_view(head_.target).substr(q + 1),
+                                  "model", name));
+  }
+}
+
+void Exchange::RespondNoTarget(const router::SelectorRoute& sel) {
+  RespondError(503, absl::StrCat("selector '", sel.id,
+                                 "' has no target model (a reload may be "
+                                 "under way)"));
 }
 
 void Exchange::ForwardToPeer(const router::PeerRoute& peer,
@@ -475,6 +553,7 @@ void Exchange::ForwardToPeer(const router::PeerRoute& peer,
         router::RewriteMultipartModel(body_, boundary_, filters.use_model_name);
   }
   head_.target = std::move(target);
+  if (requested != peer.model) RenameModelInQueryAndForm(peer.model);
   record_.model = peer.name();
   timeouts_ = {peer.connect_timeout, peer.response_header_timeout,
                peer.idle_timeout};

@@ -104,7 +104,13 @@ class Exchange : public upstream::UpstreamObserver {
   bool IgnoredPath(absl::string_view path);
   void Forward(const std::string& model_name, std::string target);
   // The target model a selector sends this request to.
+  // Empty when none of its targets is in the route table.
   std::string Select(const router::SelectorRoute& sel);
+  void RespondNoTarget(const router::SelectorRoute& sel);
+  // A peer's or a selector's request: the model named in `?model=` or a
+  // urlencoded form (JSON and multipart bodies go through the filters)
+  // becomes `name`.
+  void RenameModelInQueryAndForm(const std::string& name);
   void ForwardToPeer(const router::PeerRoute& peer,
                      const std::string& requested, std::string target);
   void OnLease(absl::StatusOr<lease::Lease> lease);

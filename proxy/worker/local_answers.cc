@@ -19,36 +19,34 @@
 namespace modelplane::proxy {
 
 void Exchange::RespondModels() {
-  std::string data;
-  auto entry = [&data](const router::Route& r, const std::string& id,
-                       const std::string& name) {
-    absl::StrAppend(
-        &data, data.empty() ? "" : ",", R"({"id":)", JsonString(id),
-        R"(,"object":"model","owned_by":"modelplane","name":)",
-        JsonString(name), R"(,"description":)", JsonString(r.description),
-        R"(,"meta":{"llamaswap":)", r.metadata_json, R"(},"status":{"value":")",
-        r.state == v1::MODEL_STATE_READY ? "loaded" : "unloaded", R"("}})");
+  // Every entry (models, selectors, peers' models) sorted by id, as
+  // llama-swap lists them.
+  std::vector<std::pair<std::string, std::string>> entries;  // id, JSON.
+  auto model = [&entries](const router::Route& r, const std::string& id,
+                          const std::string& name) {
+    entries.emplace_back(
+        id,
+        absl::StrCat(R"({"id":)", JsonString(id),
+                     R"(,"object":"model","owned_by":"modelplane","name":)",
+                     JsonString(name), R"(,"description":)",
+                     JsonString(r.description), R"(,"meta":{"llamaswap":)",
+                     r.metadata_json, R"(},"status":{"value":")",
+                     r.state == v1::MODEL_STATE_READY ? "loaded" : "unloaded",
+                     R"("}})"));
   };
   // includeAliasesInList: each alias an entry of its own (a setParamsByID
   // variant such as "qwen:think" is one a client picks), with its model's
-  // name, the whole list sorted by id, as llama-swap lists them.
-  std::vector<std::pair<const std::string*, const router::Route*>> ids;
+  // name.
   bool aliases = worker_->context().list_aliases();
-  for (const router::Route& r : worker_->routes().routes()) {
+  const router::RouteTable& routes = worker_->routes();
+  for (const router::Route& r : routes.routes()) {
     if (r.unlisted) continue;
-    ids.emplace_back(&r.id, &r);
+    const std::string& name = r.name.empty() ? r.id : r.name;
+    model(r, r.id, name);
     if (!aliases) continue;
-    for (const std::string& a : r.aliases) ids.emplace_back(&a, &r);
-  }
-  if (aliases) {
-    std::sort(ids.begin(), ids.end(),
-              [](const auto& a, const auto& b) { return *a.first < *b.first; });
-  }
-  for (const auto& [id, r] : ids) {
-    entry(*r, *id, r->name.empty() ? r->id : r->name);
+    for (const std::string& a : r.aliases) model(r, a, name);
   }
   // Selectors, virtual models: loaded when a target is.
-  const router::RouteTable& routes = worker_->routes();
   for (const router::SelectorRoute& sel : worker_->selectors().routes()) {
     if (sel.unlisted) continue;
     bool loaded = std::any_of(
@@ -56,21 +54,32 @@ void Exchange::RespondModels() {
           const router::Route* r = routes.Find(t);
           return r != nullptr && r->state == v1::MODEL_STATE_READY;
         });
-    absl::StrAppend(
-        &data, data.empty() ? "" : ",", R"({"id":)", JsonString(sel.id),
-        R"(,"object":"model","owned_by":"modelplane","name":)",
-        JsonString(sel.name.empty() ? sel.id : sel.name), R"(,"description":)",
-        JsonString(sel.description), R"(,"meta":{"llamaswap":)",
-        sel.metadata_json, R"(},"status":{"value":")",
-        loaded ? "loaded" : "unloaded", "\"}}");
+    entries.emplace_back(
+        sel.id,
+        absl::StrCat(R"({"id":)", JsonString(sel.id),
+                     R"(,"object":"model","owned_by":"modelplane","name":)",
+                     JsonString(sel.name.empty() ? sel.id : sel.name),
+                     R"(,"description":)", JsonString(sel.description),
+                     R"(,"meta":{"llamaswap":)", sel.metadata_json,
+                     R"(},"status":{"value":")", loaded ? "loaded" : "unloaded",
+                     "\"}}"));
   }
-  // The peers' models, as <peer>/<model> (llama-swap lists them so); their
-  // state is the peer's business.
+  // The peers' models, as <peer>/<model>; their state is the peer's
+  // business.
   for (const router::PeerRoute& p : worker_->peers().routes()) {
-    absl::StrAppend(&data, data.empty() ? "" : ",", R"({"id":)",
-                    JsonString(p.name()), R"(,"object":"model","owned_by":)",
-                    JsonString(p.peer), R"(,"name":)", JsonString(p.model),
-                    R"(,"peer":)", JsonString(p.peer), "}");
+    entries.emplace_back(
+        p.name(),
+        absl::StrCat(R"({"id":)", JsonString(p.name()),
+                     R"(,"object":"model","owned_by":)", JsonString(p.peer),
+                     R"(,"name":)", JsonString(p.model), R"(,"peer":)",
+                     JsonString(p.peer), "}"));
+  }
+  std::stable_sort(
+      entries.begin(), entries.end(),
+      [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string data;
+  for (const auto& [id, json] : entries) {
+    absl::StrAppend(&data, data.empty() ? "" : ",", json);
   }
   Respond(200, "application/json",
           absl::StrCat(R"({"object":"list","data":[)", data, "]}"));

@@ -67,28 +67,43 @@ class Worker {
   }
   // Any thread (see metrics.h).
   WorkerMetrics& metrics() { return metrics_; }
-  // The route table, cached per worker (refreshed when the context's
-  // version moved). Loop thread.
+  // The tables the manager sent (routes, API keys, ignorePaths, peers,
+  // selectors), cached per worker. Refresh() takes the context's newest
+  // ones (when its version moved) and frees the old: it is called where a
+  // request begins to be handled (Exchange::Begin, Exchange::Dispatch), so
+  // that references taken from these accessors stay valid while that
+  // handling runs. Loop thread.
+  void Refresh() {
+    uint64_t v = context_->routes_version();
+    if (routes_ == nullptr || v != routes_version_) {
+      routes_ = context_->routes();
+      api_keys_ = context_->api_keys();
+      ignore_paths_ = context_->ignore_paths();
+      peers_ = context_->peers();
+      selectors_ = context_->selectors();
+      routes_version_ = v;
+    }
+  }
   const router::RouteTable& routes() {
-    Refresh();
+    if (routes_ == nullptr) Refresh();
     return *routes_;
   }
   // Null until the manager has told which keys there are.
   const ProxyContext::KeySet* api_keys() {
-    Refresh();
+    if (routes_ == nullptr) Refresh();
     return api_keys_.get();
   }
   const router::PeerTable& peers() {
-    Refresh();
+    if (routes_ == nullptr) Refresh();
     return *peers_;
   }
   const router::SelectorTable& selectors() {
-    Refresh();
+    if (routes_ == nullptr) Refresh();
     return *selectors_;
   }
   // Null until the manager has told.
   const ProxyContext::PathPatterns* ignore_paths() {
-    Refresh();
+    if (routes_ == nullptr) Refresh();
     return ignore_paths_.get();
   }
   // One read buffer for every connection of the worker: libuv calls alloc
@@ -116,17 +131,6 @@ class Worker {
   std::atomic<bool> accepting_{false};
   bool draining_ = false;
   WorkerMetrics metrics_;
-  void Refresh() {
-    uint64_t v = context_->routes_version();
-    if (routes_ == nullptr || v != routes_version_) {
-      routes_ = context_->routes();
-      api_keys_ = context_->api_keys();
-      ignore_paths_ = context_->ignore_paths();
-      peers_ = context_->peers();
-      selectors_ = context_->selectors();
-      routes_version_ = v;
-    }
-  }
   std::shared_ptr<const router::RouteTable> routes_;
   std::shared_ptr<const ProxyContext::KeySet> api_keys_;
   std::shared_ptr<const ProxyContext::PathPatterns> ignore_paths_;

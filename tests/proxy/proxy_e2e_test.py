@@ -1072,7 +1072,7 @@ class PeersTest(unittest.TestCase):
                     self.assertTrue(wait_for(lambda: b"remote/big-model" in p.request(
                         "GET", "/v1/models")[2], 10))
                     ids = [m["id"] for m in json.loads(p.request("GET", "/v1/models")[2])["data"]]
-                    self.assertEqual(ids, ["local", "down/gone", "other/local", "other/shared",
+                    self.assertEqual(ids, ["down/gone", "local", "other/local", "other/shared",
                                            "remote/big-model", "remote/shared"])
                     body = {"model": "remote/big-model", "messages": []}
                     status, _, _ = p.request("POST", "/v1/chat/completions", body,
@@ -1101,6 +1101,17 @@ class PeersTest(unittest.TestCase):
                     self.assertEqual(p.request("POST", "/v1/chat/completions",
                                                dict(body, model="local"))[0], 200)
                     self.assertEqual(mg.model("local").state, pb.MODEL_STATE_READY)
+                    # The raw passthrough reaches a peer's model too.
+                    status, _, _ = p.request("GET", "/upstream/remote/big-model/v1/models")
+                    self.assertEqual(status, 200)
+                    last = json.loads(remote.request("GET", "/stats")[2])
+                    self.assertEqual(last["last_path"], "/v1/models")
+                    # A form (or ?model=) names the model as the peer knows it.
+                    status, _, _ = p.request(
+                        "POST", "/v1/audio/speech", "input=hi&model=remote%2Fbig-model",
+                        {"Content-Type": "application/x-www-form-urlencoded"})
+                    self.assertEqual(json.loads(remote.request("GET", "/stats")[2])[
+                        "last_body"], "input=hi&model=big-model")
                     # A peer that is down: 502, nothing else touched.
                     status, _, body_out = p.request("POST", "/v1/chat/completions",
                                                     dict(body, model="down/gone"))
@@ -1166,6 +1177,9 @@ class SelectorsTest(unittest.TestCase):
                 self.assertEqual(served_by("spill"), "a2")
                 s.close()
                 self.assertTrue(wait_for(lambda: served_by("spill") == "a1", 10))
+                # /upstream/<selector>/... goes to the target, path kept.
+                self.assertEqual(p.request("GET", "/upstream/pinned/v1/models")[0], 200)
+                self.assertEqual(upstream_stats(mg.ports["a2"])["last_path"], "/v1/models")
                 # A selector is no model of the manager's.
                 self.assertEqual(p.request("POST", "/unload?model=spill")[0], 404)
             finally:

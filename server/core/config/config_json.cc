@@ -37,6 +37,38 @@ void Raw(Writer& w, const char* key, const Value& v) {
   w.RawValue(json.data(), json.size(), rapidjson::kObjectType);
 }
 
+void Peer(Writer& w, const PeerConfig& p) {
+  w.StartObject();
+  Str(w, "id", p.id);
+  Str(w, "proxy", p.proxy);
+  Str(w, "apiKey", p.api_key.empty() ? "" : "<redacted>");
+  Strings(w, "models", p.models);
+  w.Key("filters");
+  w.StartObject();
+  Strings(w, "stripParams", p.filters.strip_params);
+  Raw(w, "setParams", p.filters.set_params);
+  w.EndObject();
+  Secs(w, "connectTimeout", p.timeouts.connect);
+  Secs(w, "responseHeaderTimeout", p.timeouts.response_header);
+  Secs(w, "idleConnTimeout", p.timeouts.idle_connection);
+  w.EndObject();
+}
+
+void Selector(Writer& w, const SelectorConfig& s) {
+  w.StartObject();
+  Str(w, "id", s.id);
+  Str(w, "strategy", s.strategy);
+  Strings(w, "targets", s.targets);
+  w.Key("spillover");
+  w.Int(s.spillover);
+  Str(w, "name", s.name);
+  Str(w, "description", s.description);
+  w.Key("unlisted");
+  w.Bool(s.unlisted);
+  Raw(w, "metadata", s.metadata);
+  w.EndObject();
+}
+
 void Model(Writer& w, const ModelConfig& m) {
   w.StartObject();
   Str(w, "id", m.id);
@@ -103,6 +135,14 @@ std::string ConfigToJson(const Config& c) {
   w.StartObject();
   Strings(w, "ignorePaths", c.upstream_ignore_paths);
   w.EndObject();
+  w.Key("peers");
+  w.StartArray();
+  for (const PeerConfig& p : c.peers) Peer(w, p);
+  w.EndArray();
+  w.Key("selectors");
+  w.StartArray();
+  for (const SelectorConfig& s : c.selectors) Selector(w, s);
+  w.EndArray();
   w.Key("groups");
   w.StartArray();
   for (const GroupConfig& g : c.groups) {

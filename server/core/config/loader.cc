@@ -99,6 +99,7 @@ class Loader {
     Groups(settings, c);
     Aliases(*root, c);
     Selectors(settings.Get("selectors"), c);
+    PeerNames(*c);
     Priorities(settings, c);
     Preload(settings, c);
   }
@@ -326,6 +327,30 @@ class Loader {
               [](const SelectorConfig& a, const SelectorConfig& b) {
                 return a.id < b.id;
               });
+  }
+
+  // llama-swap refuses a local name that would hide a peer's model: local
+  // models (and selectors) come first, so <peer>/<model> could never be
+  // reached.
+  void PeerNames(const Config& c) {
+    for (const PeerConfig& p : c.peers) {
+      for (const std::string& m : p.models) {
+        std::string name = absl::StrCat(p.id, "/", m);
+        const ModelConfig* model = c.FindModel(name);
+        bool selector = std::any_of(
+            c.selectors.begin(), c.selectors.end(),
+            [&name](const SelectorConfig& s) { return s.id == name; });
+        if (model != nullptr || selector) {
+          sink_.Error(p.pos, absl::StrCat("peers.", p.id),
+                      absl::StrCat("'", name, "' is also the name of ",
+                                   model != nullptr
+                                       ? absl::StrCat("model '", model->id, "'")
+                                       : std::string("a selector"),
+                                   ": the peer's model could never be "
+                                   "reached"));
+        }
+      }
+    }
   }
 
   void Peers(const YamlNode* peers, Config* c) {

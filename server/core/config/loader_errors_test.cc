@@ -142,6 +142,24 @@ INSTANTIATE_TEST_SUITE_P(
                   "selectors:\n  s: {strategy: pin}\n"
                   "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
                   "test.yaml:2:3: selectors.s: missing required key 'targets'"},
+        ErrorCase{
+            "PeerProxyWithAPath",
+            "peers:\n  p:\n    proxy: http://h:1/base\n    models: [m]\n"
+            "models: {}\n",
+            "test.yaml:3:12: peers.p.proxy: a path after the host is not "
+            "supported for a peer (requests go to the peer with their own "
+            "path)"},
+        ErrorCase{"PeerKeyWithANewline",
+                  "peers:\n  p:\n    proxy: http://h:1\n    models: [m]\n"
+                  "    apiKey: \"k\\n\"\nmodels: {}\n",
+                  "test.yaml:5:13: peers.p.apiKey: must not contain spaces or "
+                  "control characters (a trailing newline from a file?)"},
+        ErrorCase{
+            "PeerModelHiddenByALocalName",
+            "peers:\n  p:\n    proxy: http://h:1\n    models: [m]\n"
+            "models:\n  a: {cmd: x, proxy: 'http://h:2', aliases: [p/m]}\n",
+            "test.yaml:2:3: peers.p: 'p/m' is also the name of model 'a': "
+            "the peer's model could never be reached"},
         ErrorCase{"PeerWithoutProxy",
                   "peers:\n  p:\n    models: [m]\nmodels: {}\n",
                   "test.yaml:2:3: peers.p: missing required key 'proxy'"},

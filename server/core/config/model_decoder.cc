@@ -426,7 +426,18 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
   if (const YamlNode* proxy = node.Get("proxy"); proxy == nullptr) {
     sink->Error(key_pos, path, "missing required key 'proxy'");
   } else {
+    size_t errors = sink->error_count();
     fields.Proxy(*proxy, path + ".proxy", &p.proxy);
+    size_t host = p.proxy.find("//");
+    size_t slash = host == std::string::npos ? std::string::npos
+                                             : p.proxy.find('/', host + 2);
+    if (sink->error_count() == errors && slash != std::string::npos &&
+        slash + 1 < p.proxy.size()) {
+      // Requests keep their own path; a base path would be dropped.
+      sink->Error(proxy->pos, path + ".proxy",
+                  "a path after the host is not supported for a peer "
+                  "(requests go to the peer with their own path)");
+    }
   }
   std::vector<std::string> models;
   if (const YamlNode* list = node.Get("models"); list == nullptr) {
@@ -445,8 +456,16 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
       sink->Error(list->pos, path + ".models", "must name at least one model");
     }
   }
-  if (const YamlNode* key = node.Get("apiKey"); key != nullptr) {
-    ReadString(*key, path + ".apiKey", sink, &p.api_key);
+  if (const YamlNode* key = node.Get("apiKey");
+      key != nullptr && ReadString(*key, path + ".apiKey", sink, &p.api_key)) {
+    if (std::any_of(p.api_key.begin(), p.api_key.end(), [](char c) {
+          return static_cast<unsigned char>(c) < 0x20 || c == ' ' || c == 0x7f;
+        })) {
+      // It goes into a header line as it is.
+      sink->Error(key->pos, path + ".apiKey",
+                  "must not contain spaces or control characters (a trailing "
+                  "newline from a file?)");
+    }
   }
   // filters and timeouts read as a model's.
   YamlNode rest;
@@ -458,6 +477,13 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
   }
   ModelConfig m;
   fields.Decode(rest, ModelDefaults{}, &m);
+  if (!m.filters.set_params_by_id.empty()) {
+    const YamlNode* by_id = node.Get("filters")->Get("setParamsByID");
+    sink->Warn(by_id != nullptr ? by_id->pos : key_pos,
+               path + ".filters.setParamsByID",
+               "not applied to a peer's models; ignored");
+    m.filters.set_params_by_id.clear();
+  }
   p.filters = std::move(m.filters);
   p.timeouts = m.timeouts;
   if (sink->error_count() > errors_before) return std::nullopt;

@@ -14,11 +14,11 @@
 # measured with one connection (at 64 the p50 is just 64 / throughput,
 # Little's law, so it is the throughput ratio again, not added latency).
 #
-#   bazel run -c opt //tools/bench/proxy -- [--duration 5] [--rounds 3]
+#   bazel run -c opt //tools/bench/proxy -- [--duration 5] [--rounds 5]
 #       [--workers 2] [--mem-streams 10000]
 set -euo pipefail
 duration=5
-rounds=3
+rounds=5
 workers=2
 connections=64
 mem_streams=10000
