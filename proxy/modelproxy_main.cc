@@ -210,6 +210,7 @@ int Main(int argc, char** argv) {
         context.SetIgnorePaths(std::move(patterns));
         context.SetPeers(router::PeerTable::Build(globals.peers));
         context.SetSelectors(router::SelectorTable::Build(globals.selectors));
+        context.SetProfiles(router::ProfileTable::Build(globals.profiles));
         context.SetApiKeys(std::make_shared<ProxyContext::KeySet>(
             globals.api_key_sha256.begin(), globals.api_key_sha256.end()));
       });

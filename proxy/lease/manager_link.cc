@@ -353,7 +353,9 @@ void ManagerLink::FetchKeys() {
                 std::vector<v1::Peer>(owned->resp.peers().begin(),
                                       owned->resp.peers().end()),
                 std::vector<v1::Selector>(owned->resp.selectors().begin(),
-                                          owned->resp.selectors().end())});
+                                          owned->resp.selectors().end()),
+                std::vector<v1::Profile>(owned->resp.profiles().begin(),
+                                         owned->resp.profiles().end())});
           }
         }
         absl::MutexLock lock(&mu_);

@@ -48,6 +48,7 @@ class ManagerLink : public LeaseTransport {
     std::vector<std::string> upstream_ignore_paths;  // RE2 patterns.
     std::vector<v1::Peer> peers;
     std::vector<v1::Selector> selectors;
+    std::vector<v1::Profile> profiles;
   };
   // The globals, after every Watch bookmark. A fetch that fails is tried
   // again (every kRetry) until one succeeds.

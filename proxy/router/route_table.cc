@@ -104,6 +104,29 @@ const SelectorRoute* SelectorTable::Find(const std::string& name) const {
   return it != routes_.end() && it->id == name ? &*it : nullptr;
 }
 
+std::shared_ptr<const ProfileTable> ProfileTable::Build(
+    const std::vector<v1::Profile>& profiles) {
+  auto t = std::make_shared<ProfileTable>();
+  for (const v1::Profile& p : profiles) {
+    auto r = std::make_shared<ProfileRoute>();
+    r->name = p.name();
+    r->description = p.description();
+    r->pins.insert(p.pins().begin(), p.pins().end());
+    t->routes_.push_back(std::move(r));
+  }
+  std::sort(t->routes_.begin(), t->routes_.end(),
+            [](const auto& a, const auto& b) { return a->name < b->name; });
+  return t;
+}
+
+std::shared_ptr<const ProfileRoute> ProfileTable::Find(
+    const std::string& name) const {
+  for (const auto& r : routes_) {
+    if (r->name == name) return r;
+  }
+  return nullptr;
+}
+
 std::shared_ptr<const PeerTable> PeerTable::Build(
     const std::vector<v1::Peer>& peers) {
   auto t = std::make_shared<PeerTable>();

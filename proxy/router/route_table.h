@@ -109,6 +109,31 @@ class SelectorTable {
   std::vector<SelectorRoute> routes_;  // Sorted by id.
 };
 
+// A llama-swap `profiles` entry: name rewrites while it is active.
+struct ProfileRoute {
+  std::string name;
+  std::string description;
+  // Requested name -> the name it becomes; "" makes it unknown (404).
+  std::map<std::string, std::string> pins;
+  bool operator==(const ProfileRoute& o) const {
+    return name == o.name && description == o.description && pins == o.pins;
+  }
+};
+
+class ProfileTable {
+ public:
+  static std::shared_ptr<const ProfileTable> Build(
+      const std::vector<v1::Profile>& profiles);
+  // Shared, so that the active one can be held apart from the table.
+  std::shared_ptr<const ProfileRoute> Find(const std::string& name) const;
+  const std::vector<std::shared_ptr<const ProfileRoute>>& routes() const {
+    return routes_;
+  }
+
+ private:
+  std::vector<std::shared_ptr<const ProfileRoute>> routes_;  // By name.
+};
+
 // One model of a llama-swap `peers` entry: forwarded to the peer as it is,
 // with no lease (the peer runs its own models).
 struct PeerRoute {

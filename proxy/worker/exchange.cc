@@ -162,6 +162,7 @@ void Exchange::Begin(http1::RequestHead head) {
   scan_ = BodyScan::kNone;
   form_ = false;
   selected_ = false;
+  pinned_ = false;
   responding_ = false;
   record_ = RequestRecord();
   absl::string_view path =
@@ -281,6 +282,10 @@ void Exchange::Dispatch() {
   if ((path == "/v1/models" || path == "/models") && get) {
     return RespondModels();
   }
+  if (path == "/api/profiles" && get) return RespondProfiles();
+  if (path == "/api/profiles/active" && head_.method == "PUT") {
+    return SetActiveProfile();
+  }
   if (absl::StartsWith(path, "/upstream/")) {
     // /upstream/<model>/<rest>: ids may contain '/', so the longest known
     // prefix wins; percent-encoding in <rest> is passed through.
@@ -371,6 +376,22 @@ bool Exchange::IgnoredPath(absl::string_view path) {
 }
 
 void Exchange::Forward(const std::string& model_name, std::string target) {
+  // The active profile's pins first (once: a pin's target is not pinned
+  // again), then selectors, local models, peers.
+  if (const router::ProfileRoute* prof = worker_->active_profile();
+      prof != nullptr && !pinned_) {
+    auto pin = prof->pins.find(model_name);
+    if (pin != prof->pins.end()) {
+      pinned_ = true;
+      if (pin->second.empty()) {
+        return RespondError(
+            404, absl::StrCat("model '", model_name,
+                              "' is disabled by profile '", prof->name, "'"));
+      }
+      std::string pinned = pin->second;  // The profile may change inside.
+      return Forward(pinned, std::move(target));
+    }
+  }
   if (const router::SelectorRoute* sel =
           worker_->selectors().Find(model_name)) {
     std::string picked = Select(*sel);

@@ -123,6 +123,10 @@ class Exchange : public upstream::UpstreamObserver {
   void RespondError(int status, const std::string& message);
   // The proxy's own answers (local_answers.cc).
   void RespondModels();
+  // llama-swap's /api/profiles (GET) and /api/profiles/active (PUT
+  // {"name": "..." | null}).
+  void RespondProfiles();
+  void SetActiveProfile();
   void RespondRunning();
   void RespondMetrics();
   void RespondPreflight();
@@ -169,6 +173,7 @@ class Exchange : public upstream::UpstreamObserver {
   BodyScan scan_ = BodyScan::kNone;
   bool form_ = false;      // Labelled application/x-www-form-urlencoded.
   bool selected_ = false;  // The model was picked by a selector.
+  bool pinned_ = false;    // The active profile rewrote the model's name.
   // Decided on the head: 401 (no valid API key), 503 (the keys are not
   // known yet), or 0. A refused request's body is dropped as it arrives.
   int rejection_ = 0;

@@ -1,6 +1,8 @@
 // The answers modelproxy gives itself: /v1/models, /running, /unload,
 // /metrics, CORS preflights, and the API key check. Members of
 // Exchange, apart from the request path for readability.
+#include <rapidjson/document.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -74,6 +76,24 @@ void Exchange::RespondModels() {
                      R"(,"name":)", JsonString(p.model), R"(,"peer":)",
                      JsonString(p.peer), "}"));
   }
+  // The active profile: its pinned names are models too (to the name they
+  // become); the names it disables are gone.
+  if (const router::ProfileRoute* prof = worker_->active_profile()) {
+    for (const auto& [from, to] : prof->pins) {
+      entries.erase(std::remove_if(entries.begin(), entries.end(),
+                                   [&from = from](const auto& e) {
+                                     return e.first == from;
+                                   }),
+                    entries.end());
+      if (to.empty()) continue;
+      entries.emplace_back(
+          from, absl::StrCat(R"({"id":)", JsonString(from),
+                             R"(,"object":"model","owned_by":"modelplane",)"
+                             R"("name":)",
+                             JsonString(to), R"(,"profile":)",
+                             JsonString(prof->name), "}"));
+    }
+  }
   std::stable_sort(
       entries.begin(), entries.end(),
       [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -83,6 +103,44 @@ void Exchange::RespondModels() {
   }
   Respond(200, "application/json",
           absl::StrCat(R"({"object":"list","data":[)", data, "]}"));
+}
+
+void Exchange::RespondProfiles() {
+  const router::ProfileRoute* active = worker_->active_profile();
+  std::string list;
+  for (const auto& p : worker_->context().profiles()->routes()) {
+    std::string pins;
+    for (const auto& [from, to] : p->pins) {
+      absl::StrAppend(&pins, pins.empty() ? "" : ",", JsonString(from), ":",
+                      to.empty() ? "null" : JsonString(to));
+    }
+    absl::StrAppend(&list, list.empty() ? "" : ",", R"({"name":)",
+                    JsonString(p->name), R"(,"description":)",
+                    JsonString(p->description), R"(,"pins":{)", pins, "}}");
+  }
+  Respond(200, "application/json",
+          absl::StrCat(R"({"active":)",
+                       active == nullptr ? "null" : JsonString(active->name),
+                       R"(,"profiles":[)", list, "]}"));
+}
+
+void Exchange::SetActiveProfile() {
+  rapidjson::Document doc;
+  doc.Parse(body_.data(), body_.size());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("name") ||
+      !(doc["name"].IsString() || doc["name"].IsNull())) {
+    return RespondError(400, R"(the body must be {"name": "<profile>"} or )"
+                             R"({"name": null})");
+  }
+  std::string name =
+      doc["name"].IsNull()
+          ? ""
+          : std::string(doc["name"].GetString(), doc["name"].GetStringLength());
+  if (!worker_->context().SetActiveProfile(name)) {
+    return RespondError(404, absl::StrCat("unknown profile '", name, "'"));
+  }
+  worker_->Refresh();  // This very worker answers with it from now on.
+  RespondProfiles();
 }
 
 bool Exchange::Authorized() {

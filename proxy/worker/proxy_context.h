@@ -125,6 +125,43 @@ class ProxyContext {
     version_.fetch_add(1, std::memory_order_release);
   }
 
+  // The config's profiles, and the one active (null: none). Profiles that
+  // differ from the last ones (a reload changed them) deselect the active
+  // one, as in llama-swap; the same ones keep it.
+  std::shared_ptr<const router::ProfileTable> profiles() const {
+    absl::MutexLock lock(&mu_);
+    return profiles_;
+  }
+  std::shared_ptr<const router::ProfileRoute> active_profile() const {
+    absl::MutexLock lock(&mu_);
+    return active_profile_;
+  }
+  void SetProfiles(std::shared_ptr<const router::ProfileTable> profiles) {
+    absl::MutexLock lock(&mu_);
+    bool same = profiles->routes().size() == profiles_->routes().size();
+    for (size_t i = 0; same && i < profiles->routes().size(); ++i) {
+      same = *profiles->routes()[i] == *profiles_->routes()[i];
+    }
+    active_profile_ = same && active_profile_ != nullptr
+                          ? profiles->Find(active_profile_->name)
+                          : nullptr;
+    profiles_ = std::move(profiles);
+    version_.fetch_add(1, std::memory_order_release);
+  }
+  // Makes `name` the active profile ("": none). False if there is no such
+  // profile.
+  bool SetActiveProfile(const std::string& name) {
+    absl::MutexLock lock(&mu_);
+    std::shared_ptr<const router::ProfileRoute> p;
+    if (!name.empty()) {
+      p = profiles_->Find(name);
+      if (p == nullptr) return false;
+    }
+    active_profile_ = std::move(p);
+    version_.fetch_add(1, std::memory_order_release);
+    return true;
+  }
+
   // The config's includeAliasesInList (any thread).
   bool list_aliases() const {
     return list_aliases_.load(std::memory_order_relaxed);
@@ -133,8 +170,8 @@ class ProxyContext {
     list_aliases_.store(on, std::memory_order_relaxed);
   }
 
-  // Bumped on every SetRoutes, SetApiKeys, SetIgnorePaths, SetPeers and
-  // SetSelectors:
+  // Bumped on every SetRoutes, SetApiKeys, SetIgnorePaths, SetPeers,
+  // SetSelectors, SetProfiles and SetActiveProfile:
   // workers cache
   // the snapshots and refresh them only when this moved (no lock on the
   // request path).
@@ -156,6 +193,10 @@ class ProxyContext {
       router::PeerTable::Build({});
   std::shared_ptr<const router::SelectorTable> selectors_ ABSL_GUARDED_BY(mu_) =
       router::SelectorTable::Build({});
+  std::shared_ptr<const router::ProfileTable> profiles_ ABSL_GUARDED_BY(mu_) =
+      router::ProfileTable::Build({});
+  std::shared_ptr<const router::ProfileRoute> active_profile_
+      ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> version_{0};
   std::atomic<bool> list_aliases_{false};
 };

@@ -81,6 +81,7 @@ class Worker {
       ignore_paths_ = context_->ignore_paths();
       peers_ = context_->peers();
       selectors_ = context_->selectors();
+      active_profile_ = context_->active_profile();
       routes_version_ = v;
     }
   }
@@ -100,6 +101,11 @@ class Worker {
   const router::SelectorTable& selectors() {
     if (routes_ == nullptr) Refresh();
     return *selectors_;
+  }
+  // Null: none active.
+  const router::ProfileRoute* active_profile() {
+    if (routes_ == nullptr) Refresh();
+    return active_profile_.get();
   }
   // Null until the manager has told.
   const ProxyContext::PathPatterns* ignore_paths() {
@@ -136,6 +142,7 @@ class Worker {
   std::shared_ptr<const ProxyContext::PathPatterns> ignore_paths_;
   std::shared_ptr<const router::PeerTable> peers_;
   std::shared_ptr<const router::SelectorTable> selectors_;
+  std::shared_ptr<const router::ProfileRoute> active_profile_;
   uint64_t routes_version_ = 0;
   std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};
 };

@@ -174,6 +174,12 @@ void ToProto(const config::SelectorConfig& s, v1::Selector* out) {
   }
 }
 
+void ToProto(const config::ProfileConfig& p, v1::Profile* out) {
+  out->set_name(p.name);
+  out->set_description(p.description);
+  for (const auto& [from, to] : p.pins) (*out->mutable_pins())[from] = to;
+}
+
 void ToProto(const config::PeerConfig& p, v1::Peer* out) {
   out->set_id(p.id);
   out->set_proxy(p.proxy);

@@ -17,6 +17,7 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out);
 void ToProto(const config::Filters& filters, v1::ModelFilters* out);
 void ToProto(const config::PeerConfig& peer, v1::Peer* out);
 void ToProto(const config::SelectorConfig& selector, v1::Selector* out);
+void ToProto(const config::ProfileConfig& profile, v1::Profile* out);
 void ToProto(const actor::Failure& failure, v1::Failure* out);
 void ToProto(const config::Value& value, google::protobuf::Value* out);
 void ToProto(absl::Time t, google::protobuf::Timestamp* out);

@@ -200,6 +200,10 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
          manager_->scheduler().config()->selectors) {
       ToProto(s, resp->add_selectors());
     }
+    for (const config::ProfileConfig& p :
+         manager_->scheduler().config()->profiles) {
+      ToProto(p, resp->add_profiles());
+    }
     r->Finish(grpc::Status::OK);
   });
   return r;

@@ -1186,6 +1186,54 @@ class SelectorsTest(unittest.TestCase):
                 p.stop()
 
 
+class ProfilesTest(unittest.TestCase):
+    def test_the_active_profile_rewrites_and_disables_names(self):
+        yaml = ("profiles:\n"
+                "  coding:\n"
+                "    description: Coder everywhere\n"
+                "    pins: {gpt-4o: coder, chat: null, coder: chat}\n"
+                "  plain: {pins: {}}\n")
+        with ManagerProcess({"chat": ["--tokens", "1"], "coder": ["--tokens", "1"]},
+                            extra_yaml=yaml) as mg:
+            p = ProxyProcess(mg.port, workers=2)
+
+            def served_by(model):
+                status, headers, body = p.request("POST", "/v1/chat/completions",
+                                                  {"model": model, "messages": []})
+                return status if status != 200 else headers["X-Fake-Upstream-Model"]
+
+            def put(body):
+                return p.request("PUT", "/api/profiles/active", body)
+            try:
+                self.assertTrue(wait_for(lambda: b'"coding"' in p.request(
+                    "GET", "/api/profiles")[2], 10))
+                got = json.loads(p.request("GET", "/api/profiles")[2])
+                self.assertIsNone(got["active"])
+                self.assertEqual(got["profiles"][0], {
+                    "name": "coding", "description": "Coder everywhere",
+                    "pins": {"chat": None, "coder": "chat", "gpt-4o": "coder"}})
+                # None active: names mean what they say.
+                self.assertEqual(served_by("gpt-4o"), 404)
+                self.assertEqual(served_by("chat"), "chat")
+                status, _, body = put({"name": "coding"})
+                self.assertEqual((status, json.loads(body)["active"]), (200, "coding"))
+                # Pinned once (coder -> chat, but gpt-4o -> coder stays coder);
+                # a null pin disables the name.
+                for _ in range(2):  # Whichever worker answers.
+                    self.assertEqual(served_by("gpt-4o"), "coder")
+                    self.assertEqual(served_by("coder"), "chat")
+                    self.assertEqual(served_by("chat"), 404)
+                ids = [m["id"] for m in json.loads(p.request("GET", "/v1/models")[2])["data"]]
+                self.assertEqual(ids, ["coder", "gpt-4o"])
+                self.assertEqual(put({"name": "nope"})[0], 404)
+                self.assertEqual(put("{bad")[0], 400)
+                self.assertEqual(put({"name": None})[0], 200)
+                self.assertEqual(served_by("chat"), "chat")
+                self.assertEqual(served_by("gpt-4o"), 404)
+            finally:
+                p.stop()
+
+
 class WorkerBalanceTest(unittest.TestCase):
     def test_connections_are_spread_evenly_over_the_workers(self):
         # SO_REUSEPORT alone hashes connections over the workers (64 land

@@ -130,6 +130,18 @@ struct SelectorConfig {
   SourcePos pos;  // Where `selectors.<id>` is.
 };
 
+// llama-swap's `profiles.<name>`: a set of name rewrites a data plane applies
+// while the profile is active (chosen at run time, per modelproxy).
+struct ProfileConfig {
+  std::string name;
+  std::string description;
+  // Requested name -> the name it becomes (a model's id or alias, a
+  // selector, a peer's model); "" makes the requested name unknown (404).
+  // File order.
+  std::vector<std::pair<std::string, std::string>> pins;
+  SourcePos pos;  // Where `profiles.<name>` is.
+};
+
 // The group of models that are in no configured group, as llama-swap names
 // it: swap and exclusive, so with no groups one model runs at a time.
 inline constexpr char kDefaultGroup[] = "(default)";
@@ -155,6 +167,7 @@ struct Config {
   // model's web UI loads, so an open browser tab swaps nothing in.
   std::vector<PeerConfig> peers;          // Sorted by id.
   std::vector<SelectorConfig> selectors;  // Sorted by id.
+  std::vector<ProfileConfig> profiles;    // Sorted by name.
   std::vector<std::string> upstream_ignore_paths = {
       R"(.*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$)"};
 

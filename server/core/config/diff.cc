@@ -40,6 +40,18 @@ bool SelectorsEqual(const std::vector<SelectorConfig>& a,
   return true;
 }
 
+bool ProfilesEqual(const std::vector<ProfileConfig>& a,
+                   const std::vector<ProfileConfig>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tie(a[i].name, a[i].description, a[i].pins) !=
+        std::tie(b[i].name, b[i].description, b[i].pins)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 bool NeedsRestart(const ModelConfig& a, const ModelConfig& b) {
@@ -107,7 +119,8 @@ ConfigDiff DiffConfigs(const Config& before, const Config& after) {
                    after.api_keys, after.preload, after.include_aliases_in_list,
                    after.upstream_ignore_paths) ||
       !PeersEqual(before.peers, after.peers) ||
-      !SelectorsEqual(before.selectors, after.selectors);
+      !SelectorsEqual(before.selectors, after.selectors) ||
+      !ProfilesEqual(before.profiles, after.profiles);
   return d;
 }
 

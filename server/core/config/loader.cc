@@ -31,9 +31,9 @@ const KeySet& TopKeys() {
       {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
        "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
        "includeAliasesInList", "sendLoadingState", "upstream", "peers",
-       "selectors"},
+       "selectors", "profiles"},
       {"logTimeFormat", "logToStdout", "logRequests", "metricsMaxInMemory",
-       "captureBuffer", "store", "ui", "performance", "matrix", "profiles"}};
+       "captureBuffer", "store", "ui", "performance", "matrix"}};
   return keys;
 }
 
@@ -100,6 +100,7 @@ class Loader {
     Aliases(*root, c);
     Selectors(settings.Get("selectors"), c);
     PeerNames(*c);
+    Profiles(settings.Get("profiles"), c);
     Priorities(settings, c);
     Preload(settings, c);
   }
@@ -326,6 +327,81 @@ class Loader {
     std::sort(c->selectors.begin(), c->selectors.end(),
               [](const SelectorConfig& a, const SelectorConfig& b) {
                 return a.id < b.id;
+              });
+  }
+
+  // After models, selectors and peers: a pin's target is one of theirs.
+  void Profiles(const YamlNode* profiles, Config* c) {
+    if (profiles == nullptr || profiles->is_null()) return;
+    if (!profiles->is_map()) {
+      sink_.Error(profiles->pos, "profiles",
+                  absl::StrCat("must be a mapping of profile name to "
+                               "settings, not ",
+                               profiles->KindName()));
+      return;
+    }
+    auto known = [c](const std::string& name) {
+      if (c->FindModel(name) != nullptr) return true;
+      for (const SelectorConfig& s : c->selectors) {
+        if (s.id == name) return true;
+      }
+      int bare = 0;
+      for (const PeerConfig& p : c->peers) {
+        for (const std::string& m : p.models) {
+          if (absl::StrCat(p.id, "/", m) == name) return true;
+          if (m == name) ++bare;
+        }
+      }
+      return bare == 1;
+    };
+    for (const auto& [key, node] : profiles->entries) {
+      std::string path = absl::StrCat("profiles.", key.text);
+      if (key.text.empty()) {
+        sink_.Error(key.pos, path, "a profile name must not be empty");
+        continue;
+      }
+      if (!node.is_map()) {
+        sink_.Error(node.pos, path,
+                    absl::StrCat("must be a mapping with 'pins', not ",
+                                 node.KindName()));
+        continue;
+      }
+      CheckKeys(node, path, KeySet{{"description", "pins"}, {}}, &sink_);
+      size_t errors_before = sink_.error_count();
+      ProfileConfig prof;
+      prof.name = key.text;
+      prof.pos = key.pos;
+      if (const YamlNode* d = node.Get("description")) {
+        ReadString(*d, path + ".description", &sink_, &prof.description);
+      }
+      const YamlNode* pins = node.Get("pins");
+      if (pins != nullptr && !pins->is_null() && !pins->is_map()) {
+        sink_.Error(pins->pos, path + ".pins",
+                    "must be a mapping of requested name to target");
+      } else if (pins != nullptr) {
+        for (const auto& [from, to] : pins->entries) {
+          std::string at = JoinPath(path + ".pins", from.text);
+          std::string target;
+          if (!to.is_null() && !ReadString(to, at, &sink_, &target)) continue;
+          if (from.text.empty()) {
+            sink_.Error(from.pos, at, "a requested name must not be empty");
+          } else if (!target.empty() && !known(target)) {
+            sink_.Error(to.pos, at,
+                        absl::StrCat("unknown model '", target,
+                                     "' (a model, a selector or a peer's "
+                                     "model; null disables the name)"));
+          } else {
+            prof.pins.emplace_back(from.text, target);
+          }
+        }
+      }
+      if (sink_.error_count() == errors_before) {
+        c->profiles.push_back(std::move(prof));
+      }
+    }
+    std::sort(c->profiles.begin(), c->profiles.end(),
+              [](const ProfileConfig& a, const ProfileConfig& b) {
+                return a.name < b.name;
               });
   }
 

@@ -160,6 +160,12 @@ INSTANTIATE_TEST_SUITE_P(
             "models:\n  a: {cmd: x, proxy: 'http://h:2', aliases: [p/m]}\n",
             "test.yaml:2:3: peers.p: 'p/m' is also the name of model 'a': "
             "the peer's model could never be reached"},
+        ErrorCase{"ProfilePinToNothing",
+                  "profiles:\n  p: {pins: {x: nope}}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:17: profiles.p.pins.x: unknown model 'nope' (a "
+                  "model, a selector or a peer's model; null disables the "
+                  "name)"},
         ErrorCase{"PeerWithoutProxy",
                   "peers:\n  p:\n    models: [m]\nmodels: {}\n",
                   "test.yaml:2:3: peers.p: missing required key 'proxy'"},
@@ -402,7 +408,7 @@ TEST(LoaderErrorsTest, GarbageNeverCrashes) {
 TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
   LoadResult r = LoadConfigText("w.yaml",
                                 "heathCheckTimeout: 30\n"
-                                "profiles:\n  other:\n    pins: {}\n"
+                                "matrix:\n  vars: {}\n  sets: {}\n"
                                 "models:\n"
                                 "  a:\n"
                                 "    cmd: x ${PORT}\n"
@@ -420,7 +426,7 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
       ElementsAre(
           "w.yaml:1:1: heathCheckTimeout: unknown key; ignored (did you mean "
           "'healthCheckTimeout'?)",
-          "w.yaml:2:1: profiles: llama-swap setting not supported by "
+          "w.yaml:2:1: matrix: llama-swap setting not supported by "
           "modelplane yet; ignored",
           "w.yaml:8:5: models.a.compat: llama-swap setting not "
           "supported by modelplane yet; ignored",

@@ -395,6 +395,29 @@ TEST(LoaderTest, UpstreamIgnorePathsDefaultToLlamaSwapsAndCanBeSetOrCleared) {
   EXPECT_TRUE(c->upstream_ignore_paths.empty());
 }
 
+TEST(LoaderTest, ProfilesPinToModelsSelectorsAndPeersOrDisable) {
+  auto c = MustLoad(R"yaml(
+peers:
+  far: {proxy: "http://h:1", models: [big]}
+selectors:
+  any: {targets: [a]}
+profiles:
+  work:
+    description: At work
+    pins: {gpt-4o: a, fast: any, huge: far/big, bare: big, off: null}
+  empty: {}
+models:
+  a: {cmd: "x ${PORT}", aliases: [aa]}
+)yaml");
+  ASSERT_EQ(c->profiles.size(), 2u);
+  EXPECT_EQ(c->profiles[0].name, "empty");  // Sorted.
+  const ProfileConfig& w = c->profiles[1];
+  EXPECT_EQ(w.description, "At work");
+  ASSERT_EQ(w.pins.size(), 5u);
+  EXPECT_EQ(w.pins[0], std::make_pair(std::string("gpt-4o"), std::string("a")));
+  EXPECT_EQ(w.pins[4], std::make_pair(std::string("off"), std::string("")));
+}
+
 TEST(LoaderTest, SelectorsResolveTargetsThroughAliases) {
   auto c = MustLoad(R"yaml(
 selectors:
