@@ -143,6 +143,26 @@ std::string ConfigToJson(const Config& c) {
   w.StartArray();
   for (const SelectorConfig& s : c.selectors) Selector(w, s);
   w.EndArray();
+  w.Key("profiles");
+  w.StartArray();
+  for (const ProfileConfig& p : c.profiles) {
+    w.StartObject();
+    Str(w, "name", p.name);
+    Str(w, "description", p.description);
+    w.Key("pins");
+    w.StartObject();
+    for (const auto& [from, to] : p.pins) {
+      w.Key(from.c_str());
+      if (to.empty()) {
+        w.Null();
+      } else {
+        w.String(to.c_str());
+      }
+    }
+    w.EndObject();
+    w.EndObject();
+  }
+  w.EndArray();
   w.Key("groups");
   w.StartArray();
   for (const GroupConfig& g : c.groups) {
