@@ -161,8 +161,8 @@ void Exchange::Begin(http1::RequestHead head) {
   multipart_.reset();
   scan_ = BodyScan::kNone;
   form_ = false;
-  selected_ = false;
-  pinned_ = false;
+  renamed_ = false;
+  resolved_ = false;
   responding_ = false;
   record_ = RequestRecord();
   absl::string_view path =
@@ -290,11 +290,14 @@ void Exchange::Dispatch() {
     // /upstream/<model>/<rest>: ids may contain '/', so the longest known
     // prefix wins; percent-encoding in <rest> is passed through.
     std::string rest = head_.target.substr(10);
-    // A model's id or alias, a selector's, or a peer's model name.
-    auto known = [this](const std::string& name) {
+    // A model's id or alias, a selector's, a peer's model name, or a name
+    // the active profile pins.
+    const router::ProfileRoute* prof = worker_->active_profile();
+    auto known = [this, prof](const std::string& name) {
       return worker_->routes().Find(name) != nullptr ||
              worker_->selectors().Find(name) != nullptr ||
-             worker_->peers().Find(name) != nullptr;
+             worker_->peers().Find(name) != nullptr ||
+             (prof != nullptr && prof->pins.count(name) != 0);
     };
     std::string model = rest.substr(0, rest.find('?'));
     std::string target = "/";
@@ -314,11 +317,9 @@ void Exchange::Dispatch() {
       }
     }
     if (target.empty() || target[0] == '?') target = "/" + target;
-    // A selector picks now, so that ignorePaths applies to its target.
-    if (const router::SelectorRoute* sel = worker_->selectors().Find(model)) {
-      model = Select(*sel);
-      if (model.empty()) return RespondNoTarget(*sel);
-    }
+    // Pins and selectors now, so that ignorePaths applies to the model the
+    // request goes to.
+    if (!Resolve(&model)) return;
     const router::Route* route = worker_->routes().Find(model);
     if (route != nullptr && route->state != v1::MODEL_STATE_READY &&
         IgnoredPath(target.substr(0, target.find('?')))) {
@@ -375,29 +376,39 @@ bool Exchange::IgnoredPath(absl::string_view path) {
   return false;
 }
 
-void Exchange::Forward(const std::string& model_name, std::string target) {
-  // The active profile's pins first (once: a pin's target is not pinned
-  // again), then selectors, local models, peers.
-  if (const router::ProfileRoute* prof = worker_->active_profile();
-      prof != nullptr && !pinned_) {
-    auto pin = prof->pins.find(model_name);
+bool Exchange::Resolve(std::string* name) {
+  if (resolved_) return true;
+  resolved_ = true;
+  // The active profile's pin first, once (its target is not pinned again).
+  if (const router::ProfileRoute* prof = worker_->active_profile()) {
+    auto pin = prof->pins.find(*name);
     if (pin != prof->pins.end()) {
-      pinned_ = true;
       if (pin->second.empty()) {
-        return RespondError(
-            404, absl::StrCat("model '", model_name,
-                              "' is disabled by profile '", prof->name, "'"));
+        RespondError(
+            404, absl::StrCat("model '", *name, "' is disabled by profile '",
+                              prof->name, "'"));
+        return false;
       }
-      std::string pinned = pin->second;  // The profile may change inside.
-      return Forward(pinned, std::move(target));
+      *name = pin->second;
+      renamed_ = true;
     }
   }
-  if (const router::SelectorRoute* sel =
-          worker_->selectors().Find(model_name)) {
+  // Then a selector (its targets are models).
+  if (const router::SelectorRoute* sel = worker_->selectors().Find(*name)) {
     std::string picked = Select(*sel);
-    if (picked.empty()) return RespondNoTarget(*sel);
-    return Forward(picked, std::move(target));  // Targets are models.
+    if (picked.empty()) {
+      RespondNoTarget(*sel);
+      return false;
+    }
+    *name = std::move(picked);
+    renamed_ = true;
   }
+  return true;
+}
+
+void Exchange::Forward(const std::string& requested, std::string target) {
+  std::string model_name = requested;
+  if (!Resolve(&model_name)) return;
   const router::Route* route = worker_->routes().Find(model_name);
   if (route == nullptr) {
     // Local models first; then a peer's, by <peer>/<model> or a bare name
@@ -409,8 +420,8 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
   }
   const router::FilterSpec* filters = &route->filters;
   router::FilterSpec renamed;
-  if (selected_ && filters->use_model_name.empty()) {
-    // A selector's request says the model it went to, not the selector.
+  if (renamed_ && filters->use_model_name.empty()) {
+    // A pinned or selected request says the model it went to.
     renamed = route->filters;
     renamed.use_model_name = route->id;
     filters = &renamed;
@@ -428,7 +439,7 @@ void Exchange::Forward(const std::string& model_name, std::string target) {
                                           filters->use_model_name);
   }
   head_.target = std::move(target);
-  if (selected_) RenameModelInQueryAndForm(filters->use_model_name);
+  if (renamed_) RenameModelInQueryAndForm(filters->use_model_name);
   std::string id = route->id;
   record_.model = id;
   admit_ns_ = uv_hrtime();
@@ -503,7 +514,6 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
 }
 
 std::string Exchange::Select(const router::SelectorRoute& sel) {
-  selected_ = true;
   // Only targets the route table has: after a reload the selectors arrive
   // a moment after the models, and a removed target must not be picked.
   const router::RouteTable& routes = worker_->routes();
@@ -561,7 +571,9 @@ void Exchange::ForwardToPeer(const router::PeerRoute& peer,
   // The peer knows the model by its own name: a request that said
   // <peer>/<model> has its body say <model>.
   router::FilterSpec filters = peer.filters;
-  if (requested != peer.model) filters.use_model_name = peer.model;
+  // (A pin to a bare name changed the name since the body was written.)
+  bool rename = renamed_ || requested != peer.model;
+  if (rename) filters.use_model_name = peer.model;
   if (scan_ == BodyScan::kJson && filters.AppliesTo(requested)) {
     absl::StatusOr<std::string> filtered =
         router::ApplyJsonFilters(body_, filters, requested);
@@ -574,7 +586,7 @@ void Exchange::ForwardToPeer(const router::PeerRoute& peer,
         router::RewriteMultipartModel(body_, boundary_, filters.use_model_name);
   }
   head_.target = std::move(target);
-  if (requested != peer.model) RenameModelInQueryAndForm(peer.model);
+  if (rename) RenameModelInQueryAndForm(peer.model);
   record_.model = peer.name();
   timeouts_ = {peer.connect_timeout, peer.response_header_timeout,
                peer.idle_timeout};

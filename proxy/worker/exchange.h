@@ -102,8 +102,12 @@ class Exchange : public upstream::UpstreamObserver {
   void Dispatch();
   // Whether `path` (after /upstream/<model>) matches upstream.ignorePaths.
   bool IgnoredPath(absl::string_view path);
-  void Forward(const std::string& model_name, std::string target);
+  void Forward(const std::string& requested, std::string target);
   // The target model a selector sends this request to.
+  // Applies the active profile's pin, then a selector, to `name`, once per
+  // request. False when that answered the request (a disabled name, a
+  // selector with no target).
+  bool Resolve(std::string* name);
   // Empty when none of its targets is in the route table.
   std::string Select(const router::SelectorRoute& sel);
   void RespondNoTarget(const router::SelectorRoute& sel);
@@ -172,8 +176,8 @@ class Exchange : public upstream::UpstreamObserver {
   std::string body_;
   BodyScan scan_ = BodyScan::kNone;
   bool form_ = false;      // Labelled application/x-www-form-urlencoded.
-  bool selected_ = false;  // The model was picked by a selector.
-  bool pinned_ = false;    // The active profile rewrote the model's name.
+  bool resolved_ = false;  // Pins and selectors applied (once).
+  bool renamed_ = false;   // A pin or a selector changed the model's name.
   // Decided on the head: 401 (no valid API key), 503 (the keys are not
   // known yet), or 0. A refused request's body is dropped as it arrives.
   int rejection_ = 0;

@@ -106,7 +106,9 @@ void Exchange::RespondModels() {
 }
 
 void Exchange::RespondProfiles() {
-  const router::ProfileRoute* active = worker_->active_profile();
+  // Both from the context: the worker's copy may predate a reload.
+  std::shared_ptr<const router::ProfileRoute> active =
+      worker_->context().active_profile();
   std::string list;
   for (const auto& p : worker_->context().profiles()->routes()) {
     std::string pins;

@@ -1223,6 +1223,13 @@ class ProfilesTest(unittest.TestCase):
                     self.assertEqual(served_by("gpt-4o"), "coder")
                     self.assertEqual(served_by("coder"), "chat")
                     self.assertEqual(served_by("chat"), 404)
+                # The upstream hears the model it serves, not the pinned name.
+                self.assertEqual(served_by("gpt-4o"), "coder")
+                self.assertEqual(json.loads(upstream_stats(mg.ports["coder"])[
+                    "last_body"])["model"], "coder")
+                # /upstream/<pinned name>/... keeps its path.
+                self.assertEqual(p.request("GET", "/upstream/gpt-4o/v1/models")[0], 200)
+                self.assertEqual(upstream_stats(mg.ports["coder"])["last_path"], "/v1/models")
                 ids = [m["id"] for m in json.loads(p.request("GET", "/v1/models")[2])["data"]]
                 self.assertEqual(ids, ["coder", "gpt-4o"])
                 self.assertEqual(put({"name": "nope"})[0], 404)
