@@ -16,7 +16,8 @@ Manager::Manager(std::shared_ptr<const config::Config> config,
   if (options_.on_log && options_.forward_model_output) {
     options_.scheduler.on_model_line = [this](const std::string& model,
                                               absl::string_view line) {
-      options_.on_log("debug", absl::StrCat("[", model, "] ", line));
+      options_.on_log(options_.model_output_level,
+                      absl::StrCat("[", model, "] ", line));
     };
   }
   loop().RunSync([&] {

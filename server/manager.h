@@ -36,9 +36,11 @@ struct ManagerOptions {
   // Where the manager's own log lines go, with their level ("debug" for
   // the lines models print, "info" for events).
   std::function<void(const std::string& level, const std::string& line)> on_log;
-  // Send each line models print to on_log ("debug"). Off unless the log
-  // level wants them: a chatty model should cost nothing.
+  // Send each line models print to on_log, at this level. Off unless the
+  // log level or the config's logToStdout wants them: a chatty model should
+  // cost nothing.
   bool forward_model_output = false;
+  std::string model_output_level = "debug";
 };
 
 struct ReloadResult {

@@ -190,7 +190,13 @@ int Serve(const ServeOptions& o) {
   mo.on_log = [&log](const std::string& lvl, const std::string& line) {
     log.Write(lvl, line);
   };
-  mo.forward_model_output = level == "debug";
+  // llama-swap's logToStdout: "upstream" and "both" print what the models
+  // print (as info lines); "proxy" (the default) and "none" only at debug.
+  // Read at start, like llama-swap (a reload does not change it).
+  const std::string& to_stdout = loaded.config->log_to_stdout;
+  bool models_too = to_stdout == "upstream" || to_stdout == "both";
+  mo.forward_model_output = level == "debug" || models_too;
+  mo.model_output_level = models_too ? "info" : "debug";
   std::vector<std::string> ids;
   for (const auto& m : loaded.config->models) ids.push_back(m.id);
   auto manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);

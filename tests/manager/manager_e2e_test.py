@@ -416,6 +416,17 @@ class BinaryTest(unittest.TestCase):
             self.assertTrue(m.wait_log(r"debug \[a\] listening on 127\.0\.0\.1:"),
                             m.log())
 
+    def test_log_to_stdout_upstream_logs_the_models_output_at_info(self):
+        # llama-swap's logToStdout: upstream (or both) prints what models print.
+        with ManagerProcess({"a": []}, extra_yaml="logToStdout: upstream\n") as m:
+            m.stub().Start(pb.StartRequest(model="a"), timeout=20)
+            self.assertTrue(m.wait_log(r"info \[a\] listening on 127\.0\.0\.1:"),
+                            m.log())
+        with ManagerProcess({"a": []}) as m:  # proxy, the default: not at info.
+            m.stub().Start(pb.StartRequest(model="a"), timeout=20)
+            m.stub().Stop(pb.StopRequest(model="a"), timeout=20)
+            self.assertFalse([l for l in m.log() if "[a] listening on" in l], m.log())
+
     def test_reload_rpc_rejects_an_invalid_file_and_keeps_the_old_one(self):
         with ManagerProcess({"a": []}) as m:
             with open(m.config_path, "w") as f:

@@ -155,6 +155,9 @@ struct Config {
   absl::Duration unload_timeout;  // Global default.
   int start_port = 5800;
   std::string log_level = "info";  // debug, info, warn or error.
+  // llama-swap's logToStdout: proxy, upstream, both or none (what the models
+  // print goes to the manager's log for upstream and both).
+  std::string log_to_stdout = "proxy";
   std::vector<std::string> api_keys;
   std::vector<std::string> preload;  // Canonical model ids, in file order.
   // /v1/models lists every alias of a listed model as an entry of its own.

@@ -31,9 +31,9 @@ const KeySet& TopKeys() {
       {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
        "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
        "includeAliasesInList", "sendLoadingState", "upstream", "peers",
-       "selectors", "profiles"},
-      {"logTimeFormat", "logToStdout", "logRequests", "metricsMaxInMemory",
-       "captureBuffer", "store", "ui", "performance", "matrix"}};
+       "selectors", "profiles", "logToStdout"},
+      {"logTimeFormat", "logRequests", "metricsMaxInMemory", "captureBuffer",
+       "store", "ui", "performance", "matrix"}};
   return keys;
 }
 
@@ -154,6 +154,18 @@ class Loader {
         sink_.Warn(n->pos, "logLevel",
                    absl::StrCat("unknown level \"", level,
                                 "\" (debug, info, warn, error); using info"));
+      }
+    }
+    if (const YamlNode* n = s.Get("logToStdout");
+        n != nullptr &&
+        ReadString(*n, "logToStdout", &sink_, &c->log_to_stdout)) {
+      c->log_to_stdout = absl::AsciiStrToLower(c->log_to_stdout);
+      if (c->log_to_stdout != "proxy" && c->log_to_stdout != "upstream" &&
+          c->log_to_stdout != "both" && c->log_to_stdout != "none") {
+        sink_.Error(n->pos, "logToStdout",
+                    absl::StrCat("must be proxy, upstream, both or none, not "
+                                 "\"",
+                                 c->log_to_stdout, "\""));
       }
     }
     if (const YamlNode* n = s.Get("sendLoadingState"); n != nullptr) {

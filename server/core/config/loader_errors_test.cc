@@ -166,6 +166,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "test.yaml:2:17: profiles.p.pins.x: unknown model 'nope' (a "
                   "model, a selector or a peer's model; null disables the "
                   "name)"},
+        ErrorCase{"LogToStdoutUnknown", "logToStdout: all\nmodels: {}\n",
+                  "test.yaml:1:14: logToStdout: must be proxy, upstream, both "
+                  "or none, not \"all\""},
         ErrorCase{"PeerWithoutProxy",
                   "peers:\n  p:\n    models: [m]\nmodels: {}\n",
                   "test.yaml:2:3: peers.p: missing required key 'proxy'"},
