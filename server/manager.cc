@@ -106,8 +106,8 @@ void Manager::Reload(std::function<void(absl::StatusOr<ReloadResult>)> done) {
       return;
     }
     // A config file is small: reading it here keeps reloads in order.
-    config::LoadResult loaded =
-        config::LoadConfigFile(config_path_, config::ProcessEnv());
+    config::LoadResult loaded = config::LoadConfigSources(
+        config_path_, options_.config_dir, config::ProcessEnv());
     for (const config::Diagnostic& w : loaded.warnings) {
       Log("config warning: " + w.ToString());
     }
@@ -124,10 +124,11 @@ void Manager::Reload(std::function<void(absl::StatusOr<ReloadResult>)> done) {
     // own: a bookmark tells watchers to list again.
     if (result.diff.globals_changed) hub_.PublishBookmark();
     result.revision = hub_.revision();
-    Log(absl::StrCat("reloaded ", config_path_, ": ", result.diff.added.size(),
-                     " added, ", result.diff.removed.size(), " removed, ",
-                     result.diff.restart.size(), " to restart, ",
-                     result.diff.update.size(), " updated"));
+    Log(absl::StrCat(
+        "reloaded ", config_path_.empty() ? options_.config_dir : config_path_,
+        ": ", result.diff.added.size(), " added, ", result.diff.removed.size(),
+        " removed, ", result.diff.restart.size(), " to restart, ",
+        result.diff.update.size(), " updated"));
     done(std::move(result));
   });
 }

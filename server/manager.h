@@ -41,6 +41,9 @@ struct ManagerOptions {
   // cost nothing.
   bool forward_model_output = false;
   std::string model_output_level = "debug";
+  // Reloads read the config path given to the Manager and the *.yml/*.yaml
+  // files of this directory (config::LoadConfigSources); may be empty.
+  std::string config_dir;
 };
 
 struct ReloadResult {

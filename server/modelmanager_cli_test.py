@@ -119,7 +119,7 @@ class PrintConfigTest(unittest.TestCase):
 class UsageTest(unittest.TestCase):
     def test_usage_errors_exit_2(self):
         for args, message in (
-                ([], "--config FILE is required"),
+                ([], "--config FILE or --config-dir DIR is required"),
                 (["--config", EXAMPLE, "--log-format", "xml"],
                  "--log-format must be text or json"),
                 (["--config", EXAMPLE, "--log-level", "verbose"],

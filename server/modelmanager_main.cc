@@ -61,7 +61,11 @@ int Main(int argc, char** argv) {
   bool print_config = false;
   ServeOptions serve;
   int shutdown_seconds = 30;
+  std::string config_dir;
   parser.String("config", &config_path, "llama-swap compatible config.yaml");
+  parser.String("config-dir", &config_dir,
+                "also every *.yml/*.yaml file in this directory, merged "
+                "(llama-swap's -config-dir)");
   parser.String("listen", &serve.listen,
                 "host:port or unix:PATH (default 127.0.0.1:50051)");
   parser.Bool("watch-config", &serve.watch_config,
@@ -91,8 +95,8 @@ int Main(int argc, char** argv) {
     problem = std::string(rest.status().message());
   } else if (!rest->empty()) {
     problem = absl::StrCat("unexpected argument '", rest->front(), "'");
-  } else if (config_path.empty()) {
-    problem = "--config FILE is required";
+  } else if (config_path.empty() && config_dir.empty()) {
+    problem = "--config FILE or --config-dir DIR is required";
   } else if (serve.log_format != "text" && serve.log_format != "json") {
     problem = "--log-format must be text or json";
   } else if (!serve.log_level.empty() && serve.log_level != "debug" &&
@@ -107,11 +111,12 @@ int Main(int argc, char** argv) {
   }
   if (!check && !print_config) {
     serve.config_path = config_path;
+    serve.config_dir = config_dir;
     serve.shutdown_budget = absl::Seconds(shutdown_seconds);
     return Serve(serve);
   }
   config::LoadResult result =
-      config::LoadConfigFile(config_path, config::ProcessEnv());
+      config::LoadConfigSources(config_path, config_dir, config::ProcessEnv());
   for (const config::Diagnostic& w : result.warnings) {
     fprintf(stderr, "warning: %s\n", w.ToString().c_str());
   }
@@ -119,7 +124,8 @@ int Main(int argc, char** argv) {
     fprintf(stderr, "%s\n", e.ToString().c_str());
   }
   if (!result.ok()) {
-    fprintf(stderr, "%s: invalid: %zu error(s)\n", config_path.c_str(),
+    fprintf(stderr, "%s: invalid: %zu error(s)\n",
+            (config_path.empty() ? config_dir : config_path).c_str(),
             result.errors.size());
     return kExitInvalid;
   }

@@ -13,6 +13,8 @@
 #include <memory>
 #include <sstream>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -99,12 +101,18 @@ std::shared_ptr<grpc::ServerCredentials> Credentials(const ServeOptions& o,
   return grpc::SslServerCredentials(ssl);
 }
 
-// Polls the config file's mtime and size (like llama-swap's -watch-config:
-// works with bind mounts and ConfigMap symlinks) and reloads on a change.
+// Polls the config files' mtime and size (like llama-swap's -watch-config:
+// works with bind mounts and ConfigMap symlinks; with a config directory,
+// every *.yml/*.yaml in it, so a file added or removed counts too) and
+// reloads on a change.
 class ConfigWatcher {
  public:
-  ConfigWatcher(Manager* manager, std::string path, Logger* log)
-      : manager_(manager), path_(std::move(path)), log_(log) {
+  ConfigWatcher(Manager* manager, std::string path, std::string dir,
+                Logger* log)
+      : manager_(manager),
+        path_(std::move(path)),
+        dir_(std::move(dir)),
+        log_(log) {
     last_ = Stamp();
     thread_ = std::thread([this] { Run(); });
   }
@@ -114,12 +122,27 @@ class ConfigWatcher {
   }
 
  private:
-  std::pair<int64_t, int64_t> Stamp() const {
-    struct stat st;
-    if (stat(path_.c_str(), &st) != 0) return {0, 0};
-    return {static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
-                st.st_mtim.tv_nsec,
-            static_cast<int64_t>(st.st_size)};
+  std::vector<std::tuple<std::string, int64_t, int64_t>> Stamp() const {
+    std::vector<std::string> files;
+    if (!path_.empty()) files.push_back(path_);
+    if (!dir_.empty()) {
+      for (std::string& f : config::ConfigDirFiles(dir_)) {
+        files.push_back(std::move(f));
+      }
+    }
+    std::vector<std::tuple<std::string, int64_t, int64_t>> stamps;
+    for (std::string& f : files) {
+      struct stat st;
+      if (stat(f.c_str(), &st) != 0) {
+        stamps.emplace_back(std::move(f), 0, 0);
+        continue;
+      }
+      stamps.emplace_back(std::move(f),
+                          static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
+                              st.st_mtim.tv_nsec,
+                          static_cast<int64_t>(st.st_size));
+    }
+    return stamps;
   }
   void Run() {
     while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(2))) {
@@ -133,8 +156,9 @@ class ConfigWatcher {
 
   Manager* manager_;
   std::string path_;
+  std::string dir_;
   Logger* log_;
-  std::pair<int64_t, int64_t> last_;
+  std::vector<std::tuple<std::string, int64_t, int64_t>> last_;
   absl::Notification stop_;
   std::thread thread_;
 };
@@ -150,8 +174,8 @@ int Serve(const ServeOptions& o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  config::LoadResult loaded =
-      config::LoadConfigFile(o.config_path, config::ProcessEnv());
+  config::LoadResult loaded = config::LoadConfigSources(
+      o.config_path, o.config_dir, config::ProcessEnv());
   std::string level = o.log_level.empty() && loaded.ok()
                           ? loaded.config->log_level
                           : o.log_level;
@@ -196,6 +220,7 @@ int Serve(const ServeOptions& o) {
   const std::string& to_stdout = loaded.config->log_to_stdout;
   bool models_too = to_stdout == "upstream" || to_stdout == "both";
   mo.forward_model_output = level == "debug" || models_too;
+  mo.config_dir = o.config_dir;
   mo.model_output_level = models_too ? "info" : "debug";
   std::vector<std::string> ids;
   for (const auto& m : loaded.config->models) ids.push_back(m.id);
@@ -236,15 +261,17 @@ int Serve(const ServeOptions& o) {
   manager->Preload();
   std::unique_ptr<ConfigWatcher> watcher;
   if (o.watch_config) {
-    watcher =
-        std::make_unique<ConfigWatcher>(manager.get(), o.config_path, &log);
+    watcher = std::make_unique<ConfigWatcher>(manager.get(), o.config_path,
+                                              o.config_dir, &log);
   }
 
   while (true) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      log.Write("info", "SIGHUP: reloading " + o.config_path);
+      log.Write("info",
+                "SIGHUP: reloading " +
+                    (o.config_path.empty() ? o.config_dir : o.config_path));
       manager->Reload([](absl::StatusOr<ReloadResult>) {});
       continue;
     }

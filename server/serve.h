@@ -12,7 +12,8 @@
 namespace modelplane {
 
 struct ServeOptions {
-  std::string config_path;
+  std::string config_path;  // May be empty when config_dir is not.
+  std::string config_dir;   // llama-swap's -config-dir; may be empty.
   std::string listen = "127.0.0.1:50051";  // host:port or unix:PATH.
   bool watch_config = false;
   std::string log_level = "";       // Empty: the config's logLevel.

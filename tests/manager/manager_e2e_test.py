@@ -427,6 +427,32 @@ class BinaryTest(unittest.TestCase):
             m.stub().Stop(pb.StopRequest(model="a"), timeout=20)
             self.assertFalse([l for l in m.log() if "[a] listening on" in l], m.log())
 
+    def test_config_dir_files_merge_and_a_new_one_arrives_with_a_reload(self):
+        # llama-swap's -config-dir: every *.yml/*.yaml in it, after --config.
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            fake = runfile("tools/fake_upstream/fake_upstream")
+            with open(os.path.join(d, "10-extra.yaml"), "w") as f:
+                f.write("models:\n  extra:\n    cmd: %s --port ${PORT}\n" % fake)
+            with ManagerProcess({"a": []}, flags=["--config-dir", d]) as m:
+                ids = lambda: [x.id for x in m.stub().ListModels(
+                    pb.ListModelsRequest(), timeout=10).models]
+                self.assertEqual(ids(), ["a", "extra"])
+                with open(os.path.join(d, "20-more.yml"), "w") as f:
+                    f.write("models:\n  more:\n    cmd: %s --port ${PORT}\n" % fake)
+                m.stub().ReloadConfig(pb.ReloadConfigRequest(), timeout=10)
+                self.assertEqual(ids(), ["a", "extra", "more"])
+                self.assertEqual(m.stub().Start(pb.StartRequest(model="more"),
+                                                timeout=20).state, pb.MODEL_STATE_READY)
+                # A model defined twice: the reload is refused, naming both.
+                with open(os.path.join(d, "30-dup.yaml"), "w") as f:
+                    f.write("models:\n  a:\n    cmd: %s --port ${PORT}\n" % fake)
+                with self.assertRaises(grpc.RpcError) as e:
+                    m.stub().ReloadConfig(pb.ReloadConfigRequest(), timeout=10)
+                self.assertIn("30-dup.yaml:2:3: models.a: defined again (first at ",
+                              e.exception.details())
+                self.assertEqual(ids(), ["a", "extra", "more"])
+
     def test_reload_rpc_rejects_an_invalid_file_and_keeps_the_old_one(self):
         with ManagerProcess({"a": []}) as m:
             with open(m.config_path, "w") as f:

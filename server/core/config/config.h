@@ -22,6 +22,8 @@ namespace modelplane::config {
 struct SourcePos {
   int line = 0;
   int column = 0;
+  // Which file of the load (--config-dir merges several): 0 is the first.
+  int file = 0;
 };
 
 // An error or a warning about the file: `file:line:col: key.path: message`.

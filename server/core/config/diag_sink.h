@@ -13,24 +13,32 @@ namespace modelplane::config {
 
 class DiagSink {
  public:
-  explicit DiagSink(std::string file) : file_(std::move(file)) {}
+  explicit DiagSink(std::string file) : files_{std::move(file)} {}
 
   void Error(SourcePos pos, std::string key_path, std::string message) {
     errors_.push_back(
-        Diagnostic{file_, pos, std::move(key_path), std::move(message)});
+        Diagnostic{NameOf(pos), pos, std::move(key_path), std::move(message)});
   }
   void Warn(SourcePos pos, std::string key_path, std::string message) {
     warnings_.push_back(
-        Diagnostic{file_, pos, std::move(key_path), std::move(message)});
+        Diagnostic{NameOf(pos), pos, std::move(key_path), std::move(message)});
   }
 
-  const std::string& file() const { return file_; }
+  // The first file's name (Config::file).
+  const std::string& file() const { return files_[0]; }
+  // The files of a merged load, in SourcePos::file order.
+  void AddFile(std::string name) { files_.push_back(std::move(name)); }
+  const std::string& NameOf(SourcePos pos) const {
+    return pos.file > 0 && static_cast<size_t>(pos.file) < files_.size()
+               ? files_[pos.file]
+               : files_[0];
+  }
   size_t error_count() const { return errors_.size(); }
   std::vector<Diagnostic> TakeErrors() { return std::move(errors_); }
   std::vector<Diagnostic> TakeWarnings() { return std::move(warnings_); }
 
  private:
-  std::string file_;
+  std::vector<std::string> files_;
   std::vector<Diagnostic> errors_;
   std::vector<Diagnostic> warnings_;
 };

@@ -1,5 +1,8 @@
 #include "server/core/config/loader.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -9,7 +12,9 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -72,7 +77,87 @@ class Loader {
     return result;
   }
 
+  // Several files (--config-dir): each parsed with its own positions, their
+  // top-level settings merged (Merge), then loaded as one.
+  LoadResult RunFiles(
+      const std::vector<std::pair<std::string, std::string>>& files) {
+    if (files.size() == 1) return Run(files[0].second);
+    auto config = std::make_shared<Config>();
+    config->file = sink_.file();
+    YamlNode merged;
+    merged.kind = YamlNode::Kind::kMapping;
+    for (size_t i = 0; i < files.size(); ++i) {
+      if (i > 0) sink_.AddFile(files[i].first);
+      Diagnostic syntax;
+      std::optional<YamlNode> root =
+          ParseYaml(files[i].second, &syntax, static_cast<int>(i));
+      if (!root) {
+        sink_.Error(syntax.pos, "", syntax.message);
+      } else if (root->is_map()) {
+        Merge(*root, &merged);
+      } else if (!root->is_null()) {  // Comments only: nothing to merge.
+        sink_.Error(root->pos, "",
+                    absl::StrCat("the file must be a mapping of settings, "
+                                 "not ",
+                                 root->KindName()));
+      }
+    }
+    if (sink_.error_count() == 0) {
+      if (merged.entries.empty()) {
+        sink_.Error(SourcePos{}, "",
+                    "the files are empty: they need a 'models' mapping");
+      } else {
+        Load(&merged, config.get());
+      }
+    }
+    LoadResult result;
+    result.errors = sink_.TakeErrors();
+    result.warnings = sink_.TakeWarnings();
+    if (result.errors.empty()) result.config = std::move(config);
+    return result;
+  }
+
  private:
+  // llama-swap's merge: the entries of the mappings that hold things by id
+  // (models, groups, peers, profiles, selectors, matrix, macros) are joined,
+  // an id defined twice being an error; any other setting may be made in one
+  // file only.
+  void Merge(const YamlNode& file, YamlNode* into) {
+    static const auto* kById = new absl::flat_hash_set<std::string>{
+        "models",    "groups", "peers", "profiles",
+        "selectors", "matrix", "macros"};
+    auto where = [this](SourcePos p) {
+      return absl::StrCat(sink_.NameOf(p), ":", p.line, ":", p.column);
+    };
+    for (const auto& [key, value] : file.entries) {
+      auto it = std::find_if(
+          into->entries.begin(), into->entries.end(),
+          [&key = key](const auto& e) { return e.first.text == key.text; });
+      if (it == into->entries.end()) {
+        into->entries.emplace_back(key, value);
+        continue;
+      }
+      if (kById->contains(key.text) && it->second.is_map() && value.is_map()) {
+        for (const auto& [k, v] : value.entries) {
+          auto first = std::find_if(
+              it->second.entries.begin(), it->second.entries.end(),
+              [&k = k](const auto& e) { return e.first.text == k.text; });
+          if (first != it->second.entries.end()) {
+            sink_.Error(k.pos, JoinPath(key.text, k.text),
+                        absl::StrCat("defined again (first at ",
+                                     where(first->first.pos), ")"));
+            continue;
+          }
+          it->second.entries.emplace_back(k, v);
+        }
+        continue;
+      }
+      sink_.Error(key.pos, key.text,
+                  absl::StrCat("set in more than one file (first at ",
+                               where(it->first.pos), ")"));
+    }
+  }
+
   void Load(YamlNode* root, Config* c) {
     CheckKeys(*root, "", TopKeys(), &sink_);
     ExpandEnv(root, "", env_, &sink_);
@@ -789,17 +874,66 @@ LoadResult LoadConfigText(absl::string_view file_name, absl::string_view text,
 }
 
 LoadResult LoadConfigFile(const std::string& path, const EnvLookup& env) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  return LoadConfigSources(path, "", env);
+}
+
+std::vector<std::string> ConfigDirFiles(const std::string& dir) {
+  std::vector<std::string> files;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return files;
+  while (dirent* e = readdir(d)) {
+    absl::string_view name = e->d_name;
+    if (name.empty() || name[0] == '.' ||
+        !(absl::EndsWith(name, ".yml") || absl::EndsWith(name, ".yaml"))) {
+      continue;
+    }
+    std::string path = absl::StrCat(dir, "/", name);
+    struct stat st;
+    if (stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      files.push_back(std::move(path));
+    }
+  }
+  closedir(d);
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+LoadResult LoadConfigSources(const std::string& path, const std::string& dir,
+                             const EnvLookup& env) {
+  auto unreadable = [](const std::string& name, const std::string& what) {
     LoadResult r;
     r.errors.push_back(Diagnostic{
-        path, SourcePos{}, "",
-        absl::StrCat("cannot read the file: ", std::strerror(errno))});
+        name, SourcePos{}, "",
+        absl::StrCat("cannot read the ", what, ": ", std::strerror(errno))});
     return r;
+  };
+  std::vector<std::string> names;
+  if (!path.empty()) names.push_back(path);
+  if (!dir.empty()) {
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0) return unreadable(dir, "config directory");
+    if (!S_ISDIR(st.st_mode)) {
+      errno = ENOTDIR;
+      return unreadable(dir, "config directory");
+    }
+    for (std::string& f : ConfigDirFiles(dir)) names.push_back(std::move(f));
+    if (names.empty()) {
+      LoadResult r;
+      r.errors.push_back(Diagnostic{dir, SourcePos{}, "",
+                                    "no *.yml or *.yaml file in the config "
+                                    "directory"});
+      return r;
+    }
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  return LoadConfigText(path, text.str(), env);
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const std::string& name : names) {
+    std::ifstream in(name, std::ios::binary);
+    if (!in) return unreadable(name, "file");
+    std::stringstream text;
+    text << in.rdbuf();
+    files.emplace_back(name, text.str());
+  }
+  return Loader(files[0].first, env).RunFiles(files);
 }
 
 EnvLookup ProcessEnv() {

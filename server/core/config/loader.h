@@ -40,6 +40,16 @@ LoadResult LoadConfigText(absl::string_view file_name, absl::string_view text,
 // Reads and loads a file. An unreadable file is an error like any other.
 LoadResult LoadConfigFile(const std::string& path, const EnvLookup& env);
 
+// llama-swap's -config / -config-dir: `path` (may be empty) and then every
+// *.yml and *.yaml file directly in `dir` (may be empty; sorted by name),
+// merged: models, groups, peers, profiles, selectors, matrix and macros are
+// joined (an id in two files is an error), any other setting may be made in
+// one file only. Messages name the file each position is in.
+LoadResult LoadConfigSources(const std::string& path, const std::string& dir,
+                             const EnvLookup& env);
+// The files LoadConfigSources reads from `dir`, sorted.
+std::vector<std::string> ConfigDirFiles(const std::string& dir);
+
 // The process environment (getenv).
 EnvLookup ProcessEnv();
 

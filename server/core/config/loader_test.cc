@@ -1,6 +1,9 @@
 // Configs that load: what each model resolves to.
 #include "server/core/config/loader.h"
 
+#include <sys/stat.h>
+
+#include <fstream>
 #include <map>
 #include <string>
 
@@ -472,6 +475,83 @@ models:
   EXPECT_EQ(z.timeouts.connect, absl::Seconds(5));
   EXPECT_EQ(z.timeouts.response_header, absl::Seconds(600));
   EXPECT_TRUE(c->peers[0].api_key.empty());
+}
+
+// A directory of config files under the test's temp dir.
+std::string WriteDir(const std::string& name,
+                     const std::map<std::string, std::string>& files) {
+  std::string dir = ::testing::TempDir() + "/" + name;
+  mkdir(dir.c_str(), 0755);
+  for (const auto& [file, text] : files) {
+    std::ofstream(dir + "/" + file) << text;
+  }
+  return dir;
+}
+
+TEST(LoaderTest, ConfigDirFilesAreMergedInNameOrder) {
+  std::string dir =
+      WriteDir("merge", {{"b.yaml",
+                          "models:\n  b: {cmd: \"x ${PORT}\"}\n"
+                          "groups:\n  g: {members: [a, b]}\n"},
+                         {"a.yml",
+                          "macros:\n  flag: -v\n"
+                          "models:\n  a: {cmd: \"x ${flag} ${PORT}\"}\n"},
+                         {"notes.txt", "not: yaml: at: all"},
+                         {"c.yaml", "# only comments\n"}});
+  std::string main = dir + "/../merge-main.yaml";
+  std::ofstream(main)
+      << "startPort: 9000\nmodels:\n  m: {cmd: \"x ${PORT}\"}\n";
+  LoadResult r = LoadConfigSources(main, dir, Env());
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<std::string> ids;
+  for (const ModelConfig& m : r.config->models) ids.push_back(m.id);
+  EXPECT_THAT(ids, ElementsAre("a", "b", "m"));
+  EXPECT_EQ(r.config->start_port, 9000);
+  EXPECT_THAT(r.config->FindModel("a")->argv, ElementsAre("x", "-v", "9000"));
+  EXPECT_EQ(r.config->FindModel("a")->group, "g");
+  EXPECT_EQ(r.config->file, main);
+  // Only the directory.
+  r = LoadConfigSources("", dir, Env());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r.config->models.size(), 2u);
+}
+
+TEST(LoaderTest, ConfigDirClashesAndErrorsNameTheirFile) {
+  std::string dir =
+      WriteDir("clash", {{"1.yaml",
+                          "logLevel: info\nmodels:\n  a: {cmd: x, proxy: "
+                          "'http://h:1'}\n"},
+                         {"2.yaml",
+                          "logLevel: debug\nmodels:\n  a: {cmd: y, proxy: "
+                          "'http://h:2'}\n  b: {cmd: y, ttl: soon, proxy: "
+                          "'http://h:3'}\n"}});
+  LoadResult r = LoadConfigSources("", dir, Env());
+  ASSERT_FALSE(r.ok());
+  std::vector<std::string> errors;
+  for (const Diagnostic& d : r.errors) errors.push_back(d.ToString());
+  EXPECT_THAT(errors,
+              ElementsAre(dir +
+                              "/2.yaml:1:1: logLevel: set in more than one "
+                              "file (first at " +
+                              dir + "/1.yaml:1:1)",
+                          dir +
+                              "/2.yaml:3:3: models.a: defined again (first "
+                              "at " +
+                              dir + "/1.yaml:3:3)"));
+  // Past the merge, a value's error names its own file.
+  std::string bad = WriteDir("bad", {{"1.yaml", "models: {}\n"},
+                                     {"2.yaml",
+                                      "models:\n  b: {cmd: y, ttl: "
+                                      "soon, proxy: 'http://h:3'}\n"}});
+  r = LoadConfigSources("", bad, Env());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].ToString(),
+              ::testing::StartsWith(bad + "/2.yaml:2:20: models.b.ttl:"));
+  EXPECT_THAT(
+      LoadConfigSources("", WriteDir("empty", {}), Env()).errors[0].ToString(),
+      HasSubstr("no *.yml or *.yaml file"));
+  EXPECT_THAT(LoadConfigSources("", dir + "/nope", Env()).errors[0].ToString(),
+              HasSubstr("cannot read the config directory"));
 }
 
 TEST(LoaderTest, ModelCannotBeStrippedOrSet) {

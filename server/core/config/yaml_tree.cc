@@ -196,20 +196,41 @@ const char* YamlNode::KindName() const {
   return "?";
 }
 
-std::optional<YamlNode> ParseYaml(absl::string_view text, Diagnostic* error) {
+namespace {
+
+void StampFile(YamlNode* node, int file) {
+  node->pos.file = file;
+  for (YamlNode& item : node->items) StampFile(&item, file);
+  for (auto& [key, value] : node->entries) {
+    StampFile(&key, file);
+    StampFile(&value, file);
+  }
+}
+
+}  // namespace
+
+std::optional<YamlNode> ParseYaml(absl::string_view text, Diagnostic* error,
+                                  int file) {
+  error->pos.file = file;
   try {
     YAML::Node root = YAML::Load(std::string(text));
     YamlNode out;
-    if (!Converter(error).Convert(root, &out)) return std::nullopt;
+    if (!Converter(error).Convert(root, &out)) {
+      error->pos.file = file;
+      return std::nullopt;
+    }
+    if (file != 0) StampFile(&out, file);
     return out;
   } catch (const YAML::Exception& e) {
     error->pos = PosOf(e.mark);
+    error->pos.file = file;
     error->message = absl::StrCat("YAML syntax: ", e.msg);
     return std::nullopt;
   } catch (const std::exception& e) {
     // yaml-cpp can throw other exceptions on pathological input (deep
     // nesting); the loader must never crash on a file's bytes.
     error->pos = SourcePos{};
+    error->pos.file = file;
     error->message = absl::StrCat("YAML parser failed: ", e.what());
     return std::nullopt;
   }

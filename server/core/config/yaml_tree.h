@@ -78,7 +78,9 @@ inline constexpr int kMaxYamlDepth = 100;
 // Parses one YAML document. On failure, fills `error` (position and message;
 // the caller sets the file) and returns nullopt. An empty document is a null
 // node.
-std::optional<YamlNode> ParseYaml(absl::string_view text, Diagnostic* error);
+// `file` goes into every position (SourcePos::file), the error's too.
+std::optional<YamlNode> ParseYaml(absl::string_view text, Diagnostic* error,
+                                  int file = 0);
 
 // Typed reading of a plain scalar by the YAML 1.2 core schema: null (~, null,
 // empty), bool (true/false), int (decimal, 0x, 0o), float (incl. .inf, .nan);
