@@ -44,8 +44,15 @@ void PrintSummary(const config::Config& c) {
   for (const config::ModelConfig& m : c.models) {
     std::vector<std::string> words;
     for (const std::string& w : m.argv) words.push_back(Quote(w));
+    // Under a swap matrix groups do not apply.
     printf("%s\tgroup=%s\tupstream=%s\targv=%s\n", m.id.c_str(),
-           m.group.c_str(), m.proxy.c_str(), absl::StrJoin(words, " ").c_str());
+           c.matrix ? "-" : m.group.c_str(), m.proxy.c_str(),
+           absl::StrJoin(words, " ").c_str());
+  }
+  if (c.matrix) {
+    printf("%s: OK: %zu model(s), swap matrix of %zu allowed set(s)\n",
+           c.file.c_str(), c.models.size(), c.matrix->allowed.size());
+    return;
   }
   printf("%s: OK: %zu model(s), %zu group(s)\n", c.file.c_str(),
          c.models.size(), c.groups.size());

@@ -37,6 +37,10 @@ class GrpcClientTest(unittest.TestCase):
             follower = threading.Thread(target=follow, daemon=True)
             follower.start()
             try:
+                # The feed is live (its snapshot ended) before any traffic:
+                # else a's start could land in the snapshot, not as events.
+                self.assertTrue(wait_for(lambda: any(
+                    t == pb.WatchEvent.TYPE_BOOKMARK for t, *_ in events), 10))
                 self.assertTrue(wait_for(
                     lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 2, 10))
                 # The service waits for "a" before anyone started it ...

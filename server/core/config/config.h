@@ -9,6 +9,7 @@
 #define MODELPLANE_SERVER_CORE_CONFIG_CONFIG_H_
 
 #include <map>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -144,6 +145,24 @@ struct ProfileConfig {
   SourcePos pos;  // Where `profiles.<name>` is.
 };
 
+// llama-swap's swap matrix (top-level `matrix`, or `routing.router.use:
+// matrix` with `routing.router.settings.matrix`): which models may run
+// together, instead of groups. Starting model X picks, among the allowed
+// sets that contain X, the one whose running non-members cost least to
+// evict (ties: the first defined), and evicts those. A model in no set runs
+// alone.
+struct MatrixConfig {
+  // Every allowed set (model ids, sorted), in definition order (each `sets`
+  // entry's expansion in turn), each once.
+  std::vector<std::vector<std::string>> allowed;
+  // By model id; models not named cost 1.
+  std::map<std::string, int> evict_costs;
+  int CostOf(const std::string& id) const {
+    auto it = evict_costs.find(id);
+    return it == evict_costs.end() ? 1 : it->second;
+  }
+};
+
 // The group of models that are in no configured group, as llama-swap names
 // it: swap and exclusive, so with no groups one model runs at a time.
 inline constexpr char kDefaultGroup[] = "(default)";
@@ -173,6 +192,8 @@ struct Config {
   std::vector<PeerConfig> peers;          // Sorted by id.
   std::vector<SelectorConfig> selectors;  // Sorted by id.
   std::vector<ProfileConfig> profiles;    // Sorted by name.
+  // Set: the matrix decides swaps, and groups are not used.
+  std::optional<MatrixConfig> matrix;
   std::vector<std::string> upstream_ignore_paths = {
       R"(.*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$)"};
 

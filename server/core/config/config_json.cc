@@ -143,6 +143,28 @@ std::string ConfigToJson(const Config& c) {
   w.StartArray();
   for (const SelectorConfig& s : c.selectors) Selector(w, s);
   w.EndArray();
+  w.Key("matrix");
+  if (!c.matrix) {
+    w.Null();
+  } else {
+    w.StartObject();
+    w.Key("allowed");
+    w.StartArray();
+    for (const auto& set : c.matrix->allowed) {
+      w.StartArray();
+      for (const std::string& id : set) w.String(id.c_str());
+      w.EndArray();
+    }
+    w.EndArray();
+    w.Key("evictCosts");
+    w.StartObject();
+    for (const auto& [id, cost] : c.matrix->evict_costs) {
+      w.Key(id.c_str());
+      w.Int(cost);
+    }
+    w.EndObject();
+    w.EndObject();
+  }
   w.Key("profiles");
   w.StartArray();
   for (const ProfileConfig& p : c.profiles) {

@@ -21,6 +21,7 @@
 #include "re2/re2.h"
 #include "server/core/config/decode_util.h"
 #include "server/core/config/diag_sink.h"
+#include "server/core/config/matrix_dsl.h"
 #include "server/core/config/model_decoder.h"
 #include "server/core/config/yaml_tree.h"
 
@@ -36,9 +37,9 @@ const KeySet& TopKeys() {
       {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
        "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
        "includeAliasesInList", "sendLoadingState", "upstream", "peers",
-       "selectors", "profiles", "logToStdout"},
+       "selectors", "profiles", "logToStdout", "matrix"},
       {"logTimeFormat", "logRequests", "metricsMaxInMemory", "captureBuffer",
-       "store", "ui", "performance", "matrix"}};
+       "store", "ui", "performance"}};
   return keys;
 }
 
@@ -572,10 +573,115 @@ class Loader {
   }
 
   // Legacy top-level `groups:` or `routing.router.settings.groups`.
-  const YamlNode* FindGroups(const YamlNode& s) {
+  void Matrix(const YamlNode& node, const std::string& path, Config* c) {
+    if (!node.is_map()) {
+      sink_.Error(
+          node.pos, path,
+          absl::StrCat("must be a mapping with 'sets', not ", node.KindName()));
+      return;
+    }
+    CheckKeys(node, path, KeySet{{"vars", "evict_costs", "sets"}, {}}, &sink_);
+    size_t errors_before = sink_.error_count();
+    std::map<std::string, std::string> vars;  // Alias -> model id.
+    if (const YamlNode* v = node.Get("vars"); v != nullptr && !v->is_null()) {
+      if (!v->is_map()) {
+        sink_.Error(v->pos, path + ".vars", "must be a mapping");
+      } else {
+        for (const auto& [alias, model] : v->entries) {
+          std::string at = JoinPath(path + ".vars", alias.text);
+          std::string name;
+          if (!ReadString(model, at, &sink_, &name)) continue;
+          const ModelConfig* m = c->FindModel(name);
+          if (alias.text.empty() || alias.text.size() > 32) {
+            sink_.Error(alias.pos, at, "a var is 1 to 32 characters");
+          } else if (m == nullptr) {
+            sink_.Error(model.pos, at,
+                        absl::StrCat("unknown model '", name, "'"));
+          } else {
+            vars[alias.text] = m->id;
+          }
+        }
+      }
+    }
+    auto resolve = [c,
+                    &vars](const std::string& n) -> std::optional<std::string> {
+      if (auto it = vars.find(n); it != vars.end()) return it->second;
+      if (const ModelConfig* m = c->FindModel(n)) return m->id;
+      return std::nullopt;
+    };
+    MatrixConfig matrix;
+    if (const YamlNode* e = node.Get("evict_costs");
+        e != nullptr && !e->is_null()) {
+      if (!e->is_map()) {
+        sink_.Error(e->pos, path + ".evict_costs", "must be a mapping");
+      } else {
+        for (const auto& [name, cost] : e->entries) {
+          std::string at = JoinPath(path + ".evict_costs", name.text);
+          int64_t n = 0;
+          if (!ReadInt(cost, at, &sink_, &n)) continue;
+          std::optional<std::string> id = resolve(name.text);
+          if (!id) {
+            sink_.Error(name.pos, at,
+                        absl::StrCat("unknown model or var '", name.text, "'"));
+          } else if (n < 1 || n > 1000000) {
+            sink_.Error(cost.pos, at, "must be between 1 and 1000000");
+          } else {
+            matrix.evict_costs[*id] = static_cast<int>(n);
+          }
+        }
+      }
+    }
+    const YamlNode* sets = node.Get("sets");
+    std::map<std::string, std::vector<ModelSet>> named;
+    if (sets == nullptr || !sets->is_map() || sets->entries.empty()) {
+      sink_.Error(sets != nullptr ? sets->pos : node.pos, path + ".sets",
+                  "must be a mapping of set name to expression, with at "
+                  "least one");
+    } else {
+      for (const auto& [name, expr] : sets->entries) {
+        std::string at = JoinPath(path + ".sets", name.text);
+        std::string text;
+        if (!ReadString(expr, at, &sink_, &text)) continue;
+        absl::StatusOr<std::vector<ModelSet>> expanded = ExpandSetExpression(
+            text, resolve,
+            [&named](const std::string& ref) -> const std::vector<ModelSet>* {
+              auto it = named.find(ref);
+              return it == named.end() ? nullptr : &it->second;
+            });
+        if (!expanded.ok()) {
+          sink_.Error(expr.pos, at, std::string(expanded.status().message()));
+          continue;
+        }
+        for (const ModelSet& s : *expanded) {
+          if (std::find(matrix.allowed.begin(), matrix.allowed.end(), s) ==
+              matrix.allowed.end()) {
+            matrix.allowed.push_back(s);
+          }
+        }
+        named[name.text] = *std::move(expanded);
+      }
+    }
+    if (sink_.error_count() == errors_before) c->matrix = std::move(matrix);
+  }
+
+  // Also finds the matrix, if the config uses one (then no groups).
+  const YamlNode* FindGroups(const YamlNode& s, const YamlNode** matrix,
+                             std::string* matrix_path) {
     const YamlNode* legacy = s.Get("groups");
     const YamlNode* routing = s.Get("routing");
-    if (routing == nullptr || routing->is_null()) return legacy;
+    if (routing == nullptr || routing->is_null()) {
+      if (const YamlNode* m = s.Get("matrix"); m != nullptr) {
+        if (legacy != nullptr) {
+          sink_.Error(m->pos, "matrix",
+                      "cannot be used together with 'groups' (the matrix "
+                      "decides which models run together)");
+        }
+        *matrix = m;
+        *matrix_path = "matrix";
+        return nullptr;
+      }
+      return legacy;
+    }
     if (!routing->is_map()) {
       sink_.Error(routing->pos, "routing", "must be a mapping");
       return legacy;
@@ -598,9 +704,20 @@ class Loader {
     if (const YamlNode* u = router->Get("use"); u != nullptr) {
       ReadString(*u, "routing.router.use", &sink_, &use);
       if (use == "matrix") {
-        sink_.Warn(u->pos, "routing.router.use",
-                   "the swap matrix is not supported by modelplane yet; "
-                   "models swap one at a time");
+        const YamlNode* settings = router->Get("settings");
+        const YamlNode* m = settings != nullptr && settings->is_map()
+                                ? settings->Get("matrix")
+                                : nullptr;
+        if (m == nullptr) {
+          sink_.Error(u->pos, "routing.router.use",
+                      "is matrix, but routing.router.settings.matrix is "
+                      "missing");
+        } else {
+          CheckKeys(*settings, "routing.router.settings",
+                    KeySet{{"matrix"}, {}}, &sink_);
+          *matrix = m;
+          *matrix_path = "routing.router.settings.matrix";
+        }
         return nullptr;
       }
       if (use != "group" && !use.empty()) {
@@ -611,13 +728,16 @@ class Loader {
     }
     const YamlNode* settings = router->Get("settings");
     if (settings == nullptr || !settings->is_map()) return nullptr;
-    CheckKeys(*settings, "routing.router.settings",
-              KeySet{{"groups"}, {"matrix"}}, &sink_);
+    CheckKeys(*settings, "routing.router.settings", KeySet{{"groups"}, {}},
+              &sink_);
     return settings->Get("groups");
   }
 
   void Groups(const YamlNode& s, Config* c) {
-    const YamlNode* groups = FindGroups(s);
+    const YamlNode* matrix = nullptr;
+    std::string matrix_path;
+    const YamlNode* groups = FindGroups(s, &matrix, &matrix_path);
+    if (matrix != nullptr) Matrix(*matrix, matrix_path, c);
     absl::flat_hash_map<std::string, std::string> group_of;
     if (groups != nullptr && !groups->is_null() && !groups->is_map()) {
       sink_.Error(groups->pos, "groups",

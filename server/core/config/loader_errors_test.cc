@@ -169,6 +169,27 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"LogToStdoutUnknown", "logToStdout: all\nmodels: {}\n",
                   "test.yaml:1:14: logToStdout: must be proxy, upstream, both "
                   "or none, not \"all\""},
+        ErrorCase{"MatrixUnknownName",
+                  "matrix:\n  sets: {s: 'a & nope'}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:13: matrix.sets.s: unknown model or var 'nope'"},
+        ErrorCase{
+            "MatrixWithGroups",
+            "matrix:\n  sets: {s: a}\ngroups:\n  g: {members: [a]}\n"
+            "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+            "test.yaml:2:3: matrix: cannot be used together with 'groups' "
+            "(the matrix decides which models run together)"},
+        ErrorCase{"MatrixBadCost",
+                  "matrix:\n  evict_costs: {a: 0}\n  sets: {s: a}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:20: matrix.evict_costs.a: must be between 1 and "
+                  "1000000"},
+        ErrorCase{
+            "MatrixNoSets",
+            "matrix:\n  vars: {x: a}\n"
+            "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+            "test.yaml:2:3: matrix.sets: must be a mapping of set name to "
+            "expression, with at least one"},
         ErrorCase{"PeerWithoutProxy",
                   "peers:\n  p:\n    models: [m]\nmodels: {}\n",
                   "test.yaml:2:3: peers.p: missing required key 'proxy'"},
@@ -411,7 +432,7 @@ TEST(LoaderErrorsTest, GarbageNeverCrashes) {
 TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
   LoadResult r = LoadConfigText("w.yaml",
                                 "heathCheckTimeout: 30\n"
-                                "matrix:\n  vars: {}\n  sets: {}\n"
+                                "store:\n  path: x\n  more: y\n"
                                 "models:\n"
                                 "  a:\n"
                                 "    cmd: x ${PORT}\n"
@@ -429,7 +450,7 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
       ElementsAre(
           "w.yaml:1:1: heathCheckTimeout: unknown key; ignored (did you mean "
           "'healthCheckTimeout'?)",
-          "w.yaml:2:1: matrix: llama-swap setting not supported by "
+          "w.yaml:2:1: store: llama-swap setting not supported by "
           "modelplane yet; ignored",
           "w.yaml:8:5: models.a.compat: llama-swap setting not "
           "supported by modelplane yet; ignored",
@@ -442,17 +463,15 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
           "not supported by modelplane yet; ignored"));
 }
 
-TEST(LoaderWarningsTest, MatrixRouterWarnsAndFallsBackToOneAtATime) {
+TEST(LoaderErrorsTest, MatrixRouterNeedsItsSettings) {
   LoadResult r = LoadConfigText("m.yaml",
                                 "models:\n  a:\n    cmd: x ${PORT}\n"
                                 "routing:\n  router:\n    use: matrix\n",
                                 TestEnv());
-  ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_EQ(r.warnings.size(), 1u);
-  EXPECT_THAT(r.warnings[0].ToString(),
-              HasSubstr("m.yaml:6:10: routing.router.use: the swap matrix is "
-                        "not supported"));
-  EXPECT_THAT(r.errors, IsEmpty());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].ToString(),
+            "m.yaml:6:10: routing.router.use: is matrix, but "
+            "routing.router.settings.matrix is missing");
 }
 
 TEST(LoaderWarningsTest, UnknownSchedulerSettingsAreNamed) {

@@ -488,6 +488,43 @@ std::string WriteDir(const std::string& name,
   return dir;
 }
 
+TEST(LoaderTest, SwapMatrixInEitherForm) {
+  const char* models = R"yaml(
+models:
+  qwen: {cmd: "x ${PORT}", aliases: [qw]}
+  llama: {cmd: "x ${PORT}"}
+  whisper: {cmd: "x ${PORT}"}
+)yaml";
+  auto legacy = MustLoad(std::string(models) + R"yaml(
+matrix:
+  vars: {q: qw, l: llama}
+  evict_costs: {q: 5}
+  sets:
+    chat: "(l | q) & whisper"
+    big: "q"
+    all: "+chat | +big"
+)yaml");
+  ASSERT_TRUE(legacy->matrix.has_value());
+  using S = std::vector<std::string>;
+  // Each set once, in definition order ("big" and "all" add nothing new).
+  EXPECT_THAT(
+      legacy->matrix->allowed,
+      ElementsAre(S{"llama", "whisper"}, S{"qwen", "whisper"}, S{"qwen"}));
+  EXPECT_EQ(legacy->matrix->CostOf("qwen"), 5);
+  EXPECT_EQ(legacy->matrix->CostOf("llama"), 1);
+  auto routed = MustLoad(std::string(models) + R"yaml(
+routing:
+  router:
+    use: matrix
+    settings:
+      matrix:
+        sets: {pair: "qwen & llama"}
+)yaml");
+  ASSERT_TRUE(routed->matrix.has_value());
+  EXPECT_THAT(routed->matrix->allowed, ElementsAre(S{"llama", "qwen"}));
+  EXPECT_FALSE(MustLoad(models)->matrix.has_value());
+}
+
 TEST(LoaderTest, ConfigDirFilesAreMergedInNameOrder) {
   std::string dir =
       WriteDir("merge", {{"b.yaml",

@@ -325,9 +325,14 @@ void Scheduler::Pump() {
       std::vector<Slot*> victims;
       bool blocked = std::any_of(retired_.begin(), retired_.end(),
                                  [&](auto& r) { return Running(*r); });
+      std::vector<const config::ModelConfig*> running;
+      for (auto& [id, v] : slots_) {
+        if (v.get() != &s && Running(*v)) running.push_back(v->config.get());
+      }
+      std::set<std::string> evict = Victims(*config_, *s.config, running);
       for (auto& [id, v] : slots_) {
         if (v.get() == &s || !Running(*v)) continue;
-        if (!Evicts(*config_, *s.config, *v->config)) continue;
+        if (evict.count(id) == 0) continue;
         victims.push_back(v.get());
         if (claimed.count(id) || v->actor->status().state == State::kStarting) {
           blocked = true;  // Never abort another start; keep decisions.

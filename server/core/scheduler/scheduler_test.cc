@@ -251,6 +251,51 @@ models:
   EXPECT_EQ(Spawns("c"), 0);
 }
 
+TEST_F(SchedulerTest, SwapMatrixKeepsTheCheapestAllowedSet) {
+  Load(R"yaml(
+models:
+  q: {cmd: "srv-q --port ${PORT}"}
+  l: {cmd: "srv-l --port ${PORT}"}
+  e: {cmd: "srv-e --port ${PORT}"}
+  w: {cmd: "srv-w --port ${PORT}"}
+  solo: {cmd: "srv-solo --port ${PORT}"}
+matrix:
+  vars: {qwen: q}
+  evict_costs: {qwen: 10}
+  sets:
+    coding: "qwen & e"
+    chat: "(l | qwen) & w"
+)yaml");
+  RecordingClient c;
+  ClientId id = Connect(&c);
+  // q and e may run together ("coding").
+  Acquire(id, "q");
+  Healthy("q");
+  Acquire(id, "e");
+  Healthy("e");
+  EXPECT_TRUE(Alive("q") && Alive("e"));
+  Release(id, &c, "q");
+  Release(id, &c, "e");
+  // w: {q, w} ("chat") keeps q (cost 10) and evicts e (cost 1), rather than
+  // {l, w}, which would evict both.
+  Acquire(id, "w");
+  EXPECT_EQ(StateOf("e"), State::kStopping);
+  EXPECT_EQ(StateOf("q"), State::kReady);
+  Exits("e");
+  Healthy("w");
+  EXPECT_TRUE(Alive("q") && Alive("w"));
+  Release(id, &c, "w");
+  // A model in no set runs alone.
+  Acquire(id, "solo");
+  EXPECT_EQ(StateOf("q"), State::kStopping);
+  EXPECT_EQ(StateOf("w"), State::kStopping);
+  EXPECT_EQ(Spawns("solo"), 0);
+  Exits("q");
+  Exits("w");
+  Healthy("solo");
+  EXPECT_EQ(StateOf("solo"), State::kReady);
+}
+
 TEST_F(SchedulerTest, DisjointSwapsRunInParallel) {
   Load(R"yaml(
 models:

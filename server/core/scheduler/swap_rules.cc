@@ -1,5 +1,8 @@
 #include "server/core/scheduler/swap_rules.h"
 
+#include <algorithm>
+#include <cstdint>
+
 namespace modelplane::scheduler {
 
 bool Evicts(const config::Config& config, const config::ModelConfig& target,
@@ -14,6 +17,43 @@ bool Evicts(const config::Config& config, const config::ModelConfig& target,
   bool persistent = h != nullptr && h->persistent;
   if (target.group == running.group) return swap;
   return exclusive && !persistent;
+}
+
+std::set<std::string> Victims(
+    const config::Config& config, const config::ModelConfig& target,
+    const std::vector<const config::ModelConfig*>& running) {
+  std::set<std::string> victims;
+  if (!config.matrix) {
+    for (const config::ModelConfig* r : running) {
+      if (Evicts(config, target, *r)) victims.insert(r->id);
+    }
+    return victims;
+  }
+  // The matrix: a set's cost is what evicting the running models outside it
+  // costs. Sets are small and few (the loader caps their expansion).
+  const std::vector<std::string>* best = nullptr;
+  int64_t best_cost = 0;
+  for (const std::vector<std::string>& set : config.matrix->allowed) {
+    if (!std::binary_search(set.begin(), set.end(), target.id)) continue;
+    int64_t cost = 0;
+    for (const config::ModelConfig* r : running) {
+      if (!std::binary_search(set.begin(), set.end(), r->id)) {
+        cost += config.matrix->CostOf(r->id);
+      }
+    }
+    if (best == nullptr || cost < best_cost) {  // Ties: the first defined.
+      best = &set;
+      best_cost = cost;
+    }
+  }
+  for (const config::ModelConfig* r : running) {
+    if (r->id == target.id) continue;
+    if (best == nullptr ||
+        !std::binary_search(best->begin(), best->end(), r->id)) {
+      victims.insert(r->id);  // In no set with the target: it runs alone.
+    }
+  }
+  return victims;
 }
 
 }  // namespace modelplane::scheduler

@@ -10,7 +10,9 @@
 #ifndef MODELPLANE_SERVER_CORE_SCHEDULER_SWAP_RULES_H_
 #define MODELPLANE_SERVER_CORE_SCHEDULER_SWAP_RULES_H_
 
+#include <set>
 #include <string>
+#include <vector>
 
 #include "server/core/config/config.h"
 
@@ -19,6 +21,15 @@ namespace modelplane::scheduler {
 // True when starting `target` evicts `running` under `config`'s groups.
 bool Evicts(const config::Config& config, const config::ModelConfig& target,
             const config::ModelConfig& running);
+
+// The running models (ids; `target` not among them) that starting `target`
+// evicts: under the config's swap matrix when it has one (the allowed set
+// with `target` whose running non-members cost least to evict, ties to the
+// first defined; every other model when no set has `target`), else by
+// Evicts for each.
+std::set<std::string> Victims(
+    const config::Config& config, const config::ModelConfig& target,
+    const std::vector<const config::ModelConfig*>& running);
 
 }  // namespace modelplane::scheduler
 
