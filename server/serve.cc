@@ -34,6 +34,9 @@ int LevelRank(const std::string& level) {
   if (level == "debug") return 0;
   if (level == "warn") return 2;
   if (level == "error") return 3;
+  // What models print under logToStdout: upstream (or both), whatever the
+  // log level, as llama-swap prints it.
+  if (level == "output") return 4;
   return 1;  // info
 }
 
@@ -215,13 +218,14 @@ int Serve(const ServeOptions& o) {
     log.Write(lvl, line);
   };
   // llama-swap's logToStdout: "upstream" and "both" print what the models
-  // print (as info lines); "proxy" (the default) and "none" only at debug.
+  // print (level "output", shown at any log level); "proxy" (the default)
+  // and "none" only at debug.
   // Read at start, like llama-swap (a reload does not change it).
   const std::string& to_stdout = loaded.config->log_to_stdout;
   bool models_too = to_stdout == "upstream" || to_stdout == "both";
   mo.forward_model_output = level == "debug" || models_too;
   mo.config_dir = o.config_dir;
-  mo.model_output_level = models_too ? "info" : "debug";
+  mo.model_output_level = models_too ? "output" : "debug";
   std::vector<std::string> ids;
   for (const auto& m : loaded.config->models) ids.push_back(m.id);
   auto manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);

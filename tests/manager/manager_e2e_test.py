@@ -416,11 +416,14 @@ class BinaryTest(unittest.TestCase):
             self.assertTrue(m.wait_log(r"debug \[a\] listening on 127\.0\.0\.1:"),
                             m.log())
 
-    def test_log_to_stdout_upstream_logs_the_models_output_at_info(self):
+    def test_log_to_stdout_upstream_logs_the_models_output(self):
         # llama-swap's logToStdout: upstream (or both) prints what models print.
-        with ManagerProcess({"a": []}, extra_yaml="logToStdout: upstream\n") as m:
+        # At any log level (as llama-swap, whose upstream output does not
+        # depend on logLevel).
+        with ManagerProcess({"a": []}, extra_yaml="logToStdout: upstream\n",
+                            flags=["--log-level", "error"]) as m:
             m.stub().Start(pb.StartRequest(model="a"), timeout=20)
-            self.assertTrue(m.wait_log(r"info \[a\] listening on 127\.0\.0\.1:"),
+            self.assertTrue(m.wait_log(r"output \[a\] listening on 127\.0\.0\.1:"),
                             m.log())
         with ManagerProcess({"a": []}) as m:  # proxy, the default: not at info.
             m.stub().Start(pb.StartRequest(model="a"), timeout=20)

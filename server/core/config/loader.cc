@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -95,7 +97,7 @@ class Loader {
       if (!root) {
         sink_.Error(syntax.pos, "", syntax.message);
       } else if (root->is_map()) {
-        Merge(*root, &merged);
+        Merge(*root, &merged, "");
       } else if (!root->is_null()) {  // Comments only: nothing to merge.
         sink_.Error(root->pos, "",
                     absl::StrCat("the file must be a mapping of settings, "
@@ -119,44 +121,68 @@ class Loader {
   }
 
  private:
-  // llama-swap's merge: the entries of the mappings that hold things by id
-  // (models, groups, peers, profiles, selectors, matrix, macros) are joined,
-  // an id defined twice being an error; any other setting may be made in one
-  // file only.
-  void Merge(const YamlNode& file, YamlNode* into) {
-    static const auto* kById = new absl::flat_hash_set<std::string>{
-        "models",    "groups", "peers", "profiles",
-        "selectors", "matrix", "macros"};
+  // llama-swap's merge (its internal/config/merge.go): mappings merge key by
+  // key, lists are joined, an equal scalar is accepted and a null gives way;
+  // in a mapping of things by id (models, groups, peers, profiles,
+  // selectors, macros, the matrix's vars, evict_costs and sets, also in
+  // their routing forms) an id in two files is an error, as is a setting
+  // made differently in two.
+  static bool ById(const std::string& path) {
+    static const auto* kPaths = new absl::flat_hash_set<std::string>{
+        "models",
+        "groups",
+        "peers",
+        "profiles",
+        "selectors",
+        "macros",
+        "matrix.vars",
+        "matrix.evict_costs",
+        "matrix.sets",
+        "routing.router.settings.groups",
+        "routing.router.settings.matrix.vars",
+        "routing.router.settings.matrix.evict_costs",
+        "routing.router.settings.matrix.sets"};
+    return kPaths->contains(path);
+  }
+
+  void Merge(const YamlNode& from, YamlNode* into, const std::string& path) {
     auto where = [this](SourcePos p) {
       return absl::StrCat(sink_.NameOf(p), ":", p.line, ":", p.column);
     };
-    for (const auto& [key, value] : file.entries) {
-      auto it = std::find_if(
-          into->entries.begin(), into->entries.end(),
-          [&key = key](const auto& e) { return e.first.text == key.text; });
-      if (it == into->entries.end()) {
-        into->entries.emplace_back(key, value);
-        continue;
-      }
-      if (kById->contains(key.text) && it->second.is_map() && value.is_map()) {
-        for (const auto& [k, v] : value.entries) {
-          auto first = std::find_if(
-              it->second.entries.begin(), it->second.entries.end(),
-              [&k = k](const auto& e) { return e.first.text == k.text; });
-          if (first != it->second.entries.end()) {
-            sink_.Error(k.pos, JoinPath(key.text, k.text),
-                        absl::StrCat("defined again (first at ",
-                                     where(first->first.pos), ")"));
-            continue;
-          }
-          it->second.entries.emplace_back(k, v);
-        }
-        continue;
-      }
-      sink_.Error(key.pos, key.text,
-                  absl::StrCat("set in more than one file (first at ",
-                               where(it->first.pos), ")"));
+    if (from.is_null()) return;
+    if (into->is_null()) {
+      *into = from;
+      return;
     }
+    if (into->is_map() && from.is_map()) {
+      bool by_id = ById(path);
+      for (const auto& [key, value] : from.entries) {
+        auto it = std::find_if(
+            into->entries.begin(), into->entries.end(),
+            [&key = key](const auto& e) { return e.first.text == key.text; });
+        if (it == into->entries.end()) {
+          into->entries.emplace_back(key, value);
+        } else if (by_id) {
+          sink_.Error(key.pos, JoinPath(path, key.text),
+                      absl::StrCat("defined again (first at ",
+                                   where(it->first.pos), ")"));
+        } else {
+          Merge(value, &it->second, JoinPath(path, key.text));
+        }
+      }
+      return;
+    }
+    if (into->is_seq() && from.is_seq()) {
+      into->items.insert(into->items.end(), from.items.begin(),
+                         from.items.end());
+      return;
+    }
+    if (into->is_scalar() && from.is_scalar() && into->text == from.text) {
+      return;
+    }
+    sink_.Error(from.pos, path,
+                absl::StrCat("set differently in two files (first at ",
+                             where(into->pos), ")"));
   }
 
   void Load(YamlNode* root, Config* c) {
@@ -638,27 +664,40 @@ class Loader {
                   "must be a mapping of set name to expression, with at "
                   "least one");
     } else {
-      for (const auto& [name, expr] : sets->entries) {
-        std::string at = JoinPath(path + ".sets", name.text);
+      // +ref may name a set defined later (as in llama-swap); each set is
+      // expanded once, on first use, and a cycle is an error.
+      std::set<std::string> visiting, failed;
+      std::function<const std::vector<ModelSet>*(const std::string&)> get =
+          [&](const std::string& ref) -> const std::vector<ModelSet>* {
+        if (auto it = named.find(ref); it != named.end()) return &it->second;
+        const YamlNode* expr = sets->Get(ref);
+        if (expr == nullptr || failed.count(ref) || visiting.count(ref)) {
+          return nullptr;
+        }
+        std::string at = JoinPath(path + ".sets", ref);
         std::string text;
-        if (!ReadString(expr, at, &sink_, &text)) continue;
-        absl::StatusOr<std::vector<ModelSet>> expanded = ExpandSetExpression(
-            text, resolve,
-            [&named](const std::string& ref) -> const std::vector<ModelSet>* {
-              auto it = named.find(ref);
-              return it == named.end() ? nullptr : &it->second;
-            });
+        if (!ReadString(*expr, at, &sink_, &text)) {
+          failed.insert(ref);
+          return nullptr;
+        }
+        visiting.insert(ref);
+        absl::StatusOr<std::vector<ModelSet>> expanded =
+            ExpandSetExpression(text, resolve, get);
+        visiting.erase(ref);
         if (!expanded.ok()) {
-          sink_.Error(expr.pos, at, std::string(expanded.status().message()));
-          continue;
+          sink_.Error(expr->pos, at, std::string(expanded.status().message()));
+          failed.insert(ref);
+          return nullptr;
         }
+        return &(named[ref] = *std::move(expanded));
+      };
+      std::set<ModelSet> seen;
+      for (const auto& [name, expr] : sets->entries) {
+        const std::vector<ModelSet>* expanded = get(name.text);
+        if (expanded == nullptr) continue;
         for (const ModelSet& s : *expanded) {
-          if (std::find(matrix.allowed.begin(), matrix.allowed.end(), s) ==
-              matrix.allowed.end()) {
-            matrix.allowed.push_back(s);
-          }
+          if (seen.insert(s).second) matrix.allowed.push_back(s);
         }
-        named[name.text] = *std::move(expanded);
       }
     }
     if (sink_.error_count() == errors_before) c->matrix = std::move(matrix);
@@ -668,27 +707,28 @@ class Loader {
   const YamlNode* FindGroups(const YamlNode& s, const YamlNode** matrix,
                              std::string* matrix_path) {
     const YamlNode* legacy = s.Get("groups");
-    const YamlNode* routing = s.Get("routing");
-    if (routing == nullptr || routing->is_null()) {
-      if (const YamlNode* m = s.Get("matrix"); m != nullptr) {
-        if (legacy != nullptr) {
-          sink_.Error(m->pos, "matrix",
-                      "cannot be used together with 'groups' (the matrix "
-                      "decides which models run together)");
-        }
-        *matrix = m;
-        *matrix_path = "matrix";
-        return nullptr;
+    // The legacy forms, when routing.router does not choose.
+    auto legacy_forms = [&]() -> const YamlNode* {
+      const YamlNode* m = s.Get("matrix");
+      if (m == nullptr) return legacy;
+      if (legacy != nullptr) {
+        sink_.Error(m->pos, "matrix",
+                    "cannot be used together with 'groups' (the matrix "
+                    "decides which models run together)");
       }
-      return legacy;
-    }
+      *matrix = m;
+      *matrix_path = "matrix";
+      return nullptr;
+    };
+    const YamlNode* routing = s.Get("routing");
+    if (routing == nullptr || routing->is_null()) return legacy_forms();
     if (!routing->is_map()) {
       sink_.Error(routing->pos, "routing", "must be a mapping");
-      return legacy;
+      return legacy_forms();
     }
     CheckKeys(*routing, "routing", KeySet{{"router", "scheduler"}, {}}, &sink_);
     const YamlNode* router = routing->Get("router");
-    if (router == nullptr || router->is_null()) return legacy;
+    if (router == nullptr || router->is_null()) return legacy_forms();
     if (legacy != nullptr || s.Get("matrix") != nullptr) {
       sink_.Error(router->pos, "routing.router",
                   "cannot be used together with the legacy top-level "
@@ -1027,6 +1067,12 @@ LoadResult LoadConfigSources(const std::string& path, const std::string& dir,
         absl::StrCat("cannot read the ", what, ": ", std::strerror(errno))});
     return r;
   };
+  if (path.empty() && dir.empty()) {
+    LoadResult r;
+    r.errors.push_back(Diagnostic{"config", SourcePos{}, "",
+                                  "no config file or directory given"});
+    return r;
+  }
   std::vector<std::string> names;
   if (!path.empty()) names.push_back(path);
   if (!dir.empty()) {

@@ -42,9 +42,11 @@ LoadResult LoadConfigFile(const std::string& path, const EnvLookup& env);
 
 // llama-swap's -config / -config-dir: `path` (may be empty) and then every
 // *.yml and *.yaml file directly in `dir` (may be empty; sorted by name),
-// merged: models, groups, peers, profiles, selectors, matrix and macros are
-// joined (an id in two files is an error), any other setting may be made in
-// one file only. Messages name the file each position is in.
+// merged as llama-swap merges them: mappings key by key, lists joined, an
+// equal scalar accepted, a null giving way; an id in two files (models,
+// groups, peers, profiles, selectors, macros, the matrix's entries) or a
+// setting made differently in two is an error. Messages name the file each
+// position is in.
 LoadResult LoadConfigSources(const std::string& path, const std::string& dir,
                              const EnvLookup& env);
 // The files LoadConfigSources reads from `dir`, sorted.

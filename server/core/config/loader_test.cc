@@ -523,6 +523,32 @@ routing:
   ASSERT_TRUE(routed->matrix.has_value());
   EXPECT_THAT(routed->matrix->allowed, ElementsAre(S{"llama", "qwen"}));
   EXPECT_FALSE(MustLoad(models)->matrix.has_value());
+  // +ref may name a later set (as in llama-swap); a cycle is an error.
+  auto later = MustLoad(std::string(models) + R"yaml(
+matrix:
+  sets:
+    all: "+chat | +big"
+    chat: "llama & whisper"
+    big: "qwen"
+)yaml");
+  EXPECT_THAT(later->matrix->allowed,
+              ElementsAre(S{"llama", "whisper"}, S{"qwen"}));
+  LoadResult cycle = LoadConfigText("c.yaml", std::string(models) + R"yaml(
+matrix:
+  sets: {a: "+b", b: "+a & qwen"}
+)yaml",
+                                    Env());
+  ASSERT_FALSE(cycle.ok());
+  EXPECT_THAT(cycle.errors[0].ToString(), HasSubstr("no such set, or one that "
+                                                    "refers back"));
+  // A legacy matrix next to routing.scheduler is still the matrix.
+  auto with_scheduler = MustLoad(std::string(models) + R"yaml(
+matrix:
+  sets: {s: "qwen & llama"}
+routing:
+  scheduler: {use: fifo}
+)yaml");
+  EXPECT_TRUE(with_scheduler->matrix.has_value());
 }
 
 TEST(LoaderTest, ConfigDirFilesAreMergedInNameOrder) {
@@ -553,6 +579,26 @@ TEST(LoaderTest, ConfigDirFilesAreMergedInNameOrder) {
   EXPECT_EQ(r.config->models.size(), 2u);
 }
 
+TEST(LoaderTest, ConfigDirMergesSettingsAsLlamaSwap) {
+  // Groups one per file under routing, keys in two lists, an equal scalar
+  // twice, a null that gives way.
+  std::string dir = WriteDir(
+      "deep", {{"1.yaml",
+                "logLevel: info\napiKeys: [k1]\nmodels:\n  a: {cmd: x, proxy: "
+                "'http://h:1'}\n  b: {cmd: x, proxy: 'http://h:2'}\n"
+                "routing:\n  router:\n    settings:\n      groups:\n"
+                "        g1: {members: [a]}\n"},
+               {"2.yaml",
+                "logLevel: info\napiKeys: [k2]\nmacros:\n"
+                "routing:\n  router:\n    settings:\n      groups:\n"
+                "        g2: {members: [b]}\n"}});
+  LoadResult r = LoadConfigSources("", dir, Env());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r.config->api_keys, ElementsAre("k1", "k2"));
+  EXPECT_EQ(r.config->FindModel("a")->group, "g1");
+  EXPECT_EQ(r.config->FindModel("b")->group, "g2");
+}
+
 TEST(LoaderTest, ConfigDirClashesAndErrorsNameTheirFile) {
   std::string dir =
       WriteDir("clash", {{"1.yaml",
@@ -568,9 +614,9 @@ TEST(LoaderTest, ConfigDirClashesAndErrorsNameTheirFile) {
   for (const Diagnostic& d : r.errors) errors.push_back(d.ToString());
   EXPECT_THAT(errors,
               ElementsAre(dir +
-                              "/2.yaml:1:1: logLevel: set in more than one "
-                              "file (first at " +
-                              dir + "/1.yaml:1:1)",
+                              "/2.yaml:1:11: logLevel: set differently in "
+                              "two files (first at " +
+                              dir + "/1.yaml:1:11)",
                           dir +
                               "/2.yaml:3:3: models.a: defined again (first "
                               "at " +

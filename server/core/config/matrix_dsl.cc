@@ -95,8 +95,11 @@ class Parser {
     if (pos_ >= text_.size()) return Fail("the expression ends early");
     char c = text_[pos_];
     if (c == '(') {
+      // Bounded: a file's bytes must never overflow the loader's stack.
+      if (++depth_ > 64) return Fail("nested deeper than 64 parentheses");
       ++pos_;
       if (!Expr(out)) return false;
+      --depth_;
       Skip();
       if (pos_ >= text_.size() || text_[pos_] != ')') {
         return Fail(absl::StrCat("')' missing at ", pos_ + 1));
@@ -115,7 +118,9 @@ class Parser {
     if (ref) {
       const std::vector<ModelSet>* sets = set_(word);
       if (sets == nullptr) {
-        return Fail(absl::StrCat("+", word, ": no set of that name before it"));
+        return Fail(absl::StrCat("+", word,
+                                 ": no such set, or one that refers back "
+                                 "to this one or does not expand"));
       }
       *out = *sets;
       return true;
@@ -135,6 +140,7 @@ class Parser {
   const std::function<const std::vector<ModelSet>*(const std::string&)>& set_;
   size_t max_sets_;
   size_t pos_ = 0;
+  int depth_ = 0;
   std::string error_;
 };
 

@@ -60,11 +60,13 @@ TEST_F(MatrixDslTest, ErrorsNameTheProblem) {
   EXPECT_THAT(Expand("q & nope").status().message(),
               HasSubstr("unknown model or var 'nope'"));
   EXPECT_THAT(Expand("+missing").status().message(),
-              HasSubstr("+missing: no set of that name before it"));
+              HasSubstr("+missing: no such set"));
   EXPECT_THAT(Expand("(q | e").status().message(), HasSubstr("')' missing"));
   EXPECT_THAT(Expand("q &").status().message(), HasSubstr("ends early"));
   EXPECT_THAT(Expand("q e").status().message(), HasSubstr("unexpected 'e'"));
   EXPECT_THAT(Expand("").status().message(), HasSubstr("ends early"));
+  EXPECT_THAT(Expand(std::string(100000, '(') + "q").status().message(),
+              HasSubstr("deeper than 64"));
   EXPECT_THAT(Expand("(q | e) & (l | w) & (q | l)", 4).status().message(),
               HasSubstr("more than 4 sets"));
 }

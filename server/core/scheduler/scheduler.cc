@@ -326,10 +326,16 @@ void Scheduler::Pump() {
       bool blocked = std::any_of(retired_.begin(), retired_.end(),
                                  [&](auto& r) { return Running(*r); });
       std::vector<const config::ModelConfig*> running;
+      std::set<std::string> leaving;
       for (auto& [id, v] : slots_) {
-        if (v.get() != &s && Running(*v)) running.push_back(v->config.get());
+        if (v.get() == &s || !Running(*v)) continue;
+        running.push_back(v->config.get());
+        if (v->evicting || v->actor->status().state == State::kStopping) {
+          leaving.insert(id);
+        }
       }
-      std::set<std::string> evict = Victims(*config_, *s.config, running);
+      std::set<std::string> evict =
+          Victims(*config_, *s.config, running, leaving);
       for (auto& [id, v] : slots_) {
         if (v.get() == &s || !Running(*v)) continue;
         if (evict.count(id) == 0) continue;

@@ -12,7 +12,9 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/core/config/loader.h"
 #include "server/core/scheduler/scheduler_test_util.h"
+#include "server/core/scheduler/swap_rules.h"
 
 namespace modelplane::scheduler {
 namespace {
@@ -294,6 +296,29 @@ matrix:
   Exits("w");
   Healthy("solo");
   EXPECT_EQ(StateOf("solo"), State::kReady);
+}
+
+TEST(SwapMatrixVictimsTest, ModelsAlreadyLeavingCostNothing) {
+  config::LoadResult r =
+      config::LoadConfigText("m.yaml", R"yaml(
+models:
+  t: {cmd: "x", proxy: "http://h:1"}
+  a: {cmd: "x", proxy: "http://h:2"}
+  b: {cmd: "x", proxy: "http://h:3"}
+matrix:
+  sets: {s1: "t & b", s2: "t & a"}
+)yaml",
+                             [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(r.ok()) << r.status();
+  const config::Config& c = *r.config;
+  std::vector<const config::ModelConfig*> running = {c.FindModel("a"),
+                                                     c.FindModel("b")};
+  // A tie: the first set, {t, b}, evicts a.
+  EXPECT_THAT(Victims(c, *c.FindModel("t"), running),
+              ::testing::ElementsAre("a"));
+  // b is stopping anyway: {t, a} keeps a.
+  EXPECT_THAT(Victims(c, *c.FindModel("t"), running, {"b"}),
+              ::testing::ElementsAre("b"));
 }
 
 TEST_F(SchedulerTest, DisjointSwapsRunInParallel) {

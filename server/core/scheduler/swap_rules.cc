@@ -21,7 +21,8 @@ bool Evicts(const config::Config& config, const config::ModelConfig& target,
 
 std::set<std::string> Victims(
     const config::Config& config, const config::ModelConfig& target,
-    const std::vector<const config::ModelConfig*>& running) {
+    const std::vector<const config::ModelConfig*>& running,
+    const std::set<std::string>& leaving) {
   std::set<std::string> victims;
   if (!config.matrix) {
     for (const config::ModelConfig* r : running) {
@@ -37,7 +38,8 @@ std::set<std::string> Victims(
     if (!std::binary_search(set.begin(), set.end(), target.id)) continue;
     int64_t cost = 0;
     for (const config::ModelConfig* r : running) {
-      if (!std::binary_search(set.begin(), set.end(), r->id)) {
+      if (!std::binary_search(set.begin(), set.end(), r->id) &&
+          leaving.count(r->id) == 0) {
         cost += config.matrix->CostOf(r->id);
       }
     }

@@ -26,10 +26,12 @@ bool Evicts(const config::Config& config, const config::ModelConfig& target,
 // evicts: under the config's swap matrix when it has one (the allowed set
 // with `target` whose running non-members cost least to evict, ties to the
 // first defined; every other model when no set has `target`), else by
-// Evicts for each.
+// Evicts for each. Models in `leaving` (stopping, or being evicted already)
+// cost nothing to evict: they go anyway.
 std::set<std::string> Victims(
     const config::Config& config, const config::ModelConfig& target,
-    const std::vector<const config::ModelConfig*>& running);
+    const std::vector<const config::ModelConfig*>& running,
+    const std::set<std::string>& leaving = {});
 
 }  // namespace modelplane::scheduler
 
