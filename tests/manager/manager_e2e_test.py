@@ -418,10 +418,9 @@ class BinaryTest(unittest.TestCase):
 
     def test_log_to_stdout_upstream_logs_the_models_output(self):
         # llama-swap's logToStdout: upstream (or both) prints what models print.
-        # At any log level (as llama-swap, whose upstream output does not
-        # depend on logLevel).
-        with ManagerProcess({"a": []}, extra_yaml="logToStdout: upstream\n",
-                            flags=["--log-level", "error"]) as m:
+        # As "output" lines, which every log level shows (llama-swap's
+        # upstream output does not depend on logLevel).
+        with ManagerProcess({"a": []}, extra_yaml="logToStdout: upstream\n") as m:
             m.stub().Start(pb.StartRequest(model="a"), timeout=20)
             self.assertTrue(m.wait_log(r"output \[a\] listening on 127\.0\.0\.1:"),
                             m.log())
