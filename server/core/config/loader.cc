@@ -8,8 +8,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <functional>
-#include <set>
 #include <sstream>
 #include <utility>
 
@@ -23,8 +21,8 @@
 #include "re2/re2.h"
 #include "server/core/config/decode_util.h"
 #include "server/core/config/diag_sink.h"
-#include "server/core/config/matrix_dsl.h"
 #include "server/core/config/model_decoder.h"
+#include "server/core/config/routing_decoder.h"
 #include "server/core/config/yaml_tree.h"
 
 namespace modelplane::config {
@@ -207,12 +205,12 @@ class Loader {
     });
     Globals(settings, c);
     Models(root->Get("models"), globals, c);
-    Peers(settings.Get("peers"), c);
+    DecodePeers(settings.Get("peers"), c, &sink_);
     Groups(settings, c);
     Aliases(*root, c);
-    Selectors(settings.Get("selectors"), c);
-    PeerNames(*c);
-    Profiles(settings.Get("profiles"), c);
+    DecodeSelectors(settings.Get("selectors"), c, &sink_);
+    CheckPeerNames(*c, &sink_);
+    DecodeProfiles(settings.Get("profiles"), c, &sink_);
     Priorities(settings, c);
     Preload(settings, c);
   }
@@ -340,238 +338,6 @@ class Loader {
     }
   }
 
-  // After the models and their aliases: targets resolve through them.
-  void Selectors(const YamlNode* selectors, Config* c) {
-    if (selectors == nullptr || selectors->is_null()) return;
-    if (!selectors->is_map()) {
-      sink_.Error(selectors->pos, "selectors",
-                  absl::StrCat("must be a mapping of selector id to "
-                               "settings, not ",
-                               selectors->KindName()));
-      return;
-    }
-    static const KeySet kKeys = {{"strategy", "targets", "settings", "name",
-                                  "description", "unlisted", "metadata"},
-                                 {}};
-    for (const auto& [key, node] : selectors->entries) {
-      std::string path = absl::StrCat("selectors.", key.text);
-      size_t errors_before = sink_.error_count();
-      if (key.text.empty() || key.text == kReservedName) {
-        sink_.Error(key.pos, path,
-                    "a selector id must not be empty or "
-                    "'manager'");
-        continue;
-      }
-      if (const ModelConfig* m = c->FindModel(key.text)) {
-        sink_.Error(key.pos, path,
-                    absl::StrCat("'", key.text,
-                                 "' is already a name of model '", m->id, "'"));
-        continue;
-      }
-      if (!node.is_map()) {
-        sink_.Error(node.pos, path,
-                    absl::StrCat("must be a mapping with 'targets', not ",
-                                 node.KindName()));
-        continue;
-      }
-      CheckKeys(node, path, kKeys, &sink_);
-      SelectorConfig sel;
-      sel.id = key.text;
-      sel.pos = key.pos;
-      if (const YamlNode* n = node.Get("strategy");
-          n != nullptr &&
-          ReadString(*n, path + ".strategy", &sink_, &sel.strategy)) {
-        if (sel.strategy != "pin" && sel.strategy != "warm" &&
-            sel.strategy != "spillover") {
-          sink_.Error(n->pos, path + ".strategy",
-                      absl::StrCat("must be pin, warm or spillover, not \"",
-                                   sel.strategy, "\""));
-        }
-      }
-      std::vector<std::string> targets;
-      const YamlNode* list = node.Get("targets");
-      if (list == nullptr) {
-        sink_.Error(key.pos, path, "missing required key 'targets'");
-      } else if (ReadStringList(*list, path + ".targets", &sink_, &targets)) {
-        if (targets.empty()) {
-          sink_.Error(list->pos, path + ".targets",
-                      "must name at least one model");
-        }
-        for (size_t i = 0; i < targets.size(); ++i) {
-          std::string at = absl::StrCat(path, ".targets[", i, "]");
-          const ModelConfig* m = c->FindModel(targets[i]);
-          if (m == nullptr) {
-            bool selector = selectors->Get(targets[i]) != nullptr;
-            sink_.Error(list->items[i].pos, at,
-                        selector
-                            ? absl::StrCat("'", targets[i],
-                                           "' is a selector: selectors "
-                                           "cannot be chained")
-                            : absl::StrCat("unknown model '", targets[i], "'"));
-          } else if (std::find(sel.targets.begin(), sel.targets.end(), m->id) ==
-                     sel.targets.end()) {
-            sel.targets.push_back(m->id);
-          }
-        }
-      }
-      if (const YamlNode* settings = node.Get("settings");
-          settings != nullptr && !settings->is_null()) {
-        if (!settings->is_map()) {
-          sink_.Error(settings->pos, path + ".settings", "must be a mapping");
-        } else {
-          CheckKeys(*settings, path + ".settings", KeySet{{"spillover"}, {}},
-                    &sink_);
-          int64_t n = 0;
-          if (const YamlNode* sp = settings->Get("spillover");
-              sp != nullptr &&
-              ReadInt(*sp, path + ".settings.spillover", &sink_, &n)) {
-            if (n < 1 || n > 1000000) {
-              sink_.Error(sp->pos, path + ".settings.spillover",
-                          "must be between 1 and 1000000");
-            } else {
-              sel.spillover = static_cast<int>(n);
-            }
-          }
-        }
-      }
-      if (const YamlNode* n = node.Get("name")) {
-        ReadString(*n, path + ".name", &sink_, &sel.name);
-      }
-      if (const YamlNode* n = node.Get("description")) {
-        ReadString(*n, path + ".description", &sink_, &sel.description);
-      }
-      if (const YamlNode* n = node.Get("unlisted")) {
-        ReadBool(*n, path + ".unlisted", &sink_, &sel.unlisted);
-      }
-      if (const YamlNode* n = node.Get("metadata")) sel.metadata = ToValue(*n);
-      if (sink_.error_count() == errors_before) {
-        c->selectors.push_back(std::move(sel));
-      }
-    }
-    std::sort(c->selectors.begin(), c->selectors.end(),
-              [](const SelectorConfig& a, const SelectorConfig& b) {
-                return a.id < b.id;
-              });
-  }
-
-  // After models, selectors and peers: a pin's target is one of theirs.
-  void Profiles(const YamlNode* profiles, Config* c) {
-    if (profiles == nullptr || profiles->is_null()) return;
-    if (!profiles->is_map()) {
-      sink_.Error(profiles->pos, "profiles",
-                  absl::StrCat("must be a mapping of profile name to "
-                               "settings, not ",
-                               profiles->KindName()));
-      return;
-    }
-    auto known = [c](const std::string& name) {
-      if (c->FindModel(name) != nullptr) return true;
-      for (const SelectorConfig& s : c->selectors) {
-        if (s.id == name) return true;
-      }
-      int bare = 0;
-      for (const PeerConfig& p : c->peers) {
-        for (const std::string& m : p.models) {
-          if (absl::StrCat(p.id, "/", m) == name) return true;
-          if (m == name) ++bare;
-        }
-      }
-      return bare == 1;
-    };
-    for (const auto& [key, node] : profiles->entries) {
-      std::string path = absl::StrCat("profiles.", key.text);
-      if (key.text.empty()) {
-        sink_.Error(key.pos, path, "a profile name must not be empty");
-        continue;
-      }
-      if (!node.is_map()) {
-        sink_.Error(node.pos, path,
-                    absl::StrCat("must be a mapping with 'pins', not ",
-                                 node.KindName()));
-        continue;
-      }
-      CheckKeys(node, path, KeySet{{"description", "pins"}, {}}, &sink_);
-      size_t errors_before = sink_.error_count();
-      ProfileConfig prof;
-      prof.name = key.text;
-      prof.pos = key.pos;
-      if (const YamlNode* d = node.Get("description")) {
-        ReadString(*d, path + ".description", &sink_, &prof.description);
-      }
-      const YamlNode* pins = node.Get("pins");
-      if (pins != nullptr && !pins->is_null() && !pins->is_map()) {
-        sink_.Error(pins->pos, path + ".pins",
-                    "must be a mapping of requested name to target");
-      } else if (pins != nullptr) {
-        for (const auto& [from, to] : pins->entries) {
-          std::string at = JoinPath(path + ".pins", from.text);
-          std::string target;
-          if (!to.is_null() && !ReadString(to, at, &sink_, &target)) continue;
-          if (from.text.empty()) {
-            sink_.Error(from.pos, at, "a requested name must not be empty");
-          } else if (!target.empty() && !known(target)) {
-            sink_.Error(to.pos, at,
-                        absl::StrCat("unknown model '", target,
-                                     "' (a model, a selector or a peer's "
-                                     "model; null disables the name)"));
-          } else {
-            prof.pins.emplace_back(from.text, target);
-          }
-        }
-      }
-      if (sink_.error_count() == errors_before) {
-        c->profiles.push_back(std::move(prof));
-      }
-    }
-    std::sort(c->profiles.begin(), c->profiles.end(),
-              [](const ProfileConfig& a, const ProfileConfig& b) {
-                return a.name < b.name;
-              });
-  }
-
-  // llama-swap refuses a local name that would hide a peer's model: local
-  // models (and selectors) come first, so <peer>/<model> could never be
-  // reached.
-  void PeerNames(const Config& c) {
-    for (const PeerConfig& p : c.peers) {
-      for (const std::string& m : p.models) {
-        std::string name = absl::StrCat(p.id, "/", m);
-        const ModelConfig* model = c.FindModel(name);
-        bool selector = std::any_of(
-            c.selectors.begin(), c.selectors.end(),
-            [&name](const SelectorConfig& s) { return s.id == name; });
-        if (model != nullptr || selector) {
-          sink_.Error(p.pos, absl::StrCat("peers.", p.id),
-                      absl::StrCat("'", name, "' is also the name of ",
-                                   model != nullptr
-                                       ? absl::StrCat("model '", model->id, "'")
-                                       : std::string("a selector"),
-                                   ": the peer's model could never be "
-                                   "reached"));
-        }
-      }
-    }
-  }
-
-  void Peers(const YamlNode* peers, Config* c) {
-    if (peers == nullptr || peers->is_null()) return;
-    if (!peers->is_map()) {
-      sink_.Error(peers->pos, "peers",
-                  absl::StrCat("must be a mapping of peer id to settings, "
-                               "not ",
-                               peers->KindName()));
-      return;
-    }
-    for (const auto& [key, value] : peers->entries) {
-      std::optional<PeerConfig> p =
-          DecodePeer(key.text, key.pos, value, &sink_);
-      if (p) c->peers.push_back(*std::move(p));
-    }
-    std::sort(
-        c->peers.begin(), c->peers.end(),
-        [](const PeerConfig& a, const PeerConfig& b) { return a.id < b.id; });
-  }
-
   // `upstream.ignorePaths`: RE2 patterns (llama-swap's), checked here.
   void Upstream(const YamlNode& n, Config* c) {
     if (n.is_null()) return;
@@ -596,111 +362,6 @@ class Loader {
       }
     }
     c->upstream_ignore_paths = std::move(patterns);  // Empty: none ignored.
-  }
-
-  // Legacy top-level `groups:` or `routing.router.settings.groups`.
-  void Matrix(const YamlNode& node, const std::string& path, Config* c) {
-    if (!node.is_map()) {
-      sink_.Error(
-          node.pos, path,
-          absl::StrCat("must be a mapping with 'sets', not ", node.KindName()));
-      return;
-    }
-    CheckKeys(node, path, KeySet{{"vars", "evict_costs", "sets"}, {}}, &sink_);
-    size_t errors_before = sink_.error_count();
-    std::map<std::string, std::string> vars;  // Alias -> model id.
-    if (const YamlNode* v = node.Get("vars"); v != nullptr && !v->is_null()) {
-      if (!v->is_map()) {
-        sink_.Error(v->pos, path + ".vars", "must be a mapping");
-      } else {
-        for (const auto& [alias, model] : v->entries) {
-          std::string at = JoinPath(path + ".vars", alias.text);
-          std::string name;
-          if (!ReadString(model, at, &sink_, &name)) continue;
-          const ModelConfig* m = c->FindModel(name);
-          if (alias.text.empty() || alias.text.size() > 32) {
-            sink_.Error(alias.pos, at, "a var is 1 to 32 characters");
-          } else if (m == nullptr) {
-            sink_.Error(model.pos, at,
-                        absl::StrCat("unknown model '", name, "'"));
-          } else {
-            vars[alias.text] = m->id;
-          }
-        }
-      }
-    }
-    auto resolve = [c,
-                    &vars](const std::string& n) -> std::optional<std::string> {
-      if (auto it = vars.find(n); it != vars.end()) return it->second;
-      if (const ModelConfig* m = c->FindModel(n)) return m->id;
-      return std::nullopt;
-    };
-    MatrixConfig matrix;
-    if (const YamlNode* e = node.Get("evict_costs");
-        e != nullptr && !e->is_null()) {
-      if (!e->is_map()) {
-        sink_.Error(e->pos, path + ".evict_costs", "must be a mapping");
-      } else {
-        for (const auto& [name, cost] : e->entries) {
-          std::string at = JoinPath(path + ".evict_costs", name.text);
-          int64_t n = 0;
-          if (!ReadInt(cost, at, &sink_, &n)) continue;
-          std::optional<std::string> id = resolve(name.text);
-          if (!id) {
-            sink_.Error(name.pos, at,
-                        absl::StrCat("unknown model or var '", name.text, "'"));
-          } else if (n < 1 || n > 1000000) {
-            sink_.Error(cost.pos, at, "must be between 1 and 1000000");
-          } else {
-            matrix.evict_costs[*id] = static_cast<int>(n);
-          }
-        }
-      }
-    }
-    const YamlNode* sets = node.Get("sets");
-    std::map<std::string, std::vector<ModelSet>> named;
-    if (sets == nullptr || !sets->is_map() || sets->entries.empty()) {
-      sink_.Error(sets != nullptr ? sets->pos : node.pos, path + ".sets",
-                  "must be a mapping of set name to expression, with at "
-                  "least one");
-    } else {
-      // +ref may name a set defined later (as in llama-swap); each set is
-      // expanded once, on first use, and a cycle is an error.
-      std::set<std::string> visiting, failed;
-      std::function<const std::vector<ModelSet>*(const std::string&)> get =
-          [&](const std::string& ref) -> const std::vector<ModelSet>* {
-        if (auto it = named.find(ref); it != named.end()) return &it->second;
-        const YamlNode* expr = sets->Get(ref);
-        if (expr == nullptr || failed.count(ref) || visiting.count(ref)) {
-          return nullptr;
-        }
-        std::string at = JoinPath(path + ".sets", ref);
-        std::string text;
-        if (!ReadString(*expr, at, &sink_, &text)) {
-          failed.insert(ref);
-          return nullptr;
-        }
-        visiting.insert(ref);
-        absl::StatusOr<std::vector<ModelSet>> expanded =
-            ExpandSetExpression(text, resolve, get);
-        visiting.erase(ref);
-        if (!expanded.ok()) {
-          sink_.Error(expr->pos, at, std::string(expanded.status().message()));
-          failed.insert(ref);
-          return nullptr;
-        }
-        return &(named[ref] = *std::move(expanded));
-      };
-      std::set<ModelSet> seen;
-      for (const auto& [name, expr] : sets->entries) {
-        const std::vector<ModelSet>* expanded = get(name.text);
-        if (expanded == nullptr) continue;
-        for (const ModelSet& s : *expanded) {
-          if (seen.insert(s).second) matrix.allowed.push_back(s);
-        }
-      }
-    }
-    if (sink_.error_count() == errors_before) c->matrix = std::move(matrix);
   }
 
   // Also finds the matrix, if the config uses one (then no groups).
@@ -777,7 +438,7 @@ class Loader {
     const YamlNode* matrix = nullptr;
     std::string matrix_path;
     const YamlNode* groups = FindGroups(s, &matrix, &matrix_path);
-    if (matrix != nullptr) Matrix(*matrix, matrix_path, c);
+    if (matrix != nullptr) DecodeMatrix(*matrix, matrix_path, c, &sink_);
     absl::flat_hash_map<std::string, std::string> group_of;
     if (groups != nullptr && !groups->is_null() && !groups->is_map()) {
       sink_.Error(groups->pos, "groups",
