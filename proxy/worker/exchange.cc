@@ -14,6 +14,7 @@
 #include "common/json_string.h"
 #include "common/loop_thread.h"
 #include "proxy/router/body_filters.h"
+#include "proxy/worker/url_params.h"
 #include "proxy/worker/worker.h"
 
 namespace modelplane::proxy {
@@ -34,81 +35,6 @@ const char* ErrorType(int status) {
     default:
       return "api_error";
   }
-}
-
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// %XX decoded (a malformed escape is kept as written); with `plus`, '+' is
-// a space (form encoding, as in a query).
-std::string PercentDecode(absl::string_view s, bool plus) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && HexDigit(s[i + 1]) >= 0 &&
-        HexDigit(s[i + 2]) >= 0) {
-      out.push_back(
-          static_cast<char>(HexDigit(s[i + 1]) * 16 + HexDigit(s[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(plus && s[i] == '+' ? ' ' : s[i]);
-    }
-  }
-  return out;
-}
-
-// The query parameter `name`, decoded, or "".
-std::string QueryParam(absl::string_view target, absl::string_view name) {
-  size_t q = target.find('?');
-  if (q == absl::string_view::npos) return "";
-  for (absl::string_view kv : absl::StrSplit(target.substr(q + 1), '&')) {
-    size_t eq = kv.find('=');
-    if (eq != absl::string_view::npos &&
-        PercentDecode(kv.substr(0, eq), true) == name) {
-      return PercentDecode(kv.substr(eq + 1), true);
-    }
-  }
-  return "";
-}
-
-// Percent-encodes all but RFC 3986's unreserved characters.
-std::string PercentEncode(absl::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' ||
-        c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
-
-// `pairs` (a query, or a urlencoded body: k=v&k=v) with the first `name`'s
-// value made `value`; as it was when there is none.
-std::string ReplaceParam(absl::string_view pairs, absl::string_view name,
-                         absl::string_view value) {
-  size_t start = 0;
-  while (start <= pairs.size()) {
-    size_t end = std::min(pairs.find('&', start), pairs.size());
-    absl::string_view kv = pairs.substr(start, end - start);
-    size_t eq = kv.find('=');
-    if (eq != absl::string_view::npos &&
-        PercentDecode(kv.substr(0, eq), true) == name) {
-      return absl::StrCat(pairs.substr(0, start + eq + 1), PercentEncode(value),
-                          pairs.substr(end));
-    }
-    start = end + 1;
-  }
-  return std::string(pairs);
 }
 
 // The target a body route is forwarded to: llama-swap's versionless
@@ -365,47 +291,6 @@ void Exchange::Dispatch() {
   RespondError(404, absl::StrCat("no route for ", head_.method, " ", path));
 }
 
-bool Exchange::IgnoredPath(absl::string_view path) {
-  const ProxyContext::PathPatterns* patterns = worker_->ignore_paths();
-  if (patterns == nullptr) return false;
-  for (const auto& re : *patterns) {
-    if (RE2::PartialMatch(re2::StringPiece(path.data(), path.size()), *re)) {
-      return true;
-    }
-  }
-  return false;
-}
-
-bool Exchange::Resolve(std::string* name) {
-  if (resolved_) return true;
-  resolved_ = true;
-  // The active profile's pin first, once (its target is not pinned again).
-  if (const router::ProfileRoute* prof = worker_->active_profile()) {
-    auto pin = prof->pins.find(*name);
-    if (pin != prof->pins.end()) {
-      if (pin->second.empty()) {
-        RespondError(
-            404, absl::StrCat("model '", *name, "' is disabled by profile '",
-                              prof->name, "'"));
-        return false;
-      }
-      *name = pin->second;
-      renamed_ = true;
-    }
-  }
-  // Then a selector (its targets are models).
-  if (const router::SelectorRoute* sel = worker_->selectors().Find(*name)) {
-    std::string picked = Select(*sel);
-    if (picked.empty()) {
-      RespondNoTarget(*sel);
-      return false;
-    }
-    *name = std::move(picked);
-    renamed_ = true;
-  }
-  return true;
-}
-
 void Exchange::Forward(const std::string& requested, std::string target) {
   std::string model_name = requested;
   if (!Resolve(&model_name)) return;
@@ -511,87 +396,6 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
   }
   leased_model_ = lease->model;
   SendUpstream(lease->upstream, "");
-}
-
-std::string Exchange::Select(const router::SelectorRoute& sel) {
-  // Only targets the route table has: after a reload the selectors arrive
-  // a moment after the models, and a removed target must not be picked.
-  const router::RouteTable& routes = worker_->routes();
-  std::vector<const router::Route*> targets;
-  for (const std::string& t : sel.targets) {
-    if (const router::Route* r = routes.Find(t)) targets.push_back(r);
-  }
-  if (targets.empty()) return "";
-  if (sel.strategy == "warm") {
-    // The first target up, else one coming up, else the first (started).
-    for (v1::ModelState want :
-         {v1::MODEL_STATE_READY, v1::MODEL_STATE_STARTING}) {
-      for (const router::Route* r : targets) {
-        if (r->state == want) return r->id;
-      }
-    }
-  } else if (sel.strategy == "spillover") {
-    // In order, each up to `spillover` requests (in flight or waiting for
-    // its lease); past that on every target, the least busy.
-    lease::LeaseBroker& broker = worker_->context().broker();
-    const router::Route* least = targets.front();
-    int least_busy = std::numeric_limits<int>::max();
-    for (const router::Route* r : targets) {
-      int busy = broker.Busy(r->id);
-      if (busy < sel.spillover) return r->id;
-      if (busy < least_busy) {
-        least_busy = busy;
-        least = r;
-      }
-    }
-    return least->id;
-  }
-  return targets.front()->id;  // pin.
-}
-
-void Exchange::RenameModelInQueryAndForm(const std::string& name) {
-  if (scan_ == BodyScan::kForm) body_ = ReplaceParam(body_, "model", name);
-  size_t q = head_.target.find('?');
-  if (q != std::string::npos) {
-    head_.target =
-        absl::StrCat(absl::string_view(head_.target).substr(0, q + 1),
-                     ReplaceParam(absl::string_view(head_.target).substr(q + 1),
-                                  "model", name));
-  }
-}
-
-void Exchange::RespondNoTarget(const router::SelectorRoute& sel) {
-  RespondError(503, absl::StrCat("selector '", sel.id,
-                                 "' has no target model (a reload may be "
-                                 "under way)"));
-}
-
-void Exchange::ForwardToPeer(const router::PeerRoute& peer,
-                             const std::string& requested, std::string target) {
-  // The peer knows the model by its own name: a request that said
-  // <peer>/<model> has its body say <model>.
-  router::FilterSpec filters = peer.filters;
-  // (A pin to a bare name changed the name since the body was written.)
-  bool rename = renamed_ || requested != peer.model;
-  if (rename) filters.use_model_name = peer.model;
-  if (scan_ == BodyScan::kJson && filters.AppliesTo(requested)) {
-    absl::StatusOr<std::string> filtered =
-        router::ApplyJsonFilters(body_, filters, requested);
-    if (!filtered.ok()) {
-      return RespondError(400, std::string(filtered.status().message()));
-    }
-    body_ = *std::move(filtered);
-  } else if (scan_ == BodyScan::kMultipart && !filters.use_model_name.empty()) {
-    body_ =
-        router::RewriteMultipartModel(body_, boundary_, filters.use_model_name);
-  }
-  head_.target = std::move(target);
-  if (rename) RenameModelInQueryAndForm(peer.model);
-  record_.model = peer.name();
-  timeouts_ = {peer.connect_timeout, peer.response_header_timeout,
-               peer.idle_timeout};
-  // No lease: the peer starts and swaps its models itself.
-  SendUpstream(peer.upstream, peer.api_key);
 }
 
 void Exchange::SendUpstream(const std::string& upstream,
