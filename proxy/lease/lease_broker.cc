@@ -20,23 +20,74 @@ LeaseBroker::LeaseBroker(LeaseTransport* transport, After after,
       linger_(linger),
       clock_(std::move(clock)) {}
 
+LeaseBroker::Admission LeaseBroker::TryAdmit(Entry& e, int limit) {
+  uint64_t g = e.gate.load(std::memory_order_acquire);
+  while ((g & kOpen) != 0) {
+    if (static_cast<int64_t>(g & kCount) >= limit) return Admission::kFull;
+    if (e.gate.compare_exchange_weak(g, g + 1, std::memory_order_acq_rel,
+                                     std::memory_order_acquire)) {
+      return Admission::kAdmitted;
+    }
+  }
+  return Admission::kClosed;
+}
+
+LeaseBroker::Entry& LeaseBroker::EntryLocked(const std::string& model) {
+  auto [it, inserted] = entries_.try_emplace(model);
+  if (inserted) {
+    const Index* old = index_.load(std::memory_order_relaxed);
+    auto next = old != nullptr ? std::make_unique<Index>(*old)
+                               : std::make_unique<Index>();
+    (*next)[model] = &it->second;
+    index_.store(next.get(), std::memory_order_release);
+    indexes_.push_back(std::move(next));
+  }
+  return it->second;
+}
+
+LeaseBroker::Entry* LeaseBroker::Find(const std::string& model) const {
+  const Index* index = index_.load(std::memory_order_acquire);
+  if (index == nullptr) return nullptr;
+  auto it = index->find(model);
+  return it == index->end() ? nullptr : it->second;
+}
+
+namespace {
+
+absl::Status OverLimit(const std::string& model, int limit) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("model ", model, " already has ", limit,
+                   " requests in flight (its concurrencyLimit)"));
+}
+
+}  // namespace
+
 uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
                             Done done) {
+  // The held lease: no lock. The upstream was published before the gate
+  // opened, and stays while this request is in flight.
+  if (Entry* e = Find(model)) {
+    Admission a = TryAdmit(*e, limit);
+    if (a == Admission::kAdmitted) {
+      done(Lease{model, *e->upstream.load(std::memory_order_acquire)});
+      return 0;
+    }
+    if (a == Admission::kFull) {
+      done(OverLimit(model, limit));
+      return 0;
+    }
+  }
   std::optional<absl::StatusOr<Lease>> now;
   bool acquire = false;
   uint64_t ticket = 0;
   {
     absl::MutexLock lock(&mu_);
-    Entry& e = entries_[model];
-    if (e.state == State::kHeld && !e.revoked) {
-      if (e.in_flight >= limit) {
-        now = absl::ResourceExhaustedError(
-            absl::StrCat("model ", model, " already has ", limit,
-                         " requests in flight (its concurrencyLimit)"));
-      } else {
-        ++e.in_flight;  // A pending linger check sees it and lets go.
-        now = Lease{model, e.upstream};
-      }
+    Entry& e = EntryLocked(model);
+    Admission a = TryAdmit(e, limit);  // Opened meanwhile?
+    if (a == Admission::kAdmitted) {
+      now = Lease{model, *e.upstream.load(std::memory_order_acquire)};
+    } else if (a == Admission::kFull) {
+      now = OverLimit(model, limit);
     } else if (!transport_->Connected()) {
       now = absl::UnavailableError("the model manager is unreachable");
     } else {
@@ -66,21 +117,43 @@ int LeaseBroker::Position(const std::string& model, uint64_t ticket) {
 }
 
 void LeaseBroker::Finish(const std::string& model) {
+  Entry* found = Find(model);
+  if (found == nullptr) return;  // Never admitted.
+  // Others still in flight on an open gate: nothing more to do, no lock.
+  uint64_t g = found->gate.load(std::memory_order_acquire);
+  while ((g & kOpen) != 0 && (g & kCount) > 1) {
+    if (found->gate.compare_exchange_weak(g, g - 1, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+      return;
+    }
+  }
+  // The last one out, or the lease is going: the time it ended matters
+  // (TTL, linger), and a release may be due.
   absl::MutexLock lock(&mu_);
-  Entry& e = entries_[model];
-  if (e.in_flight > 0) --e.in_flight;
+  Entry& e = *found;
+  g = e.gate.load(std::memory_order_acquire);
+  while ((g & kCount) > 0 &&
+         !e.gate.compare_exchange_weak(g, g - 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+  }
   e.last_used = absl::Now();
   e.idle_since = clock_();
   if (e.state != State::kHeld) return;
   if (e.revoked) {
     MaybeRelease(model, e);
-  } else if (e.in_flight == 0) {
+  } else if (InFlightOf(e) == 0) {
     ArmLinger(model, e, linger_);
   }
 }
 
 void LeaseBroker::MaybeRelease(const std::string& model, Entry& e) {
-  if (e.in_flight > 0) return;
+  // Closed only if nothing is in flight: a request admitted a moment ago
+  // (the gate was open) keeps the lease.
+  uint64_t g = e.gate.load(std::memory_order_acquire);
+  do {
+    if ((g & kCount) > 0) return;
+  } while (!e.gate.compare_exchange_weak(g, 0, std::memory_order_acq_rel,
+                                         std::memory_order_acquire));
   // Calls the transport under mu_: it only queues a write (it never calls
   // back into the broker synchronously), and the order of a RELEASE and the
   // next ACQUIRE must hold.
@@ -103,10 +176,10 @@ void LeaseBroker::ArmLinger(const std::string& model, Entry& e,
 
 void LeaseBroker::OnLinger(const std::string& model) {
   absl::MutexLock lock(&mu_);
-  Entry& e = entries_[model];
+  Entry& e = EntryLocked(model);
   e.linger_armed = false;
   // Busy again (its last request re-arms), revoked, or released meanwhile.
-  if (e.state != State::kHeld || e.in_flight > 0 || e.revoked) return;
+  if (e.state != State::kHeld || InFlightOf(e) > 0 || e.revoked) return;
   absl::Duration left = e.idle_since + linger_ - clock_();
   if (left >= absl::Milliseconds(1)) {
     // Used since the check was armed. Rounded up: a timer a fraction of a
@@ -122,36 +195,41 @@ void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
   std::vector<Answer> answers;
   {
     absl::MutexLock lock(&mu_);
-    Entry& e = entries_[model];
+    Entry& e = EntryLocked(model);
     e.state = State::kHeld;
     e.lease = lease;
-    e.upstream = upstream;
+    // Published before the gate opens; a string kept for good (requests of
+    // an earlier lease may still be copying the old one).
+    const std::string* current = e.upstream.load(std::memory_order_relaxed);
+    if (current == nullptr || *current != upstream) {
+      upstreams_.push_back(std::make_unique<const std::string>(upstream));
+      e.upstream.store(upstreams_.back().get(), std::memory_order_release);
+    }
     e.revoked = false;
     for (Waiter& w : e.waiters) {
-      if (e.in_flight >= e.limit) {
-        answers.push_back(
-            {std::move(w), absl::ResourceExhaustedError(absl::StrCat(
-                               "model ", model, " already has ", e.limit,
-                               " requests in flight (its concurrencyLimit)"))});
+      if (InFlightOf(e) >= e.limit) {
+        answers.push_back({std::move(w), OverLimit(model, e.limit)});
         continue;
       }
-      ++e.in_flight;
+      e.gate.fetch_add(1, std::memory_order_acq_rel);
       answers.push_back({std::move(w), Lease{model, upstream}});
     }
     e.waiters.clear();
+    e.gate.fetch_or(kOpen, std::memory_order_acq_rel);
     // Idle from the grant on (a check pending from an earlier hold must
     // not release this one early).
     e.idle_since = clock_();
-    if (e.in_flight == 0) ArmLinger(model, e, linger_);
+    if (InFlightOf(e) == 0) ArmLinger(model, e, linger_);
   }
   Deliver(std::move(answers));
 }
 
 void LeaseBroker::OnRevoked(const std::string& model, uint64_t lease) {
   absl::MutexLock lock(&mu_);
-  Entry& e = entries_[model];
+  Entry& e = EntryLocked(model);
   if (e.state != State::kHeld || e.lease != lease) return;
   e.revoked = true;  // New requests wait for a new lease.
+  e.gate.fetch_and(~kOpen, std::memory_order_acq_rel);
   MaybeRelease(model, e);
 }
 
@@ -160,7 +238,7 @@ void LeaseBroker::OnFailed(const std::string& model,
   std::vector<Answer> answers;
   {
     absl::MutexLock lock(&mu_);
-    Entry& e = entries_[model];
+    Entry& e = EntryLocked(model);
     if (e.state == State::kAcquiring) e.state = State::kIdle;
     for (Waiter& w : e.waiters) answers.push_back({std::move(w), status});
     e.waiters.clear();
@@ -173,6 +251,7 @@ void LeaseBroker::OnDisconnected() {
   {
     absl::MutexLock lock(&mu_);
     for (auto& [model, e] : entries_) {
+      e.gate.fetch_and(~kOpen, std::memory_order_acq_rel);
       e.state = State::kIdle;
       e.lease = 0;
       e.revoked = false;
@@ -190,21 +269,21 @@ void LeaseBroker::OnDisconnected() {
 int LeaseBroker::InFlight(const std::string& model) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(model);
-  return it == entries_.end() ? 0 : it->second.in_flight;
+  return it == entries_.end() ? 0 : InFlightOf(it->second);
 }
 
 int LeaseBroker::Busy(const std::string& model) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(model);
   if (it == entries_.end()) return 0;
-  return it->second.in_flight + static_cast<int>(it->second.waiters.size());
+  return InFlightOf(it->second) + static_cast<int>(it->second.waiters.size());
 }
 
 void LeaseBroker::Loads(std::map<std::string, int>* in_flight,
                         std::map<std::string, int>* queued) {
   absl::MutexLock lock(&mu_);
   for (const auto& [model, e] : entries_) {
-    (*in_flight)[model] = e.in_flight;
+    (*in_flight)[model] = InFlightOf(e);
     (*queued)[model] = static_cast<int>(e.waiters.size());
   }
 }

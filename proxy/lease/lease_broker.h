@@ -1,6 +1,8 @@
 // The proxy's side of leases: one per model, shared by every worker of the
 // proxy process (docs/proxy.md). A request for a model whose lease is held
-// costs a mutex and a counter — no call to the manager. The first request
+// costs two atomic operations on that model's gate (admit, finish) — no lock
+// and no call to the manager; the mutex is taken only when a lease comes,
+// goes or falls idle. The first request
 // (or the first after a revocation) asks the manager through the Acquire
 // stream; requests wait here meanwhile. REVOKED stops admitting new requests
 // (they wait for a new lease), the requests in flight finish, then the lease
@@ -13,6 +15,7 @@
 #ifndef MODELPLANE_PROXY_LEASE_LEASE_BROKER_H_
 #define MODELPLANE_PROXY_LEASE_LEASE_BROKER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -22,6 +25,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -95,12 +99,20 @@ class LeaseBroker {
     Done done;
     uint64_t ticket = 0;
   };
+  // A model's gate: its requests in flight (low bits) and kOpen while its
+  // lease is held and not revoked. Requests are admitted by one CAS while it
+  // is open; closing it (revocation, release, a broken stream) is one atomic
+  // operation under mu_, after which no request gets in without mu_.
+  static constexpr uint64_t kOpen = uint64_t{1} << 63;
+  static constexpr uint64_t kCount = (uint64_t{1} << 32) - 1;
   struct Entry {
-    State state = State::kIdle;
-    uint64_t lease = 0;
-    std::string upstream;
-    bool revoked = false;
-    int in_flight = 0;
+    State state = State::kIdle;  // mu_.
+    uint64_t lease = 0;          // mu_.
+    std::atomic<uint64_t> gate{0};
+    // The lease's base URL: a string the broker keeps for as long as it
+    // lives (upstreams_), so an admitted request reads it without mu_.
+    std::atomic<const std::string*> upstream{nullptr};
+    bool revoked = false;   // mu_ (the gate closes with it).
     int limit = 1;          // The concurrencyLimit waiters asked with.
     absl::Time last_used;   // Wall clock: sent with the RELEASE (TTL).
     absl::Time idle_since;  // `clock_`: since the last request ended, or
@@ -113,6 +125,17 @@ class LeaseBroker {
     std::vector<Waiter> waiters;
   };
   using Answer = std::pair<Waiter, absl::StatusOr<Lease>>;
+  enum class Admission { kAdmitted, kFull, kClosed };
+  // One more request in flight if the gate is open and under `limit`.
+  static Admission TryAdmit(Entry& e, int limit);
+  static int InFlightOf(const Entry& e) {
+    return static_cast<int>(e.gate.load(std::memory_order_acquire) & kCount);
+  }
+  // The model's entry, made (and indexed for Find) if new.
+  Entry& EntryLocked(const std::string& model)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Without mu_: the entry, or nullptr if the model was never asked for.
+  Entry* Find(const std::string& model) const;
 
   // With mu_ held: a release if the lease is done with; returns whether to
   // send one (and a new ACQUIRE for waiters).
@@ -132,7 +155,15 @@ class LeaseBroker {
   Clock clock_;
   absl::Mutex mu_;
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
+  // Entries are never removed: Find's pointers stay valid.
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  // A read-only index of entries_, replaced (not changed) when a model is
+  // first asked for; the old ones are kept until the broker goes.
+  using Index = absl::flat_hash_map<std::string, Entry*>;
+  std::atomic<const Index*> index_{nullptr};
+  std::vector<std::unique_ptr<const Index>> indexes_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<const std::string>> upstreams_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace modelplane::proxy::lease

@@ -1,6 +1,10 @@
 #include "proxy/lease/lease_broker.h"
 
+#include <atomic>
+#include <functional>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -236,6 +240,96 @@ TEST_F(LeaseBrokerTest, WaitingRequestsKnowTheirPlace) {
   RunPosted();
   // Held: answered inline, no ticket.
   EXPECT_EQ(Admit("m"), 0u);
+}
+
+// Workers admit and finish on their own threads (no lock on a held lease)
+// while the manager's side grants and revokes: a lease is never released
+// while a request admitted under it is still in flight, and every request
+// ends admitted or refused.
+class ThreadedTransport : public LeaseTransport {
+ public:
+  bool Connected() override { return true; }
+  void SendAcquire(const std::string&) override { acquires.fetch_add(1); }
+  void SendRelease(const std::string&, uint64_t lease, absl::Time) override {
+    absl::MutexLock lock(&mu);
+    if (in_flight[lease] != 0) ++violations;
+    releases.push_back(lease);
+  }
+  std::atomic<int> acquires{0};
+  absl::Mutex mu;
+  std::map<uint64_t, int> in_flight ABSL_GUARDED_BY(mu);
+  std::vector<uint64_t> releases ABSL_GUARDED_BY(mu);
+  int violations ABSL_GUARDED_BY(mu) = 0;
+};
+
+TEST(LeaseBrokerThreadsTest, NoReleaseWhileARequestOfTheLeaseIsInFlight) {
+  ThreadedTransport transport;
+  LeaseBroker broker(
+      &transport, [](absl::Duration, std::function<void()>) {},
+      absl::Seconds(1));
+  std::atomic<int> done{0}, admitted{0};
+  std::vector<std::string> refused;  // transport.mu
+  // A request: admitted under lease N (its upstream says N), counted as in
+  // flight in the transport's books until just before Finish.
+  std::function<void()> request = [&] {
+    broker.Admit(
+        "m", 1 << 30, [](std::function<void()> fn) { fn(); },
+        [&](absl::StatusOr<Lease> r) {
+          if (r.ok()) {
+            uint64_t lease = std::stoull(r->upstream.substr(9));
+            {
+              absl::MutexLock lock(&transport.mu);
+              ++transport.in_flight[lease];
+            }
+            admitted.fetch_add(1);
+            {
+              absl::MutexLock lock(&transport.mu);
+              --transport.in_flight[lease];
+            }
+            broker.Finish("m");
+          } else {
+            absl::MutexLock lock(&transport.mu);
+            refused.push_back(std::string(r.status().message()));
+          }
+          done.fetch_add(1);
+        });
+  };
+  constexpr int kPerWorker = 20000;
+  std::atomic<bool> stop{false};
+  std::thread manager([&] {
+    uint64_t lease = 0;
+    int seen = 0;
+    while (!stop.load()) {
+      // Answer each ACQUIRE with a new lease, then revoke it soon after.
+      if (transport.acquires.load() > seen) {
+        ++seen;
+        ++lease;
+        broker.OnGranted("m", lease, absl::StrCat("http://h/", lease));
+        for (int i = 0; i < 200 && !stop.load(); ++i) std::this_thread::yield();
+        broker.OnRevoked("m", lease);
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  });
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 2; ++w) {
+    workers.emplace_back([&] {
+      for (int i = 0; i < kPerWorker; ++i) request();
+    });
+  }
+  for (std::thread& t : workers) t.join();
+  // Waiters left at the end are answered by the next grant.
+  while (done.load() < 2 * kPerWorker) std::this_thread::yield();
+  stop.store(true);
+  manager.join();
+  absl::MutexLock lock(&transport.mu);
+  EXPECT_EQ(transport.violations, 0);
+  // The limit is far away (requests waiting for a grant pile up: a
+  // worker does not wait for its answer).
+  EXPECT_EQ(admitted.load(), 2 * kPerWorker)
+      << (refused.empty() ? "" : refused.front());
+  EXPECT_FALSE(transport.releases.empty());  // Revocations happened.
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 // SO_REUSEPORT listener, its connections and its upstream pool. A new
 // connection goes to the worker holding the fewest (handed over before a
 // byte is read) and never changes worker after that; the request path takes
-// no lock but the lease broker's.
+// no lock (a held lease admits with one atomic operation).
 //
 //   Worker w(&context);
 //   absl::StatusOr<int> port = w.Listen("127.0.0.1", 0);  // Others: *port.
