@@ -1,5 +1,6 @@
 #include "proxy/lease/lease_broker.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -202,8 +203,16 @@ void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
     // an earlier lease may still be copying the old one).
     const std::string* current = e.upstream.load(std::memory_order_relaxed);
     if (current == nullptr || *current != upstream) {
-      upstreams_.push_back(std::make_unique<const std::string>(upstream));
-      e.upstream.store(upstreams_.back().get(), std::memory_order_release);
+      // One string per distinct URL (a model alternating between two ports
+      // adds none after the second).
+      auto known =
+          std::find_if(upstreams_.begin(), upstreams_.end(),
+                       [&upstream](const auto& u) { return *u == upstream; });
+      if (known == upstreams_.end()) {
+        upstreams_.push_back(std::make_unique<const std::string>(upstream));
+        known = upstreams_.end() - 1;
+      }
+      e.upstream.store(known->get(), std::memory_order_release);
     }
     e.revoked = false;
     for (Waiter& w : e.waiters) {
