@@ -207,12 +207,12 @@ int Main(int argc, char** argv) {
           auto re = std::make_unique<RE2>(p, RE2::Quiet);
           if (re->ok()) patterns->push_back(std::move(re));  // Checked there.
         }
-        context.SetIgnorePaths(std::move(patterns));
-        context.SetPeers(router::PeerTable::Build(globals.peers));
-        context.SetSelectors(router::SelectorTable::Build(globals.selectors));
-        context.SetProfiles(router::ProfileTable::Build(globals.profiles));
-        context.SetApiKeys(std::make_shared<ProxyContext::KeySet>(
-            globals.api_key_sha256.begin(), globals.api_key_sha256.end()));
+        context.SetGlobals(ProxyContext::Globals{
+            std::make_shared<ProxyContext::KeySet>(
+                globals.api_key_sha256.begin(), globals.api_key_sha256.end()),
+            std::move(patterns), router::PeerTable::Build(globals.peers),
+            router::SelectorTable::Build(globals.selectors),
+            router::ProfileTable::Build(globals.profiles)});
       });
 
   // Every worker exists before any listens: /metrics reads the whole pool.

@@ -1,16 +1,12 @@
 #include "proxy/worker/exchange.h"
 
 #include <algorithm>
-#include <limits>
 #include <utility>
-#include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "common/json_string.h"
 #include "common/loop_thread.h"
 #include "proxy/router/body_filters.h"
@@ -245,7 +241,9 @@ void Exchange::Dispatch() {
     if (target.empty() || target[0] == '?') target = "/" + target;
     // Pins and selectors now, so that ignorePaths applies to the model the
     // request goes to.
-    if (!Resolve(&model)) return;
+    std::string renamed;
+    if (!Resolve(model, &renamed)) return;
+    if (!renamed.empty()) model = std::move(renamed);
     const router::Route* route = worker_->routes().Find(model);
     if (route != nullptr && route->state != v1::MODEL_STATE_READY &&
         IgnoredPath(target.substr(0, target.find('?')))) {
@@ -292,8 +290,9 @@ void Exchange::Dispatch() {
 }
 
 void Exchange::Forward(const std::string& requested, std::string target) {
-  std::string model_name = requested;
-  if (!Resolve(&model_name)) return;
+  std::string resolved;
+  if (!Resolve(requested, &resolved)) return;
+  const std::string& model_name = resolved.empty() ? requested : resolved;
   const router::Route* route = worker_->routes().Find(model_name);
   if (route == nullptr) {
     // Local models first; then a peer's, by <peer>/<model> or a bare name

@@ -107,7 +107,9 @@ class Exchange : public upstream::UpstreamObserver {
   // Applies the active profile's pin, then a selector, to `name`, once per
   // request. False when that answered the request (a disabled name, a
   // selector with no target).
-  bool Resolve(std::string* name);
+  // `renamed` is set only when the name changes (the usual request copies
+  // nothing).
+  bool Resolve(const std::string& name, std::string* renamed);
   // Empty when none of its targets is in the route table.
   std::string Select(const router::SelectorRoute& sel);
   void RespondNoTarget(const router::SelectorRoute& sel);

@@ -25,31 +25,33 @@ bool Exchange::IgnoredPath(absl::string_view path) {
   return false;
 }
 
-bool Exchange::Resolve(std::string* name) {
+bool Exchange::Resolve(const std::string& name, std::string* renamed) {
   if (resolved_) return true;
   resolved_ = true;
+  const std::string* current = &name;
   // The active profile's pin first, once (its target is not pinned again).
   if (const router::ProfileRoute* prof = worker_->active_profile()) {
-    auto pin = prof->pins.find(*name);
+    auto pin = prof->pins.find(name);
     if (pin != prof->pins.end()) {
       if (pin->second.empty()) {
-        RespondError(
-            404, absl::StrCat("model '", *name, "' is disabled by profile '",
-                              prof->name, "'"));
+        RespondError(404,
+                     absl::StrCat("model '", name, "' is disabled by profile '",
+                                  prof->name, "'"));
         return false;
       }
-      *name = pin->second;
+      *renamed = pin->second;
+      current = renamed;
       renamed_ = true;
     }
   }
   // Then a selector (its targets are models).
-  if (const router::SelectorRoute* sel = worker_->selectors().Find(*name)) {
+  if (const router::SelectorRoute* sel = worker_->selectors().Find(*current)) {
     std::string picked = Select(*sel);
     if (picked.empty()) {
       RespondNoTarget(*sel);
       return false;
     }
-    *name = std::move(picked);
+    *renamed = std::move(picked);
     renamed_ = true;
   }
   return true;

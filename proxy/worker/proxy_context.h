@@ -83,11 +83,6 @@ class ProxyContext {
     absl::MutexLock lock(&mu_);
     return api_keys_;
   }
-  void SetApiKeys(std::shared_ptr<const KeySet> keys) {
-    absl::MutexLock lock(&mu_);
-    api_keys_ = std::move(keys);
-    version_.fetch_add(1, std::memory_order_release);
-  }
 
   // The config's upstream.ignorePaths, compiled: paths after
   // /upstream/<model> that never start their model. Null until the manager
@@ -97,21 +92,11 @@ class ProxyContext {
     absl::MutexLock lock(&mu_);
     return ignore_paths_;
   }
-  void SetIgnorePaths(std::shared_ptr<const PathPatterns> patterns) {
-    absl::MutexLock lock(&mu_);
-    ignore_paths_ = std::move(patterns);
-    version_.fetch_add(1, std::memory_order_release);
-  }
 
   // The config's peers (their models, by name); never null.
   std::shared_ptr<const router::PeerTable> peers() const {
     absl::MutexLock lock(&mu_);
     return peers_;
-  }
-  void SetPeers(std::shared_ptr<const router::PeerTable> peers) {
-    absl::MutexLock lock(&mu_);
-    peers_ = std::move(peers);
-    version_.fetch_add(1, std::memory_order_release);
   }
 
   // The config's selectors; never null.
@@ -119,15 +104,8 @@ class ProxyContext {
     absl::MutexLock lock(&mu_);
     return selectors_;
   }
-  void SetSelectors(std::shared_ptr<const router::SelectorTable> selectors) {
-    absl::MutexLock lock(&mu_);
-    selectors_ = std::move(selectors);
-    version_.fetch_add(1, std::memory_order_release);
-  }
 
-  // The config's profiles, and the one active (null: none). Profiles that
-  // differ from the last ones (a reload changed them) deselect the active
-  // one, as in llama-swap; the same ones keep it.
+  // The config's profiles, and the one active (null: none).
   std::shared_ptr<const router::ProfileTable> profiles() const {
     absl::MutexLock lock(&mu_);
     return profiles_;
@@ -136,16 +114,31 @@ class ProxyContext {
     absl::MutexLock lock(&mu_);
     return active_profile_;
   }
-  void SetProfiles(std::shared_ptr<const router::ProfileTable> profiles) {
+  // What ListModels carries besides the models, swapped in at once (a
+  // worker never sees new peers next to old selectors). Profiles that differ
+  // from the last ones (a reload changed them) deselect the active one, as
+  // in llama-swap; the same ones keep it.
+  struct Globals {
+    std::shared_ptr<const KeySet> api_keys;
+    std::shared_ptr<const PathPatterns> ignore_paths;
+    std::shared_ptr<const router::PeerTable> peers;
+    std::shared_ptr<const router::SelectorTable> selectors;
+    std::shared_ptr<const router::ProfileTable> profiles;
+  };
+  void SetGlobals(Globals g) {
     absl::MutexLock lock(&mu_);
-    bool same = profiles->routes().size() == profiles_->routes().size();
-    for (size_t i = 0; same && i < profiles->routes().size(); ++i) {
-      same = *profiles->routes()[i] == *profiles_->routes()[i];
+    bool same = g.profiles->routes().size() == profiles_->routes().size();
+    for (size_t i = 0; same && i < g.profiles->routes().size(); ++i) {
+      same = *g.profiles->routes()[i] == *profiles_->routes()[i];
     }
     active_profile_ = same && active_profile_ != nullptr
-                          ? profiles->Find(active_profile_->name)
+                          ? g.profiles->Find(active_profile_->name)
                           : nullptr;
-    profiles_ = std::move(profiles);
+    api_keys_ = std::move(g.api_keys);
+    ignore_paths_ = std::move(g.ignore_paths);
+    peers_ = std::move(g.peers);
+    selectors_ = std::move(g.selectors);
+    profiles_ = std::move(g.profiles);
     version_.fetch_add(1, std::memory_order_release);
   }
   // Makes `name` the active profile ("": none). False if there is no such
@@ -170,8 +163,7 @@ class ProxyContext {
     list_aliases_.store(on, std::memory_order_relaxed);
   }
 
-  // Bumped on every SetRoutes, SetApiKeys, SetIgnorePaths, SetPeers,
-  // SetSelectors, SetProfiles and SetActiveProfile:
+  // Bumped on every SetRoutes, SetGlobals and SetActiveProfile:
   // workers cache
   // the snapshots and refresh them only when this moved (no lock on the
   // request path).
