@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "proxy/http1/plain_head.h"
 
 namespace modelplane::proxy::http1 {
 namespace {
@@ -28,7 +29,7 @@ void AppendHeaderPart(Headers* headers, bool* in_value, bool value,
 
 const std::string* FindHeader(const Headers& headers, absl::string_view name) {
   for (const auto& [k, v] : headers) {
-    if (absl::EqualsIgnoreCase(k, name)) return &v;
+    if (EqualsNoCase(k, name)) return &v;
   }
   return nullptr;
 }
@@ -39,7 +40,7 @@ bool IsHopByHop(absl::string_view h) {
       "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
       "trailer",    "upgrade",    "content-length",   "http2-settings"};
   for (absl::string_view hop : kHopByHop) {
-    if (h.size() == hop.size() && absl::EqualsIgnoreCase(h, hop)) return true;
+    if (EqualsNoCase(h, hop)) return true;
   }
   return false;
 }
@@ -126,6 +127,7 @@ int RequestParser::OnMessageBegin(http_parser* p) {
   self->head_ = RequestHead();
   self->head_.headers.reserve(8);  // One allocation for a usual head.
   self->in_value_ = false;
+  self->at_start_ = false;
   self->in_head_ = true;
   self->head_bytes_ = 0;
   self->body_bytes_ = 0;
@@ -195,14 +197,49 @@ int RequestParser::OnMessageComplete(http_parser* p) {
   // at once (and calling Resume() from here) leaves the parser running.
   self->paused_ = true;
   http_parser_pause(p, 1);
+  // After a message that ends the connection http-parser refuses more.
+  self->at_start_ = http_should_keep_alive(p) != 0;
   self->visitor_->OnRequestEnd();
   return 0;
 }
 
 size_t RequestParser::Feed(absl::string_view data) {
   if (failed_ || paused_ || data.empty()) return 0;
-  size_t used =
-      http_parser_execute(&parser_, Settings(), data.data(), data.size());
+  size_t used = 0;
+  if (at_start_ && !plain_ && limits_.plain_heads) {
+    head_ = RequestHead();
+    head_.headers.reserve(8);
+    used = ReadPlainRequestHead(data, limits_.max_header_bytes, &head_);
+    // A body over the limit is left to http-parser's path (413).
+    if (used > 0 &&
+        head_.content_length.value_or(0) <= limits_.max_body_bytes) {
+      plain_ = true;
+      plain_left_ = head_.content_length.value_or(0);
+      in_head_ = false;
+      body_bytes_ = 0;
+      visitor_->OnRequestHead(std::move(head_));
+    } else {
+      used = 0;
+    }
+  }
+  if (plain_) {
+    uint64_t n = std::min<uint64_t>(plain_left_, data.size() - used);
+    if (n > 0) {
+      plain_left_ -= n;
+      body_bytes_ += n;
+      visitor_->OnRequestBody(data.substr(used, n));
+      used += n;
+    }
+    if (plain_left_ == 0) {
+      plain_ = false;
+      paused_ = true;  // As OnMessageComplete.
+      visitor_->OnRequestEnd();
+      // Resumed from the callback: goes on, as http-parser does.
+      if (!paused_ && used < data.size()) used += Feed(data.substr(used));
+    }
+    return used;
+  }
+  used = http_parser_execute(&parser_, Settings(), data.data(), data.size());
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err == HPE_PAUSED) return used;
   if (err != HPE_OK) {
@@ -235,7 +272,8 @@ void RequestParser::Fail(int status, std::string message) {
 
 // --- ResponseParser ---
 
-ResponseParser::ResponseParser(ResponseVisitor* visitor) : visitor_(visitor) {
+ResponseParser::ResponseParser(ResponseVisitor* visitor, bool plain_heads)
+    : visitor_(visitor), plain_heads_(plain_heads) {
   http_parser_init(&parser_, HTTP_RESPONSE);
   parser_.data = this;
 }
@@ -310,8 +348,39 @@ int ResponseParser::OnMessageComplete(http_parser* p) {
 
 size_t ResponseParser::Feed(absl::string_view data) {
   if (failed_ || data.empty()) return 0;
-  size_t used =
-      http_parser_execute(&parser_, Settings(), data.data(), data.size());
+  size_t used = 0;
+  if (!slow_ && !plain_ && plain_heads_ && !head_request_) {
+    head_ = ResponseHead();
+    head_.headers.reserve(8);
+    // 64 KiB: below http-parser's own limit on a head (80 KiB), so a head
+    // it would refuse is never taken here.
+    used = ReadPlainResponseHead(data, 64 << 10, &head_);
+    if (used > 0) {
+      plain_ = true;
+      plain_left_ = *head_.content_length;
+      in_message_ = true;
+      visitor_->OnResponseHead(std::move(head_));
+    }
+  }
+  if (plain_) {
+    uint64_t n = std::min<uint64_t>(plain_left_, data.size() - used);
+    if (n > 0) {
+      plain_left_ -= n;
+      visitor_->OnResponseBody(data.substr(used, n));
+      used += n;
+    }
+    if (plain_left_ == 0) {
+      plain_ = false;
+      in_message_ = false;
+      visitor_->OnResponseEnd();
+      // Bytes after it are the next response, as http-parser would read
+      // them in the same call.
+      if (used < data.size()) used += Feed(data.substr(used));
+    }
+    return used;
+  }
+  slow_ = true;
+  used = http_parser_execute(&parser_, Settings(), data.data(), data.size());
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err != HPE_OK) {
     failed_ = true;
@@ -337,10 +406,19 @@ void ResponseParser::FeedEof() {
 
 namespace {
 
+// "name: value\r\n". Plain appends: absl::StrAppend here zero-fills what
+// it then overwrites (Debian's Abseil has no uninitialized resize).
+void AppendHeader(std::string* out, absl::string_view k, absl::string_view v) {
+  out->append(k.data(), k.size());
+  out->append(": ", 2);
+  out->append(v.data(), v.size());
+  out->append("\r\n", 2);
+}
+
 void AppendHeaders(std::string* out, const Headers& headers) {
   for (const auto& [k, v] : headers) {
     if (IsHopByHop(k)) continue;
-    absl::StrAppend(out, k, ": ", v, "\r\n");
+    AppendHeader(out, k, v);
   }
 }
 
@@ -360,13 +438,35 @@ void AppendResponseHead(std::string* out, int status, absl::string_view reason,
   size_t size = 96 + reason.size();  // Status line, framing, Connection.
   for (const auto& [k, v] : headers) size += k.size() + v.size() + 4;
   out->reserve(out->size() + size);
-  absl::StrAppend(out, "HTTP/1.1 ", status, " ",
-                  reason.empty() ? ReasonPhrase(status) : reason, "\r\n");
+  if (status >= 100 && status <= 999) {
+    const char line[] = {'H',
+                         'T',
+                         'T',
+                         'P',
+                         '/',
+                         '1',
+                         '.',
+                         '1',
+                         ' ',
+                         static_cast<char>('0' + status / 100),
+                         static_cast<char>('0' + status / 10 % 10),
+                         static_cast<char>('0' + status % 10),
+                         ' '};
+    out->append(line, sizeof(line));
+  } else {
+    absl::StrAppend(out, "HTTP/1.1 ", status, " ");
+  }
+  if (reason.empty()) reason = ReasonPhrase(status);
+  out->append(reason.data(), reason.size());
+  out->append("\r\n", 2);
   AppendHeaders(out, headers);
   if (!IsBodilessStatus(status)) AppendFraming(out, framing, content_length);
   bool close = !keep_alive || framing == Framing::kUntilClose;
-  absl::StrAppend(out, "Connection: ", close ? "close" : "keep-alive",
-                  "\r\n\r\n");
+  if (close) {
+    out->append("Connection: close\r\n\r\n");
+  } else {
+    out->append("Connection: keep-alive\r\n\r\n");
+  }
 }
 
 std::string EncodeResponseHead(int status, absl::string_view reason,
@@ -384,19 +484,26 @@ void AppendRequestHead(
     std::initializer_list<std::pair<absl::string_view, absl::string_view>>
         extra,
     Framing framing, uint64_t content_length) {
-  absl::StrAppend(out, method, " ", target, " HTTP/1.1\r\n");
+  size_t size = method.size() + target.size() + 64;
+  for (const auto& [k, v] : headers) size += k.size() + v.size() + 4;
+  for (const auto& [k, v] : extra) size += k.size() + v.size() + 4;
+  out->reserve(out->size() + size);
+  out->append(method.data(), method.size());
+  out->push_back(' ');
+  out->append(target.data(), target.size());
+  out->append(" HTTP/1.1\r\n", 11);
   for (const auto& [k, v] : headers) {
     if (IsHopByHop(k)) continue;
     bool skipped = false;
     for (absl::string_view name : skip) {
-      if (k.size() == name.size() && absl::EqualsIgnoreCase(k, name)) {
+      if (EqualsNoCase(k, name)) {
         skipped = true;
         break;
       }
     }
-    if (!skipped) absl::StrAppend(out, k, ": ", v, "\r\n");
+    if (!skipped) AppendHeader(out, k, v);
   }
-  for (const auto& [k, v] : extra) absl::StrAppend(out, k, ": ", v, "\r\n");
+  for (const auto& [k, v] : extra) AppendHeader(out, k, v);
   AppendFraming(out, framing, content_length);
   out->append("Connection: keep-alive\r\n\r\n");
 }

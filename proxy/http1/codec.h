@@ -1,5 +1,6 @@
 // HTTP/1.1 codecs for modelproxy, bytes in and bytes out (no sockets), on
-// http-parser: a request parser for the client side of the proxy, a
+// http-parser (after a quick read of plain heads, plain_head.h): a request
+// parser for the client side of the proxy, a
 // response parser for the upstream side, and the encoders for what the proxy
 // writes. The same codecs on both ends let tests run them back to back.
 //
@@ -21,11 +22,26 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/string_view.h"
 
 namespace modelplane::proxy::http1 {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// ASCII case-insensitive equality, inline: header names and tokens are
+// short, and absl::EqualsIgnoreCase's out-of-line byte loop cost more than
+// the rest of looking a header up.
+inline bool EqualsNoCase(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (absl::ascii_tolower(static_cast<unsigned char>(a[i])) !=
+        absl::ascii_tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
 
 // The first header named `name` (case-insensitive), or nullptr.
 const std::string* FindHeader(const Headers& headers, absl::string_view name);
@@ -54,6 +70,9 @@ struct ResponseHead {
 struct Limits {
   size_t max_header_bytes = 64 << 10;  // Request line plus headers: 431.
   uint64_t max_body_bytes = 64 << 20;  // 413.
+  // Plain heads read by plain_head.h before http-parser sees them. Off only
+  // in the test comparing the two.
+  bool plain_heads = true;
 };
 
 class RequestVisitor {
@@ -115,13 +134,19 @@ class RequestParser {
   uint64_t body_bytes_ = 0;
   bool paused_ = false;
   bool failed_ = false;
+  // http-parser is between messages (and will take another).
+  bool at_start_ = true;
+  // In the body of a message whose plain head was read without http-parser;
+  // the body's bytes left.
+  bool plain_ = false;
+  uint64_t plain_left_ = 0;
   int error_status_ = 0;
   std::string error_message_;
 };
 
 class ResponseParser {
  public:
-  explicit ResponseParser(ResponseVisitor* visitor);
+  explicit ResponseParser(ResponseVisitor* visitor, bool plain_heads = true);
   ResponseParser(const ResponseParser&) = delete;
   ResponseParser& operator=(const ResponseParser&) = delete;
 
@@ -149,6 +174,11 @@ class ResponseParser {
   bool head_request_ = false;
   bool in_message_ = false;
   bool failed_ = false;
+  bool plain_heads_;
+  // As RequestParser's; once http-parser has been fed, it reads the rest.
+  bool plain_ = false;
+  bool slow_ = false;
+  uint64_t plain_left_ = 0;
 };
 
 // How a message body is framed on the wire.

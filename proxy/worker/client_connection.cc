@@ -257,7 +257,20 @@ void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     c->Flush();
     return;
   }
-  c->input_.append(buf->base, n);
+  absl::string_view fresh(buf->base, static_cast<size_t>(n));
+  if (c->input_.empty() && !c->first_bytes_ && !c->feeding_) {
+    // The usual case: parsed straight from the read buffer, and only what
+    // is left (a pipelined request behind one in flight) is copied.
+    c->feeding_ = true;
+    while (!c->closing_ && c->h2_ == nullptr && !fresh.empty() &&
+           !c->parser_.paused() && !c->parser_.failed()) {
+      size_t used = c->parser_.Feed(fresh);
+      fresh.remove_prefix(used);
+      if (used == 0) break;
+    }
+    c->feeding_ = false;
+  }
+  c->input_.append(fresh.data(), fresh.size());
   if (c->input_.size() >
       c->worker_->context().options().limits.max_body_bytes + (1 << 20)) {
     uv_read_stop(s);  // Pipelined far ahead: wait until caught up.
