@@ -49,6 +49,7 @@ fuzz: bootstrap
 bench: bootstrap
 	$(BAZEL) run -c opt //tools/bench/readiness
 	$(BAZEL) run -c opt //tools/bench/control_plane
+	$(BAZEL) run -c opt //tools/bench/proxy:codec
 	$(BAZEL) run -c opt //tools/bench/proxy
 
 fmt: bootstrap

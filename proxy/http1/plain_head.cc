@@ -131,10 +131,9 @@ bool ReadHeaders(const char** at, const char* end, Fields* f) {
       case 14:
         if (Is(name, "content-length")) {
           if (f->content_length.has_value() || value.empty() ||
-              value.size() > 18 || !std::all_of(value.begin(), value.end(),
-                                                [](char c) {
-                                                  return c >= '0' && c <= '9';
-                                                })) {
+              value.size() > 18 ||
+              !std::all_of(value.begin(), value.end(),
+                           [](char c) { return c >= '0' && c <= '9'; })) {
             return false;
           }
           uint64_t n = 0;
@@ -151,9 +150,9 @@ bool ReadHeaders(const char** at, const char* end, Fields* f) {
       default:
         break;
     }
-    f->headers->emplace_back(
-        std::piecewise_construct, std::forward_as_tuple(name.data(), name.size()),
-        std::forward_as_tuple(value.data(), value.size()));
+    f->headers->emplace_back(std::piecewise_construct,
+                             std::forward_as_tuple(name.data(), name.size()),
+                             std::forward_as_tuple(value.data(), value.size()));
   }
   return false;  // Incomplete, or a bare LF.
 }
@@ -161,9 +160,8 @@ bool ReadHeaders(const char** at, const char* end, Fields* f) {
 struct Method {
   absl::string_view name;  // With the space after it.
 };
-constexpr Method kMethods[] = {{"GET "},    {"POST "},    {"PUT "},
-                               {"DELETE "}, {"HEAD "},    {"OPTIONS "},
-                               {"PATCH "}};
+constexpr Method kMethods[] = {{"GET "},  {"POST "},    {"PUT "},  {"DELETE "},
+                               {"HEAD "}, {"OPTIONS "}, {"PATCH "}};
 
 }  // namespace
 

@@ -24,8 +24,7 @@ constexpr int kRounds = 20000;
 std::string Describe(const Headers& headers) {
   std::string out;
   for (const auto& [k, v] : headers) {
-    absl::StrAppend(&out, "[", absl::CEscape(k), "]=[", absl::CEscape(v),
-                    "] ");
+    absl::StrAppend(&out, "[", absl::CEscape(k), "]=[", absl::CEscape(v), "] ");
   }
   return out;
 }
@@ -76,11 +75,11 @@ std::string ParseRequests(const std::string& input, bool plain) {
 class ResponseLog : public ResponseVisitor {
  public:
   void OnResponseHead(ResponseHead h) override {
-    absl::StrAppend(&log, "head ", h.status, " [", absl::CEscape(h.reason),
-                    "] len=",
-                    h.content_length ? absl::StrCat(*h.content_length) : "-",
-                    " chunked=", h.chunked, " ka=", h.keep_alive, " ",
-                    Describe(h.headers), "\n");
+    absl::StrAppend(
+        &log, "head ", h.status, " [", absl::CEscape(h.reason),
+        "] len=", h.content_length ? absl::StrCat(*h.content_length) : "-",
+        " chunked=", h.chunked, " ka=", h.keep_alive, " ", Describe(h.headers),
+        "\n");
   }
   void OnResponseBody(absl::string_view d) override {
     absl::StrAppend(&log, "body ", absl::CEscape(d), "\n");
@@ -136,7 +135,8 @@ const std::vector<std::string>& HeaderLines() {
       "X-Lead:    v",
       "X-NoSpace:v",
       "X-Obs: caf\xc3\xa9",
-      "X-Ctl: a\x01" "b",
+      "X-Ctl: a\x01"
+      "b",
       "X-Del: a\x7f",
       "Bad Name: x",
       "Bad\tName: x",
@@ -169,11 +169,10 @@ const std::vector<std::string>& HeaderLines() {
   return lines;
 }
 
-
 std::string RequestInput(std::mt19937& rng) {
   static const std::vector<std::string> methods = {
-      "GET",  "POST",  "PUT", "DELETE", "HEAD", "OPTIONS",
-      "PATCH", "CONNECT", "get", "POS", "PROPFIND"};
+      "GET",   "POST",    "PUT", "DELETE", "HEAD",    "OPTIONS",
+      "PATCH", "CONNECT", "get", "POS",    "PROPFIND"};
   static const std::vector<std::string> targets = {
       "/v1/chat/completions",
       "/",
@@ -203,7 +202,8 @@ std::string RequestInput(std::mt19937& rng) {
     int n = rng() % 6;
     bool has_length = false;
     for (int i = 0; i < n; ++i) {
-      const std::string& line = PickMostlyPlain(HeaderLines(), kPlainLines, rng);
+      const std::string& line =
+          PickMostlyPlain(HeaderLines(), kPlainLines, rng);
       if (line == "Content-Length: 5") has_length = true;
       absl::StrAppend(&out, line, rng() % 32 == 0 ? "\n" : "\r\n");
       if (rng() % 40 == 0) out += " folded\r\n";
@@ -246,7 +246,8 @@ std::string ResponseInput(std::mt19937& rng) {
     int n = rng() % 5;
     bool has_length = false;
     for (int i = 0; i < n; ++i) {
-      const std::string& line = PickMostlyPlain(HeaderLines(), kPlainLines, rng);
+      const std::string& line =
+          PickMostlyPlain(HeaderLines(), kPlainLines, rng);
       if (line == "Content-Length: 5") has_length = true;
       absl::StrAppend(&out, line, "\r\n");
     }
@@ -321,9 +322,8 @@ TEST(PlainHeadTest, DeclinesWhatItMustLeaveToHttpParser) {
   EXPECT_EQ(ReadPlainRequestHead("GET / HTTP/1.1\r\nHost: a\r\n", 4096, &req),
             0u);
   RequestHead big;
-  EXPECT_EQ(
-      ReadPlainRequestHead("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 20, &big),
-      0u);
+  EXPECT_EQ(ReadPlainRequestHead("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 20, &big),
+            0u);
   RequestHead chunked;
   EXPECT_EQ(ReadPlainRequestHead(
                 "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 4096,
@@ -336,9 +336,9 @@ TEST(PlainHeadTest, DeclinesWhatItMustLeaveToHttpParser) {
   RequestHead old;
   EXPECT_EQ(ReadPlainRequestHead("GET / HTTP/1.0\r\n\r\n", 4096, &old), 0u);
   ResponseHead until_close;
-  EXPECT_EQ(ReadPlainResponseHead("HTTP/1.1 200 OK\r\n\r\nbody", 4096,
-                                  &until_close),
-            0u);
+  EXPECT_EQ(
+      ReadPlainResponseHead("HTTP/1.1 200 OK\r\n\r\nbody", 4096, &until_close),
+      0u);
 }
 
 }  // namespace

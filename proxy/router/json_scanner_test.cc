@@ -141,6 +141,20 @@ TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
           R"(\nbbbbbbbb"})",
       R"({"model":")" + std::string(JsonScanner::kMaxModelBytes - 1, 'e') +
           R"(\u00e9bbbbbbbb"})",
+      // Runs found eight bytes at a time: stops at every offset within a
+      // word, bytes above 0x7f and DEL next to them.
+      "{\"messages\":[{\"role\":\"user\",\"content\":\"abcdefg\xc3\xa9\\\"hij"
+      "klmnop\x7f\xff\\\\qrstuvw\\\"xy\x01z\"}],\"model\":\"m\xc3\xa9"
+      "abcdefgh"
+      "ijklmnopq\",\"stream\":true}",
+      "{\"model\":\"abcdefghij\x02k\"}",
+      "{\"model\":\"abcdefghijklmnop\\\"q\\\\r\\/\"}",
+      "{\"a_key_with\x03"
+      "control\":1,\"mo\x04"
+      "del\":\"x\",\"model\":\"y\"}",
+      "{\"p\":\"" + std::string(37, 'x') + "\xf0\x9f\x98\x80" +
+          std::string(13, 'y') + "\",\"model\":\"" + std::string(23, 'z') +
+          "\"}",
   };
   for (const std::string& body : bodies) {
     JsonScanner reference;
