@@ -204,25 +204,28 @@ int RequestParser::OnMessageComplete(http_parser* p) {
 }
 
 size_t RequestParser::Feed(absl::string_view data) {
-  if (failed_ || paused_ || data.empty()) return 0;
   size_t used = 0;
-  if (at_start_ && !plain_ && limits_.plain_heads) {
-    head_ = RequestHead();
-    head_.headers.reserve(8);
-    used = ReadPlainRequestHead(data, limits_.max_header_bytes, &head_);
-    // A body over the limit is left to http-parser's path (413).
-    if (used > 0 &&
-        head_.content_length.value_or(0) <= limits_.max_body_bytes) {
+  // Plain messages one after another in a loop, never by recursion: a
+  // visitor that answers at once resumes from OnRequestEnd, and one buffer
+  // can hold a pipeline of a million requests.
+  while (!failed_ && !paused_) {
+    if (!plain_) {
+      if (used == data.size() || !at_start_ || !limits_.plain_heads) break;
+      head_ = RequestHead();
+      head_.headers.reserve(8);
+      size_t n = ReadPlainRequestHead(data.substr(used),
+                                      limits_.max_header_bytes, &head_);
+      // A body over the limit is left to http-parser's path (413).
+      if (n == 0 || head_.content_length.value_or(0) > limits_.max_body_bytes) {
+        break;
+      }
+      used += n;
       plain_ = true;
       plain_left_ = head_.content_length.value_or(0);
       in_head_ = false;
       body_bytes_ = 0;
       visitor_->OnRequestHead(std::move(head_));
-    } else {
-      used = 0;
     }
-  }
-  if (plain_) {
     uint64_t n = std::min<uint64_t>(plain_left_, data.size() - used);
     if (n > 0) {
       plain_left_ -= n;
@@ -230,16 +233,15 @@ size_t RequestParser::Feed(absl::string_view data) {
       visitor_->OnRequestBody(data.substr(used, n));
       used += n;
     }
-    if (plain_left_ == 0) {
-      plain_ = false;
-      paused_ = true;  // As OnMessageComplete.
-      visitor_->OnRequestEnd();
-      // Resumed from the callback: goes on, as http-parser does.
-      if (!paused_ && used < data.size()) used += Feed(data.substr(used));
-    }
-    return used;
+    if (plain_left_ > 0) return used;  // The rest of the body is to come.
+    plain_ = false;
+    paused_ = true;  // As OnMessageComplete; a visitor may resume at once.
+    visitor_->OnRequestEnd();
   }
-  used = http_parser_execute(&parser_, Settings(), data.data(), data.size());
+  if (failed_ || paused_ || plain_ || used == data.size()) return used;
+  // http-parser reads what follows (a zero-length execute would mean EOF).
+  absl::string_view rest = data.substr(used);
+  used += http_parser_execute(&parser_, Settings(), rest.data(), rest.size());
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err == HPE_PAUSED) return used;
   if (err != HPE_OK) {
@@ -347,40 +349,40 @@ int ResponseParser::OnMessageComplete(http_parser* p) {
 }
 
 size_t ResponseParser::Feed(absl::string_view data) {
-  if (failed_ || data.empty()) return 0;
+  if (failed_) return 0;
   size_t used = 0;
-  if (!slow_ && !plain_ && plain_heads_ && !head_request_) {
-    head_ = ResponseHead();
-    head_.headers.reserve(8);
-    // 64 KiB: below http-parser's own limit on a head (80 KiB), so a head
-    // it would refuse is never taken here.
-    used = ReadPlainResponseHead(data, 64 << 10, &head_);
-    if (used > 0) {
+  // A loop, as RequestParser's: responses after a complete one are read in
+  // the same call, as http-parser would.
+  while (!slow_ && !failed_) {
+    if (!plain_) {
+      if (used == data.size() || !plain_heads_ || head_request_) break;
+      head_ = ResponseHead();
+      head_.headers.reserve(8);
+      // 64 KiB: below http-parser's own limit on a head (80 KiB), so a
+      // head it would refuse is never taken here.
+      size_t n = ReadPlainResponseHead(data.substr(used), 64 << 10, &head_);
+      if (n == 0) break;
+      used += n;
       plain_ = true;
       plain_left_ = *head_.content_length;
       in_message_ = true;
       visitor_->OnResponseHead(std::move(head_));
     }
-  }
-  if (plain_) {
     uint64_t n = std::min<uint64_t>(plain_left_, data.size() - used);
     if (n > 0) {
       plain_left_ -= n;
       visitor_->OnResponseBody(data.substr(used, n));
       used += n;
     }
-    if (plain_left_ == 0) {
-      plain_ = false;
-      in_message_ = false;
-      visitor_->OnResponseEnd();
-      // Bytes after it are the next response, as http-parser would read
-      // them in the same call.
-      if (used < data.size()) used += Feed(data.substr(used));
-    }
-    return used;
+    if (plain_left_ > 0) return used;
+    plain_ = false;
+    in_message_ = false;
+    visitor_->OnResponseEnd();
   }
+  if (failed_ || plain_ || used == data.size()) return used;
   slow_ = true;
-  used = http_parser_execute(&parser_, Settings(), data.data(), data.size());
+  absl::string_view rest = data.substr(used);
+  used += http_parser_execute(&parser_, Settings(), rest.data(), rest.size());
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err != HPE_OK) {
     failed_ = true;

@@ -44,30 +44,46 @@ class RequestLog : public RequestVisitor {
   }
   void OnRequestEnd() override {
     log += "end\n";
-    parser->Resume();
+    ++ends;
+    if (resume_at_end) parser->Resume();  // Answered at once.
   }
   void OnRequestError(int status, const std::string& message) override {
     absl::StrAppend(&log, "error ", status, " ", message, "\n");
   }
   std::string log;
   RequestParser* parser = nullptr;
+  bool resume_at_end = true;
+  int ends = 0;
 };
 
-std::string ParseRequests(const std::string& input, bool plain) {
+// Feeds `pieces` the way ClientConnection does: what a Feed leaves is kept
+// for the next; a request answered later (`resume_at_end` false) is resumed
+// after Feed returns.
+std::string ParseRequests(const std::vector<std::string>& pieces, bool plain,
+                          bool resume_at_end) {
   RequestLog log;
+  log.resume_at_end = resume_at_end;
   Limits limits;
   limits.max_header_bytes = 512;
   limits.max_body_bytes = 64;
   limits.plain_heads = plain;
   RequestParser p(&log, limits);
   log.parser = &p;
-  absl::string_view rest(input);
-  while (!rest.empty() && !p.failed()) {
-    size_t used = p.Feed(rest);
-    absl::StrAppend(&log.log, "used ", used, " paused=", p.paused(),
-                    " in_head=", p.in_head(), "\n");
-    if (used == 0) break;
-    rest.remove_prefix(used);
+  std::string pending;
+  for (const std::string& piece : pieces) {
+    pending += piece;
+    while (!p.failed()) {
+      if (p.paused()) {
+        p.Resume();
+        log.log += "resume\n";
+      }
+      if (pending.empty()) break;
+      size_t used = p.Feed(pending);
+      absl::StrAppend(&log.log, "used ", used, " paused=", p.paused(),
+                      " in_head=", p.in_head(), "\n");
+      pending.erase(0, used);
+      if (used == 0 && !p.paused()) break;
+    }
   }
   return log.log;
 }
@@ -268,8 +284,17 @@ TEST(PlainHeadTest, RequestsReadAsHttpParserReadsThem) {
     std::string input = RequestInput(rng);
     RequestHead head;
     if (ReadPlainRequestHead(input, 512, &head) > 0) ++taken;
-    ASSERT_EQ(ParseRequests(input, true), ParseRequests(input, false))
-        << absl::CEscape(input);
+    // Whole, and in random reads; answered at once, and later.
+    std::vector<std::string> whole = {input};
+    std::vector<std::string> split = fuzz::Pieces(input, rng);
+    for (const auto* pieces : {&whole, &split}) {
+      for (bool at_once : {true, false}) {
+        ASSERT_EQ(ParseRequests(*pieces, true, at_once),
+                  ParseRequests(*pieces, false, at_once))
+            << absl::CEscape(input) << " in " << pieces->size()
+            << " reads, answered at once: " << at_once;
+      }
+    }
   }
   // Not vacuous: a good part of the inputs took the plain path, and a good
   // part did not.
@@ -291,6 +316,35 @@ TEST(PlainHeadTest, ResponsesReadAsHttpParserReadsThem) {
   }
   EXPECT_GT(taken, kRounds / 10);
   EXPECT_LT(taken, kRounds * 9 / 10);
+}
+
+// A pipeline of many requests in one buffer, each answered at once: read
+// in a loop (recursion per request overflowed the stack here).
+TEST(PlainHeadTest, LongPipelinesInOneBuffer) {
+  constexpr int kRequests = 400000;
+  std::string in;
+  for (int i = 0; i < kRequests; ++i) in += "GET / HTTP/1.1\r\n\r\n";
+  RequestLog log;
+  RequestParser p(&log, Limits{});
+  log.parser = &p;
+  EXPECT_EQ(p.Feed(in), in.size());
+  EXPECT_EQ(log.ends, kRequests);
+  EXPECT_FALSE(p.failed());
+
+  std::string out;
+  for (int i = 0; i < kRequests; ++i) {
+    out += "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  }
+  ResponseLog responses;
+  ResponseParser r(&responses);
+  EXPECT_EQ(r.Feed(out), out.size());
+  EXPECT_FALSE(r.failed());
+  size_t ends = 0;
+  for (size_t at = responses.log.find("end\n"); at != std::string::npos;
+       at = responses.log.find("end\n", at + 1)) {
+    ++ends;
+  }
+  EXPECT_EQ(ends, static_cast<size_t>(kRequests));
 }
 
 TEST(PlainHeadTest, TakesTheUsualHeads) {

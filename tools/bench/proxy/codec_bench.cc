@@ -205,8 +205,7 @@ void Ratio(const Collector& c, const std::string& ours,
 int main(int argc, char** argv) {
   using namespace modelplane::bench;  // NOLINT: main only.
   benchmark::RegisterBenchmark("request_head/plain", RequestHeads, true);
-  benchmark::RegisterBenchmark("request_head/http_parser", RequestHeads,
-                               false);
+  benchmark::RegisterBenchmark("request_head/http_parser", RequestHeads, false);
   benchmark::RegisterBenchmark("response_head/plain", ResponseHeads, true);
   benchmark::RegisterBenchmark("response_head/http_parser", ResponseHeads,
                                false);
