@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "proxy/http1/plain_head.h"
 
 namespace modelplane::proxy::http1 {
@@ -32,6 +33,16 @@ const std::string* FindHeader(const Headers& headers, absl::string_view name) {
     if (EqualsNoCase(k, name)) return &v;
   }
   return nullptr;
+}
+
+bool HasToken(const Headers& headers, absl::string_view name,
+              absl::string_view token) {
+  const std::string* v = FindHeader(headers, name);
+  if (v == nullptr) return false;
+  for (absl::string_view t : absl::StrSplit(*v, ',')) {
+    if (EqualsNoCase(absl::StripAsciiWhitespace(t), token)) return true;
+  }
+  return false;
 }
 
 bool IsHopByHop(absl::string_view h) {
@@ -327,6 +338,21 @@ int ResponseParser::OnHeadersComplete(http_parser* p) {
   if (p->flags & F_CONTENTLENGTH) h.content_length = p->content_length;
   h.chunked = (p->flags & F_CHUNKED) != 0;
   h.keep_alive = http_should_keep_alive(p) != 0;
+  if (h.status == 101) {
+    // http-parser ends the message here when the head names the upgrade
+    // (Upgrade, and Connection: upgrade); the rest is the new protocol's.
+    if (!self->upgrade_) {
+      self->error_ = "the upstream switched protocols unasked (101)";
+      return -1;
+    }
+    if (p->upgrade == 0) {
+      self->error_ = "the upstream's 101 names no Upgrade";
+      return -1;
+    }
+    self->upgraded_ = true;
+    self->visitor_->OnResponseHead(std::move(h));
+    return 1;
+  }
   bool informational = h.status >= 100 && h.status < 200;
   if (!informational) self->visitor_->OnResponseHead(std::move(h));
   // 1 tells http-parser there is no body: a HEAD response, and 204 and 304
@@ -349,7 +375,7 @@ int ResponseParser::OnMessageComplete(http_parser* p) {
 }
 
 size_t ResponseParser::Feed(absl::string_view data) {
-  if (failed_) return 0;
+  if (failed_ || upgraded_) return 0;
   size_t used = 0;
   // A loop, as RequestParser's: responses after a complete one are read in
   // the same call, as http-parser would.
@@ -386,14 +412,16 @@ size_t ResponseParser::Feed(absl::string_view data) {
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err != HPE_OK) {
     failed_ = true;
-    visitor_->OnResponseError(absl::StrCat("malformed upstream response: ",
-                                           http_errno_description(err)));
+    visitor_->OnResponseError(
+        !error_.empty() ? error_
+                        : absl::StrCat("malformed upstream response: ",
+                                       http_errno_description(err)));
   }
   return used;
 }
 
 void ResponseParser::FeedEof() {
-  if (failed_) return;
+  if (failed_ || upgraded_) return;
   // A zero-length execute tells http-parser the stream ended: a body framed
   // by the close completes; anything else in progress is truncated.
   http_parser_execute(&parser_, Settings(), nullptr, 0);
@@ -485,8 +513,8 @@ void AppendRequestHead(
     const Headers& headers, std::initializer_list<absl::string_view> skip,
     std::initializer_list<std::pair<absl::string_view, absl::string_view>>
         extra,
-    Framing framing, uint64_t content_length) {
-  size_t size = method.size() + target.size() + 64;
+    Framing framing, uint64_t content_length, absl::string_view upgrade) {
+  size_t size = method.size() + target.size() + 64 + upgrade.size();
   for (const auto& [k, v] : headers) size += k.size() + v.size() + 4;
   for (const auto& [k, v] : extra) size += k.size() + v.size() + 4;
   out->reserve(out->size() + size);
@@ -507,7 +535,19 @@ void AppendRequestHead(
   }
   for (const auto& [k, v] : extra) AppendHeader(out, k, v);
   AppendFraming(out, framing, content_length);
-  out->append("Connection: keep-alive\r\n\r\n");
+  if (upgrade.empty()) {
+    out->append("Connection: keep-alive\r\n\r\n");
+    return;
+  }
+  out->append("Connection: Upgrade\r\n");
+  AppendHeader(out, "Upgrade", upgrade);
+  out->append("\r\n", 2);
+}
+
+void AppendSwitchingHead(std::string* out, const Headers& headers) {
+  out->append("HTTP/1.1 101 Switching Protocols\r\n");
+  for (const auto& [k, v] : headers) AppendHeader(out, k, v);
+  out->append("\r\n", 2);
 }
 
 std::string EncodeRequestHead(absl::string_view method,

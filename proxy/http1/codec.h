@@ -45,6 +45,10 @@ inline bool EqualsNoCase(absl::string_view a, absl::string_view b) {
 
 // The first header named `name` (case-insensitive), or nullptr.
 const std::string* FindHeader(const Headers& headers, absl::string_view name);
+// The first header named `name` lists `token` (comma-separated, any case),
+// e.g. Connection: keep-alive, Upgrade.
+bool HasToken(const Headers& headers, absl::string_view name,
+              absl::string_view token);
 
 struct RequestHead {
   std::string method;
@@ -150,13 +154,22 @@ class ResponseParser {
   ResponseParser(const ResponseParser&) = delete;
   ResponseParser& operator=(const ResponseParser&) = delete;
 
-  // `head_request`: the response to a HEAD has no body.
-  void ExpectResponse(bool head_request) { head_request_ = head_request; }
+  // `head_request`: the response to a HEAD has no body. `upgrade`: the
+  // request asked to switch protocols (a WebSocket handshake); a 101 is then
+  // delivered as the head and ends the parse (upgraded()); unasked, a 101
+  // is an error.
+  void ExpectResponse(bool head_request, bool upgrade = false) {
+    head_request_ = head_request;
+    upgrade_ = upgrade;
+  }
   size_t Feed(absl::string_view data);
   // The upstream closed the connection: ends a body delimited by the close,
   // or reports a truncated response.
   void FeedEof();
   bool failed() const { return failed_; }
+  // A 101 was read: what follows its head (in the Feed that read it, and
+  // after) is the new protocol's, not HTTP.
+  bool upgraded() const { return upgraded_; }
 
  private:
   static int OnHeaderField(http_parser* p, const char* at, size_t len);
@@ -172,6 +185,9 @@ class ResponseParser {
   ResponseHead head_;
   bool in_value_ = false;
   bool head_request_ = false;
+  bool upgrade_ = false;
+  bool upgraded_ = false;
+  std::string error_;  // Set by a callback that failed the parse.
   bool in_message_ = false;
   bool failed_ = false;
   bool plain_heads_;
@@ -203,13 +219,17 @@ std::string EncodeResponseHead(int status, absl::string_view reason,
                                uint64_t content_length, bool keep_alive);
 // The same, appended to `out`: `headers` less those named in `skip` (any
 // case) and hop-by-hop ones, then `extra`, the framing header and
-// "Connection: keep-alive".
+// "Connection: keep-alive" — or, with `upgrade` (e.g. "websocket"),
+// "Connection: Upgrade" and "Upgrade: <upgrade>".
 void AppendRequestHead(
     std::string* out, absl::string_view method, absl::string_view target,
     const Headers& headers, std::initializer_list<absl::string_view> skip,
     std::initializer_list<std::pair<absl::string_view, absl::string_view>>
         extra,
-    Framing framing, uint64_t content_length);
+    Framing framing, uint64_t content_length, absl::string_view upgrade = {});
+// "HTTP/1.1 101 Switching Protocols", then `headers` as they are (Upgrade
+// and Connection included: they are the switch), then the blank line.
+void AppendSwitchingHead(std::string* out, const Headers& headers);
 std::string EncodeRequestHead(absl::string_view method,
                               absl::string_view target, const Headers& headers,
                               Framing framing, uint64_t content_length);

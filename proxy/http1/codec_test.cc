@@ -245,6 +245,80 @@ TEST(ResponseParserTest, InterimAndHeadResponses) {
   EXPECT_TRUE(h.body.empty());
 }
 
+TEST(ResponseParserTest, SwitchingProtocolsWhenAskedEndsTheParse) {
+  const std::string head =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\n\r\n";
+  const std::string frame = "\x81\x05hello";
+  Responses v;
+  ResponseParser p(&v);
+  p.ExpectResponse(false, /*upgrade=*/true);
+  // The new protocol's first bytes in the same read are left unparsed.
+  EXPECT_EQ(p.Feed(head + frame), head.size());
+  EXPECT_TRUE(p.upgraded());
+  EXPECT_FALSE(p.failed());
+  ASSERT_EQ(v.heads.size(), 1u);
+  EXPECT_EQ(v.heads[0].status, 101);
+  EXPECT_EQ(*FindHeader(v.heads[0].headers, "sec-websocket-accept"), "abc=");
+  EXPECT_EQ(v.ends, 0);
+  EXPECT_EQ(p.Feed(frame), 0u);  // Not HTTP any more.
+  p.FeedEof();
+  EXPECT_TRUE(v.error.empty()) << v.error;
+
+  // An upgrade answered with an ordinary response is read as one.
+  Responses refused;
+  ResponseParser q(&refused);
+  q.ExpectResponse(false, true);
+  q.Feed("HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno");
+  EXPECT_FALSE(q.upgraded());
+  EXPECT_EQ(refused.ends, 1);
+  EXPECT_EQ(refused.body, "no");
+}
+
+TEST(ResponseParserTest, SwitchingProtocolsUnaskedOrUnnamedIsAnError) {
+  Responses unasked;
+  ResponseParser p(&unasked);
+  p.ExpectResponse(false);
+  p.Feed(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\n\r\n");
+  EXPECT_TRUE(p.failed());
+  EXPECT_FALSE(p.upgraded());
+  EXPECT_THAT(unasked.error, ::testing::HasSubstr("unasked"));
+  EXPECT_TRUE(unasked.heads.empty());
+
+  Responses unnamed;
+  ResponseParser q(&unnamed);
+  q.ExpectResponse(false, true);
+  q.Feed("HTTP/1.1 101 Switching Protocols\r\n\r\n");
+  EXPECT_TRUE(q.failed());
+  EXPECT_THAT(unnamed.error, ::testing::HasSubstr("no Upgrade"));
+}
+
+TEST(CodecTest, UpgradeRequestAndSwitchingHeads) {
+  std::string req;
+  AppendRequestHead(&req, "GET", "/ws",
+                    {{"Connection", "Upgrade"},
+                     {"Upgrade", "websocket"},
+                     {"Sec-WebSocket-Key", "k"}},
+                    {}, {{"Host", "up"}}, Framing::kNoBody, 0, "websocket");
+  EXPECT_EQ(req,
+            "GET /ws HTTP/1.1\r\nSec-WebSocket-Key: k\r\nHost: up\r\n"
+            "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  std::string resp;
+  AppendSwitchingHead(&resp, {{"Upgrade", "websocket"},
+                              {"Connection", "Upgrade"},
+                              {"Sec-WebSocket-Accept", "a"}});
+  EXPECT_EQ(resp,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Accept: a\r\n\r\n");
+  Headers h = {{"Connection", "keep-alive, Upgrade"}, {"Upgrade", "WebSocket"}};
+  EXPECT_TRUE(HasToken(h, "connection", "upgrade"));
+  EXPECT_TRUE(HasToken(h, "upgrade", "websocket"));
+  EXPECT_FALSE(HasToken(h, "upgrade", "h2c"));
+  EXPECT_FALSE(HasToken(h, "te", "trailers"));
+}
+
 TEST(CodecTest, RequestBackToBack) {
   Headers headers = {{"Host", "up"}, {"Connection", "close"}, {"X-Model", "q"}};
   std::string wire = EncodeRequestHead("POST", "/v1/chat/completions", headers,

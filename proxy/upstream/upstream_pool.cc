@@ -98,7 +98,9 @@ class Connection : public http1::ResponseVisitor {
 
   // Starts a request: connects first if new.
   void Begin(std::string request, bool head_request, Handle* handle,
-             const Timeouts& timeouts);
+             const Timeouts& timeouts, bool upgrade);
+  // A tunnel's bytes for the upstream; true when over kTunnelBuffer waits.
+  bool WriteRaw(absl::string_view data);
   // Back in the pool: closes itself after the idle timeout.
   void Idle();
   void Cancel();  // The client left: close, never pool.
@@ -145,6 +147,8 @@ class Connection : public http1::ResponseVisitor {
   Handle* handle_ = nullptr;  // The request in flight, if any.
   std::string request_;       // Kept until a response byte (for a retry).
   bool head_request_ = false;
+  bool upgrade_ = false;  // The request asks to switch protocols.
+  bool tunnel_ = false;   // Switched: bytes pass both ways as they are.
   bool got_bytes_ = false;
   bool got_head_ = false;
   bool keep_alive_ = false;
@@ -163,6 +167,9 @@ class Handle : public UpstreamRequest {
   }
   void SetReading(bool reading) override {
     if (conn_ != nullptr) conn_->SetReading(reading);
+  }
+  bool Write(absl::string_view data) override {
+    return conn_ != nullptr && conn_->WriteRaw(data);
   }
 
   UpstreamPool* pool_;
@@ -209,8 +216,9 @@ void Connection::OnTimer(uv_timer_t* t) {
 void Connection::Idle() { Arm(Wait::kIdle, timeouts_.idle); }
 
 void Connection::Begin(std::string request, bool head_request, Handle* handle,
-                       const Timeouts& timeouts) {
+                       const Timeouts& timeouts, bool upgrade) {
   timeouts_ = timeouts;
+  upgrade_ = upgrade;
   timed_out_ = false;
   handle_ = handle;
   handle->conn_ = this;
@@ -218,7 +226,7 @@ void Connection::Begin(std::string request, bool head_request, Handle* handle,
   head_request_ = head_request;
   got_bytes_ = got_head_ = false;
   parser_ = std::make_unique<http1::ResponseParser>(this);
-  parser_->ExpectResponse(head_request);
+  parser_->ExpectResponse(head_request, upgrade);
   if (connected_) {
     reused_ = true;
     Send();
@@ -330,6 +338,29 @@ void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     }
     return;
   }
+  if (c->tunnel_) {
+    if (n == 0) return;
+    Handle* h = c->handle_;
+    if (n < 0) {
+      // The upstream closed its side (or failed): the tunnel ends.
+      c->handle_ = nullptr;
+      h->conn_ = nullptr;
+      c->Close();
+      if (n == UV_EOF) {
+        h->observer_->OnUpstreamEnd();
+      } else {
+        h->observer_->OnUpstreamError(
+            absl::StrCat("upstream read failed: ", uv_strerror(n)), false,
+            false);
+      }
+      return;
+    }
+    h->observer_->OnUpstreamBody(absl::string_view(buf->base, n));
+    if (c->handle_ != nullptr && !c->closing_) {
+      c->handle_->observer_->OnUpstreamReadDone();
+    }
+    return;
+  }
   if (n < 0) {
     if (n == UV_EOF) c->parser_->FeedEof();
     if (c->ended_) {
@@ -345,7 +376,21 @@ void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   }
   if (n == 0) return;
   c->got_bytes_ = true;
-  c->parser_->Feed(absl::string_view(buf->base, n));
+  size_t used = c->parser_->Feed(absl::string_view(buf->base, n));
+  if (c->parser_->upgraded() && !c->closing_ && c->handle_ != nullptr) {
+    // Switched (the 101 went to the observer): the rest of this read is
+    // the new protocol's first bytes.
+    c->tunnel_ = true;
+    c->keep_alive_ = false;
+    if (used < static_cast<size_t>(n)) {
+      c->handle_->observer_->OnUpstreamBody(
+          absl::string_view(buf->base + used, n - used));
+    }
+    if (c->handle_ != nullptr && !c->closing_) {
+      c->handle_->observer_->OnUpstreamReadDone();
+    }
+    return;
+  }
   // Only now, with the parser off the stack: finishing may start the next
   // request on this very connection (a new parser).
   if (c->ended_) {
@@ -368,6 +413,33 @@ void Connection::OnResponseBody(absl::string_view data) {
 }
 
 void Connection::OnResponseEnd() { ended_ = true; }
+
+bool Connection::WriteRaw(absl::string_view data) {
+  if (closing_ || !connected_ || data.empty()) return false;
+  size_t done = 0;
+  if (tcp_.write_queue_size == 0) {
+    uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), data.size());
+    int n = uv_try_write(stream(), &buf, 1);
+    if (n > 0) done = static_cast<size_t>(n);
+  }
+  if (done == data.size()) return false;
+  auto* w = new WriteReq{uv_write_t{}, std::string(data.substr(done))};
+  uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
+  int rc = uv_write(&w->req, stream(), &buf, 1, [](uv_write_t* r, int status) {
+    auto* c = static_cast<Connection*>(r->handle->data);
+    delete reinterpret_cast<WriteReq*>(r);
+    if (status < 0 || c->closing_ || c->handle_ == nullptr) return;
+    // Drained below the bound: the client may be read again.
+    if (c->tcp_.write_queue_size < kTunnelBuffer / 4) {
+      c->handle_->observer_->OnUpstreamWritable();
+    }
+  });
+  if (rc != 0) {
+    delete w;
+    return false;  // The read side sees the connection end.
+  }
+  return tcp_.write_queue_size > kTunnelBuffer;
+}
 
 void Connection::FinishResponse() {
   ended_ = false;
@@ -407,7 +479,7 @@ void Connection::Fail(const std::string& message) {
     target.literal = resolved_;  // A name already resolved is reused.
     target.addr = addr_;
     auto* fresh = new Connection(pool_, target);
-    fresh->Begin(std::move(request), head_request_, h, timeouts_);
+    fresh->Begin(std::move(request), head_request_, h, timeouts_, upgrade_);
     return;
   }
   h->observer_->OnUpstreamError(message, !got_head_, timed_out);
@@ -452,11 +524,9 @@ UpstreamPool::~UpstreamPool() {
   }
 }
 
-std::unique_ptr<UpstreamRequest> UpstreamPool::Send(const std::string& base_url,
-                                                    std::string request,
-                                                    bool head_request,
-                                                    UpstreamObserver* observer,
-                                                    const Timeouts& timeouts) {
+std::unique_ptr<UpstreamRequest> UpstreamPool::Send(
+    const std::string& base_url, std::string request, bool head_request,
+    UpstreamObserver* observer, const Timeouts& timeouts, bool upgrade) {
   auto handle = std::make_unique<Handle>(this, observer);
   // Parsed once per URL, not per request.
   auto known = targets_.find(base_url);
@@ -481,7 +551,7 @@ std::unique_ptr<UpstreamRequest> UpstreamPool::Send(const std::string& base_url,
   } else {
     c = new Connection(this, target);
   }
-  c->Begin(std::move(request), head_request, handle.get(), timeouts);
+  c->Begin(std::move(request), head_request, handle.get(), timeouts, upgrade);
   return handle;
 }
 

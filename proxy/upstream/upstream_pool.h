@@ -31,6 +31,11 @@ class UpstreamObserver {
   virtual void OnUpstreamBody(absl::string_view data) = 0;
   // One read's bytes were passed on and the response goes on.
   virtual void OnUpstreamReadDone() {}
+  // After a 101 (Send with `upgrade`): OnUpstreamHead had the 101, then
+  // OnUpstreamBody has the upstream's bytes of the new protocol as they
+  // come, and OnUpstreamEnd when it closes. This says that what Write
+  // queued went out below kTunnelBuffer.
+  virtual void OnUpstreamWritable() {}
   virtual void OnUpstreamEnd() = 0;
   // `before_head`: nothing of the response was passed on (answer 502, or
   // 504 when `timed_out`: no response head within the header timeout).
@@ -52,7 +57,15 @@ class UpstreamRequest {
   // Flow control: stop (and resume) reading the response while the client
   // is slow to take it.
   virtual void SetReading(bool reading) = 0;
+  // After a 101: bytes for the upstream (the client's side of the new
+  // protocol). Returns whether more than kTunnelBuffer now waits for the
+  // upstream (the caller stops reading its client until
+  // OnUpstreamWritable).
+  virtual bool Write(absl::string_view data) = 0;
 };
+
+// Bytes a tunnel lets wait for a slow upstream before its client is paused.
+inline constexpr size_t kTunnelBuffer = 1 << 20;
 
 class Connection;
 struct Target;
@@ -69,10 +82,14 @@ class UpstreamPool {
   // upstream at `base_url` (http://host:port: an IP address, localhost, or
   // a host name resolved when a connection is made).
   // A bad URL is reported to the observer before Send returns.
+  // `upgrade`: the request asks to switch protocols (a WebSocket
+  // handshake); after a 101 the connection is a tunnel (see
+  // UpstreamObserver) and is never pooled again.
   std::unique_ptr<UpstreamRequest> Send(const std::string& base_url,
                                         std::string request, bool head_request,
                                         UpstreamObserver* observer,
-                                        const Timeouts& timeouts = {});
+                                        const Timeouts& timeouts = {},
+                                        bool upgrade = false);
 
   size_t idle_connections() const;
 

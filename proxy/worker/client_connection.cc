@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/str_split.h"
 #include "proxy/worker/http2_streams.h"
 #include "proxy/worker/worker.h"
 
@@ -29,19 +27,6 @@ constexpr size_t kFlushBytes = 256 << 10;
 
 // The gathering buffer kept between responses (larger ones are freed).
 constexpr size_t kKeptOutBytes = 16 << 10;
-
-// The header lists the token (case-insensitive), e.g. Upgrade: h2c.
-bool HasToken(const http1::Headers& headers, absl::string_view name,
-              absl::string_view token) {
-  const std::string* v = http1::FindHeader(headers, name);
-  if (v == nullptr) return false;
-  for (absl::string_view t : absl::StrSplit(*v, ',')) {
-    if (absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(t), token)) {
-      return true;
-    }
-  }
-  return false;
-}
 
 }  // namespace
 
@@ -249,6 +234,14 @@ void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   if (n == 0 || c->closing_) return;
   if (c->lingering_) return;  // Closing: read and dropped.
   c->worker_->metrics().AddBytesIn(static_cast<uint64_t>(n));
+  if (c->tunnel_) {
+    if (c->exchange_->TunnelIn(absl::string_view(buf->base, n)) &&
+        !c->closing_) {
+      uv_read_stop(s);  // The upstream is slow to take them: TCP pushes back.
+      c->reading_client_ = false;
+    }
+    return;
+  }
   if (c->h2_ != nullptr) {
     if (!c->h2_->session().Feed(absl::string_view(buf->base, n))) {
       uv_read_stop(s);  // A protocol error: its GOAWAY goes out, then close.
@@ -330,12 +323,17 @@ void ClientConnection::OnRequestHead(http1::RequestHead head) {
   reading_body_ = true;
   UpdateTimer();
   keep_alive_ = head.keep_alive && !draining_;
+  // A WebSocket handshake: what follows it on the connection is the new
+  // protocol's or nothing, so a refused one ends the connection too.
+  if (head.upgrade && http1::HasToken(head.headers, "upgrade", "websocket")) {
+    keep_alive_ = false;
+  }
   // RFC 7540 3.2 / RFC 9110 7.8: HTTP/1.1 only, and the upgrade named as
   // a connection option (else an intermediary passed it on unasked).
   if (head.upgrade && head.version_minor >= 1 &&
-      HasToken(head.headers, "upgrade", "h2c") &&
-      HasToken(head.headers, "connection", "upgrade") &&
-      HasToken(head.headers, "connection", "http2-settings") &&
+      http1::HasToken(head.headers, "upgrade", "h2c") &&
+      http1::HasToken(head.headers, "connection", "upgrade") &&
+      http1::HasToken(head.headers, "connection", "http2-settings") &&
       http1::FindHeader(head.headers, "http2-settings") != nullptr &&
       !head.chunked && head.content_length.value_or(0) == 0 && !draining_) {
     upgrade_ = std::move(head);  // Decided once the request is complete.
@@ -438,6 +436,40 @@ void ClientConnection::SendData(absl::string_view data) {
       out->append(data.data(), data.size());
     }
   });
+}
+
+bool ClientConnection::SendSwitch(const http1::Headers& headers) {
+  if (closing_ || h2_ != nullptr) return false;
+  WriteWith(
+      [&](std::string* out) { http1::AppendSwitchingHead(out, headers); });
+  tunnel_ = true;
+  framing_ = http1::Framing::kUntilClose;  // Data goes out as it is.
+  keep_alive_ = false;
+  Flush();
+  if (closing_) return true;
+  // What the client sent after its handshake (a first frame) is the
+  // upstream's.
+  if (!input_.empty()) {
+    std::string early;
+    early.swap(input_);
+    if (exchange_->TunnelIn(early) && !closing_ && reading_client_) {
+      uv_read_stop(stream());
+      reading_client_ = false;
+      return true;
+    }
+  }
+  if (!reading_client_ && !closing_) {
+    reading_client_ = true;
+    uv_read_start(stream(), OnAlloc, OnRead);
+  }
+  UpdateTimer();
+  return true;
+}
+
+void ClientConnection::OnTunnelWritable() {
+  if (closing_ || !tunnel_ || reading_client_) return;
+  reading_client_ = true;
+  uv_read_start(stream(), OnAlloc, OnRead);
 }
 
 void ClientConnection::FlushNow() {

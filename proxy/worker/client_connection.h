@@ -70,6 +70,10 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   // connection keeps its flush for the next loop turn (a flush may end
   // streams, and the exchange calling is on the stack).
   void FlushNow() override;
+  // A WebSocket handshake answered 101: the connection becomes a tunnel to
+  // the upstream until either side closes.
+  bool SendSwitch(const http1::Headers& headers) override;
+  void OnTunnelWritable() override;
 
  private:
   static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
@@ -150,6 +154,9 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   http1::Framing framing_ = http1::Framing::kChunked;
   bool keep_alive_ = true;
   bool close_after_write_ = false;
+  // Switched protocols: what the client sends goes to the exchange's
+  // upstream as it is (Exchange::TunnelIn), never to the parser.
+  bool tunnel_ = false;
 
   // HTTP/2.
   std::unique_ptr<Http2Streams> h2_;

@@ -77,6 +77,13 @@ void Exchange::Begin(http1::RequestHead head) {
   upstream_failed_ = false;
   upstream_error_.clear();
   reading_upstream_ = true;
+  tunnel_ = false;
+  websocket_.clear();
+  if (head.upgrade && head.method == "GET" && head.version_minor >= 1 &&
+      http1::HasToken(head.headers, "upgrade", "websocket") &&
+      http1::HasToken(head.headers, "connection", "upgrade")) {
+    websocket_ = *http1::FindHeader(head.headers, "upgrade");
+  }
   head_ = std::move(head);
   body_.clear();
   json_ = router::JsonScanner();
@@ -168,7 +175,9 @@ void Exchange::Dispatch() {
   // HEAD is answered wherever GET is (without the body).
   bool get = head_.method == "GET" || head_.method == "HEAD";
   if (IsHealth(path) && get) {
-    return Respond(200, "application/json", R"({"status":"ok"})");
+    // Plain "OK" as llama-swap answers it: health checks written for it
+    // (`curl ... | grep -q OK`) keep working.
+    return Respond(200, "text/plain; charset=utf-8", "OK");
   }
   if (rejection_ == 503) {
     // Fail closed: until the manager has said whether keys are required,
@@ -406,11 +415,14 @@ void Exchange::SendUpstream(const std::string& upstream,
   // copy of the headers, one allocation.
   std::string request;
   request.reserve(256 + head_.target.size() + body_.size());
+  // A WebSocket handshake has no body and keeps its Upgrade.
+  http1::Framing framing = websocket_.empty() ? http1::Framing::kContentLength
+                                              : http1::Framing::kNoBody;
   if (api_key.empty()) {
     http1::AppendRequestHead(&request, head_.method, head_.target,
                              head_.headers, {"host", "expect"},
                              {{"Host", host}, {"X-Forwarded-For", peer_}},
-                             http1::Framing::kContentLength, body_.size());
+                             framing, body_.size(), websocket_);
   } else {
     // A peer's key, as llama-swap sends it, instead of the client's.
     std::string bearer = absl::StrCat("Bearer ", api_key);
@@ -421,7 +433,7 @@ void Exchange::SendUpstream(const std::string& upstream,
                               {"X-Forwarded-For", peer_},
                               {"Authorization", bearer},
                               {"x-api-key", api_key}},
-                             http1::Framing::kContentLength, body_.size());
+                             framing, body_.size(), websocket_);
   }
   request.append(body_);
   reading_upstream_ = true;
@@ -429,8 +441,9 @@ void Exchange::SendUpstream(const std::string& upstream,
   // Send may answer inline (a bad URL, no descriptor left): the request is
   // then finished, and a pipelined one may already be on its way.
   uint64_t generation = generation_;
-  auto sent = worker_->pool().Send(upstream, std::move(request),
-                                   head_.method == "HEAD", this, timeouts_);
+  auto sent =
+      worker_->pool().Send(upstream, std::move(request), head_.method == "HEAD",
+                           this, timeouts_, !websocket_.empty());
   if (in_request_ && generation == generation_) upstream_ = std::move(sent);
 }
 
@@ -438,6 +451,16 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
   responding_ = true;
   record_.time_to_first_byte =
       absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - sent_ns_));
+  if (head.status == 101) {  // Only when websocket_ asked for it.
+    record_.status = 101;
+    tunnel_ = true;
+    // The upstream's headers as they are (no CORS: WebSockets have none).
+    if (!sink_->SendSwitch(head.headers)) {
+      Finish();
+      sink_->Abort();
+    }
+    return;
+  }
   if (loading_head_sent_) {
     // The 200 head is out: the stream goes on in its body; an error answer
     // is kept (bounded) and sent as one SSE event at its end.
@@ -473,6 +496,15 @@ void Exchange::OnUpstreamBody(absl::string_view data) {
 
 void Exchange::OnUpstreamReadDone() {
   if (in_request_ && responding_ && !upstream_failed_) sink_->FlushNow();
+}
+
+bool Exchange::TunnelIn(absl::string_view data) {
+  if (!in_request_ || !tunnel_ || !upstream_) return false;
+  return upstream_->Write(data);
+}
+
+void Exchange::OnUpstreamWritable() {
+  if (in_request_ && tunnel_) sink_->OnTunnelWritable();
 }
 
 void Exchange::OnUpstreamEnd() {

@@ -60,6 +60,17 @@ class ResponseSink {
   // (rather than on the next loop turn) may. Each SSE chunk then leaves as
   // soon as it arrived.
   virtual void FlushNow() {}
+  // The upstream switched protocols (a WebSocket handshake answered 101):
+  // the sink sends the 101 with `headers` and from then on passes bytes
+  // both ways as they are (SendData, Exchange::TunnelIn) until either side
+  // closes. False when it cannot (HTTP/2 streams: no such requests reach
+  // an upstream).
+  virtual bool SendSwitch(const http1::Headers& headers) {
+    (void)headers;
+    return false;
+  }
+  // A paused tunnel's upstream took its bytes: read the client again.
+  virtual void OnTunnelWritable() {}
 };
 
 class Exchange : public upstream::UpstreamObserver {
@@ -83,6 +94,9 @@ class Exchange : public upstream::UpstreamObserver {
   void OnWritable();
   // Bytes the sink put on the wire for this request (the access log).
   void AddSent(uint64_t n) { response_bytes_ += n; }
+  // A tunnel's client bytes, for the upstream. True when too many wait for
+  // it: the sink stops reading until OnTunnelWritable.
+  bool TunnelIn(absl::string_view data);
 
   const http1::RequestHead& head() const { return head_; }
 
@@ -90,6 +104,7 @@ class Exchange : public upstream::UpstreamObserver {
   void OnUpstreamHead(http1::ResponseHead head) override;
   void OnUpstreamBody(absl::string_view data) override;
   void OnUpstreamReadDone() override;
+  void OnUpstreamWritable() override;
   void OnUpstreamEnd() override;
   void OnUpstreamError(const std::string& message, bool before_head,
                        bool timed_out) override;
@@ -190,6 +205,10 @@ class Exchange : public upstream::UpstreamObserver {
   upstream::Timeouts timeouts_;  // The routed model's.
   std::unique_ptr<upstream::UpstreamRequest> upstream_;
   bool responding_ = false;  // The response head went out.
+  // A WebSocket handshake (GET with Upgrade: websocket and Connection:
+  // upgrade): the Upgrade value, passed on to the upstream. Else empty.
+  std::string websocket_;
+  bool tunnel_ = false;  // The upstream answered 101: bytes pass as they are.
   bool reading_upstream_ = true;
   // For metrics and the access log (uv_hrtime, ns).
   RequestRecord record_;

@@ -70,8 +70,10 @@ class ProxyTest(unittest.TestCase):
         return self.p.request("POST", "/v1/chat/completions", body)
 
     def test_health_and_models_list(self):
-        status, _, body = self.p.request("GET", "/health")
-        self.assertEqual((status, json.loads(body)), (200, {"status": "ok"}))
+        status, headers, body = self.p.request("GET", "/health")
+        self.assertEqual((status, body), (200, b"OK"))  # As llama-swap.
+        types = [v for k, v in headers.items() if k.lower() == "content-type"]
+        self.assertTrue(types[0].startswith("text/plain"), headers)
         status, _, body = self.p.request("GET", "/v1/models")
         ids = [m["id"] for m in json.loads(body)["data"]]
         self.assertEqual(ids, ["alpha", "beta", "slow"])
@@ -159,7 +161,7 @@ class ProxyTest(unittest.TestCase):
         s.sendall(b"GET /upstream/alpha/status/204 HTTP/1.1\r\nHost: x\r\n\r\n"
                   b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         got = b""
-        while not got.endswith(b'{"status":"ok"}'):
+        while not got.endswith(b'\r\n\r\nOK'):
             chunk = s.recv(4096)
             self.assertTrue(chunk, got)
             got += chunk
@@ -455,7 +457,7 @@ class ApiKeyTest(unittest.TestCase):
                           b"<script>\"x\"\r\n\r\n"
                           b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
                 got = b""
-                while got.count(b"HTTP/1.1 ") < 2 or not got.endswith(b"}"):
+                while got.count(b"HTTP/1.1 ") < 2 or not got.endswith(b"OK"):
                     got += s.recv(4096)
                 s.close()
                 preflight, rest = got.split(b"\r\n\r\n", 1)
