@@ -101,6 +101,8 @@ class Connection : public http1::ResponseVisitor {
              const Timeouts& timeouts, bool upgrade);
   // A tunnel's bytes for the upstream; true when over kTunnelBuffer waits.
   bool WriteRaw(absl::string_view data);
+  // A tunnel's FIN to the upstream, after the queued writes.
+  void ShutdownRaw();
   // Back in the pool: closes itself after the idle timeout.
   void Idle();
   void Cancel();  // The client left: close, never pool.
@@ -141,6 +143,8 @@ class Connection : public http1::ResponseVisitor {
   Wait wait_ = Wait::kNone;
   Timeouts timeouts_;
   uv_connect_t connect_;
+  uv_shutdown_t shutdown_;
+  bool shut_down_ = false;
   bool connected_ = false;
   bool closing_ = false;
   bool reused_ = false;
@@ -170,6 +174,9 @@ class Handle : public UpstreamRequest {
   }
   bool Write(absl::string_view data) override {
     return conn_ != nullptr && conn_->WriteRaw(data);
+  }
+  void Shutdown() override {
+    if (conn_ != nullptr) conn_->ShutdownRaw();
   }
 
   UpstreamPool* pool_;
@@ -382,6 +389,8 @@ void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     // the new protocol's first bytes.
     c->tunnel_ = true;
     c->keep_alive_ = false;
+    // A tunnel can be quiet for hours: TCP keepalive finds a dead peer.
+    uv_tcp_keepalive(&c->tcp_, 1, 60);
     if (used < static_cast<size_t>(n)) {
       c->handle_->observer_->OnUpstreamBody(
           absl::string_view(buf->base + used, n - used));
@@ -414,8 +423,17 @@ void Connection::OnResponseBody(absl::string_view data) {
 
 void Connection::OnResponseEnd() { ended_ = true; }
 
+void Connection::ShutdownRaw() {
+  if (closing_ || !connected_ || shut_down_) return;
+  shut_down_ = true;
+  // Runs after the queued writes; its callback comes before the close's.
+  if (uv_shutdown(&shutdown_, stream(), [](uv_shutdown_t*, int) {}) != 0) {
+    shut_down_ = false;
+  }
+}
+
 bool Connection::WriteRaw(absl::string_view data) {
-  if (closing_ || !connected_ || data.empty()) return false;
+  if (closing_ || !connected_ || shut_down_ || data.empty()) return false;
   size_t done = 0;
   if (tcp_.write_queue_size == 0) {
     uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), data.size());

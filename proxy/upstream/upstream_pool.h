@@ -62,6 +62,9 @@ class UpstreamRequest {
   // upstream (the caller stops reading its client until
   // OnUpstreamWritable).
   virtual bool Write(absl::string_view data) = 0;
+  // After a 101: no more bytes for the upstream; it gets a FIN once what
+  // Write queued is out. Its bytes still come until it closes.
+  virtual void Shutdown() = 0;
 };
 
 // Bytes a tunnel lets wait for a slow upstream before its client is paused.

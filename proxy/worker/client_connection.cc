@@ -182,7 +182,18 @@ void ClientConnection::Drain() {
 }
 
 void ClientConnection::CloseGracefully() {
-  if (closing_ || lingering_) return;
+  if (closing_) return;
+  if (lingering_ && tunnel_) {
+    // A tunnel whose client closed first: done once the upstream's last
+    // bytes are out.
+    if (Queued() == 0) {
+      Close();
+    } else {
+      close_after_write_ = true;
+    }
+    return;
+  }
+  if (lingering_) return;
   if (Queued() > 0) {
     close_after_write_ = true;  // OnWrite comes back once it is out.
     return;
@@ -227,6 +238,18 @@ void ClientConnection::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 
 void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   auto* c = static_cast<ClientConnection*>(s->data);
+  if (n == UV_EOF && c->tunnel_ && !c->closing_ && !c->lingering_) {
+    // The client closed its side of a tunnel: so does the upstream, after
+    // what it still has to take; its answer still comes back, for a while
+    // (a lingering close: the timer ends it).
+    uv_read_stop(s);
+    c->reading_client_ = false;
+    c->lingering_ = true;
+    c->timer_mode_ = TimerMode::kLinger;
+    c->timer_.Arm(kLingerMs);
+    c->exchange_->TunnelClientDone();
+    return;
+  }
   if (n < 0) {
     c->Close();  // The client left: an upstream in flight is cancelled.
     return;
@@ -330,7 +353,9 @@ void ClientConnection::OnRequestHead(http1::RequestHead head) {
   }
   // RFC 7540 3.2 / RFC 9110 7.8: HTTP/1.1 only, and the upgrade named as
   // a connection option (else an intermediary passed it on unasked).
+  // (Upgrade: websocket, h2c is a WebSocket handshake.)
   if (head.upgrade && head.version_minor >= 1 &&
+      !http1::HasToken(head.headers, "upgrade", "websocket") &&
       http1::HasToken(head.headers, "upgrade", "h2c") &&
       http1::HasToken(head.headers, "connection", "upgrade") &&
       http1::HasToken(head.headers, "connection", "http2-settings") &&
@@ -445,6 +470,7 @@ bool ClientConnection::SendSwitch(const http1::Headers& headers) {
   tunnel_ = true;
   framing_ = http1::Framing::kUntilClose;  // Data goes out as it is.
   keep_alive_ = false;
+  uv_tcp_keepalive(&tcp_, 1, 60);  // A quiet tunnel's dead peer is found.
   Flush();
   if (closing_) return true;
   // What the client sent after its handshake (a first frame) is the
@@ -452,10 +478,12 @@ bool ClientConnection::SendSwitch(const http1::Headers& headers) {
   if (!input_.empty()) {
     std::string early;
     early.swap(input_);
-    if (exchange_->TunnelIn(early) && !closing_ && reading_client_) {
-      uv_read_stop(stream());
-      reading_client_ = false;
-      return true;
+    if (exchange_->TunnelIn(early) && !closing_) {
+      if (reading_client_) {
+        uv_read_stop(stream());
+        reading_client_ = false;
+      }
+      return true;  // OnTunnelWritable reads on.
     }
   }
   if (!reading_client_ && !closing_) {

@@ -79,10 +79,14 @@ void Exchange::Begin(http1::RequestHead head) {
   reading_upstream_ = true;
   tunnel_ = false;
   websocket_.clear();
+  bool websocket_body = false;
   if (head.upgrade && head.method == "GET" && head.version_minor >= 1 &&
       http1::HasToken(head.headers, "upgrade", "websocket") &&
       http1::HasToken(head.headers, "connection", "upgrade")) {
-    websocket_ = *http1::FindHeader(head.headers, "upgrade");
+    websocket_ = "websocket";
+    // A body would reach the upstream after a head that frames none: a
+    // second request of the client's making on a pooled connection.
+    websocket_body = head.chunked || head.content_length.value_or(0) > 0;
   }
   head_ = std::move(head);
   body_.clear();
@@ -131,6 +135,7 @@ void Exchange::Begin(http1::RequestHead head) {
       rejection_ = 401;
     }
   }
+  if (rejection_ == 0 && websocket_body) rejection_ = 400;
   if (head_.expect_continue && rejection_ == 0) sink_->SendContinue();
 }
 
@@ -185,6 +190,9 @@ void Exchange::Dispatch() {
     return RespondError(503,
                         "modelproxy has not loaded its API keys from the "
                         "manager yet");
+  }
+  if (rejection_ == 400) {
+    return RespondError(400, "a WebSocket handshake cannot have a body");
   }
   if (rejection_ == 401) {
     // Every endpoint but /health needs the key, /metrics included (a
@@ -435,7 +443,7 @@ void Exchange::SendUpstream(const std::string& upstream,
                               {"x-api-key", api_key}},
                              framing, body_.size(), websocket_);
   }
-  request.append(body_);
+  if (framing != http1::Framing::kNoBody) request.append(body_);
   reading_upstream_ = true;
   sent_ns_ = uv_hrtime();
   // Send may answer inline (a bad URL, no descriptor left): the request is
@@ -452,6 +460,10 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
   record_.time_to_first_byte =
       absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - sent_ns_));
   if (head.status == 101) {  // Only when websocket_ asked for it.
+    if (!http1::HasToken(head.headers, "upgrade", websocket_)) {
+      return RespondError(
+          502, "the upstream switched to another protocol than websocket");
+    }
     record_.status = 101;
     tunnel_ = true;
     // The upstream's headers as they are (no CORS: WebSockets have none).
@@ -501,6 +513,10 @@ void Exchange::OnUpstreamReadDone() {
 bool Exchange::TunnelIn(absl::string_view data) {
   if (!in_request_ || !tunnel_ || !upstream_) return false;
   return upstream_->Write(data);
+}
+
+void Exchange::TunnelClientDone() {
+  if (in_request_ && tunnel_ && upstream_) upstream_->Shutdown();
 }
 
 void Exchange::OnUpstreamWritable() {

@@ -97,6 +97,10 @@ class Exchange : public upstream::UpstreamObserver {
   // A tunnel's client bytes, for the upstream. True when too many wait for
   // it: the sink stops reading until OnTunnelWritable.
   bool TunnelIn(absl::string_view data);
+  // The tunnel's client closed its side: the upstream's side is closed
+  // once what waits for it was written (a FIN, not a reset: nothing the
+  // client sent last is lost), and its answer still reaches the client.
+  void TunnelClientDone();
 
   const http1::RequestHead& head() const { return head_; }
 

@@ -93,12 +93,14 @@ class Reader:
             return True
 
 
-def handshake(port, path, first=b""):
+def handshake(port, path, first=b"", upgrade="websocket", connection="Upgrade",
+              extra=""):
     key = base64.b64encode(os.urandom(16)).decode()
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n" % (path, key)).encode() + first)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: %s\r\n"
+               "Connection: %s\r\nSec-WebSocket-Key: %s\r\n"
+               "Sec-WebSocket-Version: 13\r\n%s\r\n"
+               % (path, upgrade, connection, key, extra)).encode() + first)
     r = Reader(s)
     return s, r, r.head(), key
 
@@ -160,6 +162,9 @@ class WebSocketTest(unittest.TestCase):
         self.assertEqual(r.frame(), (10, b"p"))
         # The lease is held while the connection lasts...
         self.assertEqual(self.in_flight(), 1)
+        # (Once the other tests' tunnels are all closed upstream.)
+        self.assertTrue(wait_for(lambda: (lambda st: st["opened"] - st["closed"] == 1)(
+            self.upstream_stats()), 10))
         closed_before = self.upstream_stats()["closed"]
         s.close()
         # ...and the client leaving reaches the upstream and gives it back.
@@ -176,6 +181,40 @@ class WebSocketTest(unittest.TestCase):
         self.assertTrue(r.closed())
         s.close()
         self.assertTrue(wait_for(lambda: self.in_flight() == 0, 10))
+
+    def test_the_client_closing_first_loses_nothing(self):
+        s, r, head, _ = handshake(self.p.port, "/upstream/echo/ws")
+        self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
+        r.frame()  # hello
+        # A last message and the close, then the client's FIN at once: the
+        # upstream still gets both, and its answers still come back.
+        s.sendall(client_frame(1, b"last words") + client_frame(8, struct.pack("!H", 1000)))
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(r.frame(), (1, b"last words"))
+        self.assertEqual(r.frame(), (8, struct.pack("!H", 1000)))
+        self.assertTrue(r.closed())
+        s.close()
+        self.assertTrue(wait_for(lambda: self.in_flight() == 0, 10))
+
+    def test_a_handshake_with_a_body_is_refused(self):
+        s, r, head, _ = handshake(self.p.port, "/upstream/echo/ws",
+                                  extra="Content-Length: 18\r\n",
+                                  first=b"GET /stats HTTP/1.1")
+        self.assertTrue(head.startswith("HTTP/1.1 400 "), head)
+        self.assertIn(b"cannot have a body", r.exact(int(
+            head.lower().split("content-length: ")[1].split("\r\n")[0])))
+        self.assertTrue(r.closed())
+        s.close()
+
+    def test_websocket_with_h2c_in_the_upgrade_is_a_websocket(self):
+        s, r, head, _ = handshake(self.p.port, "/upstream/echo/ws",
+                                  upgrade="websocket, h2c",
+                                  connection="Upgrade, HTTP2-Settings",
+                                  extra="HTTP2-Settings: AAMAAABkAAQAAP__\r\n")
+        self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
+        self.assertRegex(head, r"(?i)\r\nupgrade: websocket")
+        self.assertEqual(r.frame(), (1, b"hello /ws"))
+        s.close()
 
     def test_a_frame_sent_with_the_handshake_is_not_lost(self):
         s, r, head, _ = handshake(self.p.port, "/upstream/echo/ws",
