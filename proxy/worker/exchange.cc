@@ -78,6 +78,8 @@ void Exchange::Begin(http1::RequestHead head) {
   upstream_error_.clear();
   reading_upstream_ = true;
   tunnel_ = false;
+  scan_usage_ = false;
+  usage_ = router::UsageScanner();
   websocket_.clear();
   bool websocket_body = false;
   if (head.upgrade && head.method == "GET" && head.version_minor >= 1 &&
@@ -473,6 +475,8 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
     }
     return;
   }
+  scan_usage_ = head.status >= 200 && head.status < 300 &&
+                http1::FindHeader(head.headers, "content-encoding") == nullptr;
   if (loading_head_sent_) {
     // The 200 head is out: the stream goes on in its body; an error answer
     // is kept (bounded) and sent as one SSE event at its end.
@@ -499,6 +503,7 @@ void Exchange::OnUpstreamBody(absl::string_view data) {
     }
     return;
   }
+  if (scan_usage_) usage_.Feed(data);
   sink_->SendData(data);
   if (in_request_ && reading_upstream_ && sink_->Congested()) {
     reading_upstream_ = false;  // The client is slow: let TCP push back.
@@ -581,6 +586,11 @@ void Exchange::RespondError(int status, const std::string& message) {
 void Exchange::Finish() {
   if (!in_request_) return;
   in_request_ = false;
+  if (scan_usage_) {
+    // Counted even when the client left early: the model did the work.
+    record_.prompt_tokens = usage_.prompt();
+    record_.completion_tokens = usage_.completion();
+  }
   StopLoadingTimer();
   RecordRequest();
   origin_.clear();

@@ -24,6 +24,7 @@
 #include "proxy/router/json_scanner.h"
 #include "proxy/router/multipart_scanner.h"
 #include "proxy/router/route_table.h"
+#include "proxy/router/usage_scanner.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "proxy/worker/metrics.h"
 
@@ -213,6 +214,10 @@ class Exchange : public upstream::UpstreamObserver {
   // upgrade): the Upgrade value, passed on to the upstream. Else empty.
   std::string websocket_;
   bool tunnel_ = false;  // The upstream answered 101: bytes pass as they are.
+  // The model's reported token counts, looked for in a 2xx answer that is
+  // not content-encoded (modelproxy_tokens_total).
+  bool scan_usage_ = false;
+  router::UsageScanner usage_;
   bool reading_upstream_ = true;
   // For metrics and the access log (uv_hrtime, ns).
   RequestRecord record_;

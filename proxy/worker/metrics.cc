@@ -55,6 +55,10 @@ void Metrics::Merge(const Metrics& o) {
     time_to_first_byte[k].Merge(v);
   for (const auto& [k, v] : o.lease_wait) lease_wait[k].Merge(v);
   for (const auto& [k, v] : o.lease_errors) lease_errors[k] += v;
+  for (const auto& [k, v] : o.tokens) {
+    tokens[k].prompt += v.prompt;
+    tokens[k].completion += v.completion;
+  }
   bytes_in += o.bytes_in;
   bytes_out += o.bytes_out;
   open_connections += o.open_connections;
@@ -99,6 +103,14 @@ void WorkerMetrics::Record(const RequestRecord& r) {
   }
   if (!r.lease_error.empty()) {
     ++metrics_.lease_errors[{r.model, r.lease_error}];
+  }
+  if (r.prompt_tokens || r.completion_tokens) {
+    auto t = metrics_.tokens.find(absl::string_view(r.model));
+    if (t == metrics_.tokens.end()) {
+      t = metrics_.tokens.emplace(r.model, Metrics::Tokens()).first;
+    }
+    t->second.prompt += r.prompt_tokens.value_or(0);
+    t->second.completion += r.completion_tokens.value_or(0);
   }
 }
 
@@ -154,6 +166,17 @@ std::string Metrics::Render(const std::map<std::string, int>& in_flight,
   for (const auto& [k, v] : lease_errors) {
     absl::StrAppend(&out, "modelproxy_lease_errors_total{model=\"",
                     Label(k.first), "\",code=\"", k.second, "\"} ", v, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP modelproxy_tokens_total Tokens the models reported "
+                  "in their responses' usage, by model and type (prompt, "
+                  "completion).\n"
+                  "# TYPE modelproxy_tokens_total counter\n");
+  for (const auto& [model, t] : tokens) {
+    absl::StrAppend(&out, "modelproxy_tokens_total{model=\"", Label(model),
+                    "\",type=\"completion\"} ", t.completion,
+                    "\nmodelproxy_tokens_total{model=\"", Label(model),
+                    "\",type=\"prompt\"} ", t.prompt, "\n");
   }
   absl::StrAppend(
       &out,

@@ -43,6 +43,13 @@ struct Metrics {
   std::map<std::string, Histogram> time_to_first_byte;  // By model.
   std::map<std::string, Histogram> lease_wait;          // By model.
   std::map<std::pair<std::string, std::string>, uint64_t> lease_errors;
+  // Tokens the models reported, by model (found by string_view: no key
+  // copied per request).
+  struct Tokens {
+    uint64_t prompt = 0;
+    uint64_t completion = 0;
+  };
+  std::map<std::string, Tokens, std::less<>> tokens;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   int64_t open_connections = 0;
@@ -65,6 +72,9 @@ struct RequestRecord {
   std::optional<absl::Duration> lease_wait;
   std::optional<absl::Duration> time_to_first_byte;
   std::string lease_error;  // The absl status code name, when refused.
+  // The response's usage, when it reported one (router/usage_scanner.h).
+  std::optional<uint64_t> prompt_tokens;
+  std::optional<uint64_t> completion_tokens;
 };
 
 // The label for a request path: known routes by name, /upstream/... as

@@ -32,8 +32,12 @@ TEST(MetricsTest, MergeAddsEveryWorkersCounts) {
   r.route = RouteLabel("/v1/chat/completions");
   r.status = 200;
   r.lease_wait = absl::Milliseconds(2);
+  r.prompt_tokens = 10;
+  r.completion_tokens = 100;
   w1.Record(r);
   w2.Record(r);
+  r.prompt_tokens.reset();
+  r.completion_tokens.reset();
   r.status = 429;
   r.lease_error = "RESOURCE_EXHAUSTED";
   w2.Record(r);
@@ -54,6 +58,9 @@ TEST(MetricsTest, MergeAddsEveryWorkersCounts) {
   EXPECT_THAT(text, HasSubstr("modelproxy_lease_wait_seconds_count{model="
                               "\"m\"} 3\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_bytes_sent_total 15\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_tokens_total{model=\"m\",type="
+                              "\"completion\"} 200\nmodelproxy_tokens_total{"
+                              "model=\"m\",type=\"prompt\"} 20\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_open_connections 2\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_worker_connections{worker=\"0\"} "
                               "2\nmodelproxy_worker_connections{worker=\"1\"} "

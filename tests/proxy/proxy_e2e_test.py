@@ -989,10 +989,20 @@ class MetricsTest(unittest.TestCase):
             try:
                 self.assertTrue(wait_for(
                     lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 2, 10))
-                body = {"model": "m", "messages": []}
+                body = {"model": "m", "messages": [{"role": "user", "content": "a b c"}]}
                 # Separate connections: the kernel spreads them over both workers.
-                for _ in range(6):
-                    self.assertEqual(p.request("POST", "/v1/chat/completions", body)[0], 200)
+                # The usage the model reports, summed (modelproxy_tokens_total).
+                prompt = completion = 0
+                for i in range(6):
+                    status, _, out = p.request("POST", "/v1/chat/completions",
+                                               dict(body, stream=i == 5))
+                    self.assertEqual(status, 200)
+                    events = [json.loads(e[6:]) for e in out.decode().split("\n\n")
+                              if e.startswith("data: {")] if i == 5 else [json.loads(out)]
+                    usage = [e["usage"] for e in events if e.get("usage")][-1]
+                    prompt += usage["prompt_tokens"]
+                    completion += usage["completion_tokens"]
+                self.assertGreater(prompt, 0)
                 self.assertEqual(p.request("POST", "/v1/chat/completions",
                                            {"model": "nope"})[0], 404)
                 self.assertEqual(p.request("GET", "/health")[0], 200)
@@ -1029,6 +1039,10 @@ class MetricsTest(unittest.TestCase):
                                         model="m", le="+Inf"), 6)
                 self.assertEqual(metric(got_metrics, "modelproxy_lease_wait_seconds_count",
                                         model="m"), 6)
+                self.assertEqual(metric(got_metrics, "modelproxy_tokens_total",
+                                        model="m", type="prompt"), prompt)
+                self.assertEqual(metric(got_metrics, "modelproxy_tokens_total",
+                                        model="m", type="completion"), completion)
                 # The stream still holds its lease; m's requests are all done.
                 self.assertEqual(metric(got_metrics, "modelproxy_in_flight", model="slow"), 1)
                 self.assertEqual(metric(got_metrics, "modelproxy_in_flight", model="m"), 0)

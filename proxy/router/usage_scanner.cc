@@ -1,0 +1,99 @@
+#include "proxy/router/usage_scanner.h"
+
+#include <algorithm>
+#include <cstring>
+
+
+namespace modelplane::proxy::router {
+namespace {
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// `s` ends with `suffix` (short literals: inline, no library call).
+bool EndsWith(const char* begin, const char* end, absl::string_view suffix) {
+  if (static_cast<size_t>(end - begin) < suffix.size()) return false;
+  const char* p = end - suffix.size();
+  for (char c : suffix) {
+    if (*p++ != c) return false;
+  }
+  return true;
+}
+
+uint64_t Load8(const char* p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+const uint64_t kTokensQuote = Load8("_tokens\"");
+
+}  // namespace
+
+void UsageScanner::Feed(absl::string_view data) {
+  if (data.empty()) return;
+  // Matches that cross from the last read into this one: the kept tail and
+  // this read's first bytes. Values are assigned, not added, so a match
+  // seen again below (or again later, from the tail) is harmless, and one
+  // cut short here (its number runs to the buffer's end) is skipped and
+  // seen whole in a later scan.
+  if (tail_size_ > 0) {
+    char joint[2 * kKeep];
+    size_t head = std::min(data.size(), kKeep);
+    memcpy(joint, tail_, tail_size_);
+    memcpy(joint + tail_size_, data.data(), head);
+    Scan(absl::string_view(joint, tail_size_ + head));
+  }
+  Scan(data);
+  // The stream's last kKeep bytes.
+  if (data.size() >= kKeep) {
+    memcpy(tail_, data.data() + data.size() - kKeep, kKeep);
+    tail_size_ = kKeep;
+  } else {
+    size_t old = std::min(tail_size_, kKeep - data.size());
+    memmove(tail_, tail_ + tail_size_ - old, old);
+    memcpy(tail_ + old, data.data(), data.size());
+    tail_size_ = old + data.size();
+  }
+}
+
+void UsageScanner::Scan(absl::string_view buf) {
+  const char* p = buf.data();
+  const char* end = p + buf.size();
+  while (p < end) {
+    const void* found = memchr(p, '_', static_cast<size_t>(end - p));
+    if (found == nullptr) return;
+    const char* at = static_cast<const char*>(found);
+    p = at + 1;
+    if (end - at < 8 || Load8(at) != kTokensQuote) continue;
+    // The key's first part, from its opening quote: "prompt_tokens" but
+    // not "cached_tokens" nor "cache_creation_input_tokens".
+    const char* begin = buf.data();
+    std::optional<uint64_t>* slot = nullptr;
+    if (EndsWith(begin, at, "\"prompt") || EndsWith(begin, at, "\"input")) {
+      slot = &prompt_;
+    } else if (EndsWith(begin, at, "\"completion") ||
+               EndsWith(begin, at, "\"output")) {
+      slot = &completion_;
+    } else {
+      continue;
+    }
+    const char* q = at + 8;
+    while (q < end && IsSpace(*q)) ++q;
+    if (q == end || *q != ':') continue;
+    ++q;
+    while (q < end && IsSpace(*q)) ++q;
+    const char* digits = q;
+    uint64_t value = 0;
+    while (q < end && q - digits < 19 && *q >= '0' && *q <= '9') {
+      value = value * 10 + static_cast<uint64_t>(*q - '0');
+      ++q;
+    }
+    // No number (null, say), one cut short by the buffer's end, or one too
+    // long to be a count.
+    if (q == digits || q == end || (*q >= '0' && *q <= '9')) continue;
+    *slot = value;
+    p = q;
+  }
+}
+
+}  // namespace modelplane::proxy::router

@@ -1,0 +1,50 @@
+// Finds the token counts a model reports in its response — the `usage`
+// object of OpenAI-style answers ("prompt_tokens", "completion_tokens") and
+// of Anthropic's ("input_tokens", "output_tokens") — while the response
+// streams by, without parsing it: JSON bodies and SSE streams alike (a
+// stream's usage comes in its last events). For the proxy's
+// modelproxy_tokens_total counters.
+//
+//   UsageScanner u;
+//   u.Feed(piece1); u.Feed(piece2);       // As the response arrives.
+//   if (u.completion()) count(*u.completion());
+//
+// The last value seen of each wins (an Anthropic stream reports output
+// tokens as they grow). Only keys at a JSON key's start count
+// ("cached_tokens", "prompt_tokens_details" and text inside strings, where
+// quotes are escaped, do not). Costs a memchr for '_' over the bytes and a
+// few compares per underscore; no allocation. Single-threaded.
+#ifndef MODELPLANE_PROXY_ROUTER_USAGE_SCANNER_H_
+#define MODELPLANE_PROXY_ROUTER_USAGE_SCANNER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "absl/strings/string_view.h"
+
+namespace modelplane::proxy::router {
+
+class UsageScanner {
+ public:
+  void Feed(absl::string_view data);
+
+  std::optional<uint64_t> prompt() const { return prompt_; }
+  std::optional<uint64_t> completion() const { return completion_; }
+
+ private:
+  // Longest match: "completion_tokens" : <spaces> 19 digits and one byte
+  // after them; a match this long fits in the bytes kept across reads.
+  static constexpr size_t kKeep = 64;
+
+  void Scan(absl::string_view buf);
+
+  char tail_[kKeep];  // The stream's last bytes (tail_size_ of them).
+  size_t tail_size_ = 0;
+  std::optional<uint64_t> prompt_;
+  std::optional<uint64_t> completion_;
+};
+
+}  // namespace modelplane::proxy::router
+
+#endif  // MODELPLANE_PROXY_ROUTER_USAGE_SCANNER_H_

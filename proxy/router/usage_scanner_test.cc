@@ -1,0 +1,80 @@
+#include "proxy/router/usage_scanner.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modelplane::proxy::router {
+namespace {
+
+using ::testing::Eq;
+using ::testing::Optional;
+
+UsageScanner ScanWhole(absl::string_view s) {
+  UsageScanner u;
+  u.Feed(s);
+  return u;
+}
+
+TEST(UsageScannerTest, OpenAiJsonAndStreams) {
+  UsageScanner json = ScanWhole(
+      R"({"id":"x","choices":[{"finish_reason":"stop"}],"usage":{)"
+      R"("prompt_tokens":12,"completion_tokens":345,"total_tokens":357,)"
+      R"("prompt_tokens_details":{"cached_tokens":9},)"
+      R"("completion_tokens_details":{"reasoning_tokens":7}}})");
+  EXPECT_THAT(json.prompt(), Optional(Eq(12u)));
+  EXPECT_THAT(json.completion(), Optional(Eq(345u)));
+
+  UsageScanner sse = ScanWhole(
+      "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"
+      "data: {\"choices\":[],\"usage\": {\"prompt_tokens\" : 3, "
+      "\"completion_tokens\":\n40}}\n\ndata: [DONE]\n\n");
+  EXPECT_THAT(sse.prompt(), Optional(Eq(3u)));
+  EXPECT_THAT(sse.completion(), Optional(Eq(40u)));
+}
+
+TEST(UsageScannerTest, AnthropicLastValueWins) {
+  UsageScanner u = ScanWhole(
+      "event: message_start\ndata: {\"message\":{\"usage\":{\"input_tokens\":"
+      "25,\"cache_creation_input_tokens\":100,\"output_tokens\":1}}}\n\n"
+      "event: message_delta\ndata: {\"usage\":{\"output_tokens\":15}}\n\n");
+  EXPECT_THAT(u.prompt(), Optional(Eq(25u)));
+  EXPECT_THAT(u.completion(), Optional(Eq(15u)));
+}
+
+TEST(UsageScannerTest, IgnoresLookalikes) {
+  UsageScanner u = ScanWhole(
+      R"({"content":"say \"prompt_tokens\":5","cached_tokens":3,)"
+      R"("xprompt_tokens":4,"prompt_tokens":null,"completion_tokens":"7",)"
+      R"("max_completion_tokens":9,"completion_tokens":12345678901234567890})");
+  EXPECT_FALSE(u.prompt().has_value());
+  EXPECT_FALSE(u.completion().has_value());  // Too long to be a count.
+  EXPECT_FALSE(ScanWhole(R"({"prompt_tokens":12)").prompt().has_value())
+      << "a number that may go on is not taken";
+}
+
+TEST(UsageScannerTest, SameAnswerAtEverySplit) {
+  const std::string body =
+      "data: {\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":1}}\n\n" +
+      std::string(100, 'x') +
+      "data: {\"usage\":{\"prompt_tokens\":70,\"completion_tokens\":1234}}\n\n";
+  for (size_t a = 0; a <= body.size(); ++a) {
+    for (size_t b = a; b <= body.size(); b += 7) {
+      UsageScanner u;
+      u.Feed(absl::string_view(body).substr(0, a));
+      u.Feed(absl::string_view(body).substr(a, b - a));
+      u.Feed(absl::string_view(body).substr(b));
+      ASSERT_THAT(u.prompt(), Optional(Eq(70u))) << a << " " << b;
+      ASSERT_THAT(u.completion(), Optional(Eq(1234u))) << a << " " << b;
+    }
+  }
+  // Byte by byte.
+  UsageScanner u;
+  for (char c : body) u.Feed(absl::string_view(&c, 1));
+  EXPECT_THAT(u.prompt(), Optional(Eq(70u)));
+  EXPECT_THAT(u.completion(), Optional(Eq(1234u)));
+}
+
+}  // namespace
+}  // namespace modelplane::proxy::router
