@@ -24,6 +24,9 @@ int HexValue(char c) {
 // byte. Each test below flags a byte's high bit when it matches; a borrow
 // can flag bytes after a real match but never one before it, so the lowest
 // flag is the first match.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the lowest flag is the first byte only on little-endian");
+
 const char* FindStringStop(const char* p, const char* end) {
   constexpr uint64_t kOnes = 0x0101010101010101ULL;
   constexpr uint64_t kHigh = 0x8080808080808080ULL;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-
 namespace modelplane::proxy::router {
 namespace {
 
@@ -64,24 +63,44 @@ void UsageScanner::Scan(absl::string_view buf) {
     if (found == nullptr) return;
     const char* at = static_cast<const char*>(found);
     p = at + 1;
-    if (end - at < 8 || Load8(at) != kTokensQuote) continue;
-    // The key's first part, from its opening quote: "prompt_tokens" but
-    // not "cached_tokens" nor "cache_creation_input_tokens".
     const char* begin = buf.data();
     std::optional<uint64_t>* slot = nullptr;
-    if (EndsWith(begin, at, "\"prompt") || EndsWith(begin, at, "\"input")) {
-      slot = &prompt_;
-    } else if (EndsWith(begin, at, "\"completion") ||
-               EndsWith(begin, at, "\"output")) {
-      slot = &completion_;
+    const char* q;
+    if (end - at >= 8 && Load8(at) == kTokensQuote) {
+      // The key's first part, from its opening quote: "prompt_tokens" but
+      // not "cached_tokens" nor "cache_creation_input_tokens".
+      if (EndsWith(begin, at, "\"prompt") || EndsWith(begin, at, "\"input")) {
+        slot = &prompt_;
+      } else if (EndsWith(begin, at, "\"completion") ||
+                 EndsWith(begin, at, "\"output")) {
+        slot = &completion_;
+      } else {
+        continue;
+      }
+      q = at + 8;
+    } else if (end - at >= 11 && EndsWith(begin, at, "\"tokens")) {
+      // llama-server's own /completion: "tokens_evaluated" (the prompt)
+      // and "tokens_predicted".
+      if (memcmp(at, "_evaluated\"", 11) == 0) {
+        slot = &prompt_;
+      } else if (memcmp(at, "_predicted\"", 11) == 0) {
+        slot = &completion_;
+      } else {
+        continue;
+      }
+      q = at + 11;
     } else {
       continue;
     }
-    const char* q = at + 8;
-    while (q < end && IsSpace(*q)) ++q;
+    // At most kMaxSpaces on each side of the ':' (JSON allows more; no
+    // server sends them), so that a match always fits in the bytes kept
+    // across reads and the answer does not depend on how it was split.
+    const char* limit = q + std::min<ptrdiff_t>(kMaxSpaces, end - q);
+    while (q < limit && IsSpace(*q)) ++q;
     if (q == end || *q != ':') continue;
     ++q;
-    while (q < end && IsSpace(*q)) ++q;
+    limit = q + std::min<ptrdiff_t>(kMaxSpaces, end - q);
+    while (q < limit && IsSpace(*q)) ++q;
     const char* digits = q;
     uint64_t value = 0;
     while (q < end && q - digits < 19 && *q >= '0' && *q <= '9') {

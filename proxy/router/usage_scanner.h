@@ -1,6 +1,8 @@
 // Finds the token counts a model reports in its response — the `usage`
-// object of OpenAI-style answers ("prompt_tokens", "completion_tokens") and
-// of Anthropic's ("input_tokens", "output_tokens") — while the response
+// object of OpenAI-style answers ("prompt_tokens", "completion_tokens"), of
+// Anthropic's and OpenAI's Responses API ("input_tokens", "output_tokens"),
+// and llama-server's /completion ("tokens_evaluated", "tokens_predicted") —
+// while the response
 // streams by, without parsing it: JSON bodies and SSE streams alike (a
 // stream's usage comes in its last events). For the proxy's
 // modelproxy_tokens_total counters.
@@ -33,8 +35,11 @@ class UsageScanner {
   std::optional<uint64_t> completion() const { return completion_; }
 
  private:
-  // Longest match: "completion_tokens" : <spaces> 19 digits and one byte
-  // after them; a match this long fits in the bytes kept across reads.
+  // Spaces taken on each side of a key's ':'.
+  static constexpr ptrdiff_t kMaxSpaces = 8;
+  // Longest match: `"completion_tokens"`, 8 spaces, ':', 8 spaces, 19
+  // digits and the byte after them (56): it fits in the bytes kept across
+  // reads, so a split never hides one.
   static constexpr size_t kKeep = 64;
 
   void Scan(absl::string_view buf);

@@ -27,7 +27,8 @@ TEST(UsageScannerTest, OpenAiJsonAndStreams) {
   EXPECT_THAT(json.completion(), Optional(Eq(345u)));
 
   UsageScanner sse = ScanWhole(
-      "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"
+      "data: "
+      "{\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"
       "data: {\"choices\":[],\"usage\": {\"prompt_tokens\" : 3, "
       "\"completion_tokens\":\n40}}\n\ndata: [DONE]\n\n");
   EXPECT_THAT(sse.prompt(), Optional(Eq(3u)));
@@ -41,6 +42,32 @@ TEST(UsageScannerTest, AnthropicLastValueWins) {
       "event: message_delta\ndata: {\"usage\":{\"output_tokens\":15}}\n\n");
   EXPECT_THAT(u.prompt(), Optional(Eq(25u)));
   EXPECT_THAT(u.completion(), Optional(Eq(15u)));
+}
+
+TEST(UsageScannerTest, LlamaServerCompletion) {
+  UsageScanner u = ScanWhole(
+      R"({"content":"hi","tokens_predicted":42,"tokens_evaluated":7,)"
+      R"("tokens_cached":3,"timings":{"prompt_n":7,"predicted_n":42}})");
+  EXPECT_THAT(u.prompt(), Optional(Eq(7u)));
+  EXPECT_THAT(u.completion(), Optional(Eq(42u)));
+}
+
+TEST(UsageScannerTest, SpacesAroundTheColonAreBounded) {
+  // Up to eight on each side count; more never do, however it is split.
+  const std::string ok = "{\"prompt_tokens\"        :        7,}";
+  const std::string too_many =
+      "{\"prompt_tokens\"" + std::string(9, ' ') +
+      ":7,\"completion_tokens\":" + std::string(50, ' ') + "8}";
+  for (const std::string* s : {&ok, &too_many}) {
+    UsageScanner whole = ScanWhole(*s);
+    UsageScanner bytes;
+    for (char c : *s) bytes.Feed(absl::string_view(&c, 1));
+    EXPECT_EQ(whole.prompt(), bytes.prompt()) << *s;
+    EXPECT_EQ(whole.completion(), bytes.completion()) << *s;
+  }
+  EXPECT_THAT(ScanWhole(ok).prompt(), Optional(Eq(7u)));
+  EXPECT_FALSE(ScanWhole(too_many).prompt().has_value());
+  EXPECT_FALSE(ScanWhole(too_many).completion().has_value());
 }
 
 TEST(UsageScannerTest, IgnoresLookalikes) {

@@ -475,7 +475,9 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
     }
     return;
   }
+  // (count_tokens answers {"input_tokens": N} for tokens no one generated.)
   scan_usage_ = head.status >= 200 && head.status < 300 &&
+                !absl::EndsWith(record_.route, "/messages/count_tokens") &&
                 http1::FindHeader(head.headers, "content-encoding") == nullptr;
   if (loading_head_sent_) {
     // The 200 head is out: the stream goes on in its body; an error answer
