@@ -1,0 +1,149 @@
+// Exchange, its upstream side: the request written to the model, the
+// response passed on as it arrives (and counted: status, first byte,
+// usage), and a WebSocket tunnel's bytes both ways after a 101.
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "proxy/worker/exchange.h"
+#include "proxy/worker/worker.h"
+
+namespace modelplane::proxy {
+
+void Exchange::SendUpstream(const std::string& upstream,
+                            const std::string& api_key) {
+  absl::string_view host = upstream;
+  host.remove_prefix(std::min(host.size(), host.find("//") + 2));
+  host = host.substr(0, host.find('/'));
+  // The head written straight into the request, the body after it: no
+  // copy of the headers, one allocation.
+  std::string request;
+  request.reserve(256 + head_.target.size() + body_.size());
+  // A WebSocket handshake has no body and keeps its Upgrade.
+  http1::Framing framing = websocket_.empty() ? http1::Framing::kContentLength
+                                              : http1::Framing::kNoBody;
+  if (api_key.empty()) {
+    http1::AppendRequestHead(&request, head_.method, head_.target,
+                             head_.headers, {"host", "expect"},
+                             {{"Host", host}, {"X-Forwarded-For", peer_}},
+                             framing, body_.size(), websocket_);
+  } else {
+    // A peer's key, as llama-swap sends it, instead of the client's.
+    std::string bearer = absl::StrCat("Bearer ", api_key);
+    http1::AppendRequestHead(&request, head_.method, head_.target,
+                             head_.headers,
+                             {"host", "expect", "authorization", "x-api-key"},
+                             {{"Host", host},
+                              {"X-Forwarded-For", peer_},
+                              {"Authorization", bearer},
+                              {"x-api-key", api_key}},
+                             framing, body_.size(), websocket_);
+  }
+  if (framing != http1::Framing::kNoBody) request.append(body_);
+  reading_upstream_ = true;
+  sent_ns_ = uv_hrtime();
+  // Send may answer inline (a bad URL, no descriptor left): the request is
+  // then finished, and a pipelined one may already be on its way.
+  uint64_t generation = generation_;
+  auto sent =
+      worker_->pool().Send(upstream, std::move(request), head_.method == "HEAD",
+                           this, timeouts_, !websocket_.empty());
+  if (in_request_ && generation == generation_) upstream_ = std::move(sent);
+}
+
+void Exchange::OnUpstreamHead(http1::ResponseHead head) {
+  responding_ = true;
+  record_.time_to_first_byte =
+      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - sent_ns_));
+  if (head.status == 101) {  // Only when websocket_ asked for it.
+    if (!http1::HasToken(head.headers, "upgrade", websocket_)) {
+      return RespondError(
+          502, "the upstream switched to another protocol than websocket");
+    }
+    record_.status = 101;
+    tunnel_ = true;
+    // The upstream's headers as they are (no CORS: WebSockets have none).
+    if (!sink_->SendSwitch(head.headers)) {
+      Finish();
+      sink_->Abort();
+    }
+    return;
+  }
+  // (count_tokens answers {"input_tokens": N} for tokens no one generated.)
+  scan_usage_ = head.status >= 200 && head.status < 300 &&
+                !absl::EndsWith(record_.route, "/messages/count_tokens") &&
+                http1::FindHeader(head.headers, "content-encoding") == nullptr;
+  if (loading_head_sent_) {
+    // The 200 head is out: the stream goes on in its body; an error answer
+    // is kept (bounded) and sent as one SSE event at its end.
+    upstream_failed_ = head.status < 200 || head.status >= 300;
+    if (upstream_failed_) record_.status = head.status;
+    return;
+  }
+  record_.status = head.status;
+  http1::Headers headers = std::move(head.headers);
+  const std::string* type = http1::FindHeader(headers, "content-type");
+  if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
+    headers.emplace_back("X-Accel-Buffering", "no");
+  }
+  AllowOrigin(&headers);
+  std::optional<uint64_t> length;
+  if (head.content_length && !head.chunked) length = head.content_length;
+  sink_->SendHead(head.status, head.reason, headers, length);
+}
+
+void Exchange::OnUpstreamBody(absl::string_view data) {
+  if (upstream_failed_) {
+    if (upstream_error_.size() < (64 << 10)) {
+      upstream_error_.append(data.data(), data.size());
+    }
+    return;
+  }
+  if (scan_usage_) usage_.Feed(data);
+  sink_->SendData(data);
+  if (in_request_ && reading_upstream_ && sink_->Congested()) {
+    reading_upstream_ = false;  // The client is slow: let TCP push back.
+    if (upstream_) upstream_->SetReading(false);
+  }
+}
+
+void Exchange::OnUpstreamReadDone() {
+  if (in_request_ && responding_ && !upstream_failed_) sink_->FlushNow();
+}
+
+bool Exchange::TunnelIn(absl::string_view data) {
+  if (!in_request_ || !tunnel_ || !upstream_) return false;
+  return upstream_->Write(data);
+}
+
+void Exchange::TunnelClientDone() {
+  if (in_request_ && tunnel_ && upstream_) upstream_->Shutdown();
+}
+
+void Exchange::OnUpstreamWritable() {
+  if (in_request_ && tunnel_) sink_->OnTunnelWritable();
+}
+
+void Exchange::OnUpstreamEnd() {
+  if (upstream_failed_) {
+    std::string body = std::move(upstream_error_);
+    upstream_failed_ = false;
+    upstream_.reset();
+    return Respond(record_.status, "application/json", body);
+  }
+  Finish();
+  sink_->SendEnd();
+}
+
+void Exchange::OnUpstreamError(const std::string& message, bool before_head,
+                               bool timed_out) {
+  if (before_head) {
+    RespondError(timed_out ? 504 : 502, message);
+    return;
+  }
+  // Mid-response: the client must see a broken response, never a clean end.
+  Finish();
+  sink_->Abort();
+}
+
+}  // namespace modelplane::proxy
