@@ -232,6 +232,33 @@ class WebSocketTest(unittest.TestCase):
         self.assertTrue(r.closed())
         s.close()
 
+    def test_backpressure_both_ways_bounds_the_proxy(self):
+        # The client floods frames and reads nothing: the echoes back up to
+        # the upstream, which stops reading, so the proxy stops reading the
+        # client. Nothing grows without bound: the client's sends block long
+        # before 96 MiB, and the proxy's memory stays near its two 1 MiB
+        # bounds (the rest waits in kernel socket buffers).
+        def rss_kib():
+            with open("/proc/%d/status" % self.p.proc.pid) as f:
+                return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+        s, r, head, _ = handshake(self.p.port, "/upstream/echo/ws")
+        self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
+        before = rss_kib()
+        frame = client_frame(2, os.urandom(64 << 10))
+        s.settimeout(3)  # A send that stays blocked this long: pushed back.
+        sent = 0
+        try:
+            while sent < (96 << 20):
+                s.sendall(frame)
+                sent += len(frame)
+        except socket.timeout:
+            pass
+        self.assertLess(sent, 96 << 20, "the proxy kept reading a client "
+                        "whose upstream could not keep up")
+        self.assertLess(rss_kib() - before, 24 << 10)
+        s.close()
+        self.assertTrue(wait_for(lambda: self.in_flight() == 0, 20))
+
     def test_node_websocket_client(self):
         script = r"""
 const ws = new WebSocket(process.argv[1]);
