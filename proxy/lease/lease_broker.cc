@@ -234,12 +234,45 @@ void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
 }
 
 void LeaseBroker::OnRevoked(const std::string& model, uint64_t lease) {
+  std::vector<std::pair<Post, std::function<void()>>> told;
+  {
+    absl::MutexLock lock(&mu_);
+    Entry& e = EntryLocked(model);
+    if (e.state != State::kHeld || e.lease != lease) return;
+    e.revoked = true;  // New requests wait for a new lease.
+    e.gate.fetch_and(~kOpen, std::memory_order_acq_rel);
+    for (auto& [id, w] : e.watchers) told.push_back(std::move(w));
+    e.watchers.clear();
+    MaybeRelease(model, e);
+  }
+  Notify(std::move(told));
+}
+
+uint64_t LeaseBroker::WatchLease(const std::string& model, Post post,
+                                 std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&mu_);
+    Entry& e = EntryLocked(model);
+    if (e.state == State::kHeld && !e.revoked) {
+      uint64_t id = next_watch_++;
+      e.watchers.emplace(id, std::make_pair(std::move(post), std::move(fn)));
+      return id;
+    }
+  }
+  post(std::move(fn));  // Already revoked or lost.
+  return 0;
+}
+
+void LeaseBroker::Unwatch(const std::string& model, uint64_t id) {
+  if (id == 0) return;
   absl::MutexLock lock(&mu_);
-  Entry& e = EntryLocked(model);
-  if (e.state != State::kHeld || e.lease != lease) return;
-  e.revoked = true;  // New requests wait for a new lease.
-  e.gate.fetch_and(~kOpen, std::memory_order_acq_rel);
-  MaybeRelease(model, e);
+  auto it = entries_.find(model);
+  if (it != entries_.end()) it->second.watchers.erase(id);
+}
+
+void LeaseBroker::Notify(
+    std::vector<std::pair<Post, std::function<void()>>> watchers) {
+  for (auto& [post, fn] : watchers) post(std::move(fn));
 }
 
 void LeaseBroker::OnFailed(const std::string& model,
@@ -257,9 +290,12 @@ void LeaseBroker::OnFailed(const std::string& model,
 
 void LeaseBroker::OnDisconnected() {
   std::vector<Answer> answers;
+  std::vector<std::pair<Post, std::function<void()>>> told;
   {
     absl::MutexLock lock(&mu_);
     for (auto& [model, e] : entries_) {
+      for (auto& [id, w] : e.watchers) told.push_back(std::move(w));
+      e.watchers.clear();
       e.gate.fetch_and(~kOpen, std::memory_order_acq_rel);
       e.state = State::kIdle;
       e.lease = 0;
@@ -273,6 +309,7 @@ void LeaseBroker::OnDisconnected() {
     }
   }
   Deliver(std::move(answers));
+  Notify(std::move(told));
 }
 
 int LeaseBroker::InFlight(const std::string& model) {

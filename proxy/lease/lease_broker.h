@@ -75,6 +75,14 @@ class LeaseBroker {
   int Position(const std::string& model, uint64_t ticket);
   // The request ended (the response was sent or the client left).
   void Finish(const std::string& model);
+  // For what must not outlive `model`'s lease while holding it (a
+  // WebSocket tunnel: it could hold it for hours and stall a swap until
+  // the manager's revoke timeout cut the whole stream): `fn` runs through
+  // `post` once the lease is revoked or lost with the stream — at once if
+  // it is not held now. Returns an id for Unwatch (0 when it ran at once).
+  uint64_t WatchLease(const std::string& model, Post post,
+                      std::function<void()> fn);
+  void Unwatch(const std::string& model, uint64_t id);
 
   // --- Transport events ---
   void OnGranted(const std::string& model, uint64_t lease,
@@ -123,7 +131,12 @@ class LeaseBroker {
     // thread) per request.
     bool linger_armed = false;
     std::vector<Waiter> waiters;
+    // WatchLease's, by id: told when the lease goes.
+    std::map<uint64_t, std::pair<Post, std::function<void()>>> watchers;
   };
+  // Posts every watcher's fn (outside mu_).
+  static void Notify(
+      std::vector<std::pair<Post, std::function<void()>>> watchers);
   using Answer = std::pair<Waiter, absl::StatusOr<Lease>>;
   enum class Admission { kAdmitted, kFull, kClosed };
   // One more request in flight if the gate is open and under `limit`.
@@ -155,6 +168,7 @@ class LeaseBroker {
   Clock clock_;
   absl::Mutex mu_;
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_watch_ ABSL_GUARDED_BY(mu_) = 1;
   // Entries are never removed: Find's pointers stay valid.
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
   // A read-only index of entries_, replaced (not changed) when a model is

@@ -179,6 +179,41 @@ TEST_F(LeaseBrokerTest, RevokedLeaseDrainsReleasesAndReacquiresForWaiters) {
   EXPECT_EQ(answers_.back(), "lease m u2");
 }
 
+TEST_F(LeaseBrokerTest, WatchersAreToldWhenTheLeaseGoes) {
+  auto post = [this](std::function<void()> fn) {
+    posted_.push_back(std::move(fn));
+  };
+  std::vector<std::string> told;
+  Admit("m");
+  broker_.OnGranted("m", 3, "u");
+  RunPosted();  // A tunnel holds the lease (one in flight).
+  uint64_t a = broker_.WatchLease("m", post, [&] { told.push_back("a"); });
+  uint64_t b = broker_.WatchLease("m", post, [&] { told.push_back("b"); });
+  EXPECT_NE(a, 0u);
+  broker_.Unwatch("m", b);  // Its tunnel ended first.
+  RunPosted();
+  EXPECT_TRUE(told.empty());
+  broker_.OnRevoked("m", 3);
+  EXPECT_TRUE(told.empty());  // Through the watcher's loop.
+  RunPosted();
+  EXPECT_THAT(told, ElementsAre("a"));
+  // The lease is revoked: a new watcher is told at once.
+  EXPECT_EQ(broker_.WatchLease("m", post, [&] { told.push_back("c"); }), 0u);
+  RunPosted();
+  EXPECT_THAT(told, ElementsAre("a", "c"));
+  broker_.Finish("m");  // The tunnel closed: released.
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "release m 3"));
+
+  // A broken stream tells every model's watchers.
+  Admit("n");
+  broker_.OnGranted("n", 4, "u");
+  RunPosted();
+  broker_.WatchLease("n", post, [&] { told.push_back("d"); });
+  broker_.OnDisconnected();
+  RunPosted();
+  EXPECT_THAT(told, ElementsAre("a", "c", "d"));
+}
+
 TEST_F(LeaseBrokerTest, IdleHolderReleasesAtOnceOnRevoke) {
   Admit("m");
   broker_.OnGranted("m", 5, "u");

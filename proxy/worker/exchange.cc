@@ -461,6 +461,10 @@ void Exchange::Finish() {
   RecordRequest();
   origin_.clear();
   upstream_.reset();
+  if (lease_watch_ != 0) {
+    worker_->context().broker().Unwatch(leased_model_, lease_watch_);
+    lease_watch_ = 0;
+  }
   if (!leased_model_.empty()) {
     worker_->context().broker().Finish(leased_model_);
     leased_model_.clear();

@@ -214,6 +214,10 @@ class Exchange : public upstream::UpstreamObserver {
   // upgrade): the Upgrade value, passed on to the upstream. Else empty.
   std::string websocket_;
   bool tunnel_ = false;  // The upstream answered 101: bytes pass as they are.
+  // The tunnel's LeaseBroker::WatchLease id: it ends when the lease goes.
+  uint64_t lease_watch_ = 0;
+  // Registers that: a revoked or lost lease closes the tunnel.
+  void WatchTunnelLease();
   // The model's reported token counts, looked for in a 2xx answer that is
   // not content-encoded (modelproxy_tokens_total).
   bool scan_usage_ = false;

@@ -1,10 +1,13 @@
 // Exchange, its upstream side: the request written to the model, the
 // response passed on as it arrives (and counted: status, first byte,
 // usage), and a WebSocket tunnel's bytes both ways after a 101.
+#include <functional>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/loop_thread.h"
 #include "proxy/worker/exchange.h"
 #include "proxy/worker/worker.h"
 
@@ -66,7 +69,9 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
     if (!sink_->SendSwitch(head.headers)) {
       Finish();
       sink_->Abort();
+      return;
     }
+    WatchTunnelLease();
     return;
   }
   // (count_tokens answers {"input_tokens": N} for tokens no one generated.)
@@ -109,6 +114,28 @@ void Exchange::OnUpstreamBody(absl::string_view data) {
 
 void Exchange::OnUpstreamReadDone() {
   if (in_request_ && responding_ && !upstream_failed_) sink_->FlushNow();
+}
+
+void Exchange::WatchTunnelLease() {
+  if (leased_model_.empty() || !in_request_) return;  // A peer's: no lease.
+  LoopThread* loop = &worker_->loop();
+  std::weak_ptr<bool> alive = alive_;
+  uint64_t generation = generation_;
+  lease_watch_ = worker_->context().broker().WatchLease(
+      leased_model_,
+      [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
+      [this, alive, generation] {
+        auto a = alive.lock();
+        if (a == nullptr || !*a || generation != generation_ || !tunnel_ ||
+            !in_request_) {
+          return;
+        }
+        // The model is going (a swap, a stop, the manager lost): the tunnel
+        // ends with its lease instead of holding the swap up.
+        lease_watch_ = 0;  // Told: nothing to unwatch.
+        Finish();
+        sink_->Abort();
+      });
 }
 
 bool Exchange::TunnelIn(absl::string_view data) {

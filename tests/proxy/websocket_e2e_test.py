@@ -25,17 +25,25 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class EchoManager(ManagerProcess):
-    """A manager whose one model, `echo`, is ws_echo.py."""
+    """A manager with `echo` (ws_echo.py) and `other` (a fake_upstream),
+    which swap with each other (one group)."""
 
     def __init__(self):
         self.echo_port = free_port()
+        self.other_port = free_port()
         super().__init__({})
 
     def config_text(self, **kw):
         cmd = "/usr/bin/python3 %s --port %d" % (runfile("tests/proxy/ws_echo.py"),
                                                  self.echo_port)
-        return ("models:\n  echo:\n    cmd: '%s'\n    proxy: http://127.0.0.1:%d\n"
-                "    checkEndpoint: /health\n" % (cmd, self.echo_port))
+        other = "%s --port %d --model other" % (
+            runfile("tools/fake_upstream/fake_upstream"), self.other_port)
+        return ("models:\n"
+                "  echo:\n    cmd: '%s'\n    proxy: http://127.0.0.1:%d\n"
+                "    checkEndpoint: /health\n"
+                "  other:\n    cmd: '%s'\n    proxy: http://127.0.0.1:%d\n"
+                "groups:\n  g: {members: [echo, other]}\n"
+                % (cmd, self.echo_port, other, self.other_port))
 
 
 def client_frame(opcode, payload):
@@ -129,7 +137,7 @@ class WebSocketTest(unittest.TestCase):
         cls.m.start()
         cls.p = ProxyProcess(cls.m.port, workers=2)
         # The proxy's route table (and API keys) arrive through Watch.
-        assert wait_for(lambda: b'"echo"' in cls.p.request("GET", "/v1/models")[2], 10)
+        assert wait_for(lambda: b'"other"' in cls.p.request("GET", "/v1/models")[2], 10)
 
     @classmethod
     def tearDownClass(cls):
@@ -258,6 +266,27 @@ class WebSocketTest(unittest.TestCase):
         self.assertLess(rss_kib() - before, 24 << 10)
         s.close()
         self.assertTrue(wait_for(lambda: self.in_flight() == 0, 20))
+
+    def test_a_swap_ends_the_tunnel_instead_of_waiting_for_it(self):
+        # An open WebSocket holds echo's lease. A request for `other` swaps
+        # echo out: the revocation closes the tunnel (the model is going
+        # anyway) rather than holding the swap until the manager's revoke
+        # timeout (5 minutes) cut the proxy's whole lease stream.
+        s, r, head, _ = handshake(self.p.port, "/upstream/echo/ws")
+        self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
+        r.frame()  # hello
+        status, _, _ = self.p.request(
+            "POST", "/v1/chat/completions", {"model": "other", "messages": []},
+            timeout=60)
+        self.assertEqual(status, 200)
+        self.assertTrue(r.closed())
+        s.close()
+        self.assertTrue(wait_for(lambda: self.in_flight() == 0, 10))
+        # And a new handshake swaps echo back in.
+        s, r, head, _ = handshake(self.p.port, "/upstream/echo/ws")
+        self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
+        self.assertEqual(r.frame(), (1, b"hello /ws"))
+        s.close()
 
     def test_node_websocket_client(self):
         script = r"""
