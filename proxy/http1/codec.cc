@@ -469,20 +469,11 @@ void AppendResponseHead(std::string* out, int status, absl::string_view reason,
   for (const auto& [k, v] : headers) size += k.size() + v.size() + 4;
   out->reserve(out->size() + size);
   if (status >= 100 && status <= 999) {
-    const char line[] = {'H',
-                         'T',
-                         'T',
-                         'P',
-                         '/',
-                         '1',
-                         '.',
-                         '1',
-                         ' ',
-                         static_cast<char>('0' + status / 100),
-                         static_cast<char>('0' + status / 10 % 10),
-                         static_cast<char>('0' + status % 10),
-                         ' '};
-    out->append(line, sizeof(line));
+    char line[] = "HTTP/1.1 000 ";
+    line[9] = static_cast<char>('0' + status / 100);
+    line[10] = static_cast<char>('0' + status / 10 % 10);
+    line[11] = static_cast<char>('0' + status % 10);
+    out->append(line, sizeof(line) - 1);
   } else {
     absl::StrAppend(out, "HTTP/1.1 ", status, " ");
   }

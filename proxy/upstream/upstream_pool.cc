@@ -118,6 +118,10 @@ class Connection : public http1::ResponseVisitor {
 
  private:
   void Send();
+  // `data` to the socket, what it does not take now queued; a libuv error
+  // code when even queuing failed. A tunnel hears OnUpstreamWritable when
+  // its queue drains below kTunnelBuffer / 4.
+  int Write(absl::string_view data);
   void Connect();
   static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res);
   void Fail(const std::string& message);
@@ -306,25 +310,38 @@ void Connection::OnConnect(uv_connect_t* req, int status) {
 
 void Connection::Send() {
   Arm(Wait::kHead, timeouts_.response_header);
+  int rc = Write(request_);
+  if (rc != 0) {
+    Fail(absl::StrCat("cannot write to the upstream: ", uv_strerror(rc)));
+  }
+}
+
+int Connection::Write(absl::string_view data) {
   // Straight to the socket when it takes it all (the usual case): no copy,
   // and no epoll_ctl from libuv re-arming the watcher after a queued write.
   // An error is left to uv_write (the read side sees the connection end).
   size_t done = 0;
   if (tcp_.write_queue_size == 0) {
-    uv_buf_t buf = uv_buf_init(request_.data(), request_.size());
+    uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), data.size());
     int n = uv_try_write(stream(), &buf, 1);
     if (n > 0) done = static_cast<size_t>(n);
   }
-  if (done == request_.size()) return;
-  auto* w = new WriteReq{uv_write_t{}, request_.substr(done)};
+  if (done == data.size()) return 0;
+  auto* w = new WriteReq{uv_write_t{}, std::string(data.substr(done))};
   uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
-  int rc = uv_write(&w->req, stream(), &buf, 1, [](uv_write_t* r, int) {
+  int rc = uv_write(&w->req, stream(), &buf, 1, [](uv_write_t* r, int status) {
+    auto* c = static_cast<Connection*>(r->handle->data);
     delete reinterpret_cast<WriteReq*>(r);
+    if (status < 0 || c->closing_ || c->handle_ == nullptr || !c->tunnel_) {
+      return;
+    }
+    // A tunnel's queue drained below its bound: its client may be read.
+    if (c->tcp_.write_queue_size < kTunnelBuffer / 4) {
+      c->handle_->observer_->OnUpstreamWritable();
+    }
   });
-  if (rc != 0) {
-    delete w;
-    Fail(absl::StrCat("cannot write to the upstream: ", uv_strerror(rc)));
-  }
+  if (rc != 0) delete w;
+  return rc;
 }
 
 void Connection::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -434,29 +451,8 @@ void Connection::ShutdownRaw() {
 
 bool Connection::WriteRaw(absl::string_view data) {
   if (closing_ || !connected_ || shut_down_ || data.empty()) return false;
-  size_t done = 0;
-  if (tcp_.write_queue_size == 0) {
-    uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), data.size());
-    int n = uv_try_write(stream(), &buf, 1);
-    if (n > 0) done = static_cast<size_t>(n);
-  }
-  if (done == data.size()) return false;
-  auto* w = new WriteReq{uv_write_t{}, std::string(data.substr(done))};
-  uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
-  int rc = uv_write(&w->req, stream(), &buf, 1, [](uv_write_t* r, int status) {
-    auto* c = static_cast<Connection*>(r->handle->data);
-    delete reinterpret_cast<WriteReq*>(r);
-    if (status < 0 || c->closing_ || c->handle_ == nullptr) return;
-    // Drained below the bound: the client may be read again.
-    if (c->tcp_.write_queue_size < kTunnelBuffer / 4) {
-      c->handle_->observer_->OnUpstreamWritable();
-    }
-  });
-  if (rc != 0) {
-    delete w;
-    return false;  // The read side sees the connection end.
-  }
-  return tcp_.write_queue_size > kTunnelBuffer;
+  // A failed write: the read side sees the connection end.
+  return Write(data) == 0 && tcp_.write_queue_size > kTunnelBuffer;
 }
 
 void Connection::FinishResponse() {

@@ -278,12 +278,7 @@ void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     // The usual case: parsed straight from the read buffer, and only what
     // is left (a pipelined request behind one in flight) is copied.
     c->feeding_ = true;
-    while (!c->closing_ && c->h2_ == nullptr && !fresh.empty() &&
-           !c->parser_.paused() && !c->parser_.failed()) {
-      size_t used = c->parser_.Feed(fresh);
-      fresh.remove_prefix(used);
-      if (used == 0) break;
-    }
+    fresh.remove_prefix(c->Parse(fresh));
     c->feeding_ = false;
   }
   c->input_.append(fresh.data(), fresh.size());
@@ -312,6 +307,17 @@ void ClientConnection::StartHttp2() {
   timer_mode_ = TimerMode::kNone;
 }
 
+size_t ClientConnection::Parse(absl::string_view data) {
+  size_t used = 0;
+  while (!closing_ && h2_ == nullptr && used < data.size() &&
+         !parser_.paused() && !parser_.failed()) {
+    size_t n = parser_.Feed(data.substr(used));
+    if (n == 0) break;
+    used += n;
+  }
+  return used;
+}
+
 void ClientConnection::FeedInput() {
   // A response may finish inside a parser callback (a local answer): the
   // loop below then goes on, instead of feeding re-entrantly.
@@ -321,12 +327,7 @@ void ClientConnection::FeedInput() {
     feeding_ = false;
     return;
   }
-  while (!closing_ && h2_ == nullptr && !input_.empty() && !parser_.paused() &&
-         !parser_.failed()) {
-    size_t used = parser_.Feed(input_);
-    input_.erase(0, used);
-    if (used == 0) break;
-  }
+  input_.erase(0, Parse(input_));
   feeding_ = false;
   if (!closing_ && h2_ != nullptr) {
     // Upgraded: what follows the request is the client's HTTP/2 preface.

@@ -79,6 +79,9 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   void FeedInput();
+  // Feeds `data` to the HTTP/1.1 parser while it takes requests (not
+  // paused behind one in flight, not failed); returns the bytes it used.
+  size_t Parse(absl::string_view data);
   // The first bytes are the HTTP/2 preface: from now on HTTP/2. False while
   // too few bytes have come to tell.
   bool DetectPreface();
