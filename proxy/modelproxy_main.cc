@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "client/credentials.h"
 #include "common/flags.h"
+#include "common/grpc_poll_keeper.h"
 #include "common/lock_checks.h"
 #include "common/loop_thread.h"
 #include "proxy/lease/lease_broker.h"
@@ -183,6 +184,9 @@ int Main(int argc, char** argv) {
   link_options.credentials = *credentials;
 
   auto timers = std::make_unique<LoopThread>();
+  // The manager link is gRPC's callback API: without this, its first
+  // message after an idle second could wait up to 100 ms (grpc_poll_keeper.h).
+  GrpcPollKeeper poll_keeper;
   link_options.log = Log;
   lease::ManagerLink link(link_options);
   lease::LeaseBroker broker(&link, MakeAfter(timers.get()));

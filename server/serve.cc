@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/grpc_poll_keeper.h"
 #include "common/json_string.h"
 #include "server/core/config/loader.h"
 #include "server/manager.h"
@@ -252,6 +253,10 @@ int Serve(const ServeOptions& o) {
     return 1;
   }
   if (unix_socket) chmod(o.listen.substr(5).c_str(), 0600);
+  // Acquire, WaitReady and Watch are gRPC's callback API: without this, a
+  // message after an idle second could wait up to 100 ms
+  // (grpc_poll_keeper.h).
+  GrpcPollKeeper poll_keeper;
   grpc::HealthCheckServiceInterface* h = server->GetHealthCheckService();
   h->SetServingStatus("", true);
   for (const std::string& id : ids) h->SetServingStatus("model/" + id, false);
