@@ -3,9 +3,11 @@
 # fake_upstream: direct, through modelproxy, through nginx (upstream
 # keep-alive, proxy_buffering off) and through nghttpx, with the same number
 # of workers. Small non-streaming completions driven by wrk; then SSE
-# per-chunk latency (direct, modelproxy, nginx) and memory per open SSE
-# stream (modelproxy, nginx) with sse_bench.py; and the same completions over
-# HTTP/2 cleartext with h2load (modelproxy, nginx, nghttpx). Ratios are printed.
+# per-chunk latency (direct, modelproxy, nginx, and a relay that only copies
+# bytes, for the cost of the hop itself) with sse_client, and memory per
+# open SSE stream (modelproxy, nginx) with sse_bench.py; and the same
+# completions over HTTP/2 cleartext with h2load (modelproxy, nginx, nghttpx).
+# Ratios are printed.
 #
 # The wrk runs go in interleaved rounds (direct, modelproxy, nginx, nghttpx,
 # then again): this shared 2-core machine drifts by 10-20 % over a minute,
@@ -50,6 +52,7 @@ free_port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.
 up_port=$(free_port); mm_port=$(free_port); px_port=$(free_port); ng_port=$(free_port)
 nx_port=$(free_port); sse_port=$(free_port); slow_port=$(free_port)
 ng_sse_port=$(free_port); ng_slow_port=$(free_port); ng_h2_port=$(free_port)
+relay_port=$(free_port)
 # Every stream through a proxy holds two descriptors in it.
 ulimit -n "$(ulimit -Hn)"
 fd_cap=$(( ($(ulimit -n) - 500) / 2 ))
@@ -229,8 +232,13 @@ printf '%-12s %10s req/s  mean %8s us\n' nghttpx "$hx_rps" "$hx_mean"
 /usr/bin/python3 -c "
 print('h2c throughput: modelproxy / nginx %.2fx, modelproxy / nghttpx %.2fx' % ($hp_rps/$hn_rps, $hp_rps/$hx_rps))"
 
-# SSE: per-chunk latency, 50 streams of 40 chunks at 20 chunks/s each.
+# SSE: per-chunk latency, 50 streams of 40 chunks at 20 chunks/s each,
+# read by a C++ client on epoll (sse_client.cc); tcp_relay (a relay that only
+# copies bytes) shows what the extra hop alone costs on this machine.
 sse="/usr/bin/python3 $here/tools/bench/proxy/sse_bench.py"
+sse_client="$here/tools/bench/proxy/sse_client"
+"$here/tools/bench/proxy/tcp_relay" "$relay_port" "$sse_port" &
+pids+=($!)
 curl -sf "http://127.0.0.1:$px_port/v1/chat/completions" \
   -d '{"model":"sse","messages":[],"max_tokens":1}' >/dev/null
 curl -sf "http://127.0.0.1:$px_port/v1/chat/completions" \
@@ -238,9 +246,10 @@ curl -sf "http://127.0.0.1:$px_port/v1/chat/completions" \
 # Interleaved rounds, as above: the added p50 is taken within a round.
 : >"$work/sse.txt"
 for ((r = 1; r <= rounds; r++)); do
-  for t in "direct $sse_port" "modelproxy $px_port" "nginx $ng_sse_port"; do
+  for t in "direct $sse_port" "modelproxy $px_port" "nginx $ng_sse_port" \
+           "relay $relay_port"; do
     read -r name port <<<"$t"
-    echo "$r $name $($sse latency "http://127.0.0.1:$port/v1/chat/completions")" >>"$work/sse.txt"
+    echo "$r $name $("$sse_client" 127.0.0.1 "$port" /v1/chat/completions)" >>"$work/sse.txt"
   done
 done
 /usr/bin/python3 - "$work/sse.txt" "$rounds" <<'PY'
@@ -251,14 +260,16 @@ for line in open(sys.argv[1]):
     rows.setdefault(r, {})[name] = (float(p50), float(p99))
 print('sse: per-chunk latency, upstream write to client read, 50 streams x 40 chunks '
       '(%s rounds; medians)' % sys.argv[2])
-for n in ('direct', 'modelproxy', 'nginx'):
+for n in ('direct', 'modelproxy', 'nginx', 'relay'):
     print('%-12s p50 %8.1f us  p99 %8.1f us' % (
         n, statistics.median(v[n][0] for v in rows.values()),
         statistics.median(v[n][1] for v in rows.values())))
 added = {n: statistics.median(v[n][0] - v['direct'][0] for v in rows.values())
-         for n in ('modelproxy', 'nginx')}
-print('added per-chunk p50: modelproxy %.0f us (target <= 30: %s), nginx %.0f us' % (
-    added['modelproxy'], 'met' if added['modelproxy'] <= 30 else 'MISSED', added['nginx']))
+         for n in ('modelproxy', 'nginx', 'relay')}
+print('added per-chunk p50: modelproxy %.0f us (target <= 30: %s), nginx %.0f us, '
+      'relay (the hop alone) %.0f us' % (
+    added['modelproxy'], 'met' if added['modelproxy'] <= 30 else 'MISSED', added['nginx'],
+    added['relay']))
 PY
 
 # Memory per open SSE stream: the proxy's RSS growth with N streams held.

@@ -1,10 +1,6 @@
-"""SSE measurements for tools/bench/proxy (run by proxy_bench.sh).
+"""SSE memory measurement for tools/bench/proxy (run by proxy_bench.sh; the
+per-chunk latency is sse_client.cc's).
 
-  sse_bench.py latency URL --streams 50 --tokens 40
-      N concurrent streaming completions against a fake_upstream started with
-      --stamp-chunks; for every chunk, the time from the upstream making it
-      (its "fake_sent_ns", CLOCK_MONOTONIC) to this client reading it.
-      Prints "p50_us p99_us chunks".
   sse_bench.py memory URL --streams 10000 --pids 123,456
       Opens N streams to a slow model, waits until each has its first chunk,
       and prints the growth of the pids' summed RSS per stream in KiB (and
@@ -16,13 +12,9 @@ chunked framing for the client to undo) and the connection closes after.
 
 import argparse
 import asyncio
-import re
 import resource
 import sys
-import time
 from urllib.parse import urlparse
-
-STAMP = re.compile(rb'"fake_sent_ns":(\d+)')
 
 
 def request(url, tokens, model):
@@ -32,42 +24,6 @@ def request(url, tokens, model):
     head = ("POST %s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\n"
             "Content-Length: %d\r\n\r\n" % (u.path, u.netloc, len(body))).encode()
     return u.hostname, u.port, head + body
-
-
-async def one_stream(host, port, payload, samples):
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(payload)
-    tail = b""
-    while True:
-        data = await reader.read(65536)
-        now = time.monotonic_ns()
-        if not data:
-            break
-        data = tail + data
-        cut = data.rfind(b"\n")
-        for m in STAMP.finditer(data, 0, cut + 1):
-            samples.append(now - int(m.group(1)))
-        tail = data[cut + 1:]
-    writer.close()
-
-
-async def latency(args):
-    host, port, payload = request(args.url, args.tokens, args.model)
-    samples = []
-    async def staggered(i):
-        # Spread over one chunk interval (at 20 chunks/s): streams started
-        # together would tick together, and the client would measure its own
-        # bursts.
-        await asyncio.sleep(i * 0.05 / args.streams)
-        await one_stream(host, port, payload, samples)
-
-    await asyncio.gather(*(staggered(i) for i in range(args.streams)))
-    samples.sort()
-    if not samples:
-        print("nan nan 0")
-        return
-    p = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] / 1000
-    print("%.1f %.1f %d" % (p(0.5), p(0.99), len(samples)))
 
 
 def rss_kib(pids):
@@ -114,16 +70,15 @@ async def memory(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["latency", "memory"])
+    ap.add_argument("mode", choices=["memory"])
     ap.add_argument("url")
     ap.add_argument("--streams", type=int, default=50)
-    ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--pids", default="")
     ap.add_argument("--model", default="sse")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(latency(args) if args.mode == "latency" else memory(args))
+    asyncio.run(memory(args))
 
 
 if __name__ == "__main__":
