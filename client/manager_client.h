@@ -61,7 +61,11 @@ class ManagerClient {
       const v1::StreamLogsRequest& request, absl::Duration timeout,
       const std::function<bool(const v1::LogChunk&)>& on_chunk);
 
-  // The async form, for event loops: `done` runs on a gRPC thread.
+  // The async form, for event loops: `done` runs on a gRPC thread. It is
+  // gRPC's callback API, whose threads sleep 100 ms after an idle second: in
+  // a process that makes such calls rarely, `done` can run up to 100 ms late
+  // unless the process keeps a GrpcPollKeeper (common/grpc_poll_keeper.h)
+  // alive, as modelproxy and modelmanager do.
   void StartAsync(const std::string& model, absl::Duration timeout,
                   std::function<void(absl::StatusOr<v1::Model>)> done);
 
