@@ -101,7 +101,7 @@ int Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4) return Usage();
+  if (argc < 4 || (argc - 4) % 2 != 0) return Usage();
   const char* host = argv[1];
   int port = atoi(argv[2]);
   std::string path = argv[3];
