@@ -15,6 +15,9 @@
 # Throughput is measured at 64 connections; the latency a proxy adds is
 # measured with one connection (at 64 the p50 is just 64 / throughput,
 # Little's law, so it is the throughput ratio again, not added latency).
+# Around each 64-connection run the CPU time of the proxy, the model and wrk
+# is read and printed per request: on two busy cores that is what sets the
+# throughput, and it shows how much of it a proxy's own code can change.
 #
 #   bazel run -c opt //tools/bench/proxy -- [--duration 5] [--rounds 5]
 #       [--workers 2] [--mem-streams 10000]
@@ -134,11 +137,13 @@ http {
 }
 NGINX
 nginx -c "$work/nginx.conf" &
-pids+=($!)
+ng_pid=$!
+pids+=($ng_pid)
 nghttpx --conf=/dev/null "--frontend=127.0.0.1,$nx_port;no-tls" \
   "--backend=127.0.0.1,$up_port" --workers="$workers" \
   --errorlog-file="$work/nghttpx.err" --pid-file="$work/nghttpx.pid" &
-pids+=($!)
+nx_pid=$!
+pids+=($nx_pid)
 
 body='{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":4}'
 cat > "$work/post.lua" <<LUA
@@ -152,18 +157,48 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-run() {  # name url connections -> "rps p50_us p99_us"
-  local out threads=2
+# CPU time (user and system clock ticks) of processes and their children
+# (nginx's and nghttpx's workers are children of the process started here).
+cpu_ticks() {  # pid... -> "user sys"
+  local p all=() u=0 s=0 a b
+  for p in "$@"; do all+=("$p" $(pgrep -P "$p" || true)); done
+  for p in "${all[@]}"; do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat")
+    u=$((u + a)); s=$((s + b))
+  done
+  echo "$u $s"
+}
+fake_pid=$(pgrep -f "fake_upstream --port $up_port ")
+tick=$(getconf CLK_TCK)
+run() {  # name url connections [proxy pid] ->
+  #   "rps p50_us p99_us" then CPU per request in us: "proxy_user proxy_sys
+  #   model wrk" (proxy 0 0 for direct)
+  local out threads=2 pu=0 ps=0 pu2=0 ps2=0 mu ms mu2 ms2
   (( $3 < 2 )) && threads=1
-  out=$(wrk -t$threads -c"$3" -d"${duration}s" --latency -s "$work/post.lua" "$2" 2>&1)
-  local rps p50 p99
+  [[ -n "${4:-}" ]] && read -r pu ps <<<"$(cpu_ticks "$4")"
+  read -r mu ms <<<"$(cpu_ticks "$fake_pid")"
+  # wrk's own CPU time from its rusage, printed after its report.
+  out=$(/usr/bin/python3 -c '
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:])
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("wrk-cpu %f" % (u.ru_utime + u.ru_stime))' \
+    wrk -t$threads -c"$3" -d"${duration}s" --latency -s "$work/post.lua" "$2" 2>&1)
+  [[ -n "${4:-}" ]] && read -r pu2 ps2 <<<"$(cpu_ticks "$4")"
+  read -r mu2 ms2 <<<"$(cpu_ticks "$fake_pid")"
+  local rps p50 p99 n wrk_s
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  wrk_s=$(echo "$out" | awk '/^wrk-cpu/ {print $2}')
   if echo "$out" | grep -q "Non-2xx"; then
     echo "$1: $(echo "$out" | grep Non-2xx)" >&2
   fi
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  echo "$rps $(to_us "$p50") $(to_us "$p99")"
+  echo "$rps $(to_us "$p50") $(to_us "$p99") $(/usr/bin/python3 -c "
+us = lambda ticks: ticks / $tick / $n * 1e6
+print('%.2f %.2f %.2f %.2f' % (us($pu2 - $pu), us($ps2 - $ps),
+      us($mu2 + $ms2 - $mu - $ms), $wrk_s / $n * 1e6))")"
 }
 to_us() {  # wrk prints 123.45us, 1.23ms, 1.00s
   /usr/bin/python3 -c "
@@ -173,25 +208,26 @@ for suf,mul in (('us',1),('ms',1e3),('s',1e6)):
 else: print('nan')"
 }
 targets=("direct http://127.0.0.1:$up_port/v1/chat/completions"
-         "modelproxy http://127.0.0.1:$px_port/v1/chat/completions"
-         "nginx http://127.0.0.1:$ng_port/v1/chat/completions"
-         "nghttpx http://127.0.0.1:$nx_port/v1/chat/completions")
+         "modelproxy http://127.0.0.1:$px_port/v1/chat/completions $px_pid"
+         "nginx http://127.0.0.1:$ng_port/v1/chat/completions $ng_pid"
+         "nghttpx http://127.0.0.1:$nx_port/v1/chat/completions $nx_pid")
 : >"$work/rounds.txt"
 for conns in "$connections" 1; do
   for ((r = 1; r <= rounds; r++)); do
     for t in "${targets[@]}"; do
-      read -r name url <<<"$t"
-      echo "$conns $r $name $(run "$name" "$url" "$conns")" >>"$work/rounds.txt"
+      read -r name url pid <<<"$t"
+      echo "$conns $r $name $(run "$name" "$url" "$conns" "$pid")" >>"$work/rounds.txt"
     done
   done
 done
 /usr/bin/python3 - "$work/rounds.txt" "$connections" "$rounds" "$duration" "$workers" <<'PY'
 import statistics, sys
 path, conns, rounds, duration, workers = sys.argv[1:]
-rows = {}  # (connections, round) -> name -> (rps, p50, p99)
+rows = {}  # (connections, round) -> name -> (rps, p50, p99, CPU us a request:
+#            proxy user, proxy sys, model, wrk)
 for line in open(path):
-    c, r, name, rps, p50, p99 = line.split()
-    rows.setdefault((c, r), {})[name] = (float(rps), float(p50), float(p99))
+    c, r, name, *v = line.split()
+    rows.setdefault((c, r), {})[name] = tuple(float(x) for x in v)
 names = ['direct', 'modelproxy', 'nginx', 'nghttpx']
 def median_of(c, f):
     return statistics.median(f(v) for (cc, _), v in rows.items() if cc == c)
@@ -206,6 +242,17 @@ ratio = median_of(conns, lambda v: v['modelproxy'][0] / v['nginx'][0])
 ratio_x = median_of(conns, lambda v: v['modelproxy'][0] / v['nghttpx'][0])
 print('modelproxy / nginx throughput: %.2fx (target >= 1.2x: %s); modelproxy / nghttpx: %.2fx'
       % (ratio, 'met' if ratio >= 1.2 else 'MISSED', ratio_x))
+# Where the CPU goes: on two cores shared by wrk, the model and the proxy,
+# throughput is 2 cores / the CPU a request costs all of them.
+print('CPU per request at %s connections, us (medians over rounds):' % conns)
+for n in names:
+    m = lambda i: median_of(conns, lambda v: v[n][i])
+    print('%-12s proxy %5.1f (user %4.1f + sys %4.1f)  model %5.1f  wrk %5.1f  all %5.1f' % (
+        n, m(3) + m(4), m(3), m(4), m(5), m(6), median_of(conns, lambda v: sum(v[n][3:7]))))
+# What the ratio would be if modelproxy's user-space time were zero and the
+# rest unchanged: the room left to a faster proxy on this machine.
+ceiling = median_of(conns, lambda v: sum(v['nginx'][3:7]) / (sum(v['modelproxy'][3:7]) - v['modelproxy'][3]))
+print('modelproxy / nginx with no proxy user-space time at all (CPU bound): %.2fx' % ceiling)
 added = {n: median_of('1', lambda v: v[n][1] - v['direct'][1]) for n in names[1:]}
 print('added p50 latency vs direct (one connection): modelproxy %.0f us (target <= 50: %s), '
       'nginx %.0f us, nghttpx %.0f us' % (added['modelproxy'],
