@@ -46,14 +46,25 @@ bool HasToken(const Headers& headers, absl::string_view name,
 }
 
 bool IsHopByHop(absl::string_view h) {
-  // string_views made once: a list of literals would strlen each per call.
-  static constexpr absl::string_view kHopByHop[] = {
-      "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
-      "trailer",    "upgrade",    "content-length",   "http2-settings"};
-  for (absl::string_view hop : kHopByHop) {
-    if (EqualsNoCase(h, hop)) return true;
+  // By length first: most names (content-type, host, ...) match none, and
+  // it is asked for every header of every request and response.
+  switch (h.size()) {
+    case 2:
+      return EqualsNoCase(h, "te");
+    case 7:
+      return EqualsNoCase(h, "trailer") || EqualsNoCase(h, "upgrade");
+    case 10:
+      return EqualsNoCase(h, "connection") || EqualsNoCase(h, "keep-alive");
+    case 14:
+      return EqualsNoCase(h, "content-length") ||
+             EqualsNoCase(h, "http2-settings");
+    case 16:
+      return EqualsNoCase(h, "proxy-connection");
+    case 17:
+      return EqualsNoCase(h, "transfer-encoding");
+    default:
+      return false;
   }
-  return false;
 }
 
 const char* ReasonPhrase(int status) {

@@ -14,6 +14,21 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::Pair;
 
+TEST(HopByHopTest, NamesTheConnectionHeadersInAnyCase) {
+  for (const char* name :
+       {"connection", "Keep-Alive", "PROXY-CONNECTION", "Transfer-Encoding",
+        "te", "TE", "trailer", "Upgrade", "content-length", "HTTP2-Settings"}) {
+    EXPECT_TRUE(IsHopByHop(name)) << name;
+  }
+  // End-to-end headers, some the same length as a hop-by-hop one.
+  for (const char* name :
+       {"", "t", "tf", "trailers", "upgrades", "connectio", "keep-alivf",
+        "content-type", "content-lengtx", "http2-settingz", "authorization",
+        "proxy-connectiom", "transfer-encodinf", "x-forwarded-for", "host"}) {
+    EXPECT_FALSE(IsHopByHop(name)) << name;
+  }
+}
+
 class Requests : public RequestVisitor {
  public:
   void OnRequestHead(RequestHead head) override {
