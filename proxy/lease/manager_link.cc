@@ -20,6 +20,18 @@ void ToTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
   out->set_nanos(static_cast<int32_t>(ts.tv_nsec));
 }
 
+// A FAILED answer as a status. A start that did not become ready within
+// the model's healthCheckTimeout is DEADLINE_EXCEEDED (the proxy answers
+// 504, "start timed out"); every other failure keeps the manager's code
+// (FAILED_PRECONDITION: 503 with the failure in the message).
+absl::Status FailedStatus(const v1::AcquireResponse::Failed& f) {
+  if (f.code() == static_cast<int>(absl::StatusCode::kFailedPrecondition) &&
+      f.failure().reason() == v1::FAILURE_REASON_HEALTH_CHECK_TIMEOUT) {
+    return absl::DeadlineExceededError(f.message());
+  }
+  return absl::Status(static_cast<absl::StatusCode>(f.code()), f.message());
+}
+
 }  // namespace
 
 // The Acquire stream. Not freed by itself: the link's thread deletes it once
@@ -81,10 +93,7 @@ class ManagerLink::AcquireCall
         b->OnRevoked(r.revoked().model(), r.revoked().lease_id());
         break;
       case v1::AcquireResponse::kFailed:
-        b->OnFailed(
-            r.failed().model(),
-            absl::Status(static_cast<absl::StatusCode>(r.failed().code()),
-                         r.failed().message()));
+        b->OnFailed(r.failed().model(), FailedStatus(r.failed()));
         break;
       default:  // QUEUED, STARTING: the waiting requests just wait.
         break;

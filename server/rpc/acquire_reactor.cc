@@ -129,6 +129,13 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
           manager_->scheduler().Get(model);
       if (view.ok() && view->status.failure) {
         ToProto(*view->status.failure, f->mutable_failure());
+      } else if (std::optional<actor::FailureReason> reason =
+                     actor::FailureReasonOf(status)) {
+        // Answered while the failed start's process is torn down (a
+        // health-check timeout): the model is STOPPING and its `failure`
+        // is set once the process is reaped; the reason is known now.
+        f->mutable_failure()->set_reason(ToProto(*reason));
+        f->mutable_failure()->set_message(std::string(status.message()));
       }
     }
     Send(std::move(r));

@@ -12,20 +12,6 @@ void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
       absl::ToInt64Nanoseconds(d - absl::Seconds(seconds))));
 }
 
-v1::FailureReason ReasonToProto(actor::FailureReason r) {
-  switch (r) {
-    case actor::FailureReason::kSpawnError:
-      return v1::FAILURE_REASON_SPAWN_ERROR;
-    case actor::FailureReason::kExitedDuringStart:
-      return v1::FAILURE_REASON_EXITED_DURING_START;
-    case actor::FailureReason::kHealthCheckTimeout:
-      return v1::FAILURE_REASON_HEALTH_CHECK_TIMEOUT;
-    case actor::FailureReason::kCrashed:
-      return v1::FAILURE_REASON_CRASHED;
-  }
-  return v1::FAILURE_REASON_UNSPECIFIED;
-}
-
 void ToStruct(const config::Value& v, google::protobuf::Struct* out) {
   if (v.kind() != config::Value::Kind::kObject) return;
   for (const auto& [key, member] : v.AsObject()) {
@@ -40,6 +26,20 @@ void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
   timespec ts = absl::ToTimespec(t);
   out->set_seconds(ts.tv_sec);
   out->set_nanos(static_cast<int32_t>(ts.tv_nsec));
+}
+
+v1::FailureReason ToProto(actor::FailureReason r) {
+  switch (r) {
+    case actor::FailureReason::kSpawnError:
+      return v1::FAILURE_REASON_SPAWN_ERROR;
+    case actor::FailureReason::kExitedDuringStart:
+      return v1::FAILURE_REASON_EXITED_DURING_START;
+    case actor::FailureReason::kHealthCheckTimeout:
+      return v1::FAILURE_REASON_HEALTH_CHECK_TIMEOUT;
+    case actor::FailureReason::kCrashed:
+      return v1::FAILURE_REASON_CRASHED;
+  }
+  return v1::FAILURE_REASON_UNSPECIFIED;
 }
 
 absl::Time FromProto(const google::protobuf::Timestamp& t) {
@@ -98,7 +98,7 @@ void ToProto(const config::Value& value, google::protobuf::Value* out) {
 }
 
 void ToProto(const actor::Failure& f, v1::Failure* out) {
-  out->set_reason(ReasonToProto(f.reason));
+  out->set_reason(ToProto(f.reason));
   if (f.exit && f.exit->signal > 0) {
     out->set_signal(f.exit->signal);
   } else if (f.exit) {

@@ -22,6 +22,7 @@ void ToProto(const actor::Failure& failure, v1::Failure* out);
 void ToProto(const config::Value& value, google::protobuf::Value* out);
 void ToProto(absl::Time t, google::protobuf::Timestamp* out);
 v1::ModelState ToProto(actor::State state);
+v1::FailureReason ToProto(actor::FailureReason reason);
 absl::Time FromProto(const google::protobuf::Timestamp& t);
 
 }  // namespace modelplane::rpc

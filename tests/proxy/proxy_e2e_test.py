@@ -904,6 +904,48 @@ class LoadingCommentsTest(unittest.TestCase):
                 p.stop()
 
 
+class StartFailureTest(unittest.TestCase):
+    def test_a_start_timeout_is_504_and_a_failed_start_503_with_its_reason(self):
+        with ManagerProcess({"stuck": ["--ready-after-ms", "100000"],
+                             "dies": ["--exit-immediately", "3"]},
+                            model_yaml={"stuck": ["    healthCheckTimeout: 1"]}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 2, 10))
+                status, headers, body = p.request("POST", "/v1/chat/completions",
+                                                  {"model": "stuck", "messages": []})
+                self.assertEqual(status, 504, body)
+                error = json.loads(body)["error"]
+                self.assertEqual(error["code"], 504)
+                self.assertIn("not ready within healthCheckTimeout", error["message"])
+                # The same model streaming: the error comes as an SSE event
+                # once the loading comments have opened the response, else
+                # as a plain 504.
+                status, headers, body = p.request("POST", "/v1/chat/completions",
+                                                  {"model": "stuck", "stream": True,
+                                                   "messages": []})
+                if status == 200:
+                    event = body.split(b"\n\n")[-3]
+                    self.assertTrue(event.startswith(b"data: {"), body)
+                    error = json.loads(event[6:])["error"]
+                else:
+                    self.assertEqual(status, 504, body)
+                    error = json.loads(body)["error"]
+                self.assertEqual(error["code"], 504)
+                self.assertIn("healthCheckTimeout", error["message"])
+                # A process that exits during its start: 503, with why.
+                status, headers, body = p.request("POST", "/v1/chat/completions",
+                                                  {"model": "dies", "messages": []})
+                self.assertEqual(status, 503, body)
+                error = json.loads(body)["error"]
+                self.assertEqual(error["code"], 503)
+                self.assertIn("exited before it was ready", error["message"])
+                self.assertIn("(exit code 3)", error["message"])
+            finally:
+                p.stop()
+
+
 class SendLoadingStateTest(unittest.TestCase):
     def test_a_waiting_chat_stream_gets_reasoning_content_deltas_then_the_model(self):
         # llama-swap's sendLoadingState (global here, off again for one model).

@@ -68,6 +68,17 @@ const char* FailureReasonName(FailureReason r) {
   return "?";
 }
 
+std::optional<FailureReason> FailureReasonOf(const absl::Status& status) {
+  auto name = status.GetPayload(kFailureReasonPayload);  // absl::optional
+  if (!name) return std::nullopt;
+  for (FailureReason r :
+       {FailureReason::kSpawnError, FailureReason::kExitedDuringStart,
+        FailureReason::kHealthCheckTimeout, FailureReason::kCrashed}) {
+    if (*name == FailureReasonName(r)) return r;
+  }
+  return std::nullopt;
+}
+
 std::string Failure::Summary() const {
   std::string out = message;
   if (exit) absl::StrAppend(&out, " (", exit->ToString(), ")");
@@ -275,6 +286,8 @@ void ModelActor::FailStart(FailureReason reason, std::optional<ExitStatus> exit,
   Failure failure = MakeFailure(reason, exit, std::move(message));
   absl::Status status = absl::FailedPreconditionError(
       absl::StrCat("model ", config_.id, ": ", failure.Summary()));
+  status.SetPayload(kFailureReasonPayload,
+                    absl::Cord(FailureReasonName(reason)));
   if (process_ != nullptr) {
     // Tear the process down first: the model is FAILED once it is reaped,
     // and a new start waits for that.

@@ -50,6 +50,16 @@ enum class FailureReason {
 };
 const char* FailureReasonName(FailureReason r);
 
+// The payload FailStart puts on the FAILED_PRECONDITION it answers a start's
+// waiters with: the FailureReasonName. A failed start whose process still
+// has to be torn down (a health-check timeout) answers its waiters while the
+// model is STOPPING, before ModelStatus::failure is set; this is how they
+// learn why (the Acquire stream's FAILED carries it as `failure.reason`).
+inline constexpr char kFailureReasonPayload[] =
+    "type.modelplane.dev/actor.FailureReason";
+// The reason in `status`'s kFailureReasonPayload, if it has one.
+std::optional<FailureReason> FailureReasonOf(const absl::Status& status);
+
 struct Failure {
   FailureReason reason;
   std::optional<ExitStatus> exit;  // Unset for kSpawnError (and a timeout).

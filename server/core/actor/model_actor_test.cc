@@ -193,6 +193,9 @@ TEST_F(ModelActorTest, HealthCheckTimeoutFailsStopsAndReportsFailed) {
   EXPECT_EQ(results[0].code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(results[0].message(),
               HasSubstr("not ready within healthCheckTimeout (5s)"));
+  // Answered while STOPPING (no `failure` yet): the reason rides along.
+  EXPECT_EQ(FailureReasonOf(results[0]), FailureReason::kHealthCheckTimeout);
+  EXPECT_EQ(FailureReasonOf(absl::FailedPreconditionError("x")), std::nullopt);
   EXPECT_EQ(state(), State::kStopping);
   EXPECT_THAT(launcher_.last().signals, ElementsAre(SIGTERM));
   EXPECT_EQ(prober_.in_flight(), 0);
