@@ -1,6 +1,7 @@
 #include "proxy/http1/codec.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -24,6 +25,14 @@ void AppendHeaderPart(Headers* headers, bool* in_value, bool value,
     *in_value = true;
     headers->back().second.append(at, len);
   }
+}
+
+// A value's trailing spaces and tabs are no part of it (RFC 9110, 5.5);
+// http-parser drops only the leading ones.
+void TrimTrailingWhitespace(std::string* value) {
+  size_t n = value->size();
+  while (n > 0 && ((*value)[n - 1] == ' ' || (*value)[n - 1] == '\t')) --n;
+  value->resize(n);
 }
 
 }  // namespace
@@ -172,6 +181,18 @@ int RequestParser::OnHeaderField(http_parser* p, const char* at, size_t len) {
 
 int RequestParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
   auto* self = From<RequestParser>(p);
+  if (self->in_value_ && at != self->value_end_ &&
+      !(self->value_ended_feed_ && at == self->feed_begin_)) {
+    // Bytes were skipped inside the value: a line folded onto it (RFC 9112,
+    // 5.2: refuse it or unfold it; a proxy that forwards it unfolded and an
+    // upstream that reads it otherwise disagree on the head).
+    self->error_status_ = 400;
+    self->error_message_ =
+        "malformed HTTP request: a header line folded onto the one before";
+    return -1;
+  }
+  self->value_end_ = at + len;
+  self->value_ended_feed_ = self->value_end_ == self->feed_end_;
   AppendHeaderPart(&self->head_.headers, &self->in_value_, true, at, len);
   self->head_bytes_ += len;
   return self->head_bytes_ > self->limits_.max_header_bytes ? -1 : 0;
@@ -180,6 +201,19 @@ int RequestParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
 int RequestParser::OnHeadersComplete(http_parser* p) {
   auto* self = From<RequestParser>(p);
   RequestHead& h = self->head_;
+  // http-parser (not strict) lets through what a proxy must refuse rather
+  // than forward (RFC 9112, 5.1 and 5.2): "Transfer-Encoding : chunked" is
+  // no framing to it but may be to the upstream.
+  for (auto& [name, value] : h.headers) {
+    TrimTrailingWhitespace(&value);
+    if (!IsFieldName(name) || !IsFieldValue(value)) {
+      self->error_status_ = 400;
+      self->error_message_ =
+          absl::StrCat("malformed HTTP request: invalid header field \"",
+                       absl::CHexEscape(name.substr(0, 64)), "\"");
+      return -1;
+    }
+  }
   h.method = http_method_str(static_cast<http_method>(p->method));
   h.version_minor = p->http_minor;
   if (p->flags & F_CONTENTLENGTH) h.content_length = p->content_length;
@@ -263,6 +297,8 @@ size_t RequestParser::Feed(absl::string_view data) {
   if (failed_ || paused_ || plain_ || used == data.size()) return used;
   // http-parser reads what follows (a zero-length execute would mean EOF).
   absl::string_view rest = data.substr(used);
+  feed_begin_ = rest.data();
+  feed_end_ = rest.data() + rest.size();
   used += http_parser_execute(&parser_, Settings(), rest.data(), rest.size());
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err == HPE_PAUSED) return used;

@@ -133,6 +133,13 @@ class RequestParser {
   http_parser parser_;
   RequestHead head_;
   bool in_value_ = false;
+  // The buffer http-parser is running on, and where the last piece of a
+  // header value ended: a value's next piece that does not start there was
+  // an obs-fold (http-parser skips its CRLF), which is refused.
+  const char* feed_begin_ = nullptr;
+  const char* feed_end_ = nullptr;
+  const char* value_end_ = nullptr;
+  bool value_ended_feed_ = false;
   bool in_head_ = false;
   size_t head_bytes_ = 0;
   uint64_t body_bytes_ = 0;
@@ -240,6 +247,12 @@ std::string EncodeChunk(absl::string_view data);
 inline const char* EncodeLastChunk() { return "0\r\n\r\n"; }
 const char* ReasonPhrase(int status);
 bool IsHopByHop(absl::string_view header);
+// A header field a proxy may pass on (RFC 9110, 5.1 and 5.5): the name a
+// token (no whitespace, no separators), the value without control
+// characters but HTAB (a CR or LF left by an obs-fold included). Bytes over
+// 0x7f (obs-text) are allowed in values.
+bool IsFieldName(absl::string_view name);
+bool IsFieldValue(absl::string_view value);
 
 }  // namespace modelplane::proxy::http1
 

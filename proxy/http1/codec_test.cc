@@ -165,6 +165,47 @@ TEST(RequestParserTest, MalformedInputIs400) {
   EXPECT_EQ(p.Feed("GET / HTTP/1.1\r\n\r\n"), 0u);  // Nothing after an error.
 }
 
+// What a proxy must not pass on (RFC 9112, 5.1 and 5.2): a name with
+// whitespace before the colon (a lenient upstream might read
+// "Transfer-Encoding : chunked" as framing the proxy ignored: request
+// smuggling), a name that is no token, a folded value, bytes a value cannot
+// hold. Each is a 400, in one piece or byte by byte.
+TEST(RequestParserTest, HeadersAProxyMustNotForwardAre400) {
+  for (const char* head : {
+           "POST / HTTP/1.1\r\nContent-Length: 5\r\n"
+           "Transfer-Encoding : chunked\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+           "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+           "GET / HTTP/1.1\r\nBad\"Name: x\r\n\r\n",
+           "GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",
+           "GET / HTTP/1.1\r\nX-A: 1\r\n\tfolded\r\n\r\n",
+           "GET / HTTP/1.1\r\nX-A: a\x7f b\r\n\r\n",
+       }) {
+    for (size_t piece : {size_t{1} << 20, size_t{1}}) {
+      Requests v;
+      RequestParser p(&v, Limits{});
+      FeedAll(p, head, piece);
+      EXPECT_TRUE(p.failed()) << head;
+      EXPECT_EQ(v.error_status, 400) << head;
+      EXPECT_TRUE(v.heads.empty()) << head;
+    }
+  }
+  // What is fine: no space after the colon, tabs and spaces around and
+  // inside a value, every tchar in a name, bytes over 0x7f in a value.
+  Requests v;
+  RequestParser p(&v, Limits{});
+  FeedAll(p,
+          "GET / HTTP/1.1\r\nX-A:1\r\nX-B: \t a \t b \t\r\n"
+          "!#$%&'*+-.^_`|~09azAZ: v\r\nX-C: caf\xc3\xa9\r\n\r\n",
+          1 << 20);
+  EXPECT_FALSE(p.failed()) << v.error;
+  ASSERT_EQ(v.heads.size(), 1u);
+  EXPECT_THAT(v.heads[0].headers,
+              ElementsAre(Pair("X-A", "1"), Pair("X-B", "a \t b"),
+                          Pair("!#$%&'*+-.^_`|~09azAZ", "v"),
+                          Pair("X-C", "caf\xc3\xa9")));
+}
+
 TEST(RequestParserTest, LargeHeadIs431AndLargeBodyIs413) {
   Limits small{/*max_header_bytes=*/100, /*max_body_bytes=*/10};
   {

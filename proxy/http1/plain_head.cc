@@ -69,6 +69,22 @@ bool AllValue(absl::string_view s) {
   return All(absl::string_view(p, n), kValue);
 }
 
+}  // namespace
+
+bool IsFieldName(absl::string_view name) {
+  return !name.empty() && All(name, kToken);
+}
+
+bool IsFieldValue(absl::string_view value) {
+  for (char ch : value) {
+    auto c = static_cast<uint8_t>(ch);
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
+
+namespace {
+
 // The next line from `*at` (CRLF required, not included), or false. `*at`
 // moves past the line.
 bool NextLine(const char** at, const char* end, absl::string_view* line) {

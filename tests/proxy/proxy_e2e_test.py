@@ -322,6 +322,89 @@ class ProxyTest(unittest.TestCase):
             self.assertIn(status, (400, 404), body)
             self.assertIn("message", json.loads(body.decode("utf-8"))["error"])
 
+    def raw_exchange(self, data, port=None):
+        """`data` on a new connection; what the proxy answers until it closes."""
+        s = socket.create_connection(("127.0.0.1", port or self.p.port), timeout=30)
+        try:
+            try:
+                s.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # Answered and closed before all of it was read.
+            out = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            return out
+        finally:
+            s.close()
+
+    def assert_refused(self, reply, status, message):
+        head, _, body = reply.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 %d " % status), reply[:300])
+        self.assertIn(b"\r\nConnection: close", head)
+        self.assertIn(message, json.loads(body)["error"]["message"].encode())
+
+    def test_malformed_and_oversized_requests_are_refused_on_a_raw_socket(self):
+        chat = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        for data, status, message in [
+                (b"GARBAGE\r\n\r\n", 400, "malformed HTTP request"),
+                (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 400,
+                 "malformed HTTP request"),
+                # A proxy framing by one header and an upstream by another
+                # is request smuggling: whitespace before the colon is a 400.
+                (chat + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400,
+                 'invalid header field "Transfer-Encoding "'),
+                (chat + b"X-A: 1\r\n folded\r\n\r\n", 400, "folded"),
+                (chat + b"Content-Length: abc\r\n\r\n", 400, "malformed HTTP request"),
+                (chat + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400,
+                 "malformed HTTP request"),
+                (chat + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+                 "malformed HTTP request"),
+                (chat + b"X-Big: " + b"a" * (80 << 10) + b"\r\n\r\n", 431,
+                 "the request head is larger than allowed"),
+                # Well-formed HTTP, bad JSON: the connection could go on;
+                # the client asks to close it.
+                (chat + b"Connection: close\r\nContent-Length: 20\r\n\r\n"
+                 b"{\"model\": \"alpha\",,}", 400, "invalid JSON")]:
+            with self.subTest(data=data[:60]):
+                self.assert_refused(self.raw_exchange(data), status, message.encode())
+        # Nothing else was disturbed.
+        status, _, body = self.chat("alpha")
+        self.assertEqual(status, 200, body)
+        _, _, metrics = self.p.request("GET", "/metrics")
+        self.assertRegex(metrics.decode(), r'modelproxy_requests_total\{[^}]*status="431"[^}]*\} [1-9]')
+
+    def test_bodies_over_the_limit_get_413_and_one_at_the_limit_goes_through(self):
+        p = ProxyProcess(self.m.port, workers=1, flags=["--max-body-mib", "1"])
+        try:
+            self.assertTrue(wait_for(
+                lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 3, 10))
+            chat = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            # Refused from the head alone: the body is never sent.
+            self.assert_refused(
+                self.raw_exchange(chat + b"Content-Length: %d\r\n\r\n" % ((1 << 20) + 1),
+                                  p.port), 413, b"the request body is larger than allowed")
+            # Chunked: refused once the chunks pass the limit.
+            chunks = b"".join(b"10000\r\n" + b"x" * 0x10000 + b"\r\n" for _ in range(17))
+            self.assert_refused(
+                self.raw_exchange(chat + b"Transfer-Encoding: chunked\r\n\r\n" + chunks,
+                                  p.port), 413, b"the request body is larger than allowed")
+            # Exactly the limit: served.
+            body = json.dumps({"model": "alpha", "messages": [
+                {"role": "user", "content": ""}]})
+            body = body.replace('"content": ""', '"content": "%s"' % (
+                "x" * ((1 << 20) - len(body))))
+            self.assertEqual(len(body), 1 << 20)
+            status, _, reply = p.request("POST", "/v1/chat/completions", body)
+            self.assertEqual(status, 200, reply)
+        finally:
+            p.stop()
+
     def test_swap_under_concurrent_mixed_traffic_keeps_every_response_whole(self):
         results = []
         lock = threading.Lock()
