@@ -997,6 +997,81 @@ class LoadingCommentsTest(unittest.TestCase):
                 p.stop()
 
 
+class SwapUnderStreamsTest(unittest.TestCase):
+    def test_a_swap_lets_the_streams_in_flight_finish_and_serves_the_waiting_after(self):
+        # One swap group (the default): b needs a stopped. a's streams run
+        # for seconds; b is asked for while they are all mid-stream and may
+        # not wait (maxQueueWait 0), so the manager revokes the proxy's lease
+        # on a under them.
+        tokens = 80
+        with ManagerProcess({"a": ["--tokens", str(tokens), "--tokens-per-second", "20"],
+                             "b": ["--tokens", "3"]},
+                            model_yaml={"b": ["    maxQueueWait: 0"]}) as m:
+            p = ProxyProcess(m.port, workers=2)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 2, 10))
+                b_sent = threading.Event()
+                streaming = []
+                results = {}
+
+                def stream_a(i):
+                    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=60)
+                    conn.request("POST", "/v1/chat/completions", json.dumps(
+                        {"model": "a", "stream": True, "messages": []}))
+                    r = conn.getresponse()
+                    first = r.read1(65536)  # The first event is under way.
+                    streaming.append(i)
+                    body = first + r.read()
+                    # Still streaming when b was asked for: the revocation
+                    # came while this stream was in flight.
+                    results["a%d" % i] = (r.status, body, b_sent.is_set())
+                    conn.close()
+
+                a_threads = [threading.Thread(target=stream_a, args=(i,)) for i in range(4)]
+                for t in a_threads:
+                    t.start()
+                self.assertTrue(wait_for(lambda: len(streaming) == 4, 30))
+                a_pid = m.model("a").pid
+
+                def ask(name, model):
+                    results[name] = p.request("POST", "/v1/chat/completions",
+                                              {"model": model, "stream": True,
+                                               "messages": []}, timeout=60)
+
+                b_threads = [threading.Thread(target=ask, args=("b%d" % i, "b"))
+                             for i in range(2)]
+                for t in b_threads:
+                    t.start()
+                # Once b is asked for (the proxy's lease on a is revoked), a
+                # new request for a waits for a's next lease.
+                self.assertTrue(wait_for(
+                    lambda: m.model("b").queued_requests > 0
+                    or m.model("b").state != pb.MODEL_STATE_STOPPED, 30))
+                b_sent.set()
+                late_a = threading.Thread(target=ask, args=("late_a", "a"))
+                late_a.start()
+                for t in a_threads + b_threads + [late_a]:
+                    t.join(120)
+                want_a = "".join("tok%d " % i for i in range(tokens))
+                for i in range(4):
+                    status, body, during_swap = results["a%d" % i]
+                    self.assertEqual(status, 200)
+                    self.assertEqual(sse_text(body), want_a)
+                    self.assertTrue(body.endswith(b"data: [DONE]\n\n"), body[-200:])
+                    self.assertTrue(during_swap, "stream %d ended before b was asked for" % i)
+                for name in ("b0", "b1"):
+                    status, _, body = results[name]
+                    self.assertNotIn(b'"error"', body)
+                    self.assertEqual((status, sse_text(body)), (200, "tok0 tok1 tok2 "))
+                status, _, body = results["late_a"]
+                self.assertEqual((status, sse_text(body)), (200, want_a))
+                # a was stopped for b and started again for the late request.
+                self.assertNotEqual(m.model("a").pid, a_pid)
+            finally:
+                p.stop()
+
+
 class StartFailureTest(unittest.TestCase):
     def test_a_start_timeout_is_504_and_a_failed_start_503_with_its_reason(self):
         with ManagerProcess({"stuck": ["--ready-after-ms", "100000"],

@@ -302,6 +302,12 @@ void Scheduler::Pump() {
   do {
     pump_again_ = false;
     std::list<Demand> grants;
+    // Models READY for a demand of this pass. Their grants go out after the
+    // loop, so their holders are not yet counted: they are no victims of
+    // this pass (else a model would be stopped under the lease it is about
+    // to grant). A demand they block counts them busy; once overdue, the
+    // next pass revokes them after their waiters were served.
+    std::set<std::string> granting;
     std::set<std::string> claimed;  // Models in a swap decided this pass.
     std::optional<absl::Time> next_expiry;
     absl::Time now = env_.clock->Now();
@@ -309,6 +315,7 @@ void Scheduler::Pump() {
       Slot& s = *slots_.at(it->model);
       State st = s.actor->status().state;
       if (st == State::kReady && !s.evicting) {
+        granting.insert(it->model);
         grants.splice(grants.end(), queue_, it++);
         continue;
       }
@@ -354,7 +361,8 @@ void Scheduler::Pump() {
       absl::Time due = d.since + s.config->max_queue_wait;
       for (Slot* v : victims) {
         if (v->evicting) continue;
-        if (v->holders.empty() || now >= due) {
+        if (granting.count(v->config->id) == 0 &&
+            (v->holders.empty() || now >= due)) {
           BeginEviction(*v, absl::StrCat("evicted to start ", d.model));
         } else if (!next_expiry || due < *next_expiry) {
           next_expiry = due;  // Busy: swap when idle, or once overdue.

@@ -98,6 +98,66 @@ models:
   EXPECT_TRUE(waiter.Saw("granted b r-b http://localhost:5801"));
 }
 
+// b becomes READY with its waiter's grant and a demand for a queued
+// behind it: b is not stopped under the lease it has just granted (the
+// grants of a pump pass used to go out after that pass had picked victims
+// by their holders, so b looked idle and was evicted at once).
+TEST_F(SchedulerTest, AModelIsNotEvictedInThePassThatGrantsIt) {
+  Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}"}
+  b: {cmd: "srv-b --port ${PORT}", maxQueueWait: 0}
+)yaml");
+  RecordingClient holder, waiter, late;
+  ClientId h = Hold(&holder, "a");
+  ClientId w = Connect(&waiter);
+  Acquire(w, "b");  // maxQueueWait 0: a's lease is revoked at once.
+  EXPECT_TRUE(holder.Saw("revoked a"));
+  ClientId l = Connect(&late);
+  Acquire(l, "a");  // Queued behind b.
+  Release(h, &holder, "a");
+  Exits("a");
+  Healthy("b");
+  EXPECT_TRUE(waiter.Saw("granted b r-b http://localhost:5801"));
+  EXPECT_FALSE(waiter.Saw("revoked b"));
+  EXPECT_EQ(StateOf("b"), State::kReady);
+  EXPECT_TRUE(Alive("b"));
+  // a's demand is served once b's holder is done.
+  Release(w, &waiter, "b");
+  EXPECT_EQ(StateOf("b"), State::kStopping);
+  Exits("b");
+  Healthy("a");
+  EXPECT_TRUE(late.Saw("granted a r-a http://localhost:5800"));
+}
+
+// The same with the demand behind overdue too (maxQueueWait 0 both ways):
+// each model still serves the demand that started it before it is revoked,
+// rather than the two evicting each other with nothing served.
+TEST_F(SchedulerTest, OverdueDemandsTakeTurnsInsteadOfEvictingEachOther) {
+  Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", maxQueueWait: 0}
+  b: {cmd: "srv-b --port ${PORT}", maxQueueWait: 0}
+)yaml");
+  RecordingClient holder, waiter, late;
+  ClientId h = Hold(&holder, "a");
+  ClientId w = Connect(&waiter);
+  Acquire(w, "b");
+  ClientId l = Connect(&late);
+  Acquire(l, "a");
+  Release(h, &holder, "a");
+  Exits("a");
+  Healthy("b");
+  // Granted, then revoked for a's overdue demand: the holder drains.
+  EXPECT_TRUE(waiter.Saw("granted b r-b http://localhost:5801"));
+  EXPECT_TRUE(waiter.Saw("revoked b"));
+  EXPECT_TRUE(Alive("b"));
+  Release(w, &waiter, "b");
+  Exits("b");
+  Healthy("a");
+  EXPECT_TRUE(late.Saw("granted a r-a http://localhost:5800"));
+}
+
 TEST_F(SchedulerTest, HolderIgnoringRevocationIsCutOffAndTheSwapGoesOn) {
   SchedulerOptions o;
   o.revoke_timeout = absl::Seconds(60);
