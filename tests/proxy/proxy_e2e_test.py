@@ -389,6 +389,27 @@ class ProxyTest(unittest.TestCase):
         _, _, metrics = self.p.request("GET", "/metrics")
         self.assertRegex(metrics.decode(), r'modelproxy_requests_total\{[^}]*status="431"[^}]*\} [1-9]')
 
+    def test_expect_100_continue_is_answered_before_the_body_is_sent(self):
+        body = json.dumps({"model": "alpha", "messages": []}).encode()
+        s = socket.create_connection(("127.0.0.1", self.p.port), timeout=30)
+        try:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+            # Nothing more is sent until the interim answer comes.
+            interim = b""
+            while not interim.endswith(b"\r\n\r\n"):
+                chunk = s.recv(1)
+                self.assertTrue(chunk, interim)
+                interim += chunk
+            self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
+            s.sendall(body)
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += s.recv(65536)
+            self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), reply)
+        finally:
+            s.close()
+
     def test_bodies_over_the_limit_get_413_and_one_at_the_limit_goes_through(self):
         p = ProxyProcess(self.m.port, workers=1, flags=["--max-body-mib", "1"])
         try:
@@ -1068,6 +1089,59 @@ class SwapUnderStreamsTest(unittest.TestCase):
                 self.assertEqual((status, sse_text(body)), (200, want_a))
                 # a was stopped for b and started again for the late request.
                 self.assertNotEqual(m.model("a").pid, a_pid)
+            finally:
+                p.stop()
+
+
+class ReloadTest(unittest.TestCase):
+    def test_a_reload_reaches_the_routes_without_a_proxy_restart(self):
+        with ManagerProcess({"a": [], "b": []}) as m:
+            p = ProxyProcess(m.port, workers=2)
+            try:
+                def ids():
+                    status, _, body = p.request("GET", "/v1/models")
+                    return [e["id"] for e in json.loads(body)["data"]] if status == 200 else []
+
+                def chat(model):
+                    return p.request("POST", "/v1/chat/completions",
+                                     {"model": model, "messages": []})[0]
+
+                self.assertTrue(wait_for(lambda: ids() == ["a", "b"], 10), ids())
+                self.assertEqual(chat("b"), 200)
+                self.assertEqual(chat("c"), 404)
+                # b removed, c added; a gains an alias and a useModelName.
+                m.write_config(models={"a": [], "c": []},
+                               model_yaml={"a": ["    aliases: [fast]",
+                                                 "    useModelName: renamed"]})
+                m.proc.send_signal(signal.SIGHUP)
+                self.assertTrue(wait_for(lambda: ids() == ["a", "c"], 15), ids())
+                self.assertEqual(chat("b"), 404)
+                self.assertEqual(chat("c"), 200)
+                self.assertEqual(chat("fast"), 200)
+                self.assertEqual(upstream_stats(m.ports["a"])["last_model"], "renamed")
+            finally:
+                p.stop()
+
+    def test_the_lease_is_given_back_when_idle_so_the_ttl_unloads_the_model(self):
+        with ManagerProcess({"a": []}, model_yaml={"a": ["    ttl: 1"]}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 1, 10))
+                status, _, _ = p.request("POST", "/v1/chat/completions",
+                                         {"model": "a", "messages": []})
+                self.assertEqual(status, 200)
+                self.assertEqual(m.model("a").state, pb.MODEL_STATE_READY)
+                # The proxy releases after its linger with the last-use time;
+                # the manager's TTL then stops the model (the proxy is still
+                # up: a lease it kept would keep the model forever).
+                self.assertTrue(wait_for(
+                    lambda: m.model("a").state == pb.MODEL_STATE_STOPPED, 20),
+                    m.model("a"))
+                # And the next request starts it again.
+                status, _, _ = p.request("POST", "/v1/chat/completions",
+                                         {"model": "a", "messages": []})
+                self.assertEqual(status, 200)
             finally:
                 p.stop()
 

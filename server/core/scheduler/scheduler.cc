@@ -78,6 +78,10 @@ ModelView Scheduler::View(const Slot& s) const {
 }
 
 void Scheduler::Emit(Slot& s, ModelChange::Kind kind) {
+  // A model a reload removed was published deleted; while it drains and
+  // stops it is no one's to see (a later change would bring it back to
+  // every watcher, for good).
+  if (s.removed) return;
   s.revision = ++*revisions_;  // Every published change has its own.
   if (on_change_) on_change_(ModelChange{kind, View(s)});
 }

@@ -556,6 +556,32 @@ models:
   EXPECT_TRUE(added);
 }
 
+// A running model a reload removes is announced deleted once: nothing
+// after that (its revocation, its stop) may publish it again, or a watcher
+// (the proxy's route table) would see it back and keep it.
+TEST_F(SchedulerTest, ARemovedRunningModelIsNotPublishedAfterItsDeletion) {
+  Load(kThree);
+  RecordingClient c;
+  ClientId id = Hold(&c, "c");
+  config::LoadResult r = config::LoadConfigText(
+      "t.yaml", "models:\n  a: {cmd: \"srv-a --port ${PORT}\"}\n",
+      [](const std::string&) { return std::optional<std::string>(); });
+  ASSERT_TRUE(r.ok()) << r.status();
+  changes_.clear();
+  scheduler_->Reload(r.config);
+  Settle();
+  EXPECT_TRUE(c.Saw("revoked c"));
+  Release(id, &c, "c");
+  Exits("c");
+  std::vector<std::string> published;
+  for (const ModelChange& ch : changes_) {
+    if (ch.view.config->id != "c") continue;
+    published.push_back(ch.kind == ModelChange::Kind::kDeleted ? "deleted"
+                                                               : "changed");
+  }
+  EXPECT_THAT(published, ElementsAre("deleted"));
+}
+
 TEST_F(SchedulerTest, ReloadRestartsARunningModelWhoseCommandChanged) {
   Load(kThree);
   RecordingClient c;
