@@ -50,7 +50,8 @@ class ProxyTest(unittest.TestCase):
                           "      setParams: {top_k: 20, chat_template_kwargs.enable_thinking: false}",
                           "      setParamsByID:",
                           "        '${MODEL_ID}:hot': {top_k: 80, min_p: 0.1}"],
-                "beta": ["    useModelName: upstream-beta"],
+                "beta": ["    useModelName: upstream-beta", "    name: Beta",
+                         "    description: the second model"],
                 "slow": ["    concurrencyLimit: 1"],
             },
             extra_yaml="groups:\n  side: {members: [slow], exclusive: false}\n")
@@ -79,6 +80,19 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(ids, ["alpha", "beta", "slow"])
         # Metadata where llama-swap's clients read it.
         self.assertTrue(all("llamaswap" in m["meta"] for m in json.loads(body)["data"]))
+        beta = json.loads(body)["data"][1]
+        self.assertEqual((beta["object"], beta["name"], beta["description"]),
+                         ("model", "Beta", "the second model"))
+        # status.value follows the model: loaded once it runs (the proxy
+        # hears it through Watch), unloaded once it is stopped.
+
+        def status_of(model):
+            data = json.loads(self.p.request("GET", "/v1/models")[2])["data"]
+            return next(m["status"]["value"] for m in data if m["id"] == model)
+        self.assertEqual(self.chat("alpha")[0], 200)
+        self.assertTrue(wait_for(lambda: status_of("alpha") == "loaded", 10))
+        self.m.stub().Stop(pb.StopRequest(model="alpha", force=True), timeout=20)
+        self.assertTrue(wait_for(lambda: status_of("alpha") == "unloaded", 10))
         # Local answers one after another on one keep-alive connection.
         conn = http.client.HTTPConnection("127.0.0.1", self.p.port, timeout=10)
         try:
@@ -1014,6 +1028,13 @@ class LoadingCommentsTest(unittest.TestCase):
                                                   {"model": "quick", "messages": []})
                 self.assertEqual((status, headers["Content-Type"]), (200, "application/json"))
                 self.assertNotIn(b": loading", body)
+                # Not streaming and waiting for a start (late again, which
+                # takes 1.5 s): a plain JSON answer, no comments before it.
+                m.stub().Stop(pb.StopRequest(model="late", force=True), timeout=20)
+                status, headers, body = p.request("POST", "/v1/chat/completions",
+                                                  {"model": "late", "messages": []})
+                self.assertEqual((status, headers["Content-Type"]), (200, "application/json"))
+                self.assertEqual(json.loads(body)["object"], "chat.completion")
             finally:
                 p.stop()
 
