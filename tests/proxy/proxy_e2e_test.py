@@ -474,6 +474,26 @@ class ProxyTest(unittest.TestCase):
             self.assertEqual(text, want[model])
             self.assertTrue(complete)
 
+    def test_upstream_connections_are_kept_alive_and_reused(self):
+        # One worker: its pool to alpha is used again and again.
+        p = ProxyProcess(self.m.port, workers=1)
+        try:
+            self.assertTrue(wait_for(
+                lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 3, 10))
+            body = {"model": "alpha", "messages": []}
+            self.assertEqual(p.request("POST", "/v1/chat/completions", body)[0], 200)
+            before = upstream_stats(self.m.ports["alpha"])["connections_accepted"]
+            for stream in [False, True] * 10:
+                status, _, _ = p.request("POST", "/v1/chat/completions",
+                                         dict(body, stream=stream))
+                self.assertEqual(status, 200)
+            # The twenty requests (each on a new client connection) came on
+            # the pooled connection (and the /stats calls on their own).
+            after = upstream_stats(self.m.ports["alpha"])["connections_accepted"]
+            self.assertEqual(after - before, 1)
+        finally:
+            p.stop()
+
     def test_client_disconnect_reaches_the_upstream(self):
         self.m.stub().Start(pb.StartRequest(model="slow"), timeout=20)
         before = upstream_stats(self.m.ports["slow"])["client_disconnects"]

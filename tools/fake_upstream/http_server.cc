@@ -82,6 +82,7 @@ class Connection {
     http_parser_init(&parser_, HTTP_REQUEST);
     parser_.data = this;
     ++server_->stats_->open_connections;
+    ++server_->stats_->connections_accepted;
   }
 
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }

@@ -76,6 +76,7 @@ struct ServerStats {
   uint64_t bad_requests = 0;  // Requests that could not be parsed.
   int64_t in_flight = 0;      // Requests read and not yet fully answered.
   int64_t open_connections = 0;
+  uint64_t connections_accepted = 0;  // Ever: a proxy's pool reuse shows here.
   std::string last_model;   // The `model` field of the last request with one.
   int64_t ready_at_us = 0;  // Wall clock (Unix µs) when /health turned 200.
 };

@@ -352,6 +352,8 @@ Response OpenAiHandler::Stats() const {
   w.Int64(stats_->in_flight - 1);
   w.Key("open_connections");
   w.Int64(stats_->open_connections);
+  w.Key("connections_accepted");
+  w.Uint64(stats_->connections_accepted);
   w.Key("ready_at_us");
   w.Int64(stats_->ready_at_us);
   String(w, "last_model", stats_->last_model);
