@@ -731,6 +731,33 @@ class TimeoutAndDrainTest(unittest.TestCase):
                 socket.create_connection(("127.0.0.1", p.port), timeout=5)
 
 
+    def test_sigterm_refuses_new_connections_and_cuts_what_outlives_the_budget(self):
+        # 200 tokens at 10/s: far longer than the 1 s drain budget.
+        with ManagerProcess({"s": ["--tokens", "200", "--tokens-per-second", "10"]}) as m:
+            p = ProxyProcess(m.port, workers=1, flags=["--drain-seconds", "1"])
+            self.assertTrue(wait_for(lambda: b'"s"' in p.request("GET", "/v1/models")[2], 10))
+            conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=30)
+            conn.request("POST", "/v1/chat/completions",
+                         json.dumps({"model": "s", "stream": True, "messages": []}))
+            resp = conn.getresponse()
+            first = resp.read1(100)
+            self.assertTrue(first.startswith(b"data:"), first)
+            p.proc.send_signal(signal.SIGTERM)
+            self.assertTrue(p.wait_log("draining"), p.log())
+            # Draining: the stream goes on, new connections are refused.
+            with self.assertRaises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", p.port), timeout=5)
+            self.assertIsNone(p.proc.poll())
+            # At the budget the stream is cut: a broken response (no final
+            # chunk), never a clean end, and the model hears the client go.
+            with self.assertRaises(http.client.IncompleteRead):
+                resp.read()
+            self.assertEqual(p.proc.wait(30), 0)
+            self.assertIn("1 connection(s) cut at the drain deadline", "\n".join(p.log()))
+            self.assertTrue(wait_for(
+                lambda: upstream_stats(m.ports["s"])["client_disconnects"] == 1, 10))
+
+
 class ManagerDownTest(unittest.TestCase):
     def test_requests_fail_fast_without_the_manager_and_recover(self):
         m = ManagerProcess({"a": []})
