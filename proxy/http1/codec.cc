@@ -374,6 +374,16 @@ int ResponseParser::OnHeaderField(http_parser* p, const char* at, size_t len) {
 
 int ResponseParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
   auto* self = From<ResponseParser>(p);
+  if (self->in_value_ && at != self->value_end_ &&
+      !(self->value_ended_feed_ && at == self->feed_begin_)) {
+    // An obs-fold (RFC 9112, 5.2: a proxy answers 502 or unfolds it).
+    self->error_ =
+        "malformed upstream response: a header line folded onto the one "
+        "before";
+    return -1;
+  }
+  self->value_end_ = at + len;
+  self->value_ended_feed_ = self->value_end_ == self->feed_end_;
   AppendHeaderPart(&self->head_.headers, &self->in_value_, true, at, len);
   return 0;
 }
@@ -381,6 +391,16 @@ int ResponseParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
 int ResponseParser::OnHeadersComplete(http_parser* p) {
   auto* self = From<ResponseParser>(p);
   ResponseHead& h = self->head_;
+  // What the client would get as is: only valid fields (as for requests).
+  for (auto& [name, value] : h.headers) {
+    TrimTrailingWhitespace(&value);
+    if (!IsFieldName(name) || !IsFieldValue(value)) {
+      self->error_ =
+          absl::StrCat("malformed upstream response: invalid header field \"",
+                       absl::CHexEscape(name.substr(0, 64)), "\"");
+      return -1;
+    }
+  }
   h.status = p->status_code;
   if (p->flags & F_CONTENTLENGTH) h.content_length = p->content_length;
   h.chunked = (p->flags & F_CHUNKED) != 0;
@@ -455,6 +475,8 @@ size_t ResponseParser::Feed(absl::string_view data) {
   if (failed_ || plain_ || used == data.size()) return used;
   slow_ = true;
   absl::string_view rest = data.substr(used);
+  feed_begin_ = rest.data();
+  feed_end_ = rest.data() + rest.size();
   used += http_parser_execute(&parser_, Settings(), rest.data(), rest.size());
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err != HPE_OK) {

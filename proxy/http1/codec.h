@@ -191,6 +191,11 @@ class ResponseParser {
   http_parser parser_;
   ResponseHead head_;
   bool in_value_ = false;
+  // As RequestParser's: an obs-fold gives itself away.
+  const char* feed_begin_ = nullptr;
+  const char* feed_end_ = nullptr;
+  const char* value_end_ = nullptr;
+  bool value_ended_feed_ = false;
   bool head_request_ = false;
   bool upgrade_ = false;
   bool upgraded_ = false;

@@ -1,6 +1,7 @@
 // The HTTP/1.1 codecs, bytes in and bytes out, and back to back.
 #include "proxy/http1/codec.h"
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -263,6 +264,36 @@ TEST(ResponseParserTest, LengthChunkedAndCloseDelimitedBodies) {
     EXPECT_EQ(v.ends, 1);
     EXPECT_TRUE(v.error.empty());
   }
+}
+
+// The upstream's head goes to the client: fields that are no valid HTTP
+// (a name with a space, a folded line, a control character) are an error
+// (502), not passed on.
+TEST(ResponseParserTest, InvalidHeaderFieldsAreAnError) {
+  for (const char* head : {
+           "HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n",
+           "HTTP/1.1 200 OK\r\nX-A : x\r\nContent-Length: 0\r\n\r\n",
+           "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 0\r\n\r\n",
+           "HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n",
+       }) {
+    for (size_t piece : {size_t{1} << 20, size_t{1}}) {
+      Responses v;
+      ResponseParser p(&v);
+      for (size_t at = 0; at < strlen(head) && v.error.empty(); at += piece) {
+        p.Feed(absl::string_view(head).substr(at, piece));
+      }
+      EXPECT_THAT(v.error, ::testing::HasSubstr("malformed upstream response"))
+          << head;
+      EXPECT_TRUE(v.heads.empty()) << head;
+    }
+  }
+  Responses v;
+  ResponseParser p(&v);
+  p.Feed("HTTP/1.1 200 OK\r\nX-A: \t a \t\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(v.error, "");
+  ASSERT_EQ(v.heads.size(), 1u);
+  EXPECT_THAT(v.heads[0].headers,
+              ElementsAre(Pair("X-A", "a"), Pair("Content-Length", "0")));
 }
 
 TEST(ResponseParserTest, NoBodyFor204And304EvenWithALength) {
