@@ -1,5 +1,6 @@
 #include "client/manager_client.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace modelplane::client {
@@ -15,6 +16,13 @@ ManagerClient ManagerClient::Connect(const ClientOptions& options) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  if (options.max_reconnect_backoff > absl::ZeroDuration()) {
+    int max_ms = static_cast<int>(
+        absl::ToInt64Milliseconds(options.max_reconnect_backoff));
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::min(100, max_ms));
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::min(100, max_ms));
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, max_ms);
+  }
   return ManagerClient(
       grpc::CreateCustomChannel(options.target,
                                 options.credentials != nullptr
@@ -165,6 +173,165 @@ void ManagerClient::StartAsync(
                             done(FromGrpc(s));
                           }
                         });
+}
+
+namespace {
+
+// One async unary call: `method` is the stub's async method, bound.
+template <typename Req, typename Resp, typename Method>
+void CallAsync(std::unique_ptr<grpc::ClientContext> ctx, Req req, Method method,
+               std::function<void(absl::StatusOr<Resp>)> done) {
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    Req req;
+    Resp resp;
+  };
+  auto* call = new Call{std::move(ctx), std::move(req), {}};
+  method(call->ctx.get(), &call->req, &call->resp,
+         [call, done = std::move(done)](grpc::Status s) {
+           std::unique_ptr<Call> owned(call);
+           if (s.ok()) {
+             done(std::move(owned->resp));
+           } else {
+             done(FromGrpc(s));
+           }
+         });
+}
+
+}  // namespace
+
+void ManagerClient::StopAsync(
+    const std::string& model, bool force, absl::Duration timeout,
+    std::function<void(absl::StatusOr<v1::Model>)> done) {
+  v1::StopRequest req;
+  req.set_model(model);
+  req.set_force(force);
+  CallAsync<v1::StopRequest, v1::Model>(
+      Context(timeout), std::move(req),
+      [this](auto* c, auto* r, auto* o, auto f) {
+        stub_->async()->Stop(c, r, o, std::move(f));
+      },
+      std::move(done));
+}
+
+void ManagerClient::StopAllAsync(
+    bool force, absl::Duration timeout,
+    std::function<void(absl::StatusOr<v1::StopAllResponse>)> done) {
+  v1::StopAllRequest req;
+  req.set_force(force);
+  CallAsync<v1::StopAllRequest, v1::StopAllResponse>(
+      Context(timeout), std::move(req),
+      [this](auto* c, auto* r, auto* o, auto f) {
+        stub_->async()->StopAll(c, r, o, std::move(f));
+      },
+      std::move(done));
+}
+
+void CallHandle::Cancel() {
+  absl::MutexLock lock(&mu_);
+  if (ctx_ != nullptr) ctx_->TryCancel();
+}
+
+std::shared_ptr<CallHandle> ManagerClient::ListModelsAsync(
+    absl::Duration timeout,
+    std::function<void(absl::StatusOr<v1::ListModelsResponse>)> done) {
+  auto handle = std::make_shared<CallHandle>();
+  std::unique_ptr<grpc::ClientContext> ctx = Context(timeout);
+  {
+    absl::MutexLock lock(&handle->mu_);
+    handle->ctx_ = ctx.get();
+  }
+  CallAsync<v1::ListModelsRequest, v1::ListModelsResponse>(
+      std::move(ctx), v1::ListModelsRequest(),
+      [this](auto* c, auto* r, auto* o, auto f) {
+        stub_->async()->ListModels(c, r, o, std::move(f));
+      },
+      std::function<void(absl::StatusOr<v1::ListModelsResponse>)>(
+          [handle,
+           done = std::move(done)](absl::StatusOr<v1::ListModelsResponse> r) {
+            {
+              // The context goes with the call: no Cancel reaches it now.
+              absl::MutexLock lock(&handle->mu_);
+              handle->ctx_ = nullptr;
+            }
+            done(std::move(r));
+          }));
+  return handle;
+}
+
+std::unique_ptr<AcquireStream> ManagerClient::AcquireAsync(
+    const std::string& client_id, AcquireStream::Handlers handlers) {
+  std::unique_ptr<AcquireStream> s(new AcquireStream(
+      Context(absl::InfiniteDuration()), std::move(handlers)));
+  stub_->async()->Acquire(s->ctx_.get(), s.get());
+  v1::AcquireRequest hello;
+  hello.mutable_hello()->set_client_id(client_id);
+  s->Send(std::move(hello));
+  s->StartRead(&s->response_);
+  s->StartCall();
+  return s;
+}
+
+void AcquireStream::Send(v1::AcquireRequest request) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_.load()) return;
+    out_.push_back(std::move(request));
+    if (writing_) return;
+    writing_ = true;
+    current_ = std::move(out_.front());
+    out_.pop_front();
+  }
+  StartWrite(&current_);
+}
+
+void AcquireStream::OnWriteDone(bool ok) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!ok || out_.empty()) {
+      writing_ = false;
+      return;
+    }
+    current_ = std::move(out_.front());
+    out_.pop_front();
+  }
+  StartWrite(&current_);
+}
+
+void AcquireStream::OnReadDone(bool ok) {
+  if (!ok) return;  // OnDone follows.
+  if (handlers_.on_response) handlers_.on_response(response_);
+  StartRead(&response_);
+}
+
+void AcquireStream::OnDone(const grpc::Status& status) {
+  // ended_ first: a caller that sees it knows no lease holds any more.
+  ended_.store(true);
+  if (handlers_.on_end) handlers_.on_end(FromGrpc(status));
+  // Last: the owner may destroy the stream once it sees this.
+  done_.store(true);
+}
+
+std::unique_ptr<WatchStream> ManagerClient::WatchAsync(
+    const v1::WatchRequest& request, WatchStream::Handlers handlers) {
+  std::unique_ptr<WatchStream> s(
+      new WatchStream(Context(absl::InfiniteDuration()), std::move(handlers)));
+  s->request_ = request;
+  stub_->async()->Watch(s->ctx_.get(), &s->request_, s.get());
+  s->StartRead(&s->event_);
+  s->StartCall();
+  return s;
+}
+
+void WatchStream::OnReadDone(bool ok) {
+  if (!ok) return;  // OnDone follows.
+  if (handlers_.on_event) handlers_.on_event(event_);
+  StartRead(&event_);
+}
+
+void WatchStream::OnDone(const grpc::Status& status) {
+  if (handlers_.on_end) handlers_.on_end(FromGrpc(status));
+  done_.store(true);  // Last: the owner may destroy it once it sees this.
 }
 
 }  // namespace modelplane::client

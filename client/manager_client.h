@@ -14,12 +14,16 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "modelplane/v1/model_manager.grpc.pb.h"
 
@@ -32,6 +36,94 @@ struct ClientOptions {
   std::string token;
   // TLS (MakeCredentials in client/credentials.h); null: cleartext.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // The longest wait between two attempts to reach the manager once the
+  // channel lost it (zero: gRPC's default, up to two minutes). A data
+  // plane that must notice the manager is back sets a second or so.
+  absl::Duration max_reconnect_backoff = absl::ZeroDuration();
+};
+
+// An async unary call in flight. Cancel() ends it early (its callback then
+// gets CANCELLED); any thread, and harmless once the callback has run.
+class CallHandle {
+ public:
+  void Cancel();
+
+ private:
+  friend class ManagerClient;
+  absl::Mutex mu_;
+  grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // Null when done.
+};
+
+// The Acquire stream in async form (docs/api.md, "Acquire"), for data
+// planes: HELLO is sent first; Send queues ACQUIRE and RELEASE messages in
+// order from any thread. `on_response` runs on a gRPC thread for every
+// message, in order; `on_end` once, after the last, with how the stream
+// ended. The owner destroys it only once done() (gRPC no longer touches it
+// after that); Cancel() ends it early.
+class AcquireStream
+    : public grpc::ClientBidiReactor<v1::AcquireRequest, v1::AcquireResponse> {
+ public:
+  struct Handlers {
+    std::function<void(const v1::AcquireResponse&)> on_response;
+    std::function<void(const absl::Status&)> on_end;
+  };
+
+  // Dropped once the stream has ended.
+  void Send(v1::AcquireRequest request);
+  void Cancel() { ctx_->TryCancel(); }
+  // The stream has ended: set before on_end runs.
+  bool ended() const { return ended_.load(); }
+  // on_end has returned: the stream may be destroyed.
+  bool done() const { return done_.load(); }
+
+  // grpc::ClientBidiReactor.
+  void OnWriteDone(bool ok) override;
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  friend class ManagerClient;
+  AcquireStream(std::unique_ptr<grpc::ClientContext> ctx, Handlers handlers)
+      : ctx_(std::move(ctx)), handlers_(std::move(handlers)) {}
+
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  Handlers handlers_;
+  v1::AcquireResponse response_;
+  absl::Mutex mu_;
+  std::deque<v1::AcquireRequest> out_ ABSL_GUARDED_BY(mu_);
+  v1::AcquireRequest current_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> ended_{false};
+  std::atomic<bool> done_{false};
+};
+
+// The Watch stream in async form: `on_event` on a gRPC thread for every
+// event, in order; `on_end` once, after the last. Destroyed only once
+// done(), as AcquireStream.
+class WatchStream : public grpc::ClientReadReactor<v1::WatchEvent> {
+ public:
+  struct Handlers {
+    std::function<void(const v1::WatchEvent&)> on_event;
+    std::function<void(const absl::Status&)> on_end;
+  };
+
+  void Cancel() { ctx_->TryCancel(); }
+  bool done() const { return done_.load(); }
+
+  // grpc::ClientReadReactor.
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  friend class ManagerClient;
+  WatchStream(std::unique_ptr<grpc::ClientContext> ctx, Handlers handlers)
+      : ctx_(std::move(ctx)), handlers_(std::move(handlers)) {}
+
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  Handlers handlers_;
+  v1::WatchRequest request_;
+  v1::WatchEvent event_;
+  std::atomic<bool> done_{false};
 };
 
 class ManagerClient {
@@ -68,6 +160,19 @@ class ManagerClient {
   // alive, as modelproxy and modelmanager do.
   void StartAsync(const std::string& model, absl::Duration timeout,
                   std::function<void(absl::StatusOr<v1::Model>)> done);
+  void StopAsync(const std::string& model, bool force, absl::Duration timeout,
+                 std::function<void(absl::StatusOr<v1::Model>)> done);
+  void StopAllAsync(
+      bool force, absl::Duration timeout,
+      std::function<void(absl::StatusOr<v1::StopAllResponse>)> done);
+  std::shared_ptr<CallHandle> ListModelsAsync(
+      absl::Duration timeout,
+      std::function<void(absl::StatusOr<v1::ListModelsResponse>)> done);
+  // The streams (no deadline): see AcquireStream and WatchStream.
+  std::unique_ptr<AcquireStream> AcquireAsync(const std::string& client_id,
+                                              AcquireStream::Handlers handlers);
+  std::unique_ptr<WatchStream> WatchAsync(const v1::WatchRequest& request,
+                                          WatchStream::Handlers handlers);
 
   v1::ModelManager::Stub* stub() { return stub_.get(); }
 

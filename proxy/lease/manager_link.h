@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "client/manager_client.h"
 #include "modelplane/v1/model_manager.grpc.pb.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/router/route_table.h"
@@ -80,22 +82,21 @@ class ManagerLink : public LeaseTransport {
                    absl::Time last_used) override;
 
  private:
-  class AcquireCall;
-  class WatchCall;
   void Run();
-  std::unique_ptr<grpc::ClientContext> Context();
+  void OnWatchEvent(const v1::WatchEvent& event);
 
   LinkOptions options_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::ModelManager::Stub> stub_;
+  std::unique_ptr<client::ManagerClient> client_;
   LeaseBroker* broker_ = nullptr;
   RoutesSink on_routes_;
   KeysSink on_keys_;
   void FetchKeys();
   absl::Mutex mu_;
-  // ListModels calls for the keys in flight (cancelled by Shutdown), and
-  // whether the last one failed.
-  std::vector<grpc::ClientContext*> key_calls_ ABSL_GUARDED_BY(mu_);
+  // ListModels calls for the keys in flight, by number (cancelled by
+  // Shutdown, which waits for their callbacks), and whether the last one
+  // failed.
+  std::map<uint64_t, std::shared_ptr<client::CallHandle>> key_calls_
+      ABSL_GUARDED_BY(mu_);
   bool keys_retry_ ABSL_GUARDED_BY(mu_) = false;
   // ListModels calls are numbered as they start; a reply is applied only if
   // no later-started call's reply was. Two calls after quick reloads may
@@ -106,8 +107,13 @@ class ManagerLink : public LeaseTransport {
   uint64_t keys_started_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Mutex keys_mu_ ABSL_ACQUIRED_AFTER(mu_);
   uint64_t keys_applied_ ABSL_GUARDED_BY(keys_mu_) = 0;
-  AcquireCall* acquire_ ABSL_GUARDED_BY(mu_) = nullptr;
-  WatchCall* watch_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // The streams; freed by the link's thread (or Shutdown) once done().
+  std::unique_ptr<client::AcquireStream> acquire_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<client::WatchStream> watch_ ABSL_GUARDED_BY(mu_);
+  // The current Watch stream's view: touched only by its reactions (one at
+  // a time) and, before it starts, by the link's thread.
+  std::map<std::string, v1::Model> models_;
+  bool synced_ = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // stopping_, readable without mu_ (from a reaction that Shutdown's
   // cancel may run while it holds mu_): a stream ending then is not news.
