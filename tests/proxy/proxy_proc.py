@@ -90,4 +90,10 @@ class ProxyProcess:
             if code != 0:
                 raise AssertionError("modelproxy exited with %d: %s"
                                      % (code, "\n".join(self.log())[-4000:]))
+            # Every worker loop closed cleanly: nothing left for LoopThread
+            # to close on its owners' behalf (common/loop_thread.cc).
+            forgotten = [l for l in self.log() if "still open at the loop" in l]
+            if forgotten:
+                raise AssertionError("modelproxy left libuv handles open: %s"
+                                     % forgotten)
         self._pump.join(10)
