@@ -39,8 +39,9 @@ TEST(LoopThreadTest, NothingIsReportedWhenOwnersCloseTheirHandles) {
   {
     LoopThread loop;
     loop.RunSync([&] { uv_timer_init(loop.loop(), timer.get()); });
-    loop.RunSync(
-        [&] { uv_close(reinterpret_cast<uv_handle_t*>(timer.get()), nullptr); });
+    loop.RunSync([&] {
+      uv_close(reinterpret_cast<uv_handle_t*>(timer.get()), nullptr);
+    });
   }
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }

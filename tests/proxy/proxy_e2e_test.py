@@ -1214,6 +1214,30 @@ class ReloadTest(unittest.TestCase):
                 p.stop()
 
 
+class UpstreamPathTest(unittest.TestCase):
+    def test_ids_with_slashes_and_escapes_pass_through_upstream_paths(self):
+        with ManagerProcess({"org/m": []}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: b'"org/m"' in p.request("GET", "/v1/models")[2], 10))
+                status, _, body = p.request("GET", "/upstream/org/m/v1/models")
+                self.assertEqual(status, 200, body)
+                self.assertEqual(json.loads(body)["data"][0]["id"], "org/m")
+                # The prefix goes; the rest reaches the model byte for byte
+                # (an escaped slash stays escaped).
+                status, _, _ = p.request("GET", "/upstream/org/m/files/a%2Fb%20c?x=%41")
+                stats = upstream_stats(m.ports["org/m"])
+                self.assertEqual((stats["last_path"], stats["last_query"]),
+                                 ("/files/a%2Fb%20c", "x=%41"))
+                # JSON routing finds it too.
+                status, _, _ = p.request("POST", "/v1/chat/completions",
+                                         {"model": "org/m", "messages": []})
+                self.assertEqual(status, 200)
+            finally:
+                p.stop()
+
+
 class StartFailureTest(unittest.TestCase):
     def test_a_start_timeout_is_504_and_a_failed_start_503_with_its_reason(self):
         with ManagerProcess({"stuck": ["--ready-after-ms", "100000"],

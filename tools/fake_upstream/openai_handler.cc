@@ -314,6 +314,7 @@ Response OpenAiHandler::Handle(const Request& request) {
 
 void OpenAiHandler::Remember(const Request& request) {
   last_path_ = request.path;
+  last_query_ = request.query;
   last_body_ = request.body.substr(0, kRememberedBodyBytes);
   last_headers_ = request.headers;
 }
@@ -358,6 +359,7 @@ Response OpenAiHandler::Stats() const {
   w.Int64(stats_->ready_at_us);
   String(w, "last_model", stats_->last_model);
   String(w, "last_path", last_path_);
+  String(w, "last_query", last_query_);
   String(w, "last_body", last_body_);
   w.Key("last_headers");
   w.StartObject();

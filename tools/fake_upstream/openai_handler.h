@@ -57,6 +57,7 @@ class OpenAiHandler {
   std::string last_body_;  // Truncated; for tests of body rewriting.
   std::vector<std::pair<std::string, std::string>> last_headers_;
   std::string last_path_;
+  std::string last_query_;  // Without the leading '?'.
 };
 
 }  // namespace modelplane::fake
