@@ -403,6 +403,21 @@ class ProxyTest(unittest.TestCase):
         _, _, metrics = self.p.request("GET", "/metrics")
         self.assertRegex(metrics.decode(), r'modelproxy_requests_total\{[^}]*status="431"[^}]*\} [1-9]')
 
+    def test_a_chunked_request_body_reaches_the_model_whole(self):
+        body = json.dumps({"model": "beta", "messages": [
+            {"role": "user", "content": "x" * 5000}]}).encode()
+        pieces = [body[i:i + 777] for i in range(0, len(body), 777)]
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        reply = self.raw_exchange(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), reply[:300])
+        # What the model got: the same JSON (useModelName rewrote the name).
+        stats = upstream_stats(self.m.ports["beta"])
+        got = json.loads(stats["last_body"])
+        self.assertEqual(got["model"], "upstream-beta")
+        self.assertEqual(got["messages"], json.loads(body)["messages"])
+
     def test_expect_100_continue_is_answered_before_the_body_is_sent(self):
         body = json.dumps({"model": "alpha", "messages": []}).encode()
         s = socket.create_connection(("127.0.0.1", self.p.port), timeout=30)
