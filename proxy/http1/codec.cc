@@ -27,15 +27,29 @@ void AppendHeaderPart(Headers* headers, bool* in_value, bool value,
   }
 }
 
-// A value's trailing spaces and tabs are no part of it (RFC 9110, 5.5);
-// http-parser drops only the leading ones.
-void TrimTrailingWhitespace(std::string* value) {
-  size_t n = value->size();
-  while (n > 0 && ((*value)[n - 1] == ' ' || (*value)[n - 1] == '\t')) --n;
-  value->resize(n);
+}  // namespace
+
+bool FieldGuard::ValuePiece(bool continued, const char* at, size_t len) {
+  if (continued && at != value_end_ && !(value_ended_feed_ && at == begin_)) {
+    return false;
+  }
+  value_end_ = at + len;
+  value_ended_feed_ = value_end_ == end_;
+  return true;
 }
 
-}  // namespace
+std::optional<std::string> FieldGuard::FirstInvalid(Headers* headers) {
+  for (auto& [name, value] : *headers) {
+    // http-parser drops only the leading spaces and tabs.
+    size_t n = value.size();
+    while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t')) --n;
+    value.resize(n);
+    if (!IsFieldName(name) || !IsFieldValue(value)) {
+      return absl::CHexEscape(absl::string_view(name).substr(0, 64));
+    }
+  }
+  return std::nullopt;
+}
 
 const std::string* FindHeader(const Headers& headers, absl::string_view name) {
   for (const auto& [k, v] : headers) {
@@ -181,18 +195,14 @@ int RequestParser::OnHeaderField(http_parser* p, const char* at, size_t len) {
 
 int RequestParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
   auto* self = From<RequestParser>(p);
-  if (self->in_value_ && at != self->value_end_ &&
-      !(self->value_ended_feed_ && at == self->feed_begin_)) {
-    // Bytes were skipped inside the value: a line folded onto it (RFC 9112,
-    // 5.2: refuse it or unfold it; a proxy that forwards it unfolded and an
-    // upstream that reads it otherwise disagree on the head).
+  if (!self->fields_.ValuePiece(self->in_value_, at, len)) {
+    // RFC 9112, 5.2: refuse it or unfold it (a proxy that forwards it
+    // unfolded and an upstream that reads it otherwise disagree on the head).
     self->error_status_ = 400;
     self->error_message_ =
         "malformed HTTP request: a header line folded onto the one before";
     return -1;
   }
-  self->value_end_ = at + len;
-  self->value_ended_feed_ = self->value_end_ == self->feed_end_;
   AppendHeaderPart(&self->head_.headers, &self->in_value_, true, at, len);
   self->head_bytes_ += len;
   return self->head_bytes_ > self->limits_.max_header_bytes ? -1 : 0;
@@ -201,18 +211,13 @@ int RequestParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
 int RequestParser::OnHeadersComplete(http_parser* p) {
   auto* self = From<RequestParser>(p);
   RequestHead& h = self->head_;
-  // http-parser (not strict) lets through what a proxy must refuse rather
-  // than forward (RFC 9112, 5.1 and 5.2): "Transfer-Encoding : chunked" is
-  // no framing to it but may be to the upstream.
-  for (auto& [name, value] : h.headers) {
-    TrimTrailingWhitespace(&value);
-    if (!IsFieldName(name) || !IsFieldValue(value)) {
-      self->error_status_ = 400;
-      self->error_message_ =
-          absl::StrCat("malformed HTTP request: invalid header field \"",
-                       absl::CHexEscape(name.substr(0, 64)), "\"");
-      return -1;
-    }
+  // "Transfer-Encoding : chunked" is no framing to http-parser but may be
+  // to the upstream: refused, as every field that is no valid HTTP.
+  if (std::optional<std::string> bad = FieldGuard::FirstInvalid(&h.headers)) {
+    self->error_status_ = 400;
+    self->error_message_ = absl::StrCat(
+        "malformed HTTP request: invalid header field \"", *bad, "\"");
+    return -1;
   }
   h.method = http_method_str(static_cast<http_method>(p->method));
   h.version_minor = p->http_minor;
@@ -297,8 +302,7 @@ size_t RequestParser::Feed(absl::string_view data) {
   if (failed_ || paused_ || plain_ || used == data.size()) return used;
   // http-parser reads what follows (a zero-length execute would mean EOF).
   absl::string_view rest = data.substr(used);
-  feed_begin_ = rest.data();
-  feed_end_ = rest.data() + rest.size();
+  fields_.Feeding(rest);
   used += http_parser_execute(&parser_, Settings(), rest.data(), rest.size());
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err == HPE_PAUSED) return used;
@@ -374,16 +378,13 @@ int ResponseParser::OnHeaderField(http_parser* p, const char* at, size_t len) {
 
 int ResponseParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
   auto* self = From<ResponseParser>(p);
-  if (self->in_value_ && at != self->value_end_ &&
-      !(self->value_ended_feed_ && at == self->feed_begin_)) {
-    // An obs-fold (RFC 9112, 5.2: a proxy answers 502 or unfolds it).
+  if (!self->fields_.ValuePiece(self->in_value_, at, len)) {
+    // RFC 9112, 5.2: a proxy answers 502 or unfolds it.
     self->error_ =
         "malformed upstream response: a header line folded onto the one "
         "before";
     return -1;
   }
-  self->value_end_ = at + len;
-  self->value_ended_feed_ = self->value_end_ == self->feed_end_;
   AppendHeaderPart(&self->head_.headers, &self->in_value_, true, at, len);
   return 0;
 }
@@ -392,14 +393,10 @@ int ResponseParser::OnHeadersComplete(http_parser* p) {
   auto* self = From<ResponseParser>(p);
   ResponseHead& h = self->head_;
   // What the client would get as is: only valid fields (as for requests).
-  for (auto& [name, value] : h.headers) {
-    TrimTrailingWhitespace(&value);
-    if (!IsFieldName(name) || !IsFieldValue(value)) {
-      self->error_ =
-          absl::StrCat("malformed upstream response: invalid header field \"",
-                       absl::CHexEscape(name.substr(0, 64)), "\"");
-      return -1;
-    }
+  if (std::optional<std::string> bad = FieldGuard::FirstInvalid(&h.headers)) {
+    self->error_ = absl::StrCat(
+        "malformed upstream response: invalid header field \"", *bad, "\"");
+    return -1;
   }
   h.status = p->status_code;
   if (p->flags & F_CONTENTLENGTH) h.content_length = p->content_length;
@@ -475,8 +472,7 @@ size_t ResponseParser::Feed(absl::string_view data) {
   if (failed_ || plain_ || used == data.size()) return used;
   slow_ = true;
   absl::string_view rest = data.substr(used);
-  feed_begin_ = rest.data();
-  feed_end_ = rest.data() + rest.size();
+  fields_.Feeding(rest);
   used += http_parser_execute(&parser_, Settings(), rest.data(), rest.size());
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err != HPE_OK) {

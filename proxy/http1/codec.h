@@ -100,6 +100,32 @@ class ResponseVisitor {
   virtual void OnResponseError(const std::string& message) = 0;
 };
 
+// The header fields http-parser (lenient, as Debian builds it) passes on
+// that a proxy must refuse rather than forward (RFC 9112, 5.1 and 5.2):
+// both parsers run them through this.
+class FieldGuard {
+ public:
+  // http-parser is about to run on `data`.
+  void Feeding(absl::string_view data) {
+    begin_ = data.data();
+    end_ = data.data() + data.size();
+  }
+  // A piece of a header value (`continued`: not its first piece). False for
+  // an obs-fold: http-parser drops the fold's CRLF, so the piece does not
+  // start where the last one ended.
+  bool ValuePiece(bool continued, const char* at, size_t len);
+  // Trims each value's trailing whitespace (no part of it, RFC 9110 5.5);
+  // then the first field that is no valid HTTP (a name that is no token, a
+  // control character in the value), its name escaped, or nullopt.
+  static std::optional<std::string> FirstInvalid(Headers* headers);
+
+ private:
+  const char* begin_ = nullptr;
+  const char* end_ = nullptr;
+  const char* value_end_ = nullptr;
+  bool value_ended_feed_ = false;
+};
+
 class RequestParser {
  public:
   RequestParser(RequestVisitor* visitor, Limits limits);
@@ -133,13 +159,7 @@ class RequestParser {
   http_parser parser_;
   RequestHead head_;
   bool in_value_ = false;
-  // The buffer http-parser is running on, and where the last piece of a
-  // header value ended: a value's next piece that does not start there was
-  // an obs-fold (http-parser skips its CRLF), which is refused.
-  const char* feed_begin_ = nullptr;
-  const char* feed_end_ = nullptr;
-  const char* value_end_ = nullptr;
-  bool value_ended_feed_ = false;
+  FieldGuard fields_;
   bool in_head_ = false;
   size_t head_bytes_ = 0;
   uint64_t body_bytes_ = 0;
@@ -191,11 +211,7 @@ class ResponseParser {
   http_parser parser_;
   ResponseHead head_;
   bool in_value_ = false;
-  // As RequestParser's: an obs-fold gives itself away.
-  const char* feed_begin_ = nullptr;
-  const char* feed_end_ = nullptr;
-  const char* value_end_ = nullptr;
-  bool value_ended_feed_ = false;
+  FieldGuard fields_;
   bool head_request_ = false;
   bool upgrade_ = false;
   bool upgraded_ = false;
