@@ -326,6 +326,40 @@ class Http2FailureTest(unittest.TestCase):
             finally:
                 p.stop()
 
+    def test_a_client_that_stops_reading_stops_the_upstream_not_fills_the_proxy(self):
+        # ~18 MB of events at full speed, far more than the kernel buffers
+        # between the model and the proxy hold.
+        n = 100000
+        with ManagerProcess({"big": ["--tokens", str(n)]}) as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                m.stub().Start(pb.StartRequest(model="big"), timeout=20)
+
+                def rss_kib():
+                    with open("/proc/%d/status" % p.proc.pid) as f:
+                        return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+
+                c = H2Client(p.port)
+                before = rss_kib()
+                sid = c.request("POST", "/v1/chat/completions", chat("big"))
+                # The client reads nothing: its stream window (64 KiB) is
+                # soon spent. Time for an unbounded proxy to show itself
+                # (the model would finish, the proxy's memory would grow by
+                # the whole response).
+                time.sleep(2)
+                self.assertEqual(upstream_stats(m.ports["big"])["streams_completed"], 0)
+                self.assertLess(rss_kib() - before, 8 * 1024)
+                # Reading again, the client gets all of it.
+                self.assertTrue(c.pump(lambda: c.done(sid), timeout=120))
+                s = c.streams[sid]
+                self.assertTrue(s["ended"])
+                self.assertIn(b"tok%d " % (n - 1), s["data"][-4096:])
+                self.assertTrue(s["data"].endswith(b"data: [DONE]\n\n"))
+                self.assertEqual(upstream_stats(m.ports["big"])["streams_completed"], 1)
+                c.close()
+            finally:
+                p.stop()
+
     def test_sigterm_sends_goaway_and_open_streams_finish(self):
         # nghttp: the h2 library drops a connection at the first GOAWAY, even
         # one that lets open streams finish.
