@@ -1010,69 +1010,51 @@ class ModelCrashTest(unittest.TestCase):
 
 
 class UpstreamTimeoutTest(unittest.TestCase):
+    def answers_twice(self, hole, timeouts, status, message):
+        """A model `hole` at the listening socket `hole`, with `timeouts`:
+        two requests (the first one's slot given back) each get `status`
+        with `message`."""
+        m = ManagerProcess({})
+        with open(m.config_path, "w") as f:
+            f.write("models:\n"
+                    "  hole:\n"
+                    "    cmd: sleep 600\n"
+                    "    proxy: http://127.0.0.1:%d\n"
+                    "    checkEndpoint: none\n"
+                    "    concurrencyLimit: 1\n"
+                    "    timeouts: %s\n" % (hole.getsockname()[1], timeouts))
+        m.start()
+        p = ProxyProcess(m.port, workers=1)
+        try:
+            self.assertTrue(wait_for(
+                lambda: b'"hole"' in p.request("GET", "/v1/models")[2], 10))
+            for _ in range(2):
+                got, _, body = p.request("POST", "/v1/chat/completions",
+                                         {"model": "hole", "messages": []})
+                self.assertEqual(got, status, body)
+                self.assertIn(message, json.loads(body)["error"]["message"])
+        finally:
+            p.stop()
+            m.stop()
+
     def test_connect_timeout_answers_502_and_frees_the_lease(self):
         # An upstream whose accept queue is full: the kernel drops further
         # SYNs, so a connect neither succeeds nor fails until it times out.
-        hole = socket.socket()
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(0)
-        filler = socket.create_connection(hole.getsockname(), timeout=5)
-        m = ManagerProcess({})
-        with open(m.config_path, "w") as f:
-            f.write("models:\n"
-                    "  hole:\n"
-                    "    cmd: sleep 600\n"
-                    "    proxy: http://127.0.0.1:%d\n"
-                    "    checkEndpoint: none\n"
-                    "    concurrencyLimit: 1\n"
-                    "    timeouts: {connect: 0.5}\n" % hole.getsockname()[1])
-        m.start()
-        p = ProxyProcess(m.port, workers=1)
-        try:
-            self.assertTrue(wait_for(
-                lambda: b'"hole"' in p.request("GET", "/v1/models")[2], 10))
-            for _ in range(2):  # The first request's slot was given back.
-                status, _, body = p.request("POST", "/v1/chat/completions",
-                                            {"model": "hole", "messages": []})
-                self.assertEqual(status, 502, body)
-                self.assertIn("timed out after 500ms", json.loads(body)["error"]["message"])
-        finally:
-            p.stop()
-            m.stop()
-            filler.close()
-            hole.close()
+        with socket.socket() as hole:
+            hole.bind(("127.0.0.1", 0))
+            hole.listen(0)
+            with socket.create_connection(hole.getsockname(), timeout=5):
+                self.answers_twice(hole, "{connect: 0.5}", 502, "timed out after 500ms")
 
     def test_response_header_timeout_answers_504_and_frees_the_lease(self):
         # An upstream that accepts and reads but never answers.
-        hole = socket.socket()
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(16)
-        held = []
-        threading.Thread(target=lambda: [held.append(hole.accept()) for _ in range(4)],
-                         daemon=True).start()
-        m = ManagerProcess({})
-        with open(m.config_path, "w") as f:
-            f.write("models:\n"
-                    "  hole:\n"
-                    "    cmd: sleep 600\n"
-                    "    proxy: http://127.0.0.1:%d\n"
-                    "    checkEndpoint: none\n"
-                    "    concurrencyLimit: 1\n"
-                    "    timeouts: {responseHeader: 0.5}\n" % hole.getsockname()[1])
-        m.start()
-        p = ProxyProcess(m.port, workers=1)
-        try:
-            self.assertTrue(wait_for(
-                lambda: b'"hole"' in p.request("GET", "/v1/models")[2], 10))
-            for _ in range(2):  # The first request's slot was given back.
-                status, _, body = p.request("POST", "/v1/chat/completions",
-                                            {"model": "hole", "messages": []})
-                self.assertEqual(status, 504, body)
-                self.assertIn("responseHeader", json.loads(body)["error"]["message"])
-        finally:
-            p.stop()
-            m.stop()
-            hole.close()
+        with socket.socket() as hole:
+            hole.bind(("127.0.0.1", 0))
+            hole.listen(16)
+            held = []
+            threading.Thread(target=lambda: [held.append(hole.accept()) for _ in range(4)],
+                             daemon=True).start()
+            self.answers_twice(hole, "{responseHeader: 0.5}", 504, "responseHeader")
 
 
 class LoadingCommentsTest(unittest.TestCase):
