@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/credentials.h"
 #include "common/flags.h"
@@ -227,12 +228,34 @@ int Main(int argc, char** argv) {
   std::vector<Worker*> siblings;
   for (auto& w : pool) siblings.push_back(w.get());
   for (auto& w : pool) w->SetSiblings(siblings);
-  context.set_metrics([&pool, &broker] {
-    Metrics total;
-    for (auto& w : pool) total.Merge(w->metrics().Snapshot());
-    std::map<std::string, int> in_flight, queued;
-    broker.Loads(&in_flight, &queued);
-    return total.Render(in_flight, queued);
+  context.set_metrics([&pool, &broker](std::function<void(std::string)> done) {
+    // Each worker copies its counters on its own loop (they take no
+    // lock); the last one renders. Nothing waits: a worker asking
+    // never blocks on the others.
+    struct Gather {
+      absl::Mutex mu;
+      Metrics total ABSL_GUARDED_BY(mu);
+      size_t left ABSL_GUARDED_BY(mu);
+      std::function<void(std::string)> done;
+    };
+    auto g = std::make_shared<Gather>();
+    g->left = pool.size();
+    g->done = std::move(done);
+    for (auto& w : pool) {
+      Worker* worker = w.get();
+      worker->loop().Post([worker, g, &broker] {
+        Metrics mine = worker->metrics().Snapshot();
+        {
+          absl::MutexLock lock(&g->mu);
+          g->total.Merge(mine);
+          if (--g->left > 0) return;
+        }
+        std::map<std::string, int> in_flight, queued;
+        broker.Loads(&in_flight, &queued);
+        absl::MutexLock lock(&g->mu);
+        g->done(g->total.Render(in_flight, queued));
+      });
+    }
   });
   // In dependency order: nothing may call into what is already gone (the
   // link's callbacks use the broker and the context).

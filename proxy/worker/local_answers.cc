@@ -252,7 +252,17 @@ void Exchange::RespondPreflight() {
 void Exchange::RespondMetrics() {
   const ProxyContext::MetricsText& text = worker_->context().metrics();
   if (!text) return RespondError(503, "metrics are not available yet");
-  Respond(200, "text/plain; version=0.0.4; charset=utf-8", text());
+  // Gathered from every worker's loop; answered here unless the client went.
+  LoopThread* loop = &worker_->loop();
+  std::weak_ptr<bool> alive = alive_;
+  uint64_t generation = generation_;
+  text([this, loop, alive, generation](std::string rendered) {
+    loop->Post([this, alive, generation, rendered = std::move(rendered)] {
+      auto a = alive.lock();
+      if (a == nullptr || !*a || generation != generation_) return;
+      Respond(200, "text/plain; version=0.0.4; charset=utf-8", rendered);
+    });
+  });
 }
 
 }  // namespace modelplane::proxy

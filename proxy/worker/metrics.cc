@@ -87,7 +87,6 @@ absl::string_view RouteLabel(absl::string_view path) {
 }
 
 void WorkerMetrics::Record(const RequestRecord& r) {
-  absl::MutexLock lock(&mu_);
   auto key = std::make_tuple(absl::string_view(r.model), r.route, r.status);
   auto it = metrics_.requests.find(key);
   if (it == metrics_.requests.end()) {
@@ -115,11 +114,7 @@ void WorkerMetrics::Record(const RequestRecord& r) {
 }
 
 Metrics WorkerMetrics::Snapshot() {
-  Metrics m;
-  {
-    absl::MutexLock lock(&mu_);
-    m = metrics_;
-  }
+  Metrics m = metrics_;
   m.bytes_in = bytes_in_.load(std::memory_order_relaxed);
   m.bytes_out = bytes_out_.load(std::memory_order_relaxed);
   m.open_connections = open_connections_.load(std::memory_order_relaxed);

@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace modelplane::proxy {
@@ -81,6 +80,9 @@ struct RequestRecord {
 // "/upstream", everything else "other" (labels must stay few).
 absl::string_view RouteLabel(absl::string_view path);
 
+// One worker's counters. Record and Snapshot on the worker's loop thread
+// only (no lock: a request's accounting is a few map updates); the byte and
+// connection counters are atomics, for any thread.
 class WorkerMetrics {
  public:
   void Record(const RequestRecord& r);
@@ -93,12 +95,11 @@ class WorkerMetrics {
   void AddConnections(int delta) {
     open_connections_.fetch_add(delta, std::memory_order_relaxed);
   }
-  // A copy; any thread.
+  // A copy; the worker's loop thread.
   Metrics Snapshot();
 
  private:
-  absl::Mutex mu_;
-  Metrics metrics_ ABSL_GUARDED_BY(mu_);
+  Metrics metrics_;
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
   std::atomic<int64_t> open_connections_{0};

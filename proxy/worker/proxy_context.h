@@ -60,9 +60,12 @@ class ProxyContext {
   void set_unload(Unload unload) { unload_ = std::move(unload); }
   const Unload& unload() const { return unload_; }
   const ProxyOptions& options() const { return options_; }
-  // Renders /metrics (every worker's counters and the broker's loads); any
-  // thread. Set once by main before any worker listens.
-  using MetricsText = std::function<std::string()>;
+  // Renders /metrics (every worker's counters and the broker's loads) and
+  // gives it to `done`, on any thread: each worker copies its own counters
+  // on its own loop, so recording a request takes no lock. Set once by main
+  // before any worker listens.
+  using MetricsText =
+      std::function<void(std::function<void(std::string)> done)>;
   void set_metrics(MetricsText metrics) { metrics_ = std::move(metrics); }
   const MetricsText& metrics() const { return metrics_; }
 
