@@ -120,16 +120,18 @@ int LeaseBroker::Position(const std::string& model, uint64_t ticket) {
 void LeaseBroker::Finish(const std::string& model) {
   Entry* found = Find(model);
   if (found == nullptr) return;  // Never admitted.
-  // Others still in flight on an open gate: nothing more to do, no lock.
+  // On an open gate, no lock, the last one out included: the linger check
+  // (armed from the grant on) reads the time it ended.
   uint64_t g = found->gate.load(std::memory_order_acquire);
-  while ((g & kOpen) != 0 && (g & kCount) > 1) {
+  while ((g & kOpen) != 0 && (g & kCount) > 0) {
+    if ((g & kCount) == 1) Touch(*found);  // Before the count says idle.
     if (found->gate.compare_exchange_weak(g, g - 1, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
       return;
     }
   }
-  // The last one out, or the lease is going: the time it ended matters
-  // (TTL, linger), and a release may be due.
+  // The gate is closed: the lease is going (revoked, released, the stream
+  // lost), and the last one out may owe the RELEASE.
   absl::MutexLock lock(&mu_);
   Entry& e = *found;
   g = e.gate.load(std::memory_order_acquire);
@@ -137,14 +139,19 @@ void LeaseBroker::Finish(const std::string& model) {
          !e.gate.compare_exchange_weak(g, g - 1, std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
   }
-  e.last_used = absl::Now();
-  e.idle_since = clock_();
+  Touch(e);
   if (e.state != State::kHeld) return;
   if (e.revoked) {
     MaybeRelease(model, e);
   } else if (InFlightOf(e) == 0) {
     ArmLinger(model, e, linger_);
   }
+}
+
+void LeaseBroker::Touch(Entry& e) {
+  e.last_used_ns.store(absl::ToUnixNanos(absl::Now()),
+                       std::memory_order_relaxed);
+  e.idle_since_ns.store(absl::ToUnixNanos(clock_()), std::memory_order_relaxed);
 }
 
 void LeaseBroker::MaybeRelease(const std::string& model, Entry& e) {
@@ -158,7 +165,9 @@ void LeaseBroker::MaybeRelease(const std::string& model, Entry& e) {
   // Calls the transport under mu_: it only queues a write (it never calls
   // back into the broker synchronously), and the order of a RELEASE and the
   // next ACQUIRE must hold.
-  transport_->SendRelease(model, e.lease, e.last_used);
+  transport_->SendRelease(
+      model, e.lease,
+      absl::FromUnixNanos(e.last_used_ns.load(std::memory_order_relaxed)));
   e.state = State::kIdle;
   e.lease = 0;
   e.revoked = false;
@@ -179,9 +188,13 @@ void LeaseBroker::OnLinger(const std::string& model) {
   absl::MutexLock lock(&mu_);
   Entry& e = EntryLocked(model);
   e.linger_armed = false;
-  // Busy again (its last request re-arms), revoked, or released meanwhile.
-  if (e.state != State::kHeld || InFlightOf(e) > 0 || e.revoked) return;
-  absl::Duration left = e.idle_since + linger_ - clock_();
+  // Revoked or released meanwhile: the check ends with the lease.
+  if (e.state != State::kHeld || e.revoked) return;
+  // Busy: checked again a linger later (requests never arm a check).
+  if (InFlightOf(e) > 0) return ArmLinger(model, e, linger_);
+  absl::Duration left =
+      absl::FromUnixNanos(e.idle_since_ns.load(std::memory_order_acquire)) +
+      linger_ - clock_();
   if (left >= absl::Milliseconds(1)) {
     // Used since the check was armed. Rounded up: a timer a fraction of a
     // millisecond short would come back again and again.
@@ -226,9 +239,10 @@ void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
     e.waiters.clear();
     e.gate.fetch_or(kOpen, std::memory_order_acq_rel);
     // Idle from the grant on (a check pending from an earlier hold must
-    // not release this one early).
-    e.idle_since = clock_();
-    if (InFlightOf(e) == 0) ArmLinger(model, e, linger_);
+    // not release this one early); checked from now on, busy or not.
+    e.idle_since_ns.store(absl::ToUnixNanos(clock_()),
+                          std::memory_order_relaxed);
+    ArmLinger(model, e, linger_);
   }
   Deliver(std::move(answers));
 }

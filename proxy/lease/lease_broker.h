@@ -1,8 +1,9 @@
 // The proxy's side of leases: one per model, shared by every worker of the
 // proxy process (docs/proxy.md). A request for a model whose lease is held
 // costs two atomic operations on that model's gate (admit, finish) — no lock
-// and no call to the manager; the mutex is taken only when a lease comes,
-// goes or falls idle. The first request
+// and no call to the manager, the last one out included (it stores the time
+// in atomics; the linger check, armed from the grant on, reads it); the
+// mutex is taken only when a lease comes or goes. The first request
 // (or the first after a revocation) asks the manager through the Acquire
 // stream; requests wait here meanwhile. REVOKED stops admitting new requests
 // (they wait for a new lease), the requests in flight finish, then the lease
@@ -120,20 +121,23 @@ class LeaseBroker {
     // The lease's base URL: a string the broker keeps for as long as it
     // lives (upstreams_), so an admitted request reads it without mu_.
     std::atomic<const std::string*> upstream{nullptr};
-    bool revoked = false;   // mu_ (the gate closes with it).
-    int limit = 1;          // The concurrencyLimit waiters asked with.
-    absl::Time last_used;   // Wall clock: sent with the RELEASE (TTL).
-    absl::Time idle_since;  // `clock_`: since the last request ended, or
-                            // since the grant.
-    // A linger check is pending on the timer thread. One per idle period,
-    // not one per request that leaves the model idle: a model serving one
-    // request at a time would otherwise post a timer (and wake the timer
-    // thread) per request.
+    bool revoked = false;  // mu_ (the gate closes with it).
+    int limit = 1;         // The concurrencyLimit waiters asked with.
+    // Unix nanoseconds, written by the last request out without mu_:
+    // the wall clock, sent with the RELEASE (TTL), and `clock_`'s time,
+    // since the last request ended or since the grant.
+    std::atomic<int64_t> last_used_ns{0};
+    std::atomic<int64_t> idle_since_ns{0};
+    // A linger check is pending on the timer thread (mu_). From the grant
+    // on, one at a time, re-armed while the lease is busy or was used since:
+    // a request never arms one, so finishing one takes no lock.
     bool linger_armed = false;
     std::vector<Waiter> waiters;
     // WatchLease's, by id: told when the lease goes.
     std::map<uint64_t, std::pair<Post, std::function<void()>>> watchers;
   };
+  // The last request on `e` ended now (any thread, no lock needed).
+  void Touch(Entry& e);
   // Posts every watcher's fn (outside mu_).
   static void Notify(
       std::vector<std::pair<Post, std::function<void()>>> watchers);

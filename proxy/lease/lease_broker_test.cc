@@ -132,18 +132,30 @@ TEST_F(LeaseBrokerTest, OneLingerCheckPerIdlePeriodNotPerRequest) {
   EXPECT_THAT(timers_, IsEmpty());
 }
 
-TEST_F(LeaseBrokerTest, ALingerCheckFindingRequestsInFlightWaitsForTheLast) {
+// The linger check runs from the grant on and re-arms itself while the
+// lease is busy: a request finishing (the last one out included) arms
+// nothing and takes no lock; the check reads when the last one ended.
+TEST_F(LeaseBrokerTest, ALingerCheckFindingRequestsInFlightChecksAgainLater) {
   Admit("m");
   broker_.OnGranted("m", 1, "u");
   RunPosted();
+  ASSERT_EQ(timers_.size(), 1u);  // Armed at the grant, busy or not.
   broker_.Finish("m");
+  EXPECT_EQ(timers_.size(), 1u);  // The last one out arms nothing.
   Admit("m");
-  FireTimers();  // In flight: no release, no new check until it ends.
-  EXPECT_THAT(timers_, IsEmpty());
-  broker_.Finish("m");
+  FireTimers();  // In flight: no release; checked again a linger later.
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m"));
   ASSERT_EQ(timers_.size(), 1u);
-  FireTimers();
+  EXPECT_EQ(timers_[0].first, absl::Seconds(1));
+  broker_.Finish("m");
+  EXPECT_EQ(timers_.size(), 1u);
+  FireTimers(absl::Milliseconds(400));  // Ended 400 ms ago: not yet.
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m"));
+  ASSERT_EQ(timers_.size(), 1u);
+  EXPECT_EQ(timers_[0].first, absl::Milliseconds(600));
+  FireTimers(absl::Milliseconds(600));
   EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "release m 1"));
+  EXPECT_THAT(timers_, IsEmpty());
 }
 
 TEST_F(LeaseBrokerTest, ACheckLeftFromAnEarlierLeaseDoesNotCutANewOneShort) {
