@@ -193,6 +193,9 @@ void Scheduler::Release(ClientId client, const std::string& model,
   Activity activity(this);
   Apply(gate_.TakeOps());  // The lease may be one the gate granted.
   Slot* s = Find(model);
+  // A model a reload removed drains under its id until its holders let go:
+  // their RELEASE stops it (the config no longer names it).
+  if (s == nullptr && lease != 0) s = FindAny(model);
   if (s == nullptr) return;
   if (lease == 0) {  // Cancel pending ACQUIREs for the model.
     std::vector<std::string> cancelled;

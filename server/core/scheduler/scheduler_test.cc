@@ -582,6 +582,25 @@ TEST_F(SchedulerTest, ARemovedRunningModelIsNotPublishedAfterItsDeletion) {
   EXPECT_THAT(published, ElementsAre("deleted"));
 }
 
+// The holder's RELEASE of a model a reload removed (by the id it was
+// granted) stops it at once, not at the end of the drain bound: the
+// release must find the retired model, which the config no longer names.
+TEST_F(SchedulerTest, ReleasingARemovedModelStopsItAtOnce) {
+  Load(kThree);
+  RecordingClient c;
+  ClientId id = Hold(&c, "c");
+  config::LoadResult r = config::LoadConfigText(
+      "t.yaml", "models:\n  a: {cmd: \"srv-a --port ${PORT}\"}\n",
+      [](const std::string&) { return std::optional<std::string>(); });
+  ASSERT_TRUE(r.ok()) << r.status();
+  scheduler_->Reload(r.config);
+  Settle();
+  EXPECT_TRUE(c.Saw("revoked c"));
+  EXPECT_THAT(Proc("c")->signals, IsEmpty());  // Drains first.
+  Release(id, &c, "c");
+  EXPECT_THAT(Proc("c")->signals, ElementsAre(SIGTERM));
+}
+
 TEST_F(SchedulerTest, ReloadRestartsARunningModelWhoseCommandChanged) {
   Load(kThree);
   RecordingClient c;
