@@ -154,27 +154,6 @@ absl::Status ManagerClient::StreamLogs(
   return FromGrpc(reader->Finish());
 }
 
-void ManagerClient::StartAsync(
-    const std::string& model, absl::Duration timeout,
-    std::function<void(absl::StatusOr<v1::Model>)> done) {
-  struct Call {
-    std::unique_ptr<grpc::ClientContext> ctx;
-    v1::StartRequest req;
-    v1::Model resp;
-  };
-  auto* call = new Call{Context(timeout), {}, {}};
-  call->req.set_model(model);
-  stub_->async()->Start(call->ctx.get(), &call->req, &call->resp,
-                        [call, done = std::move(done)](grpc::Status s) {
-                          std::unique_ptr<Call> owned(call);
-                          if (s.ok()) {
-                            done(std::move(owned->resp));
-                          } else {
-                            done(FromGrpc(s));
-                          }
-                        });
-}
-
 namespace {
 
 // One async unary call: `method` is the stub's async method, bound.
@@ -199,6 +178,19 @@ void CallAsync(std::unique_ptr<grpc::ClientContext> ctx, Req req, Method method,
 }
 
 }  // namespace
+
+void ManagerClient::StartAsync(
+    const std::string& model, absl::Duration timeout,
+    std::function<void(absl::StatusOr<v1::Model>)> done) {
+  v1::StartRequest req;
+  req.set_model(model);
+  CallAsync<v1::StartRequest, v1::Model>(
+      Context(timeout), std::move(req),
+      [this](auto* c, auto* r, auto* o, auto f) {
+        stub_->async()->Start(c, r, o, std::move(f));
+      },
+      std::move(done));
+}
 
 void ManagerClient::StopAsync(
     const std::string& model, bool force, absl::Duration timeout,

@@ -163,7 +163,7 @@ int Main(int argc, char** argv) {
     }
   }
   lease::LinkOptions link_options;
-  link_options.target = manager;
+  link_options.manager.target = manager;
   if (!token_file.empty()) {
     // A proxy without its token would know no model and answer 404s.
     absl::StatusOr<std::string> token = client::ReadTokenFile(token_file);
@@ -172,7 +172,7 @@ int Main(int argc, char** argv) {
               std::string(token.status().message()).c_str());
       return 2;
     }
-    link_options.token = *std::move(token);
+    link_options.manager.token = *std::move(token);
   }
 
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
@@ -182,7 +182,7 @@ int Main(int argc, char** argv) {
             std::string(credentials.status().message()).c_str());
     return 2;
   }
-  link_options.credentials = *credentials;
+  link_options.manager.credentials = *credentials;
 
   auto timers = std::make_unique<LoopThread>();
   // The manager link is gRPC's callback API: without this, its first

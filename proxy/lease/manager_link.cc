@@ -35,14 +35,9 @@ absl::Status FailedStatus(const v1::AcquireResponse::Failed& f) {
 }  // namespace
 
 ManagerLink::ManagerLink(LinkOptions options) : options_(std::move(options)) {
-  client::ClientOptions c;
-  c.target = options_.target;
-  c.token = options_.token;
-  c.credentials = options_.credentials;
-  // A manager that comes back is noticed within a second or so.
-  c.max_reconnect_backoff = absl::Seconds(1);
+  options_.manager.max_reconnect_backoff = absl::Seconds(1);
   client_ = std::make_unique<client::ManagerClient>(
-      client::ManagerClient::Connect(c));
+      client::ManagerClient::Connect(options_.manager));
 }
 
 ManagerLink::~ManagerLink() { Shutdown(); }
@@ -92,7 +87,7 @@ void ManagerLink::OnWatchEvent(const v1::WatchEvent& event) {
     case v1::WatchEvent::TYPE_BOOKMARK:
       if (!synced_ && options_.log) {
         options_.log(absl::StrCat("connected to the model manager at ",
-                                  options_.target));
+                                  options_.manager.target));
       }
       synced_ = true;
       FetchKeys();  // Settings outside the models may have moved.
@@ -159,7 +154,7 @@ void ManagerLink::Run() {
              // Once per connection that had worked (not per failed retry).
              if (synced_ && options_.log && !shutting_down_.load()) {
                options_.log(absl::StrCat(
-                   "lost the model manager at ", options_.target, " (",
+                   "lost the model manager at ", options_.manager.target, " (",
                    status.message().empty() ? "stream ended"
                                             : std::string(status.message()),
                    "): leases ended, requests get 503 until it is back"));

@@ -30,10 +30,9 @@
 namespace modelplane::proxy::lease {
 
 struct LinkOptions {
-  std::string target = "127.0.0.1:50051";
-  std::string token;  // Bearer token for the manager, if it wants one.
-  // TLS to the manager (client/credentials.h); null: cleartext.
-  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // The manager: address, bearer token, TLS (its max_reconnect_backoff is
+  // set by the link: a manager that comes back is noticed within a second).
+  client::ClientOptions manager;
   std::string client_id = "modelproxy";
   // One line per change of the link's state (connected, lost); any thread.
   std::function<void(const std::string&)> log;
