@@ -261,8 +261,11 @@ int Main(int argc, char** argv) {
   // link's callbacks use the broker and the context).
   auto stop_everything = [&] {
     for (auto& w : pool) w->Stop();
-    pool.clear();
+    // The link before the workers' loops go: ending its streams answers
+    // the requests still waiting on the broker through those loops (the
+    // exchanges are gone; the posted answers find that and do nothing).
     link.Shutdown();
+    pool.clear();
     // Linger timers still pending: closed with their tasks, not leaked.
     timers->RunSync([&timers] {
       uv_walk(

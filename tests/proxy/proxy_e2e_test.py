@@ -746,6 +746,32 @@ class TimeoutAndDrainTest(unittest.TestCase):
                 socket.create_connection(("127.0.0.1", p.port), timeout=5)
 
 
+    def test_sigterm_while_requests_wait_for_a_lease_exits_cleanly(self):
+        # The requests wait on the broker (the model takes 100 s to start)
+        # when the proxy stops: ending the manager link answers them, into
+        # worker loops that must still be there (they were freed first, a
+        # use-after-free, before the seventh session).
+        with ManagerProcess({"late": ["--ready-after-ms", "100000"]}) as m:
+            p = ProxyProcess(m.port, workers=2, flags=["--drain-seconds", "1"])
+            self.assertTrue(wait_for(lambda: b'"late"' in p.request("GET", "/v1/models")[2], 10))
+            answers = []
+
+            def ask():
+                try:
+                    answers.append(p.request("POST", "/v1/chat/completions",
+                                             {"model": "late", "messages": []})[0])
+                except OSError as e:
+                    answers.append(e)
+            threads = [threading.Thread(target=ask) for _ in range(4)]
+            for t in threads:
+                t.start()
+            self.assertTrue(wait_for(lambda: m.model("late").queued_requests > 0
+                                     or m.model("late").state == pb.MODEL_STATE_STARTING, 10))
+            p.stop()  # Exit code 0, no handle left open, within 20 s.
+            for t in threads:
+                t.join(30)
+            self.assertEqual(len(answers), 4)
+
     def test_sigterm_refuses_new_connections_and_cuts_what_outlives_the_budget(self):
         # 200 tokens at 10/s: far longer than the 1 s drain budget.
         with ManagerProcess({"s": ["--tokens", "200", "--tokens-per-second", "10"]}) as m:
