@@ -359,6 +359,13 @@ int Main(int argc, char** argv) {
       printf("reloaded: added %s, removed %s, restarting %s, updated %s\n",
              list(r->added()).c_str(), list(r->removed()).c_str(),
              list(r->restarted()).c_str(), list(r->updated()).c_str());
+      for (const std::string& id : r->restarted()) {
+        auto why = r->restart_reasons().find(id);
+        printf("restarting %s: %s\n", id.c_str(),
+               why == r->restart_reasons().end() ? "its process settings "
+                                                   "changed"
+                                                 : why->second.c_str());
+      }
       for (const std::string& w : r->warnings())
         printf("warning: %s\n", w.c_str());
     }

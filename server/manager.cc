@@ -77,13 +77,15 @@ void Manager::OnChange(const scheduler::ModelChange& change) {
                          : "removed"));
   } else if (st.state != last_state_[change.view.config->id]) {
     last_state_[change.view.config->id] = st.state;
-    Log(absl::StrCat(
-        "model ", change.view.config->id, " ", actor::StateName(st.state),
-        st.pid != 0 ? absl::StrCat(" pid ", st.pid) : "",
-        st.failure
-            ? absl::StrCat(" ", actor::FailureReasonName(st.failure->reason),
-                           ": ", st.failure->Summary())
-            : ""));
+    // A failure is where an operator looks first: at error, not info.
+    Log(st.state == actor::State::kFailed ? "error" : "info",
+        absl::StrCat(
+            "model ", change.view.config->id, " ", actor::StateName(st.state),
+            st.pid != 0 ? absl::StrCat(" pid ", st.pid) : "",
+            st.failure ? absl::StrCat(
+                             " ", actor::FailureReasonName(st.failure->reason),
+                             ": ", st.failure->Summary())
+                       : ""));
   }
 }
 
@@ -91,7 +93,8 @@ void Manager::Preload() {
   loop().Post([this] {
     for (const std::string& id : scheduler_->config()->preload) {
       scheduler_->Start(id, [this, id](absl::StatusOr<scheduler::ModelView> v) {
-        Log(v.ok() ? absl::StrCat("preloaded ", id)
+        Log(v.ok() ? "info" : "error",
+            v.ok() ? absl::StrCat("preloaded ", id)
                    : absl::StrCat("preload of ", id,
                                   " failed: ", v.status().message()));
       });
@@ -106,15 +109,21 @@ void Manager::Reload(std::function<void(absl::StatusOr<ReloadResult>)> done) {
       return;
     }
     // A config file is small: reading it here keeps reloads in order.
+    config::PortHints ports = config::PortHints::Of(*scheduler_->config());
     config::LoadResult loaded = config::LoadConfigSources(
-        config_path_, options_.config_dir, config::ProcessEnv());
+        config_path_, options_.config_dir, config::ProcessEnv(), &ports);
     for (const config::Diagnostic& w : loaded.warnings) {
-      Log("config warning: " + w.ToString());
+      Log("warn", "config warning: " + w.ToString());
     }
     if (!loaded.ok()) {
-      Log("reload rejected, the old config stays in force: " +
-          std::string(loaded.status().message()));
-      done(loaded.status());
+      Log("error", "reload rejected, the old config stays in force: " +
+                       std::string(loaded.status().message()));
+      // The warnings too: the caller sees everything the file has wrong.
+      std::string message(loaded.status().message());
+      for (const config::Diagnostic& w : loaded.warnings) {
+        absl::StrAppend(&message, "\nwarning: ", w.ToString());
+      }
+      done(absl::InvalidArgumentError(message));
       return;
     }
     ReloadResult result;
@@ -129,17 +138,22 @@ void Manager::Reload(std::function<void(absl::StatusOr<ReloadResult>)> done) {
         ": ", result.diff.added.size(), " added, ", result.diff.removed.size(),
         " removed, ", result.diff.restart.size(), " to restart, ",
         result.diff.update.size(), " updated"));
+    for (const auto& [id, why] : result.diff.restart_reasons) {
+      Log(absl::StrCat("model ", id, " restarts: ", why));
+    }
     done(std::move(result));
   });
 }
 
-void Manager::Log(const std::string& line) {
+void Manager::Log(const std::string& line) { Log("info", line); }
+
+void Manager::Log(const std::string& level, const std::string& line) {
   std::string stamped =
       absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(),
                                     absl::UTCTimeZone()),
-                   line, "\n");
+                   level == "info" ? "" : absl::StrCat(level, " "), line, "\n");
   log_->Append(stamped);
-  if (options_.on_log) options_.on_log("info", line);
+  if (options_.on_log) options_.on_log(level, line);
 }
 
 void Manager::Shutdown(absl::Duration budget) {
@@ -152,7 +166,7 @@ void Manager::Shutdown(absl::Duration budget) {
   loop().Post(
       [this, done] { scheduler_->Shutdown([done] { done->Notify(); }); });
   if (!done->WaitForNotificationWithTimeout(budget)) {
-    Log("shutdown budget spent; the supervisors kill what is left");
+    Log("warn", "shutdown budget spent; the supervisors kill what is left");
   }
   // Followers of the manager's own log end too (UNAVAILABLE).
   log()->Close(absl::UnavailableError("the manager is shutting down"));

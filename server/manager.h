@@ -76,7 +76,10 @@ class Manager {
   // The manager's own log (StreamLogs "manager"): one line per event.
   const std::shared_ptr<logs::LogBuffer>& log() const { return log_; }
   // Any thread.
+  // A line in the manager's log (StreamLogs "manager") and on_log: at info,
+  // or at `level` ("warn" for a rejected reload, "error" for a failure).
   void Log(const std::string& line);
+  void Log(const std::string& level, const std::string& line);
 
   // Health goes NOT_SERVING first (the caller's job); this refuses new work,
   // stops every model in parallel and waits for them, at most `budget`

@@ -34,7 +34,12 @@ class CheckTest(unittest.TestCase):
     def test_check_valid_example_summarizes_each_model(self):
         code, out, err = run("--config", EXAMPLE, "--check", env={"MODELS_DIR": "/m"})
         self.assertEqual(code, 0, err)
-        self.assertEqual(err, "")
+        # Only warnings: the example's servers are not installed here.
+        for line in err.splitlines():
+            self.assertRegex(line, r"^warning: .*llama-swap-config\.yaml:\d+:\d+: "
+                                   r"models\.[\w.-]+\.cmd: cannot run: ")
+        self.assertIn("models.llama-8b.cmd: cannot run: /usr/local/bin/llama-server: "
+                      "No such file or directory", err)
         lines = out.splitlines()
         self.assertEqual(len(lines), 6)
         self.assertEqual(
@@ -79,8 +84,25 @@ class CheckTest(unittest.TestCase):
         code, out, err = run("--config", "{CONFIG}", "--check", config_text=config)
         self.assertEqual(code, 0, err)
         self.assertEqual(err, "warning: config.yaml:4:5: models.a.tll: unknown key; "
-                              "ignored (did you mean 'ttl'?)\n")
+                              "ignored (did you mean 'ttl'?)\n"
+                              "warning: config.yaml:2:3: models.a.cmd: cannot run: "
+                              "x: not found in PATH (/usr/bin:/bin)\n")
         self.assertIn("a\tgroup=(default)\tupstream=http://localhost:5800\targv=x 5800", out)
+
+    def test_a_command_that_cannot_run_is_a_warning(self):
+        # A typo in the binary's name: the likeliest reason a start fails.
+        config = ("models:\n  typo:\n    cmd: /usr/local/bin/fake_upstrem --port ${PORT}\n"
+                  "  ok:\n    cmd: sh -c 'exec sleep 9' ${PORT}\n"
+                  "  noexec:\n    cmd: /etc/passwd ${PORT}\n")
+        code, out, err = run("--config", "{CONFIG}", "--check", config_text=config)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(err.splitlines(), [
+            "warning: config.yaml:6:3: models.noexec.cmd: cannot run: "
+            "/etc/passwd: not an executable file",
+            "warning: config.yaml:2:3: models.typo.cmd: cannot run: "
+            "/usr/local/bin/fake_upstrem: No such file or directory",
+        ])
+        self.assertIn("OK: 3 model(s)", out)
 
     def test_argv_words_are_quoted_for_the_shell(self):
         config = "models:\n  a:\n    cmd: \"run 'two words' ${PORT}\"\n"

@@ -16,6 +16,7 @@
 #include "common/lock_checks.h"
 #include "server/core/config/config_json.h"
 #include "server/core/config/loader.h"
+#include "server/runtime/process_launcher.h"
 #include "server/serve.h"
 
 namespace modelplane {
@@ -136,7 +137,23 @@ int Main(int argc, char** argv) {
             result.errors.size());
     return kExitInvalid;
   }
-  if (check) PrintSummary(*result.config);
+  if (check) {
+    // A command that cannot run here is only a warning (it may be installed
+    // before the model is first used), but it is the likeliest typo.
+    for (const config::ModelConfig& m : result.config->models) {
+      absl::Status runnable =
+          runtime::CheckExecutable(actor::SpawnSpec{m.argv, m.env});
+      if (runnable.ok()) continue;
+      fprintf(
+          stderr, "warning: %s\n",
+          config::Diagnostic{result.config->file, m.pos,
+                             absl::StrCat("models.", m.id, ".cmd"),
+                             absl::StrCat("cannot run: ", runnable.message())}
+              .ToString()
+              .c_str());
+    }
+    PrintSummary(*result.config);
+  }
   if (print_config) printf("%s", config::ConfigToJson(*result.config).c_str());
   return 0;
 }

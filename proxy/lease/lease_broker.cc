@@ -79,7 +79,7 @@ uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
     }
   }
   std::optional<absl::StatusOr<Lease>> now;
-  bool acquire = false;
+  uint64_t acquire = 0;  // The attempt to send.
   uint64_t ticket = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -97,11 +97,11 @@ uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
       e.limit = limit;
       if (e.state == State::kIdle) {
         e.state = State::kAcquiring;
-        acquire = true;
+        acquire = ++e.attempt;
       }
     }
   }
-  if (acquire) transport_->SendAcquire(model);
+  if (acquire != 0) transport_->SendAcquire(model, acquire);
   if (now) done(*std::move(now));
   return ticket;
 }
@@ -115,6 +115,26 @@ int LeaseBroker::Position(const std::string& model, uint64_t ticket) {
     if (w[i].ticket == ticket) return static_cast<int>(i) + 1;
   }
   return 0;
+}
+
+void LeaseBroker::Withdraw(const std::string& model, uint64_t ticket) {
+  if (ticket == 0) return;
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(model);
+  if (it == entries_.end()) return;
+  Entry& e = it->second;
+  auto w =
+      std::find_if(e.waiters.begin(), e.waiters.end(),
+                   [ticket](const Waiter& w) { return w.ticket == ticket; });
+  if (w == e.waiters.end()) return;  // Answered meanwhile.
+  e.waiters.erase(w);
+  if (e.waiters.empty() && e.state == State::kAcquiring) {
+    // Nobody waits: the manager must not evict or start anything for it.
+    // Under mu_, as a RELEASE: a next ACQUIRE must follow it on the stream.
+    // A GRANTED already on its way is held and lingers out like any lease.
+    e.state = State::kIdle;
+    transport_->SendCancel(model);
+  }
 }
 
 void LeaseBroker::Finish(const std::string& model) {
@@ -173,7 +193,7 @@ void LeaseBroker::MaybeRelease(const std::string& model, Entry& e) {
   e.revoked = false;
   if (!e.waiters.empty()) {
     e.state = State::kAcquiring;
-    transport_->SendAcquire(model);
+    transport_->SendAcquire(model, ++e.attempt);
   }
 }
 
@@ -289,12 +309,15 @@ void LeaseBroker::Notify(
   for (auto& [post, fn] : watchers) post(std::move(fn));
 }
 
-void LeaseBroker::OnFailed(const std::string& model,
+void LeaseBroker::OnFailed(const std::string& model, uint64_t attempt,
                            const absl::Status& status) {
   std::vector<Answer> answers;
   {
     absl::MutexLock lock(&mu_);
     Entry& e = EntryLocked(model);
+    // A withdrawn ACQUIRE's answer (CANCELLED), or one superseded: the
+    // requests waiting now wait for the newer one.
+    if (attempt != 0 && attempt != e.attempt) return;
     if (e.state == State::kAcquiring) e.state = State::kIdle;
     for (Waiter& w : e.waiters) answers.push_back({std::move(w), status});
     e.waiters.clear();

@@ -44,9 +44,14 @@ class LeaseTransport {
   virtual ~LeaseTransport() = default;
   // False while the stream to the manager is down.
   virtual bool Connected() = 0;
-  virtual void SendAcquire(const std::string& model) = 0;
+  // `attempt` numbers the model's ACQUIREs (the answer's FAILED carries it
+  // back, as its request id).
+  virtual void SendAcquire(const std::string& model, uint64_t attempt) = 0;
   virtual void SendRelease(const std::string& model, uint64_t lease,
                            absl::Time last_used) = 0;
+  // Withdraws the model's pending ACQUIRE (RELEASE with lease 0): no
+  // request waits for it any more.
+  virtual void SendCancel(const std::string& model) = 0;
 };
 
 class LeaseBroker {
@@ -74,6 +79,11 @@ class LeaseBroker {
   // A waiting request's place among those waiting for `model` in this
   // process (1: next), or 0 when it no longer waits.
   int Position(const std::string& model, uint64_t ticket);
+  // A waiting request's client left: it waits no more, and its `done` is
+  // never called. When it was the last one waiting for `model`, the ACQUIRE
+  // is withdrawn (the manager then evicts nothing and starts nothing for
+  // it). A ticket already answered is ignored.
+  void Withdraw(const std::string& model, uint64_t ticket);
   // The request ended (the response was sent or the client left).
   void Finish(const std::string& model);
   // For what must not outlive `model`'s lease while holding it (a
@@ -89,7 +99,13 @@ class LeaseBroker {
   void OnGranted(const std::string& model, uint64_t lease,
                  const std::string& upstream);
   void OnRevoked(const std::string& model, uint64_t lease);
-  void OnFailed(const std::string& model, const absl::Status& status);
+  // `attempt`: the ACQUIRE's (SendAcquire), or 0 for the current one. The
+  // answer to an ACQUIRE since withdrawn or superseded is ignored.
+  void OnFailed(const std::string& model, uint64_t attempt,
+                const absl::Status& status);
+  void OnFailed(const std::string& model, const absl::Status& status) {
+    OnFailed(model, 0, status);
+  }
   // The stream broke: every lease ended with it; waiters get Unavailable.
   void OnDisconnected();
 
@@ -123,6 +139,7 @@ class LeaseBroker {
     std::atomic<const std::string*> upstream{nullptr};
     bool revoked = false;  // mu_ (the gate closes with it).
     int limit = 1;         // The concurrencyLimit waiters asked with.
+    uint64_t attempt = 0;  // mu_: the last ACQUIRE sent for the model.
     // Unix nanoseconds, written by the last request out without mu_:
     // the wall clock, sent with the RELEASE (TTL), and `clock_`'s time,
     // since the last request ended or since the grant.

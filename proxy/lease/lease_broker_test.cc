@@ -21,9 +21,14 @@ using ::testing::IsEmpty;
 class FakeTransport : public LeaseTransport {
  public:
   bool Connected() override { return connected; }
-  void SendAcquire(const std::string& model) override {
+  void SendAcquire(const std::string& model, uint64_t attempt) override {
     sent.push_back("acquire " + model);
+    last_attempt = attempt;
   }
+  void SendCancel(const std::string& model) override {
+    sent.push_back("cancel " + model);
+  }
+  uint64_t last_attempt = 0;
   void SendRelease(const std::string& model, uint64_t lease,
                    absl::Time) override {
     sent.push_back(absl::StrCat("release ", model, " ", lease));
@@ -92,6 +97,57 @@ TEST_F(LeaseBrokerTest, OneAcquireThenAThousandRequestsWithNoControlPlaneCall) {
   }
   EXPECT_EQ(answers_.size(), 1002u);  // All inline: the lease is held.
   EXPECT_THAT(transport_.sent, ElementsAre("acquire qwen"));
+}
+
+TEST_F(LeaseBrokerTest, ARequestWhoseClientLeftIsWithdrawnAtOnce) {
+  uint64_t a = Admit("m");
+  uint64_t b = Admit("m");
+  std::map<std::string, int> in_flight, queued;
+  broker_.Loads(&in_flight, &queued);
+  EXPECT_EQ(queued["m"], 2);
+  broker_.Withdraw("m", a);
+  in_flight.clear();
+  queued.clear();
+  broker_.Loads(&in_flight, &queued);
+  EXPECT_EQ(queued["m"], 1);
+  EXPECT_EQ(broker_.Position("m", b), 1);
+  // Someone still waits: the ACQUIRE stays.
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m"));
+  broker_.Withdraw("m", b);
+  // Nobody waits: the manager is told, so it starts and evicts nothing.
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "cancel m"));
+  broker_.Loads(&in_flight, &queued);
+  EXPECT_EQ(queued["m"], 0);
+  broker_.Withdraw("m", b);  // Twice, or after an answer: nothing.
+  EXPECT_THAT(transport_.sent, ElementsAre("acquire m", "cancel m"));
+  RunPosted();
+  EXPECT_THAT(answers_, IsEmpty());  // Withdrawn requests hear nothing.
+}
+
+TEST_F(LeaseBrokerTest, TheCancelledAcquiresAnswerDoesNotFailTheNextOne) {
+  broker_.Withdraw("m", Admit("m"));
+  uint64_t cancelled = transport_.last_attempt;
+  Admit("m");  // A new request: a new ACQUIRE.
+  EXPECT_THAT(transport_.sent,
+              ElementsAre("acquire m", "cancel m", "acquire m"));
+  EXPECT_NE(transport_.last_attempt, cancelled);
+  // The manager answers the cancelled one (CANCELLED) after the new one
+  // went out: it is not this request's answer.
+  broker_.OnFailed("m", cancelled,
+                   absl::CancelledError("cancelled by RELEASE"));
+  RunPosted();
+  EXPECT_THAT(answers_, IsEmpty());
+  broker_.OnGranted("m", 3, "u");
+  RunPosted();
+  EXPECT_THAT(answers_, ElementsAre("lease m u"));
+}
+
+TEST_F(LeaseBrokerTest, AGrantForAWithdrawnAcquireLingersOut) {
+  broker_.Withdraw("m", Admit("m"));
+  broker_.OnGranted("m", 4, "u");  // Was on its way.
+  FireTimers();
+  EXPECT_THAT(transport_.sent,
+              ElementsAre("acquire m", "cancel m", "release m 4"));
 }
 
 TEST_F(LeaseBrokerTest, IdleLeaseIsReleasedAfterTheLingerUnlessUsedAgain) {
@@ -298,7 +354,10 @@ TEST_F(LeaseBrokerTest, WaitingRequestsKnowTheirPlace) {
 class ThreadedTransport : public LeaseTransport {
  public:
   bool Connected() override { return true; }
-  void SendAcquire(const std::string&) override { acquires.fetch_add(1); }
+  void SendAcquire(const std::string&, uint64_t) override {
+    acquires.fetch_add(1);
+  }
+  void SendCancel(const std::string&) override {}
   void SendRelease(const std::string&, uint64_t lease, absl::Time) override {
     absl::MutexLock lock(&mu);
     if (in_flight[lease] != 0) ++violations;

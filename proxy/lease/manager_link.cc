@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 
@@ -30,6 +32,13 @@ absl::Status FailedStatus(const v1::AcquireResponse::Failed& f) {
     return absl::DeadlineExceededError(f.message());
   }
   return absl::Status(static_cast<absl::StatusCode>(f.code()), f.message());
+}
+
+// The broker's attempt number, from an ACQUIRE's request id (0: not one of
+// ours, taken as the current attempt).
+uint64_t AttemptOf(const std::string& request_id) {
+  uint64_t n = 0;
+  return absl::SimpleAtoi(request_id, &n) ? n : 0;
 }
 
 }  // namespace
@@ -131,7 +140,9 @@ void ManagerLink::Run() {
                  b->OnRevoked(r.revoked().model(), r.revoked().lease_id());
                  break;
                case v1::AcquireResponse::kFailed:
-                 b->OnFailed(r.failed().model(), FailedStatus(r.failed()));
+                 b->OnFailed(r.failed().model(),
+                             AttemptOf(r.failed().request_id()),
+                             FailedStatus(r.failed()));
                  break;
                default:  // QUEUED, STARTING: the waiting requests just wait.
                  break;
@@ -247,10 +258,18 @@ bool ManagerLink::Connected() {
   return acquire_ != nullptr && !acquire_->ended();
 }
 
-void ManagerLink::SendAcquire(const std::string& model) {
+void ManagerLink::SendAcquire(const std::string& model, uint64_t attempt) {
   v1::AcquireRequest req;
   req.mutable_acquire()->set_model(model);
-  req.mutable_acquire()->set_request_id(model);
+  req.mutable_acquire()->set_request_id(absl::StrCat(attempt));
+  absl::MutexLock lock(&mu_);
+  if (acquire_ != nullptr) acquire_->Send(std::move(req));
+}
+
+void ManagerLink::SendCancel(const std::string& model) {
+  v1::AcquireRequest req;
+  req.mutable_release()->set_model(model);
+  req.mutable_release()->set_lease_id(0);  // Cancels the pending ACQUIREs.
   absl::MutexLock lock(&mu_);
   if (acquire_ != nullptr) acquire_->Send(std::move(req));
 }

@@ -76,7 +76,8 @@ class ManagerLink : public LeaseTransport {
 
   // LeaseTransport.
   bool Connected() override;
-  void SendAcquire(const std::string& model) override;
+  void SendAcquire(const std::string& model, uint64_t attempt) override;
+  void SendCancel(const std::string& model) override;
   void SendRelease(const std::string& model, uint64_t lease,
                    absl::Time last_used) override;
 

@@ -378,10 +378,14 @@ void Exchange::Forward(const std::string& requested, std::string target) {
         }
         OnLease(std::move(lease));
       });
-  if (generation == generation_) ticket_ = ticket;
+  if (generation == generation_ && ticket != 0) {
+    ticket_ = ticket;
+    waiting_for_ = id;
+  }
 }
 
 void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
+  waiting_for_.clear();
   if (loading_) {
     loading_ = false;
     StopLoadingTimer();
@@ -458,6 +462,12 @@ void Exchange::Finish() {
     record_.completion_tokens = usage_.completion();
   }
   StopLoadingTimer();
+  if (!waiting_for_.empty()) {
+    // Still waiting for a lease: the client left (or the request was
+    // answered otherwise). Nothing is started or evicted for it.
+    worker_->context().broker().Withdraw(waiting_for_, ticket_);
+    waiting_for_.clear();
+  }
   RecordRequest();
   origin_.clear();
   upstream_.reset();

@@ -183,6 +183,8 @@ class Exchange : public upstream::UpstreamObserver {
   // A streaming request waiting for its lease (loading comments are due).
   bool loading_ = false;
   uint64_t ticket_ = 0;  // The broker's, while waiting for the lease.
+  // The model it waits for (withdrawn if the client leaves first).
+  std::string waiting_for_;
   // The 200 event-stream head went out before the model answered: what
   // follows (the stream, or an error as an SSE event) goes in its body.
   bool loading_head_sent_ = false;

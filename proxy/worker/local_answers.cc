@@ -20,6 +20,24 @@
 
 namespace modelplane::proxy {
 
+namespace {
+
+// llama-swap's status.value (loaded, unloaded), and "failed" for a model
+// whose last start failed or that crashed: a client (or a person) sees why
+// requests for it get 503 instead of taking it for merely unloaded.
+const char* StatusValue(v1::ModelState state) {
+  switch (state) {
+    case v1::MODEL_STATE_READY:
+      return "loaded";
+    case v1::MODEL_STATE_FAILED:
+      return "failed";
+    default:
+      return "unloaded";
+  }
+}
+
+}  // namespace
+
 void Exchange::RespondModels() {
   // Every entry (models, selectors, peers' models) sorted by id, as
   // llama-swap lists them.
@@ -27,14 +45,12 @@ void Exchange::RespondModels() {
   auto model = [&entries](const router::Route& r, const std::string& id,
                           const std::string& name) {
     entries.emplace_back(
-        id,
-        absl::StrCat(R"({"id":)", JsonString(id),
-                     R"(,"object":"model","owned_by":"modelplane","name":)",
-                     JsonString(name), R"(,"description":)",
-                     JsonString(r.description), R"(,"meta":{"llamaswap":)",
-                     r.metadata_json, R"(},"status":{"value":")",
-                     r.state == v1::MODEL_STATE_READY ? "loaded" : "unloaded",
-                     R"("}})"));
+        id, absl::StrCat(R"({"id":)", JsonString(id),
+                         R"(,"object":"model","owned_by":"modelplane","name":)",
+                         JsonString(name), R"(,"description":)",
+                         JsonString(r.description), R"(,"meta":{"llamaswap":)",
+                         r.metadata_json, R"(},"status":{"value":")",
+                         StatusValue(r.state), R"("}})"));
   };
   // includeAliasesInList: each alias an entry of its own (a setParamsByID
   // variant such as "qwen:think" is one a client picks), with its model's

@@ -238,6 +238,9 @@ grpc::ServerUnaryReactor* ModelManagerService::ReloadConfig(
       for (const auto& id : result->diff.added) resp->add_added(id);
       for (const auto& id : result->diff.removed) resp->add_removed(id);
       for (const auto& id : result->diff.restart) resp->add_restarted(id);
+      for (const auto& [id, why] : result->diff.restart_reasons) {
+        (*resp->mutable_restart_reasons())[id] = why;
+      }
       for (const auto& id : result->diff.update) resp->add_updated(id);
       for (const auto& w : result->warnings) resp->add_warnings(w.ToString());
     }

@@ -278,15 +278,35 @@ ProcessLauncher::~ProcessLauncher() {
   close(lifeline_read_);
 }
 
-absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
-    const actor::SpawnSpec& spec, actor::ProcessObserver* observer) {
-  if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
-  std::vector<std::string> env = MergeEnvironment(spec.env);
+namespace {
+
+// The PATH a model's command is looked up in: its env's, else the manager's.
+std::string PathOf(const std::vector<std::string>& env) {
   std::string path_var = "/usr/local/bin:/usr/bin:/bin";
   for (const std::string& e : env) {
     if (e.rfind("PATH=", 0) == 0) path_var = e.substr(5);
   }
-  absl::StatusOr<std::string> path = ResolveExecutable(spec.argv[0], path_var);
+  return path_var;
+}
+
+}  // namespace
+
+absl::Status CheckExecutable(const actor::SpawnSpec& spec) {
+  if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
+  return ResolveExecutable(spec.argv[0], PathOf(MergeEnvironment(spec.env)))
+      .status();
+}
+
+absl::Status ProcessLauncher::Check(const actor::SpawnSpec& spec) {
+  return CheckExecutable(spec);
+}
+
+absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
+    const actor::SpawnSpec& spec, actor::ProcessObserver* observer) {
+  if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
+  std::vector<std::string> env = MergeEnvironment(spec.env);
+  absl::StatusOr<std::string> path =
+      ResolveExecutable(spec.argv[0], PathOf(env));
   if (!path.ok()) return path.status();
   // Everything the child needs is built before fork().
   std::vector<char*> argv, envp;

@@ -40,6 +40,7 @@ class ProcessLauncher : public actor::Launcher {
 
   absl::StatusOr<std::unique_ptr<actor::Process>> Spawn(
       const actor::SpawnSpec& spec, actor::ProcessObserver* observer) override;
+  absl::Status Check(const actor::SpawnSpec& spec) override;
 
  private:
   uv_loop_t* loop_;
@@ -52,6 +53,10 @@ class ProcessLauncher : public actor::Launcher {
 // adding variables.
 std::vector<std::string> MergeEnvironment(
     const std::vector<std::string>& overrides);
+
+// Whether `spec`'s executable can run, as Spawn finds it (the model's PATH,
+// else the manager's): OK, or NotFound / PermissionDenied naming the path.
+absl::Status CheckExecutable(const actor::SpawnSpec& spec);
 
 // argv0 as an executable path: as is when it has a '/', else searched in
 // `path_var` (PATH's value). NotFound or PermissionDenied with a message

@@ -1,10 +1,12 @@
 """mpctl, run as a binary against a real modelmanager."""
 
 import json
+import signal
 import subprocess
 import unittest
 
-from tests.manager.manager_proc import ManagerProcess, alive
+from modelplane.v1 import model_manager_pb2 as pb
+from tests.manager.manager_proc import ManagerProcess, alive, free_port_block
 from tools.testing import junit
 from tools.testing.fake_upstream_proc import runfile
 
@@ -80,6 +82,95 @@ class MpctlTest(unittest.TestCase):
         code, out, _ = self.mpctl("reload")
         self.assertEqual(code, 0)
         self.assertEqual(out, "reloaded: added -, removed -, restarting -, updated -\n")
+
+
+class ReloadPortsTest(unittest.TestCase):
+    """${PORT}s survive a reload: adding or removing a model restarts no
+    other, and `mpctl reload` says which models restart and why."""
+
+    def mpctl(self, m, *args):
+        p = subprocess.run([runfile("client/mpctl"), "--manager",
+                            "127.0.0.1:%d" % m.port] + list(args),
+                           capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+
+    def config(self, start, models):
+        fake = runfile("tools/fake_upstream/fake_upstream")
+        lines = ["startPort: %d" % start, "models:"]
+        for m, extra in models.items():
+            lines += ["  %s:" % m,
+                      "    cmd: %s --port ${PORT} --model %s%s" % (fake, m, extra),
+                      "    proxy: http://127.0.0.1:${PORT}"]
+        return "\n".join(lines) + "\n"
+
+    def test_adding_and_removing_models_moves_no_port(self):
+        start = free_port_block(4)
+        m = ManagerProcess({})
+        with open(m.config_path, "w") as f:
+            f.write(self.config(start, {"a": "", "c": ""}))
+        m.start()
+        try:
+            code, out, err = self.mpctl(m, "start", "c")
+            self.assertEqual(code, 0, err)
+            pid = m.model("c").pid
+            self.assertEqual(m.model("c").upstream_url,
+                             "http://127.0.0.1:%d" % (start + 1))
+            # "b" sorts before "c": by startPort order alone c would move.
+            with open(m.config_path, "w") as f:
+                f.write(self.config(start, {"a": "", "b": "", "c": ""}))
+            code, out, err = self.mpctl(m, "reload")
+            self.assertEqual((code, out),
+                             (0, "reloaded: added b, removed -, restarting -, "
+                                 "updated -\n"), err)
+            self.assertEqual(m.model("c").pid, pid)
+            self.assertEqual(m.model("b").upstream_url,
+                             "http://127.0.0.1:%d" % (start + 2))
+            # Removing "a" moves nothing either.
+            with open(m.config_path, "w") as f:
+                f.write(self.config(start, {"b": "", "c": ""}))
+            code, out, err = self.mpctl(m, "reload")
+            self.assertEqual((code, out),
+                             (0, "reloaded: added -, removed a, restarting -, "
+                                 "updated -\n"), err)
+            self.assertEqual(m.model("c").pid, pid)
+            self.assertEqual(m.model("c").state, pb.MODEL_STATE_READY)
+            # A changed command restarts it, and says so.
+            with open(m.config_path, "w") as f:
+                f.write(self.config(start, {"b": "", "c": " --tokens 2"}))
+            code, out, err = self.mpctl(m, "reload")
+            self.assertEqual((code, out),
+                             (0, "reloaded: added -, removed -, restarting c, "
+                                 "updated -\nrestarting c: cmd changed\n"), err)
+        finally:
+            m.stop()
+
+    def test_a_null_models_mapping_is_refused_and_the_old_config_stays(self):
+        start = free_port_block(2)
+        m = ManagerProcess({})
+        with open(m.config_path, "w") as f:
+            f.write(self.config(start, {"a": ""}))
+        m.start()
+        try:
+            self.assertEqual(self.mpctl(m, "start", "a")[0], 0)
+            pid = m.model("a").pid
+            # Every model commented out, and an unknown key (a warning).
+            with open(m.config_path, "w") as f:
+                f.write("startPort: %d\nhealthCheckTimout: 5\nmodels:\n"
+                        "#  a:\n#    cmd: x\n" % start)
+            code, out, err = self.mpctl(m, "reload")
+            self.assertNotEqual(code, 0)
+            self.assertIn("config.yaml:3:1: models: is empty (null)", err)
+            self.assertIn("warning: ", err)
+            self.assertIn("healthCheckTimout", err)
+            # SIGHUP takes the same path: refused, at error level.
+            m.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(m.wait_log(r" error reload rejected, the old config "
+                                       r"stays in force: .*models: is empty"),
+                            m.log())
+            self.assertEqual(m.model("a").pid, pid)
+            self.assertEqual(m.model("a").state, pb.MODEL_STATE_READY)
+        finally:
+            m.stop()
 
 
 if __name__ == "__main__":

@@ -77,6 +77,10 @@ class Launcher {
   // are returned here, with the OS error text.
   virtual absl::StatusOr<std::unique_ptr<Process>> Spawn(
       const SpawnSpec& spec, ProcessObserver* observer) = 0;
+  // What Spawn would say of the executable alone, without starting
+  // anything: OK, or why it cannot run (not found, not executable). The
+  // scheduler asks before it evicts a model for a start.
+  virtual absl::Status Check(const SpawnSpec& spec) = 0;
 };
 
 // A health probe in flight; destroying it cancels it (no callback).

@@ -79,6 +79,7 @@ class FakeLauncher : public Launcher {
   absl::StatusOr<std::unique_ptr<Process>> Spawn(
       const SpawnSpec& spec, ProcessObserver* observer) override {
     if (!fail_next_.ok()) return std::exchange(fail_next_, absl::OkStatus());
+    if (absl::Status s = Check(spec); !s.ok()) return s;
     auto record = std::make_shared<FakeProcessRecord>();
     record->spec = spec;
     record->pid = next_pid_++;
@@ -87,7 +88,23 @@ class FakeLauncher : public Launcher {
     return std::make_unique<FakeProcess>(record);
   }
 
+  absl::Status Check(const SpawnSpec& spec) override {
+    ++checks_;
+    auto it = spec.argv.empty() ? missing_.end() : missing_.find(spec.argv[0]);
+    return it == missing_.end() ? absl::OkStatus() : it->second;
+  }
+
   void FailNextSpawn(absl::Status status) { fail_next_ = std::move(status); }
+  // Every spawn (and Check) of `argv0` fails with `status` from now on
+  // (a binary that is not installed); OK makes it runnable again.
+  void SetMissing(const std::string& argv0, absl::Status status) {
+    if (status.ok()) {
+      missing_.erase(argv0);
+    } else {
+      missing_[argv0] = std::move(status);
+    }
+  }
+  int checks() const { return checks_; }
   const std::vector<std::shared_ptr<FakeProcessRecord>>& spawned() const {
     return spawned_;
   }
@@ -107,7 +124,9 @@ class FakeLauncher : public Launcher {
   };
 
   int next_pid_ = 1000;
+  int checks_ = 0;
   absl::Status fail_next_;
+  std::map<std::string, absl::Status> missing_;
   std::vector<std::shared_ptr<FakeProcessRecord>> spawned_;
 };
 

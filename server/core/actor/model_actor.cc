@@ -168,6 +168,21 @@ void ModelActor::Start(Done done) {
   }
 }
 
+void ModelActor::RefuseStart(Done done, const absl::Status& why) {
+  if (status_.state != State::kStopped && status_.state != State::kFailed) {
+    Start(std::move(done));
+    return;
+  }
+  start_waiters_.push_back(std::move(done));
+  Transition(State::kStarting);
+  FailStart(FailureReason::kSpawnError, std::nullopt,
+            absl::StrCat("spawn error: ", why.message()));
+}
+
+absl::Status ModelActor::CheckCommand() const {
+  return env_.launcher->Check(SpawnSpec{config_.argv, config_.env});
+}
+
 void ModelActor::BeginStart() {
   Transition(State::kStarting);
   reprobe_ = false;

@@ -109,6 +109,14 @@ class ModelActor : private ProcessObserver {
   // start, Unavailable after Shutdown.
   void Start(Done done);
 
+  // A start known to fail (its command cannot run: `why`): from STOPPED or
+  // FAILED the model goes STARTING and at once FAILED (SPAWN_ERROR) without
+  // spawning anything, and `done` gets the failure as from Start. In any
+  // other state it is Start.
+  void RefuseStart(Done done, const absl::Status& why);
+  // Whether the command can run, as the launcher sees it (Launcher::Check).
+  absl::Status CheckCommand() const;
+
   // Stops the process: cmdStop (with ${PID}) or SIGTERM to its group, up to
   // unloadTimeout for it to exit, then SIGKILL to the group, then the reap.
   // Idempotent; joins a stop in progress; cancels a start in progress (its

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <tuple>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
 namespace modelplane::config {
 namespace {
 
@@ -58,6 +61,18 @@ bool NeedsRestart(const ModelConfig& a, const ModelConfig& b) {
   return std::tie(a.argv, a.env, a.proxy) != std::tie(b.argv, b.env, b.proxy);
 }
 
+std::string RestartReason(const ModelConfig& a, const ModelConfig& b) {
+  std::vector<std::string> what;
+  if (a.argv != b.argv) {
+    what.push_back(a.port != b.port ? absl::StrCat("cmd changed (${PORT} ",
+                                                   a.port, " -> ", b.port, ")")
+                                    : "cmd changed");
+  }
+  if (a.env != b.env) what.push_back("env changed");
+  if (a.proxy != b.proxy) what.push_back("proxy changed");
+  return absl::StrJoin(what, ", ");
+}
+
 bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
   if (NeedsRestart(a, b)) return true;
   return std::tie(a.cmd_stop, a.check_endpoint, a.health_check_timeout, a.ttl,
@@ -89,6 +104,7 @@ ConfigDiff DiffConfigs(const Config& before, const Config& after) {
       d.removed.push_back(a.id);
     } else if (NeedsRestart(a, *b)) {
       d.restart.push_back(a.id);
+      d.restart_reasons[a.id] = RestartReason(a, *b);
     } else if (ModelsDiffer(a, *b)) {
       d.update.push_back(a.id);
     } else {

@@ -7,6 +7,7 @@
 #ifndef MODELPLANE_SERVER_CORE_CONFIG_DIFF_H_
 #define MODELPLANE_SERVER_CORE_CONFIG_DIFF_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,8 @@ struct ConfigDiff {
   // The process settings changed (cmd, env, proxy): a running process must
   // be restarted to apply them.
   std::vector<std::string> restart;
+  // Why each of `restart` restarts: "cmd changed", "env changed" (joined).
+  std::map<std::string, std::string> restart_reasons;
   // Only settings the manager or proxy apply without a restart changed
   // (aliases, ttl, name, description, filters, limits, timeouts, group...).
   std::vector<std::string> update;
@@ -39,6 +42,8 @@ struct ConfigDiff {
 
 // True when a running model's process must restart to apply `b` over `a`.
 bool NeedsRestart(const ModelConfig& a, const ModelConfig& b);
+// What NeedsRestart saw, for people: "cmd changed (${PORT} 5801 -> 5802)".
+std::string RestartReason(const ModelConfig& a, const ModelConfig& b);
 // True when `a` and `b` differ in any setting (positions in the file aside).
 bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b);
 

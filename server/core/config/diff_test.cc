@@ -127,6 +127,105 @@ groups:
   EXPECT_THAT(d.groups_changed, ElementsAre("g"));
 }
 
+std::shared_ptr<const Config> Reload(const Config& running,
+                                     const std::string& yaml) {
+  PortHints hints = PortHints::Of(running);
+  LoadResult r = LoadConfigText(
+      "d.yaml", yaml,
+      [](const std::string&) { return std::optional<std::string>(); }, &hints);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.config;
+}
+
+TEST(DiffConfigsTest, AReloadKeepsEveryPortSoRemovingAModelRestartsNoOther) {
+  auto before = Load(kBase);
+  auto after = Reload(*before, R"yaml(
+models:
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=1"]}
+  c: {cmd: "srv-c --port ${PORT}"}
+  d: {cmd: "srv-d --port 9", proxy: "http://127.0.0.1:9"}
+groups:
+  g: {members: [b]}
+)yaml");
+  ConfigDiff d = DiffConfigs(*before, *after);
+  EXPECT_THAT(d.removed, ElementsAre("a"));
+  EXPECT_THAT(d.restart, IsEmpty());
+  EXPECT_THAT(d.unchanged, ElementsAre("b", "c", "d"));
+  EXPECT_EQ(after->FindModel("c")->port, 5802);
+}
+
+TEST(DiffConfigsTest, AReloadGivesANewModelAFreePortAndRestartsNoOther) {
+  auto before = Load(kBase);  // a 5800, b 5801, c 5802.
+  auto after = Reload(*before, R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", ttl: 60, aliases: [aa]}
+  aa2: {cmd: "srv-new --port ${PORT}"}
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=1"]}
+  c: {cmd: "srv-c --port ${PORT}"}
+  d: {cmd: "srv-d --port 9", proxy: "http://127.0.0.1:9"}
+groups:
+  g: {members: [a, b]}
+)yaml");
+  ConfigDiff d = DiffConfigs(*before, *after);
+  EXPECT_THAT(d.added, ElementsAre("aa2"));
+  EXPECT_THAT(d.restart, IsEmpty());
+  EXPECT_THAT(d.unchanged, ElementsAre("a", "b", "c", "d"));
+  EXPECT_EQ(after->FindModel("aa2")->port, 5803);
+  // Without the running config's ports (a fresh start) the sorted order
+  // decides, as llama-swap's: the new model takes 5801 and b, c move.
+  EXPECT_EQ(Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}"}
+  aa2: {cmd: "srv-new --port ${PORT}"}
+  b: {cmd: "srv-b --port ${PORT}"}
+)yaml")
+                ->FindModel("b")
+                ->port,
+            5802);
+}
+
+TEST(DiffConfigsTest, AFreedPortGoesToTheNextNewModel) {
+  auto before = Load(kBase);  // a 5800, b 5801, c 5802.
+  auto after = Reload(*before, R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", ttl: 60, aliases: [aa]}
+  c: {cmd: "srv-c --port ${PORT}"}
+  e: {cmd: "srv-e --port ${PORT}"}
+  f: {cmd: "srv-f --port ${PORT}"}
+)yaml");
+  EXPECT_EQ(after->FindModel("c")->port, 5802);
+  EXPECT_EQ(after->FindModel("e")->port, 5801);
+  EXPECT_EQ(after->FindModel("f")->port, 5803);
+}
+
+TEST(DiffConfigsTest, AMovedStartPortMovesEveryPort) {
+  auto before = Load(kBase);
+  auto after = Reload(*before, std::string("startPort: 7000\n") + kBase);
+  ConfigDiff d = DiffConfigs(*before, *after);
+  EXPECT_THAT(d.restart, ElementsAre("a", "b", "c"));
+  // The default proxy (http://localhost:${PORT}) moves with it.
+  EXPECT_EQ(d.restart_reasons["a"],
+            "cmd changed (${PORT} 5800 -> 7000), proxy changed");
+}
+
+TEST(DiffConfigsTest, EachRestartSaysWhy) {
+  auto before = Load(kBase);
+  auto after = Reload(*before, R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT} --flash-attn", ttl: 60, aliases: [aa]}
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=2"]}
+  c: {cmd: "srv-c --port ${PORT}", proxy: "http://127.0.0.2:${PORT}"}
+  d: {cmd: "srv-d --port 9", proxy: "http://127.0.0.1:9"}
+groups:
+  g: {members: [a, b]}
+)yaml");
+  ConfigDiff d = DiffConfigs(*before, *after);
+  EXPECT_THAT(d.restart, ElementsAre("a", "b", "c"));
+  EXPECT_EQ(d.restart_reasons["a"], "cmd changed");
+  EXPECT_EQ(d.restart_reasons["b"], "env changed");
+  EXPECT_EQ(d.restart_reasons["c"], "proxy changed");
+}
+
 TEST(DiffConfigsTest, GroupAndGlobalChanges) {
   ConfigDiff d = DiffConfigs(*Load(kBase), *Load(R"yaml(
 globalTTL: 30

@@ -51,8 +51,8 @@ const KeySet& GroupKeys() {
 
 class Loader {
  public:
-  Loader(absl::string_view file, const EnvLookup& env)
-      : sink_(std::string(file)), env_(env) {}
+  Loader(absl::string_view file, const EnvLookup& env, const PortHints* hints)
+      : sink_(std::string(file)), env_(env), hints_(hints) {}
 
   LoadResult Run(absl::string_view text) {
     auto config = std::make_shared<Config>();
@@ -204,7 +204,11 @@ class Loader {
       }
     });
     Globals(settings, c);
-    Models(root->Get("models"), globals, c);
+    SourcePos models_at;
+    for (const auto& [key, value] : root->entries) {
+      if (key.text == "models") models_at = key.pos;
+    }
+    Models(root->Get("models"), models_at, globals, c);
     DecodePeers(settings.Get("peers"), c, &sink_);
     Groups(settings, c);
     Aliases(*root, c);
@@ -297,11 +301,20 @@ class Loader {
     }
   }
 
-  void Models(const YamlNode* models, const MacroSet& globals, Config* c) {
+  void Models(const YamlNode* models, SourcePos key_pos,
+              const MacroSet& globals, Config* c) {
+    // Missing or null (every model commented out) is refused like an empty
+    // file: on a reload it would stop every model. `models: {}` says so.
     if (models == nullptr || models->is_null()) {
-      sink_.Warn(SourcePos{}, "models", "no models are configured");
+      sink_.Error(models != nullptr ? key_pos : SourcePos{}, "models",
+                  models != nullptr
+                      ? "is empty (null): a config needs a 'models' mapping "
+                        "(write 'models: {}' to run no models)"
+                      : "missing: a config needs a 'models' mapping (write "
+                        "'models: {}' to run no models)");
       return;
     }
+
     if (!models->is_map()) {
       sink_.Error(models->pos, "models",
                   absl::StrCat("must be a mapping of model id to settings, "
@@ -316,7 +329,16 @@ class Loader {
     });
     ModelDefaults defaults{c->health_check_timeout, c->global_ttl,
                            c->unload_timeout, c->send_loading_state};
-    int next_port = c->start_port;
+    // A reload: the models that were there keep their ports (unless
+    // startPort moved), so adding one restarts no other.
+    std::map<std::string, int> kept;
+    if (hints_ != nullptr && hints_->start_port == c->start_port) {
+      for (const auto* entry : sorted) {
+        auto it = hints_->ports.find(entry->first.text);
+        if (it != hints_->ports.end()) kept.insert(*it);
+      }
+    }
+    PortAllocator ports(c->start_port, std::move(kept));
     for (const auto* entry : sorted) {
       const std::string& id = entry->first.text;
       if (id.empty() || id == kReservedName) {
@@ -328,7 +350,7 @@ class Loader {
       }
       std::optional<ModelConfig> m =
           DecodeModel(id, entry->first.pos, entry->second, globals, defaults,
-                      &next_port, &sink_);
+                      &ports, &sink_);
       if (m && m->port > kMaxPort) {
         sink_.Error(entry->first.pos, absl::StrCat("models.", id),
                     absl::StrCat("${PORT} would be ", m->port,
@@ -678,6 +700,7 @@ class Loader {
 
   DiagSink sink_;
   const EnvLookup& env_;
+  const PortHints* hints_;  // Null on a first load.
 };
 
 }  // namespace
@@ -689,9 +712,18 @@ absl::Status LoadResult::status() const {
   return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
 }
 
+PortHints PortHints::Of(const Config& previous) {
+  PortHints h;
+  h.start_port = previous.start_port;
+  for (const ModelConfig& m : previous.models) {
+    if (m.port != 0) h.ports[m.id] = m.port;
+  }
+  return h;
+}
+
 LoadResult LoadConfigText(absl::string_view file_name, absl::string_view text,
-                          const EnvLookup& env) {
-  return Loader(file_name, env).Run(text);
+                          const EnvLookup& env, const PortHints* hints) {
+  return Loader(file_name, env, hints).Run(text);
 }
 
 LoadResult LoadConfigFile(const std::string& path, const EnvLookup& env) {
@@ -720,7 +752,7 @@ std::vector<std::string> ConfigDirFiles(const std::string& dir) {
 }
 
 LoadResult LoadConfigSources(const std::string& path, const std::string& dir,
-                             const EnvLookup& env) {
+                             const EnvLookup& env, const PortHints* hints) {
   auto unreadable = [](const std::string& name, const std::string& what) {
     LoadResult r;
     r.errors.push_back(Diagnostic{
@@ -760,7 +792,7 @@ LoadResult LoadConfigSources(const std::string& path, const std::string& dir,
     text << in.rdbuf();
     files.emplace_back(name, text.str());
   }
-  return Loader(files[0].first, env).RunFiles(files);
+  return Loader(files[0].first, env, hints).RunFiles(files);
 }
 
 EnvLookup ProcessEnv() {

@@ -12,6 +12,7 @@
 #ifndef MODELPLANE_SERVER_CORE_CONFIG_LOADER_H_
 #define MODELPLANE_SERVER_CORE_CONFIG_LOADER_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,9 +34,21 @@ struct LoadResult {
   absl::Status status() const;
 };
 
+// The ${PORT}s a running config gave its models. A reload passes them so
+// that adding or removing one model moves no other model's port (a moved
+// port changes the command, and the model would restart): every model that
+// was in `previous` keeps its port, and new ones take the lowest ports from
+// startPort that no kept model holds. Ignored when startPort changed.
+struct PortHints {
+  int start_port = 0;
+  std::map<std::string, int> ports;  // Model id -> its ${PORT}.
+  static PortHints Of(const Config& previous);
+};
+
 // Loads from text; `file_name` is used in messages and as Config::file.
 LoadResult LoadConfigText(absl::string_view file_name, absl::string_view text,
-                          const EnvLookup& env);
+                          const EnvLookup& env,
+                          const PortHints* hints = nullptr);
 
 // Reads and loads a file. An unreadable file is an error like any other.
 LoadResult LoadConfigFile(const std::string& path, const EnvLookup& env);
@@ -48,7 +61,8 @@ LoadResult LoadConfigFile(const std::string& path, const EnvLookup& env);
 // setting made differently in two is an error. Messages name the file each
 // position is in.
 LoadResult LoadConfigSources(const std::string& path, const std::string& dir,
-                             const EnvLookup& env);
+                             const EnvLookup& env,
+                             const PortHints* hints = nullptr);
 // The files LoadConfigSources reads from `dir`, sorted.
 std::vector<std::string> ConfigDirFiles(const std::string& dir);
 

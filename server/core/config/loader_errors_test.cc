@@ -54,6 +54,14 @@ INSTANTIATE_TEST_SUITE_P(
                   "test.yaml:3:1: YAML syntax: end of sequence flow not found"},
         ErrorCase{"EmptyFile", "",
                   "test.yaml: the file is empty: it needs a 'models' mapping"},
+        // Every model commented out: refused like an empty file (a reload
+        // would otherwise stop them all).
+        ErrorCase{"ModelsNull", "models:\n#  a:\n#    cmd: x\n",
+                  "test.yaml:1:1: models: is empty (null): a config needs a "
+                  "'models' mapping (write 'models: {}' to run no models)"},
+        ErrorCase{"ModelsMissing", "healthCheckTimeout: 5\n",
+                  "test.yaml: models: missing: a config needs a 'models' "
+                  "mapping (write 'models: {}' to run no models)"},
         ErrorCase{"NotAMapping", "- a\n- b\n",
                   "test.yaml:1:1: the file must be a mapping of settings, not "
                   "a list"},
@@ -376,8 +384,8 @@ TEST(LoaderErrorsTest, ReportsEveryErrorNotOnlyTheFirst) {
 }
 
 TEST(LoaderErrorsTest, StatusJoinsErrorsOnePerLine) {
-  LoadResult r =
-      LoadConfigText("c.yaml", "globalTTL: -1\nstartPort: 0\n", TestEnv());
+  LoadResult r = LoadConfigText(
+      "c.yaml", "globalTTL: -1\nstartPort: 0\nmodels: {}\n", TestEnv());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(r.status().message(),

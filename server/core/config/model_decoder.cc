@@ -490,11 +490,22 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
   return p;
 }
 
+PortAllocator::PortAllocator(int start_port, std::map<std::string, int> kept)
+    : next_(start_port), kept_(std::move(kept)) {
+  for (const auto& [id, port] : kept_) reserved_.insert(port);
+}
+
+int PortAllocator::Take(const std::string& id) {
+  if (auto it = kept_.find(id); it != kept_.end()) return it->second;
+  while (reserved_.count(next_) != 0) ++next_;
+  return next_++;
+}
+
 std::optional<ModelConfig> DecodeModel(const std::string& id, SourcePos key_pos,
                                        const YamlNode& node,
                                        const MacroSet& globals,
                                        const ModelDefaults& defaults,
-                                       int* next_port, DiagSink* sink) {
+                                       PortAllocator* ports, DiagSink* sink) {
   std::string path = absl::StrCat("models.", id);
   size_t errors_before = sink->error_count();
   if (!node.is_map()) {
@@ -546,7 +557,7 @@ std::optional<ModelConfig> DecodeModel(const std::string& id, SourcePos key_pos,
   m.max_queue_wait = kDefaultMaxQueueWait;
   const YamlNode* expanded_cmd = body.Get("cmd");
   if (expanded_cmd->is_scalar() && UsesMacro(expanded_cmd->text, "PORT")) {
-    m.port = (*next_port)++;
+    m.port = ports->Take(id);
     MacroSet::Substitute(&body, "PORT",
                          Scalar(std::to_string(m.port), false, key_pos));
   }

@@ -5,7 +5,9 @@
 #ifndef MODELPLANE_SERVER_CORE_CONFIG_MODEL_DECODER_H_
 #define MODELPLANE_SERVER_CORE_CONFIG_MODEL_DECODER_H_
 
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "absl/time/time.h"
@@ -29,14 +31,28 @@ struct ModelDefaults {
 inline constexpr absl::Duration kDefaultMaxQueueWait = absl::Seconds(30);
 inline constexpr int kDefaultConcurrencyLimit = 10;
 
+// Hands out ${PORT}s: in sorted model order from startPort (llama-swap's
+// rule), except that a model with a port of its own (`kept`: the port a
+// running config gave it) keeps it, and no one else gets one of those.
+class PortAllocator {
+ public:
+  explicit PortAllocator(int start_port, std::map<std::string, int> kept = {});
+  int Take(const std::string& id);
+
+ private:
+  int next_;
+  std::map<std::string, int> kept_;
+  std::set<int> reserved_;
+};
+
 // Decodes the model `id` whose mapping is `node` (at `key_pos`). Models must
-// be decoded in sorted id order: a model whose `cmd` uses ${PORT} takes
-// `*next_port` and increments it. Returns nullopt after reporting errors.
+// be decoded in sorted id order: a model whose `cmd` uses ${PORT} takes one
+// from `ports`. Returns nullopt after reporting errors.
 std::optional<ModelConfig> DecodeModel(const std::string& id, SourcePos key_pos,
                                        const YamlNode& node,
                                        const MacroSet& globals,
                                        const ModelDefaults& defaults,
-                                       int* next_port, DiagSink* sink);
+                                       PortAllocator* ports, DiagSink* sink);
 
 // Decodes `peers.<id>` (macros already expanded): `proxy` and `models`
 // required, `apiKey`, and `filters` and `timeouts` as a model's. Returns

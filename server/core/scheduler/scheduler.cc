@@ -316,6 +316,12 @@ void Scheduler::Pump() {
     // next pass revokes them after their waiters were served.
     std::set<std::string> granting;
     std::set<std::string> claimed;  // Models in a swap decided this pass.
+    // Starts decided this pass, made after it (a start that fails at once
+    // answers its demands, which must not change the queue under the loop);
+    // with a status when the start is refused (its command cannot run).
+    std::vector<std::pair<std::string, absl::Status>> starts;
+    std::set<std::string> starting;     // Their ids: running, for the rules.
+    std::set<std::string> backing_off;  // Their demands fail after the pass.
     std::optional<absl::Time> next_expiry;
     absl::Time now = env_.clock->Now();
     for (auto it = queue_.begin(); it != queue_.end();) {
@@ -335,14 +341,31 @@ void Scheduler::Pump() {
         continue;  // Wait for the stop, or for an earlier decision.
       }
       // STOPPED or FAILED: start it once nothing it evicts runs. A model a
-      // reload removed blocks every start until it is reaped.
+      // reload removed blocks every start until it is reaped. But first: a
+      // start that is known to fail evicts nothing. In its back-off it
+      // fails at once with its last failure; a command that cannot run
+      // fails now (the spawn would say the same, after the evictions).
+      if (now < s.backoff_until) {
+        claimed.insert(d.model);
+        backing_off.insert(d.model);
+        continue;
+      }
+      if (absl::Status runnable = s.actor->CheckCommand(); !runnable.ok()) {
+        claimed.insert(d.model);
+        starting.insert(d.model);
+        starts.emplace_back(d.model, std::move(runnable));
+        continue;
+      }
       std::vector<Slot*> victims;
       bool blocked = std::any_of(retired_.begin(), retired_.end(),
                                  [&](auto& r) { return Running(*r); });
       std::vector<const config::ModelConfig*> running;
       std::set<std::string> leaving;
+      auto running_now = [&](const std::string& id, const Slot& v) {
+        return Running(v) || starting.count(id) != 0;
+      };
       for (auto& [id, v] : slots_) {
-        if (v.get() == &s || !Running(*v)) continue;
+        if (v.get() == &s || !running_now(id, *v)) continue;
         running.push_back(v->config.get());
         if (v->evicting || v->actor->status().state == State::kStopping) {
           leaving.insert(id);
@@ -351,7 +374,7 @@ void Scheduler::Pump() {
       std::set<std::string> evict =
           Victims(*config_, *s.config, running, leaving);
       for (auto& [id, v] : slots_) {
-        if (v.get() == &s || !Running(*v)) continue;
+        if (v.get() == &s || !running_now(id, *v)) continue;
         if (evict.count(id) == 0) continue;
         victims.push_back(v.get());
         if (claimed.count(id) || v->actor->status().state == State::kStarting) {
@@ -362,7 +385,8 @@ void Scheduler::Pump() {
       claimed.insert(d.model);
       for (Slot* v : victims) claimed.insert(v->config->id);
       if (victims.empty()) {
-        StartActor(s);
+        starting.insert(d.model);
+        starts.emplace_back(d.model, absl::OkStatus());
         continue;
       }
       absl::Time due = d.since + s.config->max_queue_wait;
@@ -376,6 +400,7 @@ void Scheduler::Pump() {
         }
       }
     }
+    if (queue_.empty()) CallOffEvictions();
     queue_timer_.reset();
     if (next_expiry) {
       queue_timer_ =
@@ -383,6 +408,14 @@ void Scheduler::Pump() {
                             [this] { Pump(); });
     }
     // Callbacks last: they may re-enter (Release, Disconnect).
+    for (auto& [id, refuse] : starts) {
+      Slot* s = Find(id);
+      if (s != nullptr) StartActor(*s, std::move(refuse));
+    }
+    for (const std::string& id : backing_off) {
+      Slot* s = Find(id);
+      if (s != nullptr) FailDemands(*s, BackoffStatus(*s));
+    }
     for (Demand& d : grants) {
       Slot* s = Find(d.model);
       if (s != nullptr) Grant(d, *s);
@@ -390,6 +423,22 @@ void Scheduler::Pump() {
     NotifyPositions();
   } while (pump_again_);
   pumping_ = false;
+}
+
+void Scheduler::CallOffEvictions() {
+  // A swap's victim still draining when the demand it made room for is gone
+  // (its clients left, the proxy withdrew the ACQUIRE): it stays up. Its
+  // holders were told REVOKED; they release and are granted again at once.
+  // Stops, reload restarts and removals go on; so does a stop already begun.
+  for (auto& [id, v] : slots_) {
+    if (!v->evicting || v->admin_stop || v->next_config != nullptr ||
+        v->stop_requested || v->actor->status().state != State::kReady) {
+      continue;
+    }
+    v->evicting = false;
+    v->drain_timer.reset();
+    Emit(*v);
+  }
 }
 
 void Scheduler::NotifyPositions() {
@@ -419,17 +468,61 @@ void Scheduler::NotifyPositions() {
   }
 }
 
-void Scheduler::StartActor(Slot& s) {
+void Scheduler::StartActor(Slot& s, absl::Status refuse) {
   std::string id = s.config->id;
-  s.actor->Start([this, id](absl::Status status) {
+  auto done = [this, id](absl::Status status) {
     Activity activity(this);
     Slot* slot = Find(id);
     if (slot == nullptr) return;
-    if (absl::IsFailedPrecondition(status)) FailDemands(*slot, status);
+    if (status.ok()) ClearBackoff(*slot);
+    if (absl::IsFailedPrecondition(status)) {
+      BackOff(*slot, status);
+      FailDemands(*slot, status);
+    }
     // Aborted: an eviction or a Stop; a Stop already answered its demands,
     // the others keep waiting for the next start.
     SchedulePump();
-  });
+  };
+  if (refuse.ok()) {
+    s.actor->Start(std::move(done));
+  } else {
+    s.actor->RefuseStart(std::move(done), refuse);
+  }
+}
+
+void Scheduler::BackOff(Slot& s, const absl::Status& status) {
+  s.backoff = s.backoff == absl::ZeroDuration()
+                  ? options_.first_start_backoff
+                  : std::min(s.backoff * 2, options_.max_start_backoff);
+  s.failed_at = env_.clock->Now();
+  s.backoff_until = s.failed_at + s.backoff;
+  s.last_failure = status;
+}
+
+void Scheduler::ClearBackoff(Slot& s) {
+  s.backoff = absl::ZeroDuration();
+  s.backoff_until = absl::InfinitePast();
+  s.last_failure = absl::OkStatus();
+}
+
+absl::Status Scheduler::BackoffStatus(const Slot& s) const {
+  absl::Time now = env_.clock->Now();
+  // Whole seconds up: "0s" would read as "now".
+  auto secs = [](absl::Duration d) {
+    return absl::StrCat(absl::ToInt64Seconds(absl::Ceil(d, absl::Seconds(1))),
+                        "s");
+  };
+  absl::Status status(
+      s.last_failure.code(),
+      absl::StrCat(s.last_failure.message(), " (its start failed ",
+                   secs(now - s.failed_at), " ago; not tried again for ",
+                   secs(s.backoff_until - now), ")"));
+  // The reason's payload stays (a timed-out start is still a 504).
+  s.last_failure.ForEachPayload(
+      [&status](absl::string_view url, const absl::Cord& payload) {
+        status.SetPayload(url, payload);
+      });
+  return status;
 }
 
 void Scheduler::FailDemands(Slot& s, const absl::Status& status) {

@@ -85,6 +85,11 @@ struct ModelChange {
 };
 
 struct SchedulerOptions {
+  // A model whose start failed is not started again for this long (then
+  // twice as long after each further failure, up to max_start_backoff):
+  // SDKs retry a 503, and each retry would evict whatever runs.
+  absl::Duration first_start_backoff = absl::Seconds(5);
+  absl::Duration max_start_backoff = absl::Minutes(1);
   // Demand waiting at once (ACQUIREs plus Starts); more: ResourceExhausted.
   size_t max_queue = 4096;
   // How long a holder may keep a lease revoked for a swap before it is cut
@@ -190,9 +195,18 @@ class Scheduler {
   // A model by id, also among those a reload removed (still stopping).
   Slot* FindAny(const std::string& id) const;
   void CutOff(ClientId client, const std::string& reason);
-  void StartActor(Slot& s);
+  // Starts the model, or (`refuse` not OK: its command cannot run) fails
+  // the start at once without a process.
+  void StartActor(Slot& s, absl::Status refuse = absl::OkStatus());
+  // A start of `s` failed with `status`: the back-off grows.
+  void BackOff(Slot& s, const absl::Status& status);
+  void ClearBackoff(Slot& s);
+  // What a demand during the back-off gets: the last failure, and when.
+  absl::Status BackoffStatus(const Slot& s) const;
   bool Running(const Slot& s) const;
   void NotifyPositions();
+  // With no demand left: swap evictions still draining are called off.
+  void CallOffEvictions();
   void MaybeAbortAbandonedStart(Slot& s);
   std::unique_ptr<actor::ModelActor> MakeActor(
       const config::ModelConfig& c, std::shared_ptr<logs::LogBuffer> log);

@@ -112,6 +112,9 @@ void Scheduler::Stop(const std::string& model, bool force, ModelDone done) {
     done(absl::NotFoundError(absl::StrCat("unknown model '", model, "'")));
     return;
   }
+  // An operator's stop also ends a start back-off: the next request tries
+  // again at once (the way to say "fixed it").
+  ClearBackoff(*s);
   if (!Running(*s) && s->holders.empty()) {
     done(View(*s));
     return;
@@ -314,12 +317,22 @@ config::ConfigDiff Scheduler::Reload(
     Slot& s = *it->second;
     bool restart = std::find(diff.restart.begin(), diff.restart.end(), m.id) !=
                    diff.restart.end();
+    bool changed = restart || std::find(diff.update.begin(), diff.update.end(),
+                                        m.id) != diff.update.end();
+    // A failure seen for the old settings says nothing of the new ones.
+    if (changed) ClearBackoff(s);
     if (restart && (Running(s) || !s.holders.empty())) {
       s.next_config = ModelOf(config_, m);
       BeginEviction(s, "its command changed in a config reload");
     } else if (restart) {
+      // No process to restart: for the caller it is an update.
       s.config = ModelOf(config_, m);
       s.actor = MakeActor(m, s.log);
+      diff.restart.erase(
+          std::find(diff.restart.begin(), diff.restart.end(), m.id));
+      diff.restart_reasons.erase(m.id);
+      diff.update.insert(
+          std::lower_bound(diff.update.begin(), diff.update.end(), m.id), m.id);
     } else {
       s.config = ModelOf(config_, m);
       s.actor->UpdateConfig(m);

@@ -29,6 +29,14 @@ struct Scheduler::Slot {
   std::shared_ptr<const config::ModelConfig> next_config;  // Restart pending.
   uint64_t revision = 0;
   int queued = 0;
+  // Start back-off: a start that failed is not tried again (nor evicts
+  // anything) until `backoff_until`; demand meanwhile gets `last_failure`
+  // at once. The wait doubles with each failed start, from kFirstBackoff
+  // up to kMaxBackoff; READY, a Stop, or a changed config clears it.
+  absl::Time backoff_until = absl::InfinitePast();
+  absl::Duration backoff = absl::ZeroDuration();
+  absl::Time failed_at;
+  absl::Status last_failure;
 };
 
 struct Scheduler::Demand {

@@ -539,10 +539,11 @@ models:
   changes_.clear();
   config::ConfigDiff diff = scheduler_->Reload(r.config);
   Settle();
-  EXPECT_THAT(diff.update, ElementsAre("a"));
+  // b's command changed, but it has no process to restart: an update.
+  EXPECT_THAT(diff.update, ElementsAre("a", "b"));
   EXPECT_THAT(diff.removed, ElementsAre("c"));
   EXPECT_THAT(diff.added, ElementsAre("d"));
-  EXPECT_THAT(diff.restart, ElementsAre("b"));
+  EXPECT_THAT(diff.restart, IsEmpty());
   EXPECT_EQ(Proc("a")->pid, pid_a);  // Untouched.
   EXPECT_EQ(StateOf("a"), State::kReady);
   EXPECT_EQ(scheduler_->Get("c").status().code(), absl::StatusCode::kNotFound);
@@ -610,8 +611,10 @@ TEST_F(SchedulerTest, ReloadRestartsARunningModelWhoseCommandChanged) {
   config::LoadResult r = config::LoadConfigText(
       "t.yaml", "models:\n  a: {cmd: \"srv-a --port ${PORT} --v2\"}\n",
       [](const std::string&) { return std::optional<std::string>(); });
-  scheduler_->Reload(r.config);
+  config::ConfigDiff diff = scheduler_->Reload(r.config);
   Settle();
+  EXPECT_THAT(diff.restart, ElementsAre("a"));
+  EXPECT_EQ(diff.restart_reasons["a"], "cmd changed");
   EXPECT_TRUE(c.Saw("revoked a"));
   Release(id, &c, "a");
   Exits("a");
