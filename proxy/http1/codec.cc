@@ -85,6 +85,12 @@ bool IsHopByHop(absl::string_view h) {
       return EqualsNoCase(h, "proxy-connection");
     case 17:
       return EqualsNoCase(h, "transfer-encoding");
+    // Credentials for this proxy, and its challenge (RFC 9110 11.7): never
+    // passed on (modelproxy takes none: its keys are Authorization's).
+    case 18:
+      return EqualsNoCase(h, "proxy-authenticate");
+    case 19:
+      return EqualsNoCase(h, "proxy-authorization");
     default:
       return false;
   }
@@ -138,6 +144,8 @@ const char* ReasonPhrase(int status) {
       return "Service Unavailable";
     case 504:
       return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
     default:
       return "Unknown";
   }
@@ -208,6 +216,60 @@ int RequestParser::OnHeaderValue(http_parser* p, const char* at, size_t len) {
   return self->head_bytes_ > self->limits_.max_header_bytes ? -1 : 0;
 }
 
+namespace {
+
+// An absolute-form target (RFC 9112 3.2.2: "http://host/path?q"), which a
+// server must accept: its path and query ("/" when it has no path). Other
+// forms as they are.
+std::string OriginForm(std::string target) {
+  absl::string_view t = target;
+  size_t scheme = t.find("://");
+  if (scheme == absl::string_view::npos || t.empty() || t[0] == '/' ||
+      !(absl::EqualsIgnoreCase(t.substr(0, scheme), "http") ||
+        absl::EqualsIgnoreCase(t.substr(0, scheme), "https"))) {
+    return target;
+  }
+  size_t path = t.find_first_of("/?", scheme + 3);
+  if (path == absl::string_view::npos) return "/";
+  if (t[path] == '?') return absl::StrCat("/", t.substr(path));
+  return std::string(t.substr(path));
+}
+
+}  // namespace
+
+bool RequestParser::CheckHead(const http_parser* p) {
+  if (p->http_major != 1 || p->http_minor > 1) {
+    // HTTP/2 comes with its connection preface, not a request line.
+    error_status_ = 505;
+    error_message_ = absl::StrCat("HTTP/", p->http_major, ".", p->http_minor,
+                                  " is not supported: HTTP/1.1 and HTTP/1.0 "
+                                  "(and HTTP/2 with its preface) are");
+    return false;
+  }
+  int hosts = 0;
+  for (const auto& [name, value] : head_.headers) {
+    if (EqualsNoCase(name, "host")) ++hosts;
+  }
+  // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in HTTP/1.0.
+  if (hosts > 1 || (hosts == 0 && p->http_minor == 1)) {
+    error_status_ = 400;
+    error_message_ =
+        hosts > 1 ? "malformed HTTP request: more than one Host header"
+                  : "malformed HTTP request: an HTTP/1.1 request needs a "
+                    "Host header";
+    return false;
+  }
+  // RFC 9112 6.1: HTTP/1.0 has no transfer coding; the framing is faulty.
+  if (p->http_minor == 0 &&
+      FindHeader(head_.headers, "transfer-encoding") != nullptr) {
+    error_status_ = 400;
+    error_message_ =
+        "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request";
+    return false;
+  }
+  return true;
+}
+
 int RequestParser::OnHeadersComplete(http_parser* p) {
   auto* self = From<RequestParser>(p);
   RequestHead& h = self->head_;
@@ -219,6 +281,8 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
         "malformed HTTP request: invalid header field \"", *bad, "\"");
     return -1;
   }
+  if (!self->CheckHead(p)) return -1;
+  h.target = OriginForm(std::move(h.target));
   h.method = http_method_str(static_cast<http_method>(p->method));
   h.version_minor = p->http_minor;
   if (p->flags & F_CONTENTLENGTH) h.content_length = p->content_length;
@@ -234,10 +298,19 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
     return -1;
   }
   self->in_head_ = false;
+  bool chunked = h.chunked;
+  if (chunked) {
+    // Our own decoder reads the body (chunked.h): http-parser is told there
+    // is none, ends the message at once (OnMessageComplete pauses it), and
+    // reads the next request once this one is answered.
+    self->chunked_.emplace(self->limits_.max_body_bytes,
+                           self->limits_.max_header_bytes);
+    self->chunked_keep_alive_ = h.keep_alive;
+  }
   self->visitor_->OnRequestHead(std::move(h));
   // Upgrade requests still have their body parsed like any other here: the
   // caller decides (h2c) before feeding more.
-  return 0;
+  return chunked ? 1 : 0;
 }
 
 int RequestParser::OnBody(http_parser* p, const char* at, size_t len) {
@@ -254,6 +327,12 @@ int RequestParser::OnBody(http_parser* p, const char* at, size_t len) {
 
 int RequestParser::OnMessageComplete(http_parser* p) {
   auto* self = From<RequestParser>(p);
+  if (self->chunked_) {
+    // The head of a chunked request: its body is ours to read (Feed), with
+    // http-parser paused until the request is answered.
+    http_parser_pause(p, 1);
+    return 0;
+  }
   // Paused before the visitor hears of the end, so that a visitor answering
   // at once (and calling Resume() from here) leaves the parser running.
   self->paused_ = true;
@@ -300,12 +379,17 @@ size_t RequestParser::Feed(absl::string_view data) {
     visitor_->OnRequestEnd();
   }
   if (failed_ || paused_ || plain_ || used == data.size()) return used;
+  if (chunked_) return used + FeedChunked(data.substr(used));
   // http-parser reads what follows (a zero-length execute would mean EOF).
   absl::string_view rest = data.substr(used);
   fields_.Feeding(rest);
   used += http_parser_execute(&parser_, Settings(), rest.data(), rest.size());
   http_errno err = HTTP_PARSER_ERRNO(&parser_);
-  if (err == HPE_PAUSED) return used;
+  if (err == HPE_PAUSED) {
+    // A chunked request's head: its body may follow in the same bytes.
+    if (chunked_ && !failed_) used += FeedChunked(data.substr(used));
+    return used;
+  }
   if (err != HPE_OK) {
     if (error_status_ == 0) {
       bool too_big = err == HPE_HEADER_OVERFLOW ||
@@ -318,6 +402,29 @@ size_t RequestParser::Feed(absl::string_view data) {
     Fail(error_status_, error_message_);
   } else if (in_head_ && head_bytes_ > limits_.max_header_bytes) {
     Fail(431, "the request head is larger than allowed");
+  }
+  return used;
+}
+
+size_t RequestParser::FeedChunked(absl::string_view data) {
+  size_t used = chunked_->Feed(data, [this](absl::string_view piece) {
+    body_bytes_ += piece.size();
+    visitor_->OnRequestBody(piece);
+  });
+  if (chunked_->failed()) {
+    int status = chunked_->error_status();
+    std::string message = chunked_->error_message();
+    chunked_.reset();
+    Fail(status, message);
+    return used;
+  }
+  if (chunked_->done()) {
+    chunked_.reset();
+    // As OnMessageComplete: paused (http-parser still is) until resumed;
+    // after a request that ends the connection nothing more is read.
+    paused_ = true;
+    at_start_ = chunked_keep_alive_;
+    visitor_->OnRequestEnd();
   }
   return used;
 }

@@ -24,6 +24,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/string_view.h"
+#include "proxy/http1/chunked.h"
 
 namespace modelplane::proxy::http1 {
 
@@ -52,7 +53,9 @@ bool HasToken(const Headers& headers, absl::string_view name,
 
 struct RequestHead {
   std::string method;
-  std::string target;  // As sent: path and query.
+  // As sent: path and query. An absolute-form target
+  // (http://host/v1/chat/completions) arrives as its path and query.
+  std::string target;
   int version_minor = 1;
   Headers headers;  // Names as sent.
   std::optional<uint64_t> content_length;
@@ -87,7 +90,7 @@ class RequestVisitor {
   virtual void OnRequestBody(absl::string_view data) = 0;
   virtual void OnRequestEnd() = 0;
   // The input is not HTTP we accept; `status` is what to answer (400, 413,
-  // 431). Nothing more is parsed on this connection.
+  // 431, 505). Nothing more is parsed on this connection.
   virtual void OnRequestError(int status, const std::string& message) = 0;
 };
 
@@ -153,6 +156,12 @@ class RequestParser {
   static int OnMessageComplete(http_parser* p);
   static const http_parser_settings* Settings();
   void Fail(int status, std::string message);
+  // The head's checks beyond http-parser's (RFC 9112): the version, Host,
+  // Transfer-Encoding in HTTP/1.0; sets error_status_ and returns false.
+  bool CheckHead(const http_parser* p);
+  // A chunked body, read by our own decoder (after http-parser read the
+  // head); returns the bytes used.
+  size_t FeedChunked(absl::string_view data);
 
   RequestVisitor* visitor_;
   Limits limits_;
@@ -171,6 +180,9 @@ class RequestParser {
   // the body's bytes left.
   bool plain_ = false;
   uint64_t plain_left_ = 0;
+  // In a chunked body (http-parser paused after its head).
+  std::optional<ChunkedDecoder> chunked_;
+  bool chunked_keep_alive_ = true;
   int error_status_ = 0;
   std::string error_message_;
 };

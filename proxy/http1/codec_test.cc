@@ -18,14 +18,16 @@ using ::testing::Pair;
 TEST(HopByHopTest, NamesTheConnectionHeadersInAnyCase) {
   for (const char* name :
        {"connection", "Keep-Alive", "PROXY-CONNECTION", "Transfer-Encoding",
-        "te", "TE", "trailer", "Upgrade", "content-length", "HTTP2-Settings"}) {
+        "te", "TE", "trailer", "Upgrade", "content-length", "HTTP2-Settings",
+        "Proxy-Authorization", "proxy-authenticate"}) {
     EXPECT_TRUE(IsHopByHop(name)) << name;
   }
   // End-to-end headers, some the same length as a hop-by-hop one.
   for (const char* name :
        {"", "t", "tf", "trailers", "upgrades", "connectio", "keep-alivf",
         "content-type", "content-lengtx", "http2-settingz", "authorization",
-        "proxy-connectiom", "transfer-encodinf", "x-forwarded-for", "host"}) {
+        "proxy-connectiom", "transfer-encodinf", "x-forwarded-for", "host",
+        "proxy-authorizatio", "www-authenticate"}) {
     EXPECT_FALSE(IsHopByHop(name)) << name;
   }
 }
@@ -129,7 +131,7 @@ TEST(RequestParserTest, ByteByByteAndChunkedBodiesAreDechunked) {
   Requests v;
   RequestParser p(&v, Limits{});
   std::string in =
-      "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
       "4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nTrailer: t\r\n\r\n";
   EXPECT_EQ(FeedAll(p, in, 1), in.size());
   ASSERT_EQ(v.heads.size(), 1u);
@@ -142,13 +144,13 @@ TEST(RequestParserTest, ByteByByteAndChunkedBodiesAreDechunked) {
 TEST(RequestParserTest, FlagsExpectUpgradeAndKeepAlive) {
   Requests v;
   RequestParser p(&v, Limits{});
-  FeedAll(
-      p,
-      "POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n"
-      "GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-      "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
-      "GET / HTTP/1.0\r\n\r\n",
-      1 << 20);
+  FeedAll(p,
+          "POST /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+          "Content-Length: 0\r\n\r\n"
+          "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+          "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+          "GET / HTTP/1.0\r\n\r\n",
+          1 << 20);
   ASSERT_EQ(v.heads.size(), 3u);
   EXPECT_TRUE(v.heads[0].expect_continue);
   EXPECT_TRUE(v.heads[1].upgrade);
@@ -196,15 +198,135 @@ TEST(RequestParserTest, HeadersAProxyMustNotForwardAre400) {
   Requests v;
   RequestParser p(&v, Limits{});
   FeedAll(p,
-          "GET / HTTP/1.1\r\nX-A:1\r\nX-B: \t a \t b \t\r\n"
+          "GET / HTTP/1.1\r\nHost: h\r\nX-A:1\r\nX-B: \t a \t b \t\r\n"
           "!#$%&'*+-.^_`|~09azAZ: v\r\nX-C: caf\xc3\xa9\r\n\r\n",
           1 << 20);
   EXPECT_FALSE(p.failed()) << v.error;
   ASSERT_EQ(v.heads.size(), 1u);
-  EXPECT_THAT(v.heads[0].headers,
-              ElementsAre(Pair("X-A", "1"), Pair("X-B", "a \t b"),
-                          Pair("!#$%&'*+-.^_`|~09azAZ", "v"),
-                          Pair("X-C", "caf\xc3\xa9")));
+  EXPECT_THAT(
+      v.heads[0].headers,
+      ElementsAre(Pair("Host", "h"), Pair("X-A", "1"), Pair("X-B", "a \t b"),
+                  Pair("!#$%&'*+-.^_`|~09azAZ", "v"),
+                  Pair("X-C", "caf\xc3\xa9")));
+}
+
+// RFC 9112's rules for the head that http-parser does not enforce: Host,
+// the version, Transfer-Encoding in HTTP/1.0; and the absolute form of a
+// target, which a server must take.
+TEST(RequestParserTest, HeadRulesOfRfc9112) {
+  struct Case {
+    const char* input;
+    int status;
+    const char* message;
+  } cases[] = {
+      {"GET / HTTP/1.1\r\n\r\n", 400,
+       "malformed HTTP request: an HTTP/1.1 request needs a Host header"},
+      {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400,
+       "malformed HTTP request: more than one Host header"},
+      {"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n", 400,
+       "malformed HTTP request: more than one Host header"},
+      {"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
+       "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request"},
+      {"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505,
+       "HTTP/2.0 is not supported: HTTP/1.1 and HTTP/1.0 (and HTTP/2 with its "
+       "preface) are"},
+      {"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505,
+       "HTTP/1.2 is not supported: HTTP/1.1 and HTTP/1.0 (and HTTP/2 with its "
+       "preface) are"},
+      {"GET / HTTP/9.9\r\nHost: a\r\n\r\n", 505,
+       "HTTP/9.9 is not supported: HTTP/1.1 and HTTP/1.0 (and HTTP/2 with its "
+       "preface) are"},
+  };
+  for (const Case& c : cases) {
+    for (size_t piece : {size_t{1} << 20, size_t{1}}) {
+      Requests v;
+      RequestParser p(&v, Limits{});
+      FeedAll(p, c.input, piece);
+      EXPECT_TRUE(p.failed()) << c.input;
+      EXPECT_EQ(v.error_status, c.status) << c.input;
+      EXPECT_EQ(v.error, c.message) << c.input;
+      EXPECT_TRUE(v.heads.empty()) << c.input;
+    }
+  }
+  Requests v;
+  RequestParser p(&v, Limits{});
+  FeedAll(p, "GET / HTTP/1.0\r\n\r\n", 1 << 20);  // HTTP/1.0 needs none.
+  EXPECT_FALSE(p.failed()) << v.error;
+  ASSERT_EQ(v.heads.size(), 1u);
+  Requests w;
+  RequestParser q(&w, Limits{});
+  FeedAll(q,
+          "POST http://h:8080/v1/chat/completions?x=1 HTTP/1.1\r\nHost: h\r\n"
+          "Content-Length: 0\r\n\r\n"
+          "GET HTTPS://h HTTP/1.1\r\nHost: h\r\n\r\n"
+          "GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+          1 << 20);
+  EXPECT_FALSE(q.failed()) << w.error;
+  ASSERT_EQ(w.heads.size(), 3u);
+  EXPECT_EQ(w.heads[0].target, "/v1/chat/completions?x=1");
+  EXPECT_EQ(w.heads[1].target, "/");
+  EXPECT_EQ(w.heads[2].target, "/?q=1");
+}
+
+// Chunked bodies are read strictly (chunked.h): what a lenient parser in
+// front of the proxy could read otherwise is refused, in one piece or byte
+// by byte; a request pipelined behind one is read as usual.
+TEST(RequestParserTest, ChunkedBodiesAreReadStrictly) {
+  const std::string head =
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  struct Case {
+    std::string body;
+    int status;
+    std::string message;
+  } cases[] = {
+      {"10000000000000000\r\n", 400,
+       "malformed chunked body: a chunk size of 2^64 or more"},
+      {"ffffffffffffffff0\r\n", 400,
+       "malformed chunked body: a chunk size of 2^64 or more"},
+      {"3;ext\nx=1\r\nabc\r\n0\r\n\r\n", 400,
+       "malformed chunked body: a bare LF in a chunk extension (CRLF ends a "
+       "chunk line)"},
+      {"3\nabc\r\n0\r\n\r\n", 400,
+       "malformed chunked body: a bare LF ends a chunk line (CRLF is "
+       "required)"},
+      {"3;a\x01b\r\nabc\r\n0\r\n\r\n", 400,
+       "malformed chunked body: a control character in a chunk extension"},
+      {"3\r\nabcX\r\n0\r\n\r\n", 400,
+       "malformed chunked body: chunk data must end in CRLF"},
+      {"x\r\n", 400,
+       "malformed chunked body: a chunk line must start with its size in hex"},
+      {"0\r\nBad Trailer: x\r\n\r\n", 400,
+       "malformed chunked body: an invalid trailer field"},
+      {"0\r\nT: x\n\r\n", 400,
+       "malformed chunked body: a bare LF ends a trailer field (CRLF is "
+       "required)"},
+      {"0\r\n\n", 400,
+       "malformed chunked body: a chunked body must end in CRLF"},
+  };
+  for (const Case& c : cases) {
+    for (size_t piece : {size_t{1} << 20, size_t{1}}) {
+      Requests v;
+      RequestParser p(&v, Limits{});
+      FeedAll(p, head + c.body, piece);
+      EXPECT_TRUE(p.failed()) << c.body;
+      EXPECT_EQ(v.error_status, c.status) << c.body;
+      EXPECT_EQ(v.error, c.message) << c.body;
+    }
+  }
+  for (size_t piece : {size_t{1} << 20, size_t{1}}) {
+    Requests v;
+    RequestParser p(&v, Limits{});
+    std::string in = head +
+                     "A ; name=\"quoted\" \r\n0123456789\r\n0\r\n"
+                     "X-T: 1\r\n\r\n"
+                     "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    EXPECT_EQ(FeedAll(p, in, piece), in.size());
+    EXPECT_FALSE(p.failed()) << v.error;
+    ASSERT_EQ(v.heads.size(), 2u);
+    EXPECT_EQ(v.bodies[0], "0123456789");
+    EXPECT_EQ(v.heads[1].target, "/next");
+    EXPECT_EQ(v.ends, 2);
+  }
 }
 
 TEST(RequestParserTest, LargeHeadIs431AndLargeBodyIs413) {
@@ -218,7 +340,7 @@ TEST(RequestParserTest, LargeHeadIs431AndLargeBodyIs413) {
   {
     Requests v;
     RequestParser p(&v, small);
-    p.Feed("POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n");
+    p.Feed("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n");
     EXPECT_EQ(v.error_status, 413);
     EXPECT_TRUE(v.heads.empty());
   }
@@ -226,7 +348,7 @@ TEST(RequestParserTest, LargeHeadIs431AndLargeBodyIs413) {
     Requests v;
     RequestParser p(&v, small);
     p.Feed(
-        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         "6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n");
     EXPECT_EQ(v.error_status, 413);
   }

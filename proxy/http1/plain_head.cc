@@ -112,6 +112,7 @@ struct Fields {
   Headers* headers = nullptr;
   std::optional<uint64_t> content_length;
   bool keep_alive_token = false;
+  int hosts = 0;
 };
 
 bool ReadHeaders(const char** at, const char* end, Fields* f) {
@@ -135,6 +136,9 @@ bool ReadHeaders(const char** at, const char* end, Fields* f) {
     }
     if (!AllValue(value)) return false;
     switch (name.size()) {
+      case 4:
+        if (Is(name, "host")) ++f->hosts;
+        break;
       case 7:
         if (Is(name, "upgrade")) return false;
         break;
@@ -205,6 +209,8 @@ size_t ReadPlainRequestHead(absl::string_view data, size_t max_head_bytes,
   Fields f;
   f.headers = &head->headers;
   if (!ReadHeaders(&at, end, &f)) return 0;
+  // No Host, or two: http-parser's path answers (400 for HTTP/1.1).
+  if (f.hosts != 1) return 0;
   // Requests that end the connection are left to http-parser, which also
   // refuses what follows them.
   bool keep_alive = minor == 1 || f.keep_alive_token;

@@ -6,6 +6,7 @@
 #include <rapidjson/writer.h>
 
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -70,6 +71,28 @@ rapidjson::Value::StringRefType Ref(const std::string& key) {
                               static_cast<rapidjson::SizeType>(key.size()));
 }
 
+// A key an object holds twice: the filter would change the first, and the
+// upstream's parser takes the last. Refused (the client gets 400).
+absl::Status Twice(const rapidjson::Value& object, const std::string& key,
+                   const std::vector<PathPart>& parts) {
+  int n = 0;
+  for (const auto& m : object.GetObject()) {
+    if (m.name.GetStringLength() == key.size() &&
+        memcmp(m.name.GetString(), key.data(), key.size()) == 0 && ++n > 1) {
+      std::string path;
+      for (const PathPart& p : parts) {
+        if (!path.empty()) path += '.';
+        path += p.key;
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the JSON body has the key \"", key, "\" twice in an object a ",
+          "filter changes (", path, "): refused, since the model would read ",
+          "the last one"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The model name is protected: no path may set, strip or go through it.
 bool IsModel(const std::vector<PathPart>& parts) {
   return parts[0].key == "model";
@@ -78,8 +101,8 @@ bool IsModel(const std::vector<PathPart>& parts) {
 // Sets the value at `parts` in `root` (an object), making the objects and
 // arrays on the way (sjson.Set). Nothing is set where the path names a key
 // inside an array.
-void SetPath(const std::vector<PathPart>& parts, const rapidjson::Value& value,
-             rapidjson::Document* root) {
+absl::Status SetPath(const std::vector<PathPart>& parts,
+                     const rapidjson::Value& value, rapidjson::Document* root) {
   auto& alloc = root->GetAllocator();
   rapidjson::Value* node = root;
   for (size_t i = 0; i < parts.size(); ++i) {
@@ -87,12 +110,13 @@ void SetPath(const std::vector<PathPart>& parts, const rapidjson::Value& value,
     rapidjson::Value* child;
     if (node->IsArray()) {
       std::optional<int64_t> index = IndexOf(part);
-      if (!index) return;
+      if (!index) return absl::OkStatus();
       rapidjson::SizeType at =
           *index < 0 ? node->Size() : static_cast<rapidjson::SizeType>(*index);
       while (node->Size() <= at) node->PushBack(rapidjson::Value(), alloc);
       child = &(*node)[at];
     } else {
+      if (absl::Status s = Twice(*node, part.key, parts); !s.ok()) return s;
       auto m = node->FindMember(Ref(part.key));
       if (m == node->MemberEnd()) {
         node->AddMember(
@@ -107,10 +131,12 @@ void SetPath(const std::vector<PathPart>& parts, const rapidjson::Value& value,
     }
     if (i + 1 == parts.size()) {
       child->CopyFrom(value, alloc);
-      return;
+      return absl::OkStatus();
     }
     bool array_next = IndexOf(parts[i + 1]).has_value();
-    if (child->IsArray() && !array_next) return;  // A key in an array.
+    if (child->IsArray() && !array_next) {
+      return absl::OkStatus();  // A key in an array.
+    }
     if (!child->IsArray() && !child->IsObject()) {
       // Missing, or a scalar in the way: replaced, as sjson does.
       if (array_next) {
@@ -121,51 +147,58 @@ void SetPath(const std::vector<PathPart>& parts, const rapidjson::Value& value,
     }
     node = child;
   }
+  return absl::OkStatus();
 }
 
 // Removes the value at `parts`, if there is one (sjson.Delete).
-void DeletePath(const std::vector<PathPart>& parts, rapidjson::Value* root) {
+absl::Status DeletePath(const std::vector<PathPart>& parts,
+                        rapidjson::Value* root) {
   rapidjson::Value* node = root;
   for (size_t i = 0; i < parts.size(); ++i) {
     bool last = i + 1 == parts.size();
     if (node->IsArray()) {
       std::optional<int64_t> index = IndexOf(parts[i]);
-      if (!index || node->Empty()) return;
+      if (!index || node->Empty()) return absl::OkStatus();
       rapidjson::SizeType at = *index < 0
                                    ? node->Size() - 1
                                    : static_cast<rapidjson::SizeType>(*index);
-      if (at >= node->Size()) return;
+      if (at >= node->Size()) return absl::OkStatus();
       if (last) {
         node->Erase(node->Begin() + at);
-        return;
+        return absl::OkStatus();
       }
       node = &(*node)[at];
     } else if (node->IsObject()) {
+      if (absl::Status s = Twice(*node, parts[i].key, parts); !s.ok()) {
+        return s;
+      }
       auto m = node->FindMember(Ref(parts[i].key));
-      if (m == node->MemberEnd()) return;
+      if (m == node->MemberEnd()) return absl::OkStatus();
       if (last) {
         node->EraseMember(m);  // Keeps the order of the other members.
-        return;
+        return absl::OkStatus();
       }
       node = &m->value;
     } else {
-      return;
+      return absl::OkStatus();
     }
   }
+  return absl::OkStatus();
 }
 
 // Sets every member of the JSON object `json` (path -> value) in `doc`, in
 // order, but a top-level `model`.
-void SetMembers(const std::string& json, rapidjson::Document* doc) {
+absl::Status SetMembers(const std::string& json, rapidjson::Document* doc) {
   rapidjson::Document set;
   set.Parse(json.data(), json.size());
-  if (set.HasParseError() || !set.IsObject()) return;
+  if (set.HasParseError() || !set.IsObject()) return absl::OkStatus();
   for (auto& m : set.GetObject()) {
     std::vector<PathPart> parts = SplitPath(
         absl::string_view(m.name.GetString(), m.name.GetStringLength()));
     if (IsModel(parts)) continue;
-    SetPath(parts, m.value, doc);
+    if (absl::Status s = SetPath(parts, m.value, doc); !s.ok()) return s;
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -174,7 +207,8 @@ absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
                                              const FilterSpec& f,
                                              absl::string_view requested) {
   rapidjson::Document doc;
-  doc.Parse(body.data(), body.size());
+  // NaN and Infinity as the request scan takes them (Python's parser does).
+  doc.Parse<rapidjson::kParseNanAndInfFlag>(body.data(), body.size());
   if (doc.HasParseError()) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid JSON body at byte ", doc.GetErrorOffset(), ": ",
@@ -184,6 +218,9 @@ absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
     return absl::InvalidArgumentError("the JSON body must be an object");
   }
   auto& alloc = doc.GetAllocator();
+  if (absl::Status s = Twice(doc, "model", {PathPart{"model"}}); !s.ok()) {
+    return s;
+  }
   if (!f.use_model_name.empty() && doc.HasMember("model")) {
     doc["model"].SetString(
         f.use_model_name.data(),
@@ -191,15 +228,23 @@ absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
   }
   for (const std::string& path : f.strip_params) {
     std::vector<PathPart> parts = SplitPath(path);
-    if (!IsModel(parts)) DeletePath(parts, &doc);
+    if (IsModel(parts)) continue;
+    if (absl::Status s = DeletePath(parts, &doc); !s.ok()) return s;
   }
-  if (!f.set_params_json.empty()) SetMembers(f.set_params_json, &doc);
+  if (!f.set_params_json.empty()) {
+    if (absl::Status s = SetMembers(f.set_params_json, &doc); !s.ok()) {
+      return s;
+    }
+  }
   if (auto by_id = f.set_params_by_id_json.find(requested);
       by_id != f.set_params_by_id_json.end()) {
-    SetMembers(by_id->second, &doc);
+    if (absl::Status s = SetMembers(by_id->second, &doc); !s.ok()) return s;
   }
   rapidjson::StringBuffer out;
-  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>,
+                    rapidjson::UTF8<>, rapidjson::CrtAllocator,
+                    rapidjson::kWriteNanAndInfFlag>
+      w(out);
   doc.Accept(w);
   return std::string(out.GetString(), out.GetSize());
 }

@@ -34,6 +34,46 @@ TEST(BodyFiltersTest, InvalidBodiesAreInvalidArgument) {
             "the JSON body must be an object");
 }
 
+// A key twice in an object a filter changes: the filter would strip or set
+// the first, and the upstream's parser reads the last (a stripped parameter
+// kept, a setParams cap overridden). Refused.
+TEST(BodyFiltersTest, AKeyTwiceWhereAFilterLooksIsRefused) {
+  FilterSpec strip{"", {"temperature", "kw.drop"}, "", {}};
+  FilterSpec set{"", {}, R"({"max_tokens":100,"kw.cap":1})", {}};
+  struct Case {
+    const FilterSpec* f;
+    std::string body;
+    std::string key;
+  } cases[] = {
+      {&strip, R"({"model":"g","temperature":1,"temperature":2})",
+       "temperature"},
+      {&strip, R"({"model":"g","kw":{"drop":1,"drop":2}})", "drop"},
+      {&set, R"({"model":"g","max_tokens":9999,"max_tokens":9999})",
+       "max_tokens"},
+      {&set, R"({"model":"g","kw":{"cap":5,"c\u0061p":6}})", "cap"},
+      {&set, R"({"model":"a","model":"b"})", "model"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<std::string> out = ApplyJsonFilters(c.body, *c.f);
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.body;
+    EXPECT_NE(out.status().message().find("the key \"" + c.key + "\" twice"),
+              absl::string_view::npos)
+        << out.status();
+  }
+  // Elsewhere a repeated key is the upstream's business.
+  EXPECT_TRUE(
+      ApplyJsonFilters(R"({"model":"g","other":{"x":1,"x":2}})", strip).ok());
+}
+
+TEST(BodyFiltersTest, NanAndInfinityPassThrough) {
+  FilterSpec f{"", {"temperature"}, "", {}};
+  absl::StatusOr<std::string> out =
+      ApplyJsonFilters(R"({"model":"g","temperature":1,"x":NaN})", f);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, R"({"model":"g","x":NaN})");
+}
+
 TEST(BodyFiltersTest, SetParamsByIdAppliesToTheNameRequestedAfterSetParams) {
   FilterSpec f{"",
                {},

@@ -73,7 +73,8 @@ void JsonScanner::Feed(absl::string_view data) {
     // value (a long prompt in "messages" is both), byte by byte through
     // the state machine cost 4 ns a byte.
     const char* q = p;
-    if (state_ == State::kInString && !escape_ && unicode_left_ == 0) {
+    if (state_ == State::kInString && !escape_ && unicode_left_ == 0 &&
+        high_surrogate_ == 0) {
       // The model name itself is copied in runs, never past its limit (the
       // byte over it goes through Step, which reports it).
       const char* stop = end;
@@ -85,12 +86,10 @@ void JsonScanner::Feed(absl::string_view data) {
       }
       q = FindStringStop(p, stop);
       if (target_ == Target::kModel) value_.append(p, q - p);
-    } else if (state_ == State::kInKey && !escape_) {
+    } else if (state_ == State::kInKey && !escape_ && unicode_left_ == 0 &&
+               high_surrogate_ == 0) {
       q = FindStringStop(p, end);  // A control character goes through Step.
-      size_t room = key_overflow_ ? 0 : 8 - key_.size();
-      size_t n = static_cast<size_t>(q - p);
-      key_.append(p, std::min(n, room));
-      if (n > room) key_overflow_ = true;
+      StringBytes(p, static_cast<size_t>(q - p));
     } else if (state_ == State::kInLiteral) {
       while (q < end && !IsSpace(*q) && *q != ',' && *q != '}' && *q != ']') {
         ++q;
@@ -148,6 +147,74 @@ void JsonScanner::Fail(const std::string& what) {
   error_message_ = absl::StrCat("invalid JSON at byte ", offset_, ": ", what);
 }
 
+void JsonScanner::StringBytes(const char* p, size_t n) {
+  if (state_ == State::kInKey) {
+    for (size_t i = 0; i < n; ++i) {
+      key_hash_ = (key_hash_ ^ static_cast<unsigned char>(p[i])) *
+                  0x100000001b3ULL;  // FNV-1a.
+    }
+    key_.append(
+        p, std::min(n, kMaxKeyBytes - std::min(kMaxKeyBytes, key_.size())));
+    key_bytes_ += n;
+    return;
+  }
+  if (target_ != Target::kModel) return;
+  value_.append(p, n);
+  if (value_.size() > kMaxModelBytes) Fail("the model name is too long");
+}
+
+void JsonScanner::CodeUnit(uint32_t unit) {
+  if (unit >= 0xDC00 && unit <= 0xDFFF && high_surrogate_ != 0) {
+    uint32_t cp =
+        0x10000 + ((high_surrogate_ - 0xD800) << 10) + (unit - 0xDC00);
+    high_surrogate_ = 0;
+    char out[4] = {static_cast<char>(0xF0 | (cp >> 18)),
+                   static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
+                   static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+                   static_cast<char>(0x80 | (cp & 0x3F))};
+    StringBytes(out, 4);
+    return;
+  }
+  FlushSurrogate();
+  if (unit >= 0xD800 && unit <= 0xDBFF) {
+    high_surrogate_ = unit;  // Its low half may follow.
+    return;
+  }
+  std::string out;
+  AppendUtf8(&out, unit);
+  StringBytes(out.data(), out.size());
+}
+
+void JsonScanner::FlushSurrogate() {
+  if (high_surrogate_ == 0) return;
+  std::string out;
+  AppendUtf8(&out, high_surrogate_);
+  high_surrogate_ = 0;
+  StringBytes(out.data(), out.size());
+}
+
+void JsonScanner::EndKey() {
+  FlushSurrogate();
+  if (error_) return;
+  if (!keys_.insert(key_hash_).second) {
+    error_ = true;
+    error_message_ = absl::StrCat(
+        "the JSON body has the key \"", key_,
+        key_bytes_ > key_.size() ? "..." : "", "\" twice (again at byte ",
+        key_offset_, "): refused, since the model would read the last one");
+    return;
+  }
+  if (keys_.size() > kMaxKeys) {
+    Fail(absl::StrCat("more than ", kMaxKeys, " top-level keys"));
+    return;
+  }
+  target_ = key_bytes_ != key_.size() ? Target::kNone
+            : key_ == "model"         ? Target::kModel
+            : key_ == "stream"        ? Target::kStream
+                                      : Target::kNone;
+  state_ = State::kAfterKey;
+}
+
 void JsonScanner::EndValue() {
   if (target_ == Target::kStream && state_ == State::kInLiteral) {
     if (value_ == "true") stream_ = true;
@@ -169,7 +236,9 @@ void JsonScanner::Step(char c) {
       if (IsSpace(c)) return;
       if (c == '"') {
         key_.clear();
-        key_overflow_ = false;
+        key_bytes_ = 0;
+        key_hash_ = 0xcbf29ce484222325ULL;
+        key_offset_ = offset_;
         after_comma_ = false;
         state_ = State::kInKey;
         return;
@@ -181,61 +250,12 @@ void JsonScanner::Step(char c) {
       }
       return Fail("expected a key");
     case State::kInKey:
-      if (escape_) {
-        escape_ = false;
-        key_overflow_ = true;  // No key we look for has escapes.
-        return;
-      }
-      if (c == '\\') {
-        escape_ = true;
-        return;
-      }
-      if (c == '"') {
-        state_ = State::kAfterKey;
-        return;
-      }
-      if (key_.size() < 8) {
-        key_.push_back(c);
-      } else {
-        key_overflow_ = true;
-      }
-      return;
-    case State::kAfterKey:
-      if (IsSpace(c)) return;
-      if (c != ':') return Fail("expected ':'");
-      target_ = key_overflow_      ? Target::kNone
-                : key_ == "model"  ? Target::kModel
-                : key_ == "stream" ? Target::kStream
-                                   : Target::kNone;
-      state_ = State::kBeforeValue;
-      return;
-    case State::kBeforeValue:
-      if (IsSpace(c)) return;
-      value_.clear();
-      if (c == '"') {
-        state_ = State::kInString;
-      } else if (c == '{' || c == '[') {
-        depth_ = 1;
-        nested_in_string_ = false;
-        state_ = State::kInNested;
-      } else if (c == 't' || c == 'f' || c == 'n' || c == '-' ||
-                 (c >= '0' && c <= '9')) {
-        value_.push_back(c);
-        state_ = State::kInLiteral;
-      } else {
-        Fail("expected a value");
-      }
-      return;
     case State::kInString:
       if (unicode_left_ > 0) {
         int h = HexValue(c);
         if (h < 0) return Fail("bad \\u escape");
         unicode_ = unicode_ * 16 + static_cast<uint32_t>(h);
-        if (--unicode_left_ == 0 && target_ == Target::kModel) {
-          AppendUtf8(&value_, unicode_);
-          if (value_.size() > kMaxModelBytes)
-            Fail("the model name is too long");
-        }
+        if (--unicode_left_ == 0) CodeUnit(unicode_);
         return;
       }
       if (escape_) {
@@ -273,11 +293,8 @@ void JsonScanner::Step(char c) {
           default:
             return Fail("bad escape in a string");
         }
-        if (target_ == Target::kModel) {
-          value_.push_back(out);
-          if (value_.size() > kMaxModelBytes)
-            Fail("the model name is too long");
-        }
+        FlushSurrogate();
+        StringBytes(&out, 1);
         return;
       }
       if (c == '\\') {
@@ -285,6 +302,9 @@ void JsonScanner::Step(char c) {
         return;
       }
       if (c == '"') {
+        if (state_ == State::kInKey) return EndKey();
+        FlushSurrogate();
+        if (error_) return;
         if (target_ == Target::kModel) model_ = value_;
         EndValue();
         return;
@@ -292,9 +312,31 @@ void JsonScanner::Step(char c) {
       if (static_cast<unsigned char>(c) < 0x20) {
         return Fail("control character in a string");
       }
-      if (target_ == Target::kModel) {
+      FlushSurrogate();
+      StringBytes(&c, 1);
+      return;
+    case State::kAfterKey:
+      if (IsSpace(c)) return;
+      if (c != ':') return Fail("expected ':'");
+      state_ = State::kBeforeValue;
+      return;
+    case State::kBeforeValue:
+      if (IsSpace(c)) return;
+      value_.clear();
+      if (c == '"') {
+        state_ = State::kInString;
+      } else if (c == '{' || c == '[') {
+        depth_ = 1;
+        nested_in_string_ = false;
+        state_ = State::kInNested;
+      } else if (c == 't' || c == 'f' || c == 'n' || c == '-' ||
+                 (c >= '0' && c <= '9') || c == 'N' || c == 'I') {
+        // NaN and Infinity too: Python's parser takes them, and a value
+        // this scanner stopped at would hide the keys after it.
         value_.push_back(c);
-        if (value_.size() > kMaxModelBytes) Fail("the model name is too long");
+        state_ = State::kInLiteral;
+      } else {
+        Fail("expected a value");
       }
       return;
     case State::kInLiteral:

@@ -1,9 +1,14 @@
 // Finds a JSON request body's top-level "model" and "stream" while the body
 // arrives, without parsing it whole: a small state machine over the JSON
 // grammar that tracks nesting and strings, captures only those two values,
-// and skips everything else byte by byte. A 50 MB audio transcription body
-// or a long chat history costs one pass and no allocation beyond the model
-// name.
+// and skips everything else. A 50 MB audio transcription body or a long chat
+// history costs one pass and no allocation beyond the model name and one
+// hash per top-level key.
+//
+// Routing must read the value the model will: a top-level key that appears
+// twice (after its escapes are decoded: "\u006dodel" is "model") is an
+// error, since the upstream's parser takes the last one and this scanner
+// would route by the first. So the whole top level is walked, to its '}'.
 //
 //   JsonScanner s;
 //   s.Feed(chunk1);
@@ -12,8 +17,9 @@
 //   s.Finish();                          // At the end of the body.
 //
 // Only the top level counts: {"messages":[{"model":"x"}],"model":"y"} is
-// "y". It validates only what it walks through; the upstream validates the
-// rest. Single-threaded.
+// "y". It validates only what it walks through (the top level's structure,
+// its keys and strings; nested values only for their nesting); the upstream
+// validates the rest. Single-threaded.
 #ifndef MODELPLANE_PROXY_ROUTER_JSON_SCANNER_H_
 #define MODELPLANE_PROXY_ROUTER_JSON_SCANNER_H_
 
@@ -21,6 +27,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 
 namespace modelplane::proxy::router {
@@ -30,6 +37,11 @@ class JsonScanner {
   // A model name longer than this is an error (no real id is).
   static constexpr size_t kMaxModelBytes = 1024;
   static constexpr int kMaxDepth = 512;
+  // More top-level keys than this is an error (no API has nearly as many;
+  // each costs a hash in the duplicate check).
+  static constexpr size_t kMaxKeys = 4096;
+  // Of a key, this much is kept for the error message (all of it hashed).
+  static constexpr size_t kMaxKeyBytes = 128;
 
   void Feed(absl::string_view data);
   // The same, every byte through the state machine: the reference Feed's
@@ -42,11 +54,9 @@ class JsonScanner {
   const std::optional<std::string>& model() const { return model_; }
   // Set once a top-level "stream" true/false was read.
   std::optional<bool> stream() const { return stream_; }
-  // Both found, or the top-level object closed, or an error: more input
-  // cannot change the answers.
-  bool done() const {
-    return error_ || closed_ || (model_.has_value() && stream_.has_value());
-  }
+  // The top-level object closed, or an error: more input cannot change
+  // the answers.
+  bool done() const { return error_ || closed_; }
   bool error() const { return error_; }
   // What was wrong, e.g. "invalid JSON at byte 17: expected ':'".
   const std::string& error_message() const { return error_message_; }
@@ -68,12 +78,24 @@ class JsonScanner {
   void Step(char c);
   void Fail(const std::string& what);
   void EndValue();
+  // Decoded bytes of the key or string being read (the key's hash and
+  // kept prefix, or the model name).
+  void StringBytes(const char* p, size_t n);
+  // A \u escape's code unit: surrogate pairs become one code point.
+  void CodeUnit(uint32_t unit);
+  // A high surrogate not followed by its low half is kept as it is.
+  void FlushSurrogate();
+  void EndKey();
 
   State state_ = State::kBeforeObject;
   uint64_t offset_ = 0;
   bool after_comma_ = false;
-  std::string key_;  // The top-level key being read (truncated).
-  bool key_overflow_ = false;
+  std::string key_;          // The top-level key being read (truncated).
+  size_t key_bytes_ = 0;     // Its decoded length.
+  uint64_t key_hash_ = 0;    // FNV-1a of its decoded bytes.
+  uint64_t key_offset_ = 0;  // Where it began (for the message).
+  uint32_t high_surrogate_ = 0;
+  absl::flat_hash_set<uint64_t> keys_;  // Hashes of the keys seen.
   enum class Target { kNone, kModel, kStream } target_ = Target::kNone;
   std::string value_;  // The captured string or literal.
   bool escape_ = false;

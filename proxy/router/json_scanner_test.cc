@@ -72,12 +72,84 @@ TEST(JsonScannerTest, NonBoolStreamAndLookalikeKeysAreIgnored) {
   EXPECT_FALSE(n.model().has_value());
 }
 
-TEST(JsonScannerTest, StopsOnceBothAreKnown) {
+// The whole top level is walked: what follows the model may not be
+// skipped (a key after it could be "model" again).
+TEST(JsonScannerTest, WalksTheWholeTopLevel) {
   JsonScanner s;
   s.Feed(R"({"model":"a","stream":true, this is not JSON)");
   s.Finish();
-  EXPECT_FALSE(s.error());
-  EXPECT_TRUE(s.done());
+  EXPECT_TRUE(s.error());
+  EXPECT_EQ(s.error_message(), "invalid JSON at byte 28: expected a key");
+}
+
+TEST(JsonScannerTest, ADuplicateTopLevelKeyIsAnError) {
+  struct Case {
+    std::string body;
+    std::string message;
+  } cases[] = {
+      {R"({"model":"beta","model":"gamma"})",
+       R"(the JSON body has the key "model" twice (again at byte 16): )"
+       "refused, since the model would read the last one"},
+      // Escapes decoded: the upstream's parser sees "model" twice.
+      {R"({"model":"beta","model":"gamma"})",
+       R"(the JSON body has the key "model" twice (again at byte 16): )"
+       "refused, since the model would read the last one"},
+      {R"({"stream":false,"n":1,"stream":true,"model":"m"})",
+       R"(the JSON body has the key "stream" twice (again at byte 22): )"
+       "refused, since the model would read the last one"},
+      {R"({"model":"m","temperature":1,"temperature":2})",
+       R"(the JSON body has the key "temperature" twice (again at byte 29): )"
+       "refused, since the model would read the last one"},
+      // A surrogate pair and the raw UTF-8 of the same character.
+      {"{\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2}",
+       "the JSON body has the key \"\xf0\x9f\x98\x80\" twice (again at "
+       "byte 18): refused, since the model would read the last one"},
+      {"{\"" + std::string(300, 'k') + "\":1,\"" + std::string(300, 'k') +
+           "\":2}",
+       "the JSON body has the key \"" +
+           std::string(JsonScanner::kMaxKeyBytes, 'k') +
+           "...\" twice (again at byte 306): refused, since the model would "
+           "read the last one"},
+  };
+  for (const Case& c : cases) {
+    for (auto scan : {ScanWhole, ScanByteByByte}) {
+      JsonScanner s = scan(c.body);
+      EXPECT_TRUE(s.error()) << c.body;
+      EXPECT_EQ(s.error_message(), c.message) << c.body;
+    }
+  }
+  // Not duplicates: keys that differ past the part kept for messages, the
+  // same key in nested objects, and lookalikes.
+  for (const std::string& body :
+       {"{\"" + std::string(300, 'k') + "a\":1,\"" + std::string(300, 'k') +
+            "b\":2,\"model\":\"m\"}",
+        std::string(R"({"a":{"x":1,"x":2},"b":[{"model":1},{"model":2}],)"
+                    R"("model":"m"})"),
+        std::string(R"({"model":"m","Model":"n","model ":"o"})")}) {
+    JsonScanner s = ScanWhole(body);
+    EXPECT_FALSE(s.error()) << body << ": " << s.error_message();
+    EXPECT_THAT(s.model(), Optional(std::string("m")));
+  }
+}
+
+TEST(JsonScannerTest, TooManyTopLevelKeysIsAnError) {
+  std::string body = "{\"model\":\"m\"";
+  for (size_t i = 0; i < JsonScanner::kMaxKeys; ++i) {
+    body += ",\"k" + std::to_string(i) + "\":0";
+  }
+  body += "}";
+  JsonScanner s = ScanWhole(body);
+  EXPECT_TRUE(s.error());
+  EXPECT_THAT(s.error_message(), HasSubstr("more than 4096 top-level keys"));
+}
+
+TEST(JsonScannerTest, NanAndInfinityAreValues) {
+  // Python's json takes them; a scanner stopping there would hide the keys
+  // after them.
+  JsonScanner s =
+      ScanWhole(R"({"t":NaN,"u":-Infinity,"v":Infinity,"model":"m"})");
+  EXPECT_FALSE(s.error()) << s.error_message();
+  EXPECT_THAT(s.model(), Optional(std::string("m")));
 }
 
 TEST(JsonScannerTest, Errors) {
@@ -124,7 +196,7 @@ TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
   const std::string bodies[] = {
       R"({"model":"bench","messages":[{"role":"user"}],"max_tokens":4})",
       R"({"modelx":"a","model":"b","streaming":true,"stream":false})",
-      R"({"mod\u0065l":"a","model":"x\"y\u00e9z","stream":true})",
+      R"({"mod\u0065l":"x\"y\u00e9z","stream":true})",
       R"({"stream":truefalse,"model":"m"})",
       R"({"stream":nullnullnullnull,"model":"m"})",
       R"({"a_very_long_key_indeed":12345678901234,"model":"q"})",
@@ -155,6 +227,10 @@ TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
       "{\"p\":\"" + std::string(37, 'x') + "\xf0\x9f\x98\x80" +
           std::string(13, 'y') + "\",\"model\":\"" + std::string(23, 'z') +
           "\"}",
+      // Duplicates, escaped and not, and surrogates in keys and the name.
+      R"({"model":"a","mo\u0064el":"b"})",
+      R"({"abcdefghijkl":1,"abcdefghijkl":2,"model":"m"})",
+      R"({"\ud83d\ude00x":1,"model":"\ud83d\ude00\ud83d","stream":true})",
   };
   for (const std::string& body : bodies) {
     JsonScanner reference;
@@ -187,6 +263,11 @@ TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
   }
   JsonScanner escaped = ScanWhole(bodies[2]);
   EXPECT_THAT(escaped.model(), Optional(std::string("x\"y\xc3\xa9z")));
+  const size_t n = sizeof(bodies) / sizeof(bodies[0]);
+  EXPECT_THAT(ScanWhole(bodies[n - 3]).error_message(), HasSubstr("twice"));
+  EXPECT_THAT(ScanWhole(bodies[n - 2]).error_message(), HasSubstr("twice"));
+  EXPECT_THAT(ScanWhole(bodies[n - 1]).model(),
+              Optional(std::string("\xf0\x9f\x98\x80\xed\xa0\xbd")));
 }
 
 }  // namespace

@@ -20,8 +20,15 @@ std::string PartName(absl::string_view headers) {
     }
     for (absl::string_view param :
          absl::StrSplit(line.substr(colon + 1), ';')) {
-      param = absl::StripAsciiWhitespace(param);
-      if (!absl::ConsumePrefix(&param, "name=")) continue;
+      // Parameter names are case-insensitive (RFC 7578, 4.2; servers such
+      // as python-multipart read `NAME = "model"` as the model field).
+      size_t eq = param.find('=');
+      if (eq == absl::string_view::npos ||
+          !absl::EqualsIgnoreCase(
+              absl::StripAsciiWhitespace(param.substr(0, eq)), "name")) {
+        continue;
+      }
+      param = absl::StripAsciiWhitespace(param.substr(eq + 1));
       if (absl::ConsumePrefix(&param, "\"")) absl::ConsumeSuffix(&param, "\"");
       return std::string(param);
     }
@@ -89,8 +96,10 @@ void MultipartScanner::Feed(absl::string_view data) {
         return;  // Need more input.
       }
       if (capturing_) {
+        // A second one: the upstream may read either.
+        if (model_) return Fail("the form has more than one model field");
         model_ = value_;
-        return;
+        capturing_ = false;
       }
       buf_.erase(0, at + delimiter_.size());
       state_ = State::kAfterDelimiter;

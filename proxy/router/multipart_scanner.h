@@ -33,8 +33,9 @@ class MultipartScanner {
   void Finish();
 
   const std::optional<std::string>& model() const { return model_; }
-  // The model was found, the closing delimiter seen, or an error.
-  bool done() const { return error_ || closed_ || model_.has_value(); }
+  // The closing delimiter seen, or an error. The whole form is read: a
+  // second model field is an error.
+  bool done() const { return error_ || closed_; }
   bool error() const { return error_; }
   const std::string& error_message() const { return error_message_; }
 

@@ -52,7 +52,42 @@ TEST(MultipartScannerTest, ModelFirstIsKnownBeforeTheFile) {
          "--xyz\r\nContent-Disposition: form-data; "
          "name=\"file\"\r\n\r\npartial");
   EXPECT_THAT(s.model(), Optional(std::string("m")));
-  EXPECT_TRUE(s.done());
+  EXPECT_FALSE(s.done());  // The rest is read too: a second model field?
+  s.Feed("\r\n--xyz--\r\n");
+  s.Finish();
+  EXPECT_FALSE(s.error()) << s.error_message();
+  EXPECT_THAT(s.model(), Optional(std::string("m")));
+}
+
+TEST(MultipartScannerTest, ASecondModelFieldIsAnError) {
+  std::string b = "bnd";
+  for (const std::string& second :
+       {Part(b, "model", "gamma"),
+        // Parameter names are case-insensitive, spaces around '=' allowed:
+        // form parsers upstream read these as "model" too.
+        std::string("--bnd\r\nContent-Disposition: form-data; NAME=\"model\""
+                    "\r\n\r\ngamma\r\n"),
+        std::string("--bnd\r\ncontent-disposition: form-data; name = model"
+                    "\r\n\r\ngamma\r\n")}) {
+    std::string body =
+        Body(b, Part(b, "model", "beta") + Part(b, "file", "x") + second);
+    for (size_t piece : {1ul, 5ul, body.size()}) {
+      MultipartScanner s = Scan(b, body, piece);
+      EXPECT_TRUE(s.error()) << second;
+      EXPECT_EQ(s.error_message(),
+                "invalid multipart body: the form has more than one model "
+                "field");
+    }
+  }
+  // One model field named in another case is found.
+  MultipartScanner one =
+      Scan(b,
+           Body(b,
+                "--bnd\r\nContent-Disposition: form-data; Name=\"model\"\r\n"
+                "\r\nm\r\n"),
+           3);
+  EXPECT_FALSE(one.error()) << one.error_message();
+  EXPECT_THAT(one.model(), Optional(std::string("m")));
 }
 
 TEST(MultipartScannerTest, NoModelFieldIsNotAnError) {

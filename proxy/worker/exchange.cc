@@ -207,7 +207,15 @@ void Exchange::Dispatch() {
   }
   if (path == "/running" && get) return RespondRunning();
   if (path == "/metrics" && get) return RespondMetrics();
-  if (path == "/unload" && (head_.method == "POST" || head_.method == "GET")) {
+  if (path == "/unload") {
+    // POST only: a GET must not stop models (a prefetching browser, a
+    // crawler, an <img src> on a page would).
+    if (head_.method != "POST") {
+      return Respond(405, "application/json",
+                     R"({"error":{"message":"/unload takes POST","type":)"
+                     R"("invalid_request_error","code":405}})",
+                     {{"Allow", "POST"}});
+    }
     return Unload(QueryParam(head_.target, "model"));
   }
   if (head_.method == "POST" && absl::StartsWith(path, kApiUnload) &&
@@ -281,27 +289,36 @@ void Exchange::Dispatch() {
     if (!json_.model() && json_.error() && form_) scan_ = BodyScan::kForm;
   }
   if (scan_ == BodyScan::kJson) {
+    // Any error, even after the model was found: the model must read the
+    // body routing read (a second "model" key after the first, say).
+    if (json_.error()) return RespondError(400, json_.error_message());
     if (!json_.model()) {
-      return RespondError(400, json_.error()
-                                   ? json_.error_message()
-                                   : "the request body names no model");
+      return RespondError(400, "the request body names no model");
     }
     return Forward(*json_.model(), UpstreamTarget(head_.target));
   }
   if (scan_ == BodyScan::kMultipart) {
     multipart_->Finish();
+    if (multipart_->error()) {
+      return RespondError(400, multipart_->error_message());
+    }
     if (!multipart_->model()) {
-      return RespondError(400, multipart_->error()
-                                   ? multipart_->error_message()
-                                   : "the form has no model field");
+      return RespondError(400, "the form has no model field");
     }
     return Forward(*multipart_->model(), UpstreamTarget(head_.target));
   }
   if (scan_ == BodyScan::kForm) {
     // llama-swap reads a urlencoded form's model too (Go's ParseForm).
-    std::string model = QueryParam(absl::StrCat("?", body_), "model");
+    std::string form = absl::StrCat("?", body_);
+    if (QueryParamCount(form, "model") > 1) {
+      return RespondError(400, "the form names the model twice");
+    }
+    std::string model = QueryParam(form, "model");
     if (model.empty()) return RespondError(400, "the form has no model field");
     return Forward(model, UpstreamTarget(head_.target));
+  }
+  if (QueryParamCount(head_.target, "model") > 1) {
+    return RespondError(400, "the query names the model twice");
   }
   std::string model = QueryParam(head_.target, "model");
   if (!model.empty()) return Forward(model, head_.target);

@@ -168,11 +168,20 @@ bool Exchange::Authorized() {
   std::vector<std::string> presented;
   if (const std::string* a =
           http1::FindHeader(head_.headers, "authorization")) {
+    // The scheme in any case, then one or more spaces (RFC 9110 11.1).
     absl::string_view v = *a;
-    if (absl::ConsumePrefix(&v, "Bearer ")) presented.emplace_back(v);
+    size_t space = v.find(' ');
+    absl::string_view scheme = v.substr(0, space);
+    absl::string_view credentials =
+        space == absl::string_view::npos
+            ? absl::string_view()
+            : absl::StripLeadingAsciiWhitespace(v.substr(space));
+    if (absl::EqualsIgnoreCase(scheme, "bearer")) {
+      presented.emplace_back(credentials);
+    }
     std::string decoded;
-    if (absl::ConsumePrefix(&v, "Basic ") &&
-        absl::Base64Unescape(v, &decoded)) {
+    if (absl::EqualsIgnoreCase(scheme, "basic") &&
+        absl::Base64Unescape(credentials, &decoded)) {
       presented.push_back(decoded.substr(decoded.find(':') + 1));
     }
   }

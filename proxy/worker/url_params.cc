@@ -50,6 +50,16 @@ std::string QueryParam(absl::string_view target, absl::string_view name) {
   return "";
 }
 
+int QueryParamCount(absl::string_view target, absl::string_view name) {
+  size_t q = target.find('?');
+  if (q == absl::string_view::npos) return 0;
+  int n = 0;
+  for (absl::string_view kv : absl::StrSplit(target.substr(q + 1), '&')) {
+    if (PercentDecode(kv.substr(0, kv.find('=')), true) == name) ++n;
+  }
+  return n;
+}
+
 // Percent-encodes all but RFC 3986's unreserved characters.
 std::string PercentEncode(absl::string_view s) {
   static constexpr char kHex[] = "0123456789ABCDEF";

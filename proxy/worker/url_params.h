@@ -17,6 +17,9 @@ std::string PercentDecode(absl::string_view s, bool plus);
 std::string PercentEncode(absl::string_view s);
 // The query parameter `name` of a request target, decoded, or "".
 std::string QueryParam(absl::string_view target, absl::string_view name);
+// How many times `name` appears in the query of `target` (a client that
+// names the model twice is refused: the upstream may read either).
+int QueryParamCount(absl::string_view target, absl::string_view name);
 // `pairs` (a query, or a urlencoded body) with the first `name`'s value made
 // `value`; as it was when there is none.
 std::string ReplaceParam(absl::string_view pairs, absl::string_view name,

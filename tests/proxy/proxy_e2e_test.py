@@ -388,7 +388,7 @@ class ProxyTest(unittest.TestCase):
                 (chat + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400,
                  "malformed HTTP request"),
                 (chat + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
-                 "malformed HTTP request"),
+                 "malformed chunked body: a chunk line must start with its size"),
                 (chat + b"X-Big: " + b"a" * (80 << 10) + b"\r\n\r\n", 431,
                  "the request head is larger than allowed"),
                 # Well-formed HTTP, bad JSON: the connection could go on;

@@ -30,9 +30,8 @@ class StartFailureTest : public SchedulerTest {
   // A Start call's answer.
   absl::Status StartStatus(const std::string& model) {
     absl::Status got = absl::UnknownError("no answer");
-    scheduler_->Start(model, [&got](absl::StatusOr<ModelView> v) {
-      got = v.status();
-    });
+    scheduler_->Start(
+        model, [&got](absl::StatusOr<ModelView> v) { got = v.status(); });
     Settle();
     return got;
   }
@@ -78,7 +77,8 @@ TEST_F(StartFailureTest, AFailedStartBacksOffBeforeItMayEvictAgain) {
   // Retries within the back-off get the failure at once: a stays up.
   absl::Status s = StartStatus("b");
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(s.message(), HasSubstr("exited before it was ready (exit code 1)"));
+  EXPECT_THAT(s.message(),
+              HasSubstr("exited before it was ready (exit code 1)"));
   EXPECT_THAT(s.message(), HasSubstr("not tried again for 5s"));
   RecordingClient retry;
   Acquire(Connect(&retry), "b");
@@ -117,9 +117,8 @@ TEST_F(StartFailureTest, ATimedOutStartKeepsItsReasonThroughTheBackoff) {
 TEST_F(StartFailureTest, AStopEndsTheBackoff) {
   BFailsAfterEvictingA();
   bool stopped = false;
-  scheduler_->Stop("b", false, [&](absl::StatusOr<ModelView>) {
-    stopped = true;
-  });
+  scheduler_->Stop("b", false,
+                   [&](absl::StatusOr<ModelView>) { stopped = true; });
   Settle();
   EXPECT_TRUE(stopped);
   RecordingClient c;
@@ -232,9 +231,8 @@ TEST_F(SchedulerTest, AStopIsNotCalledOffWhenTheQueueEmpties) {
   RecordingClient holder, waiter;
   ClientId h = Hold(&holder, "a");
   bool stopped = false;
-  scheduler_->Stop("a", false, [&](absl::StatusOr<ModelView>) {
-    stopped = true;
-  });
+  scheduler_->Stop("a", false,
+                   [&](absl::StatusOr<ModelView>) { stopped = true; });
   Settle();
   ClientId w = Connect(&waiter);
   Acquire(w, "b");
