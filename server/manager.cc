@@ -21,6 +21,7 @@ Manager::Manager(std::shared_ptr<const config::Config> config,
     };
   }
   loop().RunSync([&] {
+    host_.set_warn([this](const std::string& line) { Log("warn", line); });
     // Revisions start above any earlier manager's on this host (the proto's
     // promise that a stale revision is always detected).
     *host_.revisions() = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
@@ -49,6 +50,7 @@ Manager::~Manager() {
   loop().RunSync([&] {
     absorb_timer_.reset();
     scheduler_.reset();
+    host_.set_warn(nullptr);  // The log goes before the host.
   });
 }
 

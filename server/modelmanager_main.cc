@@ -17,6 +17,7 @@
 #include "server/core/config/config_json.h"
 #include "server/core/config/loader.h"
 #include "server/runtime/process_launcher.h"
+#include "server/runtime/supervisor.h"
 #include "server/serve.h"
 
 namespace modelplane {
@@ -161,4 +162,8 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace modelplane
 
-int main(int argc, char** argv) { return modelplane::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // Supervisors (forks of this process) write their title over it.
+  modelplane::runtime::SetProcessTitleArea(argc, argv);
+  return modelplane::Main(argc, argv);
+}

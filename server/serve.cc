@@ -27,6 +27,7 @@
 #include "server/core/config/loader.h"
 #include "server/manager.h"
 #include "server/rpc/model_manager_service.h"
+#include "server/runtime/orphan_sweep.h"
 
 namespace modelplane {
 namespace {
@@ -227,6 +228,16 @@ int Serve(const ServeOptions& o) {
   mo.forward_model_output = level == "debug" || models_too;
   mo.config_dir = o.config_dir;
   mo.model_output_level = models_too ? "output" : "debug";
+  // What a manager killed together with its supervisors left (a process
+  // that ignored SIGTERM, one that called setsid() to keep a port) would
+  // hold its GPU memory and ports for good: it goes before anything starts.
+  std::vector<runtime::SweptProcess> swept = runtime::SweepOrphans();
+  if (!swept.empty()) {
+    log.Write("warn", absl::StrCat("killed ", swept.size(),
+                                   " process(es) left by a modelmanager that "
+                                   "is no longer running: ",
+                                   runtime::Describe(swept)));
+  }
   std::vector<std::string> ids;
   for (const auto& m : loaded.config->models) ids.push_back(m.id);
   auto manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);

@@ -24,8 +24,7 @@ bool IsControl(char c) {
 
 }  // namespace
 
-size_t ChunkedDecoder::Fail(int status, const std::string& what,
-                            size_t used) {
+size_t ChunkedDecoder::Fail(int status, const std::string& what, size_t used) {
   state_ = State::kFailed;
   error_status_ = status;
   error_ = absl::StrCat("malformed chunked body: ", what);
@@ -88,8 +87,10 @@ size_t ChunkedDecoder::Feed(absl::string_view data,
         if (c == '\r') {
           state_ = State::kSizeLf;
         } else if (c == '\n') {
-          return Fail(400, "a bare LF in a chunk extension (CRLF ends a "
-                           "chunk line)", i);
+          return Fail(400,
+                      "a bare LF in a chunk extension (CRLF ends a "
+                      "chunk line)",
+                      i);
         } else if (IsControl(c)) {
           return Fail(400, "a control character in a chunk extension", i);
         } else if (++line_bytes_ > max_line_) {
@@ -151,8 +152,10 @@ size_t ChunkedDecoder::Feed(absl::string_view data,
         if (c == '\r') {
           state_ = State::kTrailerLf;
         } else if (c == '\n') {
-          return Fail(400, "a bare LF ends a trailer field (CRLF is "
-                           "required)", i);
+          return Fail(400,
+                      "a bare LF ends a trailer field (CRLF is "
+                      "required)",
+                      i);
         } else if (IsControl(c)) {
           return Fail(400, "a control character in a trailer field", i);
         }

@@ -43,13 +43,13 @@ class ChunkedDecoder {
 
  private:
   enum class State {
-    kSizeStart,    // The first hex digit of a chunk size.
-    kSize,         // More hex digits, whitespace, ';' or CR.
-    kSizeSpace,    // Whitespace after the size: ';' or CR.
-    kExtension,    // After ';', up to CR.
-    kSizeLf,       // The LF of a chunk line.
-    kData,         // Chunk data.
-    kDataCr,       // The CRLF after chunk data.
+    kSizeStart,  // The first hex digit of a chunk size.
+    kSize,       // More hex digits, whitespace, ';' or CR.
+    kSizeSpace,  // Whitespace after the size: ';' or CR.
+    kExtension,  // After ';', up to CR.
+    kSizeLf,     // The LF of a chunk line.
+    kData,       // Chunk data.
+    kDataCr,     // The CRLF after chunk data.
     kDataLf,
     kTrailerStart,  // A trailer field's first byte, or the final CR.
     kTrailerName,

@@ -39,6 +39,11 @@ class ActorHost {
   }
   // The revision counter shared by every actor on the loop. Loop thread only.
   uint64_t* revisions() { return &revisions_; }
+  // Where the launcher says what it killed after a supervisor's death
+  // (ProcessLauncher::set_warn). Loop thread only.
+  void set_warn(ProcessLauncher::Warn warn) {
+    launcher_->set_warn(std::move(warn));
+  }
 
  private:
   LoopThread loop_;

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/runtime/orphan_sweep.h"
 #include "server/runtime/supervisor.h"
 
 extern char** environ;
@@ -35,11 +36,15 @@ absl::Status Errno(absl::string_view what, int err) {
 class ProcState {
  public:
   ProcState(uv_loop_t* loop, pid_t supervisor, pid_t model,
-            actor::ProcessObserver* observer)
+            actor::ProcessObserver* observer, uint64_t spawn, std::string name,
+            std::shared_ptr<ProcessLauncher::Warn> warn)
       : loop_(loop),
         supervisor_(supervisor),
         model_(model),
-        observer_(observer) {}
+        observer_(observer),
+        spawn_(spawn),
+        name_(std::move(name)),
+        warn_(std::move(warn)) {}
 
   absl::Status Start(int output_fd) {
     buffer_.reset(new char[kReadChunk]);
@@ -118,6 +123,14 @@ class ProcState {
     s->Close(reinterpret_cast<uv_handle_t*>(&s->exit_poll_));
     close(s->pidfd_);
     s->pidfd_ = -1;
+    // A supervisor kills all of its spawn before it exits; one killed
+    // itself (SIGKILL) could not: what is left of the spawn goes now.
+    std::vector<SweptProcess> swept = SweepSpawn(s->spawn_);
+    if (!swept.empty() && *s->warn_) {
+      (*s->warn_)(absl::StrCat("model ", s->name_, ": its supervisor died (",
+                               s->exit_.ToString(), ") and left ", swept.size(),
+                               " process(es) alive; killed ", Describe(swept)));
+    }
     uv_update_time(s->loop_);
     uv_timer_start(
         &s->backstop_,
@@ -164,6 +177,9 @@ class ProcState {
   pid_t supervisor_;
   pid_t model_;
   actor::ProcessObserver* observer_;
+  uint64_t spawn_;
+  std::string name_;
+  std::shared_ptr<ProcessLauncher::Warn> warn_;
   std::unique_ptr<char[]> buffer_;
   uv_pipe_t output_;
   uv_poll_t exit_poll_;
@@ -274,6 +290,7 @@ ProcessLauncher::ProcessLauncher(uv_loop_t* loop) : loop_(loop) {
 }
 
 ProcessLauncher::~ProcessLauncher() {
+  *warn_ = nullptr;  // Spawns still being reaped have no one to tell.
   close(lifeline_write_);
   close(lifeline_read_);
 }
@@ -304,9 +321,14 @@ absl::Status ProcessLauncher::Check(const actor::SpawnSpec& spec) {
 absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
     const actor::SpawnSpec& spec, actor::ProcessObserver* observer) {
   if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
-  std::vector<std::string> env = MergeEnvironment(spec.env);
+  // The spawn's tag, which every descendant inherits (orphan_sweep.h).
+  uint64_t spawn = ++spawns_;
+  std::vector<std::string> overrides = spec.env;
+  overrides.push_back(SpawnEntry(spawn, spec.name));
+  std::vector<std::string> env = MergeEnvironment(overrides);
   absl::StatusOr<std::string> path =
       ResolveExecutable(spec.argv[0], PathOf(env));
+  std::string title = absl::StrCat(kSupervisorName, " ", spec.name);
   if (!path.ok()) return path.status();
   // Everything the child needs is built before fork().
   std::vector<char*> argv, envp;
@@ -326,7 +348,8 @@ absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
   pid_t supervisor = fork();
   if (supervisor == 0) {
     RunSupervisor(SupervisorArgs{path->c_str(), argv.data(), envp.data(),
-                                 out[1], report[1], lifeline_read_});
+                                 out[1], report[1], lifeline_read_,
+                                 title.c_str()});
   }
   int fork_err = errno;
   close(out[1]);
@@ -352,7 +375,8 @@ absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
     }
     return Errno("fork", child_fork_errno != 0 ? child_fork_errno : EAGAIN);
   }
-  auto* state = new ProcState(loop_, supervisor, model, observer);
+  auto* state = new ProcState(loop_, supervisor, model, observer, spawn,
+                              spec.name, warn_);
   auto process = std::make_unique<UvProcess>(state);
   absl::Status started = state->Start(out[0]);
   if (!started.ok()) return started;  // ~UvProcess kills and cleans up.

@@ -19,6 +19,7 @@
 
 #include <uv.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,11 +43,20 @@ class ProcessLauncher : public actor::Launcher {
       const actor::SpawnSpec& spec, actor::ProcessObserver* observer) override;
   absl::Status Check(const actor::SpawnSpec& spec) override;
 
+  // Told (on the loop thread) when a reaped supervisor left processes of
+  // its spawn alive and they were killed: it died by SIGKILL (orphan_sweep.h).
+  using Warn = std::function<void(const std::string&)>;
+  void set_warn(Warn warn) { *warn_ = std::move(warn); }
+
  private:
   uv_loop_t* loop_;
   int lifeline_read_ = -1;
   int lifeline_write_ = -1;
   std::unique_ptr<char[]> read_buffer_;  // Shared by every output pipe.
+  uint64_t spawns_ = 0;  // The number in each spawn's MODELPLANE_SPAWN tag.
+  // Shared with the spawns, which may outlive the launcher: emptied when
+  // it goes.
+  std::shared_ptr<Warn> warn_ = std::make_shared<Warn>();
 };
 
 // The manager's environment with `overrides` (KEY=value) replacing or

@@ -173,12 +173,38 @@ void KillAndReapAll(pid_t model_group) {
   _exit(127);
 }
 
+char* title_area = nullptr;
+size_t title_bytes = 0;
+
+// The title over the manager's argv (this process's copy of the memory):
+// what /proc/<pid>/cmdline, ps and pkill -f read.
+void SetTitle(const char* title) {
+  prctl(PR_SET_NAME, kSupervisorName);
+  if (title_area == nullptr || title_bytes == 0 || title == nullptr) return;
+  size_t i = 0;
+  for (; i + 1 < title_bytes && title[i] != '\0'; ++i) title_area[i] = title[i];
+  for (; i < title_bytes; ++i) title_area[i] = '\0';
+}
+
 }  // namespace
+
+void SetProcessTitleArea(int argc, char** argv) {
+  if (argc <= 0 || argv == nullptr || argv[0] == nullptr) return;
+  // The strings lie end to end; the area is the run of them that does.
+  char* end = argv[0];
+  for (int i = 0; i < argc && argv[i] == end; ++i) {
+    while (*end != '\0') ++end;
+    ++end;
+  }
+  title_area = argv[0];
+  title_bytes = static_cast<size_t>(end - argv[0]);
+}
 
 void RunSupervisor(const SupervisorArgs& a) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
+  SetTitle(a.title);
   for (int sig : kIgnoredSignals) SetDisposition(sig, SIG_IGN);
   SetDisposition(SIGCHLD, SIG_DFL);
   prctl(PR_SET_CHILD_SUBREAPER, 1);

@@ -3,6 +3,7 @@
 // manager, even when the manager is killed with SIGKILL.
 //
 //   manager ──fork──> supervisor S ──fork/exec──> model M (own process group)
+//   (S shows as "mp-supervisor <model>": `pkill modelmanager` spares it)
 //      │ lifeline pipe (write end)      │ read end      └─ grandchildren (same
 //      │                                                   group, or reparented
 //      └─ waits for S (pidfd)                              to S: subreaper)
@@ -16,7 +17,8 @@
 //     the same signal), so the manager's waitpid(S) reads M's status; or
 //   * the lifeline to close (the manager died, however): S SIGKILLs M's group
 //     and every descendant, reaps them, and exits.
-// M also has PR_SET_PDEATHSIG(SIGKILL), so it dies if S is killed.
+// M also has PR_SET_PDEATHSIG(SIGKILL), so it dies if S is killed; what M
+// spawned then is found by its MODELPLANE_SPAWN tag (orphan_sweep.h).
 //
 // RunSupervisor runs in the child of fork() in a multithreaded process, so
 // it uses only async-signal-safe system calls: no allocation, no locks, no
@@ -35,7 +37,17 @@ struct SupervisorArgs {
   int output_fd;      // Write end: M's stdout and stderr.
   int report_fd;      // Write end: ReportMessages to the manager.
   int lifeline_fd;    // Read end: EOF when the manager is gone.
+  const char* title;  // "mp-supervisor <model>": S's command line.
 };
+
+// The manager's command-line memory, which a supervisor (a fork of it, not
+// an exec) overwrites with its title so that `ps` and `pkill` tell the two
+// apart. Call once from main(); without it S keeps the manager's argv but
+// still gets its own process name (comm).
+void SetProcessTitleArea(int argc, char** argv);
+
+// The process name (comm, at most 15 bytes) of every supervisor.
+inline constexpr char kSupervisorName[] = "mp-supervisor";
 
 // Messages on the report pipe, written whole (8 bytes is atomic on a pipe).
 struct ReportMessage {

@@ -115,6 +115,8 @@ class ManagerProcess:
         self.stop()
 
     def start(self):
+        with self._lock:
+            self._log = []  # A restart's log is its own.
         self.proc = subprocess.Popen(
             [runfile("server/modelmanager"), "--config", self.config_path,
              "--listen", "127.0.0.1:0"] + self.flags,

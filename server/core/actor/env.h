@@ -47,6 +47,7 @@ struct ExitStatus {
 struct SpawnSpec {
   std::vector<std::string> argv;      // argv[0] is looked up in PATH.
   std::vector<std::string> env = {};  // KEY=value, over the inherited env.
+  std::string name = {};  // The model's id: its supervisor's title, its tag.
 };
 
 class ProcessObserver {

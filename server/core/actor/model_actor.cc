@@ -180,15 +180,15 @@ void ModelActor::RefuseStart(Done done, const absl::Status& why) {
 }
 
 absl::Status ModelActor::CheckCommand() const {
-  return env_.launcher->Check(SpawnSpec{config_.argv, config_.env});
+  return env_.launcher->Check(SpawnSpec{config_.argv, config_.env, config_.id});
 }
 
 void ModelActor::BeginStart() {
   Transition(State::kStarting);
   reprobe_ = false;
   partial_line_.clear();
-  absl::StatusOr<std::unique_ptr<Process>> p =
-      env_.launcher->Spawn(SpawnSpec{config_.argv, config_.env}, this);
+  absl::StatusOr<std::unique_ptr<Process>> p = env_.launcher->Spawn(
+      SpawnSpec{config_.argv, config_.env, config_.id}, this);
   if (!p.ok()) {
     FailStart(FailureReason::kSpawnError, std::nullopt,
               absl::StrCat("spawn error: ", p.status().message()));
