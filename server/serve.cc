@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "common/grpc_poll_keeper.h"
 #include "common/json_string.h"
+#include "common/memory_trimmer.h"
 #include "server/core/config/loader.h"
 #include "server/manager.h"
 #include "server/rpc/model_manager_service.h"
@@ -241,7 +242,12 @@ int Serve(const ServeOptions& o) {
   std::vector<std::string> ids;
   for (const auto& m : loaded.config->models) ids.push_back(m.id);
   auto manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);
-  rpc::ModelManagerService service(manager.get(), token);
+  // Freed memory back to the system after a burst of streams closed.
+  MemoryTrimmer trimmer;
+  rpc::StreamLimits limits(
+      {o.max_streams_per_peer, o.max_streams},
+      [&log](const std::string& line) { log.Write("warn", line); }, &trimmer);
+  rpc::ModelManagerService service(manager.get(), token, &limits);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -15,8 +15,9 @@ constexpr size_t kMaxChunk = 64 << 10;
 class LogsReactor : public PullWriteReactor<v1::LogChunk> {
  public:
   LogsReactor(Manager* manager, const v1::StreamLogsRequest* req,
-              grpc::Status admit)
+              grpc::Status admit, std::unique_ptr<StreamLimits::Slot> slot)
       : manager_(manager), follow_(req->follow()) {
+    Hold(std::move(slot));  // Before anything can end the stream.
     if (!admit.ok()) {
       FinishOnce(admit);
       return;
@@ -93,8 +94,9 @@ class LogsReactor : public PullWriteReactor<v1::LogChunk> {
 
 grpc::ServerWriteReactor<v1::LogChunk>* NewLogsReactor(
     Manager* manager, grpc::CallbackServerContext*,
-    const v1::StreamLogsRequest* req, grpc::Status admit) {
-  return new LogsReactor(manager, req, std::move(admit));
+    const v1::StreamLogsRequest* req, grpc::Status admit,
+    std::unique_ptr<StreamLimits::Slot> slot) {
+  return new LogsReactor(manager, req, std::move(admit), std::move(slot));
 }
 
 }  // namespace modelplane::rpc

@@ -8,12 +8,14 @@
 
 #include "modelplane/v1/model_manager.pb.h"
 #include "server/manager.h"
+#include "server/rpc/stream_limits.h"
 
 namespace modelplane::rpc {
 
 grpc::ServerWriteReactor<v1::LogChunk>* NewLogsReactor(
     Manager* manager, grpc::CallbackServerContext* ctx,
-    const v1::StreamLogsRequest* req, grpc::Status admit);
+    const v1::StreamLogsRequest* req, grpc::Status admit,
+    std::unique_ptr<StreamLimits::Slot> slot);
 
 }  // namespace modelplane::rpc
 

@@ -111,6 +111,17 @@ grpc::Status ModelManagerService::Admit(
   return grpc::Status::OK;
 }
 
+grpc::Status ModelManagerService::Place(
+    grpc::CallbackServerContext* ctx, absl::string_view rpc,
+    std::unique_ptr<StreamLimits::Slot>* slot) {
+  if (limits_ == nullptr) return grpc::Status::OK;
+  absl::StatusOr<std::unique_ptr<StreamLimits::Slot>> s =
+      limits_->Open(ctx->peer(), rpc);
+  if (!s.ok()) return ToGrpc(s.status());
+  *slot = *std::move(s);
+  return grpc::Status::OK;
+}
+
 grpc::ServerUnaryReactor* ModelManagerService::Start(
     grpc::CallbackServerContext* ctx, const v1::StartRequest* req,
     v1::Model* resp) {
@@ -251,12 +262,18 @@ grpc::ServerUnaryReactor* ModelManagerService::ReloadConfig(
 
 grpc::ServerWriteReactor<v1::WatchEvent>* ModelManagerService::Watch(
     grpc::CallbackServerContext* ctx, const v1::WatchRequest* req) {
-  return NewWatchReactor(manager_, ctx, req, Admit(ctx));
+  grpc::Status admit = Admit(ctx);
+  std::unique_ptr<StreamLimits::Slot> slot;
+  if (admit.ok()) admit = Place(ctx, "Watch", &slot);
+  return NewWatchReactor(manager_, ctx, req, std::move(admit), std::move(slot));
 }
 
 grpc::ServerWriteReactor<v1::LogChunk>* ModelManagerService::StreamLogs(
     grpc::CallbackServerContext* ctx, const v1::StreamLogsRequest* req) {
-  return NewLogsReactor(manager_, ctx, req, Admit(ctx));
+  grpc::Status admit = Admit(ctx);
+  std::unique_ptr<StreamLimits::Slot> slot;
+  if (admit.ok()) admit = Place(ctx, "StreamLogs", &slot);
+  return NewLogsReactor(manager_, ctx, req, std::move(admit), std::move(slot));
 }
 
 grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>*

@@ -10,18 +10,24 @@
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "modelplane/v1/model_manager.grpc.pb.h"
 #include "server/manager.h"
+#include "server/rpc/stream_limits.h"
 
 namespace modelplane::rpc {
 
 class ModelManagerService final : public v1::ModelManager::CallbackService {
  public:
-  // `manager` outlives the service. An empty `auth_token` disables auth.
-  ModelManagerService(Manager* manager, std::string auth_token)
-      : manager_(manager), auth_token_(std::move(auth_token)) {}
+  // `manager` (and `limits`, when set) outlive the service. An empty
+  // `auth_token` disables auth; null `limits` bounds no stream.
+  ModelManagerService(Manager* manager, std::string auth_token,
+                      StreamLimits* limits = nullptr)
+      : manager_(manager),
+        auth_token_(std::move(auth_token)),
+        limits_(limits) {}
 
   grpc::ServerUnaryReactor* Start(grpc::CallbackServerContext* ctx,
                                   const v1::StartRequest* req,
@@ -55,6 +61,10 @@ class ModelManagerService final : public v1::ModelManager::CallbackService {
  private:
   // OK, UNAUTHENTICATED, or UNAVAILABLE while shutting down.
   grpc::Status Admit(grpc::CallbackServerContext* ctx) const;
+  // A place for a Watch or StreamLogs stream under the limits, or
+  // RESOURCE_EXHAUSTED.
+  grpc::Status Place(grpc::CallbackServerContext* ctx, absl::string_view rpc,
+                     std::unique_ptr<StreamLimits::Slot>* slot);
 
   // A unary call answered by a scheduler callback (Start, WaitReady, Stop),
   // cancelled with the caller. `begin` runs on the loop thread and returns
@@ -68,6 +78,7 @@ class ModelManagerService final : public v1::ModelManager::CallbackService {
 
   Manager* manager_;
   std::string auth_token_;
+  StreamLimits* limits_;
 };
 
 }  // namespace modelplane::rpc

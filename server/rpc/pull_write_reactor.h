@@ -18,6 +18,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "server/rpc/stream_limits.h"
 
 namespace modelplane::rpc {
 
@@ -58,6 +59,11 @@ class PullWriteReactor : public grpc::ServerWriteReactor<Msg> {
 
   void OnCancel() override {
     FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
+
+  // Kept until the stream is done: its place under the stream limits.
+  void Hold(std::unique_ptr<StreamLimits::Slot> slot) {
+    slot_ = std::move(slot);
   }
 
   void OnDone() override {
@@ -107,6 +113,7 @@ class PullWriteReactor : public grpc::ServerWriteReactor<Msg> {
   };
 
   std::shared_ptr<Alive> alive_;
+  std::unique_ptr<StreamLimits::Slot> slot_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   Msg msg_;

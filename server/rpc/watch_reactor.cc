@@ -28,8 +28,9 @@ v1::WatchEvent::Type TypeToProto(watch::WatchItem::Type t) {
 class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
  public:
   WatchReactor(Manager* manager, const v1::WatchRequest* req,
-               grpc::Status admit)
+               grpc::Status admit, std::unique_ptr<StreamLimits::Slot> slot)
       : manager_(manager) {
+    Hold(std::move(slot));  // Before anything can end the stream.
     if (!admit.ok()) {
       FinishOnce(admit);
       return;
@@ -97,8 +98,8 @@ class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
 
 grpc::ServerWriteReactor<v1::WatchEvent>* NewWatchReactor(
     Manager* manager, grpc::CallbackServerContext*, const v1::WatchRequest* req,
-    grpc::Status admit) {
-  return new WatchReactor(manager, req, std::move(admit));
+    grpc::Status admit, std::unique_ptr<StreamLimits::Slot> slot) {
+  return new WatchReactor(manager, req, std::move(admit), std::move(slot));
 }
 
 }  // namespace modelplane::rpc

@@ -8,13 +8,15 @@
 
 #include "modelplane/v1/model_manager.pb.h"
 #include "server/manager.h"
+#include "server/rpc/stream_limits.h"
 
 namespace modelplane::rpc {
 
 // Finishes at once with `admit` when it is not OK.
 grpc::ServerWriteReactor<v1::WatchEvent>* NewWatchReactor(
     Manager* manager, grpc::CallbackServerContext* ctx,
-    const v1::WatchRequest* req, grpc::Status admit);
+    const v1::WatchRequest* req, grpc::Status admit,
+    std::unique_ptr<StreamLimits::Slot> slot);
 
 }  // namespace modelplane::rpc
 

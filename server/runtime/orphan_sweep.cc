@@ -91,7 +91,8 @@ std::optional<Tag> ParseTag(absl::string_view value) {
 // One pass over /proc: SIGKILLs each tagged process `doomed` picks that is
 // not in `done` (killed by an earlier pass: it may take a moment to die).
 std::vector<SweptProcess> SweepOnce(
-    const std::function<bool(const Tag&)>& doomed, const std::set<pid_t>& done) {
+    const std::function<bool(const Tag&)>& doomed,
+    const std::set<pid_t>& done) {
   std::vector<SweptProcess> killed;
   DIR* proc = opendir("/proc");
   if (proc == nullptr) return killed;
@@ -136,7 +137,8 @@ std::vector<SweptProcess> Sweep(const std::function<bool(const Tag&)>& doomed) {
 const std::string& SelfTag() {
   static const std::string* tag = [] {
     pid_t self = getpid();
-    return new std::string(absl::StrCat(self, ".", StartTime(self).value_or(0)));
+    return new std::string(
+        absl::StrCat(self, ".", StartTime(self).value_or(0)));
   }();
   return *tag;
 }
@@ -168,9 +170,10 @@ std::vector<SweptProcess> SweepOrphans() {
 }
 
 std::string Describe(const std::vector<SweptProcess>& swept) {
-  return absl::StrJoin(swept, ", ", [](std::string* out, const SweptProcess& p) {
-    absl::StrAppend(out, "pid ", p.pid, " (model ", p.model, ")");
-  });
+  return absl::StrJoin(
+      swept, ", ", [](std::string* out, const SweptProcess& p) {
+        absl::StrAppend(out, "pid ", p.pid, " (model ", p.model, ")");
+      });
 }
 
 }  // namespace modelplane::runtime

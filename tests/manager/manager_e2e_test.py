@@ -468,5 +468,86 @@ class BinaryTest(unittest.TestCase):
                                                      timeout=5).models), 1)
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class StreamLimitTest(unittest.TestCase):
+    def open_watches(self, stub, n):
+        """n Watch streams, each past its first event (open on the server)."""
+        calls = [stub.Watch(pb.WatchRequest()) for _ in range(n)]
+        for c in calls:
+            next(c)
+        return calls
+
+    def test_streams_past_the_limits_are_refused_and_counted(self):
+        with ManagerProcess({"a": []}, flags=["--max-streams-per-peer", "20",
+                                              "--max-streams", "30"]) as m:
+            stub = m.stub()
+            calls = self.open_watches(stub, 20)
+            # The 21st from this address, a Watch or a StreamLogs: refused.
+            with self.assertRaises(grpc.RpcError) as e:
+                next(stub.Watch(pb.WatchRequest()))
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("too many streams: 20 streams are open from ipv4:127.0.0.1 "
+                          "(--max-streams-per-peer 20)", e.exception.details())
+            with self.assertRaises(grpc.RpcError) as e:
+                next(stub.StreamLogs(pb.StreamLogsRequest(model="a", follow=True)))
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertTrue(m.wait_log(r"warn refused a Watch stream: 20 streams are open "
+                                       r"from ipv4:127\.0\.0\.1 .*; 1 refused so far"),
+                            m.log())
+            # Unary calls are not streams: still served.
+            self.assertEqual(len(stub.ListModels(pb.ListModelsRequest(), timeout=5).models), 1)
+            # A closed stream gives its place back.
+            calls.pop().cancel()
+            self.assertTrue(wait_for(lambda: self._opens(stub), 10))
+            for c in calls:
+                c.cancel()
+        with ManagerProcess({"a": []}, flags=["--max-streams-per-peer", "100",
+                                              "--max-streams", "10"]) as m:
+            stub = m.stub()
+            calls = self.open_watches(stub, 10)
+            with self.assertRaises(grpc.RpcError) as e:
+                next(stub.Watch(pb.WatchRequest()))
+            self.assertIn("10 streams are open (--max-streams 10)", e.exception.details())
+            for c in calls:
+                c.cancel()
+
+    def _opens(self, stub):
+        try:
+            c = stub.Watch(pb.WatchRequest())
+            next(c)
+            c.cancel()
+            return True
+        except grpc.RpcError:
+            return False
+
+    def test_memory_goes_back_after_thousands_of_streams_close(self):
+        with ManagerProcess({"a": []}, flags=["--max-streams-per-peer", "5000",
+                                              "--max-streams", "5000"]) as m:
+            stub = m.stub()
+            pid = m.proc.pid
+            # A first burst warms what gRPC keeps for good (threads, pools).
+            for c in self.open_watches(stub, 3000):
+                c.cancel()
+            self.assertTrue(wait_for(lambda: rss_kib(pid) < 60000, 20), rss_kib(pid))
+            base = rss_kib(pid)
+            calls = self.open_watches(stub, 3000)
+            peak = rss_kib(pid)
+            self.assertGreater(peak - base, 20000)  # ~17 KB a stream.
+            for c in calls:
+                c.cancel()
+            # Back near where it was: at most a fifth of what they took.
+            limit = base + (peak - base) // 5
+            self.assertTrue(wait_for(lambda: rss_kib(pid) <= limit, 20),
+                            "RSS %d KiB after closing, %d before opening, %d open"
+                            % (rss_kib(pid), base, peak))
+
+
 if __name__ == "__main__":
     junit.main()
