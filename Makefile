@@ -51,6 +51,7 @@ bench: bootstrap
 	$(BAZEL) run -c opt //tools/bench/control_plane
 	$(BAZEL) run -c opt //tools/bench/proxy:codec
 	$(BAZEL) run -c opt //tools/bench/proxy
+	$(BAZEL) run -c opt //tools/bench/proxy:body
 
 fmt: bootstrap
 	clang-format -i --style=file $(FORMAT_SOURCES)

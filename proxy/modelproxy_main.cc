@@ -6,6 +6,7 @@
 // cleartext); it finds each
 // request's model, holds the model under a lease from modelmanager and
 // streams the upstream's response back.
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 #include <uv.h>
@@ -25,6 +26,7 @@
 #include "common/grpc_poll_keeper.h"
 #include "common/lock_checks.h"
 #include "common/loop_thread.h"
+#include "common/memory_trimmer.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/lease/manager_link.h"
 #include "proxy/worker/metrics.h"
@@ -88,6 +90,7 @@ int Main(int argc, char** argv) {
   std::string token_file;
   int workers = static_cast<int>(std::thread::hardware_concurrency());
   int max_body_mib = 64;
+  int max_buffered_body_mib = 1024;
   int drain_seconds = 30;
   int header_timeout_ms = 30000;
   int idle_timeout_ms = 60000;
@@ -107,6 +110,10 @@ int Main(int argc, char** argv) {
   flags.String("manager-token-file", &token_file,
                "bearer token for the manager, if it requires one");
   flags.Int("workers", &workers, "worker threads (default: one per core)", 1);
+  flags.Int("max-buffered-body-mib", &max_buffered_body_mib,
+            "request bodies held in memory at once, all connections "
+            "together; past it 503 (default 1024)",
+            1);
   flags.Int("max-body-mib", &max_body_mib, "largest request body (default 64)",
             1);
   flags.Int("drain-seconds", &drain_seconds,
@@ -199,7 +206,14 @@ int Main(int argc, char** argv) {
   options.loading_interval = absl::Milliseconds(loading_interval_ms);
   options.body_timeout = absl::Milliseconds(body_timeout_ms);
   options.send_timeout = absl::Milliseconds(send_timeout_ms);
-  ProxyContext context(&broker, options);
+  options.max_buffered_body_bytes = static_cast<uint64_t>(max_buffered_body_mib)
+                                    << 20;
+  // Large request bodies are mmapped whatever came before (glibc would
+  // raise its threshold after freeing one and keep the next in its heap for
+  // good), and returned to the system once freed, off the workers' loops.
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  MemoryTrimmer trimmer;
+  ProxyContext context(&broker, options, &trimmer);
   context.set_unload([&link](const std::string& model, auto done) {
     link.Unload(model, std::move(done));
   });
@@ -228,35 +242,37 @@ int Main(int argc, char** argv) {
   std::vector<Worker*> siblings;
   for (auto& w : pool) siblings.push_back(w.get());
   for (auto& w : pool) w->SetSiblings(siblings);
-  context.set_metrics([&pool, &broker](std::function<void(std::string)> done) {
-    // Each worker copies its counters on its own loop (they take no
-    // lock); the last one renders. Nothing waits: a worker asking
-    // never blocks on the others.
-    struct Gather {
-      absl::Mutex mu;
-      Metrics total ABSL_GUARDED_BY(mu);
-      size_t left ABSL_GUARDED_BY(mu);
-      std::function<void(std::string)> done;
-    };
-    auto g = std::make_shared<Gather>();
-    g->left = pool.size();
-    g->done = std::move(done);
-    for (auto& w : pool) {
-      Worker* worker = w.get();
-      worker->loop().Post([worker, g, &broker] {
-        Metrics mine = worker->metrics().Snapshot();
-        {
-          absl::MutexLock lock(&g->mu);
-          g->total.Merge(mine);
-          if (--g->left > 0) return;
+  context.set_metrics(
+      [&pool, &broker, &context](std::function<void(std::string)> done) {
+        // Each worker copies its counters on its own loop (they take no
+        // lock); the last one renders. Nothing waits: a worker asking
+        // never blocks on the others.
+        struct Gather {
+          absl::Mutex mu;
+          Metrics total ABSL_GUARDED_BY(mu);
+          size_t left ABSL_GUARDED_BY(mu);
+          std::function<void(std::string)> done;
+        };
+        auto g = std::make_shared<Gather>();
+        g->left = pool.size();
+        g->done = std::move(done);
+        for (auto& w : pool) {
+          Worker* worker = w.get();
+          worker->loop().Post([worker, g, &broker, &context] {
+            Metrics mine = worker->metrics().Snapshot();
+            {
+              absl::MutexLock lock(&g->mu);
+              g->total.Merge(mine);
+              if (--g->left > 0) return;
+            }
+            std::map<std::string, int> in_flight, queued;
+            broker.Loads(&in_flight, &queued);
+            absl::MutexLock lock(&g->mu);
+            g->total.buffered_body_bytes = context.bodies().used();
+            g->done(g->total.Render(in_flight, queued));
+          });
         }
-        std::map<std::string, int> in_flight, queued;
-        broker.Loads(&in_flight, &queued);
-        absl::MutexLock lock(&g->mu);
-        g->done(g->total.Render(in_flight, queued));
       });
-    }
-  });
   // In dependency order: nothing may call into what is already gone (the
   // link's callbacks use the broker and the context).
   auto stop_everything = [&] {

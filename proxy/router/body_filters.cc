@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "proxy/router/multipart_scanner.h"
 
 namespace modelplane::proxy::router {
 
@@ -203,12 +204,14 @@ absl::Status SetMembers(const std::string& json, rapidjson::Document* doc) {
 
 }  // namespace
 
-absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
+absl::StatusOr<std::string> ApplyJsonFilters(std::string body,
                                              const FilterSpec& f,
                                              absl::string_view requested) {
   rapidjson::Document doc;
-  // NaN and Infinity as the request scan takes them (Python's parser does).
-  doc.Parse<rapidjson::kParseNanAndInfFlag>(body.data(), body.size());
+  // NaN and Infinity as the request scan takes them (Python's parser does);
+  // in place: the tree's strings are the body's own bytes. (A NUL in the
+  // body is an error: one in a string, or one ending the text early.)
+  doc.ParseInsitu<rapidjson::kParseNanAndInfFlag>(body.data());
   if (doc.HasParseError()) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid JSON body at byte ", doc.GetErrorOffset(), ": ",
@@ -249,26 +252,29 @@ absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
   return std::string(out.GetString(), out.GetSize());
 }
 
-std::string RewriteMultipartModel(absl::string_view body,
-                                  absl::string_view boundary,
-                                  absl::string_view model) {
+void RewriteMultipartModel(std::string* body, absl::string_view boundary,
+                           absl::string_view model) {
   std::string delimiter = absl::StrCat("--", boundary);
-  size_t pos = body.find(delimiter);
+  absl::string_view b = *body;
+  size_t pos = b.find(delimiter);
   while (pos != absl::string_view::npos) {
     size_t headers = pos + delimiter.size();
-    if (body.substr(headers, 2) == "--") break;
-    size_t data = body.find("\r\n\r\n", headers);
+    if (b.substr(headers, 2) == "--") break;
+    size_t data = b.find("\r\n\r\n", headers);
     if (data == absl::string_view::npos) break;
     data += 4;
-    size_t next = body.find(absl::StrCat("\r\n", delimiter), data);
+    size_t next = b.find(absl::StrCat("\r\n", delimiter), data);
     if (next == absl::string_view::npos) break;
-    absl::string_view head = body.substr(headers, data - headers);
-    if (head.find("name=\"model\"") != absl::string_view::npos) {
-      return absl::StrCat(body.substr(0, data), model, body.substr(next));
+    // The part the scanner routed by (its name read the same way).
+    if (MultipartScanner::PartName(b.substr(headers, data - headers)) ==
+        "model") {
+      // In place: the rest (an audio file, say) moves, it is not copied
+      // into a second buffer.
+      body->replace(data, next - data, model.data(), model.size());
+      return;
     }
     pos = next + 2;
   }
-  return std::string(body);
 }
 
 }  // namespace modelplane::proxy::router

@@ -40,16 +40,17 @@ struct FilterSpec {
 // The filtered JSON body of a request that named the model `requested`:
 // useModelName, stripParams, setParams, then setParamsByID[requested] (as
 // llama-swap orders them). InvalidArgument when the body is not a JSON
-// object (the client gets 400).
-absl::StatusOr<std::string> ApplyJsonFilters(absl::string_view body,
+// object (the client gets 400). `body` is parsed in place (its strings are
+// the tree's: a large body is not copied for it) and freed.
+absl::StatusOr<std::string> ApplyJsonFilters(std::string body,
                                              const FilterSpec& filters,
                                              absl::string_view requested = {});
 
-// A multipart/form-data body with its `model` field's value replaced
-// (useModelName for transcriptions). Unchanged when there is no such field.
-std::string RewriteMultipartModel(absl::string_view body,
-                                  absl::string_view boundary,
-                                  absl::string_view model);
+// Replaces the value of a multipart/form-data body's `model` field, in
+// place (useModelName for transcriptions: the audio file is not copied).
+// Unchanged when there is no such field.
+void RewriteMultipartModel(std::string* body, absl::string_view boundary,
+                           absl::string_view model);
 
 }  // namespace modelplane::proxy::router
 

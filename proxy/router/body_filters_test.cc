@@ -147,14 +147,24 @@ TEST(BodyFiltersTest, RewritesTheMultipartModelField) {
       "\x01\x02\r\n--B\r\nContent-Disposition: form-data; "
       "name=\"model\"\r\n\r\n"
       "whisper\r\n--B--\r\n";
-  std::string out = RewriteMultipartModel(body, "B", "large-v3");
-  EXPECT_EQ(out,
+  RewriteMultipartModel(&body, "B", "large-v3");
+  EXPECT_EQ(body,
             "--B\r\nContent-Disposition: form-data; name=\"file\"; "
             "filename=\"a\"\r\n\r\n"
             "\x01\x02\r\n--B\r\nContent-Disposition: form-data; "
             "name=\"model\"\r\n\r\n"
             "large-v3\r\n--B--\r\n");
-  EXPECT_EQ(RewriteMultipartModel("--B--\r\n", "B", "x"), "--B--\r\n");
+  std::string empty = "--B--\r\n";
+  RewriteMultipartModel(&empty, "B", "x");
+  EXPECT_EQ(empty, "--B--\r\n");
+  // The field the scanner routes by, however its name is written.
+  std::string unquoted =
+      "--B\r\ncontent-disposition: form-data; NAME = model\r\n\r\n"
+      "whisper\r\n--B--\r\n";
+  RewriteMultipartModel(&unquoted, "B", "v3");
+  EXPECT_EQ(unquoted,
+            "--B\r\ncontent-disposition: form-data; NAME = model\r\n\r\n"
+            "v3\r\n--B--\r\n");
 }
 
 }  // namespace

@@ -6,10 +6,8 @@
 #include "absl/strings/strip.h"
 
 namespace modelplane::proxy::router {
-namespace {
-
 // The `name` parameter of a part's Content-Disposition header.
-std::string PartName(absl::string_view headers) {
+std::string MultipartScanner::PartName(absl::string_view headers) {
   for (absl::string_view line : absl::StrSplit(headers, "\r\n")) {
     size_t colon = line.find(':');
     if (colon == absl::string_view::npos ||
@@ -35,8 +33,6 @@ std::string PartName(absl::string_view headers) {
   }
   return "";
 }
-
-}  // namespace
 
 std::optional<std::string> MultipartScanner::BoundaryFrom(
     absl::string_view content_type) {

@@ -27,6 +27,10 @@ class MultipartScanner {
   static std::optional<std::string> BoundaryFrom(
       absl::string_view content_type);
 
+  // The `name` parameter of a part's Content-Disposition header (in any
+  // case, quoted or not), or "".
+  static std::string PartName(absl::string_view headers);
+
   explicit MultipartScanner(const std::string& boundary);
 
   void Feed(absl::string_view data);

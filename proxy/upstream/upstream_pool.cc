@@ -69,9 +69,12 @@ struct Resolve {
   Connection* conn;
 };
 
+// A write libuv queued: the bytes it owns (the rest of a head, a tunnel's
+// bytes), and a reference that keeps a shared body alive until written.
 struct WriteReq {
   uv_write_t req;
   std::string data;
+  std::shared_ptr<const std::string> body;
 };
 
 }  // namespace
@@ -97,7 +100,7 @@ class Connection : public http1::ResponseVisitor {
   const std::string& key() const { return key_; }
 
   // Starts a request: connects first if new.
-  void Begin(std::string request, bool head_request, Handle* handle,
+  void Begin(OutgoingRequest request, bool head_request, Handle* handle,
              const Timeouts& timeouts, bool upgrade);
   // A tunnel's bytes for the upstream; true when over kTunnelBuffer waits.
   bool WriteRaw(absl::string_view data);
@@ -118,10 +121,12 @@ class Connection : public http1::ResponseVisitor {
 
  private:
   void Send();
-  // `data` to the socket, what it does not take now queued; a libuv error
-  // code when even queuing failed. A tunnel hears OnUpstreamWritable when
-  // its queue drains below kTunnelBuffer / 4.
-  int Write(absl::string_view data);
+  // `data`, then `body` from `body_from` on, to the socket; what it does
+  // not take now is queued (the body by reference, not copied); a libuv
+  // error code when even queuing failed. A tunnel hears OnUpstreamWritable
+  // when its queue drains below kTunnelBuffer / 4.
+  int Write(absl::string_view data,
+            const std::shared_ptr<const std::string>& body = nullptr);
   void Connect();
   static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res);
   void Fail(const std::string& message);
@@ -153,7 +158,7 @@ class Connection : public http1::ResponseVisitor {
   bool closing_ = false;
   bool reused_ = false;
   Handle* handle_ = nullptr;  // The request in flight, if any.
-  std::string request_;       // Kept until a response byte (for a retry).
+  OutgoingRequest request_;   // Kept until a response byte (for a retry).
   bool head_request_ = false;
   bool upgrade_ = false;  // The request asks to switch protocols.
   bool tunnel_ = false;   // Switched: bytes pass both ways as they are.
@@ -209,7 +214,7 @@ void Connection::OnTimer(uv_timer_t* t) {
       break;
     case Wait::kHead:
       c->timed_out_ = true;
-      c->request_.clear();  // The upstream has it: never retried.
+      c->request_ = {};  // The upstream has it: never retried.
       c->Fail(absl::StrCat("the upstream ", c->key_,
                            " sent no response head within ",
                            absl::FormatDuration(c->timeouts_.response_header),
@@ -226,8 +231,8 @@ void Connection::OnTimer(uv_timer_t* t) {
 
 void Connection::Idle() { Arm(Wait::kIdle, timeouts_.idle); }
 
-void Connection::Begin(std::string request, bool head_request, Handle* handle,
-                       const Timeouts& timeouts, bool upgrade) {
+void Connection::Begin(OutgoingRequest request, bool head_request,
+                       Handle* handle, const Timeouts& timeouts, bool upgrade) {
   timeouts_ = timeouts;
   upgrade_ = upgrade;
   timed_out_ = false;
@@ -310,26 +315,42 @@ void Connection::OnConnect(uv_connect_t* req, int status) {
 
 void Connection::Send() {
   Arm(Wait::kHead, timeouts_.response_header);
-  int rc = Write(request_);
+  int rc = Write(request_.head, request_.body);
   if (rc != 0) {
     Fail(absl::StrCat("cannot write to the upstream: ", uv_strerror(rc)));
   }
 }
 
-int Connection::Write(absl::string_view data) {
+int Connection::Write(absl::string_view data,
+                      const std::shared_ptr<const std::string>& body) {
+  absl::string_view rest_body =
+      body != nullptr ? absl::string_view(*body) : absl::string_view();
   // Straight to the socket when it takes it all (the usual case): no copy,
   // and no epoll_ctl from libuv re-arming the watcher after a queued write.
   // An error is left to uv_write (the read side sees the connection end).
-  size_t done = 0;
   if (tcp_.write_queue_size == 0) {
-    uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), data.size());
-    int n = uv_try_write(stream(), &buf, 1);
-    if (n > 0) done = static_cast<size_t>(n);
+    uv_buf_t bufs[2] = {
+        uv_buf_init(const_cast<char*>(data.data()), data.size()),
+        uv_buf_init(const_cast<char*>(rest_body.data()), rest_body.size())};
+    int n = uv_try_write(stream(), bufs, rest_body.empty() ? 1 : 2);
+    if (n > 0) {
+      size_t done = static_cast<size_t>(n);
+      size_t from_data = std::min(done, data.size());
+      data.remove_prefix(from_data);
+      rest_body.remove_prefix(done - from_data);
+    }
   }
-  if (done == data.size()) return 0;
-  auto* w = new WriteReq{uv_write_t{}, std::string(data.substr(done))};
-  uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
-  int rc = uv_write(&w->req, stream(), &buf, 1, [](uv_write_t* r, int status) {
+  if (data.empty() && rest_body.empty()) return 0;
+  auto* w = new WriteReq{uv_write_t{}, std::string(data),
+                         rest_body.empty() ? nullptr : body};
+  uv_buf_t bufs[2];
+  unsigned int n = 0;
+  if (!w->data.empty()) bufs[n++] = uv_buf_init(w->data.data(), w->data.size());
+  if (!rest_body.empty()) {
+    bufs[n++] =
+        uv_buf_init(const_cast<char*>(rest_body.data()), rest_body.size());
+  }
+  int rc = uv_write(&w->req, stream(), bufs, n, [](uv_write_t* r, int status) {
     auto* c = static_cast<Connection*>(r->handle->data);
     delete reinterpret_cast<WriteReq*>(r);
     if (status < 0 || c->closing_ || c->handle_ == nullptr || !c->tunnel_) {
@@ -429,7 +450,7 @@ void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 void Connection::OnResponseHead(http1::ResponseHead head) {
   got_head_ = true;
   Arm(Wait::kNone, absl::ZeroDuration());
-  request_.clear();
+  request_ = {};  // Never retried now (a write in flight keeps the body).
   keep_alive_ = head.keep_alive;
   if (handle_ != nullptr) handle_->observer_->OnUpstreamHead(std::move(head));
 }
@@ -477,9 +498,10 @@ void Connection::OnResponseError(const std::string& message) { Fail(message); }
 void Connection::Fail(const std::string& message) {
   Handle* h = handle_;
   handle_ = nullptr;
-  bool retry = h != nullptr && reused_ && !got_bytes_ && !request_.empty();
+  bool retry = h != nullptr && reused_ && !got_bytes_ && !request_.head.empty();
   bool timed_out = timed_out_;
-  std::string request = std::move(request_);
+  OutgoingRequest request = std::move(request_);
+  request_ = {};
   Close();
   if (h == nullptr) return;
   h->conn_ = nullptr;
@@ -539,7 +561,7 @@ UpstreamPool::~UpstreamPool() {
 }
 
 std::unique_ptr<UpstreamRequest> UpstreamPool::Send(
-    const std::string& base_url, std::string request, bool head_request,
+    const std::string& base_url, OutgoingRequest request, bool head_request,
     UpstreamObserver* observer, const Timeouts& timeouts, bool upgrade) {
   auto handle = std::make_unique<Handle>(this, observer);
   // Parsed once per URL, not per request.

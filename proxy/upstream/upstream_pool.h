@@ -70,6 +70,14 @@ class UpstreamRequest {
 // Bytes a tunnel lets wait for a slow upstream before its client is paused.
 inline constexpr size_t kTunnelBuffer = 1 << 20;
 
+// What goes to the upstream: the head (request line and headers) and the
+// body, which is shared, never copied: a large upload is held once, by
+// whoever needs it last (a write still in flight, a retry), and freed then.
+struct OutgoingRequest {
+  std::string head;
+  std::shared_ptr<const std::string> body;  // May be null (no body).
+};
+
 class Connection;
 struct Target;
 
@@ -89,7 +97,8 @@ class UpstreamPool {
   // handshake); after a 101 the connection is a tunnel (see
   // UpstreamObserver) and is never pooled again.
   std::unique_ptr<UpstreamRequest> Send(const std::string& base_url,
-                                        std::string request, bool head_request,
+                                        OutgoingRequest request,
+                                        bool head_request,
                                         UpstreamObserver* observer,
                                         const Timeouts& timeouts = {},
                                         bool upgrade = false);

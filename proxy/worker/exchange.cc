@@ -55,6 +55,7 @@ Exchange::Exchange(Worker* worker, ResponseSink* sink, std::string peer)
 
 Exchange::~Exchange() {
   Cancel();
+  DropBody();
   if (loading_timer_ != nullptr) {
     uv_close(reinterpret_cast<uv_handle_t*>(loading_timer_),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
@@ -91,7 +92,8 @@ void Exchange::Begin(http1::RequestHead head) {
     websocket_body = head.chunked || head.content_length.value_or(0) > 0;
   }
   head_ = std::move(head);
-  body_.clear();
+  DropBody();
+  over_budget_ = false;
   json_ = router::JsonScanner();
   multipart_.reset();
   scan_ = BodyScan::kNone;
@@ -138,12 +140,62 @@ void Exchange::Begin(http1::RequestHead head) {
     }
   }
   if (rejection_ == 0 && websocket_body) rejection_ = 400;
-  if (head_.expect_continue && rejection_ == 0) sink_->SendContinue();
+  // A body of known length is charged (and its buffer sized) at once: past
+  // the budget it is refused before a byte of it is read.
+  if (rejection_ == 0 && head_.content_length.value_or(0) > 0) {
+    if (ChargeBody(*head_.content_length)) {
+      body_.reserve(*head_.content_length);
+    } else {
+      over_budget_ = true;
+    }
+  }
+  if (head_.expect_continue && rejection_ == 0 && !over_budget_) {
+    sink_->SendContinue();
+  }
+}
+
+bool Exchange::ChargeBody(uint64_t n) {
+  if (n <= charged_) return true;
+  uint64_t step =
+      head_.content_length ? n - charged_ : std::max(n - charged_, kBodyStep);
+  if (!worker_->context().bodies().TryCharge(step)) return false;
+  charged_ += step;
+  return true;
+}
+
+void Exchange::ChargeFiltered() {
+  uint64_t size = body_.size();
+  BodyBudget& budget = worker_->context().bodies();
+  if (size > charged_) {
+    budget.Charge(size - charged_);
+  } else {
+    budget.Release(charged_ - size);
+  }
+  charged_ = size;
+}
+
+void Exchange::DropBody() {
+  if (charged_ > 0) {
+    worker_->context().bodies().Release(charged_);
+    charged_ = 0;
+  }
+  if (body_.capacity() > kInlineBodyBytes) {
+    bool large = body_.capacity() >= kLargeBodyBytes;
+    std::string().swap(body_);  // Not kept for the next request.
+    if (large) worker_->context().FreedLargeBody();
+  } else {
+    body_.clear();
+  }
 }
 
 void Exchange::Body(absl::string_view data) {
   // Refused on its head, or already answered (an HTTP/2 408): dropped.
-  if (rejection_ != 0 || !in_request_) return;
+  if (rejection_ != 0 || over_budget_ || !in_request_) return;
+  if (!ChargeBody(body_.size() + data.size())) {
+    over_budget_ = true;  // Answered 503 at its end; the rest is dropped.
+    DropBody();
+    return;
+  }
   body_.append(data.data(), data.size());
   if (scan_ == BodyScan::kJson) json_.Feed(data);
   if (scan_ == BodyScan::kMultipart) multipart_->Feed(data);
@@ -195,6 +247,16 @@ void Exchange::Dispatch() {
   }
   if (rejection_ == 400) {
     return RespondError(400, "a WebSocket handshake cannot have a body");
+  }
+  if (over_budget_) {
+    worker_->metrics().AddBodyRefused();
+    return Respond(
+        503, "application/json",
+        absl::StrCat(R"({"error":{"message":"modelproxy holds as many )",
+                     R"(request bodies as it may (--max-buffered-body-mib )",
+                     worker_->context().bodies().limit() >> 20,
+                     R"(); retry","type":"api_error","code":503}})"),
+        {{"Retry-After", "1"}});
   }
   if (rejection_ == 401) {
     // Every endpoint but /health needs the key, /metrics included (a
@@ -347,16 +409,18 @@ void Exchange::Forward(const std::string& requested, std::string target) {
     filters = &renamed;
   }
   if (scan_ == BodyScan::kJson && filters->AppliesTo(model_name)) {
+    // Parsed in place (the body is not copied for its tree).
     absl::StatusOr<std::string> filtered =
-        router::ApplyJsonFilters(body_, *filters, model_name);
+        router::ApplyJsonFilters(std::move(body_), *filters, model_name);
     if (!filtered.ok()) {
       return RespondError(400, std::string(filtered.status().message()));
     }
     body_ = *std::move(filtered);
+    ChargeFiltered();
   } else if (!filters->use_model_name.empty() &&
              scan_ == BodyScan::kMultipart) {
-    body_ = router::RewriteMultipartModel(body_, boundary_,
-                                          filters->use_model_name);
+    router::RewriteMultipartModel(&body_, boundary_, filters->use_model_name);
+    ChargeFiltered();
   }
   head_.target = std::move(target);
   if (renamed_) RenameModelInQueryAndForm(filters->use_model_name);

@@ -32,6 +32,14 @@ namespace modelplane::proxy {
 
 class Worker;
 
+// A body up to this is copied into the request's head buffer (one write);
+// a larger one is handed to the upstream pool as it is.
+inline constexpr size_t kInlineBodyBytes = 64 << 10;
+// Freeing a body this large asks for the memory to go back to the system.
+inline constexpr size_t kLargeBodyBytes = 1 << 20;
+// A body without a Content-Length is charged in steps this large.
+inline constexpr uint64_t kBodyStep = 1 << 20;
+
 // Where an exchange's answer goes: an HTTP/1.1 connection or an HTTP/2
 // stream.
 class ResponseSink {
@@ -198,6 +206,20 @@ class Exchange : public upstream::UpstreamObserver {
   std::string origin_;  // The request's Origin (CORS), or "".
   http1::RequestHead head_;
   std::string body_;
+  // What body_ holds of the process's BodyBudget (released by DropBody, or
+  // handed over with the body to the upstream).
+  uint64_t charged_ = 0;
+  // The body would pass the budget: refused (503), its bytes dropped.
+  bool over_budget_ = false;
+  // Takes `n` more bytes of the budget for body_, in steps of kBodyStep
+  // (one atomic operation per step, not per read); false past the bound.
+  bool ChargeBody(uint64_t n);
+  // Frees body_ (a large buffer is given back, not kept for the next
+  // request) and its charge.
+  void DropBody();
+  // A filter rewrote body_: its charge follows its new size (taken even
+  // past the bound: the bytes are already held).
+  void ChargeFiltered();
   BodyScan scan_ = BodyScan::kNone;
   bool form_ = false;      // Labelled application/x-www-form-urlencoded.
   bool resolved_ = false;  // Pins and selectors applied (once).

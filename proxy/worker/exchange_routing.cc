@@ -120,14 +120,15 @@ void Exchange::ForwardToPeer(const router::PeerRoute& peer,
   if (rename) filters.use_model_name = peer.model;
   if (scan_ == BodyScan::kJson && filters.AppliesTo(requested)) {
     absl::StatusOr<std::string> filtered =
-        router::ApplyJsonFilters(body_, filters, requested);
+        router::ApplyJsonFilters(std::move(body_), filters, requested);
     if (!filtered.ok()) {
       return RespondError(400, std::string(filtered.status().message()));
     }
     body_ = *std::move(filtered);
+    ChargeFiltered();
   } else if (scan_ == BodyScan::kMultipart && !filters.use_model_name.empty()) {
-    body_ =
-        router::RewriteMultipartModel(body_, boundary_, filters.use_model_name);
+    router::RewriteMultipartModel(&body_, boundary_, filters.use_model_name);
+    ChargeFiltered();
   }
   head_.target = std::move(target);
   if (rename) RenameModelInQueryAndForm(peer.model);

@@ -18,10 +18,12 @@ void Exchange::SendUpstream(const std::string& upstream,
   absl::string_view host = upstream;
   host.remove_prefix(std::min(host.size(), host.find("//") + 2));
   host = host.substr(0, host.find('/'));
-  // The head written straight into the request, the body after it: no
-  // copy of the headers, one allocation.
+  // The head written straight into the request, and a small body after it
+  // (one allocation, one write); a large one is handed over as it is,
+  // never copied (held once: body_budget.h).
+  bool share = body_.size() > kInlineBodyBytes;
   std::string request;
-  request.reserve(256 + head_.target.size() + body_.size());
+  request.reserve(256 + head_.target.size() + (share ? 0 : body_.size()));
   // A WebSocket handshake has no body and keeps its Upgrade.
   http1::Framing framing = websocket_.empty() ? http1::Framing::kContentLength
                                               : http1::Framing::kNoBody;
@@ -42,15 +44,32 @@ void Exchange::SendUpstream(const std::string& upstream,
                               {"x-api-key", api_key}},
                              framing, body_.size(), websocket_);
   }
-  if (framing != http1::Framing::kNoBody) request.append(body_);
+  std::shared_ptr<const std::string> body;
+  if (framing != http1::Framing::kNoBody && share) {
+    // Its charge goes with it: given back when the upstream is done with
+    // it (the last write, or a retry), not when this request ends.
+    ProxyContext* context = &worker_->context();
+    uint64_t charged = std::exchange(charged_, 0);
+    body = std::shared_ptr<const std::string>(
+        new std::string(std::move(body_)),
+        [context, charged](const std::string* b) {
+          bool large = b->capacity() >= kLargeBodyBytes;
+          delete b;
+          context->bodies().Release(charged);
+          if (large) context->FreedLargeBody();
+        });
+    body_.clear();
+  } else if (framing != http1::Framing::kNoBody) {
+    request.append(body_);
+  }
   reading_upstream_ = true;
   sent_ns_ = uv_hrtime();
   // Send may answer inline (a bad URL, no descriptor left): the request is
   // then finished, and a pipelined one may already be on its way.
   uint64_t generation = generation_;
-  auto sent =
-      worker_->pool().Send(upstream, std::move(request), head_.method == "HEAD",
-                           this, timeouts_, !websocket_.empty());
+  auto sent = worker_->pool().Send(
+      upstream, upstream::OutgoingRequest{std::move(request), std::move(body)},
+      head_.method == "HEAD", this, timeouts_, !websocket_.empty());
   if (in_request_ && generation == generation_) upstream_ = std::move(sent);
 }
 

@@ -62,6 +62,7 @@ void Metrics::Merge(const Metrics& o) {
   bytes_in += o.bytes_in;
   bytes_out += o.bytes_out;
   open_connections += o.open_connections;
+  bodies_refused += o.bodies_refused;
   worker_connections.push_back(o.open_connections);
 }
 
@@ -118,6 +119,7 @@ Metrics WorkerMetrics::Snapshot() {
   m.bytes_in = bytes_in_.load(std::memory_order_relaxed);
   m.bytes_out = bytes_out_.load(std::memory_order_relaxed);
   m.open_connections = open_connections_.load(std::memory_order_relaxed);
+  m.bodies_refused = bodies_refused_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -186,7 +188,17 @@ std::string Metrics::Render(const std::map<std::string, int>& in_flight,
       bytes_out,
       "\n# HELP modelproxy_open_connections Client connections open.\n"
       "# TYPE modelproxy_open_connections gauge\nmodelproxy_open_connections ",
-      open_connections, "\n");
+      open_connections,
+      "\n# HELP modelproxy_buffered_body_bytes Request body bytes held in "
+      "memory (bounded by --max-buffered-body-mib).\n"
+      "# TYPE modelproxy_buffered_body_bytes gauge\n"
+      "modelproxy_buffered_body_bytes ",
+      buffered_body_bytes,
+      "\n# HELP modelproxy_body_budget_refused_total Requests refused (503) "
+      "because their body would pass --max-buffered-body-mib.\n"
+      "# TYPE modelproxy_body_budget_refused_total counter\n"
+      "modelproxy_body_budget_refused_total ",
+      bodies_refused, "\n");
   if (!worker_connections.empty()) {
     out.append(
         "# HELP modelproxy_worker_connections Client connections open, by "

@@ -52,6 +52,10 @@ struct Metrics {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   int64_t open_connections = 0;
+  // Requests refused because the bodies held would pass the budget.
+  uint64_t bodies_refused = 0;
+  // Request body bytes held now (process-wide: set by the renderer).
+  uint64_t buffered_body_bytes = 0;
   // One entry per worker merged in (Merge), in order.
   std::vector<int64_t> worker_connections;
 
@@ -95,6 +99,9 @@ class WorkerMetrics {
   void AddConnections(int delta) {
     open_connections_.fetch_add(delta, std::memory_order_relaxed);
   }
+  void AddBodyRefused() {
+    bodies_refused_.fetch_add(1, std::memory_order_relaxed);
+  }
   // A copy; the worker's loop thread.
   Metrics Snapshot();
 
@@ -103,6 +110,7 @@ class WorkerMetrics {
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
   std::atomic<int64_t> open_connections_{0};
+  std::atomic<uint64_t> bodies_refused_{0};
 };
 
 }  // namespace modelplane::proxy

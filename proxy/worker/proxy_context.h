@@ -14,9 +14,11 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/memory_trimmer.h"
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/router/route_table.h"
+#include "proxy/worker/body_budget.h"
 #include "re2/re2.h"
 
 namespace modelplane::proxy {
@@ -43,14 +45,27 @@ struct ProxyOptions {
   absl::Duration loading_interval = absl::Seconds(1);
   // One line per request on stderr (--access-log).
   bool access_log = false;
+  // Request bodies held at once by every worker (body_budget.h).
+  uint64_t max_buffered_body_bytes = uint64_t{1} << 30;
 };
 
 class ProxyContext {
  public:
-  ProxyContext(lease::LeaseBroker* broker, ProxyOptions options)
-      : broker_(broker), options_(options) {}
+  ProxyContext(lease::LeaseBroker* broker, ProxyOptions options,
+               MemoryTrimmer* trimmer = nullptr)
+      : broker_(broker),
+        options_(options),
+        trimmer_(trimmer),
+        bodies_(options.max_buffered_body_bytes) {}
 
   lease::LeaseBroker& broker() { return *broker_; }
+  // The request bodies held in memory, process-wide.
+  BodyBudget& bodies() { return bodies_; }
+  // A large body was freed: its memory goes back to the system (null in
+  // tests: nothing).
+  void FreedLargeBody() {
+    if (trimmer_ != nullptr) trimmer_->Request();
+  }
 
   // Stops a model (empty: all) through the manager, for /unload; `done` on
   // any thread. Set once by main before serving.
@@ -177,6 +192,8 @@ class ProxyContext {
  private:
   lease::LeaseBroker* broker_;
   ProxyOptions options_;
+  MemoryTrimmer* trimmer_;
+  BodyBudget bodies_;
   Unload unload_;
   MetricsText metrics_;
   mutable absl::Mutex mu_;

@@ -316,6 +316,10 @@ void OpenAiHandler::Remember(const Request& request) {
   last_path_ = request.path;
   last_query_ = request.query;
   last_body_ = request.body.substr(0, kRememberedBodyBytes);
+  last_body_bytes_ = request.body.size();
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : request.body) h = (h ^ c) * 0x100000001b3ULL;
+  last_body_fnv1a_ = h;
   last_headers_ = request.headers;
 }
 
@@ -361,6 +365,9 @@ Response OpenAiHandler::Stats() const {
   String(w, "last_path", last_path_);
   String(w, "last_query", last_query_);
   String(w, "last_body", last_body_);
+  w.Key("last_body_bytes");
+  w.Uint64(last_body_bytes_);
+  String(w, "last_body_fnv1a", absl::StrCat(absl::Hex(last_body_fnv1a_)));
   w.Key("last_headers");
   w.StartObject();
   for (const auto& [name, value] : last_headers_) String(w, name, value);

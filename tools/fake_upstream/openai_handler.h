@@ -55,6 +55,10 @@ class OpenAiHandler {
   std::function<bool()> is_ready_;
   uint64_t next_id_ = 0;
   std::string last_body_;  // Truncated; for tests of body rewriting.
+  // The whole last body's size and FNV-1a hash: a large upload arrived
+  // whole and unchanged.
+  uint64_t last_body_bytes_ = 0;
+  uint64_t last_body_fnv1a_ = 0;
   std::vector<std::pair<std::string, std::string>> last_headers_;
   std::string last_path_;
   std::string last_query_;  // Without the leading '?'.
