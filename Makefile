@@ -12,25 +12,31 @@ FORMAT_SOURCES = $(shell git ls-files '*.cc' '*.h' '*.proto' 2>/dev/null)
 
 all: build
 
+# Everything every target needs (`tools/bootstrap.sh all`); each target
+# below installs only its own part.
 bootstrap:
-	@tools/bootstrap.sh
+	@tools/bootstrap.sh all
 
-build: bootstrap
+build:
+	@tools/bootstrap.sh build
 	$(BAZEL) build //...
 
 # The whole stack on fake models until Ctrl-C (tools/demo.sh); `make run
 # CONFIG=path/to/config.yaml` does the same on your own config.
-demo: bootstrap
+demo:
+	@tools/bootstrap.sh demo
 	@BAZEL=$(BAZEL) tools/demo.sh examples/demo.yaml
 
 CONFIG ?=
-run: bootstrap
+run:
+	@tools/bootstrap.sh demo
 	@if [ -z "$(CONFIG)" ]; then echo "usage: make run CONFIG=path/to/config.yaml" >&2; exit 2; fi
 	@BAZEL=$(BAZEL) tools/demo.sh "$(CONFIG)"
 
 # Runs every test, then counts test cases (not targets) from this run's XML
 # reports. The last line is `N passed, N failed`; .ci/run repeats it last.
-test: bootstrap
+test:
+	@tools/bootstrap.sh test
 	@mkdir -p $(BUILD_DIR)
 	@rm -f $(BEP) $(SUMMARY)
 	@fmt=pass; $(MAKE) --no-print-directory fmt-check || fmt=fail; \
@@ -42,18 +48,21 @@ test: bootstrap
 
 # Coverage-guided fuzzing of the proxy's parsers with clang's libFuzzer
 # (tools/fuzz.sh; FUZZ_SECONDS, default 60).
-fuzz: bootstrap
+fuzz:
+	@tools/bootstrap.sh fuzz
 	tools/fuzz.sh
 
 # Benchmarks, each against its peer in the same run (tools/bench/).
-bench: bootstrap
+bench:
+	@tools/bootstrap.sh bench
 	$(BAZEL) run -c opt //tools/bench/readiness
 	$(BAZEL) run -c opt //tools/bench/control_plane
 	$(BAZEL) run -c opt //tools/bench/proxy:codec
 	$(BAZEL) run -c opt //tools/bench/proxy
 	$(BAZEL) run -c opt //tools/bench/proxy:body
 
-fmt: bootstrap
+fmt:
+	@tools/bootstrap.sh test
 	clang-format -i --style=file $(FORMAT_SOURCES)
 
 fmt-check:

@@ -13,11 +13,14 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
@@ -50,7 +53,41 @@ int ExitCode(const absl::Status& s) {
   }
 }
 
+// The manager's address, for messages.
+std::string manager_address;
+
+// Why a connection failed, in a few words, from gRPC's long message.
+std::string ConnectError(absl::string_view message) {
+  if (absl::StrContains(message, "Connection refused")) {
+    return "connection refused";
+  }
+  if (absl::StrContains(message, "DNS") ||
+      absl::StrContains(message, "Name or service not known") ||
+      absl::StrContains(message, "resolve")) {
+    return "the name does not resolve";
+  }
+  if (absl::StrContains(message, "No such file")) return "no such socket";
+  if (absl::StrContains(message, "Deadline") ||
+      absl::StrContains(message, "Timeout")) {
+    return "no answer";
+  }
+  if (absl::StrContains(message, "handshake") ||
+      absl::StrContains(message, "SSL") || absl::StrContains(message, "TLS")) {
+    return "the TLS handshake failed";
+  }
+  return std::string(message);
+}
+
 int Fail(const absl::Status& s) {
+  if (absl::IsUnavailable(s) &&
+      !absl::StrContains(s.message(), "shutting down")) {
+    // One plain sentence instead of gRPC's chain of causes.
+    fprintf(stderr,
+            "mpctl: cannot reach modelmanager at %s (%s); is it running, and "
+            "is --manager (or $MODELPLANE_MANAGER) its address?\n",
+            manager_address.c_str(), ConnectError(s.message()).c_str());
+    return ExitCode(s);
+  }
   fprintf(stderr, "mpctl: %s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
           std::string(s.message()).c_str());
   return ExitCode(s);
@@ -201,6 +238,21 @@ int Start(ManagerClient& c, const std::string& model, absl::Duration timeout,
   return 0;
 }
 
+// `mpctl wait` that timed out: what the model is doing instead.
+int WaitTimedOut(ManagerClient& c, const std::string& model,
+                 absl::Duration waited) {
+  auto m = c.GetModel(model, absl::Seconds(5));
+  if (!m.ok()) return Fail(absl::DeadlineExceededError("timed out"));
+  std::string state = StateName(m->state());
+  fprintf(stderr, "mpctl: %s is %s, not READY, after %s%s\n", model.c_str(),
+          state.c_str(), absl::FormatDuration(waited).c_str(),
+          m->state() == v1::MODEL_STATE_STOPPED ||
+                  m->state() == v1::MODEL_STATE_FAILED
+              ? " (wait does not start it: mpctl start does)"
+              : "");
+  return 5;
+}
+
 int PrintModel(const absl::StatusOr<v1::Model>& m, bool json) {
   if (!m.ok()) return Fail(m.status());
   if (json) {
@@ -211,25 +263,99 @@ int PrintModel(const absl::StatusOr<v1::Model>& m, bool json) {
   return m->state() == v1::MODEL_STATE_FAILED ? 1 : 0;
 }
 
-int Watch(ManagerClient& c, const std::vector<std::string>& models, bool json) {
+absl::Time FromProto(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+// "1.3 s", "2 min 5 s".
+std::string Took(absl::Duration d) {
+  if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
+  if (d < absl::Minutes(1)) {
+    return absl::StrFormat("%.1f s", absl::ToDoubleSeconds(d));
+  }
+  int64_t s = absl::ToInt64Seconds(d);
+  if (s < 3600) return absl::StrCat(s / 60, " min ", s % 60, " s");
+  return absl::StrCat(s / 3600, " h ", (s % 3600) / 60, " min");
+}
+
+// What `mpctl watch` prints for people: one line per change a person
+// cares about (a state with how long the last one took, a failure with
+// its reason, leases and queue), wall-clock time first; a line the same as
+// the model's last one is not printed again. Revisions with --revisions.
+class WatchPrinter {
+ public:
+  explicit WatchPrinter(bool revisions) : revisions_(revisions) {}
+
+  void Print(const v1::WatchEvent& e) {
+    std::string rev =
+        revisions_ ? absl::StrCat(e.revision(), " ") : std::string();
+    if (e.type() == v1::WatchEvent::TYPE_BOOKMARK) {
+      if (revisions_) Line(absl::Now(), absl::StrCat(rev, "BOOKMARK"));
+      return;
+    }
+    const v1::Model& m = e.model();
+    if (e.type() == v1::WatchEvent::TYPE_DELETED) {
+      seen_.erase(m.id());
+      Line(absl::Now(), absl::StrCat(rev, m.id(), " removed from the config"));
+      return;
+    }
+    absl::Time since = FromProto(m.state_since());
+    std::string text = absl::StrCat(m.id(), " ", StateName(m.state()));
+    auto it = seen_.find(m.id());
+    bool changed = it != seen_.end() && it->second.state != m.state();
+    // How long a start or a stop took (the state left was one of those).
+    if (changed && (it->second.state == v1::MODEL_STATE_STARTING ||
+                    it->second.state == v1::MODEL_STATE_STOPPING)) {
+      absl::StrAppend(&text, " in ", Took(since - it->second.since));
+    }
+    if (e.type() == v1::WatchEvent::TYPE_ADDED && it != seen_.end()) {
+      absl::StrAppend(&text, " (added)");
+    }
+    if (m.pid() != 0) absl::StrAppend(&text, " pid ", m.pid());
+    if (m.active_leases() > 0) {
+      absl::StrAppend(&text, ", leases ", m.active_leases());
+    }
+    if (m.queued_requests() > 0) {
+      absl::StrAppend(&text, ", queued ", m.queued_requests());
+    }
+    if (m.state() == v1::MODEL_STATE_FAILED && m.has_failure()) {
+      absl::StrAppend(&text, ": ", FailureText(m), ": ", m.failure().message());
+    }
+    Seen& s = seen_[m.id()];
+    bool same = it != seen_.end() && s.text == text;
+    s.state = m.state();
+    s.since = since;
+    s.text = text;
+    if (same) return;  // Nothing a person would see as new.
+    Line(changed ? since : absl::Now(), rev + text);
+  }
+
+ private:
+  struct Seen {
+    v1::ModelState state;
+    absl::Time since;
+    std::string text;
+  };
+  static void Line(absl::Time at, const std::string& text) {
+    printf("%s %s\n",
+           absl::FormatTime("%H:%M:%E3S", at, absl::LocalTimeZone()).c_str(),
+           text.c_str());
+  }
+  bool revisions_;
+  std::map<std::string, Seen> seen_;
+};
+
+int Watch(ManagerClient& c, const std::vector<std::string>& models, bool json,
+          bool revisions) {
   v1::WatchRequest req;
   for (const std::string& m : models) req.add_models(m);
+  WatchPrinter printer(revisions);
   absl::Status s =
       c.Watch(req, absl::InfiniteDuration(), [&](const v1::WatchEvent& e) {
         if (json) {
           printf("%s\n", Json(e).c_str());
-        } else if (e.type() == v1::WatchEvent::TYPE_BOOKMARK) {
-          printf("%lu BOOKMARK\n", static_cast<unsigned long>(e.revision()));
         } else {
-          std::string type = v1::WatchEvent::Type_Name(e.type());
-          if (type.rfind("TYPE_", 0) == 0) type = type.substr(5);
-          printf("%lu %s %s %s%s leases=%u queued=%u\n",
-                 static_cast<unsigned long>(e.revision()), type.c_str(),
-                 e.model().id().c_str(), StateName(e.model().state()),
-                 e.model().pid()
-                     ? absl::StrCat(" pid=", e.model().pid()).c_str()
-                     : "",
-                 e.model().active_leases(), e.model().queued_requests());
+          printer.Print(e);
         }
         fflush(stdout);
         return true;
@@ -266,7 +392,7 @@ int Main(int argc, char** argv) {
   const char* env = std::getenv("MODELPLANE_MANAGER");
   std::string manager = env != nullptr ? env : "127.0.0.1:50051";
   std::string token_file;
-  bool json = false, force = false, follow = false;
+  bool json = false, force = false, follow = false, revisions = false;
   int timeout_s = 0;
   int history = 64 << 10;
   flags.String(
@@ -279,6 +405,7 @@ int Main(int argc, char** argv) {
   flags.String("tls-cert", &tls.cert, "TLS: client certificate (mTLS)");
   flags.String("tls-key", &tls.key, "TLS: the client certificate's key");
   flags.Bool("json", &json, "print JSON (one object per line)");
+  flags.Bool("revisions", &revisions, "watch: print each event's revision");
   flags.Bool("force", &force, "stop: do not wait for lease holders");
   flags.Bool("follow", &follow, "logs: keep printing new output (-f)");
   flags.Int("timeout", &timeout_s, "seconds to wait (start, wait)", 1);
@@ -311,6 +438,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   options.credentials = *credentials;
+  manager_address = manager;
   ManagerClient c = ManagerClient::Connect(options);
   const std::string& cmd = (*rest)[0];
   std::vector<std::string> operands(rest->begin() + 1, rest->end());
@@ -329,10 +457,14 @@ int Main(int argc, char** argv) {
                         : 2;
   }
   if (cmd == "wait") {
-    return need_model() ? PrintModel(c.WaitReady(operands[0], timeout), json)
-                        : 2;
+    if (!need_model()) return 2;
+    absl::StatusOr<v1::Model> m = c.WaitReady(operands[0], timeout);
+    if (absl::IsDeadlineExceeded(m.status()) && !json) {
+      return WaitTimedOut(c, operands[0], timeout);
+    }
+    return PrintModel(m, json);
   }
-  if (cmd == "watch") return Watch(c, operands, json);
+  if (cmd == "watch") return Watch(c, operands, json, revisions);
   if (cmd == "logs")
     return need_model() ? Logs(c, operands[0], follow, history) : 2;
   if (cmd == "stop-all") {

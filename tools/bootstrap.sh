@@ -1,29 +1,54 @@
 #!/usr/bin/env bash
-# Installs every Debian package modelplane needs to build, test, run, demo and
-# benchmark, and the npm packages of the end-to-end tests (tests/e2e/node,
-# pinned by its lockfile). Idempotent: when everything is present it only
-# runs dpkg-query and compares a lockfile, and returns in about a second.
-# Needs root (or sudo) only when a Debian package is missing.
+# Installs the Debian packages (and, for the tests, the npm packages of
+# tests/e2e/node, pinned by its lockfile) that a make target needs, and
+# only those: `make demo` gets no benchmark peers nor fuzzing compilers.
+#
+#   tools/bootstrap.sh [build|demo|test|bench|fuzz|all]   # default: all
+#
+# Idempotent: when everything is present it only runs dpkg-query and
+# compares a lockfile, and returns in about a second. Needs root (or sudo)
+# only when a Debian package is missing.
 set -euo pipefail
+want="${1:-all}"
 
 # One package per line, grouped by what needs it.
-PACKAGES=(
-  # Build: Bazel 4.2.3 (offline with the shims in tools/bazel), compiler, libraries.
+BUILD=(
+  # Bazel 4.2.3 (offline with the shims in tools/bazel), compiler, libraries.
   bazel-bootstrap g++ make
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libabsl-dev libuv1-dev libnghttp2-dev libhttp-parser-dev libyaml-cpp-dev
   libre2-dev rapidjson-dev libsimdjson-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  # Tests: real clients.
-  python3 python3-grpcio python3-protobuf python3-h2 curl nghttp2-client openssl
-  procps
-  # Benchmarks: peers and load generators.
-  nginx nghttp2-proxy wrk hey
-  # Formatting.
-  clang-format
-  # Fuzzing (make fuzz): clang with libFuzzer and the sanitizer runtimes.
+)
+DEMO=(
+  # tools/demo.sh: its checks and the commands it prints.
+  curl python3 procps
+)
+TEST=(
+  # Real clients, and the formatting check.
+  python3 python3-grpcio python3-protobuf python3-h2 curl nghttp2-client
+  openssl procps clang-format
+)
+BENCH=(
+  # Peers and load generators.
+  nginx nghttp2-proxy wrk hey python3
+)
+FUZZ=(
+  # make fuzz: clang with libFuzzer and the sanitizer runtimes.
   clang-14 libclang-rt-14-dev
 )
+case "$want" in
+  build) PACKAGES=("${BUILD[@]}") ;;
+  demo) PACKAGES=("${BUILD[@]}" "${DEMO[@]}") ;;
+  test) PACKAGES=("${BUILD[@]}" "${DEMO[@]}" "${TEST[@]}") ;;
+  bench) PACKAGES=("${BUILD[@]}" "${BENCH[@]}") ;;
+  fuzz) PACKAGES=("${BUILD[@]}" "${FUZZ[@]}") ;;
+  all) PACKAGES=("${BUILD[@]}" "${DEMO[@]}" "${TEST[@]}" "${BENCH[@]}" "${FUZZ[@]}") ;;
+  *) echo "usage: tools/bootstrap.sh [build|demo|test|bench|fuzz|all]" >&2; exit 2 ;;
+esac
+# The tests' OpenAI Node SDK: only for test and all.
+need_node=false
+[[ "$want" == test || "$want" == all ]] && need_node=true
 
 missing=()
 while read -r status pkg; do
@@ -38,8 +63,8 @@ done
 # Node.js and npm: any already on the PATH the tests run with (.bazelrc:
 # /usr/local/bin:/usr/bin:/bin) will do; Debian's are the fallback. (A Node
 # under ~/.nvm is not seen by the tests.)
-if ! PATH=/usr/local/bin:/usr/bin:/bin command -v node >/dev/null 2>&1 ||
-   ! PATH=/usr/local/bin:/usr/bin:/bin command -v npm >/dev/null 2>&1; then
+if $need_node && { ! PATH=/usr/local/bin:/usr/bin:/bin command -v node >/dev/null 2>&1 ||
+   ! PATH=/usr/local/bin:/usr/bin:/bin command -v npm >/dev/null 2>&1; }; then
   missing+=(nodejs npm)
 fi
 
@@ -73,6 +98,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   install_missing
 fi
 
+$need_node || exit 0
 # The OpenAI Node SDK for tests/e2e, from the npm registry: `npm ci` only
 # when the lockfile differs from the one last installed.
 node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/node"

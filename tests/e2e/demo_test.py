@@ -5,8 +5,10 @@ clients through the proxy, the manager's events on the terminal, and Ctrl-C
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -125,8 +127,75 @@ class DemoTest(unittest.TestCase):
             os.killpg(demo.pid, signal.SIGINT)
             code = demo.wait(60)
             reader.join(10)
-        self.assertEqual(code, 130, "".join(lines))
+        # Ctrl-C is how the demo ends: exit 0 (make prints no "Error 130").
+        self.assertEqual(code, 0, "".join(lines))
         self.assertIn("demo: stopped", "".join(lines))
+        self.assertTrue(wait_for(lambda: not our_processes(root), 10), our_processes(root))
+
+    def start_demo(self, env_extra):
+        root = os.path.dirname(os.path.dirname(runfile("tools/demo.sh")))
+        tmp = tempfile.mkdtemp()
+        config = os.path.join(tmp, "demo.yaml")
+        with open(runfile("examples/demo.yaml")) as f, open(config, "w") as out:
+            out.write("startPort: %d\n" % free_port_block(16) + f.read())
+        env = dict(os.environ, MODELPLANE_BIN=root, MODELPLANE_LOG_DIR=tmp,
+                   MODELPLANE_MANAGER="127.0.0.1:%d" % free_port())
+        env.pop("MODELPLANE_PROXY", None)
+        env.update(env_extra)
+        demo = subprocess.Popen(["bash", runfile("tools/demo.sh"), config], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        lines = []
+        threading.Thread(target=lambda: lines.extend(demo.stdout), daemon=True).start()
+        return root, demo, lines
+
+    def test_a_port_in_use_is_never_taken_for_the_demos_own(self):
+        # Another program listens where the proxy would.
+        busy = socket.socket()
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(8)
+        taken = "127.0.0.1:%d" % busy.getsockname()[1]
+        try:
+            # Asked for explicitly: a clear error, nothing left running.
+            root, demo, lines = self.start_demo({"MODELPLANE_PROXY": taken})
+            self.assertEqual(demo.wait(60), 1, "".join(lines))
+            time.sleep(0.2)  # The reader thread drains the pipe.
+            self.assertIn("demo: %s (proxy (MODELPLANE_PROXY)) is in use by another "
+                          "program" % taken, "".join(lines))
+            self.assertNotIn("modelplane is running", "".join(lines))
+            self.assertTrue(wait_for(lambda: not our_processes(root), 10))
+        finally:
+            busy.close()
+        # The default (127.0.0.1:8080) taken: the demo moves and says so.
+        default = socket.socket()
+        default.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            default.bind(("127.0.0.1", 8080))
+            default.listen(8)
+        except OSError:
+            pass  # Someone else has it: taken all the same.
+        try:
+            root, demo, lines = self.start_demo({})
+            self.assertTrue(wait_for(lambda: any("Events (Ctrl-C" in l for l in lines), 60),
+                            "".join(lines))
+            banner = "".join(lines)
+            self.assertIn("demo: 127.0.0.1:8080 is in use by another program; the proxy "
+                          "(MODELPLANE_PROXY) listens on 127.0.0.1:", banner)
+            addr = re.search(r"proxy \(OpenAI API\)\s+http://([\d.:]+)/v1", banner).group(1)
+            self.assertNotEqual(addr, "127.0.0.1:8080")
+            host, port = addr.split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("GET", "/v1/models")
+            ids = sorted(m["id"] for m in json.loads(conn.getresponse().read())["data"])
+            self.assertEqual(ids, ["llama-chat", "nomic-embed", "qwen-chat"])
+            # The chat example names a chat model.
+            self.assertIn('"model":"llama-chat"', banner)
+        finally:
+            os.killpg(demo.pid, signal.SIGINT)
+            code = demo.wait(60)
+            default.close()
+        self.assertEqual(code, 0, "".join(lines))
         self.assertTrue(wait_for(lambda: not our_processes(root), 10), our_processes(root))
 
 

@@ -1,14 +1,16 @@
 """mpctl, run as a binary against a real modelmanager."""
 
 import json
+import re
 import signal
 import subprocess
+import threading
 import unittest
 
 from modelplane.v1 import model_manager_pb2 as pb
 from tests.manager.manager_proc import ManagerProcess, alive, free_port_block
 from tools.testing import junit
-from tools.testing.fake_upstream_proc import runfile
+from tools.testing.fake_upstream_proc import runfile, wait_for
 
 
 class MpctlTest(unittest.TestCase):
@@ -64,6 +66,9 @@ class MpctlTest(unittest.TestCase):
         self.mpctl("stop", "good")
         code, _, err = self.mpctl("wait", "good", "--timeout", "1")
         self.assertEqual(code, 5, err)
+        # What the model is doing, not a bare DEADLINE_EXCEEDED.
+        self.assertEqual(err, "mpctl: good is STOPPED, not READY, after 1s (wait does "
+                              "not start it: mpctl start does)\n")
 
     def test_logs_show_the_models_output(self):
         self.assertEqual(self.mpctl("start", "good")[0], 0)
@@ -77,11 +82,92 @@ class MpctlTest(unittest.TestCase):
         self.assertEqual(self.mpctl("start")[0], 2)
         code, _, err = self.mpctl("ls", manager="127.0.0.1:1")
         self.assertEqual(code, 4, err)
+        # One plain sentence, not gRPC's chain of causes.
+        self.assertEqual(err, "mpctl: cannot reach modelmanager at 127.0.0.1:1 "
+                              "(connection refused); is it running, and is --manager "
+                              "(or $MODELPLANE_MANAGER) its address?\n")
 
     def test_reload(self):
         code, out, _ = self.mpctl("reload")
         self.assertEqual(code, 0)
         self.assertEqual(out, "reloaded: added -, removed -, restarting -, updated -\n")
+
+
+class WatchAndLogsTest(unittest.TestCase):
+    """What mpctl watch and mpctl logs show a person."""
+
+    def test_watch_prints_states_with_durations_and_failures(self):
+        with ManagerProcess({"w1": ["--ready-after-ms", "300"],
+                             "w2": ["--exit-immediately", "3"]}) as m:
+            mpctl = [runfile("client/mpctl"), "--manager", "127.0.0.1:%d" % m.port]
+            watch = subprocess.Popen(mpctl + ["watch"], stdout=subprocess.PIPE,
+                                     text=True)
+            revs = subprocess.Popen(mpctl + ["watch", "--revisions", "w1"],
+                                    stdout=subprocess.PIPE, text=True)
+            try:
+                lines, rev_lines = [], []
+                threading.Thread(target=lambda: lines.extend(watch.stdout),
+                                 daemon=True).start()
+                threading.Thread(target=lambda: rev_lines.extend(revs.stdout),
+                                 daemon=True).start()
+                self.assertTrue(wait_for(lambda: len(lines) >= 2, 10), lines)
+                subprocess.run(mpctl + ["start", "w1"], capture_output=True, timeout=60)
+                subprocess.run(mpctl + ["stop", "w1"], capture_output=True, timeout=60)
+                subprocess.run(mpctl + ["start", "w2"], capture_output=True, timeout=60)
+                self.assertTrue(wait_for(lambda: any("w2 FAILED" in l for l in lines), 10),
+                                lines)
+                self.assertTrue(wait_for(lambda: any("w1 STOPPED in" in l for l in lines),
+                                         10), lines)
+            finally:
+                watch.terminate()
+                revs.terminate()
+                watch.wait(10)
+                revs.wait(10)
+            text = [l.rstrip("\n") for l in lines]
+            time = r"^\d\d:\d\d:\d\d\.\d{3} "
+            for line in text:
+                self.assertRegex(line, time)  # Wall clock first, no revisions.
+            body = [l[13:] for l in text]
+            self.assertEqual(body[:2], ["w1 STOPPED", "w2 STOPPED"])
+            w1 = [b for b in body if b.startswith("w1 ")]
+            self.assertTrue(any(re.match(r"^w1 STARTING pid \d+", b) for b in w1), w1)
+            # How long the start took: at least its 300 ms.
+            self.assertTrue(any(re.match(r"^w1 READY in (0\.[3-9]|[1-9]\d*\.\d) s "
+                                         r"pid \d+", b) for b in w1), w1)
+            self.assertTrue(any(re.match(r"^w1 STOPPING pid \d+", b) for b in w1), w1)
+            self.assertTrue(any(re.match(r"^w1 STOPPED in \d+\.\d s$", b) for b in w1), w1)
+            failed = [b for b in body if b.startswith("w2 FAILED")]
+            self.assertRegex(failed[0], r"^w2 FAILED in \d+\.\d s(, queued 1)?: "
+                                        r"EXITED_DURING_START exit 3: exited before it "
+                                        r"was ready$")
+            # No line says again what the one before it said.
+            for model in ("w1 ", "w2 "):
+                mine = [b for b in body if b.startswith(model)]
+                self.assertTrue(all(a != b for a, b in zip(mine, mine[1:])), mine)
+            # --revisions: the revision before each line, bookmarks too.
+            self.assertTrue(all(re.match(time + r"\d+ ", l) for l in rev_lines), rev_lines)
+            self.assertTrue(any(" BOOKMARK" in l for l in rev_lines), rev_lines)
+
+    def test_logs_mark_where_each_run_begins_and_ends(self):
+        with ManagerProcess({"r": ["--ready-line", "up and running"]}) as m:
+            mpctl = [runfile("client/mpctl"), "--manager", "127.0.0.1:%d" % m.port]
+            for _ in range(2):
+                subprocess.run(mpctl + ["start", "r"], capture_output=True, timeout=60)
+                subprocess.run(mpctl + ["stop", "r"], capture_output=True, timeout=60)
+            out = subprocess.run(mpctl + ["logs", "r"], capture_output=True, text=True,
+                                 timeout=60).stdout.splitlines()
+            stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC"
+            marks = [l for l in out if l.startswith("[modelplane] ----")]
+            self.assertEqual(len(marks), 4, out)
+            for i in (0, 2):
+                self.assertRegex(marks[i], r"^\[modelplane\] ---- r started, pid \d+, at "
+                                 + stamp + " ----$")
+                self.assertRegex(marks[i + 1], r"^\[modelplane\] ---- r \(pid \d+\) exited "
+                                 r"\(.*\) at " + stamp + r" after .* ----$")
+            # Each run's output lies between its marks.
+            first_end = out.index(marks[1])
+            self.assertTrue(any("up and running" in l for l in out[:first_end]))
+            self.assertTrue(any("up and running" in l for l in out[first_end:]))
 
 
 class ReloadPortsTest(unittest.TestCase):

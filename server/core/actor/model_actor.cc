@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/base/internal/raw_logging.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 
@@ -14,6 +15,11 @@ namespace {
 
 // A line longer than this is matched against readyPattern in pieces.
 constexpr size_t kMaxLineBytes = 4096;
+
+// "2026-12-06 21:05:12.345 UTC", for the run markers in a model's log.
+std::string Stamp(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%E3S UTC", t, absl::UTCTimeZone());
+}
 
 bool Legal(State from, State to, bool has_process) {
   switch (to) {
@@ -183,10 +189,16 @@ absl::Status ModelActor::CheckCommand() const {
   return env_.launcher->Check(SpawnSpec{config_.argv, config_.env, config_.id});
 }
 
+void ModelActor::Mark(const std::string& line) {
+  // On a line of its own, after a last line the model did not end.
+  log_->Append(absl::StrCat(log_->AtLineStart() ? "" : "\n", line, "\n"));
+}
+
 void ModelActor::BeginStart() {
   Transition(State::kStarting);
   reprobe_ = false;
   partial_line_.clear();
+  run_offset_ = log_->end_offset();  // A spawn error has no lines of its own.
   absl::StatusOr<std::unique_ptr<Process>> p = env_.launcher->Spawn(
       SpawnSpec{config_.argv, config_.env, config_.id}, this);
   if (!p.ok()) {
@@ -196,6 +208,12 @@ void ModelActor::BeginStart() {
   }
   process_ = *std::move(p);
   status_.pid = process_->pid();
+  started_at_ = env_.clock->Now();
+  // Where this run's output begins (`mpctl logs` shows one run after
+  // another in the same buffer).
+  Mark(absl::StrCat("[modelplane] ---- ", config_.id, " started, pid ",
+                    status_.pid, ", at ", Stamp(started_at_), " ----"));
+  run_offset_ = log_->end_offset();
   Touch();
   start_deadline_ = env_.clock->Now() + config_.health_check_timeout;
   deadline_timer_ = env_.clock->After(config_.health_check_timeout, [this] {
@@ -290,7 +308,8 @@ Failure ModelActor::MakeFailure(FailureReason reason,
                                 std::optional<ExitStatus> exit,
                                 std::string message) const {
   return Failure{reason, exit, std::move(message),
-                 log_->LastLines(kFailureLines), env_.clock->Now()};
+                 log_->LastLines(kFailureLines, 1024, run_offset_),
+                 env_.clock->Now()};
 }
 
 void ModelActor::FailStart(FailureReason reason, std::optional<ExitStatus> exit,
@@ -397,7 +416,17 @@ void ModelActor::SendStopSignal() {
 
 void ModelActor::OnExit(ExitStatus status) {
   process_.reset();
-  status_.pid = 0;
+  int pid = std::exchange(status_.pid, 0);
+  absl::Time now = env_.clock->Now();
+  // Where the run ends; after what follows, which reads the run's last
+  // lines for its failure.
+  std::string end = absl::StrCat("[modelplane] ---- ", config_.id, " (pid ",
+                                 pid, ") exited (", status.ToString(), ") at ",
+                                 Stamp(now), " after ",
+                                 absl::FormatDuration(absl::Trunc(
+                                     now - started_at_, absl::Milliseconds(1))),
+                                 " ----");
+  absl::Cleanup mark = [this, &end] { Mark(end); };
   switch (status_.state) {
     case State::kStarting:
       FailStart(FailureReason::kExitedDuringStart, status,

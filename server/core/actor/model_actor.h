@@ -175,6 +175,8 @@ class ModelActor : private ProcessObserver {
   // state when the state changed.
   void Touch(std::optional<State> from = std::nullopt);
   void BeginStart();
+  // A line of the manager's own in the model's log (a run's start or end).
+  void Mark(const std::string& line);
   void ScheduleProbe(absl::Duration delay);
   void RunProbe();
   void OnProbe(absl::StatusOr<int> result);
@@ -210,6 +212,9 @@ class ModelActor : private ProcessObserver {
   bool shutting_down_ = false;
   // Set when a failed start is being torn down; becomes status_.failure.
   std::optional<Failure> pending_failure_;
+
+  absl::Time started_at_;    // When the process was spawned.
+  uint64_t run_offset_ = 0;  // Its log's end then: this run's output after.
 
   // Readiness.
   absl::Time start_deadline_;

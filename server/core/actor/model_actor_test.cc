@@ -156,7 +156,19 @@ TEST_F(ModelActorTest, OutputGoesToTheLogAndLinesToTheSink) {
   launcher_.last().Print("ne\nsecond\nthi");
   EXPECT_THAT(lines, ElementsAre("qwen: first line", "qwen: second"));
   uint64_t offset = 0;
-  EXPECT_EQ(actor().log()->Read(&offset, 1024).data, "first line\nsecond\nthi");
+  // Each run is marked where it begins and ends (mpctl logs shows runs one
+  // after another).
+  EXPECT_EQ(actor().log()->Read(&offset, 1024).data,
+            "[modelplane] ---- qwen started, pid 1000, at 1970-01-12 "
+            "13:46:40.000 UTC ----\nfirst line\nsecond\nthi");
+  clock_.Advance(absl::Milliseconds(1500));
+  launcher_.last().Exit(ExitStatus::Code(3));
+  EXPECT_EQ(actor().log()->Read(&offset, 1024).data,
+            "\n[modelplane] ---- qwen (pid 1000) exited (exit code 3) at "
+            "1970-01-12 13:46:41.500 UTC after 1.5s ----\n");
+  // The failure's last lines are the run's own, no marker among them.
+  EXPECT_THAT(actor().status().failure->last_lines,
+              ElementsAre("first line", "second", "thi"));
 }
 
 TEST_F(ModelActorTest, ConcurrentStartsShareOneSpawn) {

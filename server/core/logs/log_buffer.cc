@@ -76,6 +76,11 @@ void LogBuffer::Append(absl::string_view data) {
   NotifySubscribers();
 }
 
+bool LogBuffer::AtLineStart() const {
+  AnnotatedLock lock(&mu_);
+  return end_ == BeginLocked() || AtLocked(end_ - 1) == '\n';
+}
+
 void LogBuffer::Close(absl::Status why) {
   {
     AnnotatedLock lock(&mu_);
@@ -134,11 +139,11 @@ uint64_t LogBuffer::HistoryStart(size_t history_bytes) const {
   return start;
 }
 
-std::vector<std::string> LogBuffer::LastLines(size_t n,
-                                              size_t max_line_bytes) const {
+std::vector<std::string> LogBuffer::LastLines(size_t n, size_t max_line_bytes,
+                                              uint64_t since) const {
   std::vector<std::string> lines;
   AnnotatedLock lock(&mu_);
-  const uint64_t begin = BeginLocked();
+  const uint64_t begin = std::max(BeginLocked(), std::min(since, end_));
   // Walk back one line [start, stop) at a time.
   uint64_t stop = end_;
   while (lines.size() < n && stop > begin) {

@@ -63,6 +63,9 @@ class LogBuffer {
   // Call from the writer thread, never from inside one of this buffer's
   // callbacks.
   void Append(absl::string_view data);
+  // Whether what was appended last ended a line (or nothing was): where a
+  // line of the manager's own may begin. Any thread.
+  bool AtLineStart() const;
 
   // Retained data is [begin_offset(), end_offset()); the first byte ever
   // appended is offset 0. Any thread.
@@ -94,9 +97,9 @@ class LogBuffer {
   // terminators. A trailing partial line counts; a trailing '\r' (CRLF) is
   // stripped; each line is cut to at most max_line_bytes (not inside a UTF-8
   // sequence). Kept with every FAILED state so that "CUDA out of memory" is
-  // visible. Any thread.
-  std::vector<std::string> LastLines(size_t n,
-                                     size_t max_line_bytes = 1024) const;
+  // visible. Only lines from offset `since` on (one run's). Any thread.
+  std::vector<std::string> LastLines(size_t n, size_t max_line_bytes = 1024,
+                                     uint64_t since = 0) const;
 
   // No more output will come (the model was removed, or the manager is
   // shutting down): followers end with `why` once they have read the rest.
