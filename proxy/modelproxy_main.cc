@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -18,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -36,10 +38,10 @@
 namespace modelplane::proxy {
 namespace {
 
-void Log(const std::string& line) {
+void Log(const std::string& line, const char* level = "info") {
   std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
                                     absl::UTCTimeZone());
-  fprintf(stderr, "%s info %s\n", ts.c_str(), line.c_str());
+  fprintf(stderr, "%s %s %s\n", ts.c_str(), level, line.c_str());
   fflush(stderr);
 }
 
@@ -195,7 +197,7 @@ int Main(int argc, char** argv) {
   // The manager link is gRPC's callback API: without this, its first
   // message after an idle second could wait up to 100 ms (grpc_poll_keeper.h).
   GrpcPollKeeper poll_keeper;
-  link_options.log = Log;
+  link_options.log = [](const std::string& line) { Log(line); };
   lease::ManagerLink link(link_options);
   lease::LeaseBroker broker(&link, MakeAfter(timers.get()));
   ProxyOptions options;
@@ -217,9 +219,27 @@ int Main(int argc, char** argv) {
   context.set_unload([&link](const std::string& model, auto done) {
     link.Unload(model, std::move(done));
   });
+  // Listening beyond this host with no apiKeys: anyone who reaches the port
+  // may use every model and stop them all (/unload). Said when the keys
+  // arrive, and again whenever a reload drops them.
+  bool loopback =
+      host == "localhost" || absl::StartsWith(host, "127.") || host == "::1";
+  auto open_warned = std::make_shared<std::atomic<bool>>(false);
   link.Start(
       &broker, [&context](auto routes) { context.SetRoutes(routes); },
-      [&context](lease::ManagerLink::Globals globals) {
+      [&context, loopback, open_warned,
+       listen](lease::ManagerLink::Globals globals) {
+        bool open = !loopback && globals.api_key_sha256.empty();
+        if (open && !open_warned->exchange(true)) {
+          Log(absl::StrCat(
+                  "listening on ", listen,
+                  " (beyond this host) and the config sets no apiKeys: "
+                  "anyone who can reach it can use every model and stop "
+                  "them all (POST /unload); set apiKeys, or listen on "
+                  "127.0.0.1 behind a TLS front proxy"),
+              "warn");
+        }
+        if (!open) open_warned->store(false);
         context.set_list_aliases(globals.include_aliases_in_list);
         auto patterns = std::make_shared<ProxyContext::PathPatterns>();
         for (const std::string& p : globals.upstream_ignore_paths) {

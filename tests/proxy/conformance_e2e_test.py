@@ -193,5 +193,30 @@ class ConformanceTest(unittest.TestCase):
         self.assertEqual(self.m.model("beta").pid, 0)
 
 
+class OpenListenerTest(unittest.TestCase):
+    def test_listening_beyond_this_host_without_api_keys_is_warned(self):
+        with ManagerProcess({"a": []}) as m:
+            # Beyond this host (every address); the test's traffic stays on
+            # loopback.
+            p = ProxyProcess(m.port, host="0.0.0.0")
+            try:
+                self.assertTrue(p.wait_log(
+                    r" warn listening on 0\.0\.0\.0:\d+ \(beyond this host\) and the "
+                    r"config sets no apiKeys: anyone who can reach it can use every "
+                    r"model and stop them all"), p.log())
+            finally:
+                p.stop()
+        with ManagerProcess({"a": []}, extra_yaml="apiKeys: [k]\n") as m:
+            p = ProxyProcess(m.port, host="0.0.0.0")
+            try:
+                self.assertTrue(p.wait_log(r"connected to the model manager"), p.log())
+                self.assertTrue(wait_for(lambda: p.request(
+                    "GET", "/v1/models", headers={"Authorization": "Bearer k"})[0] == 200,
+                    10))
+                self.assertFalse([l for l in p.log() if "no apiKeys" in l], p.log())
+            finally:
+                p.stop()
+
+
 if __name__ == "__main__":
     junit.main()

@@ -23,10 +23,11 @@ from tools.testing.fake_upstream_proc import runfile, wait_for
 
 
 class ProxyProcess:
-    def __init__(self, manager_port, workers=2, flags=()):
+    def __init__(self, manager_port, workers=2, flags=(), host="127.0.0.1"):
+        """`host`: the address to listen on (requests go to 127.0.0.1)."""
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [runfile("proxy/modelproxy"), "--listen", "127.0.0.1:%d" % self.port,
+            [runfile("proxy/modelproxy"), "--listen", "%s:%d" % (host, self.port),
              "--manager", "127.0.0.1:%d" % manager_port, "--workers", str(workers)]
             + list(flags),
             stderr=subprocess.PIPE, text=True)
