@@ -543,6 +543,9 @@ void Exchange::Finish() {
     record_.completion_tokens = usage_.completion();
   }
   StopLoadingTimer();
+  // Answered: the body is not kept for the connection's next request (a
+  // keep-alive connection could hold a large one, and its budget, idle).
+  DropBody();
   if (!waiting_for_.empty()) {
     // Still waiting for a lease: the client left (or the request was
     // answered otherwise). Nothing is started or evicted for it.

@@ -149,6 +149,21 @@ class BodyTest(unittest.TestCase):
                 self.assertEqual(status, 200, body)
                 self.assertTrue(wait_for(
                     lambda: gauge(p, "modelproxy_buffered_body_bytes") == 0, 10))
+                # An answered request's body is not kept by its idle
+                # keep-alive connection (nor its share of the budget).
+                s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+                try:
+                    unknown = big_body(3, 5).replace(b'"model": "m"', b'"model": "nope"')
+                    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                              b"Content-Length: %d\r\n\r\n" % len(unknown) + unknown)
+                    self.assertIn(b" 404 ", s.recv(65536))
+                    self.assertTrue(wait_for(
+                        lambda: gauge(p, "modelproxy_buffered_body_bytes") == 0, 10),
+                        gauge(p, "modelproxy_buffered_body_bytes"))
+                    status, _ = post(p.port, big_body(3, 6))  # The budget is free.
+                    self.assertEqual(status, 200)
+                finally:
+                    s.close()
             finally:
                 p.stop()
 
