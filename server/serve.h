@@ -21,7 +21,8 @@ struct ServeOptions {
   std::string auth_token_file;
   std::string tls_cert, tls_key, tls_client_ca;
   absl::Duration shutdown_budget = absl::Seconds(30);
-  // Watch and StreamLogs streams open at once: from one peer address, and
+  // Watch, StreamLogs and Acquire streams open at once: from one peer
+  // address, and
   // in all (RESOURCE_EXHAUSTED past either; rpc/stream_limits.h).
   int max_streams_per_peer = 256;
   int max_streams = 4096;

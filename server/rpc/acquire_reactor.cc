@@ -19,8 +19,8 @@ using Bidi = grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>;
 class AcquireReactor : public Bidi, public scheduler::LeaseClient {
  public:
   AcquireReactor(Manager* manager, grpc::CallbackServerContext* ctx,
-                 grpc::Status admit)
-      : manager_(manager), peer_(ctx->peer()) {
+                 grpc::Status admit, std::unique_ptr<StreamLimits::Slot> slot)
+      : manager_(manager), peer_(ctx->peer()), slot_(std::move(slot)) {
     if (!admit.ok()) {
       finished_ = true;
       Finish(admit);
@@ -285,6 +285,8 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
 
   Manager* manager_;
   std::string peer_;
+  // Its place under the stream limits, given back when it is freed.
+  std::unique_ptr<StreamLimits::Slot> slot_;
   scheduler::ClientId client_ = 0;  // Loop thread.
   // client_ as the reading thread may use it for the gate (0: not now).
   std::atomic<scheduler::ClientId> fast_client_{0};
@@ -301,8 +303,9 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
 }  // namespace
 
 Bidi* NewAcquireReactor(Manager* manager, grpc::CallbackServerContext* ctx,
-                        grpc::Status admit) {
-  return new AcquireReactor(manager, ctx, std::move(admit));
+                        grpc::Status admit,
+                        std::unique_ptr<StreamLimits::Slot> slot) {
+  return new AcquireReactor(manager, ctx, std::move(admit), std::move(slot));
 }
 
 }  // namespace modelplane::rpc

@@ -10,6 +10,7 @@
 
 #include "modelplane/v1/model_manager.pb.h"
 #include "server/manager.h"
+#include "server/rpc/stream_limits.h"
 
 namespace modelplane::rpc {
 
@@ -19,7 +20,7 @@ inline constexpr size_t kMaxQueuedResponses = 4096;
 
 grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>*
 NewAcquireReactor(Manager* manager, grpc::CallbackServerContext* ctx,
-                  grpc::Status admit);
+                  grpc::Status admit, std::unique_ptr<StreamLimits::Slot> slot);
 
 }  // namespace modelplane::rpc
 

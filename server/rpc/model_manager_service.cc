@@ -278,7 +278,10 @@ grpc::ServerWriteReactor<v1::LogChunk>* ModelManagerService::StreamLogs(
 
 grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>*
 ModelManagerService::Acquire(grpc::CallbackServerContext* ctx) {
-  return NewAcquireReactor(manager_, ctx, Admit(ctx));
+  grpc::Status admit = Admit(ctx);
+  std::unique_ptr<StreamLimits::Slot> slot;
+  if (admit.ok()) admit = Place(ctx, "Acquire", &slot);
+  return NewAcquireReactor(manager_, ctx, std::move(admit), std::move(slot));
 }
 
 }  // namespace modelplane::rpc

@@ -61,7 +61,7 @@ class ModelManagerService final : public v1::ModelManager::CallbackService {
  private:
   // OK, UNAUTHENTICATED, or UNAVAILABLE while shutting down.
   grpc::Status Admit(grpc::CallbackServerContext* ctx) const;
-  // A place for a Watch or StreamLogs stream under the limits, or
+  // A place for a Watch, StreamLogs or Acquire stream under the limits, or
   // RESOURCE_EXHAUSTED.
   grpc::Status Place(grpc::CallbackServerContext* ctx, absl::string_view rpc,
                      std::unique_ptr<StreamLimits::Slot>* slot);

@@ -501,6 +501,11 @@ class StreamLimitTest(unittest.TestCase):
             self.assertTrue(m.wait_log(r"warn refused a Watch stream: 20 streams are open "
                                        r"from ipv4:127\.0\.0\.1 .*; 1 refused so far"),
                             m.log())
+            # Acquire streams count too.
+            acq = AcquireStream(stub)
+            acq.acquire("a")
+            self.assertTrue(wait_for(lambda: acq.error is not None, 10))
+            self.assertEqual(acq.error.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
             # Unary calls are not streams: still served.
             self.assertEqual(len(stub.ListModels(pb.ListModelsRequest(), timeout=5).models), 1)
             # A closed stream gives its place back.
