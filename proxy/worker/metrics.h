@@ -1,9 +1,9 @@
 // Per-worker request metrics. A worker's connections record each finished
-// request with one uncontended lock (the worker's own); byte and connection
-// counts are relaxed atomics. A /metrics scrape copies every worker's
-// Metrics under that lock and merges them into the Prometheus text format:
-// no cross-loop round trip, so a scrape cannot stall behind a busy worker's
-// queue nor deadlock two workers scraping each other.
+// request in counters only the worker's loop thread touches (no lock); byte
+// and connection counts are relaxed atomics. A /metrics scrape posts a task
+// to every worker's loop that copies its counters into a shared total, and
+// the last one renders the Prometheus text (modelproxy_main.cc): nothing
+// blocks, so two workers scraping at once cannot deadlock.
 #ifndef MODELPLANE_PROXY_WORKER_METRICS_H_
 #define MODELPLANE_PROXY_WORKER_METRICS_H_
 
