@@ -17,7 +17,7 @@ BUILD=(
   bazel-bootstrap g++ make
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libabsl-dev libuv1-dev libnghttp2-dev libhttp-parser-dev libyaml-cpp-dev
-  libre2-dev rapidjson-dev libsimdjson-dev
+  libre2-dev rapidjson-dev libsimdjson-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 DEMO=(
