@@ -91,13 +91,12 @@ int Main(int argc, char** argv) {
   parser.Int("shutdown-seconds", &shutdown_seconds,
              "budget to stop every model on SIGTERM (default 30)", 1);
   parser.Int("max-streams-per-peer", &serve.max_streams_per_peer,
-             "Watch, StreamLogs and Acquire streams open at once from one "
-             "address "
+             "streams (Watch, StreamLogs, Acquire) and waiting calls (Start, "
+             "WaitReady, Stop) open at once from one address "
              "(default 256)",
              1);
   parser.Int("max-streams", &serve.max_streams,
-             "Watch, StreamLogs and Acquire streams open at once in all "
-             "(default "
+             "streams and waiting calls open at once in all (default "
              "4096)",
              1);
   parser.Bool("check", &check,

@@ -259,6 +259,12 @@ int Serve(const ServeOptions& o) {
   builder.AddChannelArgument(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  // gRPC binds with SO_REUSEPORT by default: a second manager on the same
+  // address would then share it, and calls would alternate between the two.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // gRPC binds with SO_REUSEPORT by default: a second manager on the same
+  // address would then share it, and calls would alternate between the two.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   bool unix_socket = absl::StartsWith(o.listen, "unix:");
   if (unix_socket) unlink(o.listen.substr(5).c_str());
   int port = 0;

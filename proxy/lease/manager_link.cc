@@ -151,7 +151,10 @@ void ManagerLink::Run() {
            // The stream is marked ended before this runs: from then on
            // Connected() is false, so no request queues for this stream
            // after OnDisconnected answered the waiting ones.
-           [b](const absl::Status&) { b->OnDisconnected(); }});
+           [this, b](const absl::Status& status) {
+             b->OnDisconnected();
+             LogRefusal("Acquire", status);
+           }});
     }
     std::unique_ptr<client::WatchStream> w;
     if (need_watch) {
@@ -162,6 +165,7 @@ void ManagerLink::Run() {
           v1::WatchRequest(),
           {[this](const v1::WatchEvent& e) { OnWatchEvent(e); },
            [this](const absl::Status& status) {
+             LogRefusal("Watch", status);
              // Once per connection that had worked (not per failed retry).
              if (synced_ && options_.log && !shutting_down_.load()) {
                options_.log(absl::StrCat(
@@ -187,6 +191,26 @@ void ManagerLink::Run() {
       mu_.AwaitWithTimeout(absl::Condition(&stopping_), kRetry);
     }
   }
+}
+
+void ManagerLink::LogRefusal(const char* stream, const absl::Status& status) {
+  // The manager answered but refused the stream (its stream limits, a
+  // wrong token): said once per cause, not on every retry. An unreachable
+  // manager is said when a working connection is lost.
+  if (status.ok() || absl::IsUnavailable(status) || absl::IsCancelled(status) ||
+      !options_.log || shutting_down_.load()) {
+    return;
+  }
+  std::string cause = absl::StrCat(absl::StatusCodeToString(status.code()),
+                                   ": ", status.message());
+  {
+    absl::MutexLock lock(&refusal_mu_);
+    if (cause == last_refusal_) return;
+    last_refusal_ = cause;
+  }
+  options_.log(absl::StrCat("the model manager at ", options_.manager.target,
+                            " refused the ", stream, " stream (", cause,
+                            "); retrying"));
 }
 
 void ManagerLink::Unload(

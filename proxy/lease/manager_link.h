@@ -91,6 +91,8 @@ class ManagerLink : public LeaseTransport {
   RoutesSink on_routes_;
   KeysSink on_keys_;
   void FetchKeys();
+  // Logs a stream the manager refused (not unreachable), once per cause.
+  void LogRefusal(const char* stream, const absl::Status& status);
   absl::Mutex mu_;
   // ListModels calls for the keys in flight, by number (cancelled by
   // Shutdown, which waits for their callbacks), and whether the last one
@@ -115,6 +117,10 @@ class ManagerLink : public LeaseTransport {
   std::map<std::string, v1::Model> models_;
   bool synced_ = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // LogRefusal's last cause; a lock of its own (a reaction may run while
+  // mu_ is held).
+  absl::Mutex refusal_mu_;
+  std::string last_refusal_ ABSL_GUARDED_BY(refusal_mu_);
   // stopping_, readable without mu_ (from a reaction that Shutdown's
   // cancel may run while it holds mu_): a stream ending then is not news.
   std::atomic<bool> shutting_down_{false};

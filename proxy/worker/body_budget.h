@@ -1,9 +1,9 @@
 // The request bodies every worker holds in memory at once, bounded: a body
 // is read whole before it goes upstream (its model is in it), so without a
 // bound ten clients each sending the largest body allowed could take
-// gigabytes. A body is charged as it arrives (all of its Content-Length at
-// once when it has one); past the bound the request is refused with 503
-// before it takes more, and its bytes are read and dropped. The charge is
+// gigabytes. A body is charged by the bytes that arrived (not by what its
+// head declares); past the bound the request is refused with 503 before it
+// takes more, and its bytes are read and dropped. The charge is
 // given back when the last holder of the body lets it go (the upstream
 // write, a retry).
 //

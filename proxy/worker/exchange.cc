@@ -140,26 +140,20 @@ void Exchange::Begin(http1::RequestHead head) {
     }
   }
   if (rejection_ == 0 && websocket_body) rejection_ = 400;
-  // A body of known length is charged (and its buffer sized) at once: past
-  // the budget it is refused before a byte of it is read.
+  // A body of known length gets its buffer sized at once (address space:
+  // its pages count only once written). It is charged as its bytes arrive,
+  // not by what the head declares: a client that declares 64 MiB and sends
+  // a byte a minute holds a byte of the budget, not 64 MiB.
   if (rejection_ == 0 && head_.content_length.value_or(0) > 0) {
-    if (ChargeBody(*head_.content_length)) {
-      body_.reserve(*head_.content_length);
-    } else {
-      over_budget_ = true;
-    }
+    body_.reserve(*head_.content_length);
   }
-  if (head_.expect_continue && rejection_ == 0 && !over_budget_) {
-    sink_->SendContinue();
-  }
+  if (head_.expect_continue && rejection_ == 0) sink_->SendContinue();
 }
 
 bool Exchange::ChargeBody(uint64_t n) {
   if (n <= charged_) return true;
-  uint64_t step =
-      head_.content_length ? n - charged_ : std::max(n - charged_, kBodyStep);
-  if (!worker_->context().bodies().TryCharge(step)) return false;
-  charged_ += step;
+  if (!worker_->context().bodies().TryCharge(n - charged_)) return false;
+  charged_ = n;
   return true;
 }
 

@@ -37,8 +37,6 @@ class Worker;
 inline constexpr size_t kInlineBodyBytes = 64 << 10;
 // Freeing a body this large asks for the memory to go back to the system.
 inline constexpr size_t kLargeBodyBytes = 1 << 20;
-// A body without a Content-Length is charged in steps this large.
-inline constexpr uint64_t kBodyStep = 1 << 20;
 
 // Where an exchange's answer goes: an HTTP/1.1 connection or an HTTP/2
 // stream.
@@ -211,8 +209,8 @@ class Exchange : public upstream::UpstreamObserver {
   uint64_t charged_ = 0;
   // The body would pass the budget: refused (503), its bytes dropped.
   bool over_budget_ = false;
-  // Takes `n` more bytes of the budget for body_, in steps of kBodyStep
-  // (one atomic operation per step, not per read); false past the bound.
+  // Brings body_'s charge on the budget up to `n` bytes (one atomic
+  // operation per read); false past the bound.
   bool ChargeBody(uint64_t n);
   // Frees body_ (a large buffer is given back, not kept for the next
   // request) and its charge.

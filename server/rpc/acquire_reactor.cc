@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/rpc/convert.h"
 #include "server/rpc/status_mapping.h"
@@ -15,6 +16,28 @@ namespace modelplane::rpc {
 namespace {
 
 using Bidi = grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>;
+
+// A field of `req` longer than the API allows, named, or nullopt.
+std::optional<std::string> Oversized(const v1::AcquireRequest& req) {
+  auto check = [](const std::string& value, const char* field,
+                  size_t max) -> std::optional<std::string> {
+    if (value.size() <= max) return std::nullopt;
+    return absl::StrCat(field, " is ", value.size(), " bytes, over ", max);
+  };
+  std::optional<std::string> r;
+  if (req.has_hello()) {
+    r = check(req.hello().client_id(), "hello.client_id", kMaxClientIdBytes);
+  } else if (req.has_acquire()) {
+    r = check(req.acquire().model(), "acquire.model", kMaxModelNameBytes);
+    if (!r) {
+      r = check(req.acquire().request_id(), "acquire.request_id",
+                kMaxRequestIdBytes);
+    }
+  } else if (req.has_release()) {
+    r = check(req.release().model(), "release.model", kMaxModelNameBytes);
+  }
+  return r;
+}
 
 class AcquireReactor : public Bidi, public scheduler::LeaseClient {
  public:
@@ -48,6 +71,14 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                               req.has_hello() ? "HELLO must come first"
                                               : "a message with no kind"));
+      return;
+    }
+    // Names the manager keeps (the client id in every lease it holds, a
+    // request id with every waiting ACQUIRE) are bounded: else one client's
+    // megabyte ids, copied into every event of the Watch history, would
+    // take the manager's memory.
+    if (std::optional<std::string> too_long = Oversized(req)) {
+      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, *too_long));
       return;
     }
     if (!TryFast(req)) {

@@ -18,6 +18,11 @@ namespace modelplane::rpc {
 // RESOURCE_EXHAUSTED (its leases released).
 inline constexpr size_t kMaxQueuedResponses = 4096;
 
+// The longest names a stream may send (INVALID_ARGUMENT past them).
+inline constexpr size_t kMaxClientIdBytes = 256;
+inline constexpr size_t kMaxRequestIdBytes = 256;
+inline constexpr size_t kMaxModelNameBytes = 1024;
+
 grpc::ServerBidiReactor<v1::AcquireRequest, v1::AcquireResponse>*
 NewAcquireReactor(Manager* manager, grpc::CallbackServerContext* ctx,
                   grpc::Status admit, std::unique_ptr<StreamLimits::Slot> slot);

@@ -122,7 +122,11 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   out->set_pid(view.status.pid);
   ToProto(view.status.state_since, out->mutable_state_since());
   out->set_active_leases(static_cast<uint32_t>(view.leases.size()));
+  // The oldest holders only: every event (and the Watch history keeps
+  // 1024) carries the list, which thousands of holders would make large.
+  size_t shown = 0;
   for (const scheduler::LeaseView& l : view.leases) {
+    if (++shown > kMaxLeaseHolders) break;
     v1::LeaseHolder* h = out->add_lease_holders();
     h->set_client_id(l.client_name);
     h->set_lease_id(l.lease);

@@ -13,6 +13,9 @@
 
 namespace modelplane::rpc {
 
+// Model.lease_holders lists at most this many (active_leases counts all).
+inline constexpr size_t kMaxLeaseHolders = 64;
+
 void ToProto(const scheduler::ModelView& view, v1::Model* out);
 void ToProto(const config::Filters& filters, v1::ModelFilters* out);
 void ToProto(const config::PeerConfig& peer, v1::Peer* out);

@@ -24,7 +24,9 @@ using ModelResult = absl::StatusOr<scheduler::ModelView>;
 // after anything posted for it has run.
 class WaitingReactor : public grpc::ServerUnaryReactor {
  public:
-  WaitingReactor(Manager* m, v1::Model* resp) : manager_(m), resp_(resp) {}
+  WaitingReactor(Manager* m, v1::Model* resp,
+                 std::unique_ptr<StreamLimits::Slot> slot)
+      : manager_(m), resp_(resp), slot_(std::move(slot)) {}
 
   // Runs `begin` on the loop; it returns the waiter to cancel, if any.
   void Begin(std::function<scheduler::WaiterId(scheduler::Scheduler::ModelDone)>
@@ -58,6 +60,9 @@ class WaitingReactor : public grpc::ServerUnaryReactor {
  private:
   Manager* manager_;
   v1::Model* resp_;
+  // A call that waits (for READY, a stop) holds a place under the stream
+  // limits while it waits, as a stream does: else 20,000 of them would.
+  std::unique_ptr<StreamLimits::Slot> slot_;
   scheduler::WaiterId waiter_ = 0;  // Loop thread.
   absl::Mutex mu_;
   bool answered_ ABSL_GUARDED_BY(mu_) = false;
@@ -159,7 +164,11 @@ grpc::ServerUnaryReactor* ModelManagerService::Wait(
     WaitFn begin) {
   if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
   if (model.empty()) return Reject(ctx, MissingModel());
-  auto* r = new WaitingReactor(manager_, resp);
+  std::unique_ptr<StreamLimits::Slot> slot;
+  if (grpc::Status s = Place(ctx, "waiting call", &slot); !s.ok()) {
+    return Reject(ctx, s);
+  }
+  auto* r = new WaitingReactor(manager_, resp, std::move(slot));
   r->Begin([this, model,
             begin = std::move(begin)](scheduler::Scheduler::ModelDone done) {
     return begin(manager_->scheduler(), model, std::move(done));

@@ -1,7 +1,8 @@
-// Bounds on the long-lived server streams (Watch, StreamLogs, Acquire):
-// each costs the manager ~17 KB while open, and nothing else stops one
-// client from opening ten thousand. (A data plane holds one Acquire and one
-// Watch stream; an operator's mpctl watch or logs -f one more.) A stream is
+// Bounds on the long-lived calls (the Watch, StreamLogs and Acquire
+// streams, and Start, WaitReady and Stop while they wait): each costs the
+// manager ~17 KB while open, and nothing else stops one client from opening
+// ten thousand. (A data plane holds one Acquire and one Watch stream; an
+// operator's mpctl watch or logs -f one more.) A stream is
 // admitted while its peer (the client's address, any port) has fewer than
 // `per_peer` open and the manager fewer than `total`; past either it is refused
 // with RESOURCE_EXHAUSTED, counted and logged (at most one line a second, with

@@ -1,5 +1,6 @@
 #include "server/runtime/process_launcher.h"
 
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 
 #include "absl/base/internal/raw_logging.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/runtime/orphan_sweep.h"
@@ -310,8 +312,99 @@ std::string PathOf(const std::vector<std::string>& env) {
 
 absl::Status CheckExecutable(const actor::SpawnSpec& spec) {
   if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
-  return ResolveExecutable(spec.argv[0], PathOf(MergeEnvironment(spec.env)))
-      .status();
+  absl::StatusOr<std::string> path =
+      ResolveExecutable(spec.argv[0], PathOf(MergeEnvironment(spec.env)));
+  if (!path.ok()) return path.status();
+  return CheckExecFormat(*path);
+}
+
+namespace {
+
+#if defined(__x86_64__)
+constexpr uint16_t kMachine = EM_X86_64;
+#elif defined(__aarch64__)
+constexpr uint16_t kMachine = EM_AARCH64;
+#else
+constexpr uint16_t kMachine = EM_NONE;  // Not checked.
+#endif
+
+// An ELF file the kernel would load here: this machine's class, byte order
+// and architecture, and its program interpreter (the dynamic loader) there.
+absl::Status CheckElf(const std::string& path, int fd) {
+  Elf64_Ehdr h;
+  if (pread(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)) ||
+      h.e_ident[EI_CLASS] != ELFCLASS64 || h.e_ident[EI_DATA] != ELFDATA2LSB ||
+      (kMachine != EM_NONE && h.e_machine != kMachine)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": an ELF file for another machine"));
+  }
+  if (h.e_type != ET_EXEC && h.e_type != ET_DYN) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": an ELF file that is no executable"));
+  }
+  for (int i = 0; i < h.e_phnum && i < 256; ++i) {
+    Elf64_Phdr ph;
+    off_t at = static_cast<off_t>(h.e_phoff) +
+               static_cast<off_t>(i) * static_cast<off_t>(h.e_phentsize);
+    if (pread(fd, &ph, sizeof(ph), at) != static_cast<ssize_t>(sizeof(ph))) {
+      break;
+    }
+    if (ph.p_type != PT_INTERP || ph.p_filesz == 0 || ph.p_filesz > 4096) {
+      continue;
+    }
+    std::string interp(ph.p_filesz, '\0');
+    if (pread(fd, interp.data(), interp.size(),
+              static_cast<off_t>(ph.p_offset)) !=
+        static_cast<ssize_t>(interp.size())) {
+      break;
+    }
+    interp.resize(strnlen(interp.data(), interp.size()));
+    if (access(interp.c_str(), X_OK) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": its loader ", interp, ": ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckExecFormat(const std::string& path, int depth) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Executable but not readable (mode 0111): the kernel may still run it.
+  if (fd < 0) return absl::OkStatus();
+  char head[256] = {};
+  ssize_t n = pread(fd, head, sizeof(head), 0);
+  absl::Status result = absl::OkStatus();
+  if (n >= 4 && memcmp(head, ELFMAG, SELFMAG) == 0) {
+    result = CheckElf(path, fd);
+  } else if (n >= 2 && head[0] == '#' && head[1] == '!') {
+    // "#! /usr/bin/env python3": the interpreter is the first word.
+    absl::string_view line(head + 2, static_cast<size_t>(n) - 2);
+    line = line.substr(0, line.find('\n'));
+    line = absl::StripLeadingAsciiWhitespace(line);
+    std::string interp(line.substr(0, line.find_first_of(" \t\r")));
+    struct stat st;
+    if (interp.empty()) {
+      result = absl::FailedPreconditionError(
+          absl::StrCat(path, ": its #! line names no interpreter"));
+    } else if (stat(interp.c_str(), &st) != 0) {
+      result = absl::FailedPreconditionError(absl::StrCat(
+          path, ": its interpreter ", interp, ": ", std::strerror(errno)));
+    } else if (!S_ISREG(st.st_mode) || access(interp.c_str(), X_OK) != 0) {
+      result = absl::FailedPreconditionError(absl::StrCat(
+          path, ": its interpreter ", interp, " is not an executable file"));
+    } else if (depth < 4) {  // The kernel follows a few levels of #!.
+      result = CheckExecFormat(interp, depth + 1);
+    }
+  } else {
+    result = absl::FailedPreconditionError(absl::StrCat(
+        path,
+        ": neither an ELF executable nor a #! script (exec would fail "
+        "with 'Exec format error')"));
+  }
+  close(fd);
+  return result;
 }
 
 absl::Status ProcessLauncher::Check(const actor::SpawnSpec& spec) {

@@ -65,8 +65,16 @@ std::vector<std::string> MergeEnvironment(
     const std::vector<std::string>& overrides);
 
 // Whether `spec`'s executable can run, as Spawn finds it (the model's PATH,
-// else the manager's): OK, or NotFound / PermissionDenied naming the path.
+// else the manager's): OK, or NotFound / PermissionDenied naming the path,
+// or FailedPrecondition when exec would fail (CheckExecFormat).
 absl::Status CheckExecutable(const actor::SpawnSpec& spec);
+
+// Whether the kernel would exec the file at `path`: an ELF executable for
+// this machine whose loader is there, or a #! script whose interpreter is
+// an executable file (itself checked, a few levels deep). Anything else
+// fails with FailedPrecondition saying why (what execve would answer
+// ENOENT or ENOEXEC for).
+absl::Status CheckExecFormat(const std::string& path, int depth = 0);
 
 // argv0 as an executable path: as is when it has a '/', else searched in
 // `path_var` (PATH's value). NotFound or PermissionDenied with a message

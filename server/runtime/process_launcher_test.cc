@@ -2,6 +2,7 @@
 #include "server/runtime/process_launcher.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <memory>
 #include <string>
@@ -199,6 +200,48 @@ TEST_F(ProcessLauncherTest, ProcessMayBeDestroyedInsideOnExit) {
   ASSERT_TRUE(Spawn({{"true"}}, &o).ok());
   ASSERT_TRUE(o.WaitForExit(kWait));
   loop_.RunSync([&] { EXPECT_TRUE(processes_.empty()); });
+}
+
+// What the scheduler asks before it evicts anything for a start: would
+// exec work at all?
+TEST(CheckExecFormatTest, KnowsWhatExecWouldRefuse) {
+  std::string dir = testing::TempDir();
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::string path = dir + "/" + name;
+    FILE* f = fopen(path.c_str(), "w");
+    fwrite(text.data(), 1, text.size(), f);
+    fclose(f);
+    chmod(path.c_str(), 0755);
+    return path;
+  };
+  EXPECT_TRUE(CheckExecFormat("/bin/true").ok());
+  EXPECT_TRUE(CheckExecFormat(write("ok.sh", "#!/bin/sh\necho hi\n")).ok());
+  EXPECT_TRUE(
+      CheckExecFormat(write("env.sh", "#! /usr/bin/env sh\necho hi\n")).ok());
+  std::string bad = write("bad.sh", "#!/nonexistent/interp -x\n");
+  EXPECT_THAT(CheckExecFormat(bad).message(),
+              HasSubstr(bad + ": its interpreter /nonexistent/interp: No such "
+                              "file or directory"));
+  EXPECT_THAT(CheckExecFormat(write("dir.sh", "#!/tmp\n")).message(),
+              HasSubstr("its interpreter /tmp is not an executable file"));
+  std::string nested = write("nested.sh", "#!" + bad + "\n");
+  EXPECT_THAT(CheckExecFormat(nested).message(),
+              HasSubstr("its interpreter /nonexistent/interp"));
+  EXPECT_THAT(
+      CheckExecFormat(write("garbage", "\x01\x02 not a program")).message(),
+      HasSubstr("neither an ELF executable nor a #! script"));
+  // An ELF header for another machine (32-bit ARM).
+  std::string arm(
+      "\x7f"
+      "ELF\x01\x01\x01",
+      7);
+  arm.resize(52, '\0');
+  arm[18] = 40;  // e_machine EM_ARM.
+  EXPECT_THAT(CheckExecFormat(write("arm.elf", arm)).message(),
+              HasSubstr("an ELF file for another machine"));
+  // And through the PATH lookup, as the scheduler calls it.
+  EXPECT_THAT(CheckExecutable(actor::SpawnSpec{{bad}}).message(),
+              HasSubstr("its interpreter /nonexistent/interp"));
 }
 
 TEST(ResolveExecutableTest, SearchesPathInOrder) {

@@ -523,6 +523,56 @@ class StreamLimitTest(unittest.TestCase):
             for c in calls:
                 c.cancel()
 
+    def test_waiting_calls_count_under_the_limits(self):
+        with ManagerProcess({"a": []}, flags=["--max-streams-per-peer", "20"]) as m:
+            stub = m.stub()
+            # WaitReady on a model nobody starts: each waits (for 60 s).
+            waits = [stub.WaitReady.future(pb.WaitReadyRequest(model="a"), timeout=60)
+                     for _ in range(20)]
+            self.assertTrue(wait_for(lambda: self._refused(stub), 10))
+            with self.assertRaises(grpc.RpcError) as e:
+                stub.WaitReady(pb.WaitReadyRequest(model="a"), timeout=10)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("too many streams: 20 streams are open from ipv4:127.0.0.1",
+                          e.exception.details())
+            for w in waits:
+                w.cancel()
+
+    def _refused(self, stub):
+        try:
+            c = stub.Watch(pb.WatchRequest())
+            next(c)
+            c.cancel()
+            return False
+        except grpc.RpcError as e:
+            return e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def test_acquire_names_are_bounded_and_events_list_64_holders(self):
+        with ManagerProcess({"a": []}) as m:
+            stub = m.stub()
+            stub.Start(pb.StartRequest(model="a"), timeout=20)
+            big = AcquireStream(stub, client_id="x" * 300)
+            self.assertTrue(wait_for(lambda: big.error is not None, 10))
+            self.assertEqual(big.error.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("hello.client_id is 300 bytes, over 256", big.error.details())
+            holders = [AcquireStream(stub, client_id="holder-%d" % i) for i in range(70)]
+            for h in holders:
+                h.acquire("a")
+            self.assertTrue(all(h.wait("granted", "a") for h in holders))
+            self.assertTrue(wait_for(lambda: m.model("a").active_leases == 70, 10))
+            self.assertEqual(len(m.model("a").lease_holders), 64)
+            for h in holders:
+                h.close()
+
+    def test_a_second_manager_cannot_take_the_same_address(self):
+        with ManagerProcess({"a": []}) as m:
+            second = subprocess.run(
+                [runfile("server/modelmanager"), "--config", m.config_path,
+                 "--listen", "127.0.0.1:%d" % m.port],
+                capture_output=True, text=True, timeout=30)
+            self.assertEqual(second.returncode, 1, second.stderr)
+            self.assertIn("cannot listen on 127.0.0.1:%d" % m.port, second.stderr)
+
     def _opens(self, stub):
         try:
             c = stub.Watch(pb.WatchRequest())

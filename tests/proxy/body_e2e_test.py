@@ -125,7 +125,7 @@ class BodyTest(unittest.TestCase):
             try:
                 self.assertTrue(wait_for(
                     lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 1, 10))
-                # By its Content-Length, before a byte of it is held.
+                # Once what it holds would pass the bound.
                 status, body = post(p.port, big_body(5, 1))
                 self.assertEqual(status, 503, body)
                 self.assertIn("--max-buffered-body-mib 4", json.loads(body)["error"]["message"])
@@ -144,6 +144,22 @@ class BodyTest(unittest.TestCase):
                         capture_output=True, text=True, timeout=60)
                     self.assertEqual(out.stdout, "503", out.stderr)
                 self.assertEqual(gauge(p, "modelproxy_body_budget_refused_total"), 3)
+                # A head that declares much and sends little holds only what
+                # it sent: five such clients (20 MiB declared) leave the
+                # budget to others.
+                slow = []
+                for _ in range(5):
+                    c = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+                    c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                              b"Content-Length: 4194304\r\n\r\n{")
+                    slow.append(c)
+                self.assertTrue(wait_for(
+                    lambda: gauge(p, "modelproxy_buffered_body_bytes") == 5, 10),
+                    gauge(p, "modelproxy_buffered_body_bytes"))
+                status, body = post(p.port, big_body(3, 7))
+                self.assertEqual(status, 200, body)
+                for c in slow:
+                    c.close()
                 # Under the bound, served; nothing is left held.
                 status, body = post(p.port, big_body(3, 4))
                 self.assertEqual(status, 200, body)

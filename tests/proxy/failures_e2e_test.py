@@ -8,6 +8,7 @@ modelmanager, modelproxy and models, real sockets.
 """
 
 import json
+import os
 import re
 import socket
 import threading
@@ -57,15 +58,24 @@ class StartFailureTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.m = ManagerProcess({"good": [], "broken": ["--exit-immediately", "3"]})
+        # An executable script whose interpreter is not there: exec fails
+        # as surely as for a missing binary.
+        script = os.path.join(cls.m.tmp.name, "badinterp")
+        with open(script, "w") as f:
+            f.write("#!/nonexistent/interp\n")
+        os.chmod(script, 0o755)
         text = cls.m.config_text() + (
             "  typo:\n"
             "    cmd: /usr/local/bin/fake_upstrem --port ${PORT}\n"
-            "    proxy: http://127.0.0.1:${PORT}\n")
+            "    proxy: http://127.0.0.1:${PORT}\n"
+            "  badinterp:\n"
+            "    cmd: %s --port ${PORT}\n"
+            "    proxy: http://127.0.0.1:${PORT}\n" % script)
         with open(cls.m.config_path, "w") as f:
             f.write(text)
         cls.m.start()
         cls.p = ProxyProcess(cls.m.port)
-        assert wait_for(lambda: cls.p.request("GET", "/v1/models")[2].count(b'"id"') == 3, 10)
+        assert wait_for(lambda: cls.p.request("GET", "/v1/models")[2].count(b'"id"') == 4, 10)
 
     @classmethod
     def tearDownClass(cls):
@@ -96,6 +106,15 @@ class StartFailureTest(unittest.TestCase):
         # /v1/models says why its requests fail.
         self.assertTrue(wait_for(lambda: status_value(self.p, "typo") == "failed", 10))
         self.assertEqual(status_value(self.p, "good"), "loaded")
+
+    def test_a_script_whose_interpreter_is_missing_evicts_nothing(self):
+        pid = self.serve_good()
+        status, _, body = self.p.request("POST", "/v1/chat/completions",
+                                         chat("badinterp"))
+        self.assertEqual(status, 503, body)
+        self.assertIn("its interpreter /nonexistent/interp", body.decode())
+        good = self.m.model("good")
+        self.assertEqual((good.state, good.pid), (READY, pid))
 
     def test_a_failed_start_backs_off_before_it_may_evict_again(self):
         self.serve_good()
