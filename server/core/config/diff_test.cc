@@ -198,6 +198,24 @@ models:
   EXPECT_EQ(after->FindModel("f")->port, 5803);
 }
 
+TEST(DiffConfigsTest, APortANewModelNamesItselfIsGivenUp) {
+  auto before = Load(kBase);  // a 5800, b 5801, c 5802.
+  auto after = Reload(*before, R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", ttl: 60, aliases: [aa]}
+  b: {cmd: "srv-b --port ${PORT}", env: ["X=1"]}
+  c: {cmd: "srv-c --port ${PORT}"}
+  z: {cmd: "srv-z --port 5801", proxy: "http://127.0.0.1:5801"}
+groups:
+  g: {members: [a, b]}
+)yaml");
+  ConfigDiff d = DiffConfigs(*before, *after);
+  EXPECT_EQ(after->FindModel("b")->port, 5803);
+  EXPECT_THAT(d.restart, ElementsAre("b"));
+  EXPECT_EQ(d.restart_reasons["b"],
+            "cmd changed (${PORT} 5801 -> 5803), proxy changed");
+}
+
 TEST(DiffConfigsTest, AMovedStartPortMovesEveryPort) {
   auto before = Load(kBase);
   auto after = Reload(*before, std::string("startPort: 7000\n") + kBase);

@@ -8,6 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -329,16 +332,31 @@ class Loader {
     });
     ModelDefaults defaults{c->health_check_timeout, c->global_ttl,
                            c->unload_timeout, c->send_loading_state};
+    // Ports other models name themselves (`proxy: http://127.0.0.1:5801`)
+    // are never handed out as ${PORT}: the two would answer for each other.
+    std::set<int> literal;
+    for (const auto* entry : sorted) {
+      const YamlNode* proxy =
+          entry->second.is_map() ? entry->second.Get("proxy") : nullptr;
+      if (proxy == nullptr || !proxy->is_scalar() ||
+          proxy->text.find('$') != std::string::npos) {
+        continue;
+      }
+      if (std::optional<int> port = UrlPort(proxy->text)) literal.insert(*port);
+    }
     // A reload: the models that were there keep their ports (unless
-    // startPort moved), so adding one restarts no other.
+    // startPort moved, or another model now names that port itself), so
+    // adding one restarts no other.
     std::map<std::string, int> kept;
     if (hints_ != nullptr && hints_->start_port == c->start_port) {
       for (const auto* entry : sorted) {
         auto it = hints_->ports.find(entry->first.text);
-        if (it != hints_->ports.end()) kept.insert(*it);
+        if (it != hints_->ports.end() && literal.count(it->second) == 0) {
+          kept.insert(*it);
+        }
       }
     }
-    PortAllocator ports(c->start_port, std::move(kept));
+    PortAllocator ports(c->start_port, std::move(kept), std::move(literal));
     for (const auto* entry : sorted) {
       const std::string& id = entry->first.text;
       if (id.empty() || id == kReservedName) {

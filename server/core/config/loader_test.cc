@@ -301,6 +301,19 @@ models:
   EXPECT_EQ(c->FindModel("zeta")->port, 5802);
 }
 
+// A port a model names itself is never another's ${PORT}: the two would
+// answer each other's requests and health checks.
+TEST(LoaderTest, PortsOthersNameThemselvesAreSkipped) {
+  auto c = MustLoad(R"yaml(
+models:
+  fixed: {cmd: "f --port 5801", proxy: "http://127.0.0.1:5801"}
+  p1: {cmd: "a --port ${PORT}"}
+  p2: {cmd: "b --port ${PORT}"}
+)yaml");
+  EXPECT_EQ(c->FindModel("p1")->port, 5800);
+  EXPECT_EQ(c->FindModel("p2")->port, 5802);
+}
+
 TEST(LoaderTest, PortFromAMacroCounts) {
   auto c = MustLoad(R"yaml(
 macros:

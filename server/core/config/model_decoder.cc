@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -490,9 +491,32 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
   return p;
 }
 
-PortAllocator::PortAllocator(int start_port, std::map<std::string, int> kept)
-    : next_(start_port), kept_(std::move(kept)) {
+PortAllocator::PortAllocator(int start_port, std::map<std::string, int> kept,
+                             std::set<int> literal)
+    : next_(start_port), kept_(std::move(kept)), reserved_(std::move(literal)) {
   for (const auto& [id, port] : kept_) reserved_.insert(port);
+}
+
+namespace {
+
+// "host:port" of an http:// URL, or "" when it is no such URL.
+absl::string_view Authority(absl::string_view url) {
+  if (!absl::ConsumePrefix(&url, "http://")) return "";
+  return url.substr(0, url.find_first_of("/?#"));
+}
+
+}  // namespace
+
+std::optional<int> UrlPort(absl::string_view url) {
+  absl::string_view a = Authority(url);
+  if (a.empty()) return std::nullopt;
+  size_t colon = a.rfind(':');
+  if (colon == absl::string_view::npos || a.find(']', colon) != a.npos) {
+    return 80;
+  }
+  int port = 0;
+  if (!absl::SimpleAtoi(a.substr(colon + 1), &port)) return std::nullopt;
+  return port;
 }
 
 int PortAllocator::Take(const std::string& id) {

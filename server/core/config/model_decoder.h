@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/core/config/config.h"
 #include "server/core/config/diag_sink.h"
@@ -36,7 +37,9 @@ inline constexpr int kDefaultConcurrencyLimit = 10;
 // running config gave it) keeps it, and no one else gets one of those.
 class PortAllocator {
  public:
-  explicit PortAllocator(int start_port, std::map<std::string, int> kept = {});
+  // `literal`: ports models name in their own `proxy`, never handed out.
+  explicit PortAllocator(int start_port, std::map<std::string, int> kept = {},
+                         std::set<int> literal = {});
   int Take(const std::string& id);
 
  private:
@@ -44,6 +47,10 @@ class PortAllocator {
   std::map<std::string, int> kept_;
   std::set<int> reserved_;
 };
+
+// The port of an http:// URL ("http://127.0.0.1:5801/x" -> 5801), or 80
+// with none; nullopt for what is no such URL.
+std::optional<int> UrlPort(absl::string_view url);
 
 // Decodes the model `id` whose mapping is `node` (at `key_pos`). Models must
 // be decoded in sorted id order: a model whose `cmd` uses ${PORT} takes one
