@@ -200,6 +200,9 @@ int Main(int argc, char** argv) {
   link_options.log = [](const std::string& line) { Log(line); };
   lease::ManagerLink link(link_options);
   lease::LeaseBroker broker(&link, MakeAfter(timers.get()));
+  // Listening on loopback only (localhost, 127.x, ::1).
+  bool loopback =
+      host == "localhost" || absl::StartsWith(host, "127.") || host == "::1";
   ProxyOptions options;
   options.limits.max_body_bytes = static_cast<uint64_t>(max_body_mib) << 20;
   options.header_timeout = absl::Milliseconds(header_timeout_ms);
@@ -210,6 +213,7 @@ int Main(int argc, char** argv) {
   options.send_timeout = absl::Milliseconds(send_timeout_ms);
   options.max_buffered_body_bytes = static_cast<uint64_t>(max_buffered_body_mib)
                                     << 20;
+  options.loopback_listener = loopback;
   // Large request bodies are mmapped whatever came before (glibc would
   // raise its threshold after freeing one and keep the next in its heap for
   // good), and returned to the system once freed, off the workers' loops.
@@ -222,8 +226,6 @@ int Main(int argc, char** argv) {
   // Listening beyond this host with no apiKeys: anyone who reaches the port
   // may use every model and stop them all (/unload). Said when the keys
   // arrive, and again whenever a reload drops them.
-  bool loopback =
-      host == "localhost" || absl::StartsWith(host, "127.") || host == "::1";
   auto open_warned = std::make_shared<std::atomic<bool>>(false);
   link.Start(
       &broker, [&context](auto routes) { context.SetRoutes(routes); },

@@ -74,13 +74,13 @@ size_t ChunkedDecoder::Feed(absl::string_view data,
         break;
       }
       case State::kSizeSpace:
+        // Whitespace after a size only before an extension's ';' (RFC
+        // 9112 7.1.1: BWS ";").
         if (c == ' ' || c == '\t') break;
         if (c == ';') {
           state_ = State::kExtension;
-        } else if (c == '\r') {
-          state_ = State::kSizeLf;
         } else {
-          return Fail(400, "an invalid character after a chunk size", i);
+          return Fail(400, "whitespace after a chunk size, and no ';'", i);
         }
         break;
       case State::kExtension:

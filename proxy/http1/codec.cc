@@ -144,6 +144,8 @@ const char* ReasonPhrase(int status) {
       return "Service Unavailable";
     case 504:
       return "Gateway Timeout";
+    case 501:
+      return "Not Implemented";
     case 505:
       return "HTTP Version Not Supported";
     default:
@@ -247,8 +249,23 @@ bool RequestParser::CheckHead(const http_parser* p) {
     return false;
   }
   int hosts = 0;
+  std::vector<absl::string_view> codings;  // Every Transfer-Encoding's.
   for (const auto& [name, value] : head_.headers) {
-    if (EqualsNoCase(name, "host")) ++hosts;
+    if (EqualsNoCase(name, "host")) {
+      ++hosts;
+      // One authority: "a, b" (two Host fields joined) or "a b" is not.
+      if (value.find_first_of(", \t") != std::string::npos) {
+        error_status_ = 400;
+        error_message_ =
+            "malformed HTTP request: a Host header naming more "
+            "than one host";
+        return false;
+      }
+    } else if (EqualsNoCase(name, "transfer-encoding")) {
+      for (absl::string_view t : absl::StrSplit(value, ',')) {
+        codings.push_back(absl::StripAsciiWhitespace(t));
+      }
+    }
   }
   // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in HTTP/1.0.
   if (hosts > 1 || (hosts == 0 && p->http_minor == 1)) {
@@ -260,11 +277,27 @@ bool RequestParser::CheckHead(const http_parser* p) {
     return false;
   }
   // RFC 9112 6.1: HTTP/1.0 has no transfer coding; the framing is faulty.
-  if (p->http_minor == 0 &&
-      FindHeader(head_.headers, "transfer-encoding") != nullptr) {
+  if (p->http_minor == 0 && !codings.empty()) {
     error_status_ = 400;
     error_message_ =
         "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request";
+    return false;
+  }
+  // Chunked, once, and nothing else: a coding the proxy would not undo
+  // (gzip, chunked) is 501; chunked twice, or an identity beside it, is
+  // framing another reader could take otherwise.
+  if (!codings.empty() &&
+      !(codings.size() == 1 && EqualsNoCase(codings[0], "chunked"))) {
+    bool known =
+        std::all_of(codings.begin(), codings.end(), [](absl::string_view t) {
+          return EqualsNoCase(t, "chunked") || EqualsNoCase(t, "identity");
+        });
+    error_status_ = known ? 400 : 501;
+    error_message_ =
+        known ? "malformed HTTP request: a Transfer-Encoding other than one "
+                "'chunked'"
+              : "a request body in a transfer coding other than chunked is "
+                "not supported";
     return false;
   }
   return true;
@@ -617,9 +650,36 @@ void AppendHeader(std::string* out, absl::string_view k, absl::string_view v) {
   out->append("\r\n", 2);
 }
 
-void AppendHeaders(std::string* out, const Headers& headers) {
+// The header names a message's Connection header lists (RFC 9110 7.6.1:
+// hop-by-hop too, a proxy drops them), but the usual keep-alive, close and
+// upgrade, which are dropped anyway. Empty for nearly every message.
+std::vector<absl::string_view> ConnectionOptions(const Headers& headers) {
+  std::vector<absl::string_view> names;
   for (const auto& [k, v] : headers) {
-    if (IsHopByHop(k)) continue;
+    if (!EqualsNoCase(k, "connection")) continue;
+    for (absl::string_view t : absl::StrSplit(v, ',')) {
+      t = absl::StripAsciiWhitespace(t);
+      if (t.empty() || EqualsNoCase(t, "keep-alive") ||
+          EqualsNoCase(t, "close") || EqualsNoCase(t, "upgrade")) {
+        continue;
+      }
+      names.push_back(t);
+    }
+  }
+  return names;
+}
+
+bool Listed(const std::vector<absl::string_view>& names, absl::string_view k) {
+  for (absl::string_view n : names) {
+    if (EqualsNoCase(n, k)) return true;
+  }
+  return false;
+}
+
+void AppendHeaders(std::string* out, const Headers& headers) {
+  std::vector<absl::string_view> named = ConnectionOptions(headers);
+  for (const auto& [k, v] : headers) {
+    if (IsHopByHop(k) || Listed(named, k)) continue;
     AppendHeader(out, k, v);
   }
 }
@@ -685,8 +745,9 @@ void AppendRequestHead(
   out->push_back(' ');
   out->append(target.data(), target.size());
   out->append(" HTTP/1.1\r\n", 11);
+  std::vector<absl::string_view> named = ConnectionOptions(headers);
   for (const auto& [k, v] : headers) {
-    if (IsHopByHop(k)) continue;
+    if (IsHopByHop(k) || Listed(named, k)) continue;
     bool skipped = false;
     for (absl::string_view name : skip) {
       if (EqualsNoCase(k, name)) {

@@ -236,6 +236,20 @@ TEST(RequestParserTest, HeadRulesOfRfc9112) {
       {"GET / HTTP/9.9\r\nHost: a\r\n\r\n", 505,
        "HTTP/9.9 is not supported: HTTP/1.1 and HTTP/1.0 (and HTTP/2 with its "
        "preface) are"},
+      {"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", 400,
+       "malformed HTTP request: a Host header naming more than one host"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+       501,
+       "a request body in a transfer coding other than chunked is not "
+       "supported"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+       "Transfer-Encoding: chunked\r\n\r\n",
+       400,
+       "malformed HTTP request: a Transfer-Encoding other than one 'chunked'"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked"
+       "\r\n\r\n",
+       400,
+       "malformed HTTP request: a Transfer-Encoding other than one 'chunked'"},
   };
   for (const Case& c : cases) {
     for (size_t piece : {size_t{1} << 20, size_t{1}}) {
@@ -302,6 +316,8 @@ TEST(RequestParserTest, ChunkedBodiesAreReadStrictly) {
        "required)"},
       {"0\r\n\n", 400,
        "malformed chunked body: a chunked body must end in CRLF"},
+      {"1f \r\n", 400,
+       "malformed chunked body: whitespace after a chunk size, and no ';'"},
   };
   for (const Case& c : cases) {
     for (size_t piece : {size_t{1} << 20, size_t{1}}) {
@@ -327,6 +343,21 @@ TEST(RequestParserTest, ChunkedBodiesAreReadStrictly) {
     EXPECT_EQ(v.heads[1].target, "/next");
     EXPECT_EQ(v.ends, 2);
   }
+}
+
+// RFC 9110 7.6.1: the fields a Connection header names are for this hop
+// only, in requests and responses alike.
+TEST(EncodeTest, FieldsConnectionNamesAreNotPassedOn) {
+  Headers h = {{"Connection", "keep-alive, X-Secret"},
+               {"X-Secret", "s"},
+               {"X-Kept", "k"}};
+  std::string request = EncodeRequestHead("GET", "/", h, Framing::kNoBody, 0);
+  EXPECT_EQ(request.find("X-Secret"), std::string::npos) << request;
+  EXPECT_NE(request.find("X-Kept: k"), std::string::npos) << request;
+  std::string response =
+      EncodeResponseHead(200, "", h, Framing::kContentLength, 0, true);
+  EXPECT_EQ(response.find("X-Secret"), std::string::npos) << response;
+  EXPECT_NE(response.find("X-Kept: k"), std::string::npos) << response;
 }
 
 TEST(RequestParserTest, LargeHeadIs431AndLargeBodyIs413) {

@@ -137,7 +137,13 @@ bool ReadHeaders(const char** at, const char* end, Fields* f) {
     if (!AllValue(value)) return false;
     switch (name.size()) {
       case 4:
-        if (Is(name, "host")) ++f->hosts;
+        if (Is(name, "host")) {
+          // One authority only; else http-parser's path refuses it.
+          if (value.find_first_of(", \t") != absl::string_view::npos) {
+            return false;
+          }
+          ++f->hosts;
+        }
         break;
       case 7:
         if (Is(name, "upgrade")) return false;

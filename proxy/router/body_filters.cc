@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "proxy/router/multipart_scanner.h"
 
@@ -78,8 +79,11 @@ absl::Status Twice(const rapidjson::Value& object, const std::string& key,
                    const std::vector<PathPart>& parts) {
   int n = 0;
   for (const auto& m : object.GetObject()) {
-    if (m.name.GetStringLength() == key.size() &&
-        memcmp(m.name.GetString(), key.data(), key.size()) == 0 && ++n > 1) {
+    // In any letter case, as the scanner compares top-level keys.
+    if (absl::EqualsIgnoreCase(
+            absl::string_view(m.name.GetString(), m.name.GetStringLength()),
+            key) &&
+        ++n > 1) {
       std::string path;
       for (const PathPart& p : parts) {
         if (!path.empty()) path += '.';
@@ -135,11 +139,12 @@ absl::Status SetPath(const std::vector<PathPart>& parts,
       return absl::OkStatus();
     }
     bool array_next = IndexOf(parts[i + 1]).has_value();
-    if (child->IsArray() && !array_next) {
-      return absl::OkStatus();  // A key in an array.
-    }
-    if (!child->IsArray() && !child->IsObject()) {
-      // Missing, or a scalar in the way: replaced, as sjson does.
+    // Missing, a scalar in the way (as sjson does), or an array where the
+    // path names a key (sjson leaves it, and a client could so keep a
+    // setting the config forces off: `"chat_template_kwargs": [1]`):
+    // replaced.
+    if ((child->IsArray() && !array_next) ||
+        (!child->IsArray() && !child->IsObject())) {
       if (array_next) {
         child->SetArray();
       } else {
@@ -266,8 +271,9 @@ void RewriteMultipartModel(std::string* body, absl::string_view boundary,
     size_t next = b.find(absl::StrCat("\r\n", delimiter), data);
     if (next == absl::string_view::npos) break;
     // The part the scanner routed by (its name read the same way).
-    if (MultipartScanner::PartName(b.substr(headers, data - headers)) ==
-        "model") {
+    absl::StatusOr<std::string> name =
+        MultipartScanner::PartName(b.substr(headers, data - headers));
+    if (name.ok() && *name == "model") {
       // In place: the rest (an audio file, say) moves, it is not copied
       // into a second buffer.
       body->replace(data, next - data, model.data(), model.size());

@@ -124,11 +124,13 @@ TEST(BodyFiltersTest, SetParamsPathsReachIntoObjectsAndArrays) {
   // An escaped dot is part of the key; a scalar in the way is replaced.
   EXPECT_EQ(Filtered(R"({"a":5})", {}, R"({"fav\\.movie":1,"a.b":2})"),
             R"({"a":{"b":2},"fav.movie":1})");
-  // A key inside an array sets nothing; the model name is never set, nor
-  // made an object by a path through it.
+  // An array where the path names a key is replaced by an object (sjson
+  // would leave the array and set nothing: a client could so keep a setting
+  // the config forces); the model name is never set, nor made an object by
+  // a path through it.
   EXPECT_EQ(Filtered(R"({"model":"m","arr":[1]})", {},
                      R"({"arr.x":1,"model":"evil","model.x":2})"),
-            R"({"model":"m","arr":[1]})");
+            R"({"model":"m","arr":{"x":1}})");
 }
 
 TEST(BodyFiltersTest, StripParamsPathsRemoveNestedValues) {

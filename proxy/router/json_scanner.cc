@@ -149,9 +149,13 @@ void JsonScanner::Fail(const std::string& what) {
 
 void JsonScanner::StringBytes(const char* p, size_t n) {
   if (state_ == State::kInKey) {
+    // In any letter case: Go's encoding/json matches a key to a field so
+    // (the last one wins), and an upstream reading "Model" must not be
+    // routed by "model".
     for (size_t i = 0; i < n; ++i) {
-      key_hash_ = (key_hash_ ^ static_cast<unsigned char>(p[i])) *
-                  0x100000001b3ULL;  // FNV-1a.
+      unsigned char c = static_cast<unsigned char>(p[i]);
+      if (c >= 'A' && c <= 'Z') c = static_cast<unsigned char>(c + 32);
+      key_hash_ = (key_hash_ ^ c) * 0x100000001b3ULL;  // FNV-1a.
     }
     key_.append(
         p, std::min(n, kMaxKeyBytes - std::min(kMaxKeyBytes, key_.size())));
@@ -201,7 +205,9 @@ void JsonScanner::EndKey() {
     error_message_ = absl::StrCat(
         "the JSON body has the key \"", key_,
         key_bytes_ > key_.size() ? "..." : "", "\" twice (again at byte ",
-        key_offset_, "): refused, since the model would read the last one");
+        key_offset_,
+        ", letter case aside): refused, since the model would read the last "
+        "one");
     return;
   }
   if (keys_.size() > kMaxKeys) {

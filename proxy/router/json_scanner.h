@@ -6,9 +6,10 @@
 // hash per top-level key.
 //
 // Routing must read the value the model will: a top-level key that appears
-// twice (after its escapes are decoded: "\u006dodel" is "model") is an
-// error, since the upstream's parser takes the last one and this scanner
-// would route by the first. So the whole top level is walked, to its '}'.
+// twice (after its escapes are decoded: "\u006dodel" is "model"; in any
+// letter case: Go's encoding/json takes "Model" for "model") is an error,
+// since the upstream's parser takes the last one and this scanner would
+// route by the first. So the whole top level is walked, to its '}'.
 //
 //   JsonScanner s;
 //   s.Feed(chunk1);

@@ -88,28 +88,33 @@ TEST(JsonScannerTest, ADuplicateTopLevelKeyIsAnError) {
     std::string message;
   } cases[] = {
       {R"({"model":"beta","model":"gamma"})",
-       R"(the JSON body has the key "model" twice (again at byte 16): )"
-       "refused, since the model would read the last one"},
+       R"(the JSON body has the key "model" twice (again at byte 16, letter case )"
+       "aside): refused, since the model would read the last one"},
       // Escapes decoded: the upstream's parser sees "model" twice.
       {R"({"model":"beta","model":"gamma"})",
-       R"(the JSON body has the key "model" twice (again at byte 16): )"
-       "refused, since the model would read the last one"},
+       R"(the JSON body has the key "model" twice (again at byte 16, letter case )"
+       "aside): refused, since the model would read the last one"},
       {R"({"stream":false,"n":1,"stream":true,"model":"m"})",
-       R"(the JSON body has the key "stream" twice (again at byte 22): )"
-       "refused, since the model would read the last one"},
+       R"(the JSON body has the key "stream" twice (again at byte 22, letter case )"
+       "aside): refused, since the model would read the last one"},
+      // Go's encoding/json reads "Model" as "model" (the last one wins).
+      {R"({"model":"beta","Model":"gamma"})",
+       R"(the JSON body has the key "Model" twice (again at byte 16, letter )"
+       "case aside): refused, since the model would read the last one"},
       {R"({"model":"m","temperature":1,"temperature":2})",
-       R"(the JSON body has the key "temperature" twice (again at byte 29): )"
-       "refused, since the model would read the last one"},
+       R"(the JSON body has the key "temperature" twice (again at byte 29, letter case )"
+       "aside): refused, since the model would read the last one"},
       // A surrogate pair and the raw UTF-8 of the same character.
       {"{\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2}",
        "the JSON body has the key \"\xf0\x9f\x98\x80\" twice (again at "
-       "byte 18): refused, since the model would read the last one"},
+       "byte 18, letter case aside): refused, since the model would read the "
+       "last one"},
       {"{\"" + std::string(300, 'k') + "\":1,\"" + std::string(300, 'k') +
            "\":2}",
        "the JSON body has the key \"" +
            std::string(JsonScanner::kMaxKeyBytes, 'k') +
-           "...\" twice (again at byte 306): refused, since the model would "
-           "read the last one"},
+           "...\" twice (again at byte 306, letter case aside): refused, "
+           "since the model would read the last one"},
   };
   for (const Case& c : cases) {
     for (auto scan : {ScanWhole, ScanByteByByte}) {
@@ -125,7 +130,7 @@ TEST(JsonScannerTest, ADuplicateTopLevelKeyIsAnError) {
             "b\":2,\"model\":\"m\"}",
         std::string(R"({"a":{"x":1,"x":2},"b":[{"model":1},{"model":2}],)"
                     R"("model":"m"})"),
-        std::string(R"({"model":"m","Model":"n","model ":"o"})")}) {
+        std::string(R"({"model":"m","models":"n","model ":"o"})")}) {
     JsonScanner s = ScanWhole(body);
     EXPECT_FALSE(s.error()) << body << ": " << s.error_message();
     EXPECT_THAT(s.model(), Optional(std::string("m")));

@@ -7,7 +7,10 @@
 
 namespace modelplane::proxy::router {
 // The `name` parameter of a part's Content-Disposition header.
-std::string MultipartScanner::PartName(absl::string_view headers) {
+absl::StatusOr<std::string> MultipartScanner::PartName(
+    absl::string_view headers) {
+  std::optional<std::string> name;
+  bool disposition = false;
   for (absl::string_view line : absl::StrSplit(headers, "\r\n")) {
     size_t colon = line.find(':');
     if (colon == absl::string_view::npos ||
@@ -16,22 +19,35 @@ std::string MultipartScanner::PartName(absl::string_view headers) {
             "content-disposition")) {
       continue;
     }
+    // Servers differ on which of two they read.
+    if (disposition) {
+      return absl::InvalidArgumentError(
+          "a part has two Content-Disposition headers");
+    }
+    disposition = true;
     for (absl::string_view param :
          absl::StrSplit(line.substr(colon + 1), ';')) {
       // Parameter names are case-insensitive (RFC 7578, 4.2; servers such
       // as python-multipart read `NAME = "model"` as the model field).
       size_t eq = param.find('=');
-      if (eq == absl::string_view::npos ||
-          !absl::EqualsIgnoreCase(
-              absl::StripAsciiWhitespace(param.substr(0, eq)), "name")) {
-        continue;
+      if (eq == absl::string_view::npos) continue;
+      absl::string_view key = absl::StripAsciiWhitespace(param.substr(0, eq));
+      // name* (RFC 5987 encoding): RFC 7578 4.2 rules it out for names,
+      // and a server that decodes it reads a name this scanner would not.
+      if (absl::EqualsIgnoreCase(key, "name*")) {
+        return absl::InvalidArgumentError(
+            "a part is named with name* (RFC 7578 allows only name)");
+      }
+      if (!absl::EqualsIgnoreCase(key, "name")) continue;
+      if (name) {
+        return absl::InvalidArgumentError("a part names itself twice");
       }
       param = absl::StripAsciiWhitespace(param.substr(eq + 1));
       if (absl::ConsumePrefix(&param, "\"")) absl::ConsumeSuffix(&param, "\"");
-      return std::string(param);
+      name = std::string(param);
     }
   }
-  return "";
+  return name.value_or("");
 }
 
 std::optional<std::string> MultipartScanner::BoundaryFrom(
@@ -48,17 +64,24 @@ std::optional<std::string> MultipartScanner::BoundaryFrom(
                               "multipart/form-data")) {
     return std::nullopt;
   }
+  std::optional<std::string> boundary;
   for (size_t i = 1; i < params.size(); ++i) {
     absl::string_view p = absl::StripAsciiWhitespace(params[i]);
-    if (p.size() < 9 || !absl::EqualsIgnoreCase(p.substr(0, 9), "boundary=")) {
+    size_t eq = p.find('=');
+    if (eq == absl::string_view::npos ||
+        !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(p.substr(0, eq)),
+                                "boundary")) {
       continue;
     }
-    p.remove_prefix(9);
+    // Two boundaries: servers differ on which they split by (the proxy's
+    // model field and the upstream's would not be the same part).
+    if (boundary) return std::string();
+    p = absl::StripAsciiWhitespace(p.substr(eq + 1));
     if (absl::ConsumePrefix(&p, "\"")) absl::ConsumeSuffix(&p, "\"");
-    if (p.empty() || p.size() > 70) return std::nullopt;  // RFC 2046.
-    return std::string(p);
+    if (p.empty() || p.size() > 70) return std::string();  // RFC 2046.
+    boundary = std::string(p);
   }
-  return std::nullopt;
+  return boundary.value_or("");
 }
 
 MultipartScanner::MultipartScanner(const std::string& boundary)
@@ -115,7 +138,10 @@ void MultipartScanner::Feed(absl::string_view data) {
           return Fail("part headers too long");
         return;
       }
-      capturing_ = PartName(absl::string_view(buf_).substr(0, end)) == "model";
+      absl::StatusOr<std::string> name =
+          PartName(absl::string_view(buf_).substr(0, end));
+      if (!name.ok()) return Fail(std::string(name.status().message()));
+      capturing_ = *name == "model";
       value_.clear();
       buf_.erase(0, end == 0 ? 2 : end + 4);
       state_ = State::kData;

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace modelplane::proxy::router {
@@ -22,14 +23,17 @@ class MultipartScanner {
   static constexpr size_t kMaxModelBytes = 1024;
   static constexpr size_t kMaxPartHeaderBytes = 16 << 10;
 
-  // The boundary parameter of a multipart/form-data Content-Type, or
-  // nullopt when it is not one.
+  // The boundary parameter of a multipart/form-data Content-Type; "" for
+  // one that has no usable boundary (none, two, empty, over 70 bytes: the
+  // request is refused); nullopt when it is no multipart/form-data.
   static std::optional<std::string> BoundaryFrom(
       absl::string_view content_type);
 
   // The `name` parameter of a part's Content-Disposition header (in any
-  // case, quoted or not), or "".
-  static std::string PartName(absl::string_view headers);
+  // case, quoted or not), or "" without one; InvalidArgument for what form
+  // parsers read differently (two Content-Disposition headers, two names,
+  // name*).
+  static absl::StatusOr<std::string> PartName(absl::string_view headers);
 
   explicit MultipartScanner(const std::string& boundary);
 

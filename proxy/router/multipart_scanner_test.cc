@@ -115,8 +115,32 @@ TEST(MultipartScannerTest, BoundaryFromContentType) {
                   "Multipart/Form-Data;charset=utf-8; BOUNDARY=\"a b\""),
               Optional(std::string("a b")));
   EXPECT_FALSE(MultipartScanner::BoundaryFrom("application/json").has_value());
-  EXPECT_FALSE(
-      MultipartScanner::BoundaryFrom("multipart/form-data").has_value());
+  // A form with no usable boundary: "" (refused).
+  EXPECT_THAT(MultipartScanner::BoundaryFrom("multipart/form-data"),
+              Optional(std::string()));
+  // Two boundaries: servers split by either; refused.
+  EXPECT_THAT(MultipartScanner::BoundaryFrom(
+                  "multipart/form-data; boundary=B; boundary=C"),
+              Optional(std::string()));
+}
+
+TEST(MultipartScannerTest, PartsServersWouldNameOtherwiseAreErrors) {
+  std::string b = "bnd";
+  for (const auto& [head, message] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"Content-Disposition: form-data; name*=utf-8''model",
+            "a part is named with name* (RFC 7578 allows only name)"},
+           {"Content-Disposition: form-data; name=\"x\"\r\n"
+            "Content-Disposition: form-data; name=\"model\"",
+            "a part has two Content-Disposition headers"},
+           {"Content-Disposition: form-data; name=\"x\"; name=\"model\"",
+            "a part names itself twice"}}) {
+    std::string body = Body(
+        b, Part(b, "model", "beta") + "--bnd\r\n" + head + "\r\n\r\nthird\r\n");
+    MultipartScanner s = Scan(b, body, 4);
+    EXPECT_TRUE(s.error()) << head;
+    EXPECT_EQ(s.error_message(), "invalid multipart body: " + message);
+  }
 }
 
 }  // namespace

@@ -70,6 +70,7 @@ void Exchange::Begin(http1::RequestHead head) {
   ++generation_;
   *alive_ = true;
   origin_.clear();
+  rejection_message_.clear();
   loading_ = false;
   loading_head_sent_ = false;
   loading_state_ = false;
@@ -115,7 +116,12 @@ void Exchange::Begin(http1::RequestHead head) {
     const std::string* type = http1::FindHeader(head_.headers, "content-type");
     auto boundary =
         type ? router::MultipartScanner::BoundaryFrom(*type) : std::nullopt;
-    if (boundary) {
+    if (boundary && boundary->empty()) {
+      // Refused on its head: its parts could be split otherwise upstream.
+      rejection_message_ =
+          "a multipart/form-data Content-Type needs exactly one boundary "
+          "(1 to 70 characters)";
+    } else if (boundary) {
       boundary_ = *boundary;
       multipart_ = std::make_unique<router::MultipartScanner>(*boundary);
       scan_ = BodyScan::kMultipart;
@@ -139,7 +145,10 @@ void Exchange::Begin(http1::RequestHead head) {
       rejection_ = 401;
     }
   }
-  if (rejection_ == 0 && websocket_body) rejection_ = 400;
+  if (rejection_ == 0 && websocket_body) {
+    rejection_message_ = "a WebSocket handshake cannot have a body";
+  }
+  if (rejection_ == 0 && !rejection_message_.empty()) rejection_ = 400;
   // A body of known length gets its buffer sized at once (address space:
   // its pages count only once written). It is charged as its bytes arrive,
   // not by what the head declares: a client that declares 64 MiB and sends
@@ -239,9 +248,7 @@ void Exchange::Dispatch() {
                         "modelproxy has not loaded its API keys from the "
                         "manager yet");
   }
-  if (rejection_ == 400) {
-    return RespondError(400, "a WebSocket handshake cannot have a body");
-  }
+  if (rejection_ == 400) return RespondError(400, rejection_message_);
   if (over_budget_) {
     worker_->metrics().AddBodyRefused();
     return Respond(

@@ -163,6 +163,10 @@ class Exchange : public upstream::UpstreamObserver {
   void RespondMetrics();
   void RespondPreflight();
   void Unload(const std::string& model);
+  // Whether this request may stop models or switch the profile; else it is
+  // answered 403: from another site (its Origin), or by a name that is no
+  // address while a loopback proxy has no apiKeys (DNS rebinding).
+  bool MayChangeState();
   // With apiKeys configured: the request carries one (then auth headers are
   // dropped before forwarding).
   bool Authorized();
@@ -225,6 +229,7 @@ class Exchange : public upstream::UpstreamObserver {
   // Decided on the head: 401 (no valid API key), 503 (the keys are not
   // known yet), or 0. A refused request's body is dropped as it arrives.
   int rejection_ = 0;
+  std::string rejection_message_;  // For a 400 decided on the head.
   router::JsonScanner json_;
   std::unique_ptr<router::MultipartScanner> multipart_;
   std::string boundary_;

@@ -142,7 +142,55 @@ void Exchange::RespondProfiles() {
                        R"(,"profiles":[)", list, "]}"));
 }
 
+namespace {
+
+// "127.0.0.1", "[::1]", "localhost" (any port): a Host a DNS-rebinding page
+// cannot send (its Host is its own domain name).
+bool IsAddressOrLocalhost(absl::string_view host) {
+  if (absl::ConsumePrefix(&host, "[")) return true;  // An IPv6 literal.
+  host = host.substr(0, host.rfind(':'));
+  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
+  return !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
+    return absl::ascii_isdigit(static_cast<unsigned char>(c)) || c == '.';
+  });
+}
+
+}  // namespace
+
+bool Exchange::MayChangeState() {
+  const std::string* host = http1::FindHeader(head_.headers, "host");
+  const std::string* origin = http1::FindHeader(head_.headers, "origin");
+  // A page on another site (a plain HTML form needs no CORS preflight)
+  // must not stop models: its Origin names another host than the request.
+  if (origin != nullptr && host != nullptr) {
+    absl::string_view o = *origin;
+    if (!absl::ConsumePrefix(&o, "http://"))
+      absl::ConsumePrefix(&o, "https://");
+    if (!absl::EqualsIgnoreCase(o, *host)) {
+      RespondError(
+          403, absl::StrCat("a request from another site (Origin ", *origin,
+                            ", Host ", *host, ") may not change what runs"));
+      return false;
+    }
+  }
+  // DNS rebinding: a page whose name resolves to 127.0.0.1 is same-origin
+  // with this proxy, but its Host is its own name. A proxy on a loopback
+  // address with no apiKeys takes changes only for an address or localhost.
+  const ProxyContext::KeySet* keys = worker_->api_keys();
+  if (worker_->context().options().loopback_listener && keys != nullptr &&
+      keys->empty() && host != nullptr && !IsAddressOrLocalhost(*host)) {
+    RespondError(
+        403, absl::StrCat("Host ", *host,
+                          " names neither an address nor localhost, and the "
+                          "config sets no apiKeys: refused (DNS rebinding); "
+                          "send it to the proxy's address, or set apiKeys"));
+    return false;
+  }
+  return true;
+}
+
 void Exchange::SetActiveProfile() {
+  if (!MayChangeState()) return;
   rapidjson::Document doc;
   doc.Parse(body_.data(), body_.size());
   if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("name") ||
@@ -220,6 +268,7 @@ void Exchange::RespondRunning() {
 }
 
 void Exchange::Unload(const std::string& model) {
+  if (!MayChangeState()) return;
   const ProxyContext::Unload& unload = worker_->context().unload();
   if (!unload) return RespondError(503, "unload is not available");
   std::string id = model;

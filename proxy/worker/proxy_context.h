@@ -45,6 +45,9 @@ struct ProxyOptions {
   absl::Duration loading_interval = absl::Seconds(1);
   // One line per request on stderr (--access-log).
   bool access_log = false;
+  // The proxy listens on a loopback address (a DNS-rebinding page is the
+  // way in from a browser there: Exchange::MayChangeState).
+  bool loopback_listener = false;
   // Request bodies held at once by every worker (body_budget.h).
   uint64_t max_buffered_body_bytes = uint64_t{1} << 30;
 };

@@ -118,6 +118,40 @@ class ConformanceTest(unittest.TestCase):
                        b"Host: x\r\nAuthorization: Bearer sk-key\r\n\r\n")
         self.assert_error(got, 400, "the query names the model twice")
 
+    def test_what_form_and_json_parsers_read_otherwise_is_refused(self):
+        # "Model": Go's encoding/json reads it as "model" (the last wins).
+        self.assert_error(self.post('{"model":"beta","Model":"gamma"}'), 400,
+                          'the JSON body has the key "Model" twice')
+        part = (b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nbeta\r\n"
+                b"--B--\r\n")
+        self.assert_error(self.post(part, path=b"/v1/audio/transcriptions",
+                                    content_type=b"multipart/form-data; boundary=B; "
+                                                 b"boundary=C"),
+                          400, "needs exactly one boundary")
+        star = (b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nbeta\r\n"
+                b"--B\r\nContent-Disposition: form-data; name*=utf-8''model\r\n\r\n"
+                b"gamma\r\n--B--\r\n")
+        self.assert_error(self.post(star, path=b"/v1/audio/transcriptions",
+                                    content_type=b"multipart/form-data; boundary=B"),
+                          400, "named with name*")
+
+    def test_another_site_may_not_stop_models(self):
+        self.assertEqual(self.post('{"model":"beta","messages":[]}')[0], 200)
+        pid = self.m.model("beta").pid
+        # A plain HTML form on another site posts with no preflight.
+        got = self.raw(b"POST /unload HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+                       b"Authorization: Bearer sk-key\r\nOrigin: http://evil.example\r\n"
+                       b"Content-Type: application/x-www-form-urlencoded\r\n"
+                       b"Content-Length: 3\r\n\r\na=b")
+        self.assert_error(got, 403, "a request from another site (Origin "
+                                    "http://evil.example, Host 127.0.0.1:8080)")
+        self.assertEqual(self.m.model("beta").pid, pid)
+        # The same origin may (a page served by this very proxy).
+        code, _, _ = self.raw(b"POST /unload?model=beta HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+                              b"Authorization: Bearer sk-key\r\n"
+                              b"Origin: http://127.0.0.1:8080\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(code, 200)
+
     # --- HTTP/1.1 (RFC 9112, 9110) ---
 
     def test_host_is_required_once(self):
@@ -214,6 +248,30 @@ class OpenListenerTest(unittest.TestCase):
                     "GET", "/v1/models", headers={"Authorization": "Bearer k"})[0] == 200,
                     10))
                 self.assertFalse([l for l in p.log() if "no apiKeys" in l], p.log())
+            finally:
+                p.stop()
+
+
+class RebindingTest(unittest.TestCase):
+    def test_a_loopback_proxy_without_keys_takes_changes_only_by_address(self):
+        with ManagerProcess({"a": []}) as m:
+            p = ProxyProcess(m.port)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: p.request("GET", "/v1/models")[2].count(b'"id"') == 1, 10))
+                self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                           {"model": "a", "messages": []})[0], 200)
+                pid = m.model("a").pid
+                # A page at rebind.evil.example, its name resolving here.
+                status, _, body = p.request(
+                    "POST", "/unload", headers={"Host": "rebind.evil.example:%d" % p.port})
+                self.assertEqual(status, 403, body)
+                self.assertIn(b"DNS rebinding", body)
+                self.assertEqual(m.model("a").pid, pid)
+                for host in ["127.0.0.1:%d" % p.port, "localhost:%d" % p.port]:
+                    status, _, body = p.request("POST", "/unload?model=a",
+                                                headers={"Host": host})
+                    self.assertEqual(status, 200, body)
             finally:
                 p.stop()
 

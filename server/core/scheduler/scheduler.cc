@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "server/core/scheduler/scheduler_internal.h"
 #include "server/core/scheduler/swap_rules.h"
 
@@ -507,10 +508,10 @@ void Scheduler::ClearBackoff(Slot& s) {
 
 absl::Status Scheduler::BackoffStatus(const Slot& s) const {
   absl::Time now = env_.clock->Now();
-  // Whole seconds up: "0s" would read as "now".
+  // Tenths: whole seconds rounded up read "failed 1s ago; again in 5s" for
+  // a 5 s back-off just begun.
   auto secs = [](absl::Duration d) {
-    return absl::StrCat(absl::ToInt64Seconds(absl::Ceil(d, absl::Seconds(1))),
-                        "s");
+    return absl::StrFormat("%.1fs", absl::ToDoubleSeconds(d));
   };
   absl::Status status(
       s.last_failure.code(),

@@ -79,7 +79,8 @@ TEST_F(StartFailureTest, AFailedStartBacksOffBeforeItMayEvictAgain) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.message(),
               HasSubstr("exited before it was ready (exit code 1)"));
-  EXPECT_THAT(s.message(), HasSubstr("not tried again for 5s"));
+  EXPECT_THAT(s.message(),
+              HasSubstr("failed 0.0s ago; not tried again for 5.0s"));
   RecordingClient retry;
   Acquire(Connect(&retry), "b");
   EXPECT_TRUE(retry.Saw("failed b r-b FAILED_PRECONDITION"));
@@ -96,9 +97,11 @@ TEST_F(StartFailureTest, AFailedStartBacksOffBeforeItMayEvictAgain) {
   Proc("b")->Exit(ExitStatus::Code(1));
   Settle();
   // A second failure: twice as long.
-  EXPECT_THAT(StartStatus("b").message(), HasSubstr("not tried again for 10s"));
+  EXPECT_THAT(StartStatus("b").message(),
+              HasSubstr("failed 0.0s ago; not tried again for 10.0s"));
   clock_.Advance(absl::Seconds(9));
-  EXPECT_THAT(StartStatus("b").message(), HasSubstr("not tried again for 1s"));
+  EXPECT_THAT(StartStatus("b").message(),
+              HasSubstr("failed 9.0s ago; not tried again for 1.0s"));
 }
 
 TEST_F(StartFailureTest, ATimedOutStartKeepsItsReasonThroughTheBackoff) {
@@ -144,7 +147,8 @@ TEST_F(StartFailureTest, AReadyStartEndsTheBackoff) {
   Exits("a");
   Proc("b")->Exit(ExitStatus::Code(1));
   Settle();
-  EXPECT_THAT(StartStatus("b").message(), HasSubstr("not tried again for 5s"));
+  EXPECT_THAT(StartStatus("b").message(),
+              HasSubstr("failed 0.0s ago; not tried again for 5.0s"));
 }
 
 TEST_F(StartFailureTest, AChangedConfigEndsTheBackoff) {
