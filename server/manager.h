@@ -62,6 +62,8 @@ class Manager {
   Manager& operator=(const Manager&) = delete;
 
   LoopThread& loop() { return host_.loop(); }
+  // Whether models run in cgroups of their own (ProcessLauncher).
+  const std::string& isolation() const { return host_.isolation(); }
   scheduler::Scheduler& scheduler() { return *scheduler_; }
   watch::WatchHub& hub() { return hub_; }
 

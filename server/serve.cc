@@ -19,6 +19,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -28,6 +29,7 @@
 #include "server/core/config/loader.h"
 #include "server/manager.h"
 #include "server/rpc/model_manager_service.h"
+#include "server/runtime/cgroup_jail.h"
 #include "server/runtime/orphan_sweep.h"
 
 namespace modelplane {
@@ -232,6 +234,14 @@ int Serve(const ServeOptions& o) {
   // What a manager killed together with its supervisors left (a process
   // that ignored SIGTERM, one that called setsid() to keep a port) would
   // hold its GPU memory and ports for good: it goes before anything starts.
+  int jailed = 0;
+  std::vector<std::string> jails = runtime::CgroupJail::SweepOrphans(&jailed);
+  if (!jails.empty()) {
+    log.Write("warn", absl::StrCat("killed ", jailed,
+                                   " process(es) in the cgroups of a "
+                                   "modelmanager that is no longer running (",
+                                   absl::StrJoin(jails, ", "), ")"));
+  }
   std::vector<runtime::SweptProcess> swept = runtime::SweepOrphans();
   if (!swept.empty()) {
     log.Write("warn", absl::StrCat("killed ", swept.size(),
@@ -290,6 +300,7 @@ int Serve(const ServeOptions& o) {
           : absl::StrCat(o.listen.substr(0, o.listen.rfind(':')), ":", port);
   log.Write("info", "modelmanager listening on " + where + " with " +
                         std::to_string(ids.size()) + " model(s)");
+  log.Write("info", manager->isolation());
   manager->Preload();
   std::unique_ptr<ConfigWatcher> watcher;
   if (o.watch_config) {

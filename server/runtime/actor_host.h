@@ -44,6 +44,8 @@ class ActorHost {
   void set_warn(ProcessLauncher::Warn warn) {
     launcher_->set_warn(std::move(warn));
   }
+  // ProcessLauncher::isolation(). Any thread.
+  const std::string& isolation() const { return launcher_->isolation(); }
 
  private:
   LoopThread loop_;

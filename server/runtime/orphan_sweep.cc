@@ -134,6 +134,11 @@ std::vector<SweptProcess> Sweep(const std::function<bool(const Tag&)>& doomed) {
 
 }  // namespace
 
+bool ProcessRunning(pid_t pid, uint64_t start) {
+  std::optional<uint64_t> s = StartTime(pid);
+  return s && *s == start;
+}
+
 const std::string& SelfTag() {
   static const std::string* tag = [] {
     pid_t self = getpid();

@@ -25,6 +25,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,10 @@ struct SweptProcess {
   pid_t pid;
   std::string model;
 };
+
+// Whether process `pid` is the one that started at `start` (clock ticks
+// after boot, /proc/<pid>/stat field 22) and still runs.
+bool ProcessRunning(pid_t pid, uint64_t start);
 
 // SIGKILLs every process whose tag starts with "<SelfTag>.<spawn>."; the
 // processes killed.

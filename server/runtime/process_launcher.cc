@@ -39,14 +39,16 @@ class ProcState {
  public:
   ProcState(uv_loop_t* loop, pid_t supervisor, pid_t model,
             actor::ProcessObserver* observer, uint64_t spawn, std::string name,
-            std::shared_ptr<ProcessLauncher::Warn> warn)
+            std::shared_ptr<ProcessLauncher::Warn> warn,
+            std::shared_ptr<CgroupJail> jail)
       : loop_(loop),
         supervisor_(supervisor),
         model_(model),
         observer_(observer),
         spawn_(spawn),
         name_(std::move(name)),
-        warn_(std::move(warn)) {}
+        warn_(std::move(warn)),
+        jail_(std::move(jail)) {}
 
   absl::Status Start(int output_fd) {
     buffer_.reset(new char[kReadChunk]);
@@ -126,12 +128,18 @@ class ProcState {
     close(s->pidfd_);
     s->pidfd_ = -1;
     // A supervisor kills all of its spawn before it exits; one killed
-    // itself (SIGKILL) could not: what is left of the spawn goes now.
+    // itself (SIGKILL) could not: what is left of the spawn goes now, from
+    // its cgroup (whatever it did to escape), then by its tag.
+    int jailed = s->jail_ != nullptr ? s->jail_->Kill(s->spawn_) : 0;
     std::vector<SweptProcess> swept = SweepSpawn(s->spawn_);
-    if (!swept.empty() && *s->warn_) {
-      (*s->warn_)(absl::StrCat("model ", s->name_, ": its supervisor died (",
-                               s->exit_.ToString(), ") and left ", swept.size(),
-                               " process(es) alive; killed ", Describe(swept)));
+    if ((jailed > 0 || !swept.empty()) && *s->warn_) {
+      (*s->warn_)(absl::StrCat(
+          "model ", s->name_, ": its supervisor died (", s->exit_.ToString(),
+          ") and left ",
+          jailed > 0 ? absl::StrCat(jailed, " process(es) in its cgroup")
+                     : absl::StrCat(swept.size(), " process(es)"),
+          " alive; killed",
+          swept.empty() ? "" : absl::StrCat(" ", Describe(swept))));
     }
     uv_update_time(s->loop_);
     uv_timer_start(
@@ -182,6 +190,7 @@ class ProcState {
   uint64_t spawn_;
   std::string name_;
   std::shared_ptr<ProcessLauncher::Warn> warn_;
+  std::shared_ptr<CgroupJail> jail_;
   std::unique_ptr<char[]> buffer_;
   uv_pipe_t output_;
   uv_poll_t exit_poll_;
@@ -285,6 +294,13 @@ absl::StatusOr<std::string> ResolveExecutable(const std::string& argv0,
 }
 
 ProcessLauncher::ProcessLauncher(uv_loop_t* loop) : loop_(loop) {
+  std::string why;
+  jail_ = CgroupJail::ForThisProcess(&why);
+  isolation_ = jail_ != nullptr
+                   ? absl::StrCat("models run in cgroups under ", jail_->dir())
+                   : absl::StrCat("models run without cgroups (", why,
+                                  "): what a killed supervisor leaves is "
+                                  "found by its environment tag only");
   int fds[2];
   ABSL_RAW_CHECK(pipe2(fds, O_CLOEXEC) == 0, "lifeline pipe");
   lifeline_read_ = fds[0];
@@ -422,6 +438,7 @@ absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
   absl::StatusOr<std::string> path =
       ResolveExecutable(spec.argv[0], PathOf(env));
   std::string title = absl::StrCat(kSupervisorName, " ", spec.name);
+  std::string cgroup = jail_ != nullptr ? jail_->Prepare(spawn) : "";
   if (!path.ok()) return path.status();
   // Everything the child needs is built before fork().
   std::vector<char*> argv, envp;
@@ -442,7 +459,8 @@ absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
   if (supervisor == 0) {
     RunSupervisor(SupervisorArgs{path->c_str(), argv.data(), envp.data(),
                                  out[1], report[1], lifeline_read_,
-                                 title.c_str()});
+                                 title.c_str(),
+                                 cgroup.empty() ? nullptr : cgroup.c_str()});
   }
   int fork_err = errno;
   close(out[1]);
@@ -469,7 +487,7 @@ absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
     return Errno("fork", child_fork_errno != 0 ? child_fork_errno : EAGAIN);
   }
   auto* state = new ProcState(loop_, supervisor, model, observer, spawn,
-                              spec.name, warn_);
+                              spec.name, warn_, jail_);
   auto process = std::make_unique<UvProcess>(state);
   absl::Status started = state->Start(out[0]);
   if (!started.ok()) return started;  // ~UvProcess kills and cleans up.

@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/core/actor/env.h"
+#include "server/runtime/cgroup_jail.h"
 
 namespace modelplane::runtime {
 
@@ -47,6 +48,9 @@ class ProcessLauncher : public actor::Launcher {
   // its spawn alive and they were killed: it died by SIGKILL (orphan_sweep.h).
   using Warn = std::function<void(const std::string&)>;
   void set_warn(Warn warn) { *warn_ = std::move(warn); }
+  // Where models run: "in cgroups under <dir>", or why not (then only the
+  // environment tag finds what a killed supervisor left). Any thread.
+  const std::string& isolation() const { return isolation_; }
 
  private:
   uv_loop_t* loop_;
@@ -54,6 +58,10 @@ class ProcessLauncher : public actor::Launcher {
   int lifeline_write_ = -1;
   std::unique_ptr<char[]> read_buffer_;  // Shared by every output pipe.
   uint64_t spawns_ = 0;  // The number in each spawn's MODELPLANE_SPAWN tag.
+  // A cgroup per model when this process may make them (cgroup_jail.h);
+  // shared with the spawns being reaped.
+  std::shared_ptr<CgroupJail> jail_;
+  std::string isolation_;
   // Shared with the spawns, which may outlive the launcher: emptied when
   // it goes.
   std::shared_ptr<Warn> warn_ = std::make_shared<Warn>();

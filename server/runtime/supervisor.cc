@@ -136,6 +136,52 @@ void KillAndReapAll(pid_t model_group) {
   }
 }
 
+constexpr size_t kCgroupPathBytes = 4096;
+
+// out = dir + leaf; false when it does not fit.
+bool JoinPath(char (&out)[kCgroupPathBytes], const char* dir,
+              const char* leaf) {
+  size_t n = 0;
+  for (const char* p = dir; *p != '\0'; ++p) {
+    if (n + 1 >= kCgroupPathBytes) return false;
+    out[n++] = *p;
+  }
+  for (const char* p = leaf; *p != '\0'; ++p) {
+    if (n + 1 >= kCgroupPathBytes) return false;
+    out[n++] = *p;
+  }
+  out[n] = '\0';
+  return true;
+}
+
+// The orphaned supervisor's last sweep: whatever is still in the model's
+// cgroup (a process that escaped the subreaper by some other way) is
+// killed, the emptied cgroup removed, then the manager's jail if this was
+// its last spawn (else the next manager's start sweep removes it).
+void KillAndRemoveCgroup(const char* cgroup) {
+  char path[kCgroupPathBytes];
+  if (JoinPath(path, cgroup, "/cgroup.kill")) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      while (write(fd, "1", 1) < 0 && errno == EINTR) {
+      }
+      close(fd);
+    }
+  }
+  for (int round = 0; round < kReapRounds; ++round) {
+    if (rmdir(cgroup) == 0 || errno == ENOENT) break;
+    SleepMillis(kReapRoundMillis);
+  }
+  if (!JoinPath(path, cgroup, "")) return;
+  size_t slash = 0;
+  for (size_t i = 0; path[i] != '\0'; ++i) {
+    if (path[i] == '/') slash = i;
+  }
+  if (slash == 0) return;
+  path[slash] = '\0';
+  rmdir(path);  // EBUSY while other spawns live.
+}
+
 // Exits with the model's wait status: the same exit code, or death by the
 // same signal (without a core file).
 [[noreturn]] void ExitLike(int status) {
@@ -153,6 +199,20 @@ void KillAndReapAll(pid_t model_group) {
 }
 
 [[noreturn]] void ExecModel(const SupervisorArgs& a, pid_t supervisor) {
+  char procs[kCgroupPathBytes];
+  if (a.cgroup != nullptr && JoinPath(procs, a.cgroup, "/cgroup.procs")) {
+    // Into the model's cgroup before anything of it runs (best effort: the
+    // environment tag still finds its descendants without).
+    int fd = open(procs, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      char digits[24];
+      char* end = FormatInt(digits, getpid());
+      while (write(fd, digits, static_cast<size_t>(end - digits)) < 0 &&
+             errno == EINTR) {
+      }
+      close(fd);
+    }
+  }
   setpgid(0, 0);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != supervisor) _exit(127);  // S died before prctl.
@@ -241,6 +301,7 @@ void RunSupervisor(const SupervisorArgs& a) {
     if (orphaned) SleepMillis(kReapRoundMillis);
   }
   KillAndReapAll(model);
+  if (orphaned && a.cgroup != nullptr) KillAndRemoveCgroup(a.cgroup);
   ExitLike(status);
 }
 

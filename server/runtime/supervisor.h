@@ -38,6 +38,11 @@ struct SupervisorArgs {
   int report_fd;      // Write end: ReportMessages to the manager.
   int lifeline_fd;    // Read end: EOF when the manager is gone.
   const char* title;  // "mp-supervisor <model>": S's command line.
+  // The model's cgroup directory: M writes its pid into its cgroup.procs
+  // before it execs, so that it and all it spawns live there
+  // (cgroup_jail.h); S, orphaned, kills the cgroup and removes it and the
+  // manager's jail once empty. Null: no cgroup.
+  const char* cgroup;
 };
 
 // The manager's command-line memory, which a supervisor (a fork of it, not

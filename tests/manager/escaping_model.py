@@ -2,11 +2,13 @@
 
     escaping_model.py PORT HOLD_PORT PIDFILE
 
-It forks a child that stays in its process group but ignores SIGTERM, and
-one that calls setsid() (a session and group of its own) and keeps a
-listening socket on HOLD_PORT; writes "GROUP_CHILD SESSION_CHILD" to
-PIDFILE; then answers GET /health with 200. Each child ends itself after
-10 minutes, so a test that fails cannot leak them for good.
+It forks a child that stays in its process group but ignores SIGTERM; one
+that calls setsid() (a session and group of its own) and keeps a listening
+socket on HOLD_PORT; and, through a double fork and setsid(), /bin/sleep
+with an empty environment (no MODELPLANE_SPAWN tag to find it by). It
+writes "GROUP_CHILD SESSION_CHILD BARE_CHILD" to PIDFILE, then answers
+GET /health with 200. Each child ends itself after 10 minutes, so a test
+that fails cannot leak them for good.
 """
 
 import http.server
@@ -36,8 +38,20 @@ def main():
         sock.bind(("127.0.0.1", hold))
         sock.listen(1)
         linger()
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        bare = os.fork()
+        if bare == 0:
+            os.execve("/bin/sleep", ["sleep", "600"], {})
+        os.write(w, b"%d" % bare)
+        os._exit(0)  # The bare child is an orphan from now on.
+    os.close(w)
+    bare_child = int(os.read(r, 32))
+    os.waitpid(middle, 0)
     with open(pidfile + ".tmp", "w") as f:
-        f.write("%d %d\n" % (group_child, session_child))
+        f.write("%d %d %d\n" % (group_child, session_child, bare_child))
     os.rename(pidfile + ".tmp", pidfile)
 
     class Health(http.server.BaseHTTPRequestHandler):

@@ -527,9 +527,20 @@ class StreamLimitTest(unittest.TestCase):
         with ManagerProcess({"a": []}, flags=["--max-streams-per-peer", "20"]) as m:
             stub = m.stub()
             # WaitReady on a model nobody starts: each waits (for 60 s).
-            waits = [stub.WaitReady.future(pb.WaitReadyRequest(model="a"), timeout=60)
-                     for _ in range(20)]
-            self.assertTrue(wait_for(lambda: self._refused(stub), 10))
+            def wait():
+                return stub.WaitReady.future(pb.WaitReadyRequest(model="a"), timeout=60)
+            waits = [wait() for _ in range(20)]
+
+            def full():
+                # A probe that arrived before the last waits took a place
+                # for a moment, and such a wait was refused: it goes again.
+                for i, w in enumerate(waits):
+                    if w.done():
+                        self.assertEqual(w.exception().code(),
+                                         grpc.StatusCode.RESOURCE_EXHAUSTED)
+                        waits[i] = wait()
+                return self._refused(stub)
+            self.assertTrue(wait_for(full, 10))
             with self.assertRaises(grpc.RpcError) as e:
                 stub.WaitReady(pb.WaitReadyRequest(model="a"), timeout=10)
             self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
