@@ -59,6 +59,9 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"ModelsNull", "models:\n#  a:\n#    cmd: x\n",
                   "test.yaml:1:1: models: is empty (null): a config needs a "
                   "'models' mapping (write 'models: {}' to run no models)"},
+        ErrorCase{"ModelsTaggedNull", "models: !!null\n",
+                  "test.yaml:1:1: models: is empty (null): a config needs a "
+                  "'models' mapping (write 'models: {}' to run no models)"},
         ErrorCase{"ModelsMissing", "healthCheckTimeout: 5\n",
                   "test.yaml: models: missing: a config needs a 'models' "
                   "mapping (write 'models: {}' to run no models)"},

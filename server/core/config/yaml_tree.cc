@@ -53,9 +53,13 @@ class Converter {
         out->kind = YamlNode::Kind::kNull;
         return true;
       case YAML::NodeType::Scalar: {
+        const std::string& tag = in.Tag();
+        if (tag == "tag:yaml.org,2002:null") {  // `!!null`: null, as in Go.
+          out->kind = YamlNode::Kind::kNull;
+          return true;
+        }
         out->kind = YamlNode::Kind::kScalar;
         out->text = in.Scalar();
-        const std::string& tag = in.Tag();
         out->quoted = tag == "!" || tag == "tag:yaml.org,2002:str";
         return true;
       }
