@@ -5,6 +5,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -207,6 +208,82 @@ absl::Status SetMembers(const std::string& json, rapidjson::Document* doc) {
   return absl::OkStatus();
 }
 
+// The body's numbers keep their own text: a seed of 2^64, or a decimal of
+// 25 digits, goes upstream as the client wrote it (as with sjson, which
+// llama-swap edits bodies with), where a double would round it. They are
+// parsed as strings in place, each noted by where its text lies in the
+// body (in increasing order), and written back bare. A string in the
+// client's JSON never starts where a number does, and values the filters
+// add lie outside the body.
+class NumberMarks {
+ public:
+  NumberMarks(rapidjson::Document* doc, std::vector<const char*>* at)
+      : doc_(*doc), at_(*at) {}
+  bool Null() { return doc_.Null(); }
+  bool Bool(bool b) { return doc_.Bool(b); }
+  bool Int(int i) { return doc_.Int(i); }
+  bool Uint(unsigned i) { return doc_.Uint(i); }
+  bool Int64(int64_t i) { return doc_.Int64(i); }
+  bool Uint64(uint64_t i) { return doc_.Uint64(i); }
+  bool Double(double d) { return doc_.Double(d); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
+    at_.push_back(s);
+    return doc_.RawNumber(s, n, copy);
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) {
+    return doc_.String(s, n, copy);
+  }
+  bool StartObject() { return doc_.StartObject(); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
+    return doc_.Key(s, n, copy);
+  }
+  bool EndObject(rapidjson::SizeType n) { return doc_.EndObject(n); }
+  bool StartArray() { return doc_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) { return doc_.EndArray(n); }
+
+ private:
+  rapidjson::Document& doc_;
+  std::vector<const char*>& at_;
+};
+
+using BodyWriter = rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>,
+                                     rapidjson::UTF8<>, rapidjson::CrtAllocator,
+                                     rapidjson::kWriteNanAndInfFlag>;
+
+// Writes the tree, the noted numbers bare.
+class BareNumbers {
+ public:
+  BareNumbers(BodyWriter* w, const std::vector<const char*>* at)
+      : w_(*w), at_(*at) {}
+  bool Null() { return w_.Null(); }
+  bool Bool(bool b) { return w_.Bool(b); }
+  bool Int(int i) { return w_.Int(i); }
+  bool Uint(unsigned i) { return w_.Uint(i); }
+  bool Int64(int64_t i) { return w_.Int64(i); }
+  bool Uint64(uint64_t i) { return w_.Uint64(i); }
+  bool Double(double d) { return w_.Double(d); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
+    return w_.RawNumber(s, n, copy);
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) {
+    if (std::binary_search(at_.begin(), at_.end(), s)) {
+      return w_.RawValue(s, n, rapidjson::kNumberType);
+    }
+    return w_.String(s, n, copy);
+  }
+  bool StartObject() { return w_.StartObject(); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
+    return w_.Key(s, n, copy);
+  }
+  bool EndObject(rapidjson::SizeType n) { return w_.EndObject(n); }
+  bool StartArray() { return w_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) { return w_.EndArray(n); }
+
+ private:
+  BodyWriter& w_;
+  const std::vector<const char*>& at_;
+};
+
 }  // namespace
 
 absl::StatusOr<std::string> ApplyJsonFilters(std::string body,
@@ -216,11 +293,22 @@ absl::StatusOr<std::string> ApplyJsonFilters(std::string body,
   // NaN and Infinity as the request scan takes them (Python's parser does);
   // in place: the tree's strings are the body's own bytes. (A NUL in the
   // body is an error: one in a string, or one ending the text early.)
-  doc.ParseInsitu<rapidjson::kParseNanAndInfFlag>(body.data());
-  if (doc.HasParseError()) {
+  std::vector<const char*> numbers;
+  rapidjson::ParseResult parsed;
+  auto parse = [&](rapidjson::Document& d) {
+    rapidjson::InsituStringStream in(body.data());
+    NumberMarks marks(&d, &numbers);
+    rapidjson::Reader reader;
+    parsed = reader.Parse<rapidjson::kParseInsituFlag |
+                          rapidjson::kParseNanAndInfFlag |
+                          rapidjson::kParseNumbersAsStringsFlag>(in, marks);
+    return !parsed.IsError();
+  };
+  doc.Populate(parse);
+  if (parsed.IsError()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("invalid JSON body at byte ", doc.GetErrorOffset(), ": ",
-                     rapidjson::GetParseError_En(doc.GetParseError())));
+        absl::StrCat("invalid JSON body at byte ", parsed.Offset(), ": ",
+                     rapidjson::GetParseError_En(parsed.Code())));
   }
   if (!doc.IsObject()) {
     return absl::InvalidArgumentError("the JSON body must be an object");
@@ -249,11 +337,9 @@ absl::StatusOr<std::string> ApplyJsonFilters(std::string body,
     if (absl::Status s = SetMembers(by_id->second, &doc); !s.ok()) return s;
   }
   rapidjson::StringBuffer out;
-  rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>,
-                    rapidjson::UTF8<>, rapidjson::CrtAllocator,
-                    rapidjson::kWriteNanAndInfFlag>
-      w(out);
-  doc.Accept(w);
+  BodyWriter w(out);
+  BareNumbers bare(&w, &numbers);
+  doc.Accept(bare);
   return std::string(out.GetString(), out.GetSize());
 }
 

@@ -74,6 +74,23 @@ TEST(BodyFiltersTest, NanAndInfinityPassThrough) {
   EXPECT_EQ(*out, R"({"model":"g","x":NaN})");
 }
 
+// Numbers go upstream as the client wrote them: no rounding through a
+// double, no change of form.
+TEST(BodyFiltersTest, NumbersKeepTheirText) {
+  FilterSpec f{"", {"temperature"}, R"({"top_k":20})", {}};
+  absl::StatusOr<std::string> out = ApplyJsonFilters(
+      R"({"model":"g","temperature":1,"seed":18446744073709551617,)"
+      R"("p":0.1000000000000000000000001,"e":1E+300,"n":-0.0,"i":-Infinity,)"
+      R"("a":[1e5,"1e5",12345678901234567890123456789]})",
+      f);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out,
+            R"({"model":"g","seed":18446744073709551617,)"
+            R"("p":0.1000000000000000000000001,"e":1E+300,"n":-0.0,)"
+            R"("i":-Infinity,"a":[1e5,"1e5",12345678901234567890123456789],)"
+            R"("top_k":20})");
+}
+
 TEST(BodyFiltersTest, SetParamsByIdAppliesToTheNameRequestedAfterSetParams) {
   FilterSpec f{"",
                {},
