@@ -42,6 +42,7 @@ Manager::Manager(std::shared_ptr<const config::Config> config,
       hub_.Publish(
           scheduler::ModelChange{scheduler::ModelChange::Kind::kAdded, v});
     }
+    hub_.PublishSettings(scheduler_->config());
   });
 }
 
@@ -131,9 +132,13 @@ void Manager::Reload(std::function<void(absl::StatusOr<ReloadResult>)> done) {
     ReloadResult result;
     result.warnings = loaded.warnings;
     result.diff = scheduler_->Reload(loaded.config);
-    // Settings outside the models (API keys...) have no Watch event of their
-    // own: a bookmark tells watchers to list again.
-    if (result.diff.globals_changed) hub_.PublishBookmark();
+    // Settings outside the models (API keys...): a SETTINGS event to the
+    // watchers that asked (after the reload's model events), and a bookmark
+    // for all, which tells the others to list again.
+    if (result.diff.globals_changed) {
+      hub_.PublishSettings(scheduler_->config());
+      hub_.PublishBookmark();
+    }
     result.revision = hub_.revision();
     Log(absl::StrCat(
         "reloaded ", config_path_.empty() ? options_.config_dir : config_path_,

@@ -58,9 +58,6 @@ void ManagerLink::Shutdown() {
     stopping_ = true;
     if (acquire_ != nullptr) acquire_->Cancel();
     if (watch_ != nullptr) watch_->Cancel();
-    for (auto& [number, call] : key_calls_) {
-      if (call != nullptr) call->Cancel();
-    }
   }
   if (thread_.joinable()) thread_.join();
   // Wait for the cancelled calls to finish before freeing them.
@@ -68,7 +65,7 @@ void ManagerLink::Shutdown() {
     absl::MutexLock lock(&mu_);
     bool a = acquire_ == nullptr || acquire_->done();
     bool w = watch_ == nullptr || watch_->done();
-    if (a && w && key_calls_.empty()) break;
+    if (a && w) break;
     mu_.AwaitWithTimeout(absl::Condition::kTrue, absl::Milliseconds(5));
   }
   absl::MutexLock lock(&mu_);
@@ -99,7 +96,24 @@ void ManagerLink::OnWatchEvent(const v1::WatchEvent& event) {
                                   options_.manager.target));
       }
       synced_ = true;
-      FetchKeys();  // Settings outside the models may have moved.
+      break;
+    case v1::WatchEvent::TYPE_SETTINGS:
+      // In the stream's order: after the models of the reload that changed
+      // them, before its bookmark (an older list never wins).
+      if (on_keys_) {
+        const v1::DataPlaneSettings& s = event.settings();
+        on_keys_(
+            Globals{std::vector<std::string>(s.api_key_sha256().begin(),
+                                             s.api_key_sha256().end()),
+                    s.include_aliases_in_list(),
+                    std::vector<std::string>(s.upstream_ignore_paths().begin(),
+                                             s.upstream_ignore_paths().end()),
+                    std::vector<v1::Peer>(s.peers().begin(), s.peers().end()),
+                    std::vector<v1::Selector>(s.selectors().begin(),
+                                              s.selectors().end()),
+                    std::vector<v1::Profile>(s.profiles().begin(),
+                                             s.profiles().end())});
+      }
       break;
     default:
       break;
@@ -113,12 +127,10 @@ void ManagerLink::OnWatchEvent(const v1::WatchEvent& event) {
 
 void ManagerLink::Run() {
   while (true) {
-    bool need_acquire, need_watch, fetch_keys;
+    bool need_acquire, need_watch;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
-      fetch_keys = keys_retry_;
-      keys_retry_ = false;
       if (acquire_ != nullptr && acquire_->done()) acquire_.reset();
       if (watch_ != nullptr && watch_->done()) watch_.reset();
       need_acquire = acquire_ == nullptr;
@@ -161,8 +173,10 @@ void ManagerLink::Run() {
       // The last stream is done: nothing else touches these now.
       models_.clear();
       synced_ = false;
+      v1::WatchRequest request;
+      request.set_include_settings(true);
       w = client_->WatchAsync(
-          v1::WatchRequest(),
+          request,
           {[this](const v1::WatchEvent& e) { OnWatchEvent(e); },
            [this](const absl::Status& status) {
              LogRefusal("Watch", status);
@@ -176,7 +190,6 @@ void ManagerLink::Run() {
              }
            }});
     }
-    if (fetch_keys) FetchKeys();
     {
       absl::MutexLock lock(&mu_);
       if (a != nullptr) acquire_ = std::move(a);
@@ -232,49 +245,6 @@ void ManagerLink::Unload(
                          done(std::vector<std::string>{r->id()});
                        });
   }
-}
-
-void ManagerLink::FetchKeys() {
-  if (!on_keys_) return;
-  uint64_t number;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-    number = ++keys_started_;
-    key_calls_[number] = nullptr;  // In flight; its handle follows.
-  }
-  std::shared_ptr<client::CallHandle> handle = client_->ListModelsAsync(
-      absl::Seconds(10),
-      [this, number](absl::StatusOr<v1::ListModelsResponse> r) {
-        if (r.ok()) {
-          // Checked and applied under one lock: two replies on two gRPC
-          // threads apply in call order or not at all.
-          absl::MutexLock lock(&keys_mu_);
-          if (number > keys_applied_) {
-            keys_applied_ = number;
-            on_keys_(Globals{
-                std::vector<std::string>(r->api_key_sha256().begin(),
-                                         r->api_key_sha256().end()),
-                r->include_aliases_in_list(),
-                std::vector<std::string>(r->upstream_ignore_paths().begin(),
-                                         r->upstream_ignore_paths().end()),
-                std::vector<v1::Peer>(r->peers().begin(), r->peers().end()),
-                std::vector<v1::Selector>(r->selectors().begin(),
-                                          r->selectors().end()),
-                std::vector<v1::Profile>(r->profiles().begin(),
-                                         r->profiles().end())});
-          }
-        }
-        absl::MutexLock lock(&mu_);
-        key_calls_.erase(number);
-        // Until the proxy knows the keys it serves nothing: try again soon.
-        if (!r.ok()) keys_retry_ = true;
-      });
-  absl::MutexLock lock(&mu_);
-  auto it = key_calls_.find(number);
-  if (it == key_calls_.end()) return;  // Already answered.
-  it->second = std::move(handle);
-  if (stopping_) it->second->Cancel();  // Shutdown came meanwhile.
 }
 
 bool ManagerLink::Connected() {

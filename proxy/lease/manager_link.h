@@ -51,8 +51,8 @@ class ManagerLink : public LeaseTransport {
     std::vector<v1::Selector> selectors;
     std::vector<v1::Profile> profiles;
   };
-  // The globals, after every Watch bookmark. A fetch that fails is tried
-  // again (every kRetry) until one succeeds.
+  // The globals: from the Watch stream's SETTINGS events, in its order (on
+  // a gRPC thread, as the routes).
   using KeysSink = std::function<void(Globals)>;
 
   explicit ManagerLink(LinkOptions options);
@@ -90,25 +90,9 @@ class ManagerLink : public LeaseTransport {
   LeaseBroker* broker_ = nullptr;
   RoutesSink on_routes_;
   KeysSink on_keys_;
-  void FetchKeys();
   // Logs a stream the manager refused (not unreachable), once per cause.
   void LogRefusal(const char* stream, const absl::Status& status);
   absl::Mutex mu_;
-  // ListModels calls for the keys in flight, by number (cancelled by
-  // Shutdown, which waits for their callbacks), and whether the last one
-  // failed.
-  std::map<uint64_t, std::shared_ptr<client::CallHandle>> key_calls_
-      ABSL_GUARDED_BY(mu_);
-  bool keys_retry_ ABSL_GUARDED_BY(mu_) = false;
-  // ListModels calls are numbered as they start; a reply is applied only if
-  // no later-started call's reply was. Two calls after quick reloads may
-  // answer out of order, and a call started after a reload's BOOKMARK
-  // reflects that reload: the older answer must not win. (Local numbers,
-  // not the list's revision: a restarted manager starts its revisions over,
-  // and a reload that changes only the keys moves no revision.)
-  uint64_t keys_started_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Mutex keys_mu_ ABSL_ACQUIRED_AFTER(mu_);
-  uint64_t keys_applied_ ABSL_GUARDED_BY(keys_mu_) = 0;
   // The streams; freed by the link's thread (or Shutdown) once done().
   std::unique_ptr<client::AcquireStream> acquire_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<client::WatchStream> watch_ ABSL_GUARDED_BY(mu_);

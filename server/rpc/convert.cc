@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "common/sha256.h"
+
 namespace modelplane::rpc {
 namespace {
 
@@ -182,6 +184,23 @@ void ToProto(const config::ProfileConfig& p, v1::Profile* out) {
   out->set_name(p.name);
   out->set_description(p.description);
   for (const auto& [from, to] : p.pins) (*out->mutable_pins())[from] = to;
+}
+
+void ToProto(const config::Config& c, v1::DataPlaneSettings* out) {
+  for (const std::string& key : c.api_keys) {
+    out->add_api_key_sha256(Sha256Hex(key));
+  }
+  out->set_include_aliases_in_list(c.include_aliases_in_list);
+  for (const std::string& p : c.upstream_ignore_paths) {
+    out->add_upstream_ignore_paths(p);
+  }
+  for (const config::PeerConfig& p : c.peers) ToProto(p, out->add_peers());
+  for (const config::SelectorConfig& s : c.selectors) {
+    ToProto(s, out->add_selectors());
+  }
+  for (const config::ProfileConfig& p : c.profiles) {
+    ToProto(p, out->add_profiles());
+  }
 }
 
 void ToProto(const config::PeerConfig& p, v1::Peer* out) {

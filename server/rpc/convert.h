@@ -21,6 +21,8 @@ void ToProto(const config::Filters& filters, v1::ModelFilters* out);
 void ToProto(const config::PeerConfig& peer, v1::Peer* out);
 void ToProto(const config::SelectorConfig& selector, v1::Selector* out);
 void ToProto(const config::ProfileConfig& profile, v1::Profile* out);
+// The config's settings a data plane applies (API keys as their SHA-256).
+void ToProto(const config::Config& config, v1::DataPlaneSettings* out);
 void ToProto(const actor::Failure& failure, v1::Failure* out);
 void ToProto(const config::Value& value, google::protobuf::Value* out);
 void ToProto(absl::Time t, google::protobuf::Timestamp* out);

@@ -6,7 +6,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
-#include "common/sha256.h"
 #include "server/rpc/acquire_reactor.h"
 #include "server/rpc/convert.h"
 #include "server/rpc/logs_reactor.h"
@@ -204,26 +203,15 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
       ToProto(v, resp->add_models());
     }
     resp->set_revision(manager_->hub().revision());
-    for (const std::string& key : manager_->scheduler().config()->api_keys) {
-      resp->add_api_key_sha256(Sha256Hex(key));
-    }
-    resp->set_include_aliases_in_list(
-        manager_->scheduler().config()->include_aliases_in_list);
-    for (const std::string& p :
-         manager_->scheduler().config()->upstream_ignore_paths) {
-      resp->add_upstream_ignore_paths(p);
-    }
-    for (const config::PeerConfig& p : manager_->scheduler().config()->peers) {
-      ToProto(p, resp->add_peers());
-    }
-    for (const config::SelectorConfig& s :
-         manager_->scheduler().config()->selectors) {
-      ToProto(s, resp->add_selectors());
-    }
-    for (const config::ProfileConfig& p :
-         manager_->scheduler().config()->profiles) {
-      ToProto(p, resp->add_profiles());
-    }
+    v1::DataPlaneSettings settings;
+    ToProto(*manager_->scheduler().config(), &settings);
+    resp->mutable_api_key_sha256()->Swap(settings.mutable_api_key_sha256());
+    resp->set_include_aliases_in_list(settings.include_aliases_in_list());
+    resp->mutable_upstream_ignore_paths()->Swap(
+        settings.mutable_upstream_ignore_paths());
+    resp->mutable_peers()->Swap(settings.mutable_peers());
+    resp->mutable_selectors()->Swap(settings.mutable_selectors());
+    resp->mutable_profiles()->Swap(settings.mutable_profiles());
     r->Finish(grpc::Status::OK);
   });
   return r;

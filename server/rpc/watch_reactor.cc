@@ -21,6 +21,8 @@ v1::WatchEvent::Type TypeToProto(watch::WatchItem::Type t) {
       return v1::WatchEvent::TYPE_DELETED;
     case watch::WatchItem::Type::kBookmark:
       return v1::WatchEvent::TYPE_BOOKMARK;
+    case watch::WatchItem::Type::kSettings:
+      return v1::WatchEvent::TYPE_SETTINGS;
   }
   return v1::WatchEvent::TYPE_UNSPECIFIED;
 }
@@ -36,9 +38,10 @@ class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
       return;
     }
     uint64_t since = req->since_revision();
+    bool settings = req->include_settings();
     std::vector<std::string> names(req->models().begin(), req->models().end());
     // Names resolve to ids on the loop thread, against the config in force.
-    manager_->loop().Post([this, since, names] {
+    manager_->loop().Post([this, since, names, settings] {
       std::vector<std::string> ids;
       for (const std::string& n : names) {
         const config::ModelConfig* m =
@@ -46,7 +49,7 @@ class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
         ids.push_back(m != nullptr ? m->id : n);  // Unknown: kept as an id.
       }
       absl::StatusOr<std::shared_ptr<watch::Watcher>> w =
-          manager_->hub().Subscribe(since, ids, Waker());
+          manager_->hub().Subscribe(since, ids, Waker(), settings);
       if (!w.ok()) {
         FinishOnce(ToGrpc(w.status()));
         return;
@@ -73,6 +76,9 @@ class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
     }
     event->set_type(TypeToProto(item->type));
     event->set_revision(item->revision);
+    if (item->settings != nullptr) {
+      ToProto(*item->settings, event->mutable_settings());
+    }
     if (item->model) {
       ToProto(*item->model, event->mutable_model());
       shutdown_seen_ |= item->model->status.state == actor::State::kShutdown;

@@ -23,25 +23,35 @@ def sha(key):
 
 
 class FakeManager(pb_grpc.ModelManagerServicer):
-    """Watch sends a BOOKMARK at the start and on bookmark(); ListModels
-    answers call n with plan[n] = (api keys, gate): after the gate is set,
-    if there is one."""
+    """Watch sends the settings (API keys) and a BOOKMARK at the start, and
+    whatever reload() queues; ListModels is counted (a data plane takes its
+    settings from the Watch stream, so it should never be called)."""
 
-    def __init__(self, plan):
-        self.plan = plan
+    def __init__(self, keys):
+        self.keys = keys
         self.lock = threading.Lock()
-        self.started = 0
-        self.answered = []
+        self.listed = 0
+        self.watch_requests = []
         self._events = queue.Queue()
         self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(16))
         pb_grpc.add_ModelManagerServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
-    def bookmark(self):
-        self._events.put(pb.WatchEvent(type=pb.WatchEvent.TYPE_BOOKMARK, revision=1))
+    @staticmethod
+    def settings(keys, revision):
+        return pb.WatchEvent(
+            type=pb.WatchEvent.TYPE_SETTINGS, revision=revision,
+            settings=pb.DataPlaneSettings(api_key_sha256=[sha(k) for k in keys]))
+
+    def reload(self, *events):
+        for e in events:
+            self._events.put(e)
 
     def Watch(self, request, context):
+        with self.lock:
+            self.watch_requests.append(request)
+        yield self.settings(self.keys, 1)
         yield pb.WatchEvent(type=pb.WatchEvent.TYPE_BOOKMARK, revision=1)
         while context.is_active():
             try:
@@ -57,23 +67,16 @@ class FakeManager(pb_grpc.ModelManagerServicer):
 
     def ListModels(self, request, context):
         with self.lock:
-            n = self.started
-            self.started += 1
-        keys, gate = self.plan[min(n, len(self.plan) - 1)]
-        if gate is not None:
-            gate.wait(30)
-        with self.lock:
-            self.answered.append(n)
-        return pb.ListModelsResponse(revision=1, api_key_sha256=[sha(k) for k in keys])
+            self.listed += 1
+        return pb.ListModelsResponse(revision=1)
 
 
-class KeysReplyOrderTest(unittest.TestCase):
-    def test_an_older_list_answering_last_does_not_win(self):
-        # Reloads B then C reach the proxy as two BOOKMARKs: two ListModels
-        # calls. B's answer (keys k2) comes after C's (k3): the proxy must
-        # keep k3, the keys of the later call.
-        gate = threading.Event()
-        fake = FakeManager([(["k1"], None), (["k2"], gate), (["k3"], None)])
+class SettingsOrderTest(unittest.TestCase):
+    def test_settings_apply_in_the_watch_streams_order(self):
+        # Two reloads in quick succession (keys k2, then k3): the proxy ends
+        # with k3, the later one, whatever the timing: the settings travel
+        # on the Watch stream, in its order, with no call of their own.
+        fake = FakeManager(["k1"])
         p = ProxyProcess(fake.port, workers=1)
 
         def status(key):
@@ -83,22 +86,21 @@ class KeysReplyOrderTest(unittest.TestCase):
         try:
             self.assertTrue(wait_for(lambda: status("k1") == 200, 20))
             self.assertEqual(status(""), 401)
-            fake.bookmark()
-            self.assertTrue(wait_for(lambda: fake.started == 2, 20))
-            fake.bookmark()
+            self.assertTrue(fake.watch_requests[0].include_settings)
+            bookmark = pb.WatchEvent(type=pb.WatchEvent.TYPE_BOOKMARK, revision=1)
+            fake.reload(fake.settings(["k2"], 1), bookmark,
+                        fake.settings(["k3"], 1), bookmark)
             self.assertTrue(wait_for(lambda: status("k3") == 200, 20))
-            self.assertEqual(status("k1"), 401)
-            gate.set()  # B answers now, last.
-            self.assertTrue(wait_for(lambda: 1 in fake.answered, 20))
-            deadline = time.monotonic() + 1.5
+            deadline = time.monotonic() + 1
             while time.monotonic() < deadline:
+                self.assertEqual(status("k1"), 401)
                 self.assertEqual(status("k2"), 401)
                 self.assertEqual(status("k3"), 200)
                 time.sleep(0.05)
             # A later reload still applies.
-            fake.plan.append((["k4"], None))
-            fake.bookmark()
+            fake.reload(fake.settings(["k4"], 1), bookmark)
             self.assertTrue(wait_for(lambda: status("k4") == 200, 20))
+            self.assertEqual(fake.listed, 0)
         finally:
             p.stop()
             fake.server.stop(0)

@@ -8,7 +8,8 @@
 namespace modelplane::watch {
 namespace {
 
-// The pending-queue key of bookmarks (no model id can be empty).
+// The pending-queue key of bookmarks and settings (no model id can be
+// empty).
 const char kBookmarkKey[] = "";
 
 WatchItem::Type Merge(WatchItem::Type older, WatchItem::Type newer) {
@@ -25,8 +26,13 @@ bool Watcher::Wants(const std::string& model) const {
 }
 
 void Watcher::Push(WatchItem item, const std::string& model) {
-  auto old = std::find_if(pending_.begin(), pending_.end(),
-                          [&](const Pending& p) { return p.model == model; });
+  using T = WatchItem::Type;
+  auto slot = [](T t) {
+    return t == T::kBookmark ? 1 : t == T::kSettings ? 2 : 0;
+  };
+  auto old = std::find_if(pending_.begin(), pending_.end(), [&](auto& p) {
+    return slot(p.item.type) == slot(item.type) && p.model == model;
+  });
   bool moved_past_bookmark = false;
   if (old != pending_.end()) {
     if (item.type != WatchItem::Type::kBookmark) {
@@ -121,6 +127,31 @@ void WatchHub::Publish(const scheduler::ModelChange& change) {
   }
 }
 
+void WatchHub::PublishSettings(std::shared_ptr<const config::Config> config) {
+  std::vector<std::shared_ptr<Watcher>> live;
+  uint64_t revision;
+  {
+    absl::MutexLock lock(&mu_);
+    settings_ = config;
+    revision = revision_;
+    for (auto& weak : watchers_) {
+      if (auto w = weak.lock()) live.push_back(std::move(w));
+    }
+  }
+  for (auto& w : live) {
+    std::function<void()> wake;
+    {
+      absl::MutexLock lock(&w->mu_);
+      if (w->cancelled_ || !w->settings_) continue;
+      w->Push(
+          WatchItem{WatchItem::Type::kSettings, revision, std::nullopt, config},
+          kBookmarkKey);
+      wake = w->wake_;
+    }
+    if (wake) wake();
+  }
+}
+
 void WatchHub::PublishBookmark() {
   std::vector<std::shared_ptr<Watcher>> live;
   uint64_t revision;
@@ -146,11 +177,12 @@ void WatchHub::PublishBookmark() {
 
 absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Subscribe(
     uint64_t since_revision, std::vector<std::string> models,
-    std::function<void()> wake) {
+    std::function<void()> wake, bool settings) {
   auto w = std::make_shared<Watcher>();
   absl::MutexLock lock(&mu_);
   absl::MutexLock wlock(&w->mu_);
   w->models_.insert(models.begin(), models.end());
+  w->settings_ = settings;
   w->wake_ = std::move(wake);
   if (since_revision == 0) {
     std::vector<const Change*> snapshot;
@@ -175,6 +207,11 @@ absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Subscribe(
       if (c.revision <= since_revision || !w->Wants(c.model)) continue;
       w->Push(WatchItem{c.type, c.revision, c.view}, c.model);
     }
+  }
+  if (settings && settings_ != nullptr) {
+    w->Push(WatchItem{WatchItem::Type::kSettings, revision_, std::nullopt,
+                      settings_},
+            kBookmarkKey);
   }
   w->Push(WatchItem{WatchItem::Type::kBookmark, revision_, std::nullopt},
           kBookmarkKey);

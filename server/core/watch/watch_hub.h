@@ -34,10 +34,13 @@
 namespace modelplane::watch {
 
 struct WatchItem {
-  enum class Type { kAdded, kModified, kDeleted, kBookmark };
+  enum class Type { kAdded, kModified, kDeleted, kBookmark, kSettings };
   Type type;
   uint64_t revision;
   std::optional<scheduler::ModelView> model;  // Unset for kBookmark.
+  // kSettings: the config whose data-plane settings (API keys, peers,
+  // selectors, ...) are in force from here on.
+  std::shared_ptr<const config::Config> settings = nullptr;
 };
 
 class WatchHub;
@@ -56,12 +59,14 @@ class Watcher {
     std::string model;
   };
   bool Wants(const std::string& model) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Replaces any pending change of the same model, appending this one.
+  // Replaces any pending item of the same slot (the same model, the
+  // bookmark, the settings), appending this one.
   void Push(WatchItem item, const std::string& model)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   std::set<std::string> models_ ABSL_GUARDED_BY(mu_);  // Empty: all.
+  bool settings_ ABSL_GUARDED_BY(mu_) = false;         // Wants kSettings items.
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -78,15 +83,22 @@ class WatchHub {
   // advanced for models a watcher filters out still reaches it.
   void PublishBookmark();
 
+  // The data-plane settings in force from now on (at start, and after a
+  // reload that changed them): a kSettings item to every watcher that asked
+  // for settings. Publish the reload's model changes first and a bookmark
+  // after, so the bookmark covers both.
+  void PublishSettings(std::shared_ptr<const config::Config> config);
+
   // since_revision 0: a snapshot (ADDED per model, by revision), then a
   // BOOKMARK, then changes. Otherwise the changes after it from the history,
   // then a BOOKMARK, then changes; OutOfRange when it is older than the
   // history or newer than the current revision. `models`: canonical ids
-  // (empty: all). `wake` is called (on the publishing thread) when items
-  // arrive; it must not block.
+  // (empty: all). `settings`: also the settings in force, before that first
+  // BOOKMARK, and every later change of them. `wake` is called (on the
+  // publishing thread) when items arrive; it must not block.
   absl::StatusOr<std::shared_ptr<Watcher>> Subscribe(
       uint64_t since_revision, std::vector<std::string> models,
-      std::function<void()> wake);
+      std::function<void()> wake, bool settings = false);
 
   uint64_t revision() const;
 
@@ -102,6 +114,7 @@ class WatchHub {
   size_t history_size_;
   std::deque<Change> history_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Change> current_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const config::Config> settings_ ABSL_GUARDED_BY(mu_);
   uint64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
   // The revision just before the oldest change in the history.
   uint64_t history_floor_ ABSL_GUARDED_BY(mu_) = 0;

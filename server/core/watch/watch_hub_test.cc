@@ -35,7 +35,13 @@ class WatchHubTest : public ::testing::Test {
       const char* t = item->type == WatchItem::Type::kAdded      ? "ADDED"
                       : item->type == WatchItem::Type::kModified ? "MODIFIED"
                       : item->type == WatchItem::Type::kDeleted  ? "DELETED"
+                      : item->type == WatchItem::Type::kSettings ? "SETTINGS"
                                                                  : "BOOKMARK";
+      if (item->settings != nullptr) {
+        out.push_back(absl::StrCat("SETTINGS ", item->settings->start_port, "@",
+                                   item->revision));
+        continue;
+      }
       out.push_back(item->model ? absl::StrCat(t, " ", item->model->config->id,
                                                "@", item->revision)
                                 : absl::StrCat(t, "@", item->revision));
@@ -58,6 +64,48 @@ TEST_F(WatchHubTest, SnapshotIsAddedPerModelByRevisionThenABookmark) {
               ElementsAre("ADDED a@11", "ADDED b@12", "BOOKMARK@12"));
   Publish("a", 13);
   EXPECT_THAT(Drain(**w), ElementsAre("MODIFIED a@13"));
+}
+
+std::shared_ptr<const config::Config> Settings(int start_port) {
+  auto c = std::make_shared<config::Config>();
+  c->start_port = start_port;  // Tells one from another.
+  return c;
+}
+
+// A data plane's watcher gets the settings before the first bookmark, and
+// a reload's settings in order: after its model changes, before the
+// bookmark that follows them. Other watchers never see them.
+TEST_F(WatchHubTest, SettingsTravelInTheStreamsOrderToWatchersThatAsk) {
+  Publish("a", 10, actor::State::kStopped,
+          scheduler::ModelChange::Kind::kAdded);
+  hub_.PublishSettings(Settings(5800));
+  auto plane = hub_.Subscribe(0, {}, nullptr, /*settings=*/true);
+  auto other = hub_.Subscribe(0, {}, nullptr);
+  ASSERT_TRUE(plane.ok() && other.ok());
+  EXPECT_THAT(Drain(**plane),
+              ElementsAre("ADDED a@10", "SETTINGS 5800@10", "BOOKMARK@10"));
+  EXPECT_THAT(Drain(**other), ElementsAre("ADDED a@10", "BOOKMARK@10"));
+  // A reload: a model added, the settings changed, a bookmark.
+  Publish("b", 11, actor::State::kStopped,
+          scheduler::ModelChange::Kind::kAdded);
+  hub_.PublishSettings(Settings(6000));
+  hub_.PublishBookmark();
+  EXPECT_THAT(Drain(**plane),
+              ElementsAre("ADDED b@11", "SETTINGS 6000@11", "BOOKMARK@11"));
+  EXPECT_THAT(Drain(**other), ElementsAre("ADDED b@11", "BOOKMARK@11"));
+  // A slow watcher holds only the newest settings, still ahead of the
+  // bookmark that covers them.
+  hub_.PublishSettings(Settings(6100));
+  hub_.PublishBookmark();
+  Publish("a", 12);
+  hub_.PublishSettings(Settings(6200));
+  EXPECT_THAT(Drain(**plane),
+              ElementsAre("MODIFIED a@12", "SETTINGS 6200@12", "BOOKMARK@12"));
+  // A resume gets the settings in force too.
+  auto resumed = hub_.Subscribe(11, {}, nullptr, /*settings=*/true);
+  ASSERT_TRUE(resumed.ok());
+  EXPECT_THAT(Drain(**resumed),
+              ElementsAre("MODIFIED a@12", "SETTINGS 6200@12", "BOOKMARK@12"));
 }
 
 TEST_F(WatchHubTest, ResumesFromARevisionInsideTheHistory) {
