@@ -228,10 +228,10 @@ int Main(int argc, char** argv) {
   // arrive, and again whenever a reload drops them.
   auto open_warned = std::make_shared<std::atomic<bool>>(false);
   link.Start(
-      &broker, [&context](auto routes) { context.SetRoutes(routes); },
+      &broker, [&context](auto routes) { context.routing().SetModels(routes); },
       [&context, loopback, open_warned,
-       listen](lease::ManagerLink::Globals globals) {
-        bool open = !loopback && globals.api_key_sha256.empty();
+       listen](const v1::DataPlaneSettings& settings) {
+        bool open = !loopback && settings.api_key_sha256().empty();
         if (open && !open_warned->exchange(true)) {
           Log(absl::StrCat(
                   "listening on ", listen,
@@ -242,18 +242,7 @@ int Main(int argc, char** argv) {
               "warn");
         }
         if (!open) open_warned->store(false);
-        context.set_list_aliases(globals.include_aliases_in_list);
-        auto patterns = std::make_shared<ProxyContext::PathPatterns>();
-        for (const std::string& p : globals.upstream_ignore_paths) {
-          auto re = std::make_unique<RE2>(p, RE2::Quiet);
-          if (re->ok()) patterns->push_back(std::move(re));  // Checked there.
-        }
-        context.SetGlobals(ProxyContext::Globals{
-            std::make_shared<ProxyContext::KeySet>(
-                globals.api_key_sha256.begin(), globals.api_key_sha256.end()),
-            std::move(patterns), router::PeerTable::Build(globals.peers),
-            router::SelectorTable::Build(globals.selectors),
-            router::ProfileTable::Build(globals.profiles)});
+        context.routing().SetSettings(router::Settings::From(settings));
       });
 
   // Every worker exists before any listens: /metrics reads the whole pool.

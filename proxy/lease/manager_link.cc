@@ -74,10 +74,10 @@ void ManagerLink::Shutdown() {
 }
 
 void ManagerLink::Start(LeaseBroker* broker, RoutesSink on_routes,
-                        KeysSink on_keys) {
+                        SettingsSink on_settings) {
   broker_ = broker;
   on_routes_ = std::move(on_routes);
-  on_keys_ = std::move(on_keys);
+  on_settings_ = std::move(on_settings);
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -100,20 +100,7 @@ void ManagerLink::OnWatchEvent(const v1::WatchEvent& event) {
     case v1::WatchEvent::TYPE_SETTINGS:
       // In the stream's order: after the models of the reload that changed
       // them, before its bookmark (an older list never wins).
-      if (on_keys_) {
-        const v1::DataPlaneSettings& s = event.settings();
-        on_keys_(
-            Globals{std::vector<std::string>(s.api_key_sha256().begin(),
-                                             s.api_key_sha256().end()),
-                    s.include_aliases_in_list(),
-                    std::vector<std::string>(s.upstream_ignore_paths().begin(),
-                                             s.upstream_ignore_paths().end()),
-                    std::vector<v1::Peer>(s.peers().begin(), s.peers().end()),
-                    std::vector<v1::Selector>(s.selectors().begin(),
-                                              s.selectors().end()),
-                    std::vector<v1::Profile>(s.profiles().begin(),
-                                             s.profiles().end())});
-      }
+      if (on_settings_) on_settings_(event.settings());
       break;
     default:
       break;

@@ -42,18 +42,10 @@ class ManagerLink : public LeaseTransport {
  public:
   using RoutesSink =
       std::function<void(std::shared_ptr<const router::RouteTable>)>;
-  // The config's global settings a data plane needs.
-  struct Globals {
-    std::vector<std::string> api_key_sha256;  // Hex SHA-256 of each key.
-    bool include_aliases_in_list = false;
-    std::vector<std::string> upstream_ignore_paths;  // RE2 patterns.
-    std::vector<v1::Peer> peers;
-    std::vector<v1::Selector> selectors;
-    std::vector<v1::Profile> profiles;
-  };
-  // The globals: from the Watch stream's SETTINGS events, in its order (on
-  // a gRPC thread, as the routes).
-  using KeysSink = std::function<void(Globals)>;
+  // The config's data-plane settings (API keys, peers, selectors, ...):
+  // from the Watch stream's SETTINGS events, in its order, on a gRPC
+  // thread (as the routes).
+  using SettingsSink = std::function<void(const v1::DataPlaneSettings&)>;
 
   explicit ManagerLink(LinkOptions options);
   // Shutdown(), if not done.
@@ -66,7 +58,7 @@ class ManagerLink : public LeaseTransport {
   // Opens the streams (and keeps them open). `on_routes` gets every new
   // route table, on a gRPC thread.
   void Start(LeaseBroker* broker, RoutesSink on_routes,
-             KeysSink on_keys = nullptr);
+             SettingsSink on_settings = nullptr);
 
   // Stops `model` (empty: every model) through the manager, for the proxy's
   // /unload. `done` runs on a gRPC thread with the ids stopped.
@@ -89,7 +81,7 @@ class ManagerLink : public LeaseTransport {
   std::unique_ptr<client::ManagerClient> client_;
   LeaseBroker* broker_ = nullptr;
   RoutesSink on_routes_;
-  KeysSink on_keys_;
+  SettingsSink on_settings_;
   // Logs a stream the manager refused (not unreachable), once per cause.
   void LogRefusal(const char* stream, const absl::Status& status);
   absl::Mutex mu_;

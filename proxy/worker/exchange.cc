@@ -63,7 +63,7 @@ Exchange::~Exchange() {
 }
 
 void Exchange::Begin(http1::RequestHead head) {
-  worker_->Refresh();  // The manager's newest tables, for the auth check.
+  routing_ = worker_->routing();  // Held to the request's end.
   in_request_ = true;
   // Answers still due to an earlier request carry its generation and are
   // dropped (no new token per request: one allocation less).
@@ -139,7 +139,7 @@ void Exchange::Begin(http1::RequestHead head) {
   rejection_ = 0;
   bool get = head_.method == "GET" || head_.method == "HEAD";
   if (head_.method != "OPTIONS" && !(IsHealth(path) && get)) {
-    if (worker_->api_keys() == nullptr) {
+    if (routing_->api_keys() == nullptr) {
       rejection_ = 503;
     } else if (!Authorized()) {
       rejection_ = 401;
@@ -226,9 +226,6 @@ void Exchange::OnWritable() {
 }
 
 void Exchange::Dispatch() {
-  // The newest tables, then none replaced (freed) until this handling
-  // returns: the references taken below stay valid.
-  worker_->Refresh();
   absl::string_view path =
       absl::string_view(head_.target).substr(0, head_.target.find('?'));
   const std::string* origin = http1::FindHeader(head_.headers, "origin");
@@ -304,11 +301,11 @@ void Exchange::Dispatch() {
     std::string rest = head_.target.substr(10);
     // A model's id or alias, a selector's, a peer's model name, or a name
     // the active profile pins.
-    const router::ProfileRoute* prof = worker_->active_profile();
+    const router::ProfileRoute* prof = routing_->active_profile();
     auto known = [this, prof](const std::string& name) {
-      return worker_->routes().Find(name) != nullptr ||
-             worker_->selectors().Find(name) != nullptr ||
-             worker_->peers().Find(name) != nullptr ||
+      return routing_->routes().Find(name) != nullptr ||
+             routing_->selectors().Find(name) != nullptr ||
+             routing_->peers().Find(name) != nullptr ||
              (prof != nullptr && prof->pins.count(name) != 0);
     };
     std::string model = rest.substr(0, rest.find('?'));
@@ -334,7 +331,7 @@ void Exchange::Dispatch() {
     std::string renamed;
     if (!Resolve(model, &renamed)) return;
     if (!renamed.empty()) model = std::move(renamed);
-    const router::Route* route = worker_->routes().Find(model);
+    const router::Route* route = routing_->routes().Find(model);
     if (route != nullptr && route->state != v1::MODEL_STATE_READY &&
         IgnoredPath(target.substr(0, target.find('?')))) {
       // llama-swap's upstream.ignorePaths: a model's web UI asking for its
@@ -392,11 +389,11 @@ void Exchange::Forward(const std::string& requested, std::string target) {
   std::string resolved;
   if (!Resolve(requested, &resolved)) return;
   const std::string& model_name = resolved.empty() ? requested : resolved;
-  const router::Route* route = worker_->routes().Find(model_name);
+  const router::Route* route = routing_->routes().Find(model_name);
   if (route == nullptr) {
     // Local models first; then a peer's, by <peer>/<model> or a bare name
     // only one peer has.
-    if (const router::PeerRoute* peer = worker_->peers().Find(model_name)) {
+    if (const router::PeerRoute* peer = routing_->peers().Find(model_name)) {
       return ForwardToPeer(*peer, model_name, std::move(target));
     }
     return RespondError(404, absl::StrCat("unknown model '", model_name, "'"));

@@ -24,6 +24,7 @@
 #include "proxy/router/json_scanner.h"
 #include "proxy/router/multipart_scanner.h"
 #include "proxy/router/route_table.h"
+#include "proxy/router/snapshot.h"
 #include "proxy/router/usage_scanner.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "proxy/worker/metrics.h"
@@ -185,6 +186,9 @@ class Exchange : public upstream::UpstreamObserver {
 
   Worker* worker_;
   ResponseSink* sink_;
+  // The routing snapshot current when the request began, held to its end
+  // (router/snapshot.h).
+  std::shared_ptr<const router::Snapshot> routing_;
   std::string peer_;
   uv_timer_t* loading_timer_ = nullptr;  // Heap: freed by its close.
 

@@ -15,9 +15,7 @@
 namespace modelplane::proxy {
 
 bool Exchange::IgnoredPath(absl::string_view path) {
-  const ProxyContext::PathPatterns* patterns = worker_->ignore_paths();
-  if (patterns == nullptr) return false;
-  for (const auto& re : *patterns) {
+  for (const auto& re : routing_->ignore_paths()) {
     if (RE2::PartialMatch(re2::StringPiece(path.data(), path.size()), *re)) {
       return true;
     }
@@ -30,7 +28,7 @@ bool Exchange::Resolve(const std::string& name, std::string* renamed) {
   resolved_ = true;
   const std::string* current = &name;
   // The active profile's pin first, once (its target is not pinned again).
-  if (const router::ProfileRoute* prof = worker_->active_profile()) {
+  if (const router::ProfileRoute* prof = routing_->active_profile()) {
     auto pin = prof->pins.find(name);
     if (pin != prof->pins.end()) {
       if (pin->second.empty()) {
@@ -45,7 +43,7 @@ bool Exchange::Resolve(const std::string& name, std::string* renamed) {
     }
   }
   // Then a selector (its targets are models).
-  if (const router::SelectorRoute* sel = worker_->selectors().Find(*current)) {
+  if (const router::SelectorRoute* sel = routing_->selectors().Find(*current)) {
     std::string picked = Select(*sel);
     if (picked.empty()) {
       RespondNoTarget(*sel);
@@ -60,7 +58,7 @@ bool Exchange::Resolve(const std::string& name, std::string* renamed) {
 std::string Exchange::Select(const router::SelectorRoute& sel) {
   // Only targets the route table has: after a reload the selectors arrive
   // a moment after the models, and a removed target must not be picked.
-  const router::RouteTable& routes = worker_->routes();
+  const router::RouteTable& routes = routing_->routes();
   std::vector<const router::Route*> targets;
   for (const std::string& t : sel.targets) {
     if (const router::Route* r = routes.Find(t)) targets.push_back(r);

@@ -55,8 +55,8 @@ void Exchange::RespondModels() {
   // includeAliasesInList: each alias an entry of its own (a setParamsByID
   // variant such as "qwen:think" is one a client picks), with its model's
   // name.
-  bool aliases = worker_->context().list_aliases();
-  const router::RouteTable& routes = worker_->routes();
+  bool aliases = routing_->list_aliases();
+  const router::RouteTable& routes = routing_->routes();
   for (const router::Route& r : routes.routes()) {
     if (r.unlisted) continue;
     const std::string& name = r.name.empty() ? r.id : r.name;
@@ -65,7 +65,7 @@ void Exchange::RespondModels() {
     for (const std::string& a : r.aliases) model(r, a, name);
   }
   // Selectors, virtual models: loaded when a target is.
-  for (const router::SelectorRoute& sel : worker_->selectors().routes()) {
+  for (const router::SelectorRoute& sel : routing_->selectors().routes()) {
     if (sel.unlisted) continue;
     bool loaded = std::any_of(
         sel.targets.begin(), sel.targets.end(), [&routes](const auto& t) {
@@ -84,7 +84,7 @@ void Exchange::RespondModels() {
   }
   // The peers' models, as <peer>/<model>; their state is the peer's
   // business.
-  for (const router::PeerRoute& p : worker_->peers().routes()) {
+  for (const router::PeerRoute& p : routing_->peers().routes()) {
     entries.emplace_back(
         p.name(),
         absl::StrCat(R"({"id":)", JsonString(p.name()),
@@ -94,7 +94,7 @@ void Exchange::RespondModels() {
   }
   // The active profile: its pinned names are models too (to the name they
   // become); the names it disables are gone.
-  if (const router::ProfileRoute* prof = worker_->active_profile()) {
+  if (const router::ProfileRoute* prof = routing_->active_profile()) {
     for (const auto& [from, to] : prof->pins) {
       entries.erase(std::remove_if(entries.begin(), entries.end(),
                                    [&from = from](const auto& e) {
@@ -122,11 +122,9 @@ void Exchange::RespondModels() {
 }
 
 void Exchange::RespondProfiles() {
-  // Both from the context: the worker's copy may predate a reload.
-  std::shared_ptr<const router::ProfileRoute> active =
-      worker_->context().active_profile();
+  const router::ProfileRoute* active = routing_->active_profile();
   std::string list;
-  for (const auto& p : worker_->context().profiles()->routes()) {
+  for (const auto& p : routing_->profiles().routes()) {
     std::string pins;
     for (const auto& [from, to] : p->pins) {
       absl::StrAppend(&pins, pins.empty() ? "" : ",", JsonString(from), ":",
@@ -176,7 +174,7 @@ bool Exchange::MayChangeState() {
   // DNS rebinding: a page whose name resolves to 127.0.0.1 is same-origin
   // with this proxy, but its Host is its own name. A proxy on a loopback
   // address with no apiKeys takes changes only for an address or localhost.
-  const ProxyContext::KeySet* keys = worker_->api_keys();
+  const absl::flat_hash_set<std::string>* keys = routing_->api_keys();
   if (worker_->context().options().loopback_listener && keys != nullptr &&
       keys->empty() && host != nullptr && !IsAddressOrLocalhost(*host)) {
     RespondError(
@@ -202,15 +200,15 @@ void Exchange::SetActiveProfile() {
       doc["name"].IsNull()
           ? ""
           : std::string(doc["name"].GetString(), doc["name"].GetStringLength());
-  if (!worker_->context().SetActiveProfile(name)) {
+  if (!worker_->context().routing().SetActiveProfile(name)) {
     return RespondError(404, absl::StrCat("unknown profile '", name, "'"));
   }
-  worker_->Refresh();  // This very worker answers with it from now on.
+  routing_ = worker_->context().routing().Current();  // The answer shows it.
   RespondProfiles();
 }
 
 bool Exchange::Authorized() {
-  const ProxyContext::KeySet& keys = *worker_->api_keys();
+  const absl::flat_hash_set<std::string>& keys = *routing_->api_keys();
   if (keys.empty()) return true;
   // llama-swap's forms: Bearer, the password of Basic, or x-api-key.
   std::vector<std::string> presented;
@@ -255,7 +253,7 @@ bool Exchange::Authorized() {
 
 void Exchange::RespondRunning() {
   std::string data;
-  for (const router::Route& r : worker_->routes().routes()) {
+  for (const router::Route& r : routing_->routes().routes()) {
     const char* state = r.state == v1::MODEL_STATE_STARTING   ? "starting"
                         : r.state == v1::MODEL_STATE_READY    ? "ready"
                         : r.state == v1::MODEL_STATE_STOPPING ? "stopping"
@@ -273,7 +271,7 @@ void Exchange::Unload(const std::string& model) {
   if (!unload) return RespondError(503, "unload is not available");
   std::string id = model;
   if (!model.empty()) {
-    const router::Route* route = worker_->routes().Find(model);
+    const router::Route* route = routing_->routes().Find(model);
     if (route == nullptr) {
       return RespondError(404, absl::StrCat("unknown model '", model, "'"));
     }

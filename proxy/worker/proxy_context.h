@@ -1,6 +1,6 @@
 // What every worker of a modelproxy process shares: the lease broker, the
-// current route table (an immutable snapshot swapped in whole) and the
-// options. Thread-safe.
+// routing state (immutable snapshots swapped in whole) and the options.
+// Thread-safe.
 #ifndef MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_
 #define MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_
 
@@ -17,7 +17,7 @@
 #include "common/memory_trimmer.h"
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
-#include "proxy/router/route_table.h"
+#include "proxy/router/snapshot.h"
 #include "proxy/worker/body_budget.h"
 #include "re2/re2.h"
 
@@ -87,110 +87,9 @@ class ProxyContext {
   void set_metrics(MetricsText metrics) { metrics_ = std::move(metrics); }
   const MetricsText& metrics() const { return metrics_; }
 
-  // The table in force: a snapshot, valid for as long as it is held.
-  std::shared_ptr<const router::RouteTable> routes() const {
-    absl::MutexLock lock(&mu_);
-    return routes_;
-  }
-  void SetRoutes(std::shared_ptr<const router::RouteTable> routes) {
-    absl::MutexLock lock(&mu_);
-    routes_ = std::move(routes);
-    version_.fetch_add(1, std::memory_order_release);
-  }
-  // The SHA-256 (hex) of each accepted API key; empty: no auth; null: not
-  // known yet (the manager has not told: nothing but /health is served).
-  using KeySet = absl::flat_hash_set<std::string>;
-  std::shared_ptr<const KeySet> api_keys() const {
-    absl::MutexLock lock(&mu_);
-    return api_keys_;
-  }
-
-  // The config's upstream.ignorePaths, compiled: paths after
-  // /upstream/<model> that never start their model. Null until the manager
-  // told (nothing is served then anyway).
-  using PathPatterns = std::vector<std::unique_ptr<RE2>>;
-  std::shared_ptr<const PathPatterns> ignore_paths() const {
-    absl::MutexLock lock(&mu_);
-    return ignore_paths_;
-  }
-
-  // The config's peers (their models, by name); never null.
-  std::shared_ptr<const router::PeerTable> peers() const {
-    absl::MutexLock lock(&mu_);
-    return peers_;
-  }
-
-  // The config's selectors; never null.
-  std::shared_ptr<const router::SelectorTable> selectors() const {
-    absl::MutexLock lock(&mu_);
-    return selectors_;
-  }
-
-  // The config's profiles, and the one active (null: none).
-  std::shared_ptr<const router::ProfileTable> profiles() const {
-    absl::MutexLock lock(&mu_);
-    return profiles_;
-  }
-  std::shared_ptr<const router::ProfileRoute> active_profile() const {
-    absl::MutexLock lock(&mu_);
-    return active_profile_;
-  }
-  // What ListModels carries besides the models, swapped in at once (a
-  // worker never sees new peers next to old selectors). Profiles that differ
-  // from the last ones (a reload changed them) deselect the active one, as
-  // in llama-swap; the same ones keep it.
-  struct Globals {
-    std::shared_ptr<const KeySet> api_keys;
-    std::shared_ptr<const PathPatterns> ignore_paths;
-    std::shared_ptr<const router::PeerTable> peers;
-    std::shared_ptr<const router::SelectorTable> selectors;
-    std::shared_ptr<const router::ProfileTable> profiles;
-  };
-  void SetGlobals(Globals g) {
-    absl::MutexLock lock(&mu_);
-    bool same = g.profiles->routes().size() == profiles_->routes().size();
-    for (size_t i = 0; same && i < g.profiles->routes().size(); ++i) {
-      same = *g.profiles->routes()[i] == *profiles_->routes()[i];
-    }
-    active_profile_ = same && active_profile_ != nullptr
-                          ? g.profiles->Find(active_profile_->name)
-                          : nullptr;
-    api_keys_ = std::move(g.api_keys);
-    ignore_paths_ = std::move(g.ignore_paths);
-    peers_ = std::move(g.peers);
-    selectors_ = std::move(g.selectors);
-    profiles_ = std::move(g.profiles);
-    version_.fetch_add(1, std::memory_order_release);
-  }
-  // Makes `name` the active profile ("": none). False if there is no such
-  // profile.
-  bool SetActiveProfile(const std::string& name) {
-    absl::MutexLock lock(&mu_);
-    std::shared_ptr<const router::ProfileRoute> p;
-    if (!name.empty()) {
-      p = profiles_->Find(name);
-      if (p == nullptr) return false;
-    }
-    active_profile_ = std::move(p);
-    version_.fetch_add(1, std::memory_order_release);
-    return true;
-  }
-
-  // The config's includeAliasesInList (any thread).
-  bool list_aliases() const {
-    return list_aliases_.load(std::memory_order_relaxed);
-  }
-  void set_list_aliases(bool on) {
-    list_aliases_.store(on, std::memory_order_relaxed);
-  }
-
-  // Bumped on every SetRoutes, SetGlobals and SetActiveProfile:
-  // workers cache
-  // the snapshots and refresh them only when this moved (no lock on the
-  // request path).
-  uint64_t routes_version() const {
-    return version_.load(std::memory_order_acquire);
-  }
+  // What requests are routed by: the manager link feeds it, the workers
+  // read it (router/snapshot.h).
+  router::RoutingState& routing() { return routing_; }
 
  private:
   lease::LeaseBroker* broker_;
@@ -199,21 +98,7 @@ class ProxyContext {
   BodyBudget bodies_;
   Unload unload_;
   MetricsText metrics_;
-  mutable absl::Mutex mu_;
-  std::shared_ptr<const router::RouteTable> routes_ ABSL_GUARDED_BY(mu_) =
-      router::RouteTable::Build({});
-  std::shared_ptr<const KeySet> api_keys_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<const PathPatterns> ignore_paths_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<const router::PeerTable> peers_ ABSL_GUARDED_BY(mu_) =
-      router::PeerTable::Build({});
-  std::shared_ptr<const router::SelectorTable> selectors_ ABSL_GUARDED_BY(mu_) =
-      router::SelectorTable::Build({});
-  std::shared_ptr<const router::ProfileTable> profiles_ ABSL_GUARDED_BY(mu_) =
-      router::ProfileTable::Build({});
-  std::shared_ptr<const router::ProfileRoute> active_profile_
-      ABSL_GUARDED_BY(mu_);
-  std::atomic<uint64_t> version_{0};
-  std::atomic<bool> list_aliases_{false};
+  router::RoutingState routing_;
 };
 
 }  // namespace modelplane::proxy

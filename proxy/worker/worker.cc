@@ -13,7 +13,8 @@
 
 namespace modelplane::proxy {
 
-Worker::Worker(ProxyContext* context) : context_(context) {
+Worker::Worker(ProxyContext* context)
+    : context_(context), routing_(&context->routing()) {
   loop_.RunSync([this] {
     pool_ = std::make_unique<upstream::UpstreamPool>(loop_.loop());
   });

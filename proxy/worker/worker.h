@@ -67,50 +67,10 @@ class Worker {
   }
   // Any thread (see metrics.h).
   WorkerMetrics& metrics() { return metrics_; }
-  // The tables the manager sent (routes, API keys, ignorePaths, peers,
-  // selectors), cached per worker. Refresh() takes the context's newest
-  // ones (when its version moved) and frees the old: it is called where a
-  // request begins to be handled (Exchange::Begin, Exchange::Dispatch), so
-  // that references taken from these accessors stay valid while that
-  // handling runs. Loop thread.
-  void Refresh() {
-    uint64_t v = context_->routes_version();
-    if (routes_ == nullptr || v != routes_version_) {
-      routes_ = context_->routes();
-      api_keys_ = context_->api_keys();
-      ignore_paths_ = context_->ignore_paths();
-      peers_ = context_->peers();
-      selectors_ = context_->selectors();
-      active_profile_ = context_->active_profile();
-      routes_version_ = v;
-    }
-  }
-  const router::RouteTable& routes() {
-    if (routes_ == nullptr) Refresh();
-    return *routes_;
-  }
-  // Null until the manager has told which keys there are.
-  const ProxyContext::KeySet* api_keys() {
-    if (routes_ == nullptr) Refresh();
-    return api_keys_.get();
-  }
-  const router::PeerTable& peers() {
-    if (routes_ == nullptr) Refresh();
-    return *peers_;
-  }
-  const router::SelectorTable& selectors() {
-    if (routes_ == nullptr) Refresh();
-    return *selectors_;
-  }
-  // Null: none active.
-  const router::ProfileRoute* active_profile() {
-    if (routes_ == nullptr) Refresh();
-    return active_profile_.get();
-  }
-  // Null until the manager has told.
-  const ProxyContext::PathPatterns* ignore_paths() {
-    if (routes_ == nullptr) Refresh();
-    return ignore_paths_.get();
+  // The routing snapshot in force (router/snapshot.h); an exchange holds
+  // it from its request's start to its end. Loop thread.
+  const std::shared_ptr<const router::Snapshot>& routing() {
+    return routing_.Current();
   }
   // One read buffer for every connection of the worker: libuv calls alloc
   // then read back to back on the loop thread, and readers copy what they
@@ -137,13 +97,7 @@ class Worker {
   std::atomic<bool> accepting_{false};
   bool draining_ = false;
   WorkerMetrics metrics_;
-  std::shared_ptr<const router::RouteTable> routes_;
-  std::shared_ptr<const ProxyContext::KeySet> api_keys_;
-  std::shared_ptr<const ProxyContext::PathPatterns> ignore_paths_;
-  std::shared_ptr<const router::PeerTable> peers_;
-  std::shared_ptr<const router::SelectorTable> selectors_;
-  std::shared_ptr<const router::ProfileRoute> active_profile_;
-  uint64_t routes_version_ = 0;
+  router::SnapshotReader routing_;
   std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};
 };
 

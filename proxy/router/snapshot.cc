@@ -1,0 +1,86 @@
+#include "proxy/router/snapshot.h"
+
+#include <utility>
+
+namespace modelplane::proxy::router {
+
+std::shared_ptr<const Settings> Settings::From(
+    const v1::DataPlaneSettings& s) {
+  auto out = std::make_shared<Settings>();
+  out->api_keys.insert(s.api_key_sha256().begin(), s.api_key_sha256().end());
+  out->list_aliases = s.include_aliases_in_list();
+  for (const std::string& p : s.upstream_ignore_paths()) {
+    auto re = std::make_unique<RE2>(p, RE2::Quiet);
+    // The manager checked them; one this RE2 cannot take matches nothing.
+    if (re->ok()) out->ignore_paths.push_back(std::move(re));
+  }
+  out->peers = PeerTable::Build({s.peers().begin(), s.peers().end()});
+  out->selectors =
+      SelectorTable::Build({s.selectors().begin(), s.selectors().end()});
+  out->profiles =
+      ProfileTable::Build({s.profiles().begin(), s.profiles().end()});
+  return out;
+}
+
+const Settings& Snapshot::Or() const {
+  static const Settings* const kNone = new Settings();
+  return settings_ != nullptr ? *settings_ : *kNone;
+}
+
+RoutingState::RoutingState() {
+  absl::MutexLock lock(&mu_);
+  routes_ = RouteTable::Build({});
+  Rebuild();
+}
+
+void RoutingState::SetModels(std::shared_ptr<const RouteTable> routes) {
+  absl::MutexLock lock(&mu_);
+  routes_ = std::move(routes);
+  Rebuild();
+}
+
+void RoutingState::SetSettings(std::shared_ptr<const Settings> settings) {
+  absl::MutexLock lock(&mu_);
+  if (active_profile_ != nullptr) {
+    const auto& before = settings_->profiles->routes();
+    const auto& after = settings->profiles->routes();
+    bool same = before.size() == after.size();
+    for (size_t i = 0; same && i < after.size(); ++i) {
+      same = *before[i] == *after[i];
+    }
+    active_profile_ =
+        same ? settings->profiles->Find(active_profile_->name) : nullptr;
+  }
+  settings_ = std::move(settings);
+  Rebuild();
+}
+
+bool RoutingState::SetActiveProfile(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<const ProfileRoute> p;
+  if (!name.empty()) {
+    if (settings_ == nullptr) return false;
+    p = settings_->profiles->Find(name);
+    if (p == nullptr) return false;
+  }
+  active_profile_ = std::move(p);
+  Rebuild();
+  return true;
+}
+
+std::shared_ptr<const Snapshot> RoutingState::Current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+void RoutingState::Rebuild() {
+  auto s = std::make_shared<Snapshot>();
+  s->routes_ = routes_;
+  s->settings_ = settings_;
+  s->active_profile_ = active_profile_;
+  s->version_ = version_.load(std::memory_order_relaxed) + 1;
+  current_ = std::move(s);
+  version_.store(current_->version_, std::memory_order_release);
+}
+
+}  // namespace modelplane::proxy::router

@@ -1,0 +1,139 @@
+// Everything a request is routed by, in one immutable snapshot: the models
+// (routes, aliases, filters, limits, upstream timeouts), and the manager's
+// data-plane settings (API keys, ignorePaths, peers, selectors, profiles,
+// includeAliasesInList), with the active profile. A request takes the
+// snapshot current when it starts and keeps it to its end, so it is routed,
+// authorized and listed by one consistent state.
+//
+// One producer (`RoutingState`) builds a new snapshot on every change (the
+// manager link's Watch stream, a profile switch) and publishes it; workers
+// read it through a `SnapshotReader` each, which costs one atomic load per
+// request while nothing changed.
+//
+//   RoutingState state;
+//   state.SetModels(RouteTable::Build(models));          // Watch events.
+//   state.SetSettings(settings);                         // SETTINGS events.
+//   SnapshotReader reader(&state);                       // One per worker.
+//   std::shared_ptr<const Snapshot> s = reader.Current();
+//   s->routes().Find("qwen");
+//
+// The inputs are kept per source, the one manager today: merging several
+// managers' models and settings into one snapshot belongs in Rebuild.
+#ifndef MODELPLANE_PROXY_ROUTER_SNAPSHOT_H_
+#define MODELPLANE_PROXY_ROUTER_SNAPSHOT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "modelplane/v1/model_manager.pb.h"
+#include "proxy/router/route_table.h"
+#include "re2/re2.h"
+
+namespace modelplane::proxy::router {
+
+// The manager's data-plane settings (v1::DataPlaneSettings), compiled.
+struct Settings {
+  // The SHA-256 (hex) of each accepted API key; empty: no auth.
+  absl::flat_hash_set<std::string> api_keys;
+  bool list_aliases = false;
+  // upstream.ignorePaths: paths after /upstream/<model> that never start
+  // their model.
+  std::vector<std::unique_ptr<RE2>> ignore_paths;
+  std::shared_ptr<const PeerTable> peers = PeerTable::Build({});
+  std::shared_ptr<const SelectorTable> selectors = SelectorTable::Build({});
+  std::shared_ptr<const ProfileTable> profiles = ProfileTable::Build({});
+
+  static std::shared_ptr<const Settings> From(const v1::DataPlaneSettings& s);
+};
+
+class Snapshot {
+ public:
+  const RouteTable& routes() const { return *routes_; }
+  // Null until the manager has sent its settings: nothing but /health is
+  // served then (the proxy fails closed).
+  const Settings* settings() const { return settings_.get(); }
+  // Null until known, as settings().
+  const absl::flat_hash_set<std::string>* api_keys() const {
+    return settings_ != nullptr ? &settings_->api_keys : nullptr;
+  }
+  const PeerTable& peers() const { return *Or().peers; }
+  const SelectorTable& selectors() const { return *Or().selectors; }
+  const ProfileTable& profiles() const { return *Or().profiles; }
+  const std::vector<std::unique_ptr<RE2>>& ignore_paths() const {
+    return Or().ignore_paths;
+  }
+  bool list_aliases() const { return Or().list_aliases; }
+  // Null: none active.
+  const ProfileRoute* active_profile() const { return active_profile_.get(); }
+  // Grows with every snapshot published.
+  uint64_t version() const { return version_; }
+
+ private:
+  friend class RoutingState;
+  const Settings& Or() const;
+
+  std::shared_ptr<const RouteTable> routes_ = RouteTable::Build({});
+  std::shared_ptr<const Settings> settings_;
+  std::shared_ptr<const ProfileRoute> active_profile_;
+  uint64_t version_ = 0;
+};
+
+// The producer and publisher. Thread-safe.
+class RoutingState {
+ public:
+  RoutingState();
+
+  // The models in force (from the Watch stream).
+  void SetModels(std::shared_ptr<const RouteTable> routes);
+  // The settings in force (from its SETTINGS events). Profiles that differ
+  // from the last ones (a reload changed them) deselect the active one, as
+  // in llama-swap; the same ones keep it.
+  void SetSettings(std::shared_ptr<const Settings> settings);
+  // Makes `name` the active profile ("": none). False if there is no such
+  // profile.
+  bool SetActiveProfile(const std::string& name);
+
+  // The snapshot in force.
+  std::shared_ptr<const Snapshot> Current() const;
+  // Its version, readable without the lock.
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
+
+ private:
+  // Publishes a new snapshot of the inputs.
+  void Rebuild() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const RouteTable> routes_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const Settings> settings_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const ProfileRoute> active_profile_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const Snapshot> current_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> version_{0};
+};
+
+// One worker's view of a RoutingState: the snapshot it holds is replaced
+// only when the state's version moved, so that reading it takes no lock.
+// One thread.
+class SnapshotReader {
+ public:
+  explicit SnapshotReader(const RoutingState* state) : state_(state) {}
+  const std::shared_ptr<const Snapshot>& Current() {
+    if (held_ == nullptr || state_->version() != held_->version()) {
+      held_ = state_->Current();
+    }
+    return held_;
+  }
+
+ private:
+  const RoutingState* state_;
+  std::shared_ptr<const Snapshot> held_;
+};
+
+}  // namespace modelplane::proxy::router
+
+#endif  // MODELPLANE_PROXY_ROUTER_SNAPSHOT_H_
