@@ -3,37 +3,23 @@
 //   modelproxy --listen 127.0.0.1:8080 --manager 127.0.0.1:50051 --workers 2
 //
 // Inference clients talk to it (OpenAI-style HTTP/1.1 and HTTP/2
-// cleartext); it finds each
-// request's model, holds the model under a lease from modelmanager and
-// streams the upstream's response back.
-#include <malloc.h>
+// cleartext); it finds each request's model, holds the model under a lease
+// from modelmanager and streams the upstream's response back. This file
+// parses flags and runs a `Proxy` (proxy.h) until SIGTERM or SIGINT.
 #include <signal.h>
-#include <unistd.h>
-#include <uv.h>
 
-#include <atomic>
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <memory>
+#include <string>
 #include <thread>
-#include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/credentials.h"
 #include "common/flags.h"
-#include "common/grpc_poll_keeper.h"
 #include "common/lock_checks.h"
-#include "common/loop_thread.h"
-#include "common/memory_trimmer.h"
-#include "proxy/lease/lease_broker.h"
-#include "proxy/lease/manager_link.h"
-#include "proxy/worker/metrics.h"
-#include "proxy/worker/proxy_context.h"
-#include "proxy/worker/worker.h"
+#include "proxy/proxy.h"
 
 namespace modelplane::proxy {
 namespace {
@@ -43,32 +29,6 @@ void Log(const std::string& line, const char* level = "info") {
                                     absl::UTCTimeZone());
   fprintf(stderr, "%s %s %s\n", ts.c_str(), level, line.c_str());
   fflush(stderr);
-}
-
-struct TimerTask {
-  uv_timer_t timer;
-  std::function<void()> fn;
-};
-
-// The lease broker's timers (the linger), on a loop of their own.
-lease::LeaseBroker::After MakeAfter(LoopThread* loop) {
-  return [loop](absl::Duration delay, std::function<void()> fn) {
-    loop->Post([loop, delay, fn = std::move(fn)]() mutable {
-      auto* t = new TimerTask{uv_timer_t{}, std::move(fn)};
-      uv_timer_init(loop->loop(), &t->timer);
-      t->timer.data = t;
-      uv_timer_start(
-          &t->timer,
-          [](uv_timer_t* h) {
-            auto* task = static_cast<TimerTask*>(h->data);
-            task->fn();
-            uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* c) {
-              delete static_cast<TimerTask*>(c->data);
-            });
-          },
-          static_cast<uint64_t>(absl::ToInt64Milliseconds(delay)), 0);
-    });
-  };
 }
 
 int Main(int argc, char** argv) {
@@ -162,17 +122,11 @@ int Main(int argc, char** argv) {
     host = host.substr(1, host.size() - 2);  // [::1]:8080
   }
   int port = std::atoi(listen.c_str() + colon + 1);
-  // Before anything starts (threads, the manager link): a taken port is
-  // an error, even one another modelproxy holds with SO_REUSEPORT.
-  if (port != 0) {
-    absl::Status free = Worker::CheckPortFree(host, port);
-    if (!free.ok()) {
-      fprintf(stderr, "modelproxy: %s\n", std::string(free.message()).c_str());
-      return 1;
-    }
-  }
-  lease::LinkOptions link_options;
-  link_options.manager.target = manager;
+  ProxyConfig config;
+  config.host = host;
+  config.port = port;
+  config.workers = workers;
+  config.link.manager.target = manager;
   if (!token_file.empty()) {
     // A proxy without its token would know no model and answer 404s.
     absl::StatusOr<std::string> token = client::ReadTokenFile(token_file);
@@ -181,9 +135,8 @@ int Main(int argc, char** argv) {
               std::string(token.status().message()).c_str());
       return 2;
     }
-    link_options.manager.token = *std::move(token);
+    config.link.manager.token = *std::move(token);
   }
-
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       client::MakeCredentials(tls);
   if (!credentials.ok()) {
@@ -191,19 +144,12 @@ int Main(int argc, char** argv) {
             std::string(credentials.status().message()).c_str());
     return 2;
   }
-  link_options.manager.credentials = *credentials;
-
-  auto timers = std::make_unique<LoopThread>();
-  // The manager link is gRPC's callback API: without this, its first
-  // message after an idle second could wait up to 100 ms (grpc_poll_keeper.h).
-  GrpcPollKeeper poll_keeper;
-  link_options.log = [](const std::string& line) { Log(line); };
-  lease::ManagerLink link(link_options);
-  lease::LeaseBroker broker(&link, MakeAfter(timers.get()));
-  // Listening on loopback only (localhost, 127.x, ::1).
-  bool loopback =
-      host == "localhost" || absl::StartsWith(host, "127.") || host == "::1";
-  ProxyOptions options;
+  config.link.manager.credentials = *credentials;
+  config.link.log = [](const std::string& line) { Log(line); };
+  config.log = [](const std::string& line, const char* level) {
+    Log(line, level);
+  };
+  ProxyOptions& options = config.options;
   options.limits.max_body_bytes = static_cast<uint64_t>(max_body_mib) << 20;
   options.header_timeout = absl::Milliseconds(header_timeout_ms);
   options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
@@ -213,113 +159,14 @@ int Main(int argc, char** argv) {
   options.send_timeout = absl::Milliseconds(send_timeout_ms);
   options.max_buffered_body_bytes = static_cast<uint64_t>(max_buffered_body_mib)
                                     << 20;
-  options.loopback_listener = loopback;
-  // Large request bodies are mmapped whatever came before (glibc would
-  // raise its threshold after freeing one and keep the next in its heap for
-  // good), and returned to the system once freed, off the workers' loops.
-  mallopt(M_MMAP_THRESHOLD, 256 << 10);
-  MemoryTrimmer trimmer;
-  ProxyContext context(&broker, options, &trimmer);
-  context.set_unload([&link](const std::string& model, auto done) {
-    link.Unload(model, std::move(done));
-  });
-  // Listening beyond this host with no apiKeys: anyone who reaches the port
-  // may use every model and stop them all (/unload). Said when the keys
-  // arrive, and again whenever a reload drops them.
-  auto open_warned = std::make_shared<std::atomic<bool>>(false);
-  link.Start(
-      &broker, [&context](auto routes) { context.routing().SetModels(routes); },
-      [&context, loopback, open_warned,
-       listen](const v1::DataPlaneSettings& settings) {
-        bool open = !loopback && settings.api_key_sha256().empty();
-        if (open && !open_warned->exchange(true)) {
-          Log(absl::StrCat(
-                  "listening on ", listen,
-                  " (beyond this host) and the config sets no apiKeys: "
-                  "anyone who can reach it can use every model and stop "
-                  "them all (POST /unload); set apiKeys, or listen on "
-                  "127.0.0.1 behind a TLS front proxy"),
-              "warn");
-        }
-        if (!open) open_warned->store(false);
-        context.routing().SetSettings(router::Settings::From(settings));
-      });
 
-  // Every worker exists before any listens: /metrics reads the whole pool.
-  std::vector<std::unique_ptr<Worker>> pool;
-  for (int i = 0; i < workers; ++i) {
-    pool.push_back(std::make_unique<Worker>(&context));
+  Proxy proxy(std::move(config));
+  if (absl::Status started = proxy.Start(); !started.ok()) {
+    fprintf(stderr, "modelproxy: %s\n", std::string(started.message()).c_str());
+    return 1;
   }
-  std::vector<Worker*> siblings;
-  for (auto& w : pool) siblings.push_back(w.get());
-  for (auto& w : pool) w->SetSiblings(siblings);
-  context.set_metrics(
-      [&pool, &broker, &context](std::function<void(std::string)> done) {
-        // Each worker copies its counters on its own loop (they take no
-        // lock); the last one renders. Nothing waits: a worker asking
-        // never blocks on the others.
-        struct Gather {
-          absl::Mutex mu;
-          Metrics total ABSL_GUARDED_BY(mu);
-          size_t left ABSL_GUARDED_BY(mu);
-          std::function<void(std::string)> done;
-        };
-        auto g = std::make_shared<Gather>();
-        g->left = pool.size();
-        g->done = std::move(done);
-        for (auto& w : pool) {
-          Worker* worker = w.get();
-          worker->loop().Post([worker, g, &broker, &context] {
-            Metrics mine = worker->metrics().Snapshot();
-            {
-              absl::MutexLock lock(&g->mu);
-              g->total.Merge(mine);
-              if (--g->left > 0) return;
-            }
-            std::map<std::string, int> in_flight, queued;
-            broker.Loads(&in_flight, &queued);
-            absl::MutexLock lock(&g->mu);
-            g->total.buffered_body_bytes = context.bodies().used();
-            g->done(g->total.Render(in_flight, queued));
-          });
-        }
-      });
-  // In dependency order: nothing may call into what is already gone (the
-  // link's callbacks use the broker and the context).
-  auto stop_everything = [&] {
-    for (auto& w : pool) w->Stop();
-    // The link before the workers' loops go: ending its streams answers
-    // the requests still waiting on the broker through those loops (the
-    // exchanges are gone; the posted answers find that and do nothing).
-    link.Shutdown();
-    pool.clear();
-    // Linger timers still pending: closed with their tasks, not leaked.
-    timers->RunSync([&timers] {
-      uv_walk(
-          timers->loop(),
-          [](uv_handle_t* h, void*) {
-            if (h->type == UV_TIMER && !uv_is_closing(h)) {
-              uv_close(h, [](uv_handle_t* c) {
-                delete static_cast<TimerTask*>(c->data);
-              });
-            }
-          },
-          nullptr);
-    });
-    timers.reset();
-  };
-  for (auto& w : pool) {
-    absl::StatusOr<int> bound = w->Listen(host, port);
-    if (!bound.ok()) {
-      fprintf(stderr, "modelproxy: %s\n",
-              std::string(bound.status().message()).c_str());
-      stop_everything();
-      return 1;
-    }
-    port = *bound;  // Port 0: the first worker's pick, shared by the rest.
-  }
-  Log(absl::StrCat("modelproxy listening on ", host, ":", port, " with ",
-                   workers, " worker(s), manager ", manager));
+  Log(absl::StrCat("modelproxy listening on ", host, ":", proxy.port(),
+                   " with ", workers, " worker(s), manager ", manager));
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
     // Routes, keys and limits come from the manager, which reloads on its
@@ -328,17 +175,11 @@ int Main(int argc, char** argv) {
   }
   Log(absl::StrCat(strsignal(sig), ": draining"));
   // Stop accepting; let the responses in flight finish, within the budget.
-  size_t left = 0;
-  for (auto& w : pool) left += w->Drain();
-  absl::Time deadline = absl::Now() + absl::Seconds(drain_seconds);
-  while (left > 0 && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-    left = 0;
-    for (auto& w : pool) left += w->connections();
-  }
-  if (left > 0)
+  size_t left = proxy.Drain(absl::Seconds(drain_seconds));
+  if (left > 0) {
     Log(absl::StrCat(left, " connection(s) cut at the drain deadline"));
-  stop_everything();
+  }
+  proxy.Stop();
   Log("stopped");
   return 0;
 }

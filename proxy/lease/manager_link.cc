@@ -73,11 +73,9 @@ void ManagerLink::Shutdown() {
   watch_.reset();
 }
 
-void ManagerLink::Start(LeaseBroker* broker, RoutesSink on_routes,
-                        SettingsSink on_settings) {
+void ManagerLink::Start(LeaseBroker* broker, ViewSink on_view) {
   broker_ = broker;
-  on_routes_ = std::move(on_routes);
-  on_settings_ = std::move(on_settings);
+  on_view_ = std::move(on_view);
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -100,15 +98,17 @@ void ManagerLink::OnWatchEvent(const v1::WatchEvent& event) {
     case v1::WatchEvent::TYPE_SETTINGS:
       // In the stream's order: after the models of the reload that changed
       // them, before its bookmark (an older list never wins).
-      if (on_settings_) on_settings_(event.settings());
+      settings_ = std::make_shared<v1::DataPlaneSettings>(event.settings());
       break;
     default:
       break;
   }
-  if (synced_ && on_routes_) {
+  // Before the first bookmark the view is partial: nothing is published
+  // (the models and the settings of the snapshot arrive together).
+  if (synced_ && on_view_) {
     std::vector<v1::Model> all;
     for (const auto& [id, m] : models_) all.push_back(m);
-    on_routes_(router::RouteTable::Build(all));
+    on_view_(View{router::RouteTable::Build(all), settings_});
   }
 }
 
@@ -159,6 +159,7 @@ void ManagerLink::Run() {
     if (need_watch) {
       // The last stream is done: nothing else touches these now.
       models_.clear();
+      settings_ = nullptr;
       synced_ = false;
       v1::WatchRequest request;
       request.set_include_settings(true);

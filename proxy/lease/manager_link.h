@@ -40,12 +40,17 @@ struct LinkOptions {
 
 class ManagerLink : public LeaseTransport {
  public:
-  using RoutesSink =
-      std::function<void(std::shared_ptr<const router::RouteTable>)>;
-  // The config's data-plane settings (API keys, peers, selectors, ...):
-  // from the Watch stream's SETTINGS events, in its order, on a gRPC
-  // thread (as the routes).
-  using SettingsSink = std::function<void(const v1::DataPlaneSettings&)>;
+  // The manager's view, from the Watch stream: the route table and the
+  // config's data-plane settings (API keys, peers, selectors, ...; null
+  // until the manager sent them), as of one point of the stream, delivered
+  // whole once the stream's first bookmark came and after every event
+  // since, on a gRPC thread. A `settings` pointer that did not change
+  // holds the same settings.
+  struct View {
+    std::shared_ptr<const router::RouteTable> routes;
+    std::shared_ptr<const v1::DataPlaneSettings> settings;
+  };
+  using ViewSink = std::function<void(View)>;
 
   explicit ManagerLink(LinkOptions options);
   // Shutdown(), if not done.
@@ -55,10 +60,8 @@ class ManagerLink : public LeaseTransport {
   // thread: after it returns, nothing calls the broker or the routes sink.
   void Shutdown();
 
-  // Opens the streams (and keeps them open). `on_routes` gets every new
-  // route table, on a gRPC thread.
-  void Start(LeaseBroker* broker, RoutesSink on_routes,
-             SettingsSink on_settings = nullptr);
+  // Opens the streams (and keeps them open).
+  void Start(LeaseBroker* broker, ViewSink on_view);
 
   // Stops `model` (empty: every model) through the manager, for the proxy's
   // /unload. `done` runs on a gRPC thread with the ids stopped.
@@ -80,8 +83,7 @@ class ManagerLink : public LeaseTransport {
   LinkOptions options_;
   std::unique_ptr<client::ManagerClient> client_;
   LeaseBroker* broker_ = nullptr;
-  RoutesSink on_routes_;
-  SettingsSink on_settings_;
+  ViewSink on_view_;
   // Logs a stream the manager refused (not unreachable), once per cause.
   void LogRefusal(const char* stream, const absl::Status& status);
   absl::Mutex mu_;
@@ -91,6 +93,7 @@ class ManagerLink : public LeaseTransport {
   // The current Watch stream's view: touched only by its reactions (one at
   // a time) and, before it starts, by the link's thread.
   std::map<std::string, v1::Model> models_;
+  std::shared_ptr<const v1::DataPlaneSettings> settings_;
   bool synced_ = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // LogRefusal's last cause; a lock of its own (a reaction may run while

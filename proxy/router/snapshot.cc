@@ -4,8 +4,7 @@
 
 namespace modelplane::proxy::router {
 
-std::shared_ptr<const Settings> Settings::From(
-    const v1::DataPlaneSettings& s) {
+std::shared_ptr<const Settings> Settings::From(const v1::DataPlaneSettings& s) {
   auto out = std::make_shared<Settings>();
   out->api_keys.insert(s.api_key_sha256().begin(), s.api_key_sha256().end());
   out->list_aliases = s.include_aliases_in_list();
@@ -33,14 +32,14 @@ RoutingState::RoutingState() {
   Rebuild();
 }
 
-void RoutingState::SetModels(std::shared_ptr<const RouteTable> routes) {
+void RoutingState::Update(std::shared_ptr<const RouteTable> routes,
+                          std::shared_ptr<const Settings> settings) {
   absl::MutexLock lock(&mu_);
-  routes_ = std::move(routes);
-  Rebuild();
-}
-
-void RoutingState::SetSettings(std::shared_ptr<const Settings> settings) {
-  absl::MutexLock lock(&mu_);
+  if (routes != nullptr) routes_ = std::move(routes);
+  if (settings == nullptr) {
+    Rebuild();
+    return;
+  }
   if (active_profile_ != nullptr) {
     const auto& before = settings_->profiles->routes();
     const auto& after = settings->profiles->routes();

@@ -89,12 +89,18 @@ class RoutingState {
  public:
   RoutingState();
 
-  // The models in force (from the Watch stream).
-  void SetModels(std::shared_ptr<const RouteTable> routes);
-  // The settings in force (from its SETTINGS events). Profiles that differ
-  // from the last ones (a reload changed them) deselect the active one, as
-  // in llama-swap; the same ones keep it.
-  void SetSettings(std::shared_ptr<const Settings> settings);
+  // The models and the settings in force (the Watch stream and its
+  // SETTINGS events), published in one snapshot; a null one stays as it
+  // is. Profiles that differ from the last ones (a reload changed them)
+  // deselect the active one, as in llama-swap; the same ones keep it.
+  void Update(std::shared_ptr<const RouteTable> routes,
+              std::shared_ptr<const Settings> settings);
+  void SetModels(std::shared_ptr<const RouteTable> routes) {
+    Update(std::move(routes), nullptr);
+  }
+  void SetSettings(std::shared_ptr<const Settings> settings) {
+    Update(nullptr, std::move(settings));
+  }
   // Makes `name` the active profile ("": none). False if there is no such
   // profile.
   bool SetActiveProfile(const std::string& name);

@@ -56,6 +56,22 @@ TEST(SnapshotTest, AHeldSnapshotNeverChanges) {
   EXPECT_GT(now->version(), held->version());
 }
 
+// The models and the settings of one point of the manager's stream come in
+// one snapshot: no request sees the one without the other.
+TEST(SnapshotTest, ModelsAndSettingsArePublishedTogether) {
+  RoutingState state;
+  uint64_t before = state.version();
+  state.Update(Models({"a"}), Settings::From(WithProfile("p", "k")));
+  EXPECT_EQ(state.version(), before + 1);
+  std::shared_ptr<const Snapshot> s = state.Current();
+  EXPECT_NE(s->routes().Find("a"), nullptr);
+  ASSERT_NE(s->api_keys(), nullptr);
+  // Null leaves a part as it was.
+  state.Update(Models({"b"}), nullptr);
+  EXPECT_TRUE(state.Current()->api_keys()->contains("k"));
+  EXPECT_NE(state.Current()->routes().Find("b"), nullptr);
+}
+
 TEST(SnapshotTest, ReaderFollowsTheVersion) {
   RoutingState state;
   SnapshotReader reader(&state);

@@ -1,0 +1,205 @@
+#include "proxy/proxy.h"
+
+#include <malloc.h>
+#include <uv.h>
+
+#include <map>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "proxy/router/snapshot.h"
+#include "proxy/worker/metrics.h"
+
+namespace modelplane::proxy {
+
+class Proxy::Timers {
+ public:
+  ~Timers() {
+    // Linger timers still pending: closed with their tasks, not leaked.
+    loop_.RunSync([this] {
+      uv_walk(
+          loop_.loop(),
+          [](uv_handle_t* h, void*) {
+            if (h->type == UV_TIMER && !uv_is_closing(h)) {
+              uv_close(h, [](uv_handle_t* c) {
+                delete static_cast<Task*>(c->data);
+              });
+            }
+          },
+          nullptr);
+    });
+  }
+
+  lease::LeaseBroker::After After() {
+    return [this](absl::Duration delay, std::function<void()> fn) {
+      loop_.Post([this, delay, fn = std::move(fn)]() mutable {
+        auto* t = new Task{uv_timer_t{}, std::move(fn)};
+        uv_timer_init(loop_.loop(), &t->timer);
+        t->timer.data = t;
+        uv_timer_start(
+            &t->timer,
+            [](uv_timer_t* h) {
+              auto* task = static_cast<Task*>(h->data);
+              task->fn();
+              uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* c) {
+                delete static_cast<Task*>(c->data);
+              });
+            },
+            static_cast<uint64_t>(absl::ToInt64Milliseconds(delay)), 0);
+      });
+    };
+  }
+
+ private:
+  struct Task {
+    uv_timer_t timer;
+    std::function<void()> fn;
+  };
+  LoopThread loop_;
+};
+
+Proxy::Proxy(ProxyConfig config) : config_(std::move(config)) {
+  if (!config_.log) config_.log = [](const std::string&, const char*) {};
+  const std::string& host = config_.host;
+  loopback_ =
+      host == "localhost" || absl::StartsWith(host, "127.") || host == "::1";
+  config_.options.loopback_listener = loopback_;
+}
+
+Proxy::~Proxy() { Stop(); }
+
+absl::Status Proxy::Start() {
+  started_ = true;
+  // Before anything starts (threads, the manager link): a taken port is an
+  // error, even one another modelproxy holds with SO_REUSEPORT.
+  if (config_.port != 0) {
+    absl::Status free = Worker::CheckPortFree(config_.host, config_.port);
+    if (!free.ok()) return free;
+  }
+  // Large request bodies are mmapped whatever came before (glibc would
+  // raise its threshold after freeing one and keep the next in its heap for
+  // good), and returned to the system once freed, off the workers' loops.
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  poll_keeper_ = std::make_unique<GrpcPollKeeper>();
+  link_ = std::make_unique<lease::ManagerLink>(config_.link);
+  timers_ = std::make_unique<Timers>();
+  broker_ = std::make_unique<lease::LeaseBroker>(link_.get(), timers_->After());
+  trimmer_ = std::make_unique<MemoryTrimmer>();
+  context_ = std::make_unique<ProxyContext>(broker_.get(), config_.options,
+                                            trimmer_.get());
+  lease::ManagerLink* link = link_.get();
+  context_->set_unload([link](const std::string& model, auto done) {
+    link->Unload(model, std::move(done));
+  });
+  link_->Start(broker_.get(),
+               [this](lease::ManagerLink::View v) { OnView(std::move(v)); });
+  // Every worker exists before any listens: /metrics reads the whole pool.
+  for (int i = 0; i < config_.workers; ++i) {
+    workers_.push_back(std::make_unique<Worker>(context_.get()));
+  }
+  std::vector<Worker*> siblings;
+  for (auto& w : workers_) siblings.push_back(w.get());
+  for (auto& w : workers_) w->SetSiblings(siblings);
+  context_->set_metrics(
+      [this](std::function<void(std::string)> done) {
+        RenderMetrics(std::move(done));
+      });
+  int port = config_.port;
+  for (auto& w : workers_) {
+    absl::StatusOr<int> bound = w->Listen(config_.host, port);
+    if (!bound.ok()) {
+      Stop();
+      return bound.status();
+    }
+    port = *bound;  // Port 0: the first worker's pick, shared by the rest.
+  }
+  port_ = port;
+  return absl::OkStatus();
+}
+
+void Proxy::OnView(lease::ManagerLink::View view) {
+  if (view.settings == nullptr || view.settings == settings_) {
+    context_->routing().Update(std::move(view.routes), nullptr);
+    return;
+  }
+  settings_ = view.settings;
+  const v1::DataPlaneSettings& settings = *view.settings;
+  // Listening beyond this host with no apiKeys: anyone who reaches the port
+  // may use every model and stop them all (/unload). Said when the keys
+  // arrive, and again whenever a reload drops them.
+  bool open = !loopback_ && settings.api_key_sha256().empty();
+  if (open && !open_warned_.exchange(true)) {
+    config_.log(absl::StrCat("listening on ", config_.host, ":", config_.port,
+                             " (beyond this host) and the config sets no "
+                             "apiKeys: anyone who can reach it can use every "
+                             "model and stop them all (POST /unload); set "
+                             "apiKeys, or listen on 127.0.0.1 behind a TLS "
+                             "front proxy"),
+                "warn");
+  }
+  if (!open) open_warned_.store(false);
+  context_->routing().Update(std::move(view.routes),
+                             router::Settings::From(settings));
+}
+
+void Proxy::RenderMetrics(std::function<void(std::string)> done) {
+  // Each worker copies its counters on its own loop (they take no lock);
+  // the last one renders. Nothing waits: a worker asking never blocks on
+  // the others.
+  struct Gather {
+    absl::Mutex mu;
+    Metrics total ABSL_GUARDED_BY(mu);
+    size_t left ABSL_GUARDED_BY(mu);
+    std::function<void(std::string)> done;
+  };
+  auto g = std::make_shared<Gather>();
+  {
+    absl::MutexLock lock(&g->mu);
+    g->left = workers_.size();
+  }
+  g->done = std::move(done);
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->loop().Post([this, worker, g] {
+      Metrics mine = worker->metrics().Snapshot();
+      {
+        absl::MutexLock lock(&g->mu);
+        g->total.Merge(mine);
+        if (--g->left > 0) return;
+      }
+      std::map<std::string, int> in_flight, queued;
+      broker_->Loads(&in_flight, &queued);
+      absl::MutexLock lock(&g->mu);
+      g->total.buffered_body_bytes = context_->bodies().used();
+      g->done(g->total.Render(in_flight, queued));
+    });
+  }
+}
+
+size_t Proxy::Drain(absl::Duration budget) {
+  size_t left = 0;
+  for (auto& w : workers_) left += w->Drain();
+  absl::Time deadline = absl::Now() + budget;
+  while (left > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+    left = 0;
+    for (auto& w : workers_) left += w->connections();
+  }
+  return left;
+}
+
+void Proxy::Stop() {
+  if (!started_ || stopped_) return;
+  stopped_ = true;
+  for (auto& w : workers_) w->Stop();
+  // The link before the workers' loops go: ending its streams answers the
+  // requests still waiting on the broker through those loops (the exchanges
+  // are gone; the posted answers find that and do nothing).
+  if (link_ != nullptr) link_->Shutdown();
+  workers_.clear();
+}
+
+}  // namespace modelplane::proxy

@@ -1,0 +1,104 @@
+// One modelproxy: its link to the manager, the lease broker, the routing
+// state and the workers, started, drained and stopped in one order. What
+// the server's `Manager` is to modelmanager; `modelproxy_main.cc` parses
+// flags and runs one.
+//
+//   Proxy proxy(config);
+//   absl::Status s = proxy.Start();       // Listening on proxy.port().
+//   ...
+//   proxy.Drain(absl::Seconds(30));       // SIGTERM: finish what is in flight.
+//   proxy.Stop();                         // Or the destructor.
+#ifndef MODELPLANE_PROXY_PROXY_H_
+#define MODELPLANE_PROXY_PROXY_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/grpc_poll_keeper.h"
+#include "common/loop_thread.h"
+#include "common/memory_trimmer.h"
+#include "proxy/lease/lease_broker.h"
+#include "proxy/lease/manager_link.h"
+#include "proxy/worker/proxy_context.h"
+#include "proxy/worker/worker.h"
+
+namespace modelplane::proxy {
+
+struct ProxyConfig {
+  // Where to listen: an IP address (or "localhost") and a port (0: any).
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  int workers = 1;
+  // The manager (address, token, TLS) and the link's log.
+  lease::LinkOptions link;
+  ProxyOptions options;
+  // One line of the proxy's own log; level "info" or "warn". Any thread.
+  std::function<void(const std::string& line, const char* level)> log;
+};
+
+class Proxy {
+ public:
+  explicit Proxy(ProxyConfig config);
+  // Stop().
+  ~Proxy();
+  Proxy(const Proxy&) = delete;
+  Proxy& operator=(const Proxy&) = delete;
+
+  // Connects to the manager and listens. A port already taken (even by
+  // another modelproxy, whose SO_REUSEPORT listeners would share it) is an
+  // error, and nothing is left running.
+  absl::Status Start();
+  // The port listened on (the one picked, for port 0).
+  int port() const { return port_; }
+  // Stops accepting and closes idle connections; waits up to `budget` for
+  // the others to finish their response. Returns the connections left (cut
+  // by Stop).
+  size_t Drain(absl::Duration budget);
+  // Closes every connection, ends the manager link (requests still waiting
+  // for a lease are answered through their loops before those go), then
+  // frees the workers; the rest goes with the Proxy. Idempotent.
+  void Stop();
+
+  // For tests and /metrics.
+  ProxyContext& context() { return *context_; }
+
+ private:
+  // The broker's timers (the lease linger), on a loop of their own; pending
+  // ones are closed with their tasks when it goes.
+  class Timers;
+  // A new view from the manager link: into the routing state (settings
+  // compiled when they changed). Says once that the proxy serves beyond
+  // this host with no apiKeys.
+  void OnView(lease::ManagerLink::View view);
+  void RenderMetrics(std::function<void(std::string)> done);
+
+  // Members in dependency order: each is destroyed before those above it
+  // (Stop() has ended the link's calls and freed the workers by then). The
+  // timers go before the broker they call: pending ones are closed, not
+  // run.
+  ProxyConfig config_;
+  bool loopback_ = false;
+  // gRPC's callback API: without it, the link's first message after an
+  // idle second could wait up to 100 ms (grpc_poll_keeper.h).
+  std::unique_ptr<GrpcPollKeeper> poll_keeper_;
+  std::unique_ptr<lease::ManagerLink> link_;
+  std::unique_ptr<lease::LeaseBroker> broker_;
+  std::unique_ptr<Timers> timers_;
+  std::unique_ptr<MemoryTrimmer> trimmer_;
+  std::unique_ptr<ProxyContext> context_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<bool> open_warned_{false};
+  // The link's last settings (the link's thread only).
+  std::shared_ptr<const v1::DataPlaneSettings> settings_;
+  int port_ = 0;
+  bool started_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace modelplane::proxy
+
+#endif  // MODELPLANE_PROXY_PROXY_H_
