@@ -103,10 +103,9 @@ absl::Status Proxy::Start() {
   std::vector<Worker*> siblings;
   for (auto& w : workers_) siblings.push_back(w.get());
   for (auto& w : workers_) w->SetSiblings(siblings);
-  context_->set_metrics(
-      [this](std::function<void(std::string)> done) {
-        RenderMetrics(std::move(done));
-      });
+  context_->set_metrics([this](std::function<void(std::string)> done) {
+    RenderMetrics(std::move(done));
+  });
   int port = config_.port;
   for (auto& w : workers_) {
     absl::StatusOr<int> bound = w->Listen(config_.host, port);

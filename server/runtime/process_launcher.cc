@@ -15,6 +15,7 @@
 #include "absl/base/internal/raw_logging.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/runtime/orphan_sweep.h"
@@ -328,10 +329,31 @@ std::string PathOf(const std::vector<std::string>& env) {
 
 absl::Status CheckExecutable(const actor::SpawnSpec& spec) {
   if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
-  absl::StatusOr<std::string> path =
-      ResolveExecutable(spec.argv[0], PathOf(MergeEnvironment(spec.env)));
+  std::string search = PathOf(MergeEnvironment(spec.env));
+  absl::StatusOr<std::string> path = ResolveExecutable(spec.argv[0], search);
   if (!path.ok()) return path.status();
-  return CheckExecFormat(*path);
+  if (absl::Status s = CheckExecFormat(*path); !s.ok()) return s;
+  // `env VAR=value... command ...`: the command too (with the PATH env
+  // would give it). After an option of env's, nothing more is known.
+  absl::string_view base = *path;
+  base.remove_prefix(base.rfind('/') + 1);
+  if (base != "env") return absl::OkStatus();
+  for (size_t i = 1; i < spec.argv.size(); ++i) {
+    const std::string& arg = spec.argv[i];
+    if (absl::StartsWith(arg, "-")) return absl::OkStatus();
+    if (absl::StartsWith(arg, "PATH=")) {
+      search = arg.substr(5);
+    } else if (arg.find('=') == std::string::npos) {
+      absl::StatusOr<std::string> command = ResolveExecutable(arg, search);
+      if (!command.ok()) {
+        return absl::Status(
+            command.status().code(),
+            absl::StrCat("env runs ", arg, ": ", command.status().message()));
+      }
+      return CheckExecFormat(*command);
+    }
+  }
+  return absl::OkStatus();
 }
 
 namespace {
@@ -395,15 +417,26 @@ absl::Status CheckExecFormat(const std::string& path, int depth) {
   if (n >= 4 && memcmp(head, ELFMAG, SELFMAG) == 0) {
     result = CheckElf(path, fd);
   } else if (n >= 2 && head[0] == '#' && head[1] == '!') {
-    // "#! /usr/bin/env python3": the interpreter is the first word.
+    // "#! /usr/bin/env python3": the interpreter is the first word, as the
+    // kernel reads it (ended by a space, a tab or the newline: a CR before
+    // the newline is part of the name).
     absl::string_view line(head + 2, static_cast<size_t>(n) - 2);
     line = line.substr(0, line.find('\n'));
-    line = absl::StripLeadingAsciiWhitespace(line);
-    std::string interp(line.substr(0, line.find_first_of(" \t\r")));
+    while (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
+      line.remove_prefix(1);
+    }
+    std::string interp(line.substr(0, line.find_first_of(" \t")));
     struct stat st;
     if (interp.empty()) {
       result = absl::FailedPreconditionError(
           absl::StrCat(path, ": its #! line names no interpreter"));
+    } else if (absl::EndsWith(interp, "\r")) {
+      interp.pop_back();
+      result = absl::FailedPreconditionError(
+          absl::StrCat(path,
+                       ": its #! line ends in CR (Windows line endings): the "
+                       "interpreter would be \"",
+                       interp, "\\r\", which does not exist"));
     } else if (stat(interp.c_str(), &st) != 0) {
       result = absl::FailedPreconditionError(absl::StrCat(
           path, ": its interpreter ", interp, ": ", std::strerror(errno)));

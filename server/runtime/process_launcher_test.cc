@@ -239,9 +239,27 @@ TEST(CheckExecFormatTest, KnowsWhatExecWouldRefuse) {
   arm[18] = 40;  // e_machine EM_ARM.
   EXPECT_THAT(CheckExecFormat(write("arm.elf", arm)).message(),
               HasSubstr("an ELF file for another machine"));
+  // Saved with Windows line endings: the kernel looks for "/bin/sh\r".
+  EXPECT_THAT(
+      CheckExecFormat(write("crlf.sh", "#!/bin/sh\r\nexit 0\r\n")).message(),
+      HasSubstr("its #! line ends in CR (Windows line endings)"));
+  EXPECT_TRUE(
+      CheckExecFormat(write("tab.sh", "#!\t/bin/sh -e\nexit 0\n")).ok());
   // And through the PATH lookup, as the scheduler calls it.
   EXPECT_THAT(CheckExecutable(actor::SpawnSpec{{bad}}).message(),
               HasSubstr("its interpreter /nonexistent/interp"));
+  // `env VAR=value command`: the command too, with env's PATH.
+  EXPECT_THAT(
+      CheckExecutable(actor::SpawnSpec{{"env", "A=1", "/nonexistent/llama"}})
+          .message(),
+      HasSubstr("env runs /nonexistent/llama"));
+  EXPECT_THAT(CheckExecutable(actor::SpawnSpec{{"env", "PATH=/nonexistent",
+                                                "A=1", "sh", "-c", "true"}})
+                  .message(),
+              HasSubstr("env runs sh"));
+  EXPECT_TRUE(CheckExecutable(actor::SpawnSpec{{"env", "A=1", "sh"}}).ok());
+  EXPECT_TRUE(
+      CheckExecutable(actor::SpawnSpec{{"env", "-i", "/nonexistent"}}).ok());
 }
 
 TEST(ResolveExecutableTest, SearchesPathInOrder) {
