@@ -69,11 +69,6 @@ std::optional<int64_t> IndexOf(const PathPart& p) {
   return n;
 }
 
-rapidjson::Value::StringRefType Ref(const std::string& key) {
-  return rapidjson::StringRef(key.data(),
-                              static_cast<rapidjson::SizeType>(key.size()));
-}
-
 // A key an object holds twice: the filter would change the first, and the
 // upstream's parser takes the last. Refused (the client gets 400).
 absl::Status Twice(const rapidjson::Value& object, const std::string& key,
@@ -99,9 +94,24 @@ absl::Status Twice(const rapidjson::Value& object, const std::string& key,
   return absl::OkStatus();
 }
 
+// The member named `key` in any letter case (Go's encoding/json, which
+// Go servers read bodies with, takes "Temperature" for temperature; Twice
+// makes sure there is at most one), or MemberEnd().
+rapidjson::Value::MemberIterator FindAnyCase(rapidjson::Value* object,
+                                             absl::string_view key) {
+  for (auto m = object->MemberBegin(); m != object->MemberEnd(); ++m) {
+    if (absl::EqualsIgnoreCase(
+            absl::string_view(m->name.GetString(), m->name.GetStringLength()),
+            key)) {
+      return m;
+    }
+  }
+  return object->MemberEnd();
+}
+
 // The model name is protected: no path may set, strip or go through it.
 bool IsModel(const std::vector<PathPart>& parts) {
-  return parts[0].key == "model";
+  return absl::EqualsIgnoreCase(parts[0].key, "model");
 }
 
 // Sets the value at `parts` in `root` (an object), making the objects and
@@ -123,7 +133,16 @@ absl::Status SetPath(const std::vector<PathPart>& parts,
       child = &(*node)[at];
     } else {
       if (absl::Status s = Twice(*node, part.key, parts); !s.ok()) return s;
-      auto m = node->FindMember(Ref(part.key));
+      auto m = FindAnyCase(node, part.key);
+      if (m != node->MemberEnd() &&
+          absl::string_view(m->name.GetString(), m->name.GetStringLength()) !=
+              part.key) {
+        // The client's spelling gives way to the config's: the upstream
+        // sees one key, the one set.
+        m->name.SetString(part.key.data(),
+                          static_cast<rapidjson::SizeType>(part.key.size()),
+                          alloc);
+      }
       if (m == node->MemberEnd()) {
         node->AddMember(
             rapidjson::Value(part.key.data(),
@@ -179,7 +198,7 @@ absl::Status DeletePath(const std::vector<PathPart>& parts,
       if (absl::Status s = Twice(*node, parts[i].key, parts); !s.ok()) {
         return s;
       }
-      auto m = node->FindMember(Ref(parts[i].key));
+      auto m = FindAnyCase(node, parts[i].key);
       if (m == node->MemberEnd()) return absl::OkStatus();
       if (last) {
         node->EraseMember(m);  // Keeps the order of the other members.
@@ -317,8 +336,9 @@ absl::StatusOr<std::string> ApplyJsonFilters(std::string body,
   if (absl::Status s = Twice(doc, "model", {PathPart{"model"}}); !s.ok()) {
     return s;
   }
-  if (!f.use_model_name.empty() && doc.HasMember("model")) {
-    doc["model"].SetString(
+  if (auto m = FindAnyCase(&doc, "model");
+      !f.use_model_name.empty() && m != doc.MemberEnd()) {
+    m->value.SetString(
         f.use_model_name.data(),
         static_cast<rapidjson::SizeType>(f.use_model_name.size()), alloc);
   }

@@ -66,6 +66,24 @@ TEST(BodyFiltersTest, AKeyTwiceWhereAFilterLooksIsRefused) {
       ApplyJsonFilters(R"({"model":"g","other":{"x":1,"x":2}})", strip).ok());
 }
 
+// Go servers read "Temperature" as temperature: the filters find keys in
+// any letter case, as the duplicate check compares them.
+TEST(BodyFiltersTest, FiltersFindKeysInAnyLetterCase) {
+  FilterSpec f{
+      "served", {"temperature", "kw.top_p"}, R"({"max_tokens":5})", {}};
+  absl::StatusOr<std::string> out = ApplyJsonFilters(
+      R"({"Model":"g","TEMPERATURE":2,"kw":{"Top_P":0.1,"x":1},)"
+      R"("Max_Tokens":999})",
+      f);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, R"({"Model":"served","kw":{"x":1},"max_tokens":5})");
+  // No path reaches the model name, in any case.
+  FilterSpec strip_model{"", {"MODEL"}, R"({"Model":"x"})", {}};
+  out = ApplyJsonFilters(R"({"model":"g"})", strip_model);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, R"({"model":"g"})");
+}
+
 TEST(BodyFiltersTest, NanAndInfinityPassThrough) {
   FilterSpec f{"", {"temperature"}, "", {}};
   absl::StatusOr<std::string> out =
