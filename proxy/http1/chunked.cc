@@ -63,7 +63,7 @@ size_t ChunkedDecoder::Feed(absl::string_view data,
         if (c == ' ' || c == '\t') {
           state_ = State::kSizeSpace;
         } else if (c == ';') {
-          state_ = State::kExtension;
+          state_ = State::kExtensionName;
         } else if (c == '\r') {
           state_ = State::kSizeLf;
         } else if (c == '\n') {
@@ -78,10 +78,18 @@ size_t ChunkedDecoder::Feed(absl::string_view data,
         // 9112 7.1.1: BWS ";").
         if (c == ' ' || c == '\t') break;
         if (c == ';') {
-          state_ = State::kExtension;
+          state_ = State::kExtensionName;
         } else {
           return Fail(400, "whitespace after a chunk size, and no ';'", i);
         }
+        break;
+      case State::kExtensionName:
+        // RFC 9112 7.1.1: BWS ";" BWS chunk-ext-name: a name (a token).
+        if (c == ' ' || c == '\t') break;
+        if (!IsFieldName(absl::string_view(&c, 1))) {
+          return Fail(400, "a chunk extension without a name", i);
+        }
+        state_ = State::kExtension;
         break;
       case State::kExtension:
         if (c == '\r') {

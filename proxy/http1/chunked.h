@@ -46,6 +46,7 @@ class ChunkedDecoder {
     kSizeStart,  // The first hex digit of a chunk size.
     kSize,       // More hex digits, whitespace, ';' or CR.
     kSizeSpace,  // Whitespace after the size: ';' or CR.
+    kExtensionName,
     kExtension,  // After ';', up to CR.
     kSizeLf,     // The LF of a chunk line.
     kData,       // Chunk data.

@@ -249,7 +249,10 @@ bool RequestParser::CheckHead(const http_parser* p) {
     return false;
   }
   int hosts = 0;
-  std::vector<absl::string_view> codings;  // Every Transfer-Encoding's.
+  bool te = false;
+  // Every Transfer-Encoding's codings (RFC 9110 5.6.1: empty list elements
+  // are ignored, and OWS is spaces and tabs).
+  std::vector<absl::string_view> codings;
   for (const auto& [name, value] : head_.headers) {
     if (EqualsNoCase(name, "host")) {
       ++hosts;
@@ -262,8 +265,15 @@ bool RequestParser::CheckHead(const http_parser* p) {
         return false;
       }
     } else if (EqualsNoCase(name, "transfer-encoding")) {
+      te = true;
       for (absl::string_view t : absl::StrSplit(value, ',')) {
-        codings.push_back(absl::StripAsciiWhitespace(t));
+        while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) {
+          t.remove_prefix(1);
+        }
+        while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) {
+          t.remove_suffix(1);
+        }
+        if (!t.empty()) codings.push_back(t);
       }
     }
   }
@@ -274,6 +284,11 @@ bool RequestParser::CheckHead(const http_parser* p) {
         hosts > 1 ? "malformed HTTP request: more than one Host header"
                   : "malformed HTTP request: an HTTP/1.1 request needs a "
                     "Host header";
+    return false;
+  }
+  if (te && codings.empty()) {
+    error_status_ = 400;
+    error_message_ = "malformed HTTP request: an empty Transfer-Encoding";
     return false;
   }
   // RFC 9112 6.1: HTTP/1.0 has no transfer coding; the framing is faulty.
@@ -300,6 +315,9 @@ bool RequestParser::CheckHead(const http_parser* p) {
                 "not supported";
     return false;
   }
+  // Decided here, not by http-parser, which takes "chunked<TAB>" or
+  // "chunked," for some other coding: the body is ours to read anyway.
+  chunked_head_ = !codings.empty();
   return true;
 }
 
@@ -319,7 +337,7 @@ int RequestParser::OnHeadersComplete(http_parser* p) {
   h.method = http_method_str(static_cast<http_method>(p->method));
   h.version_minor = p->http_minor;
   if (p->flags & F_CONTENTLENGTH) h.content_length = p->content_length;
-  h.chunked = (p->flags & F_CHUNKED) != 0;
+  h.chunked = self->chunked_head_;
   h.keep_alive = http_should_keep_alive(p) != 0;
   h.upgrade = FindHeader(h.headers, "upgrade") != nullptr;
   const std::string* expect = FindHeader(h.headers, "expect");

@@ -183,6 +183,8 @@ class RequestParser {
   // In a chunked body (http-parser paused after its head).
   std::optional<ChunkedDecoder> chunked_;
   bool chunked_keep_alive_ = true;
+  // The head's Transfer-Encoding is chunked (CheckHead decides it).
+  bool chunked_head_ = false;
   int error_status_ = 0;
   std::string error_message_;
 };

@@ -141,6 +141,29 @@ TEST(RequestParserTest, ByteByByteAndChunkedBodiesAreDechunked) {
   EXPECT_EQ(v.ends, 1);
 }
 
+// RFC 9110 5.6.1: OWS is spaces and tabs, and empty list elements are
+// ignored: these are one chunked coding.
+TEST(RequestParserTest, TransferEncodingListsAreReadAsTheRfcSays) {
+  for (const char* te : {"chunked\t", "chunked,", ", chunked", "\tchunked ,"}) {
+    Requests v;
+    RequestParser p(&v, Limits{});
+    std::string in = absl::StrCat("POST /x HTTP/1.1\r\nHost: a\r\n",
+                                  "Transfer-Encoding: ", te, "\r\n\r\n",
+                                  "3\r\nabc\r\n0\r\n\r\n");
+    EXPECT_EQ(FeedAll(p, in, 1 << 20), in.size()) << te;
+    EXPECT_FALSE(p.failed()) << te << ": " << v.error;
+    ASSERT_EQ(v.heads.size(), 1u) << te;
+    EXPECT_TRUE(v.heads[0].chunked) << te;
+    EXPECT_EQ(v.bodies[0], "abc") << te;
+    EXPECT_EQ(v.ends, 1) << te;
+  }
+  Requests v;
+  RequestParser p(&v, Limits{});
+  FeedAll(p, "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\n\r\n",
+          1 << 20);
+  EXPECT_EQ(v.error, "malformed HTTP request: an empty Transfer-Encoding");
+}
+
 TEST(RequestParserTest, FlagsExpectUpgradeAndKeepAlive) {
   Requests v;
   RequestParser p(&v, Limits{});
@@ -318,6 +341,10 @@ TEST(RequestParserTest, ChunkedBodiesAreReadStrictly) {
        "malformed chunked body: a chunked body must end in CRLF"},
       {"1f \r\n", 400,
        "malformed chunked body: whitespace after a chunk size, and no ';'"},
+      {"3;\r\nabc\r\n0\r\n\r\n", 400,
+       "malformed chunked body: a chunk extension without a name"},
+      {"3; ;a\r\nabc\r\n0\r\n\r\n", 400,
+       "malformed chunked body: a chunk extension without a name"},
   };
   for (const Case& c : cases) {
     for (size_t piece : {size_t{1} << 20, size_t{1}}) {
