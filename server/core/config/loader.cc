@@ -97,9 +97,25 @@ class Loader {
           ParseYaml(files[i].second, &syntax, static_cast<int>(i));
       if (!root) {
         sink_.Error(syntax.pos, "", syntax.message);
+      } else if (root->is_null()) {
+        // Empty, or comments only: as a lone config file is refused, so is
+        // one of several (a file truncated while it is saved would stop its
+        // models on a reload). Remove the file to drop what it held.
+        sink_.Error(root->pos, "",
+                    "the file is empty: it needs settings (remove the file "
+                    "to drop what it held)");
       } else if (root->is_map()) {
+        // `models:` with every model commented out: refused as in a lone
+        // file, where the null would otherwise give way in the merge.
+        for (const auto& [key, value] : root->entries) {
+          if (key.text == "models" && value.is_null()) {
+            sink_.Error(key.pos, "models",
+                        "is empty (null): write 'models: {}' for a file "
+                        "without models, or leave the key out");
+          }
+        }
         Merge(*root, &merged, "");
-      } else if (!root->is_null()) {  // Comments only: nothing to merge.
+      } else {
         sink_.Error(root->pos, "",
                     absl::StrCat("the file must be a mapping of settings, "
                                  "not ",

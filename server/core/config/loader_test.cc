@@ -572,8 +572,7 @@ TEST(LoaderTest, ConfigDirFilesAreMergedInNameOrder) {
                          {"a.yml",
                           "macros:\n  flag: -v\n"
                           "models:\n  a: {cmd: \"x ${flag} ${PORT}\"}\n"},
-                         {"notes.txt", "not: yaml: at: all"},
-                         {"c.yaml", "# only comments\n"}});
+                         {"notes.txt", "not: yaml: at: all"}});
   std::string main = dir + "/../merge-main.yaml";
   std::ofstream(main)
       << "startPort: 9000\nmodels:\n  m: {cmd: \"x ${PORT}\"}\n";
@@ -590,6 +589,32 @@ TEST(LoaderTest, ConfigDirFilesAreMergedInNameOrder) {
   r = LoadConfigSources("", dir, Env());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r.config->models.size(), 2u);
+}
+
+// A file that is empty, or whose `models` are all commented out, is refused
+// as a lone config file is: one truncated while it is saved (a reload, or
+// --watch-config, reading it then) would otherwise stop its models.
+TEST(LoaderTest, ConfigDirRefusesAnEmptyFileOrNullModels) {
+  for (const char* text :
+       {"", "# only comments\n", "models:\n#  b: {}\n", "models: ~\n"}) {
+    std::string dir = WriteDir(
+        "nullfile",
+        {{"a.yaml", "models:\n  a: {cmd: \"x ${PORT}\"}\n"}, {"b.yaml", text}});
+    LoadResult r = LoadConfigSources("", dir, Env());
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_THAT(r.errors[0].ToString(), ::testing::StartsWith(dir + "/b.yaml:"))
+        << text;
+    EXPECT_THAT(r.errors[0].ToString(),
+                ::testing::AnyOf(HasSubstr("the file is empty"),
+                                 HasSubstr("models: is empty (null)")))
+        << text;
+  }
+  // A file without models at all is fine, as is `models: {}`.
+  std::string dir =
+      WriteDir("nomodels", {{"a.yaml", "models:\n  a: {cmd: \"x ${PORT}\"}\n"},
+                            {"b.yaml", "models: {}\nhealthCheckTimeout: 30\n"},
+                            {"c.yaml", "apiKeys: [k]\n"}});
+  EXPECT_TRUE(LoadConfigSources("", dir, Env()).ok());
 }
 
 TEST(LoaderTest, ConfigDirMergesSettingsAsLlamaSwap) {
