@@ -2,7 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,12 +28,17 @@
 #include "common/memory_trimmer.h"
 #include "server/core/config/loader.h"
 #include "server/manager.h"
+#include "server/rpc/health_service.h"
 #include "server/rpc/model_manager_service.h"
 #include "server/runtime/cgroup_jail.h"
 #include "server/runtime/orphan_sweep.h"
 
 namespace modelplane {
 namespace {
+
+// Threads for gRPC's synchronous services (server reflection: one per open
+// stream).
+constexpr int kMaxSyncThreads = 32;
 
 int LevelRank(const std::string& level) {
   if (level == "debug") return 0;
@@ -214,10 +219,20 @@ int Serve(const ServeOptions& o) {
     return 2;
   }
 
-  std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
+  // The health service is the manager's own (under the stream limits);
+  // it exists before the manager, which reports readiness into it.
+  MemoryTrimmer trimmer;
+  rpc::StreamLimits limits(
+      {o.max_streams_per_peer, o.max_streams},
+      [&log](const std::string& line) { log.Write("warn", line); }, &trimmer);
+  rpc::HealthService health(&limits);
+  health.Set("", true);
+  for (const auto& m : loaded.config->models) {
+    health.Set("model/" + m.id, false);
+  }
   ManagerOptions mo;
   mo.on_readiness = [&health](const std::string& id, bool ready) {
-    if (auto* h = health.load()) h->SetServingStatus("model/" + id, ready);
+    health.Set("model/" + id, ready);
   };
   mo.on_log = [&log](const std::string& lvl, const std::string& line) {
     log.Write(lvl, line);
@@ -252,16 +267,16 @@ int Serve(const ServeOptions& o) {
   std::vector<std::string> ids;
   for (const auto& m : loaded.config->models) ids.push_back(m.id);
   auto manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);
-  // Freed memory back to the system after a burst of streams closed.
-  MemoryTrimmer trimmer;
-  rpc::StreamLimits limits(
-      {o.max_streams_per_peer, o.max_streams},
-      [&log](const std::string& line) { log.Write("warn", line); }, &trimmer);
   rpc::ModelManagerService service(manager.get(), token, &limits);
 
-  grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // Server reflection is gRPC's synchronous service: a thread per open
+  // stream. Capped (past it a stream is RESOURCE_EXHAUSTED); the API and
+  // health run on the callback API, which these threads do not serve.
+  grpc::ResourceQuota quota("modelmanager");
+  quota.SetMaxThreads(kMaxSyncThreads);
+  builder.SetResourceQuota(quota);
   // Keepalive pings find a dead Acquire peer, so its leases are released.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
@@ -272,14 +287,12 @@ int Serve(const ServeOptions& o) {
   // gRPC binds with SO_REUSEPORT by default: a second manager on the same
   // address would then share it, and calls would alternate between the two.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // gRPC binds with SO_REUSEPORT by default: a second manager on the same
-  // address would then share it, and calls would alternate between the two.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   bool unix_socket = absl::StartsWith(o.listen, "unix:");
   if (unix_socket) unlink(o.listen.substr(5).c_str());
   int port = 0;
   builder.AddListeningPort(o.listen, creds, &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&health);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || (!unix_socket && port == 0)) {
     log.Write("error", "cannot listen on " + o.listen);
@@ -290,10 +303,6 @@ int Serve(const ServeOptions& o) {
   // message after an idle second could wait up to 100 ms
   // (grpc_poll_keeper.h).
   GrpcPollKeeper poll_keeper;
-  grpc::HealthCheckServiceInterface* h = server->GetHealthCheckService();
-  h->SetServingStatus("", true);
-  for (const std::string& id : ids) h->SetServingStatus("model/" + id, false);
-  health.store(h);
   std::string where =
       unix_socket
           ? o.listen
@@ -322,8 +331,7 @@ int Serve(const ServeOptions& o) {
     break;
   }
   watcher.reset();
-  health.store(nullptr);
-  h->Shutdown();  // Every service NOT_SERVING, and stays so.
+  health.Shutdown();  // Every service NOT_SERVING, and stays so.
   manager->Shutdown(o.shutdown_budget);
   // The models are down: cancel what is still open (Watch, Acquire,
   // StreamLogs streams) rather than wait for clients to close them.

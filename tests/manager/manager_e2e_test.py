@@ -476,6 +476,14 @@ def rss_kib(pid):
     return 0
 
 
+def threads(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
 class StreamLimitTest(unittest.TestCase):
     def open_watches(self, stub, n):
         """n Watch streams, each past its first event (open on the server)."""
@@ -587,6 +595,62 @@ class StreamLimitTest(unittest.TestCase):
     def _opens(self, stub):
         try:
             c = stub.Watch(pb.WatchRequest())
+            next(c)
+            c.cancel()
+            return True
+        except grpc.RpcError:
+            return False
+
+    def test_health_watch_and_reflection_streams_are_bounded(self):
+        # The health service is the manager's own: its Watch streams count
+        # under the same limits (and follow the model's readiness).
+        # Reflection (a thread per stream in gRPC) is capped by threads.
+        with ManagerProcess({"a": []}, flags=["--max-streams-per-peer", "20"]) as m:
+            health = health_pb2_grpc.HealthStub(m.channel)
+            w = health.Watch(health_pb2.HealthCheckRequest(service="model/a"))
+            self.assertEqual(next(w).status, health_pb2.HealthCheckResponse.NOT_SERVING)
+            m.stub().Start(pb.StartRequest(model="a"), timeout=20)
+            self.assertEqual(next(w).status, health_pb2.HealthCheckResponse.SERVING)
+            unknown = health.Watch(health_pb2.HealthCheckRequest(service="nope"))
+            self.assertEqual(next(unknown).status,
+                             health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+            with self.assertRaises(grpc.RpcError) as e:
+                health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+            more = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(18)]
+            for c in more:
+                self.assertEqual(next(c).status, health_pb2.HealthCheckResponse.SERVING)
+            with self.assertRaises(grpc.RpcError) as e:
+                next(health.Watch(health_pb2.HealthCheckRequest()))
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("--max-streams-per-peer 20", e.exception.details())
+            for c in [w, unknown] + more:
+                c.cancel()
+            # A closed one gives its place back; checks are no streams.
+            self.assertTrue(wait_for(lambda: self._health_opens(health), 10))
+            # Reflection streams past the thread cap: refused, not a thread
+            # each.
+            stub = reflection_pb2_grpc.ServerReflectionStub(m.channel)
+            held, refused = [], 0
+            for _ in range(60):
+                q = queue.Queue()
+                q.put(reflection_pb2.ServerReflectionRequest(list_services=""))
+                call = stub.ServerReflectionInfo(iter(q.get, None))
+                held.append((call, q))
+                try:
+                    next(call)
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    refused += 1
+            self.assertGreater(refused, 0)
+            self.assertLess(threads(m.proc.pid), 100)
+            for call, q in held:
+                q.put(None)
+                call.cancel()
+
+    def _health_opens(self, health):
+        try:
+            c = health.Watch(health_pb2.HealthCheckRequest())
             next(c)
             c.cancel()
             return True
