@@ -6,9 +6,12 @@ BUILD_DIR := .build
 BEP := $(BUILD_DIR)/test_bep.json
 TEST_LABELS := $(BUILD_DIR)/test_labels.txt
 SUMMARY := $(BUILD_DIR)/test_summary.txt
+BEP_SAN := $(BUILD_DIR)/test_bep_sanitize.json
+SUMMARY_SAN := $(BUILD_DIR)/test_summary_sanitize.txt
+SAN_DIR := $(abspath $(BUILD_DIR))/sanitizers
 FORMAT_SOURCES = $(shell git ls-files '*.cc' '*.h' '*.proto' 2>/dev/null)
 
-.PHONY: all bootstrap build demo run test bench fuzz fmt fmt-check
+.PHONY: all bootstrap build demo run test test-asan bench fuzz fmt fmt-check
 
 all: build
 
@@ -44,6 +47,27 @@ test:
 	$(BAZEL) test //... --keep_going --build_event_json_file=$(BEP); rc=$$?; \
 	/usr/bin/python3 tools/test_summary.py $(BEP) --all-tests $(TEST_LABELS) \
 	  --extra clang-format=$$fmt | tee $(SUMMARY); \
+	sum=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] && [ $$sum -eq 0 ]
+
+# The whole suite again, built with ASan and UBSan (.bazelrc's `sanitize`,
+# an output tree of its own). Every process the tests start reports into
+# $(SAN_DIR) (not into pipes a test may not read): a report there fails the
+# run, and is printed. The last line is `N passed, N failed`.
+test-asan:
+	@tools/bootstrap.sh test
+	@mkdir -p $(BUILD_DIR)
+	@rm -rf $(BEP_SAN) $(SUMMARY_SAN) $(SAN_DIR) && mkdir -p $(SAN_DIR)
+	@$(BAZEL) query 'tests(//...)' 2>/dev/null >$(TEST_LABELS); \
+	$(BAZEL) test --config=sanitize //... --keep_going \
+	  --build_event_json_file=$(BEP_SAN) \
+	  --test_env=ASAN_OPTIONS=log_path=$(SAN_DIR)/asan \
+	  --test_env=UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_DIR)/ubsan; \
+	rc=$$?; san=pass; \
+	if [ -n "$$(ls -A $(SAN_DIR))" ]; then \
+	  san=fail; for f in $(SAN_DIR)/*; do echo "== $$f"; head -c 8000 $$f; done; \
+	fi; \
+	/usr/bin/python3 tools/test_summary.py $(BEP_SAN) --all-tests $(TEST_LABELS) \
+	  --extra sanitizer-reports=$$san | tee $(SUMMARY_SAN); \
 	sum=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] && [ $$sum -eq 0 ]
 
 # Coverage-guided fuzzing of the proxy's parsers with clang's libFuzzer

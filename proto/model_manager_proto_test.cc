@@ -462,9 +462,12 @@ TEST(ModelManagerProtoTest, WatchEventTypes) {
   EXPECT_EQ(WatchEvent::TYPE_UNSPECIFIED, 0);
   EXPECT_EQ(EnumValueNames(*WatchEvent::Type_descriptor()),
             Names({"TYPE_UNSPECIFIED", "TYPE_ADDED", "TYPE_MODIFIED",
-                   "TYPE_DELETED", "TYPE_BOOKMARK"}));
+                   "TYPE_DELETED", "TYPE_BOOKMARK", "TYPE_SETTINGS"}));
   EXPECT_EQ(WatchEvent::descriptor()->FindFieldByName("model")->message_type(),
             Model::descriptor());
+  EXPECT_EQ(
+      WatchEvent::descriptor()->FindFieldByName("settings")->message_type(),
+      DataPlaneSettings::descriptor());
 }
 
 TEST(ModelManagerProtoTest, AcquireRequestCarriesEveryClientMessage) {

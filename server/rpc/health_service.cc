@@ -32,8 +32,7 @@ class HealthService::WatchReactor
   }
 
  private:
-  bool Next(HealthCheckResponse* msg,
-            std::optional<grpc::Status>*) override {
+  bool Next(HealthCheckResponse* msg, std::optional<grpc::Status>*) override {
     Status now = service_->StatusOf(name_);
     if (sent_ && now == last_) return false;
     sent_ = true;
@@ -97,9 +96,9 @@ void HealthService::Unsubscribe(Watchers::iterator it) {
   watchers_.erase(it);
 }
 
-grpc::ServerUnaryReactor* HealthService::Check(
-    grpc::CallbackServerContext* ctx, const HealthCheckRequest* req,
-    HealthCheckResponse* resp) {
+grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* ctx,
+                                               const HealthCheckRequest* req,
+                                               HealthCheckResponse* resp) {
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   Status s = StatusOf(req->service());
   if (s == HealthCheckResponse::SERVICE_UNKNOWN) {

@@ -27,6 +27,13 @@ def runfile(path):
     return os.path.join(here, "..", "..", "bazel-bin", path)
 
 
+def under_sanitizer():
+    """Whether the binaries under test are built with ASan/UBSan (`make
+    test-asan`): there RSS measures the sanitizer's allocator (its
+    quarantine, its shadow memory), so memory figures are not asserted."""
+    return bool(os.environ.get("MODELPLANE_SANITIZER"))
+
+
 def wait_for(predicate, timeout=10.0, interval=0.005):
     """Polls `predicate` until it returns a true value; returns it, or None on timeout."""
     deadline = time.monotonic() + timeout
