@@ -89,9 +89,15 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
   }
 
   void OnWriteDone(bool ok) override {
+    std::optional<grpc::Status> deferred;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
+      deferred.swap(deferred_finish_);
+    }
+    if (deferred) {
+      Finish(std::move(*deferred));
+      return;
     }
     if (!ok) {
       FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "client gone"));
@@ -305,11 +311,17 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
     StartWrite(&current_);
   }
 
+  // Finishes the stream, once: at once, or, with a write in flight, when
+  // it is done (gRPC takes one write or finish in flight at a time).
   void FinishOnce(grpc::Status s) {
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
       finished_ = true;
+      if (writing_) {
+        deferred_finish_ = std::move(s);
+        return;
+      }
     }
     Finish(std::move(s));
   }
@@ -328,6 +340,8 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
   std::deque<v1::AcquireResponse> out_ ABSL_GUARDED_BY(mu_);
   v1::AcquireResponse current_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // FinishOnce's status while a write was in flight.
+  std::optional<grpc::Status> deferred_finish_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -46,9 +46,15 @@ class PullWriteReactor : public grpc::ServerWriteReactor<Msg> {
   }
 
   void OnWriteDone(bool ok) override {
+    std::optional<grpc::Status> deferred;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
+      deferred.swap(deferred_finish_);
+    }
+    if (deferred) {
+      this->Finish(std::move(*deferred));
+      return;
     }
     if (!ok) {
       FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "client gone"));
@@ -94,11 +100,18 @@ class PullWriteReactor : public grpc::ServerWriteReactor<Msg> {
     };
   }
 
+  // Finishes the stream, once: at once, or, with a write in flight, when
+  // it is done (gRPC takes one write or finish in flight at a time; a
+  // Finish beside a write made it call OnDone twice).
   void FinishOnce(grpc::Status s) {
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
       finished_ = true;
+      if (writing_) {
+        deferred_finish_ = std::move(s);
+        return;
+      }
     }
     this->Finish(std::move(s));
   }
@@ -116,6 +129,8 @@ class PullWriteReactor : public grpc::ServerWriteReactor<Msg> {
   std::unique_ptr<StreamLimits::Slot> slot_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // FinishOnce's status while a write was in flight.
+  std::optional<grpc::Status> deferred_finish_ ABSL_GUARDED_BY(mu_);
   Msg msg_;
 };
 
