@@ -10,10 +10,15 @@
 #include "common/json_string.h"
 #include "common/loop_thread.h"
 #include "proxy/router/body_filters.h"
-#include "proxy/worker/url_params.h"
+#include "proxy/router/url_params.h"
 #include "proxy/worker/worker.h"
 
 namespace modelplane::proxy {
+
+using router::PercentDecode;
+using router::QueryParam;
+using router::QueryParamCount;
+using router::ReplaceParam;
 namespace {
 
 const char* ErrorType(int status) {

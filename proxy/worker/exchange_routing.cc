@@ -8,11 +8,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "proxy/router/body_filters.h"
+#include "proxy/router/url_params.h"
 #include "proxy/worker/exchange.h"
-#include "proxy/worker/url_params.h"
 #include "proxy/worker/worker.h"
 
 namespace modelplane::proxy {
+
+using router::PercentDecode;
+using router::QueryParam;
+using router::QueryParamCount;
+using router::ReplaceParam;
 
 bool Exchange::IgnoredPath(absl::string_view path) {
   for (const auto& re : routing_->ignore_paths()) {

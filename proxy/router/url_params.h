@@ -1,14 +1,14 @@
 // Query strings and urlencoded forms (k=v&k=v): what the proxy reads from
 // them (`?model=`, a form's model field) and rewrites (a peer's or a
 // selector's model name).
-#ifndef MODELPLANE_PROXY_WORKER_URL_PARAMS_H_
-#define MODELPLANE_PROXY_WORKER_URL_PARAMS_H_
+#ifndef MODELPLANE_PROXY_ROUTER_URL_PARAMS_H_
+#define MODELPLANE_PROXY_ROUTER_URL_PARAMS_H_
 
 #include <string>
 
 #include "absl/strings/string_view.h"
 
-namespace modelplane::proxy {
+namespace modelplane::proxy::router {
 
 // %XX decoded (a malformed escape is kept as written); with `plus`, '+' is
 // a space (form encoding, as in a query).
@@ -25,6 +25,6 @@ int QueryParamCount(absl::string_view target, absl::string_view name);
 std::string ReplaceParam(absl::string_view pairs, absl::string_view name,
                          absl::string_view value);
 
-}  // namespace modelplane::proxy
+}  // namespace modelplane::proxy::router
 
-#endif  // MODELPLANE_PROXY_WORKER_URL_PARAMS_H_
+#endif  // MODELPLANE_PROXY_ROUTER_URL_PARAMS_H_

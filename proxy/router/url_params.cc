@@ -1,4 +1,4 @@
-#include "proxy/worker/url_params.h"
+#include "proxy/router/url_params.h"
 
 #include <algorithm>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace modelplane::proxy {
+namespace modelplane::proxy::router {
 namespace {
 
 int HexDigit(char c) {
@@ -96,4 +96,4 @@ std::string ReplaceParam(absl::string_view pairs, absl::string_view name,
   return std::string(pairs);
 }
 
-}  // namespace modelplane::proxy
+}  // namespace modelplane::proxy::router

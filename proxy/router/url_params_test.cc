@@ -1,8 +1,8 @@
-#include "proxy/worker/url_params.h"
+#include "proxy/router/url_params.h"
 
 #include "gtest/gtest.h"
 
-namespace modelplane::proxy {
+namespace modelplane::proxy::router {
 namespace {
 
 TEST(UrlParamsTest, QueryParamIsDecoded) {
@@ -25,4 +25,4 @@ TEST(UrlParamsTest, ReplaceParamRewritesTheFirstOnly) {
 }
 
 }  // namespace
-}  // namespace modelplane::proxy
+}  // namespace modelplane::proxy::router
