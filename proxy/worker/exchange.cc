@@ -15,10 +15,6 @@
 
 namespace modelplane::proxy {
 
-using router::PercentDecode;
-using router::QueryParam;
-using router::QueryParamCount;
-using router::ReplaceParam;
 namespace {
 
 const char* ErrorType(int status) {
@@ -37,21 +33,6 @@ const char* ErrorType(int status) {
       return "api_error";
   }
 }
-
-// The target a body route is forwarded to: llama-swap's versionless
-// /v/... routes lose the /v (/v/chat/completions -> /chat/completions), and
-// audio.cpp's /audioapi/... its prefix.
-std::string UpstreamTarget(const std::string& target) {
-  if (absl::StartsWith(target, "/v/")) return target.substr(2);
-  if (absl::StartsWith(target, "/audioapi/")) return target.substr(9);
-  return target;
-}
-
-bool IsHealth(absl::string_view path) {
-  return path == "/health" || path == "/wol-health";
-}
-
-constexpr absl::string_view kApiUnload = "/api/models/unload";
 
 }  // namespace
 
@@ -105,7 +86,6 @@ void Exchange::Begin(http1::RequestHead head) {
   scan_ = BodyScan::kNone;
   form_ = false;
   renamed_ = false;
-  resolved_ = false;
   responding_ = false;
   record_ = RequestRecord();
   absl::string_view path =
@@ -113,10 +93,7 @@ void Exchange::Begin(http1::RequestHead head) {
   record_.route = RouteLabel(path);
   head_ns_ = uv_hrtime();
   response_bytes_ = 0;
-  bool body_route =
-      head_.method == "POST" &&
-      std::find(std::begin(router::kBodyRoutes), std::end(router::kBodyRoutes),
-                path) != std::end(router::kBodyRoutes);
+  bool body_route = router::IsBodyRoute(head_.method, path);
   if (body_route) {
     const std::string* type = http1::FindHeader(head_.headers, "content-type");
     auto boundary =
@@ -143,7 +120,7 @@ void Exchange::Begin(http1::RequestHead head) {
   // refused is read and dropped, never buffered (and not asked for).
   rejection_ = 0;
   bool get = head_.method == "GET" || head_.method == "HEAD";
-  if (head_.method != "OPTIONS" && !(IsHealth(path) && get)) {
+  if (head_.method != "OPTIONS" && !(router::IsHealth(path) && get)) {
     if (routing_->api_keys() == nullptr) {
       rejection_ = 503;
     } else if (!Authorized()) {
@@ -230,22 +207,50 @@ void Exchange::OnWritable() {
   if (upstream_) upstream_->SetReading(true);
 }
 
+router::Request Exchange::RouterRequest() {
+  router::Request r;
+  r.method = head_.method;
+  r.target = head_.target;
+  if (scan_ == BodyScan::kJson) {
+    json_.Finish();
+    // curl -d labels a JSON body a form: its model field, when the body is
+    // not JSON (as llama-swap decides).
+    if (!json_.model() && json_.error() && form_) scan_ = BodyScan::kForm;
+  }
+  if (scan_ == BodyScan::kJson) {
+    r.body = router::Body::kJson;
+    r.body_model = json_.model();
+    if (json_.error()) r.scan_error = json_.error_message();
+  } else if (scan_ == BodyScan::kMultipart && multipart_ != nullptr) {
+    multipart_->Finish();
+    r.body = router::Body::kMultipart;
+    r.body_model = multipart_->model();
+    if (multipart_->error()) r.scan_error = multipart_->error_message();
+  } else if (scan_ == BodyScan::kForm) {
+    r.body = router::Body::kForm;
+    r.form = body_;
+  }
+  return r;
+}
+
 void Exchange::Dispatch() {
-  absl::string_view path =
-      absl::string_view(head_.target).substr(0, head_.target.find('?'));
   const std::string* origin = http1::FindHeader(head_.headers, "origin");
   origin_ = origin != nullptr ? *origin : "";
-  if (head_.method == "OPTIONS") return RespondPreflight();
-  // HEAD is answered wherever GET is (without the body).
-  bool get = head_.method == "GET" || head_.method == "HEAD";
-  if (IsHealth(path) && get) {
+  lease::LeaseBroker* broker = &worker_->context().broker();
+  router::Decision d = router::Decide(
+      RouterRequest(), *routing_,
+      [broker](const std::string& model) { return broker->Busy(model); });
+  using Kind = router::Decision::Kind;
+  if (d.kind == Kind::kPreflight) return RespondPreflight();
+  if (d.kind == Kind::kHealth) {
     // Plain "OK" as llama-swap answers it: health checks written for it
     // (`curl ... | grep -q OK`) keep working.
     return Respond(200, "text/plain; charset=utf-8", "OK");
   }
+  // Admission (decided on the head): everything but health and preflights.
   if (rejection_ == 503) {
     // Fail closed: until the manager has said whether keys are required,
-    // nothing is served (the keys come with the first route table).
+    // nothing is served (the keys come with the first routing snapshot).
     return RespondError(503,
                         "modelproxy has not loaded its API keys from the "
                         "manager yet");
@@ -270,139 +275,46 @@ void Exchange::Dispatch() {
                                 R"("code":401}})"),
                    {{"WWW-Authenticate", "Bearer realm=\"modelplane\""}});
   }
-  if (path == "/running" && get) return RespondRunning();
-  if (path == "/metrics" && get) return RespondMetrics();
-  if (path == "/unload") {
-    // POST only: a GET must not stop models (a prefetching browser, a
-    // crawler, an <img src> on a page would).
-    if (head_.method != "POST") {
-      return Respond(405, "application/json",
-                     R"({"error":{"message":"/unload takes POST","type":)"
-                     R"("invalid_request_error","code":405}})",
-                     {{"Allow", "POST"}});
-    }
-    return Unload(QueryParam(head_.target, "model"));
-  }
-  if (head_.method == "POST" && absl::StartsWith(path, kApiUnload) &&
-      (path.size() == kApiUnload.size() || path[kApiUnload.size()] == '/')) {
-    // llama-swap's UI API: /api/models/unload[/<model, slashes and all>].
-    absl::string_view model = path.substr(kApiUnload.size());
-    if (!model.empty()) {
-      model.remove_prefix(1);
-      if (model.empty()) return RespondError(400, "no model named after /");
-    }
-    return Unload(PercentDecode(model, false));
-  }
-  if ((path == "/v1/models" || path == "/models") && get) {
-    return RespondModels();
-  }
-  if (path == "/api/profiles" && get) return RespondProfiles();
-  if (path == "/api/profiles/active" && head_.method == "PUT") {
-    return SetActiveProfile();
-  }
-  if (absl::StartsWith(path, "/upstream/")) {
-    // /upstream/<model>/<rest>: ids may contain '/', so the longest known
-    // prefix wins; percent-encoding in <rest> is passed through.
-    std::string rest = head_.target.substr(10);
-    // A model's id or alias, a selector's, a peer's model name, or a name
-    // the active profile pins.
-    const router::ProfileRoute* prof = routing_->active_profile();
-    auto known = [this, prof](const std::string& name) {
-      return routing_->routes().Find(name) != nullptr ||
-             routing_->selectors().Find(name) != nullptr ||
-             routing_->peers().Find(name) != nullptr ||
-             (prof != nullptr && prof->pins.count(name) != 0);
-    };
-    std::string model = rest.substr(0, rest.find('?'));
-    std::string target = "/";
-    while (!model.empty() && !known(model)) {
-      size_t slash = model.rfind('/');
-      if (slash == std::string::npos) break;
-      model.resize(slash);
-    }
-    if (known(model)) {
-      target = rest.substr(model.size());
-      if (target.empty() || target[0] == '?') {
-        // /upstream/<model> -> /upstream/<model>/, as llama-swap answers:
-        // a model's own web UI then resolves its relative links.
+  switch (d.kind) {
+    case Kind::kRunning:
+      return RespondRunning();
+    case Kind::kMetrics:
+      return RespondMetrics();
+    case Kind::kUnload:
+      return Unload(d.unload);
+    case Kind::kModels:
+      return RespondModels();
+    case Kind::kProfiles:
+      return RespondProfiles();
+    case Kind::kSetProfile:
+      return SetActiveProfile();
+    case Kind::kRedirect:
+      return Respond(d.status, "text/plain", "", {{"Location", d.location}});
+    case Kind::kModel:
+      return Forward(d);
+    case Kind::kPeer:
+      renamed_ = d.renamed;
+      return ForwardToPeer(*d.peer, d.model, std::move(d.target));
+    case Kind::kError:
+      if (!d.allow.empty()) {
         return Respond(
-            get ? 301 : 308, "text/plain", "",
-            {{"Location", absl::StrCat("/upstream/", model, "/", target)}});
+            d.status, "application/json",
+            absl::StrCat(R"({"error":{"message":)", JsonString(d.message),
+                         R"(,"type":"invalid_request_error",)", R"("code":)",
+                         d.status, "}}"),
+            {{"Allow", d.allow}});
       }
-    }
-    if (target.empty() || target[0] == '?') target = "/" + target;
-    // Pins and selectors now, so that ignorePaths applies to the model the
-    // request goes to.
-    std::string renamed;
-    if (!Resolve(model, &renamed)) return;
-    if (!renamed.empty()) model = std::move(renamed);
-    const router::Route* route = routing_->routes().Find(model);
-    if (route != nullptr && route->state != v1::MODEL_STATE_READY &&
-        IgnoredPath(target.substr(0, target.find('?')))) {
-      // llama-swap's upstream.ignorePaths: a model's web UI asking for its
-      // favicon must not swap it in.
-      return RespondError(
-          409, absl::StrCat("model '", route->id, "' is not loaded, and ",
-                            target.substr(0, target.find('?')),
-                            " matches upstream.ignorePaths: such a request "
-                            "does not start a model"));
-    }
-    return Forward(model, target);
+      return RespondError(d.status, d.message);
+    case Kind::kPreflight:
+    case Kind::kHealth:
+      break;  // Answered above.
   }
-  if (scan_ == BodyScan::kJson) {
-    json_.Finish();
-    if (!json_.model() && json_.error() && form_) scan_ = BodyScan::kForm;
-  }
-  if (scan_ == BodyScan::kJson) {
-    // Any error, even after the model was found: the model must read the
-    // body routing read (a second "model" key after the first, say).
-    if (json_.error()) return RespondError(400, json_.error_message());
-    if (!json_.model()) {
-      return RespondError(400, "the request body names no model");
-    }
-    return Forward(*json_.model(), UpstreamTarget(head_.target));
-  }
-  if (scan_ == BodyScan::kMultipart) {
-    multipart_->Finish();
-    if (multipart_->error()) {
-      return RespondError(400, multipart_->error_message());
-    }
-    if (!multipart_->model()) {
-      return RespondError(400, "the form has no model field");
-    }
-    return Forward(*multipart_->model(), UpstreamTarget(head_.target));
-  }
-  if (scan_ == BodyScan::kForm) {
-    // llama-swap reads a urlencoded form's model too (Go's ParseForm).
-    std::string form = absl::StrCat("?", body_);
-    if (QueryParamCount(form, "model") > 1) {
-      return RespondError(400, "the form names the model twice");
-    }
-    std::string model = QueryParam(form, "model");
-    if (model.empty()) return RespondError(400, "the form has no model field");
-    return Forward(model, UpstreamTarget(head_.target));
-  }
-  if (QueryParamCount(head_.target, "model") > 1) {
-    return RespondError(400, "the query names the model twice");
-  }
-  std::string model = QueryParam(head_.target, "model");
-  if (!model.empty()) return Forward(model, head_.target);
-  RespondError(404, absl::StrCat("no route for ", head_.method, " ", path));
 }
 
-void Exchange::Forward(const std::string& requested, std::string target) {
-  std::string resolved;
-  if (!Resolve(requested, &resolved)) return;
-  const std::string& model_name = resolved.empty() ? requested : resolved;
-  const router::Route* route = routing_->routes().Find(model_name);
-  if (route == nullptr) {
-    // Local models first; then a peer's, by <peer>/<model> or a bare name
-    // only one peer has.
-    if (const router::PeerRoute* peer = routing_->peers().Find(model_name)) {
-      return ForwardToPeer(*peer, model_name, std::move(target));
-    }
-    return RespondError(404, absl::StrCat("unknown model '", model_name, "'"));
-  }
+void Exchange::Forward(const router::Decision& d) {
+  const router::Route* route = d.route;
+  const std::string& model_name = d.model;
+  renamed_ = d.renamed;
   const router::FilterSpec* filters = &route->filters;
   router::FilterSpec renamed;
   if (renamed_ && filters->use_model_name.empty()) {
@@ -425,7 +337,7 @@ void Exchange::Forward(const std::string& requested, std::string target) {
     router::RewriteMultipartModel(&body_, boundary_, filters->use_model_name);
     ChargeFiltered();
   }
-  head_.target = std::move(target);
+  head_.target = d.target;
   if (renamed_) RenameModelInQueryAndForm(filters->use_model_name);
   std::string id = route->id;
   record_.model = id;

@@ -24,6 +24,7 @@
 #include "proxy/router/json_scanner.h"
 #include "proxy/router/multipart_scanner.h"
 #include "proxy/router/route_table.h"
+#include "proxy/router/router.h"
 #include "proxy/router/snapshot.h"
 #include "proxy/router/usage_scanner.h"
 #include "proxy/upstream/upstream_pool.h"
@@ -126,26 +127,20 @@ class Exchange : public upstream::UpstreamObserver {
   // forms are small).
   enum class BodyScan { kNone, kJson, kMultipart, kForm };
 
+  // The request is whole: routed (router/router.h), admitted (the key, the
+  // body budget), then answered here or forwarded.
   void Dispatch();
-  // Whether `path` (after /upstream/<model>) matches upstream.ignorePaths.
-  bool IgnoredPath(absl::string_view path);
-  void Forward(const std::string& requested, std::string target);
-  // The target model a selector sends this request to.
-  // Applies the active profile's pin, then a selector, to `name`, once per
-  // request. False when that answered the request (a disabled name, a
-  // selector with no target).
-  // `renamed` is set only when the name changes (the usual request copies
-  // nothing).
-  bool Resolve(const std::string& name, std::string* renamed);
-  // Empty when none of its targets is in the route table.
-  std::string Select(const router::SelectorRoute& sel);
-  void RespondNoTarget(const router::SelectorRoute& sel);
+  // What the body scan found, for the router.
+  router::Request RouterRequest();
+  // Carries out the router's kModel decision: filters, the lease, the
+  // upstream.
+  void Forward(const router::Decision& d);
   // A peer's or a selector's request: the model named in `?model=` or a
   // urlencoded form (JSON and multipart bodies go through the filters)
   // becomes `name`.
   void RenameModelInQueryAndForm(const std::string& name);
-  void ForwardToPeer(const router::PeerRoute& peer,
-                     const std::string& requested, std::string target);
+  void ForwardToPeer(const router::PeerRoute& peer, const std::string& name,
+                     std::string target);
   void OnLease(absl::StatusOr<lease::Lease> lease);
   // Writes the request (head, then body_) to `upstream`; with `api_key`,
   // that key goes as Bearer and x-api-key instead of the client's.
@@ -227,9 +222,8 @@ class Exchange : public upstream::UpstreamObserver {
   // past the bound: the bytes are already held).
   void ChargeFiltered();
   BodyScan scan_ = BodyScan::kNone;
-  bool form_ = false;      // Labelled application/x-www-form-urlencoded.
-  bool resolved_ = false;  // Pins and selectors applied (once).
-  bool renamed_ = false;   // A pin or a selector changed the model's name.
+  bool form_ = false;     // Labelled application/x-www-form-urlencoded.
+  bool renamed_ = false;  // A pin or a selector changed the model's name.
   // Decided on the head: 401 (no valid API key), 503 (the keys are not
   // known yet), or 0. A refused request's body is dropped as it arrives.
   int rejection_ = 0;
