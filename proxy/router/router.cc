@@ -160,8 +160,8 @@ class Router {
     std::string name = Resolve(model, &refused);
     if (refused) return *std::move(refused);
     const Route* route = s_.routes().Find(name);
-    absl::string_view target_path = absl::string_view(target).substr(
-        0, target.find('?'));
+    absl::string_view target_path =
+        absl::string_view(target).substr(0, target.find('?'));
     if (route != nullptr && route->state != v1::MODEL_STATE_READY &&
         Ignored(target_path)) {
       // llama-swap's upstream.ignorePaths: a model's web UI asking for its

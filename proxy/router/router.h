@@ -49,18 +49,18 @@ struct Request {
 
 struct Decision {
   enum class Kind {
-    kPreflight,      // OPTIONS: CORS preflight (no key needed).
-    kHealth,         // GET /health, /wol-health (no key needed).
-    kRunning,        // GET /running.
-    kMetrics,        // GET /metrics.
-    kUnload,         // POST /unload, /api/models/unload[/<model>].
-    kModels,         // GET /v1/models, /models.
-    kProfiles,       // GET /api/profiles.
-    kSetProfile,     // PUT /api/profiles/active.
-    kRedirect,       // status, location.
-    kModel,          // Forward to `route` under its lease.
-    kPeer,           // Forward to `peer` (no lease).
-    kError,          // status, message (and allow, for a 405).
+    kPreflight,   // OPTIONS: CORS preflight (no key needed).
+    kHealth,      // GET /health, /wol-health (no key needed).
+    kRunning,     // GET /running.
+    kMetrics,     // GET /metrics.
+    kUnload,      // POST /unload, /api/models/unload[/<model>].
+    kModels,      // GET /v1/models, /models.
+    kProfiles,    // GET /api/profiles.
+    kSetProfile,  // PUT /api/profiles/active.
+    kRedirect,    // status, location.
+    kModel,       // Forward to `route` under its lease.
+    kPeer,        // Forward to `peer` (no lease).
+    kError,       // status, message (and allow, for a 405).
   };
   Kind kind = Kind::kError;
   int status = 0;
