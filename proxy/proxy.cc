@@ -83,19 +83,29 @@ absl::Status Proxy::Start() {
   // raise its threshold after freeing one and keep the next in its heap for
   // good), and returned to the system once freed, off the workers' loops.
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
-  poll_keeper_ = std::make_unique<GrpcPollKeeper>();
-  link_ = std::make_unique<lease::ManagerLink>(config_.link);
+  lease::LeaseTransport* transport = config_.transport;
+  if (transport == nullptr) {
+    poll_keeper_ = std::make_unique<GrpcPollKeeper>();
+    link_ = std::make_unique<lease::ManagerLink>(config_.link);
+    transport = link_.get();
+  }
   timers_ = std::make_unique<Timers>();
-  broker_ = std::make_unique<lease::LeaseBroker>(link_.get(), timers_->After());
+  broker_ = std::make_unique<lease::LeaseBroker>(transport, timers_->After());
   trimmer_ = std::make_unique<MemoryTrimmer>();
   context_ = std::make_unique<ProxyContext>(broker_.get(), config_.options,
                                             trimmer_.get());
-  lease::ManagerLink* link = link_.get();
-  context_->set_unload([link](const std::string& model, auto done) {
-    link->Unload(model, std::move(done));
-  });
-  link_->Start(broker_.get(),
-               [this](lease::ManagerLink::View v) { OnView(std::move(v)); });
+  if (link_ != nullptr) {
+    lease::ManagerLink* link = link_.get();
+    context_->set_unload([link](const std::string& model, auto done) {
+      link->Unload(model, std::move(done));
+    });
+    link_->Start(broker_.get(),
+                 [this](lease::ManagerLink::View v) { OnView(std::move(v)); });
+  } else {
+    context_->set_unload([](const std::string&, auto done) {
+      done(absl::UnimplementedError("no manager to stop models"));
+    });
+  }
   // Every worker exists before any listens: /metrics reads the whole pool.
   for (int i = 0; i < config_.workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(context_.get()));

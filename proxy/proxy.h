@@ -35,6 +35,10 @@ struct ProxyConfig {
   int workers = 1;
   // The manager (address, token, TLS) and the link's log.
   lease::LinkOptions link;
+  // Instead of the manager: leases through this transport (which answers
+  // into broker()), routes and settings put into context().routing(), and
+  // no /unload. For in-process tests (proxy_test.cc). Not owned.
+  lease::LeaseTransport* transport = nullptr;
   ProxyOptions options;
   // One line of the proxy's own log; level "info" or "warn". Any thread.
   std::function<void(const std::string& line, const char* level)> log;
@@ -63,8 +67,9 @@ class Proxy {
   // frees the workers; the rest goes with the Proxy. Idempotent.
   void Stop();
 
-  // For tests and /metrics.
+  // For tests and /metrics (after Start).
   ProxyContext& context() { return *context_; }
+  lease::LeaseBroker& broker() { return *broker_; }
 
  private:
   // The broker's timers (the lease linger), on a loop of their own; pending
