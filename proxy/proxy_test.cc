@@ -104,8 +104,7 @@ class Client {
     a.sin_family = AF_INET;
     a.sin_port = htons(static_cast<uint16_t>(port));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ =
-        connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
     int one = 1;
     setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   }
@@ -127,8 +126,8 @@ class Client {
   bool ReadUntil(const std::function<bool(const std::string&)>& enough) {
     absl::Time deadline = absl::Now() + kDeadline;
     while (!enough(in_)) {
-      int left = static_cast<int>(
-          absl::ToInt64Milliseconds(deadline - absl::Now()));
+      int left =
+          static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
       if (left <= 0) return false;
       pollfd p{fd_, POLLIN, 0};
       if (poll(&p, 1, left) <= 0) continue;
@@ -219,8 +218,8 @@ std::string Post(absl::string_view body, bool close = false) {
 }
 
 std::string Chat(int max_tokens, bool stream) {
-  return absl::StrCat(R"({"model":"m","messages":[],"max_tokens":)",
-                      max_tokens, stream ? R"(,"stream":true})" : "}");
+  return absl::StrCat(R"({"model":"m","messages":[],"max_tokens":)", max_tokens,
+                      stream ? R"(,"stream":true})" : "}");
 }
 
 class ProxyTest : public ::testing::Test {
@@ -240,8 +239,7 @@ class ProxyTest : public ::testing::Test {
           });
         });
     ON_CALL(transport_, SendRelease(_, _, _))
-        .WillByDefault([this](const std::string&, uint64_t lease,
-                              absl::Time) {
+        .WillByDefault([this](const std::string&, uint64_t lease, absl::Time) {
           absl::MutexLock lock(&mu_);
           released_.push_back(lease);
         });
@@ -300,10 +298,9 @@ TEST_F(ProxyTest, KeepAliveServesRequestsOnOneConnectionUnderOneLease) {
 TEST_F(ProxyTest, PipelinedRequestsAreAnsweredInOrder) {
   StartProxy({});
   Client c(proxy_->port());
-  c.Send(absl::StrCat(Post(Chat(2, false)),
-                      "GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
-                      Post(Chat(3, false)),
-                      "GET /v1/models HTTP/1.1\r\nHost: t\r\n\r\n"));
+  c.Send(absl::StrCat(
+      Post(Chat(2, false)), "GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+      Post(Chat(3, false)), "GET /v1/models HTTP/1.1\r\nHost: t\r\n\r\n"));
   Client::Response a = c.ReadResponse(), b = c.ReadResponse(),
                    d = c.ReadResponse(), e = c.ReadResponse();
   EXPECT_THAT(a.body, ::testing::HasSubstr("\"completion_tokens\":2"));
@@ -410,17 +407,17 @@ TEST_F(ProxyTest, Http2StreamsShareOneConnection) {
   };
   while (!all_closed()) {
     size_t seen = c.in().size();
-    ASSERT_TRUE(c.ReadUntil(
-        [&](const std::string& in) { return in.size() > seen; }));
+    ASSERT_TRUE(
+        c.ReadUntil([&](const std::string& in) { return in.size() > seen; }));
     h2.In(c.in().substr(seen));
     std::string out = h2.Out();  // Window updates, SETTINGS ACKs.
     if (!out.empty()) c.Send(out);
   }
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(h2.responses[ids[i]].headers[":status"], "200");
-    EXPECT_THAT(h2.responses[ids[i]].body,
-                ::testing::HasSubstr(absl::StrCat("\"completion_tokens\":",
-                                                  i + 1)));
+    EXPECT_THAT(
+        h2.responses[ids[i]].body,
+        ::testing::HasSubstr(absl::StrCat("\"completion_tokens\":", i + 1)));
   }
   EXPECT_EQ(upstream_->Stats().requests_by_path["/v1/chat/completions"], 3u);
 }

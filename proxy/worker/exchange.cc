@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "common/json_string.h"
 #include "common/loop_thread.h"
+#include "proxy/answers/admission.h"
 #include "proxy/router/body_filters.h"
 #include "proxy/router/url_params.h"
 #include "proxy/worker/worker.h"
@@ -123,7 +124,7 @@ void Exchange::Begin(http1::RequestHead head) {
   if (head_.method != "OPTIONS" && !(router::IsHealth(path) && get)) {
     if (routing_->api_keys() == nullptr) {
       rejection_ = 503;
-    } else if (!Authorized()) {
+    } else if (!answers::Authorized(*routing_->api_keys(), &head_.headers)) {
       rejection_ = 401;
     }
   }

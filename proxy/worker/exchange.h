@@ -163,9 +163,6 @@ class Exchange : public upstream::UpstreamObserver {
   // answered 403: from another site (its Origin), or by a name that is no
   // address while a loopback proxy has no apiKeys (DNS rebinding).
   bool MayChangeState();
-  // With apiKeys configured: the request carries one (then auth headers are
-  // dropped before forwarding).
-  bool Authorized();
   // CORS: echoes the request's Origin into `headers` when it had one.
   void AllowOrigin(http1::Headers* headers) const;
   // The loading head, then one comment line; re-arms the timer.

@@ -1,0 +1,164 @@
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/sha256.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proxy/answers/admission.h"
+#include "proxy/answers/cors.h"
+#include "proxy/answers/models.h"
+#include "proxy/answers/profiles.h"
+
+namespace modelplane::proxy::answers {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::shared_ptr<const router::Snapshot> Snapshot(bool aliases,
+                                                  const char* active) {
+  std::vector<v1::Model> models(3);
+  models[0].set_id("b");
+  models[0].set_state(v1::MODEL_STATE_READY);
+  models[0].add_aliases("b-alias");
+  models[1].set_id("a");
+  models[1].set_state(v1::MODEL_STATE_FAILED);
+  models[2].set_id("hidden");
+  models[2].set_unlisted(true);
+  models[2].set_state(v1::MODEL_STATE_STARTING);
+  v1::DataPlaneSettings s;
+  s.set_include_aliases_in_list(aliases);
+  v1::Peer* p = s.add_peers();
+  p->set_id("remote");
+  p->set_proxy("http://127.0.0.1:9");
+  p->add_models("gpt");
+  v1::Selector* sel = s.add_selectors();
+  sel->set_id("any");
+  sel->set_strategy("pin");
+  sel->add_targets("b");
+  v1::Profile* prof = s.add_profiles();
+  prof->set_name("fast");
+  (*prof->mutable_pins())["a"] = "b";
+  (*prof->mutable_pins())["remote/gpt"] = "";
+  router::RoutingState state;
+  state.Update(router::RouteTable::Build(models), router::Settings::From(s));
+  if (active != nullptr) state.SetActiveProfile(active);
+  return state.Current();
+}
+
+std::vector<std::string> Ids(const std::string& list) {
+  std::vector<std::string> ids;
+  for (size_t at = list.find(R"("id":")"); at != std::string::npos;
+       at = list.find(R"("id":")", at + 1)) {
+    size_t from = at + 6;
+    ids.push_back(list.substr(from, list.find('"', from) - from));
+  }
+  return ids;
+}
+
+TEST(ModelListTest, ListsModelsSelectorsAndPeersSortedWithoutUnlisted) {
+  std::string list = ModelList(*Snapshot(false, nullptr));
+  EXPECT_EQ(Ids(list),
+            (std::vector<std::string>{"a", "any", "b", "remote/gpt"}));
+  EXPECT_THAT(list, HasSubstr(R"("id":"a","object":"model")"));
+  // A failed model says so; a selector is loaded while a target is.
+  EXPECT_THAT(list, HasSubstr(R"("status":{"value":"failed"})"));
+  EXPECT_THAT(list, HasSubstr(R"("id":"any","object":"model","owned_by":)"
+                              R"("modelplane","name":"any")"));
+  EXPECT_THAT(list, HasSubstr(R"("peer":"remote")"));
+  // includeAliasesInList: each alias an entry.
+  EXPECT_EQ(Ids(ModelList(*Snapshot(true, nullptr))),
+            (std::vector<std::string>{"a", "any", "b", "b-alias",
+                                      "remote/gpt"}));
+  // The active profile: a pinned name is an entry to what it becomes, a
+  // disabled one is gone.
+  std::string pinned = ModelList(*Snapshot(false, "fast"));
+  EXPECT_EQ(Ids(pinned), (std::vector<std::string>{"a", "any", "b"}));
+  EXPECT_THAT(pinned, HasSubstr(R"("name":"b","profile":"fast")"));
+}
+
+TEST(ModelListTest, RunningListsWhatStartsRunsOrStops) {
+  EXPECT_EQ(RunningList(*Snapshot(false, nullptr)),
+            R"({"running":[{"model":"b","state":"ready"},)"
+            R"({"model":"hidden","state":"starting"}]})");
+}
+
+TEST(ProfilesTest, ListAndTheActiveName) {
+  EXPECT_EQ(ProfileList(*Snapshot(false, nullptr)),
+            R"({"active":null,"profiles":[{"name":"fast","description":"",)"
+            R"("pins":{"a":"b","remote/gpt":null}}]})");
+  EXPECT_THAT(ProfileList(*Snapshot(false, "fast")),
+              HasSubstr(R"({"active":"fast")"));
+  EXPECT_EQ(*ActiveProfileName(R"({"name":"fast"})"), "fast");
+  EXPECT_EQ(*ActiveProfileName(R"({"name":null})"), "");
+  for (const char* bad : {"", "[]", R"({"name":1})", R"({"nom":"x"})"}) {
+    EXPECT_EQ(ActiveProfileName(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+TEST(AdmissionTest, KeysInEveryFormLlamaSwapTakesThemAndNeverForwarded) {
+  absl::flat_hash_set<std::string> keys = {Sha256Hex("secret")};
+  struct Case {
+    http1::Headers headers;
+    bool ok;
+  } cases[] = {
+      {{{"Authorization", "Bearer secret"}}, true},
+      {{{"authorization", "bearer   secret"}}, true},
+      {{{"Authorization", "Basic dTpzZWNyZXQ="}}, true},  // u:secret
+      {{{"x-api-key", "secret"}}, true},
+      {{{"Authorization", "Bearer wrong"}}, false},
+      {{{"Proxy-Authorization", "Bearer secret"}}, false},
+      {{}, false},
+  };
+  for (Case& c : cases) {
+    http1::Headers h = c.headers;
+    h.emplace_back("Other", "kept");
+    EXPECT_EQ(Authorized(keys, &h), c.ok);
+    if (c.ok) {  // The key headers are gone; the rest stays.
+      EXPECT_EQ(h.size(), 1u);
+      EXPECT_EQ(h[0].first, "Other");
+    }
+  }
+  http1::Headers none;
+  EXPECT_TRUE(Authorized({}, &none));  // No keys: everyone.
+}
+
+TEST(AdmissionTest, StateChangesRefuseOtherSitesAndRebinding) {
+  EXPECT_TRUE(MayChangeState({{"Host", "127.0.0.1:8080"}}, true, false).ok());
+  EXPECT_TRUE(MayChangeState({{"Host", "localhost:8080"},
+                              {"Origin", "http://localhost:8080"}},
+                             true, false)
+                  .ok());
+  absl::Status cross = MayChangeState(
+      {{"Host", "127.0.0.1:8080"}, {"Origin", "http://evil.example"}}, false,
+      true);
+  EXPECT_EQ(cross.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(cross.message()), HasSubstr("another site"));
+  // A rebinding page's Host is its own name: refused on a loopback proxy
+  // without keys, taken with keys or beyond loopback.
+  EXPECT_EQ(MayChangeState({{"Host", "evil.example:8080"}}, true, false).code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(MayChangeState({{"Host", "evil.example:8080"}}, true, true).ok());
+  EXPECT_TRUE(
+      MayChangeState({{"Host", "evil.example:8080"}}, false, false).ok());
+  EXPECT_TRUE(MayChangeState({{"Host", "[::1]:8080"}}, true, false).ok());
+}
+
+TEST(CorsTest, PreflightEchoesOnlyTokenCharacters) {
+  http1::Headers h = PreflightHeaders(
+      {{"Access-Control-Request-Headers", "X-Custom, content-type\r\nEvil"}},
+      false);
+  EXPECT_EQ(http1::FindHeader(h, "access-control-allow-headers")->find('\r'),
+            std::string::npos);
+  EXPECT_EQ(*http1::FindHeader(h, "access-control-allow-origin"), "*");
+  h = PreflightHeaders({}, true);
+  EXPECT_EQ(*http1::FindHeader(h, "access-control-allow-headers"),
+            "Content-Type, Authorization, Accept, X-Requested-With, "
+            "X-Api-Key");
+  EXPECT_EQ(http1::FindHeader(h, "access-control-allow-origin"), nullptr);
+}
+
+}  // namespace
+}  // namespace modelplane::proxy::answers

@@ -1,0 +1,123 @@
+#include "proxy/answers/models.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/json_string.h"
+
+namespace modelplane::proxy::answers {
+namespace {
+
+// llama-swap's status.value (loaded, unloaded), and "failed" for a model
+// whose last start failed or that crashed: a client (or a person) sees why
+// requests for it get 503 instead of taking it for merely unloaded.
+const char* StatusValue(v1::ModelState state) {
+  switch (state) {
+    case v1::MODEL_STATE_READY:
+      return "loaded";
+    case v1::MODEL_STATE_FAILED:
+      return "failed";
+    default:
+      return "unloaded";
+  }
+}
+
+}  // namespace
+
+std::string ModelList(const router::Snapshot& snapshot) {
+  std::vector<std::pair<std::string, std::string>> entries;  // id, JSON.
+  auto model = [&entries](const router::Route& r, const std::string& id,
+                          const std::string& name) {
+    entries.emplace_back(
+        id, absl::StrCat(R"({"id":)", JsonString(id),
+                         R"(,"object":"model","owned_by":"modelplane","name":)",
+                         JsonString(name), R"(,"description":)",
+                         JsonString(r.description), R"(,"meta":{"llamaswap":)",
+                         r.metadata_json, R"(},"status":{"value":")",
+                         StatusValue(r.state), R"("}})"));
+  };
+  // includeAliasesInList: each alias an entry of its own (a setParamsByID
+  // variant such as "qwen:think" is one a client picks), with its model's
+  // name.
+  bool aliases = snapshot.list_aliases();
+  const router::RouteTable& routes = snapshot.routes();
+  for (const router::Route& r : routes.routes()) {
+    if (r.unlisted) continue;
+    const std::string& name = r.name.empty() ? r.id : r.name;
+    model(r, r.id, name);
+    if (!aliases) continue;
+    for (const std::string& a : r.aliases) model(r, a, name);
+  }
+  // Selectors, virtual models: loaded when a target is.
+  for (const router::SelectorRoute& sel : snapshot.selectors().routes()) {
+    if (sel.unlisted) continue;
+    bool loaded = std::any_of(
+        sel.targets.begin(), sel.targets.end(), [&routes](const auto& t) {
+          const router::Route* r = routes.Find(t);
+          return r != nullptr && r->state == v1::MODEL_STATE_READY;
+        });
+    entries.emplace_back(
+        sel.id,
+        absl::StrCat(R"({"id":)", JsonString(sel.id),
+                     R"(,"object":"model","owned_by":"modelplane","name":)",
+                     JsonString(sel.name.empty() ? sel.id : sel.name),
+                     R"(,"description":)", JsonString(sel.description),
+                     R"(,"meta":{"llamaswap":)", sel.metadata_json,
+                     R"(},"status":{"value":")", loaded ? "loaded" : "unloaded",
+                     "\"}}"));
+  }
+  // The peers' models, as <peer>/<model>; their state is the peer's
+  // business.
+  for (const router::PeerRoute& p : snapshot.peers().routes()) {
+    entries.emplace_back(
+        p.name(),
+        absl::StrCat(R"({"id":)", JsonString(p.name()),
+                     R"(,"object":"model","owned_by":)", JsonString(p.peer),
+                     R"(,"name":)", JsonString(p.model), R"(,"peer":)",
+                     JsonString(p.peer), "}"));
+  }
+  // The active profile: its pinned names are models too (to the name they
+  // become); the names it disables are gone.
+  if (const router::ProfileRoute* prof = snapshot.active_profile()) {
+    for (const auto& [from, to] : prof->pins) {
+      entries.erase(std::remove_if(entries.begin(), entries.end(),
+                                   [&from = from](const auto& e) {
+                                     return e.first == from;
+                                   }),
+                    entries.end());
+      if (to.empty()) continue;
+      entries.emplace_back(
+          from, absl::StrCat(R"({"id":)", JsonString(from),
+                             R"(,"object":"model","owned_by":"modelplane",)"
+                             R"("name":)",
+                             JsonString(to), R"(,"profile":)",
+                             JsonString(prof->name), "}"));
+    }
+  }
+  std::stable_sort(
+      entries.begin(), entries.end(),
+      [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string data;
+  for (const auto& [id, json] : entries) {
+    absl::StrAppend(&data, data.empty() ? "" : ",", json);
+  }
+  return absl::StrCat(R"({"object":"list","data":[)", data, "]}");
+}
+
+std::string RunningList(const router::Snapshot& snapshot) {
+  std::string data;
+  for (const router::Route& r : snapshot.routes().routes()) {
+    const char* state = r.state == v1::MODEL_STATE_STARTING   ? "starting"
+                        : r.state == v1::MODEL_STATE_READY    ? "ready"
+                        : r.state == v1::MODEL_STATE_STOPPING ? "stopping"
+                                                              : nullptr;
+    if (state == nullptr) continue;
+    absl::StrAppend(&data, data.empty() ? "" : ",", R"({"model":)",
+                    JsonString(r.id), R"(,"state":")", state, R"("})");
+  }
+  return absl::StrCat(R"({"running":[)", data, "]}");
+}
+
+}  // namespace modelplane::proxy::answers
