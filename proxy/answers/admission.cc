@@ -53,14 +53,14 @@ bool Authorized(const absl::flat_hash_set<std::string>& keys,
   }
   for (const std::string& key : presented) {
     if (keys.contains(Sha256Hex(key))) {
-      headers->erase(
-          std::remove_if(headers->begin(), headers->end(),
-                         [](const auto& h) {
-                           return absl::EqualsIgnoreCase(h.first,
-                                                         "authorization") ||
-                                  absl::EqualsIgnoreCase(h.first, "x-api-key");
-                         }),
-          headers->end());
+      headers->erase(std::remove_if(headers->begin(), headers->end(),
+                                    [](const auto& h) {
+                                      return absl::EqualsIgnoreCase(
+                                                 h.first, "authorization") ||
+                                             absl::EqualsIgnoreCase(
+                                                 h.first, "x-api-key");
+                                    }),
+                     headers->end());
       return true;
     }
   }

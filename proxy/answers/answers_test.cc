@@ -16,7 +16,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::shared_ptr<const router::Snapshot> Snapshot(bool aliases,
-                                                  const char* active) {
+                                                 const char* active) {
   std::vector<v1::Model> models(3);
   models[0].set_id("b");
   models[0].set_state(v1::MODEL_STATE_READY);
@@ -67,9 +67,9 @@ TEST(ModelListTest, ListsModelsSelectorsAndPeersSortedWithoutUnlisted) {
                               R"("modelplane","name":"any")"));
   EXPECT_THAT(list, HasSubstr(R"("peer":"remote")"));
   // includeAliasesInList: each alias an entry.
-  EXPECT_EQ(Ids(ModelList(*Snapshot(true, nullptr))),
-            (std::vector<std::string>{"a", "any", "b", "b-alias",
-                                      "remote/gpt"}));
+  EXPECT_EQ(
+      Ids(ModelList(*Snapshot(true, nullptr))),
+      (std::vector<std::string>{"a", "any", "b", "b-alias", "remote/gpt"}));
   // The active profile: a pinned name is an entry to what it becomes, a
   // disabled one is gone.
   std::string pinned = ModelList(*Snapshot(false, "fast"));

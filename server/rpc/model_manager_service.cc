@@ -27,11 +27,16 @@ class WaitingReactor : public grpc::ServerUnaryReactor {
                  std::unique_ptr<StreamLimits::Slot> slot)
       : manager_(m), resp_(resp), slot_(std::move(slot)) {}
 
-  // Runs `begin` on the loop; it returns the waiter to cancel, if any.
+  // Runs `begin` on the loop; it returns the waiter to cancel, if any. The
+  // scheduler may answer after the call is gone (a Stop goes on after its
+  // client cancelled): the answer then finds `alive_` false (both run on
+  // the loop thread) and does nothing.
   void Begin(std::function<scheduler::WaiterId(scheduler::Scheduler::ModelDone)>
                  begin) {
     manager_->loop().Post([this, begin = std::move(begin)] {
-      waiter_ = begin([this](ModelResult r) { Answer(std::move(r)); });
+      waiter_ = begin([this, alive = alive_](ModelResult r) {
+        if (*alive) Answer(std::move(r));
+      });
     });
   }
 
@@ -53,7 +58,10 @@ class WaitingReactor : public grpc::ServerUnaryReactor {
   }
 
   void OnDone() override {
-    manager_->loop().Post([this] { delete this; });
+    manager_->loop().Post([this] {
+      *alive_ = false;
+      delete this;
+    });
   }
 
  private:
@@ -63,6 +71,8 @@ class WaitingReactor : public grpc::ServerUnaryReactor {
   // limits while it waits, as a stream does: else 20,000 of them would.
   std::unique_ptr<StreamLimits::Slot> slot_;
   scheduler::WaiterId waiter_ = 0;  // Loop thread.
+  // False once the reactor is freed (loop thread).
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   absl::Mutex mu_;
   bool answered_ ABSL_GUARDED_BY(mu_) = false;
 };

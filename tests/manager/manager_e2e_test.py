@@ -230,6 +230,28 @@ class LeaseTest(unittest.TestCase):
             holder.close()
             other.close()
 
+    def test_a_stop_whose_caller_left_finishes_without_it(self):
+        # Stops wait for the lease holder; their callers give up (deadline)
+        # and their calls are freed. The stop goes on, and finishing it
+        # must answer no one (the manager once answered the freed calls and
+        # crashed).
+        with ManagerProcess({"a": []}) as m:
+            stub = m.stub()
+            holder = AcquireStream(stub, "holder")
+            holder.acquire("a")
+            granted = holder.wait("granted", "a")
+            self.assertIsNotNone(granted)
+            for _ in range(10):
+                with self.assertRaises(grpc.RpcError) as e:
+                    stub.Stop(pb.StopRequest(model="a"), timeout=0.3)
+                self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            holder.release("a", granted.lease_id)
+            self.assertTrue(wait_for(
+                lambda: m.model("a").state == pb.MODEL_STATE_STOPPED, 20))
+            self.assertIsNone(m.proc.poll(), m.log())
+            self.assertEqual(len(stub.ListModels(pb.ListModelsRequest(), timeout=5).models), 1)
+            holder.close()
+
     def test_broken_acquire_stream_releases_its_leases(self):
         with ManagerProcess({"a": [], "b": []}) as m:
             stub = m.stub()
