@@ -216,7 +216,8 @@ absl::Status DeletePath(const std::vector<PathPart>& parts,
 // order, but a top-level `model`.
 absl::Status SetMembers(const std::string& json, rapidjson::Document* doc) {
   rapidjson::Document set;
-  set.Parse(json.data(), json.size());
+  // Full precision: the config's numbers go upstream as it wrote them.
+  set.Parse<rapidjson::kParseFullPrecisionFlag>(json.data(), json.size());
   if (set.HasParseError() || !set.IsObject()) return absl::OkStatus();
   for (auto& m : set.GetObject()) {
     std::vector<PathPart> parts = SplitPath(

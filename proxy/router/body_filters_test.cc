@@ -109,6 +109,15 @@ TEST(BodyFiltersTest, NumbersKeepTheirText) {
             R"("top_k":20})");
 }
 
+// The config's numbers too: setParams' JSON is read at full precision.
+TEST(BodyFiltersTest, SetParamsKeepTheConfigsNumbers) {
+  FilterSpec f{
+      "", {}, R"({"seed":9007199254740993,"p":0.1000000000000000055})", {}};
+  absl::StatusOr<std::string> out = ApplyJsonFilters(R"({"model":"g"})", f);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, R"({"model":"g","seed":9007199254740993,"p":0.1})");
+}
+
 TEST(BodyFiltersTest, SetParamsByIdAppliesToTheNameRequestedAfterSetParams) {
   FilterSpec f{"",
                {},

@@ -17,11 +17,18 @@ std::string ToJson(const google::protobuf::Struct& s) {
 FilterSpec FiltersFrom(const v1::ModelFilters& f) {
   FilterSpec spec;
   spec.strip_params.assign(f.strip_params().begin(), f.strip_params().end());
-  if (f.has_set_params() && f.set_params().fields_size() > 0) {
+  // The JSON text keeps the config's numbers exact; the Struct (a double
+  // for every number) is what an older manager sends.
+  if (!f.set_params_json().empty() && f.set_params_json() != "{}") {
+    spec.set_params_json = f.set_params_json();
+  } else if (f.has_set_params() && f.set_params().fields_size() > 0) {
     spec.set_params_json = ToJson(f.set_params());
   }
   for (const auto& [name, params] : f.set_params_by_id()) {
-    spec.set_params_by_id_json[name] = ToJson(params);
+    auto exact = f.set_params_by_id_json().find(name);
+    spec.set_params_by_id_json[name] = exact != f.set_params_by_id_json().end()
+                                           ? exact->second
+                                           : ToJson(params);
   }
   return spec;
 }

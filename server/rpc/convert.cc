@@ -161,9 +161,11 @@ void ToProto(const config::Filters& f, v1::ModelFilters* out) {
   for (const std::string& p : f.strip_params) out->add_strip_params(p);
   if (f.set_params.kind() == config::Value::Kind::kObject) {
     ToStruct(f.set_params, out->mutable_set_params());
+    out->set_set_params_json(f.set_params.ToJson());
   }
   for (const auto& [name, params] : f.set_params_by_id) {
     ToStruct(params, &(*out->mutable_set_params_by_id())[name]);
+    (*out->mutable_set_params_by_id_json())[name] = params.ToJson();
   }
 }
 

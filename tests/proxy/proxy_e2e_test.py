@@ -49,7 +49,7 @@ class ProxyTest(unittest.TestCase):
                           "      stripParams: temperature, chat_template_kwargs.drop",
                           "      setParams: {top_k: 20, chat_template_kwargs.enable_thinking: false}",
                           "      setParamsByID:",
-                          "        '${MODEL_ID}:hot': {top_k: 80, min_p: 0.1}"],
+                          "        '${MODEL_ID}:hot': {top_k: 80, min_p: 0.1, seed: 9007199254740993}"],
                 "beta": ["    useModelName: upstream-beta", "    name: Beta",
                          "    description: the second model"],
                 "slow": ["    concurrencyLimit: 1"],
@@ -147,6 +147,8 @@ class ProxyTest(unittest.TestCase):
         last = json.loads(upstream_stats(self.m.ports["alpha"])["last_body"])
         self.assertEqual((last["model"], last["top_k"], last["min_p"]),
                          ("alpha:hot", 80, 0.1))
+        # The config's numbers exactly (2^53 + 1: a double would say ...992).
+        self.assertEqual(last["seed"], 9007199254740993)
         self.chat("alpha")
         last = json.loads(upstream_stats(self.m.ports["alpha"])["last_body"])
         self.assertEqual(last["top_k"], 20)
