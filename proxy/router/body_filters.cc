@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "proxy/router/key_fold.h"
 #include "proxy/router/multipart_scanner.h"
 
 namespace modelplane::proxy::router {
@@ -76,7 +77,7 @@ absl::Status Twice(const rapidjson::Value& object, const std::string& key,
   int n = 0;
   for (const auto& m : object.GetObject()) {
     // In any letter case, as the scanner compares top-level keys.
-    if (absl::EqualsIgnoreCase(
+    if (KeysEqualFold(
             absl::string_view(m.name.GetString(), m.name.GetStringLength()),
             key) &&
         ++n > 1) {
@@ -100,7 +101,7 @@ absl::Status Twice(const rapidjson::Value& object, const std::string& key,
 rapidjson::Value::MemberIterator FindAnyCase(rapidjson::Value* object,
                                              absl::string_view key) {
   for (auto m = object->MemberBegin(); m != object->MemberEnd(); ++m) {
-    if (absl::EqualsIgnoreCase(
+    if (KeysEqualFold(
             absl::string_view(m->name.GetString(), m->name.GetStringLength()),
             key)) {
       return m;
@@ -111,7 +112,7 @@ rapidjson::Value::MemberIterator FindAnyCase(rapidjson::Value* object,
 
 // The model name is protected: no path may set, strip or go through it.
 bool IsModel(const std::vector<PathPart>& parts) {
-  return absl::EqualsIgnoreCase(parts[0].key, "model");
+  return KeysEqualFold(parts[0].key, "model");
 }
 
 // Sets the value at `parts` in `root` (an object), making the objects and

@@ -77,6 +77,14 @@ TEST(BodyFiltersTest, FiltersFindKeysInAnyLetterCase) {
       f);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*out, R"({"Model":"served","kw":{"x":1},"max_tokens":5})");
+  // Go's folds beyond ASCII: the Kelvin sign is k, the long s is s.
+  FilterSpec cap{"", {"stop"}, R"({"max_tokens":5})", {}};
+  out = ApplyJsonFilters(
+      "{\"model\":\"g\",\"\xc5\xbfTOP\":[\"x\"],\"max_to\xe2\x84\xaa"
+      "ens\":9}",
+      cap);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, R"({"model":"g","max_tokens":5})");
   // No path reaches the model name, in any case.
   FilterSpec strip_model{"", {"MODEL"}, R"({"Model":"x"})", {}};
   out = ApplyJsonFilters(R"({"model":"g"})", strip_model);

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "proxy/router/key_fold.h"
 
 namespace modelplane::proxy::router {
 namespace {
@@ -149,13 +150,20 @@ void JsonScanner::Fail(const std::string& what) {
 
 void JsonScanner::StringBytes(const char* p, size_t n) {
   if (state_ == State::kInKey) {
-    // In any letter case: Go's encoding/json matches a key to a field so
-    // (the last one wins), and an upstream reading "Model" must not be
-    // routed by "model".
+    // Folded as Go's encoding/json matches a key to a field (key_fold.h:
+    // any letter case, and the Kelvin sign and the long s), where the last
+    // one wins: an upstream reading "Model" must not be routed by "model".
     for (size_t i = 0; i < n; ++i) {
       unsigned char c = static_cast<unsigned char>(p[i]);
-      if (c >= 'A' && c <= 'Z') c = static_cast<unsigned char>(c + 32);
-      key_hash_ = (key_hash_ ^ c) * 0x100000001b3ULL;  // FNV-1a.
+      if (fold_need_ == 0 && c < 0x80) {
+        HashKeyByte(c);
+        continue;
+      }
+      if (fold_need_ == 0) {
+        fold_need_ = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+      }
+      fold_pending_[fold_have_++] = static_cast<char>(c);
+      if (fold_have_ == fold_need_) FlushFold();
     }
     key_.append(
         p, std::min(n, kMaxKeyBytes - std::min(kMaxKeyBytes, key_.size())));
@@ -165,6 +173,23 @@ void JsonScanner::StringBytes(const char* p, size_t n) {
   if (target_ != Target::kModel) return;
   value_.append(p, n);
   if (value_.size() > kMaxModelBytes) Fail("the model name is too long");
+}
+
+void JsonScanner::HashKeyByte(unsigned char c) {
+  if (c >= 'A' && c <= 'Z') c = static_cast<unsigned char>(c + 32);
+  key_hash_ = (key_hash_ ^ c) * 0x100000001b3ULL;  // FNV-1a.
+}
+
+void JsonScanner::FlushFold() {
+  absl::string_view ch(fold_pending_, fold_have_);
+  if (ch == kKelvinSign) {
+    HashKeyByte('k');
+  } else if (ch == kLongS) {
+    HashKeyByte('s');
+  } else {
+    for (char c : ch) HashKeyByte(static_cast<unsigned char>(c));
+  }
+  fold_have_ = fold_need_ = 0;
 }
 
 void JsonScanner::CodeUnit(uint32_t unit) {
@@ -199,6 +224,7 @@ void JsonScanner::FlushSurrogate() {
 
 void JsonScanner::EndKey() {
   FlushSurrogate();
+  FlushFold();  // A character the key ended inside of: as it is.
   if (error_) return;
   if (!keys_.insert(key_hash_).second) {
     error_ = true;

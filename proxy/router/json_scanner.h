@@ -91,9 +91,15 @@ class JsonScanner {
   State state_ = State::kBeforeObject;
   uint64_t offset_ = 0;
   bool after_comma_ = false;
-  std::string key_;          // The top-level key being read (truncated).
-  size_t key_bytes_ = 0;     // Its decoded length.
-  uint64_t key_hash_ = 0;    // FNV-1a of its decoded bytes.
+  std::string key_;        // The top-level key being read (truncated).
+  size_t key_bytes_ = 0;   // Its decoded length.
+  uint64_t key_hash_ = 0;  // FNV-1a of its decoded bytes, folded.
+  // A multibyte character of the key not yet complete (key_fold.h: two of
+  // them fold to ASCII letters).
+  char fold_pending_[4] = {};
+  size_t fold_have_ = 0, fold_need_ = 0;
+  void HashKeyByte(unsigned char c);
+  void FlushFold();
   uint64_t key_offset_ = 0;  // Where it began (for the message).
   uint32_t high_surrogate_ = 0;
   absl::flat_hash_set<uint64_t> keys_;  // Hashes of the keys seen.

@@ -104,6 +104,17 @@ TEST(JsonScannerTest, ADuplicateTopLevelKeyIsAnError) {
       {R"({"model":"m","temperature":1,"temperature":2})",
        R"(the JSON body has the key "temperature" twice (again at byte 29, letter case )"
        "aside): refused, since the model would read the last one"},
+      // Go folds the Kelvin sign to k and the long s to s: one key to it,
+      // raw or escaped.
+      {"{\"max_tokens\":1,\"max_to\xe2\x84\xaa"
+       "ens\":2}",
+       "the JSON body has the key \"max_to\xe2\x84\xaa"
+       "ens\" twice (again at "
+       "byte 16, letter case aside): refused, since the model would read the "
+       "last one"},
+      {R"({"stop":1,"\u017fTOP":2})",
+       "the JSON body has the key \"\xc5\xbfTOP\" twice (again at byte 10, "
+       "letter case aside): refused, since the model would read the last one"},
       // A surrogate pair and the raw UTF-8 of the same character.
       {"{\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2}",
        "the JSON body has the key \"\xf0\x9f\x98\x80\" twice (again at "
