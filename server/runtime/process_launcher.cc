@@ -327,33 +327,91 @@ std::string PathOf(const std::vector<std::string>& env) {
 
 }  // namespace
 
-absl::Status CheckExecutable(const actor::SpawnSpec& spec) {
-  if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
-  std::string search = PathOf(MergeEnvironment(spec.env));
-  absl::StatusOr<std::string> path = ResolveExecutable(spec.argv[0], search);
-  if (!path.ok()) return path.status();
-  if (absl::Status s = CheckExecFormat(*path); !s.ok()) return s;
-  // `env VAR=value... command ...`: the command too (with the PATH env
-  // would give it). After an option of env's, nothing more is known.
-  absl::string_view base = *path;
-  base.remove_prefix(base.rfind('/') + 1);
-  if (base != "env") return absl::OkStatus();
-  for (size_t i = 1; i < spec.argv.size(); ++i) {
-    const std::string& arg = spec.argv[i];
-    if (absl::StartsWith(arg, "-")) return absl::OkStatus();
-    if (absl::StartsWith(arg, "PATH=")) {
-      search = arg.substr(5);
-    } else if (arg.find('=') == std::string::npos) {
-      absl::StatusOr<std::string> command = ResolveExecutable(arg, search);
-      if (!command.ok()) {
-        return absl::Status(
-            command.status().code(),
-            absl::StrCat("env runs ", arg, ": ", command.status().message()));
-      }
-      return CheckExecFormat(*command);
+namespace {
+
+absl::Status CheckCommand(const std::vector<std::string>& argv,
+                          const std::string& search, int depth);
+
+bool IsEnv(absl::string_view path) {
+  path.remove_prefix(path.rfind('/') + 1);
+  return path == "env";
+}
+
+// What env(1) runs given `args` (GNU env's options: -i, -0, -v, -u NAME,
+// -S STRING, --), checked as exec would; OK when env runs nothing (it
+// prints the environment) or an option leaves the command unknown (-C).
+absl::Status CheckEnvCommand(std::vector<std::string> args, std::string search,
+                             int depth) {
+  size_t i = 0;
+  auto split = [&](absl::string_view words, size_t next) {
+    std::vector<std::string> rest =
+        absl::StrSplit(words, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    rest.insert(rest.end(), args.begin() + static_cast<long>(next), args.end());
+    args = std::move(rest);
+    i = 0;
+  };
+  while (i < args.size()) {
+    const std::string& a = args[i];
+    if (a == "--") {
+      ++i;
+      break;
+    }
+    if (a == "-" || a == "-i" || a == "--ignore-environment") {
+      search = "/bin:/usr/bin";  // No PATH: execvp's default.
+      ++i;
+    } else if (a == "-0" || a == "--null" || a == "-v" || a == "--debug") {
+      ++i;
+    } else if (a == "-u" || a == "--unset") {
+      i += 2;
+    } else if (absl::StartsWith(a, "--unset=") ||
+               (absl::StartsWith(a, "-u") && a.size() > 2)) {
+      ++i;
+    } else if (a == "-S" || a == "--split-string") {
+      if (i + 1 >= args.size()) return absl::OkStatus();
+      std::string words = args[i + 1];
+      split(words, i + 2);
+    } else if (absl::StartsWith(a, "--split-string=")) {
+      std::string words = a.substr(15);
+      split(words, i + 1);
+    } else if (absl::StartsWith(a, "-S")) {
+      std::string words = a.substr(2);
+      split(words, i + 1);
+    } else if (absl::StartsWith(a, "-")) {
+      return absl::OkStatus();  // -C DIR and the like: not followed.
+    } else {
+      break;
     }
   }
-  return absl::OkStatus();
+  for (; i < args.size() && args[i].find('=') != std::string::npos; ++i) {
+    if (absl::StartsWith(args[i], "PATH=")) search = args[i].substr(5);
+  }
+  if (i >= args.size()) return absl::OkStatus();
+  std::vector<std::string> command(args.begin() + static_cast<long>(i),
+                                   args.end());
+  absl::Status s = CheckCommand(command, search, depth + 1);
+  if (s.ok()) return s;
+  return absl::Status(s.code(),
+                      absl::StrCat("env runs ", command[0], ": ", s.message()));
+}
+
+absl::Status CheckCommand(const std::vector<std::string>& argv,
+                          const std::string& search, int depth) {
+  if (depth > 4) return absl::OkStatus();
+  absl::StatusOr<std::string> path = ResolveExecutable(argv[0], search);
+  if (!path.ok()) return path.status();
+  if (absl::Status s = CheckExecFormat(*path, depth, search); !s.ok()) {
+    return s;
+  }
+  if (!IsEnv(*path)) return absl::OkStatus();
+  return CheckEnvCommand(std::vector<std::string>(argv.begin() + 1, argv.end()),
+                         search, depth);
+}
+
+}  // namespace
+
+absl::Status CheckExecutable(const actor::SpawnSpec& spec) {
+  if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
+  return CheckCommand(spec.argv, PathOf(MergeEnvironment(spec.env)), 0);
 }
 
 namespace {
@@ -407,7 +465,8 @@ absl::Status CheckElf(const std::string& path, int fd) {
 
 }  // namespace
 
-absl::Status CheckExecFormat(const std::string& path, int depth) {
+absl::Status CheckExecFormat(const std::string& path, int depth,
+                             const std::string& search) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   // Executable but not readable (mode 0111): the kernel may still run it.
   if (fd < 0) return absl::OkStatus();
@@ -426,6 +485,15 @@ absl::Status CheckExecFormat(const std::string& path, int depth) {
       line.remove_prefix(1);
     }
     std::string interp(line.substr(0, line.find_first_of(" \t")));
+    // The rest of the line is one argument (the kernel does not split it),
+    // trailing spaces and tabs trimmed.
+    absl::string_view rest = line.substr(interp.size());
+    while (!rest.empty() && (rest[0] == ' ' || rest[0] == '\t')) {
+      rest.remove_prefix(1);
+    }
+    while (!rest.empty() && (rest.back() == ' ' || rest.back() == '\t')) {
+      rest.remove_suffix(1);
+    }
     struct stat st;
     if (interp.empty()) {
       result = absl::FailedPreconditionError(
@@ -443,8 +511,22 @@ absl::Status CheckExecFormat(const std::string& path, int depth) {
     } else if (!S_ISREG(st.st_mode) || access(interp.c_str(), X_OK) != 0) {
       result = absl::FailedPreconditionError(absl::StrCat(
           path, ": its interpreter ", interp, " is not an executable file"));
+    } else if (absl::EndsWith(rest, "\r")) {
+      result = absl::FailedPreconditionError(absl::StrCat(
+          path, ": its #! line ends in CR (Windows line endings): ", interp,
+          " would be given \"", rest.substr(0, rest.size() - 1), "\\r\""));
     } else if (depth < 4) {  // The kernel follows a few levels of #!.
-      result = CheckExecFormat(interp, depth + 1);
+      result = CheckExecFormat(interp, depth + 1, search);
+      // "#!/usr/bin/env python3": what env runs, given the rest as one
+      // argument (a space in it and no -S: env looks for "python3 -u").
+      if (result.ok() && IsEnv(interp) && !rest.empty()) {
+        result = CheckEnvCommand({std::string(rest)}, search, depth + 1);
+        if (!result.ok()) {
+          result = absl::Status(
+              result.code(),
+              absl::StrCat(path, ": its #! line: ", result.message()));
+        }
+      }
     }
   } else {
     result = absl::FailedPreconditionError(absl::StrCat(

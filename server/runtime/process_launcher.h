@@ -82,7 +82,12 @@ absl::Status CheckExecutable(const actor::SpawnSpec& spec);
 // an executable file (itself checked, a few levels deep). Anything else
 // fails with FailedPrecondition saying why (what execve would answer
 // ENOENT or ENOEXEC for).
-absl::Status CheckExecFormat(const std::string& path, int depth = 0);
+// `search` is the PATH a `#!/usr/bin/env python3` line's command is looked
+// up in.
+absl::Status CheckExecFormat(const std::string& path, int depth = 0,
+                             const std::string& search =
+                                 "/usr/local/bin:"
+                                 "/usr/bin:/bin");
 
 // argv0 as an executable path: as is when it has a '/', else searched in
 // `path_var` (PATH's value). NotFound or PermissionDenied with a message

@@ -258,8 +258,44 @@ TEST(CheckExecFormatTest, KnowsWhatExecWouldRefuse) {
                   .message(),
               HasSubstr("env runs sh"));
   EXPECT_TRUE(CheckExecutable(actor::SpawnSpec{{"env", "A=1", "sh"}}).ok());
+  // env's options: -i (no PATH: /bin:/usr/bin), --, -u NAME, -S, chains.
+  for (std::vector<std::string> argv : std::vector<std::vector<std::string>>{
+           {"env", "-i", "FOO=1", "missing_cmd"},
+           {"env", "--", "FOO=1", "missing_cmd"},
+           {"env", "-u", "HOME", "missing_cmd"},
+           {"env", "-uHOME", "missing_cmd"},
+           {"env", "-S", "missing_cmd -x"},
+           {"env", "--split-string=FOO=1 missing_cmd"},
+           {"env", "A=1", "env", "B=2", "missing_cmd"}}) {
+    EXPECT_THAT(CheckExecutable(actor::SpawnSpec{argv}).message(),
+                HasSubstr("env runs missing_cmd"))
+        << argv[1];
+  }
+  EXPECT_TRUE(CheckExecutable(actor::SpawnSpec{{"env", "-i", "sh"}}).ok());
   EXPECT_TRUE(
-      CheckExecutable(actor::SpawnSpec{{"env", "-i", "/nonexistent"}}).ok());
+      CheckExecutable(actor::SpawnSpec{{"env", "-S", "sh -c true"}}).ok());
+  // An option env's check does not follow: nothing claimed.
+  EXPECT_TRUE(
+      CheckExecutable(actor::SpawnSpec{{"env", "-C", "/", "nonexistent"}})
+          .ok());
+  // #!/usr/bin/env: the rest of the line is one argument to env.
+  EXPECT_TRUE(
+      CheckExecFormat(write("env-ok", "#!/usr/bin/env sh\nexit 0\n")).ok());
+  EXPECT_THAT(
+      CheckExecFormat(write("env-crlf", "#!/usr/bin/env sh\r\nexit 0\r\n"))
+          .message(),
+      HasSubstr("its #! line ends in CR (Windows line endings)"));
+  EXPECT_THAT(
+      CheckExecFormat(write("env-missing", "#!/usr/bin/env nonexistent9\n"))
+          .message(),
+      HasSubstr("env runs nonexistent9"));
+  EXPECT_THAT(
+      CheckExecFormat(write("env-two", "#!/usr/bin/env sh -e\nexit 0\n"))
+          .message(),
+      HasSubstr("env runs sh -e"));
+  EXPECT_TRUE(
+      CheckExecFormat(write("env-S", "#!/usr/bin/env -S sh -e\nexit 0\n"))
+          .ok());
 }
 
 TEST(ResolveExecutableTest, SearchesPathInOrder) {
