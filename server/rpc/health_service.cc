@@ -96,10 +96,27 @@ void HealthService::Unsubscribe(Watchers::iterator it) {
   watchers_.erase(it);
 }
 
+namespace {
+
+// Names are "" and "model/<id>": a longer one is refused, never echoed
+// (a megabyte name in grpc-message would break the client's connection).
+constexpr size_t kMaxServiceName = 1024;
+
+grpc::Status TooLong() {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      "the service name is longer than 1024 bytes");
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* ctx,
                                                const HealthCheckRequest* req,
                                                HealthCheckResponse* resp) {
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  if (req->service().size() > kMaxServiceName) {
+    r->Finish(TooLong());
+    return r;
+  }
   Status s = StatusOf(req->service());
   if (s == HealthCheckResponse::SERVICE_UNKNOWN) {
     r->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
@@ -115,7 +132,9 @@ grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
     grpc::CallbackServerContext* ctx, const HealthCheckRequest* req) {
   grpc::Status admit = grpc::Status::OK;
   std::unique_ptr<StreamLimits::Slot> slot;
-  if (limits_ != nullptr) {
+  if (req->service().size() > kMaxServiceName) {
+    admit = TooLong();
+  } else if (limits_ != nullptr) {
     absl::StatusOr<std::unique_ptr<StreamLimits::Slot>> s =
         limits_->Open(ctx->peer(), "Health.Watch");
     if (s.ok()) {

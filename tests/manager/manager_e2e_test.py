@@ -639,6 +639,12 @@ class StreamLimitTest(unittest.TestCase):
             with self.assertRaises(grpc.RpcError) as e:
                 health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
             self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+            for call in (lambda r: health.Check(r, timeout=5),
+                         lambda r: next(health.Watch(r, timeout=5))):
+                with self.assertRaises(grpc.RpcError) as e:
+                    call(health_pb2.HealthCheckRequest(service="x" * 5000))
+                self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertNotIn("xxxx", e.exception.details())
             more = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(18)]
             for c in more:
                 self.assertEqual(next(c).status, health_pb2.HealthCheckResponse.SERVING)
