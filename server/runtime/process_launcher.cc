@@ -41,15 +41,41 @@ class ProcState {
   ProcState(uv_loop_t* loop, pid_t supervisor, pid_t model,
             actor::ProcessObserver* observer, uint64_t spawn, std::string name,
             std::shared_ptr<ProcessLauncher::Warn> warn,
-            std::shared_ptr<CgroupJail> jail)
-      : loop_(loop),
+            std::shared_ptr<CgroupJail> jail,
+            std::shared_ptr<ProcessLauncher::Live> live)
+      : live_(std::move(live)),
+        loop_(loop),
         supervisor_(supervisor),
         model_(model),
         observer_(observer),
         spawn_(spawn),
         name_(std::move(name)),
         warn_(std::move(warn)),
-        jail_(std::move(jail)) {}
+        jail_(std::move(jail)) {
+    live_->insert(this);
+  }
+  ~ProcState() { live_->erase(this); }
+
+  // The launcher is going while this spawn is still being reaped (its
+  // Process handle is gone): its handles close now, and it frees itself
+  // once they have (the loop's last turns), instead of leaving them to
+  // the loop's shutdown. The supervisor, its lifeline closing, kills the
+  // rest.
+  void Abandon() {
+    if (!detached_) return;  // Its owner still holds it.
+    finished_ = true;
+    if (!reaped_) {
+      uv_poll_stop(&exit_poll_);
+      Close(reinterpret_cast<uv_handle_t*>(&exit_poll_));
+      if (pidfd_ >= 0) close(pidfd_);
+      pidfd_ = -1;
+      reaped_ = true;
+    }
+    CloseOutput();
+    uv_timer_stop(&backstop_);
+    Close(reinterpret_cast<uv_handle_t*>(&backstop_));
+    MaybeDelete();
+  }
 
   absl::Status Start(int output_fd) {
     buffer_.reset(new char[kReadChunk]);
@@ -93,6 +119,8 @@ class ProcState {
   }
 
  private:
+  std::shared_ptr<ProcessLauncher::Live> live_;
+
   static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
     auto* s = static_cast<ProcState*>(h->data);
     *buf = uv_buf_init(s->buffer_.get(), kReadChunk);
@@ -310,6 +338,8 @@ ProcessLauncher::ProcessLauncher(uv_loop_t* loop) : loop_(loop) {
 
 ProcessLauncher::~ProcessLauncher() {
   *warn_ = nullptr;  // Spawns still being reaped have no one to tell.
+  std::vector<void*> live(live_->begin(), live_->end());
+  for (void* s : live) static_cast<ProcState*>(s)->Abandon();
   close(lifeline_write_);
   close(lifeline_read_);
 }
@@ -602,7 +632,7 @@ absl::StatusOr<std::unique_ptr<actor::Process>> ProcessLauncher::Spawn(
     return Errno("fork", child_fork_errno != 0 ? child_fork_errno : EAGAIN);
   }
   auto* state = new ProcState(loop_, supervisor, model, observer, spawn,
-                              spec.name, warn_, jail_);
+                              spec.name, warn_, jail_, live_);
   auto process = std::make_unique<UvProcess>(state);
   absl::Status started = state->Start(out[0]);
   if (!started.ok()) return started;  // ~UvProcess kills and cleans up.

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/core/actor/env.h"
@@ -47,6 +48,8 @@ class ProcessLauncher : public actor::Launcher {
   // Told (on the loop thread) when a reaped supervisor left processes of
   // its spawn alive and they were killed: it died by SIGKILL (orphan_sweep.h).
   using Warn = std::function<void(const std::string&)>;
+  // The spawns still being served (their state, opaque here).
+  using Live = absl::flat_hash_set<void*>;
   void set_warn(Warn warn) { *warn_ = std::move(warn); }
   // Where models run: "in cgroups under <dir>", or why not (then only the
   // environment tag finds what a killed supervisor left). Any thread.
@@ -61,6 +64,9 @@ class ProcessLauncher : public actor::Launcher {
   // A cgroup per model when this process may make them (cgroup_jail.h);
   // shared with the spawns being reaped.
   std::shared_ptr<CgroupJail> jail_;
+  // Every spawn still being served (ProcState*, which frees itself): the
+  // destructor abandons those whose Process handle is gone.
+  std::shared_ptr<Live> live_ = std::make_shared<Live>();
   std::string isolation_;
   // Shared with the spawns, which may outlive the launcher: emptied when
   // it goes.
