@@ -102,6 +102,14 @@ void Model(Writer& w, const ModelConfig& m) {
   }
   w.EndObject();
   w.EndObject();
+  w.Key("timeouts");
+  w.StartObject();
+  Secs(w, "connect", m.timeouts.connect);
+  Secs(w, "responseHeader", m.timeouts.response_header);
+  Secs(w, "idleConn", m.timeouts.idle_connection);
+  w.EndObject();
+  w.Key("sendLoadingState");
+  w.Bool(m.send_loading_state);
   Str(w, "readyPattern", m.ready_pattern);
   Secs(w, "maxQueueWait", m.max_queue_wait);
   w.Key("priority");

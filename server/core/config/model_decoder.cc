@@ -24,18 +24,6 @@ bool NamesTheModel(absl::string_view path) {
   return path == "model" || absl::StartsWith(path, "model.");
 }
 
-const KeySet& ModelKeys() {
-  static const KeySet keys = {
-      {"cmd", "cmdStop", "proxy", "checkEndpoint", "ttl", "unloadTimeout",
-       "aliases", "env", "name", "description", "unlisted", "metadata",
-       "useModelName", "concurrencyLimit", "filters", "macros", "timeouts",
-       "sendLoadingState",
-       // modelplane extensions (docs/config.md).
-       "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority"},
-      {"compat", "capabilities"}};
-  return keys;
-}
-
 const KeySet& PeerKeys() {
   static const KeySet keys = {
       {"proxy", "apiKey", "models", "filters", "timeouts"}, {}};
@@ -401,6 +389,18 @@ void CheckLeftovers(const YamlNode& body, const std::string& path,
 }
 
 }  // namespace
+
+const KeySet& ModelKeys() {
+  static const KeySet keys = {
+      {"cmd", "cmdStop", "proxy", "checkEndpoint", "ttl", "unloadTimeout",
+       "aliases", "env", "name", "description", "unlisted", "metadata",
+       "useModelName", "concurrencyLimit", "filters", "macros", "timeouts",
+       "sendLoadingState",
+       // modelplane extensions (docs/config.md).
+       "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority"},
+      {"compat", "capabilities"}};
+  return keys;
+}
 
 std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
                                      const YamlNode& node, DiagSink* sink) {

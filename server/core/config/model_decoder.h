@@ -13,11 +13,17 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/core/config/config.h"
+#include "server/core/config/decode_util.h"
 #include "server/core/config/diag_sink.h"
 #include "server/core/config/macros.h"
 #include "server/core/config/yaml_tree.h"
 
 namespace modelplane::config {
+
+// The keys a `models.<id>` entry takes (docs/config.md); `unsupported`
+// are llama-swap's not built, loaded with a warning. A new one is held to
+// the diff, the JSON print-out and the API by config_fields_test.
+const KeySet& ModelKeys();
 
 // Global settings a model inherits.
 struct ModelDefaults {
