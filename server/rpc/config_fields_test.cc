@@ -78,9 +78,8 @@ std::shared_ptr<const config::Config> Load(
     cmd |= l.rfind("cmd:", 0) == 0;
   }
   if (!cmd) absl::StrAppend(&text, "    cmd: x ${PORT}\n");
-  config::LoadResult r = config::LoadConfigText("f.yaml", text, [](auto&) {
-    return std::optional<std::string>();
-  });
+  config::LoadResult r = config::LoadConfigText(
+      "f.yaml", text, [](auto&) { return std::optional<std::string>(); });
   EXPECT_TRUE(r.ok()) << text << r.status();
   return r.config;
 }

@@ -1,7 +1,8 @@
 // The scheduler's per-model and per-demand records, shared by its source
-// files (scheduler.cc: leases, the queue, evictions; scheduler_admin.cc: the
-// admin calls, views, shutdown and reload; scheduler_gate.cc: the grant
-// gate's side). Private to the scheduler.
+// files (scheduler.cc: leases, the queue, evictions; scheduler_calls.cc:
+// the API's calls, the actors' events, the views; scheduler_reload.cc:
+// reload and shutdown; scheduler_gate.cc: the grant gate's side). Private
+// to the scheduler.
 #ifndef MODELPLANE_SERVER_CORE_SCHEDULER_SCHEDULER_INTERNAL_H_
 #define MODELPLANE_SERVER_CORE_SCHEDULER_SCHEDULER_INTERNAL_H_
 
