@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "server/rpc/pull_write_reactor.h"
 #include "server/rpc/status_mapping.h"
@@ -77,9 +78,18 @@ class LogsReactor : public PullWriteReactor<v1::LogChunk> {
     {
       absl::MutexLock lock(&mu_);
       log = log_;
-      subscription = subscription_;
+      subscription = std::exchange(subscription_, 0);
     }
     if (log != nullptr && subscription != 0) log->Unsubscribe(subscription);
+  }
+
+  // Behind the constructor's work on the loop (it holds `this`), and once
+  // more unsubscribed: that work may have subscribed after Closed().
+  void Free() override {
+    manager_->loop().Post([this] {
+      Closed();
+      delete this;
+    });
   }
 
   Manager* manager_;

@@ -78,7 +78,7 @@ class PullWriteReactor : public grpc::ServerWriteReactor<Msg> {
       alive_->reactor = nullptr;
     }
     Closed();
-    delete this;
+    Free();
   }
 
  protected:
@@ -91,6 +91,10 @@ class PullWriteReactor : public grpc::ServerWriteReactor<Msg> {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
   // After the stream is done, before the reactor is freed: unsubscribe.
   virtual void Closed() {}
+  // Frees the reactor once done. A reactor that posted work holding `this`
+  // (to the manager's loop) frees itself behind that work, on that loop: a
+  // client cancelling at once ends the stream before the work ran.
+  virtual void Free() { delete this; }
 
   // A callback that pumps this reactor, safe to call after it is gone.
   std::function<void()> Waker() {

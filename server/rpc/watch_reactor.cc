@@ -94,6 +94,14 @@ class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
     }
     if (w) w->Cancel();
   }
+  // Behind the constructor's work on the loop (it holds `this`), and once
+  // more cancelled: that work may have subscribed after Closed().
+  void Free() override {
+    manager_->loop().Post([this] {
+      Closed();
+      delete this;
+    });
+  }
 
   Manager* manager_;
   std::shared_ptr<watch::Watcher> watcher_ ABSL_GUARDED_BY(mu_);

@@ -230,6 +230,38 @@ class LeaseTest(unittest.TestCase):
             holder.close()
             other.close()
 
+    def test_streams_cancelled_as_they_open_leave_the_manager_whole(self):
+        # A Watch or StreamLogs cancelled before the manager's loop took it
+        # up: the stream ends, and the loop's work for it finds it ended
+        # (it once ran on the freed stream and crashed the manager).
+        with ManagerProcess({"a": []}) as m:
+            stub = m.stub()
+            deadline = time.monotonic() + 20
+
+            def churn(i):
+                # A channel of its own per thread, as separate clients.
+                with grpc.insecure_channel("127.0.0.1:%d" % m.port) as ch:
+                    s = pb_grpc.ModelManagerStub(ch)
+                    for _ in range(1000):
+                        if time.monotonic() > deadline or m.proc.poll() is not None:
+                            return
+                        if i % 2:
+                            s.Watch(pb.WatchRequest()).cancel()
+                        else:
+                            s.StreamLogs(pb.StreamLogsRequest(
+                                model="a", follow=True)).cancel()
+            threads = [threading.Thread(target=churn, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertIsNone(m.proc.poll(), m.log())
+            self.assertEqual(len(stub.ListModels(pb.ListModelsRequest(), timeout=5).models), 1)
+            # And a stream still works.
+            c = stub.Watch(pb.WatchRequest())
+            self.assertEqual(next(c).model.id, "a")
+            c.cancel()
+
     def test_a_stop_whose_caller_left_finishes_without_it(self):
         # Stops wait for the lease holder; their callers give up (deadline)
         # and their calls are freed. The stop goes on, and finishing it
