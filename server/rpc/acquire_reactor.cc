@@ -151,30 +151,15 @@ class AcquireReactor : public Bidi, public scheduler::LeaseClient {
     Send(std::move(r));
   }
   void OnFailed(const std::string& model, const std::string& request_id,
-                const absl::Status& status) override {
+                const absl::Status& status,
+                const actor::Failure* failure) override {
     v1::AcquireResponse r;
     v1::AcquireResponse::Failed* f = r.mutable_failed();
     f->set_model(model);
     f->set_request_id(request_id);
     f->set_code(static_cast<int32_t>(status.code()));
     f->set_message(std::string(status.message()));
-    if (status.code() == absl::StatusCode::kFailedPrecondition ||
-        status.code() == absl::StatusCode::kAborted) {
-      // The start's failure, as Model.failure has it (loop thread: the
-      // scheduler may be read here).
-      absl::StatusOr<scheduler::ModelView> view =
-          manager_->scheduler().Get(model);
-      if (view.ok() && view->status.failure) {
-        ToProto(*view->status.failure, f->mutable_failure());
-      } else if (std::optional<actor::FailureReason> reason =
-                     actor::FailureReasonOf(status)) {
-        // Answered while the failed start's process is torn down (a
-        // health-check timeout): the model is STOPPING and its `failure`
-        // is set once the process is reaped; the reason is known now.
-        f->mutable_failure()->set_reason(ToProto(*reason));
-        f->mutable_failure()->set_message(std::string(status.message()));
-      }
-    }
+    if (failure != nullptr) ToProto(*failure, f->mutable_failure());
     Send(std::move(r));
   }
   void OnCutOff(const std::string& reason) override {

@@ -138,19 +138,21 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
   LeaseClient* lc = c->second.client;
   if (shutting_down_) {
     lc->OnFailed(model, request_id,
-                 absl::UnavailableError("the manager is shutting down"));
+                 absl::UnavailableError("the manager is shutting down"),
+                 nullptr);
     return;
   }
   if (model.empty()) {
     lc->OnFailed(model, request_id,
-                 absl::InvalidArgumentError("ACQUIRE names no model"));
+                 absl::InvalidArgumentError("ACQUIRE names no model"), nullptr);
     return;
   }
   Slot* s = Find(model);
   if (s == nullptr) {
     lc->OnFailed(
         model, request_id,
-        absl::NotFoundError(absl::StrCat("unknown model '", model, "'")));
+        absl::NotFoundError(absl::StrCat("unknown model '", model, "'")),
+        nullptr);
     return;
   }
   auto held = s->holders.find(client);
@@ -177,7 +179,8 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
   if (queue_.size() >= options_.max_queue) {
     lc->OnFailed(d.model, d.request_id,
                  absl::ResourceExhaustedError(absl::StrCat(
-                     "the queue is full (", options_.max_queue, " waiting)")));
+                     "the queue is full (", options_.max_queue, " waiting)")),
+                 nullptr);
     return;
   }
   auto pos = std::find_if(queue_.begin(), queue_.end(), [&](const Demand& q) {
@@ -213,7 +216,8 @@ void Scheduler::Release(ClientId client, const std::string& model,
       for (const std::string& request_id : cancelled) {
         c->second.client->OnFailed(
             s->config->id, request_id,
-            absl::CancelledError("cancelled by RELEASE with lease_id 0"));
+            absl::CancelledError("cancelled by RELEASE with lease_id 0"),
+            nullptr);
       }
     }
     if (!cancelled.empty()) {
@@ -538,6 +542,23 @@ void Scheduler::FailDemands(Slot& s, const absl::Status& status) {
   }
   if (failed.empty()) return;
   Emit(s);
+  // The start's failure, as Model.failure has it; while the failed process
+  // is still torn down (a health-check timeout: STOPPING, its failure set
+  // once reaped), its reason from the status.
+  std::optional<actor::Failure> failure;
+  bool start_failed = status.code() == absl::StatusCode::kFailedPrecondition ||
+                      status.code() == absl::StatusCode::kAborted;
+  if (start_failed) failure = s.actor->status().failure;
+  if (start_failed && !failure) {
+    if (std::optional<actor::FailureReason> reason =
+            actor::FailureReasonOf(status)) {
+      failure = actor::Failure{*reason,
+                               std::nullopt,
+                               std::string(status.message()),
+                               {},
+                               env_.clock->Now()};
+    }
+  }
   for (Demand& d : failed) {
     if (d.client == 0) {
       if (d.done) d.done(status);
@@ -545,7 +566,8 @@ void Scheduler::FailDemands(Slot& s, const absl::Status& status) {
     }
     auto c = clients_.find(d.client);
     if (c != clients_.end()) {
-      c->second.client->OnFailed(d.model, d.request_id, status);
+      c->second.client->OnFailed(d.model, d.request_id, status,
+                                 failure ? &*failure : nullptr);
     }
   }
 }

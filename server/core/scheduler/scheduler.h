@@ -54,8 +54,11 @@ class LeaseClient {
                          const std::string& upstream) = 0;
   virtual void OnRevoked(const std::string& model, LeaseId lease,
                          const std::string& reason) = 0;
+  // `failure`: the model's failed start (what Model.failure says, or, while
+  // the failed process is still torn down, its reason), else null.
   virtual void OnFailed(const std::string& model, const std::string& request_id,
-                        const absl::Status& status) = 0;
+                        const absl::Status& status,
+                        const actor::Failure* failure) = 0;
   // The client kept a revoked lease past the bound: the scheduler released
   // all its leases and forgot it. End its stream.
   virtual void OnCutOff(const std::string& reason) = 0;

@@ -70,7 +70,7 @@ config::ConfigDiff Scheduler::Reload(
       if (d.client == 0 && d.done) d.done(gone);
       auto c = clients_.find(d.client);
       if (d.client != 0 && c != clients_.end()) {
-        c->second.client->OnFailed(id, d.request_id, gone);
+        c->second.client->OnFailed(id, d.request_id, gone, nullptr);
       }
     }
     if (on_change_)

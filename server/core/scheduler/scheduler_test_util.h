@@ -44,7 +44,7 @@ class RecordingClient : public LeaseClient {
     if (on_revoked) on_revoked();
   }
   void OnFailed(const std::string& m, const std::string& r,
-                const absl::Status& s) override {
+                const absl::Status& s, const actor::Failure*) override {
     events.push_back(absl::StrCat("failed ", m, " ", r, " ",
                                   absl::StatusCodeToString(s.code())));
   }
