@@ -128,35 +128,21 @@ void WatchHub::Publish(const scheduler::ModelChange& change) {
 }
 
 void WatchHub::PublishSettings(std::shared_ptr<const config::Config> config) {
-  std::vector<std::shared_ptr<Watcher>> live;
-  uint64_t revision;
-  {
-    absl::MutexLock lock(&mu_);
-    settings_ = config;
-    revision = revision_;
-    for (auto& weak : watchers_) {
-      if (auto w = weak.lock()) live.push_back(std::move(w));
-    }
-  }
-  for (auto& w : live) {
-    std::function<void()> wake;
-    {
-      absl::MutexLock lock(&w->mu_);
-      if (w->cancelled_ || !w->settings_) continue;
-      w->Push(
-          WatchItem{WatchItem::Type::kSettings, revision, std::nullopt, config},
-          kBookmarkKey);
-      wake = w->wake_;
-    }
-    if (wake) wake();
-  }
+  PushToAll(WatchItem::Type::kSettings, std::move(config));
 }
 
 void WatchHub::PublishBookmark() {
+  PushToAll(WatchItem::Type::kBookmark, nullptr);
+}
+
+void WatchHub::PushToAll(WatchItem::Type type,
+                         std::shared_ptr<const config::Config> settings) {
+  bool is_settings = type == WatchItem::Type::kSettings;
   std::vector<std::shared_ptr<Watcher>> live;
   uint64_t revision;
   {
     absl::MutexLock lock(&mu_);
+    if (is_settings) settings_ = settings;
     revision = revision_;
     for (auto& weak : watchers_) {
       if (auto w = weak.lock()) live.push_back(std::move(w));
@@ -166,9 +152,8 @@ void WatchHub::PublishBookmark() {
     std::function<void()> wake;
     {
       absl::MutexLock lock(&w->mu_);
-      if (w->cancelled_) continue;
-      w->Push(WatchItem{WatchItem::Type::kBookmark, revision, std::nullopt},
-              kBookmarkKey);
+      if (w->cancelled_ || (is_settings && !w->settings_)) continue;
+      w->Push(WatchItem{type, revision, std::nullopt, settings}, kBookmarkKey);
       wake = w->wake_;
     }
     if (wake) wake();

@@ -110,6 +110,11 @@ class WatchHub {
     scheduler::ModelView view;
   };
 
+  // A bookmark, or the settings (to the watchers that asked), to every
+  // watcher.
+  void PushToAll(WatchItem::Type type,
+                 std::shared_ptr<const config::Config> settings);
+
   mutable absl::Mutex mu_;
   size_t history_size_;
   std::deque<Change> history_ ABSL_GUARDED_BY(mu_);
