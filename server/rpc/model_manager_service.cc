@@ -192,8 +192,6 @@ grpc::ServerUnaryReactor* ModelManagerService::GetModel(
   if (req->model().empty()) return Reject(ctx, MissingModel());
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   manager_->loop().Post([this, r, req, resp] {
-    // Leases the gate took off the loop are counted before they are shown.
-    manager_->scheduler().Absorb();
     ModelResult v = manager_->scheduler().Get(req->model());
     if (v.ok()) ToProto(*v, resp);
     r->Finish(ToGrpc(v.status()));
@@ -208,7 +206,6 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   manager_->loop().Post([this, r, resp] {
     // On the loop thread, the list and the feed's revision agree.
-    manager_->scheduler().Absorb();
     for (const scheduler::ModelView& v : manager_->scheduler().List()) {
       ToProto(v, resp->add_models());
     }

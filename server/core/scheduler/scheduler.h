@@ -151,8 +151,9 @@ class Scheduler {
   config::ConfigDiff Reload(std::shared_ptr<const config::Config> config);
 
   // --- Views ---
-  std::vector<ModelView> List() const;  // Sorted by id.
-  absl::StatusOr<ModelView> Get(const std::string& model) const;
+  // Each absorbs what the gate took first: the leases it shows are counted.
+  std::vector<ModelView> List();  // Sorted by id.
+  absl::StatusOr<ModelView> Get(const std::string& model);
   std::shared_ptr<logs::LogBuffer> Log(const std::string& model) const;
   std::shared_ptr<const config::Config> config() const { return config_; }
   bool shutting_down() const { return shutting_down_; }

@@ -208,13 +208,15 @@ void Scheduler::OnActorEvent(const actor::StateEvent& e) {
 
 // --- Views ---
 
-std::vector<ModelView> Scheduler::List() const {
+std::vector<ModelView> Scheduler::List() {
+  Absorb();
   std::vector<ModelView> out;
   for (const auto& [id, s] : slots_) out.push_back(View(*s));
   return out;
 }
 
-absl::StatusOr<ModelView> Scheduler::Get(const std::string& model) const {
+absl::StatusOr<ModelView> Scheduler::Get(const std::string& model) {
+  Absorb();
   Slot* s = Find(model);
   if (s == nullptr) {
     return absl::NotFoundError(absl::StrCat("unknown model '", model, "'"));
