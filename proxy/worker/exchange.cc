@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -49,97 +50,106 @@ Exchange::~Exchange() {
   }
 }
 
+void Exchange::Enter(Phase next) {
+#ifndef NDEBUG
+  // The request's course: received, then waiting for its lease (a model's)
+  // or straight upstream (a peer's), then its answer, or a tunnel; or
+  // answered from any of them (idle).
+  bool allowed = false;
+  switch (next) {
+    case Phase::kIdle:
+      allowed = phase_ != Phase::kIdle;
+      break;
+    case Phase::kReceiving:
+      allowed = phase_ == Phase::kIdle;
+      break;
+    case Phase::kWaiting:
+      allowed = phase_ == Phase::kReceiving;
+      break;
+    case Phase::kUpstream:
+      allowed = phase_ == Phase::kReceiving || phase_ == Phase::kWaiting;
+      break;
+    case Phase::kTunnel:
+      allowed = phase_ == Phase::kUpstream;
+      break;
+  }
+  ABSL_RAW_CHECK(allowed, "an exchange's phase out of its course");
+#endif
+  phase_ = next;
+}
+
 void Exchange::Begin(http1::RequestHead head) {
   routing_ = worker_->routing();  // Held to the request's end.
-  in_request_ = true;
+  Enter(Phase::kReceiving);
   // Answers still due to an earlier request carry its generation and are
   // dropped (no new token per request: one allocation less).
   ++generation_;
   *alive_ = true;
-  origin_.clear();
-  rejection_message_.clear();
-  loading_ = false;
-  loading_head_sent_ = false;
-  loading_state_ = false;
-  loading_state_ticks_ = 0;
-  loading_state_position_ = 0;
-  upstream_failed_ = false;
-  upstream_error_.clear();
-  reading_upstream_ = true;
-  tunnel_ = false;
-  scan_usage_ = false;
-  usage_ = router::UsageScanner();
-  websocket_.clear();
+  DropBody();
+  req_ = RequestState();  // All of the last request's, at once.
   bool websocket_body = false;
   if (head.upgrade && head.method == "GET" && head.version_minor >= 1 &&
       http1::HasToken(head.headers, "upgrade", "websocket") &&
       http1::HasToken(head.headers, "connection", "upgrade")) {
-    websocket_ = "websocket";
+    req_.websocket = "websocket";
     // A body would reach the upstream after a head that frames none: a
     // second request of the client's making on a pooled connection.
     websocket_body = head.chunked || head.content_length.value_or(0) > 0;
   }
-  head_ = std::move(head);
-  DropBody();
-  over_budget_ = false;
-  json_ = router::JsonScanner();
-  multipart_.reset();
-  scan_ = BodyScan::kNone;
-  form_ = false;
-  renamed_ = false;
-  responding_ = false;
-  record_ = RequestRecord();
+  req_.head = std::move(head);
   absl::string_view path =
-      absl::string_view(head_.target).substr(0, head_.target.find('?'));
-  record_.route = RouteLabel(path);
-  head_ns_ = uv_hrtime();
-  response_bytes_ = 0;
-  bool body_route = router::IsBodyRoute(head_.method, path);
+      absl::string_view(req_.head.target).substr(0, req_.head.target.find('?'));
+  req_.record.route = RouteLabel(path);
+  req_.head_ns = uv_hrtime();
+  req_.response_bytes = 0;
+  bool body_route = router::IsBodyRoute(req_.head.method, path);
   if (body_route) {
-    const std::string* type = http1::FindHeader(head_.headers, "content-type");
+    const std::string* type =
+        http1::FindHeader(req_.head.headers, "content-type");
     auto boundary =
         type ? router::MultipartScanner::BoundaryFrom(*type) : std::nullopt;
     if (boundary && boundary->empty()) {
       // Refused on its head: its parts could be split otherwise upstream.
-      rejection_message_ =
+      req_.rejection_message =
           "a multipart/form-data Content-Type needs exactly one boundary "
           "(1 to 70 characters)";
     } else if (boundary) {
-      boundary_ = *boundary;
-      multipart_ = std::make_unique<router::MultipartScanner>(*boundary);
-      scan_ = BodyScan::kMultipart;
+      req_.boundary = *boundary;
+      req_.multipart = std::make_unique<router::MultipartScanner>(*boundary);
+      req_.scan = BodyScan::kMultipart;
     } else {
       // curl -d labels a JSON body a form: JSON first, the form's model
       // field only when the body is not JSON (as llama-swap decides).
-      scan_ = BodyScan::kJson;
-      form_ =
+      req_.scan = BodyScan::kJson;
+      req_.form =
           type != nullptr && absl::StartsWithIgnoreCase(
                                  *type, "application/x-www-form-urlencoded");
     }
   }
   // Auth is decided on the head: the body of a request that will be
   // refused is read and dropped, never buffered (and not asked for).
-  rejection_ = 0;
-  bool get = head_.method == "GET" || head_.method == "HEAD";
-  if (head_.method != "OPTIONS" && !(router::IsHealth(path) && get)) {
+  bool get = req_.head.method == "GET" || req_.head.method == "HEAD";
+  if (req_.head.method != "OPTIONS" && !(router::IsHealth(path) && get)) {
     if (routing_->api_keys() == nullptr) {
-      rejection_ = 503;
-    } else if (!answers::Authorized(*routing_->api_keys(), &head_.headers)) {
-      rejection_ = 401;
+      req_.rejection = 503;
+    } else if (!answers::Authorized(*routing_->api_keys(),
+                                    &req_.head.headers)) {
+      req_.rejection = 401;
     }
   }
-  if (rejection_ == 0 && websocket_body) {
-    rejection_message_ = "a WebSocket handshake cannot have a body";
+  if (req_.rejection == 0 && websocket_body) {
+    req_.rejection_message = "a WebSocket handshake cannot have a body";
   }
-  if (rejection_ == 0 && !rejection_message_.empty()) rejection_ = 400;
+  if (req_.rejection == 0 && !req_.rejection_message.empty())
+    req_.rejection = 400;
   // A body of known length gets its buffer sized at once (address space:
   // its pages count only once written). It is charged as its bytes arrive,
   // not by what the head declares: a client that declares 64 MiB and sends
   // a byte a minute holds a byte of the budget, not 64 MiB.
-  if (rejection_ == 0 && head_.content_length.value_or(0) > 0) {
-    body_.reserve(*head_.content_length);
+  if (req_.rejection == 0 && req_.head.content_length.value_or(0) > 0) {
+    body_.reserve(*req_.head.content_length);
   }
-  if (head_.expect_continue && rejection_ == 0) sink_->SendContinue();
+  if (req_.head.expect_continue && req_.rejection == 0) sink_->SendContinue();
 }
 
 bool Exchange::ChargeBody(uint64_t n) {
@@ -176,58 +186,60 @@ void Exchange::DropBody() {
 
 void Exchange::Body(absl::string_view data) {
   // Refused on its head, or already answered (an HTTP/2 408): dropped.
-  if (rejection_ != 0 || over_budget_ || !in_request_) return;
+  if (req_.rejection != 0 || req_.over_budget || !in_request()) return;
   if (!ChargeBody(body_.size() + data.size())) {
-    over_budget_ = true;  // Answered 503 at its end; the rest is dropped.
+    req_.over_budget = true;  // Answered 503 at its end; the rest is dropped.
     DropBody();
     return;
   }
   body_.append(data.data(), data.size());
-  if (scan_ == BodyScan::kJson) json_.Feed(data);
-  if (scan_ == BodyScan::kMultipart) multipart_->Feed(data);
+  if (req_.scan == BodyScan::kJson) req_.json.Feed(data);
+  if (req_.scan == BodyScan::kMultipart) req_.multipart->Feed(data);
 }
 
 void Exchange::End() { Dispatch(); }
 
 void Exchange::Fail(int status, const std::string& message) {
-  if (!in_request_) Begin(http1::RequestHead());
+  if (!in_request()) Begin(http1::RequestHead());
   RespondError(status, message);
 }
 
 void Exchange::Cancel() {
   *alive_ = false;
   StopLoadingTimer();
-  if (!in_request_) return;
-  if (!responding_) record_.status = 499;  // nginx: client closed request.
+  if (!in_request()) return;
+  if (!req_.head_sent)
+    req_.record.status = 499;  // nginx: client closed request.
   Finish();  // The upstream learns at once that the client left.
 }
 
 void Exchange::OnWritable() {
-  if (reading_upstream_) return;
-  reading_upstream_ = true;
+  if (req_.reading_upstream) return;
+  req_.reading_upstream = true;
   if (upstream_) upstream_->SetReading(true);
 }
 
 router::Request Exchange::RouterRequest() {
   router::Request r;
-  r.method = head_.method;
-  r.target = head_.target;
-  if (scan_ == BodyScan::kJson) {
-    json_.Finish();
+  r.method = req_.head.method;
+  r.target = req_.head.target;
+  if (req_.scan == BodyScan::kJson) {
+    req_.json.Finish();
     // curl -d labels a JSON body a form: its model field, when the body is
     // not JSON (as llama-swap decides).
-    if (!json_.model() && json_.error() && form_) scan_ = BodyScan::kForm;
+    if (!req_.json.model() && req_.json.error() && req_.form)
+      req_.scan = BodyScan::kForm;
   }
-  if (scan_ == BodyScan::kJson) {
+  if (req_.scan == BodyScan::kJson) {
     r.body = router::Body::kJson;
-    r.body_model = json_.model();
-    if (json_.error()) r.scan_error = json_.error_message();
-  } else if (scan_ == BodyScan::kMultipart && multipart_ != nullptr) {
-    multipart_->Finish();
+    r.body_model = req_.json.model();
+    if (req_.json.error()) r.scan_error = req_.json.error_message();
+  } else if (req_.scan == BodyScan::kMultipart && req_.multipart != nullptr) {
+    req_.multipart->Finish();
     r.body = router::Body::kMultipart;
-    r.body_model = multipart_->model();
-    if (multipart_->error()) r.scan_error = multipart_->error_message();
-  } else if (scan_ == BodyScan::kForm) {
+    r.body_model = req_.multipart->model();
+    if (req_.multipart->error()) r.scan_error = req_.multipart->error_message();
+  } else if (req_.scan == BodyScan::kForm) {
     r.body = router::Body::kForm;
     r.form = body_;
   }
@@ -235,8 +247,8 @@ router::Request Exchange::RouterRequest() {
 }
 
 void Exchange::Dispatch() {
-  const std::string* origin = http1::FindHeader(head_.headers, "origin");
-  origin_ = origin != nullptr ? *origin : "";
+  const std::string* origin = http1::FindHeader(req_.head.headers, "origin");
+  req_.origin = origin != nullptr ? *origin : "";
   lease::LeaseBroker* broker = &worker_->context().broker();
   router::Decision d = router::Decide(
       RouterRequest(), *routing_,
@@ -249,15 +261,15 @@ void Exchange::Dispatch() {
     return Respond(200, "text/plain; charset=utf-8", "OK");
   }
   // Admission (decided on the head): everything but health and preflights.
-  if (rejection_ == 503) {
+  if (req_.rejection == 503) {
     // Fail closed: until the manager has said whether keys are required,
     // nothing is served (the keys come with the first routing snapshot).
     return RespondError(503,
                         "modelproxy has not loaded its API keys from the "
                         "manager yet");
   }
-  if (rejection_ == 400) return RespondError(400, rejection_message_);
-  if (over_budget_) {
+  if (req_.rejection == 400) return RespondError(400, req_.rejection_message);
+  if (req_.over_budget) {
     worker_->metrics().AddBodyRefused();
     return Respond(
         503, "application/json",
@@ -267,7 +279,7 @@ void Exchange::Dispatch() {
                      R"(); retry","type":"api_error","code":503}})"),
         {{"Retry-After", "1"}});
   }
-  if (rejection_ == 401) {
+  if (req_.rejection == 401) {
     // Every endpoint but /health needs the key, /metrics included (a
     // Prometheus job sets it with `authorization: credentials`).
     return Respond(401, "application/json",
@@ -294,7 +306,7 @@ void Exchange::Dispatch() {
     case Kind::kModel:
       return Forward(d);
     case Kind::kPeer:
-      renamed_ = d.renamed;
+      req_.renamed = d.renamed;
       return ForwardToPeer(*d.peer, d.model, std::move(d.target));
     case Kind::kError:
       if (!d.allow.empty()) {
@@ -315,16 +327,16 @@ void Exchange::Dispatch() {
 void Exchange::Forward(const router::Decision& d) {
   const router::Route* route = d.route;
   const std::string& model_name = d.model;
-  renamed_ = d.renamed;
+  req_.renamed = d.renamed;
   const router::FilterSpec* filters = &route->filters;
   router::FilterSpec renamed;
-  if (renamed_ && filters->use_model_name.empty()) {
+  if (req_.renamed && filters->use_model_name.empty()) {
     // A pinned or selected request says the model it went to.
     renamed = route->filters;
     renamed.use_model_name = route->id;
     filters = &renamed;
   }
-  if (scan_ == BodyScan::kJson && filters->AppliesTo(model_name)) {
+  if (req_.scan == BodyScan::kJson && filters->AppliesTo(model_name)) {
     // Parsed in place (the body is not copied for its tree).
     absl::StatusOr<std::string> filtered =
         router::ApplyJsonFilters(std::move(body_), *filters, model_name);
@@ -334,33 +346,36 @@ void Exchange::Forward(const router::Decision& d) {
     body_ = *std::move(filtered);
     ChargeFiltered();
   } else if (!filters->use_model_name.empty() &&
-             scan_ == BodyScan::kMultipart) {
-    router::RewriteMultipartModel(&body_, boundary_, filters->use_model_name);
+             req_.scan == BodyScan::kMultipart) {
+    router::RewriteMultipartModel(&body_, req_.boundary,
+                                  filters->use_model_name);
     ChargeFiltered();
   }
-  head_.target = d.target;
-  if (renamed_) RenameModelInQueryAndForm(filters->use_model_name);
+  req_.head.target = d.target;
+  if (req_.renamed) RenameModelInQueryAndForm(filters->use_model_name);
   std::string id = route->id;
-  record_.model = id;
-  admit_ns_ = uv_hrtime();
+  req_.record.model = id;
+  req_.admit_ns = uv_hrtime();
   int limit = route->concurrency_limit;
-  timeouts_ = {route->connect_timeout, route->response_header_timeout,
-               route->idle_timeout};
+  req_.timeouts = {route->connect_timeout, route->response_header_timeout,
+                   route->idle_timeout};
   LoopThread* loop = &worker_->loop();
   std::weak_ptr<bool> alive = alive_;
   uint64_t generation = generation_;
   // Set now; an answer given inline (the lease is held) clears it before
   // Admit returns.
-  bool stream = scan_ == BodyScan::kJson && json_.stream().value_or(false);
+  bool stream =
+      req_.scan == BodyScan::kJson && req_.json.stream().value_or(false);
   // llama-swap sends its loading state on chat completions only; it is the
   // config's choice, so it runs even when the comments are off.
-  loading_state_ = stream && route->send_loading_state &&
-                   (record_.route == "/v1/chat/completions" ||
-                    record_.route == "/v/chat/completions");
-  loading_ = loading_state_ ||
-             (stream && worker_->context().options().loading_interval >
-                            absl::ZeroDuration());
-  if (loading_) ArmLoadingTimer();
+  req_.loading_state = stream && route->send_loading_state &&
+                       (req_.record.route == "/v1/chat/completions" ||
+                        req_.record.route == "/v/chat/completions");
+  req_.loading = req_.loading_state ||
+                 (stream && worker_->context().options().loading_interval >
+                                absl::ZeroDuration());
+  if (req_.loading) ArmLoadingTimer();
+  Enter(Phase::kWaiting);
   // An inline answer may finish this request and start a pipelined one
   // before Admit returns: its ticket must not be overwritten.
   uint64_t ticket = worker_->context().broker().Admit(
@@ -383,15 +398,15 @@ void Exchange::Forward(const router::Decision& d) {
 
 void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
   waiting_for_.clear();
-  if (loading_) {
-    loading_ = false;
+  if (req_.loading) {
+    req_.loading = false;
     StopLoadingTimer();
   }
-  record_.lease_wait =
-      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - admit_ns_));
+  req_.record.lease_wait =
+      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - req_.admit_ns));
   if (!lease.ok()) {
     const absl::Status& s = lease.status();
-    record_.lease_error = absl::StatusCodeToString(s.code());
+    req_.record.lease_error = absl::StatusCodeToString(s.code());
     switch (s.code()) {
       case absl::StatusCode::kResourceExhausted:
         return Respond(
@@ -407,11 +422,11 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
         return RespondError(503, std::string(s.message()));
     }
   }
-  if (loading_state_ && loading_head_sent_) {
+  if (req_.loading_state && req_.loading_head_sent) {
     // The model's own stream follows in the same body.
-    SendLoadingState(
-        absl::StrFormat(" done (%.1fs)\n\n",
-                        static_cast<double>(uv_hrtime() - admit_ns_) / 1e9));
+    SendLoadingState(absl::StrFormat(
+        " done (%.1fs)\n\n",
+        static_cast<double>(uv_hrtime() - req_.admit_ns) / 1e9));
   }
   leased_model_ = lease->model;
   SendUpstream(lease->upstream, "");
@@ -419,10 +434,10 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
 
 void Exchange::Respond(int status, const std::string& content_type,
                        const std::string& body, const http1::Headers& extra) {
-  if (loading_head_sent_) {
+  if (req_.loading_head_sent) {
     // Too late for a status: the answer is an SSE event in the open stream
     // (newlines folded so that it stays one `data:` line).
-    record_.status = status;
+    req_.record.status = status;
     std::string data = body;
     std::replace(data.begin(), data.end(), '\n', ' ');
     std::replace(data.begin(), data.end(), '\r', ' ');
@@ -436,8 +451,8 @@ void Exchange::Respond(int status, const std::string& content_type,
   if (!content_type.empty()) headers.emplace_back("Content-Type", content_type);
   headers.insert(headers.end(), extra.begin(), extra.end());
   AllowOrigin(&headers);
-  responding_ = true;
-  record_.status = status;
+  req_.head_sent = true;
+  req_.record.status = status;
   sink_->SendResponse(status, headers, body);
   Finish();
   sink_->SendEnd();
@@ -451,12 +466,12 @@ void Exchange::RespondError(int status, const std::string& message) {
 }
 
 void Exchange::Finish() {
-  if (!in_request_) return;
-  in_request_ = false;
-  if (scan_usage_) {
+  if (!in_request()) return;
+  Enter(Phase::kIdle);
+  if (req_.scan_usage) {
     // Counted even when the client left early: the model did the work.
-    record_.prompt_tokens = usage_.prompt();
-    record_.completion_tokens = usage_.completion();
+    req_.record.prompt_tokens = req_.usage.prompt();
+    req_.record.completion_tokens = req_.usage.completion();
   }
   StopLoadingTimer();
   // Answered: the body is not kept for the connection's next request (a
@@ -469,7 +484,7 @@ void Exchange::Finish() {
     waiting_for_.clear();
   }
   RecordRequest();
-  origin_.clear();
+  req_.origin.clear();
   upstream_.reset();
   if (lease_watch_ != 0) {
     worker_->context().broker().Unwatch(leased_model_, lease_watch_);
@@ -482,19 +497,19 @@ void Exchange::Finish() {
 }
 
 void Exchange::RecordRequest() {
-  worker_->metrics().Record(record_);
+  worker_->metrics().Record(req_.record);
   if (worker_->context().options().access_log) {
-    double ms = head_ns_ == 0 ? 0 : (uv_hrtime() - head_ns_) / 1e6;
+    double ms = req_.head_ns == 0 ? 0 : (uv_hrtime() - req_.head_ns) / 1e6;
     std::string line = absl::StrFormat(
         "%s \"%s %s\" %d %d %.3fms model=%s\n", peer_,
-        absl::CEscape(head_.method), absl::CEscape(head_.target),
-        record_.status, response_bytes_, ms,
-        record_.model.empty() ? "-" : record_.model);
+        absl::CEscape(req_.head.method), absl::CEscape(req_.head.target),
+        req_.record.status, req_.response_bytes, ms,
+        req_.record.model.empty() ? "-" : req_.record.model);
     fwrite(line.data(), 1, line.size(), stderr);  // One write: lines whole.
   }
-  record_ = RequestRecord();
-  head_ns_ = 0;
-  response_bytes_ = 0;
+  req_.record = RequestRecord();
+  req_.head_ns = 0;
+  req_.response_bytes = 0;
 }
 
 void Exchange::ArmLoadingTimer() {
@@ -512,7 +527,7 @@ void Exchange::ArmLoadingTimer() {
       loading_timer_,
       [](uv_timer_t* t) {
         auto* x = static_cast<Exchange*>(t->data);
-        if (x->loading_ && x->in_request_) x->SendLoadingComment();
+        if (x->req_.loading && x->in_request()) x->SendLoadingComment();
       },
       static_cast<uint64_t>(absl::ToInt64Milliseconds(interval)), 0);
 }
@@ -522,10 +537,10 @@ void Exchange::StopLoadingTimer() {
 }
 
 void Exchange::SendLoadingComment() {
-  if (!loading_head_sent_) {
-    loading_head_sent_ = true;
-    responding_ = true;
-    record_.status = 200;
+  if (!req_.loading_head_sent) {
+    req_.loading_head_sent = true;
+    req_.head_sent = true;
+    req_.record.status = 200;
     http1::Headers headers = {{"Content-Type", "text/event-stream"},
                               {"Cache-Control", "no-cache"},
                               {"X-Accel-Buffering", "no"}};
@@ -533,25 +548,26 @@ void Exchange::SendLoadingComment() {
     sink_->SendHead(200, "", headers, std::nullopt);
   }
   // Its place among this proxy's requests waiting for the model.
-  int position = worker_->context().broker().Position(record_.model, ticket_);
-  if (loading_state_) {
+  int position =
+      worker_->context().broker().Position(req_.record.model, ticket_);
+  if (req_.loading_state) {
     // A line when it starts, then a dot a tick (and the queue position when
     // it moves), as reasoning_content a chat UI shows while it waits.
-    std::string text = loading_state_ticks_ == 0
-                           ? absl::StrCat("Loading ", record_.model, "...")
+    std::string text = req_.loading_state_ticks == 0
+                           ? absl::StrCat("Loading ", req_.record.model, "...")
                            : ".";
-    if (position > 0 && position != loading_state_position_) {
+    if (position > 0 && position != req_.loading_state_position) {
       absl::StrAppend(&text, " (queue position ", position, ")");
     }
-    loading_state_position_ = position;
-    ++loading_state_ticks_;
+    req_.loading_state_position = position;
+    ++req_.loading_state_ticks;
     SendLoadingState(text);
     ArmLoadingTimer();
     return;
   }
   std::string line =
-      absl::StrFormat(": loading %s %.1fs", record_.model,
-                      static_cast<double>(uv_hrtime() - admit_ns_) / 1e9);
+      absl::StrFormat(": loading %s %.1fs", req_.record.model,
+                      static_cast<double>(uv_hrtime() - req_.admit_ns) / 1e9);
   if (position > 0) absl::StrAppend(&line, ", queue position ", position);
   line += "\n\n";
   sink_->SendData(line);
@@ -563,7 +579,7 @@ void Exchange::SendLoadingState(absl::string_view text) {
   sink_->SendData(absl::StrCat(
       R"(data: {"id":"modelplane-loading","object":"chat.completion.chunk",)",
       R"("created":)", absl::ToUnixSeconds(absl::Now()), R"(,"model":)",
-      JsonString(record_.model),
+      JsonString(req_.record.model),
       R"(,"choices":[{"index":0,"delta":{"reasoning_content":)",
       JsonString(text), R"(},"finish_reason":null}]})", "\n\n"));
 }
@@ -571,11 +587,11 @@ void Exchange::SendLoadingState(absl::string_view text) {
 void Exchange::AllowOrigin(http1::Headers* headers) const {
   // A request with an Origin may read the answer (unless the upstream
   // already said who may).
-  if (origin_.empty() ||
+  if (req_.origin.empty() ||
       http1::FindHeader(*headers, "access-control-allow-origin") != nullptr) {
     return;
   }
-  headers->emplace_back("Access-Control-Allow-Origin", origin_);
+  headers->emplace_back("Access-Control-Allow-Origin", req_.origin);
   headers->emplace_back("Vary", "Origin");
 }
 

@@ -102,7 +102,7 @@ class Exchange : public upstream::UpstreamObserver {
   // The sink drained below its bound: reading the upstream goes on.
   void OnWritable();
   // Bytes the sink put on the wire for this request (the access log).
-  void AddSent(uint64_t n) { response_bytes_ += n; }
+  void AddSent(uint64_t n) { req_.response_bytes += n; }
   // A tunnel's client bytes, for the upstream. True when too many wait for
   // it: the sink stops reading until OnTunnelWritable.
   bool TunnelIn(absl::string_view data);
@@ -111,7 +111,7 @@ class Exchange : public upstream::UpstreamObserver {
   // client sent last is lost), and its answer still reaches the client.
   void TunnelClientDone();
 
-  const http1::RequestHead& head() const { return head_; }
+  const http1::RequestHead& head() const { return req_.head; }
 
   // UpstreamObserver.
   void OnUpstreamHead(http1::ResponseHead head) override;
@@ -184,31 +184,73 @@ class Exchange : public upstream::UpstreamObserver {
   std::string peer_;
   uv_timer_t* loading_timer_ = nullptr;  // Heap: freed by its close.
 
-  bool in_request_ = false;
+  // Where the request is in its course (Enter checks each step in debug
+  // builds): idle between requests; receiving its head and body; waiting
+  // for its model's lease; upstream (sent, its answer streaming back); a
+  // tunnel after a 101. A local answer goes from receiving to idle.
+  enum class Phase { kIdle, kReceiving, kWaiting, kUpstream, kTunnel };
+  void Enter(Phase next);
+  bool in_request() const { return phase_ != Phase::kIdle; }
+  Phase phase_ = Phase::kIdle;
+
+  // Everything one request holds that is plain data, reset whole by Begin.
+  struct RequestState {
+    http1::RequestHead head;
+    std::string origin;  // The request's Origin (CORS), or "".
+    // Decided on the head: 401 (no valid API key), 503 (the keys are not
+    // known yet), 400 (rejection_message), or 0. A refused request's body
+    // is dropped as it arrives.
+    int rejection = 0;
+    std::string rejection_message;
+    // The body would pass the budget: refused (503), its bytes dropped.
+    bool over_budget = false;
+    BodyScan scan = BodyScan::kNone;
+    bool form = false;     // Labelled application/x-www-form-urlencoded.
+    bool renamed = false;  // A pin or a selector changed the model's name.
+    router::JsonScanner json;
+    std::unique_ptr<router::MultipartScanner> multipart;
+    std::string boundary;
+    // A WebSocket handshake (GET with Upgrade: websocket and Connection:
+    // upgrade): the Upgrade value, passed on to the upstream. Else empty.
+    std::string websocket;
+    // A streaming request waiting for its lease (loading comments due).
+    bool loading = false;
+    // The 200 event-stream head went out before the model answered: what
+    // follows (the stream, or an error as an SSE event) goes in its body.
+    bool loading_head_sent = false;
+    // The model's sendLoadingState, for a chat completion: loading
+    // progress goes out as reasoning_content deltas, not SSE comments.
+    bool loading_state = false;
+    int loading_state_ticks = 0;
+    int loading_state_position = 0;
+    bool head_sent = false;       // The response head went out.
+    upstream::Timeouts timeouts;  // The routed model's.
+    std::string upstream_error;   // A non-2xx upstream body, after that head.
+    bool upstream_failed = false;
+    bool reading_upstream = true;
+    // The model's reported token counts, looked for in a 2xx answer that
+    // is not content-encoded (modelproxy_tokens_total).
+    bool scan_usage = false;
+    router::UsageScanner usage;
+    // For metrics and the access log (uv_hrtime, ns).
+    RequestRecord record;
+    uint64_t head_ns = 0;
+    uint64_t admit_ns = 0;
+    uint64_t sent_ns = 0;
+    uint64_t response_bytes = 0;
+  };
+  RequestState req_;
+
   uint64_t generation_ = 0;  // Bumped by every Begin.
-  // A streaming request waiting for its lease (loading comments are due).
-  bool loading_ = false;
-  uint64_t ticket_ = 0;  // The broker's, while waiting for the lease.
+  uint64_t ticket_ = 0;      // The broker's, while waiting for the lease.
   // The model it waits for (withdrawn if the client leaves first).
   std::string waiting_for_;
-  // The 200 event-stream head went out before the model answered: what
-  // follows (the stream, or an error as an SSE event) goes in its body.
-  bool loading_head_sent_ = false;
-  // The model's sendLoadingState, for a chat completion: loading progress
-  // goes out as reasoning_content deltas, not SSE comments.
-  bool loading_state_ = false;
-  int loading_state_ticks_ = 0;
-  int loading_state_position_ = 0;
-  std::string upstream_error_;  // A non-2xx upstream body, after that head.
-  bool upstream_failed_ = false;
-  std::string origin_;  // The request's Origin (CORS), or "".
-  http1::RequestHead head_;
+  // The body, kept apart from RequestState: its buffer and its charge on
+  // the process's BodyBudget are handed over or given back (DropBody).
   std::string body_;
-  // What body_ holds of the process's BodyBudget (released by DropBody, or
-  // handed over with the body to the upstream).
+  // What body_ holds of the BodyBudget (released by DropBody, or handed
+  // over with the body to the upstream).
   uint64_t charged_ = 0;
-  // The body would pass the budget: refused (503), its bytes dropped.
-  bool over_budget_ = false;
   // Brings body_'s charge on the budget up to `n` bytes (one atomic
   // operation per read); false past the bound.
   bool ChargeBody(uint64_t n);
@@ -218,39 +260,12 @@ class Exchange : public upstream::UpstreamObserver {
   // A filter rewrote body_: its charge follows its new size (taken even
   // past the bound: the bytes are already held).
   void ChargeFiltered();
-  BodyScan scan_ = BodyScan::kNone;
-  bool form_ = false;     // Labelled application/x-www-form-urlencoded.
-  bool renamed_ = false;  // A pin or a selector changed the model's name.
-  // Decided on the head: 401 (no valid API key), 503 (the keys are not
-  // known yet), or 0. A refused request's body is dropped as it arrives.
-  int rejection_ = 0;
-  std::string rejection_message_;  // For a 400 decided on the head.
-  router::JsonScanner json_;
-  std::unique_ptr<router::MultipartScanner> multipart_;
-  std::string boundary_;
-  std::string leased_model_;     // Non-empty while a lease admits this request.
-  upstream::Timeouts timeouts_;  // The routed model's.
+  std::string leased_model_;  // Non-empty while a lease admits this request.
   std::unique_ptr<upstream::UpstreamRequest> upstream_;
-  bool responding_ = false;  // The response head went out.
-  // A WebSocket handshake (GET with Upgrade: websocket and Connection:
-  // upgrade): the Upgrade value, passed on to the upstream. Else empty.
-  std::string websocket_;
-  bool tunnel_ = false;  // The upstream answered 101: bytes pass as they are.
   // The tunnel's LeaseBroker::WatchLease id: it ends when the lease goes.
   uint64_t lease_watch_ = 0;
   // Registers that: a revoked or lost lease closes the tunnel.
   void WatchTunnelLease();
-  // The model's reported token counts, looked for in a 2xx answer that is
-  // not content-encoded (modelproxy_tokens_total).
-  bool scan_usage_ = false;
-  router::UsageScanner usage_;
-  bool reading_upstream_ = true;
-  // For metrics and the access log (uv_hrtime, ns).
-  RequestRecord record_;
-  uint64_t head_ns_ = 0;
-  uint64_t admit_ns_ = 0;
-  uint64_t sent_ns_ = 0;
-  uint64_t response_bytes_ = 0;
   // Lets posted answers (lease, unload) find out that this request is gone.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -15,13 +15,13 @@ namespace modelplane::proxy {
 using router::ReplaceParam;
 
 void Exchange::RenameModelInQueryAndForm(const std::string& name) {
-  if (scan_ == BodyScan::kForm) body_ = ReplaceParam(body_, "model", name);
-  size_t q = head_.target.find('?');
+  if (req_.scan == BodyScan::kForm) body_ = ReplaceParam(body_, "model", name);
+  size_t q = req_.head.target.find('?');
   if (q != std::string::npos) {
-    head_.target =
-        absl::StrCat(absl::string_view(head_.target).substr(0, q + 1),
-                     ReplaceParam(absl::string_view(head_.target).substr(q + 1),
-                                  "model", name));
+    req_.head.target = absl::StrCat(
+        absl::string_view(req_.head.target).substr(0, q + 1),
+        ReplaceParam(absl::string_view(req_.head.target).substr(q + 1), "model",
+                     name));
   }
 }
 
@@ -31,9 +31,9 @@ void Exchange::ForwardToPeer(const router::PeerRoute& peer,
   // <peer>/<model> has its body say <model>.
   router::FilterSpec filters = peer.filters;
   // (A pin to a bare name changed the name since the body was written.)
-  bool rename = renamed_ || requested != peer.model;
+  bool rename = req_.renamed || requested != peer.model;
   if (rename) filters.use_model_name = peer.model;
-  if (scan_ == BodyScan::kJson && filters.AppliesTo(requested)) {
+  if (req_.scan == BodyScan::kJson && filters.AppliesTo(requested)) {
     absl::StatusOr<std::string> filtered =
         router::ApplyJsonFilters(std::move(body_), filters, requested);
     if (!filtered.ok()) {
@@ -41,15 +41,17 @@ void Exchange::ForwardToPeer(const router::PeerRoute& peer,
     }
     body_ = *std::move(filtered);
     ChargeFiltered();
-  } else if (scan_ == BodyScan::kMultipart && !filters.use_model_name.empty()) {
-    router::RewriteMultipartModel(&body_, boundary_, filters.use_model_name);
+  } else if (req_.scan == BodyScan::kMultipart &&
+             !filters.use_model_name.empty()) {
+    router::RewriteMultipartModel(&body_, req_.boundary,
+                                  filters.use_model_name);
     ChargeFiltered();
   }
-  head_.target = std::move(target);
+  req_.head.target = std::move(target);
   if (rename) RenameModelInQueryAndForm(peer.model);
-  record_.model = peer.name();
-  timeouts_ = {peer.connect_timeout, peer.response_header_timeout,
-               peer.idle_timeout};
+  req_.record.model = peer.name();
+  req_.timeouts = {peer.connect_timeout, peer.response_header_timeout,
+                   peer.idle_timeout};
   // No lease: the peer starts and swaps its models itself.
   SendUpstream(peer.upstream, peer.api_key);
 }

@@ -23,26 +23,27 @@ void Exchange::SendUpstream(const std::string& upstream,
   // never copied (held once: body_budget.h).
   bool share = body_.size() > kInlineBodyBytes;
   std::string request;
-  request.reserve(256 + head_.target.size() + (share ? 0 : body_.size()));
+  request.reserve(256 + req_.head.target.size() + (share ? 0 : body_.size()));
   // A WebSocket handshake has no body and keeps its Upgrade.
-  http1::Framing framing = websocket_.empty() ? http1::Framing::kContentLength
-                                              : http1::Framing::kNoBody;
+  http1::Framing framing = req_.websocket.empty()
+                               ? http1::Framing::kContentLength
+                               : http1::Framing::kNoBody;
   if (api_key.empty()) {
-    http1::AppendRequestHead(&request, head_.method, head_.target,
-                             head_.headers, {"host", "expect"},
+    http1::AppendRequestHead(&request, req_.head.method, req_.head.target,
+                             req_.head.headers, {"host", "expect"},
                              {{"Host", host}, {"X-Forwarded-For", peer_}},
-                             framing, body_.size(), websocket_);
+                             framing, body_.size(), req_.websocket);
   } else {
     // A peer's key, as llama-swap sends it, instead of the client's.
     std::string bearer = absl::StrCat("Bearer ", api_key);
-    http1::AppendRequestHead(&request, head_.method, head_.target,
-                             head_.headers,
+    http1::AppendRequestHead(&request, req_.head.method, req_.head.target,
+                             req_.head.headers,
                              {"host", "expect", "authorization", "x-api-key"},
                              {{"Host", host},
                               {"X-Forwarded-For", peer_},
                               {"Authorization", bearer},
                               {"x-api-key", api_key}},
-                             framing, body_.size(), websocket_);
+                             framing, body_.size(), req_.websocket);
   }
   std::shared_ptr<const std::string> body;
   if (framing != http1::Framing::kNoBody && share) {
@@ -62,28 +63,29 @@ void Exchange::SendUpstream(const std::string& upstream,
   } else if (framing != http1::Framing::kNoBody) {
     request.append(body_);
   }
-  reading_upstream_ = true;
-  sent_ns_ = uv_hrtime();
+  Enter(Phase::kUpstream);
+  req_.reading_upstream = true;
+  req_.sent_ns = uv_hrtime();
   // Send may answer inline (a bad URL, no descriptor left): the request is
   // then finished, and a pipelined one may already be on its way.
   uint64_t generation = generation_;
   auto sent = worker_->pool().Send(
       upstream, upstream::OutgoingRequest{std::move(request), std::move(body)},
-      head_.method == "HEAD", this, timeouts_, !websocket_.empty());
-  if (in_request_ && generation == generation_) upstream_ = std::move(sent);
+      req_.head.method == "HEAD", this, req_.timeouts, !req_.websocket.empty());
+  if (in_request() && generation == generation_) upstream_ = std::move(sent);
 }
 
 void Exchange::OnUpstreamHead(http1::ResponseHead head) {
-  responding_ = true;
-  record_.time_to_first_byte =
-      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - sent_ns_));
-  if (head.status == 101) {  // Only when websocket_ asked for it.
-    if (!http1::HasToken(head.headers, "upgrade", websocket_)) {
+  req_.head_sent = true;
+  req_.record.time_to_first_byte =
+      absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - req_.sent_ns));
+  if (head.status == 101) {  // Only when req_.websocket asked for it.
+    if (!http1::HasToken(head.headers, "upgrade", req_.websocket)) {
       return RespondError(
           502, "the upstream switched to another protocol than websocket");
     }
-    record_.status = 101;
-    tunnel_ = true;
+    req_.record.status = 101;
+    Enter(Phase::kTunnel);
     // The upstream's headers as they are (no CORS: WebSockets have none).
     if (!sink_->SendSwitch(head.headers)) {
       Finish();
@@ -94,17 +96,18 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
     return;
   }
   // (count_tokens answers {"input_tokens": N} for tokens no one generated.)
-  scan_usage_ = head.status >= 200 && head.status < 300 &&
-                !absl::EndsWith(record_.route, "/messages/count_tokens") &&
-                http1::FindHeader(head.headers, "content-encoding") == nullptr;
-  if (loading_head_sent_) {
+  req_.scan_usage =
+      head.status >= 200 && head.status < 300 &&
+      !absl::EndsWith(req_.record.route, "/messages/count_tokens") &&
+      http1::FindHeader(head.headers, "content-encoding") == nullptr;
+  if (req_.loading_head_sent) {
     // The 200 head is out: the stream goes on in its body; an error answer
     // is kept (bounded) and sent as one SSE event at its end.
-    upstream_failed_ = head.status < 200 || head.status >= 300;
-    if (upstream_failed_) record_.status = head.status;
+    req_.upstream_failed = head.status < 200 || head.status >= 300;
+    if (req_.upstream_failed) req_.record.status = head.status;
     return;
   }
-  record_.status = head.status;
+  req_.record.status = head.status;
   http1::Headers headers = std::move(head.headers);
   const std::string* type = http1::FindHeader(headers, "content-type");
   if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
@@ -117,26 +120,28 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
 }
 
 void Exchange::OnUpstreamBody(absl::string_view data) {
-  if (upstream_failed_) {
-    if (upstream_error_.size() < (64 << 10)) {
-      upstream_error_.append(data.data(), data.size());
+  if (req_.upstream_failed) {
+    if (req_.upstream_error.size() < (64 << 10)) {
+      req_.upstream_error.append(data.data(), data.size());
     }
     return;
   }
-  if (scan_usage_) usage_.Feed(data);
+  if (req_.scan_usage) req_.usage.Feed(data);
   sink_->SendData(data);
-  if (in_request_ && reading_upstream_ && sink_->Congested()) {
-    reading_upstream_ = false;  // The client is slow: let TCP push back.
+  if (in_request() && req_.reading_upstream && sink_->Congested()) {
+    req_.reading_upstream = false;  // The client is slow: let TCP push back.
     if (upstream_) upstream_->SetReading(false);
   }
 }
 
 void Exchange::OnUpstreamReadDone() {
-  if (in_request_ && responding_ && !upstream_failed_) sink_->FlushNow();
+  if (in_request() && req_.head_sent && !req_.upstream_failed) {
+    sink_->FlushNow();
+  }
 }
 
 void Exchange::WatchTunnelLease() {
-  if (leased_model_.empty() || !in_request_) return;  // A peer's: no lease.
+  if (leased_model_.empty() || !in_request()) return;  // A peer's: no lease.
   LoopThread* loop = &worker_->loop();
   std::weak_ptr<bool> alive = alive_;
   uint64_t generation = generation_;
@@ -145,8 +150,8 @@ void Exchange::WatchTunnelLease() {
       [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
       [this, alive, generation] {
         auto a = alive.lock();
-        if (a == nullptr || !*a || generation != generation_ || !tunnel_ ||
-            !in_request_) {
+        if (a == nullptr || !*a || generation != generation_ ||
+            phase_ != Phase::kTunnel || !in_request()) {
           return;
         }
         // The model is going (a swap, a stop, the manager lost): the tunnel
@@ -158,24 +163,25 @@ void Exchange::WatchTunnelLease() {
 }
 
 bool Exchange::TunnelIn(absl::string_view data) {
-  if (!in_request_ || !tunnel_ || !upstream_) return false;
+  if (!in_request() || phase_ != Phase::kTunnel || !upstream_) return false;
   return upstream_->Write(data);
 }
 
 void Exchange::TunnelClientDone() {
-  if (in_request_ && tunnel_ && upstream_) upstream_->Shutdown();
+  if (in_request() && phase_ == Phase::kTunnel && upstream_)
+    upstream_->Shutdown();
 }
 
 void Exchange::OnUpstreamWritable() {
-  if (in_request_ && tunnel_) sink_->OnTunnelWritable();
+  if (in_request() && phase_ == Phase::kTunnel) sink_->OnTunnelWritable();
 }
 
 void Exchange::OnUpstreamEnd() {
-  if (upstream_failed_) {
-    std::string body = std::move(upstream_error_);
-    upstream_failed_ = false;
+  if (req_.upstream_failed) {
+    std::string body = std::move(req_.upstream_error);
+    req_.upstream_failed = false;
     upstream_.reset();
-    return Respond(record_.status, "application/json", body);
+    return Respond(req_.record.status, "application/json", body);
   }
   Finish();
   sink_->SendEnd();

@@ -27,7 +27,7 @@ void Exchange::RespondProfiles() {
 bool Exchange::MayChangeState() {
   const absl::flat_hash_set<std::string>* keys = routing_->api_keys();
   absl::Status may = answers::MayChangeState(
-      head_.headers, worker_->context().options().loopback_listener,
+      req_.head.headers, worker_->context().options().loopback_listener,
       keys != nullptr && !keys->empty());
   if (!may.ok()) RespondError(403, std::string(may.message()));
   return may.ok();
@@ -82,7 +82,7 @@ void Exchange::Unload(const std::string& model) {
 
 void Exchange::RespondPreflight() {
   Respond(204, "", "",
-          answers::PreflightHeaders(head_.headers, !origin_.empty()));
+          answers::PreflightHeaders(req_.head.headers, !req_.origin.empty()));
 }
 
 void Exchange::RespondMetrics() {
