@@ -1,4 +1,7 @@
-// The HTTP/1.1 codecs, bytes in and bytes out, and back to back.
+// The HTTP/1.1 codecs, bytes in and bytes out, and back to back. One file
+// (over 600 lines) for both parsers and the encoders: most cases run a
+// request or response through several of them, each in one piece and byte
+// by byte.
 #include "proxy/http1/codec.h"
 
 #include <cstring>

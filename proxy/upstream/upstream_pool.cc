@@ -1,3 +1,7 @@
+// The pool and its Connection in one file (about 600 lines): a connection
+// is the pool's private class, and its life (resolve, connect, reuse,
+// retry, idle close) is read best beside the pool that hands it out and
+// takes it back.
 #include "proxy/upstream/upstream_pool.h"
 
 #include <netdb.h>
