@@ -9,14 +9,13 @@
 
 namespace modelplane::proxy::http1::internal {
 
-
 template <typename T>
 inline T* From(http_parser* p) {
   return static_cast<T*>(p->data);
 }
 
 inline void AppendHeaderPart(Headers* headers, bool* in_value, bool value,
-                      const char* at, size_t len) {
+                             const char* at, size_t len) {
   if (!value) {
     if (*in_value || headers->empty()) headers->emplace_back();
     *in_value = false;
@@ -26,7 +25,6 @@ inline void AppendHeaderPart(Headers* headers, bool* in_value, bool value,
     headers->back().second.append(at, len);
   }
 }
-
 
 }  // namespace modelplane::proxy::http1::internal
 

@@ -1,12 +1,11 @@
 // RequestParser (codec.h): HTTP/1.1 requests from a client, on http-parser,
 // with RFC 9112's head rules and our own strict chunked decoder.
-#include "proxy/http1/codec.h"
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "proxy/http1/codec.h"
 #include "proxy/http1/parse_util.h"
 #include "proxy/http1/plain_head.h"
 

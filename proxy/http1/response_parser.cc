@@ -1,12 +1,11 @@
 // ResponseParser (codec.h): HTTP/1.1 responses from an upstream, on
 // http-parser (plain heads read by plain_head.h when they can be).
-#include "proxy/http1/codec.h"
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "proxy/http1/codec.h"
 #include "proxy/http1/parse_util.h"
 #include "proxy/http1/plain_head.h"
 
