@@ -4,6 +4,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/core/scheduler/scheduler_internal.h"
@@ -171,7 +172,7 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
   // Fast path: a READY model that is not being evicted is granted at once
   // (whatever the queue holds, as the gate does: it waits for nothing).
   if (held == s->holders.end() && s->actor->status().state == State::kReady &&
-      !s->evicting) {
+      !s->closed()) {
     ++s->queued;
     Grant(d, *s);
     return;
@@ -332,7 +333,7 @@ void Scheduler::Pump() {
     for (auto it = queue_.begin(); it != queue_.end();) {
       Slot& s = *slots_.at(it->model);
       State st = s.actor->status().state;
-      if (st == State::kReady && !s.evicting) {
+      if (st == State::kReady && !s.closed()) {
         granting.insert(it->model);
         grants.splice(grants.end(), queue_, it++);
         continue;
@@ -342,7 +343,7 @@ void Scheduler::Pump() {
         claimed.insert(d.model);
         continue;
       }
-      if (s.evicting || st == State::kStopping || claimed.count(d.model)) {
+      if (s.closed() || st == State::kStopping || claimed.count(d.model)) {
         continue;  // Wait for the stop, or for an earlier decision.
       }
       // STOPPED or FAILED: start it once nothing it evicts runs. A model a
@@ -372,7 +373,7 @@ void Scheduler::Pump() {
       for (auto& [id, v] : slots_) {
         if (v.get() == &s || !running_now(id, *v)) continue;
         running.push_back(v->config.get());
-        if (v->evicting || v->actor->status().state == State::kStopping) {
+        if (v->closed() || v->actor->status().state == State::kStopping) {
           leaving.insert(id);
         }
       }
@@ -396,10 +397,11 @@ void Scheduler::Pump() {
       }
       absl::Time due = d.since + s.config->max_queue_wait;
       for (Slot* v : victims) {
-        if (v->evicting) continue;
+        if (v->closed()) continue;
         if (granting.count(v->config->id) == 0 &&
             (v->holders.empty() || now >= due)) {
-          BeginEviction(*v, absl::StrCat("evicted to start ", d.model));
+          BeginEviction(*v, SlotPhase::kDraining,
+                        absl::StrCat("evicted to start ", d.model));
         } else if (!next_expiry || due < *next_expiry) {
           next_expiry = due;  // Busy: swap when idle, or once overdue.
         }
@@ -430,17 +432,60 @@ void Scheduler::Pump() {
   pumping_ = false;
 }
 
+const char* SlotPhaseName(SlotPhase p) {
+  switch (p) {
+    case SlotPhase::kOpen:
+      return "open";
+    case SlotPhase::kDraining:
+      return "draining";
+    case SlotPhase::kStopDraining:
+      return "draining to stop";
+    case SlotPhase::kStopping:
+      return "stopping";
+  }
+  return "?";
+}
+
+void Scheduler::Enter(Slot& s, SlotPhase next) {
+#ifndef NDEBUG
+  // The course drawn in scheduler_internal.h.
+  bool allowed = false;
+  switch (next) {
+    case SlotPhase::kOpen:
+      allowed =
+          s.phase == SlotPhase::kDraining || s.phase == SlotPhase::kStopping;
+      break;
+    case SlotPhase::kDraining:
+      allowed = s.phase == SlotPhase::kOpen;
+      break;
+    case SlotPhase::kStopDraining:
+      allowed = s.phase == SlotPhase::kOpen || s.phase == SlotPhase::kDraining;
+      break;
+    case SlotPhase::kStopping:
+      allowed = s.phase == SlotPhase::kDraining ||
+                s.phase == SlotPhase::kStopDraining;
+      break;
+  }
+  if (!allowed) {
+    ABSL_RAW_LOG(FATAL, "model %s: slot phase %s -> %s is out of its course",
+                 s.config->id.c_str(), SlotPhaseName(s.phase),
+                 SlotPhaseName(next));
+  }
+#endif
+  s.phase = next;
+}
+
 void Scheduler::CallOffEvictions() {
   // A swap's victim still draining when the demand it made room for is gone
   // (its clients left, the proxy withdrew the ACQUIRE): it stays up. Its
   // holders were told REVOKED; they release and are granted again at once.
   // Stops, reload restarts and removals go on; so does a stop already begun.
   for (auto& [id, v] : slots_) {
-    if (!v->evicting || v->admin_stop || v->next_config != nullptr ||
-        v->stop_requested || v->actor->status().state != State::kReady) {
+    if (v->phase != SlotPhase::kDraining || v->next_config != nullptr ||
+        v->actor->status().state != State::kReady) {
       continue;
     }
-    v->evicting = false;
+    Enter(*v, SlotPhase::kOpen);
     v->drain_timer.reset();
     Emit(*v);
   }
@@ -587,22 +632,30 @@ void Scheduler::RevokeAll(Slot& s, const std::string& reason) {
   }
 }
 
-void Scheduler::BeginEviction(Slot& s, const std::string& reason) {
-  s.evicting = true;
+void Scheduler::BeginEviction(Slot& s, SlotPhase drain,
+                              const std::string& reason) {
+  // A stop outranks a swap's drain; a slot already stopping stays so.
+  if (drain == SlotPhase::kStopDraining) {
+    DrainToStop(s);
+  } else if (s.phase == SlotPhase::kOpen) {
+    Enter(s, SlotPhase::kDraining);
+  }
   CloseGate(s);  // Before the holders are revoked: the gate's are among them.
   Emit(s);
   RevokeAll(s, reason);
-  if (!s.holders.empty() && s.drain_timer == nullptr) {
+  if (!s.holders.empty() && s.drain_timer == nullptr &&
+      s.phase != SlotPhase::kStopping) {
     std::string id = s.config->id;
-    absl::Duration bound =
-        s.admin_stop ? s.config->unload_timeout : options_.revoke_timeout;
+    absl::Duration bound = s.phase == SlotPhase::kStopDraining
+                               ? s.config->unload_timeout
+                               : options_.revoke_timeout;
     s.drain_timer = env_.clock->After(bound, [this, id, bound] {
       Activity activity(this);
       Apply(gate_.TakeOps());  // A release taken just now counts.
       Slot* slot = Find(id);
       if (slot == nullptr) return;
       slot->drain_timer.reset();
-      if (slot->admin_stop) {
+      if (slot->phase == SlotPhase::kStopDraining) {
         StopNow(*slot);  // Stop's bounded wait is over.
         return;
       }
@@ -619,6 +672,15 @@ void Scheduler::BeginEviction(Slot& s, const std::string& reason) {
   MaybeStopDrained(s);
 }
 
+void Scheduler::DrainToStop(Slot& s) {
+  if (s.phase == SlotPhase::kOpen) {
+    Enter(s, SlotPhase::kStopDraining);
+  } else if (s.phase == SlotPhase::kDraining) {
+    Enter(s, SlotPhase::kStopDraining);
+    s.drain_timer.reset();  // Bounded by the stop's unloadTimeout from now.
+  }
+}
+
 void Scheduler::CutOff(ClientId client, const std::string& reason) {
   auto c = clients_.find(client);
   if (c == clients_.end()) return;
@@ -628,22 +690,20 @@ void Scheduler::CutOff(ClientId client, const std::string& reason) {
 }
 
 void Scheduler::MaybeStopDrained(Slot& s) {
-  if (s.evicting && s.holders.empty()) StopNow(s);
+  if (s.closed() && s.holders.empty()) StopNow(s);
 }
 
 void Scheduler::StopNow(Slot& s) {
   CloseGate(s);
-  if (s.stop_requested) return;
-  s.stop_requested = true;
+  if (s.phase == SlotPhase::kStopping) return;
+  Enter(s, SlotPhase::kStopping);
   s.drain_timer.reset();
   std::string id = s.config->id;
   Slot* target = &s;
   s.actor->Stop([this, target, id] {
     Activity activity(this);
     Slot& slot = *target;
-    slot.stop_requested = false;
-    slot.evicting = false;
-    slot.admin_stop = false;
+    Enter(slot, SlotPhase::kOpen);
     absl::Time now = env_.clock->Now();
     // Leases end with the process; a late RELEASE is ignored.
     for (auto it = slot.holders.begin(); it != slot.holders.end();) {

@@ -105,6 +105,8 @@ struct SchedulerOptions {
   actor::ModelActor::LineSink on_model_line;
 };
 
+enum class SlotPhase;  // scheduler_internal.h
+
 class Scheduler {
  public:
   using ModelDone = std::function<void(absl::StatusOr<ModelView>)>;
@@ -173,6 +175,7 @@ class Scheduler {
   };
 
   Slot* Find(const std::string& name) const;
+  void Enter(Slot& s, SlotPhase next);
   ModelView View(const Slot& s) const;
   void Emit(Slot& s, ModelChange::Kind kind = ModelChange::Kind::kModified);
   void OnActorEvent(const actor::StateEvent& e);
@@ -181,8 +184,13 @@ class Scheduler {
   void Defer(std::function<void()> fn);
   void SchedulePump();
   bool Grant(Demand& d, Slot& s);
-  void BeginEviction(Slot& s, const std::string& reason);
+  // `drain`: kDraining (a swap, a restart) or kStopDraining (a stop, a
+  // removal; a draining slot becomes one).
+  void BeginEviction(Slot& s, SlotPhase drain, const std::string& reason);
   void RevokeAll(Slot& s, const std::string& reason);
+  // A Stop's or a removal's drain: kOpen and kDraining become
+  // kStopDraining (bounded by unloadTimeout from now); kStopping stays.
+  void DrainToStop(Slot& s);
   void MaybeStopDrained(Slot& s);
   void StopNow(Slot& s);
   void FailDemands(Slot& s, const absl::Status& status);

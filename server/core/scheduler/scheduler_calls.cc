@@ -26,7 +26,7 @@ WaiterId Scheduler::Start(const std::string& model, ModelDone done) {
     done(absl::NotFoundError(absl::StrCat("unknown model '", model, "'")));
     return 0;
   }
-  if (s->actor->status().state == State::kReady && !s->evicting) {
+  if (s->actor->status().state == State::kReady && !s->closed()) {
     done(View(*s));
     return 0;
   }
@@ -64,7 +64,7 @@ WaiterId Scheduler::WaitReady(const std::string& model, ModelDone done) {
     return 0;
   }
   const actor::ModelStatus& st = s->actor->status();
-  if (st.state == State::kReady && !s->evicting) {
+  if (st.state == State::kReady && !s->closed()) {
     done(View(*s));
     return 0;
   }
@@ -122,14 +122,16 @@ void Scheduler::Stop(const std::string& model, bool force, ModelDone done) {
     return;
   }
   s->stop_waiters.push_back(std::move(done));
-  s->admin_stop = true;
+  // Draining to stop before its demands are failed (a swap's drain becomes
+  // a stop's); a slot already stopping stays so.
+  DrainToStop(*s);
   if (s->actor->status().state == State::kStarting) {
     absl::Status aborted = absl::AbortedError(
         absl::StrCat("model ", s->config->id, ": start cancelled by a stop"));
     FailDemands(*s, aborted);
     AnswerReadyWaiters(*s, aborted);
   }
-  BeginEviction(*s, "stopped by an operator");
+  BeginEviction(*s, SlotPhase::kStopDraining, "stopped by an operator");
   if (force) StopNow(*s);
 }
 

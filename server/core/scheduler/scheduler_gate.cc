@@ -64,7 +64,7 @@ void Scheduler::Apply(std::vector<GrantGate::Op> ops) {
     }
     s->holders[op.client] = Lease{op.lease, op.at, false};
     s->actor->AddLease();  // Emits the change (leases count).
-    if (s->evicting || s->actor->status().state != State::kReady) {
+    if (s->closed() || s->actor->status().state != State::kReady) {
       // Absorbed by the close of an eviction, a stop or a death: a holder
       // like the others, and revoked like them.
       s->holders[op.client].revoked = true;
@@ -82,8 +82,8 @@ void Scheduler::Publish() {
   std::map<std::string, std::string> open;
   if (!shutting_down_) {
     for (const auto& [id, s] : slots_) {
-      if (s->actor->status().state == State::kReady && !s->evicting &&
-          !s->stop_requested && !s->removed && s->next_config == nullptr) {
+      if (s->actor->status().state == State::kReady && !s->closed() &&
+          !s->removed && s->next_config == nullptr) {
         open[id] = s->config->proxy;
       }
     }

@@ -15,14 +15,37 @@
 
 namespace modelplane::scheduler {
 
+// Where a slot stands between its leases and its process: one value,
+// changed only by Scheduler::Enter (which checks each step in debug
+// builds), as ModelActor has one State. Independent of the actor's state:
+// a TTL unload or a crash stops the process of an open slot.
+//
+//   kOpen ---------- BeginEviction (a swap, a reload's restart) --> kDraining
+//   kOpen ---------- BeginEviction (Stop, a reload's removal) ---->
+//   kStopDraining kDraining ------ Stop
+//   -------------------------------------------> kStopDraining kDraining ------
+//   its demand gone (CallOffEvictions) -------------> kOpen kDraining,
+//   kStopDraining -- drained (or unloadTimeout) ---------> kStopping kStopping
+//   ------ reaped ------------------------------------------> kOpen
+enum class SlotPhase {
+  kOpen,          // Granted whenever its model is READY.
+  kDraining,      // Revoked for a swap or a restart: no new grants; stopped
+                  // once its holders released (they are cut off after the
+                  // revoke timeout); a swap's is called off with its demand.
+  kStopDraining,  // Revoked for a Stop or a removal: stopped once drained,
+                  // or when the model's unloadTimeout is over.
+  kStopping,      // Its actor was told to stop; open again once reaped.
+};
+const char* SlotPhaseName(SlotPhase p);
+
 struct Scheduler::Slot {
   std::shared_ptr<const config::ModelConfig> config;
   std::shared_ptr<logs::LogBuffer> log;
   std::unique_ptr<actor::ModelActor> actor;
   std::map<ClientId, Lease> holders;
-  bool evicting = false;    // Revoked: no new grants; stop once drained.
-  bool admin_stop = false;  // The eviction is a Stop (not a swap).
-  bool stop_requested = false;
+  SlotPhase phase = SlotPhase::kOpen;
+  // Not kOpen: revoked, no new grants (the gate is closed).
+  bool closed() const { return phase != SlotPhase::kOpen; }
   std::unique_ptr<actor::Timer> drain_timer;
   std::vector<ModelDone> stop_waiters;
   std::map<WaiterId, ModelDone> ready_waiters;

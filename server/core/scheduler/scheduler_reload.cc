@@ -78,8 +78,8 @@ config::ConfigDiff Scheduler::Reload(
     Slot* raw = s.get();
     retired_.push_back(std::move(s));
     if (Running(*raw) || !raw->holders.empty()) {
-      raw->admin_stop = true;
-      BeginEviction(*raw, "removed from the config");  // Log closed once down.
+      // Its log is closed once it is down.
+      BeginEviction(*raw, SlotPhase::kStopDraining, "removed from the config");
     } else {
       raw->log->Close(
           absl::NotFoundError(absl::StrCat("model '", id, "' was removed")));
@@ -108,7 +108,8 @@ config::ConfigDiff Scheduler::Reload(
     if (changed) ClearBackoff(s);
     if (restart && (Running(s) || !s.holders.empty())) {
       s.next_config = ModelOf(config_, m);
-      BeginEviction(s, "its command changed in a config reload");
+      BeginEviction(s, SlotPhase::kDraining,
+                    "its command changed in a config reload");
     } else if (restart) {
       // No process to restart: for the caller it is an update.
       s.config = ModelOf(config_, m);

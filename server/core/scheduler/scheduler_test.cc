@@ -455,6 +455,67 @@ models:
   EXPECT_TRUE(scheduler_->Get("a")->leases.empty());
 }
 
+// A Stop of a model draining for a swap makes the drain a stop's: bounded
+// by the model's unloadTimeout (not the swap's revoke timeout), and not
+// called off when the swap's demand goes away.
+TEST_F(SchedulerTest, StopOfASwapsVictimIsAStopBoundedByUnloadTimeout) {
+  Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", unloadTimeout: 7}
+  b: {cmd: "srv-b --port ${PORT}", maxQueueWait: 1}
+)yaml");
+  RecordingClient holder, waiter;
+  ClientId h = Hold(&holder, "a");
+  ClientId w = Connect(&waiter);
+  Acquire(w, "b");
+  clock_.Advance(absl::Seconds(1));
+  Settle();
+  ASSERT_TRUE(holder.Saw("revoked a"));  // Draining for b's swap.
+  std::vector<std::string> done;
+  scheduler_->Stop("a", false, [&](absl::StatusOr<ModelView> v) {
+    done.push_back(actor::StateName(v->status.state));
+  });
+  Settle();
+  // b's demand goes: a swap's drain would be called off, a stop's is not.
+  scheduler_->Disconnect(w);
+  Settle();
+  EXPECT_THAT(Proc("a")->signals, IsEmpty());
+  clock_.Advance(absl::Seconds(7));
+  Settle();
+  EXPECT_THAT(Proc("a")->signals, ElementsAre(SIGTERM));
+  Exits("a");
+  EXPECT_THAT(done, ElementsAre("STOPPED"));
+  // Open again once reaped: a new demand starts and is granted it.
+  Acquire(h, "a");
+  Healthy("a");
+  EXPECT_TRUE(holder.Saw("granted a r-a http://localhost:5800"));
+}
+
+// A swap's drain whose demand went away is called off: the victim stays up
+// and is granted again.
+TEST_F(SchedulerTest, ASwapsDrainIsCalledOffWhenItsDemandLeaves) {
+  Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}"}
+  b: {cmd: "srv-b --port ${PORT}", maxQueueWait: 1}
+)yaml");
+  RecordingClient holder, waiter;
+  ClientId h = Hold(&holder, "a");
+  ClientId w = Connect(&waiter);
+  Acquire(w, "b");
+  clock_.Advance(absl::Seconds(1));
+  Settle();
+  ASSERT_TRUE(holder.Saw("revoked a"));
+  scheduler_->Disconnect(w);
+  Settle();
+  Release(h, &holder, "a");
+  EXPECT_EQ(StateOf("a"), State::kReady);
+  holder.events.clear();
+  Acquire(h, "a");
+  EXPECT_TRUE(holder.Saw("granted a r-a http://localhost:5800"));
+  EXPECT_EQ(Spawns("a"), 1);
+}
+
 TEST_F(SchedulerTest, ForcedStopDoesNotWaitForHolders) {
   Load(kThree);
   RecordingClient holder;
