@@ -137,25 +137,12 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
   auto c = clients_.find(client);
   if (c == clients_.end()) return;
   LeaseClient* lc = c->second.client;
-  if (shutting_down_) {
-    lc->OnFailed(model, request_id,
-                 absl::UnavailableError("the manager is shutting down"),
-                 nullptr);
+  absl::StatusOr<Slot*> admitted = Admit(model);
+  if (!admitted.ok()) {
+    lc->OnFailed(model, request_id, admitted.status(), nullptr);
     return;
   }
-  if (model.empty()) {
-    lc->OnFailed(model, request_id,
-                 absl::InvalidArgumentError("ACQUIRE names no model"), nullptr);
-    return;
-  }
-  Slot* s = Find(model);
-  if (s == nullptr) {
-    lc->OnFailed(
-        model, request_id,
-        absl::NotFoundError(absl::StrCat("unknown model '", model, "'")),
-        nullptr);
-    return;
-  }
+  Slot* s = *admitted;
   auto held = s->holders.find(client);
   if (held != s->holders.end() && !held->second.revoked) {
     lc->OnGranted(s->config->id, request_id, held->second.id, s->config->proxy);
@@ -169,28 +156,64 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
   d.since = env_.clock->Now();
   d.client = client;
   d.request_id = std::move(request_id);
-  // Fast path: a READY model that is not being evicted is granted at once
-  // (whatever the queue holds, as the gate does: it waits for nothing).
-  if (held == s->holders.end() && s->actor->status().state == State::kReady &&
-      !s->closed()) {
-    ++s->queued;
-    Grant(d, *s);
-    return;
+  // A client whose lease was revoked (an eviction called off) waits its
+  // turn behind the demand already queued.
+  Submit(std::move(d), *s, /*wait=*/held != s->holders.end());
+}
+
+absl::StatusOr<Scheduler::Slot*> Scheduler::Admit(
+    const std::string& model) const {
+  if (shutting_down_) {
+    return absl::UnavailableError("the manager is shutting down");
+  }
+  if (model.empty()) return absl::InvalidArgumentError("no model named");
+  Slot* s = Find(model);
+  if (s == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown model '", model, "'"));
+  }
+  return s;
+}
+
+bool Scheduler::Grantable(const Slot& s) const {
+  return s.actor->status().state == State::kReady && !s.closed();
+}
+
+bool Scheduler::Submit(Demand d, Slot& s, bool wait) {
+  // Fast path: a grantable model is granted at once, whatever the queue
+  // holds (as the gate does: it waits for nothing).
+  if (!wait && Grantable(s)) {
+    if (d.client == 0) {
+      d.done(View(s));  // A Start: nothing changes.
+      return false;
+    }
+    ++s.queued;
+    Grant(d, s);
+    return false;
   }
   if (queue_.size() >= options_.max_queue) {
-    lc->OnFailed(d.model, d.request_id,
-                 absl::ResourceExhaustedError(absl::StrCat(
-                     "the queue is full (", options_.max_queue, " waiting)")),
-                 nullptr);
-    return;
+    Refuse(d, absl::ResourceExhaustedError(absl::StrCat(
+                  "the queue is full (", options_.max_queue, " waiting)")));
+    return false;
   }
   auto pos = std::find_if(queue_.begin(), queue_.end(), [&](const Demand& q) {
     return q.priority < d.priority;
   });
   queue_.insert(pos, std::move(d));
-  ++s->queued;
-  Emit(*s);
+  ++s.queued;
+  Emit(s);
   Pump();
+  return true;
+}
+
+void Scheduler::Refuse(Demand& d, const absl::Status& status) {
+  if (d.client == 0) {
+    if (d.done) d.done(status);
+    return;
+  }
+  auto c = clients_.find(d.client);
+  if (c != clients_.end()) {
+    c->second.client->OnFailed(d.model, d.request_id, status, nullptr);
+  }
 }
 
 void Scheduler::Release(ClientId client, const std::string& model,

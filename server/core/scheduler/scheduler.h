@@ -184,6 +184,20 @@ class Scheduler {
   void Defer(std::function<void()> fn);
   void SchedulePump();
   bool Grant(Demand& d, Slot& s);
+  // The demand queue's door, shared by Acquire, Start and WaitReady: the
+  // slot a call names, or UNAVAILABLE (shutting down), INVALID_ARGUMENT
+  // (no name), NOT_FOUND (unknown).
+  absl::StatusOr<Slot*> Admit(const std::string& model) const;
+  // READY and open: a demand for it is granted at once.
+  bool Grantable(const Slot& s) const;
+  // A new demand (Acquire, Start) for `s`: a demand for a grantable model
+  // is granted at once (`wait`: it waits its turn in the queue anyway);
+  // otherwise it joins the queue by priority, then arrival, unless the
+  // queue is full (RESOURCE_EXHAUSTED).
+  // Returns whether it was queued.
+  bool Submit(Demand d, Slot& s, bool wait = false);
+  // Answers a demand with a refusal (its caller or its lease client).
+  void Refuse(Demand& d, const absl::Status& status);
   // `drain`: kDraining (a swap, a restart) or kStopDraining (a stop, a
   // removal; a draining slot becomes one).
   void BeginEviction(Slot& s, SlotPhase drain, const std::string& reason);

@@ -17,23 +17,12 @@ using actor::State;
 
 WaiterId Scheduler::Start(const std::string& model, ModelDone done) {
   Activity activity(this);
-  if (shutting_down_) {
-    done(absl::UnavailableError("the manager is shutting down"));
+  absl::StatusOr<Slot*> admitted = Admit(model);
+  if (!admitted.ok()) {
+    done(admitted.status());
     return 0;
   }
-  Slot* s = Find(model);
-  if (s == nullptr) {
-    done(absl::NotFoundError(absl::StrCat("unknown model '", model, "'")));
-    return 0;
-  }
-  if (s->actor->status().state == State::kReady && !s->closed()) {
-    done(View(*s));
-    return 0;
-  }
-  if (queue_.size() >= options_.max_queue) {
-    done(absl::ResourceExhaustedError("the queue is full"));
-    return 0;
-  }
+  Slot* s = *admitted;
   Demand d;
   d.seq = next_seq_++;
   d.priority = s->config->priority;
@@ -42,29 +31,21 @@ WaiterId Scheduler::Start(const std::string& model, ModelDone done) {
   d.waiter = next_waiter_++;
   d.done = std::move(done);
   WaiterId id = d.waiter;
-  auto pos = std::find_if(queue_.begin(), queue_.end(), [&](const Demand& q) {
-    return q.priority < d.priority;
-  });
-  queue_.insert(pos, std::move(d));
-  ++s->queued;
-  Emit(*s);
-  Pump();
-  return id;
+  // Answered at once (READY, or a full queue): nothing to cancel.
+  return Submit(std::move(d), *s) ? id : 0;
 }
 
 WaiterId Scheduler::WaitReady(const std::string& model, ModelDone done) {
   Activity activity(this);
-  if (shutting_down_) {
-    done(absl::UnavailableError("the manager is shutting down"));
+  // Through the queue's door, but no demand: a waiter starts nothing.
+  absl::StatusOr<Slot*> admitted = Admit(model);
+  if (!admitted.ok()) {
+    done(admitted.status());
     return 0;
   }
-  Slot* s = Find(model);
-  if (s == nullptr) {
-    done(absl::NotFoundError(absl::StrCat("unknown model '", model, "'")));
-    return 0;
-  }
+  Slot* s = *admitted;
   const actor::ModelStatus& st = s->actor->status();
-  if (st.state == State::kReady && !s->closed()) {
+  if (Grantable(*s)) {
     done(View(*s));
     return 0;
   }
