@@ -14,7 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "common/lazy_timer.h"
+#include "common/uv/lazy_timer.h"
 
 namespace modelplane::proxy::upstream {
 
@@ -138,7 +138,7 @@ class Connection : public http1::ResponseVisitor {
   static void OnConnect(uv_connect_t* req, int status);
   enum class Wait { kNone, kConnect, kHead, kIdle };
   void Arm(Wait wait, absl::Duration d);
-  static void OnTimer(uv_timer_t* t);
+  static void OnTimer(void* data);
   static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
@@ -151,8 +151,7 @@ class Connection : public http1::ResponseVisitor {
   bool resolved_;  // addr_ holds the address.
   Resolve* resolving_ = nullptr;
   uv_tcp_t tcp_;
-  LazyTimer timer_;  // wait_'s timeout; lazy: no heap update per request.
-  int open_handles_ = 2;
+  uv::LazyTimer timer_;  // wait_'s timeout; lazy: no heap update per request.
   Wait wait_ = Wait::kNone;
   Timeouts timeouts_;
   uv_connect_t connect_;
@@ -207,8 +206,8 @@ void Connection::Arm(Wait wait, absl::Duration d) {
       std::max<int64_t>(1, absl::ToInt64Milliseconds(d))));
 }
 
-void Connection::OnTimer(uv_timer_t* t) {
-  auto* c = static_cast<Connection*>(t->data);
+void Connection::OnTimer(void* data) {
+  auto* c = static_cast<Connection*>(data);
   if (c->closing_) return;
   switch (c->wait_) {
     case Wait::kConnect:
@@ -547,13 +546,9 @@ void Connection::Close() {
     resolving_->conn = nullptr;  // Its callback frees it.
     resolving_ = nullptr;
   }
-  auto closed = [](uv_handle_t* h) {
-    auto* c = static_cast<Connection*>(h->data);
-    if (--c->open_handles_ == 0) delete c;
-  };
-  timer_.Disarm();
-  uv_close(timer_.handle(), closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), closed);
+  timer_.Close();  // Its memory is its own (common/uv/handle.h).
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_),
+           [](uv_handle_t* h) { delete static_cast<Connection*>(h->data); });
 }
 
 UpstreamPool::UpstreamPool(uv_loop_t* loop) : loop_(loop) {}

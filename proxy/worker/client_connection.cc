@@ -10,11 +10,6 @@
 namespace modelplane::proxy {
 namespace {
 
-struct WriteReq {
-  uv_write_t req;
-  std::string data;
-};
-
 // What an HTTP/2 client sends first (RFC 9113, 3.4).
 constexpr absl::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -25,49 +20,32 @@ constexpr uint64_t kLingerMs = 2000;
 // Produce may overshoot it by a frame).
 constexpr size_t kFlushBytes = 256 << 10;
 
-// The gathering buffer kept between responses (larger ones are freed).
-constexpr size_t kKeptOutBytes = 16 << 10;
-
 }  // namespace
 
 ClientConnection::ClientConnection(Worker* worker)
     : worker_(worker), parser_(this, worker->context().options().limits) {
-  uv_tcp_init(worker->loop().loop(), &tcp_);
-  tcp_.data = this;
+  stream_.Init(worker->loop().loop(), this, worker->read_buffer(),
+               Worker::kReadBufferSize);
+  stream_.set_send_timeout_ms(static_cast<uint64_t>(std::max<int64_t>(
+      1, absl::ToInt64Milliseconds(worker->context().options().send_timeout))));
   timer_.Init(worker->loop().loop(), OnTimer, this);
-  uv_timer_init(worker->loop().loop(), &send_timer_);
-  uv_idle_init(worker->loop().loop(), &flush_);
-  send_timer_.data = this;
-  flush_.data = this;
 }
 
 ClientConnection::~ClientConnection() = default;
 
 void ClientConnection::Start() {
-  uv_tcp_nodelay(&tcp_, 1);
-  sockaddr_storage addr{};
-  int len = sizeof(addr);
-  char ip[64] = "";
-  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&addr), &len) ==
-      0) {
-    if (addr.ss_family == AF_INET) {
-      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&addr), ip, sizeof(ip));
-    } else {
-      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&addr), ip, sizeof(ip));
-    }
-  }
-  peer_ = ip;
+  uv_tcp_nodelay(stream_.tcp(), 1);
+  peer_ = stream_.PeerAddress();
   exchange_ = std::make_unique<Exchange>(worker_, this, peer_);
-  if (uv_read_start(stream(), OnAlloc, OnRead) != 0) {
+  if (!stream_.StartReading()) {
     Close();
     return;
   }
-  reading_client_ = true;
   UpdateTimer();
 }
 
 void ClientConnection::UpdateTimer() {
-  if (closing_ || lingering_) return;
+  if (closing_ || stream_.lingering() || tunnel_client_done_) return;
   TimerMode want;
   if (h2_ != nullptr) {
     want = h2_->session().open_streams() == 0 ? TimerMode::kIdle
@@ -106,8 +84,8 @@ uint64_t ClientConnection::TimerMs(TimerMode mode) const {
       std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
 }
 
-void ClientConnection::OnTimer(uv_timer_t* t) {
-  auto* c = static_cast<ClientConnection*>(t->data);
+void ClientConnection::OnTimer(void* data) {
+  auto* c = static_cast<ClientConnection*>(data);
   if (c->closing_) return;
   if (c->timer_mode_ == TimerMode::kLinger) {
     c->Close();  // The client kept sending (or kept the connection) too long.
@@ -129,8 +107,7 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
   }
   if (c->timer_mode_ == TimerMode::kBody && c->reading_body_) {
     // Nothing more is read: the rest of the body must not be dispatched.
-    uv_read_stop(c->stream());
-    c->reading_client_ = false;
+    c->StopReading();
     c->input_.clear();
     c->reading_body_ = false;
     c->timer_mode_ = TimerMode::kNone;
@@ -142,8 +119,7 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
   if (c->in_request_) return;
   if (c->timer_mode_ == TimerMode::kHead) {
     // Nothing more is read: a head completing now must not be served.
-    uv_read_stop(c->stream());
-    c->reading_client_ = false;
+    c->StopReading();
     c->input_.clear();
     c->timer_mode_ = TimerMode::kNone;
     c->keep_alive_ = false;
@@ -156,8 +132,7 @@ void ClientConnection::OnTimer(uv_timer_t* t) {
     // The last answer is still going out to a slow reader (the send timeout
     // watches it): close once it is written, read nothing more.
     c->close_after_write_ = true;
-    uv_read_stop(c->stream());
-    c->reading_client_ = false;
+    c->StopReading();
     return;
   }
   c->Close();  // Idle keep-alive connection.
@@ -174,8 +149,7 @@ void ClientConnection::Drain() {
   if (Queued() > 0) {
     // The last response is still being written: close once it is out.
     close_after_write_ = true;
-    uv_read_stop(stream());
-    reading_client_ = false;
+    StopReading();
     return;
   }
   Close();
@@ -183,7 +157,7 @@ void ClientConnection::Drain() {
 
 void ClientConnection::CloseGracefully() {
   if (closing_) return;
-  if (lingering_ && tunnel_) {
+  if (tunnel_client_done_) {
     // A tunnel whose client closed first: done once the upstream's last
     // bytes are out.
     if (Queued() == 0) {
@@ -193,22 +167,16 @@ void ClientConnection::CloseGracefully() {
     }
     return;
   }
-  if (lingering_) return;
+  if (stream_.lingering()) return;
   if (Queued() > 0) {
-    close_after_write_ = true;  // OnWrite comes back once it is out.
+    close_after_write_ = true;  // OnStreamWritten comes once it is out.
     return;
   }
-  lingering_ = true;
-  if (uv_shutdown(&shutdown_, stream(), [](uv_shutdown_t*, int) {}) != 0) {
-    Close();
-    return;
-  }
-  if (!reading_client_) {
-    reading_client_ = true;
-    uv_read_start(stream(), OnAlloc, OnRead);
-  }
-  timer_mode_ = TimerMode::kLinger;
-  timer_.Arm(kLingerMs);
+  // FIN, then what the client still sends is dropped until it closes or
+  // kLingerMs pass (OnStreamError).
+  timer_mode_ = TimerMode::kNone;
+  timer_.Disarm();
+  if (!stream_.LingeringClose(kLingerMs)) Close();
 }
 
 void ClientConnection::Close() {
@@ -220,74 +188,70 @@ void ClientConnection::Close() {
   if (exchange_ != nullptr) exchange_->Cancel();
   if (h2_ != nullptr) h2_->CancelAll();
   worker_->Forget(this);
-  timer_.Disarm();
-  auto closed = [](uv_handle_t* h) {
-    auto* c = static_cast<ClientConnection*>(h->data);
-    if (--c->open_handles_ == 0) delete c;
-  };
-  uv_close(timer_.handle(), closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&send_timer_), closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&flush_), closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), closed);
+  timer_.Close();
+  // Deleted once libuv is done with the socket: never while one of its
+  // methods (or an exchange's) is on the stack.
+  stream_.Close(Closed, this);
 }
 
-void ClientConnection::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  Worker* w = static_cast<ClientConnection*>(h->data)->worker_;
-  *buf = uv_buf_init(w->read_buffer(), Worker::kReadBufferSize);
+void ClientConnection::Closed(void* c) {
+  delete static_cast<ClientConnection*>(c);
 }
 
-void ClientConnection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-  auto* c = static_cast<ClientConnection*>(s->data);
-  if (n == UV_EOF && c->tunnel_ && !c->closing_ && !c->lingering_) {
+void ClientConnection::StartReading() {
+  if (!closing_ && !stream_.StartReading()) Close();
+}
+
+void ClientConnection::OnStreamEof() {
+  if (tunnel_ && !closing_ && !tunnel_client_done_) {
     // The client closed its side of a tunnel: so does the upstream, after
     // what it still has to take; its answer still comes back, for a while
-    // (a lingering close: the timer ends it).
-    uv_read_stop(s);
-    c->reading_client_ = false;
-    c->lingering_ = true;
-    c->timer_mode_ = TimerMode::kLinger;
-    c->timer_.Arm(kLingerMs);
-    c->exchange_->TunnelClientDone();
+    // (the timer ends it).
+    tunnel_client_done_ = true;
+    timer_mode_ = TimerMode::kLinger;
+    timer_.Arm(kLingerMs);
+    exchange_->TunnelClientDone();
     return;
   }
-  if (n < 0) {
-    c->Close();  // The client left: an upstream in flight is cancelled.
-    return;
-  }
-  if (n == 0 || c->closing_) return;
-  if (c->lingering_) return;  // Closing: read and dropped.
-  c->worker_->metrics().AddBytesIn(static_cast<uint64_t>(n));
-  if (c->tunnel_) {
-    if (c->exchange_->TunnelIn(absl::string_view(buf->base, n)) &&
-        !c->closing_) {
-      uv_read_stop(s);  // The upstream is slow to take them: TCP pushes back.
-      c->reading_client_ = false;
+  Close();  // The client left: an upstream in flight is cancelled.
+}
+
+void ClientConnection::OnStreamError(int) {
+  // A read or write error, a client that took nothing for --send-timeout-ms
+  // (the lease and the upstream go back), or a lingering close over.
+  Close();
+}
+
+void ClientConnection::OnStreamRead(absl::string_view data) {
+  if (closing_ || tunnel_client_done_) return;
+  worker_->metrics().AddBytesIn(data.size());
+  if (tunnel_) {
+    if (exchange_->TunnelIn(data) && !closing_) {
+      StopReading();  // The upstream is slow to take them: TCP pushes back.
     }
     return;
   }
-  if (c->h2_ != nullptr) {
-    if (!c->h2_->session().Feed(absl::string_view(buf->base, n))) {
-      uv_read_stop(s);  // A protocol error: its GOAWAY goes out, then close.
-      c->reading_client_ = false;
+  if (h2_ != nullptr) {
+    if (!h2_->session().Feed(data)) {
+      StopReading();  // A protocol error: its GOAWAY goes out, then close.
     }
-    c->Flush();
+    Flush();
     return;
   }
-  absl::string_view fresh(buf->base, static_cast<size_t>(n));
-  if (c->input_.empty() && !c->first_bytes_ && !c->feeding_) {
+  absl::string_view fresh = data;
+  if (input_.empty() && !first_bytes_ && !feeding_) {
     // The usual case: parsed straight from the read buffer, and only what
     // is left (a pipelined request behind one in flight) is copied.
-    c->feeding_ = true;
-    fresh.remove_prefix(c->Parse(fresh));
-    c->feeding_ = false;
+    feeding_ = true;
+    fresh.remove_prefix(Parse(fresh));
+    feeding_ = false;
   }
-  c->input_.append(fresh.data(), fresh.size());
-  if (c->input_.size() >
-      c->worker_->context().options().limits.max_body_bytes + (1 << 20)) {
-    uv_read_stop(s);  // Pipelined far ahead: wait until caught up.
-    c->reading_client_ = false;
+  input_.append(fresh.data(), fresh.size());
+  if (input_.size() >
+      worker_->context().options().limits.max_body_bytes + (1 << 20)) {
+    StopReading();  // Pipelined far ahead: wait until caught up.
   }
-  c->FeedInput();
+  FeedInput();
 }
 
 bool ClientConnection::DetectPreface() {
@@ -333,10 +297,7 @@ void ClientConnection::FeedInput() {
     // Upgraded: what follows the request is the client's HTTP/2 preface.
     std::string rest;
     rest.swap(input_);
-    if (!rest.empty() && !h2_->session().Feed(rest)) {
-      uv_read_stop(stream());
-      reading_client_ = false;
-    }
+    if (!rest.empty() && !h2_->session().Feed(rest)) StopReading();
     Flush();
   }
   UpdateTimer();
@@ -414,21 +375,11 @@ void ClientConnection::OnRequestError(int status, const std::string& message) {
   exchange_->Fail(status, message);
 }
 
-void ClientConnection::ScheduleFlush() {
-  if (closing_ || uv_is_active(reinterpret_cast<uv_handle_t*>(&flush_))) {
-    return;
-  }
-  uv_idle_start(&flush_, [](uv_idle_t* h) {
-    uv_idle_stop(h);
-    static_cast<ClientConnection*>(h->data)->Flush();
-  });
-}
+void ClientConnection::ScheduleFlush() { stream_.ScheduleFlush(); }
 
 void ClientConnection::Flush() {
   if (closing_) return;
-  // Whatever scheduled a flush is served by this one.
-  uv_idle_stop(&flush_);
-  if (h2_ == nullptr) return WriteOut();
+  if (h2_ == nullptr) return stream_.Flush();
   size_t queued = Queued();
   if (queued < kFlushBytes) {
     std::string out;
@@ -436,7 +387,7 @@ void ClientConnection::Flush() {
     if (closing_) return;
     Write(std::move(out));
   }
-  WriteOut();
+  stream_.Flush();
   if (closing_) return;
   http2::ServerSession& s = h2_->session();
   if (s.done() || (draining_ && s.open_streams() == 0)) {
@@ -449,93 +400,20 @@ void ClientConnection::Flush() {
 }
 
 void ClientConnection::Write(std::string data) {
-  WriteWith([&](std::string* out) {
-    if (out->empty() && out->capacity() < data.size()) {
-      *out = std::move(data);
-    } else {
-      out->append(data);
-    }
-  });
+  size_t n = data.size();
+  if (closing_) return;
+  stream_.Write(std::move(data));
+  Wrote(n);
 }
 
 void ClientConnection::Wrote(size_t n) {
   if (n == 0) return;
   worker_->metrics().AddBytesOut(n);
   if (h2_ == nullptr && exchange_ != nullptr) exchange_->AddSent(n);
-  ScheduleFlush();
 }
 
-void ClientConnection::ClearOut() {
-  if (out_.capacity() > kKeptOutBytes) {
-    std::string().swap(out_);  // An idle connection keeps no big buffer.
-  } else {
-    out_.clear();  // Its capacity serves the next response.
-  }
-}
-
-void ClientConnection::WriteOut() {
-  if (closing_ || out_.empty()) return;
-  size_t done = 0;
-  if (tcp_.write_queue_size == 0) {
-    // Straight to the socket when nothing waits before it. A write queued
-    // through libuv (1.44) re-arms the epoll watcher once it has drained —
-    // one epoll_ctl per write, a third of the proxy's system calls. An
-    // error is left to uv_write below, which reports it in OnWrite.
-    uv_buf_t buf = uv_buf_init(out_.data(), out_.size());
-    int n = uv_try_write(stream(), &buf, 1);
-    if (n > 0) done = static_cast<size_t>(n);
-  }
-  if (done == out_.size()) {
-    ClearOut();
-    AfterWrite();
-    return;
-  }
-  auto* w = new WriteReq{uv_write_t{},
-                         done == 0 ? std::move(out_) : out_.substr(done)};
-  ClearOut();
-  uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
-  if (uv_write(&w->req, stream(), &buf, 1, OnWrite) != 0) {
-    delete w;
-    Close();
-    return;
-  }
-  if (!send_timer_armed_ && stream()->write_queue_size > 0) ArmSendTimer();
-}
-
-void ClientConnection::ArmSendTimer() {
-  send_timer_armed_ = true;
-  uv_timer_start(
-      &send_timer_,
-      [](uv_timer_t* t) {
-        auto* c = static_cast<ClientConnection*>(t->data);
-        if (c->closing_) return;
-        // The client stopped reading: give the lease (and the upstream) back.
-        c->Close();
-      },
-      static_cast<uint64_t>(
-          absl::ToInt64Milliseconds(worker_->context().options().send_timeout)),
-      0);
-}
-
-void ClientConnection::OnWrite(uv_write_t* req, int status) {
-  std::unique_ptr<WriteReq> w(reinterpret_cast<WriteReq*>(req));
-  auto* c = static_cast<ClientConnection*>(req->handle->data);
-  if (c->closing_) return;
-  if (status < 0) {
-    c->Close();
-    return;
-  }
-  c->AfterWrite();
-}
-
-void ClientConnection::AfterWrite() {
-  size_t queued = Queued();
-  if (queued > 0) {
-    ArmSendTimer();  // Progress: the wait starts over.
-  } else if (send_timer_armed_) {
-    send_timer_armed_ = false;
-    uv_timer_stop(&send_timer_);
-  }
+void ClientConnection::OnStreamWritten(size_t queued) {
+  if (closing_) return;
   if (close_after_write_ && queued == 0) {
     CloseGracefully();
     return;

@@ -2,8 +2,9 @@
 // a time, pipelined ones answered in order) until the client shows it speaks
 // HTTP/2: by the connection preface (prior knowledge) or by asking for
 // `Upgrade: h2c`; then its streams are served by Http2Streams. Either way
-// each request is an Exchange (docs/proxy.md). Frees itself once its socket
-// is closed.
+// each request is an Exchange (docs/proxy.md). Its socket is a
+// uv::TcpStream (common/uv/: gathered writes, backpressure, the send timeout,
+// the lingering close); it frees itself once the stream is closed.
 //
 // Loop thread only.
 #ifndef MODELPLANE_PROXY_WORKER_CLIENT_CONNECTION_H_
@@ -14,8 +15,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
-#include "common/lazy_timer.h"
+#include "common/uv/lazy_timer.h"
+#include "common/uv/tcp_stream.h"
 #include "proxy/http1/codec.h"
 #include "proxy/worker/exchange.h"
 
@@ -24,12 +27,14 @@ namespace modelplane::proxy {
 class Http2Streams;
 class Worker;
 
-class ClientConnection : public http1::RequestVisitor, public ResponseSink {
+class ClientConnection : public http1::RequestVisitor,
+                         public ResponseSink,
+                         private uv::TcpStream::Handler {
  public:
   explicit ClientConnection(Worker* worker);
   ~ClientConnection() override;
 
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  uv_stream_t* stream() { return stream_.stream(); }
   void Start();
   // Closes at once (a broken response, shutdown).
   void Close();
@@ -76,8 +81,16 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   void OnTunnelWritable() override;
 
  private:
-  static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
-  static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  // uv::TcpStream::Handler.
+  void OnStreamRead(absl::string_view data) override;
+  void OnStreamEof() override;
+  void OnStreamError(int status) override;
+  // Some bytes reached the socket: a close waiting for them, and a paused
+  // upstream (or HTTP/2 frames) follow from what is left.
+  void OnStreamWritten(size_t queued) override;
+  void OnStreamFlush() override { Flush(); }
+  static void Closed(void* c);
+
   void FeedInput();
   // Feeds `data` to the HTTP/1.1 parser while it takes requests (not
   // paused behind one in flight, not failed); returns the bytes it used.
@@ -94,41 +107,25 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   // HTTP/2: idle timeout with no stream open, else a sweep for stalled
   // streams.
   void UpdateTimer();
-  static void OnTimer(uv_timer_t* t);
-  // Gathers `data` for the socket (WriteOut, soon).
+  static void OnTimer(void* data);
+  // Gathers `data` for the socket (out soon: the stream's flush).
   void Write(std::string data);
-  // The same, with `append(&out_)` writing the bytes in place: a small
-  // response read from the upstream in one piece (head, body, last chunk)
-  // goes out in one write, from a buffer kept across requests.
+  // The same, with `append(std::string* out)` writing the bytes in place: a
+  // small response read from the upstream in one piece (head, body, last
+  // chunk) goes out in one write, from a buffer kept across requests.
   template <typename Append>
   void WriteWith(Append&& append) {
-    if (closing_) return;
-    size_t before = out_.size();
-    append(&out_);
-    Wrote(out_.size() - before);
+    Wrote(stream_.WriteWith(std::forward<Append>(append)));
   }
   void Wrote(size_t n);
-  void ClearOut();  // Empty, keeping a small buffer's capacity.
-  // Hands what was gathered to the socket in one write; what it does not
-  // take now waits in libuv's queue.
-  void WriteOut();
   // Bytes not yet taken by the client: gathered or in libuv's queue.
-  size_t Queued() const { return out_.size() + tcp_.write_queue_size; }
-  static void OnWrite(uv_write_t* req, int status);
-  // Some bytes reached the socket: the send timer, a close waiting for
-  // them, and a paused upstream (or HTTP/2 frames) follow from what is left.
-  void AfterWrite();
-  // (Re)starts the send timeout: bytes wait and the client made progress.
-  void ArmSendTimer();
+  size_t Queued() const { return stream_.Queued(); }
+  void StopReading() { stream_.StopReading(); }
+  void StartReading();
 
   Worker* worker_;
-  uv_tcp_t tcp_;
-  LazyTimer timer_;        // The mode's timeout (timer_mode_).
-  uv_timer_t send_timer_;  // Armed while written bytes wait for the client.
-  uv_idle_t flush_;        // A Flush is due (gathered bytes, HTTP/2 frames).
-  std::string out_;        // Gathered for the next write.
-  bool send_timer_armed_ = false;
-  int open_handles_ = 4;
+  uv::TcpStream stream_;
+  uv::LazyTimer timer_;  // The mode's timeout (timer_mode_).
   enum class TimerMode {
     kNone,
     kIdle,
@@ -138,8 +135,9 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
     kLinger
   } timer_mode_ = TimerMode::kNone;
   uint64_t TimerMs(TimerMode mode) const;
-  uv_shutdown_t shutdown_;
-  bool lingering_ = false;
+  // The client closed its side of a tunnel: the upstream's last bytes
+  // still go to it, for a while (kLinger).
+  bool tunnel_client_done_ = false;
   bool closing_ = false;
   bool draining_ = false;
   std::string peer_;
@@ -151,8 +149,7 @@ class ClientConnection : public http1::RequestVisitor, public ResponseSink {
   // HTTP/1.1: the request being served.
   std::unique_ptr<Exchange> exchange_;
   bool in_request_ = false;
-  bool reading_client_ = false;  // uv_read_start'ed.
-  bool reading_body_ = false;    // Between the head and the end of the body.
+  bool reading_body_ = false;  // Between the head and the end of the body.
   std::optional<http1::RequestHead> upgrade_;  // An h2c upgrade asked for.
   http1::Framing framing_ = http1::Framing::kChunked;
   bool keep_alive_ = true;

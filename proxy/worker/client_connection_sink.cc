@@ -64,7 +64,8 @@ bool ClientConnection::SendSwitch(const http1::Headers& headers) {
   tunnel_ = true;
   framing_ = http1::Framing::kUntilClose;  // Data goes out as it is.
   keep_alive_ = false;
-  uv_tcp_keepalive(&tcp_, 1, 60);  // A quiet tunnel's dead peer is found.
+  uv_tcp_keepalive(stream_.tcp(), 1,
+                   60);  // A quiet tunnel's dead peer is found.
   Flush();
   if (closing_) return true;
   // What the client sent after its handshake (a first frame) is the
@@ -73,25 +74,18 @@ bool ClientConnection::SendSwitch(const http1::Headers& headers) {
     std::string early;
     early.swap(input_);
     if (exchange_->TunnelIn(early) && !closing_) {
-      if (reading_client_) {
-        uv_read_stop(stream());
-        reading_client_ = false;
-      }
+      StopReading();
       return true;  // OnTunnelWritable reads on.
     }
   }
-  if (!reading_client_ && !closing_) {
-    reading_client_ = true;
-    uv_read_start(stream(), OnAlloc, OnRead);
-  }
+  StartReading();
   UpdateTimer();
   return true;
 }
 
 void ClientConnection::OnTunnelWritable() {
-  if (closing_ || !tunnel_ || reading_client_) return;
-  reading_client_ = true;
-  uv_read_start(stream(), OnAlloc, OnRead);
+  if (closing_ || !tunnel_ || tunnel_client_done_) return;
+  StartReading();
 }
 
 void ClientConnection::FlushNow() {
@@ -107,7 +101,7 @@ void ClientConnection::Abort() {
   // The client must see a broken response: the connection ends without
   // the last chunk (what was gathered before goes out first).
   in_request_ = false;
-  WriteOut();
+  stream_.Flush();
   Close();
 }
 
@@ -127,12 +121,8 @@ void ClientConnection::SendEnd() {
     return;
   }
   parser_.Resume();
-  // Our own flag: libuv keeps a stopped stream "active" while writes are
-  // pending.
-  if (!reading_client_) {
-    reading_client_ = true;
-    uv_read_start(stream(), OnAlloc, OnRead);
-  }
+  StartReading();
+  if (closing_) return;
   FeedInput();
   UpdateTimer();
 }

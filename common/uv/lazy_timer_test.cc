@@ -1,4 +1,4 @@
-#include "common/lazy_timer.h"
+#include "common/uv/lazy_timer.h"
 
 #include <uv.h>
 
@@ -7,7 +7,7 @@
 
 #include "gtest/gtest.h"
 
-namespace modelplane {
+namespace modelplane::uv {
 namespace {
 
 // A loop, a LazyTimer on it, and the loop times its callback ran at.
@@ -18,12 +18,12 @@ class LazyTimerTest : public ::testing::Test {
     timer_.Init(&loop_, OnTimer, this);
   }
   void TearDown() override {
-    uv_close(timer_.handle(), nullptr);
+    timer_.Close();
     uv_run(&loop_, UV_RUN_DEFAULT);
     EXPECT_EQ(uv_loop_close(&loop_), 0);
   }
-  static void OnTimer(uv_timer_t* t) {
-    auto* self = static_cast<LazyTimerTest*>(t->data);
+  static void OnTimer(void* data) {
+    auto* self = static_cast<LazyTimerTest*>(data);
     self->fired_.push_back(uv_now(&self->loop_));
     if (self->rearm_ms_ != 0) {
       uint64_t ms = self->rearm_ms_;
@@ -45,9 +45,7 @@ class LazyTimerTest : public ::testing::Test {
         },
         ms, 0);
   }
-  uint64_t DueIn() {
-    return uv_timer_get_due_in(reinterpret_cast<uv_timer_t*>(timer_.handle()));
-  }
+  uint64_t DueIn() { return uv_timer_get_due_in(timer_.timer()); }
 
   uv_loop_t loop_;
   LazyTimer timer_;
@@ -141,4 +139,4 @@ TEST_F(LazyTimerTest, ZeroDelayStillWaitsForTheLoop) {
 }
 
 }  // namespace
-}  // namespace modelplane
+}  // namespace modelplane::uv

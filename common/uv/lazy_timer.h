@@ -9,48 +9,52 @@
 // touches the loop's timer heap about once per timeout period instead of
 // twice per request (nginx keeps its timers lazily for the same reason).
 //
-//   LazyTimer t;
-//   t.Init(loop, OnTimer, this);  // OnTimer(uv_timer_t* h): h->data is this.
+//   uv::LazyTimer t;
+//   t.Init(loop, OnTimer, this);  // OnTimer(void* data): data is this.
 //   t.Arm(30000);                 // Fires in 30 s ...
 //   t.Disarm();                   // ... or not at all.
-//   uv_close(t.handle(), ...);    // Like any handle; data stays `this`.
+//   t.Close();                    // Its callback never runs after this.
+//
+// The libuv timer is a uv::Handle (handle.h): the LazyTimer's owner may go
+// right after Close(), or its destruction, which closes it.
 //
 // Deadlines are on the loop's clock (uv_now), which libuv updates after each
 // poll. Single-threaded: the loop's thread only.
-#ifndef MODELPLANE_COMMON_LAZY_TIMER_H_
-#define MODELPLANE_COMMON_LAZY_TIMER_H_
+#ifndef MODELPLANE_COMMON_UV_LAZY_TIMER_H_
+#define MODELPLANE_COMMON_UV_LAZY_TIMER_H_
 
 #include <uv.h>
 
 #include <cstdint>
-#include <type_traits>
 
-namespace modelplane {
+#include "common/uv/handle.h"
+
+namespace modelplane::uv {
 
 class LazyTimer {
  public:
-  using Callback = void (*)(uv_timer_t* timer);
+  using Callback = void (*)(void* data);
 
   LazyTimer() = default;
   LazyTimer(const LazyTimer&) = delete;
   LazyTimer& operator=(const LazyTimer&) = delete;
 
-  // `data` is what the callback (and a close callback) finds in
-  // handle()->data.
+  // `data` is what the callback is given.
   void Init(uv_loop_t* loop, Callback cb, void* data) {
-    uv_timer_init(loop, &timer_);
-    timer_.data = data;
+    timer_.Init(loop, uv_timer_init, this);
     cb_ = cb;
+    data_ = data;
   }
 
   // The callback runs once `delay_ms` from now (at least 1 ms), unless
   // re-armed or disarmed first.
   void Arm(uint64_t delay_ms) {
+    if (!timer_) return;  // Closed.
     if (delay_ms == 0) delay_ms = 1;
-    deadline_ = uv_now(timer_.loop) + delay_ms;
+    deadline_ = uv_now(timer_.get()->loop) + delay_ms;
     armed_ = true;
     if (!started_ || due_ > deadline_) {
-      uv_timer_start(&timer_, OnFire, delay_ms, 0);
+      uv_timer_start(timer_.get(), OnFire, delay_ms, 0);
       started_ = true;
       due_ = deadline_;
     }
@@ -60,13 +64,18 @@ class LazyTimer {
 
   bool armed() const { return armed_; }
 
-  uv_handle_t* handle() { return reinterpret_cast<uv_handle_t*>(&timer_); }
+  // Closes the libuv timer: the callback never runs again.
+  void Close() {
+    armed_ = false;
+    timer_.Close();
+  }
+
+  // The libuv timer (null once closed), e.g. for uv_timer_get_due_in.
+  uv_timer_t* timer() const { return timer_.get(); }
 
  private:
   static void OnFire(uv_timer_t* t) {
-    static_assert(std::is_standard_layout<LazyTimer>::value,
-                  "timer_ must sit at the start of LazyTimer");
-    auto* self = reinterpret_cast<LazyTimer*>(t);
+    auto* self = static_cast<LazyTimer*>(t->data);
     self->started_ = false;
     if (!self->armed_) return;
     uint64_t now = uv_now(t->loop);
@@ -77,17 +86,18 @@ class LazyTimer {
       return;
     }
     self->armed_ = false;
-    self->cb_(t);
+    self->cb_(self->data_);
   }
 
-  uv_timer_t timer_;  // First: OnFire finds the LazyTimer from it.
+  Handle<uv_timer_t> timer_;
   Callback cb_ = nullptr;
+  void* data_ = nullptr;
   uint64_t deadline_ = 0;  // Loop time the callback is due (when armed_).
   uint64_t due_ = 0;       // Loop time the libuv timer fires (when started_).
   bool armed_ = false;
   bool started_ = false;
 };
 
-}  // namespace modelplane
+}  // namespace modelplane::uv
 
-#endif  // MODELPLANE_COMMON_LAZY_TIMER_H_
+#endif  // MODELPLANE_COMMON_UV_LAZY_TIMER_H_

@@ -1,0 +1,224 @@
+#include "common/uv/tcp_stream.h"
+
+#include <memory>
+#include <utility>
+
+namespace modelplane::uv {
+namespace {
+
+// The gathering buffer kept between writes (larger ones are freed).
+constexpr size_t kKeptOutBytes = 16 << 10;
+
+}  // namespace
+
+// A write queued through libuv, with the bytes it holds. Freed in its
+// callback, which libuv makes even when the stream is closed meanwhile
+// (UV_ECANCELED; the handle's data is null then).
+struct TcpStream::WriteReq {
+  uv_write_t req;
+  std::string data;
+};
+
+TcpStream::~TcpStream() { Close(); }
+
+int TcpStream::Init(uv_loop_t* loop, Handler* handler, char* read_buffer,
+                    size_t size) {
+  handler_ = handler;
+  read_buffer_ = read_buffer;
+  read_size_ = size;
+  if (int rc = tcp_.Init(loop, uv_tcp_init, this); rc != 0) return rc;
+  if (int rc = timer_.Init(loop, uv_timer_init, this); rc != 0) return rc;
+  return flush_.Init(loop, uv_idle_init, this);
+}
+
+std::string TcpStream::PeerAddress() const {
+  sockaddr_storage addr{};
+  int len = sizeof(addr);
+  char ip[64] = "";
+  if (tcp_ && uv_tcp_getpeername(tcp_.get(), reinterpret_cast<sockaddr*>(&addr),
+                                 &len) == 0) {
+    if (addr.ss_family == AF_INET) {
+      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&addr), ip, sizeof(ip));
+    } else if (addr.ss_family == AF_INET6) {
+      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&addr), ip, sizeof(ip));
+    }
+  }
+  return ip;
+}
+
+bool TcpStream::StartReading() {
+  if (closing_) return false;
+  if (reading_) return true;
+  if (uv_read_start(stream(), OnAlloc, OnRead) != 0) return false;
+  reading_ = true;
+  return true;
+}
+
+void TcpStream::StopReading() {
+  if (!reading_ || closing_) return;
+  uv_read_stop(stream());
+  reading_ = false;
+}
+
+void TcpStream::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<TcpStream*>(h->data);
+  *buf = uv_buf_init(self->read_buffer_, self->read_size_);
+}
+
+void TcpStream::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  auto* self = static_cast<TcpStream*>(s->data);
+  if (self == nullptr || self->closing_) return;
+  if (self->lingering_) {
+    // Closing: what comes is dropped; its end (or an error) ends it.
+    if (n < 0) self->Fail(static_cast<int>(n));
+    return;
+  }
+  if (n == UV_EOF) {
+    uv_read_stop(s);
+    self->reading_ = false;
+    self->handler_->OnStreamEof();
+    return;
+  }
+  if (n < 0) {
+    self->Fail(static_cast<int>(n));
+    return;
+  }
+  if (n == 0) return;
+  self->handler_->OnStreamRead(
+      absl::string_view(buf->base, static_cast<size_t>(n)));
+}
+
+void TcpStream::Write(std::string data) {
+  WriteWith([&](std::string* out) {
+    if (out->empty() && out->capacity() < data.size()) {
+      *out = std::move(data);
+    } else {
+      out->append(data);
+    }
+  });
+}
+
+void TcpStream::ScheduleFlush() {
+  if (closing_ || uv_is_active(flush_.handle())) return;
+  uv_idle_start(flush_.get(), [](uv_idle_t* h) {
+    uv_idle_stop(h);
+    static_cast<TcpStream*>(h->data)->handler_->OnStreamFlush();
+  });
+}
+
+size_t TcpStream::Queued() const {
+  return out_.size() + (tcp_ ? tcp_.get()->write_queue_size : 0);
+}
+
+void TcpStream::ClearOut() {
+  if (out_.capacity() > kKeptOutBytes) {
+    std::string().swap(out_);  // An idle connection keeps no big buffer.
+  } else {
+    out_.clear();  // Its capacity serves the next write.
+  }
+}
+
+void TcpStream::Flush() {
+  if (closing_) return;
+  uv_idle_stop(flush_.get());  // Whatever asked for a flush is served.
+  if (out_.empty()) return;
+  size_t done = 0;
+  if (tcp_.get()->write_queue_size == 0) {
+    // Straight to the socket when nothing waits before it. An error is
+    // left to uv_write below, which reports it in OnWrite.
+    uv_buf_t buf = uv_buf_init(out_.data(), out_.size());
+    int n = uv_try_write(stream(), &buf, 1);
+    if (n > 0) done = static_cast<size_t>(n);
+  }
+  if (done == out_.size()) {
+    ClearOut();
+    AfterWrite();
+    return;
+  }
+  auto* w = new WriteReq{uv_write_t{},
+                         done == 0 ? std::move(out_) : out_.substr(done)};
+  ClearOut();
+  uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
+  if (int rc = uv_write(&w->req, stream(), &buf, 1, OnWrite); rc != 0) {
+    delete w;
+    Fail(rc);
+    return;
+  }
+  if (!send_timer_armed_ && tcp_.get()->write_queue_size > 0) ArmSendTimer();
+}
+
+void TcpStream::OnWrite(uv_write_t* req, int status) {
+  std::unique_ptr<WriteReq> w(reinterpret_cast<WriteReq*>(req));
+  auto* self = static_cast<TcpStream*>(req->handle->data);
+  if (self == nullptr || self->closing_) return;
+  if (status < 0) {
+    self->Fail(status);
+    return;
+  }
+  self->AfterWrite();
+}
+
+void TcpStream::AfterWrite() {
+  size_t queued = Queued();
+  if (queued > 0) {
+    ArmSendTimer();  // Progress: the wait starts over.
+  } else if (send_timer_armed_) {
+    send_timer_armed_ = false;
+    uv_timer_stop(timer_.get());
+  }
+  handler_->OnStreamWritten(queued);
+}
+
+void TcpStream::ArmSendTimer() {
+  if (send_timeout_ms_ == 0 || lingering_) return;
+  send_timer_armed_ = true;
+  uv_timer_start(
+      timer_.get(),
+      [](uv_timer_t* t) {
+        auto* self = static_cast<TcpStream*>(t->data);
+        self->send_timer_armed_ = false;
+        // The peer stopped reading.
+        self->Fail(UV_ETIMEDOUT);
+      },
+      send_timeout_ms_, 0);
+}
+
+bool TcpStream::LingeringClose(uint64_t linger_ms) {
+  if (closing_) return false;
+  if (lingering_) return true;
+  auto* req = new uv_shutdown_t;
+  if (uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) { delete r; }) !=
+      0) {
+    delete req;
+    return false;
+  }
+  lingering_ = true;
+  send_timer_armed_ = false;
+  uv_timer_start(
+      timer_.get(),
+      [](uv_timer_t* t) {
+        // The peer kept sending (or kept the connection) too long.
+        static_cast<TcpStream*>(t->data)->Fail(UV_ETIMEDOUT);
+      },
+      linger_ms, 0);
+  if (!reading_ && uv_read_start(stream(), OnAlloc, OnRead) == 0) {
+    reading_ = true;
+  }
+  return true;
+}
+
+void TcpStream::Fail(int status) {
+  if (closing_) return;
+  handler_->OnStreamError(status);
+}
+
+void TcpStream::Close(Handle<uv_tcp_t>::Closed closed, void* arg) {
+  if (closing_) return;
+  closing_ = true;
+  reading_ = false;
+  timer_.Close();
+  flush_.Close();
+  tcp_.Close(closed, arg);
+}
+
+}  // namespace modelplane::uv

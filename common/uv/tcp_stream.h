@@ -1,0 +1,149 @@
+// One TCP connection on a libuv loop, for the proxy's connections (client
+// and upstream) and the servers and probes that speak HTTP over TCP:
+//
+// - gathered writes: what a callback writes is gathered in one buffer and
+//   goes out in one write, once the callback is over (ScheduleFlush) or at
+//   once (Flush);
+// - the uv_try_write fast path: with nothing queued before it, a write goes
+//   straight to the socket, and only what the socket does not take is
+//   queued through uv_write. (A write queued through libuv 1.44 re-arms the
+//   epoll watcher once it has drained: one epoll_ctl per write.);
+// - backpressure both ways: Queued() says what the peer has not taken, the
+//   handler hears of each progress (OnWritten), and StopReading /
+//   StartReading let TCP push back on the peer;
+// - a send timeout: bytes that wait longer than it with no progress end the
+//   connection (OnError(UV_ETIMEDOUT));
+// - the lingering close (nginx's): FIN once everything is written, then what
+//   the peer still sends is read and dropped until it closes too or the
+//   linger time passes, so that unread input does not turn the close into a
+//   reset that destroys the answer before the peer reads it;
+// - deferred delete: Close(on_closed) closes every handle, and `on_closed`
+//   runs once libuv is done with all of them, on a later turn of the loop,
+//   never while one of the owner's methods is on the stack.
+//
+//   class Conn : public uv::TcpStream::Handler { ... };
+//   stream_.Init(loop, this, read_buffer, size);
+//   uv_accept(listener, stream_.stream());
+//   stream_.StartReading();
+//   stream_.Write("HTTP/1.1 200 OK\r\n...");   // Out after this callback.
+//   stream_.Close([](void* c) { delete static_cast<Conn*>(c); }, this);
+//
+// Loop thread only.
+#ifndef MODELPLANE_COMMON_UV_TCP_STREAM_H_
+#define MODELPLANE_COMMON_UV_TCP_STREAM_H_
+
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "common/uv/handle.h"
+
+namespace modelplane::uv {
+
+class TcpStream {
+ public:
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // Bytes read; valid during the call only (the read buffer is shared).
+    virtual void OnStreamRead(absl::string_view data) = 0;
+    // The peer sent its FIN. Reading has stopped; writing may go on.
+    virtual void OnStreamEof() = 0;
+    // The connection is over: a read or write error, the send timeout
+    // (UV_ETIMEDOUT), or a lingering close that ended (UV_EOF, or
+    // UV_ETIMEDOUT when the linger time passed). The handler closes it.
+    virtual void OnStreamError(int status) = 0;
+    // Some bytes reached the socket; `queued` still wait for the peer.
+    virtual void OnStreamWritten(size_t queued) = 0;
+    // A flush asked for by ScheduleFlush is due: the handler gathers what
+    // should go with it (e.g. HTTP/2 frames) and calls Flush().
+    virtual void OnStreamFlush() = 0;
+  };
+
+  TcpStream() = default;
+  ~TcpStream();  // Closes (without its on_closed).
+  TcpStream(const TcpStream&) = delete;
+  TcpStream& operator=(const TcpStream&) = delete;
+
+  // Reads go to `read_buffer` (`size` bytes), which may be shared by every
+  // stream of the loop: a read is handed on before the next one starts.
+  int Init(uv_loop_t* loop, Handler* handler, char* read_buffer, size_t size);
+
+  uv_stream_t* stream() const { return tcp_.stream(); }
+  uv_tcp_t* tcp() const { return tcp_.get(); }
+  // The peer's IP address ("" when unknown).
+  std::string PeerAddress() const;
+
+  bool StartReading();  // False on an error (the caller closes).
+  void StopReading();
+  bool reading() const { return reading_; }
+
+  // Gathers `data` for the socket: out once the current callback is over.
+  void Write(std::string data);
+  // The same, with `append(std::string* out)` writing the bytes in place
+  // (the gathering buffer is kept across writes). Returns the bytes added.
+  template <typename Append>
+  size_t WriteWith(Append&& append) {
+    if (closing_) return 0;
+    size_t before = out_.size();
+    append(&out_);
+    size_t n = out_.size() - before;
+    if (n > 0) ScheduleFlush();
+    return n;
+  }
+  // OnStreamFlush once the current callback is over (once, however many
+  // ask).
+  void ScheduleFlush();
+  // Hands what was gathered to the socket now (a scheduled flush is served
+  // by it); what the socket does not take waits in libuv's queue.
+  void Flush();
+  // Bytes the peer has not taken: gathered, or in libuv's queue.
+  size_t Queued() const;
+
+  // Bytes that wait this long with no progress end the connection
+  // (OnStreamError(UV_ETIMEDOUT)); 0: never.
+  void set_send_timeout_ms(uint64_t ms) { send_timeout_ms_ = ms; }
+
+  // The lingering close: call with nothing queued. FIN, then reads are
+  // dropped until the peer closes or `linger_ms` pass (OnStreamError).
+  // False when the FIN cannot be sent (the caller closes).
+  bool LingeringClose(uint64_t linger_ms);
+  bool lingering() const { return lingering_; }
+
+  // Closes every handle (once); `closed(arg)` runs when libuv is done with
+  // them all. No handler call is made after Close.
+  void Close(Handle<uv_tcp_t>::Closed closed = nullptr, void* arg = nullptr);
+  bool closing() const { return closing_; }
+
+ private:
+  struct WriteReq;
+  static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
+  static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void OnWrite(uv_write_t* req, int status);
+  void AfterWrite();
+  void ArmSendTimer();
+  void ClearOut();
+  // The connection failed: the handler hears it once.
+  void Fail(int status);
+
+  Handler* handler_ = nullptr;
+  Handle<uv_tcp_t> tcp_;
+  // The send timeout while bytes wait; the linger time once lingering.
+  Handle<uv_timer_t> timer_;
+  Handle<uv_idle_t> flush_;  // A flush is due.
+  char* read_buffer_ = nullptr;
+  size_t read_size_ = 0;
+  std::string out_;  // Gathered for the next write.
+  uint64_t send_timeout_ms_ = 0;
+  bool send_timer_armed_ = false;
+  bool reading_ = false;
+  bool lingering_ = false;
+  bool closing_ = false;
+};
+
+}  // namespace modelplane::uv
+
+#endif  // MODELPLANE_COMMON_UV_TCP_STREAM_H_
