@@ -118,10 +118,12 @@ void TcpStream::ClearOut() {
   }
 }
 
+void TcpStream::CancelScheduledFlush() {
+  if (!closing_) uv_idle_stop(flush_.get());
+}
+
 void TcpStream::Flush() {
-  if (closing_) return;
-  uv_idle_stop(flush_.get());  // Whatever asked for a flush is served.
-  if (out_.empty()) return;
+  if (closing_ || out_.empty()) return;
   size_t done = 0;
   if (tcp_.get()->write_queue_size == 0) {
     // Straight to the socket when nothing waits before it. An error is

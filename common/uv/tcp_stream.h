@@ -97,8 +97,11 @@ class TcpStream {
   // OnStreamFlush once the current callback is over (once, however many
   // ask).
   void ScheduleFlush();
-  // Hands what was gathered to the socket now (a scheduled flush is served
-  // by it); what the socket does not take waits in libuv's queue.
+  // A flush asked for is served now by the caller: no OnStreamFlush for it
+  // (asks made after this schedule one again).
+  void CancelScheduledFlush();
+  // Hands what was gathered to the socket now; what the socket does not
+  // take waits in libuv's queue.
   void Flush();
   // Bytes the peer has not taken: gathered, or in libuv's queue.
   size_t Queued() const;

@@ -69,7 +69,7 @@ void ClientConnection::UpdateTimer() {
     return;
   }
   // Lazy: a keep-alive connection moving between idle and busy on every
-  // request does not touch the loop's timer heap (common/lazy_timer.h).
+  // request does not touch the loop's timer heap (common/uv/lazy_timer.h).
   timer_.Arm(TimerMs(want));
 }
 
@@ -379,6 +379,9 @@ void ClientConnection::ScheduleFlush() { stream_.ScheduleFlush(); }
 
 void ClientConnection::Flush() {
   if (closing_) return;
+  // Whatever scheduled a flush is served by this one (what the frames
+  // produced below schedule runs on the next turn).
+  stream_.CancelScheduledFlush();
   if (h2_ == nullptr) return stream_.Flush();
   size_t queued = Queued();
   if (queued < kFlushBytes) {
