@@ -1,7 +1,10 @@
 #include "common/uv/tcp_stream.h"
 
+#include <algorithm>
 #include <memory>
 #include <utility>
+
+#include "absl/strings/str_cat.h"
 
 namespace modelplane::uv {
 namespace {
@@ -11,12 +14,13 @@ constexpr size_t kKeptOutBytes = 16 << 10;
 
 }  // namespace
 
-// A write queued through libuv, with the bytes it holds. Freed in its
-// callback, which libuv makes even when the stream is closed meanwhile
-// (UV_ECANCELED; the handle's data is null then).
+// A write queued through libuv, with the bytes it holds (and a body it
+// keeps alive). Freed in its callback, which libuv makes even when the
+// stream is closed meanwhile (UV_ECANCELED; the handle's data is null then).
 struct TcpStream::WriteReq {
   uv_write_t req;
   std::string data;
+  std::shared_ptr<const std::string> body;
 };
 
 TcpStream::~TcpStream() { Close(); }
@@ -44,6 +48,20 @@ std::string TcpStream::PeerAddress() const {
     }
   }
   return ip;
+}
+
+int TcpStream::Connect(const sockaddr* addr) {
+  if (closing_) return UV_ECANCELED;
+  auto* req = new uv_connect_t;
+  int rc =
+      uv_tcp_connect(req, tcp_.get(), addr, [](uv_connect_t* r, int status) {
+        auto* self = static_cast<TcpStream*>(r->handle->data);
+        delete r;
+        if (self == nullptr || self->closing_) return;  // Closed meanwhile.
+        self->handler_->OnStreamConnected(status);
+      });
+  if (rc != 0) delete req;
+  return rc;
 }
 
 bool TcpStream::StartReading() {
@@ -102,12 +120,63 @@ void TcpStream::ScheduleFlush() {
   if (closing_ || uv_is_active(flush_.handle())) return;
   uv_idle_start(flush_.get(), [](uv_idle_t* h) {
     uv_idle_stop(h);
-    static_cast<TcpStream*>(h->data)->handler_->OnStreamFlush();
+    auto* self = static_cast<TcpStream*>(h->data);
+    self->handler_->OnStreamFlush(self);
   });
 }
 
-size_t TcpStream::Queued() const {
-  return out_.size() + (tcp_ ? tcp_.get()->write_queue_size : 0);
+size_t TcpStream::Queued() const { return out_.size() + WriteQueueSize(); }
+
+size_t TcpStream::WriteQueueSize() const {
+  return tcp_ ? tcp_.get()->write_queue_size : 0;
+}
+
+int TcpStream::WriteShared(absl::string_view data,
+                           const std::shared_ptr<const std::string>& body) {
+  if (closing_) return UV_ECANCELED;
+  CancelScheduledFlush();  // What was gathered goes now.
+  absl::string_view parts[3] = {
+      out_, data, body != nullptr ? absl::string_view(*body) : ""};
+  if (WriteQueueSize() == 0) {
+    // Straight to the socket when it takes it all (the usual case): no
+    // copy. An error is left to uv_write below.
+    uv_buf_t bufs[3];
+    unsigned int n = 0;
+    for (absl::string_view p : parts) {
+      if (!p.empty()) {
+        bufs[n++] = uv_buf_init(const_cast<char*>(p.data()), p.size());
+      }
+    }
+    int wrote = n == 0 ? 0 : uv_try_write(stream(), bufs, n);
+    size_t done = wrote > 0 ? static_cast<size_t>(wrote) : 0;
+    for (absl::string_view& p : parts) {
+      size_t k = std::min(done, p.size());
+      p.remove_prefix(k);
+      done -= k;
+    }
+  }
+  if (parts[0].empty() && parts[1].empty() && parts[2].empty()) {
+    ClearOut();
+    AfterWrite();
+    return 0;
+  }
+  auto* w = new WriteReq{uv_write_t{}, absl::StrCat(parts[0], parts[1]),
+                         parts[2].empty() ? nullptr : body};
+  ClearOut();
+  uv_buf_t bufs[2];
+  unsigned int n = 0;
+  if (!w->data.empty()) bufs[n++] = uv_buf_init(w->data.data(), w->data.size());
+  if (!parts[2].empty()) {
+    bufs[n++] =
+        uv_buf_init(const_cast<char*>(parts[2].data()), parts[2].size());
+  }
+  int rc = uv_write(&w->req, stream(), bufs, n, OnWrite);
+  if (rc != 0) {
+    delete w;
+    return rc;
+  }
+  if (!send_timer_armed_ && WriteQueueSize() > 0) ArmSendTimer();
+  return 0;
 }
 
 void TcpStream::ClearOut() {
@@ -137,8 +206,8 @@ void TcpStream::Flush() {
     AfterWrite();
     return;
   }
-  auto* w = new WriteReq{uv_write_t{},
-                         done == 0 ? std::move(out_) : out_.substr(done)};
+  auto* w = new WriteReq{
+      uv_write_t{}, done == 0 ? std::move(out_) : out_.substr(done), nullptr};
   ClearOut();
   uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
   if (int rc = uv_write(&w->req, stream(), &buf, 1, OnWrite); rc != 0) {
@@ -185,15 +254,21 @@ void TcpStream::ArmSendTimer() {
       send_timeout_ms_, 0);
 }
 
-bool TcpStream::LingeringClose(uint64_t linger_ms) {
+bool TcpStream::Shutdown() {
   if (closing_) return false;
-  if (lingering_) return true;
   auto* req = new uv_shutdown_t;
   if (uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) { delete r; }) !=
       0) {
     delete req;
     return false;
   }
+  return true;
+}
+
+bool TcpStream::LingeringClose(uint64_t linger_ms) {
+  if (closing_) return false;
+  if (lingering_) return true;
+  if (!Shutdown()) return false;
   lingering_ = true;
   send_timer_armed_ = false;
   uv_timer_start(

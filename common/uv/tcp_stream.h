@@ -1,9 +1,10 @@
-// One TCP connection on a libuv loop, for the proxy's connections (client
-// and upstream) and the servers and probes that speak HTTP over TCP:
+// One TCP connection on a libuv loop, accepted or connected (Connect): the
+// proxy's client and upstream connections stand on it.
+//
 //
 // - gathered writes: what a callback writes is gathered in one buffer and
 //   goes out in one write, once the callback is over (ScheduleFlush) or at
-//   once (Flush);
+//   once (Flush); a large body may go by reference (WriteShared);
 // - the uv_try_write fast path: with nothing queued before it, a write goes
 //   straight to the socket, and only what the socket does not take is
 //   queued through uv_write. (A write queued through libuv 1.44 re-arms the
@@ -36,6 +37,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -56,11 +58,14 @@ class TcpStream {
     // (UV_ETIMEDOUT), or a lingering close that ended (UV_EOF, or
     // UV_ETIMEDOUT when the linger time passed). The handler closes it.
     virtual void OnStreamError(int status) = 0;
-    // Some bytes reached the socket; `queued` still wait for the peer.
+    // Some bytes reached the socket; `queued` still wait for the peer. Also
+    // from inside Flush or WriteShared, when the socket took it all.
     virtual void OnStreamWritten(size_t queued) = 0;
-    // A flush asked for by ScheduleFlush is due: the handler gathers what
-    // should go with it (e.g. HTTP/2 frames) and calls Flush().
-    virtual void OnStreamFlush() = 0;
+    // A flush asked for by ScheduleFlush is due: a handler that gathers
+    // more with it (e.g. HTTP/2 frames) does so, then calls Flush().
+    virtual void OnStreamFlush(TcpStream* stream) { stream->Flush(); }
+    // Connect's answer: 0, or libuv's error.
+    virtual void OnStreamConnected(int status) { (void)status; }
   };
 
   TcpStream() = default;
@@ -76,6 +81,10 @@ class TcpStream {
   uv_tcp_t* tcp() const { return tcp_.get(); }
   // The peer's IP address ("" when unknown).
   std::string PeerAddress() const;
+
+  // Connects to `addr` (an outgoing stream): OnStreamConnected follows,
+  // unless this returns libuv's error first.
+  int Connect(const sockaddr* addr);
 
   bool StartReading();  // False on an error (the caller closes).
   void StopReading();
@@ -103,12 +112,24 @@ class TcpStream {
   // Hands what was gathered to the socket now; what the socket does not
   // take waits in libuv's queue.
   void Flush();
+  // What was gathered, then `data`, then `body`, to the socket now, the
+  // body by reference: what the socket does not take waits in libuv's
+  // queue holding `body` (not a copy of it) until written. Returns libuv's
+  // error when even queuing failed (the stream is not failed for it).
+  int WriteShared(absl::string_view data,
+                  const std::shared_ptr<const std::string>& body);
   // Bytes the peer has not taken: gathered, or in libuv's queue.
   size_t Queued() const;
+  // Bytes in libuv's queue only.
+  size_t WriteQueueSize() const;
 
   // Bytes that wait this long with no progress end the connection
   // (OnStreamError(UV_ETIMEDOUT)); 0: never.
   void set_send_timeout_ms(uint64_t ms) { send_timeout_ms_ = ms; }
+
+  // A FIN once what is queued is out; reading goes on. False when it
+  // cannot be sent.
+  bool Shutdown();
 
   // The lingering close: call with nothing queued. FIN, then reads are
   // dropped until the peer closes or `linger_ms` pass (OnStreamError).

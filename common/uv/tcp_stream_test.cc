@@ -37,9 +37,9 @@ class Recorder : public TcpStream::Handler {
     last_queued = queued;
     if (queued > 0) ++written_with_more_queued;
   }
-  void OnStreamFlush() override {
+  void OnStreamFlush(TcpStream* s) override {
     ++flushes;
-    stream->Flush();
+    s->Flush();
   }
   static void Closed(void* arg) { ++static_cast<Recorder*>(arg)->closed; }
 
@@ -255,6 +255,97 @@ TEST_F(TcpStreamTest, CloseWithWritesQueuedCallsNothingButClosed) {
   EXPECT_EQ(handler_.written, written);
   EXPECT_TRUE(handler_.errors.empty());
   // TearDown's Close is a no-op: `closed` stays at one.
+}
+
+// An outgoing stream: Connect, then a head and a body written by
+// reference (the queued write holds the body, not a copy, until it is
+// out), then a FIN.
+class OutgoingTest : public ::testing::Test {
+ protected:
+  class Conn : public Recorder {
+   public:
+    void OnStreamConnected(int status) override { connected.push_back(status); }
+    std::vector<int> connected;
+  };
+  void SetUp() override {
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+    listener_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ASSERT_GE(listener_, 0);
+    addr_.sin_family = AF_INET;
+    addr_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(
+        bind(listener_, reinterpret_cast<sockaddr*>(&addr_), sizeof(addr_)), 0);
+    socklen_t len = sizeof(addr_);
+    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr_), &len);
+    ASSERT_EQ(listen(listener_, 4), 0);
+    stream_.Init(&loop_, &conn_, buffer_, sizeof(buffer_));
+    conn_.stream = &stream_;
+  }
+  void TearDown() override {
+    if (peer_ >= 0) close(peer_);
+    close(listener_);
+    stream_.Close(Recorder::Closed, &conn_);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    EXPECT_EQ(conn_.closed, 1);
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+  }
+  bool Turn(const std::function<bool()>& done) {
+    for (int i = 0; i < 20000; ++i) {
+      if (done()) return true;
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      if (peer_ >= 0) {
+        char buf[65536];
+        ssize_t n;
+        while ((n = read(peer_, buf, sizeof(buf))) > 0) {
+          peer_read_.append(buf, static_cast<size_t>(n));
+        }
+        if (n == 0) peer_eof_ = true;
+      }
+      usleep(1000);
+    }
+    return done();
+  }
+
+  uv_loop_t loop_;
+  int listener_ = -1;
+  int peer_ = -1;
+  sockaddr_in addr_{};
+  TcpStream stream_;
+  Conn conn_;
+  char buffer_[4096];
+  std::string peer_read_;
+  bool peer_eof_ = false;
+};
+
+TEST_F(OutgoingTest, ConnectsWritesABodyByReferenceThenFin) {
+  ASSERT_EQ(stream_.Connect(reinterpret_cast<sockaddr*>(&addr_)), 0);
+  ASSERT_TRUE(Turn([&] { return !conn_.connected.empty(); }));
+  EXPECT_EQ(conn_.connected[0], 0);
+  peer_ = accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK);
+  ASSERT_GE(peer_, 0);
+  auto body = std::make_shared<const std::string>(32 << 20, 'b');
+  std::weak_ptr<const std::string> held = body;
+  stream_.Write("gathered ");
+  ASSERT_EQ(stream_.WriteShared("head ", body), 0);
+  body.reset();
+  // The socket could not take 32 MiB: the queued write keeps the body.
+  ASSERT_GT(stream_.WriteQueueSize(), 0u);
+  EXPECT_FALSE(held.expired());
+  ASSERT_TRUE(Turn([&] { return stream_.Queued() == 0; }));
+  EXPECT_TRUE(held.expired());  // Freed with its write.
+  ASSERT_TRUE(stream_.Shutdown());
+  ASSERT_TRUE(Turn([&] { return peer_eof_; }));
+  ASSERT_EQ(peer_read_.size(), 14u + (32 << 20));
+  EXPECT_EQ(peer_read_.substr(0, 15), "gathered head b");
+  EXPECT_TRUE(conn_.errors.empty());
+}
+
+TEST_F(OutgoingTest, ARefusedConnectIsToldToTheHandler) {
+  close(listener_);
+  listener_ = socket(AF_INET, SOCK_STREAM, 0);  // Nobody listens on addr_.
+  ASSERT_EQ(stream_.Connect(reinterpret_cast<sockaddr*>(&addr_)), 0);
+  ASSERT_TRUE(Turn([&] { return !conn_.connected.empty(); }));
+  EXPECT_EQ(conn_.connected[0], UV_ECONNREFUSED);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/uv/lazy_timer.h"
+#include "common/uv/tcp_stream.h"
 
 namespace modelplane::proxy::upstream {
 
@@ -73,21 +74,15 @@ struct Resolve {
   Connection* conn;
 };
 
-// A write libuv queued: the bytes it owns (the rest of a head, a tunnel's
-// bytes), and a reference that keeps a shared body alive until written.
-struct WriteReq {
-  uv_write_t req;
-  std::string data;
-  std::shared_ptr<const std::string> body;
-};
-
 }  // namespace
 
 class Handle;
 
-// One keep-alive connection to one upstream. Owned by the pool while idle,
-// by its request's Handle while busy; freed in its close callback.
-class Connection : public http1::ResponseVisitor {
+// One keep-alive connection to one upstream, on a uv::TcpStream. Owned by
+// the pool while idle, by its request's Handle while busy; freed once its
+// stream is closed.
+class Connection : public http1::ResponseVisitor,
+                   private uv::TcpStream::Handler {
  public:
   Connection(UpstreamPool* pool, const Target& target)
       : pool_(pool),
@@ -96,8 +91,10 @@ class Connection : public http1::ResponseVisitor {
         port_(target.port),
         addr_(target.addr),
         resolved_(target.literal) {
-    uv_tcp_init(pool->loop_, &tcp_);
-    tcp_.data = this;
+    if (pool->read_buffer_ == nullptr) {
+      pool->read_buffer_ = std::make_unique<char[]>(kReadChunk);
+    }
+    stream_.Init(pool->loop_, this, pool->read_buffer_.get(), kReadChunk);
     timer_.Init(pool->loop_, OnTimer, this);
   }
 
@@ -135,13 +132,17 @@ class Connection : public http1::ResponseVisitor {
   static void OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res);
   void Fail(const std::string& message);
   void Close();
-  static void OnConnect(uv_connect_t* req, int status);
   enum class Wait { kNone, kConnect, kHead, kIdle };
   void Arm(Wait wait, absl::Duration d);
   static void OnTimer(void* data);
-  static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
-  static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  // uv::TcpStream::Handler.
+  void OnStreamConnected(int status) override;
+  void OnStreamRead(absl::string_view data) override;
+  void OnStreamEof() override;
+  void OnStreamError(int status) override;
+  void OnStreamWritten(size_t queued) override;
+  // The connection ended (EOF: 0, else libuv's error) with a request on it.
+  void Ended(int status);
 
   UpstreamPool* pool_;
   std::string key_;
@@ -150,13 +151,12 @@ class Connection : public http1::ResponseVisitor {
   sockaddr_storage addr_;
   bool resolved_;  // addr_ holds the address.
   Resolve* resolving_ = nullptr;
-  uv_tcp_t tcp_;
+  uv::TcpStream stream_;
   uv::LazyTimer timer_;  // wait_'s timeout; lazy: no heap update per request.
   Wait wait_ = Wait::kNone;
   Timeouts timeouts_;
-  uv_connect_t connect_;
-  uv_shutdown_t shutdown_;
   bool shut_down_ = false;
+  bool writing_ = false;  // Inside Write: OnStreamWritten is its own.
   bool connected_ = false;
   bool closing_ = false;
   bool reused_ = false;
@@ -169,8 +169,7 @@ class Connection : public http1::ResponseVisitor {
   bool got_head_ = false;
   bool keep_alive_ = false;
   bool timed_out_ = false;
-  bool ended_ = false;    // The response ended inside the parser's Feed.
-  bool reading_ = false;  // uv_read_start'ed (not paused for a slow client).
+  bool ended_ = false;  // The response ended inside the parser's Feed.
   std::unique_ptr<http1::ResponseParser> parser_;
 };
 
@@ -294,26 +293,25 @@ void Connection::OnResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
 }
 
 void Connection::Connect() {
-  connect_.data = this;
-  int rc = uv_tcp_connect(&connect_, &tcp_,
-                          reinterpret_cast<const sockaddr*>(&addr_), OnConnect);
+  int rc = stream_.Connect(reinterpret_cast<const sockaddr*>(&addr_));
   if (rc != 0)
     Fail(absl::StrCat("cannot connect to the upstream: ", uv_strerror(rc)));
 }
 
-void Connection::OnConnect(uv_connect_t* req, int status) {
-  auto* c = static_cast<Connection*>(req->data);
-  if (c->closing_) return;
+void Connection::OnStreamConnected(int status) {
+  if (closing_) return;
   if (status != 0) {
-    c->Fail(absl::StrCat("cannot connect to the upstream ", c->key_, ": ",
-                         uv_strerror(status)));
+    Fail(absl::StrCat("cannot connect to the upstream ", key_, ": ",
+                      uv_strerror(status)));
     return;
   }
-  c->connected_ = true;
-  uv_tcp_nodelay(&c->tcp_, 1);
-  c->reading_ = true;
-  uv_read_start(c->stream(), OnAlloc, OnRead);
-  c->Send();
+  connected_ = true;
+  uv_tcp_nodelay(stream_.tcp(), 1);
+  if (!stream_.StartReading()) {
+    Fail("cannot read from the upstream");
+    return;
+  }
+  Send();
 }
 
 void Connection::Send() {
@@ -326,127 +324,98 @@ void Connection::Send() {
 
 int Connection::Write(absl::string_view data,
                       const std::shared_ptr<const std::string>& body) {
-  absl::string_view rest_body =
-      body != nullptr ? absl::string_view(*body) : absl::string_view();
   // Straight to the socket when it takes it all (the usual case): no copy,
   // and no epoll_ctl from libuv re-arming the watcher after a queued write.
-  // An error is left to uv_write (the read side sees the connection end).
-  if (tcp_.write_queue_size == 0) {
-    uv_buf_t bufs[2] = {
-        uv_buf_init(const_cast<char*>(data.data()), data.size()),
-        uv_buf_init(const_cast<char*>(rest_body.data()), rest_body.size())};
-    int n = uv_try_write(stream(), bufs, rest_body.empty() ? 1 : 2);
-    if (n > 0) {
-      size_t done = static_cast<size_t>(n);
-      size_t from_data = std::min(done, data.size());
-      data.remove_prefix(from_data);
-      rest_body.remove_prefix(done - from_data);
-    }
-  }
-  if (data.empty() && rest_body.empty()) return 0;
-  auto* w = new WriteReq{uv_write_t{}, std::string(data),
-                         rest_body.empty() ? nullptr : body};
-  uv_buf_t bufs[2];
-  unsigned int n = 0;
-  if (!w->data.empty()) bufs[n++] = uv_buf_init(w->data.data(), w->data.size());
-  if (!rest_body.empty()) {
-    bufs[n++] =
-        uv_buf_init(const_cast<char*>(rest_body.data()), rest_body.size());
-  }
-  int rc = uv_write(&w->req, stream(), bufs, n, [](uv_write_t* r, int status) {
-    auto* c = static_cast<Connection*>(r->handle->data);
-    delete reinterpret_cast<WriteReq*>(r);
-    if (status < 0 || c->closing_ || c->handle_ == nullptr || !c->tunnel_) {
-      return;
-    }
-    // A tunnel's queue drained below its bound: its client may be read.
-    if (c->tcp_.write_queue_size < kTunnelBuffer / 4) {
-      c->handle_->observer_->OnUpstreamWritable();
-    }
-  });
-  if (rc != 0) delete w;
+  // An error is left to the stream (OnStreamError), or returned when even
+  // queuing failed.
+  writing_ = true;
+  int rc = stream_.WriteShared(data, body);
+  writing_ = false;
   return rc;
 }
 
-void Connection::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* c = static_cast<Connection*>(h->data);
-  if (c->pool_->read_buffer_ == nullptr) {
-    c->pool_->read_buffer_ = std::make_unique<char[]>(kReadChunk);
-  }
-  *buf = uv_buf_init(c->pool_->read_buffer_.get(), kReadChunk);
+void Connection::OnStreamWritten(size_t queued) {
+  if (writing_ || closing_ || handle_ == nullptr || !tunnel_) return;
+  // A tunnel's queue drained below its bound: its client may be read.
+  if (queued < kTunnelBuffer / 4) handle_->observer_->OnUpstreamWritable();
 }
 
-void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-  auto* c = static_cast<Connection*>(s->data);
-  if (c->closing_) return;
-  if (c->handle_ == nullptr) {  // Idle: any data or EOF ends it.
-    if (n != 0) {
-      c->pool_->Forget(c);
-      c->Close();
+void Connection::OnStreamRead(absl::string_view data) {
+  if (closing_) return;
+  if (handle_ == nullptr) {  // Idle: any data ends it.
+    pool_->Forget(this);
+    Close();
+    return;
+  }
+  if (tunnel_) {
+    handle_->observer_->OnUpstreamBody(data);
+    if (handle_ != nullptr && !closing_) {
+      handle_->observer_->OnUpstreamReadDone();
     }
     return;
   }
-  if (c->tunnel_) {
-    if (n == 0) return;
-    Handle* h = c->handle_;
-    if (n < 0) {
-      // The upstream closed its side (or failed): the tunnel ends.
-      c->handle_ = nullptr;
-      h->conn_ = nullptr;
-      c->Close();
-      if (n == UV_EOF) {
-        h->observer_->OnUpstreamEnd();
-      } else {
-        h->observer_->OnUpstreamError(
-            absl::StrCat("upstream read failed: ", uv_strerror(n)), false,
-            false);
-      }
-      return;
-    }
-    h->observer_->OnUpstreamBody(absl::string_view(buf->base, n));
-    if (c->handle_ != nullptr && !c->closing_) {
-      c->handle_->observer_->OnUpstreamReadDone();
-    }
-    return;
-  }
-  if (n < 0) {
-    if (n == UV_EOF) c->parser_->FeedEof();
-    if (c->ended_) {
-      c->FinishResponse();
-      return;
-    }
-    if (c->handle_ != nullptr && !c->closing_) {
-      c->Fail(n == UV_EOF
-                  ? "the upstream closed the connection"
-                  : absl::StrCat("upstream read failed: ", uv_strerror(n)));
-    }
-    return;
-  }
-  if (n == 0) return;
-  c->got_bytes_ = true;
-  size_t used = c->parser_->Feed(absl::string_view(buf->base, n));
-  if (c->parser_->upgraded() && !c->closing_ && c->handle_ != nullptr) {
+  got_bytes_ = true;
+  size_t used = parser_->Feed(data);
+  if (parser_->upgraded() && !closing_ && handle_ != nullptr) {
     // Switched (the 101 went to the observer): the rest of this read is
     // the new protocol's first bytes.
-    c->tunnel_ = true;
-    c->keep_alive_ = false;
+    tunnel_ = true;
+    keep_alive_ = false;
     // A tunnel can be quiet for hours: TCP keepalive finds a dead peer.
-    uv_tcp_keepalive(&c->tcp_, 1, 60);
-    if (used < static_cast<size_t>(n)) {
-      c->handle_->observer_->OnUpstreamBody(
-          absl::string_view(buf->base + used, n - used));
-    }
-    if (c->handle_ != nullptr && !c->closing_) {
-      c->handle_->observer_->OnUpstreamReadDone();
+    uv_tcp_keepalive(stream_.tcp(), 1, 60);
+    if (used < data.size())
+      handle_->observer_->OnUpstreamBody(data.substr(used));
+    if (handle_ != nullptr && !closing_) {
+      handle_->observer_->OnUpstreamReadDone();
     }
     return;
   }
   // Only now, with the parser off the stack: finishing may start the next
   // request on this very connection (a new parser).
-  if (c->ended_) {
-    c->FinishResponse();
-  } else if (c->handle_ != nullptr && !c->closing_ && c->got_head_) {
-    c->handle_->observer_->OnUpstreamReadDone();
+  if (ended_) {
+    FinishResponse();
+  } else if (handle_ != nullptr && !closing_ && got_head_) {
+    handle_->observer_->OnUpstreamReadDone();
+  }
+}
+
+void Connection::OnStreamEof() { Ended(0); }
+
+// A read error, or a write's (which the old read path only saw as the
+// connection's end).
+void Connection::OnStreamError(int status) { Ended(status); }
+
+void Connection::Ended(int status) {
+  if (closing_) return;
+  if (handle_ == nullptr) {  // Idle: its end ends it.
+    pool_->Forget(this);
+    Close();
+    return;
+  }
+  if (tunnel_) {
+    // The upstream closed its side (or failed): the tunnel ends.
+    Handle* h = handle_;
+    handle_ = nullptr;
+    h->conn_ = nullptr;
+    Close();
+    if (status == 0) {
+      h->observer_->OnUpstreamEnd();
+    } else {
+      h->observer_->OnUpstreamError(
+          absl::StrCat("the upstream connection failed: ", uv_strerror(status)),
+          false, false);
+    }
+    return;
+  }
+  if (status == 0) parser_->FeedEof();
+  if (ended_) {
+    FinishResponse();
+    return;
+  }
+  if (handle_ != nullptr && !closing_) {
+    Fail(status == 0 ? "the upstream closed the connection"
+                     : absl::StrCat("the upstream connection failed: ",
+                                    uv_strerror(status)));
   }
 }
 
@@ -467,16 +436,14 @@ void Connection::OnResponseEnd() { ended_ = true; }
 void Connection::ShutdownRaw() {
   if (closing_ || !connected_ || shut_down_) return;
   shut_down_ = true;
-  // Runs after the queued writes; its callback comes before the close's.
-  if (uv_shutdown(&shutdown_, stream(), [](uv_shutdown_t*, int) {}) != 0) {
-    shut_down_ = false;
-  }
+  // Runs after the queued writes.
+  if (!stream_.Shutdown()) shut_down_ = false;
 }
 
 bool Connection::WriteRaw(absl::string_view data) {
   if (closing_ || !connected_ || shut_down_ || data.empty()) return false;
   // A failed write: the read side sees the connection end.
-  return Write(data) == 0 && tcp_.write_queue_size > kTunnelBuffer;
+  return Write(data) == 0 && stream_.WriteQueueSize() > kTunnelBuffer;
 }
 
 void Connection::FinishResponse() {
@@ -530,12 +497,11 @@ void Connection::Cancel() {
 }
 
 void Connection::SetReading(bool reading) {
-  if (!connected_ || closing_ || reading == reading_) return;
-  reading_ = reading;
+  if (!connected_ || closing_) return;
   if (reading) {
-    uv_read_start(stream(), OnAlloc, OnRead);
+    stream_.StartReading();  // An error ends the connection when read.
   } else {
-    uv_read_stop(stream());
+    stream_.StopReading();
   }
 }
 
@@ -546,9 +512,9 @@ void Connection::Close() {
     resolving_->conn = nullptr;  // Its callback frees it.
     resolving_ = nullptr;
   }
-  timer_.Close();  // Its memory is its own (common/uv/handle.h).
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_),
-           [](uv_handle_t* h) { delete static_cast<Connection*>(h->data); });
+  timer_.Close();
+  // Deleted once libuv is done with the socket (never while on the stack).
+  stream_.Close([](void* c) { delete static_cast<Connection*>(c); }, this);
 }
 
 UpstreamPool::UpstreamPool(uv_loop_t* loop) : loop_(loop) {}

@@ -88,7 +88,7 @@ class ClientConnection : public http1::RequestVisitor,
   // Some bytes reached the socket: a close waiting for them, and a paused
   // upstream (or HTTP/2 frames) follow from what is left.
   void OnStreamWritten(size_t queued) override;
-  void OnStreamFlush() override { Flush(); }
+  void OnStreamFlush(uv::TcpStream*) override { Flush(); }
   static void Closed(void* c);
 
   void FeedInput();
