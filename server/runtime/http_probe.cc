@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "common/uv/handle.h"
+#include "common/uv/tcp_stream.h"
 
 namespace modelplane::runtime {
 namespace {
@@ -17,9 +19,9 @@ namespace {
 constexpr size_t kMaxStatusLine = 1024;
 
 // One probe: resolve (names only), connect, write the request, read the
-// status line. Owns its libuv handles; deletes itself once they are closed,
-// no resolution is pending, and its Probe handle is gone.
-class ProbeOp {
+// status line, over a uv::TcpStream. Deletes itself once its stream is
+// closed, no resolution is pending, and its Probe handle is gone.
+class ProbeOp : private uv::TcpStream::Handler {
  public:
   ProbeOp(uv_loop_t* loop, ParsedUrl url, absl::Duration timeout,
           std::function<void(absl::StatusOr<int>)> done)
@@ -29,14 +31,13 @@ class ProbeOp {
         done_(std::move(done)) {}
 
   void Start() {
-    uv_timer_init(loop_, &timer_);
-    timer_.data = this;
-    ++open_handles_;
+    stream_.Init(loop_, this, read_buf_, sizeof(read_buf_));
+    timer_.Init(loop_, uv_timer_init, this);
     uv_update_time(loop_);
     uint64_t ms =
         static_cast<uint64_t>(std::ceil(absl::ToDoubleMilliseconds(timeout_)));
     uv_timer_start(
-        &timer_,
+        timer_.get(),
         [](uv_timer_t* t) {
           auto* op = static_cast<ProbeOp*>(t->data);
           op->Finish(absl::DeadlineExceededError(absl::StrCat(
@@ -93,73 +94,60 @@ class ProbeOp {
   }
 
   void Connect(const sockaddr* addr) {
-    uv_tcp_init(loop_, &tcp_);
-    tcp_.data = this;
-    ++open_handles_;
-    tcp_open_ = true;
-    connect_.data = this;
-    int rc = uv_tcp_connect(&connect_, &tcp_, addr, OnConnect);
+    int rc = stream_.Connect(addr);
     if (rc != 0) {
       Finish(absl::UnavailableError(
           absl::StrCat("connect failed: ", uv_strerror(rc))));
     }
   }
 
-  static void OnConnect(uv_connect_t* req, int status) {
-    auto* op = static_cast<ProbeOp*>(req->data);
-    if (op->finished_) return;
+  void OnStreamConnected(int status) override {
+    if (finished_) return;
     if (status != 0) {
-      op->Finish(absl::UnavailableError(
+      Finish(absl::UnavailableError(
           absl::StrCat("connect failed: ", uv_strerror(status))));
       return;
     }
-    op->request_ =
-        absl::StrCat("GET ", op->url_.path,
-                     " HTTP/1.1\r\nHost: ", op->url_.host, ":", op->url_.port,
-                     "\r\nUser-Agent: modelplane-health\r\n"
-                     "Accept: */*\r\nConnection: close\r\n\r\n");
-    uv_buf_t buf = uv_buf_init(op->request_.data(), op->request_.size());
-    uv_stream_t* s = reinterpret_cast<uv_stream_t*>(&op->tcp_);
-    op->write_.data = op;
-    int rc = uv_write(&op->write_, s, &buf, 1, [](uv_write_t*, int) {});
-    if (rc == 0) rc = uv_read_start(s, OnAlloc, OnRead);
-    if (rc != 0) {
-      op->Finish(absl::UnavailableError(
-          absl::StrCat("request failed: ", uv_strerror(rc))));
+    stream_.Write(absl::StrCat("GET ", url_.path,
+                               " HTTP/1.1\r\nHost: ", url_.host, ":", url_.port,
+                               "\r\nUser-Agent: modelplane-health\r\n"
+                               "Accept: */*\r\nConnection: close\r\n\r\n"));
+    stream_.Flush();  // A failure comes back as OnStreamError.
+    if (!finished_ && !stream_.StartReading()) {
+      Finish(absl::UnavailableError("request failed: cannot read"));
     }
   }
 
-  static void OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-    auto* op = static_cast<ProbeOp*>(h->data);
-    *buf = uv_buf_init(op->read_buf_, sizeof(op->read_buf_));
+  void OnStreamEof() override {
+    Finish(absl::UnavailableError("connection closed before a response"));
   }
 
-  static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-    auto* op = static_cast<ProbeOp*>(s->data);
-    if (op->finished_) return;
-    if (n < 0) {
-      op->Finish(absl::UnavailableError(
-          n == UV_EOF ? std::string("connection closed before a response")
-                      : absl::StrCat("read failed: ", uv_strerror(n))));
-      return;
-    }
-    op->response_.append(buf->base, n);
-    size_t eol = op->response_.find("\r\n");
+  void OnStreamError(int status) override {
+    Finish(absl::UnavailableError(
+        absl::StrCat("request failed: ", uv_strerror(status))));
+  }
+
+  void OnStreamWritten(size_t) override {}
+
+  void OnStreamRead(absl::string_view data) override {
+    if (finished_) return;
+    response_.append(data.data(), data.size());
+    size_t eol = response_.find("\r\n");
     if (eol == std::string::npos) {
-      if (op->response_.size() > kMaxStatusLine) {
-        op->Finish(absl::InternalError("malformed HTTP response"));
+      if (response_.size() > kMaxStatusLine) {
+        Finish(absl::InternalError("malformed HTTP response"));
       }
       return;
     }
-    absl::string_view line(op->response_.data(), eol);
+    absl::string_view line(response_.data(), eol);
     int code = 0;
     if (!absl::StartsWith(line, "HTTP/1.") || line.size() < 12 ||
         !absl::SimpleAtoi(line.substr(9, 3), &code)) {
-      op->Finish(absl::InternalError(
+      Finish(absl::InternalError(
           absl::StrCat("malformed HTTP status line: ", line.substr(0, 80))));
       return;
     }
-    op->Finish(code);
+    Finish(code);
   }
 
   void Finish(absl::StatusOr<int> result) {
@@ -172,39 +160,31 @@ class ProbeOp {
 
   void CloseHandles() {
     if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_));
-    auto close = [](uv_handle_t* h) {
-      if (!uv_is_closing(h)) uv_close(h, OnClose);
-    };
-    uv_timer_stop(&timer_);
-    close(reinterpret_cast<uv_handle_t*>(&timer_));
-    if (tcp_open_) close(reinterpret_cast<uv_handle_t*>(&tcp_));
-  }
-
-  static void OnClose(uv_handle_t* h) {
-    auto* op = static_cast<ProbeOp*>(h->data);
-    --op->open_handles_;
-    op->MaybeDelete();
+    timer_.Close();
+    stream_.Close(
+        [](void* arg) {
+          auto* op = static_cast<ProbeOp*>(arg);
+          op->stream_closed_ = true;
+          op->MaybeDelete();
+        },
+        this);
   }
 
   void MaybeDelete() {
-    if (detached_ && open_handles_ == 0 && !resolving_) delete this;
+    if (detached_ && stream_closed_ && !resolving_) delete this;
   }
 
   uv_loop_t* loop_;
   ParsedUrl url_;
   absl::Duration timeout_;
   std::function<void(absl::StatusOr<int>)> done_;
-  uv_timer_t timer_;
-  uv_tcp_t tcp_;
-  bool tcp_open_ = false;
-  uv_connect_t connect_;
-  uv_write_t write_;
+  uv::Handle<uv_timer_t> timer_;
+  uv::TcpStream stream_;
+  bool stream_closed_ = false;
   uv_getaddrinfo_t resolve_;
   bool resolving_ = false;
-  int open_handles_ = 0;
   bool finished_ = false;
   bool detached_ = false;
-  std::string request_;
   std::string response_;
   char read_buf_[1024];
 };
