@@ -11,6 +11,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/uv/handle.h"
+#include "common/uv/tcp_stream.h"
 
 namespace modelplane::fake {
 namespace {
@@ -48,11 +50,6 @@ const char* ReasonPhrase(int status) {
   }
 }
 
-struct WriteRequest {
-  uv_write_t req;
-  std::string data;
-};
-
 }  // namespace
 
 const std::string* Request::Header(std::string_view name) const {
@@ -70,26 +67,27 @@ Response Response::Json(int status, std::string body) {
   return r;
 }
 
-// One accepted socket. Owned by itself: deleted once both of its libuv
-// handles have closed (libuv frees nothing; handle memory lives here).
-class Connection {
+// One accepted socket, a uv::TcpStream (common/uv/). Owned by itself:
+// deleted once its stream has closed.
+class Connection : private uv::TcpStream::Handler {
  public:
   explicit Connection(HttpServer* server) : server_(server) {
-    uv_tcp_init(server->loop_, &tcp_);
-    uv_timer_init(server->loop_, &timer_);
-    tcp_.data = this;
-    timer_.data = this;
+    // One read buffer per server: libuv calls alloc then read back to back
+    // on the loop thread, so no two reads ever share it.
+    stream_.Init(server->loop_, this, server->read_buffer_.get(),
+                 HttpServer::kReadBufferSize);
+    timer_.Init(server->loop_, uv_timer_init, this);
     http_parser_init(&parser_, HTTP_REQUEST);
     parser_.data = this;
     ++server_->stats_->open_connections;
     ++server_->stats_->connections_accepted;
   }
 
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  uv_stream_t* stream() { return stream_.stream(); }
 
   void Start() {
-    uv_tcp_nodelay(&tcp_, 1);
-    if (uv_read_start(stream(), OnAlloc, OnRead) != 0) Close();
+    uv_tcp_nodelay(stream_.tcp(), 1);
+    if (!stream_.StartReading()) Close();
   }
 
   // Idempotent. Requests read but not answered stop counting as in flight.
@@ -100,9 +98,8 @@ class Connection {
         static_cast<int64_t>(pending_.size()) + (streaming_ ? 1 : 0);
     --server_->stats_->open_connections;
     server_->connections_.erase(this);
-    uv_timer_stop(&timer_);
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnClose);
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnClose);
+    timer_.Close();
+    stream_.Close([](void* c) { delete static_cast<Connection*>(c); }, this);
   }
 
  private:
@@ -208,34 +205,32 @@ class Connection {
     return &settings;
   }
 
-  static void OnAlloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
-    // One buffer per server: libuv calls alloc then read back to back on the
-    // loop thread, so no two reads ever share it.
-    HttpServer* server = static_cast<Connection*>(handle->data)->server_;
-    *buf = uv_buf_init(server->read_buffer_.get(), HttpServer::kReadBufferSize);
-  }
-
-  static void OnRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
-    Connection* c = static_cast<Connection*>(s->data);
-    if (nread < 0) {
-      c->OnPeerGone();
-      return;
-    }
-    if (nread == 0 || c->error_status_ != 0) return;
-    size_t parsed = http_parser_execute(&c->parser_, Settings(), buf->base,
-                                        static_cast<size_t>(nread));
-    http_errno err = HTTP_PARSER_ERRNO(&c->parser_);
-    if (err != HPE_OK || parsed != static_cast<size_t>(nread)) {
-      if (c->error_status_ == 0) {
-        c->error_status_ = err == HPE_HEADER_OVERFLOW ? 431 : 400;
+  // uv::TcpStream::Handler.
+  void OnStreamRead(absl::string_view data) override {
+    if (error_status_ != 0) return;
+    size_t parsed =
+        http_parser_execute(&parser_, Settings(), data.data(), data.size());
+    http_errno err = HTTP_PARSER_ERRNO(&parser_);
+    if (err != HPE_OK || parsed != data.size()) {
+      if (error_status_ == 0) {
+        error_status_ = err == HPE_HEADER_OVERFLOW ? 431 : 400;
       }
-      c->error_text_ = http_errno_description(err);
-      uv_read_stop(c->stream());
-    } else if (c->pending_.size() > kMaxPipelined) {
-      uv_read_stop(c->stream());  // Resumed once the queue drains.
-      c->reading_paused_ = true;
+      error_text_ = http_errno_description(err);
+      stream_.StopReading();
+    } else if (pending_.size() > kMaxPipelined) {
+      stream_.StopReading();  // Resumed once the queue drains.
+      reading_paused_ = true;
     }
-    c->MaybeStartNext();
+    MaybeStartNext();
+  }
+  void OnStreamEof() override { OnPeerGone(); }
+  // A read or write error: the peer is gone either way.
+  void OnStreamError(int) override {
+    OnPeerGone();
+    if (!closing_) Close();
+  }
+  void OnStreamWritten(size_t queued) override {
+    if (close_when_written_ && queued == 0) Close();
   }
 
   // The peer closed or reset. During a stream that is a disconnect, the
@@ -244,35 +239,19 @@ class Connection {
     if (streaming_) {
       ++server_->stats_->client_disconnects;
       Close();
-    } else if (stream()->write_queue_size > 0) {
+    } else if (stream_.Queued() > 0) {
       close_when_written_ = true;  // Half-closed client: finish the answer.
     } else {
       Close();
     }
   }
 
+  // Out at once, as a model server writes each chunk as it has it (a
+  // failure comes back as OnStreamError).
   void Write(std::string data) {
     if (closing_) return;
-    auto* w = new WriteRequest{uv_write_t{}, std::move(data)};
-    uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
-    if (uv_write(&w->req, stream(), &buf, 1, OnWrite) != 0) {
-      delete w;
-      OnPeerGone();
-    }
-  }
-
-  static void OnWrite(uv_write_t* req, int status) {
-    std::unique_ptr<WriteRequest> w(reinterpret_cast<WriteRequest*>(req));
-    Connection* c = static_cast<Connection*>(req->handle->data);
-    if (c->closing_) return;
-    if (status < 0) {
-      c->OnPeerGone();
-      if (!c->closing_) c->Close();
-      return;
-    }
-    if (c->close_when_written_ && c->stream()->write_queue_size == 0) {
-      c->Close();
-    }
+    stream_.Write(std::move(data));
+    stream_.Flush();
   }
 
   // Answers queued requests in order until one streams or none is left.
@@ -291,7 +270,7 @@ class Connection {
     }
     if (reading_paused_ && pending_.empty()) {
       reading_paused_ = false;
-      if (uv_read_start(stream(), OnAlloc, OnRead) != 0) Close();
+      if (!stream_.StartReading()) Close();
     }
   }
 
@@ -307,7 +286,7 @@ class Connection {
 
   void CloseWhenWritten() {
     close_when_written_ = true;
-    if (stream()->write_queue_size == 0) Close();
+    if (stream_.Queued() == 0) Close();
   }
 
   void Respond(Pending p) {
@@ -337,7 +316,7 @@ class Connection {
     plan_ = std::move(*r.stream);
     next_chunk_ = 0;
     stream_start_ns_ = uv_hrtime();
-    uv_timer_start(&timer_, OnTick, 0, 0);
+    uv_timer_start(timer_.get(), OnTick, 0, 0);
   }
 
   static void OnTick(uv_timer_t* t) {
@@ -351,7 +330,7 @@ class Connection {
                   : next_chunk_ + kUnlimitedChunksPerTick;
     due = std::min(due, plan_.count);
     while (next_chunk_ < due && !closing_ &&
-           stream()->write_queue_size < kMaxQueuedWriteBytes) {
+           stream_.Queued() < kMaxQueuedWriteBytes) {
       std::string chunk = plan_.make_chunk(next_chunk_++);
       if (chunk.empty()) continue;  // An empty chunk would end the body.
       Write(chunked_
@@ -364,14 +343,14 @@ class Connection {
       return;
     }
     uint64_t delay_ms = 0;
-    if (stream()->write_queue_size >= kMaxQueuedWriteBytes) {
+    if (stream_.Queued() >= kMaxQueuedWriteBytes) {
       delay_ms = 1;
     } else if (plan_.chunks_per_second > 0) {
       double next_at_ms = next_chunk_ * 1000.0 / plan_.chunks_per_second;
       delay_ms = static_cast<uint64_t>(
           std::max(0.0, std::ceil(next_at_ms - elapsed_s * 1000.0)));
     }
-    uv_timer_start(&timer_, OnTick, delay_ms, 0);
+    uv_timer_start(timer_.get(), OnTick, delay_ms, 0);
   }
 
   void FinishStream() {
@@ -387,15 +366,9 @@ class Connection {
     MaybeStartNext();
   }
 
-  static void OnClose(uv_handle_t* handle) {
-    Connection* c = static_cast<Connection*>(handle->data);
-    if (--c->open_handles_ == 0) delete c;
-  }
-
   HttpServer* server_;
-  uv_tcp_t tcp_;
-  uv_timer_t timer_;
-  int open_handles_ = 2;
+  uv::TcpStream stream_;
+  uv::Handle<uv_timer_t> timer_;
   http_parser parser_;
   std::string url_;
   Request parsing_;
