@@ -4,12 +4,14 @@
 #include <uv.h>
 
 #include <map>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/uv/handle.h"
 #include "proxy/router/snapshot.h"
 #include "proxy/worker/metrics.h"
 
@@ -20,33 +22,28 @@ class Proxy::Timers {
   ~Timers() {
     // Linger timers still pending: closed with their tasks, not leaked.
     loop_.RunSync([this] {
-      uv_walk(
-          loop_.loop(),
-          [](uv_handle_t* h, void*) {
-            if (h->type == UV_TIMER && !uv_is_closing(h)) {
-              uv_close(h, [](uv_handle_t* c) {
-                delete static_cast<Task*>(c->data);
-              });
-            }
-          },
-          nullptr);
+      for (auto& [task, owned] : tasks_) owned.reset();
+      tasks_.clear();
     });
   }
 
   lease::LeaseBroker::After After() {
     return [this](absl::Duration delay, std::function<void()> fn) {
       loop_.Post([this, delay, fn = std::move(fn)]() mutable {
-        auto* t = new Task{uv_timer_t{}, std::move(fn)};
-        uv_timer_init(loop_.loop(), &t->timer);
-        t->timer.data = t;
+        auto task = std::make_unique<Task>();
+        Task* t = task.get();
+        t->fn = std::move(fn);
+        t->owner = this;
+        t->timer.Init(loop_.loop(), uv_timer_init, t);
+        tasks_.emplace(t, std::move(task));
         uv_timer_start(
-            &t->timer,
+            t->timer.get(),
             [](uv_timer_t* h) {
               auto* task = static_cast<Task*>(h->data);
-              task->fn();
-              uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* c) {
-                delete static_cast<Task*>(c->data);
-              });
+              std::function<void()> fn = std::move(task->fn);
+              // Closes its timer (freed in the close callback).
+              task->owner->tasks_.erase(task);
+              fn();
             },
             static_cast<uint64_t>(absl::ToInt64Milliseconds(delay)), 0);
       });
@@ -55,9 +52,12 @@ class Proxy::Timers {
 
  private:
   struct Task {
-    uv_timer_t timer;
+    uv::Handle<uv_timer_t> timer;
     std::function<void()> fn;
+    Timers* owner = nullptr;
   };
+  // Pending tasks, on the loop thread.
+  std::map<Task*, std::unique_ptr<Task>> tasks_;
   LoopThread loop_;
 };
 

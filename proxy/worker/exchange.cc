@@ -44,10 +44,6 @@ Exchange::Exchange(Worker* worker, ResponseSink* sink, std::string peer)
 Exchange::~Exchange() {
   Cancel();
   DropBody();
-  if (loading_timer_ != nullptr) {
-    uv_close(reinterpret_cast<uv_handle_t*>(loading_timer_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  }
 }
 
 void Exchange::Enter(Phase next) {
@@ -513,10 +509,8 @@ void Exchange::RecordRequest() {
 }
 
 void Exchange::ArmLoadingTimer() {
-  if (loading_timer_ == nullptr) {
-    loading_timer_ = new uv_timer_t;
-    uv_timer_init(worker_->loop().loop(), loading_timer_);
-    loading_timer_->data = this;
+  if (!loading_timer_) {
+    loading_timer_.Init(worker_->loop().loop(), uv_timer_init, this);
   }
   // --loading-interval-ms; 0 (no comments) with sendLoadingState on:
   // llama-swap's pace.
@@ -524,7 +518,7 @@ void Exchange::ArmLoadingTimer() {
   if (interval <= absl::ZeroDuration()) interval = absl::Milliseconds(750);
   uv_update_time(worker_->loop().loop());
   uv_timer_start(
-      loading_timer_,
+      loading_timer_.get(),
       [](uv_timer_t* t) {
         auto* x = static_cast<Exchange*>(t->data);
         if (x->req_.loading && x->in_request()) x->SendLoadingComment();
@@ -533,7 +527,7 @@ void Exchange::ArmLoadingTimer() {
 }
 
 void Exchange::StopLoadingTimer() {
-  if (loading_timer_ != nullptr) uv_timer_stop(loading_timer_);
+  if (loading_timer_) uv_timer_stop(loading_timer_.get());
 }
 
 void Exchange::SendLoadingComment() {

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/uv/handle.h"
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/router/json_scanner.h"
@@ -182,7 +183,7 @@ class Exchange : public upstream::UpstreamObserver {
   // (router/snapshot.h).
   std::shared_ptr<const router::Snapshot> routing_;
   std::string peer_;
-  uv_timer_t* loading_timer_ = nullptr;  // Heap: freed by its close.
+  uv::Handle<uv_timer_t> loading_timer_;  // Made when first armed.
 
   // Where the request is in its course (Enter checks each step in debug
   // builds): idle between requests; receiving its head and body; waiting
