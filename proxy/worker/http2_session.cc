@@ -1,4 +1,4 @@
-#include "proxy/worker/http2_streams.h"
+#include "proxy/worker/http2_session.h"
 
 #include <utility>
 #include <vector>
@@ -18,12 +18,16 @@ http2::ServerSession::Options SessionOptions(const ProxyOptions& o) {
   return s;
 }
 
+// HTTP/2 frames are produced while the socket's queue is under this (one
+// Produce may overshoot it by a frame).
+constexpr size_t kFlushBytes = 256 << 10;
+
 }  // namespace
 
 // One stream: the sink of its exchange.
-class Http2Streams::Stream : public ResponseSink {
+class Http2Session::Stream : public ResponseSink {
  public:
-  Stream(Http2Streams* owner, int32_t id)
+  Stream(Http2Session* owner, int32_t id)
       : owner_(owner),
         id_(id),
         exchange_(owner->connection_->worker(), this,
@@ -72,46 +76,110 @@ class Http2Streams::Stream : public ResponseSink {
   }
 
  private:
-  Http2Streams* owner_;
+  Http2Session* owner_;
   int32_t id_;
   bool bodiless_ = false;
   Exchange exchange_;
 };
 
-Http2Streams::Http2Streams(ClientConnection* connection)
+Http2Session::Http2Session(ClientConnection* connection)
     : connection_(connection),
       session_(this,
                SessionOptions(connection->worker()->context().options())) {}
 
-Http2Streams::~Http2Streams() = default;
+Http2Session::~Http2Session() = default;
 
-bool Http2Streams::AcceptUpgrade(absl::string_view settings,
+void Http2Session::OnRead(absl::string_view data) {
+  if (!data.empty() && !session_.Feed(data)) {
+    connection_->StopReading();  // A protocol error: its GOAWAY goes out.
+  }
+  connection_->Flush();
+}
+
+void Http2Session::Flush() {
+  size_t queued = connection_->Queued();
+  if (queued < kFlushBytes) {
+    std::string out;
+    session_.Produce(&out, kFlushBytes - queued);
+    if (connection_->closing()) return;
+    connection_->Write(std::move(out));
+  }
+  connection_->FlushStream();
+  if (connection_->closing()) return;
+  if (session_.done() ||
+      (connection_->draining() && session_.open_streams() == 0)) {
+    // Nothing more to say (a GOAWAY went out): close once it is written.
+    connection_->CloseAfterWrite();
+    connection_->CloseGracefully();
+    return;
+  }
+  connection_->UpdateTimer();
+}
+
+void Http2Session::OnWritten(size_t queued) {
+  // The socket took some: more frames may go (windows permitting).
+  if (queued < kFlushBytes / 2) connection_->ScheduleFlush();
+}
+
+TimerMode Http2Session::WantedTimer() {
+  TimerMode want =
+      session_.open_streams() == 0 ? TimerMode::kIdle : TimerMode::kSweep;
+  // A stream opened and answered within one turn leaves the mode idle:
+  // the idle wait still starts over.
+  uint64_t opened = session_.streams_opened();
+  if (opened != streams_seen_) {
+    streams_seen_ = opened;
+    if (want == TimerMode::kIdle) connection_->ForgetTimerMode();
+  }
+  return want;
+}
+
+void Http2Session::OnTimer(TimerMode mode) {
+  if (mode == TimerMode::kSweep) {
+    connection_->RestartTimer(TimerMode::kSweep);  // The sweep repeats.
+    ResetStalled();
+    connection_->ScheduleFlush();
+    return;
+  }
+  // Idle with no stream open: say goodbye, then close.
+  connection_->ForgetTimerMode();
+  connection_->set_draining();
+  session_.Shutdown();
+  connection_->Flush();
+}
+
+void Http2Session::Drain() {
+  session_.Shutdown();  // GOAWAY; closes once its streams are done.
+  connection_->Flush();
+}
+
+bool Http2Session::AcceptUpgrade(absl::string_view settings,
                                  bool head_request) {
   return session_.Upgrade(settings, head_request);
 }
 
-void Http2Streams::ServeUpgraded(http1::RequestHead head) {
+void Http2Session::ServeUpgraded(http1::RequestHead head) {
   Stream* s = Open(1);
   s->exchange().Begin(std::move(head));
   s->exchange().End();
 }
 
-Http2Streams::Stream* Http2Streams::Open(int32_t id) {
+Http2Session::Stream* Http2Session::Open(int32_t id) {
   auto& slot = streams_[id];
   if (slot == nullptr) slot = std::make_unique<Stream>(this, id);
   return slot.get();
 }
 
-Http2Streams::Stream* Http2Streams::Find(int32_t id) {
+Http2Session::Stream* Http2Session::Find(int32_t id) {
   auto it = streams_.find(id);
   return it == streams_.end() ? nullptr : it->second.get();
 }
 
-void Http2Streams::CancelAll() {
+void Http2Session::CancelAll() {
   for (auto& [id, s] : streams_) s->exchange().Cancel();
 }
 
-void Http2Streams::ResetStalled() {
+void Http2Session::ResetStalled() {
   const ProxyOptions& o = connection_->worker()->context().options();
   int64_t now = absl::GetCurrentTimeNanos();
   for (int32_t id :
@@ -135,24 +203,24 @@ void Http2Streams::ResetStalled() {
   }
 }
 
-void Http2Streams::OnStreamHead(int32_t id, http1::RequestHead head) {
+void Http2Session::OnStreamHead(int32_t id, http1::RequestHead head) {
   Open(id)->exchange().Begin(std::move(head));
 }
 
-void Http2Streams::OnStreamBody(int32_t id, absl::string_view data) {
+void Http2Session::OnStreamBody(int32_t id, absl::string_view data) {
   if (Stream* s = Find(id)) s->exchange().Body(data);
 }
 
-void Http2Streams::OnStreamEnd(int32_t id) {
+void Http2Session::OnStreamEnd(int32_t id) {
   if (Stream* s = Find(id)) s->exchange().End();
 }
 
-void Http2Streams::OnStreamError(int32_t id, int status,
+void Http2Session::OnStreamError(int32_t id, int status,
                                  const std::string& message) {
   Open(id)->exchange().Fail(status, message);
 }
 
-void Http2Streams::OnStreamClose(int32_t id, uint32_t) {
+void Http2Session::OnStreamClose(int32_t id, uint32_t) {
   // Called from Feed or Produce, never from inside an exchange: it may go.
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
@@ -161,7 +229,7 @@ void Http2Streams::OnStreamClose(int32_t id, uint32_t) {
   s->exchange().Cancel();  // No-op if its answer was complete.
 }
 
-void Http2Streams::OnStreamWritable(int32_t id) {
+void Http2Session::OnStreamWritable(int32_t id) {
   if (Stream* s = Find(id)) s->exchange().OnWritable();
 }
 
