@@ -164,6 +164,12 @@ void ClientConnection::OnStreamRead(absl::string_view data) {
     session_->OnRead(data);
     return;
   }
+  if (first_bytes_.empty() && data[0] != kPreface[0]) {
+    // HTTP/1.x from the first byte: parsed straight from the read buffer.
+    session_ = std::make_unique<Http1Session>(this);
+    session_->OnRead(data);
+    return;
+  }
   first_bytes_.append(data.data(), data.size());
   if (!Detect()) return;
   std::string bytes;
