@@ -309,17 +309,27 @@ TEST_F(ProxyTest, PipelinedRequestsAreAnsweredInOrder) {
   EXPECT_THAT(e.body, ::testing::HasSubstr(R"("id":"m")"));
 }
 
-TEST_F(ProxyTest, ServerSentEventsArriveEventByEvent) {
+// A model stream held after its first event: the gate says how many events
+// it may have sent so far (fake_upstream asks it every millisecond).
+fake::FakeModelOptions HeldStream(std::atomic<int>* gate) {
   fake::FakeModelOptions model;
-  model.tokens_per_second = 200;
-  StartProxy(model);
+  gate->store(1);
+  model.stream_gate = [gate] { return gate->load(); };
+  return model;
+}
+constexpr int kOpen = 1 << 20;
+
+TEST_F(ProxyTest, ServerSentEventsArriveEventByEvent) {
+  std::atomic<int> gate;
+  StartProxy(HeldStream(&gate));
   Client c(proxy_->port());
   c.Send(Post(Chat(5, true)));
-  // The first event arrives while the rest are still being made.
+  // The first event arrives while the model holds the rest.
   ASSERT_TRUE(c.ReadUntil([](const std::string& in) {
     return in.find("data: {") != std::string::npos;
   }));
   EXPECT_EQ(c.in().find("[DONE]"), std::string::npos);
+  gate = kOpen;
   Client::Response r = c.ReadResponse();
   EXPECT_EQ(r.status, 200);
   EXPECT_THAT(r.head, ::testing::HasSubstr("text/event-stream"));
@@ -328,9 +338,8 @@ TEST_F(ProxyTest, ServerSentEventsArriveEventByEvent) {
 }
 
 TEST_F(ProxyTest, AClientThatLeavesMidStreamIsNoticedByTheUpstream) {
-  fake::FakeModelOptions model;
-  model.tokens_per_second = 20;  // 100 tokens: 5 s, unless cut.
-  StartProxy(model);
+  std::atomic<int> gate;
+  StartProxy(HeldStream(&gate));  // Never opened: the stream never ends.
   {
     Client c(proxy_->port());
     c.Send(Post(Chat(100, true)));
@@ -346,16 +355,19 @@ TEST_F(ProxyTest, AClientThatLeavesMidStreamIsNoticedByTheUpstream) {
 // A revoked lease lets the streams under it finish, then is released; the
 // next request asks for a new one.
 TEST_F(ProxyTest, ARevokedLeaseLetsItsStreamFinishThenIsReleased) {
-  fake::FakeModelOptions model;
-  model.tokens_per_second = 100;
-  StartProxy(model);
+  std::atomic<int> gate;
+  StartProxy(HeldStream(&gate));
   Client c(proxy_->port());
   c.Send(Post(Chat(20, true)));
   ASSERT_TRUE(c.ReadUntil([](const std::string& in) {
     return in.find("data: {") != std::string::npos;
   }));
   uint64_t lease = lease_.load();
-  manager_.Post([this, lease] { proxy_->broker().OnRevoked("m", lease); });
+  // Revoked mid-stream (the model holds the rest): not released while the
+  // stream is in flight.
+  manager_.RunSync([this, lease] { proxy_->broker().OnRevoked("m", lease); });
+  EXPECT_TRUE(released().empty());
+  gate = kOpen;
   Client::Response r = c.ReadResponse();
   EXPECT_THAT(r.body, ::testing::HasSubstr("data: [DONE]"));
   EXPECT_TRUE(Eventually([&] {
@@ -369,9 +381,8 @@ TEST_F(ProxyTest, ARevokedLeaseLetsItsStreamFinishThenIsReleased) {
 
 // Drain: no new connection, the response in flight finishes.
 TEST_F(ProxyTest, DrainFinishesWhatIsInFlightAndTakesNothingNew) {
-  fake::FakeModelOptions model;
-  model.tokens_per_second = 50;
-  StartProxy(model);
+  std::atomic<int> gate;
+  StartProxy(HeldStream(&gate));
   Client c(proxy_->port());
   c.Send(Post(Chat(10, true)));
   ASSERT_TRUE(c.ReadUntil([](const std::string& in) {
@@ -379,8 +390,16 @@ TEST_F(ProxyTest, DrainFinishesWhatIsInFlightAndTakesNothingNew) {
   }));
   int port = proxy_->port();
   std::atomic<size_t> left{99};
-  std::thread drain([&] { left = proxy_->Drain(kDeadline); });
+  std::atomic<bool> drained{false};
+  std::thread drain([&] {
+    left = proxy_->Drain(kDeadline);
+    drained = true;
+  });
+  // Draining with the stream held: new connections are refused, and the
+  // drain waits for the stream.
   EXPECT_TRUE(Eventually([&] { return !Client(port).connected(); }));
+  EXPECT_FALSE(drained.load());
+  gate = kOpen;
   Client::Response r = c.ReadResponse();
   EXPECT_THAT(r.body, ::testing::HasSubstr("data: [DONE]"));
   c.Close();  // (Else the proxy lingers for the client's close.)

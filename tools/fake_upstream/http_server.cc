@@ -328,7 +328,8 @@ class Connection : private uv::TcpStream::Handler {
     int due = plan_.chunks_per_second > 0
                   ? static_cast<int>(elapsed_s * plan_.chunks_per_second) + 1
                   : next_chunk_ + kUnlimitedChunksPerTick;
-    due = std::min(due, plan_.count);
+    int allowed = plan_.allowed ? plan_.allowed() : plan_.count;
+    due = std::min({due, plan_.count, allowed});
     while (next_chunk_ < due && !closing_ &&
            stream_.Queued() < kMaxQueuedWriteBytes) {
       std::string chunk = plan_.make_chunk(next_chunk_++);
@@ -343,8 +344,8 @@ class Connection : private uv::TcpStream::Handler {
       return;
     }
     uint64_t delay_ms = 0;
-    if (stream_.Queued() >= kMaxQueuedWriteBytes) {
-      delay_ms = 1;
+    if (stream_.Queued() >= kMaxQueuedWriteBytes || next_chunk_ >= allowed) {
+      delay_ms = 1;  // The client is slow, or the stream is held.
     } else if (plan_.chunks_per_second > 0) {
       double next_at_ms = next_chunk_ * 1000.0 / plan_.chunks_per_second;
       delay_ms = static_cast<uint64_t>(

@@ -56,6 +56,10 @@ struct StreamPlan {
   int count = 0;
   double chunks_per_second = 0;
   std::function<std::string(int index)> make_chunk;
+  // How many chunks may have gone so far (asked again every millisecond
+  // while it holds the stream back); null: all. For tests that need a
+  // stream held at a known point (called on the server's loop thread).
+  std::function<int()> allowed;
 };
 
 struct Response {

@@ -445,8 +445,9 @@ Response OpenAiHandler::Completion(const Request& request, bool chat) {
   Response r;
   r.headers.emplace_back("Content-Type", "text/event-stream");
   r.headers.emplace_back("Cache-Control", "no-cache");
-  r.stream = StreamPlan{c->tokens + 3, options_.tokens_per_second,
-                        [c](int i) { return c->Event(i); }};
+  r.stream =
+      StreamPlan{c->tokens + 3, options_.tokens_per_second,
+                 [c](int i) { return c->Event(i); }, options_.stream_gate};
   return r;
 }
 

@@ -30,6 +30,10 @@ struct FakeModelOptions {
   // Each streamed chunk carries "fake_sent_ns": CLOCK_MONOTONIC when it was
   // made, for benchmarks measuring per-chunk latency on the same machine.
   bool stamp_chunks = false;
+  // Tests: a stream sends at most stream_gate() chunks so far (asked again
+  // every millisecond while it holds one back; the server's loop thread);
+  // null: no gate.
+  std::function<int()> stream_gate;
 };
 
 class OpenAiHandler {
