@@ -20,13 +20,14 @@ namespace modelplane::scheduler {
 // builds), as ModelActor has one State. Independent of the actor's state:
 // a TTL unload or a crash stops the process of an open slot.
 //
-//   kOpen ---------- BeginEviction (a swap, a reload's restart) --> kDraining
-//   kOpen ---------- BeginEviction (Stop, a reload's removal) ---->
-//   kStopDraining kDraining ------ Stop
-//   -------------------------------------------> kStopDraining kDraining ------
-//   its demand gone (CallOffEvictions) -------------> kOpen kDraining,
-//   kStopDraining -- drained (or unloadTimeout) ---------> kStopping kStopping
-//   ------ reaped ------------------------------------------> kOpen
+//   from            event                                    to
+//   kOpen           BeginEviction: a swap, a reload restart  kDraining
+//   kOpen           BeginEviction: Stop, a reload removal    kStopDraining
+//   kDraining       Stop                                     kStopDraining
+//   kDraining       its demand gone (CallOffEvictions)       kOpen
+//   kDraining       drained, or holders cut off              kStopping
+//   kStopDraining   drained, or unloadTimeout over           kStopping
+//   kStopping       reaped                                   kOpen
 enum class SlotPhase {
   kOpen,          // Granted whenever its model is READY.
   kDraining,      // Revoked for a swap or a restart: no new grants; stopped
