@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import unittest
 
 from tests.manager.manager_proc import ManagerProcess, free_port
@@ -200,6 +201,34 @@ class WebSocketTest(unittest.TestCase):
         s.shutdown(socket.SHUT_WR)
         self.assertEqual(r.frame(), (1, b"last words"))
         self.assertEqual(r.frame(), (8, struct.pack("!H", 1000)))
+        self.assertTrue(r.closed())
+        s.close()
+        self.assertTrue(wait_for(lambda: self.in_flight() == 0, 10))
+
+    def test_the_client_closing_first_under_backpressure_loses_nothing(self):
+        # The client sends 8 MiB of messages and its FIN while the upstream
+        # is slower than it, so the proxy pauses reading the client and
+        # resumes as the upstream drains. Once the client's FIN is read, the
+        # upstream's queue still drains: every echo must still come back,
+        # then the close.
+        s, r, head, _ = handshake(self.p.port, "/upstream/echo/ws")
+        self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
+        r.frame()  # hello
+        payload = os.urandom(64 << 10)
+        count = 128
+
+        def send():
+            for _ in range(count):
+                s.sendall(client_frame(2, payload))
+            s.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            for i in range(count):
+                self.assertEqual(r.frame(), (2, payload), "echo %d" % i)
+        finally:
+            sender.join(60)
         self.assertTrue(r.closed())
         s.close()
         self.assertTrue(wait_for(lambda: self.in_flight() == 0, 10))

@@ -566,6 +566,32 @@ TEST_F(SchedulerTest, UnknownModelAndFullQueue) {
   EXPECT_TRUE(c.Saw("failed b r-b RESOURCE_EXHAUSTED"));
 }
 
+// Start, WaitReady and Acquire come through one door: the same refusals,
+// with the same words.
+TEST_F(SchedulerTest, StartAndWaitReadyAreRefusedAsAcquireIs) {
+  SchedulerOptions o;
+  o.max_queue = 1;
+  Load(kThree, o);
+  std::vector<absl::Status> got;
+  auto done = [&](absl::StatusOr<ModelView> v) { got.push_back(v.status()); };
+  EXPECT_EQ(scheduler_->Start("nope", done), 0u);
+  EXPECT_EQ(scheduler_->WaitReady("nope", done), 0u);
+  EXPECT_EQ(scheduler_->Start("", done), 0u);
+  EXPECT_NE(scheduler_->Start("a", done), 0u);  // Queued: it can be cancelled.
+  EXPECT_EQ(scheduler_->Start("b", done), 0u);  // The queue is full.
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(got[0].message(), "unknown model 'nope'");
+  EXPECT_EQ(got[1].code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(got[2].code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(got[3].code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(got[3].message(), "the queue is full (1 waiting)");
+  scheduler_->Shutdown([] {});
+  Settle();
+  EXPECT_EQ(scheduler_->Start("c", done), 0u);
+  EXPECT_EQ(got.back().code(), absl::StatusCode::kUnavailable);
+}
+
 TEST_F(SchedulerTest, WaitReadyWaitsForSomeoneElsesStart) {
   Load(kThree);
   std::vector<std::string> got;
