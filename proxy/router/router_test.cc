@@ -94,6 +94,7 @@ TEST_F(RouterTest, LocalAnswers) {
       {"HEAD", "/health", Kind::kHealth},
       {"GET", "/wol-health", Kind::kHealth},
       {"GET", "/running", Kind::kRunning},
+      {"HEAD", "/running", Kind::kRunning},
       {"GET", "/metrics", Kind::kMetrics},
       {"GET", "/v1/models", Kind::kModels},
       {"HEAD", "/models", Kind::kModels},
@@ -155,6 +156,57 @@ TEST_F(RouterTest, BodyRoutesForwardToTheModelTheBodyNames) {
   EXPECT_EQ(Go(form).route->id, "llama");
 }
 
+// Every body route in docs/proxy.md ("Requests"), one by one: a POST is
+// routed by its body's model, forwarded under the path the docs say; any
+// other method on it is not a body route.
+TEST_F(RouterTest, EveryBodyRouteForwardsByItsBody) {
+  struct Case {
+    const char* path;
+    const char* target;  // Forwarded as.
+  } cases[] = {
+      {"/v1/chat/completions", "/v1/chat/completions"},
+      {"/v1/completions", "/v1/completions"},
+      {"/v1/responses", "/v1/responses"},
+      {"/v1/embeddings", "/v1/embeddings"},
+      {"/v1/rerank", "/v1/rerank"},
+      {"/v1/rerank/", "/v1/rerank/"},
+      {"/v1/reranking", "/v1/reranking"},
+      {"/rerank", "/rerank"},
+      {"/reranking", "/reranking"},
+      {"/v1/audio/speech", "/v1/audio/speech"},
+      {"/v1/audio/transcriptions", "/v1/audio/transcriptions"},
+      {"/v1/audio/voices", "/v1/audio/voices"},
+      {"/v1/images/generations", "/v1/images/generations"},
+      {"/v1/images/edits", "/v1/images/edits"},
+      {"/v1/messages", "/v1/messages"},
+      {"/v1/messages/count_tokens", "/v1/messages/count_tokens"},
+      {"/completion", "/completion"},
+      {"/infill", "/infill"},
+      {"/sdapi/v1/txt2img", "/sdapi/v1/txt2img"},
+      {"/sdapi/v1/img2img", "/sdapi/v1/img2img"},
+      {"/audioapi/v1/tasks/run", "/v1/tasks/run"},
+      {"/v/chat/completions", "/chat/completions"},
+      {"/v/completions", "/completions"},
+      {"/v/responses", "/responses"},
+      {"/v/embeddings", "/embeddings"},
+      {"/v/rerank", "/rerank"},
+      {"/v/reranking", "/reranking"},
+      {"/v/messages", "/messages"},
+      {"/v/messages/count_tokens", "/messages/count_tokens"},
+  };
+  EXPECT_EQ(std::size(cases), std::size(kBodyRoutes));
+  for (const Case& c : cases) {
+    EXPECT_TRUE(IsBodyRoute("POST", c.path)) << c.path;
+    EXPECT_FALSE(IsBodyRoute("GET", c.path)) << c.path;
+    Decision d = Json(c.path, "qwen");
+    ASSERT_EQ(d.kind, Kind::kModel) << c.path;
+    EXPECT_EQ(d.route->id, "qwen") << c.path;
+    EXPECT_EQ(d.target, c.target) << c.path;
+  }
+  EXPECT_FALSE(IsBodyRoute("POST", "/v1/chat/completions/"));
+  EXPECT_FALSE(IsBodyRoute("POST", "/v1/models"));
+}
+
 TEST_F(RouterTest, BodyRoutesRefuseWhatTheyCannotRouteBy) {
   struct Case {
     Request request;
@@ -197,6 +249,12 @@ TEST_F(RouterTest, QueryModelRoutesAnyPath) {
   ASSERT_EQ(d.kind, Kind::kModel);
   EXPECT_EQ(d.route->id, "llama");
   EXPECT_EQ(d.target, "/props?model=llama&x=1");
+  // Percent-decoded, on any method.
+  d = Go({"DELETE", "/slots?model=org%2Fbig"});
+  ASSERT_EQ(d.kind, Kind::kModel);
+  EXPECT_EQ(d.route->id, "org/big");
+  // Named twice: 400.
+  EXPECT_EQ(Get("/props?model=llama&model=qwen").status, 400);
 }
 
 // /upstream/<model>/<rest>: the longest known name wins (ids contain '/'),
