@@ -298,4 +298,9 @@ bool IsHealth(absl::string_view path) {
   return path == "/health" || path == "/wol-health";
 }
 
+bool NeedsKey(absl::string_view method, absl::string_view path) {
+  if (method == "OPTIONS") return false;
+  return !(IsHealth(path) && (method == "GET" || method == "HEAD"));
+}
+
 }  // namespace modelplane::proxy::router

@@ -94,6 +94,10 @@ Decision Decide(const Request& request, const Snapshot& snapshot,
 // The routes whose model is in the body (POST): kBodyRoutes.
 bool IsBodyRoute(absl::string_view method, absl::string_view path);
 bool IsHealth(absl::string_view path);
+// Whether a request needs an API key, told from its head alone (the
+// exchange decides admission before the body arrives): everything but a
+// preflight and a GET or HEAD health check. The same as !Decide(...).open().
+bool NeedsKey(absl::string_view method, absl::string_view path);
 
 }  // namespace modelplane::proxy::router
 

@@ -107,7 +107,14 @@ TEST_F(RouterTest, LocalAnswers) {
   for (const Case& c : cases) {
     Decision d = Go({c.method, c.target});
     EXPECT_EQ(d.kind, c.kind) << c.method << " " << c.target;
+    // What the exchange tells from the head alone agrees.
+    absl::string_view path = absl::string_view(c.target).substr(
+        0, absl::string_view(c.target).find('?'));
+    EXPECT_EQ(NeedsKey(c.method, path), !d.open())
+        << c.method << " " << c.target;
   }
+  EXPECT_TRUE(NeedsKey("POST", "/health"));
+  EXPECT_TRUE(NeedsKey("GET", "/v1/chat/completions"));
   // Health and preflights need no key; nothing else does without one.
   EXPECT_TRUE(Get("/health").open());
   EXPECT_TRUE(Go({"OPTIONS", "/x"}).open());

@@ -124,8 +124,7 @@ void Exchange::Begin(http1::RequestHead head) {
   }
   // Auth is decided on the head: the body of a request that will be
   // refused is read and dropped, never buffered (and not asked for).
-  bool get = req_.head.method == "GET" || req_.head.method == "HEAD";
-  if (req_.head.method != "OPTIONS" && !(router::IsHealth(path) && get)) {
+  if (router::NeedsKey(req_.head.method, path)) {
     if (routing_->api_keys() == nullptr) {
       req_.rejection = 503;
     } else if (!answers::Authorized(*routing_->api_keys(),

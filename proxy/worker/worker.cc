@@ -74,12 +74,9 @@ absl::StatusOr<int> Worker::Listen(const std::string& host, int port) {
       return;
     }
     int fd = *bound;
-    listener_ = new uv_tcp_t;
-    uv_tcp_init(loop_.loop(), listener_);
-    listener_->data = this;
-    uv_tcp_open(listener_, fd);
-    int rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 4096,
-                       OnConnection);
+    listener_.Init(loop_.loop(), uv_tcp_init, this);
+    uv_tcp_open(listener_.get(), fd);
+    int rc = uv_listen(listener_.stream(), 4096, OnConnection);
     if (rc != 0) {
       result = absl::UnavailableError(
           absl::StrCat("cannot listen: ", uv_strerror(rc)));
@@ -88,7 +85,8 @@ absl::StatusOr<int> Worker::Listen(const std::string& host, int port) {
     accepting_.store(true);  // Siblings may hand it connections now.
     sockaddr_storage addr{};
     int len = sizeof(addr);
-    uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    uv_tcp_getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr),
+                       &len);
     result = ntohs(addr.ss_family == AF_INET6
                        ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
                        : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
@@ -158,11 +156,7 @@ size_t Worker::Drain() {
   loop_.RunSync([&] {
     accepting_.store(false);
     draining_ = true;
-    if (listener_ != nullptr) {
-      uv_close(reinterpret_cast<uv_handle_t*>(listener_),
-               [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-      listener_ = nullptr;
-    }
+    listener_.Close();
     std::vector<ClientConnection*> open(connections_.begin(),
                                         connections_.end());
     for (ClientConnection* c : open) c->Drain();
@@ -182,11 +176,7 @@ void Worker::Stop() {
     if (stopped_) return;
     stopped_ = true;
     accepting_.store(false);
-    if (listener_ != nullptr) {
-      uv_close(reinterpret_cast<uv_handle_t*>(listener_),
-               [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-      listener_ = nullptr;
-    }
+    listener_.Close();
     std::vector<ClientConnection*> open(connections_.begin(),
                                         connections_.end());
     for (ClientConnection* c : open) c->Close();

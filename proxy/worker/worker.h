@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "common/loop_thread.h"
+#include "common/uv/handle.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "proxy/worker/metrics.h"
 #include "proxy/worker/proxy_context.h"
@@ -87,7 +88,7 @@ class Worker {
   ProxyContext* context_;
   LoopThread loop_;
   std::unique_ptr<upstream::UpstreamPool> pool_;
-  uv_tcp_t* listener_ = nullptr;
+  uv::Handle<uv_tcp_t> listener_;  // Closed on the loop (Drain, Stop).
   absl::flat_hash_set<ClientConnection*> connections_;
   bool stopped_ = false;
   std::vector<Worker*> siblings_;

@@ -409,21 +409,16 @@ absl::StatusOr<int> HttpServer::Listen(const std::string& host, int port) {
     return absl::InvalidArgumentError(
         absl::StrCat("bad listen address '", host, "': ", uv_strerror(rc)));
   }
-  listener_ = new uv_tcp_t;
-  uv_tcp_init(loop_, listener_);
-  listener_->data = this;
-  rc = uv_tcp_bind(listener_, reinterpret_cast<sockaddr*>(&addr), 0);
-  if (rc == 0) {
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 4096,
-                   OnConnection);
-  }
+  listener_.Init(loop_, uv_tcp_init, this);
+  rc = uv_tcp_bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), 0);
+  if (rc == 0) rc = uv_listen(listener_.stream(), 4096, OnConnection);
   if (rc != 0) {
     Close();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":",
                                                port, ": ", uv_strerror(rc)));
   }
   int len = sizeof(addr);
-  uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+  uv_tcp_getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
   return ntohs(addr.ss_family == AF_INET6
                    ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
                    : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
@@ -442,11 +437,7 @@ void HttpServer::OnConnection(uv_stream_t* listener, int status) {
 }
 
 void HttpServer::Close() {
-  if (listener_ != nullptr) {
-    uv_close(reinterpret_cast<uv_handle_t*>(listener_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    listener_ = nullptr;
-  }
+  listener_.Close();
   // Close() erases from the set, so iterate over a copy.
   std::vector<Connection*> open(connections_.begin(), connections_.end());
   for (Connection* c : open) c->Close();

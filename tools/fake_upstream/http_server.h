@@ -34,6 +34,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "common/uv/handle.h"
 
 namespace modelplane::fake {
 
@@ -112,7 +113,7 @@ class HttpServer {
   uv_loop_t* loop_;
   ServerStats* stats_;
   Handler handler_;
-  uv_tcp_t* listener_ = nullptr;         // Freed in its close callback.
+  uv::Handle<uv_tcp_t> listener_;
   std::unique_ptr<char[]> read_buffer_;  // Shared by every connection.
   absl::flat_hash_set<class Connection*> connections_;
 };
