@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/sha256.h"
+#include "proxy/answers/answer.h"
 
 namespace modelplane::proxy::answers {
 namespace {
@@ -96,6 +97,14 @@ absl::Status MayChangeState(const http1::Headers& headers,
         "or set apiKeys"));
   }
   return absl::OkStatus();
+}
+
+bool MayChange(const AnswerRequest& q, Responder* r) {
+  const absl::flat_hash_set<std::string>* keys = q.snapshot.api_keys();
+  absl::Status may = MayChangeState(q.head.headers, q.loopback_listener,
+                                    keys != nullptr && !keys->empty());
+  if (!may.ok()) r->RespondError(403, std::string(may.message()));
+  return may.ok();
 }
 
 }  // namespace modelplane::proxy::answers

@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proxy/answers/admission.h"
+#include "proxy/answers/answer.h"
 #include "proxy/answers/cors.h"
 #include "proxy/answers/models.h"
 #include "proxy/answers/profiles.h"
@@ -15,8 +16,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::shared_ptr<const router::Snapshot> Snapshot(bool aliases,
-                                                 const char* active) {
+// The models, selector, peer and profile every case reads, into `state`.
+void Fill(router::RoutingState* state, bool aliases) {
   std::vector<v1::Model> models(3);
   models[0].set_id("b");
   models[0].set_state(v1::MODEL_STATE_READY);
@@ -40,8 +41,13 @@ std::shared_ptr<const router::Snapshot> Snapshot(bool aliases,
   prof->set_name("fast");
   (*prof->mutable_pins())["a"] = "b";
   (*prof->mutable_pins())["remote/gpt"] = "";
+  state->Update(router::RouteTable::Build(models), router::Settings::From(s));
+}
+
+std::shared_ptr<const router::Snapshot> Snapshot(bool aliases,
+                                                 const char* active) {
   router::RoutingState state;
-  state.Update(router::RouteTable::Build(models), router::Settings::From(s));
+  Fill(&state, aliases);
   if (active != nullptr) state.SetActiveProfile(active);
   return state.Current();
 }
@@ -158,6 +164,144 @@ TEST(CorsTest, PreflightEchoesOnlyTokenCharacters) {
             "Content-Type, Authorization, Accept, X-Requested-With, "
             "X-Api-Key");
   EXPECT_EQ(http1::FindHeader(h, "access-control-allow-origin"), nullptr);
+}
+
+// The handlers through a recording Responder: what they answer, at once
+// or later (Later() keeps the deferred work until the test runs it, as the
+// exchange's loop would).
+class Recorder : public Responder {
+ public:
+  void Respond(int status, const std::string& type, const std::string& body,
+               const http1::Headers& extra) override {
+    answers.push_back({status, type, body, extra});
+  }
+  void RespondError(int status, const std::string& message) override {
+    answers.push_back({status, "error", message, {}});
+  }
+  Deferred Later() override {
+    return [this](std::function<void(Responder*)> fn) {
+      pending.push_back(std::move(fn));
+    };
+  }
+  void RunLater() {
+    std::vector<std::function<void(Responder*)>> run;
+    run.swap(pending);
+    for (auto& fn : run) fn(this);
+  }
+  struct Answer {
+    int status;
+    std::string type, body;
+    http1::Headers extra;
+  };
+  std::vector<Answer> answers;
+  std::vector<std::function<void(Responder*)>> pending;
+};
+
+http1::RequestHead Head(const char* method, const char* target,
+                        http1::Headers headers = {{"host", "127.0.0.1"}}) {
+  http1::RequestHead h;
+  h.method = method;
+  h.target = target;
+  h.headers = std::move(headers);
+  return h;
+}
+
+TEST(HandlersTest, HealthModelsRunningAndProfilesAnswerAtOnce) {
+  auto snap = Snapshot(false, nullptr);
+  http1::RequestHead head = Head("GET", "/v1/models");
+  AnswerRequest q{*snap, head, ""};
+  Recorder r;
+  Health(&r);
+  Models(q, &r);
+  Running(q, &r);
+  Profiles(q, &r);
+  ASSERT_EQ(r.answers.size(), 4u);
+  EXPECT_EQ(r.answers[0].status, 200);
+  EXPECT_EQ(r.answers[0].body, "OK");
+  EXPECT_EQ(r.answers[1].body, ModelList(*snap));
+  EXPECT_EQ(r.answers[2].body, RunningList(*snap));
+  EXPECT_EQ(r.answers[3].body, ProfileList(*snap));
+  EXPECT_TRUE(r.pending.empty());
+}
+
+TEST(HandlersTest, SetProfileSwitchesAndShowsIt) {
+  auto snap = Snapshot(false, nullptr);
+  router::RoutingState state;
+  Fill(&state, false);
+  http1::RequestHead head = Head("PUT", "/api/profiles/active");
+  Recorder r;
+  SetProfile({*snap, head, R"({"name":"nope"})"}, &state, &r);
+  SetProfile({*snap, head, R"({"x":1})"}, &state, &r);
+  SetProfile({*snap, head, R"({"name":"fast"})"}, &state, &r);
+  ASSERT_EQ(r.answers.size(), 3u);
+  EXPECT_EQ(r.answers[0].status, 404);
+  EXPECT_EQ(r.answers[1].status, 400);
+  EXPECT_EQ(r.answers[2].status, 200);
+  EXPECT_THAT(r.answers[2].body, HasSubstr(R"("active":"fast")"));
+  ASSERT_NE(state.Current()->active_profile(), nullptr);
+  // From another site: refused before anything changes.
+  http1::RequestHead cross =
+      Head("PUT", "/api/profiles/active",
+           {{"host", "127.0.0.1:8080"}, {"origin", "http://evil.example"}});
+  SetProfile({*snap, cross, R"({"name":null})"}, &state, &r);
+  EXPECT_EQ(r.answers.back().status, 403);
+  EXPECT_NE(state.Current()->active_profile(), nullptr);
+}
+
+TEST(HandlersTest, UnloadAnswersOnceTheManagerHas) {
+  auto snap = Snapshot(false, nullptr);
+  http1::RequestHead head = Head("POST", "/unload");
+  AnswerRequest q{*snap, head, ""};
+  Recorder r;
+  Unload(q, "b", nullptr, &r);  // No manager link.
+  EXPECT_EQ(r.answers.back().status, 503);
+  std::vector<std::string> asked;
+  std::function<void(absl::StatusOr<std::vector<std::string>>)> done;
+  UnloadFn unload = [&](const std::string& model, auto d) {
+    asked.push_back(model);
+    done = std::move(d);
+  };
+  Unload(q, "nope", unload, &r);
+  EXPECT_EQ(r.answers.back().status, 404);
+  Unload(q, "b-alias", unload, &r);  // An alias stops its model.
+  ASSERT_EQ(asked, std::vector<std::string>{"b"});
+  size_t before = r.answers.size();
+  done(std::vector<std::string>{"b"});  // The manager answers (any thread)...
+  EXPECT_EQ(r.answers.size(), before);  // ... and the loop sends it.
+  r.RunLater();
+  EXPECT_EQ(r.answers.back().status, 200);
+  EXPECT_EQ(r.answers.back().body, R"({"status":"ok","stopped":["b"]})");
+  Unload(q, "", unload, &r);  // Every model.
+  EXPECT_EQ(asked.back(), "");
+  done(absl::UnavailableError("manager gone"));
+  r.RunLater();
+  EXPECT_EQ(r.answers.back().status, 503);
+  EXPECT_EQ(r.answers.back().body, "manager gone");
+}
+
+TEST(HandlersTest, MetricsAreRenderedThenAnsweredOnTheLoop) {
+  Recorder r;
+  Metrics(nullptr, &r);
+  EXPECT_EQ(r.answers.back().status, 503);
+  Metrics([](std::function<void(std::string)> done) { done("m 1\n"); }, &r);
+  EXPECT_EQ(r.answers.size(), 1u);
+  r.RunLater();
+  ASSERT_EQ(r.answers.size(), 2u);
+  EXPECT_EQ(r.answers[1].status, 200);
+  EXPECT_EQ(r.answers[1].body, "m 1\n");
+  EXPECT_THAT(r.answers[1].type, HasSubstr("text/plain; version=0.0.4"));
+}
+
+TEST(HandlersTest, PreflightIs204WithItsHeaders) {
+  auto snap = Snapshot(false, nullptr);
+  http1::RequestHead head =
+      Head("OPTIONS", "/v1/chat/completions",
+           {{"access-control-request-headers", "x-a, x-b"}});
+  Recorder r;
+  Preflight({*snap, head, "", /*has_origin=*/false}, &r);
+  ASSERT_EQ(r.answers.size(), 1u);
+  EXPECT_EQ(r.answers[0].status, 204);
+  EXPECT_EQ(r.answers[0].extra, PreflightHeaders(head.headers, false));
 }
 
 }  // namespace

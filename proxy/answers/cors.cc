@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/ascii.h"
+#include "proxy/answers/answer.h"
 
 namespace modelplane::proxy::answers {
 
@@ -27,6 +28,10 @@ http1::Headers PreflightHeaders(const http1::Headers& request, bool origin) {
                             {"Access-Control-Max-Age", "86400"}};
   if (!origin) headers.emplace_back("Access-Control-Allow-Origin", "*");
   return headers;
+}
+
+void Preflight(const AnswerRequest& q, Responder* r) {
+  r->Respond(204, "", "", PreflightHeaders(q.head.headers, q.has_origin));
 }
 
 }  // namespace modelplane::proxy::answers

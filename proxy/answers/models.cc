@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/json_string.h"
+#include "proxy/answers/answer.h"
 
 namespace modelplane::proxy::answers {
 namespace {
@@ -118,6 +119,14 @@ std::string RunningList(const router::Snapshot& snapshot) {
                     JsonString(r.id), R"(,"state":")", state, R"("})");
   }
   return absl::StrCat(R"({"running":[)", data, "]}");
+}
+
+void Models(const AnswerRequest& q, Responder* r) {
+  r->Respond(200, "application/json", ModelList(q.snapshot));
+}
+
+void Running(const AnswerRequest& q, Responder* r) {
+  r->Respond(200, "application/json", RunningList(q.snapshot));
 }
 
 }  // namespace modelplane::proxy::answers

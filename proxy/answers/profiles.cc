@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/json_string.h"
+#include "proxy/answers/answer.h"
 
 namespace modelplane::proxy::answers {
 
@@ -35,6 +36,24 @@ absl::StatusOr<std::string> ActiveProfileName(absl::string_view body) {
   }
   if (doc["name"].IsNull()) return std::string();
   return std::string(doc["name"].GetString(), doc["name"].GetStringLength());
+}
+
+void Profiles(const AnswerRequest& q, Responder* r) {
+  r->Respond(200, "application/json", ProfileList(q.snapshot));
+}
+
+void SetProfile(const AnswerRequest& q, router::RoutingState* routing,
+                Responder* r) {
+  if (!MayChange(q, r)) return;
+  absl::StatusOr<std::string> name = ActiveProfileName(q.body);
+  if (!name.ok()) {
+    return r->RespondError(400, std::string(name.status().message()));
+  }
+  if (!routing->SetActiveProfile(*name)) {
+    return r->RespondError(404, absl::StrCat("unknown profile '", *name, "'"));
+  }
+  // The answer shows the switch.
+  r->Respond(200, "application/json", ProfileList(*routing->Current()));
 }
 
 }  // namespace modelplane::proxy::answers

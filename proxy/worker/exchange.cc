@@ -249,12 +249,11 @@ void Exchange::Dispatch() {
       RouterRequest(), *routing_,
       [broker](const std::string& model) { return broker->Busy(model); });
   using Kind = router::Decision::Kind;
-  if (d.kind == Kind::kPreflight) return RespondPreflight();
-  if (d.kind == Kind::kHealth) {
-    // Plain "OK" as llama-swap answers it: health checks written for it
-    // (`curl ... | grep -q OK`) keep working.
-    return Respond(200, "text/plain; charset=utf-8", "OK");
-  }
+  ProxyContext& context = worker_->context();
+  answers::AnswerRequest q{*routing_, req_.head, body_, !req_.origin.empty(),
+                           context.options().loopback_listener};
+  if (d.kind == Kind::kPreflight) return answers::Preflight(q, this);
+  if (d.kind == Kind::kHealth) return answers::Health(this);
   // Admission (decided on the head): everything but health and preflights.
   if (req_.rejection == 503) {
     // Fail closed: until the manager has said whether keys are required,
@@ -285,17 +284,17 @@ void Exchange::Dispatch() {
   }
   switch (d.kind) {
     case Kind::kRunning:
-      return RespondRunning();
+      return answers::Running(q, this);
     case Kind::kMetrics:
-      return RespondMetrics();
+      return answers::Metrics(context.metrics(), this);
     case Kind::kUnload:
-      return Unload(d.unload);
+      return answers::Unload(q, d.unload, context.unload(), this);
     case Kind::kModels:
-      return RespondModels();
+      return answers::Models(q, this);
     case Kind::kProfiles:
-      return RespondProfiles();
+      return answers::Profiles(q, this);
     case Kind::kSetProfile:
-      return SetActiveProfile();
+      return answers::SetProfile(q, &context.routing(), this);
     case Kind::kRedirect:
       return Respond(d.status, "text/plain", "", {{"Location", d.location}});
     case Kind::kModel:
@@ -451,6 +450,20 @@ void Exchange::Respond(int status, const std::string& content_type,
   sink_->SendResponse(status, headers, body);
   Finish();
   sink_->SendEnd();
+}
+
+answers::Responder::Deferred Exchange::Later() {
+  LoopThread* loop = &worker_->loop();
+  std::weak_ptr<bool> alive = alive_;
+  uint64_t generation = generation_;
+  return [this, loop, alive,
+          generation](std::function<void(answers::Responder*)> fn) {
+    loop->Post([this, alive, generation, fn = std::move(fn)] {
+      auto a = alive.lock();
+      if (a == nullptr || !*a || generation != generation_) return;
+      fn(this);
+    });
+  };
 }
 
 void Exchange::RespondError(int status, const std::string& message) {

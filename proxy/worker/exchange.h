@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/uv/handle.h"
+#include "proxy/answers/answer.h"
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/router/json_scanner.h"
@@ -83,7 +84,7 @@ class ResponseSink {
   virtual void OnTunnelWritable() {}
 };
 
-class Exchange : public upstream::UpstreamObserver {
+class Exchange : public upstream::UpstreamObserver, private answers::Responder {
  public:
   Exchange(Worker* worker, ResponseSink* sink, std::string peer);
   ~Exchange() override;
@@ -146,24 +147,14 @@ class Exchange : public upstream::UpstreamObserver {
   // Writes the request (head, then body_) to `upstream`; with `api_key`,
   // that key goes as Bearer and x-api-key instead of the client's.
   void SendUpstream(const std::string& upstream, const std::string& api_key);
+  // answers::Responder: the proxy's own answers (proxy/answers/) and its
+  // errors go out here (CORS added, the request counted, the response
+  // ended).
   void Respond(int status, const std::string& content_type,
                const std::string& body,
-               const http1::Headers& extra = http1::Headers());
-  void RespondError(int status, const std::string& message);
-  // The proxy's own answers (local_answers.cc).
-  void RespondModels();
-  // llama-swap's /api/profiles (GET) and /api/profiles/active (PUT
-  // {"name": "..." | null}).
-  void RespondProfiles();
-  void SetActiveProfile();
-  void RespondRunning();
-  void RespondMetrics();
-  void RespondPreflight();
-  void Unload(const std::string& model);
-  // Whether this request may stop models or switch the profile; else it is
-  // answered 403: from another site (its Origin), or by a name that is no
-  // address while a loopback proxy has no apiKeys (DNS rebinding).
-  bool MayChangeState();
+               const http1::Headers& extra = http1::Headers()) override;
+  void RespondError(int status, const std::string& message) override;
+  Deferred Later() override;
   // CORS: echoes the request's Origin into `headers` when it had one.
   void AllowOrigin(http1::Headers* headers) const;
   // The loading head, then one comment line; re-arms the timer.

@@ -1,7 +1,6 @@
 // Exchange, carrying out where the router sent a request: a peer's model
 // (no lease), and a pinned or selected name rewritten in the query or the
-// form. Members of Exchange, apart from the request path for readability
-// (as local_answers.cc).
+// form. Members of Exchange, apart from the request path for readability.
 #include <string>
 
 #include "absl/strings/str_cat.h"

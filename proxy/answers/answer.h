@@ -1,0 +1,83 @@
+// What modelproxy answers itself, as handlers: one file each (health.cc,
+// models.cc for /v1/models and /running, profiles.cc, cors.cc for
+// preflights, unload.cc, metrics.cc), given the request and the routing
+// snapshot, answering through a Responder: the exchange's seam to its
+// ResponseSink, as nghttpx answers its API as just another downstream. The
+// exchange routes (router::Decide) and admits before a handler runs, and
+// after it adds CORS, counts and logs the request and ends the response.
+//
+//   answers::AnswerRequest q{snapshot, head, body};
+//   answers::Models(q, responder);
+#ifndef MODELPLANE_PROXY_ANSWERS_ANSWER_H_
+#define MODELPLANE_PROXY_ANSWERS_ANSWER_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "proxy/http1/codec.h"
+#include "proxy/router/snapshot.h"
+
+namespace modelplane::proxy::answers {
+
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void Respond(int status, const std::string& content_type,
+                       const std::string& body,
+                       const http1::Headers& extra = http1::Headers()) = 0;
+  // {"error": {"message", "type", "code"}}, OpenAI's shape.
+  virtual void RespondError(int status, const std::string& message) = 0;
+  // For an answer given later (the manager's, every worker's counters): a
+  // function, callable once from any thread, that runs its argument with
+  // this responder on the exchange's loop, if the request is still there
+  // (its client may have left meanwhile: then it does nothing).
+  using Deferred = std::function<void(std::function<void(Responder*)>)>;
+  virtual Deferred Later() = 0;
+};
+
+// What a handler reads; valid during the call.
+struct AnswerRequest {
+  const router::Snapshot& snapshot;
+  const http1::RequestHead& head;
+  absl::string_view body;
+  // The request has an Origin (the exchange echoes it).
+  bool has_origin = false;
+  // The proxy listens on a loopback address (see MayChangeState).
+  bool loopback_listener = false;
+};
+
+// GET/HEAD /health and /wol-health: "OK" (health.cc).
+void Health(Responder* r);
+// GET /v1/models and /models; GET /running (models.cc).
+void Models(const AnswerRequest& q, Responder* r);
+void Running(const AnswerRequest& q, Responder* r);
+// GET /api/profiles; PUT /api/profiles/active, which switches `routing`'s
+// active profile (profiles.cc).
+void Profiles(const AnswerRequest& q, Responder* r);
+void SetProfile(const AnswerRequest& q, router::RoutingState* routing,
+                Responder* r);
+// OPTIONS: a CORS preflight, 204 (cors.cc).
+void Preflight(const AnswerRequest& q, Responder* r);
+// POST /unload and /api/models/unload[/<model>]: stops `model` (empty:
+// every model) through the manager (unload.cc). `unload` may be empty (no
+// manager link: 503).
+using UnloadFn = std::function<void(
+    const std::string& model,
+    std::function<void(absl::StatusOr<std::vector<std::string>>)> done)>;
+void Unload(const AnswerRequest& q, const std::string& model,
+            const UnloadFn& unload, Responder* r);
+// GET /metrics, rendered from every worker (metrics.cc). `metrics` may be
+// empty (503).
+using MetricsFn = std::function<void(std::function<void(std::string)> done)>;
+void Metrics(const MetricsFn& metrics, Responder* r);
+
+// Whether the request may stop models or switch the profile; else it is
+// answered 403 and false (admission.cc, MayChangeState).
+bool MayChange(const AnswerRequest& q, Responder* r);
+
+}  // namespace modelplane::proxy::answers
+
+#endif  // MODELPLANE_PROXY_ANSWERS_ANSWER_H_
