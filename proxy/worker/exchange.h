@@ -234,11 +234,16 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   RequestState req_;
 
   uint64_t generation_ = 0;  // Bumped by every Begin.
-  uint64_t ticket_ = 0;      // The broker's, while waiting for the lease.
+
+  // What the request holds of others: the broker's ticket or lease, a
+  // lease watch, the upstream request, the body and its charge on the
+  // process's BodyBudget. Kept apart from RequestState because each must be
+  // given back (Finish, Cancel, DropBody), never dropped by a reset.
+  uint64_t ticket_ = 0;  // The broker's, while waiting for the lease.
   // The model it waits for (withdrawn if the client leaves first).
   std::string waiting_for_;
-  // The body, kept apart from RequestState: its buffer and its charge on
-  // the process's BodyBudget are handed over or given back (DropBody).
+  // The body: its buffer and its charge are handed over to the upstream or
+  // given back (DropBody).
   std::string body_;
   // What body_ holds of the BodyBudget (released by DropBody, or handed
   // over with the body to the upstream).
