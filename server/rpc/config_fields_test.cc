@@ -1,9 +1,12 @@
-// Holds the config's model settings together: every key a `models.<id>`
-// entry takes (config::ModelKeys, the loader's own list) has a sample here,
+// Holds the config's settings together: every key a `models.<id>` entry
+// takes (config::ModelKeys, the loader's own list; and the keys of its
+// `timeouts` and `filters`) has a sample here,
 // and changing it alone must show in the reload diff (restart or update),
 // in the JSON print-out (--print-config) and, unless listed below with the
-// reason, in the API's Model. A key added to the loader and forgotten in
-// diff.cc, config_json.cc or convert.cc fails this test.
+// reason, in the API's Model. Every top-level key (config::GlobalKeys) has
+// one too, held to the diff, the print-out and the data plane's settings.
+// A key added to the loader and forgotten in diff.cc, config_json.cc or
+// convert.cc fails this test.
 #include <map>
 #include <set>
 #include <string>
@@ -123,6 +126,120 @@ TEST(ConfigFieldsTest, EveryModelKeyShowsInTheDiffThePrintOutAndTheApi) {
     EXPECT_NE(std::find(supported.begin(), supported.end(), key),
               supported.end())
         << key;
+  }
+}
+
+// The sub-keys of a model's `timeouts` and `filters` maps, held the same
+// way (config::ModelTimeoutKeys, config::ModelFilterKeys).
+TEST(ConfigFieldsTest, EveryTimeoutAndFilterKeyShowsToo) {
+  const std::map<std::string, std::string> samples = {
+      {"connect", "timeouts: {connect: 5}"},
+      {"responseHeader", "timeouts: {responseHeader: 5}"},
+      {"idleConn", "timeouts: {idleConn: 5}"},
+      {"stripParams", "filters: {stripParams: temperature}"},
+      {"strip_params", "filters: {strip_params: temperature}"},
+      {"setParams", "filters: {setParams: {top_k: 5}}"},
+      {"setParamsByID", "filters: {setParamsByID: {a: {top_k: 5}}}"},
+  };
+  std::shared_ptr<const config::Config> base = Load({});
+  ASSERT_NE(base, nullptr);
+  std::vector<absl::string_view> keys;
+  for (absl::string_view k : config::ModelTimeoutKeys().supported) {
+    keys.push_back(k);
+  }
+  for (absl::string_view k : config::ModelFilterKeys().supported) {
+    keys.push_back(k);
+  }
+  for (absl::string_view key : keys) {
+    auto sample = samples.find(std::string(key));
+    ASSERT_NE(sample, samples.end()) << key << " has no sample here";
+    std::shared_ptr<const config::Config> changed = Load({sample->second});
+    ASSERT_NE(changed, nullptr) << key;
+    config::ConfigDiff d = config::DiffConfigs(*base, *changed);
+    EXPECT_FALSE(d.update.empty() && d.restart.empty())
+        << key << ": the reload diff does not see it (diff.cc)";
+    EXPECT_NE(config::ConfigToJson(*base), config::ConfigToJson(*changed))
+        << key << ": --print-config does not show it (config_json.cc)";
+    EXPECT_FALSE(google::protobuf::util::MessageDifferencer::Equals(
+        Proto(*base), Proto(*changed)))
+        << key << ": the API's Model does not carry it (convert.cc)";
+  }
+}
+
+// Every top-level key (config::GlobalKeys): changed alone, the reload diff
+// sees it and --print-config shows it; the data plane's settings (what the
+// proxy gets in SETTINGS events) change with the keys that are the data
+// plane's, and only with those.
+TEST(ConfigFieldsTest, EveryGlobalKeyShowsInTheDiffThePrintOutAndTheSettings) {
+  struct Sample {
+    std::string yaml;  // Top-level lines.
+    bool data_plane;   // Part of v1::DataPlaneSettings.
+  };
+  const std::map<std::string, Sample> samples = {
+      {"models", {"", false}},  // The base itself; covered above.
+      {"macros", {"macros: {m: -v}\n", false}},
+      {"healthCheckTimeout", {"healthCheckTimeout: 99\n", false}},
+      {"globalTTL", {"globalTTL: 60\n", false}},
+      {"unloadTimeout", {"unloadTimeout: 9\n", false}},
+      {"startPort", {"startPort: 7000\n", false}},
+      {"logLevel", {"logLevel: debug\n", false}},
+      {"apiKeys", {"apiKeys: [k1]\n", true}},
+      {"groups", {"groups: {g: {members: [a]}}\n", false}},
+      {"routing",
+       {"routing: {router: {use: group, settings: {groups: {g: {members: "
+        "[a]}}}}}\n",
+        false}},
+      {"hooks", {"hooks: {on_startup: {preload: [a]}}\n", false}},
+      {"includeAliasesInList", {"includeAliasesInList: true\n", true}},
+      {"sendLoadingState", {"sendLoadingState: true\n", false}},
+      {"upstream", {"upstream: {ignorePaths: ['\\.ico$']}\n", true}},
+      {"peers",
+       {"peers: {p: {proxy: 'http://127.0.0.1:9', models: [m]}}\n", true}},
+      {"selectors", {"selectors: {s: {targets: [a]}}\n", true}},
+      {"profiles", {"profiles: {work: {pins: {x: a}}}\n", true}},
+      {"logToStdout", {"logToStdout: both\n", false}},
+      {"matrix", {"matrix: {sets: {one: a}}\n", false}},
+  };
+  // Keys whose change alone is not a change of anything (why).
+  const std::map<std::string, std::string> invisible = {
+      {"models", "the base; every model key is held by the test above"},
+      {"macros", "expanded where used; used nowhere here"},
+  };
+  // Keys read when the manager starts, not on a reload (why): printed, but
+  // no change for the reload diff.
+  const std::map<std::string, std::string> at_start = {
+      {"logToStdout",
+       "where model output goes is set up at start, as in llama-swap"},
+  };
+  auto load = [](const std::string& top) {
+    std::string text = top + "models:\n  a:\n    cmd: x ${PORT}\n";
+    config::LoadResult r = config::LoadConfigText(
+        "f.yaml", text, [](auto&) { return std::optional<std::string>(); });
+    EXPECT_TRUE(r.ok()) << text << r.status();
+    return r.config;
+  };
+  auto settings = [](const config::Config& c) {
+    v1::DataPlaneSettings s;
+    ToProto(c, &s);
+    return s;
+  };
+  std::shared_ptr<const config::Config> base = load("");
+  ASSERT_NE(base, nullptr);
+  for (absl::string_view key : config::GlobalKeys().supported) {
+    auto sample = samples.find(std::string(key));
+    ASSERT_NE(sample, samples.end()) << key << " has no sample here";
+    if (invisible.count(std::string(key)) != 0) continue;
+    std::shared_ptr<const config::Config> changed = load(sample->second.yaml);
+    ASSERT_NE(changed, nullptr) << key;
+    config::ConfigDiff d = config::DiffConfigs(*base, *changed);
+    EXPECT_EQ(d.empty(), at_start.count(std::string(key)) != 0)
+        << key << ": the reload diff (diff.cc)";
+    EXPECT_NE(config::ConfigToJson(*base), config::ConfigToJson(*changed))
+        << key << ": --print-config does not show it (config_json.cc)";
+    EXPECT_EQ(!google::protobuf::util::MessageDifferencer::Equals(
+                  settings(*base), settings(*changed)),
+              sample->second.data_plane)
+        << key << ": the data-plane settings (convert.cc)";
   }
 }
 

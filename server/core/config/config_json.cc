@@ -132,6 +132,7 @@ std::string ConfigToJson(const Config& c) {
   Secs(w, "globalTTL", c.global_ttl);
   Secs(w, "unloadTimeout", c.unload_timeout);
   Str(w, "logLevel", c.log_level);
+  Str(w, "logToStdout", c.log_to_stdout);
   w.Key("apiKeys");
   w.StartArray();
   for (size_t i = 0; i < c.api_keys.size(); ++i) w.String("<redacted>");

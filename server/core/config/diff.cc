@@ -55,6 +55,13 @@ bool ProfilesEqual(const std::vector<ProfileConfig>& a,
   return true;
 }
 
+bool MatricesEqual(const std::optional<MatrixConfig>& a,
+                   const std::optional<MatrixConfig>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  return !a || std::tie(a->allowed, a->evict_costs) ==
+                   std::tie(b->allowed, b->evict_costs);
+}
+
 }  // namespace
 
 bool NeedsRestart(const ModelConfig& a, const ModelConfig& b) {
@@ -136,7 +143,8 @@ ConfigDiff DiffConfigs(const Config& before, const Config& after) {
                    after.upstream_ignore_paths) ||
       !PeersEqual(before.peers, after.peers) ||
       !SelectorsEqual(before.selectors, after.selectors) ||
-      !ProfilesEqual(before.profiles, after.profiles);
+      !ProfilesEqual(before.profiles, after.profiles) ||
+      !MatricesEqual(before.matrix, after.matrix);
   return d;
 }
 

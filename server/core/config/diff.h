@@ -31,7 +31,8 @@ struct ConfigDiff {
   // Group ids whose existence, flags or members changed.
   std::vector<std::string> groups_changed;
   // Global settings other than models and groups changed (timeouts, TTL,
-  // log level, API keys, preload).
+  // log level, API keys, preload, peers, selectors, profiles, the swap
+  // matrix).
   bool globals_changed = false;
 
   bool empty() const {

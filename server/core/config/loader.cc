@@ -739,6 +739,8 @@ class Loader {
 
 }  // namespace
 
+const KeySet& GlobalKeys() { return TopKeys(); }
+
 absl::Status LoadResult::status() const {
   if (errors.empty()) return absl::OkStatus();
   std::vector<std::string> lines;

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "server/core/config/config.h"
+#include "server/core/config/decode_util.h"
 #include "server/core/config/macros.h"
 
 namespace modelplane::config {
@@ -44,6 +45,12 @@ struct PortHints {
   std::map<std::string, int> ports;  // Model id -> its ${PORT}.
   static PortHints Of(const Config& previous);
 };
+
+// The top-level keys a config takes (docs/config.md); `unsupported` are
+// llama-swap's not built, loaded with a warning. A new one is held to the
+// diff, the JSON print-out and the data-plane settings by
+// server/rpc/config_fields_test.cc.
+const KeySet& GlobalKeys();
 
 // Loads from text; `file_name` is used in messages and as Config::file.
 LoadResult LoadConfigText(absl::string_view file_name, absl::string_view text,

@@ -390,6 +390,9 @@ void CheckLeftovers(const YamlNode& body, const std::string& path,
 
 }  // namespace
 
+const KeySet& ModelTimeoutKeys() { return TimeoutKeys(); }
+const KeySet& ModelFilterKeys() { return FilterKeys(); }
+
 const KeySet& ModelKeys() {
   static const KeySet keys = {
       {"cmd", "cmdStop", "proxy", "checkEndpoint", "ttl", "unloadTimeout",

@@ -24,6 +24,9 @@ namespace modelplane::config {
 // are llama-swap's not built, loaded with a warning. A new one is held to
 // the diff, the JSON print-out and the API by config_fields_test.
 const KeySet& ModelKeys();
+// The keys of a model's `timeouts` and `filters` maps.
+const KeySet& ModelTimeoutKeys();
+const KeySet& ModelFilterKeys();
 
 // Global settings a model inherits.
 struct ModelDefaults {
