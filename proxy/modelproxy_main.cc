@@ -10,16 +10,14 @@
 
 #include <cstdio>
 #include <cstring>
-#include <memory>
 #include <string>
-#include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "client/credentials.h"
-#include "common/flags.h"
 #include "common/lock_checks.h"
 #include "proxy/proxy.h"
+#include "proxy/proxy_flags.h"
 
 namespace modelplane::proxy {
 namespace {
@@ -46,119 +44,25 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   SkipLockOrderChecksWhenOptimized();
 
-  FlagParser flags("modelproxy [--listen HOST:PORT] [--manager ADDR] [flags]");
-  std::string listen = "127.0.0.1:8080";
-  std::string manager = "127.0.0.1:50051";
-  std::string token_file;
-  int workers = static_cast<int>(std::thread::hardware_concurrency());
-  int max_body_mib = 64;
-  int max_buffered_body_mib = 1024;
-  int drain_seconds = 30;
-  int header_timeout_ms = 30000;
-  int idle_timeout_ms = 60000;
-  int body_timeout_ms = 60000;
-  int send_timeout_ms = 60000;
-  flags.String("listen", &listen,
-               "host:port to serve (default 127.0.0.1:8080)");
-  flags.String("manager", &manager,
-               "modelmanager address (default 127.0.0.1:50051)");
-  client::TlsFiles tls;
-  flags.String("manager-tls-ca", &tls.ca,
-               "TLS to the manager: PEM roots that sign its certificate");
-  flags.String("manager-tls-cert", &tls.cert,
-               "TLS to the manager: client certificate (mTLS)");
-  flags.String("manager-tls-key", &tls.key,
-               "TLS to the manager: the client certificate's key");
-  flags.String("manager-token-file", &token_file,
-               "bearer token for the manager, if it requires one");
-  flags.Int("workers", &workers, "worker threads (default: one per core)", 1);
-  flags.Int("max-buffered-body-mib", &max_buffered_body_mib,
-            "request bodies held in memory at once, all connections "
-            "together; past it 503 (default 1024)",
-            1);
-  flags.Int("max-body-mib", &max_body_mib, "largest request body (default 64)",
-            1);
-  flags.Int("drain-seconds", &drain_seconds,
-            "on SIGTERM, time for responses in flight to finish (default 30)",
-            0);
-  flags.Int("header-timeout-ms", &header_timeout_ms,
-            "time a client has to send a request head (default 30000; 408)", 1);
-  flags.Int("idle-timeout-ms", &idle_timeout_ms,
-            "idle keep-alive connections close after this (default 60000)", 1);
-  flags.Int("body-timeout-ms", &body_timeout_ms,
-            "most time between two reads of a request body (default 60000; "
-            "408)",
-            1);
-  flags.Int("send-timeout-ms", &send_timeout_ms,
-            "a client taking none of a pending response this long is cut off "
-            "(default 60000)",
-            1);
-  int loading_interval_ms = 1000;
-  flags.Int("loading-interval-ms", &loading_interval_ms,
-            "a streaming request waiting for its model gets an SSE comment "
-            "this often (default 1000; 0: never)",
-            0);
-  bool access_log = false;
-  flags.Bool("access-log", &access_log,
-             "log one line per request on stderr (default off)");
-  auto rest = flags.Parse(argc, argv);
-  if (!rest.ok() || !rest->empty()) {
-    bool help = !rest.ok() && absl::IsNotFound(rest.status());
+  std::string usage;
+  absl::StatusOr<ProxyCommandLine> cl = ParseProxyFlags(argc, argv, &usage);
+  if (!cl.ok()) {
+    bool help = absl::IsNotFound(cl.status());
     if (!help) {
       fprintf(stderr, "modelproxy: %s\n",
-              rest.ok() ? "unexpected argument"
-                        : std::string(rest.status().message()).c_str());
+              std::string(cl.status().message()).c_str());
     }
-    fputs(flags.Usage().c_str(), help ? stdout : stderr);
+    fputs(usage.c_str(), help ? stdout : stderr);
     return help ? 0 : 2;
   }
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    fprintf(stderr, "modelproxy: --listen must be host:port\n");
-    return 2;
-  }
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);  // [::1]:8080
-  }
-  int port = std::atoi(listen.c_str() + colon + 1);
-  ProxyConfig config;
-  config.host = host;
-  config.port = port;
-  config.workers = workers;
-  config.link.manager.target = manager;
-  if (!token_file.empty()) {
-    // A proxy without its token would know no model and answer 404s.
-    absl::StatusOr<std::string> token = client::ReadTokenFile(token_file);
-    if (!token.ok()) {
-      fprintf(stderr, "modelproxy: --manager-token-file %s\n",
-              std::string(token.status().message()).c_str());
-      return 2;
-    }
-    config.link.manager.token = *std::move(token);
-  }
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      client::MakeCredentials(tls);
-  if (!credentials.ok()) {
-    fprintf(stderr, "modelproxy: %s\n",
-            std::string(credentials.status().message()).c_str());
-    return 2;
-  }
-  config.link.manager.credentials = *credentials;
+  ProxyConfig config = std::move(cl->config);
   config.link.log = [](const std::string& line) { Log(line); };
   config.log = [](const std::string& line, const char* level) {
     Log(line, level);
   };
-  ProxyOptions& options = config.options;
-  options.limits.max_body_bytes = static_cast<uint64_t>(max_body_mib) << 20;
-  options.header_timeout = absl::Milliseconds(header_timeout_ms);
-  options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
-  options.access_log = access_log;
-  options.loading_interval = absl::Milliseconds(loading_interval_ms);
-  options.body_timeout = absl::Milliseconds(body_timeout_ms);
-  options.send_timeout = absl::Milliseconds(send_timeout_ms);
-  options.max_buffered_body_bytes = static_cast<uint64_t>(max_buffered_body_mib)
-                                    << 20;
+  std::string host = config.host;
+  int workers = config.workers;
+  std::string manager = config.link.manager.target;
 
   Proxy proxy(std::move(config));
   if (absl::Status started = proxy.Start(); !started.ok()) {
@@ -175,7 +79,7 @@ int Main(int argc, char** argv) {
   }
   Log(absl::StrCat(strsignal(sig), ": draining"));
   // Stop accepting; let the responses in flight finish, within the budget.
-  size_t left = proxy.Drain(absl::Seconds(drain_seconds));
+  size_t left = proxy.Drain(cl->drain);
   if (left > 0) {
     Log(absl::StrCat(left, " connection(s) cut at the drain deadline"));
   }
