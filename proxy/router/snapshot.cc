@@ -68,8 +68,7 @@ bool RoutingState::SetActiveProfile(const std::string& name) {
 }
 
 std::shared_ptr<const Snapshot> RoutingState::Current() const {
-  absl::MutexLock lock(&mu_);
-  return current_;
+  return std::atomic_load_explicit(&current_, std::memory_order_acquire);
 }
 
 void RoutingState::Rebuild() {
@@ -77,9 +76,14 @@ void RoutingState::Rebuild() {
   s->routes_ = routes_;
   s->settings_ = settings_;
   s->active_profile_ = active_profile_;
-  s->version_ = version_.load(std::memory_order_relaxed) + 1;
-  current_ = std::move(s);
-  version_.store(current_->version_, std::memory_order_release);
+  uint64_t version = version_.load(std::memory_order_relaxed) + 1;
+  s->version_ = version;
+  std::atomic_store_explicit(&current_,
+                             std::shared_ptr<const Snapshot>(std::move(s)),
+                             std::memory_order_release);
+  // After the pointer: a reader that sees this version finds its snapshot
+  // (or a newer one).
+  version_.store(version, std::memory_order_release);
 }
 
 }  // namespace modelplane::proxy::router

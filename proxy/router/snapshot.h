@@ -105,7 +105,7 @@ class RoutingState {
   // profile.
   bool SetActiveProfile(const std::string& name);
 
-  // The snapshot in force.
+  // The snapshot in force (takes no lock).
   std::shared_ptr<const Snapshot> Current() const;
   // Its version, readable without the lock.
   uint64_t version() const { return version_.load(std::memory_order_acquire); }
@@ -118,7 +118,9 @@ class RoutingState {
   std::shared_ptr<const RouteTable> routes_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const Settings> settings_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const ProfileRoute> active_profile_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<const Snapshot> current_ ABSL_GUARDED_BY(mu_);
+  // Published by an atomic pointer swap (std::atomic_store; the producers
+  // take mu_ among themselves), read with std::atomic_load: no lock.
+  std::shared_ptr<const Snapshot> current_;
   std::atomic<uint64_t> version_{0};
 };
 
