@@ -99,6 +99,15 @@ absl::StatusOr<v1::Model> ManagerClient::GetModel(const std::string& model,
       [&](auto* c, auto& r, auto* o) { return stub_->GetModel(c, r, o); });
 }
 
+absl::StatusOr<v1::PlanStartResponse> ManagerClient::PlanStart(
+    const std::string& model, absl::Duration timeout) {
+  v1::PlanStartRequest req;
+  req.set_model(model);
+  return Unary<v1::PlanStartRequest, v1::PlanStartResponse>(
+      Context(timeout), req,
+      [&](auto* c, auto& r, auto* o) { return stub_->PlanStart(c, r, o); });
+}
+
 absl::StatusOr<v1::ListModelsResponse> ManagerClient::ListModels(
     absl::Duration timeout) {
   return Unary<v1::ListModelsRequest, v1::ListModelsResponse>(

@@ -138,6 +138,9 @@ class ManagerClient {
                                       absl::Duration timeout);
   absl::StatusOr<v1::Model> GetModel(const std::string& model,
                                      absl::Duration timeout);
+  // What starting `model` would evict now (a dry run: nothing starts).
+  absl::StatusOr<v1::PlanStartResponse> PlanStart(const std::string& model,
+                                                  absl::Duration timeout);
   absl::StatusOr<v1::ListModelsResponse> ListModels(absl::Duration timeout);
   absl::StatusOr<v1::StopAllResponse> StopAll(bool force,
                                               absl::Duration timeout);

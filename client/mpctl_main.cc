@@ -2,7 +2,7 @@
 //
 //   mpctl [--manager ADDR] [--json] [--token-file F] COMMAND [ARGS]
 //     ls | start M | stop M [--force] | wait M [--timeout S] | watch [M...]
-//     logs M [-f] [--history BYTES] | stop-all [--force] | reload
+//     logs M [-f] [--history BYTES] | stop-all [--force] | reload | plan M
 //
 // Exit codes: 0 ok, 1 the operation failed (a start failed, a model is
 // FAILED), 2 usage, 3 unknown model, 4 manager unreachable or shutting
@@ -253,6 +253,35 @@ int WaitTimedOut(ManagerClient& c, const std::string& model,
   return 5;
 }
 
+// `mpctl plan M`: what a start would evict, without starting anything.
+int Plan(ManagerClient& c, const std::string& model, bool json) {
+  absl::StatusOr<v1::PlanStartResponse> p =
+      c.PlanStart(model, absl::Seconds(10));
+  if (!p.ok()) return Fail(p.status());
+  if (json) {
+    printf("%s\n", Json(*p).c_str());
+    return 0;
+  }
+  const char* cost = p->cost() == v1::PlanStartResponse::COST_EVICT_BUSY
+                         ? "evicts a busy model"
+                     : p->cost() == v1::PlanStartResponse::COST_EVICT_IDLE
+                         ? "evicts idle models only"
+                         : "evicts nothing";
+  if (!p->needs_start()) {
+    printf("%s is %s: no start needed\n", p->model().id().c_str(),
+           StateName(p->model().state()));
+    return 0;
+  }
+  printf("%s (%s): a start %s%s\n", p->model().id().c_str(),
+         StateName(p->model().state()), cost,
+         p->blocked() ? ", after a wait" : "");
+  for (const v1::PlannedEviction& e : p->evictions()) {
+    printf("  evict %s %s, %d lease holder(s)\n", e.model().c_str(),
+           StateName(e.state()), e.lease_holders());
+  }
+  return 0;
+}
+
 int PrintModel(const absl::StatusOr<v1::Model>& m, bool json) {
   if (!m.ok()) return Fail(m.status());
   if (json) {
@@ -388,7 +417,7 @@ int Main(int argc, char** argv) {
   }
   FlagParser flags(
       "mpctl [flags] (ls | start M | stop M | wait M | watch [M...] | "
-      "logs M | stop-all | reload)");
+      "logs M | stop-all | reload | plan M)");
   const char* env = std::getenv("MODELPLANE_MANAGER");
   std::string manager = env != nullptr ? env : "127.0.0.1:50051";
   std::string token_file;
@@ -465,6 +494,7 @@ int Main(int argc, char** argv) {
     return PrintModel(m, json);
   }
   if (cmd == "watch") return Watch(c, operands, json, revisions);
+  if (cmd == "plan") return need_model() ? Plan(c, operands[0], json) : 2;
   if (cmd == "logs")
     return need_model() ? Logs(c, operands[0], follow, history) : 2;
   if (cmd == "stop-all") {

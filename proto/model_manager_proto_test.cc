@@ -357,6 +357,7 @@ TEST(ModelManagerProtoTest, ServiceListsEveryRpc) {
       rpc("ListModels", "ListModelsRequest", "ListModelsResponse", false,
           false),
       rpc("GetModel", "GetModelRequest", "Model", false, false),
+      rpc("PlanStart", "PlanStartRequest", "PlanStartResponse", false, false),
       rpc("StreamLogs", "StreamLogsRequest", "LogChunk", false, true),
       rpc("StopAll", "StopAllRequest", "StopAllResponse", false, false),
       rpc("ReloadConfig", "ReloadConfigRequest", "ReloadConfigResponse", false,
@@ -371,7 +372,7 @@ TEST(ModelManagerProtoTest, ServiceListsEveryRpc) {
                    method->output_type()->full_name(),
                    method->client_streaming(), method->server_streaming()});
   }
-  EXPECT_EQ(service->method_count(), 10);
+  EXPECT_EQ(service->method_count(), 11);
   EXPECT_EQ(actual, expected);
 }
 

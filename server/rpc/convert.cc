@@ -1,5 +1,6 @@
 #include "server/rpc/convert.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/sha256.h"
@@ -109,6 +110,23 @@ void ToProto(const actor::Failure& f, v1::Failure* out) {
   out->set_message(f.message);
   for (const std::string& l : f.last_lines) out->add_last_lines(l);
   ToProto(f.at, out->mutable_at());
+}
+
+void ToProto(const scheduler::StartPlan& plan, v1::PlanStartResponse* out) {
+  ToProto(plan.model, out->mutable_model());
+  out->set_needs_start(plan.needs_start);
+  out->set_blocked(plan.blocked);
+  v1::PlanStartResponse::Cost cost = v1::PlanStartResponse::COST_NONE;
+  for (const scheduler::StartPlan::Eviction& e : plan.evictions) {
+    v1::PlannedEviction* p = out->add_evictions();
+    p->set_model(e.model);
+    p->set_state(ToProto(e.state));
+    p->set_lease_holders(e.holders);
+    cost =
+        std::max(cost, e.holders > 0 ? v1::PlanStartResponse::COST_EVICT_BUSY
+                                     : v1::PlanStartResponse::COST_EVICT_IDLE);
+  }
+  out->set_cost(cost);
 }
 
 void ToProto(const scheduler::ModelView& view, v1::Model* out) {

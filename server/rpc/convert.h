@@ -17,6 +17,9 @@ namespace modelplane::rpc {
 inline constexpr size_t kMaxLeaseHolders = 64;
 
 void ToProto(const scheduler::ModelView& view, v1::Model* out);
+// The plan, and its cost: none (no start, or nothing to evict), idle (every
+// victim without holders) or busy.
+void ToProto(const scheduler::StartPlan& plan, v1::PlanStartResponse* out);
 void ToProto(const config::Filters& filters, v1::ModelFilters* out);
 void ToProto(const config::PeerConfig& peer, v1::Peer* out);
 void ToProto(const config::SelectorConfig& selector, v1::Selector* out);

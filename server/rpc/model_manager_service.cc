@@ -199,6 +199,21 @@ grpc::ServerUnaryReactor* ModelManagerService::GetModel(
   return r;
 }
 
+grpc::ServerUnaryReactor* ModelManagerService::PlanStart(
+    grpc::CallbackServerContext* ctx, const v1::PlanStartRequest* req,
+    v1::PlanStartResponse* resp) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  if (req->model().empty()) return Reject(ctx, MissingModel());
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  manager_->loop().Post([this, r, req, resp] {
+    absl::StatusOr<scheduler::StartPlan> plan =
+        manager_->scheduler().Plan(req->model());
+    if (plan.ok()) ToProto(*plan, resp);
+    r->Finish(ToGrpc(plan.status()));
+  });
+  return r;
+}
+
 grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     grpc::CallbackServerContext* ctx, const v1::ListModelsRequest*,
     v1::ListModelsResponse* resp) {

@@ -46,6 +46,9 @@ class ModelManagerService final : public v1::ModelManager::CallbackService {
   grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* ctx,
                                      const v1::GetModelRequest* req,
                                      v1::Model* resp) override;
+  grpc::ServerUnaryReactor* PlanStart(grpc::CallbackServerContext* ctx,
+                                      const v1::PlanStartRequest* req,
+                                      v1::PlanStartResponse* resp) override;
   grpc::ServerWriteReactor<v1::LogChunk>* StreamLogs(
       grpc::CallbackServerContext* ctx,
       const v1::StreamLogsRequest* req) override;

@@ -1,6 +1,7 @@
 """Another service's view, as a Python grpcio client: it waits for a model
-with WaitReady and follows Watch while inference traffic flows through
-modelproxy and starts, serves and swaps the models."""
+with WaitReady, asks PlanStart what a start would cost, and follows Watch
+while inference traffic flows through modelproxy and starts, serves and
+swaps the models."""
 
 import json
 import threading
@@ -61,6 +62,18 @@ class GrpcClientTest(unittest.TestCase):
                 self.assertTrue(wait_for(lambda: any(
                     t == pb.WatchEvent.TYPE_MODIFIED and mid == "a" and leases >= 1
                     for t, mid, _, leases in events), 10))
+                # Before it does, PlanStart says what starting "b" would
+                # cost here: evicting "a" (held by the proxy's lease while
+                # it lingers, or idle once released), and it starts nothing.
+                plan = stub.PlanStart(pb.PlanStartRequest(model="b"), timeout=10)
+                self.assertTrue(plan.needs_start)
+                self.assertEqual([e.model for e in plan.evictions], ["a"])
+                self.assertIn(plan.cost, (pb.PlanStartResponse.COST_EVICT_IDLE,
+                                          pb.PlanStartResponse.COST_EVICT_BUSY))
+                self.assertEqual(stub.GetModel(pb.GetModelRequest(model="b")).state,
+                                 pb.MODEL_STATE_STOPPED)
+                self.assertFalse(stub.PlanStart(pb.PlanStartRequest(model="a"),
+                                                timeout=10).needs_start)
                 # Traffic for "b" swaps "a" out (no groups: one at a time).
                 status, _, body = p.request("POST", "/v1/chat/completions",
                                             {"model": "b", "messages": []})

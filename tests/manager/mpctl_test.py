@@ -51,6 +51,34 @@ class MpctlTest(unittest.TestCase):
         self.assertEqual((code, out), (0, "good STOPPED\n"))
         self.assertFalse(alive(pid))
 
+    def test_plan_says_what_a_start_would_evict_and_starts_nothing(self):
+        code, out, err = self.mpctl("start", "good")
+        self.assertEqual(code, 0, err)
+
+        def states():
+            out = self.mpctl("--json", "ls")[1]
+            return {m["id"]: m.get("state") for m in json.loads(out)["models"]}
+        before = states()
+        try:
+            code, out, err = self.mpctl("plan", "good")
+            self.assertEqual((code, out), (0, "good is READY: no start needed\n"), err)
+            # One model at a time (no groups): broken would evict good, idle.
+            code, out, err = self.mpctl("plan", "broken")
+            self.assertEqual(code, 0, err)
+            self.assertIn("a start evicts idle models only", out)
+            self.assertIn("evict good READY, 0 lease holder(s)", out)
+            code, out, _ = self.mpctl("--json", "plan", "broken")
+            plan = json.loads(out)
+            self.assertEqual(plan["cost"], "COST_EVICT_IDLE")
+            self.assertEqual([e["model"] for e in plan["evictions"]], ["good"])
+            self.assertTrue(plan["needs_start"])
+            self.assertEqual(self.mpctl("plan", "nope")[0], 3)
+            # Asking started and evicted nothing.
+            self.assertEqual(states(), before)
+            self.assertEqual(before["good"], "MODEL_STATE_READY")
+        finally:
+            self.mpctl("stop", "good")
+
     def test_failed_start_prints_the_reason_and_last_lines(self):
         code, _, err = self.mpctl("start", "broken")
         self.assertEqual(code, 1)

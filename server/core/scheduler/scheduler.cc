@@ -385,31 +385,8 @@ void Scheduler::Pump() {
         starts.emplace_back(d.model, std::move(runnable));
         continue;
       }
-      std::vector<Slot*> victims;
-      bool blocked = std::any_of(retired_.begin(), retired_.end(),
-                                 [&](auto& r) { return Running(*r); });
-      std::vector<const config::ModelConfig*> running;
-      std::set<std::string> leaving;
-      auto running_now = [&](const std::string& id, const Slot& v) {
-        return Running(v) || starting.count(id) != 0;
-      };
-      for (auto& [id, v] : slots_) {
-        if (v.get() == &s || !running_now(id, *v)) continue;
-        running.push_back(v->config.get());
-        if (v->closed() || v->actor->status().state == State::kStopping) {
-          leaving.insert(id);
-        }
-      }
-      std::set<std::string> evict =
-          Victims(*config_, *s.config, running, leaving);
-      for (auto& [id, v] : slots_) {
-        if (v.get() == &s || !running_now(id, *v)) continue;
-        if (evict.count(id) == 0) continue;
-        victims.push_back(v.get());
-        if (claimed.count(id) || v->actor->status().state == State::kStarting) {
-          blocked = true;  // Never abort another start; keep decisions.
-        }
-      }
+      bool blocked = false;
+      std::vector<Slot*> victims = VictimsOf(s, starting, claimed, &blocked);
       if (blocked) continue;
       claimed.insert(d.model);
       for (Slot* v : victims) claimed.insert(v->config->id);
@@ -496,6 +473,36 @@ void Scheduler::Enter(Slot& s, SlotPhase next) {
   }
 #endif
   s.phase = next;
+}
+
+std::vector<Scheduler::Slot*> Scheduler::VictimsOf(
+    const Slot& s, const std::set<std::string>& starting,
+    const std::set<std::string>& claimed, bool* blocked) {
+  std::vector<Slot*> victims;
+  *blocked = std::any_of(retired_.begin(), retired_.end(),
+                         [&](auto& r) { return Running(*r); });
+  std::vector<const config::ModelConfig*> running;
+  std::set<std::string> leaving;
+  auto running_now = [&](const std::string& id, const Slot& v) {
+    return Running(v) || starting.count(id) != 0;
+  };
+  for (auto& [id, v] : slots_) {
+    if (v.get() == &s || !running_now(id, *v)) continue;
+    running.push_back(v->config.get());
+    if (v->closed() || v->actor->status().state == State::kStopping) {
+      leaving.insert(id);
+    }
+  }
+  std::set<std::string> evict = Victims(*config_, *s.config, running, leaving);
+  for (auto& [id, v] : slots_) {
+    if (v.get() == &s || !running_now(id, *v)) continue;
+    if (evict.count(id) == 0) continue;
+    victims.push_back(v.get());
+    if (claimed.count(id) || v->actor->status().state == State::kStarting) {
+      *blocked = true;  // Never abort another start; keep decisions.
+    }
+  }
+  return victims;
 }
 
 void Scheduler::CallOffEvictions() {

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,25 @@ struct ModelView {
   std::vector<LeaseView> leases;
   int queued = 0;         // ACQUIREs and Starts waiting for this model.
   uint64_t revision = 0;  // Of its last change (state, leases, queue).
+};
+
+// What starting a model would do now (Scheduler::Plan, a dry run).
+struct StartPlan {
+  ModelView model;
+  // READY or STARTING already: no start is needed, nothing is evicted.
+  bool needs_start = true;
+  // The models the start would evict (groups or the swap matrix), by id,
+  // each with its state and its lease holders (busy: evicted only once they
+  // release, or once the demand has waited its maxQueueWait).
+  struct Eviction {
+    std::string model;
+    actor::State state;
+    int holders = 0;
+  };
+  std::vector<Eviction> evictions;
+  // It would wait first: for a model a reload removed to be reaped, or for
+  // a start in progress that it would have to evict.
+  bool blocked = false;
 };
 
 struct ModelChange {
@@ -156,6 +176,9 @@ class Scheduler {
   // Each absorbs what the gate took first: the leases it shows are counted.
   std::vector<ModelView> List();  // Sorted by id.
   absl::StatusOr<ModelView> Get(const std::string& model);
+  // What a start of `model` would evict now, without starting anything
+  // (for placement across managers); the errors of Admit.
+  absl::StatusOr<StartPlan> Plan(const std::string& model);
   std::shared_ptr<logs::LogBuffer> Log(const std::string& model) const;
   std::shared_ptr<const config::Config> config() const { return config_; }
   bool shutting_down() const { return shutting_down_; }
@@ -184,6 +207,14 @@ class Scheduler {
   void Defer(std::function<void()> fn);
   void SchedulePump();
   bool Grant(Demand& d, Slot& s);
+  // What starting `s` would evict now, given the starts decided in the pass
+  // so far (`starting`: running for the rules; `claimed`: in a swap decided
+  // this pass); `blocked` when it must wait (a removed model still runs, or
+  // a victim is starting or claimed).
+  std::vector<Slot*> VictimsOf(const Slot& s,
+                               const std::set<std::string>& starting,
+                               const std::set<std::string>& claimed,
+                               bool* blocked);
   // The demand queue's door, shared by Acquire, Start and WaitReady: the
   // slot a call names, or UNAVAILABLE (shutting down), INVALID_ARGUMENT
   // (no name), NOT_FOUND (unknown).

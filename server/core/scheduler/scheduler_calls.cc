@@ -198,6 +198,30 @@ std::vector<ModelView> Scheduler::List() {
   return out;
 }
 
+absl::StatusOr<StartPlan> Scheduler::Plan(const std::string& model) {
+  Activity activity(this);
+  Apply(gate_.TakeOps());  // The leases it shows are counted.
+  absl::StatusOr<Slot*> admitted = Admit(model);
+  if (!admitted.ok()) return admitted.status();
+  Slot& s = **admitted;
+  StartPlan plan;
+  plan.model = View(s);
+  State st = s.actor->status().state;
+  if (Grantable(s) || st == State::kStarting) {
+    plan.needs_start = false;
+    return plan;
+  }
+  // As the queue's next pass would see it, with no other start decided.
+  std::vector<Slot*> victims = VictimsOf(s, {}, {}, &plan.blocked);
+  // Being stopped (a swap, a Stop): it waits for that first.
+  if (s.closed() || st == State::kStopping) plan.blocked = true;
+  for (Slot* v : victims) {
+    plan.evictions.push_back({v->config->id, v->actor->status().state,
+                              static_cast<int>(v->holders.size())});
+  }
+  return plan;
+}
+
 absl::StatusOr<ModelView> Scheduler::Get(const std::string& model) {
   Absorb();
   Slot* s = Find(model);

@@ -592,6 +592,49 @@ TEST_F(SchedulerTest, StartAndWaitReadyAreRefusedAsAcquireIs) {
   EXPECT_EQ(got.back().code(), absl::StatusCode::kUnavailable);
 }
 
+// Plan: what a start would evict now, as the queue would decide it, and
+// nothing started or evicted for asking.
+TEST_F(SchedulerTest, PlanSaysWhatAStartWouldEvictWithoutDoingIt) {
+  Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}"}
+  b: {cmd: "srv-b --port ${PORT}"}
+  c: {cmd: "srv-c --port ${PORT}"}
+  d: {cmd: "srv-d --port ${PORT}"}
+groups:
+  pair: {swap: false, members: [c, d]}
+)yaml");
+  absl::StatusOr<StartPlan> p = scheduler_->Plan("a");
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->needs_start);
+  EXPECT_TRUE(p->evictions.empty());  // Nothing runs.
+  EXPECT_FALSE(p->blocked);
+  RecordingClient holder;
+  ClientId h = Hold(&holder, "a");
+  p = scheduler_->Plan("a");
+  EXPECT_FALSE(p->needs_start);  // READY.
+  // b swaps with a (the default group), which holds a lease: busy.
+  p = scheduler_->Plan("b");
+  ASSERT_EQ(p->evictions.size(), 1u);
+  EXPECT_EQ(p->evictions[0].model, "a");
+  EXPECT_EQ(p->evictions[0].state, State::kReady);
+  EXPECT_EQ(p->evictions[0].holders, 1);
+  // c's group does not swap, but is exclusive: it evicts a too.
+  EXPECT_EQ(scheduler_->Plan("c")->evictions.size(), 1u);
+  Release(h, &holder, "a");
+  p = scheduler_->Plan("b");
+  ASSERT_EQ(p->evictions.size(), 1u);
+  EXPECT_EQ(p->evictions[0].holders, 0);  // Idle now.
+  // Asking changed nothing.
+  EXPECT_EQ(StateOf("a"), State::kReady);
+  EXPECT_EQ(StateOf("b"), State::kStopped);
+  EXPECT_EQ(Spawns("b"), 0);
+  EXPECT_EQ(scheduler_->Plan("nope").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_->Plan("").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(SchedulerTest, WaitReadyWaitsForSomeoneElsesStart) {
   Load(kThree);
   std::vector<std::string> got;
