@@ -141,8 +141,10 @@ class Connection : public http1::ResponseVisitor,
   void OnStreamEof() override;
   void OnStreamError(int status) override;
   void OnStreamWritten(size_t queued) override;
-  // The connection ended (EOF: 0, else libuv's error) with a request on it.
+  // The connection ended (EOF: 0, else libuv's error).
   void Ended(int status);
+  // Closes an idle connection (true); false while a request is on it.
+  bool EndIfIdle();
 
   UpstreamPool* pool_;
   std::string key_;
@@ -340,13 +342,17 @@ void Connection::OnStreamWritten(size_t queued) {
   if (queued < kTunnelBuffer / 4) handle_->observer_->OnUpstreamWritable();
 }
 
+bool Connection::EndIfIdle() {
+  // Idle in the pool: whatever comes (bytes out of turn, the upstream's
+  // close) ends it.
+  if (handle_ != nullptr) return false;
+  pool_->Forget(this);
+  Close();
+  return true;
+}
+
 void Connection::OnStreamRead(absl::string_view data) {
-  if (closing_) return;
-  if (handle_ == nullptr) {  // Idle: any data ends it.
-    pool_->Forget(this);
-    Close();
-    return;
-  }
+  if (closing_ || EndIfIdle()) return;
   if (tunnel_) {
     handle_->observer_->OnUpstreamBody(data);
     if (handle_ != nullptr && !closing_) {
@@ -386,12 +392,7 @@ void Connection::OnStreamEof() { Ended(0); }
 void Connection::OnStreamError(int status) { Ended(status); }
 
 void Connection::Ended(int status) {
-  if (closing_) return;
-  if (handle_ == nullptr) {  // Idle: its end ends it.
-    pool_->Forget(this);
-    Close();
-    return;
-  }
+  if (closing_ || EndIfIdle()) return;
   if (tunnel_) {
     // The upstream closed its side (or failed): the tunnel ends.
     Handle* h = handle_;
