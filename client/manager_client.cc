@@ -99,6 +99,15 @@ absl::StatusOr<v1::Model> ManagerClient::GetModel(const std::string& model,
       [&](auto* c, auto& r, auto* o) { return stub_->GetModel(c, r, o); });
 }
 
+absl::StatusOr<v1::DrainResponse> ManagerClient::Drain(bool resume,
+                                                       absl::Duration timeout) {
+  v1::DrainRequest req;
+  req.set_resume(resume);
+  return Unary<v1::DrainRequest, v1::DrainResponse>(
+      Context(timeout), req,
+      [&](auto* c, auto& r, auto* o) { return stub_->Drain(c, r, o); });
+}
+
 absl::StatusOr<v1::PlanStartResponse> ManagerClient::PlanStart(
     const std::string& model, absl::Duration timeout) {
   v1::PlanStartRequest req;

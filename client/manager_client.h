@@ -138,6 +138,8 @@ class ManagerClient {
                                       absl::Duration timeout);
   absl::StatusOr<v1::Model> GetModel(const std::string& model,
                                      absl::Duration timeout);
+  // Drains the manager (no model starts there), or with `resume` ends it.
+  absl::StatusOr<v1::DrainResponse> Drain(bool resume, absl::Duration timeout);
   // What starting `model` would evict now (a dry run: nothing starts).
   absl::StatusOr<v1::PlanStartResponse> PlanStart(const std::string& model,
                                                   absl::Duration timeout);

@@ -3,6 +3,7 @@
 //   mpctl [--manager ADDR] [--json] [--token-file F] COMMAND [ARGS]
 //     ls | start M | stop M [--force] | wait M [--timeout S] | watch [M...]
 //     logs M [-f] [--history BYTES] | stop-all [--force] | reload | plan M
+//     drain | resume
 //
 // Exit codes: 0 ok, 1 the operation failed (a start failed, a model is
 // FAILED), 2 usage, 3 unknown model, 4 manager unreachable or shutting
@@ -417,7 +418,7 @@ int Main(int argc, char** argv) {
   }
   FlagParser flags(
       "mpctl [flags] (ls | start M | stop M | wait M | watch [M...] | "
-      "logs M | stop-all | reload | plan M)");
+      "logs M | stop-all | reload | plan M | drain | resume)");
   const char* env = std::getenv("MODELPLANE_MANAGER");
   std::string manager = env != nullptr ? env : "127.0.0.1:50051";
   std::string token_file;
@@ -495,6 +496,18 @@ int Main(int argc, char** argv) {
   }
   if (cmd == "watch") return Watch(c, operands, json, revisions);
   if (cmd == "plan") return need_model() ? Plan(c, operands[0], json) : 2;
+  if (cmd == "drain" || cmd == "resume") {
+    auto r = c.Drain(cmd == "resume", absl::Seconds(10));
+    if (!r.ok()) return Fail(r.status());
+    if (json) {
+      printf("%s\n", Json(*r).c_str());
+    } else {
+      printf("%s\n", r->draining()
+                         ? "draining: no model starts on this manager"
+                         : "not draining: models start on this manager");
+    }
+    return 0;
+  }
   if (cmd == "logs")
     return need_model() ? Logs(c, operands[0], follow, history) : 2;
   if (cmd == "stop-all") {

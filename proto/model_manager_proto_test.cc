@@ -358,6 +358,7 @@ TEST(ModelManagerProtoTest, ServiceListsEveryRpc) {
           false),
       rpc("GetModel", "GetModelRequest", "Model", false, false),
       rpc("PlanStart", "PlanStartRequest", "PlanStartResponse", false, false),
+      rpc("Drain", "DrainRequest", "DrainResponse", false, false),
       rpc("StreamLogs", "StreamLogsRequest", "LogChunk", false, true),
       rpc("StopAll", "StopAllRequest", "StopAllResponse", false, false),
       rpc("ReloadConfig", "ReloadConfigRequest", "ReloadConfigResponse", false,
@@ -372,7 +373,7 @@ TEST(ModelManagerProtoTest, ServiceListsEveryRpc) {
                    method->output_type()->full_name(),
                    method->client_streaming(), method->server_streaming()});
   }
-  EXPECT_EQ(service->method_count(), 11);
+  EXPECT_EQ(service->method_count(), 12);
   EXPECT_EQ(actual, expected);
 }
 

@@ -12,8 +12,8 @@ class PythonStubsTest(unittest.TestCase):
         service = pb.DESCRIPTOR.services_by_name["ModelManager"]
         names = {m.name for m in service.methods}
         self.assertEqual(names, {"Start", "Stop", "WaitReady", "Watch", "ListModels",
-                                 "GetModel", "PlanStart", "StreamLogs", "StopAll",
-                                 "ReloadConfig", "Acquire"})
+                                 "GetModel", "PlanStart", "Drain", "StreamLogs",
+                                 "StopAll", "ReloadConfig", "Acquire"})
         for name in names:
             self.assertTrue(hasattr(pb_grpc.ModelManagerStub, "__init__"))
             self.assertTrue(hasattr(pb_grpc.ModelManagerServicer, name), name)

@@ -163,6 +163,14 @@ void Manager::Log(const std::string& level, const std::string& line) {
   if (options_.on_log) options_.on_log(level, line);
 }
 
+void Manager::SetDraining(bool draining) {
+  if (scheduler_->draining() == draining) return;
+  scheduler_->SetDraining(draining);
+  hub_.PublishDraining(draining);
+  Log(draining ? "draining: no model starts here until the drain ends"
+               : "the drain ended: models start here again");
+}
+
 void Manager::Shutdown(absl::Duration budget) {
   {
     absl::MutexLock lock(&mu_);
@@ -170,8 +178,10 @@ void Manager::Shutdown(absl::Duration budget) {
     shut_down_ = true;
   }
   auto done = std::make_shared<absl::Notification>();
-  loop().Post(
-      [this, done] { scheduler_->Shutdown([done] { done->Notify(); }); });
+  loop().Post([this, done] {
+    SetDraining(true);  // Data planes see it before the models go.
+    scheduler_->Shutdown([done] { done->Notify(); });
+  });
   if (!done->WaitForNotificationWithTimeout(budget)) {
     Log("warn", "shutdown budget spent; the supervisors kill what is left");
   }

@@ -75,6 +75,10 @@ class Manager {
   // holds its errors). `done` runs on the loop thread.
   void Reload(std::function<void(absl::StatusOr<ReloadResult>)> done);
 
+  // Drains (no model starts here) or ends the drain: the scheduler's, a
+  // settings event to the watchers that asked, a log line. Loop thread.
+  void SetDraining(bool draining);
+
   // The manager's own log (StreamLogs "manager"): one line per event.
   const std::shared_ptr<logs::LogBuffer>& log() const { return log_; }
   // Any thread.

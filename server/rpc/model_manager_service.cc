@@ -214,6 +214,24 @@ grpc::ServerUnaryReactor* ModelManagerService::PlanStart(
   return r;
 }
 
+grpc::ServerUnaryReactor* ModelManagerService::Drain(
+    grpc::CallbackServerContext* ctx, const v1::DrainRequest* req,
+    v1::DrainResponse* resp) {
+  if (grpc::Status s = Admit(ctx); !s.ok()) return Reject(ctx, s);
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  manager_->loop().Post([this, r, req, resp] {
+    if (manager_->scheduler().shutting_down()) {
+      r->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                             "the manager is shutting down"));
+      return;
+    }
+    manager_->SetDraining(!req->resume());
+    resp->set_draining(manager_->scheduler().draining());
+    r->Finish(grpc::Status::OK);
+  });
+  return r;
+}
+
 grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     grpc::CallbackServerContext* ctx, const v1::ListModelsRequest*,
     v1::ListModelsResponse* resp) {

@@ -49,6 +49,9 @@ class ModelManagerService final : public v1::ModelManager::CallbackService {
   grpc::ServerUnaryReactor* PlanStart(grpc::CallbackServerContext* ctx,
                                       const v1::PlanStartRequest* req,
                                       v1::PlanStartResponse* resp) override;
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx,
+                                  const v1::DrainRequest* req,
+                                  v1::DrainResponse* resp) override;
   grpc::ServerWriteReactor<v1::LogChunk>* StreamLogs(
       grpc::CallbackServerContext* ctx,
       const v1::StreamLogsRequest* req) override;

@@ -78,6 +78,7 @@ class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
     event->set_revision(item->revision);
     if (item->settings != nullptr) {
       ToProto(*item->settings, event->mutable_settings());
+      event->mutable_settings()->set_draining(item->draining);
     }
     if (item->model) {
       ToProto(*item->model, event->mutable_model());

@@ -79,6 +79,32 @@ class MpctlTest(unittest.TestCase):
         finally:
             self.mpctl("stop", "good")
 
+    def test_drain_refuses_starts_serves_what_is_ready_and_shows_in_watch(self):
+        code, out, err = self.mpctl("start", "good")
+        self.assertEqual(code, 0, err)
+        watch = self.m.stub().Watch(pb.WatchRequest(include_settings=True), timeout=60)
+        try:
+            code, out, err = self.mpctl("drain")
+            self.assertEqual((code, out), (0, "draining: no model starts on this manager\n"), err)
+            # Watch tells a data plane (its settings, with draining set).
+            drained = False
+            for e in watch:
+                if e.type == pb.WatchEvent.TYPE_SETTINGS and e.settings.draining:
+                    drained = True
+                    break
+            self.assertTrue(drained)
+            # A start is refused; a READY model stays served.
+            code, _, err = self.mpctl("start", "broken")
+            self.assertEqual(code, 4, err)
+            self.assertIn("draining", err)
+            code, out, err = self.mpctl("start", "good")
+            self.assertEqual(code, 0, err)
+        finally:
+            watch.cancel()
+            code, out, err = self.mpctl("resume")
+            self.assertEqual((code, out), (0, "not draining: models start on this manager\n"), err)
+            self.mpctl("stop", "good")
+
     def test_failed_start_prints_the_reason_and_last_lines(self):
         code, _, err = self.mpctl("start", "broken")
         self.assertEqual(code, 1)

@@ -14,6 +14,11 @@ namespace modelplane::scheduler {
 
 using actor::State;
 
+absl::Status DrainingStatus() {
+  return absl::UnavailableError(
+      "the manager is draining: it starts no model (another manager may)");
+}
+
 Scheduler::Scheduler(std::shared_ptr<const config::Config> config,
                      actor::ActorEnv env, uint64_t* revisions,
                      ChangeSink on_change, SchedulerOptions options)
@@ -190,6 +195,10 @@ bool Scheduler::Submit(Demand d, Slot& s, bool wait) {
     Grant(d, s);
     return false;
   }
+  if (RefusedByDrain(s)) {
+    Refuse(d, DrainingStatus());
+    return false;
+  }
   if (queue_.size() >= options_.max_queue) {
     Refuse(d, absl::ResourceExhaustedError(absl::StrCat(
                   "the queue is full (", options_.max_queue, " waiting)")));
@@ -203,6 +212,18 @@ bool Scheduler::Submit(Demand d, Slot& s, bool wait) {
   Emit(s);
   Pump();
   return true;
+}
+
+bool Scheduler::RefusedByDrain(const Slot& s) const {
+  State st = s.actor->status().state;
+  return draining_ && st != State::kStarting &&
+         !(st == State::kReady && !s.closed());
+}
+
+void Scheduler::SetDraining(bool draining) {
+  Activity activity(this);
+  draining_ = draining;
+  if (draining) Pump();  // Queued demand that needs a start is refused.
 }
 
 void Scheduler::Refuse(Demand& d, const absl::Status& status) {
@@ -351,6 +372,7 @@ void Scheduler::Pump() {
     std::vector<std::pair<std::string, absl::Status>> starts;
     std::set<std::string> starting;     // Their ids: running, for the rules.
     std::set<std::string> backing_off;  // Their demands fail after the pass.
+    std::set<std::string> drained;      // Likewise: no start while draining.
     std::optional<absl::Time> next_expiry;
     absl::Time now = env_.clock->Now();
     for (auto it = queue_.begin(); it != queue_.end();) {
@@ -374,6 +396,11 @@ void Scheduler::Pump() {
       // start that is known to fail evicts nothing. In its back-off it
       // fails at once with its last failure; a command that cannot run
       // fails now (the spawn would say the same, after the evictions).
+      if (draining_) {
+        claimed.insert(d.model);
+        drained.insert(d.model);
+        continue;
+      }
       if (now < s.backoff_until) {
         claimed.insert(d.model);
         backing_off.insert(d.model);
@@ -418,6 +445,10 @@ void Scheduler::Pump() {
     for (auto& [id, refuse] : starts) {
       Slot* s = Find(id);
       if (s != nullptr) StartActor(*s, std::move(refuse));
+    }
+    for (const std::string& id : drained) {
+      Slot* s = Find(id);
+      if (s != nullptr) FailDemands(*s, DrainingStatus());
     }
     for (const std::string& id : backing_off) {
       Slot* s = Find(id);

@@ -182,6 +182,13 @@ class Scheduler {
   std::shared_ptr<logs::LogBuffer> Log(const std::string& model) const;
   std::shared_ptr<const config::Config> config() const { return config_; }
   bool shutting_down() const { return shutting_down_; }
+  // Draining: the manager starts no model (a placement across managers
+  // sends new starts elsewhere). Demand for a model READY here is still
+  // granted, and a start in progress still finishes; demand that would
+  // start one is refused UNAVAILABLE, queued demand included. Until
+  // SetDraining(false).
+  void SetDraining(bool draining);
+  bool draining() const { return draining_; }
 
  private:
   struct Lease {
@@ -227,6 +234,8 @@ class Scheduler {
   // queue is full (RESOURCE_EXHAUSTED).
   // Returns whether it was queued.
   bool Submit(Demand d, Slot& s, bool wait = false);
+  // Draining, and a demand for `s` would need a start.
+  bool RefusedByDrain(const Slot& s) const;
   // Answers a demand with a refusal (its caller or its lease client).
   void Refuse(Demand& d, const absl::Status& status);
   // `drain`: kDraining (a swap, a restart) or kStopDraining (a stop, a
@@ -287,6 +296,7 @@ class Scheduler {
   int activity_ = 0;                       // Nesting depth of Activity scopes.
   WaiterId next_waiter_ = 1;
   bool shutting_down_ = false;
+  bool draining_ = false;
   bool pumping_ = false;
   bool pump_again_ = false;
   std::unique_ptr<actor::Timer> queue_timer_;  // Next maxQueueWait expiry.

@@ -95,6 +95,9 @@ class Scheduler::Activity {
   Scheduler* s_;
 };
 
+// The refusal of a demand that would start a model while draining.
+absl::Status DrainingStatus();
+
 inline std::shared_ptr<const config::ModelConfig> ModelOf(
     const std::shared_ptr<const config::Config>& config,
     const config::ModelConfig& m) {

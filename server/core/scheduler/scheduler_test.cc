@@ -635,6 +635,39 @@ groups:
             absl::StatusCode::kInvalidArgument);
 }
 
+// Draining: no model starts here. A READY model is still granted; demand
+// that would start one (new or already queued) is refused UNAVAILABLE;
+// resuming takes starts again.
+TEST_F(SchedulerTest, DrainingStartsNothingButServesWhatIsReady) {
+  Load(kThree);
+  RecordingClient holder, other;
+  ClientId h = Hold(&holder, "a");
+  ClientId o = Connect(&other);
+  Acquire(o, "b");  // Queued behind a's lease.
+  ASSERT_FALSE(other.Saw("failed b r-b UNAVAILABLE"));
+  scheduler_->SetDraining(true);
+  EXPECT_TRUE(other.Saw("failed b r-b UNAVAILABLE"));  // The queued one.
+  Acquire(o, "c");
+  EXPECT_TRUE(other.Saw("failed c r-c UNAVAILABLE"));
+  std::vector<absl::Status> got;
+  scheduler_->Start(
+      "c", [&](absl::StatusOr<ModelView> v) { got.push_back(v.status()); });
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(got[0].message()), HasSubstr("draining"));
+  Acquire(o, "a");  // READY here: served.
+  EXPECT_TRUE(other.Saw("granted a r-a http://localhost:5800"));
+  EXPECT_EQ(Spawns("b"), 0);
+  EXPECT_EQ(Spawns("c"), 0);
+  scheduler_->SetDraining(false);
+  Release(h, &holder, "a");
+  Release(o, &other, "a");
+  Acquire(o, "b");
+  EXPECT_EQ(StateOf("a"), State::kStopping);  // Evicted (idle) for b ...
+  Exits("a");
+  EXPECT_EQ(Spawns("b"), 1);  // ... which starts once a is reaped.
+}
+
 TEST_F(SchedulerTest, WaitReadyWaitsForSomeoneElsesStart) {
   Load(kThree);
   std::vector<std::string> got;

@@ -128,7 +128,22 @@ void WatchHub::Publish(const scheduler::ModelChange& change) {
 }
 
 void WatchHub::PublishSettings(std::shared_ptr<const config::Config> config) {
-  PushToAll(WatchItem::Type::kSettings, std::move(config));
+  bool draining;
+  {
+    absl::MutexLock lock(&mu_);
+    draining = draining_;
+  }
+  PushToAll(WatchItem::Type::kSettings, std::move(config), draining);
+}
+
+void WatchHub::PublishDraining(bool draining) {
+  std::shared_ptr<const config::Config> settings;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = draining;
+    settings = settings_;
+  }
+  PushToAll(WatchItem::Type::kSettings, std::move(settings), draining);
 }
 
 void WatchHub::PublishBookmark() {
@@ -136,7 +151,8 @@ void WatchHub::PublishBookmark() {
 }
 
 void WatchHub::PushToAll(WatchItem::Type type,
-                         std::shared_ptr<const config::Config> settings) {
+                         std::shared_ptr<const config::Config> settings,
+                         bool draining) {
   bool is_settings = type == WatchItem::Type::kSettings;
   std::vector<std::shared_ptr<Watcher>> live;
   uint64_t revision;
@@ -153,7 +169,8 @@ void WatchHub::PushToAll(WatchItem::Type type,
     {
       absl::MutexLock lock(&w->mu_);
       if (w->cancelled_ || (is_settings && !w->settings_)) continue;
-      w->Push(WatchItem{type, revision, std::nullopt, settings}, kBookmarkKey);
+      w->Push(WatchItem{type, revision, std::nullopt, settings, draining},
+              kBookmarkKey);
       wake = w->wake_;
     }
     if (wake) wake();
@@ -195,7 +212,7 @@ absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Subscribe(
   }
   if (settings && settings_ != nullptr) {
     w->Push(WatchItem{WatchItem::Type::kSettings, revision_, std::nullopt,
-                      settings_},
+                      settings_, draining_},
             kBookmarkKey);
   }
   w->Push(WatchItem{WatchItem::Type::kBookmark, revision_, std::nullopt},

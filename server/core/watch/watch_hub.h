@@ -41,6 +41,8 @@ struct WatchItem {
   // kSettings: the config whose data-plane settings (API keys, peers,
   // selectors, ...) are in force from here on.
   std::shared_ptr<const config::Config> settings = nullptr;
+  // kSettings: the manager is draining (it starts no model).
+  bool draining = false;
 };
 
 class WatchHub;
@@ -88,6 +90,9 @@ class WatchHub {
   // for settings. Publish the reload's model changes first and a bookmark
   // after, so the bookmark covers both.
   void PublishSettings(std::shared_ptr<const config::Config> config);
+  // The manager drains (or takes starts again): a kSettings item, with the
+  // settings in force, to every watcher that asked for settings.
+  void PublishDraining(bool draining);
 
   // since_revision 0: a snapshot (ADDED per model, by revision), then a
   // BOOKMARK, then changes. Otherwise the changes after it from the history,
@@ -113,9 +118,11 @@ class WatchHub {
   // A bookmark, or the settings (to the watchers that asked), to every
   // watcher.
   void PushToAll(WatchItem::Type type,
-                 std::shared_ptr<const config::Config> settings);
+                 std::shared_ptr<const config::Config> settings,
+                 bool draining = false);
 
   mutable absl::Mutex mu_;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
   size_t history_size_;
   std::deque<Change> history_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Change> current_ ABSL_GUARDED_BY(mu_);

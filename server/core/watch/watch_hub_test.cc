@@ -38,7 +38,8 @@ class WatchHubTest : public ::testing::Test {
                       : item->type == WatchItem::Type::kSettings ? "SETTINGS"
                                                                  : "BOOKMARK";
       if (item->settings != nullptr) {
-        out.push_back(absl::StrCat("SETTINGS ", item->settings->start_port, "@",
+        out.push_back(absl::StrCat("SETTINGS ", item->settings->start_port,
+                                   item->draining ? " draining" : "", "@",
                                    item->revision));
         continue;
       }
@@ -106,6 +107,29 @@ TEST_F(WatchHubTest, SettingsTravelInTheStreamsOrderToWatchersThatAsk) {
   ASSERT_TRUE(resumed.ok());
   EXPECT_THAT(Drain(**resumed),
               ElementsAre("MODIFIED a@12", "SETTINGS 6200@12", "BOOKMARK@12"));
+}
+
+// A drain travels as settings: to the watchers that asked, with the
+// settings in force; a new watcher gets it with its first settings; a
+// reload's settings keep it.
+TEST_F(WatchHubTest, DrainingTravelsWithTheSettings) {
+  hub_.PublishSettings(Settings(5800));
+  auto plane = hub_.Subscribe(0, {}, nullptr, /*settings=*/true);
+  auto other = hub_.Subscribe(0, {}, nullptr);
+  ASSERT_TRUE(plane.ok() && other.ok());
+  Drain(**plane);
+  Drain(**other);
+  hub_.PublishDraining(true);
+  EXPECT_THAT(Drain(**plane), ElementsAre("SETTINGS 5800 draining@0"));
+  EXPECT_THAT(Drain(**other), ElementsAre());
+  auto late = hub_.Subscribe(0, {}, nullptr, /*settings=*/true);
+  ASSERT_TRUE(late.ok());
+  EXPECT_THAT(Drain(**late),
+              ElementsAre("SETTINGS 5800 draining@0", "BOOKMARK@0"));
+  hub_.PublishSettings(Settings(6000));
+  EXPECT_THAT(Drain(**plane), ElementsAre("SETTINGS 6000 draining@0"));
+  hub_.PublishDraining(false);
+  EXPECT_THAT(Drain(**plane), ElementsAre("SETTINGS 6000@0"));
 }
 
 TEST_F(WatchHubTest, ResumesFromARevisionInsideTheHistory) {
