@@ -81,7 +81,8 @@ std::string ConnectError(absl::string_view message) {
 
 int Fail(const absl::Status& s) {
   if (absl::IsUnavailable(s) &&
-      !absl::StrContains(s.message(), "shutting down")) {
+      !absl::StrContains(s.message(), "shutting down") &&
+      !absl::StrContains(s.message(), "is draining")) {
     // One plain sentence instead of gRPC's chain of causes.
     fprintf(stderr,
             "mpctl: cannot reach modelmanager at %s (%s); is it running, and "
@@ -261,6 +262,12 @@ int Plan(ManagerClient& c, const std::string& model, bool json) {
   if (!p.ok()) return Fail(p.status());
   if (json) {
     printf("%s\n", Json(*p).c_str());
+    return 0;
+  }
+  if (p->cost() == v1::PlanStartResponse::COST_REFUSED) {
+    printf("%s (%s): a start would be refused here: %s\n",
+           p->model().id().c_str(), StateName(p->model().state()),
+           p->refusal().c_str());
     return 0;
   }
   const char* cost = p->cost() == v1::PlanStartResponse::COST_EVICT_BUSY

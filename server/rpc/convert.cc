@@ -126,6 +126,10 @@ void ToProto(const scheduler::StartPlan& plan, v1::PlanStartResponse* out) {
         std::max(cost, e.holders > 0 ? v1::PlanStartResponse::COST_EVICT_BUSY
                                      : v1::PlanStartResponse::COST_EVICT_IDLE);
   }
+  if (!plan.refusal.ok()) {
+    cost = v1::PlanStartResponse::COST_REFUSED;
+    out->set_refusal(std::string(plan.refusal.message()));
+  }
   out->set_cost(cost);
 }
 

@@ -17,7 +17,8 @@ class MpctlTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.m = ManagerProcess({"good": ["--ready-line", "server is listening"],
-                                "broken": ["--exit-immediately", "3"]})
+                                "broken": ["--exit-immediately", "3"],
+                                "spare": []})
         cls.m.start()
 
     @classmethod
@@ -62,12 +63,12 @@ class MpctlTest(unittest.TestCase):
         try:
             code, out, err = self.mpctl("plan", "good")
             self.assertEqual((code, out), (0, "good is READY: no start needed\n"), err)
-            # One model at a time (no groups): broken would evict good, idle.
-            code, out, err = self.mpctl("plan", "broken")
+            # One model at a time (no groups): spare would evict good, idle.
+            code, out, err = self.mpctl("plan", "spare")
             self.assertEqual(code, 0, err)
             self.assertIn("a start evicts idle models only", out)
             self.assertIn("evict good READY, 0 lease holder(s)", out)
-            code, out, _ = self.mpctl("--json", "plan", "broken")
+            code, out, _ = self.mpctl("--json", "plan", "spare")
             plan = json.loads(out)
             self.assertEqual(plan["cost"], "COST_EVICT_IDLE")
             self.assertEqual([e["model"] for e in plan["evictions"]], ["good"])
@@ -76,6 +77,13 @@ class MpctlTest(unittest.TestCase):
             # Asking started and evicted nothing.
             self.assertEqual(states(), before)
             self.assertEqual(before["good"], "MODEL_STATE_READY")
+            # A start known to fail at once is a refusal, with its reason.
+            self.mpctl("start", "broken")
+            code, out, err = self.mpctl("plan", "broken")
+            self.assertEqual(code, 0, err)
+            self.assertIn("a start would be refused here", out)
+            self.assertIn("not tried again", out)
+            self.mpctl("start", "good")
         finally:
             self.mpctl("stop", "good")
 

@@ -216,7 +216,8 @@ bool Scheduler::Submit(Demand d, Slot& s, bool wait) {
 
 bool Scheduler::RefusedByDrain(const Slot& s) const {
   State st = s.actor->status().state;
-  return draining_ && st != State::kStarting &&
+  // A model a reload restarts comes back by itself: not a new start.
+  return draining_ && st != State::kStarting && s.next_config == nullptr &&
          !(st == State::kReady && !s.closed());
 }
 
@@ -450,6 +451,9 @@ void Scheduler::Pump() {
       Slot* s = Find(id);
       if (s != nullptr) FailDemands(*s, DrainingStatus());
     }
+    // Those demands were still queued when this pass looked: once they are
+    // gone, a swap they began is called off (its victim stays, served).
+    if (!drained.empty()) pump_again_ = true;
     for (const std::string& id : backing_off) {
       Slot* s = Find(id);
       if (s != nullptr) FailDemands(*s, BackoffStatus(*s));

@@ -99,6 +99,10 @@ struct StartPlan {
   // It would wait first: for a model a reload removed to be reaped, or for
   // a start in progress that it would have to evict.
   bool blocked = false;
+  // Not OK: a start would be refused here at once, evicting nothing (the
+  // manager is draining, the model is in its start back-off, or its
+  // command cannot run).
+  absl::Status refusal;
 };
 
 struct ModelChange {

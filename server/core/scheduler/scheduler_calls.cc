@@ -211,6 +211,15 @@ absl::StatusOr<StartPlan> Scheduler::Plan(const std::string& model) {
     plan.needs_start = false;
     return plan;
   }
+  // Refused before any eviction, as the queue's pass refuses it.
+  if (RefusedByDrain(s)) {
+    plan.refusal = DrainingStatus();
+  } else if (env_.clock->Now() < s.backoff_until) {
+    plan.refusal = BackoffStatus(s);
+  } else if (absl::Status runnable = s.actor->CheckCommand(); !runnable.ok()) {
+    plan.refusal = std::move(runnable);
+  }
+  if (!plan.refusal.ok()) return plan;
   // As the queue's next pass would see it, with no other start decided.
   std::vector<Slot*> victims = VictimsOf(s, {}, {}, &plan.blocked);
   // Being stopped (a swap, a Stop): it waits for that first.

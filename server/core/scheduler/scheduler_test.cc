@@ -657,6 +657,12 @@ TEST_F(SchedulerTest, DrainingStartsNothingButServesWhatIsReady) {
   EXPECT_THAT(std::string(got[0].message()), HasSubstr("draining"));
   Acquire(o, "a");  // READY here: served.
   EXPECT_TRUE(other.Saw("granted a r-a http://localhost:5800"));
+  // A plan says so too: a start of c is refused here, a's needs none.
+  absl::StatusOr<StartPlan> plan = scheduler_->Plan("c");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->refusal.code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(plan->evictions.empty());
+  EXPECT_FALSE(scheduler_->Plan("a")->needs_start);
   EXPECT_EQ(Spawns("b"), 0);
   EXPECT_EQ(Spawns("c"), 0);
   scheduler_->SetDraining(false);
@@ -666,6 +672,48 @@ TEST_F(SchedulerTest, DrainingStartsNothingButServesWhatIsReady) {
   EXPECT_EQ(StateOf("a"), State::kStopping);  // Evicted (idle) for b ...
   Exits("a");
   EXPECT_EQ(Spawns("b"), 1);  // ... which starts once a is reaped.
+}
+
+// A drain that refuses the demand a swap was begun for calls the swap off:
+// the victim, revoked and draining, stays up and is served again.
+TEST_F(SchedulerTest, ADrainCallsOffTheSwapOfTheDemandItRefuses) {
+  Load(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}"}
+  b: {cmd: "srv-b --port ${PORT}", maxQueueWait: 1}
+)yaml");
+  RecordingClient holder, waiter, late;
+  ClientId h = Hold(&holder, "a");
+  ClientId w = Connect(&waiter);
+  Acquire(w, "b");
+  clock_.Advance(absl::Seconds(1));
+  Settle();
+  ASSERT_TRUE(holder.Saw("revoked a"));  // Draining a for b's start.
+  scheduler_->SetDraining(true);
+  Settle();
+  EXPECT_TRUE(waiter.Saw("failed b r-b UNAVAILABLE"));
+  Release(h, &holder, "a");
+  EXPECT_EQ(StateOf("a"), State::kReady);  // Not stopped for nobody.
+  ClientId l = Connect(&late);
+  Acquire(l, "a");
+  EXPECT_TRUE(late.Saw("granted a r-a http://localhost:5800"));
+  EXPECT_EQ(Spawns("b"), 0);
+}
+
+// A start known to fail (its back-off after a failed start) is refused
+// before anything is evicted, and a plan says so.
+TEST_F(SchedulerTest, PlanOfAStartInItsBackOffIsARefusal) {
+  Load(kThree);
+  RecordingClient c;
+  ClientId id = Connect(&c);
+  Acquire(id, "a");
+  Proc("a")->Exit(ExitStatus::Code(1));  // Exits before it is ready.
+  Settle();
+  ASSERT_EQ(StateOf("a"), State::kFailed);
+  absl::StatusOr<StartPlan> plan = scheduler_->Plan("a");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_FALSE(plan->refusal.ok());
+  EXPECT_TRUE(plan->evictions.empty());
 }
 
 TEST_F(SchedulerTest, WaitReadyWaitsForSomeoneElsesStart) {

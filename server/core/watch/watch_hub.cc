@@ -128,53 +128,44 @@ void WatchHub::Publish(const scheduler::ModelChange& change) {
 }
 
 void WatchHub::PublishSettings(std::shared_ptr<const config::Config> config) {
-  bool draining;
-  {
-    absl::MutexLock lock(&mu_);
-    draining = draining_;
-  }
-  PushToAll(WatchItem::Type::kSettings, std::move(config), draining);
+  PushToAll(WatchItem::Type::kSettings, &config, nullptr);
 }
 
 void WatchHub::PublishDraining(bool draining) {
-  std::shared_ptr<const config::Config> settings;
-  {
-    absl::MutexLock lock(&mu_);
-    draining_ = draining;
-    settings = settings_;
-  }
-  PushToAll(WatchItem::Type::kSettings, std::move(settings), draining);
+  PushToAll(WatchItem::Type::kSettings, nullptr, &draining);
 }
 
 void WatchHub::PublishBookmark() {
-  PushToAll(WatchItem::Type::kBookmark, nullptr);
+  PushToAll(WatchItem::Type::kBookmark, nullptr, nullptr);
 }
 
-void WatchHub::PushToAll(WatchItem::Type type,
-                         std::shared_ptr<const config::Config> settings,
-                         bool draining) {
+void WatchHub::PushToAll(
+    WatchItem::Type type,
+    const std::shared_ptr<const config::Config>* new_settings,
+    const bool* new_draining) {
   bool is_settings = type == WatchItem::Type::kSettings;
-  std::vector<std::shared_ptr<Watcher>> live;
-  uint64_t revision;
+  std::vector<std::function<void()>> wakes;
   {
+    // The change, and its pushes to the watchers, under the hub's lock (as
+    // Subscribe: the hub's, then a watcher's): two publishers cannot leave
+    // an older state in the hub or last in a watcher.
     absl::MutexLock lock(&mu_);
-    if (is_settings) settings_ = settings;
-    revision = revision_;
+    if (new_settings != nullptr) settings_ = *new_settings;
+    if (new_draining != nullptr) draining_ = *new_draining;
+    std::shared_ptr<const config::Config> settings =
+        is_settings ? settings_ : nullptr;
+    bool draining = is_settings && draining_;
     for (auto& weak : watchers_) {
-      if (auto w = weak.lock()) live.push_back(std::move(w));
-    }
-  }
-  for (auto& w : live) {
-    std::function<void()> wake;
-    {
-      absl::MutexLock lock(&w->mu_);
+      std::shared_ptr<Watcher> w = weak.lock();
+      if (w == nullptr) continue;
+      absl::MutexLock wlock(&w->mu_);
       if (w->cancelled_ || (is_settings && !w->settings_)) continue;
-      w->Push(WatchItem{type, revision, std::nullopt, settings, draining},
+      w->Push(WatchItem{type, revision_, std::nullopt, settings, draining},
               kBookmarkKey);
-      wake = w->wake_;
+      if (w->wake_) wakes.push_back(w->wake_);
     }
-    if (wake) wake();
   }
+  for (auto& wake : wakes) wake();
 }
 
 absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Subscribe(

@@ -117,9 +117,10 @@ class WatchHub {
 
   // A bookmark, or the settings (to the watchers that asked), to every
   // watcher.
+  // `new_settings`, `new_draining`: the state changed first (null: kept).
   void PushToAll(WatchItem::Type type,
-                 std::shared_ptr<const config::Config> settings,
-                 bool draining = false);
+                 const std::shared_ptr<const config::Config>* new_settings,
+                 const bool* new_draining);
 
   mutable absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
