@@ -180,6 +180,7 @@ int Ls(ManagerClient& c, bool json) {
     }
     printf("%s\n", line.c_str());
   }
+  if (r->draining()) printf("(draining: no model starts on this manager)\n");
   return 0;
 }
 

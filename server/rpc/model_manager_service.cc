@@ -243,6 +243,7 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
       ToProto(v, resp->add_models());
     }
     resp->set_revision(manager_->hub().revision());
+    resp->set_draining(manager_->scheduler().draining());
     v1::DataPlaneSettings settings;
     ToProto(*manager_->scheduler().config(), &settings);
     resp->mutable_api_key_sha256()->Swap(settings.mutable_api_key_sha256());

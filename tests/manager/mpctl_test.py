@@ -101,6 +101,9 @@ class MpctlTest(unittest.TestCase):
                     drained = True
                     break
             self.assertTrue(drained)
+            # ls says so; so does ListModels.
+            self.assertIn("(draining: no model starts on this manager)", self.mpctl("ls")[1])
+            self.assertTrue(json.loads(self.mpctl("--json", "ls")[1])["draining"])
             # A start is refused; a READY model stays served.
             code, _, err = self.mpctl("start", "broken")
             self.assertEqual(code, 4, err)
