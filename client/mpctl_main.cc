@@ -79,10 +79,16 @@ std::string ConnectError(absl::string_view message) {
   return std::string(message);
 }
 
+// Whether an UNAVAILABLE is the manager's own answer (it is shutting down
+// or draining: its refusals say "the manager is ...", a model's "shutting
+// down") rather than no answer at all.
+bool AnsweredByTheManager(absl::string_view message) {
+  return absl::StartsWith(message, "the manager is") ||
+         absl::StrContains(message, "shutting down");
+}
+
 int Fail(const absl::Status& s) {
-  if (absl::IsUnavailable(s) &&
-      !absl::StrContains(s.message(), "shutting down") &&
-      !absl::StrContains(s.message(), "is draining")) {
+  if (absl::IsUnavailable(s) && !AnsweredByTheManager(s.message())) {
     // One plain sentence instead of gRPC's chain of causes.
     fprintf(stderr,
             "mpctl: cannot reach modelmanager at %s (%s); is it running, and "

@@ -175,7 +175,7 @@ int TcpStream::WriteShared(absl::string_view data,
     delete w;
     return rc;
   }
-  if (!send_timer_armed_ && WriteQueueSize() > 0) ArmSendTimer();
+  if (!SendTimerArmed() && WriteQueueSize() > 0) ArmSendTimer();
   return 0;
 }
 
@@ -215,7 +215,7 @@ void TcpStream::Flush() {
     Fail(rc);
     return;
   }
-  if (!send_timer_armed_ && tcp_.get()->write_queue_size > 0) ArmSendTimer();
+  if (!SendTimerArmed() && WriteQueueSize() > 0) ArmSendTimer();
 }
 
 void TcpStream::OnWrite(uv_write_t* req, int status) {
@@ -233,21 +233,23 @@ void TcpStream::AfterWrite() {
   size_t queued = Queued();
   if (queued > 0) {
     ArmSendTimer();  // Progress: the wait starts over.
-  } else if (send_timer_armed_) {
-    send_timer_armed_ = false;
+  } else if (SendTimerArmed()) {
     uv_timer_stop(timer_.get());
   }
   handler_->OnStreamWritten(queued);
 }
 
+bool TcpStream::SendTimerArmed() const {
+  // The one timer is the send timeout's until the lingering close.
+  return !lingering_ && uv_is_active(timer_.handle());
+}
+
 void TcpStream::ArmSendTimer() {
   if (send_timeout_ms_ == 0 || lingering_) return;
-  send_timer_armed_ = true;
   uv_timer_start(
       timer_.get(),
       [](uv_timer_t* t) {
         auto* self = static_cast<TcpStream*>(t->data);
-        self->send_timer_armed_ = false;
         // The peer stopped reading.
         self->Fail(UV_ETIMEDOUT);
       },
@@ -270,7 +272,6 @@ bool TcpStream::LingeringClose(uint64_t linger_ms) {
   if (lingering_) return true;
   if (!Shutdown()) return false;
   lingering_ = true;
-  send_timer_armed_ = false;
   uv_timer_start(
       timer_.get(),
       [](uv_timer_t* t) {

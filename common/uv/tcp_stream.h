@@ -149,6 +149,7 @@ class TcpStream {
   static void OnWrite(uv_write_t* req, int status);
   void AfterWrite();
   void ArmSendTimer();
+  bool SendTimerArmed() const;
   void ClearOut();
   // The connection failed: the handler hears it once.
   void Fail(int status);
@@ -162,7 +163,6 @@ class TcpStream {
   size_t read_size_ = 0;
   std::string out_;  // Gathered for the next write.
   uint64_t send_timeout_ms_ = 0;
-  bool send_timer_armed_ = false;
   bool reading_ = false;
   bool lingering_ = false;
   bool closing_ = false;

@@ -153,12 +153,7 @@ void Scheduler::Acquire(ClientId client, const std::string& model, int priority,
     lc->OnGranted(s->config->id, request_id, held->second.id, s->config->proxy);
     return;
   }
-  Demand d;
-  d.seq = next_seq_++;
-  // 0 (what the proxy sends): the model's configured priority.
-  d.priority = priority != 0 ? priority : s->config->priority;
-  d.model = s->config->id;
-  d.since = env_.clock->Now();
+  Demand d = NewDemand(*s, priority);
   d.client = client;
   d.request_id = std::move(request_id);
   // A client whose lease was revoked (an eviction called off) waits its
@@ -212,6 +207,33 @@ bool Scheduler::Submit(Demand d, Slot& s, bool wait) {
   Emit(s);
   Pump();
   return true;
+}
+
+Scheduler::Refusal Scheduler::RefusalOf(const Slot& s, absl::Time now,
+                                        absl::Status* why) const {
+  if (RefusedByDrain(s)) {
+    *why = DrainingStatus();
+    return Refusal::kDraining;
+  }
+  if (now < s.backoff_until) {
+    *why = BackoffStatus(s);
+    return Refusal::kBackoff;
+  }
+  if (absl::Status runnable = s.actor->CheckCommand(); !runnable.ok()) {
+    *why = std::move(runnable);
+    return Refusal::kCommand;
+  }
+  return Refusal::kNone;
+}
+
+Scheduler::Demand Scheduler::NewDemand(const Slot& s, int priority) {
+  Demand d;
+  d.seq = next_seq_++;
+  // 0 (what the proxy sends): the model's configured priority.
+  d.priority = priority != 0 ? priority : s.config->priority;
+  d.model = s.config->id;
+  d.since = env_.clock->Now();
+  return d;
 }
 
 bool Scheduler::RefusedByDrain(const Slot& s) const {
@@ -397,20 +419,20 @@ void Scheduler::Pump() {
       // start that is known to fail evicts nothing. In its back-off it
       // fails at once with its last failure; a command that cannot run
       // fails now (the spawn would say the same, after the evictions).
-      if (draining_) {
-        claimed.insert(d.model);
+      absl::Status why;
+      Refusal refusal = RefusalOf(s, now, &why);
+      if (refusal != Refusal::kNone) claimed.insert(d.model);
+      if (refusal == Refusal::kDraining) {
         drained.insert(d.model);
         continue;
       }
-      if (now < s.backoff_until) {
-        claimed.insert(d.model);
+      if (refusal == Refusal::kBackoff) {
         backing_off.insert(d.model);
         continue;
       }
-      if (absl::Status runnable = s.actor->CheckCommand(); !runnable.ok()) {
-        claimed.insert(d.model);
+      if (refusal == Refusal::kCommand) {
         starting.insert(d.model);
-        starts.emplace_back(d.model, std::move(runnable));
+        starts.emplace_back(d.model, std::move(why));
         continue;
       }
       bool blocked = false;

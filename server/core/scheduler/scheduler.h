@@ -240,6 +240,14 @@ class Scheduler {
   bool Submit(Demand d, Slot& s, bool wait = false);
   // Draining, and a demand for `s` would need a start.
   bool RefusedByDrain(const Slot& s) const;
+  // Why a start of `s` would be refused at once, before anything is
+  // evicted (`why` says it): the manager drains, the model is in its start
+  // back-off, or its command cannot run. The queue's pass and Plan ask it.
+  enum class Refusal { kNone, kDraining, kBackoff, kCommand };
+  Refusal RefusalOf(const Slot& s, absl::Time now, absl::Status* why) const;
+  // A demand for `s` (priority 0: the model's configured one), in arrival
+  // order.
+  Demand NewDemand(const Slot& s, int priority);
   // Answers a demand with a refusal (its caller or its lease client).
   void Refuse(Demand& d, const absl::Status& status);
   // `drain`: kDraining (a swap, a restart) or kStopDraining (a stop, a

@@ -23,11 +23,7 @@ WaiterId Scheduler::Start(const std::string& model, ModelDone done) {
     return 0;
   }
   Slot* s = *admitted;
-  Demand d;
-  d.seq = next_seq_++;
-  d.priority = s->config->priority;
-  d.model = s->config->id;
-  d.since = env_.clock->Now();
+  Demand d = NewDemand(*s, 0);
   d.waiter = next_waiter_++;
   d.done = std::move(done);
   WaiterId id = d.waiter;
@@ -212,14 +208,9 @@ absl::StatusOr<StartPlan> Scheduler::Plan(const std::string& model) {
     return plan;
   }
   // Refused before any eviction, as the queue's pass refuses it.
-  if (RefusedByDrain(s)) {
-    plan.refusal = DrainingStatus();
-  } else if (env_.clock->Now() < s.backoff_until) {
-    plan.refusal = BackoffStatus(s);
-  } else if (absl::Status runnable = s.actor->CheckCommand(); !runnable.ok()) {
-    plan.refusal = std::move(runnable);
+  if (RefusalOf(s, env_.clock->Now(), &plan.refusal) != Refusal::kNone) {
+    return plan;
   }
-  if (!plan.refusal.ok()) return plan;
   // As the queue's next pass would see it, with no other start decided.
   std::vector<Slot*> victims = VictimsOf(s, {}, {}, &plan.blocked);
   // Being stopped (a swap, a Stop): it waits for that first.
