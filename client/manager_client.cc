@@ -224,6 +224,19 @@ void ManagerClient::StopAsync(
       std::move(done));
 }
 
+void ManagerClient::PlanStartAsync(
+    const std::string& model, absl::Duration timeout,
+    std::function<void(absl::StatusOr<v1::PlanStartResponse>)> done) {
+  v1::PlanStartRequest req;
+  req.set_model(model);
+  CallAsync<v1::PlanStartRequest, v1::PlanStartResponse>(
+      Context(timeout), std::move(req),
+      [this](auto* c, auto* r, auto* o, auto f) {
+        stub_->async()->PlanStart(c, r, o, std::move(f));
+      },
+      std::move(done));
+}
+
 void ManagerClient::StopAllAsync(
     bool force, absl::Duration timeout,
     std::function<void(absl::StatusOr<v1::StopAllResponse>)> done) {

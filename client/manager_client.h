@@ -167,6 +167,9 @@ class ManagerClient {
                   std::function<void(absl::StatusOr<v1::Model>)> done);
   void StopAsync(const std::string& model, bool force, absl::Duration timeout,
                  std::function<void(absl::StatusOr<v1::Model>)> done);
+  void PlanStartAsync(
+      const std::string& model, absl::Duration timeout,
+      std::function<void(absl::StatusOr<v1::PlanStartResponse>)> done);
   void StopAllAsync(
       bool force, absl::Duration timeout,
       std::function<void(absl::StatusOr<v1::StopAllResponse>)> done);

@@ -2,6 +2,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
@@ -14,6 +15,18 @@ void FlagParser::String(std::string name, std::string* out, std::string help) {
   flags_.push_back(Flag{std::move(name), std::move(help), false, "TEXT",
                         [out](absl::string_view v) {
                           *out = std::string(v);
+                          return true;
+                        }});
+}
+
+void FlagParser::StringList(std::string name, std::vector<std::string>* out,
+                            std::string help) {
+  auto given = std::make_shared<bool>(false);
+  flags_.push_back(Flag{std::move(name), std::move(help), false, "TEXT",
+                        [out, given](absl::string_view v) {
+                          if (!*given) out->clear();
+                          *given = true;
+                          out->emplace_back(v);
                           return true;
                         }});
 }

@@ -27,6 +27,10 @@ class FlagParser {
 
   // Each registers `--name`; `out` keeps its value when the flag is absent.
   void String(std::string name, std::string* out, std::string help);
+  // A flag given any number of times: each adds its value to `out` (the
+  // first one given replaces what `out` held: its default).
+  void StringList(std::string name, std::vector<std::string>* out,
+                  std::string help);
   // `min` bounds the value from below (inclusive).
   void Int(std::string name, int* out, std::string help, int min = INT32_MIN);
   void Double(std::string name, double* out, std::string help,

@@ -83,28 +83,31 @@ absl::Status Proxy::Start() {
   // raise its threshold after freeing one and keep the next in its heap for
   // good), and returned to the system once freed, off the workers' loops.
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
-  lease::LeaseTransport* transport = config_.transport;
-  if (transport == nullptr) {
-    poll_keeper_ = std::make_unique<GrpcPollKeeper>();
-    link_ = std::make_unique<lease::ManagerLink>(config_.link);
-    transport = link_.get();
-  }
   timers_ = std::make_unique<Timers>();
-  broker_ = std::make_unique<lease::LeaseBroker>(transport, timers_->After());
   trimmer_ = std::make_unique<MemoryTrimmer>();
-  context_ = std::make_unique<ProxyContext>(broker_.get(), config_.options,
-                                            trimmer_.get());
-  if (link_ != nullptr) {
-    lease::ManagerLink* link = link_.get();
-    context_->set_unload([link](const std::string& model, auto done) {
-      link->Unload(model, std::move(done));
-    });
-    link_->Start(broker_.get(),
-                 [this](lease::ManagerLink::View v) { OnView(std::move(v)); });
-  } else {
+  context_ = std::make_unique<ProxyContext>(config_.options, trimmer_.get());
+  cluster::ClusterOptions copts;
+  copts.link = config_.link;
+  copts.after = timers_->After();
+  copts.on_settings = [this](const v1::DataPlaneSettings& s) { OnSettings(s); };
+  cluster_ = std::make_unique<cluster::Cluster>(&context_->routing(),
+                                                std::move(copts));
+  context_->set_cluster(cluster_.get());
+  cluster::Cluster* cluster = cluster_.get();
+  if (config_.transport != nullptr) {
+    local_ = cluster_->AddNode("local", config_.transport);
     context_->set_unload([](const std::string&, auto done) {
       done(absl::UnimplementedError("no manager to stop models"));
     });
+  } else {
+    poll_keeper_ = std::make_unique<GrpcPollKeeper>();
+    std::vector<std::string> managers = config_.managers;
+    if (managers.empty()) managers.push_back(config_.link.manager.target);
+    cluster_->SetMembers(managers);
+    context_->set_unload([cluster](const std::string& model, auto done) {
+      cluster->Unload(model, std::move(done));
+    });
+    ReapLater();
   }
   // Every worker exists before any listens: /metrics reads the whole pool.
   for (int i = 0; i < config_.workers; ++i) {
@@ -129,13 +132,22 @@ absl::Status Proxy::Start() {
   return absl::OkStatus();
 }
 
-void Proxy::OnView(lease::ManagerLink::View view) {
-  if (view.settings == nullptr || view.settings == settings_) {
-    context_->routing().Update(std::move(view.routes), nullptr);
-    return;
-  }
-  settings_ = view.settings;
-  const v1::DataPlaneSettings& settings = *view.settings;
+void Proxy::SetLocalView(
+    std::shared_ptr<const router::RouteTable> routes,
+    std::shared_ptr<const v1::DataPlaneSettings> settings) {
+  cluster_->OnView("local", lease::ManagerLink::View{std::move(routes),
+                                                     std::move(settings)});
+}
+
+void Proxy::ReapLater() {
+  // Nodes that left the cluster are retired once their requests ended.
+  timers_->After()(absl::Milliseconds(500), [this] {
+    cluster_->Reap();
+    ReapLater();
+  });
+}
+
+void Proxy::OnSettings(const v1::DataPlaneSettings& settings) {
   // Listening beyond this host with no apiKeys: anyone who reaches the port
   // may use every model and stop them all (/unload). Said when the keys
   // arrive, and again whenever a reload drops them.
@@ -150,8 +162,6 @@ void Proxy::OnView(lease::ManagerLink::View view) {
                 "warn");
   }
   if (!open) open_warned_.store(false);
-  context_->routing().Update(std::move(view.routes),
-                             router::Settings::From(settings));
 }
 
 void Proxy::RenderMetrics(std::function<void(std::string)> done) {
@@ -180,7 +190,12 @@ void Proxy::RenderMetrics(std::function<void(std::string)> done) {
         if (--g->left > 0) return;
       }
       std::map<std::string, int> in_flight, queued;
-      broker_->Loads(&in_flight, &queued);
+      for (const auto& node : cluster_->nodes()->nodes()) {
+        std::map<std::string, int> f, q;
+        node->broker().Loads(&f, &q);
+        for (const auto& [model, n] : f) in_flight[model] += n;
+        for (const auto& [model, n] : q) queued[model] += n;
+      }
       absl::MutexLock lock(&g->mu);
       g->total.buffered_body_bytes = context_->bodies().used();
       g->done(g->total.Render(in_flight, queued));
@@ -204,10 +219,10 @@ void Proxy::Stop() {
   if (!started_ || stopped_) return;
   stopped_ = true;
   for (auto& w : workers_) w->Stop();
-  // The link before the workers' loops go: ending its streams answers the
-  // requests still waiting on the broker through those loops (the exchanges
-  // are gone; the posted answers find that and do nothing).
-  if (link_ != nullptr) link_->Shutdown();
+  // The links before the workers' loops go: ending their streams answers
+  // the requests still waiting on the brokers through those loops (the
+  // exchanges are gone; the posted answers find that and do nothing).
+  if (cluster_ != nullptr) cluster_->Shutdown();
   workers_.clear();
 }
 

@@ -1,5 +1,6 @@
-// One modelproxy: its link to the manager, the lease broker, the routing
-// state and the workers, started, drained and stopped in one order. What
+// One modelproxy: its cluster of managers (a link and a lease broker each),
+// the routing state and the workers, started, drained and stopped in one
+// order. What
 // the server's `Manager` is to modelmanager; `modelproxy_main.cc` parses
 // flags and runs one.
 //
@@ -21,6 +22,7 @@
 #include "common/grpc_poll_keeper.h"
 #include "common/loop_thread.h"
 #include "common/memory_trimmer.h"
+#include "proxy/cluster/cluster.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/lease/manager_link.h"
 #include "proxy/worker/proxy_context.h"
@@ -33,11 +35,15 @@ struct ProxyConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
   int workers = 1;
-  // The manager (address, token, TLS) and the link's log.
+  // What every manager link shares (token, TLS, the link's log); its
+  // target is the first manager's.
   lease::LinkOptions link;
-  // Instead of the manager: leases through this transport (which answers
-  // into broker()), routes and settings put into context().routing(), and
-  // no /unload. For in-process tests (proxy_test.cc). Not owned.
+  // The managers, one node each (docs/cluster.md); empty: link.manager's.
+  std::vector<std::string> managers;
+  // Instead of the managers: one node, "local", whose leases go through
+  // this transport (which answers into broker()), its view given by
+  // SetLocalView, and no /unload. For in-process tests (proxy_test.cc).
+  // Not owned.
   lease::LeaseTransport* transport = nullptr;
   ProxyOptions options;
   // One line of the proxy's own log; level "info" or "warn". Any thread.
@@ -69,16 +75,21 @@ class Proxy {
 
   // For tests and /metrics (after Start).
   ProxyContext& context() { return *context_; }
-  lease::LeaseBroker& broker() { return *broker_; }
+  cluster::Cluster& cluster() { return *cluster_; }
+  // The test transport's node's broker and view (config.transport).
+  lease::LeaseBroker& broker() { return local_->broker(); }
+  void SetLocalView(std::shared_ptr<const router::RouteTable> routes,
+                    std::shared_ptr<const v1::DataPlaneSettings> settings);
 
  private:
   // The broker's timers (the lease linger), on a loop of their own; pending
   // ones are closed with their tasks when it goes.
   class Timers;
-  // A new view from the manager link: into the routing state (settings
-  // compiled when they changed). Says once that the proxy serves beyond
+  // The settings in force changed: says once that the proxy serves beyond
   // this host with no apiKeys.
-  void OnView(lease::ManagerLink::View view);
+  void OnSettings(const v1::DataPlaneSettings& settings);
+  // Reaps the nodes that left, every half second (on the timers' loop).
+  void ReapLater();
   void RenderMetrics(std::function<void(std::string)> done);
 
   // Members in dependency order: each is destroyed before those above it
@@ -90,15 +101,13 @@ class Proxy {
   // gRPC's callback API: without it, the link's first message after an
   // idle second could wait up to 100 ms (grpc_poll_keeper.h).
   std::unique_ptr<GrpcPollKeeper> poll_keeper_;
-  std::unique_ptr<lease::ManagerLink> link_;
-  std::unique_ptr<lease::LeaseBroker> broker_;
   std::unique_ptr<Timers> timers_;
   std::unique_ptr<MemoryTrimmer> trimmer_;
   std::unique_ptr<ProxyContext> context_;
+  std::unique_ptr<cluster::Cluster> cluster_;
+  std::shared_ptr<cluster::Node> local_;  // config.transport's.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> open_warned_{false};
-  // The link's last settings (the link's thread only).
-  std::shared_ptr<const v1::DataPlaneSettings> settings_;
   int port_ = 0;
   bool started_ = false;
   bool stopped_ = false;

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -14,9 +15,10 @@ namespace modelplane::proxy {
 absl::StatusOr<ProxyCommandLine> ParseProxyFlags(int argc,
                                                  const char* const* argv,
                                                  std::string* usage) {
-  FlagParser flags("modelproxy [--listen HOST:PORT] [--manager ADDR] [flags]");
+  FlagParser flags(
+      "modelproxy [--listen HOST:PORT] [--manager ADDR]... [flags]");
   std::string listen = "127.0.0.1:8080";
-  std::string manager = "127.0.0.1:50051";
+  std::vector<std::string> managers = {"127.0.0.1:50051"};
   std::string token_file;
   client::TlsFiles tls;
   int workers = static_cast<int>(std::thread::hardware_concurrency());
@@ -31,8 +33,9 @@ absl::StatusOr<ProxyCommandLine> ParseProxyFlags(int argc,
   bool access_log = false;
   flags.String("listen", &listen,
                "host:port to serve (default 127.0.0.1:8080)");
-  flags.String("manager", &manager,
-               "modelmanager address (default 127.0.0.1:50051)");
+  flags.StringList("manager", &managers,
+                   "modelmanager address (default 127.0.0.1:50051); given "
+                   "more than once, each is a node of the cluster");
   flags.String("manager-tls-ca", &tls.ca,
                "TLS to the manager: PEM roots that sign its certificate");
   flags.String("manager-tls-cert", &tls.cert,
@@ -95,7 +98,11 @@ absl::StatusOr<ProxyCommandLine> ParseProxyFlags(int argc,
   config.host = host;
   config.port = port;
   config.workers = workers;
-  config.link.manager.target = manager;
+  for (const std::string& m : managers) {
+    if (m.empty()) return absl::InvalidArgumentError("--manager is empty");
+  }
+  config.managers = managers;
+  config.link.manager.target = managers.front();
   if (!token_file.empty()) {
     // A proxy without its token would know no model and answer 404s.
     absl::StatusOr<std::string> token = client::ReadTokenFile(token_file);

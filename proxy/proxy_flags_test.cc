@@ -17,6 +17,18 @@ absl::StatusOr<ProxyCommandLine> Parse(std::vector<const char*> args) {
   return cl;
 }
 
+TEST(ProxyFlagsTest, EveryManagerIsANode) {
+  absl::StatusOr<ProxyCommandLine> c =
+      Parse({"--manager", "127.0.0.2:50051", "--manager=127.0.0.3:50051",
+             "--manager", "127.0.0.4:50051"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->config.managers,
+            (std::vector<std::string>{"127.0.0.2:50051", "127.0.0.3:50051",
+                                      "127.0.0.4:50051"}));
+  absl::Status empty = Parse({"--manager", ""}).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(empty)) << empty;
+}
+
 TEST(ProxyFlagsTest, DefaultsAndEveryFlagIntoTheConfig) {
   absl::StatusOr<ProxyCommandLine> d = Parse({});
   ASSERT_TRUE(d.ok()) << d.status();
@@ -53,6 +65,7 @@ TEST(ProxyFlagsTest, DefaultsAndEveryFlagIntoTheConfig) {
   EXPECT_EQ(c->config.host, "::1");
   EXPECT_EQ(c->config.port, 9090);
   EXPECT_EQ(c->config.link.manager.target, "10.0.0.2:7");
+  EXPECT_EQ(c->config.managers, std::vector<std::string>{"10.0.0.2:7"});
   EXPECT_EQ(c->config.workers, 3);
   const ProxyOptions& o = c->config.options;
   EXPECT_EQ(o.limits.max_body_bytes, 2u << 20);

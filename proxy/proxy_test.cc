@@ -254,8 +254,8 @@ class ProxyTest : public ::testing::Test {
     m.set_id("m");
     m.set_state(v1::MODEL_STATE_READY);
     m.set_concurrency_limit(100);
-    proxy_->context().routing().Update(router::RouteTable::Build({m}),
-                                       router::Settings::From({}));
+    proxy_->SetLocalView(router::RouteTable::Build({m}),
+                         std::make_shared<v1::DataPlaneSettings>());
   }
   void TearDown() override {
     if (proxy_ != nullptr) proxy_->Stop();

@@ -41,7 +41,14 @@ void Fill(router::RoutingState* state, bool aliases) {
   prof->set_name("fast");
   (*prof->mutable_pins())["a"] = "b";
   (*prof->mutable_pins())["remote/gpt"] = "";
-  state->Update(router::RouteTable::Build(models), router::Settings::From(s));
+  // Two nodes: n2 has b too, starting there.
+  v1::Model b2;
+  b2.set_id("b");
+  b2.set_state(v1::MODEL_STATE_STARTING);
+  state->Update(
+      router::RouteTable::Merge({{"n1", router::RouteTable::Build(models)},
+                                 {"n2", router::RouteTable::Build({b2})}}),
+      router::Settings::From(s));
 }
 
 std::shared_ptr<const router::Snapshot> Snapshot(bool aliases,
@@ -72,6 +79,10 @@ TEST(ModelListTest, ListsModelsSelectorsAndPeersSortedWithoutUnlisted) {
   EXPECT_THAT(list, HasSubstr(R"("id":"any","object":"model","owned_by":)"
                               R"("modelplane","name":"any")"));
   EXPECT_THAT(list, HasSubstr(R"("peer":"remote")"));
+  // Each model once, with the nodes that have it.
+  EXPECT_THAT(list,
+              HasSubstr(R"("meta":{"llamaswap":{},"nodes":["n1","n2"]})"));
+  EXPECT_THAT(list, HasSubstr(R"("meta":{"llamaswap":{},"nodes":["n1"]})"));
   // includeAliasesInList: each alias an entry.
   EXPECT_EQ(
       Ids(ModelList(*Snapshot(true, nullptr))),
@@ -85,8 +96,9 @@ TEST(ModelListTest, ListsModelsSelectorsAndPeersSortedWithoutUnlisted) {
 
 TEST(ModelListTest, RunningListsWhatStartsRunsOrStops) {
   EXPECT_EQ(RunningList(*Snapshot(false, nullptr)),
-            R"({"running":[{"model":"b","state":"ready"},)"
-            R"({"model":"hidden","state":"starting"}]})");
+            R"({"running":[{"model":"b","node":"n1","state":"ready"},)"
+            R"({"model":"b","node":"n2","state":"starting"},)"
+            R"({"model":"hidden","node":"n1","state":"starting"}]})");
 }
 
 TEST(ProfilesTest, ListAndTheActiveName) {

@@ -31,13 +31,19 @@ std::string ModelList(const router::Snapshot& snapshot) {
   std::vector<std::pair<std::string, std::string>> entries;  // id, JSON.
   auto model = [&entries](const router::Route& r, const std::string& id,
                           const std::string& name) {
+    // The nodes that have it (docs/cluster.md), once per model.
+    std::string nodes;
+    for (const router::RouteNode& n : r.nodes) {
+      absl::StrAppend(&nodes, nodes.empty() ? "" : ",", JsonString(n.node));
+    }
     entries.emplace_back(
         id, absl::StrCat(R"({"id":)", JsonString(id),
                          R"(,"object":"model","owned_by":"modelplane","name":)",
                          JsonString(name), R"(,"description":)",
                          JsonString(r.description), R"(,"meta":{"llamaswap":)",
-                         r.metadata_json, R"(},"status":{"value":")",
-                         StatusValue(r.state), R"("}})"));
+                         r.metadata_json, R"(,"nodes":[)", nodes,
+                         R"(]},"status":{"value":")", StatusValue(r.state),
+                         R"("}})"));
   };
   // includeAliasesInList: each alias an entry of its own (a setParamsByID
   // variant such as "qwen:think" is one a client picks), with its model's
@@ -108,15 +114,19 @@ std::string ModelList(const router::Snapshot& snapshot) {
 }
 
 std::string RunningList(const router::Snapshot& snapshot) {
+  // One entry per model and node it runs on.
   std::string data;
   for (const router::Route& r : snapshot.routes().routes()) {
-    const char* state = r.state == v1::MODEL_STATE_STARTING   ? "starting"
-                        : r.state == v1::MODEL_STATE_READY    ? "ready"
-                        : r.state == v1::MODEL_STATE_STOPPING ? "stopping"
-                                                              : nullptr;
-    if (state == nullptr) continue;
-    absl::StrAppend(&data, data.empty() ? "" : ",", R"({"model":)",
-                    JsonString(r.id), R"(,"state":")", state, R"("})");
+    for (const router::RouteNode& n : r.nodes) {
+      const char* state = n.state == v1::MODEL_STATE_STARTING   ? "starting"
+                          : n.state == v1::MODEL_STATE_READY    ? "ready"
+                          : n.state == v1::MODEL_STATE_STOPPING ? "stopping"
+                                                                : nullptr;
+      if (state == nullptr) continue;
+      absl::StrAppend(&data, data.empty() ? "" : ",", R"({"model":)",
+                      JsonString(r.id), R"(,"node":)", JsonString(n.node),
+                      R"(,"state":")", state, R"("})");
+    }
   }
   return absl::StrCat(R"({"running":[)", data, "]}");
 }

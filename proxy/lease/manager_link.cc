@@ -168,13 +168,18 @@ void ManagerLink::Run() {
           {[this](const v1::WatchEvent& e) { OnWatchEvent(e); },
            [this](const absl::Status& status) {
              LogRefusal("Watch", status);
+             if (synced_ && on_view_ && !shutting_down_.load()) {
+               on_view_(View{nullptr, nullptr, false});
+             }
              // Once per connection that had worked (not per failed retry).
              if (synced_ && options_.log && !shutting_down_.load()) {
                options_.log(absl::StrCat(
                    "lost the model manager at ", options_.manager.target, " (",
                    status.message().empty() ? "stream ended"
                                             : std::string(status.message()),
-                   "): leases ended, requests get 503 until it is back"));
+                   "): leases ended; its models go to other nodes that have "
+                   "them, "
+                   "or get 503, until it is back"));
              }
            }});
     }
@@ -233,6 +238,12 @@ void ManagerLink::Unload(
                          done(std::vector<std::string>{r->id()});
                        });
   }
+}
+
+void ManagerLink::PlanStart(
+    const std::string& model, absl::Duration timeout,
+    std::function<void(absl::StatusOr<v1::PlanStartResponse>)> done) {
+  client_->PlanStartAsync(model, timeout, std::move(done));
 }
 
 bool ManagerLink::Connected() {

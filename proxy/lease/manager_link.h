@@ -46,9 +46,13 @@ class ManagerLink : public LeaseTransport {
   // whole once the stream's first bookmark came and after every event
   // since, on a gRPC thread. A `settings` pointer that did not change
   // holds the same settings.
+  // After a stream that had synced ends, one View with `connected` false
+  // (its routes and settings null) says the manager is lost until the next
+  // stream syncs.
   struct View {
     std::shared_ptr<const router::RouteTable> routes;
     std::shared_ptr<const v1::DataPlaneSettings> settings;
+    bool connected = true;
   };
   using ViewSink = std::function<void(View)>;
 
@@ -68,6 +72,14 @@ class ManagerLink : public LeaseTransport {
   void Unload(
       const std::string& model,
       std::function<void(absl::StatusOr<std::vector<std::string>>)> done);
+
+  // What starting `model` would cost on this manager (its PlanStart);
+  // `done` on a gRPC thread.
+  void PlanStart(
+      const std::string& model, absl::Duration timeout,
+      std::function<void(absl::StatusOr<v1::PlanStartResponse>)> done);
+
+  const std::string& target() const { return options_.manager.target; }
 
   // LeaseTransport.
   bool Connected() override;

@@ -65,13 +65,63 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
   }
   std::sort(t->routes_.begin(), t->routes_.end(),
             [](const Route& a, const Route& b) { return a.id < b.id; });
-  for (size_t i = 0; i < t->routes_.size(); ++i) {
-    for (const std::string& a : t->routes_[i].aliases)
-      t->by_name_.emplace(a, i);
+  t->Index();
+  return t;
+}
+
+void RouteTable::Index() {
+  by_name_.clear();
+  for (size_t i = 0; i < routes_.size(); ++i) {
+    for (const std::string& a : routes_[i].aliases) by_name_.emplace(a, i);
   }
-  // Ids win over aliases (the loader forbids the clash anyway).
-  for (size_t i = 0; i < t->routes_.size(); ++i)
-    t->by_name_[t->routes_[i].id] = i;
+  // Ids win over aliases (the loader forbids the clash within one config;
+  // across nodes, a model's id wins over another's alias).
+  for (size_t i = 0; i < routes_.size(); ++i) by_name_[routes_[i].id] = i;
+}
+
+std::shared_ptr<const RouteTable> RouteTable::AllStopped() const {
+  auto t = std::make_shared<RouteTable>(*this);
+  for (Route& r : t->routes_) {
+    r.state = v1::MODEL_STATE_STOPPED;
+    for (RouteNode& n : r.nodes) n.state = v1::MODEL_STATE_STOPPED;
+  }
+  return t;
+}
+
+int RouteTable::Readiness(v1::ModelState state) {
+  switch (state) {
+    case v1::MODEL_STATE_READY:
+      return 4;
+    case v1::MODEL_STATE_STARTING:
+      return 3;
+    case v1::MODEL_STATE_STOPPING:
+      return 2;
+    case v1::MODEL_STATE_FAILED:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+std::shared_ptr<const RouteTable> RouteTable::Merge(const NodeTables& nodes) {
+  auto t = std::make_shared<RouteTable>();
+  std::map<std::string, size_t> at;  // Id -> index in routes_.
+  for (const auto& [node, table] : nodes) {
+    if (table == nullptr) continue;
+    for (const Route& r : table->routes()) {
+      auto [it, added] = at.emplace(r.id, t->routes_.size());
+      if (added) {
+        t->routes_.push_back(r);
+        t->routes_.back().nodes.clear();
+      }
+      Route& merged = t->routes_[it->second];
+      merged.nodes.push_back(RouteNode{node, r.state});
+      if (Readiness(r.state) > Readiness(merged.state)) merged.state = r.state;
+    }
+  }
+  std::sort(t->routes_.begin(), t->routes_.end(),
+            [](const Route& a, const Route& b) { return a.id < b.id; });
+  t->Index();
   return t;
 }
 

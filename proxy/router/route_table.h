@@ -53,6 +53,13 @@ inline constexpr const char* kBodyRoutes[] = {
     "/v/messages/count_tokens",
 };
 
+// One node's hold on a model: a node is one modelmanager of the cluster
+// (docs/cluster.md), named by its address.
+struct RouteNode {
+  std::string node;
+  v1::ModelState state = v1::MODEL_STATE_STOPPED;
+};
+
 struct Route {
   std::string id;
   std::string name;
@@ -63,7 +70,11 @@ struct Route {
   FilterSpec filters;               // useModelName, stripParams, setParams...
   bool send_loading_state = false;  // Loading as reasoning_content deltas.
   std::string metadata_json;        // "{}" when none.
+  // The most ready of its nodes' states (READY, then STARTING, STOPPING,
+  // FAILED, STOPPED): what a client sees of the model as a whole.
   v1::ModelState state = v1::MODEL_STATE_STOPPED;
+  // The nodes that have it, by name (empty in a table of one node's own).
+  std::vector<RouteNode> nodes;
   // Waits on the upstream (config `timeouts`); zero: no limit.
   absl::Duration connect_timeout;
   absl::Duration response_header_timeout;
@@ -74,6 +85,17 @@ class RouteTable {
  public:
   static std::shared_ptr<const RouteTable> Build(
       const std::vector<v1::Model>& models);
+  // The cluster's table: the union of the nodes' tables, given by node name
+  // in the order to prefer (a model's settings are the first node's that
+  // has it; its `nodes` list every node that has it, in this order).
+  using NodeTables =
+      std::vector<std::pair<std::string, std::shared_ptr<const RouteTable>>>;
+  static std::shared_ptr<const RouteTable> Merge(const NodeTables& nodes);
+  // This table with every model STOPPED: a node lost until it is back
+  // (its models stay known; none is taken for running there).
+  std::shared_ptr<const RouteTable> AllStopped() const;
+  // How ready a state is, for Route::state: READY highest, STOPPED lowest.
+  static int Readiness(v1::ModelState state);
 
   // The route for an id or alias, or nullptr.
   const Route* Find(const std::string& name) const;
@@ -81,6 +103,9 @@ class RouteTable {
   const std::vector<Route>& routes() const { return routes_; }
 
  private:
+  // Indexes routes_ (sorted by id) by ids and aliases.
+  void Index();
+
   std::vector<Route> routes_;
   std::map<std::string, size_t> by_name_;
 };

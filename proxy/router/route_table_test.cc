@@ -33,6 +33,41 @@ TEST(RouteTableTest, ResolvesIdsAndAliasesWithTheirSettings) {
   EXPECT_EQ(t->routes()[0].id, "embed");  // Sorted.
 }
 
+v1::Model ModelIn(const std::string& id, v1::ModelState state, int limit) {
+  v1::Model m;
+  m.set_id(id);
+  m.set_state(state);
+  m.set_concurrency_limit(limit);
+  return m;
+}
+
+TEST(RouteTableTest, MergeIsTheUnionOfTheNodesWithEachModelOnce) {
+  auto n1 = RouteTable::Build({ModelIn("a", v1::MODEL_STATE_STOPPED, 2),
+                               ModelIn("b", v1::MODEL_STATE_STARTING, 3)});
+  auto n2 = RouteTable::Build({ModelIn("a", v1::MODEL_STATE_READY, 7),
+                               ModelIn("c", v1::MODEL_STATE_FAILED, 1)});
+  auto t = RouteTable::Merge({{"10.0.0.1:50051", n1},
+                              {"10.0.0.2:50051", n2},
+                              {"10.0.0.3:50051", nullptr}});
+  ASSERT_EQ(t->routes().size(), 3u);
+  const Route& a = *t->Find("a");
+  // The first node's settings; every node's state; the most ready as the
+  // model's.
+  EXPECT_EQ(a.concurrency_limit, 2);
+  ASSERT_EQ(a.nodes.size(), 2u);
+  EXPECT_EQ(a.nodes[0].node, "10.0.0.1:50051");
+  EXPECT_EQ(a.nodes[0].state, v1::MODEL_STATE_STOPPED);
+  EXPECT_EQ(a.nodes[1].node, "10.0.0.2:50051");
+  EXPECT_EQ(a.nodes[1].state, v1::MODEL_STATE_READY);
+  EXPECT_EQ(a.state, v1::MODEL_STATE_READY);
+  EXPECT_EQ(t->Find("b")->state, v1::MODEL_STATE_STARTING);
+  ASSERT_EQ(t->Find("c")->nodes.size(), 1u);
+  EXPECT_EQ(t->Find("c")->nodes[0].node, "10.0.0.2:50051");
+  EXPECT_EQ(t->Find("c")->state, v1::MODEL_STATE_FAILED);
+  EXPECT_EQ(t->routes()[0].id, "a");  // Sorted.
+  EXPECT_TRUE(RouteTable::Merge({})->routes().empty());
+}
+
 TEST(PeerTableTest, NamesArePeerSlashModelOrABareNameOnlyOnePeerHas) {
   v1::Peer a;
   a.set_id("a");

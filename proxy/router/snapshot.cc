@@ -33,9 +33,11 @@ RoutingState::RoutingState() {
 }
 
 void RoutingState::Update(std::shared_ptr<const RouteTable> routes,
-                          std::shared_ptr<const Settings> settings) {
+                          std::shared_ptr<const Settings> settings,
+                          std::shared_ptr<const cluster::NodeSet> nodes) {
   absl::MutexLock lock(&mu_);
   if (routes != nullptr) routes_ = std::move(routes);
+  if (nodes != nullptr) nodes_ = std::move(nodes);
   if (settings == nullptr) {
     Rebuild();
     return;
@@ -76,6 +78,7 @@ void RoutingState::Rebuild() {
   s->routes_ = routes_;
   s->settings_ = settings_;
   s->active_profile_ = active_profile_;
+  s->nodes_ = nodes_;
   uint64_t version = version_.load(std::memory_order_relaxed) + 1;
   s->version_ = version;
   std::atomic_store_explicit(&current_,

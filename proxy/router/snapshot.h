@@ -17,8 +17,8 @@
 //   std::shared_ptr<const Snapshot> s = reader.Current();
 //   s->routes().Find("qwen");
 //
-// The inputs are kept per source, the one manager today: merging several
-// managers' models and settings into one snapshot belongs in Rebuild.
+// With several managers, the cluster (proxy/cluster/cluster.h) merges their
+// views into the one table and settings given here, with the node set.
 #ifndef MODELPLANE_PROXY_ROUTER_SNAPSHOT_H_
 #define MODELPLANE_PROXY_ROUTER_SNAPSHOT_H_
 
@@ -34,6 +34,10 @@
 #include "modelplane/v1/model_manager.pb.h"
 #include "proxy/router/route_table.h"
 #include "re2/re2.h"
+
+namespace modelplane::proxy::cluster {
+class NodeSet;  // proxy/cluster/node.h: what the routes' nodes name.
+}  // namespace modelplane::proxy::cluster
 
 namespace modelplane::proxy::router {
 
@@ -71,6 +75,10 @@ class Snapshot {
   bool list_aliases() const { return Or().list_aliases; }
   // Null: none active.
   const ProfileRoute* active_profile() const { return active_profile_.get(); }
+  // The nodes the routes name (Route::nodes), null until the cluster set
+  // them: held with the routes, so a request finds every node its snapshot
+  // names.
+  const cluster::NodeSet* nodes() const { return nodes_.get(); }
   // Grows with every snapshot published.
   uint64_t version() const { return version_; }
 
@@ -81,6 +89,7 @@ class Snapshot {
   std::shared_ptr<const RouteTable> routes_ = RouteTable::Build({});
   std::shared_ptr<const Settings> settings_;
   std::shared_ptr<const ProfileRoute> active_profile_;
+  std::shared_ptr<const cluster::NodeSet> nodes_;
   uint64_t version_ = 0;
 };
 
@@ -93,8 +102,10 @@ class RoutingState {
   // SETTINGS events), published in one snapshot; a null one stays as it
   // is. Profiles that differ from the last ones (a reload changed them)
   // deselect the active one, as in llama-swap; the same ones keep it.
+  // `nodes`, when not null, replaces the node set (proxy/cluster).
   void Update(std::shared_ptr<const RouteTable> routes,
-              std::shared_ptr<const Settings> settings);
+              std::shared_ptr<const Settings> settings,
+              std::shared_ptr<const cluster::NodeSet> nodes = nullptr);
   void SetModels(std::shared_ptr<const RouteTable> routes) {
     Update(std::move(routes), nullptr);
   }
@@ -118,6 +129,7 @@ class RoutingState {
   std::shared_ptr<const RouteTable> routes_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const Settings> settings_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const ProfileRoute> active_profile_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const cluster::NodeSet> nodes_ ABSL_GUARDED_BY(mu_);
   // Published by an atomic pointer swap (std::atomic_store; the producers
   // take mu_ among themselves), read with std::atomic_load: no lock.
   std::shared_ptr<const Snapshot> current_;

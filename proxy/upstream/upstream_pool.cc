@@ -489,7 +489,9 @@ void Connection::Fail(const std::string& message) {
     fresh->Begin(std::move(request), head_request_, h, timeouts_, upgrade_);
     return;
   }
-  h->observer_->OnUpstreamError(message, !got_head_, timed_out);
+  // Never connected: the upstream has not seen a byte of it.
+  h->observer_->OnUpstreamError(message, !got_head_, timed_out,
+                                connected_ ? nullptr : &request);
 }
 
 void Connection::Cancel() {

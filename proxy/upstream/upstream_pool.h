@@ -24,6 +24,11 @@
 
 namespace modelplane::proxy::upstream {
 
+struct OutgoingRequest {
+  std::string head;
+  std::shared_ptr<const std::string> body;  // May be null (no body).
+};
+
 class UpstreamObserver {
  public:
   virtual ~UpstreamObserver() = default;
@@ -39,8 +44,12 @@ class UpstreamObserver {
   virtual void OnUpstreamEnd() = 0;
   // `before_head`: nothing of the response was passed on (answer 502, or
   // 504 when `timed_out`: no response head within the header timeout).
+  // `unsent`: not null when the request never reached the upstream (no
+  // connection was made): the request, which the observer may take back
+  // to send it elsewhere.
   virtual void OnUpstreamError(const std::string& message, bool before_head,
-                               bool timed_out) = 0;
+                               bool timed_out,
+                               OutgoingRequest* unsent = nullptr) = 0;
 };
 
 // Waits on an upstream; zero: no limit.
@@ -73,10 +82,6 @@ inline constexpr size_t kTunnelBuffer = 1 << 20;
 // What goes to the upstream: the head (request line and headers) and the
 // body, which is shared, never copied: a large upload is held once, by
 // whoever needs it last (a write still in flight, a retry), and freed then.
-struct OutgoingRequest {
-  std::string head;
-  std::shared_ptr<const std::string> body;  // May be null (no body).
-};
 
 class Connection;
 struct Target;

@@ -60,7 +60,8 @@ void Exchange::Enter(Phase next) {
       allowed = phase_ == Phase::kIdle;
       break;
     case Phase::kWaiting:
-      allowed = phase_ == Phase::kReceiving;
+      // From upstream: the model could not be reached, placed again.
+      allowed = phase_ == Phase::kReceiving || phase_ == Phase::kUpstream;
       break;
     case Phase::kUpstream:
       allowed = phase_ == Phase::kReceiving || phase_ == Phase::kWaiting;
@@ -244,10 +245,11 @@ router::Request Exchange::RouterRequest() {
 void Exchange::Dispatch() {
   const std::string* origin = http1::FindHeader(req_.head.headers, "origin");
   req_.origin = origin != nullptr ? *origin : "";
-  lease::LeaseBroker* broker = &worker_->context().broker();
+  const router::Snapshot* snapshot = routing_.get();
   router::Decision d = router::Decide(
-      RouterRequest(), *routing_,
-      [broker](const std::string& model) { return broker->Busy(model); });
+      RouterRequest(), *routing_, [snapshot](const std::string& model) {
+        return cluster::Cluster::Busy(*snapshot, model);
+      });
   using Kind = router::Decision::Kind;
   ProxyContext& context = worker_->context();
   answers::AnswerRequest q{*routing_, req_.head, body_, !req_.origin.empty(),
@@ -347,17 +349,11 @@ void Exchange::Forward(const router::Decision& d) {
   }
   req_.head.target = d.target;
   if (req_.renamed) RenameModelInQueryAndForm(filters->use_model_name);
-  std::string id = route->id;
-  req_.record.model = id;
+  req_.record.model = route->id;
+  req_.route = route;
   req_.admit_ns = uv_hrtime();
-  int limit = route->concurrency_limit;
   req_.timeouts = {route->connect_timeout, route->response_header_timeout,
                    route->idle_timeout};
-  LoopThread* loop = &worker_->loop();
-  std::weak_ptr<bool> alive = alive_;
-  uint64_t generation = generation_;
-  // Set now; an answer given inline (the lease is held) clears it before
-  // Admit returns.
   bool stream =
       req_.scan == BodyScan::kJson && req_.json.stream().value_or(false);
   // llama-swap sends its loading state on chat completions only; it is the
@@ -370,16 +366,57 @@ void Exchange::Forward(const router::Decision& d) {
                                 absl::ZeroDuration());
   if (req_.loading) ArmLoadingTimer();
   Enter(Phase::kWaiting);
+  Place();
+}
+
+void Exchange::Place() {
+  cluster::Cluster& cluster = worker_->context().cluster();
+  absl::StatusOr<cluster::Placement> placed =
+      cluster.PlaceKnown(*routing_, *req_.route, req_.tried);
+  if (!placed.ok()) {
+    req_.record.lease_error = absl::StatusCodeToString(placed.status().code());
+    return RespondError(503, std::string(placed.status().message()));
+  }
+  if (placed->node != nullptr) return AdmitOn(*std::move(placed));
+  // A cold start several nodes could make: each says what it would cost.
+  LoopThread* loop = &worker_->loop();
+  std::weak_ptr<bool> alive = alive_;
+  uint64_t generation = generation_;
+  cluster.PlaceCold(
+      routing_, *req_.route, req_.tried,
+      [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
+      [this, alive, generation](absl::StatusOr<cluster::Placement> placed) {
+        auto a = alive.lock();
+        if (a == nullptr || !*a || generation != generation_) return;
+        if (!placed.ok()) {
+          req_.record.lease_error =
+              absl::StatusCodeToString(placed.status().code());
+          return RespondError(503, std::string(placed.status().message()));
+        }
+        AdmitOn(*std::move(placed));
+      });
+}
+
+void Exchange::AdmitOn(cluster::Placement placed) {
+  if (!req_.tried.empty()) placed.reason = cluster::Reason::kFailover;
+  req_.record.placement = cluster::ReasonName(placed.reason);
+  node_ = std::move(placed.node);
+  std::string id = req_.route->id;
+  int limit = req_.route->concurrency_limit;
+  LoopThread* loop = &worker_->loop();
+  std::weak_ptr<bool> alive = alive_;
+  uint64_t generation = generation_;
   // An inline answer may finish this request and start a pipelined one
   // before Admit returns: its ticket must not be overwritten.
-  uint64_t ticket = worker_->context().broker().Admit(
+  uint64_t ticket = node_->broker().Admit(
       id, limit,
       [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
-      [this, alive, generation, id, broker = &worker_->context().broker()](
-          absl::StatusOr<lease::Lease> lease) {
+      [this, alive, generation, id,
+       node = node_](absl::StatusOr<lease::Lease> lease) {
         auto a = alive.lock();
         if (a == nullptr || !*a || generation != generation_) {
-          if (lease.ok()) broker->Finish(id);  // The client left meanwhile.
+          // The client left meanwhile.
+          if (lease.ok()) node->broker().Finish(id);
           return;
         }
         OnLease(std::move(lease));
@@ -390,8 +427,26 @@ void Exchange::Forward(const router::Decision& d) {
   }
 }
 
+bool Exchange::PlaceAgain() {
+  if (node_ == nullptr || req_.route == nullptr) return false;
+  std::vector<std::string> tried = req_.tried;
+  tried.push_back(node_->name());
+  absl::StatusOr<cluster::Placement> placed =
+      worker_->context().cluster().PlaceKnown(*routing_, *req_.route, tried);
+  if (!placed.ok()) return false;
+  req_.tried = std::move(tried);
+  node_.reset();
+  Place();
+  return true;
+}
+
 void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
   waiting_for_.clear();
+  // Its node was lost, or is draining and refused the start: not sent
+  // upstream, so another node may take it.
+  if (!lease.ok() && absl::IsUnavailable(lease.status()) && PlaceAgain()) {
+    return;
+  }
   if (req_.loading) {
     req_.loading = false;
     StopLoadingTimer();
@@ -445,6 +500,7 @@ void Exchange::Respond(int status, const std::string& content_type,
   if (!content_type.empty()) headers.emplace_back("Content-Type", content_type);
   headers.insert(headers.end(), extra.begin(), extra.end());
   AllowOrigin(&headers);
+  TagNode(&headers);
   req_.head_sent = true;
   req_.record.status = status;
   sink_->SendResponse(status, headers, body);
@@ -488,20 +544,21 @@ void Exchange::Finish() {
   if (!waiting_for_.empty()) {
     // Still waiting for a lease: the client left (or the request was
     // answered otherwise). Nothing is started or evicted for it.
-    worker_->context().broker().Withdraw(waiting_for_, ticket_);
+    node_->broker().Withdraw(waiting_for_, ticket_);
     waiting_for_.clear();
   }
   RecordRequest();
   req_.origin.clear();
   upstream_.reset();
   if (lease_watch_ != 0) {
-    worker_->context().broker().Unwatch(leased_model_, lease_watch_);
+    node_->broker().Unwatch(leased_model_, lease_watch_);
     lease_watch_ = 0;
   }
   if (!leased_model_.empty()) {
-    worker_->context().broker().Finish(leased_model_);
+    node_->broker().Finish(leased_model_);
     leased_model_.clear();
   }
+  node_.reset();
 }
 
 void Exchange::RecordRequest() {
@@ -518,6 +575,11 @@ void Exchange::RecordRequest() {
   req_.record = RequestRecord();
   req_.head_ns = 0;
   req_.response_bytes = 0;
+}
+
+void Exchange::TagNode(http1::Headers* headers) const {
+  if (node_ != nullptr)
+    headers->emplace_back("X-Modelplane-Node", node_->name());
 }
 
 void Exchange::AllowOrigin(http1::Headers* headers) const {

@@ -17,10 +17,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/uv/handle.h"
 #include "proxy/answers/answer.h"
+#include "proxy/cluster/cluster.h"
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/router/json_scanner.h"
@@ -122,7 +124,8 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   void OnUpstreamWritable() override;
   void OnUpstreamEnd() override;
   void OnUpstreamError(const std::string& message, bool before_head,
-                       bool timed_out) override;
+                       bool timed_out,
+                       upstream::OutgoingRequest* unsent) override;
 
  private:
   // kForm: application/x-www-form-urlencoded that is not JSON (read whole:
@@ -143,7 +146,17 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   void RenameModelInQueryAndForm(const std::string& name);
   void ForwardToPeer(const router::PeerRoute& peer, const std::string& name,
                      std::string target);
+  // Chooses the node for req_.route (cluster/placement.h), then asks its
+  // broker for the lease; a cold start weighs the nodes' costs first.
+  void Place();
+  void AdmitOn(cluster::Placement placed);
   void OnLease(absl::StatusOr<lease::Lease> lease);
+  // The request failed on its node before it was sent upstream (the node
+  // was lost, or refused): placed again elsewhere. False when no other
+  // node can take it.
+  bool PlaceAgain();
+  // X-Modelplane-Node: the node that served the request.
+  void TagNode(http1::Headers* headers) const;
   // Writes the request (head, then body_) to `upstream`; with `api_key`,
   // that key goes as Bearer and x-api-key instead of the client's.
   void SendUpstream(const std::string& upstream, const std::string& api_key);
@@ -199,6 +212,11 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
     BodyScan scan = BodyScan::kNone;
     bool form = false;     // Labelled application/x-www-form-urlencoded.
     bool renamed = false;  // A pin or a selector changed the model's name.
+    // kModel: the route (in routing_), and the nodes it already failed on
+    // before it was sent.
+    const router::Route* route = nullptr;
+    std::vector<std::string> tried;
+    size_t sent_body = 0;  // The body's size as sent upstream.
     router::JsonScanner json;
     std::unique_ptr<router::MultipartScanner> multipart;
     std::string boundary;
@@ -257,6 +275,9 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   // A filter rewrote body_: its charge follows its new size (taken even
   // past the bound: the bytes are already held).
   void ChargeFiltered();
+  // The node the request was placed on: its broker holds the ticket, the
+  // lease and the lease watch. Held until Finish.
+  std::shared_ptr<cluster::Node> node_;
   std::string leased_model_;  // Non-empty while a lease admits this request.
   std::unique_ptr<upstream::UpstreamRequest> upstream_;
   // The tunnel's LeaseBroker::WatchLease id: it ends when the lease goes.

@@ -44,11 +44,13 @@ void Exchange::SendLoadingComment() {
                               {"Cache-Control", "no-cache"},
                               {"X-Accel-Buffering", "no"}};
     AllowOrigin(&headers);
+    TagNode(&headers);
     sink_->SendHead(200, "", headers, std::nullopt);
   }
   // Its place among this proxy's requests waiting for the model.
-  int position =
-      worker_->context().broker().Position(req_.record.model, ticket_);
+  int position = node_ != nullptr
+                     ? node_->broker().Position(req_.record.model, ticket_)
+                     : 0;
   if (req_.loading_state) {
     // A line when it starts, then a dot a tick (and the queue position when
     // it moves), as reasoning_content a chat UI shows while it waits.

@@ -63,6 +63,7 @@ void Exchange::SendUpstream(const std::string& upstream,
   } else if (framing != http1::Framing::kNoBody) {
     request.append(body_);
   }
+  req_.sent_body = body != nullptr ? body->size() : body_.size();
   Enter(Phase::kUpstream);
   req_.reading_upstream = true;
   req_.sent_ns = uv_hrtime();
@@ -114,6 +115,7 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
     headers.emplace_back("X-Accel-Buffering", "no");
   }
   AllowOrigin(&headers);
+  TagNode(&headers);
   std::optional<uint64_t> length;
   if (head.content_length && !head.chunked) length = head.content_length;
   sink_->SendHead(head.status, head.reason, headers, length);
@@ -145,7 +147,7 @@ void Exchange::WatchTunnelLease() {
   LoopThread* loop = &worker_->loop();
   std::weak_ptr<bool> alive = alive_;
   uint64_t generation = generation_;
-  lease_watch_ = worker_->context().broker().WatchLease(
+  lease_watch_ = node_->broker().WatchLease(
       leased_model_,
       [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
       [this, alive, generation] {
@@ -188,7 +190,24 @@ void Exchange::OnUpstreamEnd() {
 }
 
 void Exchange::OnUpstreamError(const std::string& message, bool before_head,
-                               bool timed_out) {
+                               bool timed_out,
+                               upstream::OutgoingRequest* unsent) {
+  if (unsent != nullptr && node_ != nullptr && !leased_model_.empty() &&
+      req_.websocket.empty()) {
+    // The model could not be reached (its node went down with it): the
+    // request never left, so another node may serve it (each node once).
+    std::string body =
+        unsent->body != nullptr
+            ? *unsent->body
+            : unsent->head.substr(unsent->head.size() - req_.sent_body);
+    upstream_.reset();
+    node_->broker().Finish(leased_model_);
+    leased_model_.clear();
+    body_ = std::move(body);
+    ChargeFiltered();
+    Enter(Phase::kWaiting);
+    if (PlaceAgain()) return;
+  }
   if (before_head) {
     RespondError(timed_out ? 504 : 502, message);
     return;

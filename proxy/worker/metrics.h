@@ -75,6 +75,8 @@ struct RequestRecord {
   std::optional<absl::Duration> lease_wait;
   std::optional<absl::Duration> time_to_first_byte;
   std::string lease_error;  // The absl status code name, when refused.
+  // Why its node was chosen (cluster::ReasonName), when it was placed.
+  const char* placement = nullptr;
   // The response's usage, when it reported one (router/usage_scanner.h).
   std::optional<uint64_t> prompt_tokens;
   std::optional<uint64_t> completion_tokens;

@@ -1,6 +1,6 @@
-// What every worker of a modelproxy process shares: the lease broker, the
-// routing state (immutable snapshots swapped in whole) and the options.
-// Thread-safe.
+// What every worker of a modelproxy process shares: the cluster (its nodes'
+// lease brokers, placement), the routing state (immutable snapshots swapped in
+// whole) and the options. Thread-safe.
 #ifndef MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_
 #define MODELPLANE_PROXY_WORKER_PROXY_CONTEXT_H_
 
@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/memory_trimmer.h"
+#include "proxy/cluster/cluster.h"
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/router/snapshot.h"
@@ -54,14 +55,14 @@ struct ProxyOptions {
 
 class ProxyContext {
  public:
-  ProxyContext(lease::LeaseBroker* broker, ProxyOptions options,
-               MemoryTrimmer* trimmer = nullptr)
-      : broker_(broker),
-        options_(options),
+  explicit ProxyContext(ProxyOptions options, MemoryTrimmer* trimmer = nullptr)
+      : options_(options),
         trimmer_(trimmer),
         bodies_(options.max_buffered_body_bytes) {}
 
-  lease::LeaseBroker& broker() { return *broker_; }
+  // The nodes and placement (proxy/cluster). Set once before serving.
+  cluster::Cluster& cluster() { return *cluster_; }
+  void set_cluster(cluster::Cluster* cluster) { cluster_ = cluster; }
   // The request bodies held in memory, process-wide.
   BodyBudget& bodies() { return bodies_; }
   // A large body was freed: its memory goes back to the system (null in
@@ -92,7 +93,7 @@ class ProxyContext {
   router::RoutingState& routing() { return routing_; }
 
  private:
-  lease::LeaseBroker* broker_;
+  cluster::Cluster* cluster_ = nullptr;
   ProxyOptions options_;
   MemoryTrimmer* trimmer_;
   BodyBudget bodies_;

@@ -68,11 +68,16 @@ def alive(pid):
 
 
 class ManagerProcess:
-    def __init__(self, models, extra_yaml="", flags=(), model_yaml=None, proxies=None):
+    def __init__(self, models, extra_yaml="", flags=(), model_yaml=None, proxies=None,
+                 host="127.0.0.1", port=0):
         """models: id -> list of fake_upstream flags. model_yaml: id -> extra
         YAML lines for that model (indented by the caller's 4 spaces).
         proxies: id -> its `proxy` URL with {port} for its port (default
-        http://127.0.0.1:{port})."""
+        http://HOST:{port}). host: the loopback address the manager and its
+        models listen on (a "node": 127.0.0.2, 127.0.0.3, ...); port: the
+        manager's (0: any)."""
+        self.host = host
+        self.listen_port = port
         self.proxies = proxies or {}
         self.tmp = tempfile.TemporaryDirectory()
         self.config_path = os.path.join(self.tmp.name, "config.yaml")
@@ -95,11 +100,12 @@ class ManagerProcess:
         for m, fl in models.items():
             port = self.ports.setdefault(m, free_port())
             cmd = " ".join(shlex.quote(a) for a in
-                           [binary, "--port", str(port), "--model", m] + fl)
+                           [binary, "--host", self.host, "--port", str(port),
+                            "--model", m] + fl)
             cmd = "'%s'" % cmd.replace("'", "''")  # A YAML single-quoted scalar.
             lines += ["  %s:" % m, "    cmd: %s" % cmd,
                       "    proxy: " + self.proxies.get(
-                          m, "http://127.0.0.1:{port}").format(port=port)]
+                          m, "http://%s:{port}" % self.host).format(port=port)]
             lines += model_yaml.get(m, [])
         return "\n".join(lines) + "\n"
 
@@ -119,14 +125,14 @@ class ManagerProcess:
             self._log = []  # A restart's log is its own.
         self.proc = subprocess.Popen(
             [runfile("server/modelmanager"), "--config", self.config_path,
-             "--listen", "127.0.0.1:0"] + self.flags,
+             "--listen", "%s:%d" % (self.host, self.listen_port)] + self.flags,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._pump, daemon=True).start()
-        line = self.wait_log(r"modelmanager listening on 127\.0\.0\.1:(\d+)")
+        line = self.wait_log(r"modelmanager listening on %s:(\d+)" % re.escape(self.host))
         if line is None:
             raise RuntimeError("modelmanager did not start: %s" % self.log())
-        self.port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
+        self.port = int(re.search(r"%s:(\d+)" % re.escape(self.host), line).group(1))
+        self.channel = grpc.insecure_channel("%s:%d" % (self.host, self.port))
 
     def _pump(self):
         for line in self.proc.stderr:

@@ -24,12 +24,17 @@ from tools.testing.fake_upstream_proc import runfile, wait_for
 
 class ProxyProcess:
     def __init__(self, manager_port, workers=2, flags=(), host="127.0.0.1"):
-        """`host`: the address to listen on (requests go to 127.0.0.1)."""
+        """`host`: the address to listen on (requests go to 127.0.0.1).
+        `manager_port`: the manager's port on 127.0.0.1, or a list of
+        manager addresses (host:port), one node each."""
         self.port = free_port()
+        if isinstance(manager_port, (list, tuple)):
+            managers = [f for m in manager_port for f in ("--manager", m)]
+        else:
+            managers = ["--manager", "127.0.0.1:%d" % manager_port]
         self.proc = subprocess.Popen(
-            [runfile("proxy/modelproxy"), "--listen", "%s:%d" % (host, self.port),
-             "--manager", "127.0.0.1:%d" % manager_port, "--workers", str(workers)]
-            + list(flags),
+            [runfile("proxy/modelproxy"), "--listen", "%s:%d" % (host, self.port)]
+            + managers + ["--workers", str(workers)] + list(flags),
             stderr=subprocess.PIPE, text=True)
         self._lines = []
         self._lock = threading.Lock()
