@@ -40,6 +40,15 @@ struct ClientOptions {
   // channel lost it (zero: gRPC's default, up to two minutes). A data
   // plane that must notice the manager is back sets a second or so.
   absl::Duration max_reconnect_backoff = absl::ZeroDuration();
+  // HTTP/2 keepalive: a ping after this long without traffic, and the
+  // connection given up when its answer takes longer than the timeout (a
+  // hung manager: SIGSTOP, a dead host). The manager takes pings this often
+  // (server/serve.cc).
+  absl::Duration keepalive_time = absl::Seconds(10);
+  absl::Duration keepalive_timeout = absl::Seconds(5);
+  // With TLS: the name the manager's certificate must carry, when `target`
+  // does not say it (an address a DNS name resolved to). Empty: target's.
+  std::string tls_server_name;
 };
 
 // An async unary call in flight. Cancel() ends it early (its callback then

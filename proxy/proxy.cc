@@ -103,7 +103,10 @@ absl::Status Proxy::Start() {
     poll_keeper_ = std::make_unique<GrpcPollKeeper>();
     std::vector<std::string> managers = config_.managers;
     if (managers.empty()) managers.push_back(config_.link.manager.target);
-    cluster_->SetMembers(managers);
+    membership_ = std::make_unique<cluster::Membership>(
+        cluster_.get(), std::move(managers), config_.resolve_interval,
+        config_.log);
+    membership_->Start();
     context_->set_unload([cluster](const std::string& model, auto done) {
       cluster->Unload(model, std::move(done));
     });
@@ -222,6 +225,7 @@ void Proxy::Stop() {
   // The links before the workers' loops go: ending their streams answers
   // the requests still waiting on the brokers through those loops (the
   // exchanges are gone; the posted answers find that and do nothing).
+  if (membership_ != nullptr) membership_->Stop();
   if (cluster_ != nullptr) cluster_->Shutdown();
   workers_.clear();
 }

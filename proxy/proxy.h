@@ -23,6 +23,7 @@
 #include "common/loop_thread.h"
 #include "common/memory_trimmer.h"
 #include "proxy/cluster/cluster.h"
+#include "proxy/cluster/membership.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/lease/manager_link.h"
 #include "proxy/worker/proxy_context.h"
@@ -38,8 +39,11 @@ struct ProxyConfig {
   // What every manager link shares (token, TLS, the link's log); its
   // target is the first manager's.
   lease::LinkOptions link;
-  // The managers, one node each (docs/cluster.md); empty: link.manager's.
+  // The managers, one node each, or dns: targets, a node per address
+  // (docs/cluster.md); empty: link.manager's.
   std::vector<std::string> managers;
+  // How often dns: targets are resolved again.
+  absl::Duration resolve_interval = absl::Seconds(5);
   // Instead of the managers: one node, "local", whose leases go through
   // this transport (which answers into broker()), its view given by
   // SetLocalView, and no /unload. For in-process tests (proxy_test.cc).
@@ -105,6 +109,7 @@ class Proxy {
   std::unique_ptr<MemoryTrimmer> trimmer_;
   std::unique_ptr<ProxyContext> context_;
   std::unique_ptr<cluster::Cluster> cluster_;
+  std::unique_ptr<cluster::Membership> membership_;
   std::shared_ptr<cluster::Node> local_;  // config.transport's.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> open_warned_{false};

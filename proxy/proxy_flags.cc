@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/credentials.h"
 #include "common/flags.h"
+#include "proxy/cluster/resolver.h"
 
 namespace modelplane::proxy {
 
@@ -25,6 +26,7 @@ absl::StatusOr<ProxyCommandLine> ParseProxyFlags(int argc,
   int max_body_mib = 64;
   int max_buffered_body_mib = 1024;
   int drain_seconds = 30;
+  int resolve_interval_ms = 5000;
   int header_timeout_ms = 30000;
   int idle_timeout_ms = 60000;
   int body_timeout_ms = 60000;
@@ -35,7 +37,11 @@ absl::StatusOr<ProxyCommandLine> ParseProxyFlags(int argc,
                "host:port to serve (default 127.0.0.1:8080)");
   flags.StringList("manager", &managers,
                    "modelmanager address (default 127.0.0.1:50051); given "
-                   "more than once, each is a node of the cluster");
+                   "more than once, each is a node of the cluster; "
+                   "dns:///NAME:PORT or dns://SERVER:PORT/NAME:PORT: a node "
+                   "per address of NAME");
+  flags.Int("resolve-interval-ms", &resolve_interval_ms,
+            "how often a dns: --manager is resolved again (default 5000)", 1);
   flags.String("manager-tls-ca", &tls.ca,
                "TLS to the manager: PEM roots that sign its certificate");
   flags.String("manager-tls-cert", &tls.cert,
@@ -100,7 +106,15 @@ absl::StatusOr<ProxyCommandLine> ParseProxyFlags(int argc,
   config.workers = workers;
   for (const std::string& m : managers) {
     if (m.empty()) return absl::InvalidArgumentError("--manager is empty");
+    if (cluster::IsDnsTarget(m)) {
+      absl::Status dns = cluster::ParseDnsTarget(m).status();
+      if (!dns.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--manager ", dns.message()));
+      }
+    }
   }
+  config.resolve_interval = absl::Milliseconds(resolve_interval_ms);
   config.managers = managers;
   config.link.manager.target = managers.front();
   if (!token_file.empty()) {

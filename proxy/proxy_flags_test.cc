@@ -27,6 +27,17 @@ TEST(ProxyFlagsTest, EveryManagerIsANode) {
                                       "127.0.0.4:50051"}));
   absl::Status empty = Parse({"--manager", ""}).status();
   EXPECT_TRUE(absl::IsInvalidArgument(empty)) << empty;
+  // DNS: every address of the name is a node (resolved when running).
+  c = Parse({"--manager", "dns://127.0.0.1:5353/managers.test:50051",
+             "--resolve-interval-ms", "250"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(
+      c->config.managers,
+      std::vector<std::string>{"dns://127.0.0.1:5353/managers.test:50051"});
+  EXPECT_EQ(c->config.resolve_interval, absl::Milliseconds(250));
+  absl::Status bad = Parse({"--manager", "dns:///managers"}).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(bad)) << bad;
+  EXPECT_NE(bad.message().find("NAME:PORT"), std::string::npos) << bad;
 }
 
 TEST(ProxyFlagsTest, DefaultsAndEveryFlagIntoTheConfig) {

@@ -17,7 +17,7 @@ BUILD=(
   bazel-bootstrap g++ make
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libabsl-dev libuv1-dev libnghttp2-dev libhttp-parser-dev libyaml-cpp-dev
-  libre2-dev rapidjson-dev libsimdjson-dev libssl-dev
+  libre2-dev rapidjson-dev libsimdjson-dev libssl-dev libc-ares-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 DEMO=(
@@ -27,7 +27,7 @@ DEMO=(
 TEST=(
   # Real clients, and the formatting check.
   python3 python3-grpcio python3-protobuf python3-h2 curl nghttp2-client
-  openssl procps clang-format
+  openssl procps clang-format dnsmasq-base
 )
 BENCH=(
   # Peers and load generators.

@@ -62,13 +62,16 @@ Cluster::Cluster(router::RoutingState* routing, ClusterOptions options)
 
 Cluster::~Cluster() { Shutdown(); }
 
-std::shared_ptr<Node> Cluster::Connect(const std::string& target) {
+std::shared_ptr<Node> Cluster::Connect(const std::string& target,
+                                       const std::string& tls_name) {
   lease::LinkOptions link = options_.link;
   link.manager.target = target;
+  link.manager.tls_server_name = tls_name;
   return std::make_shared<Node>(target, std::move(link), options_.after);
 }
 
-void Cluster::SetMembers(const std::vector<std::string>& targets) {
+void Cluster::SetMembers(const std::vector<std::string>& targets,
+                         const std::map<std::string, std::string>& tls_names) {
   std::set<std::string> wanted(targets.begin(), targets.end());
   std::vector<std::shared_ptr<Node>> added;
   {
@@ -85,7 +88,8 @@ void Cluster::SetMembers(const std::vector<std::string>& targets) {
     for (const std::string& t : wanted) {
       if (members_.count(t) != 0) continue;
       Member m;
-      m.node = Connect(t);
+      auto name = tls_names.find(t);
+      m.node = Connect(t, name != tls_names.end() ? name->second : "");
       added.push_back(m.node);
       members_.emplace(t, std::move(m));
     }

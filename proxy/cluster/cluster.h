@@ -61,7 +61,10 @@ class Cluster {
   // The nodes are these manager addresses: new ones are connected, the
   // ones no longer named take no new request and are retired (their links
   // closed, their leases given back) once their requests ended (Reap).
-  void SetMembers(const std::vector<std::string>& targets);
+  // `tls_names`: for an address found through DNS, the name its TLS
+  // certificate is checked against (the DNS name).
+  void SetMembers(const std::vector<std::string>& targets,
+                  const std::map<std::string, std::string>& tls_names = {});
   // In-process tests: a node behind `transport` (not owned), whose views
   // come through OnView.
   std::shared_ptr<Node> AddNode(const std::string& name,
@@ -113,7 +116,8 @@ class Cluster {
   // Builds the union of the members' views and publishes it with the node
   // set.
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::shared_ptr<Node> Connect(const std::string& target);
+  std::shared_ptr<Node> Connect(const std::string& target,
+                                const std::string& tls_name);
 
   router::RoutingState* routing_;
   ClusterOptions options_;

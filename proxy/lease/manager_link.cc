@@ -45,6 +45,10 @@ uint64_t AttemptOf(const std::string& request_id) {
 
 ManagerLink::ManagerLink(LinkOptions options) : options_(std::move(options)) {
   options_.manager.max_reconnect_backoff = absl::Seconds(1);
+  // A hung manager (SIGSTOP, a host gone without a reset) is given up
+  // within about 3 s: its leases end and its models go to other nodes.
+  options_.manager.keepalive_time = absl::Seconds(1);
+  options_.manager.keepalive_timeout = absl::Seconds(2);
   client_ = std::make_unique<client::ManagerClient>(
       client::ManagerClient::Connect(options_.manager));
 }

@@ -30,8 +30,9 @@
 namespace modelplane::proxy::lease {
 
 struct LinkOptions {
-  // The manager: address, bearer token, TLS (its max_reconnect_backoff is
-  // set by the link: a manager that comes back is noticed within a second).
+  // The manager: address, bearer token, TLS (its max_reconnect_backoff and
+  // keepalive are set by the link: a manager that comes back is noticed
+  // within a second, a hung one within about 3 s).
   client::ClientOptions manager;
   std::string client_id = "modelproxy";
   // One line per change of the link's state (connected, lost); any thread.

@@ -6,12 +6,17 @@ two proxies agreeing, draining nodes, /v1/models and /running across the
 nodes, X-Modelplane-Node, and a node killed with SIGKILL."""
 
 import json
+import os
 import signal
+import socket
+import subprocess
+import tempfile
+import threading
 import time
 import unittest
 
 from modelplane.v1 import model_manager_pb2 as pb
-from tests.manager.manager_proc import ManagerProcess
+from tests.manager.manager_proc import ManagerProcess, free_port
 from tests.proxy.proxy_proc import ProxyProcess
 from tools.testing import junit
 from tools.testing.fake_upstream_proc import wait_for
@@ -155,25 +160,217 @@ class ClusterTest(unittest.TestCase):
         self.assertIn(b"draining", body)
 
 
+class Dnsmasq:
+    """A real dnsmasq on a loopback UDP port, answering for NAME.test from a
+    hosts file (rewritten, then re-read on SIGHUP)."""
+
+    def __init__(self, records):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.hosts = os.path.join(self.tmp.name, "hosts")
+        self.write(records)
+        # A free port now may be taken before dnsmasq binds it (tests run
+        # side by side): it is ready once it answers, else another port.
+        for _ in range(10):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+            sock.close()
+            self.proc = subprocess.Popen(
+                ["/usr/sbin/dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv",
+                 "--no-hosts", "--local=/test/", "--addn-hosts=" + self.hosts,
+                 "--listen-address=127.0.0.1", "--port=%d" % self.port,
+                 "--bind-interfaces", "--user=root", "--pid-file=",
+                 "--log-facility=/dev/null"], stderr=subprocess.DEVNULL)
+            if wait_for(self._answers, 5) and self.proc.poll() is None:
+                return
+            self.proc.kill()
+            self.proc.wait()
+        raise RuntimeError("dnsmasq did not start")
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            return True  # Exited: the loop above sees it is not running.
+        query = (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+                 b"\x05ready\x04test\x00\x00\x01\x00\x01")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            try:
+                s.sendto(query, ("127.0.0.1", self.port))
+                return s.recv(512)[:2] == b"\x12\x34"
+            except OSError:
+                return False
+
+    def write(self, records):
+        """records: name -> list of addresses."""
+        with open(self.hosts, "w") as f:
+            for n, addresses in records.items():
+                for a in addresses:
+                    f.write("%s %s\n" % (a, n))
+
+    def set(self, records):
+        self.write(records)
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.tmp.cleanup()
+
+
+class DnsTest(unittest.TestCase):
+    def test_every_record_is_a_node_and_records_come_and_go(self):
+        port = free_port()  # Every manager on it, each on its own address.
+        nodes = []
+        dns = Dnsmasq({"managers.test": HOSTS[:2]})
+        proxy = None
+        try:
+            for host in HOSTS:
+                m = ManagerProcess({"shared": []}, host=host, port=port)
+                m.start()
+                nodes.append(m)
+            proxy = ProxyProcess(
+                ["dns://127.0.0.1:%d/managers.test:%d" % (dns.port, port)],
+                workers=1, flags=["--resolve-interval-ms", "300"])
+            both = sorted(name(m) for m in nodes[:2])
+            self.assertTrue(wait_for(lambda: nodes_of(proxy, "shared") == both, 10),
+                            nodes_of(proxy, "shared"))
+            # A record added: the node gets traffic (shared runs only there).
+            nodes[2].stub().Start(pb.StartRequest(model="shared"), timeout=30)
+            dns.set({"managers.test": HOSTS})
+            self.assertTrue(wait_for(
+                lambda: len(nodes_of(proxy, "shared") or []) == 3, 10))
+            self.assertTrue(wait_for(
+                lambda: running(proxy).get(("shared", name(nodes[2]))) == "ready", 10))
+            status, node, body = complete(proxy, "shared")
+            self.assertEqual((status, node), (200, name(nodes[2])), body)
+            # A record removed: that node gets no new request.
+            dns.set({"managers.test": HOSTS[:2]})
+            self.assertTrue(wait_for(lambda: nodes_of(proxy, "shared") == both, 10))
+            status, node, body = complete(proxy, "shared")
+            self.assertEqual(status, 200, body)
+            self.assertIn(node, both)
+            self.assertTrue(any("resolves to" in l for l in proxy.log()), proxy.log())
+        finally:
+            if proxy is not None:
+                proxy.stop()
+            for m in nodes:
+                m.stop()
+            dns.stop()
+
+
+class HungAndRestartedNodeTest(unittest.TestCase):
+    def test_a_stopped_manager_is_given_up_and_a_restarted_one_rejoins(self):
+        port = free_port()
+        nodes = []
+        try:
+            for host in HOSTS[:2]:
+                m = ManagerProcess({"shared": []}, host=host, port=port)
+                m.start()
+                nodes.append(m)
+            proxy = ProxyProcess([name(m) for m in nodes], workers=1)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: len(nodes_of(proxy, "shared") or []) == 2, 10))
+                status, first, body = complete(proxy, "shared")
+                self.assertEqual(status, 200, body)
+                hung = next(m for m in nodes if name(m) == first)
+                other = next(m for m in nodes if m is not hung)
+                # SIGSTOP: no reset, no answer; keepalive gives it up.
+                hung.proc.send_signal(signal.SIGSTOP)
+                try:
+                    self.assertTrue(wait_for(
+                        lambda: ("shared", first) not in (running(proxy) or {}), 15))
+                    status, node, body = complete(proxy, "shared")
+                    self.assertEqual((status, node), (200, name(other)), body)
+                finally:
+                    hung.proc.send_signal(signal.SIGCONT)
+                # Killed and restarted on its address: it rejoins.
+                hung.proc.send_signal(signal.SIGKILL)
+                hung.proc.wait(10)
+                other.stub().StopAll(pb.StopAllRequest(), timeout=30)
+                hung.start()
+                hung.stub().Start(pb.StartRequest(model="shared"), timeout=30)
+                self.assertTrue(wait_for(
+                    lambda: (running(proxy) or {}).get(("shared", first)) == "ready", 15))
+                status, node, body = complete(proxy, "shared")
+                self.assertEqual((status, node), (200, first), body)
+            finally:
+                proxy.stop()
+        finally:
+            for m in nodes:
+                m.stop()
+
+
+class Stream:
+    """A streaming chat completion through the proxy, read on a thread."""
+
+    def __init__(self, proxy, model):
+        import http.client
+        self.conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+        self.conn.request("POST", "/v1/chat/completions", json.dumps(
+            {"model": model, "messages": [], "stream": True, "max_tokens": 200}))
+        self.response = self.conn.getresponse()
+        self.node = self.response.getheader("X-Modelplane-Node")
+        self.body = b""
+        self.error = None
+        self.thread = threading.Thread(target=self._read)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            while True:
+                chunk = self.response.read1(65536)
+                if not chunk:
+                    break
+                self.body += chunk
+        except Exception as e:  # A broken stream: the error is the point.
+            self.error = e
+        finally:
+            self.conn.close()
+
+    def wait(self):
+        self.thread.join(60)
+        return self
+
+
 class NodeLostTest(unittest.TestCase):
     def test_a_killed_node_leaves_routing_and_its_models_go_elsewhere(self):
-        nodes = start_nodes({h: ["shared"] for h in HOSTS})
+        nodes = []
+        for host in HOSTS:
+            m = ManagerProcess({"shared": ["--tokens-per-second", "40"]}, host=host)
+            m.start()
+            nodes.append(m)
         proxy = ProxyProcess([name(m) for m in nodes], workers=1)
         try:
             self.assertTrue(wait_for(lambda: len(nodes_of(proxy, "shared") or []) == 3, 10))
-            status, first, body = complete(proxy, "shared")
-            self.assertEqual(status, 200, body)
-            victim = next(m for m in nodes if name(m) == first)
+            for m in nodes[:2]:
+                m.stub().Start(pb.StartRequest(model="shared"), timeout=30)
+            self.assertTrue(wait_for(lambda: len(running(proxy) or {}) == 2, 10))
+            # Two streams, one on each node where it runs (the fewest in
+            # flight): one node is killed under its stream.
+            one = Stream(proxy, "shared")
+            two = Stream(proxy, "shared")
+            self.assertEqual(one.response.status, 200)
+            self.assertEqual(two.response.status, 200)
+            self.assertEqual({one.node, two.node}, {name(m) for m in nodes[:2]})
+            self.assertTrue(wait_for(lambda: one.body and two.body, 10))
+            victim = next(m for m in nodes if name(m) == one.node)
             victim.proc.send_signal(signal.SIGKILL)
             victim.proc.wait(10)
-            killed = time.monotonic()
-            # The next request is placed on another node (a cold start
-            # there) and answered.
-            status, node, body = complete(proxy, "shared")
-            self.assertEqual(status, 200, body)
-            self.assertNotEqual(node, first)
-            self.assertLess(time.monotonic() - killed, 30)
-            self.assertNotIn(("shared", first), running(proxy))
+            # Its node leaves routing; the stream on it ends broken (never
+            # a clean end); the other goes on to its end.
+            self.assertTrue(wait_for(
+                lambda: ("shared", one.node) not in (running(proxy) or {}), 10))
+            one.wait()
+            self.assertTrue(one.error is not None or b"[DONE]" not in one.body, one.body[-200:])
+            two.wait()
+            self.assertIsNone(two.error)
+            self.assertIn(b"data: [DONE]", two.body)
+            # The next requests go to the nodes that are left.
+            for _ in range(3):
+                status, node, body = complete(proxy, "shared")
+                self.assertEqual(status, 200, body)
+                self.assertNotEqual(node, one.node)
         finally:
             proxy.stop()
             for m in nodes:
