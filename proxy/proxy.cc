@@ -192,12 +192,12 @@ void Proxy::RenderMetrics(std::function<void(std::string)> done) {
         g->total.Merge(mine);
         if (--g->left > 0) return;
       }
-      std::map<std::string, int> in_flight, queued;
+      std::map<ModelNode, int> in_flight, queued;
       for (const auto& node : cluster_->nodes()->nodes()) {
         std::map<std::string, int> f, q;
         node->broker().Loads(&f, &q);
-        for (const auto& [model, n] : f) in_flight[model] += n;
-        for (const auto& [model, n] : q) queued[model] += n;
+        for (const auto& [model, n] : f) in_flight[{model, node->name()}] += n;
+        for (const auto& [model, n] : q) queued[{model, node->name()}] += n;
       }
       absl::MutexLock lock(&g->mu);
       g->total.buffered_body_bytes = context_->bodies().used();

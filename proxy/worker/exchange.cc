@@ -401,6 +401,7 @@ void Exchange::AdmitOn(cluster::Placement placed) {
   if (!req_.tried.empty()) placed.reason = cluster::Reason::kFailover;
   req_.record.placement = cluster::ReasonName(placed.reason);
   node_ = std::move(placed.node);
+  req_.record.node = node_->name();
   std::string id = req_.route->id;
   int limit = req_.route->concurrency_limit;
   LoopThread* loop = &worker_->loop();

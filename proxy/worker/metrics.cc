@@ -13,23 +13,41 @@ std::string Label(const std::string& v) {
                              {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}});
 }
 
+// model="m",node="n"
+std::string ModelNodeLabels(const ModelNode& k) {
+  return absl::StrCat("model=\"", Label(std::get<0>(k)), "\",node=\"",
+                      Label(std::get<1>(k)), "\"");
+}
+
 void RenderHistogram(std::string* out, const std::string& name,
                      const std::string& help,
-                     const std::map<std::string, Histogram>& by_model) {
+                     const std::map<ModelNode, Histogram, std::less<>>& by) {
   absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name,
                   " histogram\n");
-  for (const auto& [model, h] : by_model) {
+  for (const auto& [key, h] : by) {
+    std::string labels = ModelNodeLabels(key);
     uint64_t cumulative = 0;
     for (size_t i = 0; i <= kBuckets.size(); ++i) {
       cumulative += h.counts[i];
-      absl::StrAppend(out, name, "_bucket{model=\"", Label(model), "\",le=\"",
+      absl::StrAppend(out, name, "_bucket{", labels, ",le=\"",
                       i < kBuckets.size() ? absl::StrCat(kBuckets[i]) : "+Inf",
                       "\"} ", cumulative, "\n");
     }
-    absl::StrAppend(out, name, "_sum{model=\"", Label(model), "\"} ", h.sum,
-                    "\n", name, "_count{model=\"", Label(model), "\"} ",
-                    h.count, "\n");
+    absl::StrAppend(out, name, "_sum{", labels, "} ", h.sum, "\n", name,
+                    "_count{", labels, "} ", h.count, "\n");
   }
+}
+
+// The entry of `map` for `key` (string_views and the like), made if new.
+template <typename Map, typename... K>
+typename Map::mapped_type& At(Map& map, const K&... key) {
+  auto it = map.find(std::make_tuple(key...));
+  if (it == map.end()) {
+    it =
+        map.emplace(typename Map::key_type(key...), typename Map::mapped_type())
+            .first;
+  }
+  return it->second;
 }
 
 }  // namespace
@@ -59,6 +77,7 @@ void Metrics::Merge(const Metrics& o) {
     tokens[k].prompt += v.prompt;
     tokens[k].completion += v.completion;
   }
+  for (const auto& [k, v] : o.placements) placements[k] += v;
   bytes_in += o.bytes_in;
   bytes_out += o.bytes_out;
   open_connections += o.open_connections;
@@ -88,29 +107,23 @@ absl::string_view RouteLabel(absl::string_view path) {
 }
 
 void WorkerMetrics::Record(const RequestRecord& r) {
-  auto key = std::make_tuple(absl::string_view(r.model), r.route, r.status);
-  auto it = metrics_.requests.find(key);
-  if (it == metrics_.requests.end()) {
-    it = metrics_.requests
-             .emplace(std::make_tuple(r.model, std::string(r.route), r.status),
-                      0)
-             .first;
-  }
-  ++it->second;
-  if (r.lease_wait) metrics_.lease_wait[r.model].Observe(*r.lease_wait);
+  absl::string_view model = r.model;
+  absl::string_view node = r.node;
+  ++At(metrics_.requests, model, node, r.route, r.status);
+  if (r.lease_wait) At(metrics_.lease_wait, model, node).Observe(*r.lease_wait);
   if (r.time_to_first_byte) {
-    metrics_.time_to_first_byte[r.model].Observe(*r.time_to_first_byte);
+    At(metrics_.time_to_first_byte, model, node).Observe(*r.time_to_first_byte);
   }
   if (!r.lease_error.empty()) {
-    ++metrics_.lease_errors[{r.model, r.lease_error}];
+    ++At(metrics_.lease_errors, model, node, absl::string_view(r.lease_error));
   }
   if (r.prompt_tokens || r.completion_tokens) {
-    auto t = metrics_.tokens.find(absl::string_view(r.model));
-    if (t == metrics_.tokens.end()) {
-      t = metrics_.tokens.emplace(r.model, Metrics::Tokens()).first;
-    }
-    t->second.prompt += r.prompt_tokens.value_or(0);
-    t->second.completion += r.completion_tokens.value_or(0);
+    Metrics::Tokens& t = At(metrics_.tokens, model, node);
+    t.prompt += r.prompt_tokens.value_or(0);
+    t.completion += r.completion_tokens.value_or(0);
+  }
+  if (r.placement != nullptr) {
+    ++At(metrics_.placements, node, absl::string_view(r.placement));
   }
 }
 
@@ -125,30 +138,42 @@ Metrics WorkerMetrics::Snapshot() {
 
 namespace {
 void RenderGauge(std::string* out, const std::string& name,
-                 const std::string& help,
-                 const std::map<std::string, int>& by_model) {
+                 const std::string& help, const std::map<ModelNode, int>& by) {
   absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name,
                   " gauge\n");
-  for (const auto& [model, n] : by_model) {
-    absl::StrAppend(out, name, "{model=\"", Label(model), "\"} ", n, "\n");
+  for (const auto& [key, n] : by) {
+    absl::StrAppend(out, name, "{", ModelNodeLabels(key), "} ", n, "\n");
   }
 }
 }  // namespace
 
-std::string Metrics::Render(const std::map<std::string, int>& in_flight,
-                            const std::map<std::string, int>& queued) const {
+std::string Metrics::Render(const std::map<ModelNode, int>& in_flight,
+                            const std::map<ModelNode, int>& queued) const {
   std::string out =
-      "# HELP modelproxy_requests_total Requests answered, by model, route "
-      "and status.\n# TYPE modelproxy_requests_total counter\n";
+      "# HELP modelproxy_requests_total Requests answered, by model, node, "
+      "route and status.\n# TYPE modelproxy_requests_total counter\n";
   for (const auto& [k, v] : requests) {
     absl::StrAppend(&out, "modelproxy_requests_total{model=\"",
-                    Label(std::get<0>(k)), "\",route=\"", Label(std::get<1>(k)),
-                    "\",status=\"", std::get<2>(k), "\"} ", v, "\n");
+                    Label(std::get<0>(k)), "\",node=\"", Label(std::get<1>(k)),
+                    "\",route=\"", Label(std::get<2>(k)), "\",status=\"",
+                    std::get<3>(k), "\"} ", v, "\n");
   }
   RenderGauge(&out, "modelproxy_in_flight",
-              "Requests holding their model's lease, by model.", in_flight);
+              "Requests holding their model's lease, by model and node.",
+              in_flight);
   RenderGauge(&out, "modelproxy_queued",
-              "Requests waiting for their model's lease, by model.", queued);
+              "Requests waiting for their model's lease, by model and node.",
+              queued);
+  absl::StrAppend(&out,
+                  "# HELP modelproxy_placements_total Requests placed on a "
+                  "node, by node and reason (ready, starting, cost, "
+                  "spillover, failover).\n"
+                  "# TYPE modelproxy_placements_total counter\n");
+  for (const auto& [k, v] : placements) {
+    absl::StrAppend(&out, "modelproxy_placements_total{node=\"",
+                    Label(std::get<0>(k)), "\",reason=\"", std::get<1>(k),
+                    "\"} ", v, "\n");
+  }
   RenderHistogram(&out, "modelproxy_upstream_time_to_first_byte_seconds",
                   "From sending a request upstream to its response head.",
                   time_to_first_byte);
@@ -158,22 +183,24 @@ std::string Metrics::Render(const std::map<std::string, int>& in_flight,
                   lease_wait);
   absl::StrAppend(&out,
                   "# HELP modelproxy_lease_errors_total Requests refused "
-                  "for want of a lease, by model and code.\n"
+                  "for want of a lease, by model, node and code.\n"
                   "# TYPE modelproxy_lease_errors_total counter\n");
   for (const auto& [k, v] : lease_errors) {
     absl::StrAppend(&out, "modelproxy_lease_errors_total{model=\"",
-                    Label(k.first), "\",code=\"", k.second, "\"} ", v, "\n");
+                    Label(std::get<0>(k)), "\",node=\"", Label(std::get<1>(k)),
+                    "\",code=\"", std::get<2>(k), "\"} ", v, "\n");
   }
   absl::StrAppend(&out,
                   "# HELP modelproxy_tokens_total Tokens the models reported "
-                  "in their responses' usage, by model and type (prompt, "
-                  "completion).\n"
+                  "in their responses' usage, by model, node and type "
+                  "(prompt, completion).\n"
                   "# TYPE modelproxy_tokens_total counter\n");
-  for (const auto& [model, t] : tokens) {
-    absl::StrAppend(&out, "modelproxy_tokens_total{model=\"", Label(model),
-                    "\",type=\"completion\"} ", t.completion,
-                    "\nmodelproxy_tokens_total{model=\"", Label(model),
-                    "\",type=\"prompt\"} ", t.prompt, "\n");
+  for (const auto& [key, t] : tokens) {
+    std::string labels = ModelNodeLabels(key);
+    absl::StrAppend(&out, "modelproxy_tokens_total{", labels,
+                    ",type=\"completion\"} ", t.completion,
+                    "\nmodelproxy_tokens_total{", labels, ",type=\"prompt\"} ",
+                    t.prompt, "\n");
   }
   absl::StrAppend(
       &out,

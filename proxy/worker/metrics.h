@@ -34,21 +34,30 @@ struct Histogram {
   void Merge(const Histogram& o);
 };
 
+// A model and the node it was served on ("" when none was chosen).
+using ModelNode = std::tuple<std::string, std::string>;
+
 struct Metrics {
-  // (model, route, status) -> requests.
-  // Found by string_views (std::less<>): no key copied per request.
-  std::map<std::tuple<std::string, std::string, int>, uint64_t, std::less<>>
+  // (model, node, route, status) -> requests. Every map is found by
+  // string_views (std::less<>): no key copied per request.
+  std::map<std::tuple<std::string, std::string, std::string, int>, uint64_t,
+           std::less<>>
       requests;
-  std::map<std::string, Histogram> time_to_first_byte;  // By model.
-  std::map<std::string, Histogram> lease_wait;          // By model.
-  std::map<std::pair<std::string, std::string>, uint64_t> lease_errors;
-  // Tokens the models reported, by model (found by string_view: no key
-  // copied per request).
+  std::map<ModelNode, Histogram, std::less<>> time_to_first_byte;
+  std::map<ModelNode, Histogram, std::less<>> lease_wait;
+  // (model, node, code) -> requests refused for want of a lease.
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t,
+           std::less<>>
+      lease_errors;
+  // Tokens the models reported, by model and node.
   struct Tokens {
     uint64_t prompt = 0;
     uint64_t completion = 0;
   };
-  std::map<std::string, Tokens, std::less<>> tokens;
+  std::map<ModelNode, Tokens, std::less<>> tokens;
+  // (node, reason) -> requests placed (cluster::ReasonName).
+  std::map<std::tuple<std::string, std::string>, uint64_t, std::less<>>
+      placements;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   int64_t open_connections = 0;
@@ -60,15 +69,16 @@ struct Metrics {
   std::vector<int64_t> worker_connections;
 
   void Merge(const Metrics& o);
-  // Prometheus text exposition; `in_flight` and `queued` by model come from
-  // the lease broker (process-wide).
-  std::string Render(const std::map<std::string, int>& in_flight,
-                     const std::map<std::string, int>& queued) const;
+  // Prometheus text exposition; `in_flight` and `queued` by model and node
+  // come from the nodes' lease brokers (process-wide).
+  std::string Render(const std::map<ModelNode, int>& in_flight,
+                     const std::map<ModelNode, int>& queued) const;
 };
 
 // What a connection knows of one request once it is over.
 struct RequestRecord {
   std::string model;  // The route id; "" when no model was resolved.
+  std::string node;   // The node it was placed on; "" when none.
   // A bounded set of literals: see RouteLabel().
   absl::string_view route = "other";
   int status = 0;  // 499: the client left before the response head.

@@ -13,22 +13,29 @@ using ::testing::Not;
 
 TEST(HistogramTest, BucketsAreUpperInclusiveAndCumulativeWhenRendered) {
   Metrics m;
-  m.time_to_first_byte["a"].Observe(absl::Milliseconds(1));  // le=0.001.
-  m.time_to_first_byte["a"].Observe(absl::Milliseconds(3));
-  m.time_to_first_byte["a"].Observe(absl::Seconds(100));  // Only +Inf.
+  Histogram& h = m.time_to_first_byte[{"a", "n1"}];
+  h.Observe(absl::Milliseconds(1));  // le=0.001.
+  h.Observe(absl::Milliseconds(3));
+  h.Observe(absl::Seconds(100));  // Only +Inf.
   std::string text = m.Render({}, {});
-  EXPECT_THAT(text, HasSubstr("modelproxy_upstream_time_to_first_byte_seconds_"
-                              "bucket{model=\"a\",le=\"0.001\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("_bucket{model=\"a\",le=\"0.005\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("_bucket{model=\"a\",le=\"60\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("_bucket{model=\"a\",le=\"+Inf\"} 3\n"));
-  EXPECT_THAT(text, HasSubstr("_count{model=\"a\"} 3\n"));
+  EXPECT_THAT(text,
+              HasSubstr("modelproxy_upstream_time_to_first_byte_seconds_"
+                        "bucket{model=\"a\",node=\"n1\",le=\"0.001\"} 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("_bucket{model=\"a\",node=\"n1\",le=\"0.005\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("_bucket{model=\"a\",node=\"n1\",le=\"60\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("_bucket{model=\"a\",node=\"n1\",le=\"+Inf\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("_count{model=\"a\",node=\"n1\"} 3\n"));
 }
 
 TEST(MetricsTest, MergeAddsEveryWorkersCounts) {
   WorkerMetrics w1, w2;
   RequestRecord r;
   r.model = "m";
+  r.node = "10.0.0.7:50051";
+  r.placement = "ready";
   r.route = RouteLabel("/v1/chat/completions");
   r.status = 200;
   r.lease_wait = absl::Milliseconds(2);
@@ -49,24 +56,32 @@ TEST(MetricsTest, MergeAddsEveryWorkersCounts) {
   Metrics total;  // As modelproxy renders it: every worker merged in.
   total.Merge(w1.Snapshot());
   total.Merge(w2.Snapshot());
-  std::string text = total.Render({{"m", 1}}, {{"m", 4}});
-  EXPECT_THAT(text, HasSubstr("modelproxy_requests_total{model=\"m\",route=\"/"
-                              "v1/chat/completions\",status=\"200\"} 2\n"));
+  std::string text = total.Render({{{"m", "10.0.0.7:50051"}, 1}},
+                                  {{{"m", "10.0.0.7:50051"}, 4}});
+  const std::string n = "node=\"10.0.0.7:50051\"";
+  EXPECT_THAT(text, HasSubstr("modelproxy_requests_total{model=\"m\"," + n +
+                              ",route=\"/v1/chat/completions\",status=\"200\"} "
+                              "2\n"));
   EXPECT_THAT(text, HasSubstr("status=\"429\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("modelproxy_lease_errors_total{model=\"m\",code="
-                              "\"RESOURCE_EXHAUSTED\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_lease_errors_total{model=\"m\"," + n +
+                              ",code=\"RESOURCE_EXHAUSTED\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_lease_wait_seconds_count{model="
-                              "\"m\"} 3\n"));
+                              "\"m\"," +
+                              n + "} 3\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_placements_total{" + n +
+                              ",reason=\"ready\"} 3\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_bytes_sent_total 15\n"));
-  EXPECT_THAT(text, HasSubstr("modelproxy_tokens_total{model=\"m\",type="
-                              "\"completion\"} 200\nmodelproxy_tokens_total{"
-                              "model=\"m\",type=\"prompt\"} 20\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_tokens_total{model=\"m\"," + n +
+                              ",type=\"completion\"} 200\nmodelproxy_tokens_"
+                              "total{model=\"m\"," +
+                              n + ",type=\"prompt\"} 20\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_open_connections 2\n"));
   EXPECT_THAT(text, HasSubstr("modelproxy_worker_connections{worker=\"0\"} "
                               "2\nmodelproxy_worker_connections{worker=\"1\"} "
                               "0\n"));
-  EXPECT_THAT(text, HasSubstr("modelproxy_in_flight{model=\"m\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("modelproxy_queued{model=\"m\"} 4\n"));
+  EXPECT_THAT(text,
+              HasSubstr("modelproxy_in_flight{model=\"m\"," + n + "} 1\n"));
+  EXPECT_THAT(text, HasSubstr("modelproxy_queued{model=\"m\"," + n + "} 4\n"));
 }
 
 TEST(MetricsTest, LabelsStayFewAndEscaped) {
@@ -79,8 +94,8 @@ TEST(MetricsTest, LabelsStayFewAndEscaped) {
   r.status = 200;
   w.Record(r);
   std::string text = w.Snapshot().Render({}, {});
-  EXPECT_THAT(text, HasSubstr("model=\"org/\\\"odd\\\"\\\\name\",route="
-                              "\"other\""));
+  EXPECT_THAT(text, HasSubstr("model=\"org/\\\"odd\\\"\\\\name\",node=\"\","
+                              "route=\"other\""));
   EXPECT_THAT(text, Not(HasSubstr("\"odd\"\\name")));
 }
 

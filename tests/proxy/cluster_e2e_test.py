@@ -7,6 +7,7 @@ nodes, X-Modelplane-Node, and a node killed with SIGKILL."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -117,6 +118,15 @@ class ClusterTest(unittest.TestCase):
         # A model one node has goes there, started if need be.
         status, node, body = complete(self.proxy, "c")
         self.assertEqual((status, node), (200, name(self.nodes[2])), body)
+        # Counted by node, and the placements by reason.
+        text = self.proxy.request("GET", "/metrics")[2].decode()
+        self.assertRegex(text, r'modelproxy_requests_total\{model="shared",node="%s",'
+                         r'route="/v1/completions",status="200"\} [5-9]'
+                         % re.escape(name(self.nodes[1])))
+        self.assertRegex(text, r'modelproxy_placements_total\{node="%s",reason="ready"\} [5-9]'
+                         % re.escape(name(self.nodes[1])))
+        self.assertRegex(text, r'modelproxy_placements_total\{node="%s",reason="cost"\} [1-9]'
+                         % re.escape(name(self.nodes[2])))
 
     def test_a_cold_start_goes_where_it_evicts_nothing(self):
         # a runs on 127.0.0.2 and b on 127.0.0.3: starting shared there would

@@ -24,11 +24,12 @@ READY = pb.MODEL_STATE_READY
 
 
 def queued(proxy, model):
-    """modelproxy_queued{model=...} from /metrics (0 when absent)."""
+    """modelproxy_queued{model=...} from /metrics, every node's (0 when
+    absent)."""
     text = proxy.request("GET", "/metrics")[2].decode()
-    m = re.search(r'^modelproxy_queued\{model="%s"\} (\S+)$' % re.escape(model),
-                  text, re.M)
-    return float(m.group(1)) if m else 0.0
+    found = re.findall(r'^modelproxy_queued\{model="%s"(?:,[^}]*)?\} (\S+)$'
+                       % re.escape(model), text, re.M)
+    return sum(float(v) for v in found)
 
 
 def status_value(proxy, model):
