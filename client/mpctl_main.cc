@@ -1,9 +1,12 @@
 // mpctl: the operator's command line for modelmanager (docs/mpctl.md).
 //
-//   mpctl [--manager ADDR] [--json] [--token-file F] COMMAND [ARGS]
+//   mpctl [--manager ADDR]... [--node ADDR] [--json] [--token-file F]
+//         COMMAND [ARGS]
 //     ls | start M | stop M [--force] | wait M [--timeout S] | watch [M...]
 //     logs M [-f] [--history BYTES] | stop-all [--force] | reload | plan M
-//     drain | resume
+//     drain [NODE] | undrain [NODE] (resume)
+//
+// Several --manager, or a dns: one, are a cluster (mpctl_cluster.h).
 //
 // Exit codes: 0 ok, 1 the operation failed (a start failed, a model is
 // FAILED), 2 usage, 3 unknown model, 4 manager unreachable or shutting
@@ -28,123 +31,15 @@
 #include "absl/time/clock.h"
 #include "client/credentials.h"
 #include "client/manager_client.h"
+#include "client/mpctl_cluster.h"
+#include "client/mpctl_common.h"
 #include "common/flags.h"
+#include "proxy/cluster/resolver.h"
 
 namespace modelplane::mpctl {
 namespace {
 
 using client::ManagerClient;
-
-int ExitCode(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kOk:
-      return 0;
-    case absl::StatusCode::kInvalidArgument:
-      return 2;
-    case absl::StatusCode::kNotFound:
-      return 3;
-    case absl::StatusCode::kUnavailable:
-      return 4;
-    case absl::StatusCode::kDeadlineExceeded:
-      return 5;
-    case absl::StatusCode::kUnauthenticated:
-      return 6;
-    default:
-      return 1;
-  }
-}
-
-// The manager's address, for messages.
-std::string manager_address;
-
-// Why a connection failed, in a few words, from gRPC's long message.
-std::string ConnectError(absl::string_view message) {
-  if (absl::StrContains(message, "Connection refused")) {
-    return "connection refused";
-  }
-  if (absl::StrContains(message, "DNS") ||
-      absl::StrContains(message, "Name or service not known") ||
-      absl::StrContains(message, "resolve")) {
-    return "the name does not resolve";
-  }
-  if (absl::StrContains(message, "No such file")) return "no such socket";
-  if (absl::StrContains(message, "Deadline") ||
-      absl::StrContains(message, "Timeout")) {
-    return "no answer";
-  }
-  if (absl::StrContains(message, "handshake") ||
-      absl::StrContains(message, "SSL") || absl::StrContains(message, "TLS")) {
-    return "the TLS handshake failed";
-  }
-  return std::string(message);
-}
-
-// Whether an UNAVAILABLE is the manager's own answer (it is shutting down
-// or draining: its refusals say "the manager is ...", a model's "shutting
-// down") rather than no answer at all.
-bool AnsweredByTheManager(absl::string_view message) {
-  return absl::StartsWith(message, "the manager is") ||
-         absl::StrContains(message, "shutting down");
-}
-
-int Fail(const absl::Status& s) {
-  if (absl::IsUnavailable(s) && !AnsweredByTheManager(s.message())) {
-    // One plain sentence instead of gRPC's chain of causes.
-    fprintf(stderr,
-            "mpctl: cannot reach modelmanager at %s (%s); is it running, and "
-            "is --manager (or $MODELPLANE_MANAGER) its address?\n",
-            manager_address.c_str(), ConnectError(s.message()).c_str());
-    return ExitCode(s);
-  }
-  fprintf(stderr, "mpctl: %s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
-          std::string(s.message()).c_str());
-  return ExitCode(s);
-}
-
-std::string Json(const google::protobuf::Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions o;
-  o.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
-}
-
-const char* StateName(v1::ModelState s) {
-  switch (s) {
-    case v1::MODEL_STATE_STOPPED:
-      return "STOPPED";
-    case v1::MODEL_STATE_STARTING:
-      return "STARTING";
-    case v1::MODEL_STATE_READY:
-      return "READY";
-    case v1::MODEL_STATE_STOPPING:
-      return "STOPPING";
-    case v1::MODEL_STATE_FAILED:
-      return "FAILED";
-    case v1::MODEL_STATE_SHUTDOWN:
-      return "SHUTDOWN";
-    default:
-      return "?";
-  }
-}
-
-std::string Short(absl::Duration d) {
-  int64_t s = absl::ToInt64Seconds(d);
-  if (s < 60) return absl::StrCat(s, "s");
-  if (s < 3600) return absl::StrCat(s / 60, "m", s % 60, "s");
-  return absl::StrCat(s / 3600, "h", (s % 3600) / 60, "m");
-}
-
-std::string FailureText(const v1::Model& m) {
-  if (!m.has_failure()) return "-";
-  const v1::Failure& f = m.failure();
-  std::string reason = v1::FailureReason_Name(f.reason());
-  if (reason.rfind("FAILURE_REASON_", 0) == 0) reason = reason.substr(15);
-  std::string exit = f.has_signal()      ? absl::StrCat(" signal ", f.signal())
-                     : f.has_exit_code() ? absl::StrCat(" exit ", f.exit_code())
-                                         : "";
-  return absl::StrCat(reason, exit);
-}
 
 int Ls(ManagerClient& c, bool json) {
   auto r = c.ListModels(absl::Seconds(10));
@@ -157,35 +52,10 @@ int Ls(ManagerClient& c, bool json) {
     printf("%s\n", Json(*r).c_str());
     return 0;
   }
-  std::vector<std::vector<std::string>> rows = {{"ID", "STATE", "UPSTREAM",
-                                                 "PID", "LEASES", "QUEUED",
-                                                 "IDLE", "FAILURE"}};
+  std::vector<std::vector<std::string>> rows = {LsHeader()};
   absl::Time now = absl::Now();
-  for (const v1::Model& m : r->models()) {
-    std::string idle = "-";
-    if (m.state() == v1::MODEL_STATE_READY && m.active_leases() == 0 &&
-        m.has_last_used()) {
-      idle = Short(now - absl::FromUnixSeconds(m.last_used().seconds()));
-    }
-    rows.push_back({m.id(), StateName(m.state()), m.upstream_url(),
-                    m.pid() ? std::to_string(m.pid()) : "-",
-                    std::to_string(m.active_leases()),
-                    std::to_string(m.queued_requests()), idle, FailureText(m)});
-  }
-  std::vector<size_t> width(rows[0].size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i)
-      width[i] = std::max(width[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size())
-        line += std::string(width[i] - row[i].size() + 2, ' ');
-    }
-    printf("%s\n", line.c_str());
-  }
+  for (const v1::Model& m : r->models()) rows.push_back(LsRow(m, now));
+  PrintTable(rows);
   if (r->draining()) printf("(draining: no model starts on this manager)\n");
   return 0;
 }
@@ -307,88 +177,6 @@ int PrintModel(const absl::StatusOr<v1::Model>& m, bool json) {
   return m->state() == v1::MODEL_STATE_FAILED ? 1 : 0;
 }
 
-absl::Time FromProto(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-}
-
-// "1.3 s", "2 min 5 s".
-std::string Took(absl::Duration d) {
-  if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
-  if (d < absl::Minutes(1)) {
-    return absl::StrFormat("%.1f s", absl::ToDoubleSeconds(d));
-  }
-  int64_t s = absl::ToInt64Seconds(d);
-  if (s < 3600) return absl::StrCat(s / 60, " min ", s % 60, " s");
-  return absl::StrCat(s / 3600, " h ", (s % 3600) / 60, " min");
-}
-
-// What `mpctl watch` prints for people: one line per change a person
-// cares about (a state with how long the last one took, a failure with
-// its reason, leases and queue), wall-clock time first; a line the same as
-// the model's last one is not printed again. Revisions with --revisions.
-class WatchPrinter {
- public:
-  explicit WatchPrinter(bool revisions) : revisions_(revisions) {}
-
-  void Print(const v1::WatchEvent& e) {
-    std::string rev =
-        revisions_ ? absl::StrCat(e.revision(), " ") : std::string();
-    if (e.type() == v1::WatchEvent::TYPE_BOOKMARK) {
-      if (revisions_) Line(absl::Now(), absl::StrCat(rev, "BOOKMARK"));
-      return;
-    }
-    const v1::Model& m = e.model();
-    if (e.type() == v1::WatchEvent::TYPE_DELETED) {
-      seen_.erase(m.id());
-      Line(absl::Now(), absl::StrCat(rev, m.id(), " removed from the config"));
-      return;
-    }
-    absl::Time since = FromProto(m.state_since());
-    std::string text = absl::StrCat(m.id(), " ", StateName(m.state()));
-    auto it = seen_.find(m.id());
-    bool changed = it != seen_.end() && it->second.state != m.state();
-    // How long a start or a stop took (the state left was one of those).
-    if (changed && (it->second.state == v1::MODEL_STATE_STARTING ||
-                    it->second.state == v1::MODEL_STATE_STOPPING)) {
-      absl::StrAppend(&text, " in ", Took(since - it->second.since));
-    }
-    if (e.type() == v1::WatchEvent::TYPE_ADDED && it != seen_.end()) {
-      absl::StrAppend(&text, " (added)");
-    }
-    if (m.pid() != 0) absl::StrAppend(&text, " pid ", m.pid());
-    if (m.active_leases() > 0) {
-      absl::StrAppend(&text, ", leases ", m.active_leases());
-    }
-    if (m.queued_requests() > 0) {
-      absl::StrAppend(&text, ", queued ", m.queued_requests());
-    }
-    if (m.state() == v1::MODEL_STATE_FAILED && m.has_failure()) {
-      absl::StrAppend(&text, ": ", FailureText(m), ": ", m.failure().message());
-    }
-    Seen& s = seen_[m.id()];
-    bool same = it != seen_.end() && s.text == text;
-    s.state = m.state();
-    s.since = since;
-    s.text = text;
-    if (same) return;  // Nothing a person would see as new.
-    Line(changed ? since : absl::Now(), rev + text);
-  }
-
- private:
-  struct Seen {
-    v1::ModelState state;
-    absl::Time since;
-    std::string text;
-  };
-  static void Line(absl::Time at, const std::string& text) {
-    printf("%s %s\n",
-           absl::FormatTime("%H:%M:%E3S", at, absl::LocalTimeZone()).c_str(),
-           text.c_str());
-  }
-  bool revisions_;
-  std::map<std::string, Seen> seen_;
-};
-
 int Watch(ManagerClient& c, const std::vector<std::string>& models, bool json,
           bool revisions) {
   v1::WatchRequest req;
@@ -425,74 +213,28 @@ int Logs(ManagerClient& c, const std::string& model, bool follow, int history) {
   return s.ok() ? 0 : Fail(s);
 }
 
-int Main(int argc, char** argv) {
-  std::vector<const char*> args(argv, argv + argc);
-  for (const char*& a : args) {
-    if (std::string(a) == "-f") a = "--follow";  // logs -f
-  }
-  FlagParser flags(
-      "mpctl [flags] (ls | start M | stop M | wait M | watch [M...] | "
-      "logs M | stop-all | reload | plan M | drain | resume)");
-  const char* env = std::getenv("MODELPLANE_MANAGER");
-  std::string manager = env != nullptr ? env : "127.0.0.1:50051";
-  std::string token_file;
+// A command line's command and what it asks of it.
+struct Command {
+  std::string cmd;
+  std::vector<std::string> operands;
   bool json = false, force = false, follow = false, revisions = false;
-  int timeout_s = 0;
   int history = 64 << 10;
-  flags.String(
-      "manager", &manager,
-      "manager address (default $MODELPLANE_MANAGER or 127.0.0.1:50051)");
-  flags.String("token-file", &token_file, "file holding the bearer token");
-  client::TlsFiles tls;
-  flags.String("tls-ca", &tls.ca,
-               "TLS: PEM roots that sign the manager's certificate");
-  flags.String("tls-cert", &tls.cert, "TLS: client certificate (mTLS)");
-  flags.String("tls-key", &tls.key, "TLS: the client certificate's key");
-  flags.Bool("json", &json, "print JSON (one object per line)");
-  flags.Bool("revisions", &revisions, "watch: print each event's revision");
-  flags.Bool("force", &force, "stop: do not wait for lease holders");
-  flags.Bool("follow", &follow, "logs: keep printing new output (-f)");
-  flags.Int("timeout", &timeout_s, "seconds to wait (start, wait)", 1);
-  flags.Int("history", &history, "logs: bytes of history to show", 0);
-  auto rest = flags.Parse(static_cast<int>(args.size()), args.data());
-  if (!rest.ok() || rest->empty()) {
-    bool help = !rest.ok() && absl::IsNotFound(rest.status());
-    if (!rest.ok() && !help)
-      fprintf(stderr, "mpctl: %s\n",
-              std::string(rest.status().message()).c_str());
-    fputs(flags.Usage().c_str(), help ? stdout : stderr);
-    return help ? 0 : 2;
-  }
-  client::ClientOptions options;
-  options.target = manager;
-  if (!token_file.empty()) {
-    absl::StatusOr<std::string> token = client::ReadTokenFile(token_file);
-    if (!token.ok()) {
-      fprintf(stderr, "mpctl: cannot read a token from %s\n",
-              std::string(token.status().message()).c_str());
-      return 2;
-    }
-    options.token = *std::move(token);
-  }
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      client::MakeCredentials(tls);
-  if (!credentials.ok()) {
-    fprintf(stderr, "mpctl: %s\n",
-            std::string(credentials.status().message()).c_str());
-    return 2;
-  }
-  options.credentials = *credentials;
-  manager_address = manager;
-  ManagerClient c = ManagerClient::Connect(options);
-  const std::string& cmd = (*rest)[0];
-  std::vector<std::string> operands(rest->begin() + 1, rest->end());
+  absl::Duration timeout;
+};
+
+// A command on one manager: its exit code, or -1 for an unknown command.
+int OnOne(ManagerClient& c, const Command& k) {
+  const std::string& cmd = k.cmd;
+  const std::vector<std::string>& operands = k.operands;
+  bool json = k.json, force = k.force, follow = k.follow,
+       revisions = k.revisions;
+  int history = k.history;
+  absl::Duration timeout = k.timeout;
   auto need_model = [&]() -> bool {
     if (operands.size() == 1) return true;
     fprintf(stderr, "mpctl: %s takes exactly one model\n", cmd.c_str());
     return false;
   };
-  absl::Duration timeout =
-      timeout_s > 0 ? absl::Seconds(timeout_s) : absl::Minutes(10);
   if (cmd == "ls") return Ls(c, json);
   if (cmd == "start")
     return need_model() ? Start(c, operands[0], timeout, json) : 2;
@@ -510,8 +252,8 @@ int Main(int argc, char** argv) {
   }
   if (cmd == "watch") return Watch(c, operands, json, revisions);
   if (cmd == "plan") return need_model() ? Plan(c, operands[0], json) : 2;
-  if (cmd == "drain" || cmd == "resume") {
-    auto r = c.Drain(cmd == "resume", absl::Seconds(10));
+  if (cmd == "drain" || cmd == "resume" || cmd == "undrain") {
+    auto r = c.Drain(cmd != "drain", absl::Seconds(10));
     if (!r.ok()) return Fail(r.status());
     if (json) {
       printf("%s\n", Json(*r).c_str());
@@ -560,9 +302,186 @@ int Main(int argc, char** argv) {
     }
     return 0;
   }
-  fprintf(stderr, "mpctl: unknown command '%s'\n%s", cmd.c_str(),
-          flags.Usage().c_str());
-  return 2;
+  return -1;
+}
+
+// A command on several managers (mpctl_cluster.h): -1 for an unknown one.
+int OnCluster(const std::vector<std::string>& targets,
+              const client::ClientOptions& options, const Command& k) {
+  const std::string& cmd = k.cmd;
+  absl::StatusOr<std::vector<std::string>> found = ResolveNodes(targets);
+  if (!found.ok()) {
+    fprintf(stderr, "mpctl: %s\n",
+            std::string(found.status().message()).c_str());
+    return ExitCode(found.status());
+  }
+  std::vector<ClusterNode> nodes;
+  std::vector<std::string> names;
+  for (const std::string& address : *found) {
+    client::ClientOptions o = options;
+    o.target = address;
+    nodes.push_back(
+        {address, std::make_unique<ManagerClient>(ManagerClient::Connect(o))});
+    names.push_back(address);
+  }
+  manager_address = absl::StrJoin(names, ", ");
+  if (cmd == "ls") return ClusterLs(nodes, k.json);
+  if (cmd == "watch")
+    return ClusterWatch(nodes, k.operands, k.json, k.revisions);
+  if (cmd == "drain" || cmd == "resume" || cmd == "undrain") {
+    fprintf(stderr, "mpctl: %s takes the node (one of %s)\n", cmd.c_str(),
+            manager_address.c_str());
+    return 2;
+  }
+  bool per_model = cmd == "start" || cmd == "stop" || cmd == "wait" ||
+                   cmd == "logs" || cmd == "plan";
+  if (per_model && k.operands.size() != 1) {
+    fprintf(stderr, "mpctl: %s takes exactly one model\n", cmd.c_str());
+    return 2;
+  }
+  std::vector<size_t> which;
+  if (cmd == "plan") {
+    // Each node that has it: where would a start cost least?
+    which = NodesWith(nodes, k.operands[0]);
+    if (which.empty()) {
+      fprintf(stderr, "mpctl: no reachable node has model '%s'\n",
+              k.operands[0].c_str());
+      return 3;
+    }
+  } else if (cmd == "stop-all" || cmd == "reload") {
+    for (size_t i = 0; i < nodes.size(); ++i) which.push_back(i);
+  } else if (per_model) {
+    absl::StatusOr<size_t> at = NodeOf(nodes, k.operands[0]);
+    if (!at.ok()) {
+      fprintf(stderr, "mpctl: %s\n",
+              std::string(at.status().message()).c_str());
+      return ExitCode(at.status());
+    }
+    which.push_back(*at);
+  } else {
+    return -1;
+  }
+  int code = 0;
+  for (size_t i : which) {
+    // Said per node when there may be several.
+    if (which.size() > 1 || !per_model || cmd == "plan") {
+      if (k.json) {
+        json_node = nodes[i].name;
+      } else {
+        printf("%s:\n", nodes[i].name.c_str());
+        fflush(stdout);
+      }
+    }
+    manager_address = nodes[i].name;
+    int c = OnOne(*nodes[i].client, k);
+    if (c != 0 && code == 0) code = c;
+  }
+  return code;
+}
+
+int Main(int argc, char** argv) {
+  std::vector<const char*> args(argv, argv + argc);
+  for (const char*& a : args) {
+    if (std::string(a) == "-f") a = "--follow";  // logs -f
+  }
+  FlagParser flags(
+      "mpctl [flags] (ls | start M | stop M | wait M | watch [M...] | "
+      "logs M | stop-all | reload | plan M | drain [NODE] | undrain [NODE])");
+  const char* env = std::getenv("MODELPLANE_MANAGER");
+  std::vector<std::string> managers = {env != nullptr ? env
+                                                      : "127.0.0.1:50051"};
+  std::string node;
+  std::string token_file;
+  bool json = false, force = false, follow = false, revisions = false;
+  int timeout_s = 0;
+  int history = 64 << 10;
+  flags.StringList(
+      "manager", &managers,
+      "manager address (default $MODELPLANE_MANAGER or 127.0.0.1:50051); "
+      "more than once, or dns:///NAME:PORT, for several (a cluster)");
+  flags.String("node", &node,
+               "the node (manager address) a model command goes to, among "
+               "several");
+  flags.String("token-file", &token_file, "file holding the bearer token");
+  client::TlsFiles tls;
+  flags.String("tls-ca", &tls.ca,
+               "TLS: PEM roots that sign the manager's certificate");
+  flags.String("tls-cert", &tls.cert, "TLS: client certificate (mTLS)");
+  flags.String("tls-key", &tls.key, "TLS: the client certificate's key");
+  flags.Bool("json", &json, "print JSON (one object per line)");
+  flags.Bool("revisions", &revisions, "watch: print each event's revision");
+  flags.Bool("force", &force, "stop: do not wait for lease holders");
+  flags.Bool("follow", &follow, "logs: keep printing new output (-f)");
+  flags.Int("timeout", &timeout_s, "seconds to wait (start, wait)", 1);
+  flags.Int("history", &history, "logs: bytes of history to show", 0);
+  auto rest = flags.Parse(static_cast<int>(args.size()), args.data());
+  if (!rest.ok() || rest->empty()) {
+    bool help = !rest.ok() && absl::IsNotFound(rest.status());
+    if (!rest.ok() && !help)
+      fprintf(stderr, "mpctl: %s\n",
+              std::string(rest.status().message()).c_str());
+    fputs(flags.Usage().c_str(), help ? stdout : stderr);
+    return help ? 0 : 2;
+  }
+  client::ClientOptions options;
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> token = client::ReadTokenFile(token_file);
+    if (!token.ok()) {
+      fprintf(stderr, "mpctl: cannot read a token from %s\n",
+              std::string(token.status().message()).c_str());
+      return 2;
+    }
+    options.token = *std::move(token);
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      client::MakeCredentials(tls);
+  if (!credentials.ok()) {
+    fprintf(stderr, "mpctl: %s\n",
+            std::string(credentials.status().message()).c_str());
+    return 2;
+  }
+  options.credentials = *credentials;
+  Command k;
+  k.cmd = (*rest)[0];
+  k.operands.assign(rest->begin() + 1, rest->end());
+  k.json = json;
+  k.force = force;
+  k.follow = follow;
+  k.revisions = revisions;
+  k.history = history;
+  k.timeout = timeout_s > 0 ? absl::Seconds(timeout_s) : absl::Minutes(10);
+  const std::string& cmd = k.cmd;
+  auto usage = [&] {
+    fprintf(stderr, "mpctl: unknown command '%s'\n%s", cmd.c_str(),
+            flags.Usage().c_str());
+    return 2;
+  };
+  bool drain = cmd == "drain" || cmd == "resume" || cmd == "undrain";
+  if (drain && k.operands.size() > 1) {
+    fprintf(stderr, "mpctl: %s takes at most one node\n", cmd.c_str());
+    return 2;
+  }
+  // Which managers: --node, or the node drain names, is one; several
+  // --manager, or a dns: one, are a cluster (mpctl_cluster.h).
+  std::vector<std::string> targets = managers;
+  if (!node.empty()) targets = {node};
+  if (drain && k.operands.size() == 1) {
+    targets = {k.operands[0]};
+    k.operands.clear();
+  }
+  bool several = targets.size() > 1;
+  for (const std::string& t : targets) {
+    several |= proxy::cluster::IsDnsTarget(t);
+  }
+  if (several) {
+    int code = OnCluster(targets, options, k);
+    return code >= 0 ? code : usage();
+  }
+  options.target = targets[0];
+  manager_address = targets[0];
+  ManagerClient c = ManagerClient::Connect(options);
+  int code = OnOne(c, k);
+  return code >= 0 ? code : usage();
 }
 
 }  // namespace

@@ -20,7 +20,7 @@ from modelplane.v1 import model_manager_pb2 as pb
 from tests.manager.manager_proc import ManagerProcess, free_port
 from tests.proxy.proxy_proc import ProxyProcess
 from tools.testing import junit
-from tools.testing.fake_upstream_proc import wait_for
+from tools.testing.fake_upstream_proc import runfile, wait_for
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -170,6 +170,125 @@ class ClusterTest(unittest.TestCase):
         self.assertIn(b"draining", body)
 
 
+def mpctl(nodes, *args, managers=None, timeout=60):
+    """mpctl with every node as a --manager (or `managers`)."""
+    flags = [f for m in (managers or [name(n) for n in nodes]) for f in ("--manager", m)]
+    p = subprocess.run([runfile("client/mpctl")] + flags + list(args),
+                       capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+class MpctlClusterTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.nodes = start_nodes({"127.0.0.2": ["a", "shared"],
+                                 "127.0.0.3": ["b", "shared"],
+                                 "127.0.0.4": ["c"]})
+
+    @classmethod
+    def tearDownClass(cls):
+        for m in cls.nodes:
+            m.stop()
+
+    def test_ls_lists_every_nodes_models_with_a_node_column(self):
+        code, out, err = mpctl(self.nodes, "ls")
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        self.assertTrue(lines[0].startswith("NODE"), out)
+        rows = {tuple(l.split()[:2]) for l in lines[1:]}
+        for node, model in [(0, "a"), (0, "shared"), (1, "b"), (1, "shared"), (2, "c")]:
+            self.assertIn((name(self.nodes[node]), model), rows)
+        code, out, err = mpctl(self.nodes, "--json", "ls")
+        self.assertEqual(code, 0, err)
+        listed = json.loads(out)["nodes"]
+        self.assertEqual(sorted(n["node"] for n in listed), sorted(name(m) for m in self.nodes))
+        by = {n["node"]: [m["id"] for m in n["models"]] for n in listed}
+        self.assertEqual(by[name(self.nodes[2])], ["c"])
+        # A node that cannot be reached is said, the others still listed.
+        dead = "127.0.0.5:%d" % free_port()
+        code, out, err = mpctl(self.nodes, "ls",
+                               managers=[name(m) for m in self.nodes] + [dead])
+        self.assertEqual(code, 4, err)
+        self.assertIn(dead, err)
+        self.assertIn(name(self.nodes[2]), out)
+
+    def test_model_commands_go_to_the_node_that_has_it(self):
+        code, out, err = mpctl(self.nodes, "start", "c")
+        self.assertEqual(code, 0, err)
+        self.assertIn("c READY", out)
+        self.assertEqual(self.nodes[2].model("c").state, pb.MODEL_STATE_READY)
+        code, out, err = mpctl(self.nodes, "stop", "c")
+        self.assertEqual(code, 0, err)
+        # On several nodes: --node says which.
+        code, out, err = mpctl(self.nodes, "start", "shared")
+        self.assertEqual(code, 2, err)
+        self.assertIn("several nodes", err)
+        self.assertIn(name(self.nodes[0]), err)
+        code, out, err = mpctl(self.nodes, "--node", name(self.nodes[1]), "start", "shared")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(self.nodes[1].model("shared").state, pb.MODEL_STATE_READY)
+        self.assertEqual(self.nodes[0].model("shared").state, pb.MODEL_STATE_STOPPED)
+        code, out, err = mpctl(self.nodes, "--node", name(self.nodes[1]), "stop", "shared")
+        self.assertEqual(code, 0, err)
+        code, out, err = mpctl(self.nodes, "start", "nope")
+        self.assertEqual(code, 3, err)
+        # plan: each node that has the model says what a start costs there.
+        code, out, err = mpctl(self.nodes, "plan", "shared")
+        self.assertEqual(code, 0, err)
+        self.assertIn(name(self.nodes[0]) + ":", out)
+        self.assertIn(name(self.nodes[1]) + ":", out)
+        code, out, err = mpctl(self.nodes, "--json", "plan", "shared")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(sorted(json.loads(l)["node"] for l in out.splitlines()),
+                         sorted(name(m) for m in self.nodes[:2]))
+
+    def test_drain_and_undrain_a_node(self):
+        code, out, err = mpctl(self.nodes, "drain")
+        self.assertEqual(code, 2, err)  # Which one?
+        code, out, err = mpctl(self.nodes, "drain", name(self.nodes[2]))
+        self.assertEqual(code, 0, err)
+        self.assertIn("draining", out)
+        try:
+            code, out, err = mpctl(self.nodes, "ls")
+            self.assertIn("(draining: %s" % name(self.nodes[2]), out)
+            code, out, err = mpctl(self.nodes, "start", "c")
+            self.assertEqual(code, 4, err)
+            self.assertIn("draining", err)
+        finally:
+            code, out, err = mpctl(self.nodes, "undrain", name(self.nodes[2]))
+            self.assertEqual(code, 0, err)
+        self.assertIn("not draining", out)
+
+    def test_watch_merges_the_nodes_events_each_tagged(self):
+        proc = subprocess.Popen(
+            [runfile("client/mpctl")]
+            + [f for m in self.nodes for f in ("--manager", name(m))]
+            + ["--json", "watch"], stdout=subprocess.PIPE, text=True)
+        try:
+            seen = []
+            done = threading.Event()
+
+            def read():
+                for line in proc.stdout:
+                    seen.append(json.loads(line))
+                    if any(e["node"] == name(self.nodes[2])
+                           and e["event"].get("model", {}).get("state") == "MODEL_STATE_READY"
+                           for e in seen):
+                        done.set()
+                        return
+            t = threading.Thread(target=read, daemon=True)
+            t.start()
+            self.assertTrue(wait_for(lambda: {e["node"] for e in seen
+                                              if e["event"].get("type") == "TYPE_BOOKMARK"}
+                                     == {name(m) for m in self.nodes}, 10), seen)
+            self.nodes[2].stub().Start(pb.StartRequest(model="c"), timeout=30)
+            self.assertTrue(done.wait(10), seen)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            self.nodes[2].stub().StopAll(pb.StopAllRequest(), timeout=30)
+
+
 class Dnsmasq:
     """A real dnsmasq on a loopback UDP port, answering for NAME.test from a
     hosts file (rewritten, then re-read on SIGHUP)."""
@@ -260,6 +379,11 @@ class DnsTest(unittest.TestCase):
             self.assertEqual(status, 200, body)
             self.assertIn(node, both)
             self.assertTrue(any("resolves to" in l for l in proxy.log()), proxy.log())
+            # mpctl takes the same target.
+            code, out, err = mpctl(nodes, "ls", managers=[
+                "dns://127.0.0.1:%d/managers.test:%d" % (dns.port, port)])
+            self.assertEqual(code, 0, err)
+            self.assertEqual(sorted({l.split()[0] for l in out.splitlines()[1:]}), both)
         finally:
             if proxy is not None:
                 proxy.stop()
