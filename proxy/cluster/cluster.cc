@@ -29,6 +29,11 @@ std::vector<Candidate> CandidatesFor(const NodeSet* set,
     x.usable = n != nullptr && n->usable() && !Excluded(exclude, rn.node);
     x.busy = n != nullptr ? n->broker().Busy(route.id) : 0;
     x.draining = n != nullptr && n->draining();
+    x.at_limit = n != nullptr &&
+                 n->broker().InFlight(route.id) >= route.concurrency_limit;
+    x.saturated = x.at_limit ||
+                  (route.replicas_max > 1 && n != nullptr &&
+                   n->broker().OldestWait(route.id) > route.spillover_after);
     c.push_back(std::move(x));
   }
   return c;
@@ -222,25 +227,26 @@ absl::StatusOr<Placement> Cluster::PlaceKnown(
     }
   }
   std::vector<Candidate> c = CandidatesFor(set, route, exclude);
-  Choice ch = cluster::PlaceKnown(route.id, c);
+  Choice ch = cluster::PlaceKnown(route.id, c, route.replicas_max);
   if (ch.index >= 0) return Placement{set->Share(c[ch.index].node), ch.reason};
   if (!ch.ask_costs) return NoNode(route, c);
+  bool spill = ch.reason == Reason::kSpillover;
   int startable = 0;
   int last = -1;
   for (int i = 0; i < static_cast<int>(c.size()); ++i) {
-    if (c[i].usable && !c[i].draining) {
+    if (c[i].usable && !c[i].draining && !(spill && c[i].Holds())) {
       ++startable;
       last = i;
     }
   }
   // One node could start it: no need to ask what it costs.
-  if (startable == 1) return Placement{set->Share(c[last].node), Reason::kCost};
-  return Placement{nullptr, Reason::kCost};
+  if (startable == 1) return Placement{set->Share(c[last].node), ch.reason};
+  return Placement{nullptr, ch.reason};
 }
 
 void Cluster::PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
                         const router::Route& route,
-                        std::vector<std::string> exclude, Post post,
+                        std::vector<std::string> exclude, bool spill, Post post,
                         std::function<void(absl::StatusOr<Placement>)> done) {
   struct Gather {
     absl::Mutex mu;
@@ -249,6 +255,7 @@ void Cluster::PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
     std::vector<Candidate> candidates;
     std::shared_ptr<const router::Snapshot> snapshot;
     std::string model;
+    bool spill = false;
     Post post;
     std::function<void(absl::StatusOr<Placement>)> done;
   };
@@ -256,6 +263,7 @@ void Cluster::PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
   g->candidates = CandidatesFor(snapshot->nodes(), route, exclude);
   g->snapshot = std::move(snapshot);
   g->model = route.id;
+  g->spill = spill;
   g->post = std::move(post);
   g->done = std::move(done);
   auto finish = [](const std::shared_ptr<Gather>& g) {
@@ -264,12 +272,12 @@ void Cluster::PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
       absl::MutexLock lock(&g->mu);
       costs = g->costs;
     }
-    Choice ch = PlaceByCost(g->model, g->candidates, costs);
+    Choice ch = PlaceByCost(g->model, g->candidates, costs, g->spill);
     absl::StatusOr<Placement> result =
         ch.index >= 0
             ? absl::StatusOr<Placement>(Placement{
                   g->snapshot->nodes()->Share(g->candidates[ch.index].node),
-                  Reason::kCost})
+                  ch.reason})
             : absl::StatusOr<Placement>(absl::UnavailableError(
                   absl::StrCat("no model manager that has model '", g->model,
                                "' can start it now; retry")));
@@ -280,7 +288,7 @@ void Cluster::PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
   std::vector<std::pair<int, std::shared_ptr<Node>>> ask;
   for (int i = 0; i < static_cast<int>(g->candidates.size()); ++i) {
     const Candidate& x = g->candidates[i];
-    if (!x.usable || x.draining) continue;
+    if (!x.usable || x.draining || (spill && x.Holds())) continue;
     std::shared_ptr<Node> n = g->snapshot->nodes()->Share(x.node);
     if (n != nullptr && n->link() != nullptr) ask.emplace_back(i, n);
   }

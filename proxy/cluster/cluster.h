@@ -86,11 +86,12 @@ class Cluster {
       const router::Snapshot& snapshot, const router::Route& route,
       const std::vector<std::string>& exclude) const;
   // Step (3): asks each node that could start the model what it would
-  // cost, then places by it; `done` through `post`.
+  // cost, then places by it; `done` through `post`. `spill`: a replica's
+  // spillover (PlaceKnown's reason), among the nodes that do not hold it.
   using Post = lease::LeaseBroker::Post;
   void PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
                  const router::Route& route, std::vector<std::string> exclude,
-                 Post post,
+                 bool spill, Post post,
                  std::function<void(absl::StatusOr<Placement>)> done);
 
   // Requests in flight or waiting for `model` on every node (selectors).

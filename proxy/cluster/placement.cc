@@ -66,30 +66,66 @@ uint64_t RendezvousWeight(absl::string_view model, absl::string_view node) {
 }
 
 Choice PlaceKnown(absl::string_view model,
-                  const std::vector<Candidate>& candidates) {
+                  const std::vector<Candidate>& candidates, int replicas_max) {
   const auto& c = candidates;
+  auto ready = [&c](int i) { return c[i].state == v1::MODEL_STATE_READY; };
+  auto starting = [&c](int i) {
+    return c[i].state == v1::MODEL_STATE_STARTING || c[i].busy > 0;
+  };
+  auto by_load = [&c](int i) {
+    return std::make_tuple(c[i].draining, c[i].busy);
+  };
+  auto by_draining = [&c](int i) { return c[i].draining; };
   Choice choice;
+  // (1) READY, then (2) STARTING, each first where it is under its limit.
   choice.index = Best(
-      model, c, [&c](int i) { return c[i].state == v1::MODEL_STATE_READY; },
-      [&c](int i) { return std::make_tuple(c[i].draining, c[i].busy); });
+      model, c, [&](int i) { return ready(i) && !c[i].at_limit; }, by_load);
+  if (choice.index < 0) {
+    choice.reason = Reason::kStarting;
+    choice.index = Best(
+        model, c, [&](int i) { return starting(i) && !c[i].at_limit; },
+        by_draining);
+  }
+  if (choice.index < 0) {
+    choice.reason = Reason::kReady;
+    choice.index = Best(model, c, ready, by_load);
+  }
+  if (choice.index < 0) {
+    choice.reason = Reason::kStarting;
+    choice.index = Best(model, c, starting, by_draining);
+  }
+  bool startable = false;
+  for (const Candidate& x : c) {
+    startable |= x.usable && !x.draining && !(choice.index >= 0 && x.Holds());
+  }
+  if (choice.index >= 0 && replicas_max > 1 && startable) {
+    // Spillover: every holder saturated, and room for one more.
+    int holders = 0;
+    bool all_saturated = true;
+    for (const Candidate& x : c) {
+      if (!x.Holds()) continue;
+      ++holders;
+      all_saturated &= x.saturated || !x.usable;
+    }
+    if (holders < replicas_max && all_saturated) {
+      Choice spill;
+      spill.reason = Reason::kSpillover;
+      spill.ask_costs = true;
+      return spill;
+    }
+  }
   if (choice.index >= 0) return choice;
-  choice.reason = Reason::kStarting;
-  choice.index = Best(
-      model, c,
-      [&c](int i) {
-        return c[i].state == v1::MODEL_STATE_STARTING || c[i].busy > 0;
-      },
-      [&c](int i) { return c[i].draining; });
-  if (choice.index >= 0) return choice;
-  for (const Candidate& x : c) choice.ask_costs |= x.usable && !x.draining;
+  choice.ask_costs = startable;
+  choice.reason = Reason::kCost;
   return choice;
 }
 
 Choice PlaceByCost(absl::string_view model,
                    const std::vector<Candidate>& candidates,
-                   const std::vector<v1::PlanStartResponse::Cost>& costs) {
+                   const std::vector<v1::PlanStartResponse::Cost>& costs,
+                   bool spill) {
   Choice choice;
-  choice.reason = Reason::kCost;
+  choice.reason = spill ? Reason::kSpillover : Reason::kCost;
   auto rank = [&](int i) {
     v1::PlanStartResponse::Cost cost =
         i < static_cast<int>(costs.size())
@@ -102,7 +138,11 @@ Choice PlaceByCost(absl::string_view model,
                : static_cast<int>(cost);
   };
   choice.index = Best(
-      model, candidates, [&](int i) { return !candidates[i].draining; }, rank);
+      model, candidates,
+      [&](int i) {
+        return !candidates[i].draining && !(spill && candidates[i].Holds());
+      },
+      rank);
   return choice;
 }
 

@@ -135,6 +135,51 @@ TEST(PlacementTest, CheapestStartWins) {
   EXPECT_EQ(PlaceByCost("m", c, {kNone, kNone, kNone}).index, -1);
 }
 
+TEST(PlacementTest, ANodeAtItsLimitIsTakenOnlyWhenNoOtherIs) {
+  std::vector<Candidate> c = {C("n1", kReady, 10), C("n2", kStarting, 1)};
+  c[0].at_limit = true;
+  Choice ch = PlaceKnown("m", c);
+  EXPECT_EQ(ch.index, 1);  // Waits for the start rather than a 429.
+  EXPECT_EQ(ch.reason, Reason::kStarting);
+  c[1].at_limit = true;
+  EXPECT_EQ(PlaceKnown("m", c).index, 0);  // Both full: the READY one.
+}
+
+TEST(PlacementTest, ReplicasSpillOverWhenEveryHolderIsSaturated) {
+  std::vector<Candidate> c = {C("n1", kReady, 3), C("n2", kStopped),
+                              C("n3", kStopped)};
+  // Not saturated: it stays where it runs.
+  Choice ch = PlaceKnown("m", c, 2);
+  EXPECT_EQ(ch.index, 0);
+  c[0].saturated = true;
+  // Without replicas the saturated node still takes it.
+  EXPECT_EQ(PlaceKnown("m", c, 1).index, 0);
+  ch = PlaceKnown("m", c, 2);
+  EXPECT_EQ(ch.index, -1);
+  EXPECT_TRUE(ch.ask_costs);
+  EXPECT_EQ(ch.reason, Reason::kSpillover);
+  // Among the nodes that do not hold it, by cost.
+  const Cost kNone = v1::PlanStartResponse::COST_NONE;
+  const Cost kIdle = v1::PlanStartResponse::COST_EVICT_IDLE;
+  Choice by_cost = PlaceByCost("m", c, {kNone, kIdle, kNone}, true);
+  EXPECT_EQ(by_cost.index, 2);
+  EXPECT_EQ(by_cost.reason, Reason::kSpillover);
+  // At max: no more replicas, the holder keeps it.
+  c[1].state = kReady;
+  c[1].saturated = true;
+  ch = PlaceKnown("m", c, 2);
+  EXPECT_GE(ch.index, 0);
+  EXPECT_NE(ch.reason, Reason::kSpillover);
+  // A holder that is not saturated (a replica starting) takes it instead.
+  c = {C("n1", kReady, 3), C("n2", kStarting, 1), C("n3", kStopped)};
+  c[0].saturated = true;
+  EXPECT_EQ(PlaceKnown("m", c, 3).index, 0);
+  // No node left to spill to: the holder.
+  c = {C("n1", kReady, 3), C("n2", kStopped, 0, true)};
+  c[0].saturated = true;
+  EXPECT_EQ(PlaceKnown("m", c, 2).index, 0);
+}
+
 TEST(PlacementTest, ReasonNames) {
   EXPECT_STREQ(ReasonName(Reason::kReady), "ready");
   EXPECT_STREQ(ReasonName(Reason::kStarting), "starting");

@@ -93,7 +93,8 @@ uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
       now = absl::UnavailableError("the model manager is unreachable");
     } else {
       ticket = next_ticket_++;
-      e.waiters.push_back(Waiter{std::move(post), std::move(done), ticket});
+      e.waiters.push_back(
+          Waiter{std::move(post), std::move(done), ticket, clock_()});
       e.limit = limit;
       if (e.state == State::kIdle) {
         e.state = State::kAcquiring;
@@ -350,9 +351,19 @@ void LeaseBroker::OnDisconnected() {
 }
 
 int LeaseBroker::InFlight(const std::string& model) {
+  const Entry* e = Find(model);  // No lock: the gate is an atomic.
+  return e == nullptr ? 0 : InFlightOf(*e);
+}
+
+absl::Duration LeaseBroker::OldestWait(const std::string& model) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(model);
-  return it == entries_.end() ? 0 : InFlightOf(it->second);
+  if (it == entries_.end() || it->second.waiters.empty()) {
+    return absl::ZeroDuration();
+  }
+  absl::Time oldest = it->second.waiters.front().since;
+  for (const Waiter& w : it->second.waiters) oldest = std::min(oldest, w.since);
+  return clock_() - oldest;
 }
 
 int LeaseBroker::Busy(const std::string& model) {

@@ -113,6 +113,9 @@ class LeaseBroker {
   int InFlight(const std::string& model);
   // In flight and waiting for its lease: how busy it is (selectors).
   int Busy(const std::string& model);
+  // How long the longest-waiting request for `model` has waited for its
+  // lease (zero: none waits). Replicas spill over by it.
+  absl::Duration OldestWait(const std::string& model);
   // Every model's requests in flight and waiting for a lease (metrics).
   void Loads(std::map<std::string, int>* in_flight,
              std::map<std::string, int>* queued);
@@ -123,6 +126,7 @@ class LeaseBroker {
     Post post;
     Done done;
     uint64_t ticket = 0;
+    absl::Time since;  // When it began to wait (clock_).
   };
   // A model's gate: its requests in flight (low bits) and kOpen while its
   // lease is held and not revoked. Requests are admitted by one CAS while it

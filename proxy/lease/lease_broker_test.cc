@@ -99,6 +99,21 @@ TEST_F(LeaseBrokerTest, OneAcquireThenAThousandRequestsWithNoControlPlaneCall) {
   EXPECT_THAT(transport_.sent, ElementsAre("acquire qwen"));
 }
 
+TEST_F(LeaseBrokerTest, OldestWaitIsTheLongestARequestHasWaited) {
+  EXPECT_EQ(broker_.OldestWait("qwen"), absl::ZeroDuration());
+  Admit("qwen");
+  now_ += absl::Milliseconds(300);
+  uint64_t second = Admit("qwen");
+  now_ += absl::Milliseconds(200);
+  EXPECT_EQ(broker_.OldestWait("qwen"), absl::Milliseconds(500));
+  EXPECT_EQ(broker_.OldestWait("other"), absl::ZeroDuration());
+  broker_.Withdraw("qwen", second);
+  EXPECT_EQ(broker_.OldestWait("qwen"), absl::Milliseconds(500));
+  broker_.OnGranted("qwen", 7, "http://127.0.0.1:5800");
+  RunPosted();
+  EXPECT_EQ(broker_.OldestWait("qwen"), absl::ZeroDuration());  // None waits.
+}
+
 TEST_F(LeaseBrokerTest, ARequestWhoseClientLeftIsWithdrawnAtOnce) {
   uint64_t a = Admit("m");
   uint64_t b = Admit("m");

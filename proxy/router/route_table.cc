@@ -61,6 +61,10 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
     r.response_header_timeout =
         FromProto(m.upstream_timeouts().response_header());
     r.idle_timeout = FromProto(m.upstream_timeouts().idle_connection());
+    if (m.has_replicas()) {
+      r.replicas_max = std::max(1, static_cast<int>(m.replicas().max()));
+      r.spillover_after = FromProto(m.replicas().spillover_after());
+    }
     t->routes_.push_back(std::move(r));
   }
   std::sort(t->routes_.begin(), t->routes_.end(),

@@ -79,6 +79,10 @@ struct Route {
   absl::Duration connect_timeout;
   absl::Duration response_header_timeout;
   absl::Duration idle_timeout;
+  // `replicas`: up to this many nodes run it; one more starts when its
+  // requests waited this long on every node that runs it.
+  int replicas_max = 1;
+  absl::Duration spillover_after = absl::Seconds(2);
 };
 
 class RouteTable {

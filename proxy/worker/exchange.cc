@@ -384,6 +384,7 @@ void Exchange::Place() {
   uint64_t generation = generation_;
   cluster.PlaceCold(
       routing_, *req_.route, req_.tried,
+      placed->reason == cluster::Reason::kSpillover,
       [loop](std::function<void()> fn) { loop->Post(std::move(fn)); },
       [this, alive, generation](absl::StatusOr<cluster::Placement> placed) {
         auto a = alive.lock();

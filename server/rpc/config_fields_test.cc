@@ -51,6 +51,7 @@ const std::map<std::string, std::vector<std::string>>& Samples() {
           {"readyPattern", {"readyPattern: ready"}},
           {"maxQueueWait", {"maxQueueWait: 3"}},
           {"priority", {"priority: 5"}},
+          {"replicas", {"replicas: {max: 2, spilloverAfterMs: 500}"}},
       };
   return *samples;
 }

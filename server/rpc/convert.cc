@@ -176,6 +176,9 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   SetDuration(c.timeouts.idle_connection, t->mutable_idle_connection());
   out->set_use_model_name(c.use_model_name);
   out->set_send_loading_state(c.send_loading_state);
+  out->mutable_replicas()->set_max(static_cast<uint32_t>(c.replicas.max));
+  SetDuration(c.replicas.spillover_after,
+              out->mutable_replicas()->mutable_spillover_after());
   ToProto(c.filters, out->mutable_filters());
 }
 

@@ -467,6 +467,72 @@ class Stream:
         return self
 
 
+class ReplicasTest(unittest.TestCase):
+    def test_a_model_at_its_limit_spills_over_to_one_more_node_up_to_max(self):
+        yaml = {"r": ["    concurrencyLimit: 1",
+                      "    replicas: {max: 2, spilloverAfterMs: 300}"]}
+        nodes = []
+        for host in HOSTS:
+            m = ManagerProcess({"r": ["--tokens-per-second", "40"]}, host=host,
+                               model_yaml=yaml)
+            m.start()
+            nodes.append(m)
+        proxy = ProxyProcess([name(m) for m in nodes], workers=1)
+        try:
+            self.assertTrue(wait_for(lambda: len(nodes_of(proxy, "r") or []) == 3, 10))
+            first = Stream(proxy, "r")
+            self.assertEqual(first.response.status, 200)
+            # At its limit there: the next starts it on one more node
+            # instead of a 429.
+            second = Stream(proxy, "r")
+            self.assertEqual(second.response.status, 200)
+            self.assertNotEqual(second.node, first.node)
+            # Both replicas full, and max reached: 429, nothing more starts.
+            status, node, body = complete(proxy, "r")
+            self.assertEqual(status, 429, body)
+            self.assertEqual(len([k for k in running(proxy) if k[0] == "r"]), 2)
+            first.wait()
+            second.wait()
+            self.assertIn(b"[DONE]", first.body)
+            self.assertIn(b"[DONE]", second.body)
+            text = proxy.request("GET", "/metrics")[2].decode()
+            self.assertRegex(text, r'modelproxy_placements_total\{node="%s",'
+                             r'reason="spillover"\} 1' % re.escape(second.node))
+        finally:
+            proxy.stop()
+            for m in nodes:
+                m.stop()
+
+
+    def test_requests_waiting_past_the_bound_start_one_more_replica(self):
+        yaml = {"r": ["    replicas: {max: 2, spilloverAfterMs: 300}"]}
+        nodes = []
+        for host in HOSTS[:2]:
+            m = ManagerProcess({"r": ["--ready-after-ms", "3000"]}, host=host,
+                               model_yaml=yaml)
+            m.start()
+            nodes.append(m)
+        proxy = ProxyProcess([name(m) for m in nodes], workers=1)
+        try:
+            self.assertTrue(wait_for(lambda: len(nodes_of(proxy, "r") or []) == 2, 10))
+            answers = []
+            first = threading.Thread(target=lambda: answers.append(complete(proxy, "r")))
+            first.start()
+            # The first waits for its start (3 s) past spilloverAfterMs.
+            self.assertTrue(wait_for(
+                lambda: any(v == "starting" for v in (running(proxy) or {}).values()), 10))
+            time.sleep(0.6)
+            status, node, body = complete(proxy, "r")
+            first.join(30)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(answers[0][0], 200, answers)
+            self.assertNotEqual(node, answers[0][1])
+        finally:
+            proxy.stop()
+            for m in nodes:
+                m.stop()
+
+
 class NodeLostTest(unittest.TestCase):
     def test_a_killed_node_leaves_routing_and_its_models_go_elsewhere(self):
         nodes = []

@@ -87,6 +87,14 @@ struct ModelConfig {
   // streaming chat completion that waits for the model hears it load as
   // `reasoning_content` deltas.
   bool send_loading_state = false;
+  // `replicas`: on how many nodes of a cluster the data plane may run it at
+  // once, and how long requests wait on every node that runs it (or find
+  // it at its concurrencyLimit there) before it starts on one more
+  // (docs/cluster.md). max 1: one node.
+  struct Replicas {
+    int max = 1;
+    absl::Duration spillover_after = absl::Seconds(2);
+  } replicas;
 
   int port = 0;       // The ${PORT} assigned to this model, 0 if none.
   std::string group;  // Id of its group (kDefaultGroup when in none).

@@ -110,6 +110,13 @@ void Model(Writer& w, const ModelConfig& m) {
   w.EndObject();
   w.Key("sendLoadingState");
   w.Bool(m.send_loading_state);
+  w.Key("replicas");
+  w.StartObject();
+  w.Key("max");
+  w.Int(m.replicas.max);
+  w.Key("spilloverAfterMs");
+  w.Int64(absl::ToInt64Milliseconds(m.replicas.spillover_after));
+  w.EndObject();
   Str(w, "readyPattern", m.ready_pattern);
   Secs(w, "maxQueueWait", m.max_queue_wait);
   w.Key("priority");

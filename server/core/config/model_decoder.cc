@@ -36,6 +36,11 @@ const KeySet& TimeoutKeys() {
   return keys;
 }
 
+const KeySet& ReplicaKeys() {
+  static const KeySet keys = {{"max", "spilloverAfterMs"}, {}};
+  return keys;
+}
+
 const KeySet& FilterKeys() {
   static const KeySet keys = {
       {"stripParams", "strip_params", "setParams", "setParamsByID"},
@@ -91,6 +96,7 @@ class FieldDecoder {
       if (k == "concurrencyLimit") ConcurrencyLimit(value, at, m);
       if (k == "filters") Filters(value, at, m);
       if (k == "timeouts") Timeouts(value, at, m);
+      if (k == "replicas") Replicas(value, at, m);
       if (k == "readyPattern") ReadyPattern(value, at, m);
       if (k == "sendLoadingState") {
         ReadBool(value, at, sink_, &m->send_loading_state);
@@ -209,6 +215,40 @@ class FieldDecoder {
     one("connect", &m->timeouts.connect);
     one("responseHeader", &m->timeouts.response_header);
     one("idleConn", &m->timeouts.idle_connection);
+  }
+
+  void Replicas(const YamlNode& value, const std::string& at, ModelConfig* m) {
+    if (value.is_null()) return;
+    if (!value.is_map()) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a mapping ({max: N, "
+                                "spilloverAfterMs: T}), not ",
+                                value.KindName()));
+      return;
+    }
+    CheckKeys(value, at, ReplicaKeys(), sink_);
+    if (const YamlNode* v = value.Get("max")) {
+      int64_t n;
+      std::string where = JoinPath(at, "max");
+      if (ReadInt(*v, where, sink_, &n)) {
+        if (n < 1 || n > 1000) {
+          sink_->Error(v->pos, where, "must be between 1 and 1000");
+        } else {
+          m->replicas.max = static_cast<int>(n);
+        }
+      }
+    }
+    if (const YamlNode* v = value.Get("spilloverAfterMs")) {
+      int64_t ms;
+      std::string where = JoinPath(at, "spilloverAfterMs");
+      if (ReadInt(*v, where, sink_, &ms)) {
+        if (ms < 0) {
+          sink_->Error(v->pos, where, "must not be negative");
+        } else {
+          m->replicas.spillover_after = absl::Milliseconds(ms);
+        }
+      }
+    }
   }
 
   void Aliases(const YamlNode& value, const std::string& at, ModelConfig* m) {
@@ -400,7 +440,8 @@ const KeySet& ModelKeys() {
        "useModelName", "concurrencyLimit", "filters", "macros", "timeouts",
        "sendLoadingState",
        // modelplane extensions (docs/config.md).
-       "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority"},
+       "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority",
+       "replicas"},
       {"compat", "capabilities"}};
   return keys;
 }
