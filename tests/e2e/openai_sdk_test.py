@@ -63,5 +63,41 @@ class OpenAiSdkTest(unittest.TestCase):
                 p.stop()
 
 
+class OpenAiSdkClusterTest(unittest.TestCase):
+    def test_the_node_sdk_streams_through_a_cluster_of_three_nodes(self):
+        # Three managers on their own loopback addresses (docs/cluster.md);
+        # "shared" is on two of them, "solo" on one.
+        nodes = []
+        try:
+            for host, models in [("127.0.0.2", ["shared"]),
+                                 ("127.0.0.3", ["shared", "solo"]),
+                                 ("127.0.0.4", ["other"])]:
+                m = ManagerProcess({k: ["--tokens", "6", "--tokens-per-second", "300"]
+                                    for k in models}, host=host)
+                m.start()
+                nodes.append(m)
+            names = ["%s:%d" % (m.host, m.port) for m in nodes]
+            p = ProxyProcess(names, workers=2)
+            try:
+                self.assertTrue(wait_for(
+                    lambda: sorted(sdk(p, "models").get("ids", []))
+                    == ["other", "shared", "solo"], 15))
+                r = sdk(p, "stream", "solo")
+                self.assertEqual(r["text"], "".join("tok%d " % i for i in range(6)))
+                self.assertEqual(r["node"], names[1])
+                # shared is READY only where solo is not (one model at a time
+                # per node): it starts on the node that runs nothing.
+                r = sdk(p, "stream", "shared")
+                self.assertEqual(r["text"], "".join("tok%d " % i for i in range(6)))
+                self.assertEqual(r["node"], names[0])
+                # ... and stays there.
+                self.assertEqual(sdk(p, "stream", "shared")["node"], names[0])
+            finally:
+                p.stop()
+        finally:
+            for m in nodes:
+                m.stop()
+
+
 if __name__ == "__main__":
     junit.main()

@@ -1,7 +1,8 @@
 // A real inference client for tests/e2e/openai_sdk_test.py: the official
 // OpenAI Node SDK against modelproxy. Prints one JSON line.
 //
-//   node chat.mjs BASE_URL stream MODEL      {"text": ..., "chunks": N}
+//   node chat.mjs BASE_URL stream MODEL      {"text": ..., "chunks": N,
+//                                             "node": X-Modelplane-Node}
 //   node chat.mjs BASE_URL embed MODEL       {"dimensions": N}
 //   node chat.mjs BASE_URL models            {"ids": [...]}
 // An API error prints {"error": {"status": ..., "type": ..., "message": ...}}.
@@ -16,18 +17,20 @@ const client = new OpenAI({
 
 async function main() {
   if (mode === 'stream') {
-    const stream = await client.chat.completions.create({
-      model,
-      stream: true,
-      messages: [{role: 'user', content: 'hello'}],
-    });
+    const {data: stream, response} = await client.chat.completions
+        .create({
+          model,
+          stream: true,
+          messages: [{role: 'user', content: 'hello'}],
+        })
+        .withResponse();
     let text = '';
     let chunks = 0;
     for await (const chunk of stream) {
       chunks++;
       text += chunk.choices[0]?.delta?.content ?? '';
     }
-    return {text, chunks};
+    return {text, chunks, node: response.headers.get('x-modelplane-node')};
   }
   if (mode === 'embed') {
     const r = await client.embeddings.create({model, input: 'hello'});
