@@ -84,6 +84,7 @@ bench:
 	$(BAZEL) run -c opt //tools/bench/proxy:codec
 	$(BAZEL) run -c opt //tools/bench/proxy
 	$(BAZEL) run -c opt //tools/bench/proxy:body
+	$(BAZEL) run -c opt //tools/bench/cluster
 
 fmt:
 	@tools/bootstrap.sh test
