@@ -1,6 +1,7 @@
 #include "client/mpctl_cluster.h"
 
 #include <cstdio>
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -12,12 +13,12 @@
 
 namespace modelplane::mpctl {
 
-absl::StatusOr<std::vector<std::string>> ResolveNodes(
+absl::StatusOr<std::vector<NodeAddress>> ResolveNodes(
     const std::vector<std::string>& targets) {
-  std::vector<std::string> nodes;
+  std::map<std::string, std::string> nodes;  // Address -> TLS name.
   for (const std::string& t : targets) {
     if (!proxy::cluster::IsDnsTarget(t)) {
-      nodes.push_back(t);
+      nodes.emplace(t, "");
       continue;
     }
     absl::StatusOr<proxy::cluster::DnsTarget> dns =
@@ -29,11 +30,11 @@ absl::StatusOr<std::vector<std::string>> ResolveNodes(
       return absl::Status(found.status().code(),
                           absl::StrCat(t, ": ", found.status().message()));
     }
-    nodes.insert(nodes.end(), found->begin(), found->end());
+    for (const std::string& a : *found) nodes.emplace(a, dns->name);
   }
-  std::sort(nodes.begin(), nodes.end());
-  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
-  return nodes;
+  std::vector<NodeAddress> out;
+  for (const auto& [address, name] : nodes) out.push_back({address, name});
+  return out;
 }
 
 namespace {

@@ -20,9 +20,15 @@ struct ClusterNode {
 };
 
 // The nodes `targets` name: an address each, or every address of a dns:
-// target (resolved once, with c-ares). InvalidArgument for a malformed
-// dns: target; the resolver's error when a name has no address.
-absl::StatusOr<std::vector<std::string>> ResolveNodes(
+// target (resolved once, with c-ares), with the name a TLS certificate is
+// checked against (the DNS name; "" for a plain address). InvalidArgument
+// for a malformed dns: target; the resolver's error when a name has no
+// address.
+struct NodeAddress {
+  std::string address;
+  std::string tls_name;
+};
+absl::StatusOr<std::vector<NodeAddress>> ResolveNodes(
     const std::vector<std::string>& targets);
 
 // `ls` over every node: a NODE column first, the draining nodes said

@@ -309,7 +309,7 @@ int OnOne(ManagerClient& c, const Command& k) {
 int OnCluster(const std::vector<std::string>& targets,
               const client::ClientOptions& options, const Command& k) {
   const std::string& cmd = k.cmd;
-  absl::StatusOr<std::vector<std::string>> found = ResolveNodes(targets);
+  absl::StatusOr<std::vector<NodeAddress>> found = ResolveNodes(targets);
   if (!found.ok()) {
     fprintf(stderr, "mpctl: %s\n",
             std::string(found.status().message()).c_str());
@@ -317,12 +317,14 @@ int OnCluster(const std::vector<std::string>& targets,
   }
   std::vector<ClusterNode> nodes;
   std::vector<std::string> names;
-  for (const std::string& address : *found) {
+  for (const NodeAddress& n : *found) {
     client::ClientOptions o = options;
-    o.target = address;
-    nodes.push_back(
-        {address, std::make_unique<ManagerClient>(ManagerClient::Connect(o))});
-    names.push_back(address);
+    o.target = n.address;
+    // A DNS name's certificate, unless --tls-server-name says otherwise.
+    if (o.tls_server_name.empty()) o.tls_server_name = n.tls_name;
+    nodes.push_back({n.address, std::make_unique<ManagerClient>(
+                                    ManagerClient::Connect(o))});
+    names.push_back(n.address);
   }
   manager_address = absl::StrJoin(names, ", ");
   if (cmd == "ls") return ClusterLs(nodes, k.json);
@@ -408,6 +410,11 @@ int Main(int argc, char** argv) {
                "TLS: PEM roots that sign the manager's certificate");
   flags.String("tls-cert", &tls.cert, "TLS: client certificate (mTLS)");
   flags.String("tls-key", &tls.key, "TLS: the client certificate's key");
+  std::string tls_server_name;
+  flags.String("tls-server-name", &tls_server_name,
+               "TLS: the name the manager's certificate carries, when the "
+               "address does not say it (a node's IP); dns: targets use "
+               "their name");
   flags.Bool("json", &json, "print JSON (one object per line)");
   flags.Bool("revisions", &revisions, "watch: print each event's revision");
   flags.Bool("force", &force, "stop: do not wait for lease holders");
@@ -441,6 +448,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   options.credentials = *credentials;
+  options.tls_server_name = tls_server_name;
   Command k;
   k.cmd = (*rest)[0];
   k.operands.assign(rest->begin() + 1, rest->end());

@@ -27,6 +27,9 @@ class Proxy::Timers {
     });
   }
 
+  // Runs `fn` on the timers' loop and waits for it.
+  void Sync(std::function<void()> fn) { loop_.RunSync(std::move(fn)); }
+
   lease::LeaseBroker::After After() {
     return [this](absl::Duration delay, std::function<void()> fn) {
       loop_.Post([this, delay, fn = std::move(fn)]() mutable {
@@ -145,6 +148,7 @@ void Proxy::SetLocalView(
 void Proxy::ReapLater() {
   // Nodes that left the cluster are retired once their requests ended.
   timers_->After()(absl::Milliseconds(500), [this] {
+    if (reap_stopped_) return;  // Stop() set it on this same loop.
     cluster_->Reap();
     ReapLater();
   });
@@ -226,6 +230,9 @@ void Proxy::Stop() {
   // the requests still waiting on the brokers through those loops (the
   // exchanges are gone; the posted answers find that and do nothing).
   if (membership_ != nullptr) membership_->Stop();
+  // No reap runs once this returns (the flag is set on the timers' loop,
+  // where the reaps run): the cluster may go.
+  if (timers_ != nullptr) timers_->Sync([this] { reap_stopped_ = true; });
   if (cluster_ != nullptr) cluster_->Shutdown();
   workers_.clear();
 }

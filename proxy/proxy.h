@@ -92,7 +92,8 @@ class Proxy {
   // The settings in force changed: says once that the proxy serves beyond
   // this host with no apiKeys.
   void OnSettings(const v1::DataPlaneSettings& settings);
-  // Reaps the nodes that left, every half second (on the timers' loop).
+  // Reaps the nodes that left, every half second (on the timers' loop),
+  // until Stop().
   void ReapLater();
   void RenderMetrics(std::function<void(std::string)> done);
 
@@ -113,6 +114,8 @@ class Proxy {
   std::shared_ptr<cluster::Node> local_;  // config.transport's.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> open_warned_{false};
+  // Set by Stop() on the timers' loop: no reap after it.
+  bool reap_stopped_ = false;
   int port_ = 0;
   bool started_ = false;
   bool stopped_ = false;

@@ -41,7 +41,7 @@ absl::StatusOr<ProxyCommandLine> ParseProxyFlags(int argc,
                    "dns:///NAME:PORT or dns://SERVER:PORT/NAME:PORT: a node "
                    "per address of NAME");
   flags.Int("resolve-interval-ms", &resolve_interval_ms,
-            "how often a dns: --manager is resolved again (default 5000)", 1);
+            "how often a dns: --manager is resolved again (default 5000)", 100);
   flags.String("manager-tls-ca", &tls.ca,
                "TLS to the manager: PEM roots that sign its certificate");
   flags.String("manager-tls-cert", &tls.cert,

@@ -200,6 +200,10 @@ void Cluster::Shutdown() {
     for (auto& [name, m] : members_) all.push_back(m.node);
     for (auto& n : leaving_) all.push_back(n);
     leaving_.clear();
+    // PlanStart answers still due (each within plan_timeout) touch this.
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](int* plans) { return *plans == 0; }, &plans_),
+                         options_.plan_timeout + absl::Seconds(1));
   }
   for (const auto& n : all) n->Retire();
 }
@@ -266,7 +270,12 @@ void Cluster::PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
   g->spill = spill;
   g->post = std::move(post);
   g->done = std::move(done);
-  auto finish = [](const std::shared_ptr<Gather>& g) {
+  auto finish = [this](const std::shared_ptr<Gather>& g) {
+    {
+      // After Shutdown the workers' loops are going: nothing is posted.
+      absl::MutexLock lock(&mu_);
+      if (shut_down_) return;
+    }
     std::vector<v1::PlanStartResponse::Cost> costs;
     {
       absl::MutexLock lock(&g->mu);
@@ -299,11 +308,15 @@ void Cluster::PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
     g->left = static_cast<int>(ask.size());
   }
   if (ask.empty()) return finish(g);
+  {
+    absl::MutexLock lock(&mu_);
+    plans_ += static_cast<int>(ask.size());
+  }
   for (auto& [i, n] : ask) {
     int index = i;
     n->link()->PlanStart(
         g->model, options_.plan_timeout,
-        [g, index, finish](absl::StatusOr<v1::PlanStartResponse> r) {
+        [this, g, index, finish](absl::StatusOr<v1::PlanStartResponse> r) {
           bool last;
           {
             absl::MutexLock lock(&g->mu);
@@ -311,6 +324,8 @@ void Cluster::PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
             last = --g->left == 0;
           }
           if (last) finish(g);
+          absl::MutexLock lock(&mu_);
+          --plans_;  // Shutdown waits for this.
         });
   }
 }

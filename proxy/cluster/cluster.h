@@ -130,6 +130,8 @@ class Cluster {
   std::shared_ptr<const v1::DataPlaneSettings> settings_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const NodeSet> nodes_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  // PlanStart calls whose answers are still due.
+  int plans_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace modelplane::proxy::cluster

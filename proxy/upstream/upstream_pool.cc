@@ -162,6 +162,8 @@ class Connection : public http1::ResponseVisitor,
   bool connected_ = false;
   bool closing_ = false;
   bool reused_ = false;
+  // A retry of a request a reused connection wrote (Fail).
+  bool maybe_delivered_ = false;
   Handle* handle_ = nullptr;  // The request in flight, if any.
   OutgoingRequest request_;   // Kept until a response byte (for a retry).
   bool head_request_ = false;
@@ -486,12 +488,17 @@ void Connection::Fail(const std::string& message) {
     target.literal = resolved_;  // A name already resolved is reused.
     target.addr = addr_;
     auto* fresh = new Connection(pool_, target);
+    // The closed connection may have delivered it (the upstream read it,
+    // then went): never offered back as unsent from here on.
+    fresh->maybe_delivered_ = true;
     fresh->Begin(std::move(request), head_request_, h, timeouts_, upgrade_);
     return;
   }
-  // Never connected: the upstream has not seen a byte of it.
-  h->observer_->OnUpstreamError(message, !got_head_, timed_out,
-                                connected_ ? nullptr : &request);
+  // Never connected, nor tried before on a connection that was: the
+  // upstream has not seen a byte of it.
+  h->observer_->OnUpstreamError(
+      message, !got_head_, timed_out,
+      connected_ || maybe_delivered_ ? nullptr : &request);
 }
 
 void Connection::Cancel() {

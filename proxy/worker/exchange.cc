@@ -433,9 +433,16 @@ bool Exchange::PlaceAgain() {
   if (node_ == nullptr || req_.route == nullptr) return false;
   std::vector<std::string> tried = req_.tried;
   tried.push_back(node_->name());
+  // By the nodes as they are now (the request may have waited long: nodes
+  // joined or left meanwhile), the model's route looked up again.
+  std::shared_ptr<const router::Snapshot> now = worker_->routing();
+  const router::Route* route = now->routes().Find(req_.route->id);
+  if (route == nullptr) return false;
   absl::StatusOr<cluster::Placement> placed =
-      worker_->context().cluster().PlaceKnown(*routing_, *req_.route, tried);
+      worker_->context().cluster().PlaceKnown(*now, *route, tried);
   if (!placed.ok()) return false;
+  routing_ = std::move(now);
+  req_.route = route;
   req_.tried = std::move(tried);
   node_.reset();
   Place();

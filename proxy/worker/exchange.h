@@ -234,6 +234,7 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
     int loading_state_ticks = 0;
     int loading_state_position = 0;
     bool head_sent = false;       // The response head went out.
+    bool event_stream = false;    // It is text/event-stream (SSE).
     upstream::Timeouts timeouts;  // The routed model's.
     std::string upstream_error;   // A non-2xx upstream body, after that head.
     bool upstream_failed = false;

@@ -39,6 +39,7 @@ void Exchange::SendLoadingComment() {
   if (!req_.loading_head_sent) {
     req_.loading_head_sent = true;
     req_.head_sent = true;
+    req_.event_stream = true;
     req_.record.status = 200;
     http1::Headers headers = {{"Content-Type", "text/event-stream"},
                               {"Cache-Control", "no-cache"},

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_string.h"
 #include "common/loop_thread.h"
 #include "proxy/worker/exchange.h"
 #include "proxy/worker/worker.h"
@@ -113,6 +114,7 @@ void Exchange::OnUpstreamHead(http1::ResponseHead head) {
   const std::string* type = http1::FindHeader(headers, "content-type");
   if (type != nullptr && absl::StrContains(*type, "text/event-stream")) {
     headers.emplace_back("X-Accel-Buffering", "no");
+    req_.event_stream = true;
   }
   AllowOrigin(&headers);
   TagNode(&headers);
@@ -213,6 +215,14 @@ void Exchange::OnUpstreamError(const std::string& message, bool before_head,
     return;
   }
   // Mid-response: the client must see a broken response, never a clean end.
+  // An event stream says why first, as an error event an SSE client (an
+  // OpenAI SDK) raises, before the connection or stream is cut.
+  if (req_.event_stream && req_.head_sent && !req_.upstream_failed) {
+    sink_->SendData(absl::StrCat(
+        R"(data: {"error":{"message":)",
+        JsonString(absl::StrCat("the model's stream broke: ", message)),
+        R"(,"type":"api_error","code":502}})", "\n\n"));
+  }
   Finish();
   sink_->Abort();
 }

@@ -5,6 +5,7 @@ agreement test). Placement by residency, a cold start where it costs least,
 two proxies agreeing, draining nodes, /v1/models and /running across the
 nodes, X-Modelplane-Node, and a node killed with SIGKILL."""
 
+import http.client
 import json
 import os
 import re
@@ -533,6 +534,78 @@ class ReplicasTest(unittest.TestCase):
                 m.stop()
 
 
+def model_requests(m, model):
+    """Completions the fake model `model` of manager `m` received."""
+    conn = http.client.HTTPConnection(m.host, m.ports[model], timeout=10)
+    try:
+        conn.request("GET", "/stats")
+        stats = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    return stats.get("requests_by_path", {}).get("/v1/completions", 0)
+
+
+class FailoverTest(unittest.TestCase):
+    def setUp(self):
+        self.nodes = []
+        for host in HOSTS[:2]:
+            m = ManagerProcess({"slow": ["--ready-after-ms", "3000"]}, host=host)
+            m.start()
+            self.nodes.append(m)
+        self.proxy = ProxyProcess([name(m) for m in self.nodes], workers=1)
+        self.assertTrue(wait_for(lambda: len(nodes_of(self.proxy, "slow") or []) == 2, 10))
+
+    def tearDown(self):
+        for m in self.nodes:
+            if m.proc.poll() is None:
+                m.proc.send_signal(signal.SIGCONT)
+        self.proxy.stop()
+        for m in self.nodes:
+            m.stop()
+
+    def failovers(self, node):
+        text = self.proxy.request("GET", "/metrics")[2].decode()
+        found = re.search(r'modelproxy_placements_total\{node="%s",reason="failover"\} (\d+)'
+                          % re.escape(node), text)
+        return int(found.group(1)) if found else 0
+
+    def test_a_request_waiting_on_a_node_that_dies_is_placed_on_another(self):
+        answers = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(complete(self.proxy, "slow", timeout=60)))
+        waiting.start()
+        # Its node starts the model (3 s); the request waits for the lease.
+        self.assertTrue(wait_for(
+            lambda: any(v == "starting" for v in (running(self.proxy) or {}).values()), 10))
+        starting = next(n for (m, n), v in running(self.proxy).items() if v == "starting")
+        victim = next(m for m in self.nodes if name(m) == starting)
+        other = next(m for m in self.nodes if m is not victim)
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+        waiting.join(60)
+        status, node, body = answers[0]
+        self.assertEqual((status, node), (200, name(other)), body)
+        self.assertEqual(self.failovers(name(other)), 1)
+        self.assertEqual(model_requests(other, "slow"), 1)  # Sent once.
+
+    def test_a_request_whose_model_cannot_be_reached_is_placed_on_another(self):
+        # slow READY on one node only, started there without the proxy (so
+        # no pooled connection to it exists); its manager hangs (SIGSTOP:
+        # the proxy still holds its lease) and its model dies.
+        x, y = self.nodes
+        x.stub().Start(pb.StartRequest(model="slow"), timeout=30)
+        self.assertTrue(wait_for(
+            lambda: (running(self.proxy) or {}).get(("slow", name(x))) == "ready", 10))
+        pid = x.model("slow").pid
+        x.proc.send_signal(signal.SIGSTOP)
+        os.kill(pid, signal.SIGKILL)
+        status, node, body = complete(self.proxy, "slow", timeout=60)
+        # Refused at connect: never sent, so the other node serves it.
+        self.assertEqual((status, node), (200, name(y)), body)
+        self.assertEqual(self.failovers(name(y)), 1)
+        self.assertEqual(model_requests(y, "slow"), 1)
+
+
 class NodeLostTest(unittest.TestCase):
     def test_a_killed_node_leaves_routing_and_its_models_go_elsewhere(self):
         nodes = []
@@ -557,12 +630,14 @@ class NodeLostTest(unittest.TestCase):
             victim = next(m for m in nodes if name(m) == one.node)
             victim.proc.send_signal(signal.SIGKILL)
             victim.proc.wait(10)
-            # Its node leaves routing; the stream on it ends broken (never
-            # a clean end); the other goes on to its end.
+            # Its node leaves routing; the stream on it ends broken, with an
+            # error event (never a clean end); the other goes on to its end.
             self.assertTrue(wait_for(
                 lambda: ("shared", one.node) not in (running(proxy) or {}), 10))
             one.wait()
-            self.assertTrue(one.error is not None or b"[DONE]" not in one.body, one.body[-200:])
+            # A broken stream (never [DONE]), which says why first.
+            self.assertNotIn(b"[DONE]", one.body)
+            self.assertIn(b'data: {"error":', one.body)
             two.wait()
             self.assertIsNone(two.error)
             self.assertIn(b"data: [DONE]", two.body)

@@ -104,6 +104,19 @@ INSTANTIATE_TEST_SUITE_P(
             "models:\n  a:\n    cmd: x ${PORT}\n    concurrencyLimit: 2.5\n",
             "test.yaml:4:23: models.a.concurrencyLimit: must be an "
             "integer, not \"2.5\""},
+        ErrorCase{"ReplicasMaxOutOfRange",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    replicas: {max: 0}\n",
+                  "test.yaml:4:21: models.a.replicas.max: must be between 1 "
+                  "and 1000"},
+        ErrorCase{"ReplicasNegativeSpillover",
+                  "models:\n  a:\n    cmd: x ${PORT}\n"
+                  "    replicas: {spilloverAfterMs: -5}\n",
+                  "test.yaml:4:34: models.a.replicas.spilloverAfterMs: must "
+                  "not be negative"},
+        ErrorCase{"ReplicasNotAMapping",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    replicas: 3\n",
+                  "test.yaml:4:15: models.a.replicas: must be a mapping "
+                  "({max: N, spilloverAfterMs: T}), not a scalar"},
         ErrorCase{
             "UnknownMacro",
             "models:\n  a:\n    cmd: run ${nope}\n    proxy: http://h:1\n",
