@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -26,18 +27,30 @@ from tools.testing.fake_upstream_proc import runfile, wait_for
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 
-def start_nodes(models_by_host):
+def start_nodes(models_by_host, fake=(), hosts=HOSTS, **kw):
+    """A manager per host, its models (a list per host, or one list for
+    every host) each a fake_upstream with `fake` flags; `kw` goes to
+    ManagerProcess (model_yaml, port). Those started are stopped if one
+    fails to start."""
     nodes = []
     try:
-        for host in HOSTS:
-            m = ManagerProcess({k: [] for k in models_by_host[host]}, host=host)
-            m.start()
+        for host in hosts:
+            models = (models_by_host[host] if isinstance(models_by_host, dict)
+                      else models_by_host)
+            m = ManagerProcess({k: list(fake) for k in models}, host=host, **kw)
             nodes.append(m)
+            m.start()
     except BaseException:
         for m in nodes:
             m.stop()
         raise
     return nodes
+
+
+def took(what, since):
+    """Says how long something took (in the test's log; timings are
+    measured here, never asserted: docs/cluster.md states the bounds)."""
+    sys.stderr.write("%s: %.2f s\n" % (what, time.monotonic() - since))
 
 
 def name(m):
@@ -354,10 +367,7 @@ class DnsTest(unittest.TestCase):
         dns = Dnsmasq({"managers.test": HOSTS[:2]})
         proxy = None
         try:
-            for host in HOSTS:
-                m = ManagerProcess({"shared": []}, host=host, port=port)
-                m.start()
-                nodes.append(m)
+            nodes = start_nodes(["shared"], port=port)
             proxy = ProxyProcess(
                 ["dns://127.0.0.1:%d/managers.test:%d" % (dns.port, port)],
                 workers=1, flags=["--resolve-interval-ms", "300"])
@@ -366,9 +376,11 @@ class DnsTest(unittest.TestCase):
                             nodes_of(proxy, "shared"))
             # A record added: the node gets traffic (shared runs only there).
             nodes[2].stub().Start(pb.StartRequest(model="shared"), timeout=30)
+            added = time.monotonic()
             dns.set({"managers.test": HOSTS})
             self.assertTrue(wait_for(
                 lambda: len(nodes_of(proxy, "shared") or []) == 3, 10))
+            took("a DNS record added: its node routed", added)
             self.assertTrue(wait_for(
                 lambda: running(proxy).get(("shared", name(nodes[2]))) == "ready", 10))
             status, node, body = complete(proxy, "shared")
@@ -398,10 +410,7 @@ class HungAndRestartedNodeTest(unittest.TestCase):
         port = free_port()
         nodes = []
         try:
-            for host in HOSTS[:2]:
-                m = ManagerProcess({"shared": []}, host=host, port=port)
-                m.start()
-                nodes.append(m)
+            nodes = start_nodes(["shared"], hosts=HOSTS[:2], port=port)
             proxy = ProxyProcess([name(m) for m in nodes], workers=1)
             try:
                 self.assertTrue(wait_for(
@@ -411,10 +420,12 @@ class HungAndRestartedNodeTest(unittest.TestCase):
                 hung = next(m for m in nodes if name(m) == first)
                 other = next(m for m in nodes if m is not hung)
                 # SIGSTOP: no reset, no answer; keepalive gives it up.
+                stopped = time.monotonic()
                 hung.proc.send_signal(signal.SIGSTOP)
                 try:
                     self.assertTrue(wait_for(
                         lambda: ("shared", first) not in (running(proxy) or {}), 15))
+                    took("SIGSTOP: the hung node out of routing", stopped)
                     status, node, body = complete(proxy, "shared")
                     self.assertEqual((status, node), (200, name(other)), body)
                 finally:
@@ -424,9 +435,11 @@ class HungAndRestartedNodeTest(unittest.TestCase):
                 hung.proc.wait(10)
                 other.stub().StopAll(pb.StopAllRequest(), timeout=30)
                 hung.start()
+                restarted = time.monotonic()
                 hung.stub().Start(pb.StartRequest(model="shared"), timeout=30)
                 self.assertTrue(wait_for(
                     lambda: (running(proxy) or {}).get(("shared", first)) == "ready", 15))
+                took("a restarted manager's model routed again", restarted)
                 status, node, body = complete(proxy, "shared")
                 self.assertEqual((status, node), (200, first), body)
             finally:
@@ -472,12 +485,7 @@ class ReplicasTest(unittest.TestCase):
     def test_a_model_at_its_limit_spills_over_to_one_more_node_up_to_max(self):
         yaml = {"r": ["    concurrencyLimit: 1",
                       "    replicas: {max: 2, spilloverAfterMs: 300}"]}
-        nodes = []
-        for host in HOSTS:
-            m = ManagerProcess({"r": ["--tokens-per-second", "40"]}, host=host,
-                               model_yaml=yaml)
-            m.start()
-            nodes.append(m)
+        nodes = start_nodes(["r"], fake=["--tokens-per-second", "40"], model_yaml=yaml)
         proxy = ProxyProcess([name(m) for m in nodes], workers=1)
         try:
             self.assertTrue(wait_for(lambda: len(nodes_of(proxy, "r") or []) == 3, 10))
@@ -507,12 +515,8 @@ class ReplicasTest(unittest.TestCase):
 
     def test_requests_waiting_past_the_bound_start_one_more_replica(self):
         yaml = {"r": ["    replicas: {max: 2, spilloverAfterMs: 300}"]}
-        nodes = []
-        for host in HOSTS[:2]:
-            m = ManagerProcess({"r": ["--ready-after-ms", "3000"]}, host=host,
-                               model_yaml=yaml)
-            m.start()
-            nodes.append(m)
+        nodes = start_nodes(["r"], fake=["--ready-after-ms", "3000"], hosts=HOSTS[:2],
+                            model_yaml=yaml)
         proxy = ProxyProcess([name(m) for m in nodes], workers=1)
         try:
             self.assertTrue(wait_for(lambda: len(nodes_of(proxy, "r") or []) == 2, 10))
@@ -547,11 +551,8 @@ def model_requests(m, model):
 
 class FailoverTest(unittest.TestCase):
     def setUp(self):
-        self.nodes = []
-        for host in HOSTS[:2]:
-            m = ManagerProcess({"slow": ["--ready-after-ms", "3000"]}, host=host)
-            m.start()
-            self.nodes.append(m)
+        self.nodes = start_nodes(["slow"], fake=["--ready-after-ms", "3000"],
+                                 hosts=HOSTS[:2])
         self.proxy = ProxyProcess([name(m) for m in self.nodes], workers=1)
         self.assertTrue(wait_for(lambda: len(nodes_of(self.proxy, "slow") or []) == 2, 10))
 
@@ -608,11 +609,7 @@ class FailoverTest(unittest.TestCase):
 
 class NodeLostTest(unittest.TestCase):
     def test_a_killed_node_leaves_routing_and_its_models_go_elsewhere(self):
-        nodes = []
-        for host in HOSTS:
-            m = ManagerProcess({"shared": ["--tokens-per-second", "40"]}, host=host)
-            m.start()
-            nodes.append(m)
+        nodes = start_nodes(["shared"], fake=["--tokens-per-second", "40"])
         proxy = ProxyProcess([name(m) for m in nodes], workers=1)
         try:
             self.assertTrue(wait_for(lambda: len(nodes_of(proxy, "shared") or []) == 3, 10))
@@ -628,12 +625,14 @@ class NodeLostTest(unittest.TestCase):
             self.assertEqual({one.node, two.node}, {name(m) for m in nodes[:2]})
             self.assertTrue(wait_for(lambda: one.body and two.body, 10))
             victim = next(m for m in nodes if name(m) == one.node)
+            killed = time.monotonic()
             victim.proc.send_signal(signal.SIGKILL)
             victim.proc.wait(10)
             # Its node leaves routing; the stream on it ends broken, with an
             # error event (never a clean end); the other goes on to its end.
             self.assertTrue(wait_for(
                 lambda: ("shared", one.node) not in (running(proxy) or {}), 10))
+            took("SIGKILL: the node out of routing", killed)
             one.wait()
             # A broken stream (never [DONE]), which says why first.
             self.assertNotIn(b"[DONE]", one.body)
