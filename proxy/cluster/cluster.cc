@@ -310,6 +310,7 @@ void Cluster::PlaceCold(std::shared_ptr<const router::Snapshot> snapshot,
   if (ask.empty()) return finish(g);
   {
     absl::MutexLock lock(&mu_);
+    if (shut_down_) return;  // The workers are going: nobody waits.
     plans_ += static_cast<int>(ask.size());
   }
   for (auto& [i, n] : ask) {

@@ -163,6 +163,31 @@ TEST_F(ClusterTest, ColdWithSeveralCandidatesAsksTheCostsThenPicksAlike) {
   EXPECT_EQ(got->reason, Reason::kCost);
 }
 
+TEST_F(ClusterTest, ANodeThatLeavesIsRetiredOnlyOnceItsRequestsEnded) {
+  View("10.0.0.1:1", {M("m", v1::MODEL_STATE_READY)}, Keys("k"));
+  View("10.0.0.2:1", {M("m", v1::MODEL_STATE_READY)}, Keys("k"));
+  // A request in flight on b (its lease granted).
+  std::vector<std::function<void()>> posted;
+  bool admitted = false;
+  b_->broker().Admit(
+      "m", 10, [&](std::function<void()> fn) { posted.push_back(fn); },
+      [&](absl::StatusOr<lease::Lease> l) { admitted = l.ok(); });
+  b_->broker().OnGranted("m", 7, "http://10.0.0.2:5800");
+  for (auto& fn : posted) fn();
+  ASSERT_TRUE(admitted);
+  cluster_->SetMembers({});  // Both leave (a DNS answer without them).
+  EXPECT_TRUE(cluster_->nodes()->nodes().empty());
+  auto s = routing_.Current();
+  EXPECT_EQ(s->nodes()->Find("10.0.0.2:1"), nullptr);  // No new request.
+  EXPECT_TRUE(cluster_->Reap());                       // b is still waited for.
+  EXPECT_FALSE(b_->retired());
+  EXPECT_TRUE(a_->retired());  // a had nothing: retired at once.
+  b_->broker().Finish("m");
+  EXPECT_FALSE(cluster_->Reap());
+  EXPECT_TRUE(b_->retired());
+  EXPECT_FALSE(b_->usable());
+}
+
 TEST_F(ClusterTest, ANodeThatLeavesIsRetiredOnceIdle) {
   // Members by address (links to nothing: they retry quietly).
   router::RoutingState routing;

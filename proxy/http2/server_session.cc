@@ -249,6 +249,15 @@ int ServerSession::OnDataChunk(nghttp2_session*, uint8_t, int32_t id,
 
 int ServerSession::OnFrameSend(nghttp2_session* session,
                                const nghttp2_frame* frame, void* user) {
+  if (frame->hd.type == NGHTTP2_DATA) {
+    Stream* s = From(user)->Find(frame->hd.stream_id);
+    if (s != nullptr && s->reset_pending && s->out.size() == s->out_offset) {
+      s->reset_pending = false;  // What waited went out: now the reset.
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id,
+                                s->reset_code);
+      return 0;
+    }
+  }
   if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
       (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
     return 0;
@@ -392,6 +401,21 @@ void ServerSession::SubmitEnd(int32_t id) {
 void ServerSession::Reset(int32_t id, uint32_t error_code) {
   if (Find(id) == nullptr) return;
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, error_code);
+}
+
+void ServerSession::ResetAfterData(int32_t id, uint32_t error_code) {
+  Stream* s = Find(id);
+  if (s == nullptr) return;
+  if (s->out.size() == s->out_offset || s->ended) {
+    Reset(id, error_code);
+    return;
+  }
+  s->reset_pending = true;
+  s->reset_code = error_code;
+  if (s->deferred) {
+    s->deferred = false;
+    nghttp2_session_resume_data(session_, id);
+  }
 }
 
 size_t ServerSession::Buffered(int32_t id) const {

@@ -105,6 +105,10 @@ class ServerSession {
   void SubmitEnd(int32_t id);
   // A broken response (INTERNAL_ERROR) or a refused one.
   void Reset(int32_t id, uint32_t error_code);
+  // A broken response whose buffered bytes go out first (an error event,
+  // what the upstream sent before it broke): RST_STREAM once they are sent
+  // (at once when none wait).
+  void ResetAfterData(int32_t id, uint32_t error_code);
   // Response bytes of stream `id` not yet handed to nghttp2. When this is
   // over the caller's bound it should call WantWritable and pause.
   size_t Buffered(int32_t id) const;
@@ -146,6 +150,9 @@ class ServerSession {
     bool deferred = false;
     bool ended = false;  // SubmitEnd: EOF once the buffer is empty.
     bool want_writable = false;
+    // ResetAfterData: RST_STREAM with this code once `out` is sent.
+    bool reset_pending = false;
+    uint32_t reset_code = 0;
     int64_t request_progress_ns = 0;  // Latest HEADERS or DATA frame.
     std::string out;
     size_t out_offset = 0;

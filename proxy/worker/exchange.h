@@ -253,6 +253,7 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   RequestState req_;
 
   uint64_t generation_ = 0;  // Bumped by every Begin.
+  uint64_t sends_ = 0;       // Bumped by every SendUpstream.
 
   // What the request holds of others: the broker's ticket or lease, a
   // lease watch, the upstream request, the body and its charge on the

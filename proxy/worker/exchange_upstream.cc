@@ -70,11 +70,17 @@ void Exchange::SendUpstream(const std::string& upstream,
   req_.sent_ns = uv_hrtime();
   // Send may answer inline (a bad URL, no descriptor left): the request is
   // then finished, and a pipelined one may already be on its way.
+  // Or fail inline with the request unsent, placed again, and sent to
+  // another node before this returns: only this send's handle is kept.
   uint64_t generation = generation_;
+  uint64_t send = ++sends_;
   auto sent = worker_->pool().Send(
       upstream, upstream::OutgoingRequest{std::move(request), std::move(body)},
       req_.head.method == "HEAD", this, req_.timeouts, !req_.websocket.empty());
-  if (in_request() && generation == generation_) upstream_ = std::move(sent);
+  if (in_request() && generation == generation_ && send == sends_ &&
+      phase_ != Phase::kWaiting) {
+    upstream_ = std::move(sent);
+  }
 }
 
 void Exchange::OnUpstreamHead(http1::ResponseHead head) {
@@ -218,8 +224,9 @@ void Exchange::OnUpstreamError(const std::string& message, bool before_head,
   // An event stream says why first, as an error event an SSE client (an
   // OpenAI SDK) raises, before the connection or stream is cut.
   if (req_.event_stream && req_.head_sent && !req_.upstream_failed) {
+    // After a blank line: the upstream may have broken mid-event.
     sink_->SendData(absl::StrCat(
-        R"(data: {"error":{"message":)",
+        "\n\n", R"(data: {"error":{"message":)",
         JsonString(absl::StrCat("the model's stream broke: ", message)),
         R"(,"type":"api_error","code":502}})", "\n\n"));
   }

@@ -63,7 +63,9 @@ class Http2Session::Stream : public ResponseSink {
     owner_->connection_->ScheduleFlush();
   }
   void Abort() override {
-    owner_->session_.Reset(id_, NGHTTP2_INTERNAL_ERROR);
+    // What was buffered (an error event) goes out before the reset, as
+    // HTTP/1.1 flushes before it closes.
+    owner_->session_.ResetAfterData(id_, NGHTTP2_INTERNAL_ERROR);
     owner_->connection_->ScheduleFlush();
   }
   bool Congested() override {

@@ -67,6 +67,8 @@ class FaultsTest(unittest.TestCase):
             body = head + rest
             self.assertNotIn(b"data: [DONE]", body)
             self.assertFalse(body.endswith(b"0\r\n\r\n"), body[-200:])
+            # It says why first: an SSE error event.
+            self.assertIn(b'data: {"error":', body)
             self.assertTrue(wait_for(lambda: not alive(pid), 10))
             # New requests fail fast with 503 (a hang would raise a timeout)
             # once the proxy has seen its stream to the manager break; until

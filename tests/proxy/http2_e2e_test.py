@@ -322,6 +322,8 @@ class Http2FailureTest(unittest.TestCase):
                 self.assertIn(b"tok0", s["data"])
                 self.assertFalse(s["ended"])  # Never a clean end...
                 self.assertEqual(s["reset"], h2.errors.ErrorCodes.INTERNAL_ERROR)
+                # ... and the event stream said why before the reset.
+                self.assertIn(b'data: {"error":', s["data"])
                 c.close()
             finally:
                 p.stop()
