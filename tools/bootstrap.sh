@@ -28,6 +28,7 @@ TEST=(
   # Real clients, and the formatting check.
   python3 python3-grpcio python3-protobuf python3-h2 curl nghttp2-client
   openssl procps clang-format dnsmasq-base python3-kubernetes python3-yaml
+  python3-prometheus-client
 )
 BENCH=(
   # Peers and load generators.

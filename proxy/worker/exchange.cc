@@ -571,6 +571,19 @@ void Exchange::Finish() {
 }
 
 void Exchange::RecordRequest() {
+  if (!req_.record.model.empty() && req_.head_ns != 0) {
+    // OpenTelemetry GenAI's timings (metrics.h).
+    uint64_t now = uv_hrtime();
+    auto since = [now](uint64_t t) {
+      return absl::Nanoseconds(static_cast<int64_t>(now - t));
+    };
+    req_.record.duration = since(req_.head_ns);
+    if (req_.first_token_ns != 0) {
+      req_.record.time_to_first_token = absl::Nanoseconds(
+          static_cast<int64_t>(req_.first_token_ns - req_.head_ns));
+      req_.record.generation = since(req_.first_token_ns);
+    }
+  }
   worker_->metrics().Record(req_.record);
   if (worker_->context().options().access_log) {
     double ms = req_.head_ns == 0 ? 0 : (uv_hrtime() - req_.head_ns) / 1e6;
@@ -583,6 +596,7 @@ void Exchange::RecordRequest() {
   }
   req_.record = RequestRecord();
   req_.head_ns = 0;
+  req_.first_token_ns = 0;
   req_.response_bytes = 0;
 }
 

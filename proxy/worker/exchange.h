@@ -246,6 +246,8 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
     // For metrics and the access log (uv_hrtime, ns).
     RequestRecord record;
     uint64_t head_ns = 0;
+    // An event stream's first bytes from the model (its first token).
+    uint64_t first_token_ns = 0;
     uint64_t admit_ns = 0;
     uint64_t sent_ns = 0;
     uint64_t response_bytes = 0;

@@ -137,6 +137,10 @@ void Exchange::OnUpstreamBody(absl::string_view data) {
     return;
   }
   if (req_.scan_usage) req_.usage.Feed(data);
+  if (req_.first_token_ns == 0 && req_.event_stream &&
+      req_.record.status >= 200 && req_.record.status < 300) {
+    req_.first_token_ns = uv_hrtime();  // A 2xx stream's first bytes.
+  }
   sink_->SendData(data);
   if (in_request() && req_.reading_upstream && sink_->Congested()) {
     req_.reading_upstream = false;  // The client is slow: let TCP push back.

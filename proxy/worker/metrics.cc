@@ -67,6 +67,25 @@ void Histogram::Merge(const Histogram& o) {
   count += o.count;
 }
 
+void BoundedHistogram::Observe(double value) {
+  if (counts.empty()) counts.assign(bounds.size() + 1, 0);
+  size_t i = 0;
+  while (i < bounds.size() && value > bounds[i]) ++i;
+  ++counts[i];
+  sum += value;
+  ++count;
+}
+
+void BoundedHistogram::Merge(const BoundedHistogram& o) {
+  if (bounds.empty()) bounds = o.bounds;
+  if (counts.empty()) counts.assign(bounds.size() + 1, 0);
+  for (size_t i = 0; i < counts.size() && i < o.counts.size(); ++i) {
+    counts[i] += o.counts[i];
+  }
+  sum += o.sum;
+  count += o.count;
+}
+
 void Metrics::Merge(const Metrics& o) {
   for (const auto& [k, v] : o.requests) requests[k] += v;
   for (const auto& [k, v] : o.time_to_first_byte)
@@ -78,6 +97,10 @@ void Metrics::Merge(const Metrics& o) {
     tokens[k].completion += v.completion;
   }
   for (const auto& [k, v] : o.placements) placements[k] += v;
+  for (const auto& [k, v] : o.gen_ai_duration) gen_ai_duration[k].Merge(v);
+  for (const auto& [k, v] : o.gen_ai_ttft) gen_ai_ttft[k].Merge(v);
+  for (const auto& [k, v] : o.gen_ai_tpot) gen_ai_tpot[k].Merge(v);
+  for (const auto& [k, v] : o.gen_ai_tokens) gen_ai_tokens[k].Merge(v);
   bytes_in += o.bytes_in;
   bytes_out += o.bytes_out;
   open_connections += o.open_connections;
@@ -125,6 +148,34 @@ void WorkerMetrics::Record(const RequestRecord& r) {
   if (r.placement != nullptr) {
     ++At(metrics_.placements, node, absl::string_view(r.placement));
   }
+  auto observe = [](BoundedHistogram& h, absl::Span<const double> bounds,
+                    double v) {
+    h.bounds = bounds;
+    h.Observe(v);
+  };
+  if (r.duration) {
+    observe(At(metrics_.gen_ai_duration, model, node), kGenAiDurationBuckets,
+            absl::ToDoubleSeconds(*r.duration));
+  }
+  if (r.time_to_first_token) {
+    observe(At(metrics_.gen_ai_ttft, model, node), kGenAiTtftBuckets,
+            absl::ToDoubleSeconds(*r.time_to_first_token));
+  }
+  // Per output token after the first (OpenTelemetry's definition).
+  if (r.generation && r.completion_tokens.value_or(0) > 1) {
+    observe(At(metrics_.gen_ai_tpot, model, node), kGenAiTpotBuckets,
+            absl::ToDoubleSeconds(*r.generation) /
+                static_cast<double>(*r.completion_tokens - 1));
+  }
+  if (r.prompt_tokens) {
+    observe(At(metrics_.gen_ai_tokens, model, node, absl::string_view("input")),
+            kGenAiTokenBuckets, static_cast<double>(*r.prompt_tokens));
+  }
+  if (r.completion_tokens) {
+    observe(
+        At(metrics_.gen_ai_tokens, model, node, absl::string_view("output")),
+        kGenAiTokenBuckets, static_cast<double>(*r.completion_tokens));
+  }
 }
 
 Metrics WorkerMetrics::Snapshot() {
@@ -137,6 +188,81 @@ Metrics WorkerMetrics::Snapshot() {
 }
 
 namespace {
+
+void RenderBounded(std::string* out, const std::string& name,
+                   const std::string& labels, const BoundedHistogram& h) {
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < h.counts.size(); ++i) {
+    cumulative += h.counts[i];
+    absl::StrAppend(out, name, "_bucket{", labels, ",le=\"",
+                    i < h.bounds.size() ? absl::StrCat(h.bounds[i]) : "+Inf",
+                    "\"} ", cumulative, "\n");
+  }
+  absl::StrAppend(out, name, "_sum{", labels, "} ", h.sum, "\n", name,
+                  "_count{", labels, "} ", h.count, "\n");
+}
+
+// The GenAI labels: the model requested and the node that served it.
+std::string GenAiLabels(const ModelNode& k) {
+  return absl::StrCat("gen_ai_request_model=\"", Label(std::get<0>(k)),
+                      "\",node=\"", Label(std::get<1>(k)), "\"");
+}
+
+void RenderGenAi(std::string* out, const Metrics& m) {
+  auto family =
+      [out](const char* name, const char* help,
+            const std::map<ModelNode, BoundedHistogram, std::less<>>& by) {
+        absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name,
+                        " histogram\n");
+        for (const auto& [k, h] : by)
+          RenderBounded(out, name, GenAiLabels(k), h);
+      };
+  family("gen_ai_server_request_duration_seconds",
+         "OpenTelemetry gen_ai.server.request.duration: a model's request, "
+         "from its head to its end.",
+         m.gen_ai_duration);
+  family("gen_ai_server_time_to_first_token_seconds",
+         "OpenTelemetry gen_ai.server.time_to_first_token: a streamed "
+         "request, from its head to the model's first bytes.",
+         m.gen_ai_ttft);
+  family("gen_ai_server_time_per_output_token_seconds",
+         "OpenTelemetry gen_ai.server.time_per_output_token: a streamed "
+         "request's generation time per output token after the first.",
+         m.gen_ai_tpot);
+  absl::StrAppend(out,
+                  "# HELP gen_ai_client_token_usage OpenTelemetry "
+                  "gen_ai.client.token.usage: tokens per request, by type "
+                  "(input, output), as the model reported them.\n"
+                  "# TYPE gen_ai_client_token_usage histogram\n");
+  for (const auto& [k, h] : m.gen_ai_tokens) {
+    RenderBounded(out, "gen_ai_client_token_usage",
+                  absl::StrCat(GenAiLabels({std::get<0>(k), std::get<1>(k)}),
+                               ",gen_ai_token_type=\"", std::get<2>(k), "\""),
+                  h);
+  }
+}
+
+// The names the Kubernetes Gateway API inference extension reads (vLLM's),
+// per model (every node's together).
+void RenderVllm(std::string* out, const std::map<ModelNode, int>& in_flight,
+                const std::map<ModelNode, int>& queued) {
+  auto gauge = [out](const char* name, const char* help,
+                     const std::map<ModelNode, int>& by) {
+    std::map<std::string, int> per_model;
+    for (const auto& [k, n] : by) per_model[std::get<0>(k)] += n;
+    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name,
+                    " gauge\n");
+    for (const auto& [model, n] : per_model) {
+      absl::StrAppend(out, name, "{model_name=\"", Label(model), "\"} ", n,
+                      "\n");
+    }
+  };
+  gauge("vllm:num_requests_running",
+        "Requests holding their model's lease (as vLLM names it).", in_flight);
+  gauge("vllm:num_requests_waiting",
+        "Requests waiting for their model's lease (as vLLM names it).", queued);
+}
+
 void RenderGauge(std::string* out, const std::string& name,
                  const std::string& help, const std::map<ModelNode, int>& by) {
   absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name,
@@ -174,6 +300,8 @@ std::string Metrics::Render(const std::map<ModelNode, int>& in_flight,
                     Label(std::get<0>(k)), "\",reason=\"", std::get<1>(k),
                     "\"} ", v, "\n");
   }
+  RenderGenAi(&out, *this);
+  RenderVllm(&out, in_flight, queued);
   RenderHistogram(&out, "modelproxy_upstream_time_to_first_byte_seconds",
                   "From sending a request upstream to its response head.",
                   time_to_first_byte);

@@ -18,6 +18,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 
 namespace modelplane::proxy {
 
@@ -32,6 +33,31 @@ struct Histogram {
 
   void Observe(absl::Duration d);
   void Merge(const Histogram& o);
+};
+
+// OpenTelemetry's GenAI semantic conventions: their histograms' explicit
+// bucket boundaries (seconds; tokens for the usage).
+inline constexpr double kGenAiDurationBuckets[] = {
+    0.01, 0.02, 0.04, 0.08,  0.16,  0.32,  0.64,
+    1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92};
+inline constexpr double kGenAiTtftBuckets[] = {
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
+    0.25,  0.5,   0.75, 1.0,  2.5,  5.0,  7.5,  10.0};
+inline constexpr double kGenAiTpotBuckets[] = {
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5};
+inline constexpr double kGenAiTokenBuckets[] = {
+    1,     4,     16,     64,      256,     1024,     4096,
+    16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864};
+
+// A histogram over given boundaries (one of the arrays above).
+struct BoundedHistogram {
+  absl::Span<const double> bounds;
+  std::vector<uint64_t> counts;  // bounds.size() + 1: the last is +Inf.
+  double sum = 0;
+  uint64_t count = 0;
+
+  void Observe(double value);
+  void Merge(const BoundedHistogram& o);
 };
 
 // A model and the node it was served on ("" when none was chosen).
@@ -55,6 +81,15 @@ struct Metrics {
     uint64_t completion = 0;
   };
   std::map<ModelNode, Tokens, std::less<>> tokens;
+  // OpenTelemetry GenAI, by model and node: request duration, time to the
+  // first token and per output token (streams), and token usage by model,
+  // node and type (input, output).
+  std::map<ModelNode, BoundedHistogram, std::less<>> gen_ai_duration;
+  std::map<ModelNode, BoundedHistogram, std::less<>> gen_ai_ttft;
+  std::map<ModelNode, BoundedHistogram, std::less<>> gen_ai_tpot;
+  std::map<std::tuple<std::string, std::string, std::string>, BoundedHistogram,
+           std::less<>>
+      gen_ai_tokens;
   // (node, reason) -> requests placed (cluster::ReasonName).
   std::map<std::tuple<std::string, std::string>, uint64_t, std::less<>>
       placements;
@@ -90,6 +125,11 @@ struct RequestRecord {
   // The response's usage, when it reported one (router/usage_scanner.h).
   std::optional<uint64_t> prompt_tokens;
   std::optional<uint64_t> completion_tokens;
+  // A model's request: from its head to its end; and for an event stream,
+  // from its head to the model's first bytes and from them to its end.
+  std::optional<absl::Duration> duration;
+  std::optional<absl::Duration> time_to_first_token;
+  std::optional<absl::Duration> generation;
 };
 
 // The label for a request path: known routes by name, /upstream/... as

@@ -84,6 +84,51 @@ TEST(MetricsTest, MergeAddsEveryWorkersCounts) {
   EXPECT_THAT(text, HasSubstr("modelproxy_queued{model=\"m\"," + n + "} 4\n"));
 }
 
+TEST(MetricsTest, GenAiHistogramsUseOpenTelemetrysBoundaries) {
+  WorkerMetrics w;
+  RequestRecord r;
+  r.model = "m";
+  r.node = "n1";
+  r.status = 200;
+  r.duration = absl::Milliseconds(30);            // Bucket 0.04.
+  r.time_to_first_token = absl::Milliseconds(3);  // Bucket 0.005.
+  r.generation = absl::Milliseconds(270);         // 10 tokens: 30 ms each.
+  r.prompt_tokens = 5;
+  r.completion_tokens = 10;
+  w.Record(r);
+  std::string text = w.Snapshot().Render({{{"m", "n1"}, 2}, {{"m", "n2"}, 1}},
+                                         {{{"m", "n1"}, 4}});
+  const std::string l = "gen_ai_request_model=\"m\",node=\"n1\"";
+  EXPECT_THAT(text, HasSubstr("# TYPE gen_ai_server_request_duration_seconds "
+                              "histogram\n"));
+  EXPECT_THAT(text, HasSubstr("gen_ai_server_request_duration_seconds_bucket{" +
+                              l + ",le=\"0.02\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("gen_ai_server_request_duration_seconds_bucket{" +
+                              l + ",le=\"0.04\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("gen_ai_server_time_to_first_token_seconds_"
+                              "bucket{" +
+                              l + ",le=\"0.001\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("gen_ai_server_time_to_first_token_seconds_"
+                              "bucket{" +
+                              l + ",le=\"0.005\"} 1\n"));
+  // 270 ms over the 9 tokens after the first: 30 ms, in the 0.05 bucket.
+  EXPECT_THAT(text, HasSubstr("gen_ai_server_time_per_output_token_seconds_"
+                              "bucket{" +
+                              l + ",le=\"0.025\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("gen_ai_server_time_per_output_token_seconds_"
+                              "bucket{" +
+                              l + ",le=\"0.05\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("gen_ai_client_token_usage_bucket{" + l +
+                              ",gen_ai_token_type=\"output\",le=\"16\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("gen_ai_client_token_usage_sum{" + l +
+                              ",gen_ai_token_type=\"input\"} 5\n"));
+  // vLLM's names, per model across the nodes.
+  EXPECT_THAT(text,
+              HasSubstr("vllm:num_requests_running{model_name=\"m\"} 3\n"));
+  EXPECT_THAT(text,
+              HasSubstr("vllm:num_requests_waiting{model_name=\"m\"} 4\n"));
+}
+
 TEST(MetricsTest, LabelsStayFewAndEscaped) {
   EXPECT_EQ(RouteLabel("/v1/embeddings"), "/v1/embeddings");
   EXPECT_EQ(RouteLabel("/upstream/m/props"), "/upstream");

@@ -1400,7 +1400,7 @@ def parse_metrics(text):
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        m = re.match(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$', line)
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
         assert m, "malformed metrics line: %r" % line
         labels = frozenset(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
         out[(m.group(1), labels)] = float(m.group(3))
@@ -1485,6 +1485,45 @@ class MetricsTest(unittest.TestCase):
                 self.assertGreaterEqual(metric(got_metrics, "modelproxy_open_connections"), 1)
                 self.assertGreater(metric(got_metrics, "modelproxy_bytes_sent_total"), 0)
                 self.assertGreater(metric(got_metrics, "modelproxy_bytes_received_total"), 0)
+                # The whole exposition, through a real Prometheus parser
+                # (Debian's python3-prometheus-client): OpenTelemetry's GenAI
+                # histograms with their boundaries, vLLM's queue gauges.
+                from prometheus_client.parser import text_string_to_metric_families
+                families = {f.name: f for f in
+                            text_string_to_metric_families(text.decode())}
+                self.assertIn("modelproxy_requests", families)
+
+                def samples(family, suffix, **labels):
+                    return [smp for smp in families[family].samples
+                            if smp.name == family + suffix
+                            and all(smp.labels.get(k) == v for k, v in labels.items())]
+                duration = "gen_ai_server_request_duration_seconds"
+                self.assertEqual(families[duration].type, "histogram")
+                self.assertEqual(sum(x.value for x in samples(
+                    duration, "_count", gen_ai_request_model="m")), 6)
+                self.assertEqual(
+                    [x.labels["le"] for x in samples(duration, "_bucket",
+                                                     gen_ai_request_model="m")][:3],
+                    ["0.01", "0.02", "0.04"])
+                ttft = "gen_ai_server_time_to_first_token_seconds"
+                self.assertEqual(sum(x.value for x in samples(
+                    ttft, "_count", gen_ai_request_model="m")), 1)  # One stream.
+                self.assertEqual(samples(ttft, "_bucket", gen_ai_request_model="m")[0]
+                                 .labels["le"], "0.001")
+                tpot = "gen_ai_server_time_per_output_token_seconds"
+                self.assertEqual(sum(x.value for x in samples(
+                    tpot, "_count", gen_ai_request_model="m")), 1)
+                usage = "gen_ai_client_token_usage"
+                self.assertEqual(sum(x.value for x in samples(
+                    usage, "_sum", gen_ai_request_model="m", gen_ai_token_type="input")),
+                    prompt)
+                self.assertEqual(sum(x.value for x in samples(
+                    usage, "_sum", gen_ai_request_model="m", gen_ai_token_type="output")),
+                    completion)
+                running = [x for x in families["vllm:num_requests_running"].samples
+                           if x.labels == {"model_name": "slow"}]
+                self.assertEqual([x.value for x in running], [1])
+                self.assertIn("vllm:num_requests_waiting", families)
                 # The stream the client dropped mid-response is counted too.
                 self.assertTrue(wait_for(lambda: metric(parse_metrics(
                     p.request("GET", "/metrics")[2].decode()), "modelproxy_requests_total",
