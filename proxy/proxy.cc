@@ -125,6 +125,10 @@ absl::Status Proxy::Start() {
   context_->set_metrics([this](std::function<void(std::string)> done) {
     RenderMetrics(std::move(done));
   });
+  context_->set_activity(
+      [this](std::function<void(std::vector<answers::ActivityEntry>)> done) {
+        GatherActivity(std::move(done));
+      });
   int port = config_.port;
   for (auto& w : workers_) {
     absl::StatusOr<int> bound = w->Listen(config_.host, port);
@@ -206,6 +210,38 @@ void Proxy::RenderMetrics(std::function<void(std::string)> done) {
       absl::MutexLock lock(&g->mu);
       g->total.buffered_body_bytes = context_->bodies().used();
       g->done(g->total.Render(in_flight, queued));
+    });
+  }
+}
+
+void Proxy::GatherActivity(
+    std::function<void(std::vector<answers::ActivityEntry>)> done) {
+  // As RenderMetrics: each worker copies its own ring on its loop; the
+  // last one hands the whole over.
+  struct Gather {
+    absl::Mutex mu;
+    std::vector<answers::ActivityEntry> all ABSL_GUARDED_BY(mu);
+    size_t left ABSL_GUARDED_BY(mu);
+    std::function<void(std::vector<answers::ActivityEntry>)> done;
+  };
+  auto g = std::make_shared<Gather>();
+  {
+    absl::MutexLock lock(&g->mu);
+    g->left = workers_.size();
+  }
+  g->done = std::move(done);
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->loop().Post([worker, g] {
+      std::vector<answers::ActivityEntry> mine = worker->activity().Copy();
+      std::vector<answers::ActivityEntry> all;
+      {
+        absl::MutexLock lock(&g->mu);
+        for (auto& e : mine) g->all.push_back(std::move(e));
+        if (--g->left > 0) return;
+        all = std::move(g->all);
+      }
+      g->done(std::move(all));
     });
   }
 }

@@ -96,6 +96,8 @@ class Proxy {
   // until Stop().
   void ReapLater();
   void RenderMetrics(std::function<void(std::string)> done);
+  void GatherActivity(
+      std::function<void(std::vector<answers::ActivityEntry>)> done);
 
   // Members in dependency order: each is destroyed before those above it
   // (Stop() has ended the link's calls and freed the workers by then). The

@@ -74,6 +74,13 @@ void Unload(const AnswerRequest& q, const std::string& model,
 using MetricsFn = std::function<void(std::function<void(std::string)> done)>;
 void Metrics(const MetricsFn& metrics, Responder* r);
 
+// GET /api/metrics/activity: a page of the activity log (activity.cc).
+// `activity` gathers every worker's entries (any thread); empty: 503.
+struct ActivityEntry;
+using ActivityFn =
+    std::function<void(std::function<void(std::vector<ActivityEntry>)> done)>;
+void Activity(const AnswerRequest& q, const ActivityFn& activity, Responder* r);
+
 // Whether the request may stop models or switch the profile; else it is
 // answered 403 and false (admission.cc, MayChangeState).
 bool MayChange(const AnswerRequest& q, Responder* r);

@@ -5,6 +5,7 @@
 #include "common/sha256.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "proxy/answers/activity.h"
 #include "proxy/answers/admission.h"
 #include "proxy/answers/answer.h"
 #include "proxy/answers/cors.h"
@@ -15,6 +16,7 @@ namespace modelplane::proxy::answers {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // The models, selector, peer and profile every case reads, into `state`.
 void Fill(router::RoutingState* state, bool aliases) {
@@ -99,6 +101,50 @@ TEST(ModelListTest, RunningListsWhatStartsRunsOrStops) {
             R"({"running":[{"model":"b","node":"n1","state":"ready"},)"
             R"({"model":"b","node":"n2","state":"starting"},)"
             R"({"model":"hidden","node":"n1","state":"starting"}]})");
+}
+
+TEST(ActivityTest, TheRingKeepsTheLastEntriesOldestFirst) {
+  ActivityRing ring;
+  for (uint64_t i = 1; i <= kActivityPerWorker + 5; ++i) {
+    ActivityEntry e;
+    e.id = i;
+    ring.Add(e);
+  }
+  std::vector<ActivityEntry> got = ring.Copy();
+  ASSERT_EQ(got.size(), kActivityPerWorker);
+  EXPECT_EQ(got.front().id, 6u);
+  EXPECT_EQ(got.back().id, kActivityPerWorker + 5);
+}
+
+TEST(ActivityTest, PagesNewestFirstFilteredByModelAndStatus) {
+  std::vector<ActivityEntry> all;
+  for (uint64_t i = 1; i <= 6; ++i) {
+    ActivityEntry e;
+    e.id = i;
+    e.unix_ms = 1700000000000 + static_cast<int64_t>(i);
+    e.model = i % 2 == 0 ? "a" : "b";
+    e.node = "n1";
+    e.path = "/v1/chat/completions";
+    e.status = i == 6 ? 502 : 200;
+    e.output_tokens = 10;
+    e.tokens_per_second = 20;
+    e.duration_ms = 500;
+    all.push_back(e);
+  }
+  std::string page = ActivityPage(all, "", 0, 0, 4);
+  EXPECT_THAT(page, HasSubstr(R"({"activity":[{"id":6,)"));
+  EXPECT_THAT(page, HasSubstr(R"("next_before":3})"));
+  EXPECT_THAT(page, HasSubstr(R"("timestamp":"2023-11-14T22:13:20.006Z")"));
+  EXPECT_THAT(page, HasSubstr(R"("tokens_per_second":20.000)"));
+  EXPECT_THAT(page, HasSubstr(R"("input_tokens":null)"));
+  // The next page, from before the last id seen.
+  EXPECT_EQ(ActivityPage(all, "", 0, 3, 4),
+            ActivityPage({all[0], all[1]}, "", 0, 0, 4));
+  std::string a = ActivityPage(all, "a", 200, 0, 10);
+  EXPECT_THAT(a, HasSubstr(R"({"activity":[{"id":4,)"));
+  EXPECT_THAT(a, Not(HasSubstr(R"("id":6)")));  // 502.
+  EXPECT_THAT(a, Not(HasSubstr(R"("model":"b")")));
+  EXPECT_THAT(a, HasSubstr(R"("next_before":null})"));
 }
 
 TEST(ProfilesTest, ListAndTheActiveName) {

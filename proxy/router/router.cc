@@ -55,6 +55,9 @@ class Router {
     if (IsHealth(path) && get) return Local(Kind::kHealth);
     if (path == "/running" && get) return Local(Kind::kRunning);
     if (path == "/metrics" && get) return Local(Kind::kMetrics);
+    if (path == "/api/metrics/activity" && get) {
+      return Local(Kind::kActivity);
+    }
     if (path == "/unload") {
       // POST only: a GET must not stop models (a prefetching browser, a
       // crawler, an <img src> on a page would).

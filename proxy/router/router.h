@@ -53,6 +53,7 @@ struct Decision {
     kHealth,      // GET /health, /wol-health (no key needed).
     kRunning,     // GET /running.
     kMetrics,     // GET /metrics.
+    kActivity,    // GET /api/metrics/activity.
     kUnload,      // POST /unload, /api/models/unload[/<model>].
     kModels,      // GET /v1/models, /models.
     kProfiles,    // GET /api/profiles.

@@ -96,6 +96,7 @@ TEST_F(RouterTest, LocalAnswers) {
       {"GET", "/running", Kind::kRunning},
       {"HEAD", "/running", Kind::kRunning},
       {"GET", "/metrics", Kind::kMetrics},
+      {"GET", "/api/metrics/activity?model=m&limit=5", Kind::kActivity},
       {"GET", "/v1/models", Kind::kModels},
       {"HEAD", "/models", Kind::kModels},
       {"GET", "/v1/models?x=1", Kind::kModels},

@@ -289,6 +289,8 @@ void Exchange::Dispatch() {
       return answers::Running(q, this);
     case Kind::kMetrics:
       return answers::Metrics(context.metrics(), this);
+    case Kind::kActivity:
+      return answers::Activity(q, context.activity(), this);
     case Kind::kUnload:
       return answers::Unload(q, d.unload, context.unload(), this);
     case Kind::kModels:
@@ -585,6 +587,7 @@ void Exchange::RecordRequest() {
     }
   }
   worker_->metrics().Record(req_.record);
+  if (!req_.record.model.empty() && req_.head_ns != 0) AddActivity();
   if (worker_->context().options().access_log) {
     double ms = req_.head_ns == 0 ? 0 : (uv_hrtime() - req_.head_ns) / 1e6;
     std::string line = absl::StrFormat(
@@ -603,6 +606,34 @@ void Exchange::RecordRequest() {
 void Exchange::TagNode(http1::Headers* headers) const {
   if (node_ != nullptr)
     headers->emplace_back("X-Modelplane-Node", node_->name());
+}
+
+void Exchange::AddActivity() {
+  const RequestRecord& r = req_.record;
+  answers::ActivityEntry e;
+  e.id = worker_->context().NextActivityId();
+  e.unix_ms = absl::ToUnixMillis(absl::Now());
+  e.model = r.model;
+  e.node = r.node;
+  absl::string_view target = req_.head.target;
+  e.path =
+      std::string(target.substr(0, std::min<size_t>(target.find('?'), 256)));
+  e.status = r.status;
+  e.input_tokens = r.prompt_tokens;
+  e.output_tokens = r.completion_tokens;
+  auto ms = [](absl::Duration d) { return absl::ToDoubleMilliseconds(d); };
+  if (r.time_to_first_token)
+    e.time_to_first_token_ms = ms(*r.time_to_first_token);
+  if (r.lease_wait) e.queue_wait_ms = ms(*r.lease_wait);
+  if (r.duration) e.duration_ms = ms(*r.duration);
+  absl::Duration generating = r.generation ? *r.generation
+                              : r.duration ? *r.duration
+                                           : absl::ZeroDuration();
+  if (r.completion_tokens && generating > absl::ZeroDuration()) {
+    e.tokens_per_second = static_cast<double>(*r.completion_tokens) /
+                          absl::ToDoubleSeconds(generating);
+  }
+  worker_->activity().Add(std::move(e));
 }
 
 void Exchange::AllowOrigin(http1::Headers* headers) const {

@@ -180,6 +180,8 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   void Finish();
   // Counts the request (and logs it with --access-log), then forgets it.
   void RecordRequest();
+  // A model's request into the worker's activity log.
+  void AddActivity();
 
   Worker* worker_;
   ResponseSink* sink_;

@@ -15,6 +15,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/memory_trimmer.h"
+#include "proxy/answers/activity.h"
+#include "proxy/answers/answer.h"
 #include "proxy/cluster/cluster.h"
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
@@ -87,6 +89,16 @@ class ProxyContext {
       std::function<void(std::function<void(std::string)> done)>;
   void set_metrics(MetricsText metrics) { metrics_ = std::move(metrics); }
   const MetricsText& metrics() const { return metrics_; }
+  // Every worker's activity log, gathered (GET /api/metrics/activity). Set
+  // once before any worker listens.
+  void set_activity(answers::ActivityFn activity) {
+    activity_ = std::move(activity);
+  }
+  const answers::ActivityFn& activity() const { return activity_; }
+  // Activity ids: one atomic add per request, no lock.
+  uint64_t NextActivityId() {
+    return next_activity_.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
 
   // What requests are routed by: the manager link feeds it, the workers
   // read it (router/snapshot.h).
@@ -99,6 +111,8 @@ class ProxyContext {
   BodyBudget bodies_;
   Unload unload_;
   MetricsText metrics_;
+  answers::ActivityFn activity_;
+  std::atomic<uint64_t> next_activity_{0};
   router::RoutingState routing_;
 };
 

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "common/loop_thread.h"
 #include "common/uv/handle.h"
+#include "proxy/answers/activity.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "proxy/worker/metrics.h"
 #include "proxy/worker/proxy_context.h"
@@ -68,6 +69,8 @@ class Worker {
   }
   // Any thread (see metrics.h).
   WorkerMetrics& metrics() { return metrics_; }
+  // Its loop thread only (answers/activity.h).
+  answers::ActivityRing& activity() { return activity_; }
   // The routing snapshot in force (router/snapshot.h); an exchange holds
   // it from its request's start to its end. Loop thread.
   const std::shared_ptr<const router::Snapshot>& routing() {
@@ -97,6 +100,7 @@ class Worker {
   // Listening, not draining: siblings may hand it connections.
   std::atomic<bool> accepting_{false};
   bool draining_ = false;
+  answers::ActivityRing activity_;
   WorkerMetrics metrics_;
   router::SnapshotReader routing_;
   std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};

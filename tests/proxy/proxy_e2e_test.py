@@ -1524,6 +1524,25 @@ class MetricsTest(unittest.TestCase):
                            if x.labels == {"model_name": "slow"}]
                 self.assertEqual([x.value for x in running], [1])
                 self.assertIn("vllm:num_requests_waiting", families)
+                # The activity log: m's six requests, newest first, paged.
+                status, _, body = p.request("GET", "/api/metrics/activity?model=m&limit=4")
+                self.assertEqual(status, 200, body)
+                page = json.loads(body)
+                self.assertEqual(len(page["activity"]), 4)
+                ids = [e["id"] for e in page["activity"]]
+                self.assertEqual(ids, sorted(ids, reverse=True))
+                self.assertTrue(all(e["model"] == "m" and e["status"] == 200
+                                    and e["path"] == "/v1/chat/completions"
+                                    for e in page["activity"]), page)
+                status, _, body = p.request(
+                    "GET", "/api/metrics/activity?model=m&before=%d" % page["next_before"])
+                rest = json.loads(body)["activity"]
+                self.assertEqual(len(rest), 2)
+                self.assertEqual(sum(e["output_tokens"] for e in page["activity"] + rest),
+                                 completion)
+                self.assertTrue(any(e["time_to_first_token_ms"] is not None
+                                    for e in page["activity"] + rest))  # The stream.
+                self.assertEqual(p.request("GET", "/api/metrics/activity?limit=0")[0], 400)
                 # The stream the client dropped mid-response is counted too.
                 self.assertTrue(wait_for(lambda: metric(parse_metrics(
                     p.request("GET", "/metrics")[2].decode()), "modelproxy_requests_total",

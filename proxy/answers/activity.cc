@@ -1,0 +1,115 @@
+#include "proxy/answers/activity.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "common/json_string.h"
+#include "proxy/answers/answer.h"
+#include "proxy/router/url_params.h"
+
+namespace modelplane::proxy::answers {
+namespace {
+
+std::string Number(const std::optional<double>& v) {
+  return v ? absl::StrFormat("%.3f", *v) : "null";
+}
+
+std::string Count(const std::optional<uint64_t>& v) {
+  return v ? absl::StrCat(*v) : "null";
+}
+
+}  // namespace
+
+void ActivityRing::Add(ActivityEntry e) {
+  if (ring_.size() < kActivityPerWorker) {
+    ring_.push_back(std::move(e));
+    return;
+  }
+  ring_[next_] = std::move(e);
+  next_ = (next_ + 1) % ring_.size();
+}
+
+std::vector<ActivityEntry> ActivityRing::Copy() const {
+  std::vector<ActivityEntry> out;
+  out.reserve(ring_.size());
+  for (size_t i = 0; i < ring_.size(); ++i) {
+    out.push_back(ring_[(next_ + i) % ring_.size()]);
+  }
+  return out;
+}
+
+std::string ActivityPage(std::vector<ActivityEntry> entries,
+                         absl::string_view model, int status, uint64_t before,
+                         size_t limit) {
+  std::sort(entries.begin(), entries.end(),
+            [](const auto& a, const auto& b) { return a.id > b.id; });
+  std::string data;
+  size_t n = 0;
+  uint64_t last = 0;
+  bool more = false;
+  for (const ActivityEntry& e : entries) {
+    if (before != 0 && e.id >= before) continue;
+    if (!model.empty() && e.model != model) continue;
+    if (status != 0 && e.status != status) continue;
+    if (n == limit) {
+      more = true;
+      break;
+    }
+    ++n;
+    last = e.id;
+    absl::StrAppend(
+        &data, data.empty() ? "" : ",", R"({"id":)", e.id, R"(,"timestamp":)",
+        JsonString(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ",
+                                    absl::FromUnixMillis(e.unix_ms),
+                                    absl::UTCTimeZone())),
+        R"(,"model":)", JsonString(e.model), R"(,"node":)", JsonString(e.node),
+        R"(,"path":)", JsonString(e.path), R"(,"status":)", e.status,
+        R"(,"input_tokens":)", Count(e.input_tokens), R"(,"output_tokens":)",
+        Count(e.output_tokens), R"(,"tokens_per_second":)",
+        Number(e.tokens_per_second), R"(,"time_to_first_token_ms":)",
+        Number(e.time_to_first_token_ms), R"(,"queue_wait_ms":)",
+        Number(e.queue_wait_ms), R"(,"duration_ms":)",
+        absl::StrFormat("%.3f", e.duration_ms), "}");
+  }
+  return absl::StrCat(R"({"activity":[)", data, R"(],"next_before":)",
+                      more ? absl::StrCat(last) : "null", "}");
+}
+
+void Activity(const AnswerRequest& q, const ActivityFn& activity,
+              Responder* r) {
+  if (!activity) return r->RespondError(503, "no activity log here");
+  absl::string_view target = q.head.target;
+  std::string model = router::QueryParam(target, "model");
+  int status = 0;
+  uint64_t before = 0;
+  int limit = 100;
+  std::string v;
+  if (!(v = router::QueryParam(target, "status")).empty() &&
+      !absl::SimpleAtoi(v, &status)) {
+    return r->RespondError(400, "status must be a number, not '" + v + "'");
+  }
+  if (!(v = router::QueryParam(target, "before")).empty() &&
+      !absl::SimpleAtoi(v, &before)) {
+    return r->RespondError(400, "before must be an id, not '" + v + "'");
+  }
+  if (!(v = router::QueryParam(target, "limit")).empty() &&
+      (!absl::SimpleAtoi(v, &limit) || limit < 1 || limit > 1000)) {
+    return r->RespondError(400,
+                           "limit must be between 1 and 1000, not '" + v + "'");
+  }
+  Responder::Deferred later = r->Later();
+  activity([later, model, status, before,
+            limit](std::vector<ActivityEntry> entries) {
+    std::string page = ActivityPage(std::move(entries), model, status, before,
+                                    static_cast<size_t>(limit));
+    later([page = std::move(page)](Responder* r) {
+      r->Respond(200, "application/json", page);
+    });
+  });
+}
+
+}  // namespace modelplane::proxy::answers

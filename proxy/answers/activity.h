@@ -1,0 +1,61 @@
+// The activity log: one entry per request served by a model, kept in
+// memory (the last `kActivityPerWorker` per worker), and its page of
+// `GET /api/metrics/activity` (llama-swap's path; docs/proxy.md). A worker
+// adds to its own ring on its loop (no lock on the request path); a query
+// copies every worker's ring on its loop and merges them.
+#ifndef MODELPLANE_PROXY_ANSWERS_ACTIVITY_H_
+#define MODELPLANE_PROXY_ANSWERS_ACTIVITY_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+
+namespace modelplane::proxy::answers {
+
+// llama-swap's default `metricsMaxInMemory`.
+inline constexpr size_t kActivityPerWorker = 1000;
+
+struct ActivityEntry {
+  uint64_t id = 0;      // Grows with every entry, process-wide.
+  int64_t unix_ms = 0;  // When the request ended.
+  std::string model;    // The model id.
+  std::string node;     // The node it was served on ("" for a peer's).
+  std::string path;     // The request's path, without its query.
+  int status = 0;
+  std::optional<uint64_t> input_tokens;
+  std::optional<uint64_t> output_tokens;
+  std::optional<double> time_to_first_token_ms;  // Streams.
+  std::optional<double> queue_wait_ms;           // Waiting for the lease.
+  double duration_ms = 0;
+  // Output tokens per second of generation (after the first token for a
+  // stream, the whole request otherwise), when the model reported tokens.
+  std::optional<double> tokens_per_second;
+};
+
+// One worker's ring (its loop thread only).
+class ActivityRing {
+ public:
+  void Add(ActivityEntry e);
+  // Oldest first.
+  std::vector<ActivityEntry> Copy() const;
+
+ private:
+  std::vector<ActivityEntry> ring_;
+  size_t next_ = 0;  // Where the next entry goes once the ring is full.
+};
+
+// A page of `entries` (any order) as JSON, newest first: `model` and
+// `status` filter (empty / 0: any), `before` an id (0: from the newest),
+// `limit` entries at most (1 to 1000).
+// {"activity":[{...}],"next_before":ID or null}
+std::string ActivityPage(std::vector<ActivityEntry> entries,
+                         absl::string_view model, int status, uint64_t before,
+                         size_t limit);
+
+}  // namespace modelplane::proxy::answers
+
+#endif  // MODELPLANE_PROXY_ANSWERS_ACTIVITY_H_
