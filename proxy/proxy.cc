@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <uv.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <utility>
@@ -175,75 +176,78 @@ void Proxy::OnSettings(const v1::DataPlaneSettings& settings) {
   if (!open) open_warned_.store(false);
 }
 
-void Proxy::RenderMetrics(std::function<void(std::string)> done) {
-  // Each worker copies its counters on its own loop (they take no lock);
-  // the last one renders. Nothing waits: a worker asking never blocks on
-  // the others.
-  struct Gather {
-    absl::Mutex mu;
-    Metrics total ABSL_GUARDED_BY(mu);
-    size_t left ABSL_GUARDED_BY(mu);
-    std::function<void(std::string)> done;
+void Proxy::OnEveryWorker(std::function<void(Worker*)> each,
+                          std::function<void()> last) {
+  // Each worker runs `each` on its own loop (what it reads takes no lock
+  // there); the last one runs `last`. Nothing waits: a worker asking never
+  // blocks on the others.
+  struct Round {
+    std::atomic<size_t> left;
+    std::function<void(Worker*)> each;
+    std::function<void()> last;
   };
-  auto g = std::make_shared<Gather>();
-  {
-    absl::MutexLock lock(&g->mu);
-    g->left = workers_.size();
-  }
-  g->done = std::move(done);
+  auto round = std::make_shared<Round>();
+  round->left.store(workers_.size());
+  round->each = std::move(each);
+  round->last = std::move(last);
   for (auto& w : workers_) {
     Worker* worker = w.get();
-    worker->loop().Post([this, worker, g] {
-      Metrics mine = worker->metrics().Snapshot();
-      {
-        absl::MutexLock lock(&g->mu);
-        g->total.Merge(mine);
-        if (--g->left > 0) return;
-      }
-      std::map<ModelNode, int> in_flight, queued;
-      for (const auto& node : cluster_->nodes()->nodes()) {
-        std::map<std::string, int> f, q;
-        node->broker().Loads(&f, &q);
-        for (const auto& [model, n] : f) in_flight[{model, node->name()}] += n;
-        for (const auto& [model, n] : q) queued[{model, node->name()}] += n;
-      }
-      absl::MutexLock lock(&g->mu);
-      g->total.buffered_body_bytes = context_->bodies().used();
-      g->done(g->total.Render(in_flight, queued));
+    worker->loop().Post([worker, round] {
+      round->each(worker);
+      if (round->left.fetch_sub(1) == 1) round->last();
     });
   }
 }
 
+void Proxy::RenderMetrics(std::function<void(std::string)> done) {
+  struct Gather {
+    absl::Mutex mu;
+    Metrics total ABSL_GUARDED_BY(mu);
+  };
+  auto g = std::make_shared<Gather>();
+  OnEveryWorker(
+      [g](Worker* worker) {
+        Metrics mine = worker->metrics().Snapshot();
+        absl::MutexLock lock(&g->mu);
+        g->total.Merge(mine);
+      },
+      [this, g, done = std::move(done)] {
+        std::map<ModelNode, int> in_flight, queued;
+        for (const auto& node : cluster_->nodes()->nodes()) {
+          std::map<std::string, int> f, q;
+          node->broker().Loads(&f, &q);
+          for (const auto& [model, n] : f) {
+            in_flight[{model, node->name()}] += n;
+          }
+          for (const auto& [model, n] : q) queued[{model, node->name()}] += n;
+        }
+        absl::MutexLock lock(&g->mu);
+        g->total.buffered_body_bytes = context_->bodies().used();
+        done(g->total.Render(in_flight, queued));
+      });
+}
+
 void Proxy::GatherActivity(
     std::function<void(std::vector<answers::ActivityEntry>)> done) {
-  // As RenderMetrics: each worker copies its own ring on its loop; the
-  // last one hands the whole over.
   struct Gather {
     absl::Mutex mu;
     std::vector<answers::ActivityEntry> all ABSL_GUARDED_BY(mu);
-    size_t left ABSL_GUARDED_BY(mu);
-    std::function<void(std::vector<answers::ActivityEntry>)> done;
   };
   auto g = std::make_shared<Gather>();
-  {
-    absl::MutexLock lock(&g->mu);
-    g->left = workers_.size();
-  }
-  g->done = std::move(done);
-  for (auto& w : workers_) {
-    Worker* worker = w.get();
-    worker->loop().Post([worker, g] {
-      std::vector<answers::ActivityEntry> mine = worker->activity().Copy();
-      std::vector<answers::ActivityEntry> all;
-      {
+  OnEveryWorker(
+      [g](Worker* worker) {
+        std::vector<answers::ActivityEntry> mine = worker->activity().Copy();
         absl::MutexLock lock(&g->mu);
         for (auto& e : mine) g->all.push_back(std::move(e));
-        if (--g->left > 0) return;
-        all = std::move(g->all);
-      }
-      g->done(std::move(all));
-    });
-  }
+      },
+      [g, done = std::move(done)] {
+        std::vector<answers::ActivityEntry> all;
+        {
+          absl::MutexLock lock(&g->mu);
+          all = std::move(g->all);
+        }
+        done(std::move(all));
+      });
 }
 
 size_t Proxy::Drain(absl::Duration budget) {

@@ -12,6 +12,7 @@
 #ifndef MODELPLANE_PROXY_PROXY_H_
 #define MODELPLANE_PROXY_PROXY_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -95,6 +96,9 @@ class Proxy {
   // Reaps the nodes that left, every half second (on the timers' loop),
   // until Stop().
   void ReapLater();
+  // `each` on every worker's loop, then `last` on the loop of the last.
+  void OnEveryWorker(std::function<void(Worker*)> each,
+                     std::function<void()> last);
   void RenderMetrics(std::function<void(std::string)> done);
   void GatherActivity(
       std::function<void(std::vector<answers::ActivityEntry>)> done);
