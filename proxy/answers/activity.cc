@@ -24,8 +24,19 @@ std::string Count(const std::optional<uint64_t>& v) {
 
 }  // namespace
 
-void ActivityRing::Add(ActivityEntry e) {
-  if (ring_.size() < kActivityPerWorker) {
+void ActivityRing::Add(ActivityEntry e, size_t keep) {
+  keep = std::max<size_t>(keep, 1);
+  if (ring_.size() > keep || (next_ != 0 && ring_.size() < keep)) {
+    // The bound moved: oldest first again, then trimmed to it.
+    std::vector<ActivityEntry> ordered = Copy();
+    if (ordered.size() > keep) {
+      ordered.erase(ordered.begin(),
+                    ordered.begin() + static_cast<long>(ordered.size() - keep));
+    }
+    ring_ = std::move(ordered);
+    next_ = 0;
+  }
+  if (ring_.size() < keep) {
     ring_.push_back(std::move(e));
     return;
   }
@@ -44,9 +55,10 @@ std::vector<ActivityEntry> ActivityRing::Copy() const {
 
 std::string ActivityPage(std::vector<ActivityEntry> entries,
                          absl::string_view model, int status, uint64_t before,
-                         size_t limit) {
+                         size_t limit, size_t keep) {
   std::sort(entries.begin(), entries.end(),
             [](const auto& a, const auto& b) { return a.id > b.id; });
+  if (entries.size() > keep) entries.resize(keep);  // The newest only.
   std::string data;
   size_t n = 0;
   uint64_t last = 0;
@@ -102,10 +114,11 @@ void Activity(const AnswerRequest& q, const ActivityFn& activity,
                            "limit must be between 1 and 1000, not '" + v + "'");
   }
   Responder::Deferred later = r->Later();
-  activity([later, model, status, before,
-            limit](std::vector<ActivityEntry> entries) {
+  size_t keep = q.snapshot.activity_limit();
+  activity([later, model, status, before, limit,
+            keep](std::vector<ActivityEntry> entries) {
     std::string page = ActivityPage(std::move(entries), model, status, before,
-                                    static_cast<size_t>(limit));
+                                    static_cast<size_t>(limit), keep);
     later([page = std::move(page)](Responder* r) {
       r->Respond(200, "application/json", page);
     });

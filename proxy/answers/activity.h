@@ -1,5 +1,7 @@
 // The activity log: one entry per request served by a model, kept in
-// memory (the last `kActivityPerWorker` per worker), and its page of
+// memory (the newest `metricsMaxInMemory`, default 1000: each worker keeps
+// up to that many of its own, a query the newest of them all), and its page
+// of
 // `GET /api/metrics/activity` (llama-swap's path; docs/proxy.md). A worker
 // adds to its own ring on its loop (no lock on the request path); a query
 // copies every worker's ring on its loop and merges them.
@@ -17,7 +19,7 @@
 namespace modelplane::proxy::answers {
 
 // llama-swap's default `metricsMaxInMemory`.
-inline constexpr size_t kActivityPerWorker = 1000;
+inline constexpr size_t kActivityDefault = 1000;
 
 struct ActivityEntry {
   uint64_t id = 0;      // Grows with every entry, process-wide.
@@ -39,22 +41,24 @@ struct ActivityEntry {
 // One worker's ring (its loop thread only).
 class ActivityRing {
  public:
-  void Add(ActivityEntry e);
+  // Keeps at most `keep` (the oldest go first; a smaller `keep` than
+  // before drops the oldest at once).
+  void Add(ActivityEntry e, size_t keep = kActivityDefault);
   // Oldest first.
   std::vector<ActivityEntry> Copy() const;
 
  private:
-  std::vector<ActivityEntry> ring_;
+  std::vector<ActivityEntry> ring_;  // Oldest first, from next_ on.
   size_t next_ = 0;  // Where the next entry goes once the ring is full.
 };
 
-// A page of `entries` (any order) as JSON, newest first: `model` and
-// `status` filter (empty / 0: any), `before` an id (0: from the newest),
-// `limit` entries at most (1 to 1000).
+// A page of the newest `keep` of `entries` (any order) as JSON, newest
+// first: `model` and `status` filter (empty / 0: any), `before` an id (0:
+// from the newest), `limit` entries at most (1 to 1000).
 // {"activity":[{...}],"next_before":ID or null}
 std::string ActivityPage(std::vector<ActivityEntry> entries,
                          absl::string_view model, int status, uint64_t before,
-                         size_t limit);
+                         size_t limit, size_t keep = kActivityDefault);
 
 }  // namespace modelplane::proxy::answers
 

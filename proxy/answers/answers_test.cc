@@ -105,15 +105,30 @@ TEST(ModelListTest, RunningListsWhatStartsRunsOrStops) {
 
 TEST(ActivityTest, TheRingKeepsTheLastEntriesOldestFirst) {
   ActivityRing ring;
-  for (uint64_t i = 1; i <= kActivityPerWorker + 5; ++i) {
+  auto add = [&ring](uint64_t id, size_t keep) {
     ActivityEntry e;
-    e.id = i;
-    ring.Add(e);
-  }
+    e.id = id;
+    ring.Add(e, keep);
+  };
+  for (uint64_t i = 1; i <= kActivityDefault + 5; ++i) add(i, kActivityDefault);
   std::vector<ActivityEntry> got = ring.Copy();
-  ASSERT_EQ(got.size(), kActivityPerWorker);
+  ASSERT_EQ(got.size(), kActivityDefault);
   EXPECT_EQ(got.front().id, 6u);
-  EXPECT_EQ(got.back().id, kActivityPerWorker + 5);
+  EXPECT_EQ(got.back().id, kActivityDefault + 5);
+  // metricsMaxInMemory lowered by a reload: the oldest go at once.
+  add(2000, 3);
+  got = ring.Copy();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].id, kActivityDefault + 4);
+  EXPECT_EQ(got[2].id, 2000u);
+  // Raised again: the ring grows from there, order kept.
+  add(2001, 5);
+  add(2002, 5);
+  add(2003, 5);
+  got = ring.Copy();
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_EQ(got[0].id, kActivityDefault + 5);
+  EXPECT_EQ(got[4].id, 2003u);
 }
 
 TEST(ActivityTest, PagesNewestFirstFilteredByModelAndStatus) {
@@ -145,6 +160,11 @@ TEST(ActivityTest, PagesNewestFirstFilteredByModelAndStatus) {
   EXPECT_THAT(a, Not(HasSubstr(R"("id":6)")));  // 502.
   EXPECT_THAT(a, Not(HasSubstr(R"("model":"b")")));
   EXPECT_THAT(a, HasSubstr(R"("next_before":null})"));
+  // Only the newest `keep` of all the workers' entries.
+  std::string kept = ActivityPage(all, "", 0, 0, 10, 2);
+  EXPECT_THAT(kept, HasSubstr(R"({"activity":[{"id":6,)"));
+  EXPECT_THAT(kept, HasSubstr(R"("id":5,)"));
+  EXPECT_THAT(kept, Not(HasSubstr(R"("id":4,)")));
 }
 
 TEST(ProfilesTest, ListAndTheActiveName) {

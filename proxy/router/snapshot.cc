@@ -8,6 +8,9 @@ std::shared_ptr<const Settings> Settings::From(const v1::DataPlaneSettings& s) {
   auto out = std::make_shared<Settings>();
   out->api_keys.insert(s.api_key_sha256().begin(), s.api_key_sha256().end());
   out->list_aliases = s.include_aliases_in_list();
+  if (s.metrics_max_in_memory() > 0) {
+    out->activity_limit = s.metrics_max_in_memory();
+  }
   for (const std::string& p : s.upstream_ignore_paths()) {
     auto re = std::make_unique<RE2>(p, RE2::Quiet);
     // The manager checked them; one this RE2 cannot take matches nothing.

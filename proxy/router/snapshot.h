@@ -46,6 +46,8 @@ struct Settings {
   // The SHA-256 (hex) of each accepted API key; empty: no auth.
   absl::flat_hash_set<std::string> api_keys;
   bool list_aliases = false;
+  // Activity entries kept (metricsMaxInMemory).
+  size_t activity_limit = 1000;
   // upstream.ignorePaths: paths after /upstream/<model> that never start
   // their model.
   std::vector<std::unique_ptr<RE2>> ignore_paths;
@@ -73,6 +75,7 @@ class Snapshot {
     return Or().ignore_paths;
   }
   bool list_aliases() const { return Or().list_aliases; }
+  size_t activity_limit() const { return Or().activity_limit; }
   // Null: none active.
   const ProfileRoute* active_profile() const { return active_profile_.get(); }
   // The nodes the routes name (Route::nodes), null until the cluster set

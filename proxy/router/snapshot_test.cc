@@ -29,6 +29,13 @@ v1::DataPlaneSettings WithProfile(const std::string& name,
   return s;
 }
 
+TEST(SettingsTest, TheActivityKeptComesFromTheManager) {
+  v1::DataPlaneSettings s;
+  EXPECT_EQ(Settings::From(s)->activity_limit, 1000u);  // An older manager.
+  s.set_metrics_max_in_memory(5);
+  EXPECT_EQ(Settings::From(s)->activity_limit, 5u);
+}
+
 TEST(SnapshotTest, NothingIsKnownUntilTheSettingsArrive) {
   RoutingState state;
   std::shared_ptr<const Snapshot> s = state.Current();

@@ -633,7 +633,7 @@ void Exchange::AddActivity() {
     e.tokens_per_second = static_cast<double>(*r.completion_tokens) /
                           absl::ToDoubleSeconds(generating);
   }
-  worker_->activity().Add(std::move(e));
+  worker_->activity().Add(std::move(e), routing_->activity_limit());
 }
 
 void Exchange::AllowOrigin(http1::Headers* headers) const {

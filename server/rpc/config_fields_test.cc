@@ -200,6 +200,7 @@ TEST(ConfigFieldsTest, EveryGlobalKeyShowsInTheDiffThePrintOutAndTheSettings) {
       {"profiles", {"profiles: {work: {pins: {x: a}}}\n", true}},
       {"logToStdout", {"logToStdout: both\n", false}},
       {"matrix", {"matrix: {sets: {one: a}}\n", false}},
+      {"metricsMaxInMemory", {"metricsMaxInMemory: 50\n", true}},
   };
   // Keys whose change alone is not a change of anything (why).
   const std::map<std::string, std::string> invisible = {

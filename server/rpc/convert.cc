@@ -218,6 +218,8 @@ void ToProto(const config::Config& c, v1::DataPlaneSettings* out) {
     out->add_api_key_sha256(Sha256Hex(key));
   }
   out->set_include_aliases_in_list(c.include_aliases_in_list);
+  out->set_metrics_max_in_memory(
+      static_cast<uint32_t>(c.metrics_max_in_memory));
   for (const std::string& p : c.upstream_ignore_paths) {
     out->add_upstream_ignore_paths(p);
   }

@@ -248,6 +248,7 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     ToProto(*manager_->scheduler().config(), &settings);
     resp->mutable_api_key_sha256()->Swap(settings.mutable_api_key_sha256());
     resp->set_include_aliases_in_list(settings.include_aliases_in_list());
+    resp->set_metrics_max_in_memory(settings.metrics_max_in_memory());
     resp->mutable_upstream_ignore_paths()->Swap(
         settings.mutable_upstream_ignore_paths());
     resp->mutable_peers()->Swap(settings.mutable_peers());

@@ -191,6 +191,9 @@ struct Config {
   std::vector<std::string> preload;  // Canonical model ids, in file order.
   // /v1/models lists every alias of a listed model as an entry of its own.
   bool include_aliases_in_list = false;
+  // llama-swap's metricsMaxInMemory: the activity entries a data plane
+  // keeps in memory (GET /api/metrics/activity).
+  int metrics_max_in_memory = 1000;
   // The default of ModelConfig::send_loading_state.
   bool send_loading_state = false;
   // upstream.ignorePaths: RE2 patterns (unanchored, as Go's MatchString) of

@@ -147,6 +147,8 @@ std::string ConfigToJson(const Config& c) {
   Strings(w, "preload", c.preload);
   w.Key("includeAliasesInList");
   w.Bool(c.include_aliases_in_list);
+  w.Key("metricsMaxInMemory");
+  w.Int(c.metrics_max_in_memory);
   w.Key("upstream");
   w.StartObject();
   Strings(w, "ignorePaths", c.upstream_ignore_paths);

@@ -36,13 +36,28 @@ constexpr char kReservedName[] = "manager";
 constexpr int kMaxPort = 65535;
 
 const KeySet& TopKeys() {
-  static const KeySet keys = {
-      {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
-       "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
-       "includeAliasesInList", "sendLoadingState", "upstream", "peers",
-       "selectors", "profiles", "logToStdout", "matrix"},
-      {"logTimeFormat", "logRequests", "metricsMaxInMemory", "captureBuffer",
-       "store", "ui", "performance"}};
+  static const KeySet keys = {{"models",
+                               "macros",
+                               "healthCheckTimeout",
+                               "globalTTL",
+                               "unloadTimeout",
+                               "startPort",
+                               "logLevel",
+                               "apiKeys",
+                               "groups",
+                               "routing",
+                               "hooks",
+                               "includeAliasesInList",
+                               "sendLoadingState",
+                               "upstream",
+                               "peers",
+                               "selectors",
+                               "profiles",
+                               "logToStdout",
+                               "matrix",
+                               "metricsMaxInMemory"},
+                              {"logTimeFormat", "logRequests", "captureBuffer",
+                               "store", "ui", "performance"}};
   return keys;
 }
 
@@ -274,6 +289,16 @@ class Loader {
         sink_.Error(n->pos, "startPort", "must be between 1 and 65535");
       } else {
         c->start_port = static_cast<int>(port);
+      }
+    }
+    int64_t activity;
+    if (const YamlNode* n = s.Get("metricsMaxInMemory");
+        n != nullptr && ReadInt(*n, "metricsMaxInMemory", &sink_, &activity)) {
+      if (activity < 1 || activity > 1000000) {
+        sink_.Error(n->pos, "metricsMaxInMemory",
+                    "must be between 1 and 1000000");
+      } else {
+        c->metrics_max_in_memory = static_cast<int>(activity);
       }
     }
     std::string level;

@@ -104,6 +104,10 @@ INSTANTIATE_TEST_SUITE_P(
             "models:\n  a:\n    cmd: x ${PORT}\n    concurrencyLimit: 2.5\n",
             "test.yaml:4:23: models.a.concurrencyLimit: must be an "
             "integer, not \"2.5\""},
+        ErrorCase{"ActivityKeptOutOfRange",
+                  "metricsMaxInMemory: 0\nmodels: {}\n",
+                  "test.yaml:1:21: metricsMaxInMemory: must be between 1 and "
+                  "1000000"},
         ErrorCase{"ReplicasMaxOutOfRange",
                   "models:\n  a:\n    cmd: x ${PORT}\n    replicas: {max: 0}\n",
                   "test.yaml:4:21: models.a.replicas.max: must be between 1 "
