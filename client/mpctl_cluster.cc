@@ -165,41 +165,49 @@ int ClusterWatch(std::vector<ClusterNode>& nodes,
   return 0;
 }
 
+namespace {
+
+// The reachable nodes that have `model`, and those that could not be asked.
+struct Holders {
+  std::vector<size_t> with;
+  std::vector<std::string> unreachable;
+};
+
+Holders HoldersOf(std::vector<ClusterNode>& nodes, const std::string& model) {
+  auto all = ListAll(nodes);
+  Holders h;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (!all[i].ok()) {
+      h.unreachable.push_back(nodes[i].name);
+    } else if (Has(*all[i], model)) {
+      h.with.push_back(i);
+    }
+  }
+  return h;
+}
+
+}  // namespace
+
 std::vector<size_t> NodesWith(std::vector<ClusterNode>& nodes,
                               const std::string& model) {
-  auto all = ListAll(nodes);
-  std::vector<size_t> with;
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    if (all[i].ok() && Has(*all[i], model)) with.push_back(i);
-  }
-  return with;
+  return HoldersOf(nodes, model).with;
 }
 
 absl::StatusOr<size_t> NodeOf(std::vector<ClusterNode>& nodes,
                               const std::string& model) {
-  auto all = ListAll(nodes);
-  std::vector<size_t> with;
-  std::vector<std::string> names, unreachable;
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    if (!all[i].ok()) {
-      unreachable.push_back(nodes[i].name);
-      continue;
-    }
-    if (Has(*all[i], model)) {
-      with.push_back(i);
-      names.push_back(nodes[i].name);
-    }
-  }
-  if (with.size() == 1) return with[0];
-  if (with.size() > 1) {
+  Holders h = HoldersOf(nodes, model);
+  if (h.with.size() == 1) return h.with[0];
+  if (h.with.size() > 1) {
+    std::vector<std::string> names;
+    for (size_t i : h.with) names.push_back(nodes[i].name);
     return absl::InvalidArgumentError(
         absl::StrCat("model '", model, "' is on several nodes (",
                      absl::StrJoin(names, ", "), "): say which with --node"));
   }
-  if (!unreachable.empty()) {
+  if (!h.unreachable.empty()) {
     return absl::UnavailableError(absl::StrCat(
         "no reachable node has model '", model, "', and ",
-        absl::StrJoin(unreachable, ", "), " could not be reached"));
+        absl::StrJoin(h.unreachable, ", "), " could not be reached"));
   }
   return absl::NotFoundError(absl::StrCat("no node has model '", model, "'"));
 }

@@ -361,9 +361,8 @@ absl::Duration LeaseBroker::OldestWait(const std::string& model) {
   if (it == entries_.end() || it->second.waiters.empty()) {
     return absl::ZeroDuration();
   }
-  absl::Time oldest = it->second.waiters.front().since;
-  for (const Waiter& w : it->second.waiters) oldest = std::min(oldest, w.since);
-  return clock_() - oldest;
+  // Waiters queue in arrival order (a withdrawn one is erased in place).
+  return clock_() - it->second.waiters.front().since;
 }
 
 int LeaseBroker::Busy(const std::string& model) {

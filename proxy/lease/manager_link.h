@@ -80,8 +80,6 @@ class ManagerLink : public LeaseTransport {
       const std::string& model, absl::Duration timeout,
       std::function<void(absl::StatusOr<v1::PlanStartResponse>)> done);
 
-  const std::string& target() const { return options_.manager.target; }
-
   // LeaseTransport.
   bool Connected() override;
   void SendAcquire(const std::string& model, uint64_t attempt) override;

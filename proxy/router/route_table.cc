@@ -37,6 +37,23 @@ absl::Duration FromProto(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
+// How ready a state is, for a merged Route::state: READY highest, STOPPED
+// lowest.
+int Readiness(v1::ModelState state) {
+  switch (state) {
+    case v1::MODEL_STATE_READY:
+      return 4;
+    case v1::MODEL_STATE_STARTING:
+      return 3;
+    case v1::MODEL_STATE_STOPPING:
+      return 2;
+    case v1::MODEL_STATE_FAILED:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<const RouteTable> RouteTable::Build(
@@ -90,21 +107,6 @@ std::shared_ptr<const RouteTable> RouteTable::AllStopped() const {
     for (RouteNode& n : r.nodes) n.state = v1::MODEL_STATE_STOPPED;
   }
   return t;
-}
-
-int RouteTable::Readiness(v1::ModelState state) {
-  switch (state) {
-    case v1::MODEL_STATE_READY:
-      return 4;
-    case v1::MODEL_STATE_STARTING:
-      return 3;
-    case v1::MODEL_STATE_STOPPING:
-      return 2;
-    case v1::MODEL_STATE_FAILED:
-      return 1;
-    default:
-      return 0;
-  }
 }
 
 std::shared_ptr<const RouteTable> RouteTable::Merge(const NodeTables& nodes) {

@@ -98,8 +98,6 @@ class RouteTable {
   // This table with every model STOPPED: a node lost until it is back
   // (its models stay known; none is taken for running there).
   std::shared_ptr<const RouteTable> AllStopped() const;
-  // How ready a state is, for Route::state: READY highest, STOPPED lowest.
-  static int Readiness(v1::ModelState state);
 
   // The route for an id or alias, or nullptr.
   const Route* Find(const std::string& name) const;

@@ -147,8 +147,12 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   void ForwardToPeer(const router::PeerRoute& peer, const std::string& name,
                      std::string target);
   // Chooses the node for req_.route (cluster/placement.h), then asks its
-  // broker for the lease; a cold start weighs the nodes' costs first.
+  // broker for the lease; a cold start weighs the nodes' costs first
+  // (exchange_placement.cc).
   void Place();
+  // Carries a placement out: the lease on its node, the costs to ask, or
+  // the 503 of no node.
+  void Placed(absl::StatusOr<cluster::Placement> placed);
   void AdmitOn(cluster::Placement placed);
   void OnLease(absl::StatusOr<lease::Lease> lease);
   // The request failed on its node before it was sent upstream (the node

@@ -19,25 +19,6 @@ std::string ModelNodeLabels(const ModelNode& k) {
                       Label(std::get<1>(k)), "\"");
 }
 
-void RenderHistogram(std::string* out, const std::string& name,
-                     const std::string& help,
-                     const std::map<ModelNode, Histogram, std::less<>>& by) {
-  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name,
-                  " histogram\n");
-  for (const auto& [key, h] : by) {
-    std::string labels = ModelNodeLabels(key);
-    uint64_t cumulative = 0;
-    for (size_t i = 0; i <= kBuckets.size(); ++i) {
-      cumulative += h.counts[i];
-      absl::StrAppend(out, name, "_bucket{", labels, ",le=\"",
-                      i < kBuckets.size() ? absl::StrCat(kBuckets[i]) : "+Inf",
-                      "\"} ", cumulative, "\n");
-    }
-    absl::StrAppend(out, name, "_sum{", labels, "} ", h.sum, "\n", name,
-                    "_count{", labels, "} ", h.count, "\n");
-  }
-}
-
 // The entry of `map` for `key` (string_views and the like), made if new.
 template <typename Map, typename... K>
 typename Map::mapped_type& At(Map& map, const K&... key) {
@@ -52,22 +33,7 @@ typename Map::mapped_type& At(Map& map, const K&... key) {
 
 }  // namespace
 
-void Histogram::Observe(absl::Duration d) {
-  double s = absl::ToDoubleSeconds(d);
-  size_t i = 0;
-  while (i < kBuckets.size() && s > kBuckets[i]) ++i;
-  ++counts[i];
-  sum += s;
-  ++count;
-}
-
-void Histogram::Merge(const Histogram& o) {
-  for (size_t i = 0; i < counts.size(); ++i) counts[i] += o.counts[i];
-  sum += o.sum;
-  count += o.count;
-}
-
-void BoundedHistogram::Observe(double value) {
+void Histogram::Observe(double value) {
   if (counts.empty()) counts.assign(bounds.size() + 1, 0);
   size_t i = 0;
   while (i < bounds.size() && value > bounds[i]) ++i;
@@ -76,9 +42,11 @@ void BoundedHistogram::Observe(double value) {
   ++count;
 }
 
-void BoundedHistogram::Merge(const BoundedHistogram& o) {
-  if (bounds.empty()) bounds = o.bounds;
-  if (counts.empty()) counts.assign(bounds.size() + 1, 0);
+void Histogram::Merge(const Histogram& o) {
+  if (counts.empty()) {  // A fresh total takes the bounds it merges.
+    bounds = o.bounds;
+    counts.assign(bounds.size() + 1, 0);
+  }
   for (size_t i = 0; i < counts.size() && i < o.counts.size(); ++i) {
     counts[i] += o.counts[i];
   }
@@ -148,8 +116,7 @@ void WorkerMetrics::Record(const RequestRecord& r) {
   if (r.placement != nullptr) {
     ++At(metrics_.placements, node, absl::string_view(r.placement));
   }
-  auto observe = [](BoundedHistogram& h, absl::Span<const double> bounds,
-                    double v) {
+  auto observe = [](Histogram& h, absl::Span<const double> bounds, double v) {
     h.bounds = bounds;
     h.Observe(v);
   };
@@ -189,17 +156,24 @@ Metrics WorkerMetrics::Snapshot() {
 
 namespace {
 
-void RenderBounded(std::string* out, const std::string& name,
-                   const std::string& labels, const BoundedHistogram& h) {
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < h.counts.size(); ++i) {
-    cumulative += h.counts[i];
-    absl::StrAppend(out, name, "_bucket{", labels, ",le=\"",
-                    i < h.bounds.size() ? absl::StrCat(h.bounds[i]) : "+Inf",
-                    "\"} ", cumulative, "\n");
+// One histogram series per key of `by`, its labels by `labels(key)`.
+template <typename Map, typename Labels>
+void RenderHistograms(std::string* out, const std::string& name,
+                      const std::string& help, const Map& by, Labels labels) {
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name,
+                  " histogram\n");
+  for (const auto& [key, h] : by) {
+    std::string l = labels(key);
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < h.counts.size(); ++i) {
+      cumulative += h.counts[i];
+      absl::StrAppend(out, name, "_bucket{", l, ",le=\"",
+                      i < h.bounds.size() ? absl::StrCat(h.bounds[i]) : "+Inf",
+                      "\"} ", cumulative, "\n");
+    }
+    absl::StrAppend(out, name, "_sum{", l, "} ", h.sum, "\n", name, "_count{",
+                    l, "} ", h.count, "\n");
   }
-  absl::StrAppend(out, name, "_sum{", labels, "} ", h.sum, "\n", name,
-                  "_count{", labels, "} ", h.count, "\n");
 }
 
 // The GenAI labels: the model requested and the node that served it.
@@ -209,37 +183,28 @@ std::string GenAiLabels(const ModelNode& k) {
 }
 
 void RenderGenAi(std::string* out, const Metrics& m) {
-  auto family =
-      [out](const char* name, const char* help,
-            const std::map<ModelNode, BoundedHistogram, std::less<>>& by) {
-        absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name,
-                        " histogram\n");
-        for (const auto& [k, h] : by)
-          RenderBounded(out, name, GenAiLabels(k), h);
-      };
-  family("gen_ai_server_request_duration_seconds",
-         "OpenTelemetry gen_ai.server.request.duration: a model's request, "
-         "from its head to its end.",
-         m.gen_ai_duration);
-  family("gen_ai_server_time_to_first_token_seconds",
-         "OpenTelemetry gen_ai.server.time_to_first_token: a streamed "
-         "request, from its head to the model's first bytes.",
-         m.gen_ai_ttft);
-  family("gen_ai_server_time_per_output_token_seconds",
-         "OpenTelemetry gen_ai.server.time_per_output_token: a streamed "
-         "request's generation time per output token after the first.",
-         m.gen_ai_tpot);
-  absl::StrAppend(out,
-                  "# HELP gen_ai_client_token_usage OpenTelemetry "
-                  "gen_ai.client.token.usage: tokens per request, by type "
-                  "(input, output), as the model reported them.\n"
-                  "# TYPE gen_ai_client_token_usage histogram\n");
-  for (const auto& [k, h] : m.gen_ai_tokens) {
-    RenderBounded(out, "gen_ai_client_token_usage",
-                  absl::StrCat(GenAiLabels({std::get<0>(k), std::get<1>(k)}),
-                               ",gen_ai_token_type=\"", std::get<2>(k), "\""),
-                  h);
-  }
+  RenderHistograms(out, "gen_ai_server_request_duration_seconds",
+                   "OpenTelemetry gen_ai.server.request.duration: a model's "
+                   "request, from its head to its end.",
+                   m.gen_ai_duration, GenAiLabels);
+  RenderHistograms(out, "gen_ai_server_time_to_first_token_seconds",
+                   "OpenTelemetry gen_ai.server.time_to_first_token: a "
+                   "streamed request, from its head to the model's first "
+                   "bytes.",
+                   m.gen_ai_ttft, GenAiLabels);
+  RenderHistograms(out, "gen_ai_server_time_per_output_token_seconds",
+                   "OpenTelemetry gen_ai.server.time_per_output_token: a "
+                   "streamed request's generation time per output token after "
+                   "the first.",
+                   m.gen_ai_tpot, GenAiLabels);
+  RenderHistograms(
+      out, "gen_ai_client_token_usage",
+      "OpenTelemetry gen_ai.client.token.usage: tokens per request, by type "
+      "(input, output), as the model reported them.",
+      m.gen_ai_tokens, [](const auto& k) {
+        return absl::StrCat(GenAiLabels({std::get<0>(k), std::get<1>(k)}),
+                            ",gen_ai_token_type=\"", std::get<2>(k), "\"");
+      });
 }
 
 // The names the Kubernetes Gateway API inference extension reads (vLLM's),
@@ -302,13 +267,13 @@ std::string Metrics::Render(const std::map<ModelNode, int>& in_flight,
   }
   RenderGenAi(&out, *this);
   RenderVllm(&out, in_flight, queued);
-  RenderHistogram(&out, "modelproxy_upstream_time_to_first_byte_seconds",
-                  "From sending a request upstream to its response head.",
-                  time_to_first_byte);
-  RenderHistogram(&out, "modelproxy_lease_wait_seconds",
-                  "From routing a request to holding its model's lease (the "
-                  "queue and any start or swap).",
-                  lease_wait);
+  RenderHistograms(&out, "modelproxy_upstream_time_to_first_byte_seconds",
+                   "From sending a request upstream to its response head.",
+                   time_to_first_byte, ModelNodeLabels);
+  RenderHistograms(&out, "modelproxy_lease_wait_seconds",
+                   "From routing a request to holding its model's lease (the "
+                   "queue and any start or swap).",
+                   lease_wait, ModelNodeLabels);
   absl::StrAppend(&out,
                   "# HELP modelproxy_lease_errors_total Requests refused "
                   "for want of a lease, by model, node and code.\n"

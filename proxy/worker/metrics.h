@@ -26,15 +26,6 @@ namespace modelplane::proxy {
 inline constexpr std::array<double, 13> kBuckets = {
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60};
 
-struct Histogram {
-  std::array<uint64_t, kBuckets.size() + 1> counts{};  // Last: +Inf.
-  double sum = 0;
-  uint64_t count = 0;
-
-  void Observe(absl::Duration d);
-  void Merge(const Histogram& o);
-};
-
 // OpenTelemetry's GenAI semantic conventions: their histograms' explicit
 // bucket boundaries (seconds; tokens for the usage).
 inline constexpr double kGenAiDurationBuckets[] = {
@@ -49,15 +40,17 @@ inline constexpr double kGenAiTokenBuckets[] = {
     1,     4,     16,     64,      256,     1024,     4096,
     16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864};
 
-// A histogram over given boundaries (one of the arrays above).
-struct BoundedHistogram {
-  absl::Span<const double> bounds;
-  std::vector<uint64_t> counts;  // bounds.size() + 1: the last is +Inf.
+// A cumulative histogram over given boundaries (kBuckets, or one of the
+// GenAI arrays above, set before the first Observe), then +Inf.
+struct Histogram {
+  absl::Span<const double> bounds = kBuckets;
+  std::vector<uint64_t> counts;  // bounds.size() + 1 once observed.
   double sum = 0;
   uint64_t count = 0;
 
   void Observe(double value);
-  void Merge(const BoundedHistogram& o);
+  void Observe(absl::Duration d) { Observe(absl::ToDoubleSeconds(d)); }
+  void Merge(const Histogram& o);
 };
 
 // A model and the node it was served on ("" when none was chosen).
@@ -84,10 +77,10 @@ struct Metrics {
   // OpenTelemetry GenAI, by model and node: request duration, time to the
   // first token and per output token (streams), and token usage by model,
   // node and type (input, output).
-  std::map<ModelNode, BoundedHistogram, std::less<>> gen_ai_duration;
-  std::map<ModelNode, BoundedHistogram, std::less<>> gen_ai_ttft;
-  std::map<ModelNode, BoundedHistogram, std::less<>> gen_ai_tpot;
-  std::map<std::tuple<std::string, std::string, std::string>, BoundedHistogram,
+  std::map<ModelNode, Histogram, std::less<>> gen_ai_duration;
+  std::map<ModelNode, Histogram, std::less<>> gen_ai_ttft;
+  std::map<ModelNode, Histogram, std::less<>> gen_ai_tpot;
+  std::map<std::tuple<std::string, std::string, std::string>, Histogram,
            std::less<>>
       gen_ai_tokens;
   // (node, reason) -> requests placed (cluster::ReasonName).

@@ -1020,13 +1020,11 @@ class ModelCrashTest(unittest.TestCase):
                 self.assertEqual(p.request("POST", "/v1/chat/completions", body)[0], 200)
                 first = m.model("c").pid
                 statuses = []
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
+
+                def served_by_a_new_process():
                     statuses.append(p.request("POST", "/v1/chat/completions", body)[0])
-                    model = m.model("c")
-                    if statuses[-1] == 200 and model.pid not in (0, first):
-                        break
-                    time.sleep(0.05)
+                    return statuses[-1] == 200 and m.model("c").pid not in (0, first)
+                wait_for(served_by_a_new_process, 30, interval=0.05)
                 model = m.model("c")
                 self.assertEqual(statuses[-1], 200, statuses)
                 self.assertNotIn(model.pid, (0, first), statuses)
