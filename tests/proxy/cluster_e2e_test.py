@@ -405,6 +405,43 @@ class DnsTest(unittest.TestCase):
             dns.stop()
 
 
+class DnsTlsTest(unittest.TestCase):
+    def test_a_node_found_through_dns_is_checked_against_the_name(self):
+        # The manager's certificate names the DNS name only (as a Service's
+        # would), not the address it resolves to.
+        with tempfile.TemporaryDirectory() as d:
+            pem, key = d + "/m.pem", d + "/m.key"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                 "-keyout", key, "-out", pem, "-days", "1", "-subj",
+                 "/CN=managers.test", "-addext", "subjectAltName=DNS:managers.test"],
+                check=True, capture_output=True, timeout=60)
+            dns = Dnsmasq({"managers.test": HOSTS[:1]})
+            nodes, proxy = [], None
+            try:
+                nodes = start_nodes(["a"], hosts=HOSTS[:1], port=free_port(),
+                                    flags=["--tls-cert", pem, "--tls-key", key])
+                target = "dns://127.0.0.1:%d/managers.test:%d" % (dns.port, nodes[0].port)
+                code, out, err = mpctl(nodes, "--tls-ca", pem, "ls", managers=[target])
+                self.assertEqual(code, 0, err)
+                self.assertIn(name(nodes[0]), out)
+                # By address the certificate does not fit, unless told the name.
+                code, out, err = mpctl(nodes, "--tls-ca", pem, "ls")
+                self.assertNotEqual(code, 0, out)
+                code, out, err = mpctl(nodes, "--tls-ca", pem, "--tls-server-name",
+                                       "managers.test", "ls")
+                self.assertEqual(code, 0, err)
+                proxy = ProxyProcess([target], workers=1,
+                                     flags=["--manager-tls-ca", pem])
+                self.assertTrue(wait_for(lambda: nodes_of(proxy, "a") == [name(nodes[0])], 20))
+            finally:
+                if proxy is not None:
+                    proxy.stop()
+                for m in nodes:
+                    m.stop()
+                dns.stop()
+
+
 class HungAndRestartedNodeTest(unittest.TestCase):
     def test_a_stopped_manager_is_given_up_and_a_restarted_one_rejoins(self):
         port = free_port()
