@@ -356,6 +356,38 @@ std::unique_ptr<WatchStream> ManagerClient::WatchAsync(
   return s;
 }
 
+std::shared_ptr<CallHandle> ManagerClient::StreamLogsAsync(
+    const v1::StreamLogsRequest& request, LogStream::Handlers handlers) {
+  auto handle = std::make_shared<CallHandle>();
+  auto* s = new LogStream(Context(absl::InfiniteDuration()),
+                          std::move(handlers), handle);
+  {
+    absl::MutexLock lock(&handle->mu_);
+    handle->ctx_ = s->ctx_.get();
+  }
+  s->request_ = request;
+  stub_->async()->StreamLogs(s->ctx_.get(), &s->request_, s);
+  s->StartRead(&s->chunk_);
+  s->StartCall();
+  return handle;
+}
+
+void LogStream::OnReadDone(bool ok) {
+  if (!ok) return;  // OnDone follows.
+  if (handlers_.on_chunk) handlers_.on_chunk(chunk_);
+  StartRead(&chunk_);
+}
+
+void LogStream::OnDone(const grpc::Status& status) {
+  {
+    // No Cancel reaches the context once it is gone.
+    absl::MutexLock lock(&handle_->mu_);
+    handle_->ctx_ = nullptr;
+  }
+  if (handlers_.on_end) handlers_.on_end(FromGrpc(status));
+  delete this;
+}
+
 void WatchStream::OnReadDone(bool ok) {
   if (!ok) return;  // OnDone follows.
   if (handlers_.on_event) handlers_.on_event(event_);

@@ -59,6 +59,7 @@ class CallHandle {
 
  private:
   friend class ManagerClient;
+  friend class LogStream;
   absl::Mutex mu_;
   grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // Null when done.
 };
@@ -135,6 +136,35 @@ class WatchStream : public grpc::ClientReadReactor<v1::WatchEvent> {
   std::atomic<bool> done_{false};
 };
 
+// StreamLogs in async form: `on_chunk` on a gRPC thread for every chunk,
+// in order; `on_end` once, after the last. It owns itself (freed after
+// on_end); the CallHandle StreamLogsAsync returns cancels it.
+class LogStream : public grpc::ClientReadReactor<v1::LogChunk> {
+ public:
+  struct Handlers {
+    std::function<void(const v1::LogChunk&)> on_chunk;
+    std::function<void(const absl::Status&)> on_end;
+  };
+
+  // grpc::ClientReadReactor.
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  friend class ManagerClient;
+  LogStream(std::unique_ptr<grpc::ClientContext> ctx, Handlers handlers,
+            std::shared_ptr<CallHandle> handle)
+      : ctx_(std::move(ctx)),
+        handlers_(std::move(handlers)),
+        handle_(std::move(handle)) {}
+
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  Handlers handlers_;
+  std::shared_ptr<CallHandle> handle_;
+  v1::StreamLogsRequest request_;
+  v1::LogChunk chunk_;
+};
+
 class ManagerClient {
  public:
   static ManagerClient Connect(const ClientOptions& options);
@@ -190,6 +220,8 @@ class ManagerClient {
                                               AcquireStream::Handlers handlers);
   std::unique_ptr<WatchStream> WatchAsync(const v1::WatchRequest& request,
                                           WatchStream::Handlers handlers);
+  std::shared_ptr<CallHandle> StreamLogsAsync(
+      const v1::StreamLogsRequest& request, LogStream::Handlers handlers);
 
   v1::ModelManager::Stub* stub() { return stub_.get(); }
 

@@ -69,19 +69,20 @@ int Main(int argc, char** argv) {
     fprintf(stderr, "modelproxy: %s\n", std::string(started.message()).c_str());
     return 1;
   }
-  Log(absl::StrCat("modelproxy listening on ", host, ":", proxy.port(),
-                   " with ", workers, " worker(s), manager ", manager));
+  proxy.Log(absl::StrCat("modelproxy listening on ", host, ":", proxy.port(),
+                         " with ", workers, " worker(s), manager ", manager));
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
     // Routes, keys and limits come from the manager, which reloads on its
     // own SIGHUP: nothing to do here, and no reason to die.
-    Log("SIGHUP: nothing to reload (the manager's reload reaches the proxy)");
+    proxy.Log(
+        "SIGHUP: nothing to reload (the manager's reload reaches the proxy)");
   }
-  Log(absl::StrCat(strsignal(sig), ": draining"));
+  proxy.Log(absl::StrCat(strsignal(sig), ": draining"));
   // Stop accepting; let the responses in flight finish, within the budget.
   size_t left = proxy.Drain(cl->drain);
   if (left > 0) {
-    Log(absl::StrCat(left, " connection(s) cut at the drain deadline"));
+    proxy.Log(absl::StrCat(left, " connection(s) cut at the drain deadline"));
   }
   proxy.Stop();
   Log("stopped");

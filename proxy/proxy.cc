@@ -12,7 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/json_string.h"
 #include "common/uv/handle.h"
+#include "proxy/answers/models.h"
 #include "proxy/router/snapshot.h"
 #include "proxy/worker/metrics.h"
 
@@ -65,8 +67,28 @@ class Proxy::Timers {
   LoopThread loop_;
 };
 
-Proxy::Proxy(ProxyConfig config) : config_(std::move(config)) {
+Proxy::Proxy(ProxyConfig config)
+    : config_(std::move(config)),
+      events_(std::make_unique<answers::EventHub>()) {
   if (!config_.log) config_.log = [](const std::string&, const char*) {};
+  // Every line the proxy and its links log also goes to the UI's log.
+  auto log = config_.log;
+  answers::EventHub* events = events_.get();
+  config_.log = [log, events](const std::string& line, const char* level) {
+    log(line, level);
+    events->AddLog("proxy", absl::StrCat(absl::FormatTime(
+                                             "%Y-%m-%dT%H:%M:%E3SZ",
+                                             absl::Now(), absl::UTCTimeZone()),
+                                         " ", level, " ", line, "\n"));
+  };
+  auto link_log = config_.link.log;
+  config_.link.log = [link_log, events](const std::string& line) {
+    if (link_log) link_log(line);
+    events->AddLog("proxy", absl::StrCat(absl::FormatTime(
+                                             "%Y-%m-%dT%H:%M:%E3SZ",
+                                             absl::Now(), absl::UTCTimeZone()),
+                                         " info ", line, "\n"));
+  };
   const std::string& host = config_.host;
   loopback_ =
       host == "localhost" || absl::StartsWith(host, "127.") || host == "::1";
@@ -74,6 +96,10 @@ Proxy::Proxy(ProxyConfig config) : config_(std::move(config)) {
 }
 
 Proxy::~Proxy() { Stop(); }
+
+void Proxy::Log(const std::string& line, const char* level) {
+  config_.log(line, level);
+}
 
 absl::Status Proxy::Start() {
   started_ = true;
@@ -90,6 +116,13 @@ absl::Status Proxy::Start() {
   timers_ = std::make_unique<Timers>();
   trimmer_ = std::make_unique<MemoryTrimmer>();
   context_ = std::make_unique<ProxyContext>(config_.options, trimmer_.get());
+  context_->set_events(events_.get());
+  // The UI's model status follows every routing snapshot (sent when it
+  // changed).
+  answers::EventHub* events = events_.get();
+  context_->routing().set_on_publish([events](const router::Snapshot& s) {
+    events->SetModels(answers::ModelStatusJson(s));
+  });
   cluster::ClusterOptions copts;
   copts.link = config_.link;
   copts.after = timers_->After();
@@ -113,6 +146,19 @@ absl::Status Proxy::Start() {
     membership_->Start();
     context_->set_unload([cluster](const std::string& model, auto done) {
       cluster->Unload(model, std::move(done));
+    });
+    context_->set_load([cluster](std::shared_ptr<const router::Snapshot> snap,
+                                 const std::string& model,
+                                 const std::string& node, auto done) {
+      cluster->Load(std::move(snap), model, node, std::move(done));
+    });
+    router::RoutingState* routing = &context_->routing();
+    context_->set_logs([cluster, routing](const answers::LogRequest& request,
+                                          answers::LogChunkFn on_chunk,
+                                          auto on_end) {
+      return cluster->StreamLogs(*routing->Current(), request.model,
+                                 request.node, request.history_bytes,
+                                 std::move(on_chunk), std::move(on_end));
     });
     ReapLater();
   }
@@ -155,6 +201,8 @@ void Proxy::ReapLater() {
   timers_->After()(absl::Milliseconds(500), [this] {
     if (reap_stopped_) return;  // Stop() set it on this same loop.
     cluster_->Reap();
+    if (events_->readers() > 0) events_->SetInFlight(InFlightJson());
+    if (++ticks_ % 30 == 0) events_->KeepAlive();  // Every 15 s.
     ReapLater();
   });
 }
@@ -250,7 +298,33 @@ void Proxy::GatherActivity(
       });
 }
 
+std::string Proxy::InFlightJson() const {
+  // {"total":N,"models":[{"model","node","in_flight","queued"}]}: what
+  // this proxy's requests hold and wait for, per model and node.
+  std::string models;
+  int total = 0;
+  for (const auto& node : cluster_->nodes()->nodes()) {
+    std::map<std::string, int> f, q;
+    node->broker().Loads(&f, &q);
+    std::map<std::string, std::pair<int, int>> both;
+    for (const auto& [model, n] : f) both[model].first = n;
+    for (const auto& [model, n] : q) both[model].second = n;
+    for (const auto& [model, fq] : both) {
+      if (fq.first == 0 && fq.second == 0) continue;
+      total += fq.first;
+      absl::StrAppend(&models, models.empty() ? "" : ",", R"({"model":)",
+                      JsonString(model), R"(,"node":)",
+                      JsonString(node->name()), R"(,"in_flight":)", fq.first,
+                      R"(,"queued":)", fq.second, "}");
+    }
+  }
+  return absl::StrCat(R"({"total":)", total, R"(,"models":[)", models, "]}");
+}
+
 size_t Proxy::Drain(absl::Duration budget) {
+  // The open event and log streams end now: a browser tab does not hold
+  // the drain to its deadline.
+  if (context_ != nullptr) context_->EndStreams();
   size_t left = 0;
   for (auto& w : workers_) left += w->Drain();
   absl::Time deadline = absl::Now() + budget;

@@ -78,6 +78,10 @@ class Proxy {
   // frees the workers; the rest goes with the Proxy. Idempotent.
   void Stop();
 
+  // One line of the proxy's own log: to config.log, and to the web UI's
+  // log (/logs/stream/proxy, /api/events). Any thread.
+  void Log(const std::string& line, const char* level = "info");
+
   // For tests and /metrics (after Start).
   ProxyContext& context() { return *context_; }
   cluster::Cluster& cluster() { return *cluster_; }
@@ -93,13 +97,17 @@ class Proxy {
   // The settings in force changed: says once that the proxy serves beyond
   // this host with no apiKeys.
   void OnSettings(const v1::DataPlaneSettings& settings);
-  // Reaps the nodes that left, every half second (on the timers' loop),
-  // until Stop().
+  // Reaps the nodes that left, and sends the in-flight counts to the
+  // event stream's readers, every half second (on the timers' loop), until
+  // Stop().
   void ReapLater();
   // `each` on every worker's loop, then `last` on the loop of the last.
   void OnEveryWorker(std::function<void(Worker*)> each,
                      std::function<void()> last);
   void RenderMetrics(std::function<void(std::string)> done);
+  // The requests in flight and queued per model and node, as the
+  // `inflight` event's JSON.
+  std::string InFlightJson() const;
   void GatherActivity(
       std::function<void(std::vector<answers::ActivityEntry>)> done);
 
@@ -114,6 +122,9 @@ class Proxy {
   std::unique_ptr<GrpcPollKeeper> poll_keeper_;
   std::unique_ptr<Timers> timers_;
   std::unique_ptr<MemoryTrimmer> trimmer_;
+  // The event bus and the proxy log's history (made with the Proxy: its log
+  // lines from the start are kept).
+  std::unique_ptr<answers::EventHub> events_;
   std::unique_ptr<ProxyContext> context_;
   std::unique_ptr<cluster::Cluster> cluster_;
   std::unique_ptr<cluster::Membership> membership_;
@@ -122,6 +133,8 @@ class Proxy {
   std::atomic<bool> open_warned_{false};
   // Set by Stop() on the timers' loop: no reap after it.
   bool reap_stopped_ = false;
+  // The timers' loop's ticks (ReapLater), for the events' keepalive.
+  uint64_t ticks_ = 0;
   int port_ = 0;
   bool started_ = false;
   bool stopped_ = false;

@@ -248,6 +248,7 @@ class ProxyTest : public ::testing::Test {
     config.port = 0;
     config.workers = workers;
     config.transport = &transport_;
+    config.options = options_;
     proxy_ = std::make_unique<Proxy>(config);
     ASSERT_TRUE(proxy_->Start().ok());
     v1::Model m;
@@ -265,6 +266,7 @@ class ProxyTest : public ::testing::Test {
     return released_;
   }
 
+  ProxyOptions options_;
   NiceMock<MockTransport> transport_;
   LoopThread manager_;
   std::unique_ptr<FakeUpstream> upstream_;
@@ -439,6 +441,80 @@ TEST_F(ProxyTest, Http2StreamsShareOneConnection) {
         ::testing::HasSubstr(absl::StrCat("\"completion_tokens\":", i + 1)));
   }
   EXPECT_EQ(upstream_->Stats().requests_by_path["/v1/chat/completions"], 3u);
+}
+
+// The UI's event stream: the models' state as it changes, the proxy's log,
+// the requests served; ended by the drain.
+TEST_F(ProxyTest, TheEventStreamFollowsTheProxyAndEndsOnDrain) {
+  StartProxy({});
+  Client events(proxy_->port());
+  events.Send("GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n");
+  auto has = [&events](absl::string_view what) {
+    return events.ReadUntil(
+        [what](const std::string& in) { return absl::StrContains(in, what); });
+  };
+  ASSERT_TRUE(has("text/event-stream"));
+  // The state first: the model, ready.
+  ASSERT_TRUE(has(R"(\"id\":\"m\")"));
+  EXPECT_TRUE(has(R"(\"state\":\"ready\")"));
+  v1::Model m;
+  m.set_id("m");
+  m.set_state(v1::MODEL_STATE_STARTING);
+  proxy_->SetLocalView(router::RouteTable::Build({m}), nullptr);
+  EXPECT_TRUE(has(R"(\"state\":\"starting\")"));
+  m.set_state(v1::MODEL_STATE_READY);
+  proxy_->SetLocalView(router::RouteTable::Build({m}), nullptr);
+  proxy_->Log("a line for the UI");
+  EXPECT_TRUE(has("a line for the UI"));
+  Client c(proxy_->port());
+  c.Send(Post(Chat(3, false)));
+  EXPECT_EQ(c.ReadResponse().status, 200);
+  EXPECT_TRUE(has(R"({"type":"activity")"));
+  EXPECT_TRUE(has(R"(\"output_tokens\":3)"));
+  c.Close();
+  // Drained: the stream ends cleanly (its last chunk), and does not hold
+  // the drain.
+  std::thread drain([&] { EXPECT_EQ(proxy_->Drain(kDeadline), 0u); });
+  EXPECT_TRUE(has("\r\n0\r\n\r\n"));
+  events.Close();
+  drain.join();
+}
+
+// A reader that takes nothing is cut, after a last message saying so,
+// once the bound waits for it; a reader that keeps up gets everything.
+TEST_F(ProxyTest, ASlowEventReaderIsCutAndNothingElseWaits) {
+  options_.max_buffered_response = 64 << 10;
+  StartProxy({});
+  Client slow(proxy_->port());
+  slow.Send("GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n");
+  Client fast(proxy_->port());
+  fast.Send("GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_TRUE(fast.ReadUntil([](const std::string& in) {
+    return absl::StrContains(in, "modelStatus");
+  }));
+  // 12.8 MB: past what the sockets hold for the slow one, and its bound.
+  std::string line(32 << 10, 'x');
+  for (int i = 0; i < 400; ++i) {
+    proxy_->Log(absl::StrCat("line ", i, " ", line));
+    // (Only the newest bytes are searched: 12.8 MB arrive.)
+    std::string want = absl::StrCat("line ", i, " ");
+    ASSERT_TRUE(fast.ReadUntil([&](const std::string& in) {
+      size_t from = in.size() > (128 << 10) ? in.size() - (128 << 10) : 0;
+      return in.find(want, from) != std::string::npos;
+    }));
+  }
+  // The slow one reads at last: what it was sent, the marker, the end.
+  ASSERT_TRUE(slow.ReadUntil([](const std::string& in) {
+    return absl::EndsWith(in, "\r\n0\r\n\r\n");
+  }));
+  EXPECT_THAT(slow.in(), ::testing::Not(::testing::HasSubstr("line 399 ")));
+  EXPECT_THAT(slow.in(), ::testing::HasSubstr(R"({"type":"dropped")"));
+  // The fast one has every line, and goes on.
+  proxy_->Log("after the cut");
+  EXPECT_TRUE(fast.ReadUntil([](const std::string& in) {
+    return in.find("after the cut", in.size() > 4096 ? in.size() - 4096 : 0) !=
+           std::string::npos;
+  }));
 }
 
 }  // namespace

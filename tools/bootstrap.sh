@@ -18,7 +18,7 @@ BUILD=(
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libabsl-dev libuv1-dev libnghttp2-dev libhttp-parser-dev libyaml-cpp-dev
   libre2-dev rapidjson-dev libsimdjson-dev libssl-dev libc-ares-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libbrotli-dev zlib1g-dev
 )
 DEMO=(
   # tools/demo.sh: its checks and the commands it prints.
@@ -29,6 +29,8 @@ TEST=(
   python3 python3-grpcio python3-protobuf python3-h2 curl nghttp2-client
   openssl procps clang-format dnsmasq-base python3-kubernetes python3-yaml
   python3-prometheus-client
+  # The web UI's browser test (driven by playwright-core from npm).
+  chromium
 )
 BENCH=(
   # Peers and load generators.

@@ -129,6 +129,7 @@ chat_model="${chat_model:-$(head -n 1 <<<"$models")}"
 cat <<EOF
 
 modelplane is running on $config
+  web UI               http://$proxy_addr/ui/
   proxy (OpenAI API)   http://$proxy_addr/v1
   manager (gRPC)       $manager_addr
   logs                 $logs

@@ -10,6 +10,7 @@
 #include "common/json_string.h"
 #include "proxy/answers/answer.h"
 #include "proxy/router/url_params.h"
+#include "rapidjson/document.h"
 
 namespace modelplane::proxy::answers {
 namespace {
@@ -53,6 +54,51 @@ std::vector<ActivityEntry> ActivityRing::Copy() const {
   return out;
 }
 
+std::string ErrorMessageOf(absl::string_view body) {
+  constexpr size_t kMax = 512;
+  if (body.size() < (64 << 10)) {
+    rapidjson::Document d;
+    d.Parse(body.data(), body.size());
+    if (!d.HasParseError() && d.IsObject()) {
+      const rapidjson::Value* v = nullptr;
+      auto error = d.FindMember("error");
+      if (error != d.MemberEnd() && error->value.IsObject()) {
+        auto m = error->value.FindMember("message");
+        if (m != error->value.MemberEnd()) v = &m->value;
+      } else if (error != d.MemberEnd()) {
+        v = &error->value;
+      } else if (auto m = d.FindMember("message"); m != d.MemberEnd()) {
+        v = &m->value;
+      }
+      if (v != nullptr && v->IsString()) {
+        return std::string(v->GetString(),
+                           std::min<size_t>(v->GetStringLength(), kMax));
+      }
+    }
+  }
+  return std::string(body.substr(0, kMax));
+}
+
+std::string ActivityJson(const ActivityEntry& e) {
+  return absl::StrCat(
+      R"({"id":)", e.id, R"(,"timestamp":)",
+      JsonString(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ",
+                                  absl::FromUnixMillis(e.unix_ms),
+                                  absl::UTCTimeZone())),
+      R"(,"model":)", JsonString(e.model), R"(,"node":)", JsonString(e.node),
+      R"(,"path":)", JsonString(e.path), R"(,"status":)", e.status,
+      R"(,"input_tokens":)", Count(e.input_tokens), R"(,"output_tokens":)",
+      Count(e.output_tokens), R"(,"tokens_per_second":)",
+      Number(e.tokens_per_second), R"(,"time_to_first_token_ms":)",
+      Number(e.time_to_first_token_ms), R"(,"queue_wait_ms":)",
+      Number(e.queue_wait_ms), R"(,"load_wait_ms":)", Number(e.load_wait_ms),
+      R"(,"prompt_tokens_per_second":)", Number(e.prompt_tokens_per_second),
+      R"(,"cached_tokens":)", Count(e.cached_tokens), R"(,"draft_tokens":)",
+      Count(e.draft_tokens), R"(,"error":)",
+      e.error.empty() ? std::string("null") : JsonString(e.error),
+      R"(,"duration_ms":)", absl::StrFormat("%.3f", e.duration_ms), "}");
+}
+
 std::string ActivityPage(std::vector<ActivityEntry> entries,
                          absl::string_view model, int status, uint64_t before,
                          size_t limit, size_t keep) {
@@ -73,19 +119,7 @@ std::string ActivityPage(std::vector<ActivityEntry> entries,
     }
     ++n;
     last = e.id;
-    absl::StrAppend(
-        &data, data.empty() ? "" : ",", R"({"id":)", e.id, R"(,"timestamp":)",
-        JsonString(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ",
-                                    absl::FromUnixMillis(e.unix_ms),
-                                    absl::UTCTimeZone())),
-        R"(,"model":)", JsonString(e.model), R"(,"node":)", JsonString(e.node),
-        R"(,"path":)", JsonString(e.path), R"(,"status":)", e.status,
-        R"(,"input_tokens":)", Count(e.input_tokens), R"(,"output_tokens":)",
-        Count(e.output_tokens), R"(,"tokens_per_second":)",
-        Number(e.tokens_per_second), R"(,"time_to_first_token_ms":)",
-        Number(e.time_to_first_token_ms), R"(,"queue_wait_ms":)",
-        Number(e.queue_wait_ms), R"(,"duration_ms":)",
-        absl::StrFormat("%.3f", e.duration_ms), "}");
+    absl::StrAppend(&data, data.empty() ? "" : ",", ActivityJson(e));
   }
   return absl::StrCat(R"({"activity":[)", data, R"(],"next_before":)",
                       more ? absl::StrCat(last) : "null", "}");

@@ -31,12 +31,27 @@ struct ActivityEntry {
   std::optional<uint64_t> input_tokens;
   std::optional<uint64_t> output_tokens;
   std::optional<double> time_to_first_token_ms;  // Streams.
-  std::optional<double> queue_wait_ms;           // Waiting for the lease.
+  // Waiting for the lease: in the queue (behind other models, a swap),
+  // and for the model's loading (from the manager's STARTING).
+  std::optional<double> queue_wait_ms;
+  std::optional<double> load_wait_ms;
   double duration_ms = 0;
   // Output tokens per second of generation (after the first token for a
   // stream, the whole request otherwise), when the model reported tokens.
   std::optional<double> tokens_per_second;
+  // Prompt tokens per second, as the model measured them (llama.cpp).
+  std::optional<double> prompt_tokens_per_second;
+  // Prompt tokens served from the model's cache; tokens drafted by its
+  // speculative decoding (llama.cpp), where it reports them.
+  std::optional<uint64_t> cached_tokens;
+  std::optional<uint64_t> draft_tokens;
+  // An error's message (status 400 and up), at most 512 bytes.
+  std::string error;
 };
+
+// The message of an error body (OpenAI's {"error":{"message"}}, or a
+// "message" or "error" string), else its text; at most 512 bytes.
+std::string ErrorMessageOf(absl::string_view body);
 
 // One worker's ring (its loop thread only).
 class ActivityRing {
@@ -51,6 +66,9 @@ class ActivityRing {
   std::vector<ActivityEntry> ring_;  // Oldest first, from next_ on.
   size_t next_ = 0;  // Where the next entry goes once the ring is full.
 };
+
+// One entry as the JSON object the page and the `activity` event carry.
+std::string ActivityJson(const ActivityEntry& e);
 
 // A page of the newest `keep` of `entries` (any order) as JSON, newest
 // first: `model` and `status` filter (empty / 0: any), `before` an id (0:

@@ -261,6 +261,10 @@ class Recorder : public Responder {
       pending.push_back(std::move(fn));
     };
   }
+  std::shared_ptr<StreamOut> OpenStream(StreamSpec) override {
+    ADD_FAILURE() << "no handler here streams";
+    return nullptr;
+  }
   void RunLater() {
     std::vector<std::function<void(Responder*)>> run;
     run.swap(pending);

@@ -18,6 +18,14 @@ std::string ModelList(const router::Snapshot& snapshot);
 // llama-swap's /running: the models starting, ready or stopping.
 std::string RunningList(const router::Snapshot& snapshot);
 
+// The UI's model status (the /api/events `modelStatus` data): a JSON
+// array, sorted by id, of llama-swap's fields (id, name, description,
+// state, unlisted, aliases; peers' models with peerID) and, per node that
+// has the model, what its manager says: state, group, pid, since, ttl,
+// last use, leases, queued requests and the last failure with its output
+// (model_status.cc; docs/ui.md).
+std::string ModelStatusJson(const router::Snapshot& snapshot);
+
 }  // namespace modelplane::proxy::answers
 
 #endif  // MODELPLANE_PROXY_ANSWERS_MODELS_H_

@@ -104,6 +104,23 @@ class Cluster {
       const std::string& model,
       std::function<void(absl::StatusOr<std::vector<std::string>>)> done);
 
+  // Starts `model` (resolved in `snapshot`) on `node`, or where a request
+  // for it would be placed (the UI's Load); `done` (any thread) once the
+  // start was sent, with the node's name. The start goes on after that
+  // (its outcome is in the model's state); a failure is logged.
+  void Load(std::shared_ptr<const router::Snapshot> snapshot,
+            const std::string& model, const std::string& node,
+            std::function<void(absl::StatusOr<std::string>)> done);
+
+  // A model's output (or "manager": the manager's log) from the node
+  // named, or the model's first node that runs it (answers::LogsFn).
+  // Returns the function that cancels it.
+  std::function<void()> StreamLogs(
+      const router::Snapshot& snapshot, const std::string& model,
+      const std::string& node, uint32_t history_bytes,
+      std::function<void(std::string data, uint64_t dropped)> on_chunk,
+      std::function<void(absl::Status)> on_end);
+
   // The current nodes (tests, metrics).
   std::shared_ptr<const NodeSet> nodes() const;
 

@@ -70,7 +70,8 @@ uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
   if (Entry* e = Find(model)) {
     Admission a = TryAdmit(*e, limit);
     if (a == Admission::kAdmitted) {
-      done(Lease{model, *e->upstream.load(std::memory_order_acquire)});
+      done(Lease{model, *e->upstream.load(std::memory_order_acquire),
+                 absl::ZeroDuration()});
       return 0;
     }
     if (a == Admission::kFull) {
@@ -86,7 +87,8 @@ uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
     Entry& e = EntryLocked(model);
     Admission a = TryAdmit(e, limit);  // Opened meanwhile?
     if (a == Admission::kAdmitted) {
-      now = Lease{model, *e.upstream.load(std::memory_order_acquire)};
+      now = Lease{model, *e.upstream.load(std::memory_order_acquire),
+                  absl::ZeroDuration()};
     } else if (a == Admission::kFull) {
       now = OverLimit(model, limit);
     } else if (!transport_->Connected()) {
@@ -98,6 +100,7 @@ uint64_t LeaseBroker::Admit(const std::string& model, int limit, Post post,
       e.limit = limit;
       if (e.state == State::kIdle) {
         e.state = State::kAcquiring;
+        e.starting_since = absl::InfinitePast();  // This ACQUIRE's own.
         acquire = ++e.attempt;
       }
     }
@@ -194,6 +197,7 @@ void LeaseBroker::MaybeRelease(const std::string& model, Entry& e) {
   e.revoked = false;
   if (!e.waiters.empty()) {
     e.state = State::kAcquiring;
+    e.starting_since = absl::InfinitePast();
     transport_->SendAcquire(model, ++e.attempt);
   }
 }
@@ -249,14 +253,20 @@ void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
       e.upstream.store(known->get(), std::memory_order_release);
     }
     e.revoked = false;
+    absl::Time now = clock_();
     for (Waiter& w : e.waiters) {
       if (InFlightOf(e) >= e.limit) {
         answers.push_back({std::move(w), OverLimit(model, e.limit)});
         continue;
       }
       e.gate.fetch_add(1, std::memory_order_acq_rel);
-      answers.push_back({std::move(w), Lease{model, upstream}});
+      absl::Duration loading;
+      if (e.starting_since != absl::InfinitePast()) {
+        loading = now - std::max(e.starting_since, w.since);
+      }
+      answers.push_back({std::move(w), Lease{model, upstream, loading}});
     }
+    e.starting_since = absl::InfinitePast();
     e.waiters.clear();
     e.gate.fetch_or(kOpen, std::memory_order_acq_rel);
     // Idle from the grant on (a check pending from an earlier hold must
@@ -266,6 +276,13 @@ void LeaseBroker::OnGranted(const std::string& model, uint64_t lease,
     ArmLinger(model, e, linger_);
   }
   Deliver(std::move(answers));
+}
+
+void LeaseBroker::OnStarting(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  Entry* e = Find(model);
+  if (e == nullptr || e->state != State::kAcquiring) return;
+  if (e->starting_since == absl::InfinitePast()) e->starting_since = clock_();
 }
 
 void LeaseBroker::OnRevoked(const std::string& model, uint64_t lease) {

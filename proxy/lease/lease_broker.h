@@ -36,6 +36,10 @@ namespace modelplane::proxy::lease {
 struct Lease {
   std::string model;     // Canonical id.
   std::string upstream;  // Base URL, e.g. http://127.0.0.1:5800.
+  // Of the request's wait, how long the model was loading for it: from the
+  // manager's STARTING (or the request's arrival, if later) to the grant.
+  // Zero when it waited for no start (the rest of a wait is the queue's).
+  absl::Duration loading;
 };
 
 // The Acquire stream, as the broker sees it (the gRPC client, or a fake).
@@ -96,6 +100,9 @@ class LeaseBroker {
   void Unwatch(const std::string& model, uint64_t id);
 
   // --- Transport events ---
+  // The manager began the model's start for the ACQUIRE (STARTING): the
+  // waiters' load wait counts from here.
+  void OnStarting(const std::string& model);
   void OnGranted(const std::string& model, uint64_t lease,
                  const std::string& upstream);
   void OnRevoked(const std::string& model, uint64_t lease);
@@ -144,6 +151,9 @@ class LeaseBroker {
     bool revoked = false;  // mu_ (the gate closes with it).
     int limit = 1;         // The concurrencyLimit waiters asked with.
     uint64_t attempt = 0;  // mu_: the last ACQUIRE sent for the model.
+    // mu_: when the manager said the model's start began (STARTING), until
+    // the grant; absl::InfinitePast() when it did not.
+    absl::Time starting_since = absl::InfinitePast();
     // Unix nanoseconds, written by the last request out without mu_:
     // the wall clock, sent with the RELEASE (TTL), and `clock_`'s time,
     // since the last request ended or since the grant.

@@ -99,6 +99,38 @@ TEST_F(LeaseBrokerTest, OneAcquireThenAThousandRequestsWithNoControlPlaneCall) {
   EXPECT_THAT(transport_.sent, ElementsAre("acquire qwen"));
 }
 
+TEST_F(LeaseBrokerTest, ALeaseSaysHowLongTheModelLoadedForItsRequest) {
+  std::vector<absl::Duration> loading;
+  auto admit = [&] {
+    broker_.Admit(
+        "qwen", 10, [](std::function<void()> fn) { fn(); },
+        [&](absl::StatusOr<Lease> r) {
+          ASSERT_TRUE(r.ok());
+          loading.push_back(r->loading);
+        });
+  };
+  admit();  // Queued behind a swap 2 s...
+  now_ += absl::Seconds(2);
+  broker_.OnStarting("qwen");  // ... then loading 3 s;
+  now_ += absl::Seconds(1);
+  admit();  // one more joins the loading.
+  now_ += absl::Seconds(2);
+  broker_.OnGranted("qwen", 1, "u");
+  EXPECT_THAT(loading, ElementsAre(absl::Seconds(3), absl::Seconds(2)));
+  broker_.Finish("qwen");
+  broker_.Finish("qwen");
+  admit();  // Held: no wait at all.
+  EXPECT_EQ(loading.back(), absl::ZeroDuration());
+  broker_.Finish("qwen");
+  // A grant with no STARTING (the model was ready): no loading.
+  broker_.OnRevoked("qwen", 1);
+  FireTimers();
+  loading.clear();
+  admit();
+  broker_.OnGranted("qwen", 2, "u");
+  EXPECT_THAT(loading, ElementsAre(absl::ZeroDuration()));
+}
+
 TEST_F(LeaseBrokerTest, OldestWaitIsTheLongestARequestHasWaited) {
   EXPECT_EQ(broker_.OldestWait("qwen"), absl::ZeroDuration());
   Admit("qwen");

@@ -62,6 +62,10 @@ void ManagerLink::Shutdown() {
     stopping_ = true;
     if (acquire_ != nullptr) acquire_->Cancel();
     if (watch_ != nullptr) watch_->Cancel();
+    for (auto& weak : log_streams_) {
+      if (auto h = weak.lock()) h->Cancel();
+    }
+    log_streams_.clear();
   }
   if (thread_.joinable()) thread_.join();
   // Wait for the cancelled calls to finish before freeing them.
@@ -147,7 +151,11 @@ void ManagerLink::Run() {
                              AttemptOf(r.failed().request_id()),
                              FailedStatus(r.failed()));
                  break;
-               default:  // QUEUED, STARTING: the waiting requests just wait.
+               case v1::AcquireResponse::kStarting:
+                 // The waiters' load wait begins (their queue wait ends).
+                 b->OnStarting(r.starting().model());
+                 break;
+               default:  // QUEUED: the waiting requests just wait.
                  break;
              }
            },
@@ -248,6 +256,28 @@ void ManagerLink::PlanStart(
     const std::string& model, absl::Duration timeout,
     std::function<void(absl::StatusOr<v1::PlanStartResponse>)> done) {
   client_->PlanStartAsync(model, timeout, std::move(done));
+}
+
+void ManagerLink::Start(const std::string& model, absl::Duration timeout,
+                        std::function<void(absl::StatusOr<v1::Model>)> done) {
+  client_->StartAsync(model, timeout, std::move(done));
+}
+
+std::shared_ptr<client::CallHandle> ManagerLink::StreamLogs(
+    const v1::StreamLogsRequest& request, client::LogStream::Handlers h) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) {
+    if (h.on_end) h.on_end(absl::UnavailableError("the proxy is stopping"));
+    return std::make_shared<client::CallHandle>();
+  }
+  std::shared_ptr<client::CallHandle> handle =
+      client_->StreamLogsAsync(request, std::move(h));
+  // Forget the ended ones as new ones come.
+  log_streams_.erase(std::remove_if(log_streams_.begin(), log_streams_.end(),
+                                    [](const auto& w) { return w.expired(); }),
+                     log_streams_.end());
+  log_streams_.push_back(handle);
+  return handle;
 }
 
 bool ManagerLink::Connected() {

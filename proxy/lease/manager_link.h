@@ -80,6 +80,17 @@ class ManagerLink : public LeaseTransport {
       const std::string& model, absl::Duration timeout,
       std::function<void(absl::StatusOr<v1::PlanStartResponse>)> done);
 
+  // Starts `model` (the UI's Load); `done` on a gRPC thread once it is
+  // READY or failed.
+  void Start(const std::string& model, absl::Duration timeout,
+             std::function<void(absl::StatusOr<v1::Model>)> done);
+
+  // The manager's StreamLogs, following (the proxy's /logs/stream/<model>):
+  // `on_chunk` and then `on_end` on a gRPC thread. The handle cancels it;
+  // Shutdown cancels every one still open.
+  std::shared_ptr<client::CallHandle> StreamLogs(
+      const v1::StreamLogsRequest& request, client::LogStream::Handlers h);
+
   // LeaseTransport.
   bool Connected() override;
   void SendAcquire(const std::string& model, uint64_t attempt) override;
@@ -101,6 +112,9 @@ class ManagerLink : public LeaseTransport {
   // The streams; freed by the link's thread (or Shutdown) once done().
   std::unique_ptr<client::AcquireStream> acquire_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<client::WatchStream> watch_ ABSL_GUARDED_BY(mu_);
+  // The log streams opened, cancelled by Shutdown (ended ones expire).
+  std::vector<std::weak_ptr<client::CallHandle>> log_streams_
+      ABSL_GUARDED_BY(mu_);
   // The current Watch stream's view: touched only by its reactions (one at
   // a time) and, before it starts, by the link's thread.
   std::map<std::string, v1::Model> models_;

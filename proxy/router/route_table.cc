@@ -74,6 +74,7 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
     r.send_loading_state = m.send_loading_state();
     r.metadata_json = m.has_metadata() ? ToJson(m.metadata()) : "{}";
     r.state = m.state();
+    r.model = std::make_shared<const v1::Model>(m);
     r.connect_timeout = FromProto(m.upstream_timeouts().connect());
     r.response_header_timeout =
         FromProto(m.upstream_timeouts().response_header());
@@ -104,7 +105,11 @@ std::shared_ptr<const RouteTable> RouteTable::AllStopped() const {
   auto t = std::make_shared<RouteTable>(*this);
   for (Route& r : t->routes_) {
     r.state = v1::MODEL_STATE_STOPPED;
-    for (RouteNode& n : r.nodes) n.state = v1::MODEL_STATE_STOPPED;
+    r.model = nullptr;
+    for (RouteNode& n : r.nodes) {
+      n.state = v1::MODEL_STATE_STOPPED;
+      n.model = nullptr;
+    }
   }
   return t;
 }
@@ -119,9 +124,10 @@ std::shared_ptr<const RouteTable> RouteTable::Merge(const NodeTables& nodes) {
       if (added) {
         t->routes_.push_back(r);
         t->routes_.back().nodes.clear();
+        t->routes_.back().model = nullptr;  // Each node's is in `nodes`.
       }
       Route& merged = t->routes_[it->second];
-      merged.nodes.push_back(RouteNode{node, r.state});
+      merged.nodes.push_back(RouteNode{node, r.state, r.model});
       if (Readiness(r.state) > Readiness(merged.state)) merged.state = r.state;
     }
   }

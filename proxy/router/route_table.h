@@ -58,6 +58,9 @@ inline constexpr const char* kBodyRoutes[] = {
 struct RouteNode {
   std::string node;
   v1::ModelState state = v1::MODEL_STATE_STOPPED;
+  // The node's whole view of the model (pid, leases, failure...), for the
+  // UI's status; null for a node that is lost (its models STOPPED).
+  std::shared_ptr<const v1::Model> model;
 };
 
 struct Route {
@@ -73,6 +76,8 @@ struct Route {
   // The most ready of its nodes' states (READY, then STARTING, STOPPING,
   // FAILED, STOPPED): what a client sees of the model as a whole.
   v1::ModelState state = v1::MODEL_STATE_STOPPED;
+  // The manager's Model it was built from (one node's table), else null.
+  std::shared_ptr<const v1::Model> model;
   // The nodes that have it, by name (empty in a table of one node's own).
   std::vector<RouteNode> nodes;
   // Waits on the upstream (config `timeouts`); zero: no limit.

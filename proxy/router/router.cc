@@ -15,6 +15,9 @@ namespace {
 
 constexpr absl::string_view kApiUnload = "/api/models/unload";
 constexpr absl::string_view kUpstream = "/upstream/";
+constexpr absl::string_view kApiLoad = "/api/models/load/";
+constexpr absl::string_view kLogStream = "/logs/stream";
+constexpr absl::string_view kLogStreamSlash = "/logs/stream/";
 
 using Kind = Decision::Kind;
 
@@ -57,6 +60,29 @@ class Router {
     if (path == "/metrics" && get) return Local(Kind::kMetrics);
     if (path == "/api/metrics/activity" && get) {
       return Local(Kind::kActivity);
+    }
+    if (IsUi(path) && get) return Local(Kind::kUi);
+    if (path == "/api/events" && get) return Local(Kind::kEvents);
+    if (path == "/api/version" && get) return Local(Kind::kVersion);
+    if (path == "/logs" && get) return Local(Kind::kLogs);
+    if ((path == kLogStream || absl::StartsWith(path, kLogStreamSlash)) &&
+        get) {
+      Decision d = Local(Kind::kLogs);
+      d.stream = true;
+      if (path.size() > kLogStream.size()) {
+        d.source = PercentDecode(path.substr(kLogStreamSlash.size()), false);
+      }
+      return d;
+    }
+    if (absl::StartsWith(path, kApiLoad) && path.size() > kApiLoad.size()) {
+      if (r.method != "POST") {
+        Decision d = Error(405, "/api/models/load/<model> takes POST");
+        d.allow = "POST";
+        return d;
+      }
+      Decision d = Local(Kind::kLoad);
+      d.model = PercentDecode(path.substr(kApiLoad.size()), false);
+      return d;
     }
     if (path == "/unload") {
       // POST only: a GET must not stop models (a prefetching browser, a
@@ -301,9 +327,14 @@ bool IsHealth(absl::string_view path) {
   return path == "/health" || path == "/wol-health";
 }
 
+bool IsUi(absl::string_view path) {
+  return path == "/" || path == "/ui" || absl::StartsWith(path, "/ui/");
+}
+
 bool NeedsKey(absl::string_view method, absl::string_view path) {
   if (method == "OPTIONS") return false;
-  return !(IsHealth(path) && (method == "GET" || method == "HEAD"));
+  return !((IsHealth(path) || IsUi(path)) &&
+           (method == "GET" || method == "HEAD"));
 }
 
 }  // namespace modelplane::proxy::router

@@ -54,6 +54,11 @@ struct Decision {
     kRunning,     // GET /running.
     kMetrics,     // GET /metrics.
     kActivity,    // GET /api/metrics/activity.
+    kEvents,      // GET /api/events.
+    kLogs,        // GET /logs (stream false), /logs/stream[/<source>].
+    kVersion,     // GET /api/version.
+    kUi,          // GET / and /ui[/...]: the web UI (no key needed).
+    kLoad,        // POST /api/models/load/<model>: start it (`model`).
     kUnload,      // POST /unload, /api/models/unload[/<model>].
     kModels,      // GET /v1/models, /models.
     kProfiles,    // GET /api/profiles.
@@ -69,6 +74,10 @@ struct Decision {
   std::string location;  // kRedirect.
   std::string allow;     // kError 405: the methods allowed.
   std::string unload;    // kUnload: the model ("": every model).
+  // kLogs: whether it streams, and its source ("", "proxy", "manager" or
+  // a model).
+  bool stream = false;
+  std::string source;
   // kModel, kPeer: the name the request goes by (pins and selectors
   // applied: the one filters and setParamsByID are for), the target the
   // upstream gets, and whether a pin or a selector changed the name (the
@@ -80,7 +89,8 @@ struct Decision {
   const PeerRoute* peer = nullptr;  // kPeer.
   // Whether the request needs no API key (health, preflight).
   bool open() const {
-    return kind == Kind::kPreflight || kind == Kind::kHealth;
+    return kind == Kind::kPreflight || kind == Kind::kHealth ||
+           kind == Kind::kUi;
   }
 };
 
@@ -95,9 +105,12 @@ Decision Decide(const Request& request, const Snapshot& snapshot,
 // The routes whose model is in the body (POST): kBodyRoutes.
 bool IsBodyRoute(absl::string_view method, absl::string_view path);
 bool IsHealth(absl::string_view path);
+// / and /ui[/...]: the web UI's files.
+bool IsUi(absl::string_view path);
 // Whether a request needs an API key, told from its head alone (the
 // exchange decides admission before the body arrives): everything but a
-// preflight and a GET or HEAD health check. The same as !Decide(...).open().
+// preflight, a GET or HEAD health check and the web UI's files. The same
+// as !Decide(...).open().
 bool NeedsKey(absl::string_view method, absl::string_view path);
 
 }  // namespace modelplane::proxy::router

@@ -104,6 +104,17 @@ TEST_F(RouterTest, LocalAnswers) {
       {"PUT", "/api/profiles/active", Kind::kSetProfile},
       {"POST", "/unload", Kind::kUnload},
       {"POST", "/api/models/unload", Kind::kUnload},
+      {"GET", "/api/events", Kind::kEvents},
+      {"GET", "/api/version", Kind::kVersion},
+      {"GET", "/logs", Kind::kLogs},
+      {"GET", "/logs/stream", Kind::kLogs},
+      {"GET", "/logs/stream/proxy?no-history", Kind::kLogs},
+      {"GET", "/logs/stream/org/model%201", Kind::kLogs},
+      {"POST", "/api/models/load/qwen", Kind::kLoad},
+      {"GET", "/", Kind::kUi},
+      {"GET", "/ui", Kind::kUi},
+      {"GET", "/ui/", Kind::kUi},
+      {"HEAD", "/ui/app.js", Kind::kUi},
   };
   for (const Case& c : cases) {
     Decision d = Go({c.method, c.target});
@@ -123,6 +134,29 @@ TEST_F(RouterTest, LocalAnswers) {
   EXPECT_FALSE(Get("/v1/models").open());
   // POST /health is no health check.
   EXPECT_EQ(Go({"POST", "/health"}).status, 404);
+}
+
+TEST_F(RouterTest, TheWebUisRoutes) {
+  // The UI's files need no key (they hold no data); its API does.
+  EXPECT_TRUE(Get("/ui/index.html").open());
+  EXPECT_TRUE(Get("/").open());
+  EXPECT_FALSE(Get("/api/events").open());
+  EXPECT_FALSE(Get("/logs/stream").open());
+  EXPECT_TRUE(NeedsKey("POST", "/ui/"));
+  EXPECT_EQ(Go({"POST", "/"}).status, 404);
+  // The log sources, decoded: a model id may hold slashes and escapes.
+  Decision d = Get("/logs/stream/org/model%201?no-history");
+  EXPECT_TRUE(d.stream);
+  EXPECT_EQ(d.source, "org/model 1");
+  EXPECT_EQ(Get("/logs/stream").source, "");
+  EXPECT_TRUE(Get("/logs/stream").stream);
+  EXPECT_FALSE(Get("/logs").stream);
+  EXPECT_EQ(Get("/logs/streamx").kind, Kind::kError);
+  // Load takes POST and names its model.
+  EXPECT_EQ(Go({"POST", "/api/models/load/org/m%2B1"}).model, "org/m+1");
+  Decision get = Get("/api/models/load/qwen");
+  EXPECT_EQ(get.status, 405);
+  EXPECT_EQ(get.allow, "POST");
 }
 
 TEST_F(RouterTest, UnloadTakesPostAndNamesItsModel) {

@@ -90,6 +90,7 @@ void RoutingState::Rebuild() {
   // After the pointer: a reader that sees this version finds its snapshot
   // (or a newer one).
   version_.store(version, std::memory_order_release);
+  if (on_publish_) on_publish_(*Current());
 }
 
 }  // namespace modelplane::proxy::router

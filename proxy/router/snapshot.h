@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -119,6 +120,13 @@ class RoutingState {
   // profile.
   bool SetActiveProfile(const std::string& name);
 
+  // Runs `fn` with every snapshot published, in order, under the
+  // producers' lock (keep it short). Set once, before any update.
+  void set_on_publish(std::function<void(const Snapshot&)> fn) {
+    absl::MutexLock lock(&mu_);
+    on_publish_ = std::move(fn);
+  }
+
   // The snapshot in force (takes no lock).
   std::shared_ptr<const Snapshot> Current() const;
   // Its version, readable without the lock.
@@ -135,6 +143,7 @@ class RoutingState {
   std::shared_ptr<const cluster::NodeSet> nodes_ ABSL_GUARDED_BY(mu_);
   // Published by an atomic pointer swap (std::atomic_store; the producers
   // take mu_ among themselves), read with std::atomic_load: no lock.
+  std::function<void(const Snapshot&)> on_publish_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const Snapshot> current_;
   std::atomic<uint64_t> version_{0};
 };

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
+
 namespace modelplane::proxy::router {
 namespace {
 
@@ -65,15 +67,22 @@ void UsageScanner::Scan(absl::string_view buf) {
     p = at + 1;
     const char* begin = buf.data();
     std::optional<uint64_t>* slot = nullptr;
+    std::optional<double>* speed = nullptr;
     const char* q;
+    auto rest = [at, end](absl::string_view s) {
+      return end - at >= static_cast<ptrdiff_t>(s.size()) &&
+             memcmp(at, s.data(), s.size()) == 0;
+    };
     if (end - at >= 8 && Load8(at) == kTokensQuote) {
       // The key's first part, from its opening quote: "prompt_tokens" but
-      // not "cached_tokens" nor "cache_creation_input_tokens".
+      // not "cache_creation_input_tokens".
       if (EndsWith(begin, at, "\"prompt") || EndsWith(begin, at, "\"input")) {
         slot = &prompt_;
       } else if (EndsWith(begin, at, "\"completion") ||
                  EndsWith(begin, at, "\"output")) {
         slot = &completion_;
+      } else if (EndsWith(begin, at, "\"cached")) {
+        slot = &cached_;  // usage.prompt_tokens_details.cached_tokens
       } else {
         continue;
       }
@@ -89,6 +98,20 @@ void UsageScanner::Scan(absl::string_view buf) {
         continue;
       }
       q = at + 11;
+    } else if (EndsWith(begin, at, "\"cache") && rest("_n\"")) {
+      slot = &cached_;  // llama.cpp's timings.cache_n
+      q = at + 3;
+    } else if (EndsWith(begin, at, "\"draft") && rest("_n\"")) {
+      slot = &draft_;
+      q = at + 3;
+    } else if (EndsWith(begin, at, "\"draft") && rest("_n_accepted\"")) {
+      slot = &draft_accepted_;
+      q = at + 12;
+    } else if (rest("_per_second\"") && (EndsWith(begin, at, "\"prompt") ||
+                                         EndsWith(begin, at, "\"predicted"))) {
+      speed = EndsWith(begin, at, "\"prompt") ? &prompt_per_second_
+                                              : &predicted_per_second_;
+      q = at + 12;
     } else {
       continue;
     }
@@ -102,6 +125,23 @@ void UsageScanner::Scan(absl::string_view buf) {
     limit = q + std::min<ptrdiff_t>(kMaxSpaces, end - q);
     while (q < limit && IsSpace(*q)) ++q;
     const char* digits = q;
+    if (speed != nullptr) {
+      // A JSON number; one cut short by the buffer's end is seen whole in
+      // a later scan.
+      while (q < end && q - digits <= kMaxNumber &&
+             ((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E' ||
+              *q == '+' || *q == '-')) {
+        ++q;
+      }
+      double v = 0;
+      if (q == digits || q == end || q - digits > kMaxNumber ||
+          !absl::SimpleAtod(absl::string_view(digits, q - digits), &v)) {
+        continue;
+      }
+      *speed = v;
+      p = q;
+      continue;
+    }
     uint64_t value = 0;
     while (q < end && q - digits < 19 && *q >= '0' && *q <= '9') {
       value = value * 10 + static_cast<uint64_t>(*q - '0');

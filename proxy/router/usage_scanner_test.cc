@@ -25,6 +25,7 @@ TEST(UsageScannerTest, OpenAiJsonAndStreams) {
       R"("completion_tokens_details":{"reasoning_tokens":7}}})");
   EXPECT_THAT(json.prompt(), Optional(Eq(12u)));
   EXPECT_THAT(json.completion(), Optional(Eq(345u)));
+  EXPECT_THAT(json.cached(), Optional(Eq(9u)));
 
   UsageScanner sse = ScanWhole(
       "data: "
@@ -81,11 +82,42 @@ TEST(UsageScannerTest, IgnoresLookalikes) {
       << "a number that may go on is not taken";
 }
 
+TEST(UsageScannerTest, LlamaCppTimings) {
+  // llama-server's last stream event: its usage and its timings.
+  UsageScanner u = ScanWhole(
+      "data: {\"choices\":[{\"finish_reason\":\"stop\",\"delta\":{}}],"
+      "\"usage\":{\"completion_tokens\":96,\"prompt_tokens\":30},"
+      "\"timings\":{\"cache_n\":12,\"prompt_n\":18,\"prompt_ms\":40.1,"
+      "\"prompt_per_token_ms\":2.2,\"prompt_per_second\":448.87,"
+      "\"predicted_n\":96,\"predicted_ms\":1200.5,"
+      "\"predicted_per_second\":79.96668,\"draft_n\":40,"
+      "\"draft_n_accepted\":31}}\n\ndata: [DONE]\n\n");
+  EXPECT_THAT(u.prompt(), Optional(Eq(30u)));
+  EXPECT_THAT(u.completion(), Optional(Eq(96u)));
+  EXPECT_THAT(u.cached(), Optional(Eq(12u)));
+  EXPECT_THAT(u.draft(), Optional(Eq(40u)));
+  EXPECT_THAT(u.draft_accepted(), Optional(Eq(31u)));
+  EXPECT_THAT(u.prompt_per_second(), Optional(Eq(448.87)));
+  EXPECT_THAT(u.predicted_per_second(), Optional(Eq(79.96668)));
+  // Exponents; not numbers.
+  EXPECT_THAT(ScanWhole(R"({"predicted_per_second":1.5e+03,"x":1})")
+                  .predicted_per_second(),
+              Optional(Eq(1500.0)));
+  EXPECT_FALSE(ScanWhole(R"({"prompt_per_second":null,"x":1})")
+                   .prompt_per_second()
+                   .has_value());
+  EXPECT_FALSE(
+      ScanWhole(R"({"prompt_per_second":12.5)").prompt_per_second().has_value())
+      << "a number that may go on is not taken";
+}
+
 TEST(UsageScannerTest, SameAnswerAtEverySplit) {
   const std::string body =
       "data: {\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":1}}\n\n" +
       std::string(100, 'x') +
-      "data: {\"usage\":{\"prompt_tokens\":70,\"completion_tokens\":1234}}\n\n";
+      "data: {\"usage\":{\"prompt_tokens\":70,\"completion_tokens\":1234}}\n\n"
+      "data: {\"timings\":{\"cache_n\" :  5,\"predicted_per_second\":        "
+      "12345.678901234e-2 }}\n\n";
   for (size_t a = 0; a <= body.size(); ++a) {
     for (size_t b = a; b <= body.size(); b += 7) {
       UsageScanner u;
@@ -94,6 +126,9 @@ TEST(UsageScannerTest, SameAnswerAtEverySplit) {
       u.Feed(absl::string_view(body).substr(b));
       ASSERT_THAT(u.prompt(), Optional(Eq(70u))) << a << " " << b;
       ASSERT_THAT(u.completion(), Optional(Eq(1234u))) << a << " " << b;
+      ASSERT_THAT(u.cached(), Optional(Eq(5u))) << a << " " << b;
+      ASSERT_THAT(u.predicted_per_second(), Optional(Eq(123.45678901234)))
+          << a << " " << b;
     }
   }
   // Byte by byte.

@@ -69,6 +69,9 @@ void Exchange::Enter(Phase next) {
     case Phase::kTunnel:
       allowed = phase_ == Phase::kUpstream;
       break;
+    case Phase::kStreaming:
+      allowed = phase_ == Phase::kReceiving;
+      break;
   }
   ABSL_RAW_CHECK(allowed, "an exchange's phase out of its course");
 #endif
@@ -256,6 +259,7 @@ void Exchange::Dispatch() {
                            context.options().loopback_listener};
   if (d.kind == Kind::kPreflight) return answers::Preflight(q, this);
   if (d.kind == Kind::kHealth) return answers::Health(this);
+  if (d.kind == Kind::kUi) return answers::Ui(q, this);
   // Admission (decided on the head): everything but health and preflights.
   if (req_.rejection == 503) {
     // Fail closed: until the manager has said whether keys are required,
@@ -291,6 +295,22 @@ void Exchange::Dispatch() {
       return answers::Metrics(context.metrics(), this);
     case Kind::kActivity:
       return answers::Activity(q, context.activity(), this);
+    case Kind::kEvents:
+      return answers::Events(context.events(), this);
+    case Kind::kLogs:
+      return answers::Logs(q, d.source, d.stream, context.events(),
+                           context.logs(), this);
+    case Kind::kVersion:
+      return answers::Version(this);
+    case Kind::kLoad: {
+      answers::LoadFn load;
+      if (context.load()) {
+        load = [load = context.load(), snapshot = routing_](
+                   const std::string& model, const std::string& node,
+                   auto done) { load(snapshot, model, node, std::move(done)); };
+      }
+      return answers::Load(q, d.model, load, this);
+    }
     case Kind::kUnload:
       return answers::Unload(q, d.unload, context.unload(), this);
     case Kind::kModels:
@@ -318,6 +338,7 @@ void Exchange::Dispatch() {
       return RespondError(d.status, d.message);
     case Kind::kPreflight:
     case Kind::kHealth:
+    case Kind::kUi:
       break;  // Answered above.
   }
 }
@@ -377,6 +398,7 @@ void Exchange::Respond(int status, const std::string& content_type,
     // Too late for a status: the answer is an SSE event in the open stream
     // (newlines folded so that it stays one `data:` line).
     req_.record.status = status;
+    if (status >= 400) req_.error = answers::ErrorMessageOf(body);
     std::string data = body;
     std::replace(data.begin(), data.end(), '\n', ' ');
     std::replace(data.begin(), data.end(), '\r', ' ');
@@ -393,6 +415,9 @@ void Exchange::Respond(int status, const std::string& content_type,
   TagNode(&headers);
   req_.head_sent = true;
   req_.record.status = status;
+  if (status >= 400 && !req_.record.model.empty()) {
+    req_.error = answers::ErrorMessageOf(body);  // The activity log's.
+  }
   sink_->SendResponse(status, headers, body);
   Finish();
   sink_->SendEnd();
@@ -426,8 +451,13 @@ void Exchange::Finish() {
     // Counted even when the client left early: the model did the work.
     req_.record.prompt_tokens = req_.usage.prompt();
     req_.record.completion_tokens = req_.usage.completion();
+    req_.record.cached_tokens = req_.usage.cached();
+    req_.record.draft_tokens = req_.usage.draft();
+    req_.record.prompt_per_second = req_.usage.prompt_per_second();
+    req_.record.predicted_per_second = req_.usage.predicted_per_second();
   }
   StopLoadingTimer();
+  CloseStream();
   // Answered: the body is not kept for the connection's next request (a
   // keep-alive connection could hold a large one, and its budget, idle).
   DropBody();
@@ -503,14 +533,30 @@ void Exchange::AddActivity() {
   auto ms = [](absl::Duration d) { return absl::ToDoubleMilliseconds(d); };
   if (r.time_to_first_token)
     e.time_to_first_token_ms = ms(*r.time_to_first_token);
-  if (r.lease_wait) e.queue_wait_ms = ms(*r.lease_wait);
+  if (r.lease_wait) {
+    // The lease's wait: the model's loading, and the queue's rest.
+    absl::Duration load = r.load_wait.value_or(absl::ZeroDuration());
+    e.queue_wait_ms = ms(*r.lease_wait - load);
+    if (r.load_wait) e.load_wait_ms = ms(load);
+  }
   if (r.duration) e.duration_ms = ms(*r.duration);
   absl::Duration generating = r.generation ? *r.generation
                               : r.duration ? *r.duration
                                            : absl::ZeroDuration();
-  if (r.completion_tokens && generating > absl::ZeroDuration()) {
+  if (r.predicted_per_second) {
+    e.tokens_per_second = r.predicted_per_second;  // The model's measure.
+  } else if (r.completion_tokens && generating > absl::ZeroDuration()) {
     e.tokens_per_second = static_cast<double>(*r.completion_tokens) /
                           absl::ToDoubleSeconds(generating);
+  }
+  e.prompt_tokens_per_second = r.prompt_per_second;
+  e.cached_tokens = r.cached_tokens;
+  e.draft_tokens = r.draft_tokens;
+  e.error = std::move(req_.error);
+  // The UI's live activity table: only when someone reads the events.
+  answers::EventHub* events = worker_->context().events();
+  if (events != nullptr && events->readers() > 0) {
+    events->AddActivity(answers::ActivityJson(e));
   }
   worker_->activity().Add(std::move(e), routing_->activity_limit());
 }

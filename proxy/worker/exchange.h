@@ -37,6 +37,7 @@
 namespace modelplane::proxy {
 
 class Worker;
+class LocalStream;
 
 // A body up to this is copied into the request's head buffer (one write);
 // a larger one is handed to the upstream pool as it is.
@@ -172,6 +173,14 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
                const http1::Headers& extra = http1::Headers()) override;
   void RespondError(int status, const std::string& message) override;
   Deferred Later() override;
+  std::shared_ptr<answers::StreamOut> OpenStream(
+      answers::StreamSpec spec) override;
+  // The open stream's pieces and end, on the loop (exchange_stream.cc).
+  friend class LocalStream;
+  void StreamData(const std::string& data);
+  void StreamEnd();
+  // Ends the stream (its source let go), if one is open.
+  void CloseStream();
   // CORS: echoes the request's Origin into `headers` when it had one.
   void AllowOrigin(http1::Headers* headers) const;
   // The loading head, then one comment line; re-arms the timer.
@@ -198,8 +207,17 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   // Where the request is in its course (Enter checks each step in debug
   // builds): idle between requests; receiving its head and body; waiting
   // for its model's lease; upstream (sent, its answer streaming back); a
-  // tunnel after a 101. A local answer goes from receiving to idle.
-  enum class Phase { kIdle, kReceiving, kWaiting, kUpstream, kTunnel };
+  // tunnel after a 101; streaming a local answer that stays open (the
+  // event stream, a log tail). Another local answer goes from receiving to
+  // idle.
+  enum class Phase {
+    kIdle,
+    kReceiving,
+    kWaiting,
+    kUpstream,
+    kTunnel,
+    kStreaming
+  };
   void Enter(Phase next);
   bool in_request() const { return phase_ != Phase::kIdle; }
   Phase phase_ = Phase::kIdle;
@@ -243,6 +261,8 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
     bool event_stream = false;    // It is text/event-stream (SSE).
     upstream::Timeouts timeouts;  // The routed model's.
     std::string upstream_error;   // A non-2xx upstream body, after that head.
+    // A model's request answered with an error: what it said (activity).
+    std::string error;
     bool upstream_failed = false;
     bool reading_upstream = true;
     // The model's reported token counts, looked for in a 2xx answer that
@@ -294,6 +314,13 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   uint64_t lease_watch_ = 0;
   // Registers that: a revoked or lost lease closes the tunnel.
   void WatchTunnelLease();
+  // The open streaming answer (kStreaming), its spec, its registration
+  // with the context (for the drain) and the bytes it skipped for a slow
+  // reader since the last piece that went out.
+  std::shared_ptr<LocalStream> stream_;
+  answers::StreamSpec stream_spec_;
+  uint64_t stream_id_ = 0;
+  uint64_t stream_skipped_ = 0;
   // Lets posted answers (lease, unload) find out that this request is gone.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

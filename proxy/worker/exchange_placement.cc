@@ -1,6 +1,7 @@
 // Exchange, where a model's request goes: its node (cluster/placement.h),
 // the lease there, and placing it again on another node when it failed
 // before it was sent.
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -109,6 +110,9 @@ void Exchange::OnLease(absl::StatusOr<lease::Lease> lease) {
   }
   req_.record.lease_wait =
       absl::Nanoseconds(static_cast<int64_t>(uv_hrtime() - req_.admit_ns));
+  if (lease.ok() && lease->loading > absl::ZeroDuration()) {
+    req_.record.load_wait = std::min(lease->loading, *req_.record.lease_wait);
+  }
   if (!lease.ok()) {
     const absl::Status& s = lease.status();
     req_.record.lease_error = absl::StatusCodeToString(s.code());

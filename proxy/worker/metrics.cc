@@ -73,6 +73,7 @@ void Metrics::Merge(const Metrics& o) {
   bytes_out += o.bytes_out;
   open_connections += o.open_connections;
   bodies_refused += o.bodies_refused;
+  slow_stream_readers += o.slow_stream_readers;
   worker_connections.push_back(o.open_connections);
 }
 
@@ -151,6 +152,7 @@ Metrics WorkerMetrics::Snapshot() {
   m.bytes_out = bytes_out_.load(std::memory_order_relaxed);
   m.open_connections = open_connections_.load(std::memory_order_relaxed);
   m.bodies_refused = bodies_refused_.load(std::memory_order_relaxed);
+  m.slow_stream_readers = slow_stream_readers_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -318,7 +320,13 @@ std::string Metrics::Render(const std::map<ModelNode, int>& in_flight,
       "because their body would pass --max-buffered-body-mib.\n"
       "# TYPE modelproxy_body_budget_refused_total counter\n"
       "modelproxy_body_budget_refused_total ",
-      bodies_refused, "\n");
+      bodies_refused,
+      "\n# HELP modelproxy_slow_stream_readers_total Readers of /api/events "
+      "cut, or of a log stream that missed output, for reading slower than "
+      "it came.\n"
+      "# TYPE modelproxy_slow_stream_readers_total counter\n"
+      "modelproxy_slow_stream_readers_total ",
+      slow_stream_readers, "\n");
   if (!worker_connections.empty()) {
     out.append(
         "# HELP modelproxy_worker_connections Client connections open, by "

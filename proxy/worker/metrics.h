@@ -91,6 +91,7 @@ struct Metrics {
   int64_t open_connections = 0;
   // Requests refused because the bodies held would pass the budget.
   uint64_t bodies_refused = 0;
+  uint64_t slow_stream_readers = 0;
   // Request body bytes held now (process-wide: set by the renderer).
   uint64_t buffered_body_bytes = 0;
   // One entry per worker merged in (Merge), in order.
@@ -111,6 +112,8 @@ struct RequestRecord {
   absl::string_view route = "other";
   int status = 0;  // 499: the client left before the response head.
   std::optional<absl::Duration> lease_wait;
+  // Of lease_wait, the model's loading for it (the rest was the queue's).
+  std::optional<absl::Duration> load_wait;
   std::optional<absl::Duration> time_to_first_byte;
   std::string lease_error;  // The absl status code name, when refused.
   // Why its node was chosen (cluster::ReasonName), when it was placed.
@@ -118,6 +121,12 @@ struct RequestRecord {
   // The response's usage, when it reported one (router/usage_scanner.h).
   std::optional<uint64_t> prompt_tokens;
   std::optional<uint64_t> completion_tokens;
+  // What else it reported: cached prompt tokens, llama.cpp's drafted
+  // tokens (speculative decoding) and its measured speeds.
+  std::optional<uint64_t> cached_tokens;
+  std::optional<uint64_t> draft_tokens;
+  std::optional<double> prompt_per_second;
+  std::optional<double> predicted_per_second;
   // A model's request: from its head to its end; and for an event stream,
   // from its head to the model's first bytes and from them to its end.
   std::optional<absl::Duration> duration;
@@ -147,6 +156,9 @@ class WorkerMetrics {
   void AddBodyRefused() {
     bodies_refused_.fetch_add(1, std::memory_order_relaxed);
   }
+  void AddSlowStreamReader() {
+    slow_stream_readers_.fetch_add(1, std::memory_order_relaxed);
+  }
   // A copy; the worker's loop thread.
   Metrics Snapshot();
 
@@ -156,6 +168,7 @@ class WorkerMetrics {
   std::atomic<uint64_t> bytes_out_{0};
   std::atomic<int64_t> open_connections_{0};
   std::atomic<uint64_t> bodies_refused_{0};
+  std::atomic<uint64_t> slow_stream_readers_{0};
 };
 
 }  // namespace modelplane::proxy

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "common/memory_trimmer.h"
 #include "proxy/answers/activity.h"
 #include "proxy/answers/answer.h"
+#include "proxy/answers/event_hub.h"
 #include "proxy/cluster/cluster.h"
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
@@ -100,6 +102,44 @@ class ProxyContext {
     return next_activity_.fetch_add(1, std::memory_order_relaxed) + 1;
   }
 
+  // The event bus of /api/events and the proxy's log (null: 503). Set
+  // once before any worker listens.
+  void set_events(answers::EventHub* events) { events_ = events; }
+  answers::EventHub* events() const { return events_; }
+  // A model's output from its manager (/logs/stream/<model>), and a model
+  // started (/api/models/load); empty without managers. Set once before
+  // any worker listens.
+  void set_logs(answers::LogsFn logs) { logs_ = std::move(logs); }
+  const answers::LogsFn& logs() const { return logs_; }
+  using Load = std::function<void(
+      std::shared_ptr<const router::Snapshot>, const std::string& model,
+      const std::string& node,
+      std::function<void(absl::StatusOr<std::string>)> done)>;
+  void set_load(Load load) { load_ = std::move(load); }
+  const Load& load() const { return load_; }
+
+  // The streaming answers open (events, logs), ended together when the
+  // proxy drains: registered by the exchanges when they open one.
+  uint64_t AddStream(std::weak_ptr<answers::StreamOut> s) {
+    absl::MutexLock lock(&streams_mu_);
+    streams_.emplace(++next_stream_, std::move(s));
+    return next_stream_;
+  }
+  void RemoveStream(uint64_t id) {
+    absl::MutexLock lock(&streams_mu_);
+    streams_.erase(id);
+  }
+  void EndStreams() {
+    std::map<uint64_t, std::weak_ptr<answers::StreamOut>> all;
+    {
+      absl::MutexLock lock(&streams_mu_);
+      all = streams_;
+    }
+    for (auto& [id, weak] : all) {
+      if (auto s = weak.lock()) s->End();
+    }
+  }
+
   // What requests are routed by: the manager link feeds it, the workers
   // read it (router/snapshot.h).
   router::RoutingState& routing() { return routing_; }
@@ -112,6 +152,13 @@ class ProxyContext {
   Unload unload_;
   MetricsText metrics_;
   answers::ActivityFn activity_;
+  answers::EventHub* events_ = nullptr;
+  answers::LogsFn logs_;
+  Load load_;
+  absl::Mutex streams_mu_;
+  std::map<uint64_t, std::weak_ptr<answers::StreamOut>> streams_
+      ABSL_GUARDED_BY(streams_mu_);
+  uint64_t next_stream_ ABSL_GUARDED_BY(streams_mu_) = 0;
   std::atomic<uint64_t> next_activity_{0};
   router::RoutingState routing_;
 };

@@ -71,6 +71,12 @@ class DemoTest(unittest.TestCase):
                             "".join(lines))
             banner = "".join(lines)
             self.assertIn("http://%s/v1" % proxy, banner)
+            # The web UI's address first, and it answers.
+            first = banner.split("modelplane is running on")[1].splitlines()[1]
+            self.assertEqual(first.split(), ["web", "UI", "http://%s/ui/" % proxy])
+            out = subprocess.run(["curl", "-sS", "--compressed", "http://%s/ui/" % proxy],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertIn("<title>modelplane</title>", out.stdout)
             self.assertIn("mpctl --manager %s watch" % manager, banner)
 
             # The printed commands work as printed (watch follows for ever:

@@ -122,10 +122,15 @@ struct FakeCompletion {
                     .count();
     w.Key("timings");
     w.StartObject();
+    // The prompt at a fake 2000 tokens/s, none of it cached.
+    w.Key("cache_n");
+    w.Int(0);
     w.Key("prompt_n");
     w.Int(prompt_tokens);
     w.Key("prompt_ms");
-    w.Double(0.0);
+    w.Double(prompt_tokens * 0.5);
+    w.Key("prompt_per_second");
+    w.Double(2000.0);
     w.Key("predicted_n");
     w.Int(tokens);
     w.Key("predicted_ms");
