@@ -67,6 +67,9 @@ void Manager::ArmAbsorb() {
 
 void Manager::OnChange(const scheduler::ModelChange& change) {
   hub_.Publish(change);
+  metrics_.OnChange(change, [this, &change] {
+    return scheduler_->TakeStopCause(change.view.config->id);
+  });
   if (options_.on_readiness) {
     bool ready = change.kind != scheduler::ModelChange::Kind::kDeleted &&
                  change.view.status.state == actor::State::kReady;
@@ -90,6 +93,15 @@ void Manager::OnChange(const scheduler::ModelChange& change) {
                              ": ", st.failure->Summary())
                        : ""));
   }
+}
+
+std::string Manager::RenderMetrics() {
+  std::string out;
+  loop().RunSync([this, &out] {
+    out = metrics_.Render(scheduler_->List(), scheduler_->counters(),
+                          hub_.watchers());
+  });
+  return out;
 }
 
 void Manager::Preload() {
@@ -126,9 +138,11 @@ void Manager::Reload(std::function<void(absl::StatusOr<ReloadResult>)> done) {
       for (const config::Diagnostic& w : loaded.warnings) {
         absl::StrAppend(&message, "\nwarning: ", w.ToString());
       }
+      metrics_.OnReload(false);
       done(absl::InvalidArgumentError(message));
       return;
     }
+    metrics_.OnReload(true);
     ReloadResult result;
     result.warnings = loaded.warnings;
     result.diff = scheduler_->Reload(loaded.config);

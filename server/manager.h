@@ -24,6 +24,7 @@
 #include "server/core/config/loader.h"
 #include "server/core/scheduler/scheduler.h"
 #include "server/core/watch/watch_hub.h"
+#include "server/metrics/manager_metrics.h"
 #include "server/runtime/actor_host.h"
 
 namespace modelplane {
@@ -79,6 +80,10 @@ class Manager {
   // settings event to the watchers that asked, a log line. Loop thread.
   void SetDraining(bool draining);
 
+  // modelmanager's /metrics (--metrics-listen), rendered on the loop;
+  // any thread but the loop's (it waits for the loop).
+  std::string RenderMetrics();
+
   // The manager's own log (StreamLogs "manager"): one line per event.
   const std::shared_ptr<logs::LogBuffer>& log() const { return log_; }
   // Any thread.
@@ -106,6 +111,7 @@ class Manager {
   watch::WatchHub hub_;
   std::shared_ptr<logs::LogBuffer> log_;
   std::map<std::string, actor::State> last_state_;  // Loop thread: for logs.
+  metrics::ManagerMetrics metrics_;                 // Loop thread.
   mutable absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -99,6 +99,9 @@ int Main(int argc, char** argv) {
              "streams and waiting calls open at once in all (default "
              "4096)",
              1);
+  parser.String("metrics-listen", &serve.metrics_listen,
+                "serve Prometheus metrics at http://HOST:PORT/metrics "
+                "(default: off)");
   parser.Bool("check", &check,
               "validate the config, print warnings and a line per model");
   parser.Bool("print-config", &print_config,

@@ -28,6 +28,7 @@
 #include "common/memory_trimmer.h"
 #include "server/core/config/loader.h"
 #include "server/manager.h"
+#include "server/metrics/metrics_server.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/model_manager_service.h"
 #include "server/runtime/cgroup_jail.h"
@@ -268,6 +269,19 @@ int Serve(const ServeOptions& o) {
   for (const auto& m : loaded.config->models) ids.push_back(m.id);
   auto manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);
   rpc::ModelManagerService service(manager.get(), token, &limits);
+  // Before the gRPC port: a taken metrics port fails the start whole.
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (!o.metrics_listen.empty()) {
+    Manager* m = manager.get();
+    absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> started =
+        metrics::MetricsServer::Start(o.metrics_listen,
+                                      [m] { return m->RenderMetrics(); });
+    if (!started.ok()) {
+      log.Write("error", std::string(started.status().message()));
+      return 1;  // Nothing started yet.
+    }
+    metrics_server = *std::move(started);
+  }
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -310,6 +324,11 @@ int Serve(const ServeOptions& o) {
   log.Write("info", "modelmanager listening on " + where + " with " +
                         std::to_string(ids.size()) + " model(s)");
   log.Write("info", manager->isolation());
+  if (metrics_server != nullptr) {
+    std::string host = o.metrics_listen.substr(0, o.metrics_listen.rfind(':'));
+    log.Write("info", absl::StrCat("metrics on http://", host, ":",
+                                   metrics_server->port(), "/metrics"));
+  }
   manager->Preload();
   std::unique_ptr<ConfigWatcher> watcher;
   if (o.watch_config) {
@@ -331,7 +350,8 @@ int Serve(const ServeOptions& o) {
     break;
   }
   watcher.reset();
-  health.Shutdown();  // Every service NOT_SERVING, and stays so.
+  metrics_server.reset();  // Its renders wait for the manager's loop.
+  health.Shutdown();       // Every service NOT_SERVING, and stays so.
   manager->Shutdown(o.shutdown_budget);
   // The models are down: cancel what is still open (Watch, Acquire,
   // StreamLogs streams) rather than wait for clients to close them.

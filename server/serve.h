@@ -26,6 +26,8 @@ struct ServeOptions {
   // in all (RESOURCE_EXHAUSTED past either; rpc/stream_limits.h).
   int max_streams_per_peer = 256;
   int max_streams = 4096;
+  // --metrics-listen: HOST:PORT for GET /metrics (Prometheus); empty: off.
+  std::string metrics_listen;
 };
 
 // Runs until SIGTERM or SIGINT; returns the process exit code (0 after a

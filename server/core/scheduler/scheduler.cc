@@ -451,7 +451,9 @@ void Scheduler::Pump() {
         if (granting.count(v->config->id) == 0 &&
             (v->holders.empty() || now >= due)) {
           BeginEviction(*v, SlotPhase::kDraining,
-                        absl::StrCat("evicted to start ", d.model));
+                        absl::StrCat("evicted to start ", d.model), "swap");
+          ++counters_.evictions[v->config->id];
+          ++counters_.swaps[d.model];
         } else if (!next_expiry || due < *next_expiry) {
           next_expiry = due;  // Busy: swap when idle, or once overdue.
         }
@@ -530,6 +532,21 @@ void Scheduler::Enter(Slot& s, SlotPhase next) {
   }
 #endif
   s.phase = next;
+  // Open again: a swap called off stops nothing.
+  if (next == SlotPhase::kOpen) s.stop_cause = nullptr;
+}
+
+std::string Scheduler::TakeStopCause(const std::string& model) {
+  Slot* s = Find(model);
+  if (s == nullptr) {
+    for (auto& r : retired_) {
+      if (r->config->id == model) s = r.get();
+    }
+  }
+  if (s == nullptr || s->stop_cause == nullptr) return "ttl";
+  std::string cause = s->stop_cause;
+  s->stop_cause = nullptr;
+  return cause;
 }
 
 std::vector<Scheduler::Slot*> Scheduler::VictimsOf(
@@ -720,7 +737,8 @@ void Scheduler::RevokeAll(Slot& s, const std::string& reason) {
 }
 
 void Scheduler::BeginEviction(Slot& s, SlotPhase drain,
-                              const std::string& reason) {
+                              const std::string& reason, const char* cause) {
+  s.stop_cause = cause;
   // A stop outranks a swap's drain; a slot already stopping stays so.
   if (drain == SlotPhase::kStopDraining) {
     DrainToStop(s);

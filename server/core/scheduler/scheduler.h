@@ -105,6 +105,14 @@ struct StartPlan {
   absl::Status refusal;
 };
 
+// Counts the scheduler keeps for modelmanager's /metrics (loop thread).
+struct SchedulerCounters {
+  // Model -> times it was evicted to start another; model -> evictions
+  // begun to start it (one per model evicted).
+  std::map<std::string, uint64_t> evictions;
+  std::map<std::string, uint64_t> swaps;
+};
+
 struct ModelChange {
   enum class Kind { kAdded, kModified, kDeleted };
   Kind kind;
@@ -186,6 +194,12 @@ class Scheduler {
   std::shared_ptr<logs::LogBuffer> Log(const std::string& model) const;
   std::shared_ptr<const config::Config> config() const { return config_; }
   bool shutting_down() const { return shutting_down_; }
+  const SchedulerCounters& counters() const { return counters_; }
+  // Why `model`'s stop began, once (then forgotten): "swap" (evicted to
+  // start another), "requested" (Stop, StopAll: /unload), "reload"
+  // (removed, or its command changed), "shutdown"; "ttl" when the
+  // scheduler began none (the model stopped on its own when idle).
+  std::string TakeStopCause(const std::string& model);
   // Draining: the manager starts no model (a placement across managers
   // sends new starts elsewhere). Demand for a model READY here is still
   // granted, and a start in progress still finishes; demand that would
@@ -252,7 +266,9 @@ class Scheduler {
   void Refuse(Demand& d, const absl::Status& status);
   // `drain`: kDraining (a swap, a restart) or kStopDraining (a stop, a
   // removal; a draining slot becomes one).
-  void BeginEviction(Slot& s, SlotPhase drain, const std::string& reason);
+  // `cause`: TakeStopCause's.
+  void BeginEviction(Slot& s, SlotPhase drain, const std::string& reason,
+                     const char* cause);
   void RevokeAll(Slot& s, const std::string& reason);
   // A Stop's or a removal's drain: kOpen and kDraining become
   // kStopDraining (bounded by unloadTimeout from now); kStopping stays.
@@ -308,6 +324,7 @@ class Scheduler {
   int activity_ = 0;                       // Nesting depth of Activity scopes.
   WaiterId next_waiter_ = 1;
   bool shutting_down_ = false;
+  SchedulerCounters counters_;
   bool draining_ = false;
   bool pumping_ = false;
   bool pump_again_ = false;

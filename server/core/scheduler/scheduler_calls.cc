@@ -108,7 +108,8 @@ void Scheduler::Stop(const std::string& model, bool force, ModelDone done) {
     FailDemands(*s, aborted);
     AnswerReadyWaiters(*s, aborted);
   }
-  BeginEviction(*s, SlotPhase::kStopDraining, "stopped by an operator");
+  BeginEviction(*s, SlotPhase::kStopDraining, "stopped by an operator",
+                "requested");
   if (force) StopNow(*s);
 }
 

@@ -23,6 +23,7 @@ void Scheduler::Shutdown(std::function<void()> done) {
     AnswerReadyWaiters(*s,
                        absl::UnavailableError("the manager is shutting down"));
     RevokeAll(*s, "the manager is shutting down");
+    s->stop_cause = "shutdown";
   }
   auto remaining = std::make_shared<size_t>(slots_.size() + 1);
   auto finish = [remaining, done] {
@@ -79,7 +80,8 @@ config::ConfigDiff Scheduler::Reload(
     retired_.push_back(std::move(s));
     if (Running(*raw) || !raw->holders.empty()) {
       // Its log is closed once it is down.
-      BeginEviction(*raw, SlotPhase::kStopDraining, "removed from the config");
+      BeginEviction(*raw, SlotPhase::kStopDraining, "removed from the config",
+                    "reload");
     } else {
       raw->log->Close(
           absl::NotFoundError(absl::StrCat("model '", id, "' was removed")));
@@ -109,7 +111,7 @@ config::ConfigDiff Scheduler::Reload(
     if (restart && (Running(s) || !s.holders.empty())) {
       s.next_config = ModelOf(config_, m);
       BeginEviction(s, SlotPhase::kDraining,
-                    "its command changed in a config reload");
+                    "its command changed in a config reload", "reload");
     } else if (restart) {
       // No process to restart: for the caller it is an update.
       s.config = ModelOf(config_, m);

@@ -212,6 +212,18 @@ absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Subscribe(
   return w;
 }
 
+size_t WatchHub::watchers() const {
+  absl::MutexLock lock(&mu_);
+  size_t n = 0;
+  for (const auto& w : watchers_) {
+    if (auto live = w.lock()) {
+      absl::MutexLock wl(&live->mu_);
+      if (!live->cancelled_) ++n;
+    }
+  }
+  return n;
+}
+
 uint64_t WatchHub::revision() const {
   absl::MutexLock lock(&mu_);
   return revision_;

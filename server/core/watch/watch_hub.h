@@ -106,6 +106,8 @@ class WatchHub {
       std::function<void()> wake, bool settings = false);
 
   uint64_t revision() const;
+  // Watchers subscribed and not cancelled (modelmanager's /metrics).
+  size_t watchers() const;
 
  private:
   struct Change {
