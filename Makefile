@@ -85,6 +85,7 @@ bench:
 	$(BAZEL) run -c opt //tools/bench/proxy
 	$(BAZEL) run -c opt //tools/bench/proxy:body
 	$(BAZEL) run -c opt //tools/bench/cluster
+	$(BAZEL) run -c opt //tools/bench/activity
 
 fmt:
 	@tools/bootstrap.sh test

@@ -222,6 +222,45 @@ void Proxy::OnSettings(const v1::DataPlaneSettings& settings) {
                 "warn");
   }
   if (!open) open_warned_.store(false);
+  // The activity store (store.path), opened off the links' threads.
+  timers_->After()(absl::ZeroDuration(), [this, path = settings.store_path(),
+                                          rows = settings.store_max_rows()] {
+    ConfigureStore(path, rows > 0 ? rows : 1000000);
+  });
+}
+
+void Proxy::ConfigureStore(const std::string& path, uint64_t max_rows) {
+  std::shared_ptr<store::ActivityStore> current = context_->store();
+  if (current != nullptr && current->path() == path) {
+    current->set_max_rows(max_rows);
+    return;
+  }
+  if (path.empty()) {
+    if (current != nullptr) {
+      context_->set_store(nullptr);
+      Log(absl::StrCat("activity store ", current->path(),
+                       " closed: the activity log is in memory"));
+    }
+    return;
+  }
+  if (path == failed_store_) return;  // Said once.
+  absl::StatusOr<std::unique_ptr<store::ActivityStore>> opened =
+      store::ActivityStore::Open(path, max_rows);
+  if (!opened.ok()) {
+    failed_store_ = path;
+    context_->set_store(nullptr);
+    Log(absl::StrCat(opened.status().message(),
+                     "; the activity log stays in memory"),
+        "warn");
+    return;
+  }
+  failed_store_.clear();
+  std::shared_ptr<store::ActivityStore> store = *std::move(opened);
+  // New ids go on after the stored ones, before any entry is written.
+  context_->RaiseActivityIds(store->max_id());
+  context_->set_store(store);
+  Log(absl::StrCat("activity store ", path, " (SQLite, WAL; newest ", max_rows,
+                   " kept; ids after ", store->max_id(), ")"));
 }
 
 void Proxy::OnEveryWorker(std::function<void(Worker*)> each,

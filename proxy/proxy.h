@@ -97,6 +97,9 @@ class Proxy {
   // The settings in force changed: says once that the proxy serves beyond
   // this host with no apiKeys.
   void OnSettings(const v1::DataPlaneSettings& settings);
+  // Opens, switches or closes the activity store (store.path) as the
+  // settings say; the timers' loop.
+  void ConfigureStore(const std::string& path, uint64_t max_rows);
   // Reaps the nodes that left, and sends the in-flight counts to the
   // event stream's readers, every half second (on the timers' loop), until
   // Stop().
@@ -133,6 +136,8 @@ class Proxy {
   std::atomic<bool> open_warned_{false};
   // Set by Stop() on the timers' loop: no reap after it.
   bool reap_stopped_ = false;
+  // A store path that failed to open (warned once; timers' loop).
+  std::string failed_store_;
   // The timers' loop's ticks (ReapLater), for the events' keepalive.
   uint64_t ticks_ = 0;
   int port_ = 0;

@@ -99,6 +99,19 @@ std::string ActivityJson(const ActivityEntry& e) {
       R"(,"duration_ms":)", absl::StrFormat("%.3f", e.duration_ms), "}");
 }
 
+std::string ActivityPageJson(const std::vector<ActivityEntry>& newest_first,
+                             bool more) {
+  std::string data;
+  for (const ActivityEntry& e : newest_first) {
+    absl::StrAppend(&data, data.empty() ? "" : ",", ActivityJson(e));
+  }
+  return absl::StrCat(R"({"activity":[)", data, R"(],"next_before":)",
+                      more && !newest_first.empty()
+                          ? absl::StrCat(newest_first.back().id)
+                          : "null",
+                      "}");
+}
+
 std::string ActivityPage(std::vector<ActivityEntry> entries,
                          absl::string_view model, int status, uint64_t before,
                          size_t limit, size_t keep) {
@@ -126,7 +139,7 @@ std::string ActivityPage(std::vector<ActivityEntry> entries,
 }
 
 void Activity(const AnswerRequest& q, const ActivityFn& activity,
-              Responder* r) {
+              const ActivityStoreFn& store, Responder* r) {
   if (!activity) return r->RespondError(503, "no activity log here");
   absl::string_view target = q.head.target;
   std::string model = router::QueryParam(target, "model");
@@ -148,6 +161,20 @@ void Activity(const AnswerRequest& q, const ActivityFn& activity,
                            "limit must be between 1 and 1000, not '" + v + "'");
   }
   Responder::Deferred later = r->Later();
+  if (store) {
+    // The SQLite store (store.path): every request it kept, on its thread.
+    bool asked = store({model, status, before, static_cast<size_t>(limit)},
+                       [later](absl::StatusOr<std::string> page) {
+                         later([page = std::move(page)](Responder* r) {
+                           if (!page.ok()) {
+                             return r->RespondError(
+                                 500, std::string(page.status().message()));
+                           }
+                           r->Respond(200, "application/json", *page);
+                         });
+                       });
+    if (asked) return;
+  }
   size_t keep = q.snapshot.activity_limit();
   activity([later, model, status, before, limit,
             keep](std::vector<ActivityEntry> entries) {

@@ -70,6 +70,11 @@ class ActivityRing {
 // One entry as the JSON object the page and the `activity` event carry.
 std::string ActivityJson(const ActivityEntry& e);
 
+// A page's JSON: `newest_first` as they are, `next_before` the last's id
+// when `more`.
+std::string ActivityPageJson(const std::vector<ActivityEntry>& newest_first,
+                             bool more);
+
 // A page of the newest `keep` of `entries` (any order) as JSON, newest
 // first: `model` and `status` filter (empty / 0: any), `before` an id (0:
 // from the newest), `limit` entries at most (1 to 1000).

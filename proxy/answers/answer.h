@@ -112,7 +112,19 @@ void Metrics(const MetricsFn& metrics, Responder* r);
 struct ActivityEntry;
 using ActivityFn =
     std::function<void(std::function<void(std::vector<ActivityEntry>)> done)>;
-void Activity(const AnswerRequest& q, const ActivityFn& activity, Responder* r);
+// The activity store (store.path), when there is one: asks for a page
+// (its JSON to `done`, any thread) and returns true; false: no store, the
+// workers' rings answer.
+struct ActivityPageQuery {
+  std::string model;  // "": any.
+  int status = 0;     // 0: any.
+  uint64_t before = 0;
+  size_t limit = 100;
+};
+using ActivityStoreFn = std::function<bool(
+    ActivityPageQuery, std::function<void(absl::StatusOr<std::string>)>)>;
+void Activity(const AnswerRequest& q, const ActivityFn& activity,
+              const ActivityStoreFn& store, Responder* r);
 
 class EventHub;
 // GET /api/events: the hub's SSE stream (events.cc). Null hub: 503.

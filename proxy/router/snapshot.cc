@@ -11,6 +11,8 @@ std::shared_ptr<const Settings> Settings::From(const v1::DataPlaneSettings& s) {
   if (s.metrics_max_in_memory() > 0) {
     out->activity_limit = s.metrics_max_in_memory();
   }
+  out->store_path = s.store_path();
+  if (s.store_max_rows() > 0) out->store_max_rows = s.store_max_rows();
   for (const std::string& p : s.upstream_ignore_paths()) {
     auto re = std::make_unique<RE2>(p, RE2::Quiet);
     // The manager checked them; one this RE2 cannot take matches nothing.

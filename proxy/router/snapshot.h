@@ -49,6 +49,9 @@ struct Settings {
   bool list_aliases = false;
   // Activity entries kept (metricsMaxInMemory).
   size_t activity_limit = 1000;
+  // The activity store's file (store.path; "": none) and bound.
+  std::string store_path;
+  uint64_t store_max_rows = 1000000;
   // upstream.ignorePaths: paths after /upstream/<model> that never start
   // their model.
   std::vector<std::unique_ptr<RE2>> ignore_paths;

@@ -294,7 +294,8 @@ void Exchange::Dispatch() {
     case Kind::kMetrics:
       return answers::Metrics(context.metrics(), this);
     case Kind::kActivity:
-      return answers::Activity(q, context.activity(), this);
+      return answers::Activity(q, context.activity(), context.activity_store(),
+                               this);
     case Kind::kEvents:
       return answers::Events(context.events(), this);
     case Kind::kLogs:
@@ -524,9 +525,12 @@ void Exchange::AddActivity() {
   e.unix_ms = absl::ToUnixMillis(absl::Now());
   e.model = r.model;
   e.node = r.node;
+  // The path the client asked for: an /upstream/<model>/... request's
+  // target lost its prefix on the way.
   absl::string_view target = req_.head.target;
-  e.path =
-      std::string(target.substr(0, std::min<size_t>(target.find('?'), 256)));
+  target = target.substr(0, std::min<size_t>(target.find('?'), 256));
+  e.path = r.route == "/upstream" ? absl::StrCat("/upstream/", r.model, target)
+                                  : std::string(target);
   e.status = r.status;
   e.input_tokens = r.prompt_tokens;
   e.output_tokens = r.completion_tokens;
@@ -553,12 +557,15 @@ void Exchange::AddActivity() {
   e.cached_tokens = r.cached_tokens;
   e.draft_tokens = r.draft_tokens;
   e.error = std::move(req_.error);
+  if (e.error.empty() && r.status >= 400 && !req_.upstream_error.empty()) {
+    e.error = answers::ErrorMessageOf(req_.upstream_error);
+  }
   // The UI's live activity table: only when someone reads the events.
   answers::EventHub* events = worker_->context().events();
   if (events != nullptr && events->readers() > 0) {
     events->AddActivity(answers::ActivityJson(e));
   }
-  worker_->activity().Add(std::move(e), routing_->activity_limit());
+  worker_->AddActivity(std::move(e), routing_->activity_limit());
 }
 
 void Exchange::AllowOrigin(http1::Headers* headers) const {

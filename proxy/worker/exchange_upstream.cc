@@ -1,6 +1,7 @@
 // Exchange, its upstream side: the request written to the model, the
 // response passed on as it arrives (and counted: status, first byte,
 // usage), and a WebSocket tunnel's bytes both ways after a 101.
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <utility>
@@ -137,6 +138,12 @@ void Exchange::OnUpstreamBody(absl::string_view data) {
     return;
   }
   if (req_.scan_usage) req_.usage.Feed(data);
+  if (req_.record.status >= 400 && req_.upstream_error.size() < 4096 &&
+      !req_.record.model.empty()) {
+    // An error passed on as it came: its start, for the activity log.
+    req_.upstream_error.append(
+        data.data(), std::min(data.size(), 4096 - req_.upstream_error.size()));
+  }
   if (req_.first_token_ns == 0 && req_.event_stream &&
       req_.record.status >= 200 && req_.record.status < 300) {
     req_.first_token_ns = uv_hrtime();  // A 2xx stream's first bytes.

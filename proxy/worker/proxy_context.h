@@ -23,6 +23,7 @@
 #include "proxy/http1/codec.h"
 #include "proxy/lease/lease_broker.h"
 #include "proxy/router/snapshot.h"
+#include "proxy/store/activity_store.h"
 #include "proxy/worker/body_budget.h"
 #include "re2/re2.h"
 
@@ -101,6 +102,42 @@ class ProxyContext {
   uint64_t NextActivityId() {
     return next_activity_.fetch_add(1, std::memory_order_relaxed) + 1;
   }
+  // The activity page from the store, when there is one (answers.h).
+  answers::ActivityStoreFn activity_store() const {
+    return [this](answers::ActivityPageQuery q,
+                  std::function<void(absl::StatusOr<std::string>)> done) {
+      std::shared_ptr<store::ActivityStore> s = store();
+      if (s == nullptr) return false;
+      s->Query({std::move(q.model), q.status, q.before, q.limit},
+               [done = std::move(done)](absl::StatusOr<store::ActivityPage> p) {
+                 if (!p.ok()) return done(p.status());
+                 done(answers::ActivityPageJson(p->entries, p->more));
+               });
+      return true;
+    };
+  }
+  // Ids go on after `floor` (the activity store's largest, when it opens).
+  void RaiseActivityIds(uint64_t floor) {
+    uint64_t now = next_activity_.load(std::memory_order_relaxed);
+    while (now < floor && !next_activity_.compare_exchange_weak(now, floor)) {
+    }
+  }
+  // The activity store (store.path), or null: swapped whole when the
+  // settings change it. Any thread.
+  std::shared_ptr<store::ActivityStore> store() const {
+    return std::atomic_load_explicit(&store_, std::memory_order_acquire);
+  }
+  void set_store(std::shared_ptr<store::ActivityStore> s) {
+    std::atomic_store_explicit(&store_, std::move(s),
+                               std::memory_order_release);
+    store_version_.fetch_add(1, std::memory_order_release);
+  }
+  // Bumped by set_store: a worker keeps its own copy of the pointer and
+  // reads it again only when this moved (libstdc++'s atomic shared_ptr
+  // takes a lock; the request path takes none).
+  uint64_t store_version() const {
+    return store_version_.load(std::memory_order_acquire);
+  }
 
   // The event bus of /api/events and the proxy's log (null: 503). Set
   // once before any worker listens.
@@ -160,6 +197,8 @@ class ProxyContext {
       ABSL_GUARDED_BY(streams_mu_);
   uint64_t next_stream_ ABSL_GUARDED_BY(streams_mu_) = 0;
   std::atomic<uint64_t> next_activity_{0};
+  std::shared_ptr<store::ActivityStore> store_;
+  std::atomic<uint64_t> store_version_{0};
   router::RoutingState routing_;
 };
 

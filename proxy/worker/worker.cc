@@ -17,7 +17,43 @@ Worker::Worker(ProxyContext* context)
     : context_(context), routing_(&context->routing()) {
   loop_.RunSync([this] {
     pool_ = std::make_unique<upstream::UpstreamPool>(loop_.loop());
+    store_timer_.Init(loop_.loop(), &Worker::OnStoreTimer, this);
   });
+}
+
+void Worker::AddActivity(answers::ActivityEntry e, size_t keep) {
+  uint64_t version = context_->store_version();
+  if (version != store_version_) {
+    store_ = context_->store();
+    store_version_ = version;
+  }
+  const store::ActivityStore* store = store_.get();
+  if (store == nullptr || e.id <= store->max_id()) {
+    activity_.Add(std::move(e), keep);
+    return;
+  }
+  // The store answers the queries: the entry goes there only.
+  to_store_.push_back(std::move(e));
+  // Handed over within 100 ms, in one batch; 256 go at once.
+  if (to_store_.size() >= 256) {
+    FlushToStore();
+  } else if (!store_timer_.armed()) {
+    store_timer_.Arm(100);
+  }
+}
+
+void Worker::OnStoreTimer(void* data) {
+  static_cast<Worker*>(data)->FlushToStore();
+}
+
+void Worker::FlushToStore() {
+  store_timer_.Disarm();
+  if (to_store_.empty()) return;
+  // The store in force now (a batch gathered for one that was since
+  // closed goes to its successor, or nowhere).
+  std::shared_ptr<store::ActivityStore> store = context_->store();
+  if (store != nullptr) store->Add(std::move(to_store_));
+  to_store_.clear();
 }
 
 Worker::~Worker() { Stop(); }
@@ -181,6 +217,9 @@ void Worker::Stop() {
                                         connections_.end());
     for (ClientConnection* c : open) c->Close();
     pool_.reset();
+    FlushToStore();  // What the closed requests added goes too.
+    store_timer_.Close();
+    store_.reset();
   });
 }
 

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "common/loop_thread.h"
 #include "common/uv/handle.h"
+#include "common/uv/lazy_timer.h"
 #include "proxy/answers/activity.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "proxy/worker/metrics.h"
@@ -71,6 +72,10 @@ class Worker {
   WorkerMetrics& metrics() { return metrics_; }
   // Its loop thread only (answers/activity.h).
   answers::ActivityRing& activity() { return activity_; }
+  // A request's activity entry: into the ring (the newest `keep`), and,
+  // with an activity store, into the batch handed to its writer every
+  // 100 ms (one lock per batch, none per request). Loop thread.
+  void AddActivity(answers::ActivityEntry e, size_t keep);
   // The routing snapshot in force (router/snapshot.h); an exchange holds
   // it from its request's start to its end. Loop thread.
   const std::shared_ptr<const router::Snapshot>& routing() {
@@ -101,6 +106,13 @@ class Worker {
   std::atomic<bool> accepting_{false};
   bool draining_ = false;
   answers::ActivityRing activity_;
+  // Entries for the activity store, and the timer that hands them over.
+  std::vector<answers::ActivityEntry> to_store_;
+  std::shared_ptr<store::ActivityStore> store_;  // As of store_version_.
+  uint64_t store_version_ = 0;
+  uv::LazyTimer store_timer_;
+  static void OnStoreTimer(void* data);
+  void FlushToStore();
   WorkerMetrics metrics_;
   router::SnapshotReader routing_;
   std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};

@@ -220,6 +220,8 @@ void ToProto(const config::Config& c, v1::DataPlaneSettings* out) {
   out->set_include_aliases_in_list(c.include_aliases_in_list);
   out->set_metrics_max_in_memory(
       static_cast<uint32_t>(c.metrics_max_in_memory));
+  out->set_store_path(c.store_path);
+  out->set_store_max_rows(static_cast<uint64_t>(c.store_max_rows));
   for (const std::string& p : c.upstream_ignore_paths) {
     out->add_upstream_ignore_paths(p);
   }

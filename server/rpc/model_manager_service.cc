@@ -249,6 +249,8 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     resp->mutable_api_key_sha256()->Swap(settings.mutable_api_key_sha256());
     resp->set_include_aliases_in_list(settings.include_aliases_in_list());
     resp->set_metrics_max_in_memory(settings.metrics_max_in_memory());
+    resp->set_store_path(settings.store_path());
+    resp->set_store_max_rows(settings.store_max_rows());
     resp->mutable_upstream_ignore_paths()->Swap(
         settings.mutable_upstream_ignore_paths());
     resp->mutable_peers()->Swap(settings.mutable_peers());

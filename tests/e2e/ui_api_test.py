@@ -10,7 +10,9 @@ import http.client
 import json
 import os
 import socket
+import sqlite3
 import subprocess
+import tempfile
 import threading
 import unittest
 
@@ -217,6 +219,69 @@ class UiApiTest(unittest.TestCase):
             finally:
                 p.stop()
 
+    def test_the_activity_store_survives_a_restart_and_is_pruned(self):
+        tmp = tempfile.mkdtemp()
+        db = os.path.join(tmp, "activity.db")
+        with ManagerProcess({"chat": ["--tokens", "3"]},
+                            extra_yaml="store:\n  path: %s\n  maxRows: 20\n" % db) as m:
+            def activity(p, query=""):
+                status, _, body = p.request("GET", "/api/metrics/activity" + query)
+                self.assertEqual(status, 200, body)
+                return json.loads(body)
+
+            p = ProxyProcess(m.port, workers=2)
+            try:
+                self.assertTrue(p.wait_log(r"activity store .*activity\.db"), p.log())
+                for _ in range(5):
+                    self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                               {"model": "chat", "messages": []})[0], 200)
+                # The model's own error: its message is kept.
+                self.assertEqual(p.request("GET", "/upstream/chat/no/such/path")[0], 404)
+                # Written within 100 ms of each request, in batches.
+                self.assertTrue(wait_for(lambda: len(activity(p)["activity"]) == 6, 10))
+                page = activity(p, "?limit=4")
+                self.assertEqual(len(page["activity"]), 4)
+                first_ids = [e["id"] for e in activity(p)["activity"]]
+                older = activity(p, "?before=%d" % page["next_before"])
+                self.assertEqual([e["id"] for e in older["activity"]], first_ids[4:])
+                failed = activity(p, "?status=404")["activity"]
+                self.assertEqual(len(failed), 1)
+                self.assertEqual(failed[0]["path"], "/upstream/chat/no/such/path")
+                self.assertTrue(failed[0]["error"], failed[0])
+            finally:
+                p.stop()
+            # The file is SQLite in WAL mode, with what was served.
+            con = sqlite3.connect(db)
+            self.assertEqual(con.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+            self.assertEqual(con.execute("SELECT COUNT(*) FROM activity").fetchone()[0], 6)
+            con.close()
+            # A new proxy: the history is there, and new ids go on after it.
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                self.assertTrue(p.wait_log(r"activity store .*ids after %d" % max(first_ids)))
+                self.assertEqual([e["id"] for e in activity(p)["activity"]], first_ids)
+                for _ in range(30):
+                    self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                               {"model": "chat", "messages": []})[0], 200)
+                self.assertTrue(wait_for(
+                    lambda: activity(p)["activity"][0]["id"] == max(first_ids) + 30, 10))
+                # Pruned to its bound (20, and at most 1 % or a batch more).
+                ids = [e["id"] for e in activity(p, "?limit=1000")["activity"]]
+                self.assertLessEqual(len(ids), 21)
+                self.assertGreaterEqual(len(ids), 20)
+                self.assertEqual(ids[0], max(first_ids) + 30)
+                # A second proxy on the same file keeps its log in memory.
+                other = ProxyProcess(m.port, workers=1)
+                try:
+                    self.assertTrue(other.wait_log(r"another process holds it"), other.log())
+                    self.assertEqual(other.request("POST", "/v1/chat/completions",
+                                                   {"model": "chat", "messages": []})[0], 200)
+                    self.assertEqual(len(json.loads(other.request(
+                        "GET", "/api/metrics/activity")[2])["activity"]), 1)
+                finally:
+                    other.stop()
+            finally:
+                p.stop()
 
 if __name__ == "__main__":
     junit.main()

@@ -194,6 +194,11 @@ struct Config {
   // llama-swap's metricsMaxInMemory: the activity entries a data plane
   // keeps in memory (GET /api/metrics/activity).
   int metrics_max_in_memory = 1000;
+  // llama-swap's store.path: the data planes keep their activity log in
+  // this SQLite file (empty: in memory only); store.maxRows (modelplane's)
+  // bounds it, the oldest pruned.
+  std::string store_path;
+  int64_t store_max_rows = 1000000;
   // The default of ModelConfig::send_loading_state.
   bool send_loading_state = false;
   // upstream.ignorePaths: RE2 patterns (unanchored, as Go's MatchString) of

@@ -149,6 +149,12 @@ std::string ConfigToJson(const Config& c) {
   w.Bool(c.include_aliases_in_list);
   w.Key("metricsMaxInMemory");
   w.Int(c.metrics_max_in_memory);
+  w.Key("store");
+  w.StartObject();
+  Str(w, "path", c.store_path);
+  w.Key("maxRows");
+  w.Int64(c.store_max_rows);
+  w.EndObject();
   w.Key("upstream");
   w.StartObject();
   Strings(w, "ignorePaths", c.upstream_ignore_paths);

@@ -36,28 +36,29 @@ constexpr char kReservedName[] = "manager";
 constexpr int kMaxPort = 65535;
 
 const KeySet& TopKeys() {
-  static const KeySet keys = {{"models",
-                               "macros",
-                               "healthCheckTimeout",
-                               "globalTTL",
-                               "unloadTimeout",
-                               "startPort",
-                               "logLevel",
-                               "apiKeys",
-                               "groups",
-                               "routing",
-                               "hooks",
-                               "includeAliasesInList",
-                               "sendLoadingState",
-                               "upstream",
-                               "peers",
-                               "selectors",
-                               "profiles",
-                               "logToStdout",
-                               "matrix",
-                               "metricsMaxInMemory"},
-                              {"logTimeFormat", "logRequests", "captureBuffer",
-                               "store", "ui", "performance"}};
+  static const KeySet keys = {
+      {"models",
+       "macros",
+       "healthCheckTimeout",
+       "globalTTL",
+       "unloadTimeout",
+       "startPort",
+       "logLevel",
+       "apiKeys",
+       "groups",
+       "routing",
+       "hooks",
+       "includeAliasesInList",
+       "sendLoadingState",
+       "upstream",
+       "peers",
+       "selectors",
+       "profiles",
+       "logToStdout",
+       "matrix",
+       "metricsMaxInMemory",
+       "store"},
+      {"logTimeFormat", "logRequests", "captureBuffer", "ui", "performance"}};
   return keys;
 }
 
@@ -333,6 +334,7 @@ class Loader {
       ReadBool(*n, "includeAliasesInList", &sink_, &c->include_aliases_in_list);
     }
     if (const YamlNode* n = s.Get("upstream"); n != nullptr) Upstream(*n, c);
+    if (const YamlNode* n = s.Get("store"); n != nullptr) Store(*n, c);
     if (const YamlNode* n = s.Get("apiKeys");
         n != nullptr && ReadStringList(*n, "apiKeys", &sink_, &c->api_keys)) {
       for (size_t i = 0; i < c->api_keys.size(); ++i) {
@@ -420,6 +422,30 @@ class Loader {
   }
 
   // `upstream.ignorePaths`: RE2 patterns (llama-swap's), checked here.
+  // store: {path, maxRows}: the activity log's SQLite file.
+  void Store(const YamlNode& n, Config* c) {
+    if (!n.is_map()) {
+      sink_.Error(n.pos, "store",
+                  absl::StrCat("must be a mapping, not ", n.KindName()));
+      return;
+    }
+    CheckKeys(n, "store", KeySet{{"path", "maxRows"}, {}}, &sink_);
+    if (const YamlNode* p = n.Get("path");
+        p != nullptr && ReadString(*p, "store.path", &sink_, &c->store_path) &&
+        c->store_path.empty()) {
+      sink_.Error(p->pos, "store.path", "must not be empty");
+    }
+    int64_t rows;
+    if (const YamlNode* r = n.Get("maxRows");
+        r != nullptr && ReadInt(*r, "store.maxRows", &sink_, &rows)) {
+      if (rows < 1 || rows > 100000000) {
+        sink_.Error(r->pos, "store.maxRows", "must be between 1 and 100000000");
+      } else {
+        c->store_max_rows = rows;
+      }
+    }
+  }
+
   void Upstream(const YamlNode& n, Config* c) {
     if (n.is_null()) return;
     if (!n.is_map()) {

@@ -108,6 +108,14 @@ INSTANTIATE_TEST_SUITE_P(
                   "metricsMaxInMemory: 0\nmodels: {}\n",
                   "test.yaml:1:21: metricsMaxInMemory: must be between 1 and "
                   "1000000"},
+        ErrorCase{"StoreNotAMapping", "store: x.db\nmodels: {}\n",
+                  "test.yaml:1:8: store: must be a mapping, not a scalar"},
+        ErrorCase{"StorePathEmpty", "store: {path: ''}\nmodels: {}\n",
+                  "test.yaml:1:15: store.path: must not be empty"},
+        ErrorCase{"StoreRowsOutOfRange",
+                  "store: {path: a.db, maxRows: 0}\nmodels: {}\n",
+                  "test.yaml:1:30: store.maxRows: must be between 1 and "
+                  "100000000"},
         ErrorCase{"ReplicasMaxOutOfRange",
                   "models:\n  a:\n    cmd: x ${PORT}\n    replicas: {max: 0}\n",
                   "test.yaml:4:21: models.a.replicas.max: must be between 1 "
@@ -478,8 +486,7 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
       ElementsAre(
           "w.yaml:1:1: heathCheckTimeout: unknown key; ignored (did you mean "
           "'healthCheckTimeout'?)",
-          "w.yaml:2:1: store: llama-swap setting not supported by "
-          "modelplane yet; ignored",
+          "w.yaml:4:3: store.more: unknown key; ignored",
           "w.yaml:8:5: models.a.compat: llama-swap setting not "
           "supported by modelplane yet; ignored",
           "w.yaml:9:5: models.a.aliasses: unknown key; ignored (did you mean "

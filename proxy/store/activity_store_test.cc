@@ -1,0 +1,139 @@
+// The activity store on a real SQLite file: what goes in comes out, paged
+// and filtered; it survives a reopen; it is pruned to its bound; a second
+// process's open is refused.
+#include "proxy/store/activity_store.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modelplane::proxy::store {
+namespace {
+
+std::string TempPath(const char* name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  std::string path = std::string(dir != nullptr ? dir : "/tmp") + "/" + name;
+  unlink(path.c_str());
+  unlink((path + "-wal").c_str());
+  unlink((path + "-shm").c_str());
+  return path;
+}
+
+answers::ActivityEntry Entry(uint64_t id, const std::string& model,
+                             int status) {
+  answers::ActivityEntry e;
+  e.id = id;
+  e.unix_ms = 1700000000000 + static_cast<int64_t>(id);
+  e.model = model;
+  e.node = "127.0.0.1:50051";
+  e.path = "/v1/chat/completions";
+  e.status = status;
+  e.input_tokens = id;
+  e.output_tokens = 2 * id;
+  e.tokens_per_second = 40.5;
+  e.load_wait_ms = 1200;
+  e.duration_ms = 10.25;
+  if (status >= 400) e.error = "no";
+  return e;
+}
+
+ActivityPage Page(ActivityStore& store, ActivityQuery q) {
+  ActivityPage page;
+  absl::Notification done;
+  store.Query(std::move(q), [&](absl::StatusOr<ActivityPage> p) {
+    EXPECT_TRUE(p.ok()) << p.status();
+    if (p.ok()) page = *std::move(p);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return page;
+}
+
+std::vector<uint64_t> Ids(const ActivityPage& p) {
+  std::vector<uint64_t> ids;
+  for (const auto& e : p.entries) ids.push_back(e.id);
+  return ids;
+}
+
+TEST(ActivityStoreTest, PagesFiltersAndSurvivesAReopen) {
+  std::string path = TempPath("activity.db");
+  {
+    auto store = ActivityStore::Open(path, 1000);
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ((*store)->max_id(), 0u);
+    std::vector<answers::ActivityEntry> batch;
+    for (uint64_t i = 1; i <= 10; ++i) {
+      batch.push_back(Entry(i, i % 2 ? "a" : "b", i == 7 ? 503 : 200));
+    }
+    (*store)->Add(std::move(batch));
+    ActivityPage p = Page(**store, {"", 0, 0, 4});
+    EXPECT_THAT(Ids(p), ::testing::ElementsAre(10, 9, 8, 7));
+    EXPECT_TRUE(p.more);
+    p = Page(**store, {"", 0, 7, 100});
+    EXPECT_THAT(Ids(p), ::testing::ElementsAre(6, 5, 4, 3, 2, 1));
+    EXPECT_FALSE(p.more);
+    EXPECT_THAT(Ids(Page(**store, {"a", 0, 0, 100})),
+                ::testing::ElementsAre(9, 7, 5, 3, 1));
+    p = Page(**store, {"a", 503, 0, 100});
+    ASSERT_THAT(Ids(p), ::testing::ElementsAre(7));
+    const answers::ActivityEntry& e = p.entries[0];
+    EXPECT_EQ(e.error, "no");
+    EXPECT_EQ(e.output_tokens, 14u);
+    EXPECT_FALSE(e.cached_tokens.has_value());
+    EXPECT_EQ(e.load_wait_ms, 1200);
+    EXPECT_EQ(e.node, "127.0.0.1:50051");
+  }
+  auto again = ActivityStore::Open(path, 1000);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->max_id(), 10u);
+  EXPECT_EQ((*again)->rows(), 10u);
+  // An id already stored stays as it was.
+  (*again)->Add({Entry(10, "zzz", 200)});
+  EXPECT_EQ(Page(**again, {"", 0, 0, 1}).entries[0].model, "b");
+}
+
+TEST(ActivityStoreTest, PrunedToItsBound) {
+  std::string path = TempPath("pruned.db");
+  auto store = ActivityStore::Open(path, 100);
+  ASSERT_TRUE(store.ok()) << store.status();
+  for (uint64_t b = 0; b < 10; ++b) {
+    std::vector<answers::ActivityEntry> batch;
+    for (uint64_t i = 1; i <= 50; ++i)
+      batch.push_back(Entry(b * 50 + i, "m", 200));
+    (*store)->Add(std::move(batch));
+  }
+  (*store)->Flush();
+  uint64_t rows = (*store)->rows();
+  EXPECT_GE(rows, 100u);
+  EXPECT_LE(rows, 150u);  // At most a batch past the bound.
+  ActivityPage p = Page(**store, {"", 0, 0, 1000});
+  EXPECT_EQ(p.entries.front().id, 500u);
+  EXPECT_EQ(p.entries.size(), rows);
+}
+
+TEST(ActivityStoreTest, OneProcessPerFile) {
+  std::string path = TempPath("locked.db");
+  auto store = ActivityStore::Open(path, 100);
+  ASSERT_TRUE(store.ok()) << store.status();
+  (*store)->Add({Entry(1, "m", 200)});
+  (*store)->Flush();
+  // Another process: refused while this one holds it.
+  pid_t pid = fork();
+  if (pid == 0) {
+    auto other = ActivityStore::Open(path, 100);
+    _exit(other.ok() ? 0 : 3);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  EXPECT_FALSE(ActivityStore::Open("/nonexistent-dir/x.db", 100).ok());
+}
+
+}  // namespace
+}  // namespace modelplane::proxy::store
