@@ -203,6 +203,10 @@ void Proxy::ReapLater() {
     cluster_->Reap();
     if (events_->readers() > 0) events_->SetInFlight(InFlightJson());
     if (++ticks_ % 30 == 0) events_->KeepAlive();  // Every 15 s.
+    if (std::shared_ptr<store::ActivityStore> store = context_->store()) {
+      std::string error = store->TakeError();
+      if (!error.empty()) Log(error, "warn");
+    }
     ReapLater();
   });
 }
@@ -229,6 +233,22 @@ void Proxy::OnSettings(const v1::DataPlaneSettings& settings) {
   });
 }
 
+void Proxy::SwapStore(std::shared_ptr<store::ActivityStore> store) {
+  std::shared_ptr<store::ActivityStore> old = context_->store();
+  context_->set_store(std::move(store));
+  if (old == nullptr) return;
+  // Each worker lets go of the old one on its loop; the last reference
+  // goes back here, so that closing it (its last batches written, its
+  // thread joined) never runs on a worker's loop.
+  lease::LeaseBroker::After after = timers_->After();
+  OnEveryWorker([](Worker* w) { w->LetGoOfStore(); },
+                [after, old]() mutable {
+                  // Moved: no copy is left on this worker's loop.
+                  after(absl::ZeroDuration(),
+                        [old = std::move(old)]() mutable { old.reset(); });
+                });
+}
+
 void Proxy::ConfigureStore(const std::string& path, uint64_t max_rows) {
   std::shared_ptr<store::ActivityStore> current = context_->store();
   if (current != nullptr && current->path() == path) {
@@ -237,7 +257,7 @@ void Proxy::ConfigureStore(const std::string& path, uint64_t max_rows) {
   }
   if (path.empty()) {
     if (current != nullptr) {
-      context_->set_store(nullptr);
+      SwapStore(nullptr);
       Log(absl::StrCat("activity store ", current->path(),
                        " closed: the activity log is in memory"));
     }
@@ -248,7 +268,7 @@ void Proxy::ConfigureStore(const std::string& path, uint64_t max_rows) {
       store::ActivityStore::Open(path, max_rows);
   if (!opened.ok()) {
     failed_store_ = path;
-    context_->set_store(nullptr);
+    SwapStore(nullptr);
     Log(absl::StrCat(opened.status().message(),
                      "; the activity log stays in memory"),
         "warn");
@@ -258,7 +278,7 @@ void Proxy::ConfigureStore(const std::string& path, uint64_t max_rows) {
   std::shared_ptr<store::ActivityStore> store = *std::move(opened);
   // New ids go on after the stored ones, before any entry is written.
   context_->RaiseActivityIds(store->max_id());
-  context_->set_store(store);
+  SwapStore(store);
   Log(absl::StrCat("activity store ", path, " (SQLite, WAL; newest ", max_rows,
                    " kept; ids after ", store->max_id(), ")"));
 }

@@ -100,6 +100,9 @@ class Proxy {
   // Opens, switches or closes the activity store (store.path) as the
   // settings say; the timers' loop.
   void ConfigureStore(const std::string& path, uint64_t max_rows);
+  // Puts `store` in force; the old one closes on the timers' loop once
+  // every worker let go of it.
+  void SwapStore(std::shared_ptr<store::ActivityStore> store);
   // Reaps the nodes that left, and sends the in-flight counts to the
   // event stream's readers, every half second (on the timers' loop), until
   // Stop().

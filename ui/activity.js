@@ -19,8 +19,11 @@ const COLUMNS = [
   ['Duration ms', (e) => num(e.duration_ms, 1)],
 ];
 
+// Rows kept on the page.
+const KEEP = 1000;
+
 const CSV_FIELDS = ['id', 'timestamp', 'model', 'node', 'path', 'status', 'input_tokens', 'output_tokens',
-  'cached_tokens', 'draft_tokens', 'prompt_tokens_per_second', 'tokens_per_second', 'time_to_first_token_ms',
+  'cached_tokens', 'draft_tokens', 'draft_accepted_tokens', 'prompt_tokens_per_second', 'tokens_per_second', 'time_to_first_token_ms',
   'queue_wait_ms', 'load_wait_ms', 'duration_ms', 'error'];
 
 export class ActivityPage {
@@ -46,7 +49,12 @@ export class ActivityPage {
       if (type === 'modelStatus') this.options(data);
       if (type === 'activity' && data && data.model !== undefined && this.matches(data)) {
         this.entries.unshift(data);
-        this.render();
+        // The page keeps the newest KEEP (Older pages back from there).
+        if (this.entries.length > KEEP) {
+          this.entries.length = KEEP;
+          this.next = this.entries[KEEP - 1].id;
+        }
+        if (!this.root.hidden) this.render();
       }
     });
     this.loaded = false;
@@ -70,6 +78,7 @@ export class ActivityPage {
 
   show() {
     if (!this.loaded) this.load();
+    else this.render();
   }
 
   async load(older = false) {

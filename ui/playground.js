@@ -44,8 +44,10 @@ export class PlaygroundPage {
     this.input.value = '';
     this.messages.push({ role: 'user', content: text });
     this.log.append(h('div', { className: 'msg user' }, text));
+    const thinking = h('div', { className: 'msg reasoning', hidden: true });
     const out = h('div', { className: 'msg assistant' });
-    this.log.append(out);
+    this.log.append(thinking, out);
+    let reasoning = '';
     this.controller = new AbortController();
     this.send.disabled = true;
     this.stop.disabled = false;
@@ -77,9 +79,13 @@ export class PlaygroundPage {
         if (chunk.usage) usage = chunk.usage;
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (!delta) return;
-        if (delta.reasoning_content && !delta.content) {
-          this.status.textContent = `Loading ${model}: ${delta.reasoning_content.trim()}`;
-          return;
+        if (delta.reasoning_content) {
+          // The model's reasoning, or, before it answers, the proxy's
+          // loading progress (sendLoadingState): shown apart, never hidden.
+          reasoning += delta.reasoning_content;
+          thinking.textContent = reasoning;
+          thinking.hidden = false;
+          if (first === null) this.status.textContent = `Waiting for ${model} (loading or thinking)…`;
         }
         if (delta.content) {
           if (first === null) {

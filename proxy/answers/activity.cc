@@ -94,7 +94,8 @@ std::string ActivityJson(const ActivityEntry& e) {
       Number(e.queue_wait_ms), R"(,"load_wait_ms":)", Number(e.load_wait_ms),
       R"(,"prompt_tokens_per_second":)", Number(e.prompt_tokens_per_second),
       R"(,"cached_tokens":)", Count(e.cached_tokens), R"(,"draft_tokens":)",
-      Count(e.draft_tokens), R"(,"error":)",
+      Count(e.draft_tokens), R"(,"draft_accepted_tokens":)",
+      Count(e.draft_accepted_tokens), R"(,"error":)",
       e.error.empty() ? std::string("null") : JsonString(e.error),
       R"(,"duration_ms":)", absl::StrFormat("%.3f", e.duration_ms), "}");
 }

@@ -45,6 +45,7 @@ struct ActivityEntry {
   // speculative decoding (llama.cpp), where it reports them.
   std::optional<uint64_t> cached_tokens;
   std::optional<uint64_t> draft_tokens;
+  std::optional<uint64_t> draft_accepted_tokens;  // Of draft_tokens.
   // An error's message (status 400 and up), at most 512 bytes.
   std::string error;
 };

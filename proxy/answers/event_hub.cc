@@ -18,6 +18,12 @@ std::string EventHub::Frame(absl::string_view type, absl::string_view data) {
                       ",\"data\":", JsonString(data), "}\n\n");
 }
 
+void EventHub::CountReaders() {
+  size_t n = 0;
+  for (const auto& [id, reader] : readers_by_id_) n += reader.log ? 0 : 1;
+  readers_.store(n, std::memory_order_relaxed);
+}
+
 uint64_t EventHub::Subscribe(std::shared_ptr<StreamOut> out) {
   absl::MutexLock lock(&mu_);
   // The state first, under the lock that orders every change after it.
@@ -29,7 +35,7 @@ uint64_t EventHub::Subscribe(std::shared_ptr<StreamOut> out) {
   if (!in_flight_.empty()) out->Write(Frame("inflight", in_flight_));
   uint64_t id = ++next_id_;
   readers_by_id_.emplace(id, Reader{std::move(out), false});
-  readers_.store(readers_by_id_.size(), std::memory_order_relaxed);
+  CountReaders();
   return id;
 }
 
@@ -38,14 +44,14 @@ uint64_t EventHub::SubscribeLog(std::shared_ptr<StreamOut> out, bool history) {
   if (history && !log_.empty()) out->Write(log_);
   uint64_t id = ++next_id_;
   readers_by_id_.emplace(id, Reader{std::move(out), true});
-  readers_.store(readers_by_id_.size(), std::memory_order_relaxed);
+  CountReaders();
   return id;
 }
 
 void EventHub::Unsubscribe(uint64_t id) {
   absl::MutexLock lock(&mu_);
   readers_by_id_.erase(id);
-  readers_.store(readers_by_id_.size(), std::memory_order_relaxed);
+  CountReaders();
 }
 
 void EventHub::Send(bool log, const std::string& data) {
@@ -57,7 +63,7 @@ void EventHub::Send(bool log, const std::string& data) {
     if (it->second.log == log) it->second.out->Write(data);
     ++it;
   }
-  readers_.store(readers_by_id_.size(), std::memory_order_relaxed);
+  CountReaders();
 }
 
 void EventHub::SetModels(std::string json) {

@@ -47,6 +47,8 @@ class EventHub {
   // history first unless `history` is false, then every line.
   uint64_t SubscribeLog(std::shared_ptr<StreamOut> out, bool history);
   void Unsubscribe(uint64_t id);
+  // Readers of events (not of the log's text): an activity is made into
+  // JSON only for them.
   size_t readers() const { return readers_.load(std::memory_order_relaxed); }
 
   // modelStatus: the JSON array of models; sent only when it differs from
@@ -74,6 +76,8 @@ class EventHub {
     std::shared_ptr<StreamOut> out;
     bool log = false;  // The plain log text, not event frames.
   };
+  // readers_: the event readers among readers_by_id_.
+  void CountReaders() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes to every reader of its kind, forgetting those that ended.
   void Send(bool log, const std::string& data)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

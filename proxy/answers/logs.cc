@@ -4,6 +4,7 @@
 // StreamLogs, the history it keeps first. A reader slower than the output
 // misses what it cannot take and is told ("[N bytes dropped]"): nothing
 // waits for it.
+#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -63,6 +64,15 @@ void Logs(const AnswerRequest& q, const std::string& source, bool stream,
   LogRequest request;
   request.model = source;
   request.node = router::QueryParam(target, "node");
+  if (const router::Route* route = q.snapshot.routes().Find(source);
+      route != nullptr && !request.node.empty() && !route->nodes.empty() &&
+      std::none_of(route->nodes.begin(), route->nodes.end(),
+                   [&request](const router::RouteNode& n) {
+                     return n.node == request.node;
+                   })) {
+    return r->RespondError(404, absl::StrCat("no node '", request.node,
+                                             "' has model '", source, "'"));
+  }
   request.history_bytes = history ? kAllHistory : 0;
   // The cancel function, once the call is made; on_close (on the loop,
   // later) calls it.

@@ -228,6 +228,12 @@ TEST(LogsTest, AModelsOutputComesFromItsManager) {
   EXPECT_THAT(r.answers.back().body, HasSubstr("no model 'nope'"));
   Logs({*snap, head, ""}, "q", true, &hub, nullptr, &r);
   EXPECT_EQ(r.answers.back().status, 503);  // No manager.
+  http1::RequestHead elsewhere = Head("GET", "/logs/stream/q?node=n9");
+  Logs(
+      {*snap, elsewhere, ""}, "q", true, &hub,
+      [](auto&, auto, auto) { return std::function<void()>(); }, &r);
+  EXPECT_EQ(r.answers.back().status, 404);
+  EXPECT_THAT(r.answers.back().body, HasSubstr("no node 'n9'"));
   LogRequest asked;
   LogChunkFn chunk;
   std::function<void(absl::Status)> end;
@@ -292,6 +298,14 @@ TEST(UiTest, ServesItsFilesCompressedWithStrongETagsAndAStrictPolicy) {
   Ui({*snap, stale, ""}, &r);
   EXPECT_EQ(r.answers.back().status, 200);
   EXPECT_EQ(*http1::FindHeader(r.answers.back().extra, "etag"), etag);
+  // The page's routes are the page; /favicon.ico is the icon.
+  http1::RequestHead route = Head("GET", "/ui/activity");
+  Ui({*snap, route, ""}, &r);
+  EXPECT_EQ(r.answers.back().status, 200);
+  EXPECT_THAT(r.answers.back().body, HasSubstr("<title>modelplane</title>"));
+  http1::RequestHead icon = Head("GET", "/favicon.ico");
+  Ui({*snap, icon, ""}, &r);
+  EXPECT_EQ(r.answers.back().type, "image/svg+xml");
   http1::RequestHead missing = Head("GET", "/ui/nope.js");
   Ui({*snap, missing, ""}, &r);
   EXPECT_EQ(r.answers.back().status, 404);
@@ -322,6 +336,7 @@ TEST(ActivityTest, AnErrorsMessageIsTakenFromItsBody) {
   e.cached_tokens = 12;
   std::string json = ActivityJson(e);
   EXPECT_THAT(json, HasSubstr(R"("cached_tokens":12,"draft_tokens":null,)"
+                              R"("draft_accepted_tokens":null,)"
                               R"("error":"no node")"));
 }
 

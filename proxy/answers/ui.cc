@@ -63,7 +63,13 @@ void Ui(const AnswerRequest& q, Responder* r) {
   if (path == "/" || path == "/ui") {
     return r->Respond(302, "text/plain", "", {{"Location", "/ui/"}});
   }
-  if (path == "/ui/") path = "/ui/index.html";
+  if (path == "/favicon.ico") path = "/ui/favicon.svg";
+  // The page's own routes (/ui/models, /ui/activity: a name with no
+  // extension) are the page, as llama-swap's single-page app answers them.
+  absl::string_view name = path.substr(path.rfind('/') + 1);
+  if (path == "/ui/" || name.find('.') == absl::string_view::npos) {
+    path = "/ui/index.html";
+  }
   const EmbeddedFile* f = ui::FindFile(path);
   if (f == nullptr) {
     return r->RespondError(404, absl::StrCat("no such file: ", path));

@@ -328,7 +328,8 @@ bool IsHealth(absl::string_view path) {
 }
 
 bool IsUi(absl::string_view path) {
-  return path == "/" || path == "/ui" || absl::StartsWith(path, "/ui/");
+  return path == "/" || path == "/ui" || absl::StartsWith(path, "/ui/") ||
+         path == "/favicon.ico";
 }
 
 bool NeedsKey(absl::string_view method, absl::string_view path) {

@@ -57,7 +57,7 @@ struct Decision {
     kEvents,      // GET /api/events.
     kLogs,        // GET /logs (stream false), /logs/stream[/<source>].
     kVersion,     // GET /api/version.
-    kUi,          // GET / and /ui[/...]: the web UI (no key needed).
+    kUi,          // GET /, /ui[/...], /favicon.ico: the web UI (no key).
     kLoad,        // POST /api/models/load/<model>: start it (`model`).
     kUnload,      // POST /unload, /api/models/unload[/<model>].
     kModels,      // GET /v1/models, /models.
@@ -105,7 +105,7 @@ Decision Decide(const Request& request, const Snapshot& snapshot,
 // The routes whose model is in the body (POST): kBodyRoutes.
 bool IsBodyRoute(absl::string_view method, absl::string_view path);
 bool IsHealth(absl::string_view path);
-// / and /ui[/...]: the web UI's files.
+// /, /ui[/...] and /favicon.ico: the web UI's files.
 bool IsUi(absl::string_view path);
 // Whether a request needs an API key, told from its head alone (the
 // exchange decides admission before the body arrives): everything but a

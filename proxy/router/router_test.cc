@@ -115,6 +115,7 @@ TEST_F(RouterTest, LocalAnswers) {
       {"GET", "/ui", Kind::kUi},
       {"GET", "/ui/", Kind::kUi},
       {"HEAD", "/ui/app.js", Kind::kUi},
+      {"GET", "/favicon.ico", Kind::kUi},
   };
   for (const Case& c : cases) {
     Decision d = Go({c.method, c.target});

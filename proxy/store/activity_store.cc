@@ -26,6 +26,7 @@ constexpr char kSchema[] =
     " output_tokens INTEGER,"
     " cached_tokens INTEGER,"
     " draft_tokens INTEGER,"
+    " draft_accepted_tokens INTEGER,"
     " prompt_tokens_per_second REAL,"
     " tokens_per_second REAL,"
     " time_to_first_token_ms REAL,"
@@ -33,13 +34,21 @@ constexpr char kSchema[] =
     " load_wait_ms REAL,"
     " duration_ms REAL NOT NULL,"
     " error TEXT);"
-    "CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id);";
+    "CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id);"
+    // Errors only: a status filter finds rare ones without a scan, and a
+    // request that succeeded costs no entry here (a filter on 200 walks the
+    // table from its newest row, where nearly every row matches).
+    "CREATE INDEX IF NOT EXISTS activity_error ON activity (status, id) "
+    "WHERE status != 200;";
+
+// PRAGMA user_version of the schema above.
+constexpr int kSchemaVersion = 1;
 
 constexpr char kColumns[] =
     "id, unix_ms, model, node, path, status, input_tokens, output_tokens, "
-    "cached_tokens, draft_tokens, prompt_tokens_per_second, "
-    "tokens_per_second, time_to_first_token_ms, queue_wait_ms, load_wait_ms, "
-    "duration_ms, error";
+    "cached_tokens, draft_tokens, draft_accepted_tokens, "
+    "prompt_tokens_per_second, tokens_per_second, time_to_first_token_ms, "
+    "queue_wait_ms, load_wait_ms, duration_ms, error";
 
 std::string Error(sqlite3* db) { return sqlite3_errmsg(db); }
 
@@ -98,7 +107,38 @@ absl::StatusOr<std::unique_ptr<ActivityStore>> ActivityStore::Open(
                     "PRAGMA journal_mode=WAL;"
                     "PRAGMA synchronous=NORMAL;",
                     nullptr, nullptr, &err);
+  // The schema's version: a file another version of it made is refused
+  // (with a message) rather than written with the wrong columns.
+  int version = -1;
+  if (rc == SQLITE_OK) {
+    sqlite3_stmt* v = nullptr;
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT (SELECT user_version FROM pragma_user_version),"
+            " (SELECT COUNT(*) FROM sqlite_master WHERE name ="
+            " 'activity')",
+            -1, &v, nullptr) == SQLITE_OK &&
+        sqlite3_step(v) == SQLITE_ROW) {
+      version = sqlite3_column_int(v, 1) == 0 ? 0 : sqlite3_column_int(v, 0);
+    } else {
+      rc = sqlite3_errcode(db);
+    }
+    sqlite3_finalize(v);
+  }
+  if (rc == SQLITE_OK && version != 0 && version != kSchemaVersion) {
+    sqlite3_close(db);
+    return absl::FailedPreconditionError(
+        absl::StrCat("the activity store ", path, " has schema version ",
+                     version, ", not ", kSchemaVersion,
+                     ": move it away (or point store.path "
+                     "elsewhere)"));
+  }
   if (rc == SQLITE_OK) rc = sqlite3_exec(db, kSchema, nullptr, nullptr, &err);
+  if (rc == SQLITE_OK && version == 0) {
+    rc = sqlite3_exec(
+        db, absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str(),
+        nullptr, nullptr, &err);
+  }
   if (rc != SQLITE_OK) {
     std::string why = err != nullptr ? err : Error(db);
     sqlite3_free(err);
@@ -123,7 +163,7 @@ absl::StatusOr<std::unique_ptr<ActivityStore>> ActivityStore::Open(
   sqlite3_finalize(s);
   std::string insert =
       absl::StrCat("INSERT OR IGNORE INTO activity (", kColumns,
-                   ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                   ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (sqlite3_prepare_v2(db, insert.c_str(), -1, &store->insert_, nullptr) !=
       SQLITE_OK) {
     return absl::InternalError(
@@ -231,8 +271,11 @@ void ActivityStore::Run() {
 }
 
 void ActivityStore::Write(std::vector<answers::ActivityEntry>* batch) {
-  // One transaction per batch: one fsync of the WAL for all of them.
-  sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr);
+  // One transaction per batch (the WAL is written once for all of them).
+  if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    Failed("begin");
+    return;
+  }
   for (const answers::ActivityEntry& e : *batch) {
     sqlite3_stmt* s = insert_;
     sqlite3_reset(s);
@@ -249,21 +292,46 @@ void ActivityStore::Write(std::vector<answers::ActivityEntry>* batch) {
     BindInt(s, 8, e.output_tokens);
     BindInt(s, 9, e.cached_tokens);
     BindInt(s, 10, e.draft_tokens);
-    BindReal(s, 11, e.prompt_tokens_per_second);
-    BindReal(s, 12, e.tokens_per_second);
-    BindReal(s, 13, e.time_to_first_token_ms);
-    BindReal(s, 14, e.queue_wait_ms);
-    BindReal(s, 15, e.load_wait_ms);
-    sqlite3_bind_double(s, 16, e.duration_ms);
+    BindInt(s, 11, e.draft_accepted_tokens);
+    BindReal(s, 12, e.prompt_tokens_per_second);
+    BindReal(s, 13, e.tokens_per_second);
+    BindReal(s, 14, e.time_to_first_token_ms);
+    BindReal(s, 15, e.queue_wait_ms);
+    BindReal(s, 16, e.load_wait_ms);
+    sqlite3_bind_double(s, 17, e.duration_ms);
     if (e.error.empty()) {
-      sqlite3_bind_null(s, 17);
+      sqlite3_bind_null(s, 18);
     } else {
-      sqlite3_bind_text(s, 17, e.error.data(), static_cast<int>(e.error.size()),
+      sqlite3_bind_text(s, 18, e.error.data(), static_cast<int>(e.error.size()),
                         SQLITE_STATIC);
     }
-    if (sqlite3_step(s) == SQLITE_DONE) ++rows_;
+    if (sqlite3_step(s) != SQLITE_DONE) {
+      Failed("insert");
+    } else {
+      rows_ += static_cast<uint64_t>(sqlite3_changes(db_));  // 0: kept.
+    }
   }
-  sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    Failed("commit");
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+}
+
+void ActivityStore::Failed(const char* what) {
+  std::string why =
+      absl::StrCat("activity store ", path_, ": ", what, ": ", Error(db_));
+  absl::MutexLock lock(&mu_);
+  ++errors_;
+  last_error_ = std::move(why);
+}
+
+std::string ActivityStore::TakeError() {
+  absl::MutexLock lock(&mu_);
+  if (errors_ == reported_) return "";
+  std::string out = absl::StrCat(last_error_, " (", errors_ - reported_,
+                                 " failure(s) since the last report)");
+  reported_ = errors_;
+  return out;
 }
 
 void ActivityStore::Prune() {
@@ -292,7 +360,9 @@ void ActivityStore::Prune() {
 absl::StatusOr<ActivityPage> ActivityStore::Read(const ActivityQuery& q) {
   std::string sql = absl::StrCat("SELECT ", kColumns, " FROM activity WHERE 1");
   if (!q.model.empty()) absl::StrAppend(&sql, " AND model = ?1");
-  if (q.status != 0) absl::StrAppend(&sql, " AND status = ?2");
+  // The status as a literal (a number): the planner then knows whether the
+  // errors' partial index holds it.
+  if (q.status != 0) absl::StrAppend(&sql, " AND status = ", q.status);
   if (q.before != 0) absl::StrAppend(&sql, " AND id < ?3");
   absl::StrAppend(&sql, " ORDER BY id DESC LIMIT ?4");
   sqlite3_stmt* s = nullptr;
@@ -303,7 +373,6 @@ absl::StatusOr<ActivityPage> ActivityStore::Read(const ActivityQuery& q) {
     sqlite3_bind_text(s, 1, q.model.data(), static_cast<int>(q.model.size()),
                       SQLITE_STATIC);
   }
-  if (q.status != 0) sqlite3_bind_int(s, 2, q.status);
   if (q.before != 0) {
     sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(q.before));
   }
@@ -327,13 +396,14 @@ absl::StatusOr<ActivityPage> ActivityStore::Read(const ActivityQuery& q) {
     e.output_tokens = Int(s, 7);
     e.cached_tokens = Int(s, 8);
     e.draft_tokens = Int(s, 9);
-    e.prompt_tokens_per_second = Real(s, 10);
-    e.tokens_per_second = Real(s, 11);
-    e.time_to_first_token_ms = Real(s, 12);
-    e.queue_wait_ms = Real(s, 13);
-    e.load_wait_ms = Real(s, 14);
-    e.duration_ms = sqlite3_column_double(s, 15);
-    e.error = Text(s, 16);
+    e.draft_accepted_tokens = Int(s, 10);
+    e.prompt_tokens_per_second = Real(s, 11);
+    e.tokens_per_second = Real(s, 12);
+    e.time_to_first_token_ms = Real(s, 13);
+    e.queue_wait_ms = Real(s, 14);
+    e.load_wait_ms = Real(s, 15);
+    e.duration_ms = sqlite3_column_double(s, 16);
+    e.error = Text(s, 17);
     page.entries.push_back(std::move(e));
   }
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) {

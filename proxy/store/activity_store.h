@@ -70,6 +70,9 @@ class ActivityStore {
   void Flush();
   // Rows stored (the store's thread's count).
   uint64_t rows();
+  // The last write failure (a full disk, an I/O error) and how many since
+  // the last call, once; "" when none. The proxy logs it.
+  std::string TakeError();
 
  private:
   ActivityStore(std::string path, sqlite3* db, uint64_t max_rows);
@@ -77,6 +80,8 @@ class ActivityStore {
   void Write(std::vector<answers::ActivityEntry>* batch);
   void Prune();
   absl::StatusOr<ActivityPage> Read(const ActivityQuery& q);
+  // A write failed (counted, its message kept for TakeError).
+  void Failed(const char* what);
 
   const std::string path_;
   sqlite3* db_;
@@ -92,6 +97,9 @@ class ActivityStore {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t written_ ABSL_GUARDED_BY(mu_) = 0;  // Batches written.
   uint64_t added_ ABSL_GUARDED_BY(mu_) = 0;    // Batches added.
+  uint64_t errors_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reported_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

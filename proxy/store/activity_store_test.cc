@@ -3,6 +3,7 @@
 // process's open is refused.
 #include "proxy/store/activity_store.h"
 
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -133,6 +134,24 @@ TEST(ActivityStoreTest, OneProcessPerFile) {
   waitpid(pid, &status, 0);
   EXPECT_EQ(WEXITSTATUS(status), 3);
   EXPECT_FALSE(ActivityStore::Open("/nonexistent-dir/x.db", 100).ok());
+}
+
+TEST(ActivityStoreTest, AnotherSchemasFileIsRefused) {
+  std::string path = TempPath("other.db");
+  {
+    auto store = ActivityStore::Open(path, 100);
+    ASSERT_TRUE(store.ok()) << store.status();
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  sqlite3_close(db);
+  auto again = ActivityStore::Open(path, 100);
+  ASSERT_FALSE(again.ok());
+  EXPECT_THAT(std::string(again.status().message()),
+              ::testing::HasSubstr("schema version 99"));
 }
 
 }  // namespace

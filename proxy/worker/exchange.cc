@@ -454,6 +454,7 @@ void Exchange::Finish() {
     req_.record.completion_tokens = req_.usage.completion();
     req_.record.cached_tokens = req_.usage.cached();
     req_.record.draft_tokens = req_.usage.draft();
+    req_.record.draft_accepted_tokens = req_.usage.draft_accepted();
     req_.record.prompt_per_second = req_.usage.prompt_per_second();
     req_.record.predicted_per_second = req_.usage.predicted_per_second();
   }
@@ -556,6 +557,7 @@ void Exchange::AddActivity() {
   e.prompt_tokens_per_second = r.prompt_per_second;
   e.cached_tokens = r.cached_tokens;
   e.draft_tokens = r.draft_tokens;
+  e.draft_accepted_tokens = r.draft_accepted_tokens;
   e.error = std::move(req_.error);
   if (e.error.empty() && r.status >= 400 && !req_.upstream_error.empty()) {
     e.error = answers::ErrorMessageOf(req_.upstream_error);

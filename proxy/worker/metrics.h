@@ -125,6 +125,7 @@ struct RequestRecord {
   // tokens (speculative decoding) and its measured speeds.
   std::optional<uint64_t> cached_tokens;
   std::optional<uint64_t> draft_tokens;
+  std::optional<uint64_t> draft_accepted_tokens;
   std::optional<double> prompt_per_second;
   std::optional<double> predicted_per_second;
   // A model's request: from its head to its end; and for an event stream,

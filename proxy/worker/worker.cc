@@ -49,11 +49,16 @@ void Worker::OnStoreTimer(void* data) {
 void Worker::FlushToStore() {
   store_timer_.Disarm();
   if (to_store_.empty()) return;
-  // The store in force now (a batch gathered for one that was since
-  // closed goes to its successor, or nowhere).
-  std::shared_ptr<store::ActivityStore> store = context_->store();
-  if (store != nullptr) store->Add(std::move(to_store_));
+  if (store_ != nullptr) store_->Add(std::move(to_store_));
   to_store_.clear();
+}
+
+void Worker::LetGoOfStore() {
+  // What was gathered goes to the store it was gathered for (then written
+  // before that store closes); the next entry reads the new one.
+  FlushToStore();
+  store_.reset();
+  store_version_ = 0;
 }
 
 Worker::~Worker() { Stop(); }

@@ -76,6 +76,9 @@ class Worker {
   // with an activity store, into the batch handed to its writer every
   // 100 ms (one lock per batch, none per request). Loop thread.
   void AddActivity(answers::ActivityEntry e, size_t keep);
+  // The activity store changed: this worker's hold on the old one goes
+  // (its loop thread), so that the old one closes off the loops.
+  void LetGoOfStore();
   // The routing snapshot in force (router/snapshot.h); an exchange holds
   // it from its request's start to its end. Loop thread.
   const std::shared_ptr<const router::Snapshot>& routing() {

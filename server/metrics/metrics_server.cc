@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,7 +22,8 @@
 namespace modelplane::metrics {
 namespace {
 
-// What a client has to send its request head, and its size.
+// What a client has to send its request head (and to take each piece of
+// the answer), and the head's size.
 constexpr int kRequestMs = 2000;
 constexpr size_t kMaxHead = 8192;
 
@@ -131,6 +133,10 @@ void MetricsServer::Run() {
     if ((p[0].revents & POLLIN) == 0) continue;
     int client = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (client < 0) continue;
+    // A scraper that stops reading holds the answer at most this long (and
+    // so the shutdown, which joins this thread).
+    timeval bound{kRequestMs / 1000, 0};
+    setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
     Serve(client);
     close(client);
   }

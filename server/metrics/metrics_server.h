@@ -1,9 +1,9 @@
 // modelmanager's --metrics-listen: a small HTTP/1.1 server that answers
 // GET /metrics (Prometheus text) on a thread of its own. Blocking sockets,
-// one connection at a time, each bounded (2 s to send its request, then
-// one answer and the connection closes): a scrape every few seconds is all
-// it serves, and nothing it does touches the manager's loop but the
-// render.
+// one connection at a time, each bounded (2 s to send its request and 2 s
+// for each piece of the answer to be taken, then the connection closes): a
+// scrape every few seconds is all it serves, and nothing it does touches the
+// manager's loop but the render.
 //
 //   auto server = MetricsServer::Start("127.0.0.1:9090", [&] { return text; });
 //   (*server)->port();   // The one bound (":0" picks one).

@@ -141,5 +141,30 @@ TEST(MetricsServerTest, AnswersGetMetricsAndNothingElse) {
                }).ok());
 }
 
+// A scraper that asks and never reads holds the server only for a bounded
+// time: it stops (the shutdown joins its thread) while that client is
+// still connected. (A hang here fails the test by its timeout.)
+TEST(MetricsServerTest, AClientThatDoesNotReadDoesNotHoldTheShutdown) {
+  auto server = MetricsServer::Start("127.0.0.1:0", [] {
+    return std::string(32 << 20, 'x');  // Past every socket buffer.
+  });
+  ASSERT_TRUE(server.ok()) << server.status();
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>((*server)->port()));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  std::string request = "GET /metrics HTTP/1.1\r\n\r\n";
+  ASSERT_EQ(write(fd, request.data(), request.size()),
+            static_cast<ssize_t>(request.size()));
+  char first = 0;
+  ASSERT_EQ(read(fd, &first, 1), 1);  // The server is sending now.
+  server->reset();                    // Returns: the stalled send gave up.
+  close(fd);
+}
+
 }  // namespace
 }  // namespace modelplane::metrics

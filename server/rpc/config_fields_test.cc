@@ -201,6 +201,7 @@ TEST(ConfigFieldsTest, EveryGlobalKeyShowsInTheDiffThePrintOutAndTheSettings) {
       {"logToStdout", {"logToStdout: both\n", false}},
       {"matrix", {"matrix: {sets: {one: a}}\n", false}},
       {"metricsMaxInMemory", {"metricsMaxInMemory: 50\n", true}},
+      {"store", {"store: {path: /tmp/activity.db, maxRows: 5}\n", true}},
   };
   // Keys whose change alone is not a change of anything (why).
   const std::map<std::string, std::string> invisible = {
