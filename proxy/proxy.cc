@@ -250,6 +250,8 @@ void Proxy::SwapStore(std::shared_ptr<store::ActivityStore> store) {
 }
 
 void Proxy::ConfigureStore(const std::string& path, uint64_t max_rows) {
+  // Stop() set it on this same loop: the context may be gone.
+  if (reap_stopped_) return;
   std::shared_ptr<store::ActivityStore> current = context_->store();
   if (current != nullptr && current->path() == path) {
     current->set_max_rows(max_rows);

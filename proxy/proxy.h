@@ -137,7 +137,8 @@ class Proxy {
   std::shared_ptr<cluster::Node> local_;  // config.transport's.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> open_warned_{false};
-  // Set by Stop() on the timers' loop: no reap after it.
+  // Set by Stop() on the timers' loop: no reap, and no store configured,
+  // after it.
   bool reap_stopped_ = false;
   // A store path that failed to open (warned once; timers' loop).
   std::string failed_store_;
