@@ -34,6 +34,7 @@
 #include "client/mpctl_cluster.h"
 #include "client/mpctl_common.h"
 #include "common/flags.h"
+#include "common/version.h"
 #include "proxy/cluster/resolver.h"
 
 namespace modelplane::mpctl {
@@ -421,7 +422,13 @@ int Main(int argc, char** argv) {
   flags.Bool("follow", &follow, "logs: keep printing new output (-f)");
   flags.Int("timeout", &timeout_s, "seconds to wait (start, wait)", 1);
   flags.Int("history", &history, "logs: bytes of history to show", 0);
+  bool version = false;
+  flags.Bool("version", &version, "print the version and the build's commit");
   auto rest = flags.Parse(static_cast<int>(args.size()), args.data());
+  if (rest.ok() && version) {
+    printf("%s\n", VersionLine("mpctl").c_str());
+    return 0;
+  }
   if (!rest.ok() || rest->empty()) {
     bool help = !rest.ok() && absl::IsNotFound(rest.status());
     if (!rest.ok() && !help)

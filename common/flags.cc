@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -54,8 +55,8 @@ void FlagParser::Double(std::string name, double* out, std::string help,
 
 void FlagParser::Bool(std::string name, bool* out, std::string help) {
   flags_.push_back(Flag{std::move(name), std::move(help), true, "",
-                        [out](absl::string_view) {
-                          *out = true;
+                        [out](absl::string_view v) {
+                          *out = v != "false";
                           return true;
                         }});
 }
@@ -77,11 +78,16 @@ absl::StatusOr<std::vector<std::string>> FlagParser::Parse(
       for (++i; i < argc; ++i) positional.emplace_back(argv[i]);
       break;
     }
-    if (arg.size() < 3 || arg.substr(0, 2) != "--") {
+    // Go's flag package (llama-swap's) takes a long name after one dash
+    // too: `-config x`, `-watch-config`. A single dash then a letter is a
+    // flag; "-" and "-1" stay arguments.
+    bool single = arg.size() >= 2 && arg[0] == '-' && arg[1] != '-' &&
+                  absl::ascii_isalpha(static_cast<unsigned char>(arg[1]));
+    if (!single && (arg.size() < 3 || arg.substr(0, 2) != "--")) {
       positional.emplace_back(arg);
       continue;
     }
-    arg.remove_prefix(2);
+    arg.remove_prefix(single ? 1 : 2);
     size_t eq = arg.find('=');
     std::string name = absl::StrReplaceAll(arg.substr(0, eq), {{"_", "-"}});
     const Flag* flag = Find(name);
@@ -90,9 +96,19 @@ absl::StatusOr<std::vector<std::string>> FlagParser::Parse(
     }
     std::string value;
     if (flag->is_switch) {
+      // `--switch=true` and `=false` (Go's form); any other value is an
+      // error.
       if (eq != absl::string_view::npos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("flag --", name, " takes no value"));
+        absl::string_view v = arg.substr(eq + 1);
+        bool on = v == "true" || v == "1";
+        if (!on && v != "false" && v != "0") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("flag --", name, " is a switch: true or false"));
+        }
+        if (!on) {
+          flag->set("false");
+          continue;
+        }
       }
     } else if (eq != absl::string_view::npos) {
       value = std::string(arg.substr(eq + 1));

@@ -1,6 +1,8 @@
 // Command-line flags for modelplane's binaries, GNU style: `--name value`,
 // `--name=value`, switches without a value, and `_` accepted for `-` in
-// names (so `--ready_after_ms` works too). Abseil's flag library does not
+// names (so `--ready_after_ms` works too). Go's forms, which llama-swap's
+// users type, work too: one dash (`-config x`, `-watch-config`) and a
+// switch's `=true` / `=false`. Abseil's flag library does not
 // take dashes in names, and the binaries' flags (`--print-config`,
 // `--ready-after-ms`) follow llama-swap's and the usual CLI spelling.
 //

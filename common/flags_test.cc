@@ -45,6 +45,22 @@ TEST_F(FlagParserTest, SpaceAndEqualsFormsAndUnderscores) {
   EXPECT_THAT(*rest, ElementsAre("file"));
 }
 
+TEST_F(FlagParserTest, GoFormsOneDashAndSwitchValues) {
+  auto args =
+      Parse({"-config", "x.yaml", "-port=3", "-print-config", "-", "-1"});
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_EQ(config_, "x.yaml");
+  EXPECT_EQ(port_, 3);
+  EXPECT_TRUE(print_);
+  EXPECT_THAT(*args, ElementsAre("-", "-1"));
+  ASSERT_TRUE(Parse({"--print-config=false"}).ok());
+  EXPECT_FALSE(print_);
+  ASSERT_TRUE(Parse({"-print-config=true"}).ok());
+  EXPECT_TRUE(print_);
+  EXPECT_FALSE(Parse({"--print-config=maybe"}).ok());
+  EXPECT_FALSE(Parse({"-nope"}).ok());
+}
+
 TEST_F(FlagParserTest, AbsentFlagsKeepDefaults) {
   ASSERT_TRUE(Parse({}).ok());
   EXPECT_EQ(config_, "default.yaml");
@@ -60,8 +76,8 @@ TEST_F(FlagParserTest, ErrorsNameTheFlag) {
             "bad value '-1' for --port");
   EXPECT_EQ(Parse({"--config"}).status().message(),
             "flag --config needs a value");
-  EXPECT_EQ(Parse({"--print-config=1"}).status().message(),
-            "flag --print-config takes no value");
+  EXPECT_EQ(Parse({"--print-config=yes"}).status().message(),
+            "flag --print-config is a switch: true or false");
 }
 
 TEST_F(FlagParserTest, HelpIsNotFoundAndUsageListsFlags) {

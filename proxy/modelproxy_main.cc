@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/lock_checks.h"
+#include "common/version.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_flags.h"
 
@@ -54,6 +55,10 @@ int Main(int argc, char** argv) {
     }
     fputs(usage.c_str(), help ? stdout : stderr);
     return help ? 0 : 2;
+  }
+  if (cl->version) {
+    printf("%s\n", VersionLine("modelproxy").c_str());
+    return 0;
   }
   ProxyConfig config = std::move(cl->config);
   config.link.log = [](const std::string& line) { Log(line); };

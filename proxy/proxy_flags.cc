@@ -78,9 +78,16 @@ absl::StatusOr<ProxyCommandLine> ParseProxyFlags(int argc,
             0);
   flags.Bool("access-log", &access_log,
              "log one line per request on stderr (default off)");
+  bool version = false;
+  flags.Bool("version", &version, "print the version and the build's commit");
   *usage = flags.Usage();
   absl::StatusOr<std::vector<std::string>> rest = flags.Parse(argc, argv);
   if (!rest.ok()) return rest.status();
+  if (version) {
+    ProxyCommandLine out;
+    out.version = true;
+    return out;
+  }
   if (!rest->empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("unexpected argument '", rest->front(), "'"));

@@ -19,7 +19,8 @@ struct ProxyCommandLine {
   ProxyConfig config;  // Without its log callbacks (the caller's).
   // On SIGTERM or SIGINT, time for the responses in flight to finish.
   absl::Duration drain = absl::Seconds(30);
-  std::string usage;  // For --help and errors.
+  std::string usage;     // For --help and errors.
+  bool version = false;  // --version: print it and exit.
 };
 
 // Parses argv (reading --manager-token-file and making the manager's

@@ -90,6 +90,21 @@ TEST(ProxyFlagsTest, DefaultsAndEveryFlagIntoTheConfig) {
   EXPECT_TRUE(o.access_log);
 }
 
+TEST(ProxyFlagsTest, LlamaSwapsSingleDashFormsAndVersion) {
+  std::string usage;
+  std::vector<const char*> args = {"modelproxy", "-listen", "127.0.0.1:9000",
+                                   "-workers", "3"};
+  auto cl = ParseProxyFlags(static_cast<int>(args.size()), args.data(), &usage);
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  EXPECT_EQ(cl->config.port, 9000);
+  EXPECT_EQ(cl->config.workers, 3);
+  EXPECT_FALSE(cl->version);
+  args = {"modelproxy", "-version"};
+  cl = ParseProxyFlags(static_cast<int>(args.size()), args.data(), &usage);
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  EXPECT_TRUE(cl->version);
+}
+
 TEST(ProxyFlagsTest, BadInputIsRefusedByName) {
   EXPECT_TRUE(absl::IsNotFound(Parse({"--help"}).status()));
   for (const char* listen : {"8080", ":8080", "h:x", "h:70000", "h:"}) {

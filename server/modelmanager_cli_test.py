@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import unittest
@@ -139,6 +140,19 @@ class PrintConfigTest(unittest.TestCase):
 
 
 class UsageTest(unittest.TestCase):
+    def test_llama_swaps_single_dash_forms_and_version(self):
+        # As a llama-swap user types them (Go's flag package).
+        code, out, err = run("-config", EXAMPLE, "-check", env={"MODELS_DIR": "/m"})
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.splitlines()[-1].endswith("OK: 5 model(s), 2 group(s)"))
+        for flag in ("--version", "-version"):
+            code, out, err = run(flag)
+            self.assertEqual(code, 0, err)
+            with open(runfile("VERSION")) as f:
+                version = f.read().strip()
+            self.assertRegex(out, r"^modelmanager %s \(commit ([0-9a-f]{12}(-dirty)?|unknown), "
+                                  r"built \d{4}-\d\d-\d\dT" % re.escape(version))
+
     def test_usage_errors_exit_2(self):
         for args, message in (
                 ([], "--config FILE or --config-dir DIR is required"),

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "common/flags.h"
 #include "common/lock_checks.h"
+#include "common/version.h"
 #include "server/core/config/config_json.h"
 #include "server/core/config/loader.h"
 #include "server/runtime/process_launcher.h"
@@ -102,6 +103,8 @@ int Main(int argc, char** argv) {
   parser.String("metrics-listen", &serve.metrics_listen,
                 "serve Prometheus metrics at http://HOST:PORT/metrics "
                 "(default: off)");
+  bool version = false;
+  parser.Bool("version", &version, "print the version and the build's commit");
   parser.Bool("check", &check,
               "validate the config, print warnings and a line per model");
   parser.Bool("print-config", &print_config,
@@ -109,6 +112,10 @@ int Main(int argc, char** argv) {
   absl::StatusOr<std::vector<std::string>> rest = parser.Parse(argc, argv);
   if (!rest.ok() && absl::IsNotFound(rest.status())) {
     printf("%s", parser.Usage().c_str());
+    return 0;
+  }
+  if (rest.ok() && version) {
+    printf("%s\n", VersionLine("modelmanager").c_str());
     return 0;
   }
   std::string problem;

@@ -31,6 +31,14 @@ class MpctlTest(unittest.TestCase):
                            capture_output=True, text=True, timeout=60)
         return p.returncode, p.stdout, p.stderr
 
+    def test_version_and_single_dash_flags(self):
+        code, out, err = self.mpctl("-version")
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"^mpctl \d+\.\d+\.\d+ \(commit ")
+        code, out, err = self.mpctl("-json", "ls")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(json.loads(out)["models"]), 3)
+
     def test_ls_table(self):
         code, out, _ = self.mpctl("ls")
         self.assertEqual(code, 0)
