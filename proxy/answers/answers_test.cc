@@ -47,6 +47,12 @@ void Fill(router::RoutingState* state, bool aliases) {
   v1::Model b2;
   b2.set_id("b");
   b2.set_state(v1::MODEL_STATE_STARTING);
+  b2.add_argv("/usr/bin/llama-server");
+  b2.add_argv("--port");
+  b2.add_argv("5800");
+  b2.add_argv("it's");
+  b2.set_upstream_url("http://127.0.0.1:5800");
+  b2.mutable_ttl()->set_seconds(300);
   state->Update(
       router::RouteTable::Merge({{"n1", router::RouteTable::Build(models)},
                                  {"n2", router::RouteTable::Build({b2})}}),
@@ -97,10 +103,16 @@ TEST(ModelListTest, ListsModelsSelectorsAndPeersSortedWithoutUnlisted) {
 }
 
 TEST(ModelListTest, RunningListsWhatStartsRunsOrStops) {
+  // llama-swap's fields (cmd, proxy, ttl, name, description), and the node.
   EXPECT_EQ(RunningList(*Snapshot(false, nullptr)),
-            R"({"running":[{"model":"b","node":"n1","state":"ready"},)"
-            R"({"model":"b","node":"n2","state":"starting"},)"
-            R"({"model":"hidden","node":"n1","state":"starting"}]})");
+            R"({"running":[{"model":"b","node":"n1","state":"ready","cmd":"",)"
+            R"("proxy":"","ttl":0,"name":"","description":""},)"
+            R"({"model":"b","node":"n2","state":"starting",)"
+            R"("cmd":"/usr/bin/llama-server --port 5800 'it'\\''s'",)"
+            R"("proxy":"http://127.0.0.1:5800","ttl":300,"name":"",)"
+            R"("description":""},)"
+            R"({"model":"hidden","node":"n1","state":"starting","cmd":"",)"
+            R"("proxy":"","ttl":0,"name":"","description":""}]})");
 }
 
 TEST(ActivityTest, TheRingKeepsTheLastEntriesOldestFirst) {

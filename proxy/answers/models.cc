@@ -25,6 +25,30 @@ const char* StatusValue(v1::ModelState state) {
   }
 }
 
+// A command's words as one line, a word with a space or a quote in single
+// quotes (as a shell would take it back).
+std::string CommandLine(
+    const google::protobuf::RepeatedPtrField<std::string>& argv) {
+  std::string out;
+  for (const std::string& w : argv) {
+    if (!out.empty()) out += ' ';
+    if (!w.empty() && w.find_first_of(" \t'\"\\$") == std::string::npos) {
+      out += w;
+      continue;
+    }
+    out += '\'';
+    for (char c : w) {
+      if (c == '\'') {
+        out += "'\\''";
+      } else {
+        out += c;
+      }
+    }
+    out += '\'';
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string ModelList(const router::Snapshot& snapshot) {
@@ -114,7 +138,7 @@ std::string ModelList(const router::Snapshot& snapshot) {
 }
 
 std::string RunningList(const router::Snapshot& snapshot) {
-  // One entry per model and node it runs on.
+  // One entry per model and node it runs on, with llama-swap's fields.
   std::string data;
   for (const router::Route& r : snapshot.routes().routes()) {
     for (const router::RouteNode& n : r.nodes) {
@@ -123,9 +147,19 @@ std::string RunningList(const router::Snapshot& snapshot) {
                           : n.state == v1::MODEL_STATE_STOPPING ? "stopping"
                                                                 : nullptr;
       if (state == nullptr) continue;
+      std::string cmd, proxy;
+      int64_t ttl = 0;
+      if (n.model != nullptr) {
+        cmd = CommandLine(n.model->argv());
+        proxy = n.model->upstream_url();
+        ttl = n.model->ttl().seconds();
+      }
       absl::StrAppend(&data, data.empty() ? "" : ",", R"({"model":)",
                       JsonString(r.id), R"(,"node":)", JsonString(n.node),
-                      R"(,"state":")", state, R"("})");
+                      R"(,"state":")", state, R"(","cmd":)", JsonString(cmd),
+                      R"(,"proxy":)", JsonString(proxy), R"(,"ttl":)", ttl,
+                      R"(,"name":)", JsonString(r.name), R"(,"description":)",
+                      JsonString(r.description), "}");
     }
   }
   return absl::StrCat(R"({"running":[)", data, "]}");

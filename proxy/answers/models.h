@@ -15,7 +15,9 @@ namespace modelplane::proxy::answers {
 // entries too and the names it disables are gone. Unlisted ones are not.
 std::string ModelList(const router::Snapshot& snapshot);
 
-// llama-swap's /running: the models starting, ready or stopping.
+// llama-swap's /running: the models starting, ready or stopping, one entry
+// per node with llama-swap's fields (model, state, cmd, proxy, ttl, name,
+// description) and the node.
 std::string RunningList(const router::Snapshot& snapshot);
 
 // The UI's model status (the /api/events `modelStatus` data): a JSON

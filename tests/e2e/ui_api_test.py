@@ -130,6 +130,14 @@ class UiApiTest(unittest.TestCase):
                 self.assertEqual(m.model("chat").state, pb.MODEL_STATE_READY)
                 ready = [d for t, d in ev.events() if t == "modelStatus"][-1][0]["nodes"][0]
                 self.assertGreater(ready["pid"], 0)
+                # llama-swap's /running fields, from the manager.
+                running = json.loads(p.request("GET", "/running")[2])["running"]
+                self.assertEqual([r["model"] for r in running], ["chat"])
+                r = running[0]
+                self.assertEqual((r["state"], r["name"], r["ttl"]),
+                                 ("ready", "The chat model", 0))
+                self.assertIn("fake_upstream --host 127.0.0.1 --port", r["cmd"])
+                self.assertTrue(r["proxy"].startswith("http://127.0.0.1:"))
                 self.assertEqual(p.request("POST", "/api/models/load/nope")[0], 404)
                 self.assertEqual(p.request("GET", "/api/models/load/chat")[0], 405)
 

@@ -220,6 +220,19 @@ class Loader {
 
   void Load(YamlNode* root, Config* c) {
     CheckKeys(*root, "", TopKeys(), &sink_);
+    // A top-level key that is not a setting here (one warning above) goes
+    // whole, with its macros: a YAML anchor holder (`x-defaults: &model`,
+    // merged into models by `<<: *model`, already copied there by the
+    // parser) holds `${PORT}` that only a model can expand.
+    const KeySet& top = TopKeys();
+    root->entries.erase(
+        std::remove_if(root->entries.begin(), root->entries.end(),
+                       [&top](const auto& e) {
+                         return std::find(top.supported.begin(),
+                                          top.supported.end(),
+                                          e.first.text) == top.supported.end();
+                       }),
+        root->entries.end());
     ExpandEnv(root, "", env_, &sink_);
     MacroSet globals = MacroSet::Global(root->Get("macros"), &sink_);
     // Global macros apply to every setting outside `models` (no MODEL_ID).

@@ -767,5 +767,30 @@ models:
   EXPECT_TRUE(c->FindModel("c")->unlisted);
 }
 
+// A top-level YAML anchor holder (llama-swap users' `x-defaults: &model`
+// merged by `<<: *model`) is skipped whole, its macros included, with one
+// warning; the models get what it holds.
+TEST(LoaderAnchorsTest, AnAnchorHolderIsSkippedWholeWithOneWarning) {
+  LoadResult r = LoadConfigText("test.yaml", R"yaml(
+x-defaults:
+  base: &model
+    cmd: /bin/sleep ${PORT}
+    ttl: 60
+  unused: &unused
+    cmd: /bin/sleep ${PORT} ${env.NOT_SET} ${MODEL_ID}
+models:
+  a:
+    <<: *model
+    aliases: [aa]
+)yaml",
+                                Env());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0].ToString(),
+            "test.yaml:2:1: x-defaults: unknown key; ignored");
+  ASSERT_EQ(r.config->models.size(), 1u);
+  EXPECT_EQ(r.config->models[0].ttl, absl::Seconds(60));
+}
+
 }  // namespace
 }  // namespace modelplane::config
