@@ -12,6 +12,7 @@ std::shared_ptr<const Settings> Settings::From(const v1::DataPlaneSettings& s) {
     out->activity_limit = s.metrics_max_in_memory();
   }
   out->store_path = s.store_path();
+  out->startup_profile = s.startup_profile();
   if (s.store_max_rows() > 0) out->store_max_rows = s.store_max_rows();
   for (const std::string& p : s.upstream_ignore_paths()) {
     auto re = std::make_unique<RE2>(p, RE2::Quiet);
@@ -47,15 +48,25 @@ void RoutingState::Update(std::shared_ptr<const RouteTable> routes,
     Rebuild();
     return;
   }
-  if (active_profile_ != nullptr) {
+  bool same = settings_ != nullptr;
+  if (same) {
     const auto& before = settings_->profiles->routes();
     const auto& after = settings->profiles->routes();
-    bool same = before.size() == after.size();
+    same = before.size() == after.size();
     for (size_t i = 0; same && i < after.size(); ++i) {
       same = *before[i] == *after[i];
     }
+  }
+  if (active_profile_ != nullptr) {
     active_profile_ =
         same ? settings->profiles->Find(active_profile_->name) : nullptr;
+  }
+  // hooks.on_startup.profile: on at the first settings, and again when a
+  // reload changed it or the profiles (a switch made since stays through
+  // other changes).
+  if (!settings->startup_profile.empty() &&
+      (!same || settings_->startup_profile != settings->startup_profile)) {
+    active_profile_ = settings->profiles->Find(settings->startup_profile);
   }
   settings_ = std::move(settings);
   Rebuild();

@@ -52,6 +52,8 @@ struct Settings {
   // The activity store's file (store.path; "": none) and bound.
   std::string store_path;
   uint64_t store_max_rows = 1000000;
+  // hooks.on_startup.profile ("": none).
+  std::string startup_profile;
   // upstream.ignorePaths: paths after /upstream/<model> that never start
   // their model.
   std::vector<std::unique_ptr<RE2>> ignore_paths;

@@ -108,5 +108,31 @@ TEST(SnapshotTest, ActiveProfileStaysOnlyWhileTheProfilesStayTheSame) {
   EXPECT_EQ(state.Current()->active_profile(), nullptr);
 }
 
+TEST(SnapshotTest, TheStartupProfileIsOnAtStartAndAfterAReloadChangesIt) {
+  RoutingState state;
+  v1::DataPlaneSettings s = WithProfile("p");
+  v1::Profile* q = s.add_profiles();
+  q->set_name("q");
+  s.set_startup_profile("p");
+  state.SetSettings(Settings::From(s));
+  ASSERT_NE(state.Current()->active_profile(), nullptr);
+  EXPECT_EQ(state.Current()->active_profile()->name, "p");
+  // Switched by hand: other settings changes keep the switch.
+  ASSERT_TRUE(state.SetActiveProfile("q"));
+  s.add_api_key_sha256("k");
+  state.SetSettings(Settings::From(s));
+  EXPECT_EQ(state.Current()->active_profile()->name, "q");
+  // A reload that names another startup profile turns it on.
+  s.set_startup_profile("q");
+  ASSERT_TRUE(state.SetActiveProfile(""));
+  state.SetSettings(Settings::From(s));
+  EXPECT_EQ(state.Current()->active_profile()->name, "q");
+  // One that changes the profiles turns the startup one on again.
+  (*s.mutable_profiles(0)->mutable_pins())["a"] = "c";
+  ASSERT_TRUE(state.SetActiveProfile("p"));
+  state.SetSettings(Settings::From(s));
+  EXPECT_EQ(state.Current()->active_profile()->name, "q");
+}
+
 }  // namespace
 }  // namespace modelplane::proxy::router

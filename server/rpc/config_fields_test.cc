@@ -190,7 +190,10 @@ TEST(ConfigFieldsTest, EveryGlobalKeyShowsInTheDiffThePrintOutAndTheSettings) {
        {"routing: {router: {use: group, settings: {groups: {g: {members: "
         "[a]}}}}}\n",
         false}},
-      {"hooks", {"hooks: {on_startup: {preload: [a]}}\n", false}},
+      {"hooks",
+       {"hooks: {on_startup: {preload: [a], profile: work}}\n"
+        "profiles: {work: {pins: {x: a}}}\n",
+        true}},
       {"includeAliasesInList", {"includeAliasesInList: true\n", true}},
       {"sendLoadingState", {"sendLoadingState: true\n", false}},
       {"upstream", {"upstream: {ignorePaths: ['\\.ico$']}\n", true}},

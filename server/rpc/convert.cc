@@ -223,6 +223,7 @@ void ToProto(const config::Config& c, v1::DataPlaneSettings* out) {
       static_cast<uint32_t>(c.metrics_max_in_memory));
   out->set_store_path(c.store_path);
   out->set_store_max_rows(static_cast<uint64_t>(c.store_max_rows));
+  out->set_startup_profile(c.startup_profile);
   for (const std::string& p : c.upstream_ignore_paths) {
     out->add_upstream_ignore_paths(p);
   }

@@ -251,6 +251,7 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     resp->set_metrics_max_in_memory(settings.metrics_max_in_memory());
     resp->set_store_path(settings.store_path());
     resp->set_store_max_rows(settings.store_max_rows());
+    resp->set_startup_profile(settings.startup_profile());
     resp->mutable_upstream_ignore_paths()->Swap(
         settings.mutable_upstream_ignore_paths());
     resp->mutable_peers()->Swap(settings.mutable_peers());

@@ -227,6 +227,20 @@ class UiApiTest(unittest.TestCase):
             finally:
                 p.stop()
 
+    def test_the_startup_profile_is_on_when_the_proxy_starts(self):
+        with ManagerProcess({"chat": []},
+                            extra_yaml="profiles:\n  work: {pins: {gpt: chat}}\n"
+                                       "hooks:\n  on_startup: {profile: work}\n") as m:
+            p = ProxyProcess(m.port, workers=1)
+            try:
+                self.assertTrue(wait_for(lambda: json.loads(
+                    p.request("GET", "/api/profiles")[2]).get("active") == "work", 10))
+                # The pin works: gpt is chat.
+                self.assertEqual(p.request("POST", "/v1/chat/completions",
+                                           {"model": "gpt", "messages": []})[0], 200)
+            finally:
+                p.stop()
+
     def test_the_activity_store_survives_a_restart_and_is_pruned(self):
         tmp = tempfile.mkdtemp()
         db = os.path.join(tmp, "activity.db")

@@ -208,6 +208,9 @@ struct Config {
   std::vector<PeerConfig> peers;          // Sorted by id.
   std::vector<SelectorConfig> selectors;  // Sorted by id.
   std::vector<ProfileConfig> profiles;    // Sorted by name.
+  // hooks.on_startup.profile: turned on by each data plane at its start
+  // and when a reload changes it or the profiles ("": none).
+  std::string startup_profile;
   // Set: the matrix decides swaps, and groups are not used.
   std::optional<MatrixConfig> matrix;
   std::vector<std::string> upstream_ignore_paths = {

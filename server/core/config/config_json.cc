@@ -145,6 +145,7 @@ std::string ConfigToJson(const Config& c) {
   for (size_t i = 0; i < c.api_keys.size(); ++i) w.String("<redacted>");
   w.EndArray();
   Strings(w, "preload", c.preload);
+  Str(w, "startupProfile", c.startup_profile);
   w.Key("includeAliasesInList");
   w.Bool(c.include_aliases_in_list);
   w.Key("metricsMaxInMemory");

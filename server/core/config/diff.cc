@@ -139,12 +139,14 @@ ConfigDiff DiffConfigs(const Config& before, const Config& after) {
                before.unload_timeout, before.start_port, before.log_level,
                before.api_keys, before.preload, before.include_aliases_in_list,
                before.upstream_ignore_paths, before.metrics_max_in_memory,
-               before.store_path, before.store_max_rows) !=
+               before.store_path, before.store_max_rows,
+               before.startup_profile) !=
           std::tie(after.health_check_timeout, after.global_ttl,
                    after.unload_timeout, after.start_port, after.log_level,
                    after.api_keys, after.preload, after.include_aliases_in_list,
                    after.upstream_ignore_paths, after.metrics_max_in_memory,
-                   after.store_path, after.store_max_rows) ||
+                   after.store_path, after.store_max_rows,
+                   after.startup_profile) ||
       !PeersEqual(before.peers, after.peers) ||
       !SelectorsEqual(before.selectors, after.selectors) ||
       !ProfilesEqual(before.profiles, after.profiles) ||

@@ -775,7 +775,22 @@ class Loader {
     CheckKeys(*hooks, "hooks", KeySet{{"on_startup"}, {}}, &sink_);
     const YamlNode* startup = hooks->Get("on_startup");
     if (startup == nullptr || !startup->is_map()) return;
-    CheckKeys(*startup, "hooks.on_startup", KeySet{{"preload"}, {}}, &sink_);
+    CheckKeys(*startup, "hooks.on_startup", KeySet{{"preload", "profile"}, {}},
+              &sink_);
+    // The profile the data planes turn on when they start, and again when
+    // a reload brings a change (llama-swap's on_startup.profile).
+    if (const YamlNode* p = startup->Get("profile");
+        p != nullptr && !p->is_null() &&
+        ReadString(*p, "hooks.on_startup.profile", &sink_,
+                   &c->startup_profile) &&
+        !c->startup_profile.empty() &&
+        std::none_of(c->profiles.begin(), c->profiles.end(),
+                     [c](const ProfileConfig& pr) {
+                       return pr.name == c->startup_profile;
+                     })) {
+      sink_.Error(p->pos, "hooks.on_startup.profile",
+                  absl::StrCat("'", c->startup_profile, "' is not a profile"));
+    }
     const YamlNode* preload = startup->Get("preload");
     std::vector<std::string> names;
     std::string path = "hooks.on_startup.preload";

@@ -108,6 +108,10 @@ INSTANTIATE_TEST_SUITE_P(
                   "metricsMaxInMemory: 0\nmodels: {}\n",
                   "test.yaml:1:21: metricsMaxInMemory: must be between 1 and "
                   "1000000"},
+        ErrorCase{"StartupProfileUnknown",
+                  "hooks: {on_startup: {profile: nope}}\nmodels: {}\n",
+                  "test.yaml:1:31: hooks.on_startup.profile: 'nope' is not a "
+                  "profile"},
         ErrorCase{"StoreNotAMapping", "store: x.db\nmodels: {}\n",
                   "test.yaml:1:8: store: must be a mapping, not a scalar"},
         ErrorCase{"StorePathEmpty", "store: {path: ''}\nmodels: {}\n",
