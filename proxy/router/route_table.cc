@@ -72,6 +72,7 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
     r.filters = FiltersFrom(m.filters());
     r.filters.use_model_name = m.use_model_name();
     r.send_loading_state = m.send_loading_state();
+    r.ignore_websockets = m.ignore_websockets();
     r.metadata_json = m.has_metadata() ? ToJson(m.metadata()) : "{}";
     r.state = m.state();
     r.model = std::make_shared<const v1::Model>(m);

@@ -72,7 +72,9 @@ struct Route {
   int concurrency_limit = 10;
   FilterSpec filters;               // useModelName, stripParams, setParams...
   bool send_loading_state = false;  // Loading as reasoning_content deltas.
-  std::string metadata_json;        // "{}" when none.
+  // compat.ignoreWebsockets: a WebSocket takes no lease (409 unless READY).
+  bool ignore_websockets = false;
+  std::string metadata_json;  // "{}" when none.
   // The most ready of its nodes' states (READY, then STARTING, STOPPING,
   // FAILED, STOPPED): what a client sees of the model as a whole.
   v1::ModelState state = v1::MODEL_STATE_STOPPED;

@@ -378,6 +378,9 @@ void Exchange::Forward(const router::Decision& d) {
   req_.admit_ns = uv_hrtime();
   req_.timeouts = {route->connect_timeout, route->response_header_timeout,
                    route->idle_timeout};
+  if (!req_.websocket.empty() && route->ignore_websockets) {
+    return ForwardIgnoredWebSocket(*route);
+  }
   bool stream =
       req_.scan == BodyScan::kJson && req_.json.stream().value_or(false);
   // llama-swap sends its loading state on chat completions only; it is the

@@ -147,6 +147,9 @@ class Exchange : public upstream::UpstreamObserver, private answers::Responder {
   void RenameModelInQueryAndForm(const std::string& name);
   void ForwardToPeer(const router::PeerRoute& peer, const std::string& name,
                      std::string target);
+  // A WebSocket for a model with compat.ignoreWebsockets: no lease, to a
+  // node where it is READY, or 409 (exchange_routing.cc).
+  void ForwardIgnoredWebSocket(const router::Route& route);
   // Chooses the node for req_.route (cluster/placement.h), then asks its
   // broker for the lease; a cold start weighs the nodes' costs first
   // (exchange_placement.cc).

@@ -55,4 +55,32 @@ void Exchange::ForwardToPeer(const router::PeerRoute& peer,
   SendUpstream(peer.upstream, peer.api_key);
 }
 
+void Exchange::ForwardIgnoredWebSocket(const router::Route& route) {
+  // compat.ignoreWebsockets (llama-swap's): the handshake takes no lease,
+  // so it neither starts the model nor counts toward its concurrency or
+  // TTL; it goes to a node where the model is READY, or gets 409. A swap
+  // does not wait for such a tunnel (nothing holds the model for it).
+  const v1::Model* ready = nullptr;
+  std::string node;
+  for (const router::RouteNode& n : route.nodes) {
+    if (n.state == v1::MODEL_STATE_READY && n.model != nullptr) {
+      ready = n.model.get();
+      node = n.node;
+      break;
+    }
+  }
+  if (ready == nullptr && route.nodes.empty() && route.model != nullptr &&
+      route.state == v1::MODEL_STATE_READY) {
+    ready = route.model.get();  // A table of one node's own.
+  }
+  if (ready == nullptr) {
+    return RespondError(
+        409, absl::StrCat("model '", route.id,
+                          "' is not loaded, and its compat.ignoreWebsockets "
+                          "says a WebSocket does not start it"));
+  }
+  req_.record.node = node;
+  SendUpstream(ready->upstream_url(), "");
+}
+
 }  // namespace modelplane::proxy

@@ -52,6 +52,7 @@ const std::map<std::string, std::vector<std::string>>& Samples() {
           {"maxQueueWait", {"maxQueueWait: 3"}},
           {"priority", {"priority: 5"}},
           {"replicas", {"replicas: {max: 2, spilloverAfterMs: 500}"}},
+          {"compat", {"compat: {ignoreWebsockets: true}"}},
       };
   return *samples;
 }
@@ -59,7 +60,6 @@ const std::map<std::string, std::vector<std::string>>& Samples() {
 // Settings of the manager's alone, not in the API's Model (why).
 const std::map<std::string, std::string>& NotInTheApi() {
   static const auto* keys = new std::map<std::string, std::string>{
-      {"cmd", "the command is the manager's business"},
       {"cmdStop", "the command is the manager's business"},
       {"checkEndpoint", "the health probe is the manager's"},
       {"unloadTimeout", "how the manager stops it"},

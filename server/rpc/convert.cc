@@ -144,6 +144,7 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   out->set_state(ToProto(view.status.state));
   out->set_upstream_url(c.proxy);
   for (const std::string& w : c.argv) out->add_argv(w);
+  out->set_ignore_websockets(c.ignore_websockets);
   out->set_pid(view.status.pid);
   ToProto(view.status.state_since, out->mutable_state_since());
   out->set_active_leases(static_cast<uint32_t>(view.leases.size()));

@@ -22,6 +22,8 @@ from tests.proxy.proxy_proc import ProxyProcess
 from tools.testing import junit
 from tools.testing.fake_upstream_proc import runfile, under_sanitizer, wait_for
 
+from modelplane.v1 import model_manager_pb2 as pb
+
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -339,6 +341,52 @@ ws.onerror = (e) => { console.log(JSON.stringify({error: String(e.message)})); }
         result = json.loads(out.stdout.strip().splitlines()[-1])
         self.assertEqual(result, {"got": ["hello /ws/node", "from node"],
                                   "code": 1000})
+
+
+class IgnoredEchoManager(EchoManager):
+    """EchoManager with `compat: {ignoreWebsockets: true}` on echo."""
+
+    def config_text(self, **kw):
+        return super().config_text(**kw).replace(
+            "    checkEndpoint: /health\n",
+            "    checkEndpoint: /health\n    compat: {ignoreWebsockets: true}\n")
+
+
+class IgnoredWebSocketTest(unittest.TestCase):
+    """llama-swap's compat.ignoreWebsockets: a WebSocket neither starts its
+    model nor holds a lease on it."""
+
+    def test_a_websocket_neither_starts_nor_holds_the_model(self):
+        m = IgnoredEchoManager()
+        m.start()
+        p = ProxyProcess(m.port, workers=1)
+        try:
+            self.assertTrue(wait_for(
+                lambda: b'"other"' in p.request("GET", "/v1/models")[2], 10))
+            # Not loaded: 409, and nothing starts.
+            s, r, head, _ = handshake(p.port, "/upstream/echo/ws")
+            s.close()
+            self.assertTrue(head.startswith("HTTP/1.1 409 "), head)
+            self.assertIn("compat.ignoreWebsockets", head + r.buf.decode())
+            self.assertEqual(m.model("echo").state, pb.MODEL_STATE_STOPPED)
+            # Loaded: the tunnel works, and holds no lease.
+            m.stub().Start(pb.StartRequest(model="echo"), timeout=30)
+            self.assertTrue(wait_for(
+                lambda: b'"loaded"' in p.request("GET", "/v1/models")[2], 10))
+            s, r, head, key = handshake(p.port, "/upstream/echo/ws")
+            self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
+            self.assertEqual(r.frame(), (1, b"hello /ws"))
+            s.sendall(client_frame(1, b"ping"))
+            self.assertEqual(r.frame(), (1, b"ping"))
+            self.assertEqual(m.model("echo").active_leases, 0)
+            # A swap does not wait for it: the model goes, the tunnel ends.
+            m.stub().Start(pb.StartRequest(model="other"), timeout=30)
+            self.assertEqual(m.model("echo").state, pb.MODEL_STATE_STOPPED)
+            self.assertTrue(wait_for(r.closed, 10))
+            s.close()
+        finally:
+            p.stop()
+            m.stop()
 
 
 if __name__ == "__main__":

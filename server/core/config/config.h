@@ -83,6 +83,10 @@ struct ModelConfig {
   std::string ready_pattern;      // RE2 on output; empty: none.
   absl::Duration max_queue_wait;  // Bound on queueing behind other models.
   int priority = 0;               // Higher is served first.
+  // compat.ignoreWebsockets: a WebSocket handshake neither starts the
+  // model nor counts toward its concurrency or TTL (the data plane answers
+  // 409 unless it is READY somewhere).
+  bool ignore_websockets = false;
   // llama-swap's sendLoadingState (the global one unless set here): a
   // streaming chat completion that waits for the model hears it load as
   // `reasoning_content` deltas.

@@ -110,6 +110,11 @@ void Model(Writer& w, const ModelConfig& m) {
   w.EndObject();
   w.Key("sendLoadingState");
   w.Bool(m.send_loading_state);
+  w.Key("compat");
+  w.StartObject();
+  w.Key("ignoreWebsockets");
+  w.Bool(m.ignore_websockets);
+  w.EndObject();
   w.Key("replicas");
   w.StartObject();
   w.Key("max");

@@ -476,7 +476,7 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
                                 "models:\n"
                                 "  a:\n"
                                 "    cmd: x ${PORT}\n"
-                                "    compat: {}\n"
+                                "    capabilities: {}\n"
                                 "    aliasses: [b]\n"
                                 "    zzzzzzzzzz: 1\n"
                                 "    filters:\n      setParamsByMatch: {}\n"
@@ -491,7 +491,7 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
           "w.yaml:1:1: heathCheckTimeout: unknown key; ignored (did you mean "
           "'healthCheckTimeout'?)",
           "w.yaml:4:3: store.more: unknown key; ignored",
-          "w.yaml:8:5: models.a.compat: llama-swap setting not "
+          "w.yaml:8:5: models.a.capabilities: llama-swap setting not "
           "supported by modelplane yet; ignored",
           "w.yaml:9:5: models.a.aliasses: unknown key; ignored (did you mean "
           "'aliases'?)",

@@ -97,6 +97,7 @@ class FieldDecoder {
       if (k == "filters") Filters(value, at, m);
       if (k == "timeouts") Timeouts(value, at, m);
       if (k == "replicas") Replicas(value, at, m);
+      if (k == "compat") Compat(value, at, m);
       if (k == "readyPattern") ReadyPattern(value, at, m);
       if (k == "sendLoadingState") {
         ReadBool(value, at, sink_, &m->send_loading_state);
@@ -215,6 +216,20 @@ class FieldDecoder {
     one("connect", &m->timeouts.connect);
     one("responseHeader", &m->timeouts.response_header);
     one("idleConn", &m->timeouts.idle_connection);
+  }
+
+  void Compat(const YamlNode& value, const std::string& at, ModelConfig* m) {
+    if (value.is_null()) return;
+    if (!value.is_map()) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a mapping, not ", value.KindName()));
+      return;
+    }
+    CheckKeys(value, at, KeySet{{"ignoreWebsockets"}, {}}, sink_);
+    if (const YamlNode* v = value.Get("ignoreWebsockets")) {
+      ReadBool(*v, JoinPath(at, "ignoreWebsockets"), sink_,
+               &m->ignore_websockets);
+    }
   }
 
   void Replicas(const YamlNode& value, const std::string& at, ModelConfig* m) {
@@ -441,8 +456,8 @@ const KeySet& ModelKeys() {
        "sendLoadingState",
        // modelplane extensions (docs/config.md).
        "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority",
-       "replicas"},
-      {"compat", "capabilities"}};
+       "replicas", "compat"},
+      {"capabilities"}};
   return keys;
 }
 
