@@ -11,6 +11,7 @@
 #include "proxy/answers/cors.h"
 #include "proxy/answers/models.h"
 #include "proxy/answers/profiles.h"
+#include "re2/re2.h"
 
 namespace modelplane::proxy::answers {
 namespace {
@@ -100,6 +101,35 @@ TEST(ModelListTest, ListsModelsSelectorsAndPeersSortedWithoutUnlisted) {
   std::string pinned = ModelList(*Snapshot(false, "fast"));
   EXPECT_EQ(Ids(pinned), (std::vector<std::string>{"a", "any", "b"}));
   EXPECT_THAT(pinned, HasSubstr(R"("name":"b","profile":"fast")"));
+}
+
+// llama-swap's capabilities, as its /v1/models renders them.
+TEST(ModelListTest, CapabilitiesAreOpenRouterFields) {
+  v1::Model m;
+  m.set_id("vl");
+  v1::Capabilities* c = m.mutable_capabilities();
+  c->add_input_modalities("text");
+  c->add_input_modalities("image");
+  c->add_output_modalities("text");
+  c->set_tools(true);
+  c->set_context(8192);
+  (*m.mutable_metadata()->mutable_fields())["context_length"].set_number_value(
+      1);
+  (*m.mutable_metadata()->mutable_fields())["family"].set_string_value("qwen");
+  router::RoutingState state;
+  state.Update(router::RouteTable::Build({m}),
+               std::make_shared<router::Settings>());
+  std::string list = ModelList(*state.Current(), 1700000000);
+  EXPECT_THAT(
+      list,
+      HasSubstr(
+          R"("architecture":{"input_modalities":["text","image"],)"
+          R"("output_modalities":["text"],"modality":"text+image->text"},)"
+          R"("capabilities":{"function_calling":true,"vision":true},)"
+          R"("supported_parameters":["tools","tool_choice"],)"
+          R"("context_length":8192,)"
+          R"("meta":{"llamaswap":{"family":"qwen"},"n_ctx":8192,)"));
+  EXPECT_THAT(list, HasSubstr(R"("created":1700000000,)"));
 }
 
 TEST(ModelListTest, RunningListsWhatStartsRunsOrStops) {
@@ -312,7 +342,11 @@ TEST(HandlersTest, HealthModelsRunningAndProfilesAnswerAtOnce) {
   ASSERT_EQ(r.answers.size(), 4u);
   EXPECT_EQ(r.answers[0].status, 200);
   EXPECT_EQ(r.answers[0].body, "OK");
-  EXPECT_EQ(r.answers[1].body, ModelList(*snap));
+  // Each entry's `created` is the time of the answer.
+  std::string body = r.answers[1].body;
+  RE2::GlobalReplace(&body, R"("created":\d+)", R"("created":0)");
+  EXPECT_EQ(body, ModelList(*snap));
+  EXPECT_THAT(r.answers[1].body, Not(HasSubstr(R"("created":0)")));
   EXPECT_EQ(r.answers[2].body, RunningList(*snap));
   EXPECT_EQ(r.answers[3].body, ProfileList(*snap));
   EXPECT_TRUE(r.pending.empty());

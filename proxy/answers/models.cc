@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/json_string.h"
 #include "proxy/answers/answer.h"
 
@@ -51,22 +52,28 @@ std::string CommandLine(
 
 }  // namespace
 
-std::string ModelList(const router::Snapshot& snapshot) {
+std::string ModelList(const router::Snapshot& snapshot, int64_t created) {
   std::vector<std::pair<std::string, std::string>> entries;  // id, JSON.
-  auto model = [&entries](const router::Route& r, const std::string& id,
-                          const std::string& name) {
+  auto model = [&entries, created](const router::Route& r,
+                                   const std::string& id,
+                                   const std::string& name) {
     // The nodes that have it (docs/cluster.md), once per model.
     std::string nodes;
     for (const router::RouteNode& n : r.nodes) {
       absl::StrAppend(&nodes, nodes.empty() ? "" : ",", JsonString(n.node));
     }
+    // llama-swap's capabilities fields, and the context as meta.n_ctx.
+    std::string n_ctx = r.context_length > 0
+                            ? absl::StrCat(R"(,"n_ctx":)", r.context_length)
+                            : "";
     entries.emplace_back(
         id, absl::StrCat(R"({"id":)", JsonString(id),
                          R"(,"object":"model","owned_by":"modelplane","name":)",
                          JsonString(name), R"(,"description":)",
-                         JsonString(r.description), R"(,"meta":{"llamaswap":)",
-                         r.metadata_json, R"(,"nodes":[)", nodes,
-                         R"(]},"status":{"value":")", StatusValue(r.state),
+                         JsonString(r.description), r.capability_fields,
+                         R"(,"meta":{"llamaswap":)", r.metadata_json, n_ctx,
+                         R"(,"nodes":[)", nodes, R"(]},"created":)", created,
+                         R"(,"status":{"value":")", StatusValue(r.state),
                          R"("}})"));
   };
   // includeAliasesInList: each alias an entry of its own (a setParamsByID
@@ -96,8 +103,8 @@ std::string ModelList(const router::Snapshot& snapshot) {
                      JsonString(sel.name.empty() ? sel.id : sel.name),
                      R"(,"description":)", JsonString(sel.description),
                      R"(,"meta":{"llamaswap":)", sel.metadata_json,
-                     R"(},"status":{"value":")", loaded ? "loaded" : "unloaded",
-                     "\"}}"));
+                     R"(},"created":)", created, R"(,"status":{"value":")",
+                     loaded ? "loaded" : "unloaded", "\"}}"));
   }
   // The peers' models, as <peer>/<model>; their state is the peer's
   // business.
@@ -107,7 +114,7 @@ std::string ModelList(const router::Snapshot& snapshot) {
         absl::StrCat(R"({"id":)", JsonString(p.name()),
                      R"(,"object":"model","owned_by":)", JsonString(p.peer),
                      R"(,"name":)", JsonString(p.model), R"(,"peer":)",
-                     JsonString(p.peer), "}"));
+                     JsonString(p.peer), R"(,"created":)", created, "}"));
   }
   // The active profile: its pinned names are models too (to the name they
   // become); the names it disables are gone.
@@ -120,11 +127,12 @@ std::string ModelList(const router::Snapshot& snapshot) {
                     entries.end());
       if (to.empty()) continue;
       entries.emplace_back(
-          from, absl::StrCat(R"({"id":)", JsonString(from),
-                             R"(,"object":"model","owned_by":"modelplane",)"
-                             R"("name":)",
-                             JsonString(to), R"(,"profile":)",
-                             JsonString(prof->name), "}"));
+          from,
+          absl::StrCat(R"({"id":)", JsonString(from),
+                       R"(,"object":"model","owned_by":"modelplane",)"
+                       R"("name":)",
+                       JsonString(to), R"(,"profile":)", JsonString(prof->name),
+                       R"(,"created":)", created, "}"));
     }
   }
   std::stable_sort(
@@ -166,7 +174,9 @@ std::string RunningList(const router::Snapshot& snapshot) {
 }
 
 void Models(const AnswerRequest& q, Responder* r) {
-  r->Respond(200, "application/json", ModelList(q.snapshot));
+  // `created` is now, as llama-swap answers it.
+  r->Respond(200, "application/json",
+             ModelList(q.snapshot, absl::ToUnixSeconds(absl::Now())));
 }
 
 void Running(const AnswerRequest& q, Responder* r) {

@@ -3,6 +3,7 @@
 #ifndef MODELPLANE_PROXY_ANSWERS_MODELS_H_
 #define MODELPLANE_PROXY_ANSWERS_MODELS_H_
 
+#include <cstdint>
 #include <string>
 
 #include "proxy/router/snapshot.h"
@@ -13,7 +14,11 @@ namespace modelplane::proxy::answers {
 // includeAliasesInList, each alias), every selector and every peer's model
 // (as <peer>/<model>), sorted by id; the active profile's pinned names are
 // entries too and the names it disables are gone. Unlisted ones are not.
-std::string ModelList(const router::Snapshot& snapshot);
+// `created` (every entry's, as llama-swap: the time of the answer) in Unix
+// seconds. A model with `capabilities` has llama-swap's OpenRouter-style
+// fields (architecture, capabilities, supported_parameters,
+// context_length) and meta.n_ctx.
+std::string ModelList(const router::Snapshot& snapshot, int64_t created = 0);
 
 // llama-swap's /running: the models starting, ready or stopping, one entry
 // per node with llama-swap's fields (model, state, cmd, proxy, ttl, name,

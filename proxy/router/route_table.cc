@@ -4,6 +4,12 @@
 
 #include <algorithm>
 #include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/json_string.h"
 
 namespace modelplane::proxy::router {
 namespace {
@@ -31,6 +37,68 @@ FilterSpec FiltersFrom(const v1::ModelFilters& f) {
                                            : ToJson(params);
   }
   return spec;
+}
+
+// llama-swap's rendering of `capabilities` into /v1/models: the
+// modalities as `architecture`, what they make possible as `capabilities`
+// (vision, audio_transcriptions, audio_speech, image_generation,
+// image_to_image, function_calling, reranker), `supported_parameters` for
+// tools, and `context_length`.
+std::string CapabilityFields(const v1::Capabilities& c) {
+  auto has = [](const auto& list, absl::string_view m) {
+    return std::find(list.begin(), list.end(), m) != list.end();
+  };
+  auto array = [](const auto& list) {
+    std::string out = "[";
+    for (const std::string& s : list) {
+      absl::StrAppend(&out, out.size() > 1 ? "," : "", JsonString(s));
+    }
+    return out + "]";
+  };
+  const auto& in = c.input_modalities();
+  const auto& out = c.output_modalities();
+  std::string fields;
+  if (!in.empty() || !out.empty()) {
+    std::string arch;
+    if (!in.empty())
+      absl::StrAppend(&arch, R"("input_modalities":)", array(in));
+    if (!out.empty()) {
+      absl::StrAppend(&arch, arch.empty() ? "" : ",", R"("output_modalities":)",
+                      array(out));
+    }
+    if (!in.empty() && !out.empty()) {
+      absl::StrAppend(&arch, R"(,"modality":)",
+                      JsonString(absl::StrCat(absl::StrJoin(in, "+"), "->",
+                                              absl::StrJoin(out, "+"))));
+    }
+    absl::StrAppend(&fields, R"(,"architecture":{)", arch, "}");
+  }
+  std::vector<std::string> caps;
+  if (has(in, "image")) caps.push_back("vision");
+  if (has(in, "audio") && has(out, "text")) {
+    caps.push_back("audio_transcriptions");
+  }
+  if (has(in, "text") && has(out, "audio")) caps.push_back("audio_speech");
+  if (has(in, "text") && has(out, "image")) caps.push_back("image_generation");
+  if (has(in, "image") && has(out, "image")) caps.push_back("image_to_image");
+  if (c.tools()) caps.push_back("function_calling");
+  if (c.reranker()) caps.push_back("reranker");
+  if (!in.empty() || !out.empty() || c.tools() || c.reranker()) {
+    std::sort(caps.begin(), caps.end());
+    std::string m;
+    for (const std::string& k : caps) {
+      absl::StrAppend(&m, m.empty() ? "" : ",", JsonString(k), ":true");
+    }
+    absl::StrAppend(&fields, R"(,"capabilities":{)", m, "}");
+  }
+  if (c.tools()) {
+    absl::StrAppend(&fields,
+                    R"(,"supported_parameters":["tools","tool_choice"])");
+  }
+  if (c.context() > 0) {
+    absl::StrAppend(&fields, R"(,"context_length":)", c.context());
+  }
+  return fields;
 }
 
 absl::Duration FromProto(const google::protobuf::Duration& d) {
@@ -74,6 +142,19 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
     r.send_loading_state = m.send_loading_state();
     r.ignore_websockets = m.ignore_websockets();
     r.metadata_json = m.has_metadata() ? ToJson(m.metadata()) : "{}";
+    if (m.has_capabilities()) {
+      r.capability_fields = CapabilityFields(m.capabilities());
+      r.context_length = m.capabilities().context();
+      if (m.has_metadata()) {
+        // The rendered fields win over metadata keys of the same names.
+        google::protobuf::Struct kept = m.metadata();
+        for (const char* k : {"architecture", "capabilities",
+                              "supported_parameters", "context_length"}) {
+          kept.mutable_fields()->erase(k);
+        }
+        r.metadata_json = ToJson(kept);
+      }
+    }
     r.state = m.state();
     r.model = std::make_shared<const v1::Model>(m);
     r.connect_timeout = FromProto(m.upstream_timeouts().connect());

@@ -75,6 +75,12 @@ struct Route {
   // compat.ignoreWebsockets: a WebSocket takes no lease (409 unless READY).
   bool ignore_websockets = false;
   std::string metadata_json;  // "{}" when none.
+  // llama-swap's capabilities, rendered as /v1/models shows them (its
+  // OpenRouter-style fields, each with its leading comma: architecture,
+  // capabilities, supported_parameters, context_length), and the context
+  // length (meta.n_ctx); "" and 0 when the model has none.
+  std::string capability_fields;
+  uint64_t context_length = 0;
   // The most ready of its nodes' states (READY, then STARTING, STOPPING,
   // FAILED, STOPPED): what a client sees of the model as a whole.
   v1::ModelState state = v1::MODEL_STATE_STOPPED;

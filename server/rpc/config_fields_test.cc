@@ -53,6 +53,8 @@ const std::map<std::string, std::vector<std::string>>& Samples() {
           {"priority", {"priority: 5"}},
           {"replicas", {"replicas: {max: 2, spilloverAfterMs: 500}"}},
           {"compat", {"compat: {ignoreWebsockets: true}"}},
+          {"capabilities",
+           {"capabilities: {in: [text, image], out: [text], tools: true}"}},
       };
   return *samples;
 }

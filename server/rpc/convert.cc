@@ -145,6 +145,17 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   out->set_upstream_url(c.proxy);
   for (const std::string& w : c.argv) out->add_argv(w);
   out->set_ignore_websockets(c.ignore_websockets);
+  if (!c.capabilities.empty()) {
+    v1::Capabilities* caps = out->mutable_capabilities();
+    for (const std::string& i : c.capabilities.in)
+      caps->add_input_modalities(i);
+    for (const std::string& o : c.capabilities.out) {
+      caps->add_output_modalities(o);
+    }
+    caps->set_tools(c.capabilities.tools);
+    caps->set_reranker(c.capabilities.reranker);
+    caps->set_context(static_cast<uint64_t>(c.capabilities.context));
+  }
   out->set_pid(view.status.pid);
   ToProto(view.status.state_since, out->mutable_state_since());
   out->set_active_leases(static_cast<uint32_t>(view.leases.size()));

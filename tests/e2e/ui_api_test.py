@@ -227,14 +227,24 @@ class UiApiTest(unittest.TestCase):
             finally:
                 p.stop()
 
-    def test_the_startup_profile_is_on_when_the_proxy_starts(self):
+    def test_the_startup_profile_and_capabilities(self):
         with ManagerProcess({"chat": []},
+                            model_yaml={"chat": ["    capabilities: {in: [text], out: [text],"
+                                                 " tools: true, context: 4096}"]},
                             extra_yaml="profiles:\n  work: {pins: {gpt: chat}}\n"
                                        "hooks:\n  on_startup: {profile: work}\n") as m:
             p = ProxyProcess(m.port, workers=1)
             try:
                 self.assertTrue(wait_for(lambda: json.loads(
                     p.request("GET", "/api/profiles")[2]).get("active") == "work", 10))
+                # llama-swap's capabilities fields and `created` in /v1/models.
+                chat = next(e for e in json.loads(p.request("GET", "/v1/models")[2])["data"]
+                            if e["id"] == "chat")
+                self.assertEqual(chat["context_length"], 4096)
+                self.assertEqual(chat["meta"]["n_ctx"], 4096)
+                self.assertEqual(chat["supported_parameters"], ["tools", "tool_choice"])
+                self.assertEqual(chat["architecture"]["modality"], "text->text")
+                self.assertGreater(chat["created"], 1700000000)
                 # The pin works: gpt is chat.
                 self.assertEqual(p.request("POST", "/v1/chat/completions",
                                            {"model": "gpt", "messages": []})[0], 200)

@@ -99,6 +99,23 @@ struct ModelConfig {
     int max = 1;
     absl::Duration spillover_after = absl::Seconds(2);
   } replicas;
+  // llama-swap's capabilities: what /v1/models reports of the model
+  // (OpenRouter's architecture, capabilities, supported_parameters,
+  // context_length). Empty: none reported.
+  struct Capabilities {
+    std::vector<std::string> in, out;  // text, audio, image
+    bool tools = false;
+    bool reranker = false;
+    int64_t context = 0;
+    bool empty() const {
+      return in.empty() && out.empty() && !tools && !reranker && context == 0;
+    }
+    bool operator==(const Capabilities& o) const {
+      return in == o.in && out == o.out && tools == o.tools &&
+             reranker == o.reranker && context == o.context;
+    }
+    bool operator!=(const Capabilities& o) const { return !(*this == o); }
+  } capabilities;
 
   int port = 0;       // The ${PORT} assigned to this model, 0 if none.
   std::string group;  // Id of its group (kDefaultGroup when in none).

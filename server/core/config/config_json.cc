@@ -110,6 +110,17 @@ void Model(Writer& w, const ModelConfig& m) {
   w.EndObject();
   w.Key("sendLoadingState");
   w.Bool(m.send_loading_state);
+  w.Key("capabilities");
+  w.StartObject();
+  Strings(w, "in", m.capabilities.in);
+  Strings(w, "out", m.capabilities.out);
+  w.Key("tools");
+  w.Bool(m.capabilities.tools);
+  w.Key("reranker");
+  w.Bool(m.capabilities.reranker);
+  w.Key("context");
+  w.Int64(m.capabilities.context);
+  w.EndObject();
   w.Key("compat");
   w.StartObject();
   w.Key("ignoreWebsockets");

@@ -90,7 +90,8 @@ bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
                   a.timeouts.connect, a.timeouts.response_header,
                   a.timeouts.idle_connection, a.ready_pattern, a.max_queue_wait,
                   a.priority, a.port, a.group, a.replicas.max,
-                  a.replicas.spillover_after, a.ignore_websockets) !=
+                  a.replicas.spillover_after, a.ignore_websockets,
+                  a.capabilities) !=
          std::tie(b.cmd_stop, b.check_endpoint, b.health_check_timeout, b.ttl,
                   b.unload_timeout, b.aliases, b.name, b.description,
                   b.unlisted, b.metadata, b.use_model_name, b.concurrency_limit,
@@ -99,7 +100,8 @@ bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
                   b.timeouts.connect, b.timeouts.response_header,
                   b.timeouts.idle_connection, b.ready_pattern, b.max_queue_wait,
                   b.priority, b.port, b.group, b.replicas.max,
-                  b.replicas.spillover_after, b.ignore_websockets);
+                  b.replicas.spillover_after, b.ignore_websockets,
+                  b.capabilities);
 }
 
 ConfigDiff DiffConfigs(const Config& before, const Config& after) {

@@ -112,6 +112,16 @@ INSTANTIATE_TEST_SUITE_P(
                   "hooks: {on_startup: {profile: nope}}\nmodels: {}\n",
                   "test.yaml:1:31: hooks.on_startup.profile: 'nope' is not a "
                   "profile"},
+        ErrorCase{"CapabilitiesBadModality",
+                  "models:\n  a:\n    cmd: x ${PORT}\n"
+                  "    capabilities: {in: [text, video]}\n",
+                  "test.yaml:4:31: models.a.capabilities.in[1]: invalid "
+                  "modality 'video': text, audio or image"},
+        ErrorCase{"CapabilitiesNegativeContext",
+                  "models:\n  a:\n    cmd: x ${PORT}\n"
+                  "    capabilities: {context: -1}\n",
+                  "test.yaml:4:29: models.a.capabilities.context: must not be "
+                  "negative"},
         ErrorCase{"StoreNotAMapping", "store: x.db\nmodels: {}\n",
                   "test.yaml:1:8: store: must be a mapping, not a scalar"},
         ErrorCase{"StorePathEmpty", "store: {path: ''}\nmodels: {}\n",
@@ -491,8 +501,6 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
           "w.yaml:1:1: heathCheckTimeout: unknown key; ignored (did you mean "
           "'healthCheckTimeout'?)",
           "w.yaml:4:3: store.more: unknown key; ignored",
-          "w.yaml:8:5: models.a.capabilities: llama-swap setting not "
-          "supported by modelplane yet; ignored",
           "w.yaml:9:5: models.a.aliasses: unknown key; ignored (did you mean "
           "'aliases'?)",
           "w.yaml:10:5: models.a.zzzzzzzzzz: unknown key; ignored",

@@ -98,6 +98,7 @@ class FieldDecoder {
       if (k == "timeouts") Timeouts(value, at, m);
       if (k == "replicas") Replicas(value, at, m);
       if (k == "compat") Compat(value, at, m);
+      if (k == "capabilities") Capabilities(value, at, m);
       if (k == "readyPattern") ReadyPattern(value, at, m);
       if (k == "sendLoadingState") {
         ReadBool(value, at, sink_, &m->send_loading_state);
@@ -216,6 +217,52 @@ class FieldDecoder {
     one("connect", &m->timeouts.connect);
     one("responseHeader", &m->timeouts.response_header);
     one("idleConn", &m->timeouts.idle_connection);
+  }
+
+  // llama-swap's rules: modalities text, audio or image; context >= 0.
+  void Capabilities(const YamlNode& value, const std::string& at,
+                    ModelConfig* m) {
+    if (value.is_null()) return;
+    if (!value.is_map()) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a mapping, not ", value.KindName()));
+      return;
+    }
+    CheckKeys(value, at,
+              KeySet{{"in", "out", "tools", "reranker", "context"}, {}}, sink_);
+    auto modalities = [&](const char* key, std::vector<std::string>* out) {
+      const YamlNode* v = value.Get(key);
+      std::string where = JoinPath(at, key);
+      if (v == nullptr || !ReadStringList(*v, where, sink_, out)) return;
+      for (size_t i = 0; i < out->size(); ++i) {
+        const std::string& mod = (*out)[i];
+        if (mod != "text" && mod != "audio" && mod != "image") {
+          sink_->Error(v->is_seq() ? v->items[i].pos : v->pos,
+                       absl::StrCat(where, "[", i, "]"),
+                       absl::StrCat("invalid modality '", mod,
+                                    "': text, audio or image"));
+        }
+      }
+    };
+    modalities("in", &m->capabilities.in);
+    modalities("out", &m->capabilities.out);
+    if (const YamlNode* v = value.Get("tools")) {
+      ReadBool(*v, JoinPath(at, "tools"), sink_, &m->capabilities.tools);
+    }
+    if (const YamlNode* v = value.Get("reranker")) {
+      ReadBool(*v, JoinPath(at, "reranker"), sink_, &m->capabilities.reranker);
+    }
+    if (const YamlNode* v = value.Get("context")) {
+      int64_t n = 0;
+      std::string where = JoinPath(at, "context");
+      if (ReadInt(*v, where, sink_, &n)) {
+        if (n < 0) {
+          sink_->Error(v->pos, where, "must not be negative");
+        } else {
+          m->capabilities.context = n;
+        }
+      }
+    }
   }
 
   void Compat(const YamlNode& value, const std::string& at, ModelConfig* m) {
@@ -456,8 +503,8 @@ const KeySet& ModelKeys() {
        "sendLoadingState",
        // modelplane extensions (docs/config.md).
        "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority",
-       "replicas", "compat"},
-      {"capabilities"}};
+       "replicas", "compat", "capabilities"},
+      {}};
   return keys;
 }
 
