@@ -18,6 +18,9 @@ export class AuthError extends Error {}
 // fetch with the key; a 401 raises AuthError and tells the app to ask.
 export async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
+  // A 401 to this then carries no Basic challenge: the page asks for the
+  // key itself, the browser does not.
+  headers.set('X-Requested-With', 'XMLHttpRequest');
   const key = apiKey();
   if (key) headers.set('Authorization', `Bearer ${key}`);
   const res = await fetch(path, { ...options, headers });

@@ -281,12 +281,20 @@ void Exchange::Dispatch() {
   }
   if (req_.rejection == 401) {
     // Every endpoint but /health needs the key, /metrics included (a
-    // Prometheus job sets it with `authorization: credentials`).
-    return Respond(401, "application/json",
-                   absl::StrCat(R"({"error":{"message":"a valid API key is )"
-                                R"(required","type":"authentication_error",)"
-                                R"("code":401}})"),
-                   {{"WWW-Authenticate", "Bearer realm=\"modelplane\""}});
+    // Prometheus job sets it with `authorization: credentials`). Basic, as
+    // llama-swap answers, so that a browser asks for the key (the
+    // password); but not to a script's request (`X-Requested-With`, as
+    // the web UI sends), which would get the browser's dialog instead of
+    // its own form.
+    bool script =
+        http1::FindHeader(req_.head.headers, "x-requested-with") != nullptr;
+    return Respond(
+        401, "application/json",
+        absl::StrCat(R"({"error":{"message":"a valid API key is )"
+                     R"(required","type":"authentication_error",)"
+                     R"("code":401}})"),
+        {{"WWW-Authenticate", script ? "Bearer realm=\"modelplane\""
+                                     : "Basic realm=\"modelplane\""}});
   }
   switch (d.kind) {
     case Kind::kRunning:

@@ -584,6 +584,12 @@ class ApiKeyTest(unittest.TestCase):
                 self.assertTrue(wait_for(lambda: p.request(
                     "POST", "/v1/chat/completions", body)[0] == 401, 10))
                 status, headers, _ = p.request("POST", "/v1/chat/completions", body)
+                # Basic, as llama-swap answers (a browser asks for the key);
+                # Bearer to a script's request (the web UI's).
+                self.assertEqual(headers["WWW-Authenticate"], 'Basic realm="modelplane"')
+                status, headers, _ = p.request("POST", "/v1/chat/completions", body,
+                                               {"X-Requested-With": "XMLHttpRequest"})
+                self.assertEqual(status, 401)
                 self.assertEqual(headers["WWW-Authenticate"], 'Bearer realm="modelplane"')
                 self.assertEqual(p.request("GET", "/health")[0], 200)
                 self.assertEqual(p.request("POST", "/v1/chat/completions", body,
