@@ -287,7 +287,19 @@ std::shared_ptr<const PeerTable> PeerTable::Build(
       PeerRoute r;
       r.peer = p.id();
       r.model = model;
-      r.upstream = p.proxy();
+      // scheme://host:port, and the base path requests go under ("" or
+      // "/api", without its last '/').
+      const std::string& url = p.proxy();
+      size_t host = url.find("//");
+      size_t slash = host == std::string::npos ? std::string::npos
+                                               : url.find('/', host + 2);
+      r.upstream = url.substr(0, slash);
+      if (slash != std::string::npos) {
+        r.base_path = url.substr(slash);
+        while (!r.base_path.empty() && r.base_path.back() == '/') {
+          r.base_path.pop_back();
+        }
+      }
       r.api_key = p.api_key();
       r.filters = FiltersFrom(p.filters());
       r.connect_timeout = FromProto(p.upstream_timeouts().connect());

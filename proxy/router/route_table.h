@@ -179,8 +179,11 @@ class ProfileTable {
 struct PeerRoute {
   std::string peer;      // The peer's id.
   std::string model;     // The name the peer knows it by.
-  std::string upstream;  // The peer's base URL.
-  std::string api_key;   // Sent as Bearer and x-api-key; empty: none.
+  std::string upstream;  // The peer's scheme://host:port.
+  // The path of its URL, requests going under it ("/api": a request's
+  // /v1/models goes to /api/v1/models); "" for none.
+  std::string base_path;
+  std::string api_key;  // Sent as Bearer and x-api-key; empty: none.
   FilterSpec filters;
   absl::Duration connect_timeout;
   absl::Duration response_header_timeout;

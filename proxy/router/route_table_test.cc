@@ -100,5 +100,21 @@ TEST(PeerTableTest, NamesArePeerSlashModelOrABareNameOnlyOnePeerHas) {
   EXPECT_TRUE(PeerTable::Build({})->routes().empty());
 }
 
+TEST(PeerTableTest, APeersBasePathIsWhereItsRequestsGo) {
+  v1::Peer p;
+  p.set_id("p");
+  p.set_proxy("http://10.0.0.1:8080/api/");
+  p.add_models("m");
+  v1::Peer q;
+  q.set_id("q");
+  q.set_proxy("http://10.0.0.2:8080/");
+  q.add_models("n");
+  auto t = PeerTable::Build({p, q});
+  EXPECT_EQ(t->Find("p/m")->upstream, "http://10.0.0.1:8080");
+  EXPECT_EQ(t->Find("p/m")->base_path, "/api");
+  EXPECT_EQ(t->Find("q/n")->upstream, "http://10.0.0.2:8080");
+  EXPECT_EQ(t->Find("q/n")->base_path, "");
+}
+
 }  // namespace
 }  // namespace modelplane::proxy::router

@@ -46,7 +46,9 @@ void Exchange::ForwardToPeer(const router::PeerRoute& peer,
                                   filters.use_model_name);
     ChargeFiltered();
   }
-  req_.head.target = std::move(target);
+  // Under the peer's base path, as llama-swap forwards it.
+  req_.head.target =
+      peer.base_path.empty() ? std::move(target) : peer.base_path + target;
   if (rename) RenameModelInQueryAndForm(peer.model);
   req_.record.model = peer.name();
   req_.timeouts = {peer.connect_timeout, peer.response_header_timeout,

@@ -1561,6 +1561,33 @@ class MetricsTest(unittest.TestCase):
 
 
 class PeersTest(unittest.TestCase):
+    def test_a_peers_base_path_is_where_its_requests_go(self):
+        # The peer is another modelproxy's /upstream/<model>: requests go
+        # under the peer URL's path, as llama-swap forwards them.
+        with ManagerProcess({"chat": ["--tokens", "3"]}) as far:
+            far_proxy = ProxyProcess(far.port, workers=1)
+            try:
+                peers = ("peers:\n  far:\n    proxy: http://127.0.0.1:%d/upstream/chat/\n"
+                         "    models: [chat]\n" % far_proxy.port)
+                with ManagerProcess({"local": []}, extra_yaml=peers) as near:
+                    p = ProxyProcess(near.port, workers=1)
+                    try:
+                        self.assertTrue(wait_for(lambda: b"far/chat" in p.request(
+                            "GET", "/v1/models")[2], 10))
+                        status, _, body = p.request("POST", "/v1/chat/completions",
+                                                    {"model": "far/chat", "messages": []})
+                        self.assertEqual(status, 200, body)
+                        self.assertEqual(json.loads(body)["usage"]["completion_tokens"], 3)
+                        # It went through the far proxy's /upstream/chat/...
+                        self.assertEqual(far.model("chat").state, pb.MODEL_STATE_READY)
+                        status, _, body = far_proxy.request("GET", "/api/metrics/activity")
+                        paths = [e["path"] for e in json.loads(body)["activity"]]
+                        self.assertEqual(paths, ["/upstream/chat/v1/chat/completions"])
+                    finally:
+                        p.stop()
+            finally:
+                far_proxy.stop()
+
     def test_peer_models_are_forwarded_with_the_peer_key_and_no_lease(self):
         # A peer is any OpenAI-compatible server (here a fake_upstream)
         # whose models the proxy forwards to as they are.

@@ -192,13 +192,6 @@ INSTANTIATE_TEST_SUITE_P(
                   "selectors:\n  s: {strategy: pin}\n"
                   "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
                   "test.yaml:2:3: selectors.s: missing required key 'targets'"},
-        ErrorCase{
-            "PeerProxyWithAPath",
-            "peers:\n  p:\n    proxy: http://h:1/base\n    models: [m]\n"
-            "models: {}\n",
-            "test.yaml:3:12: peers.p.proxy: a path after the host is not "
-            "supported for a peer (requests go to the peer with their own "
-            "path)"},
         ErrorCase{"PeerKeyWithANewline",
                   "peers:\n  p:\n    proxy: http://h:1\n    models: [m]\n"
                   "    apiKey: \"k\\n\"\nmodels: {}\n",

@@ -533,18 +533,10 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
   if (const YamlNode* proxy = node.Get("proxy"); proxy == nullptr) {
     sink->Error(key_pos, path, "missing required key 'proxy'");
   } else {
-    size_t errors = sink->error_count();
+    // A path after the host is the peer's base: requests go under it
+    // (`http://host/api`: /v1/chat/completions to /api/v1/chat/completions),
+    // as llama-swap forwards them.
     fields.Proxy(*proxy, path + ".proxy", &p.proxy);
-    size_t host = p.proxy.find("//");
-    size_t slash = host == std::string::npos ? std::string::npos
-                                             : p.proxy.find('/', host + 2);
-    if (sink->error_count() == errors && slash != std::string::npos &&
-        slash + 1 < p.proxy.size()) {
-      // Requests keep their own path; a base path would be dropped.
-      sink->Error(proxy->pos, path + ".proxy",
-                  "a path after the host is not supported for a peer "
-                  "(requests go to the peer with their own path)");
-    }
   }
   std::vector<std::string> models;
   if (const YamlNode* list = node.Get("models"); list == nullptr) {
