@@ -115,19 +115,46 @@ std::shared_ptr<grpc::ServerCredentials> Credentials(const ServeOptions& o,
   return grpc::SslServerCredentials(ssl);
 }
 
-// Polls the config files' mtime and size (like llama-swap's -watch-config:
-// works with bind mounts and ConfigMap symlinks; with a config directory,
-// every *.yml/*.yaml in it, so a file added or removed counts too) and
-// reloads on a change.
+using ConfigStamp = std::vector<std::tuple<std::string, int64_t, int64_t>>;
+
+// The config files' mtime and size: the file, and with a config directory
+// every *.yml/*.yaml in it, so a file added or removed counts too.
+ConfigStamp StampConfig(const std::string& path, const std::string& dir) {
+  std::vector<std::string> files;
+  if (!path.empty()) files.push_back(path);
+  if (!dir.empty()) {
+    for (std::string& f : config::ConfigDirFiles(dir)) {
+      files.push_back(std::move(f));
+    }
+  }
+  ConfigStamp stamps;
+  for (std::string& f : files) {
+    struct stat st;
+    if (stat(f.c_str(), &st) != 0) {
+      stamps.emplace_back(std::move(f), 0, 0);
+      continue;
+    }
+    stamps.emplace_back(std::move(f),
+                        static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
+                            st.st_mtim.tv_nsec,
+                        static_cast<int64_t>(st.st_size));
+  }
+  return stamps;
+}
+
+// Polls the config files' stamp (like llama-swap's -watch-config: works with
+// bind mounts and ConfigMap symlinks) and reloads on a change. The first
+// stamp is the one taken before the config was loaded, so a change made
+// while the manager starts is a change, not the baseline.
 class ConfigWatcher {
  public:
   ConfigWatcher(Manager* manager, std::string path, std::string dir,
-                Logger* log)
+                ConfigStamp loaded, Logger* log)
       : manager_(manager),
         path_(std::move(path)),
         dir_(std::move(dir)),
-        log_(log) {
-    last_ = Stamp();
+        log_(log),
+        last_(std::move(loaded)) {
     thread_ = std::thread([this] { Run(); });
   }
   ~ConfigWatcher() {
@@ -136,33 +163,13 @@ class ConfigWatcher {
   }
 
  private:
-  std::vector<std::tuple<std::string, int64_t, int64_t>> Stamp() const {
-    std::vector<std::string> files;
-    if (!path_.empty()) files.push_back(path_);
-    if (!dir_.empty()) {
-      for (std::string& f : config::ConfigDirFiles(dir_)) {
-        files.push_back(std::move(f));
-      }
-    }
-    std::vector<std::tuple<std::string, int64_t, int64_t>> stamps;
-    for (std::string& f : files) {
-      struct stat st;
-      if (stat(f.c_str(), &st) != 0) {
-        stamps.emplace_back(std::move(f), 0, 0);
-        continue;
-      }
-      stamps.emplace_back(std::move(f),
-                          static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
-                              st.st_mtim.tv_nsec,
-                          static_cast<int64_t>(st.st_size));
-    }
-    return stamps;
-  }
   void Run() {
-    while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(2))) {
-      auto now = Stamp();
+    absl::Duration wait = absl::ZeroDuration();
+    while (!stop_.WaitForNotificationWithTimeout(wait)) {
+      wait = absl::Seconds(2);
+      ConfigStamp now = StampConfig(path_, dir_);
       if (now == last_) continue;
-      last_ = now;
+      last_ = std::move(now);
       log_->Write("info", "config file changed; reloading");
       manager_->Reload([](absl::StatusOr<ReloadResult>) {});
     }
@@ -172,7 +179,7 @@ class ConfigWatcher {
   std::string path_;
   std::string dir_;
   Logger* log_;
-  std::vector<std::tuple<std::string, int64_t, int64_t>> last_;
+  ConfigStamp last_;
   absl::Notification stop_;
   std::thread thread_;
 };
@@ -188,6 +195,8 @@ int Serve(const ServeOptions& o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Taken before the load: what --watch-config compares against.
+  ConfigStamp loaded_stamp = StampConfig(o.config_path, o.config_dir);
   config::LoadResult loaded = config::LoadConfigSources(
       o.config_path, o.config_dir, config::ProcessEnv());
   std::string level = o.log_level.empty() && loaded.ok()
@@ -333,7 +342,8 @@ int Serve(const ServeOptions& o) {
   std::unique_ptr<ConfigWatcher> watcher;
   if (o.watch_config) {
     watcher = std::make_unique<ConfigWatcher>(manager.get(), o.config_path,
-                                              o.config_dir, &log);
+                                              o.config_dir,
+                                              std::move(loaded_stamp), &log);
   }
 
   while (true) {
