@@ -99,6 +99,12 @@ TEST(ProxyFlagsTest, LlamaSwapsSingleDashFormsAndVersion) {
   EXPECT_EQ(cl->config.port, 9000);
   EXPECT_EQ(cl->config.workers, 3);
   EXPECT_FALSE(cl->version);
+  // Go's ":PORT", llama-swap's default form: every IPv4 address.
+  args = {"modelproxy", "-listen", ":8081"};
+  cl = ParseProxyFlags(static_cast<int>(args.size()), args.data(), &usage);
+  ASSERT_TRUE(cl.ok()) << cl.status();
+  EXPECT_EQ(cl->config.host, "0.0.0.0");
+  EXPECT_EQ(cl->config.port, 8081);
   args = {"modelproxy", "-version"};
   cl = ParseProxyFlags(static_cast<int>(args.size()), args.data(), &usage);
   ASSERT_TRUE(cl.ok()) << cl.status();
@@ -107,7 +113,7 @@ TEST(ProxyFlagsTest, LlamaSwapsSingleDashFormsAndVersion) {
 
 TEST(ProxyFlagsTest, BadInputIsRefusedByName) {
   EXPECT_TRUE(absl::IsNotFound(Parse({"--help"}).status()));
-  for (const char* listen : {"8080", ":8080", "h:x", "h:70000", "h:"}) {
+  for (const char* listen : {"8080", ":x", "h:x", "h:70000", "h:"}) {
     absl::Status s = Parse({"--listen", listen}).status();
     EXPECT_TRUE(absl::IsInvalidArgument(s)) << listen;
     EXPECT_NE(s.message().find("--listen"), absl::string_view::npos) << s;

@@ -66,43 +66,10 @@ int Main(int argc, char** argv) {
   FlagParser parser(
       "modelmanager --config FILE [--listen ADDR] [flags]\n"
       "       modelmanager --config FILE (--check | --print-config)");
-  std::string config_path;
   bool check = false;
   bool print_config = false;
   ServeOptions serve;
-  int shutdown_seconds = 30;
-  std::string config_dir;
-  parser.String("config", &config_path, "llama-swap compatible config.yaml");
-  parser.String("config-dir", &config_dir,
-                "also every *.yml/*.yaml file in this directory, merged "
-                "(llama-swap's -config-dir)");
-  parser.String("listen", &serve.listen,
-                "host:port or unix:PATH (default 127.0.0.1:50051)");
-  parser.Bool("watch-config", &serve.watch_config,
-              "reload when the config file changes (polled every 2 s)");
-  parser.String("log-level", &serve.log_level,
-                "debug, info, warn or error (default: the config's logLevel)");
-  parser.String("log-format", &serve.log_format, "text (default) or json");
-  parser.String("auth-token-file", &serve.auth_token_file,
-                "require 'authorization: Bearer <token>' on every RPC");
-  parser.String("tls-cert", &serve.tls_cert, "TLS certificate chain (PEM)");
-  parser.String("tls-key", &serve.tls_key, "TLS private key (PEM)");
-  parser.String("tls-client-ca", &serve.tls_client_ca,
-                "require client certificates signed by this CA (mTLS)");
-  parser.Int("shutdown-seconds", &shutdown_seconds,
-             "budget to stop every model on SIGTERM (default 30)", 1);
-  parser.Int("max-streams-per-peer", &serve.max_streams_per_peer,
-             "streams (Watch, StreamLogs, Acquire) and waiting calls (Start, "
-             "WaitReady, Stop) open at once from one address "
-             "(default 256)",
-             1);
-  parser.Int("max-streams", &serve.max_streams,
-             "streams and waiting calls open at once in all (default "
-             "4096)",
-             1);
-  parser.String("metrics-listen", &serve.metrics_listen,
-                "serve Prometheus metrics at http://HOST:PORT/metrics "
-                "(default: off)");
+  RegisterServeFlags(&parser, &serve, /*one_host=*/false);
   bool version = false;
   parser.Bool("version", &version, "print the version and the build's commit");
   parser.Bool("check", &check,
@@ -123,26 +90,17 @@ int Main(int argc, char** argv) {
     problem = std::string(rest.status().message());
   } else if (!rest->empty()) {
     problem = absl::StrCat("unexpected argument '", rest->front(), "'");
-  } else if (config_path.empty() && config_dir.empty()) {
-    problem = "--config FILE or --config-dir DIR is required";
-  } else if (serve.log_format != "text" && serve.log_format != "json") {
-    problem = "--log-format must be text or json";
-  } else if (!serve.log_level.empty() && serve.log_level != "debug" &&
-             serve.log_level != "info" && serve.log_level != "warn" &&
-             serve.log_level != "error") {
-    problem = "--log-level must be debug, info, warn or error";
+  } else {
+    problem = CheckServeOptions(serve);
   }
   if (!problem.empty()) {
     fprintf(stderr, "modelmanager: %s\n%s", problem.c_str(),
             parser.Usage().c_str());
     return kExitInvalid;
   }
-  if (!check && !print_config) {
-    serve.config_path = config_path;
-    serve.config_dir = config_dir;
-    serve.shutdown_budget = absl::Seconds(shutdown_seconds);
-    return Serve(serve);
-  }
+  if (!check && !print_config) return Serve(serve);
+  const std::string& config_path = serve.config_path;
+  const std::string& config_dir = serve.config_dir;
   config::LoadResult result =
       config::LoadConfigSources(config_path, config_dir, config::ProcessEnv());
   for (const config::Diagnostic& w : result.warnings) {

@@ -186,15 +186,41 @@ class ConfigWatcher {
 
 }  // namespace
 
-int Serve(const ServeOptions& o) {
-  // Signals are taken by sigwait below; block them before any thread starts
-  // so that every thread inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+struct ManagerServer::Parts {
+  std::unique_ptr<Logger> log;
+  MemoryTrimmer trimmer;
+  std::unique_ptr<rpc::StreamLimits> limits;
+  std::unique_ptr<rpc::HealthService> health;
+  std::unique_ptr<Manager> manager;
+  std::unique_ptr<rpc::ModelManagerService> service;
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<GrpcPollKeeper> poll_keeper;
+  std::unique_ptr<ConfigWatcher> watcher;
+  std::string address;
+  bool serving = false;
+  bool shut_down = false;
+};
 
+ManagerServer::ManagerServer(ServeOptions options)
+    : options_(std::move(options)), parts_(std::make_unique<Parts>()) {}
+
+ManagerServer::~ManagerServer() { Shutdown(); }
+
+const std::string& ManagerServer::address() const { return parts_->address; }
+
+void ManagerServer::Log(const std::string& level, const std::string& line) {
+  if (parts_->log == nullptr) {
+    Logger(options_.log_level, options_.log_format == "json")
+        .Write(level, line);
+    return;
+  }
+  parts_->log->Write(level, line);
+}
+
+int ManagerServer::Start() {
+  const ServeOptions& o = options_;
+  Parts& p = *parts_;
   // Taken before the load: what --watch-config compares against.
   ConfigStamp loaded_stamp = StampConfig(o.config_path, o.config_dir);
   config::LoadResult loaded = config::LoadConfigSources(
@@ -202,7 +228,8 @@ int Serve(const ServeOptions& o) {
   std::string level = o.log_level.empty() && loaded.ok()
                           ? loaded.config->log_level
                           : o.log_level;
-  Logger log(level, o.log_format == "json");
+  p.log = std::make_unique<Logger>(level, o.log_format == "json");
+  Logger& log = *p.log;
   for (const config::Diagnostic& w : loaded.warnings) {
     log.Write("warn", w.ToString());
   }
@@ -231,18 +258,18 @@ int Serve(const ServeOptions& o) {
 
   // The health service is the manager's own (under the stream limits);
   // it exists before the manager, which reports readiness into it.
-  MemoryTrimmer trimmer;
-  rpc::StreamLimits limits(
-      {o.max_streams_per_peer, o.max_streams},
-      [&log](const std::string& line) { log.Write("warn", line); }, &trimmer);
-  rpc::HealthService health(&limits);
-  health.Set("", true);
+  p.limits = std::make_unique<rpc::StreamLimits>(
+      rpc::StreamLimits::Options{o.max_streams_per_peer, o.max_streams},
+      [&log](const std::string& line) { log.Write("warn", line); }, &p.trimmer);
+  p.health = std::make_unique<rpc::HealthService>(p.limits.get());
+  rpc::HealthService* health = p.health.get();
+  health->Set("", true);
   for (const auto& m : loaded.config->models) {
-    health.Set("model/" + m.id, false);
+    health->Set("model/" + m.id, false);
   }
   ManagerOptions mo;
-  mo.on_readiness = [&health](const std::string& id, bool ready) {
-    health.Set("model/" + id, ready);
+  mo.on_readiness = [health](const std::string& id, bool ready) {
+    health->Set("model/" + id, ready);
   };
   mo.on_log = [&log](const std::string& lvl, const std::string& line) {
     log.Write(lvl, line);
@@ -274,14 +301,13 @@ int Serve(const ServeOptions& o) {
                                    "is no longer running: ",
                                    runtime::Describe(swept)));
   }
-  std::vector<std::string> ids;
-  for (const auto& m : loaded.config->models) ids.push_back(m.id);
-  auto manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);
-  rpc::ModelManagerService service(manager.get(), token, &limits);
+  size_t models = loaded.config->models.size();
+  p.manager = std::make_unique<Manager>(loaded.config, o.config_path, mo);
+  p.service = std::make_unique<rpc::ModelManagerService>(p.manager.get(), token,
+                                                         p.limits.get());
   // Before the gRPC port: a taken metrics port fails the start whole.
-  std::unique_ptr<metrics::MetricsServer> metrics_server;
   if (!o.metrics_listen.empty()) {
-    Manager* m = manager.get();
+    Manager* m = p.manager.get();
     absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> started =
         metrics::MetricsServer::Start(o.metrics_listen,
                                       [m] { return m->RenderMetrics(); });
@@ -289,7 +315,7 @@ int Serve(const ServeOptions& o) {
       log.Write("error", std::string(started.status().message()));
       return 1;  // Nothing started yet.
     }
-    metrics_server = *std::move(started);
+    p.metrics_server = *std::move(started);
   }
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -314,10 +340,10 @@ int Serve(const ServeOptions& o) {
   if (unix_socket) unlink(o.listen.substr(5).c_str());
   int port = 0;
   builder.AddListeningPort(o.listen, creds, &port);
-  builder.RegisterService(&service);
-  builder.RegisterService(&health);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || (!unix_socket && port == 0)) {
+  builder.RegisterService(p.service.get());
+  builder.RegisterService(health);
+  p.server = builder.BuildAndStart();
+  if (p.server == nullptr || (!unix_socket && port == 0)) {
     log.Write("error", "cannot listen on " + o.listen);
     return 1;
   }
@@ -325,50 +351,134 @@ int Serve(const ServeOptions& o) {
   // Acquire, WaitReady and Watch are gRPC's callback API: without this, a
   // message after an idle second could wait up to 100 ms
   // (grpc_poll_keeper.h).
-  GrpcPollKeeper poll_keeper;
-  std::string where =
+  p.poll_keeper = std::make_unique<GrpcPollKeeper>();
+  p.address =
       unix_socket
           ? o.listen
           : absl::StrCat(o.listen.substr(0, o.listen.rfind(':')), ":", port);
-  log.Write("info", "modelmanager listening on " + where + " with " +
-                        std::to_string(ids.size()) + " model(s)");
-  log.Write("info", manager->isolation());
-  if (metrics_server != nullptr) {
+  log.Write("info", "modelmanager listening on " + p.address + " with " +
+                        std::to_string(models) + " model(s)");
+  log.Write("info", p.manager->isolation());
+  if (p.metrics_server != nullptr) {
     std::string host = o.metrics_listen.substr(0, o.metrics_listen.rfind(':'));
     log.Write("info", absl::StrCat("metrics on http://", host, ":",
-                                   metrics_server->port(), "/metrics"));
+                                   p.metrics_server->port(), "/metrics"));
   }
-  manager->Preload();
-  std::unique_ptr<ConfigWatcher> watcher;
+  p.manager->Preload();
   if (o.watch_config) {
-    watcher = std::make_unique<ConfigWatcher>(manager.get(), o.config_path,
-                                              o.config_dir,
-                                              std::move(loaded_stamp), &log);
+    p.watcher = std::make_unique<ConfigWatcher>(p.manager.get(), o.config_path,
+                                                o.config_dir,
+                                                std::move(loaded_stamp), &log);
   }
+  p.serving = true;
+  return 0;
+}
 
+void ManagerServer::Reload() {
+  const ServeOptions& o = options_;
+  if (!parts_->serving || parts_->shut_down) return;
+  Log("info", "SIGHUP: reloading " +
+                  (o.config_path.empty() ? o.config_dir : o.config_path));
+  parts_->manager->Reload([](absl::StatusOr<ReloadResult>) {});
+}
+
+void ManagerServer::Shutdown() {
+  Parts& p = *parts_;
+  if (!p.serving || p.shut_down) return;
+  p.shut_down = true;
+  p.watcher.reset();
+  p.metrics_server.reset();  // Its renders wait for the manager's loop.
+  p.health->Shutdown();      // Every service NOT_SERVING, and stays so.
+  p.manager->Shutdown(absl::Seconds(options_.shutdown_seconds));
+  // The models are down: cancel what is still open (Watch, Acquire,
+  // StreamLogs streams) rather than wait for clients to close them.
+  p.server->Shutdown(absl::ToChronoTime(absl::Now()));
+  p.manager.reset();
+  if (absl::StartsWith(options_.listen, "unix:")) {
+    unlink(options_.listen.substr(5).c_str());
+  }
+  p.log->Write("info", "stopped");
+}
+
+void RegisterServeFlags(FlagParser* parser, ServeOptions* o, bool one_host) {
+  parser->String("config", &o->config_path,
+                 "llama-swap compatible config.yaml");
+  parser->String("config-dir", &o->config_dir,
+                 "also every *.yml/*.yaml file in this directory, merged "
+                 "(llama-swap's -config-dir)");
+  if (!one_host) {
+    parser->String("listen", &o->listen,
+                   "host:port or unix:PATH (default 127.0.0.1:50051)");
+  }
+  parser->Bool("watch-config", &o->watch_config,
+               "reload when the config file changes (polled every 2 s)");
+  parser->String("log-level", &o->log_level,
+                 "debug, info, warn or error (default: the config's logLevel)");
+  parser->String("log-format", &o->log_format, "text (default) or json");
+  parser->Int("shutdown-seconds", &o->shutdown_seconds,
+              "budget to stop every model on SIGTERM (default 30)", 1);
+  if (!one_host) {
+    parser->String("auth-token-file", &o->auth_token_file,
+                   "require 'authorization: Bearer <token>' on every RPC");
+    parser->String("tls-cert", &o->tls_cert, "TLS certificate chain (PEM)");
+    parser->String("tls-key", &o->tls_key, "TLS private key (PEM)");
+    parser->String("tls-client-ca", &o->tls_client_ca,
+                   "require client certificates signed by this CA (mTLS)");
+    parser->Int(
+        "max-streams-per-peer", &o->max_streams_per_peer,
+        "streams (Watch, StreamLogs, Acquire) and waiting calls (Start, "
+        "WaitReady, Stop) open at once from one address (default 256)",
+        1);
+    parser->Int("max-streams", &o->max_streams,
+                "streams and waiting calls open at once in all (default "
+                "4096)",
+                1);
+  }
+  parser->String(one_host ? "manager-metrics-listen" : "metrics-listen",
+                 &o->metrics_listen,
+                 "serve the manager's Prometheus metrics at "
+                 "http://HOST:PORT/metrics (default: off)");
+}
+
+std::string CheckServeOptions(const ServeOptions& o) {
+  if (o.config_path.empty() && o.config_dir.empty()) {
+    return "--config FILE or --config-dir DIR is required";
+  }
+  if (o.log_format != "text" && o.log_format != "json") {
+    return "--log-format must be text or json";
+  }
+  if (!o.log_level.empty() && o.log_level != "debug" && o.log_level != "info" &&
+      o.log_level != "warn" && o.log_level != "error") {
+    return "--log-level must be debug, info, warn or error";
+  }
+  return "";
+}
+
+void BlockServeSignals(sigset_t* signals) {
+  // Signals are taken by sigwait; block them before any thread starts so
+  // that every thread inherits the mask.
+  sigemptyset(signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(signals, s);
+  pthread_sigmask(SIG_BLOCK, signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int Serve(const ServeOptions& o) {
+  sigset_t signals;
+  BlockServeSignals(&signals);
+  ManagerServer server(o);
+  if (int rc = server.Start(); rc != 0) return rc;
   while (true) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      log.Write("info",
-                "SIGHUP: reloading " +
-                    (o.config_path.empty() ? o.config_dir : o.config_path));
-      manager->Reload([](absl::StatusOr<ReloadResult>) {});
+      server.Reload();
       continue;
     }
-    log.Write("info", absl::StrCat(strsignal(sig), ": shutting down"));
+    server.Log("info", absl::StrCat(strsignal(sig), ": shutting down"));
     break;
   }
-  watcher.reset();
-  metrics_server.reset();  // Its renders wait for the manager's loop.
-  health.Shutdown();       // Every service NOT_SERVING, and stays so.
-  manager->Shutdown(o.shutdown_budget);
-  // The models are down: cancel what is still open (Watch, Acquire,
-  // StreamLogs streams) rather than wait for clients to close them.
-  server->Shutdown(absl::ToChronoTime(absl::Now()));
-  manager.reset();
-  if (unix_socket) unlink(o.listen.substr(5).c_str());
-  log.Write("info", "stopped");
+  server.Shutdown();
   return 0;
 }
 

@@ -67,17 +67,23 @@ Cluster::Cluster(router::RoutingState* routing, ClusterOptions options)
 
 Cluster::~Cluster() { Shutdown(); }
 
-std::shared_ptr<Node> Cluster::Connect(const std::string& target,
+std::shared_ptr<Node> Cluster::Connect(const std::string& name,
+                                       const std::string& target,
                                        const std::string& tls_name) {
   lease::LinkOptions link = options_.link;
   link.manager.target = target;
   link.manager.tls_server_name = tls_name;
-  return std::make_shared<Node>(target, std::move(link), options_.after);
+  return std::make_shared<Node>(name, std::move(link), options_.after);
 }
 
 void Cluster::SetMembers(const std::vector<std::string>& targets,
                          const std::map<std::string, std::string>& tls_names) {
-  std::set<std::string> wanted(targets.begin(), targets.end());
+  // By the node's name: its target unless options_.node_names has one.
+  std::map<std::string, std::string> wanted;
+  for (const std::string& t : targets) {
+    auto named = options_.node_names.find(t);
+    wanted.emplace(named != options_.node_names.end() ? named->second : t, t);
+  }
   std::vector<std::shared_ptr<Node>> added;
   {
     absl::MutexLock lock(&mu_);
@@ -90,13 +96,13 @@ void Cluster::SetMembers(const std::vector<std::string>& targets,
         ++it;
       }
     }
-    for (const std::string& t : wanted) {
-      if (members_.count(t) != 0) continue;
+    for (const auto& [node, t] : wanted) {
+      if (members_.count(node) != 0) continue;
       Member m;
       auto name = tls_names.find(t);
-      m.node = Connect(t, name != tls_names.end() ? name->second : "");
+      m.node = Connect(node, t, name != tls_names.end() ? name->second : "");
       added.push_back(m.node);
-      members_.emplace(t, std::move(m));
+      members_.emplace(node, std::move(m));
     }
     std::vector<std::shared_ptr<Node>> all;
     for (const auto& [name, m] : members_) all.push_back(m.node);

@@ -45,6 +45,9 @@ struct ClusterOptions {
   std::function<void(const v1::DataPlaneSettings&)> on_settings;
   // How long a cold placement waits for the nodes' PlanStart answers.
   absl::Duration plan_timeout = absl::Seconds(2);
+  // A node's name by its target, where it is not the target itself (the
+  // `modelplane` binary's manager, on a private socket, is "local").
+  std::map<std::string, std::string> node_names;
 };
 
 struct Placement {
@@ -134,7 +137,8 @@ class Cluster {
   // Builds the union of the members' views and publishes it with the node
   // set.
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::shared_ptr<Node> Connect(const std::string& target,
+  std::shared_ptr<Node> Connect(const std::string& name,
+                                const std::string& target,
                                 const std::string& tls_name);
 
   router::RoutingState* routing_;
