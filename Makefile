@@ -25,16 +25,18 @@ build:
 	$(BAZEL) build //...
 
 # The whole stack on fake models until Ctrl-C (tools/demo.sh); `make run
-# CONFIG=path/to/config.yaml` does the same on your own config.
+# CONFIG=path/to/config.yaml [LISTEN=HOST:PORT]` runs your own config with
+# the one-process `modelplane` binary (tools/run.sh).
 demo:
 	@tools/bootstrap.sh demo
 	@BAZEL=$(BAZEL) tools/demo.sh examples/demo.yaml
 
 CONFIG ?=
+LISTEN ?= 127.0.0.1:8080
 run:
 	@tools/bootstrap.sh demo
-	@if [ -z "$(CONFIG)" ]; then echo "usage: make run CONFIG=path/to/config.yaml" >&2; exit 2; fi
-	@BAZEL=$(BAZEL) tools/demo.sh "$(CONFIG)"
+	@if [ -z "$(CONFIG)" ]; then echo "usage: make run CONFIG=path/to/config.yaml [LISTEN=HOST:PORT]" >&2; exit 2; fi
+	@BAZEL=$(BAZEL) tools/run.sh "$(CONFIG)" "$(LISTEN)"
 
 # Runs every test, then counts test cases (not targets) from this run's XML
 # reports. The last line is `N passed, N failed`; .ci/run repeats it last.

@@ -125,6 +125,7 @@ absl::Status Proxy::Start() {
   });
   cluster::ClusterOptions copts;
   copts.link = config_.link;
+  copts.node_names = config_.node_names;
   copts.after = timers_->After();
   copts.on_settings = [this](const v1::DataPlaneSettings& s) { OnSettings(s); };
   cluster_ = std::make_unique<cluster::Cluster>(&context_->routing(),
@@ -211,6 +212,10 @@ void Proxy::ReapLater() {
   });
 }
 
+bool Proxy::WaitForSettings(absl::Duration timeout) {
+  return settings_known_.WaitForNotificationWithTimeout(timeout);
+}
+
 void Proxy::OnSettings(const v1::DataPlaneSettings& settings) {
   // Listening beyond this host with no apiKeys: anyone who reaches the port
   // may use every model and stop them all (/unload). Said when the keys
@@ -226,6 +231,7 @@ void Proxy::OnSettings(const v1::DataPlaneSettings& settings) {
                 "warn");
   }
   if (!open) open_warned_.store(false);
+  if (!settings_came_.exchange(true)) settings_known_.Notify();
   // The activity store (store.path), opened off the links' threads.
   timers_->After()(absl::ZeroDuration(), [this, path = settings.store_path(),
                                           rows = settings.store_max_rows()] {

@@ -14,11 +14,13 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/grpc_poll_keeper.h"
 #include "common/loop_thread.h"
@@ -43,6 +45,9 @@ struct ProxyConfig {
   // The managers, one node each, or dns: targets, a node per address
   // (docs/cluster.md); empty: link.manager's.
   std::vector<std::string> managers;
+  // A node's name by its manager's target, where it is not the target
+  // itself (cluster.h, ClusterOptions::node_names).
+  std::map<std::string, std::string> node_names;
   // How often dns: targets are resolved again.
   absl::Duration resolve_interval = absl::Seconds(5);
   // Instead of the managers: one node, "local", whose leases go through
@@ -77,6 +82,11 @@ class Proxy {
   // for a lease are answered through their loops before those go), then
   // frees the workers; the rest goes with the Proxy. Idempotent.
   void Stop();
+
+  // Waits until the first settings have come from a manager (API keys,
+  // limits: before them every request but /health is a 503), at most
+  // `timeout`. True if they came.
+  bool WaitForSettings(absl::Duration timeout);
 
   // One line of the proxy's own log: to config.log, and to the web UI's
   // log (/logs/stream/proxy, /api/events). Any thread.
@@ -137,6 +147,8 @@ class Proxy {
   std::shared_ptr<cluster::Node> local_;  // config.transport's.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> open_warned_{false};
+  std::atomic<bool> settings_came_{false};
+  absl::Notification settings_known_;  // Notified once, at the first.
   // Set by Stop() on the timers' loop: no reap, and no store configured,
   // after it.
   bool reap_stopped_ = false;
