@@ -1,5 +1,5 @@
 SHELL := /bin/bash
-# modelplane: `make demo`, `make run`, `make test`, `make bench`, `make fuzz` and `make fmt` (README.md). Every target installs what
+# modelplane: `make demo`, `make run`, `make test`, `make bench`, `make deb`, `make fuzz` and `make fmt` (README.md). Every target installs what
 # it needs first (tools/bootstrap.sh is quick when everything is present).
 BAZEL ?= bazel
 BUILD_DIR := .build
@@ -11,7 +11,7 @@ SUMMARY_SAN := $(BUILD_DIR)/test_summary_sanitize.txt
 SAN_DIR := $(abspath $(BUILD_DIR))/sanitizers
 FORMAT_SOURCES = $(shell git ls-files '*.cc' '*.h' '*.proto' 2>/dev/null)
 
-.PHONY: all bootstrap build demo run test test-asan bench fuzz fmt fmt-check
+.PHONY: all bootstrap build demo run deb test test-asan bench fuzz fmt fmt-check
 
 all: build
 
@@ -37,6 +37,17 @@ run:
 	@tools/bootstrap.sh demo
 	@if [ -z "$(CONFIG)" ]; then echo "usage: make run CONFIG=path/to/config.yaml [LISTEN=HOST:PORT]" >&2; exit 2; fi
 	@BAZEL=$(BAZEL) tools/run.sh "$(CONFIG)" "$(LISTEN)"
+
+# The Debian package, built with -c opt (deploy/debian), into
+# .build/modelplane_<version>_<arch>.deb, and lintian's verdict on it (an
+# error fails the target).
+deb:
+	@tools/bootstrap.sh deb
+	$(BAZEL) build -c opt //deploy/debian:modelplane_deb
+	@mkdir -p $(BUILD_DIR)
+	@deb=$(BUILD_DIR)/modelplane_$$(tr -d ' \n' <VERSION)_$$(dpkg --print-architecture).deb; \
+	install -m 644 bazel-bin/deploy/debian/modelplane.deb $$deb && \
+	lintian --fail-on error $$deb 2>/dev/null && echo "deb: $$deb (lintian: no errors)"
 
 # Runs every test, then counts test cases (not targets) from this run's XML
 # reports. The last line is `N passed, N failed`; .ci/run repeats it last.

@@ -139,15 +139,15 @@ int Main(int argc, char** argv) {
   if (!proxy.WaitForSettings(absl::Seconds(10))) {
     proxy.Log("no settings from the manager after 10 s", "warn");
   }
-  proxy.Log(absl::StrCat("modelplane listening on ",
-                         host.find(':') == std::string::npos
-                             ? host
-                             : absl::StrCat("[", host, "]"),
-                         ":", proxy.port(), " with ", workers, " worker(s)"));
+  proxy.Log(absl::StrCat(
+      "modelplane listening on ",
+      host.find(':') == std::string::npos ? host : absl::StrCat("[", host, "]"),
+      ":", proxy.port(), " with ", workers, " worker(s)"));
   if (host == "0.0.0.0" || host == "::") {
-    proxy.Log(absl::StrCat("reachable by every host on the network; "
-                           "--listen 127.0.0.1:",
-                           proxy.port(), " keeps it to this one"));
+    proxy.Log(
+        absl::StrCat("reachable by every host on the network; "
+                     "--listen 127.0.0.1:",
+                     proxy.port(), " keeps it to this one"));
   }
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) manager.Reload();

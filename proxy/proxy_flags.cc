@@ -16,8 +16,8 @@ namespace modelplane::proxy {
 void RegisterProxyFlags(FlagParser* parser, ProxyFlags* f, bool with_manager) {
   FlagParser& flags = *parser;
   flags.String("listen", &f->listen,
-               "host:port to serve (default 127.0.0.1:8080; :PORT is every "
-               "IPv4 address, as 0.0.0.0:PORT)");
+               absl::StrCat("host:port to serve (default ", f->listen,
+                            "; :PORT is every IPv4 address, as 0.0.0.0:PORT)"));
   if (with_manager) {
     flags.StringList("manager", &f->managers,
                      "modelmanager address (default 127.0.0.1:50051); given "

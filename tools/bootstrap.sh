@@ -3,7 +3,7 @@
 # tests/e2e/node, pinned by its lockfile) that a make target needs, and
 # only those: `make demo` gets no benchmark peers nor fuzzing compilers.
 #
-#   tools/bootstrap.sh [build|demo|test|bench|fuzz|all]   # default: all
+#   tools/bootstrap.sh [build|demo|test|bench|deb|fuzz|all]   # default: all
 #
 # Idempotent: when everything is present it only runs dpkg-query and
 # compares a lockfile, and returns in about a second. Needs root (or sudo)
@@ -32,6 +32,12 @@ TEST=(
   python3-prometheus-client
   # The web UI's browser test (driven by playwright-core from npm).
   chromium
+  # The Debian package's build and install test.
+  dpkg-dev lintian adduser
+)
+DEB=(
+  # make deb: the package (dpkg-shlibdeps) and its check.
+  dpkg-dev lintian
 )
 BENCH=(
   # Peers and load generators.
@@ -46,9 +52,10 @@ case "$want" in
   demo) PACKAGES=("${BUILD[@]}" "${DEMO[@]}") ;;
   test) PACKAGES=("${BUILD[@]}" "${DEMO[@]}" "${TEST[@]}") ;;
   bench) PACKAGES=("${BUILD[@]}" "${BENCH[@]}") ;;
+  deb) PACKAGES=("${BUILD[@]}" "${DEB[@]}") ;;
   fuzz) PACKAGES=("${BUILD[@]}" "${FUZZ[@]}") ;;
   all) PACKAGES=("${BUILD[@]}" "${DEMO[@]}" "${TEST[@]}" "${BENCH[@]}" "${FUZZ[@]}") ;;
-  *) echo "usage: tools/bootstrap.sh [build|demo|test|bench|fuzz|all]" >&2; exit 2 ;;
+  *) echo "usage: tools/bootstrap.sh [build|demo|test|bench|deb|fuzz|all]" >&2; exit 2 ;;
 esac
 # The tests' OpenAI Node SDK: only for test and all.
 need_node=false
