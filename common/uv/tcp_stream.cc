@@ -69,6 +69,17 @@ bool TcpStream::StartReading() {
   if (reading_) return true;
   if (uv_read_start(stream(), OnAlloc, OnRead) != 0) return false;
   reading_ = true;
+  if (tls_ != nullptr && tls_->handshake_done() && tls_->HasBuffered()) {
+    // What the engine holds came before reading stopped: no socket read
+    // will bring it, so it is handed on from the loop.
+    uv_idle_start(tls_drain_.get(), [](uv_idle_t* h) {
+      uv_idle_stop(h);
+      auto* self = static_cast<TcpStream*>(h->data);
+      if (self != nullptr && !self->closing_ && self->reading_) {
+        self->OnTlsRead("");
+      }
+    });
+  }
   return true;
 }
 
@@ -102,8 +113,68 @@ void TcpStream::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     return;
   }
   if (n == 0) return;
+  if (self->tls_ != nullptr) {
+    self->OnTlsRead(absl::string_view(buf->base, static_cast<size_t>(n)));
+    return;
+  }
   self->handler_->OnStreamRead(
       absl::string_view(buf->base, static_cast<size_t>(n)));
+}
+
+void TcpStream::EnableServerTls(SSL_CTX* ctx) {
+  tls_ = std::make_unique<tls::TlsEngine>(ctx);
+  tls_drain_.Init(tcp_.get()->loop, uv_idle_init, this);
+}
+
+std::string TcpStream::TlsError() const {
+  return tls_ != nullptr ? tls_->error() : "";
+}
+
+void TcpStream::OnTlsRead(absl::string_view cipher) {
+  tls_->Feed(cipher);
+  if (!tls_->handshake_done()) {
+    tls::TlsEngine::HandshakeResult r = tls_->Handshake();
+    SendTlsOutput();  // Its messages (or the alert that ends it).
+    if (closing_) return;
+    if (r == tls::TlsEngine::kFailed) {
+      Fail(UV_EPROTO);
+      return;
+    }
+    if (r == tls::TlsEngine::kMore) return;
+    handler_->OnStreamSecured(tls_->alpn());
+  }
+  // The plaintext, a read buffer's worth at a time, while the handler
+  // reads (it may stop, or close, from its callback).
+  while (reading_ && !closing_ && !lingering_) {
+    long n = tls_->Read(read_buffer_, read_size_);
+    if (n > 0) {
+      handler_->OnStreamRead(
+          absl::string_view(read_buffer_, static_cast<size_t>(n)));
+      continue;
+    }
+    if (n == tls::TlsEngine::kClosed) {
+      // The peer's close_notify: its end, as a FIN is.
+      SendTlsOutput();
+      if (closing_) return;
+      uv_read_stop(stream());
+      reading_ = false;
+      handler_->OnStreamEof();
+      return;
+    }
+    if (n == tls::TlsEngine::kError) {
+      SendTlsOutput();
+      Fail(UV_EPROTO);
+      return;
+    }
+    break;
+  }
+  if (!closing_) SendTlsOutput();  // Tickets, key updates.
+}
+
+void TcpStream::SendTlsOutput() {
+  if (closing_) return;
+  tls_->TakeOutput(&cipher_);
+  if (!cipher_.empty()) Send(&cipher_);
 }
 
 void TcpStream::Write(std::string data) {
@@ -135,6 +206,13 @@ int TcpStream::WriteShared(absl::string_view data,
                            const std::shared_ptr<const std::string>& body) {
   if (closing_) return UV_ECANCELED;
   CancelScheduledFlush();  // What was gathered goes now.
+  if (tls_ != nullptr) {
+    // Encrypted, so copied: the body cannot go by reference.
+    out_.append(data.data(), data.size());
+    if (body != nullptr) out_.append(*body);
+    Flush();
+    return 0;
+  }
   absl::string_view parts[3] = {
       out_, data, body != nullptr ? absl::string_view(*body) : ""};
   if (WriteQueueSize() == 0) {
@@ -179,11 +257,13 @@ int TcpStream::WriteShared(absl::string_view data,
   return 0;
 }
 
-void TcpStream::ClearOut() {
-  if (out_.capacity() > kKeptOutBytes) {
-    std::string().swap(out_);  // An idle connection keeps no big buffer.
+void TcpStream::ClearOut() { ClearBuffer(&out_); }
+
+void TcpStream::ClearBuffer(std::string* buffer) {
+  if (buffer->capacity() > kKeptOutBytes) {
+    std::string().swap(*buffer);  // An idle connection keeps no big buffer.
   } else {
-    out_.clear();  // Its capacity serves the next write.
+    buffer->clear();  // Its capacity serves the next write.
   }
 }
 
@@ -193,22 +273,37 @@ void TcpStream::CancelScheduledFlush() {
 
 void TcpStream::Flush() {
   if (closing_ || out_.empty()) return;
+  if (tls_ != nullptr) {
+    if (!tls_->handshake_done()) return;  // Written once it is.
+    if (!tls_->Encrypt(out_, &cipher_)) {
+      Fail(UV_EPROTO);
+      return;
+    }
+    ClearOut();
+    Send(&cipher_);
+    return;
+  }
+  Send(&out_);
+}
+
+void TcpStream::Send(std::string* bytes) {
   size_t done = 0;
   if (tcp_.get()->write_queue_size == 0) {
     // Straight to the socket when nothing waits before it. An error is
     // left to uv_write below, which reports it in OnWrite.
-    uv_buf_t buf = uv_buf_init(out_.data(), out_.size());
+    uv_buf_t buf = uv_buf_init(bytes->data(), bytes->size());
     int n = uv_try_write(stream(), &buf, 1);
     if (n > 0) done = static_cast<size_t>(n);
   }
-  if (done == out_.size()) {
-    ClearOut();
+  if (done == bytes->size()) {
+    ClearBuffer(bytes);
     AfterWrite();
     return;
   }
-  auto* w = new WriteReq{
-      uv_write_t{}, done == 0 ? std::move(out_) : out_.substr(done), nullptr};
-  ClearOut();
+  auto* w = new WriteReq{uv_write_t{},
+                         done == 0 ? std::move(*bytes) : bytes->substr(done),
+                         nullptr};
+  ClearBuffer(bytes);
   uv_buf_t buf = uv_buf_init(w->data.data(), w->data.size());
   if (int rc = uv_write(&w->req, stream(), &buf, 1, OnWrite); rc != 0) {
     delete w;
@@ -258,6 +353,12 @@ void TcpStream::ArmSendTimer() {
 
 bool TcpStream::Shutdown() {
   if (closing_) return false;
+  if (tls_ != nullptr) {
+    // close_notify before the FIN, so the peer knows the end is ours.
+    tls_->Shutdown();
+    SendTlsOutput();
+    if (closing_) return false;
+  }
   auto* req = new uv_shutdown_t;
   if (uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) { delete r; }) !=
       0) {
@@ -296,6 +397,7 @@ void TcpStream::Close(Handle<uv_tcp_t>::Closed closed, void* arg) {
   reading_ = false;
   timer_.Close();
   flush_.Close();
+  tls_drain_.Close();
   tcp_.Close(closed, arg);
 }
 

@@ -18,6 +18,9 @@
 //   the peer still sends is read and dropped until it closes too or the
 //   linger time passes, so that unread input does not turn the close into a
 //   reset that destroys the answer before the peer reads it;
+// - TLS (server side, EnableServerTls): the socket's bytes go through a
+//   tls::TlsEngine; the handler reads and writes plaintext as without it,
+//   and hears when the handshake is done (OnStreamSecured);
 // - deferred delete: Close(on_closed) closes every handle, and `on_closed`
 //   runs once libuv is done with all of them, on a later turn of the loop,
 //   never while one of the owner's methods is on the stack.
@@ -41,6 +44,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "common/tls/tls.h"
 #include "common/uv/handle.h"
 
 namespace modelplane::uv {
@@ -66,6 +70,9 @@ class TcpStream {
     virtual void OnStreamFlush(TcpStream* stream) { stream->Flush(); }
     // Connect's answer: 0, or libuv's error.
     virtual void OnStreamConnected(int status) { (void)status; }
+    // TLS: the handshake is done; `alpn` is the protocol chosen ("" for
+    // none). A failed handshake is OnStreamError(UV_EPROTO).
+    virtual void OnStreamSecured(absl::string_view alpn) { (void)alpn; }
   };
 
   TcpStream() = default;
@@ -76,6 +83,13 @@ class TcpStream {
   // Reads go to `read_buffer` (`size` bytes), which may be shared by every
   // stream of the loop: a read is handed on before the next one starts.
   int Init(uv_loop_t* loop, Handler* handler, char* read_buffer, size_t size);
+
+  // Speaks TLS as the server from now on (before the first read), with
+  // `ctx` (tls.h; the stream holds its own reference on it).
+  void EnableServerTls(SSL_CTX* ctx);
+  bool tls() const { return tls_ != nullptr; }
+  // OpenSSL's reason for the last TLS failure ("" if none).
+  std::string TlsError() const;
 
   uv_stream_t* stream() const { return tcp_.stream(); }
   uv_tcp_t* tcp() const { return tcp_.get(); }
@@ -153,6 +167,14 @@ class TcpStream {
   void ClearOut();
   // The connection failed: the handler hears it once.
   void Fail(int status);
+  // TLS: the socket's bytes into the engine, plaintext to the handler.
+  void OnTlsRead(absl::string_view cipher);
+  // TLS: what the engine has to send, to the socket.
+  void SendTlsOutput();
+  // Hands `bytes` to the socket: what it does not take is queued (the
+  // gathering buffer, or TLS's).
+  void Send(std::string* bytes);
+  static void ClearBuffer(std::string* buffer);
 
   Handler* handler_ = nullptr;
   Handle<uv_tcp_t> tcp_;
@@ -162,6 +184,11 @@ class TcpStream {
   char* read_buffer_ = nullptr;
   size_t read_size_ = 0;
   std::string out_;  // Gathered for the next write.
+  std::unique_ptr<tls::TlsEngine> tls_;
+  std::string cipher_;  // TLS: encrypted, for the socket.
+  // TLS: plaintext left in the engine when reading stopped is handed on
+  // once it starts again, from this idle handle.
+  Handle<uv_idle_t> tls_drain_;
   uint64_t send_timeout_ms_ = 0;
   bool reading_ = false;
   bool lingering_ = false;

@@ -1,0 +1,186 @@
+#include "common/tls/tls.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace modelplane::tls {
+namespace {
+
+// OpenSSL's error queue as one line (and emptied).
+std::string TakeErrors() {
+  std::string out;
+  unsigned long e;
+  while ((e = ERR_get_error()) != 0) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out;
+}
+
+// ALPN, in the server's order of preference: h2, then http/1.1.
+int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen,
+               const unsigned char* in, unsigned int inlen, void*) {
+  static const unsigned char kOurs[] = "\x02h2\x08http/1.1";
+  unsigned char* chosen = nullptr;
+  if (SSL_select_next_proto(&chosen, outlen, kOurs, sizeof(kOurs) - 1, in,
+                            inlen) != OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_NOACK;  // None in common: go on without ALPN.
+  }
+  *out = chosen;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+std::string Describe(X509* cert) {
+  if (cert == nullptr) return "";
+  char subject[256] = "";
+  X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+  std::string serial;
+  if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(cert), nullptr)) {
+    if (char* hex = BN_bn2hex(bn)) {
+      serial = hex;
+      OPENSSL_free(hex);
+    }
+    BN_free(bn);
+  }
+  return absl::StrCat(subject, " serial ", serial);
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const ServerTlsContext>> ServerTlsContext::Load(
+    const std::string& cert_file, const std::string& key_file) {
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("cannot make a TLS context: ", TakeErrors()));
+  }
+  std::shared_ptr<ServerTlsContext> out(new ServerTlsContext(ctx));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+                               SSL_OP_CIPHER_SERVER_PREFERENCE |
+                               SSL_OP_NO_COMPRESSION);
+  // An idle keep-alive connection holds no TLS buffers.
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot use the certificate ", cert_file, ": ", TakeErrors()));
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) !=
+      1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot use the key ", key_file, ": ", TakeErrors()));
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the key ", key_file, " does not match the certificate ",
+                     cert_file, ": ", TakeErrors()));
+  }
+  out->description_ = Describe(SSL_CTX_get0_certificate(ctx));
+  return std::shared_ptr<const ServerTlsContext>(std::move(out));
+}
+
+ServerTlsContext::~ServerTlsContext() { SSL_CTX_free(ctx_); }
+
+TlsEngine::TlsEngine(SSL_CTX* ctx) : ssl_(SSL_new(ctx)) {
+  in_ = BIO_new(BIO_s_mem());
+  out_ = BIO_new(BIO_s_mem());
+  // A drained memory BIO says "retry", not "end of file".
+  BIO_set_mem_eof_return(in_, -1);
+  BIO_set_mem_eof_return(out_, -1);
+  SSL_set_bio(ssl_, in_, out_);
+  SSL_set_accept_state(ssl_);
+}
+
+TlsEngine::~TlsEngine() { SSL_free(ssl_); }
+
+void TlsEngine::Feed(absl::string_view cipher) {
+  if (!cipher.empty()) {
+    BIO_write(in_, cipher.data(), static_cast<int>(cipher.size()));
+  }
+}
+
+void TlsEngine::NoteError(int ret) {
+  int e = SSL_get_error(ssl_, ret);
+  std::string queue = TakeErrors();
+  error_ = queue.empty() ? absl::StrCat("TLS error ", e) : queue;
+}
+
+TlsEngine::HandshakeResult TlsEngine::Handshake() {
+  if (done_) return kDone;
+  ERR_clear_error();
+  int ret = SSL_do_handshake(ssl_);
+  if (ret == 1) {
+    done_ = true;
+    return kDone;
+  }
+  int e = SSL_get_error(ssl_, ret);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return kMore;
+  NoteError(ret);
+  return kFailed;
+}
+
+std::string TlsEngine::alpn() const {
+  const unsigned char* p = nullptr;
+  unsigned int n = 0;
+  SSL_get0_alpn_selected(ssl_, &p, &n);
+  return std::string(reinterpret_cast<const char*>(p), n);
+}
+
+const char* TlsEngine::version() const { return SSL_get_version(ssl_); }
+
+long TlsEngine::Read(char* buf, size_t size) {
+  ERR_clear_error();
+  int ret = SSL_read(ssl_, buf, static_cast<int>(size));
+  if (ret > 0) return ret;
+  int e = SSL_get_error(ssl_, ret);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return kNone;
+  if (e == SSL_ERROR_ZERO_RETURN) return kClosed;
+  NoteError(ret);
+  return kError;
+}
+
+bool TlsEngine::HasBuffered() const {
+  return SSL_pending(ssl_) > 0 || BIO_ctrl_pending(in_) > 0;
+}
+
+bool TlsEngine::Encrypt(absl::string_view plain, std::string* cipher) {
+  while (!plain.empty()) {
+    ERR_clear_error();
+    // A memory BIO takes everything: SSL_write writes all or fails.
+    int ret = SSL_write(ssl_, plain.data(), static_cast<int>(plain.size()));
+    if (ret <= 0) {
+      NoteError(ret);
+      return false;
+    }
+    plain.remove_prefix(static_cast<size_t>(ret));
+  }
+  TakeOutput(cipher);
+  return true;
+}
+
+void TlsEngine::TakeOutput(std::string* cipher) {
+  size_t pending = BIO_ctrl_pending(out_);
+  if (pending == 0) return;
+  size_t at = cipher->size();
+  cipher->resize(at + pending);
+  int n = BIO_read(out_, cipher->data() + at, static_cast<int>(pending));
+  cipher->resize(at + (n > 0 ? static_cast<size_t>(n) : 0));
+}
+
+void TlsEngine::Shutdown() {
+  if (!done_) return;
+  ERR_clear_error();
+  SSL_shutdown(ssl_);
+  ERR_clear_error();
+}
+
+}  // namespace modelplane::tls

@@ -1,0 +1,108 @@
+// TLS for modelplane's own sockets, with OpenSSL: a server's certificate
+// and settings (ServerTlsContext), and one connection's TLS engine over
+// memory buffers (TlsEngine), which the libuv stream (common/uv/
+// tcp_stream.h) feeds with the socket's bytes and drains into it, so that
+// the event loop, not OpenSSL, owns the socket.
+//
+//   absl::StatusOr<std::shared_ptr<const ServerTlsContext>> ctx =
+//       ServerTlsContext::Load("cert.pem", "key.pem");
+//   TlsEngine tls((*ctx)->get());
+//   tls.Feed(bytes_from_socket);
+//   if (tls.Handshake() == TlsEngine::kDone) ... tls.Read(...) ...
+//   tls.Encrypt(plain, &to_socket); tls.TakeOutput(&to_socket);
+//
+// Contexts are immutable once loaded and may be shared by every thread; an
+// engine belongs to one thread.
+#ifndef MODELPLANE_COMMON_TLS_TLS_H_
+#define MODELPLANE_COMMON_TLS_TLS_H_
+
+#include <openssl/ssl.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace modelplane::tls {
+
+// A TLS server's certificate chain and key, TLS 1.2 and 1.3 only, ALPN
+// "h2" preferred to "http/1.1" (no ALPN, or neither offered: the handshake
+// goes on without one, and the bytes tell the protocol).
+class ServerTlsContext {
+ public:
+  // Reads a PEM certificate chain (the server's first) and its PEM key.
+  // InvalidArgument naming the file and OpenSSL's reason.
+  static absl::StatusOr<std::shared_ptr<const ServerTlsContext>> Load(
+      const std::string& cert_file, const std::string& key_file);
+  ~ServerTlsContext();
+  ServerTlsContext(const ServerTlsContext&) = delete;
+  ServerTlsContext& operator=(const ServerTlsContext&) = delete;
+
+  SSL_CTX* get() const { return ctx_; }
+  // The certificate's subject and serial, for the log.
+  const std::string& description() const { return description_; }
+
+ private:
+  explicit ServerTlsContext(SSL_CTX* ctx) : ctx_(ctx) {}
+  SSL_CTX* ctx_;
+  std::string description_;
+};
+
+// One server-side TLS connection over memory buffers.
+class TlsEngine {
+ public:
+  // Takes a reference on `ctx` (OpenSSL's count): the context may be
+  // replaced meanwhile, this connection keeps its own.
+  explicit TlsEngine(SSL_CTX* ctx);
+  ~TlsEngine();
+  TlsEngine(const TlsEngine&) = delete;
+  TlsEngine& operator=(const TlsEngine&) = delete;
+
+  // Bytes from the peer, for the handshake or for Read.
+  void Feed(absl::string_view cipher);
+
+  enum HandshakeResult { kDone, kMore, kFailed };
+  // Advances the handshake with what was fed (its answer: TakeOutput).
+  HandshakeResult Handshake();
+  bool handshake_done() const { return done_; }
+  // The protocol ALPN chose ("" for none), once the handshake is done.
+  std::string alpn() const;
+  // "TLSv1.3", once the handshake is done.
+  const char* version() const;
+
+  // Plaintext into `buf`: its length (> 0), or kNone (nothing more until
+  // more is fed), kClosed (the peer's close_notify) or kError.
+  static constexpr long kNone = 0;
+  static constexpr long kClosed = -1;
+  static constexpr long kError = -2;
+  long Read(char* buf, size_t size);
+  // Whether plaintext or unread bytes wait in the engine (Read would give
+  // something without more being fed).
+  bool HasBuffered() const;
+
+  // Encrypts `plain` onto `cipher` (appended). False on an error.
+  bool Encrypt(absl::string_view plain, std::string* cipher);
+  // What the engine has to send (handshake messages, tickets, alerts),
+  // appended to `cipher`.
+  void TakeOutput(std::string* cipher);
+  // A close_notify alert, for TakeOutput.
+  void Shutdown();
+
+  // OpenSSL's reason for the last failure ("" if none).
+  const std::string& error() const { return error_; }
+
+ private:
+  void NoteError(int ret);
+
+  SSL* ssl_;
+  BIO* in_;   // Owned by ssl_.
+  BIO* out_;  // Owned by ssl_.
+  bool done_ = false;
+  std::string error_;
+};
+
+}  // namespace modelplane::tls
+
+#endif  // MODELPLANE_COMMON_TLS_TLS_H_
