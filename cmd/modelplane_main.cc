@@ -132,7 +132,8 @@ int Main(int argc, char** argv) {
   if (absl::Status started = proxy.Start(); !started.ok()) {
     manager.Log("error", std::string(started.message()));
     manager.Shutdown();  // Stops what hooks.on_startup.preload started.
-    return 1;
+    // A certificate or key that cannot be used is a bad argument.
+    return absl::IsInvalidArgument(started) ? kExitInvalid : 1;
   }
   // Before it is said to listen: until the proxy has its first settings
   // (its API keys among them) from the manager, requests are 503s.
@@ -142,7 +143,8 @@ int Main(int argc, char** argv) {
   proxy.Log(absl::StrCat(
       "modelplane listening on ",
       host.find(':') == std::string::npos ? host : absl::StrCat("[", host, "]"),
-      ":", proxy.port(), " with ", workers, " worker(s)"));
+      ":", proxy.port(), proxy.tls() ? " (TLS)" : "", " with ", workers,
+      " worker(s)"));
   if (host == "0.0.0.0" || host == "::") {
     proxy.Log(
         absl::StrCat("reachable by every host on the network; "
@@ -150,7 +152,13 @@ int Main(int argc, char** argv) {
                      proxy.port(), " keeps it to this one"));
   }
   int sig = 0;
-  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) manager.Reload();
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    manager.Reload();  // The config; the proxy hears of it by Watch.
+    if (absl::Status s = proxy.ReloadTls(); !s.ok()) {
+      manager.Log("error", "SIGHUP: " + std::string(s.message()) +
+                               "; the certificate in use stays");
+    }
+  }
   manager.Log("info", absl::StrCat(strsignal(sig), ": draining"));
   // Stop accepting; the responses in flight finish within the budget; then
   // the models stop.

@@ -72,16 +72,27 @@ int Main(int argc, char** argv) {
   Proxy proxy(std::move(config));
   if (absl::Status started = proxy.Start(); !started.ok()) {
     fprintf(stderr, "modelproxy: %s\n", std::string(started.message()).c_str());
-    return 1;
+    // A certificate or key that cannot be used is a bad argument.
+    return absl::IsInvalidArgument(started) ? 2 : 1;
   }
   proxy.Log(absl::StrCat("modelproxy listening on ", host, ":", proxy.port(),
-                         " with ", workers, " worker(s), manager ", manager));
+                         proxy.tls() ? " (TLS)" : "", " with ", workers,
+                         " worker(s), manager ", manager));
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
     // Routes, keys and limits come from the manager, which reloads on its
-    // own SIGHUP: nothing to do here, and no reason to die.
-    proxy.Log(
-        "SIGHUP: nothing to reload (the manager's reload reaches the proxy)");
+    // own SIGHUP; the proxy's own file is the TLS certificate.
+    if (!proxy.tls()) {
+      proxy.Log(
+          "SIGHUP: nothing to reload (the manager's reload reaches the "
+          "proxy)");
+      continue;
+    }
+    if (absl::Status s = proxy.ReloadTls(); !s.ok()) {
+      proxy.Log("SIGHUP: " + std::string(s.message()) +
+                    "; the certificate in use stays",
+                "error");
+    }
   }
   proxy.Log(absl::StrCat(strsignal(sig), ": draining"));
   // Stop accepting; let the responses in flight finish, within the budget.

@@ -97,12 +97,33 @@ Proxy::Proxy(ProxyConfig config)
 
 Proxy::~Proxy() { Stop(); }
 
+absl::Status Proxy::ReloadTls() {
+  if (config_.tls_cert_file.empty() || context_ == nullptr) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::shared_ptr<const tls::ServerTlsContext>> loaded =
+      tls::ServerTlsContext::Load(config_.tls_cert_file, config_.tls_key_file);
+  if (!loaded.ok()) return loaded.status();  // The old one stays.
+  config_.log("TLS certificate reloaded: " + (*loaded)->description(), "info");
+  context_->set_tls(*std::move(loaded));
+  return absl::OkStatus();
+}
+
 void Proxy::Log(const std::string& line, const char* level) {
   config_.log(line, level);
 }
 
 absl::Status Proxy::Start() {
   started_ = true;
+  // The certificate first: a bad one stops the start before anything runs.
+  std::shared_ptr<const tls::ServerTlsContext> tls;
+  if (!config_.tls_cert_file.empty()) {
+    absl::StatusOr<std::shared_ptr<const tls::ServerTlsContext>> loaded =
+        tls::ServerTlsContext::Load(config_.tls_cert_file,
+                                    config_.tls_key_file);
+    if (!loaded.ok()) return loaded.status();
+    tls = *std::move(loaded);
+  }
   // Before anything starts (threads, the manager link): a taken port is an
   // error, even one another modelproxy holds with SO_REUSEPORT.
   if (config_.port != 0) {
@@ -116,6 +137,7 @@ absl::Status Proxy::Start() {
   timers_ = std::make_unique<Timers>();
   trimmer_ = std::make_unique<MemoryTrimmer>();
   context_ = std::make_unique<ProxyContext>(config_.options, trimmer_.get());
+  context_->set_tls(std::move(tls));
   context_->set_events(events_.get());
   // The UI's model status follows every routing snapshot (sent when it
   // changed).

@@ -48,6 +48,10 @@ struct ProxyConfig {
   // A node's name by its manager's target, where it is not the target
   // itself (cluster.h, ClusterOptions::node_names).
   std::map<std::string, std::string> node_names;
+  // TLS on the listener (PEM files; both or neither): TLS 1.2 and 1.3,
+  // ALPN h2 and http/1.1 (common/tls/tls.h); no cleartext on the port.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   // How often dns: targets are resolved again.
   absl::Duration resolve_interval = absl::Seconds(5);
   // Instead of the managers: one node, "local", whose leases go through
@@ -82,6 +86,12 @@ class Proxy {
   // for a lease are answered through their loops before those go), then
   // frees the workers; the rest goes with the Proxy. Idempotent.
   void Stop();
+
+  // Reads the TLS certificate and key again (SIGHUP): new connections get
+  // the new ones, open ones keep theirs. On an error (logged by the
+  // caller) the old ones stay. Nothing without TLS.
+  absl::Status ReloadTls();
+  bool tls() const { return !config_.tls_cert_file.empty(); }
 
   // Waits until the first settings have come from a manager (API keys,
   // limits: before them every request but /health is a 503), at most

@@ -65,6 +65,15 @@ void RegisterProxyFlags(FlagParser* parser, ProxyFlags* f, bool with_manager) {
             0);
   flags.Bool("access-log", &f->access_log,
              "log one line per request on stderr (default off)");
+  flags.String("tls-cert-file", &f->tls_cert_file,
+               "serve HTTPS only on --listen with this PEM certificate "
+               "chain (llama-swap's flag; re-read on SIGHUP)");
+  flags.String("tls-key-file", &f->tls_key_file,
+               "the certificate's PEM private key (with --tls-cert-file)");
+  flags.Int("tls-handshake-timeout-ms", &f->tls_handshake_timeout_ms,
+            "a TLS handshake not done within this closes the connection "
+            "(default 10000)",
+            1);
 }
 
 absl::StatusOr<ProxyCommandLine> ProxyCommandLineFrom(const ProxyFlags& f) {
@@ -86,6 +95,12 @@ absl::StatusOr<ProxyCommandLine> ProxyCommandLineFrom(const ProxyFlags& f) {
     return absl::InvalidArgumentError(
         absl::StrCat("--listen must be host:port, not '", listen, "'"));
   }
+  if (f.tls_cert_file.empty() != f.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert-file and --tls-key-file go together");
+  }
+  config.tls_cert_file = f.tls_cert_file;
+  config.tls_key_file = f.tls_key_file;
   config.host = host;
   config.port = port;
   config.workers = f.workers;
@@ -130,6 +145,8 @@ absl::StatusOr<ProxyCommandLine> ProxyCommandLineFrom(const ProxyFlags& f) {
   options.send_timeout = absl::Milliseconds(f.send_timeout_ms);
   options.loading_interval = absl::Milliseconds(f.loading_interval_ms);
   options.access_log = f.access_log;
+  options.tls_handshake_timeout =
+      absl::Milliseconds(f.tls_handshake_timeout_ms);
   out.drain = absl::Seconds(f.drain_seconds);
   return out;
 }

@@ -44,6 +44,9 @@ struct ProxyFlags {
   int send_timeout_ms = 60000;
   int loading_interval_ms = 1000;
   bool access_log = false;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  int tls_handshake_timeout_ms = 10000;
 };
 
 // Registers modelproxy's flags on `parser`, writing into `flags`; without

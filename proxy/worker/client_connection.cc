@@ -31,6 +31,12 @@ ClientConnection::~ClientConnection() = default;
 void ClientConnection::Start() {
   uv_tcp_nodelay(stream_.tcp(), 1);
   peer_ = stream_.PeerAddress();
+  // TLS on the listener: the context current now, for this connection's
+  // life (a reload's new certificate is for the next ones).
+  if (std::shared_ptr<const tls::ServerTlsContext> tls =
+          worker_->context().tls()) {
+    stream_.EnableServerTls(tls->get());
+  }
   if (!stream_.StartReading()) {
     Close();
     return;
@@ -40,9 +46,11 @@ void ClientConnection::Start() {
 
 void ClientConnection::UpdateTimer() {
   if (closing_ || stream_.lingering()) return;
-  // Nothing read yet: the wait for a first request.
-  TimerMode want =
-      session_ != nullptr ? session_->WantedTimer() : TimerMode::kIdle;
+  // Nothing read yet: the wait for the TLS handshake, then for a first
+  // request.
+  TimerMode want = session_ != nullptr          ? session_->WantedTimer()
+                   : stream_.tls() && !secured_ ? TimerMode::kHandshake
+                                                : TimerMode::kIdle;
   if (want == timer_mode_) return;  // Never re-armed by a trickle of bytes.
   timer_mode_ = want;
   if (want == TimerMode::kNone) {
@@ -62,8 +70,9 @@ void ClientConnection::RestartTimer(TimerMode mode) {
 uint64_t ClientConnection::TimerMs(TimerMode mode) const {
   if (mode == TimerMode::kLinger) return kLingerMs;
   const ProxyOptions& o = worker_->context().options();
-  absl::Duration d = mode == TimerMode::kHead   ? o.header_timeout
-                     : mode == TimerMode::kBody ? o.body_timeout
+  absl::Duration d = mode == TimerMode::kHead        ? o.header_timeout
+                     : mode == TimerMode::kHandshake ? o.tls_handshake_timeout
+                     : mode == TimerMode::kBody      ? o.body_timeout
                      : mode == TimerMode::kSweep
                          ? std::min(o.send_timeout / 2, absl::Seconds(1))
                          : o.idle_timeout;
@@ -79,7 +88,10 @@ void ClientConnection::OnTimer(void* data) {
     return;
   }
   if (c->session_ == nullptr) {
-    c->Close();  // Idle: not even a first request came.
+    if (c->timer_mode_ == TimerMode::kHandshake) {
+      c->worker_->metrics().AddTlsHandshakeFailure(/*timed_out=*/true);
+    }
+    c->Close();  // Idle: not even a first request (or a TLS handshake).
     return;
   }
   c->session_->OnTimer(c->timer_mode_);
@@ -151,10 +163,22 @@ void ClientConnection::OnStreamEof() {
   Close();  // The client left: an upstream in flight is cancelled.
 }
 
-void ClientConnection::OnStreamError(int) {
+void ClientConnection::OnStreamError(int status) {
   // A read or write error, a client that took nothing for --send-timeout-ms
-  // (the lease and the upstream go back), or a lingering close over.
+  // (the lease and the upstream go back), or a lingering close over; with
+  // TLS, a handshake that failed (plaintext on the TLS port, no common
+  // version or cipher, the client refusing the certificate).
+  if (status == UV_EPROTO && stream_.tls() && !secured_) {
+    worker_->metrics().AddTlsHandshakeFailure(/*timed_out=*/false);
+  }
   Close();
+}
+
+void ClientConnection::OnStreamSecured(absl::string_view) {
+  // The bytes tell HTTP/2 from HTTP/1.1 as over cleartext: a client that
+  // chose "h2" by ALPN sends the connection preface first.
+  secured_ = true;
+  UpdateTimer();
 }
 
 void ClientConnection::OnStreamRead(absl::string_view data) {

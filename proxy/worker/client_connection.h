@@ -100,6 +100,7 @@ class ClientConnection : private uv::TcpStream::Handler {
   // session (a paused upstream, HTTP/2 frames) follow from what is left.
   void OnStreamWritten(size_t queued) override;
   void OnStreamFlush(uv::TcpStream*) override { Flush(); }
+  void OnStreamSecured(absl::string_view alpn) override;
   static void Closed(void* c);
 
   // The first bytes tell the protocol: HTTP/2's preface, or HTTP/1.x.
@@ -120,6 +121,7 @@ class ClientConnection : private uv::TcpStream::Handler {
   bool closing_ = false;
   bool draining_ = false;
   bool close_after_write_ = false;
+  bool secured_ = false;  // TLS: the handshake is done.
 };
 
 }  // namespace modelplane::proxy

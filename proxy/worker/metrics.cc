@@ -74,6 +74,8 @@ void Metrics::Merge(const Metrics& o) {
   open_connections += o.open_connections;
   bodies_refused += o.bodies_refused;
   slow_stream_readers += o.slow_stream_readers;
+  tls_handshake_failed += o.tls_handshake_failed;
+  tls_handshake_timed_out += o.tls_handshake_timed_out;
   worker_connections.push_back(o.open_connections);
 }
 
@@ -153,6 +155,8 @@ Metrics WorkerMetrics::Snapshot() {
   m.open_connections = open_connections_.load(std::memory_order_relaxed);
   m.bodies_refused = bodies_refused_.load(std::memory_order_relaxed);
   m.slow_stream_readers = slow_stream_readers_.load(std::memory_order_relaxed);
+  m.tls_handshake_failed = tls_failed_.load(std::memory_order_relaxed);
+  m.tls_handshake_timed_out = tls_timed_out_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -326,7 +330,15 @@ std::string Metrics::Render(const std::map<ModelNode, int>& in_flight,
       "it came.\n"
       "# TYPE modelproxy_slow_stream_readers_total counter\n"
       "modelproxy_slow_stream_readers_total ",
-      slow_stream_readers, "\n");
+      slow_stream_readers,
+      "\n# HELP modelproxy_tls_handshake_failures_total TLS handshakes on "
+      "the listener that failed (error) or did not finish within "
+      "--tls-handshake-timeout-ms (timeout).\n"
+      "# TYPE modelproxy_tls_handshake_failures_total counter\n"
+      "modelproxy_tls_handshake_failures_total{reason=\"error\"} ",
+      tls_handshake_failed,
+      "\nmodelproxy_tls_handshake_failures_total{reason=\"timeout\"} ",
+      tls_handshake_timed_out, "\n");
   if (!worker_connections.empty()) {
     out.append(
         "# HELP modelproxy_worker_connections Client connections open, by "

@@ -92,6 +92,10 @@ struct Metrics {
   // Requests refused because the bodies held would pass the budget.
   uint64_t bodies_refused = 0;
   uint64_t slow_stream_readers = 0;
+  // TLS handshakes that failed (not TLS, no common version or cipher, a
+  // bad certificate alert) and that did not finish in time.
+  uint64_t tls_handshake_failed = 0;
+  uint64_t tls_handshake_timed_out = 0;
   // Request body bytes held now (process-wide: set by the renderer).
   uint64_t buffered_body_bytes = 0;
   // One entry per worker merged in (Merge), in order.
@@ -160,6 +164,10 @@ class WorkerMetrics {
   void AddSlowStreamReader() {
     slow_stream_readers_.fetch_add(1, std::memory_order_relaxed);
   }
+  void AddTlsHandshakeFailure(bool timed_out) {
+    (timed_out ? tls_timed_out_ : tls_failed_)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
   // A copy; the worker's loop thread.
   Metrics Snapshot();
 
@@ -170,6 +178,8 @@ class WorkerMetrics {
   std::atomic<int64_t> open_connections_{0};
   std::atomic<uint64_t> bodies_refused_{0};
   std::atomic<uint64_t> slow_stream_readers_{0};
+  std::atomic<uint64_t> tls_failed_{0};
+  std::atomic<uint64_t> tls_timed_out_{0};
 };
 
 }  // namespace modelplane::proxy

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/memory_trimmer.h"
+#include "common/tls/tls.h"
 #include "proxy/answers/activity.h"
 #include "proxy/answers/answer.h"
 #include "proxy/answers/event_hub.h"
@@ -56,6 +57,9 @@ struct ProxyOptions {
   bool loopback_listener = false;
   // Request bodies held at once by every worker (body_budget.h).
   uint64_t max_buffered_body_bytes = uint64_t{1} << 30;
+  // With TLS on the listener: a handshake not done within this closes the
+  // connection.
+  absl::Duration tls_handshake_timeout = absl::Seconds(10);
 };
 
 class ProxyContext {
@@ -124,6 +128,15 @@ class ProxyContext {
   }
   // The activity store (store.path), or null: swapped whole when the
   // settings change it. Any thread.
+  // TLS on the listener (null: cleartext). A reload replaces it; a
+  // connection keeps the one it was accepted with.
+  std::shared_ptr<const tls::ServerTlsContext> tls() const {
+    return std::atomic_load_explicit(&tls_, std::memory_order_acquire);
+  }
+  void set_tls(std::shared_ptr<const tls::ServerTlsContext> t) {
+    std::atomic_store_explicit(&tls_, std::move(t), std::memory_order_release);
+  }
+
   std::shared_ptr<store::ActivityStore> store() const {
     return std::atomic_load_explicit(&store_, std::memory_order_acquire);
   }
@@ -198,6 +211,7 @@ class ProxyContext {
   uint64_t next_stream_ ABSL_GUARDED_BY(streams_mu_) = 0;
   std::atomic<uint64_t> next_activity_{0};
   std::shared_ptr<store::ActivityStore> store_;
+  std::shared_ptr<const tls::ServerTlsContext> tls_;
   std::atomic<uint64_t> store_version_{0};
   router::RoutingState routing_;
 };

@@ -17,11 +17,12 @@ namespace modelplane::proxy {
 // The connection's one timer, by what it waits for.
 enum class TimerMode {
   kNone,
-  kIdle,    // Between requests (HTTP/2: no stream open).
-  kHead,    // A request head arriving.
-  kBody,    // Between a request body's reads.
-  kSweep,   // HTTP/2 with streams open: stalled streams are looked for.
-  kLinger,  // A tunnel whose client closed: the upstream's last bytes.
+  kIdle,       // Between requests (HTTP/2: no stream open).
+  kHead,       // A request head arriving.
+  kBody,       // Between a request body's reads.
+  kSweep,      // HTTP/2 with streams open: stalled streams are looked for.
+  kLinger,     // A tunnel whose client closed: the upstream's last bytes.
+  kHandshake,  // TLS: the client's handshake (no session yet).
 };
 
 class Session {

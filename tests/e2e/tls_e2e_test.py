@@ -1,0 +1,306 @@
+"""TLS on modelproxy's listener (--tls-cert-file / --tls-key-file), with real
+clients: curl over HTTP/2 and HTTP/1.1, nghttp, openssl s_client (ALPN, TLS
+versions), the OpenAI Node SDK trusting the test CA through
+NODE_EXTRA_CA_CERTS, Python's ssl for a connection held across a SIGHUP that
+replaces the certificate; no plaintext on the TLS port; the handshake timeout;
+the `modelplane` binary with the same flags."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+from tests.manager.manager_proc import ManagerProcess, free_port
+from tests.proxy.proxy_proc import ProxyProcess
+from tools.testing import junit
+from tools.testing.fake_upstream_proc import runfile, wait_for
+
+SCRIPT = os.path.realpath(runfile("tests/e2e/node/chat.mjs"))
+
+
+def openssl(*args, cwd):
+    out = subprocess.run(["openssl"] + list(args), capture_output=True, text=True,
+                         cwd=cwd, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def make_ca(d):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+            "-out", "ca.pem", "-days", "2", "-subj", "/CN=modelplane test CA", cwd=d)
+
+
+def make_cert(d, serial, cert="cert.pem", key="key.pem"):
+    """A server certificate for 127.0.0.1 and localhost signed by the CA, with
+    this serial; written to temporary names, then renamed over `cert` and `key`
+    (as a certificate manager does)."""
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "new.key", "-out",
+            "new.csr", "-subj", "/CN=localhost", cwd=d)
+    openssl("x509", "-req", "-in", "new.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-set_serial", str(serial), "-out", "new.pem", "-days", "2",
+            "-extfile", "ext", cwd=d)
+    os.replace(os.path.join(d, "new.key"), os.path.join(d, key))
+    os.replace(os.path.join(d, "new.pem"), os.path.join(d, cert))
+
+
+def served_serial(port, *extra):
+    """The serial of the certificate a new connection is served (openssl)."""
+    s = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port]
+                       + list(extra), input="", capture_output=True, text=True,
+                       timeout=30)
+    pem = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----",
+                    s.stdout, re.S)
+    assert pem, s.stdout + s.stderr
+    x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem.group(0),
+                       capture_output=True, text=True, timeout=30)
+    return int(x.stdout.strip().split("=")[1], 16)
+
+
+def metric(text, name, labels):
+    for line in text.splitlines():
+        if line.startswith(name + labels + " "):
+            return float(line.split()[-1])
+    return None
+
+
+class TlsProxyTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.dir = cls.tmp.name
+        make_ca(cls.dir)
+        make_cert(cls.dir, 1)
+        cls.ca = os.path.join(cls.dir, "ca.pem")
+        cls.cert = os.path.join(cls.dir, "cert.pem")
+        cls.key = os.path.join(cls.dir, "key.pem")
+        cls.m = ManagerProcess({"alpha": ["--tokens", "5"]})
+        cls.m.start()
+        cls.p = ProxyProcess(cls.m.port, workers=2, flags=[
+            "-tls-cert-file", cls.cert, "-tls-key-file", cls.key,
+            "--tls-handshake-timeout-ms", "400"])
+        cls.url = "https://127.0.0.1:%d" % cls.p.port
+        assert cls.p.wait_log(r"listening on 127\.0\.0\.1:%d \(TLS\)" % cls.p.port, 5)
+        assert wait_for(lambda: b'"alpha"' in cls.https("GET", "/v1/models")[1], 10)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.p.stop()
+        cls.m.stop()
+        cls.tmp.cleanup()
+
+    @classmethod
+    def https(cls, method, path, body=None):
+        ctx = ssl.create_default_context(cafile=cls.ca)
+        conn = http.client.HTTPSConnection("127.0.0.1", cls.p.port, context=ctx,
+                                           timeout=30)
+        try:
+            conn.request(method, path, body=body)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def curl(self, *args):
+        out = subprocess.run(["curl", "-sS", "--cacert", self.ca] + list(args),
+                             capture_output=True, text=True, timeout=60)
+        return out.returncode, out.stdout, out.stderr
+
+    def test_curl_over_http2_and_http1_streams_a_chat(self):
+        for flag, version in (("--http2", "2"), ("--http1.1", "1.1")):
+            rc, out, err = self.curl(flag, "-o", "/dev/null", "-w",
+                                     "%{http_code} %{http_version}",
+                                     self.url + "/v1/models")
+            self.assertEqual((rc, out), (0, "200 " + version), err)
+            rc, out, err = self.curl(
+                flag, "-N", self.url + "/v1/chat/completions", "-d",
+                json.dumps({"model": "alpha", "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}))
+            self.assertEqual(rc, 0, err)
+            self.assertIn("data: [DONE]", out)
+            self.assertGreaterEqual(out.count('"delta"'), 5, out)
+
+    def test_nghttp_negotiates_h2(self):
+        out = subprocess.run(["nghttp", "-v", self.url + "/v1/models"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("The negotiated protocol: h2", out.stdout)
+        self.assertIn(":status: 200", out.stdout)
+        self.assertIn('"alpha"', out.stdout)
+
+    def s_client(self, *args):
+        return subprocess.run(
+            ["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.p.port]
+            + list(args), input="", capture_output=True, text=True, timeout=30)
+
+    def test_openssl_alpn_and_versions(self):
+        self.assertIn("ALPN protocol: h2", self.s_client("-alpn", "h2,http/1.1").stdout)
+        self.assertIn("ALPN protocol: http/1.1", self.s_client("-alpn", "http/1.1").stdout)
+        self.assertIn("No ALPN negotiated", self.s_client("-alpn", "spdy/3").stdout)
+        for version, name in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+            out = self.s_client(version, "-CAfile", self.ca)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertRegex(out.stdout, r"New, %s, Cipher is|Protocol\s*: %s"
+                             % (re.escape(name), re.escape(name)))
+            self.assertIn("Verify return code: 0 (ok)", out.stdout)
+        old = self.s_client("-tls1_1")
+        self.assertNotEqual(old.returncode, 0)
+        self.assertIn("alert protocol version", old.stdout + old.stderr)
+
+    def test_openai_node_sdk_trusts_the_test_ca(self):
+        env = dict(os.environ, NODE_EXTRA_CA_CERTS=self.ca)
+        out = subprocess.run(["node", SCRIPT, self.url + "/v1", "stream", "alpha"],
+                             capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        result = json.loads(out.stdout)
+        self.assertGreaterEqual(result["chunks"], 5)
+        self.assertTrue(result["text"])
+        # Without the CA the SDK refuses the certificate.
+        env = dict(os.environ)
+        env.pop("NODE_EXTRA_CA_CERTS", None)
+        out = subprocess.run(["node", SCRIPT, self.url + "/v1", "models"],
+                             capture_output=True, text=True, timeout=60, env=env)
+        refused = out.returncode != 0 or "error" in json.loads(out.stdout)
+        self.assertTrue(refused, out.stdout)
+
+    def failures(self, reason):
+        status, body = self.https("GET", "/metrics")
+        self.assertEqual(status, 200)
+        return metric(body.decode(), "modelproxy_tls_handshake_failures_total",
+                      '{reason="%s"}' % reason)
+
+    def test_plaintext_gets_no_answer_and_is_counted(self):
+        before = self.failures("error")
+        with socket.create_connection(("127.0.0.1", self.p.port), timeout=10) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        self.assertFalse(data.startswith(b"HTTP/"), data)
+        rc, _, err = self.curl("http://127.0.0.1:%d/health" % self.p.port)
+        self.assertNotEqual(rc, 0)
+        self.assertTrue(wait_for(lambda: self.failures("error") >= before + 2, 5))
+        self.assertEqual(self.https("GET", "/health")[0], 200)
+
+    def test_a_client_that_never_handshakes_is_closed(self):
+        before = self.failures("timeout")
+        with socket.create_connection(("127.0.0.1", self.p.port), timeout=20) as s:
+            self.assertEqual(s.recv(1), b"")  # Closed at the handshake timeout.
+        self.assertTrue(wait_for(lambda: self.failures("timeout") >= before + 1, 5))
+
+    def test_sighup_reloads_the_certificate_for_new_connections(self):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        held = http.client.HTTPSConnection("127.0.0.1", self.p.port, context=ctx,
+                                           timeout=30)
+        try:
+            held.request("GET", "/health")
+            r = held.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            first = held.sock.getpeercert()["serialNumber"]
+            self.assertEqual(int(first, 16), served_serial(self.p.port))
+            make_cert(self.dir, 7)
+            self.p.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(self.p.wait_log(r"TLS certificate reloaded: .*serial 07", 10),
+                            self.p.log())
+            self.assertEqual(served_serial(self.p.port), 7)
+            # The open connection carries on with its own.
+            held.request("GET", "/health")
+            r = held.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(held.sock.getpeercert()["serialNumber"], first)
+            # A key that cannot be used: the error is logged, the last good
+            # certificate stays.
+            with open(self.key, "w") as f:
+                f.write("not a key\n")
+            self.p.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(self.p.wait_log(r"error SIGHUP: cannot use the key .*"
+                                            r"the certificate in use stays", 10),
+                            self.p.log())
+            self.assertEqual(served_serial(self.p.port), 7)
+            self.assertEqual(self.https("GET", "/health")[0], 200)
+        finally:
+            held.close()
+            make_cert(self.dir, 8)  # Good files again for the other tests.
+
+
+class TlsFlagsTest(unittest.TestCase):
+    def test_bad_tls_flags_exit_2_naming_the_problem(self):
+        with tempfile.TemporaryDirectory() as d:
+            make_ca(d)
+            make_cert(d, 3)
+            bad = os.path.join(d, "bad.pem")
+            with open(bad, "w") as f:
+                f.write("junk\n")
+            cases = [
+                (["--tls-cert-file", os.path.join(d, "cert.pem")],
+                 "--tls-cert-file and --tls-key-file go together"),
+                (["--tls-cert-file", bad, "--tls-key-file", os.path.join(d, "key.pem")],
+                 "cannot use the certificate " + bad),
+                (["--tls-cert-file", os.path.join(d, "cert.pem"),
+                  "--tls-key-file", os.path.join(d, "ca.key")],
+                 "cannot use the key " + os.path.join(d, "ca.key")),
+            ]
+            for args, message in cases:
+                out = subprocess.run(
+                    [runfile("proxy/modelproxy"), "--listen",
+                     "127.0.0.1:%d" % free_port(), "--manager", "127.0.0.1:1"] + args,
+                    capture_output=True, text=True, timeout=30)
+                self.assertEqual(out.returncode, 2, out.stderr)
+                self.assertIn(message, out.stderr)
+
+    def test_modelplane_serves_https_with_llama_swaps_flags(self):
+        with tempfile.TemporaryDirectory() as d:
+            make_ca(d)
+            make_cert(d, 5)
+            config = os.path.join(d, "config.yaml")
+            fake = runfile("tools/fake_upstream/fake_upstream")
+            with open(config, "w") as f:
+                f.write("models:\n  m:\n    cmd: %s --port ${PORT} --model m\n"
+                        "    proxy: http://127.0.0.1:${PORT}\n" % fake)
+            port = free_port()
+            env = dict(os.environ, XDG_RUNTIME_DIR=d)
+            proc = subprocess.Popen(
+                [runfile("cmd/modelplane"), "-config", config, "-listen",
+                 "127.0.0.1:%d" % port, "-tls-cert-file", os.path.join(d, "cert.pem"),
+                 "-tls-key-file", os.path.join(d, "key.pem")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+            try:
+                ctx = ssl.create_default_context(cafile=os.path.join(d, "ca.pem"))
+
+                def chat():
+                    try:
+                        conn = http.client.HTTPSConnection("127.0.0.1", port,
+                                                           context=ctx, timeout=30)
+                        conn.request("POST", "/v1/chat/completions", body=json.dumps(
+                            {"model": "m", "messages": [{"role": "user",
+                                                         "content": "hi"}]}))
+                        r = conn.getresponse()
+                        return r.status, r.read()
+                    except OSError:
+                        return None
+                result = wait_for(chat, 30)
+                self.assertIsNotNone(result)
+                self.assertEqual(result[0], 200, result[1])
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                rc = proc.wait(60)
+                log = proc.stderr.read()
+            self.assertEqual(rc, 0, log)
+            self.assertRegex(log, r"modelplane listening on 127\.0\.0\.1:%d \(TLS\)" % port)
+
+
+if __name__ == "__main__":
+    junit.main()
