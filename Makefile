@@ -99,6 +99,7 @@ bench:
 	$(BAZEL) run -c opt //tools/bench/proxy:body
 	$(BAZEL) run -c opt //tools/bench/cluster
 	$(BAZEL) run -c opt //tools/bench/activity
+	$(BAZEL) run -c opt //tools/bench/tls
 
 fmt:
 	@tools/bootstrap.sh test

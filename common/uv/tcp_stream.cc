@@ -150,6 +150,8 @@ void TcpStream::OnTlsRead(absl::string_view cipher) {
     if (n > 0) {
       handler_->OnStreamRead(
           absl::string_view(read_buffer_, static_cast<size_t>(n)));
+      // Nothing more fed: no SSL_read that could only say so.
+      if (!tls_->HasBuffered()) break;
       continue;
     }
     if (n == tls::TlsEngine::kClosed) {
