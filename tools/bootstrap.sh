@@ -34,6 +34,8 @@ TEST=(
   chromium
   # The Debian package's build and install test.
   dpkg-dev lintian adduser
+  # https:// peers: nginx terminating TLS in front of a fake model.
+  nginx
 )
 DEB=(
   # make deb: the package (dpkg-shlibdeps) and its check.

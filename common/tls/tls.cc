@@ -1,8 +1,11 @@
 #include "common/tls/tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <utility>
 
@@ -90,6 +93,49 @@ absl::StatusOr<std::shared_ptr<const ServerTlsContext>> ServerTlsContext::Load(
 
 ServerTlsContext::~ServerTlsContext() { SSL_CTX_free(ctx_); }
 
+absl::StatusOr<std::shared_ptr<const ClientTlsContext>> ClientTlsContext::Make(
+    const std::string& ca_pem, bool insecure) {
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("cannot make a TLS context: ", TakeErrors()));
+  }
+  std::shared_ptr<const ClientTlsContext> out(
+      new ClientTlsContext(ctx, !insecure));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  static const unsigned char kAlpn[] = "\x08http/1.1";
+  SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof(kAlpn) - 1);
+  if (insecure) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+    return out;
+  }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  if (ca_pem.empty()) {
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+      return absl::InternalError(absl::StrCat(
+          "cannot load the system's CA certificates: ", TakeErrors()));
+    }
+    return out;
+  }
+  BIO* bio = BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size()));
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  int added = 0;
+  while (X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
+    if (X509_STORE_add_cert(store, cert) == 1) ++added;
+    X509_free(cert);
+  }
+  BIO_free(bio);
+  ERR_clear_error();  // The read that found no more certificates.
+  if (added == 0) {
+    return absl::InvalidArgumentError("no PEM certificate in the CA file");
+  }
+  return out;
+}
+
+ClientTlsContext::~ClientTlsContext() { SSL_CTX_free(ctx_); }
+
 TlsEngine::TlsEngine(SSL_CTX* ctx) : ssl_(SSL_new(ctx)) {
   in_ = BIO_new(BIO_s_mem());
   out_ = BIO_new(BIO_s_mem());
@@ -98,6 +144,20 @@ TlsEngine::TlsEngine(SSL_CTX* ctx) : ssl_(SSL_new(ctx)) {
   BIO_set_mem_eof_return(out_, -1);
   SSL_set_bio(ssl_, in_, out_);
   SSL_set_accept_state(ssl_);
+}
+
+TlsEngine::TlsEngine(SSL_CTX* ctx, const std::string& host) : TlsEngine(ctx) {
+  client_ = true;
+  SSL_set_connect_state(ssl_);
+  unsigned char ip[16];
+  bool literal = inet_pton(AF_INET, host.c_str(), ip) == 1 ||
+                 inet_pton(AF_INET6, host.c_str(), ip) == 1;
+  if (literal) {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str());
+  } else {
+    SSL_set_tlsext_host_name(ssl_, host.c_str());
+    SSL_set1_host(ssl_, host.c_str());
+  }
 }
 
 TlsEngine::~TlsEngine() { SSL_free(ssl_); }
@@ -112,6 +172,12 @@ void TlsEngine::NoteError(int ret) {
   int e = SSL_get_error(ssl_, ret);
   std::string queue = TakeErrors();
   error_ = queue.empty() ? absl::StrCat("TLS error ", e) : queue;
+  long verify = client_ ? SSL_get_verify_result(ssl_) : X509_V_OK;
+  if (verify != X509_V_OK) {
+    // Why the server's certificate was refused, in words.
+    error_ =
+        absl::StrCat(X509_verify_cert_error_string(verify), " (", error_, ")");
+  }
 }
 
 TlsEngine::HandshakeResult TlsEngine::Handshake() {

@@ -50,12 +50,38 @@ class ServerTlsContext {
   std::string description_;
 };
 
-// One server-side TLS connection over memory buffers.
+// A TLS client's settings, for https:// upstreams: TLS 1.2 and 1.3, ALPN
+// "http/1.1", the server's certificate verified against the system's roots
+// (Debian's ca-certificates) or, with `ca_pem`, against those certificates
+// only; `insecure` verifies nothing (the caller logs that it does).
+class ClientTlsContext {
+ public:
+  static absl::StatusOr<std::shared_ptr<const ClientTlsContext>> Make(
+      const std::string& ca_pem, bool insecure);
+  ~ClientTlsContext();
+  ClientTlsContext(const ClientTlsContext&) = delete;
+  ClientTlsContext& operator=(const ClientTlsContext&) = delete;
+
+  SSL_CTX* get() const { return ctx_; }
+  bool verifies() const { return verifies_; }
+
+ private:
+  ClientTlsContext(SSL_CTX* ctx, bool verifies)
+      : ctx_(ctx), verifies_(verifies) {}
+  SSL_CTX* ctx_;
+  bool verifies_;
+};
+
+// One TLS connection over memory buffers, server or client side.
 class TlsEngine {
  public:
-  // Takes a reference on `ctx` (OpenSSL's count): the context may be
-  // replaced meanwhile, this connection keeps its own.
+  // The server side. Takes a reference on `ctx` (OpenSSL's count): the
+  // context may be replaced meanwhile, this connection keeps its own.
   explicit TlsEngine(SSL_CTX* ctx);
+  // The client side, to `host` (a name: sent as SNI and checked against
+  // the certificate; an IP address: checked against its IP entries).
+  TlsEngine(SSL_CTX* ctx, const std::string& host);
+  bool client() const { return client_; }
   ~TlsEngine();
   TlsEngine(const TlsEngine&) = delete;
   TlsEngine& operator=(const TlsEngine&) = delete;
@@ -100,6 +126,7 @@ class TlsEngine {
   BIO* in_;   // Owned by ssl_.
   BIO* out_;  // Owned by ssl_.
   bool done_ = false;
+  bool client_ = false;
   std::string error_;
 };
 

@@ -58,6 +58,10 @@ int TcpStream::Connect(const sockaddr* addr) {
         auto* self = static_cast<TcpStream*>(r->handle->data);
         delete r;
         if (self == nullptr || self->closing_) return;  // Closed meanwhile.
+        if (status == 0 && self->tls_ != nullptr) {
+          self->StartTlsClient();
+          return;
+        }
         self->handler_->OnStreamConnected(status);
       });
   if (rc != 0) delete req;
@@ -126,6 +130,24 @@ void TcpStream::EnableServerTls(SSL_CTX* ctx) {
   tls_drain_.Init(tcp_.get()->loop, uv_idle_init, this);
 }
 
+void TcpStream::EnableClientTls(SSL_CTX* ctx, const std::string& host) {
+  tls_ = std::make_unique<tls::TlsEngine>(ctx, host);
+  tls_drain_.Init(tcp_.get()->loop, uv_idle_init, this);
+}
+
+void TcpStream::StartTlsClient() {
+  // The handshake reads whatever the handler wants later.
+  if (!StartReading()) {
+    handler_->OnStreamConnected(UV_EPROTO);
+    return;
+  }
+  if (tls_->Handshake() == tls::TlsEngine::kFailed) {
+    handler_->OnStreamConnected(UV_EPROTO);
+    return;
+  }
+  SendTlsOutput();  // The ClientHello.
+}
+
 std::string TcpStream::TlsError() const {
   return tls_ != nullptr ? tls_->error() : "";
 }
@@ -137,11 +159,22 @@ void TcpStream::OnTlsRead(absl::string_view cipher) {
     SendTlsOutput();  // Its messages (or the alert that ends it).
     if (closing_) return;
     if (r == tls::TlsEngine::kFailed) {
-      Fail(UV_EPROTO);
+      if (tls_->client()) {
+        handler_->OnStreamConnected(UV_EPROTO);
+      } else {
+        Fail(UV_EPROTO);
+      }
       return;
     }
     if (r == tls::TlsEngine::kMore) return;
-    handler_->OnStreamSecured(tls_->alpn());
+    if (tls_->client()) {
+      handler_->OnStreamConnected(0);
+      if (closing_) return;
+      Flush();  // What was written before the handshake was done.
+      if (closing_) return;
+    } else {
+      handler_->OnStreamSecured(tls_->alpn());
+    }
   }
   // The plaintext, a read buffer's worth at a time, while the handler
   // reads (it may stop, or close, from its callback).

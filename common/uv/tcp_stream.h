@@ -68,7 +68,8 @@ class TcpStream {
     // A flush asked for by ScheduleFlush is due: a handler that gathers
     // more with it (e.g. HTTP/2 frames) does so, then calls Flush().
     virtual void OnStreamFlush(TcpStream* stream) { stream->Flush(); }
-    // Connect's answer: 0, or libuv's error.
+    // Connect's answer: 0, or libuv's error (with client TLS: once the
+    // handshake is done).
     virtual void OnStreamConnected(int status) { (void)status; }
     // TLS: the handshake is done; `alpn` is the protocol chosen ("" for
     // none). A failed handshake is OnStreamError(UV_EPROTO).
@@ -87,6 +88,11 @@ class TcpStream {
   // Speaks TLS as the server from now on (before the first read), with
   // `ctx` (tls.h; the stream holds its own reference on it).
   void EnableServerTls(SSL_CTX* ctx);
+  // Speaks TLS as the client to `host` (SNI and the name checked; tls.h)
+  // once Connect's connection is made: OnStreamConnected then comes when
+  // the handshake is done, or with UV_EPROTO when it failed (TlsError says
+  // why).
+  void EnableClientTls(SSL_CTX* ctx, const std::string& host);
   bool tls() const { return tls_ != nullptr; }
   // OpenSSL's reason for the last TLS failure ("" if none).
   std::string TlsError() const;
@@ -169,6 +175,8 @@ class TcpStream {
   void Fail(int status);
   // TLS: the socket's bytes into the engine, plaintext to the handler.
   void OnTlsRead(absl::string_view cipher);
+  // Client TLS: the TCP connection is made; the handshake starts.
+  void StartTlsClient();
   // TLS: what the engine has to send, to the socket.
   void SendTlsOutput();
   // Hands `bytes` to the socket: what it does not take is queued (the

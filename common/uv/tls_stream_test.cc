@@ -216,8 +216,9 @@ TEST_F(TlsStreamTest, HandshakeAlpnAndAMegabyteEachWay) {
   Client([&](SSL* ssl, int) {
     size_t at = 0;
     while (at < big.size()) {
-      int n = SSL_write(ssl, big.data() + at,
-                        static_cast<int>(std::min<size_t>(100000, big.size() - at)));
+      int n = SSL_write(
+          ssl, big.data() + at,
+          static_cast<int>(std::min<size_t>(100000, big.size() - at)));
       if (n <= 0) return;
       at += static_cast<size_t>(n);
     }

@@ -161,6 +161,7 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
     r.response_header_timeout =
         FromProto(m.upstream_timeouts().response_header());
     r.idle_timeout = FromProto(m.upstream_timeouts().idle_connection());
+    r.keepalive = FromProto(m.upstream_timeouts().keepalive());
     if (m.has_replicas()) {
       r.replicas_max = std::max(1, static_cast<int>(m.replicas().max()));
       r.spillover_after = FromProto(m.replicas().spillover_after());
@@ -306,6 +307,11 @@ std::shared_ptr<const PeerTable> PeerTable::Build(
       r.response_header_timeout =
           FromProto(p.upstream_timeouts().response_header());
       r.idle_timeout = FromProto(p.upstream_timeouts().idle_connection());
+      r.tls_handshake_timeout =
+          FromProto(p.upstream_timeouts().tls_handshake());
+      r.keepalive = FromProto(p.upstream_timeouts().keepalive());
+      r.tls_ca_pem = p.tls().ca_pem();
+      r.tls_insecure = p.tls().insecure_skip_verify();
       t->routes_.push_back(std::move(r));
       ++bare_count[model];
     }

@@ -92,6 +92,7 @@ struct Route {
   absl::Duration connect_timeout;
   absl::Duration response_header_timeout;
   absl::Duration idle_timeout;
+  absl::Duration keepalive;
   // `replicas`: up to this many nodes run it; one more starts when its
   // requests waited this long on every node that runs it.
   int replicas_max = 1;
@@ -188,6 +189,12 @@ struct PeerRoute {
   absl::Duration connect_timeout;
   absl::Duration response_header_timeout;
   absl::Duration idle_timeout;
+  absl::Duration tls_handshake_timeout;
+  absl::Duration keepalive;
+  // https://: the CA certificates (PEM; empty: the system's roots), or no
+  // check at all.
+  std::string tls_ca_pem;
+  bool tls_insecure = false;
   // What clients may always call it: <peer>/<model>.
   std::string name() const { return peer + "/" + model; }
 };

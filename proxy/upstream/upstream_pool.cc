@@ -22,7 +22,9 @@ namespace modelplane::proxy::upstream {
 struct Target {
   std::string host;
   int port = 80;
-  std::string key;  // host:port, the pool's key.
+  std::string key;       // [https://]host:port, the pool's key.
+  bool tls = false;      // https://.
+  std::string tls_name;  // The host as written: SNI, the name checked.
   bool literal = false;
   sockaddr_storage addr{};
 };
@@ -33,16 +35,17 @@ constexpr size_t kReadChunk = 64 << 10;
 // Parsed upstream URLs kept per pool (they come from the config: few).
 constexpr size_t kMaxTargets = 1024;
 
-// "http://host:port[/...]": its host and port, and the socket address when
-// the host is an IP address (or localhost); a host name is resolved when a
-// connection is made. False for anything else (https:// included).
+// "http://host:port[/...]" or "https://...": its host and port, and the
+// socket address when the host is an IP address (or localhost); a host name
+// is resolved when a connection is made. False for anything else.
 bool ParseAddress(const std::string& url, Target* t) {
   absl::string_view rest = url;
-  if (!absl::ConsumePrefix(&rest, "http://")) return false;
+  bool tls = absl::ConsumePrefix(&rest, "https://");
+  if (!tls && !absl::ConsumePrefix(&rest, "http://")) return false;
   rest = rest.substr(0, rest.find('/'));
   size_t colon = rest.rfind(':');
   std::string host;
-  int port = 80;
+  int port = tls ? 443 : 80;
   if (absl::StartsWith(rest, "[")) {
     size_t close = rest.find(']');
     if (close == absl::string_view::npos) return false;
@@ -56,10 +59,15 @@ bool ParseAddress(const std::string& url, Target* t) {
     return false;
   }
   if (host.empty() || port <= 0 || port > 65535) return false;
+  t->tls = tls;
+  t->tls_name = host;
   if (host == "localhost") host = "127.0.0.1";
   t->host = host;
   t->port = port;
-  t->key = absl::StrCat(host, ":", port);
+  // https: by the name as written (SNI and the name checked differ for
+  // "localhost" and 127.0.0.1, so their connections do too).
+  t->key = tls ? absl::StrCat("https://", t->tls_name, ":", port)
+               : absl::StrCat(host, ":", port);
   t->literal = uv_ip4_addr(host.c_str(), port,
                            reinterpret_cast<sockaddr_in*>(&t->addr)) == 0 ||
                uv_ip6_addr(host.c_str(), port,
@@ -84,9 +92,14 @@ class Handle;
 class Connection : public http1::ResponseVisitor,
                    private uv::TcpStream::Handler {
  public:
-  Connection(UpstreamPool* pool, const Target& target)
+  // `tls`: the client context of an https:// target; `key`: the pool's key
+  // (the target's, and for https the way it is trusted).
+  Connection(UpstreamPool* pool, const Target& target, std::string key,
+             std::shared_ptr<const tls::ClientTlsContext> tls)
       : pool_(pool),
-        key_(target.key),
+        key_(std::move(key)),
+        tls_(std::move(tls)),
+        tls_name_(target.tls_name),
         host_(target.host),
         port_(target.port),
         addr_(target.addr),
@@ -95,6 +108,7 @@ class Connection : public http1::ResponseVisitor,
       pool->read_buffer_ = std::make_unique<char[]>(kReadChunk);
     }
     stream_.Init(pool->loop_, this, pool->read_buffer_.get(), kReadChunk);
+    if (tls_ != nullptr) stream_.EnableClientTls(tls_->get(), tls_name_);
     timer_.Init(pool->loop_, OnTimer, this);
   }
 
@@ -133,6 +147,17 @@ class Connection : public http1::ResponseVisitor,
   void Fail(const std::string& message);
   void Close();
   enum class Wait { kNone, kConnect, kHead, kIdle };
+  // What a new connection may take to be usable: the TCP connect, and for
+  // https the TLS handshake; zero: no limit.
+  // (One of the two without a limit: the whole has none.)
+  absl::Duration ConnectTime() const {
+    if (!stream_.tls()) return timeouts_.connect;
+    if (timeouts_.connect <= absl::ZeroDuration() ||
+        timeouts_.tls_handshake <= absl::ZeroDuration()) {
+      return absl::ZeroDuration();
+    }
+    return timeouts_.connect + timeouts_.tls_handshake;
+  }
   void Arm(Wait wait, absl::Duration d);
   static void OnTimer(void* data);
   // uv::TcpStream::Handler.
@@ -148,6 +173,8 @@ class Connection : public http1::ResponseVisitor,
 
   UpstreamPool* pool_;
   std::string key_;
+  std::shared_ptr<const tls::ClientTlsContext> tls_;  // https:// only.
+  std::string tls_name_;
   std::string host_;
   int port_;
   sockaddr_storage addr_;
@@ -214,9 +241,11 @@ void Connection::OnTimer(void* data) {
   if (c->closing_) return;
   switch (c->wait_) {
     case Wait::kConnect:
-      c->Fail(absl::StrCat("connecting to the upstream ", c->key_,
-                           " timed out after ",
-                           absl::FormatDuration(c->timeouts_.connect)));
+      c->Fail(absl::StrCat(
+          "connecting to the upstream ", c->key_, " timed out after ",
+          absl::FormatDuration(c->ConnectTime()),
+          c->stream_.tls() ? " (timeouts.connect + timeouts.tlsHandshake)"
+                           : ""));
       break;
     case Wait::kHead:
       c->timed_out_ = true;
@@ -254,7 +283,7 @@ void Connection::Begin(OutgoingRequest request, bool head_request,
     Send();
     return;
   }
-  Arm(Wait::kConnect, timeouts_.connect);  // Resolving counts too.
+  Arm(Wait::kConnect, ConnectTime());  // Resolving counts too.
   if (resolved_) return Connect();
   auto* r = new Resolve{uv_getaddrinfo_t{}, this};
   resolving_ = r;
@@ -304,6 +333,11 @@ void Connection::Connect() {
 
 void Connection::OnStreamConnected(int status) {
   if (closing_) return;
+  if (status == UV_EPROTO && stream_.tls()) {
+    Fail(absl::StrCat("TLS handshake with the upstream ", key_,
+                      " failed: ", stream_.TlsError()));
+    return;
+  }
   if (status != 0) {
     Fail(absl::StrCat("cannot connect to the upstream ", key_, ": ",
                       uv_strerror(status)));
@@ -311,6 +345,11 @@ void Connection::OnStreamConnected(int status) {
   }
   connected_ = true;
   uv_tcp_nodelay(stream_.tcp(), 1);
+  if (timeouts_.keepalive > absl::ZeroDuration()) {
+    uv_tcp_keepalive(stream_.tcp(), 1,
+                     static_cast<unsigned int>(std::max<int64_t>(
+                         1, absl::ToInt64Seconds(timeouts_.keepalive))));
+  }
   if (!stream_.StartReading()) {
     Fail("cannot read from the upstream");
     return;
@@ -487,7 +526,8 @@ void Connection::Fail(const std::string& message) {
     target.key = key_;
     target.literal = resolved_;  // A name already resolved is reused.
     target.addr = addr_;
-    auto* fresh = new Connection(pool_, target);
+    target.tls_name = tls_name_;
+    auto* fresh = new Connection(pool_, target, key_, tls_);
     // The closed connection may have delivered it (the upstream read it,
     // then went): never offered back as unsent from here on.
     fresh->maybe_delivered_ = true;
@@ -546,7 +586,7 @@ std::unique_ptr<UpstreamRequest> UpstreamPool::Send(
     if (!ParseAddress(base_url, target.get())) {
       observer->OnUpstreamError(
           absl::StrCat("unsupported upstream URL '", base_url,
-                       "' (http://host:port; https is not supported)"),
+                       "' (http:// or https://host:port)"),
           true, false);
       return handle;
     }
@@ -554,13 +594,37 @@ std::unique_ptr<UpstreamRequest> UpstreamPool::Send(
     known = targets_.emplace(base_url, std::move(target)).first;
   }
   const Target& target = *known->second;
+  std::string key = target.key;
+  std::shared_ptr<const tls::ClientTlsContext> tls;
+  if (target.tls) {
+    // One context per way of trusting the upstream, made once.
+    std::string how =
+        timeouts.tls_insecure ? std::string("insecure") : timeouts.tls_ca_pem;
+    auto ctx = tls_contexts_.find(how);
+    if (ctx == tls_contexts_.end()) {
+      absl::StatusOr<std::shared_ptr<const tls::ClientTlsContext>> made =
+          tls::ClientTlsContext::Make(timeouts.tls_ca_pem,
+                                      timeouts.tls_insecure);
+      if (!made.ok()) {
+        observer->OnUpstreamError(
+            absl::StrCat("cannot make TLS settings for ", base_url, ": ",
+                         made.status().message()),
+            true, false);
+        return handle;
+      }
+      ctx = tls_contexts_.emplace(how, *std::move(made)).first;
+    }
+    tls = ctx->second;
+    // Connections trusted differently are not shared.
+    key = absl::StrCat(key, "#", std::hash<std::string>()(how));
+  }
   Connection* c;
-  auto it = idle_.find(target.key);
+  auto it = idle_.find(key);
   if (it != idle_.end() && !it->second.empty()) {
     c = it->second.back();
     it->second.pop_back();
   } else {
-    c = new Connection(this, target);
+    c = new Connection(this, target, key, tls);
   }
   c->Begin(std::move(request), head_request, handle.get(), timeouts, upgrade);
   return handle;

@@ -20,6 +20,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/tls/tls.h"
 #include "proxy/http1/codec.h"
 
 namespace modelplane::proxy::upstream {
@@ -52,11 +53,21 @@ class UpstreamObserver {
                                OutgoingRequest* unsent = nullptr) = 0;
 };
 
-// Waits on an upstream; zero: no limit.
+// Waits on an upstream (zero: no limit), and how an https:// one is
+// trusted.
 struct Timeouts {
   absl::Duration connect;
   absl::Duration response_header;  // From the request sent to the head.
   absl::Duration idle;             // A pooled idle connection's lifetime.
+  // https://: the TLS handshake's time, on top of `connect`.
+  absl::Duration tls_handshake = absl::Seconds(10);
+  // TCP keepalive probes on the connection after this idle time; zero:
+  // none (llama-swap's timeouts.keepalive).
+  absl::Duration keepalive;
+  // https://: the certificates that may sign the upstream's (PEM; empty:
+  // the system's roots), or none checked at all.
+  std::string tls_ca_pem;
+  bool tls_insecure = false;
 };
 
 // A request in flight; destroying it before the end cancels it.
@@ -116,8 +127,12 @@ class UpstreamPool {
   void Forget(Connection* c);
 
   uv_loop_t* loop_;
-  std::map<std::string, std::vector<Connection*>> idle_;    // By host:port.
+  std::map<std::string, std::vector<Connection*>> idle_;    // By Target key.
   std::map<std::string, std::unique_ptr<Target>> targets_;  // By URL.
+  // https://: a client context per way of trusting (a CA, the system's
+  // roots, none); its key goes into the connections' pool key.
+  std::map<std::string, std::shared_ptr<const tls::ClientTlsContext>>
+      tls_contexts_;
   // One read buffer for every connection of the pool: libuv calls alloc and
   // then read back to back on the loop thread, and the response parser is
   // done with the bytes when read returns. (A buffer per connection cost

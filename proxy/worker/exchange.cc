@@ -386,6 +386,7 @@ void Exchange::Forward(const router::Decision& d) {
   req_.admit_ns = uv_hrtime();
   req_.timeouts = {route->connect_timeout, route->response_header_timeout,
                    route->idle_timeout};
+  req_.timeouts.keepalive = route->keepalive;
   if (!req_.websocket.empty() && route->ignore_websockets) {
     return ForwardIgnoredWebSocket(*route);
   }

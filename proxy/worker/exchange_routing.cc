@@ -53,6 +53,10 @@ void Exchange::ForwardToPeer(const router::PeerRoute& peer,
   req_.record.model = peer.name();
   req_.timeouts = {peer.connect_timeout, peer.response_header_timeout,
                    peer.idle_timeout};
+  req_.timeouts.tls_handshake = peer.tls_handshake_timeout;
+  req_.timeouts.keepalive = peer.keepalive;
+  req_.timeouts.tls_ca_pem = peer.tls_ca_pem;
+  req_.timeouts.tls_insecure = peer.tls_insecure;
   // No lease: the peer starts and swaps its models itself.
   SendUpstream(peer.upstream, peer.api_key);
 }

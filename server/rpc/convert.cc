@@ -187,6 +187,9 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   SetDuration(c.timeouts.connect, t->mutable_connect());
   SetDuration(c.timeouts.response_header, t->mutable_response_header());
   SetDuration(c.timeouts.idle_connection, t->mutable_idle_connection());
+  SetDuration(c.timeouts.tls_handshake, t->mutable_tls_handshake());
+  SetDuration(c.timeouts.keepalive, t->mutable_keepalive());
+  SetDuration(c.timeouts.expect_continue, t->mutable_expect_continue());
   out->set_use_model_name(c.use_model_name);
   out->set_send_loading_state(c.send_loading_state);
   out->mutable_replicas()->set_max(static_cast<uint32_t>(c.replicas.max));
@@ -258,6 +261,12 @@ void ToProto(const config::PeerConfig& p, v1::Peer* out) {
   SetDuration(p.timeouts.connect, t->mutable_connect());
   SetDuration(p.timeouts.response_header, t->mutable_response_header());
   SetDuration(p.timeouts.idle_connection, t->mutable_idle_connection());
+  SetDuration(p.timeouts.tls_handshake, t->mutable_tls_handshake());
+  SetDuration(p.timeouts.keepalive, t->mutable_keepalive());
+  SetDuration(p.timeouts.expect_continue, t->mutable_expect_continue());
+  out->mutable_tls()->set_ca_file(p.tls.ca_file);
+  out->mutable_tls()->set_ca_pem(p.tls.ca_pem);
+  out->mutable_tls()->set_insecure_skip_verify(p.tls.insecure_skip_verify);
 }
 
 }  // namespace modelplane::rpc

@@ -302,5 +302,138 @@ class TlsFlagsTest(unittest.TestCase):
             self.assertRegex(log, r"modelplane listening on 127\.0\.0\.1:%d \(TLS\)" % port)
 
 
+class HttpsPeerTest(unittest.TestCase):
+    """Peers over https://: nginx terminates TLS in front of a fake_upstream
+    on loopback (under /api/, a base path), with the test CA's certificate
+    for 127.0.0.1 and localhost."""
+
+    @classmethod
+    def setUpClass(cls):
+        from tools.testing.fake_upstream_proc import FakeUpstream
+        cls.tmp = tempfile.TemporaryDirectory()
+        d = cls.dir = cls.tmp.name
+        make_ca(d)
+        make_cert(d, 11)
+        cls.ca = os.path.join(d, "ca.pem")
+        cls.up = FakeUpstream("--tokens", "3")
+        cls.up.start()
+        cls.ng_port = free_port()
+        with open(os.path.join(d, "nginx.conf"), "w") as f:
+            f.write("""worker_processes 1; pid %(d)s/nginx.pid; daemon off;
+error_log %(d)s/nginx.err warn;
+events { worker_connections 64; }
+http {
+  log_format peer '$connection $ssl_server_name $request';
+  access_log %(d)s/access.log peer;
+  client_body_temp_path %(d)s/b; proxy_temp_path %(d)s/p;
+  fastcgi_temp_path %(d)s/f; uwsgi_temp_path %(d)s/u; scgi_temp_path %(d)s/s;
+  server {
+    listen 127.0.0.1:%(port)d ssl;
+    ssl_certificate %(d)s/cert.pem;
+    ssl_certificate_key %(d)s/key.pem;
+    location /api/ {
+      proxy_pass http://127.0.0.1:%(up)d/;
+      proxy_http_version 1.1;
+      proxy_buffering off;
+    }
+  }
+}
+""" % {"d": d, "port": cls.ng_port, "up": cls.up.port})
+        cls.nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", os.path.join(d, "nginx.conf")],
+                                     stderr=subprocess.PIPE, text=True)
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", cls.ng_port), timeout=1).close()
+                return True
+            except OSError:
+                return None
+        assert wait_for(up, 10), cls.nginx.stderr
+        url = "https://%%s:%d/api" % cls.ng_port
+        peers = ("peers:\n"
+                 "  trusted:\n    proxy: %s\n    models: [m1]\n"
+                 "    tls: {caFile: %s}\n"
+                 "  named:\n    proxy: %s/\n    models: [m2]\n"
+                 "    tls: {caFile: %s}\n    timeouts: {tlsHandshake: 5, keepalive: 15}\n"
+                 "  system:\n    proxy: %s\n    models: [m3]\n"
+                 "  blind:\n    proxy: %s\n    models: [m4]\n"
+                 "    tls: {insecureSkipVerify: true}\n"
+                 % (url % "127.0.0.1", cls.ca, url % "localhost", cls.ca,
+                    url % "127.0.0.1", url % "127.0.0.1"))
+        cls.m = ManagerProcess({"local": []}, extra_yaml=peers)
+        cls.m.start()
+        cls.p = ProxyProcess(cls.m.port, workers=1)
+        assert wait_for(lambda: b"blind/m4" in cls.p.request("GET", "/v1/models")[2], 10)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.p.stop()
+        cls.m.stop()
+        cls.nginx.terminate()
+        cls.nginx.wait(30)
+        cls.up.stop()
+        cls.tmp.cleanup()
+
+    def chat(self, model):
+        return self.p.request("POST", "/v1/chat/completions",
+                              {"model": model, "messages": []})
+
+    def access(self):
+        with open(os.path.join(self.dir, "access.log")) as f:
+            return f.read().splitlines()
+
+    def test_a_peer_signed_by_its_ca_file_is_served_under_its_base_path(self):
+        for model in ("trusted/m1", "named/m2"):
+            status, _, body = self.chat(model)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(json.loads(body)["usage"]["completion_tokens"], 3)
+            self.assertEqual(json.loads(self.up.request("GET", "/stats")[2])["last_path"],
+                             "/v1/chat/completions")
+        lines = self.access()
+        self.assertTrue(any(l.endswith("POST /api/v1/chat/completions HTTP/1.1")
+                            for l in lines), lines)
+        # The name is sent as SNI (an IP address is not).
+        self.assertTrue(any(" localhost POST /api/" in l for l in lines), lines)
+        # The connection is kept and used again.
+        before = len(self.access())
+        self.assertEqual(self.chat("trusted/m1")[0], 200)
+        self.assertEqual(self.chat("trusted/m1")[0], 200)
+        last = self.access()[before:]
+        conns = {l.split()[0] for l in last}
+        self.assertEqual(len(last), 2, last)
+        self.assertEqual(len(conns), 1, last)
+
+    def test_a_peer_the_system_roots_do_not_sign_is_a_502_that_says_why(self):
+        status, _, body = self.chat("system/m3")
+        self.assertEqual(status, 502, body)
+        message = json.loads(body)["error"]["message"]
+        self.assertIn("TLS handshake with the upstream", message)
+        self.assertIn("certificate", message)
+
+    def test_insecure_skip_verify_is_explicit_and_warned(self):
+        self.assertEqual(self.chat("blind/m4")[0], 200)
+        check = subprocess.run([runfile("server/modelmanager"), "--check", "--config",
+                                self.m.config_path], capture_output=True, text=True,
+                               timeout=30)
+        self.assertEqual(check.returncode, 0, check.stderr)
+        self.assertIn("peers.blind.tls.insecureSkipVerify: the peer's certificate is "
+                      "not checked", check.stderr)
+
+    def test_llama_swaps_openrouter_peer_passes_check(self):
+        # llama-swap's config.example.yaml has this peer.
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "c.yaml")
+            with open(path, "w") as f:
+                f.write("models:\n  a:\n    cmd: /bin/true ${PORT}\n"
+                        "peers:\n  openrouter:\n    proxy: https://openrouter.ai/api\n"
+                        "    apiKey: sk-x\n    models: [z-ai/glm-4.7]\n"
+                        "    timeouts: {connect: 5, keepalive: 30, responseHeader: 60,"
+                        " tlsHandshake: 10, expectContinue: 1, idleConn: 90}\n")
+            check = subprocess.run([runfile("server/modelmanager"), "--check", "--config",
+                                    path], capture_output=True, text=True, timeout=30)
+            self.assertEqual(check.returncode, 0, check.stderr)
+            self.assertNotIn("peers.openrouter", check.stderr)
+
+
 if __name__ == "__main__":
     junit.main()

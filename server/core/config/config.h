@@ -78,6 +78,13 @@ struct ModelConfig {
     absl::Duration connect = absl::Seconds(30);
     absl::Duration response_header = absl::ZeroDuration();
     absl::Duration idle_connection = absl::Seconds(90);
+    // https:// upstreams: the TLS handshake's time (0: no limit).
+    absl::Duration tls_handshake = absl::Seconds(10);
+    // TCP keepalive probes after this idle time (0: none).
+    absl::Duration keepalive = absl::Seconds(30);
+    // Carried as llama-swap's; modelproxy sends no `Expect` upstream, so
+    // there is no wait for it to bound.
+    absl::Duration expect_continue = absl::Seconds(1);
   } timeouts;
   // Extensions (docs/config.md).
   std::string ready_pattern;      // RE2 on output; empty: none.
@@ -135,12 +142,20 @@ struct GroupConfig {
 // are: no lease, no swap; the peer runs its own models.
 struct PeerConfig {
   std::string id;     // Never empty, no '/': its models are <id>/<model>.
-  std::string proxy;  // http:// base URL.
+  std::string proxy;  // http:// or https:// base URL.
   // Sent as `Authorization: Bearer` and `x-api-key`; empty: neither.
   std::string api_key;
   std::vector<std::string> models;  // Names at the peer; file order, once.
   Filters filters;                  // As a model's.
   ModelConfig::UpstreamTimeouts timeouts;
+  // https://: how the peer's certificate is trusted (an extension): the
+  // system's roots by default; `ca_file`'s certificates (read at load into
+  // `ca_pem`) instead; or, explicitly, not checked.
+  struct Tls {
+    std::string ca_file;
+    std::string ca_pem;
+    bool insecure_skip_verify = false;
+  } tls;
   SourcePos pos;  // Where `peers.<id>` is.
 };
 

@@ -51,6 +51,15 @@ void Peer(Writer& w, const PeerConfig& p) {
   Secs(w, "connectTimeout", p.timeouts.connect);
   Secs(w, "responseHeaderTimeout", p.timeouts.response_header);
   Secs(w, "idleConnTimeout", p.timeouts.idle_connection);
+  Secs(w, "tlsHandshakeTimeout", p.timeouts.tls_handshake);
+  Secs(w, "keepalive", p.timeouts.keepalive);
+  Secs(w, "expectContinueTimeout", p.timeouts.expect_continue);
+  w.Key("tls");
+  w.StartObject();
+  Str(w, "caFile", p.tls.ca_file);
+  w.Key("insecureSkipVerify");
+  w.Bool(p.tls.insecure_skip_verify);
+  w.EndObject();
   w.EndObject();
 }
 
@@ -107,6 +116,9 @@ void Model(Writer& w, const ModelConfig& m) {
   Secs(w, "connect", m.timeouts.connect);
   Secs(w, "responseHeader", m.timeouts.response_header);
   Secs(w, "idleConn", m.timeouts.idle_connection);
+  Secs(w, "tlsHandshake", m.timeouts.tls_handshake);
+  Secs(w, "keepalive", m.timeouts.keepalive);
+  Secs(w, "expectContinue", m.timeouts.expect_continue);
   w.EndObject();
   w.Key("sendLoadingState");
   w.Bool(m.send_loading_state);

@@ -18,7 +18,9 @@ auto PeerFields(const PeerConfig& p) {
   return std::tie(p.id, p.proxy, p.api_key, p.models, p.filters.strip_params,
                   p.filters.set_params, p.filters.set_params_by_id,
                   p.timeouts.connect, p.timeouts.response_header,
-                  p.timeouts.idle_connection);
+                  p.timeouts.idle_connection, p.timeouts.tls_handshake,
+                  p.timeouts.keepalive, p.timeouts.expect_continue,
+                  p.tls.ca_file, p.tls.ca_pem, p.tls.insecure_skip_verify);
 }
 
 bool PeersEqual(const std::vector<PeerConfig>& a,
@@ -88,20 +90,22 @@ bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
                   a.filters.strip_params, a.filters.set_params,
                   a.filters.set_params_by_id, a.send_loading_state,
                   a.timeouts.connect, a.timeouts.response_header,
-                  a.timeouts.idle_connection, a.ready_pattern, a.max_queue_wait,
-                  a.priority, a.port, a.group, a.replicas.max,
-                  a.replicas.spillover_after, a.ignore_websockets,
-                  a.capabilities) !=
+                  a.timeouts.idle_connection, a.timeouts.tls_handshake,
+                  a.timeouts.keepalive, a.timeouts.expect_continue,
+                  a.ready_pattern, a.max_queue_wait, a.priority, a.port,
+                  a.group, a.replicas.max, a.replicas.spillover_after,
+                  a.ignore_websockets, a.capabilities) !=
          std::tie(b.cmd_stop, b.check_endpoint, b.health_check_timeout, b.ttl,
                   b.unload_timeout, b.aliases, b.name, b.description,
                   b.unlisted, b.metadata, b.use_model_name, b.concurrency_limit,
                   b.filters.strip_params, b.filters.set_params,
                   b.filters.set_params_by_id, b.send_loading_state,
                   b.timeouts.connect, b.timeouts.response_header,
-                  b.timeouts.idle_connection, b.ready_pattern, b.max_queue_wait,
-                  b.priority, b.port, b.group, b.replicas.max,
-                  b.replicas.spillover_after, b.ignore_websockets,
-                  b.capabilities);
+                  b.timeouts.idle_connection, b.timeouts.tls_handshake,
+                  b.timeouts.keepalive, b.timeouts.expect_continue,
+                  b.ready_pattern, b.max_queue_wait, b.priority, b.port,
+                  b.group, b.replicas.max, b.replicas.spillover_after,
+                  b.ignore_websockets, b.capabilities);
 }
 
 ConfigDiff DiffConfigs(const Config& before, const Config& after) {

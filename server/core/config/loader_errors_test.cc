@@ -239,11 +239,16 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"PeerWithoutModels",
                   "peers:\n  p:\n    proxy: http://h:1\nmodels: {}\n",
                   "test.yaml:2:3: peers.p: missing required key 'models'"},
-        ErrorCase{"PeerHttps",
-                  "peers:\n  p:\n    proxy: https://h:1\n    models: [m]\n"
+        ErrorCase{"PeerHttpsWithoutHost",
+                  "peers:\n  p:\n    proxy: https://:1\n    models: [m]\n"
                   "models: {}\n",
-                  "test.yaml:3:12: peers.p.proxy: https:// upstreams are not "
-                  "supported yet (modelproxy speaks http:// to model servers)"},
+                  "test.yaml:3:12: peers.p.proxy: must be an http:// or "
+                  "https:// URL, not \"https://:1\""},
+        ErrorCase{"PeerCaFileUnreadable",
+                  "peers:\n  p:\n    proxy: https://h\n    models: [m]\n"
+                  "    tls: {caFile: /nonexistent/ca.pem}\nmodels: {}\n",
+                  "test.yaml:5:19: peers.p.tls.caFile: cannot read "
+                  "/nonexistent/ca.pem"},
         ErrorCase{"PeerIdWithSlash",
                   "peers:\n  a/b:\n    proxy: http://h:1\n    models: [m]\n"
                   "models: {}\n",
@@ -473,18 +478,20 @@ TEST(LoaderErrorsTest, GarbageNeverCrashes) {
 }
 
 TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
-  LoadResult r = LoadConfigText("w.yaml",
-                                "heathCheckTimeout: 30\n"
-                                "store:\n  path: x\n  more: y\n"
-                                "models:\n"
-                                "  a:\n"
-                                "    cmd: x ${PORT}\n"
-                                "    capabilities: {}\n"
-                                "    aliasses: [b]\n"
-                                "    zzzzzzzzzz: 1\n"
-                                "    filters:\n      setParamsByMatch: {}\n"
-                                "    timeouts: {tlsHandshake: 10}\n",
-                                TestEnv());
+  LoadResult r =
+      LoadConfigText("w.yaml",
+                     "heathCheckTimeout: 30\n"
+                     "store:\n  path: x\n  more: y\n"
+                     "models:\n"
+                     "  a:\n"
+                     "    cmd: x ${PORT}\n"
+                     "    capabilities: {}\n"
+                     "    aliasses: [b]\n"
+                     "    zzzzzzzzzz: 1\n"
+                     "    filters:\n      setParamsByMatch: {}\n"
+                     "    timeouts: {tlsHandshake: 10, keepalive: 0, "
+                     "expectContinue: 1}\n",
+                     TestEnv());
   ASSERT_TRUE(r.ok()) << r.status();
   std::vector<std::string> warnings;
   for (const Diagnostic& d : r.warnings) warnings.push_back(d.ToString());
@@ -498,8 +505,6 @@ TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
           "'aliases'?)",
           "w.yaml:10:5: models.a.zzzzzzzzzz: unknown key; ignored",
           "w.yaml:12:7: models.a.filters.setParamsByMatch: llama-swap setting "
-          "not supported by modelplane yet; ignored",
-          "w.yaml:13:16: models.a.timeouts.tlsHandshake: llama-swap setting "
           "not supported by modelplane yet; ignored"));
 }
 

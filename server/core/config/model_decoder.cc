@@ -1,6 +1,8 @@
 #include "server/core/config/model_decoder.h"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -26,13 +28,17 @@ bool NamesTheModel(absl::string_view path) {
 
 const KeySet& PeerKeys() {
   static const KeySet keys = {
-      {"proxy", "apiKey", "models", "filters", "timeouts"}, {}};
+      {"proxy", "apiKey", "models", "filters", "timeouts",
+       // modelplane's extension (docs/config.md).
+       "tls"},
+      {}};
   return keys;
 }
 
 const KeySet& TimeoutKeys() {
-  static const KeySet keys = {{"connect", "responseHeader", "idleConn"},
-                              {"keepalive", "tlsHandshake", "expectContinue"}};
+  static const KeySet keys = {{"connect", "responseHeader", "idleConn",
+                               "keepalive", "tlsHandshake", "expectContinue"},
+                              {}};
   return keys;
 }
 
@@ -119,8 +125,19 @@ class FieldDecoder {
   }
 
  public:
-  void Proxy(const YamlNode& value, const std::string& at, std::string* out) {
+  // `https`: https:// is taken (a peer's); a model's is refused.
+  void Proxy(const YamlNode& value, const std::string& at, std::string* out,
+             bool https = false) {
     if (!ReadString(value, at, sink_, out)) return;
+    if (https && absl::StartsWith(*out, "https://")) {
+      std::string as_http = "http://" + out->substr(8);
+      if (!IsUrl(as_http)) {
+        sink_->Error(value.pos, at,
+                     absl::StrCat("must be an http:// or https:// URL, not \"",
+                                  *out, "\""));
+      }
+      return;
+    }
     if (absl::StartsWith(*out, "https://")) {
       // Accepting it would mean a model that is READY (if its health
       // check is off) and a 502 on every request.
@@ -217,6 +234,9 @@ class FieldDecoder {
     one("connect", &m->timeouts.connect);
     one("responseHeader", &m->timeouts.response_header);
     one("idleConn", &m->timeouts.idle_connection);
+    one("tlsHandshake", &m->timeouts.tls_handshake);
+    one("keepalive", &m->timeouts.keepalive);
+    one("expectContinue", &m->timeouts.expect_continue);
   }
 
   // llama-swap's rules: modalities text, audio or image; context >= 0.
@@ -508,6 +528,50 @@ const KeySet& ModelKeys() {
   return keys;
 }
 
+namespace {
+
+// A peer's `tls`: caFile (its certificates read now, so that they travel
+// with the config to every data plane), insecureSkipVerify.
+void DecodePeerTls(const YamlNode& node, const std::string& at, PeerConfig* p,
+                   DiagSink* sink) {
+  if (node.is_null()) return;
+  if (!node.is_map()) {
+    sink->Error(node.pos, at,
+                absl::StrCat("must be a mapping, not ", node.KindName()));
+    return;
+  }
+  CheckKeys(node, at, KeySet{{"caFile", "insecureSkipVerify"}, {}}, sink);
+  if (const YamlNode* v = node.Get("insecureSkipVerify"); v != nullptr) {
+    ReadBool(*v, at + ".insecureSkipVerify", sink,
+             &p->tls.insecure_skip_verify);
+    if (p->tls.insecure_skip_verify) {
+      sink->Warn(v->pos, at + ".insecureSkipVerify",
+                 "the peer's certificate is not checked: whoever is on the "
+                 "way can read and change its traffic, its apiKey included");
+    }
+  }
+  if (const YamlNode* v = node.Get("caFile"); v != nullptr) {
+    std::string path;
+    if (!ReadString(*v, at + ".caFile", sink, &path)) return;
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      sink->Error(v->pos, at + ".caFile", absl::StrCat("cannot read ", path));
+      return;
+    }
+    if (text.str().find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+      sink->Error(v->pos, at + ".caFile",
+                  absl::StrCat(path, " holds no PEM certificate"));
+      return;
+    }
+    p->tls.ca_file = path;
+    p->tls.ca_pem = text.str();
+  }
+}
+
+}  // namespace
+
 std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
                                      const YamlNode& node, DiagSink* sink) {
   std::string path = absl::StrCat("peers.", id);
@@ -536,7 +600,10 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
     // A path after the host is the peer's base: requests go under it
     // (`http://host/api`: /v1/chat/completions to /api/v1/chat/completions),
     // as llama-swap forwards them.
-    fields.Proxy(*proxy, path + ".proxy", &p.proxy);
+    fields.Proxy(*proxy, path + ".proxy", &p.proxy, /*https=*/true);
+  }
+  if (const YamlNode* tls = node.Get("tls"); tls != nullptr) {
+    DecodePeerTls(*tls, path + ".tls", &p, sink);
   }
   std::vector<std::string> models;
   if (const YamlNode* list = node.Get("models"); list == nullptr) {
@@ -585,6 +652,10 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
   }
   p.filters = std::move(m.filters);
   p.timeouts = m.timeouts;
+  if (node.Get("tls") != nullptr && !absl::StartsWith(p.proxy, "https://")) {
+    sink->Warn(node.Get("tls")->pos, path + ".tls",
+               "ignored: the peer's proxy is not https://");
+  }
   if (sink->error_count() > errors_before) return std::nullopt;
   return p;
 }
