@@ -40,14 +40,14 @@ run:
 
 # The Debian package, built with -c opt (deploy/debian), into
 # .build/modelplane_<version>_<arch>.deb, and lintian's verdict on it (an
-# error fails the target).
+# error or a warning fails the target).
 deb:
 	@tools/bootstrap.sh deb
 	$(BAZEL) build -c opt //deploy/debian:modelplane_deb
 	@mkdir -p $(BUILD_DIR)
 	@deb=$(BUILD_DIR)/modelplane_$$(tr -d ' \n' <VERSION)_$$(dpkg --print-architecture).deb; \
 	install -m 644 bazel-bin/deploy/debian/modelplane.deb $$deb && \
-	lintian --fail-on error $$deb 2>/dev/null && echo "deb: $$deb (lintian: no errors)"
+	lintian --fail-on error,warning $$deb 2>/dev/null && echo "deb: $$deb (lintian: no error, no warning)"
 
 # Runs every test, then counts test cases (not targets) from this run's XML
 # reports. The last line is `N passed, N failed`; .ci/run repeats it last.

@@ -71,8 +71,9 @@ int Main(int argc, char** argv) {
   ServeOptions serve;
   RegisterServeFlags(&parser, &serve, /*one_host=*/true);
   proxy::ProxyFlags proxy_flags;
-  // llama-swap's default: every address. The log says so, as llama-swap's.
-  proxy_flags.listen = ":8080";
+  // llama-swap's default: every address, :8080 (:8443 with TLS). The log
+  // says so, as llama-swap's.
+  proxy_flags.listen = "";
   proxy::RegisterProxyFlags(&parser, &proxy_flags, /*with_manager=*/false);
   bool version = false;
   parser.Bool("version", &version, "print the version and the build's commit");
@@ -96,6 +97,10 @@ int Main(int argc, char** argv) {
   absl::StatusOr<proxy::ProxyCommandLine> cl =
       absl::InvalidArgumentError("not parsed");
   if (problem.empty()) {
+    if (proxy_flags.listen.empty()) {
+      proxy_flags.listen =
+          proxy_flags.tls_cert_file.empty() ? ":8080" : ":8443";
+    }
     cl = proxy::ProxyCommandLineFrom(proxy_flags);
     if (!cl.ok()) problem = std::string(cl.status().message());
   }
@@ -105,6 +110,12 @@ int Main(int argc, char** argv) {
     return kExitInvalid;
   }
 
+  // What the proxy would refuse (a certificate, the address, a taken
+  // port), before the manager starts anything.
+  if (absl::Status ok = proxy::Proxy::Check(cl->config); !ok.ok()) {
+    fprintf(stderr, "modelplane: %s\n", std::string(ok.message()).c_str());
+    return absl::IsInvalidArgument(ok) ? kExitInvalid : 1;
+  }
   PrivateDir dir;
   if (!dir.ok()) {
     fprintf(stderr, "modelplane: cannot make a private directory: %s\n",
@@ -125,6 +136,11 @@ int Main(int argc, char** argv) {
   config.link.log = [log](const std::string& line) { log->Log("info", line); };
   config.log = [log](const std::string& line, const char* level) {
     log->Log(level, line);
+  };
+  // The access log too: one log, in its format (JSON lines with
+  // --log-format json).
+  config.options.access_log_sink = [log](const std::string& line) {
+    log->Log("info", line);
   };
   std::string host = config.host;
   int workers = config.workers;

@@ -211,7 +211,7 @@ class OneCommandTest(unittest.TestCase):
             self.assertTrue(any(m.startswith("modelmanager listening") for m in msgs))
             self.assertTrue(any(m.startswith("modelplane listening") for m in msgs))
 
-    def test_a_taken_port_exits_1_and_leaves_no_model_running(self):
+    def test_a_taken_port_exits_1_before_any_model_starts(self):
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
@@ -221,7 +221,9 @@ class OneCommandTest(unittest.TestCase):
                 self.assertEqual(s.proc.wait(60), 1, s.err)
                 self.assertTrue(s.wait_log(r"cannot bind 127\.0\.0\.1:%d" % port, 5),
                                 s.err)
-                self.assertTrue(s.wait_log(r"^\S+ info stopped$", 5), s.err)
+                # Checked before the manager starts: nothing ran.
+                self.assertFalse(any("modelmanager listening" in l for l in s.err),
+                                 s.err)
                 self.assertEqual(tagged(s.tag), set())
                 self.assertEqual(os.listdir(s.runtime), [])
 
@@ -237,6 +239,39 @@ class OneCommandTest(unittest.TestCase):
             self.assertEqual(status, 200)
             s.proc.send_signal(signal.SIGTERM)
             self.assertEqual(s.proc.wait(60), 0, s.err)
+
+
+class FlagsAndLogsTest(unittest.TestCase):
+    def test_a_bad_certificate_exits_2_before_any_model_starts(self):
+        s = Stack(["a"], extra_yaml="hooks:\n  on_startup:\n    preload: [a]\n",
+                  flags=["-tls-cert-file", "/nonexistent/cert.pem",
+                         "-tls-key-file", "/nonexistent/key.pem"])
+        with s.start():
+            self.assertEqual(s.proc.wait(60), 2, s.err)
+            self.assertTrue(s.wait_log(r"cannot use the certificate /nonexistent/cert.pem",
+                                       5), s.err)
+            self.assertFalse(any("STARTING" in l for l in s.err), s.err)
+            self.assertEqual(tagged(s.tag), set())
+            self.assertEqual(os.listdir(s.runtime), [])
+
+    def test_localhost_json_logs_and_the_access_log_in_them(self):
+        s = Stack(["a"], flags=["--log-format", "json", "--access-log"])
+        with s.start(listen="localhost:%d" % s.port):
+            self.assertTrue(s.wait_log(r'"modelplane listening on 127\.0\.0\.1:%d'
+                                       % s.port), s.err)
+            status, _, _ = s.request("GET", "/health")
+            self.assertEqual(status, 200)
+            self.assertTrue(s.wait_log(r'GET /health\\" 200', 5), s.err)
+            s.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(s.proc.wait(60), 0, s.err)
+            for line in s.err:
+                json.loads(line)  # Every line, the access log's included.
+
+    def test_help_says_the_tls_default_port(self):
+        out = subprocess.run([BINARY, "-help"], capture_output=True, text=True,
+                             timeout=30)
+        self.assertEqual(out.returncode, 0)
+        self.assertIn("default :8080, or :8443 with TLS", out.stdout)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,9 @@ absl::StatusOr<std::vector<std::string>> FlagParser::Parse(
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") return absl::NotFoundError("help");
+    if (arg == "--help" || arg == "-h" || arg == "-help") {
+      return absl::NotFoundError("help");
+    }
     if (arg == "--") {
       for (++i; i < argc; ++i) positional.emplace_back(argv[i]);
       break;
@@ -100,8 +102,11 @@ absl::StatusOr<std::vector<std::string>> FlagParser::Parse(
       // error.
       if (eq != absl::string_view::npos) {
         absl::string_view v = arg.substr(eq + 1);
-        bool on = v == "true" || v == "1";
-        if (!on && v != "false" && v != "0") {
+        // Go's strconv.ParseBool spellings.
+        bool on = v == "true" || v == "1" || v == "t" || v == "T" ||
+                  v == "TRUE" || v == "True";
+        if (!on && v != "false" && v != "0" && v != "f" && v != "F" &&
+            v != "FALSE" && v != "False") {
           return absl::InvalidArgumentError(
               absl::StrCat("flag --", name, " is a switch: true or false"));
         }

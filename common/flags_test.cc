@@ -57,6 +57,20 @@ TEST_F(FlagParserTest, GoFormsOneDashAndSwitchValues) {
   EXPECT_FALSE(print_);
   ASSERT_TRUE(Parse({"-print-config=true"}).ok());
   EXPECT_TRUE(print_);
+  // Every spelling of Go's strconv.ParseBool.
+  for (const char* v : {"t", "T", "TRUE", "True", "1"}) {
+    std::string arg = std::string("-print-config=") + v;
+    ASSERT_TRUE(Parse({arg.c_str()}).ok()) << v;
+    EXPECT_TRUE(print_) << v;
+    ASSERT_TRUE(Parse({"-print-config=f"}).ok());
+    EXPECT_FALSE(print_);
+  }
+  for (const char* v : {"F", "FALSE", "False", "0"}) {
+    ASSERT_TRUE(Parse({"-print-config"}).ok());
+    std::string arg = std::string("-print-config=") + v;
+    ASSERT_TRUE(Parse({arg.c_str()}).ok()) << v;
+    EXPECT_FALSE(print_) << v;
+  }
   EXPECT_FALSE(Parse({"--print-config=maybe"}).ok());
   EXPECT_FALSE(Parse({"-nope"}).ok());
 }
@@ -82,6 +96,8 @@ TEST_F(FlagParserTest, ErrorsNameTheFlag) {
 
 TEST_F(FlagParserTest, HelpIsNotFoundAndUsageListsFlags) {
   EXPECT_EQ(Parse({"--help"}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Parse({"-help"}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Parse({"-h"}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(flags_.Usage(), HasSubstr("usage: prog [flags]"));
   EXPECT_THAT(flags_.Usage(), HasSubstr("--port N"));
   EXPECT_THAT(flags_.Usage(), HasSubstr("--print-config "));

@@ -113,6 +113,17 @@ void Proxy::Log(const std::string& line, const char* level) {
   config_.log(line, level);
 }
 
+absl::Status Proxy::Check(const ProxyConfig& config) {
+  if (!config.tls_cert_file.empty()) {
+    absl::Status tls =
+        tls::ServerTlsContext::Load(config.tls_cert_file, config.tls_key_file)
+            .status();
+    if (!tls.ok()) return tls;
+  }
+  if (config.port == 0) return absl::OkStatus();
+  return Worker::CheckPortFree(config.host, config.port);
+}
+
 absl::Status Proxy::Start() {
   started_ = true;
   // The certificate first: a bad one stops the start before anything runs.

@@ -72,6 +72,11 @@ class Proxy {
   Proxy(const Proxy&) = delete;
   Proxy& operator=(const Proxy&) = delete;
 
+  // What Start would refuse before anything runs: TLS files that cannot be
+  // used (InvalidArgument), a bad address (InvalidArgument) or a port
+  // already taken. For a caller that starts other things first.
+  static absl::Status Check(const ProxyConfig& config);
+
   // Connects to the manager and listens. A port already taken (even by
   // another modelproxy, whose SO_REUSEPORT listeners would share it) is an
   // error, and nothing is left running.

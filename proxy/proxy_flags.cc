@@ -15,9 +15,11 @@ namespace modelplane::proxy {
 
 void RegisterProxyFlags(FlagParser* parser, ProxyFlags* f, bool with_manager) {
   FlagParser& flags = *parser;
-  flags.String("listen", &f->listen,
-               absl::StrCat("host:port to serve (default ", f->listen,
-                            "; :PORT is every IPv4 address, as 0.0.0.0:PORT)"));
+  flags.String(
+      "listen", &f->listen,
+      absl::StrCat("host:port to serve (default ",
+                   f->listen.empty() ? ":8080, or :8443 with TLS" : f->listen,
+                   "; :PORT is every IPv4 address, as 0.0.0.0:PORT)"));
   if (with_manager) {
     flags.StringList("manager", &f->managers,
                      "modelmanager address (default 127.0.0.1:50051); given "
@@ -88,6 +90,7 @@ absl::StatusOr<ProxyCommandLine> ProxyCommandLineFrom(const ProxyFlags& f) {
   // Go's ":8080" (llama-swap's default form): every address. IPv4's, so
   // that the same command works where IPv6 is off; [::]:PORT adds IPv6.
   if (colon == 0) host = "0.0.0.0";
+  if (host == "localhost") host = "127.0.0.1";  // The listener takes IPs.
   int port = 0;
   if (host.empty() ||
       !absl::SimpleAtoi(absl::string_view(listen).substr(colon + 1), &port) ||

@@ -73,6 +73,10 @@ absl::StatusOr<std::shared_ptr<const ServerTlsContext>> ServerTlsContext::Load(
   // An idle keep-alive connection holds no TLS buffers.
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
+  // A key with a passphrase fails to load instead of OpenSSL asking for it
+  // on the terminal (from the signal thread, at a SIGHUP).
+  SSL_CTX_set_default_passwd_cb(
+      ctx, [](char*, int, int, void*) -> int { return 0; });
   if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cannot use the certificate ", cert_file, ": ", TakeErrors()));

@@ -174,6 +174,9 @@ void TcpStream::OnTlsRead(absl::string_view cipher) {
       if (closing_) return;
     } else {
       handler_->OnStreamSecured(tls_->alpn());
+      if (closing_) return;
+      Flush();  // Anything the handler wrote before the handshake was done.
+      if (closing_) return;
     }
   }
   // The plaintext, a read buffer's worth at a time, while the handler

@@ -3,12 +3,10 @@
 # this directory runs it; `make deb` builds that with -c opt and runs
 # lintian on it).
 #
-#   build_deb.sh OUT.deb VERSION_FILE BIN_DIR_FILES... -- UNITS... -- DOCS...
-#
-# Named arguments instead, in this order: --out, --version-file,
-# --modelplane, --modelmanager, --modelproxy, --mpctl, --config,
-# --copyright, --postinst, --postrm, then --unit F (repeated), --doc F
-# (repeated).
+#   build_deb.sh --out OUT.deb --version-file VERSION --modelplane BIN
+#     --modelmanager BIN --modelproxy BIN --mpctl BIN --config YAML
+#     --copyright F --postinst F --postrm F --prerm F
+#     [--unit F]... [--doc F]...
 set -euo pipefail
 units=()
 docs=()
@@ -22,6 +20,7 @@ while [[ $# -gt 0 ]]; do
     --copyright) copyright="$2" ;;
     --postinst) postinst="$2" ;;
     --postrm) postrm="$2" ;;
+    --prerm) prerm="$2" ;;
     --unit) units+=("$2") ;;
     --doc) docs+=("$2") ;;
     *) echo "build_deb.sh: unknown argument $1" >&2; exit 2 ;;
@@ -92,6 +91,7 @@ chmod 644 "$doc/changelog.gz"
 
 install -m 755 "$postinst" "$root/DEBIAN/postinst"
 install -m 755 "$postrm" "$root/DEBIAN/postrm"
+install -m 755 "$prerm" "$root/DEBIAN/prerm"
 echo /etc/modelplane/config.yaml >"$root/DEBIAN/conffiles"
 chmod 644 "$root/DEBIAN/conffiles"
 

@@ -518,7 +518,12 @@ void Exchange::RecordRequest() {
         absl::CEscape(req_.head.method), absl::CEscape(req_.head.target),
         req_.record.status, req_.response_bytes, ms,
         req_.record.model.empty() ? "-" : req_.record.model);
-    fwrite(line.data(), 1, line.size(), stderr);  // One write: lines whole.
+    if (const auto& sink = worker_->context().options().access_log_sink) {
+      line.pop_back();  // The sink ends its lines itself.
+      sink(line);
+    } else {
+      fwrite(line.data(), 1, line.size(), stderr);  // One write: whole.
+    }
   }
   req_.record = RequestRecord();
   req_.head_ns = 0;

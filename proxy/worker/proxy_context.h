@@ -50,8 +50,10 @@ struct ProxyOptions {
   // gets a 200 event-stream head and an SSE comment line every interval
   // (`: loading <model> 3.2s`) until the model answers; 0: never.
   absl::Duration loading_interval = absl::Seconds(1);
-  // One line per request on stderr (--access-log).
+  // One line per request on stderr (--access-log), or to this sink when
+  // set (the `modelplane` binary's one log); any worker thread.
   bool access_log = false;
+  std::function<void(const std::string& line)> access_log_sink;
   // The proxy listens on a loopback address (a DNS-rebinding page is the
   // way in from a browser there: Exchange::MayChangeState).
   bool loopback_listener = false;
