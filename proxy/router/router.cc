@@ -273,36 +273,47 @@ class Router {
   }
 
   std::string Select(const SelectorRoute& sel) {
-    // Only targets the route table has: a removed target is never picked.
-    std::vector<const Route*> targets;
+    // Only targets the tables have: a removed target is never picked. A
+    // target is a local model or a peer's (<peer>/<model>; pin and
+    // spillover only, the config sees to it).
+    struct Target {
+      std::string name;
+      const Route* route;  // Null for a peer's model.
+    };
+    std::vector<Target> targets;
     for (const std::string& t : sel.targets) {
-      if (const Route* r = s_.routes().Find(t)) targets.push_back(r);
+      if (const Route* r = s_.routes().Find(t)) {
+        targets.push_back({r->id, r});
+      } else if (const PeerRoute* p = s_.peers().Find(t)) {
+        targets.push_back({p->name(), nullptr});
+      }
     }
     if (targets.empty()) return "";
     if (sel.strategy == "warm") {
       // The first target up, else one coming up, else the first (started).
       for (v1::ModelState want :
            {v1::MODEL_STATE_READY, v1::MODEL_STATE_STARTING}) {
-        for (const Route* r : targets) {
-          if (r->state == want) return r->id;
+        for (const Target& t : targets) {
+          if (t.route != nullptr && t.route->state == want) return t.name;
         }
       }
     } else if (sel.strategy == "spillover") {
       // In order, each up to `spillover` requests (in flight or waiting for
-      // its lease); past that on every target, the least busy.
-      const Route* least = targets.front();
+      // its lease); past that on every target, the least busy. A peer's
+      // requests are not counted here: it takes what spills over to it.
+      const Target* least = &targets.front();
       int least_busy = std::numeric_limits<int>::max();
-      for (const Route* r : targets) {
-        int busy = busy_ ? busy_(r->id) : 0;
-        if (busy < sel.spillover) return r->id;
+      for (const Target& t : targets) {
+        int busy = t.route != nullptr && busy_ ? busy_(t.name) : 0;
+        if (busy < sel.spillover) return t.name;
         if (busy < least_busy) {
           least_busy = busy;
-          least = r;
+          least = &t;
         }
       }
-      return least->id;
+      return least->name;
     }
-    return targets.front()->id;  // pin.
+    return targets.front().name;  // pin.
   }
 
   const Snapshot& s_;

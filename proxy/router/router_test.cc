@@ -57,6 +57,10 @@ class RouterTest : public ::testing::Test {
     selector("warming", "warm", {"llama", "warm-b"});
     selector("spill", "spillover", {"llama", "qwen"}, 2);
     selector("gone", "pin", {"removed"});
+    // A peer's model as a target (the config resolves it to
+    // <peer>/<model>): pin and spillover only.
+    selector("to-peer", "pin", {"remote/gpt", "llama"});
+    selector("spill-peer", "spillover", {"llama", "remote/gpt"}, 1);
     v1::Profile* prof = s.add_profiles();
     prof->set_name("fast");
     (*prof->mutable_pins())["llama"] = "qwen";
@@ -370,6 +374,20 @@ TEST_F(RouterTest, SelectorsPickATarget) {
   EXPECT_EQ(gone.status, 503);
   EXPECT_EQ(gone.message,
             "selector 'gone' has no target model (a reload may be under way)");
+}
+
+TEST_F(RouterTest, SelectorsTargetAPeersModel) {
+  Decision pin = Json("/v1/chat/completions", "to-peer");
+  ASSERT_EQ(pin.kind, Kind::kPeer) << pin.message;
+  EXPECT_EQ(pin.peer->name(), "remote/gpt");
+  EXPECT_TRUE(pin.renamed);
+  // spillover: the local model up to its limit, then the peer (whose
+  // requests are not counted: it takes what spills over).
+  EXPECT_EQ(Json("/v1/chat/completions", "spill-peer").route->id, "llama");
+  busy_["llama"] = 1;
+  Decision spilled = Json("/v1/chat/completions", "spill-peer");
+  ASSERT_EQ(spilled.kind, Kind::kPeer);
+  EXPECT_EQ(spilled.peer->name(), "remote/gpt");
 }
 
 TEST_F(RouterTest, TheActiveProfilePinsNames) {

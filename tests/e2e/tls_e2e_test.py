@@ -358,6 +358,7 @@ http {
                  "  system:\n    proxy: %s\n    models: [m3]\n"
                  "  blind:\n    proxy: %s\n    models: [m4]\n"
                  "    tls: {insecureSkipVerify: true}\n"
+                 "selectors:\n  via-peer: {targets: [trusted/m1]}\n"
                  % (url % "127.0.0.1", cls.ca, url % "localhost", cls.ca,
                     url % "127.0.0.1", url % "127.0.0.1"))
         cls.m = ManagerProcess({"local": []}, extra_yaml=peers)
@@ -402,6 +403,12 @@ http {
         conns = {l.split()[0] for l in last}
         self.assertEqual(len(last), 2, last)
         self.assertEqual(len(conns), 1, last)
+
+    def test_a_selector_targets_a_peers_model(self):
+        status, _, body = self.chat("via-peer")
+        self.assertEqual(status, 200, body)
+        sent = json.loads(json.loads(self.up.request("GET", "/stats")[2])["last_body"])
+        self.assertEqual(sent["model"], "m1")  # The peer's name for it.
 
     def test_a_peer_the_system_roots_do_not_sign_is_a_502_that_says_why(self):
         status, _, body = self.chat("system/m3")

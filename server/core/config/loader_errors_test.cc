@@ -168,6 +168,18 @@ INSTANTIATE_TEST_SUITE_P(
                   "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
                   "test.yaml:2:17: selectors.s.targets[0]: unknown model "
                   "'nope'"},
+        ErrorCase{"SelectorWarmOnAPeersModel",
+                  "peers:\n  r:\n    proxy: http://h:1\n    models: [m]\n"
+                  "selectors:\n  s: {strategy: warm, targets: [a, m]}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:6:36: selectors.s.targets[1]: 'm' is a peer's "
+                  "model: strategy warm takes local models only"},
+        ErrorCase{"SelectorBareNameTwoPeersHave",
+                  "peers:\n  r:\n    proxy: http://h:1\n    models: [m]\n"
+                  "  q:\n    proxy: http://h:2\n    models: [m]\n"
+                  "selectors:\n  s: {targets: [m]}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:9:17: selectors.s.targets[0]: unknown model 'm'"},
         ErrorCase{"SelectorChained",
                   "selectors:\n  s: {targets: [t]}\n  t: {targets: [a]}\n"
                   "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",

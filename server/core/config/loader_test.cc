@@ -459,6 +459,27 @@ models:
   EXPECT_EQ(f.metadata.ToJson(), R"({"tier":1})");
 }
 
+TEST(LoaderTest, SelectorsTargetPeersModelsAsLlamaSwapDoes) {
+  auto c = MustLoad(R"yaml(
+peers:
+  remote: {proxy: "https://example.com/api", models: [big, shared]}
+  other: {proxy: "http://10.0.0.3:8080", models: [shared]}
+selectors:
+  spill:
+    strategy: spillover
+    targets: [a, big, remote/big, other/shared]
+  pinned: {targets: [remote/shared]}
+models:
+  a: {cmd: "x ${PORT}"}
+)yaml");
+  ASSERT_EQ(c->selectors.size(), 2u);
+  // A bare name one peer has, or <peer>/<model>; kept as <peer>/<model>,
+  // once.
+  EXPECT_THAT(c->selectors[0].targets, ElementsAre("remote/shared"));
+  EXPECT_THAT(c->selectors[1].targets,
+              ElementsAre("a", "remote/big", "other/shared"));
+}
+
 TEST(LoaderTest, PeersWithKeysFiltersTimeoutsAndMacros) {
   auto c = MustLoad(R"yaml(
 macros:

@@ -62,6 +62,28 @@ void CheckPeerNames(const Config& c, DiagSink* sink) {
 }
 
 // After the models and their aliases: targets resolve through them.
+namespace {
+
+// `name` as a peer's model: "<peer>/<model>" when it is one, or a bare name
+// exactly one peer lists; "" otherwise.
+std::string PeerModel(const Config& c, const std::string& name) {
+  std::string found;
+  int bare = 0;
+  for (const PeerConfig& p : c.peers) {
+    for (const std::string& m : p.models) {
+      std::string fqn = p.id + "/" + m;
+      if (fqn == name) return fqn;
+      if (m == name) {
+        ++bare;
+        found = fqn;
+      }
+    }
+  }
+  return bare == 1 ? found : "";
+}
+
+}  // namespace
+
 void DecodeSelectors(const YamlNode* selectors, Config* c, DiagSink* sink) {
   if (selectors == nullptr || selectors->is_null()) return;
   if (!selectors->is_map()) {
@@ -121,7 +143,10 @@ void DecodeSelectors(const YamlNode* selectors, Config* c, DiagSink* sink) {
       for (size_t i = 0; i < targets.size(); ++i) {
         std::string at = absl::StrCat(path, ".targets[", i, "]");
         const ModelConfig* m = c->FindModel(targets[i]);
-        if (m == nullptr) {
+        // A peer's model, as llama-swap takes it: <peer>/<model>, or a
+        // bare name only one peer has; kept as <peer>/<model>.
+        std::string peer_model = m == nullptr ? PeerModel(*c, targets[i]) : "";
+        if (m == nullptr && peer_model.empty()) {
           bool selector = selectors->Get(targets[i]) != nullptr;
           sink->Error(list->items[i].pos, at,
                       selector
@@ -129,9 +154,20 @@ void DecodeSelectors(const YamlNode* selectors, Config* c, DiagSink* sink) {
                                          "' is a selector: selectors "
                                          "cannot be chained")
                           : absl::StrCat("unknown model '", targets[i], "'"));
-        } else if (std::find(sel.targets.begin(), sel.targets.end(), m->id) ==
-                   sel.targets.end()) {
-          sel.targets.push_back(m->id);
+          continue;
+        }
+        if (m == nullptr && sel.strategy == "warm") {
+          // Whether a peer's model is up is the peer's to know.
+          sink->Error(list->items[i].pos, at,
+                      absl::StrCat("'", targets[i],
+                                   "' is a peer's model: strategy warm takes "
+                                   "local models only"));
+          continue;
+        }
+        const std::string& id = m != nullptr ? m->id : peer_model;
+        if (std::find(sel.targets.begin(), sel.targets.end(), id) ==
+            sel.targets.end()) {
+          sel.targets.push_back(id);
         }
       }
     }
