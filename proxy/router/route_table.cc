@@ -162,6 +162,9 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
         FromProto(m.upstream_timeouts().response_header());
     r.idle_timeout = FromProto(m.upstream_timeouts().idle_connection());
     r.keepalive = FromProto(m.upstream_timeouts().keepalive());
+    r.tls_handshake_timeout = FromProto(m.upstream_timeouts().tls_handshake());
+    r.tls_ca_pem = m.tls().ca_pem();
+    r.tls_insecure = m.tls().insecure_skip_verify();
     if (m.has_replicas()) {
       r.replicas_max = std::max(1, static_cast<int>(m.replicas().max()));
       r.spillover_after = FromProto(m.replicas().spillover_after());

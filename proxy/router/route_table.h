@@ -93,6 +93,11 @@ struct Route {
   absl::Duration response_header_timeout;
   absl::Duration idle_timeout;
   absl::Duration keepalive;
+  // https:// upstreams: the handshake's time and how the certificate is
+  // trusted (CA PEM; empty: the system's roots; or none checked).
+  absl::Duration tls_handshake_timeout;
+  std::string tls_ca_pem;
+  bool tls_insecure = false;
   // `replicas`: up to this many nodes run it; one more starts when its
   // requests waited this long on every node that runs it.
   int replicas_max = 1;

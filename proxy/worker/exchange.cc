@@ -387,6 +387,9 @@ void Exchange::Forward(const router::Decision& d) {
   req_.timeouts = {route->connect_timeout, route->response_header_timeout,
                    route->idle_timeout};
   req_.timeouts.keepalive = route->keepalive;
+  req_.timeouts.tls_handshake = route->tls_handshake_timeout;
+  req_.timeouts.tls_ca_pem = route->tls_ca_pem;
+  req_.timeouts.tls_insecure = route->tls_insecure;
   if (!req_.websocket.empty() && route->ignore_websockets) {
     return ForwardIgnoredWebSocket(*route);
   }

@@ -55,6 +55,7 @@ const std::map<std::string, std::vector<std::string>>& Samples() {
           {"compat", {"compat: {ignoreWebsockets: true}"}},
           {"capabilities",
            {"capabilities: {in: [text, image], out: [text], tools: true}"}},
+          {"tls", {"tls: {insecureSkipVerify: true}"}},
       };
   return *samples;
 }

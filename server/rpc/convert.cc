@@ -145,6 +145,11 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   out->set_upstream_url(c.proxy);
   for (const std::string& w : c.argv) out->add_argv(w);
   out->set_ignore_websockets(c.ignore_websockets);
+  if (!c.tls.ca_file.empty() || c.tls.insecure_skip_verify) {
+    out->mutable_tls()->set_ca_file(c.tls.ca_file);
+    out->mutable_tls()->set_ca_pem(c.tls.ca_pem);
+    out->mutable_tls()->set_insecure_skip_verify(c.tls.insecure_skip_verify);
+  }
   if (!c.capabilities.empty()) {
     v1::Capabilities* caps = out->mutable_capabilities();
     for (const std::string& i : c.capabilities.in)

@@ -24,14 +24,18 @@ constexpr size_t kMaxStatusLine = 1024;
 class ProbeOp : private uv::TcpStream::Handler {
  public:
   ProbeOp(uv_loop_t* loop, ParsedUrl url, absl::Duration timeout,
+          std::shared_ptr<const tls::ClientTlsContext> tls,
           std::function<void(absl::StatusOr<int>)> done)
       : loop_(loop),
         url_(std::move(url)),
         timeout_(timeout),
+        tls_(std::move(tls)),
         done_(std::move(done)) {}
 
   void Start() {
     stream_.Init(loop_, this, read_buf_, sizeof(read_buf_));
+    // https: the handshake is part of the connect (OnStreamConnected).
+    if (tls_ != nullptr) stream_.EnableClientTls(tls_->get(), url_.host);
     timer_.Init(loop_, uv_timer_init, this);
     uv_update_time(loop_);
     uint64_t ms =
@@ -103,6 +107,11 @@ class ProbeOp : private uv::TcpStream::Handler {
 
   void OnStreamConnected(int status) override {
     if (finished_) return;
+    if (status == UV_EPROTO && stream_.tls()) {
+      Finish(absl::UnavailableError(
+          absl::StrCat("TLS handshake failed: ", stream_.TlsError())));
+      return;
+    }
     if (status != 0) {
       Finish(absl::UnavailableError(
           absl::StrCat("connect failed: ", uv_strerror(status))));
@@ -177,6 +186,7 @@ class ProbeOp : private uv::TcpStream::Handler {
   uv_loop_t* loop_;
   ParsedUrl url_;
   absl::Duration timeout_;
+  std::shared_ptr<const tls::ClientTlsContext> tls_;  // https:// only.
   std::function<void(absl::StatusOr<int>)> done_;
   uv::Handle<uv_timer_t> timer_;
   uv::TcpStream stream_;
@@ -206,14 +216,13 @@ class FailedProbe : public actor::Probe {};
 
 absl::StatusOr<ParsedUrl> ParseHttpUrl(const std::string& url) {
   absl::string_view rest = url;
-  if (absl::StartsWith(rest, "https://")) {
-    return absl::UnimplementedError(
-        absl::StrCat("https health checks are not supported yet: ", url));
-  }
-  if (!absl::ConsumePrefix(&rest, "http://")) {
+  ParsedUrl out;
+  out.tls = absl::ConsumePrefix(&rest, "https://");
+  if (out.tls) {
+    out.port = 443;
+  } else if (!absl::ConsumePrefix(&rest, "http://")) {
     return absl::InvalidArgumentError(absl::StrCat("not an http URL: ", url));
   }
-  ParsedUrl out;
   size_t slash = rest.find('/');
   absl::string_view authority = rest.substr(0, slash);
   out.path =
@@ -241,14 +250,31 @@ absl::StatusOr<ParsedUrl> ParseHttpUrl(const std::string& url) {
 }
 
 std::unique_ptr<actor::Probe> HttpProber::Get(
-    const std::string& url, absl::Duration timeout,
-    std::function<void(absl::StatusOr<int>)> done) {
+    const std::string& url, const actor::ProbeTrust& trust,
+    absl::Duration timeout, std::function<void(absl::StatusOr<int>)> done) {
   absl::StatusOr<ParsedUrl> parsed = ParseHttpUrl(url);
   if (!parsed.ok()) {
     done(parsed.status());
     return std::make_unique<FailedProbe>();
   }
-  auto* op = new ProbeOp(loop_, *std::move(parsed), timeout, std::move(done));
+  std::shared_ptr<const tls::ClientTlsContext> tls;
+  if (parsed->tls) {
+    // One context per way of trusting, made once.
+    std::string how = trust.insecure ? std::string("insecure") : trust.ca_pem;
+    auto it = tls_contexts_.find(how);
+    if (it == tls_contexts_.end()) {
+      absl::StatusOr<std::shared_ptr<const tls::ClientTlsContext>> made =
+          tls::ClientTlsContext::Make(trust.ca_pem, trust.insecure);
+      if (!made.ok()) {
+        done(made.status());
+        return std::make_unique<FailedProbe>();
+      }
+      it = tls_contexts_.emplace(how, *std::move(made)).first;
+    }
+    tls = it->second;
+  }
+  auto* op = new ProbeOp(loop_, *std::move(parsed), timeout, std::move(tls),
+                         std::move(done));
   auto handle = std::make_unique<ProbeHandle>(op);
   op->Start();
   return handle;

@@ -5,16 +5,20 @@
 //
 // URLs are http://host[:port]/path. The host is an IPv4 or IPv6 literal or
 // `localhost` (127.0.0.1), which covers local inference servers; other names
-// are resolved with the libuv resolver. https:// URLs are answered with an
-// Unimplemented error (TLS probes are a later step).
+// are resolved with the libuv resolver. https:// URLs speak TLS (SNI and the
+// name checked, as the data plane does), trusting as the model's `tls`
+// says.
 #ifndef MODELPLANE_SERVER_RUNTIME_HTTP_PROBE_H_
 #define MODELPLANE_SERVER_RUNTIME_HTTP_PROBE_H_
 
 #include <uv.h>
 
+#include <map>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/tls/tls.h"
 #include "server/core/actor/env.h"
 
 namespace modelplane::runtime {
@@ -23,9 +27,10 @@ struct ParsedUrl {
   std::string host;  // Without brackets for IPv6.
   int port = 80;
   std::string path;  // Starts with '/'.
+  bool tls = false;  // https://.
 };
 
-// Parses http://host[:port][/path].
+// Parses http[s]://host[:port][/path].
 absl::StatusOr<ParsedUrl> ParseHttpUrl(const std::string& url);
 
 class HttpProber : public actor::HealthProber {
@@ -34,11 +39,15 @@ class HttpProber : public actor::HealthProber {
   explicit HttpProber(uv_loop_t* loop) : loop_(loop) {}
 
   std::unique_ptr<actor::Probe> Get(
-      const std::string& url, absl::Duration timeout,
+      const std::string& url, const actor::ProbeTrust& trust,
+      absl::Duration timeout,
       std::function<void(absl::StatusOr<int>)> done) override;
 
  private:
   uv_loop_t* loop_;
+  // A client context per way of trusting (a CA, the system's roots, none).
+  std::map<std::string, std::shared_ptr<const tls::ClientTlsContext>>
+      tls_contexts_;
 };
 
 }  // namespace modelplane::runtime

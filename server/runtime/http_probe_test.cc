@@ -89,10 +89,11 @@ class HttpProbeTest : public ::testing::Test {
     absl::Notification done;
     absl::StatusOr<int> result;
     loop_.RunSync([&] {
-      probes_.push_back(prober_->Get(url, timeout, [&](absl::StatusOr<int> r) {
-        result = std::move(r);
-        done.Notify();
-      }));
+      probes_.push_back(
+          prober_->Get(url, {}, timeout, [&](absl::StatusOr<int> r) {
+            result = std::move(r);
+            done.Notify();
+          }));
     });
     EXPECT_TRUE(
         done.WaitForNotificationWithTimeout(timeout + absl::Seconds(5)));
@@ -142,7 +143,7 @@ TEST_F(HttpProbeTest, CancelledProbeNeverCallsBack) {
   bool called = false;
   loop_.RunSync([&] {
     auto probe = prober_->Get(
-        "http://127.0.0.1:" + std::to_string(l.port()) + "/health",
+        "http://127.0.0.1:" + std::to_string(l.port()) + "/health", {},
         absl::Milliseconds(50), [&](absl::StatusOr<int>) { called = true; });
     probe.reset();
   });
@@ -167,8 +168,10 @@ TEST(ParseHttpUrlTest, Forms) {
   EXPECT_EQ(u.port, 8080);
   EXPECT_EQ(u.path, "/");
   EXPECT_EQ(ParseHttpUrl("http://host/x")->port, 80);
-  EXPECT_EQ(ParseHttpUrl("https://h/x").status().code(),
-            absl::StatusCode::kUnimplemented);
+  absl::StatusOr<ParsedUrl> https = ParseHttpUrl("https://h/x");
+  ASSERT_TRUE(https.ok()) << https.status();
+  EXPECT_TRUE(https->tls);
+  EXPECT_EQ(https->port, 443);
   EXPECT_EQ(ParseHttpUrl("ftp://h").status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseHttpUrl("http://h:99999/").status().code(),

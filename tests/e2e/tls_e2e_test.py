@@ -15,6 +15,8 @@ import ssl
 import subprocess
 import tempfile
 import time
+
+from modelplane.v1 import model_manager_pb2 as pb
 import unittest
 
 from tests.manager.manager_proc import ManagerProcess, free_port
@@ -288,7 +290,10 @@ class TlsFlagsTest(unittest.TestCase):
                             {"model": "m", "messages": [{"role": "user",
                                                          "content": "hi"}]}))
                         r = conn.getresponse()
-                        return r.status, r.read()
+                        body = r.read()
+                        # Before "listening" is logged: 503 until the
+                        # proxy has its settings.
+                        return None if r.status == 503 else (r.status, body)
                     except OSError:
                         return None
                 result = wait_for(chat, 30)
@@ -318,6 +323,28 @@ class HttpsPeerTest(unittest.TestCase):
         cls.up = FakeUpstream("--tokens", "3")
         cls.up.start()
         cls.ng_port = free_port()
+        cls.ng_model_port = free_port()  # In front of the model "secure".
+        url = "https://%%s:%d/api" % cls.ng_port
+        peers = ("peers:\n"
+                 "  trusted:\n    proxy: %s\n    models: [m1]\n"
+                 "    tls: {caFile: %s}\n"
+                 "  named:\n    proxy: %s/\n    models: [m2]\n"
+                 "    tls: {caFile: %s}\n    timeouts: {tlsHandshake: 5, keepalive: 15}\n"
+                 "  system:\n    proxy: %s\n    models: [m3]\n"
+                 "  blind:\n    proxy: %s\n    models: [m4]\n"
+                 "    tls: {insecureSkipVerify: true}\n"
+                 "selectors:\n  via-peer: {targets: [trusted/m1]}\n"
+                 % (url % "127.0.0.1", cls.ca, url % "localhost", cls.ca,
+                    url % "127.0.0.1", url % "127.0.0.1"))
+        model_url = "https://localhost:%d" % cls.ng_model_port
+        # Models whose upstream is https://: the manager's health checks and
+        # the proxy's requests go through nginx's TLS to the model's port.
+        cls.m = ManagerProcess(
+            {"local": [], "secure": ["--tokens", "2"], "untrusted": []},
+            extra_yaml=peers,
+            proxies={"secure": model_url, "untrusted": model_url},
+            model_yaml={"secure": ["    tls: {caFile: %s}" % cls.ca],
+                        "untrusted": ["    healthCheckTimeout: 2"]})
         with open(os.path.join(d, "nginx.conf"), "w") as f:
             f.write("""worker_processes 1; pid %(d)s/nginx.pid; daemon off;
 error_log %(d)s/nginx.err warn;
@@ -337,8 +364,19 @@ http {
       proxy_buffering off;
     }
   }
+  server {
+    listen 127.0.0.1:%(mport)d ssl;
+    ssl_certificate %(d)s/cert.pem;
+    ssl_certificate_key %(d)s/key.pem;
+    location / {
+      proxy_pass http://127.0.0.1:%(model)d;
+      proxy_http_version 1.1;
+      proxy_buffering off;
+    }
+  }
 }
-""" % {"d": d, "port": cls.ng_port, "up": cls.up.port})
+""" % {"d": d, "port": cls.ng_port, "up": cls.up.port, "mport": cls.ng_model_port,
+       "model": cls.m.ports["secure"]})
         cls.nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", os.path.join(d, "nginx.conf")],
                                      stderr=subprocess.PIPE, text=True)
 
@@ -349,19 +387,6 @@ http {
             except OSError:
                 return None
         assert wait_for(up, 10), cls.nginx.stderr
-        url = "https://%%s:%d/api" % cls.ng_port
-        peers = ("peers:\n"
-                 "  trusted:\n    proxy: %s\n    models: [m1]\n"
-                 "    tls: {caFile: %s}\n"
-                 "  named:\n    proxy: %s/\n    models: [m2]\n"
-                 "    tls: {caFile: %s}\n    timeouts: {tlsHandshake: 5, keepalive: 15}\n"
-                 "  system:\n    proxy: %s\n    models: [m3]\n"
-                 "  blind:\n    proxy: %s\n    models: [m4]\n"
-                 "    tls: {insecureSkipVerify: true}\n"
-                 "selectors:\n  via-peer: {targets: [trusted/m1]}\n"
-                 % (url % "127.0.0.1", cls.ca, url % "localhost", cls.ca,
-                    url % "127.0.0.1", url % "127.0.0.1"))
-        cls.m = ManagerProcess({"local": []}, extra_yaml=peers)
         cls.m.start()
         cls.p = ProxyProcess(cls.m.port, workers=1)
         assert wait_for(lambda: b"blind/m4" in cls.p.request("GET", "/v1/models")[2], 10)
@@ -404,6 +429,19 @@ http {
         self.assertEqual(len(last), 2, last)
         self.assertEqual(len(conns), 1, last)
 
+    def test_a_model_behind_https_is_health_checked_and_served_over_tls(self):
+        status, _, body = self.chat("secure")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["usage"]["completion_tokens"], 2)
+        self.assertEqual(self.m.model("secure").state, pb.MODEL_STATE_READY)
+        # Without its CA, the health check's handshake fails: the start
+        # fails, and says why.
+        status, _, body = self.chat("untrusted")
+        self.assertGreaterEqual(status, 500, body)
+        failure = wait_for(lambda: self.m.model("untrusted").failure.message, 10)
+        self.assertIn("last check: TLS handshake failed: ", failure)
+        self.assertIn("certificate", failure)
+
     def test_a_selector_targets_a_peers_model(self):
         status, _, body = self.chat("via-peer")
         self.assertEqual(status, 200, body)
@@ -423,8 +461,8 @@ http {
                                 self.m.config_path], capture_output=True, text=True,
                                timeout=30)
         self.assertEqual(check.returncode, 0, check.stderr)
-        self.assertIn("peers.blind.tls.insecureSkipVerify: the peer's certificate is "
-                      "not checked", check.stderr)
+        self.assertIn("peers.blind.tls.insecureSkipVerify: the upstream's certificate "
+                      "is not checked", check.stderr)
 
     def test_llama_swaps_openrouter_peer_passes_check(self):
         # llama-swap's config.example.yaml has this peer.

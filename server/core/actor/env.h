@@ -90,13 +90,21 @@ class Probe {
   virtual ~Probe() = default;
 };
 
+// How an https:// health check trusts the server (the model's `tls`): the
+// system's roots, `ca_pem`'s certificates, or nothing checked.
+struct ProbeTrust {
+  std::string ca_pem;
+  bool insecure = false;
+};
+
 class HealthProber {
  public:
   virtual ~HealthProber() = default;
-  // GETs `url` once. `done` gets the HTTP status code, or an error for a
-  // refused connection, a timeout or a malformed answer.
+  // GETs `url` once (https:// trusting as `trust` says). `done` gets the
+  // HTTP status code, or an error for a refused connection, a failed TLS
+  // handshake, a timeout or a malformed answer.
   virtual std::unique_ptr<Probe> Get(
-      const std::string& url, absl::Duration timeout,
+      const std::string& url, const ProbeTrust& trust, absl::Duration timeout,
       std::function<void(absl::StatusOr<int>)> done) = 0;
 };
 

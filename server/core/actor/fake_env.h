@@ -140,7 +140,7 @@ class FakeProber : public HealthProber {
   };
 
   std::unique_ptr<Probe> Get(
-      const std::string& url, absl::Duration timeout,
+      const std::string& url, const ProbeTrust&, absl::Duration timeout,
       std::function<void(absl::StatusOr<int>)> done) override {
     auto p = std::make_shared<Pending>(Pending{url, timeout, std::move(done)});
     pending_.push_back(p);

@@ -217,16 +217,20 @@ void ModelActor::BeginStart() {
   Touch();
   start_deadline_ = env_.clock->Now() + config_.health_check_timeout;
   deadline_timer_ = env_.clock->After(config_.health_check_timeout, [this] {
+    // The last check's answer says why (a refused connection, a failed
+    // TLS handshake, a 503).
     FailStart(
         FailureReason::kHealthCheckTimeout, std::nullopt,
         absl::StrCat("not ready within healthCheckTimeout (",
-                     absl::FormatDuration(config_.health_check_timeout), ")"));
+                     absl::FormatDuration(config_.health_check_timeout), ")",
+                     last_probe_.empty() ? "" : "; last check: ", last_probe_));
   });
   if (config_.check_endpoint.empty()) {
     BecomeReady();
     return;
   }
   next_probe_delay_ = kFirstProbeDelay;
+  last_probe_.clear();
   ScheduleProbe(kFirstProbeDelay);
 }
 
@@ -239,7 +243,9 @@ void ModelActor::RunProbe() {
   absl::Duration left = start_deadline_ - env_.clock->Now();
   if (left <= absl::ZeroDuration()) return;  // The deadline timer fires.
   probe_ = env_.prober->Get(
-      config_.proxy + config_.check_endpoint, std::min(left, kMaxProbeTimeout),
+      config_.proxy + config_.check_endpoint,
+      ProbeTrust{config_.tls.ca_pem, config_.tls.insecure_skip_verify},
+      std::min(left, kMaxProbeTimeout),
       [this](absl::StatusOr<int> result) { OnProbe(std::move(result)); });
 }
 
@@ -250,6 +256,8 @@ void ModelActor::OnProbe(absl::StatusOr<int> result) {
     BecomeReady();
     return;
   }
+  last_probe_ = result.ok() ? absl::StrCat("HTTP ", *result)
+                            : std::string(result.status().message());
   if (reprobe_) {
     reprobe_ = false;
     RunProbe();

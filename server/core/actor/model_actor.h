@@ -219,6 +219,7 @@ class ModelActor : private ProcessObserver {
   // Readiness.
   absl::Time start_deadline_;
   absl::Duration next_probe_delay_;
+  std::string last_probe_;  // The last failed check's answer, this start.
   std::unique_ptr<Timer> probe_timer_;
   std::unique_ptr<Timer> deadline_timer_;
   std::unique_ptr<Probe> probe_;

@@ -51,6 +51,16 @@ struct Filters {
   std::map<std::string, Value> set_params_by_id;
 };
 
+// How an https:// upstream's certificate is trusted (a model's or a peer's
+// `tls`, an extension): the system's roots by default; `ca_file`'s
+// certificates (read at load into `ca_pem`, so that they travel with the
+// config) instead; or, explicitly, not checked.
+struct UpstreamTls {
+  std::string ca_file;
+  std::string ca_pem;
+  bool insecure_skip_verify = false;
+};
+
 struct ModelConfig {
   std::string id;
   // The command, split like a POSIX shell (no shell runs it), macros and
@@ -90,6 +100,7 @@ struct ModelConfig {
   std::string ready_pattern;      // RE2 on output; empty: none.
   absl::Duration max_queue_wait;  // Bound on queueing behind other models.
   int priority = 0;               // Higher is served first.
+  UpstreamTls tls;  // https://: how the upstream's certificate is trusted.
   // compat.ignoreWebsockets: a WebSocket handshake neither starts the
   // model nor counts toward its concurrency or TTL (the data plane answers
   // 409 unless it is READY somewhere).
@@ -148,15 +159,8 @@ struct PeerConfig {
   std::vector<std::string> models;  // Names at the peer; file order, once.
   Filters filters;                  // As a model's.
   ModelConfig::UpstreamTimeouts timeouts;
-  // https://: how the peer's certificate is trusted (an extension): the
-  // system's roots by default; `ca_file`'s certificates (read at load into
-  // `ca_pem`) instead; or, explicitly, not checked.
-  struct Tls {
-    std::string ca_file;
-    std::string ca_pem;
-    bool insecure_skip_verify = false;
-  } tls;
-  SourcePos pos;  // Where `peers.<id>` is.
+  UpstreamTls tls;  // https://: how its certificate is trusted.
+  SourcePos pos;    // Where `peers.<id>` is.
 };
 
 // llama-swap's `selectors.<id>`: a virtual model whose requests go to one of

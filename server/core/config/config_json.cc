@@ -37,6 +37,15 @@ void Raw(Writer& w, const char* key, const Value& v) {
   w.RawValue(json.data(), json.size(), rapidjson::kObjectType);
 }
 
+void Tls(Writer& w, const UpstreamTls& tls) {
+  w.Key("tls");
+  w.StartObject();
+  Str(w, "caFile", tls.ca_file);
+  w.Key("insecureSkipVerify");
+  w.Bool(tls.insecure_skip_verify);
+  w.EndObject();
+}
+
 void Peer(Writer& w, const PeerConfig& p) {
   w.StartObject();
   Str(w, "id", p.id);
@@ -54,12 +63,7 @@ void Peer(Writer& w, const PeerConfig& p) {
   Secs(w, "tlsHandshakeTimeout", p.timeouts.tls_handshake);
   Secs(w, "keepalive", p.timeouts.keepalive);
   Secs(w, "expectContinueTimeout", p.timeouts.expect_continue);
-  w.Key("tls");
-  w.StartObject();
-  Str(w, "caFile", p.tls.ca_file);
-  w.Key("insecureSkipVerify");
-  w.Bool(p.tls.insecure_skip_verify);
-  w.EndObject();
+  Tls(w, p.tls);
   w.EndObject();
 }
 
@@ -138,6 +142,7 @@ void Model(Writer& w, const ModelConfig& m) {
   w.Key("ignoreWebsockets");
   w.Bool(m.ignore_websockets);
   w.EndObject();
+  Tls(w, m.tls);
   w.Key("replicas");
   w.StartObject();
   w.Key("max");

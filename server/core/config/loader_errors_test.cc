@@ -335,12 +335,17 @@ INSTANTIATE_TEST_SUITE_P(
                   "http://localhost:${PORT}, needs it)"},
         ErrorCase{"ProxyNotAUrl",
                   "models:\n  a:\n    cmd: x\n    proxy: localhost:9000\n",
-                  "test.yaml:4:12: models.a.proxy: must be an http:// URL, "
-                  "not \"localhost:9000\""},
-        ErrorCase{"ProxyHttps",
-                  "models:\n  a:\n    cmd: x\n    proxy: https://gpu:8443\n",
-                  "test.yaml:4:12: models.a.proxy: https:// upstreams are not "
-                  "supported yet (modelproxy speaks http:// to model servers)"},
+                  "test.yaml:4:12: models.a.proxy: must be an http:// or "
+                  "https:// URL, not \"localhost:9000\""},
+        ErrorCase{"ProxyHttpsWithoutHost",
+                  "models:\n  a:\n    cmd: x\n    proxy: https://:8443\n",
+                  "test.yaml:4:12: models.a.proxy: must be an http:// or "
+                  "https:// URL, not \"https://:8443\""},
+        ErrorCase{"ModelCaFileWithoutCertificate",
+                  "models:\n  a:\n    cmd: x\n    proxy: https://gpu:8443\n"
+                  "    tls: {caFile: /dev/null}\n",
+                  "test.yaml:5:19: models.a.tls.caFile: /dev/null holds no PEM "
+                  "certificate"},
         ErrorCase{
             "BadCheckEndpoint",
             "models:\n  a:\n    cmd: x ${PORT}\n    checkEndpoint: health\n",

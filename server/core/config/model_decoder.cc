@@ -26,6 +26,45 @@ bool NamesTheModel(absl::string_view path) {
   return path == "model" || absl::StartsWith(path, "model.");
 }
 
+// A model's or a peer's `tls`: caFile (its certificates read now, so that
+// they travel with the config to every data plane), insecureSkipVerify.
+void DecodeUpstreamTls(const YamlNode& node, const std::string& at,
+                       UpstreamTls* tls, DiagSink* sink) {
+  if (node.is_null()) return;
+  if (!node.is_map()) {
+    sink->Error(node.pos, at,
+                absl::StrCat("must be a mapping, not ", node.KindName()));
+    return;
+  }
+  CheckKeys(node, at, KeySet{{"caFile", "insecureSkipVerify"}, {}}, sink);
+  if (const YamlNode* v = node.Get("insecureSkipVerify"); v != nullptr) {
+    ReadBool(*v, at + ".insecureSkipVerify", sink, &tls->insecure_skip_verify);
+    if (tls->insecure_skip_verify) {
+      sink->Warn(v->pos, at + ".insecureSkipVerify",
+                 "the upstream's certificate is not checked: whoever is on "
+                 "the way can read and change its traffic, keys included");
+    }
+  }
+  if (const YamlNode* v = node.Get("caFile"); v != nullptr) {
+    std::string path;
+    if (!ReadString(*v, at + ".caFile", sink, &path)) return;
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      sink->Error(v->pos, at + ".caFile", absl::StrCat("cannot read ", path));
+      return;
+    }
+    if (text.str().find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+      sink->Error(v->pos, at + ".caFile",
+                  absl::StrCat(path, " holds no PEM certificate"));
+      return;
+    }
+    tls->ca_file = path;
+    tls->ca_pem = text.str();
+  }
+}
+
 const KeySet& PeerKeys() {
   static const KeySet keys = {
       {"proxy", "apiKey", "models", "filters", "timeouts",
@@ -83,6 +122,7 @@ class FieldDecoder {
       if (k == "cmd") Command(value, at, &m->argv, true);
       if (k == "cmdStop") Command(value, at, &m->cmd_stop, false);
       if (k == "proxy") Proxy(value, at, &m->proxy);
+      if (k == "tls") DecodeUpstreamTls(value, at, &m->tls, sink_);
       if (k == "checkEndpoint") CheckEndpoint(value, at, m);
       if (k == "ttl") Ttl(value, at, d, m);
       if (k == "unloadTimeout")
@@ -125,28 +165,17 @@ class FieldDecoder {
   }
 
  public:
-  // `https`: https:// is taken (a peer's); a model's is refused.
-  void Proxy(const YamlNode& value, const std::string& at, std::string* out,
-             bool https = false) {
+  // An http:// or https:// base URL (macros such as ${PORT} are expanded
+  // later, and checked then).
+  void Proxy(const YamlNode& value, const std::string& at, std::string* out) {
     if (!ReadString(value, at, sink_, out)) return;
-    if (https && absl::StartsWith(*out, "https://")) {
-      std::string as_http = "http://" + out->substr(8);
-      if (!IsUrl(as_http)) {
-        sink_->Error(value.pos, at,
-                     absl::StrCat("must be an http:// or https:// URL, not \"",
-                                  *out, "\""));
-      }
-      return;
-    }
-    if (absl::StartsWith(*out, "https://")) {
-      // Accepting it would mean a model that is READY (if its health
-      // check is off) and a 502 on every request.
+    if (out->find("${") != std::string::npos) return;
+    std::string as_http =
+        absl::StartsWith(*out, "https://") ? "http://" + out->substr(8) : *out;
+    if (!IsUrl(as_http)) {
       sink_->Error(value.pos, at,
-                   "https:// upstreams are not supported yet (modelproxy "
-                   "speaks http:// to model servers)");
-    } else if (out->find("${") == std::string::npos && !IsUrl(*out)) {
-      sink_->Error(value.pos, at,
-                   absl::StrCat("must be an http:// URL, not \"", *out, "\""));
+                   absl::StrCat("must be an http:// or https:// URL, not \"",
+                                *out, "\""));
     }
   }
 
@@ -523,54 +552,10 @@ const KeySet& ModelKeys() {
        "sendLoadingState",
        // modelplane extensions (docs/config.md).
        "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority",
-       "replicas", "compat", "capabilities"},
+       "replicas", "compat", "capabilities", "tls"},
       {}};
   return keys;
 }
-
-namespace {
-
-// A peer's `tls`: caFile (its certificates read now, so that they travel
-// with the config to every data plane), insecureSkipVerify.
-void DecodePeerTls(const YamlNode& node, const std::string& at, PeerConfig* p,
-                   DiagSink* sink) {
-  if (node.is_null()) return;
-  if (!node.is_map()) {
-    sink->Error(node.pos, at,
-                absl::StrCat("must be a mapping, not ", node.KindName()));
-    return;
-  }
-  CheckKeys(node, at, KeySet{{"caFile", "insecureSkipVerify"}, {}}, sink);
-  if (const YamlNode* v = node.Get("insecureSkipVerify"); v != nullptr) {
-    ReadBool(*v, at + ".insecureSkipVerify", sink,
-             &p->tls.insecure_skip_verify);
-    if (p->tls.insecure_skip_verify) {
-      sink->Warn(v->pos, at + ".insecureSkipVerify",
-                 "the peer's certificate is not checked: whoever is on the "
-                 "way can read and change its traffic, its apiKey included");
-    }
-  }
-  if (const YamlNode* v = node.Get("caFile"); v != nullptr) {
-    std::string path;
-    if (!ReadString(*v, at + ".caFile", sink, &path)) return;
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in) {
-      sink->Error(v->pos, at + ".caFile", absl::StrCat("cannot read ", path));
-      return;
-    }
-    if (text.str().find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
-      sink->Error(v->pos, at + ".caFile",
-                  absl::StrCat(path, " holds no PEM certificate"));
-      return;
-    }
-    p->tls.ca_file = path;
-    p->tls.ca_pem = text.str();
-  }
-}
-
-}  // namespace
 
 std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
                                      const YamlNode& node, DiagSink* sink) {
@@ -600,10 +585,10 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
     // A path after the host is the peer's base: requests go under it
     // (`http://host/api`: /v1/chat/completions to /api/v1/chat/completions),
     // as llama-swap forwards them.
-    fields.Proxy(*proxy, path + ".proxy", &p.proxy, /*https=*/true);
+    fields.Proxy(*proxy, path + ".proxy", &p.proxy);
   }
   if (const YamlNode* tls = node.Get("tls"); tls != nullptr) {
-    DecodePeerTls(*tls, path + ".tls", &p, sink);
+    DecodeUpstreamTls(*tls, path + ".tls", &p.tls, sink);
   }
   std::vector<std::string> models;
   if (const YamlNode* list = node.Get("models"); list == nullptr) {
@@ -654,7 +639,7 @@ std::optional<PeerConfig> DecodePeer(const std::string& id, SourcePos key_pos,
   p.timeouts = m.timeouts;
   if (node.Get("tls") != nullptr && !absl::StartsWith(p.proxy, "https://")) {
     sink->Warn(node.Get("tls")->pos, path + ".tls",
-               "ignored: the peer's proxy is not https://");
+               "ignored: the proxy is not https://");
   }
   if (sink->error_count() > errors_before) return std::nullopt;
   return p;
