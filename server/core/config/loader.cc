@@ -535,7 +535,12 @@ class Loader {
                       "missing");
         } else {
           CheckKeys(*settings, "routing.router.settings",
-                    KeySet{{"matrix"}, {}}, &sink_);
+                    KeySet{{"matrix", "groups"}, {}}, &sink_);
+          if (const YamlNode* g = settings->Get("groups")) {
+            // llama-swap's example holds both: the one not in use waits.
+            sink_.Warn(g->pos, "routing.router.settings.groups",
+                       "ignored while routing.router.use is matrix");
+          }
           *matrix = m;
           *matrix_path = "routing.router.settings.matrix";
         }
@@ -549,8 +554,12 @@ class Loader {
     }
     const YamlNode* settings = router->Get("settings");
     if (settings == nullptr || !settings->is_map()) return nullptr;
-    CheckKeys(*settings, "routing.router.settings", KeySet{{"groups"}, {}},
-              &sink_);
+    CheckKeys(*settings, "routing.router.settings",
+              KeySet{{"groups", "matrix"}, {}}, &sink_);
+    if (const YamlNode* m = settings->Get("matrix")) {
+      sink_.Warn(m->pos, "routing.router.settings.matrix",
+                 "ignored while routing.router.use is group (the default)");
+    }
     return settings->Get("groups");
   }
 

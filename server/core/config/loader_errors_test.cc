@@ -509,6 +509,23 @@ TEST(LoaderWarningsTest, DefaultProxyWithoutAPortLoadsWithAWarning) {
       "set proxy to where its server listens");
 }
 
+// llama-swap's example holds groups and a matrix under routing.router
+// settings; the one `use` does not name is ignored, and said so.
+TEST(LoaderWarningsTest, TheRouterSettingNotInUseIsIgnoredAndSaidSo) {
+  LoadResult r = LoadConfigText(
+      "w.yaml",
+      "models:\n  a:\n    cmd: x ${PORT}\n"
+      "routing:\n  router:\n    settings:\n      groups: {g: {members: [a]}}\n"
+      "      matrix: {sets: {s: a}}\n",
+      TestEnv());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0].ToString(),
+            "w.yaml:8:15: routing.router.settings.matrix: ignored while "
+            "routing.router.use is group (the default)");
+  EXPECT_EQ(r.config->groups.size(), 1u);
+}
+
 TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {
   LoadResult r =
       LoadConfigText("w.yaml",
