@@ -299,6 +299,11 @@ class TlsFlagsTest(unittest.TestCase):
                 result = wait_for(chat, 30)
                 self.assertIsNotNone(result)
                 self.assertEqual(result[0], 200, result[1])
+                # One SIGHUP: the config and the certificate are read again.
+                self.assertEqual(served_serial(port), 5)
+                make_cert(d, 6)
+                proc.send_signal(signal.SIGHUP)
+                self.assertTrue(wait_for(lambda: served_serial(port) == 6, 10))
             finally:
                 proc.send_signal(signal.SIGTERM)
                 rc = proc.wait(60)
