@@ -522,18 +522,14 @@ void CheckLeftovers(const YamlNode& body, const std::string& path,
     for (const std::string& ref : MacroRefs(s->text)) {
       if (ref.rfind("env.", 0) == 0) continue;  // Reported by ExpandEnv.
       if (ref == "PID" && at == path + ".cmdStop") continue;
-      if (ref == "PORT" && proxy_defaulted && at == path + ".proxy") {
-        // llama-swap loads it (its example's "unlisted-model" is one):
-        // the model is accepted, and cannot be reached until proxy is set.
-        sink->Warn(s->pos, at,
-                   "cmd does not use ${PORT} and proxy is not set: the "
-                   "default, http://localhost:${PORT}, has no port, so the "
-                   "model cannot be reached (its health check and requests "
-                   "fail); set proxy to where its server listens");
-      } else if (ref == "PORT") {
+      if (ref == "PORT") {
+        bool is_default = proxy_defaulted && at == path + ".proxy";
         sink->Error(s->pos, at,
-                    "uses ${PORT} but cmd does not (${PORT} is assigned only "
-                    "to models whose cmd uses it)");
+                    is_default
+                        ? "cmd does not use ${PORT}, so proxy must be set "
+                          "(the default, http://localhost:${PORT}, needs it)"
+                        : "uses ${PORT} but cmd does not (${PORT} is "
+                          "assigned only to models whose cmd uses it)");
       } else if (ref == "PID") {
         sink->Error(s->pos, at, "${PID} is only available in cmdStop");
       } else {
