@@ -89,8 +89,9 @@ TEST(DiffConfigsTest, PeersAndIgnorePathsAreGlobalsTheProxyRefetches) {
   EXPECT_TRUE(DiffConfigs(*Load(peers + kBase), *Load(other_key + kBase))
                   .globals_changed);
   EXPECT_TRUE(
-      DiffConfigs(*Load(kBase),
-                  *Load(std::string("upstream: {ignorePaths: []}\n") + kBase))
+      DiffConfigs(
+          *Load(kBase),
+          *Load(std::string("upstream: {ignorePaths: ['^/s/']}\n") + kBase))
           .globals_changed);
 }
 

@@ -261,6 +261,7 @@ class Loader {
     Groups(settings, c);
     Aliases(*root, c);
     DecodeSelectors(settings.Get("selectors"), c, &sink_);
+    CheckSpilloverTargetsCoexist(*c, &sink_);
     CheckPeerNames(*c, &sink_);
     DecodeProfiles(settings.Get("profiles"), c, &sink_);
     Priorities(settings, c);
@@ -331,7 +332,6 @@ class Loader {
     if (const YamlNode* n = s.Get("logToStdout");
         n != nullptr &&
         ReadString(*n, "logToStdout", &sink_, &c->log_to_stdout)) {
-      c->log_to_stdout = absl::AsciiStrToLower(c->log_to_stdout);
       if (c->log_to_stdout != "proxy" && c->log_to_stdout != "upstream" &&
           c->log_to_stdout != "both" && c->log_to_stdout != "none") {
         sink_.Error(n->pos, "logToStdout",
@@ -481,7 +481,9 @@ class Loader {
                     absl::StrCat("invalid pattern: ", re.error()));
       }
     }
-    c->upstream_ignore_paths = std::move(patterns);  // Empty: none ignored.
+    // An empty list is the default, as in llama-swap (a pattern nothing
+    // matches ignores nothing).
+    if (!patterns.empty()) c->upstream_ignore_paths = std::move(patterns);
   }
 
   // Also finds the matrix, if the config uses one (then no groups).
@@ -811,8 +813,10 @@ class Loader {
       if (name.empty()) continue;
       const ModelConfig* m = c->FindModel(name);
       if (m == nullptr) {
-        sink_.Error(preload->items[i].pos, absl::StrCat(path, "[", i, "]"),
-                    absl::StrCat("'", name, "' is not a model or an alias"));
+        // llama-swap drops it silently; a warning says so here.
+        sink_.Warn(preload->items[i].pos, absl::StrCat(path, "[", i, "]"),
+                   absl::StrCat("'", name,
+                                "' is not a model or an alias; not preloaded"));
       } else if (std::find(c->preload.begin(), c->preload.end(), m->id) ==
                  c->preload.end()) {
         c->preload.push_back(m->id);

@@ -180,6 +180,58 @@ INSTANTIATE_TEST_SUITE_P(
                   "selectors:\n  s: {targets: [m]}\n"
                   "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
                   "test.yaml:9:17: selectors.s.targets[0]: unknown model 'm'"},
+        ErrorCase{"SelectorSpilloverTargetTwice",
+                  "selectors:\n  s:\n    strategy: spillover\n"
+                  "    targets: [a, b]\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1', aliases: [b]}\n",
+                  "test.yaml:4:18: selectors.s.targets[1]: 'b' is 'a' again: "
+                  "spillover targets must differ"},
+        ErrorCase{"SelectorSpilloverTargetsSwap",
+                  "selectors:\n  s:\n    strategy: spillover\n"
+                  "    targets: [a, b]\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n"
+                  "  b: {cmd: x, proxy: 'http://h:2'}\n",
+                  "test.yaml:2:3: selectors.s.targets: spillover targets must "
+                  "share a group with swap: false (as in llama-swap); "
+                  "'(default)' swaps them"},
+        ErrorCase{"SelectorSpilloverTargetsInTwoGroups",
+                  "groups:\n  g1: {swap: false, members: [a]}\n"
+                  "  g2: {swap: false, members: [b]}\n"
+                  "selectors:\n  s: {strategy: spillover, targets: [a, b]}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n"
+                  "  b: {cmd: x, proxy: 'http://h:2'}\n",
+                  "test.yaml:5:3: selectors.s.targets: spillover targets must "
+                  "share one group (as in llama-swap), so that they may run "
+                  "together"},
+        ErrorCase{"SelectorSpilloverTargetsInNoMatrixSet",
+                  "matrix:\n  sets: {x: a, y: b}\n"
+                  "selectors:\n  s: {strategy: spillover, targets: [a, b]}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n"
+                  "  b: {cmd: x, proxy: 'http://h:2'}\n",
+                  "test.yaml:4:3: selectors.s.targets: spillover targets must "
+                  "all appear together in one matrix set (as in llama-swap)"},
+        ErrorCase{"MatrixVarBadCharacters",
+                  "matrix:\n  vars: {a_b: a}\n  sets: {x: a}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:10: matrix.vars.a_b: a var is 1 to 32 letters, "
+                  "digits, '-' or '.'"},
+        ErrorCase{
+            "MatrixVarNamesAnAlias",
+            "matrix:\n  vars: {v: al}\n  sets: {x: a}\n"
+            "models:\n  a: {cmd: x, proxy: 'http://h:1', aliases: [al]}\n",
+            "test.yaml:2:13: matrix.vars.v: 'al' is an alias of 'a': a "
+            "var names a model id"},
+        ErrorCase{"ProfileWithoutPins",
+                  "profiles:\n  p: {description: none}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:3: profiles.p.pins: must pin at least one name"},
+        ErrorCase{
+            "ProfilePinTakesAPeersModelName",
+            "peers:\n  r: {proxy: 'http://h:2', models: [m]}\n"
+            "profiles:\n  p: {pins: {r/m: a}}\n"
+            "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+            "test.yaml:4:14: profiles.p.pins.r/m: 'r/m' is a peer's model "
+            "name; a pin may not take it (as in llama-swap)"},
         ErrorCase{"SelectorChained",
                   "selectors:\n  s: {targets: [t]}\n  t: {targets: [a]}\n"
                   "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
@@ -384,11 +436,6 @@ INSTANTIATE_TEST_SUITE_P(
             "models:\n  a:\n    cmd: x ${PORT}\n    readyPattern: \"(\"\n",
             "test.yaml:4:19: models.a.readyPattern: invalid regular "
             "expression: missing ): ("},
-        ErrorCase{"PreloadUnknownModel",
-                  "models:\n  a:\n    cmd: x ${PORT}\nhooks:\n  on_startup:\n"
-                  "    preload: [a, zzz]\n",
-                  "test.yaml:6:18: hooks.on_startup.preload[1]: 'zzz' is not "
-                  "a model or an alias"},
         ErrorCase{"PidOutsideCmdStop",
                   "models:\n  a:\n    cmd: x ${PORT} --pidfile ${PID}\n",
                   "test.yaml:3:10: models.a.cmd: ${PID} is only available in "
@@ -511,6 +558,25 @@ TEST(LoaderWarningsTest, TheRouterSettingNotInUseIsIgnoredAndSaidSo) {
             "w.yaml:8:15: routing.router.settings.matrix: ignored while "
             "routing.router.use is group (the default)");
   EXPECT_EQ(r.config->groups.size(), 1u);
+}
+
+// Verdicts llama-swap gives (it loads these): a preload of a name that is
+// no model is dropped (said here); `${A:-x}` and `${a.b}` are no macro
+// references, only text.
+TEST(LoaderWarningsTest, WhatLlamaSwapLoadsLoadsHereToo) {
+  LoadResult r =
+      LoadConfigText("w.yaml",
+                     "models:\n  a:\n    cmd: x ${PORT} --opt ${A:-x} ${a.b}\n"
+                     "hooks:\n  on_startup:\n    preload: [a, zzz]\n",
+                     TestEnv());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0].ToString(),
+            "w.yaml:6:18: hooks.on_startup.preload[1]: 'zzz' is not a model "
+            "or an alias; not preloaded");
+  EXPECT_THAT(r.config->preload, ElementsAre("a"));
+  EXPECT_THAT(r.config->models[0].argv,
+              ElementsAre("x", "5800", "--opt", "${A:-x}", "${a.b}"));
 }
 
 TEST(LoaderWarningsTest, UnsupportedAndUnknownKeysWarnWithSuggestion) {

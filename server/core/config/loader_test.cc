@@ -397,7 +397,17 @@ groups:
   EXPECT_EQ(c->FindModel("b")->group, "g");
 }
 
-TEST(LoaderTest, UpstreamIgnorePathsDefaultToLlamaSwapsAndCanBeSetOrCleared) {
+// llama-swap raises a healthCheckTimeout below 15 s to 15; modelplane uses
+// it as written (docs/config.md, "Verdicts beside llama-swap's").
+TEST(LoaderTest, HealthCheckTimeoutHasNoFloor) {
+  auto c = MustLoad(
+      "healthCheckTimeout: 3\nmodels:\n  a:\n    cmd: x ${PORT}\n"
+      "    healthCheckTimeout: 2\n");
+  EXPECT_EQ(c->health_check_timeout, absl::Seconds(3));
+  EXPECT_EQ(c->models[0].health_check_timeout, absl::Seconds(2));
+}
+
+TEST(LoaderTest, UpstreamIgnorePathsDefaultToLlamaSwapsAndCanBeSet) {
   auto c = MustLoad("models:\n  a:\n    cmd: x ${PORT}\n");
   EXPECT_THAT(c->upstream_ignore_paths,
               ElementsAre(R"(.*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$)"));
@@ -405,10 +415,12 @@ TEST(LoaderTest, UpstreamIgnorePathsDefaultToLlamaSwapsAndCanBeSetOrCleared) {
       "upstream:\n  ignorePaths: ['^/static/', '\\.ico$']\n"
       "models:\n  a:\n    cmd: x ${PORT}\n");
   EXPECT_THAT(c->upstream_ignore_paths, ElementsAre("^/static/", "\\.ico$"));
+  // An empty list is the default, as in llama-swap.
   c = MustLoad(
       "upstream: {ignorePaths: []}\nmodels:\n  a:\n    cmd: x\n"
       "    proxy: http://h:1\n");
-  EXPECT_TRUE(c->upstream_ignore_paths.empty());
+  EXPECT_THAT(c->upstream_ignore_paths,
+              ElementsAre(R"(.*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$)"));
 }
 
 TEST(LoaderTest, ProfilesPinToModelsSelectorsAndPeersOrDisable) {
@@ -421,12 +433,12 @@ profiles:
   work:
     description: At work
     pins: {gpt-4o: a, fast: any, huge: far/big, bare: big, off: null}
-  empty: {}
+  solo: {pins: {x: aa}}
 models:
   a: {cmd: "x ${PORT}", aliases: [aa]}
 )yaml");
   ASSERT_EQ(c->profiles.size(), 2u);
-  EXPECT_EQ(c->profiles[0].name, "empty");  // Sorted.
+  EXPECT_EQ(c->profiles[0].name, "solo");  // Sorted.
   const ProfileConfig& w = c->profiles[1];
   EXPECT_EQ(w.description, "At work");
   ASSERT_EQ(w.pins.size(), 5u);
@@ -439,11 +451,13 @@ TEST(LoaderTest, SelectorsResolveTargetsThroughAliases) {
 selectors:
   fast:
     strategy: spillover
-    targets: [q1, qwen-b, q1]
+    targets: [q1, qwen-b]
     settings: {spillover: 3}
     name: Fast
     metadata: {tier: 1}
-  any: {targets: [q1]}
+  any: {targets: [q1, qwen-a, qwen-b]}
+groups:
+  pair: {swap: false, members: [qwen-a, qwen-b]}
 models:
   qwen-a: {cmd: "x ${PORT}", aliases: [q1]}
   qwen-b: {cmd: "x ${PORT}"}
@@ -451,6 +465,8 @@ models:
   ASSERT_EQ(c->selectors.size(), 2u);
   EXPECT_EQ(c->selectors[0].id, "any");        // Sorted.
   EXPECT_EQ(c->selectors[0].strategy, "pin");  // The default.
+  // Two names for one model: once (pin takes the first anyway).
+  EXPECT_THAT(c->selectors[0].targets, ElementsAre("qwen-a", "qwen-b"));
   const SelectorConfig& f = c->selectors[1];
   EXPECT_EQ(f.strategy, "spillover");
   EXPECT_THAT(f.targets, ElementsAre("qwen-a", "qwen-b"));  // Ids, once.
@@ -467,15 +483,16 @@ peers:
 selectors:
   spill:
     strategy: spillover
-    targets: [a, big, remote/big, other/shared]
-  pinned: {targets: [remote/shared]}
+    targets: [a, big, other/shared]
+  pinned: {targets: [remote/shared, remote/big, big]}
 models:
   a: {cmd: "x ${PORT}"}
 )yaml");
   ASSERT_EQ(c->selectors.size(), 2u);
   // A bare name one peer has, or <peer>/<model>; kept as <peer>/<model>,
   // once.
-  EXPECT_THAT(c->selectors[0].targets, ElementsAre("remote/shared"));
+  EXPECT_THAT(c->selectors[0].targets,
+              ElementsAre("remote/shared", "remote/big"));
   EXPECT_THAT(c->selectors[1].targets,
               ElementsAre("a", "remote/big", "other/shared"));
 }
@@ -531,7 +548,7 @@ models:
 )yaml";
   auto legacy = MustLoad(std::string(models) + R"yaml(
 matrix:
-  vars: {q: qw, l: llama}
+  vars: {q: qwen, l: llama}
   evict_costs: {q: 5}
   sets:
     chat: "(l | q) & whisper"

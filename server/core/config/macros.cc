@@ -37,7 +37,10 @@ void SubstituteOne(YamlNode* scalar, absl::string_view name,
 }  // namespace
 
 std::vector<std::string> MacroRefs(absl::string_view text) {
-  static const LazyRE2 kRef = {R"(\$\{([^}]*)\})"};
+  // llama-swap's macro names (and env.NAME): `${A:-x}` or `${a.b}` is text,
+  // as there.
+  static const LazyRE2 kRef = {
+      R"(\$\{([a-zA-Z0-9_-]+|env\.[a-zA-Z_][a-zA-Z0-9_]*)\})"};
   std::vector<std::string> refs;
   re2::StringPiece input(text.data(), text.size());
   std::string name;

@@ -6,6 +6,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/config/decode_util.h"
 #include "server/core/config/matrix_dsl.h"
@@ -83,6 +84,50 @@ std::string PeerModel(const Config& c, const std::string& name) {
 }
 
 }  // namespace
+
+void CheckSpilloverTargetsCoexist(const Config& c, DiagSink* sink) {
+  for (const SelectorConfig& sel : c.selectors) {
+    if (sel.strategy != "spillover") continue;
+    std::vector<std::string> local;  // Peers' models run elsewhere.
+    for (const std::string& t : sel.targets) {
+      if (c.FindModel(t) != nullptr) local.push_back(t);
+    }
+    if (local.size() < 2) continue;
+    std::string path = absl::StrCat("selectors.", sel.id, ".targets");
+    if (c.matrix) {
+      // Some allowed set must hold them all, or spilling swaps instead.
+      bool together = std::any_of(
+          c.matrix->allowed.begin(), c.matrix->allowed.end(),
+          [&](const std::vector<std::string>& set) {
+            return std::all_of(
+                local.begin(), local.end(), [&](const std::string& m) {
+                  return std::find(set.begin(), set.end(), m) != set.end();
+                });
+          });
+      if (!together) {
+        sink->Error(sel.pos, path,
+                    "spillover targets must all appear together in one "
+                    "matrix set (as in llama-swap)");
+      }
+      continue;
+    }
+    const std::string& group = c.FindModel(local[0])->group;
+    const GroupConfig* g = c.FindGroup(group);
+    bool one_group = std::all_of(
+        local.begin(), local.end(),
+        [&](const std::string& m) { return c.FindModel(m)->group == group; });
+    if (!one_group) {
+      sink->Error(sel.pos, path,
+                  "spillover targets must share one group (as in "
+                  "llama-swap), so that they may run together");
+    } else if (g == nullptr || g->swap) {
+      sink->Error(sel.pos, path,
+                  absl::StrCat("spillover targets must share a group with "
+                               "swap: false (as in llama-swap); '",
+                               group, "' swaps them"));
+    }
+  }
+}
 
 void DecodeSelectors(const YamlNode* selectors, Config* c, DiagSink* sink) {
   if (selectors == nullptr || selectors->is_null()) return;
@@ -168,6 +213,12 @@ void DecodeSelectors(const YamlNode* selectors, Config* c, DiagSink* sink) {
         if (std::find(sel.targets.begin(), sel.targets.end(), id) ==
             sel.targets.end()) {
           sel.targets.push_back(id);
+        } else if (sel.strategy == "spillover") {
+          // Two names for one target would count it twice (llama-swap's
+          // rule); pin and warm take the first.
+          sink->Error(list->items[i].pos, at,
+                      absl::StrCat("'", targets[i], "' is '", id,
+                                   "' again: spillover targets must differ"));
         }
       }
     }
@@ -264,8 +315,19 @@ void DecodeProfiles(const YamlNode* profiles, Config* c, DiagSink* sink) {
         std::string at = JoinPath(path + ".pins", from.text);
         std::string target;
         if (!to.is_null() && !ReadString(to, at, sink, &target)) continue;
+        bool peer_name = false;  // A pin may not hide <peer>/<model>.
+        for (const PeerConfig& p : c->peers) {
+          for (const std::string& m : p.models) {
+            if (absl::StrCat(p.id, "/", m) == from.text) peer_name = true;
+          }
+        }
         if (from.text.empty()) {
           sink->Error(from.pos, at, "a requested name must not be empty");
+        } else if (peer_name) {
+          sink->Error(from.pos, at,
+                      absl::StrCat("'", from.text,
+                                   "' is a peer's model name; a pin may not "
+                                   "take it (as in llama-swap)"));
         } else if (!target.empty() && !known(target)) {
           sink->Error(to.pos, at,
                       absl::StrCat("unknown model '", target,
@@ -275,6 +337,10 @@ void DecodeProfiles(const YamlNode* profiles, Config* c, DiagSink* sink) {
           prof.pins.emplace_back(from.text, target);
         }
       }
+    }
+    if (sink->error_count() == errors_before && prof.pins.empty()) {
+      // llama-swap's rule: a profile pins something.
+      sink->Error(key.pos, path + ".pins", "must pin at least one name");
     }
     if (sink->error_count() == errors_before) {
       c->profiles.push_back(std::move(prof));
@@ -307,11 +373,23 @@ void DecodeMatrix(const YamlNode& node, const std::string& path, Config* c,
         std::string name;
         if (!ReadString(model, at, sink, &name)) continue;
         const ModelConfig* m = c->FindModel(name);
-        if (alias.text.empty() || alias.text.size() > 32) {
-          sink->Error(alias.pos, at, "a var is 1 to 32 characters");
+        bool name_ok =
+            !alias.text.empty() && alias.text.size() <= 32 &&
+            std::all_of(alias.text.begin(), alias.text.end(), [](char ch) {
+              return absl::ascii_isalnum(static_cast<unsigned char>(ch)) ||
+                     ch == '-' || ch == '.';
+            });
+        if (!name_ok) {
+          sink->Error(alias.pos, at,
+                      "a var is 1 to 32 letters, digits, '-' or '.'");
         } else if (m == nullptr) {
           sink->Error(model.pos, at,
                       absl::StrCat("unknown model '", name, "'"));
+        } else if (m->id != name) {
+          // llama-swap's vars name model ids.
+          sink->Error(model.pos, at,
+                      absl::StrCat("'", name, "' is an alias of '", m->id,
+                                   "': a var names a model id"));
         } else {
           vars[alias.text] = m->id;
         }

@@ -19,6 +19,10 @@ void DecodePeers(const YamlNode* peers, Config* c, DiagSink* sink);
 void CheckPeerNames(const Config& c, DiagSink* sink);
 // `selectors`, after the models and their aliases.
 void DecodeSelectors(const YamlNode* selectors, Config* c, DiagSink* sink);
+// llama-swap's rule: a spillover selector's local targets can run together
+// (one group with swap: false, or one matrix set). After groups or the
+// matrix, and selectors.
+void CheckSpilloverTargetsCoexist(const Config& c, DiagSink* sink);
 // `profiles`, after models, selectors and peers (a pin names one of them).
 void DecodeProfiles(const YamlNode* profiles, Config* c, DiagSink* sink);
 // The swap matrix at `path` (`matrix` or routing.router.settings.matrix).
