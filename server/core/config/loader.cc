@@ -903,7 +903,23 @@ LoadResult LoadConfigSources(const std::string& path, const std::string& dir,
       errno = ENOTDIR;
       return unreadable(dir, "config directory");
     }
-    for (std::string& f : ConfigDirFiles(dir)) names.push_back(std::move(f));
+    // The same file twice would define everything twice (llama-swap's
+    // rule): compared by device and inode, so links and ../ count too.
+    struct stat config_st;
+    bool have_config = !path.empty() && stat(path.c_str(), &config_st) == 0;
+    for (std::string& f : ConfigDirFiles(dir)) {
+      struct stat f_st;
+      if (have_config && stat(f.c_str(), &f_st) == 0 &&
+          f_st.st_dev == config_st.st_dev && f_st.st_ino == config_st.st_ino) {
+        LoadResult r;
+        r.errors.push_back(Diagnostic{
+            path, SourcePos{}, "",
+            absl::StrCat("--config ", path, " is also in --config-dir ", dir,
+                         " (as ", f, "); give it once")});
+        return r;
+      }
+      names.push_back(std::move(f));
+    }
     if (names.empty()) {
       LoadResult r;
       r.errors.push_back(Diagnostic{dir, SourcePos{}, "",

@@ -602,6 +602,17 @@ routing:
   EXPECT_TRUE(with_scheduler->matrix.has_value());
 }
 
+// llama-swap's rule: the --config file may not be in --config-dir too.
+TEST(LoaderTest, TheConfigFileMayNotAlsoBeInTheConfigDir) {
+  std::string dir =
+      WriteDir("twice", {{"a.yaml", "models:\n  a: {cmd: \"x ${PORT}\"}\n"}});
+  LoadResult r = LoadConfigSources(dir + "/../twice/a.yaml", dir, Env());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].ToString(),
+              HasSubstr("is also in --config-dir " + dir + " (as " + dir +
+                        "/a.yaml); give it once"));
+}
+
 TEST(LoaderTest, ConfigDirFilesAreMergedInNameOrder) {
   std::string dir =
       WriteDir("merge", {{"b.yaml",
