@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo` and `make run CONFIG=...`: builds, then runs modelmanager and
+# `make demo`: builds, then runs modelmanager and
 # modelproxy on a config until Ctrl-C, showing the manager's events.
 #
 #   tools/demo.sh [CONFIG]          # default examples/demo.yaml

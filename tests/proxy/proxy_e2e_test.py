@@ -1733,7 +1733,7 @@ class ProfilesTest(unittest.TestCase):
                 "  coding:\n"
                 "    description: Coder everywhere\n"
                 "    pins: {gpt-4o: coder, chat: null, coder: chat}\n"
-                "  plain: {pins: {}}\n")
+                "  plain: {pins: {gpt-3: chat}}\n")
         with ManagerProcess({"chat": ["--tokens", "1"], "coder": ["--tokens", "1"]},
                             extra_yaml=yaml) as mg:
             p = ProxyProcess(mg.port, workers=2)
