@@ -221,6 +221,13 @@ INSTANTIATE_TEST_SUITE_P(
             "models:\n  a: {cmd: x, proxy: 'http://h:1', aliases: [al]}\n",
             "test.yaml:2:13: matrix.vars.v: 'al' is an alias of 'a': a "
             "var names a model id"},
+        ErrorCase{"SetParamsByIdKeysResolveToOneName",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    filters:\n"
+                  "      setParamsByID:\n        a:fast: {top_k: 1}\n"
+                  "        ${MODEL_ID}:fast: {top_k: 2}\n",
+                  "test.yaml:7:9: models.a.filters.setParamsByID.${MODEL_ID}:"
+                  "fast: '${MODEL_ID}:fast' is 'a:fast', a name another key "
+                  "already gives"},
         ErrorCase{"ProfileWithoutPins",
                   "profiles:\n  p: {description: none}\n"
                   "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",

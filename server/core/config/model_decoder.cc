@@ -458,6 +458,13 @@ class FieldDecoder {
         sink_->Error(k.pos, name_at, "a model name must not be empty");
         continue;
       }
+      if (m->filters.set_params_by_id.count(name) != 0) {
+        // Two keys, one name once expanded (llama-swap's rule).
+        sink_->Error(k.pos, name_at,
+                     absl::StrCat("'", k.text, "' is '", name,
+                                  "', a name another key already gives"));
+        continue;
+      }
       if (!v.is_map() && !v.is_null()) {
         sink_->Error(v.pos, name_at,
                      absl::StrCat("must be a mapping, not ", v.KindName()));
