@@ -228,6 +228,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "test.yaml:7:9: models.a.filters.setParamsByID.${MODEL_ID}:"
                   "fast: '${MODEL_ID}:fast' is 'a:fast', a name another key "
                   "already gives"},
+        // llama-swap overwrites such a group with its own default one
+        // (its members then in no group); refused here instead.
+        ErrorCase{"GroupNamedDefault",
+                  "groups:\n  (default): {members: [a]}\n"
+                  "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
+                  "test.yaml:2:3: groups.(default): the group id '(default)' "
+                  "is reserved"},
         ErrorCase{"ProfileWithoutPins",
                   "profiles:\n  p: {description: none}\n"
                   "models:\n  a: {cmd: x, proxy: 'http://h:1'}\n",
