@@ -157,24 +157,20 @@ class Loader {
   // llama-swap's merge (its internal/config/merge.go): mappings merge key by
   // key, lists are joined, an equal scalar is accepted and a null gives way;
   // in a mapping of things by id (models, groups, peers, profiles,
-  // selectors, macros, the matrix's vars, evict_costs and sets, also in
-  // their routing forms) an id in two files is an error, as is a setting
-  // made differently in two.
+  // selectors, and the matrix, whose vars, evict_costs and sets go in one
+  // file: also in their routing forms) a key in two files is an error, as
+  // is a setting made differently in two. A macro defined in two files with
+  // the same value is accepted, as there.
   static bool ById(const std::string& path) {
-    static const auto* kPaths = new absl::flat_hash_set<std::string>{
-        "models",
-        "groups",
-        "peers",
-        "profiles",
-        "selectors",
-        "macros",
-        "matrix.vars",
-        "matrix.evict_costs",
-        "matrix.sets",
-        "routing.router.settings.groups",
-        "routing.router.settings.matrix.vars",
-        "routing.router.settings.matrix.evict_costs",
-        "routing.router.settings.matrix.sets"};
+    static const auto* kPaths =
+        new absl::flat_hash_set<std::string>{"models",
+                                             "groups",
+                                             "peers",
+                                             "profiles",
+                                             "selectors",
+                                             "matrix",
+                                             "routing.router.settings.groups",
+                                             "routing.router.settings.matrix"};
     return kPaths->contains(path);
   }
 

@@ -686,6 +686,38 @@ TEST(LoaderTest, ConfigDirMergesSettingsAsLlamaSwap) {
   EXPECT_EQ(r.config->FindModel("b")->group, "g2");
 }
 
+// As llama-swap's merge: a macro in two files with one value is one macro
+// (another value is a clash); the matrix is one file's, key by key.
+TEST(LoaderTest, ConfigDirMacrosAndTheMatrixMergeAsLlamaSwap) {
+  std::string same = WriteDir(
+      "macros-same",
+      {{"1.yaml",
+        "macros:\n  v: -q\nmodels:\n  a: {cmd: \"x ${v} ${PORT}\"}\n"},
+       {"2.yaml",
+        "macros:\n  v: -q\nmodels:\n  b: {cmd: \"y ${v} ${PORT}\"}\n"}});
+  LoadResult r = LoadConfigSources("", same, Env());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r.config->models.size(), 2u);
+  std::string other =
+      WriteDir("macros-other",
+               {{"1.yaml",
+                 "macros:\n  v: -q\nmodels:\n  a: {cmd: \"x ${v} ${PORT}\"}\n"},
+                {"2.yaml", "macros:\n  v: -w\n"}});
+  r = LoadConfigSources("", other, Env());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].ToString(),
+              HasSubstr("2.yaml:2:6: macros.v: set differently in two files"));
+  std::string matrix = WriteDir(
+      "matrix-split",
+      {{"1.yaml",
+        "matrix:\n  sets: {x: a}\nmodels:\n  a: {cmd: \"x ${PORT}\"}\n"},
+       {"2.yaml", "matrix:\n  sets: {y: a}\n"}});
+  r = LoadConfigSources("", matrix, Env());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].ToString(),
+              HasSubstr("2.yaml:2:3: matrix.sets: defined again"));
+}
+
 TEST(LoaderTest, ConfigDirClashesAndErrorsNameTheirFile) {
   std::string dir =
       WriteDir("clash", {{"1.yaml",
