@@ -140,6 +140,29 @@ absl::StatusOr<std::shared_ptr<const ClientTlsContext>> ClientTlsContext::Make(
 
 ClientTlsContext::~ClientTlsContext() { SSL_CTX_free(ctx_); }
 
+absl::StatusOr<const ClientTlsContexts::Entry*> ClientTlsContexts::Get(
+    const std::string* ca_pem, bool insecure) {
+  static const std::string kSystemRoots;
+  const std::string& pem = ca_pem != nullptr ? *ca_pem : kSystemRoots;
+  if (insecure && insecure_ != nullptr) return insecure_.get();
+  if (!insecure) {
+    auto it = by_ca_.find(pem);
+    if (it != by_ca_.end()) return &it->second;
+  }
+  absl::StatusOr<std::shared_ptr<const ClientTlsContext>> made =
+      ClientTlsContext::Make(pem, insecure);
+  if (!made.ok()) return made.status();
+  if (insecure) {
+    insecure_ = std::make_unique<Entry>(Entry{*std::move(made), "insecure"});
+    return insecure_.get();
+  }
+  std::string key = pem.empty()
+                        ? "system"
+                        : absl::StrCat("ca", std::hash<std::string>()(pem));
+  return &by_ca_.emplace(pem, Entry{*std::move(made), std::move(key)})
+              .first->second;
+}
+
 TlsEngine::TlsEngine(SSL_CTX* ctx) : ssl_(SSL_new(ctx)) {
   in_ = BIO_new(BIO_s_mem());
   out_ = BIO_new(BIO_s_mem());

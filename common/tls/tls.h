@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -70,6 +71,26 @@ class ClientTlsContext {
       : ctx_(ctx), verifies_(verifies) {}
   SSL_CTX* ctx_;
   bool verifies_;
+};
+
+// Client contexts by way of trusting (a CA's PEM, the system's roots, or
+// nothing), each made once and kept: the upstream pool's and the health
+// prober's. One thread.
+class ClientTlsContexts {
+ public:
+  struct Entry {
+    std::shared_ptr<const ClientTlsContext> context;
+    // Names the way of trusting, short: connections trusted differently
+    // are not pooled together.
+    std::string key;
+  };
+  // `ca_pem` null or empty: the system's roots; `insecure`: nothing checked.
+  // The error is ClientTlsContext::Make's.
+  absl::StatusOr<const Entry*> Get(const std::string* ca_pem, bool insecure);
+
+ private:
+  std::unique_ptr<Entry> insecure_;
+  std::map<std::string, Entry> by_ca_;  // "" for the system's roots.
 };
 
 // One TLS connection over memory buffers, server or client side.

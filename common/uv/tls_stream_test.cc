@@ -252,7 +252,8 @@ TEST_F(TlsStreamTest, PlaintextLeftInTheEngineComesWhenReadingStartsAgain) {
     while (!may_close) usleep(1000);
   });
   ASSERT_TRUE(Turn([&] { return written.load() && server_.secured == 1; }));
-  usleep(50000);  // The bytes cross loopback into the server's socket.
+  // SSL_write returned: over loopback its bytes are in the server's socket
+  // (the send hands them to the receiver), so the next read takes them all.
   ASSERT_TRUE(stream_.StartReading());
   ASSERT_TRUE(Turn([&] { return server_.reads >= 1; }));
   for (int i = 0; i < 50; ++i) {  // ~50 ms: nothing more may come.

@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import unittest
 
 from tools.testing import junit
@@ -177,15 +176,11 @@ class DebianPackageTest(unittest.TestCase):
         self.assertIn('"msg":"stopped"', log)
         # Nothing of the user's left running.
         uid = pwd.getpwnam("modelplane").pw_uid
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            owned = [p for p in os.listdir("/proc") if p.isdigit()
-                     and os.path.exists(f"/proc/{p}")
-                     and self.owner(p) == uid]
-            if not owned:
-                break
-            time.sleep(0.05)
-        self.assertEqual(owned, [])
+        def owned():
+            return [p for p in os.listdir("/proc")
+                    if p.isdigit() and self.owner(p) == uid]
+        wait_for(lambda: not owned(), 10)
+        self.assertEqual(owned(), [])
 
     @staticmethod
     def owner(pid):

@@ -14,6 +14,12 @@
 namespace modelplane::proxy::router {
 namespace {
 
+// A CA's PEM, held once by the route and shared by its requests; null for
+// none (the system's roots).
+std::shared_ptr<const std::string> SharedPem(const std::string& pem) {
+  return pem.empty() ? nullptr : std::make_shared<const std::string>(pem);
+}
+
 std::string ToJson(const google::protobuf::Struct& s) {
   std::string out;
   if (!google::protobuf::util::MessageToJsonString(s, &out).ok()) return "{}";
@@ -163,7 +169,7 @@ std::shared_ptr<const RouteTable> RouteTable::Build(
     r.idle_timeout = FromProto(m.upstream_timeouts().idle_connection());
     r.keepalive = FromProto(m.upstream_timeouts().keepalive());
     r.tls_handshake_timeout = FromProto(m.upstream_timeouts().tls_handshake());
-    r.tls_ca_pem = m.tls().ca_pem();
+    r.tls_ca_pem = SharedPem(m.tls().ca_pem());
     r.tls_insecure = m.tls().insecure_skip_verify();
     if (m.has_replicas()) {
       r.replicas_max = std::max(1, static_cast<int>(m.replicas().max()));
@@ -313,7 +319,7 @@ std::shared_ptr<const PeerTable> PeerTable::Build(
       r.tls_handshake_timeout =
           FromProto(p.upstream_timeouts().tls_handshake());
       r.keepalive = FromProto(p.upstream_timeouts().keepalive());
-      r.tls_ca_pem = p.tls().ca_pem();
+      r.tls_ca_pem = SharedPem(p.tls().ca_pem());
       r.tls_insecure = p.tls().insecure_skip_verify();
       t->routes_.push_back(std::move(r));
       ++bare_count[model];

@@ -94,9 +94,9 @@ struct Route {
   absl::Duration idle_timeout;
   absl::Duration keepalive;
   // https:// upstreams: the handshake's time and how the certificate is
-  // trusted (CA PEM; empty: the system's roots; or none checked).
+  // trusted (CA PEM; null: the system's roots; or none checked).
   absl::Duration tls_handshake_timeout;
-  std::string tls_ca_pem;
+  std::shared_ptr<const std::string> tls_ca_pem;
   bool tls_insecure = false;
   // `replicas`: up to this many nodes run it; one more starts when its
   // requests waited this long on every node that runs it.
@@ -196,9 +196,9 @@ struct PeerRoute {
   absl::Duration idle_timeout;
   absl::Duration tls_handshake_timeout;
   absl::Duration keepalive;
-  // https://: the CA certificates (PEM; empty: the system's roots), or no
+  // https://: the CA certificates (PEM; null: the system's roots), or no
   // check at all.
-  std::string tls_ca_pem;
+  std::shared_ptr<const std::string> tls_ca_pem;
   bool tls_insecure = false;
   // What clients may always call it: <peer>/<model>.
   std::string name() const { return peer + "/" + model; }

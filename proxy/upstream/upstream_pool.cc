@@ -597,26 +597,18 @@ std::unique_ptr<UpstreamRequest> UpstreamPool::Send(
   std::string key = target.key;
   std::shared_ptr<const tls::ClientTlsContext> tls;
   if (target.tls) {
-    // One context per way of trusting the upstream, made once.
-    std::string how =
-        timeouts.tls_insecure ? std::string("insecure") : timeouts.tls_ca_pem;
-    auto ctx = tls_contexts_.find(how);
-    if (ctx == tls_contexts_.end()) {
-      absl::StatusOr<std::shared_ptr<const tls::ClientTlsContext>> made =
-          tls::ClientTlsContext::Make(timeouts.tls_ca_pem,
-                                      timeouts.tls_insecure);
-      if (!made.ok()) {
-        observer->OnUpstreamError(
-            absl::StrCat("cannot make TLS settings for ", base_url, ": ",
-                         made.status().message()),
-            true, false);
-        return handle;
-      }
-      ctx = tls_contexts_.emplace(how, *std::move(made)).first;
+    absl::StatusOr<const tls::ClientTlsContexts::Entry*> trust =
+        tls_contexts_.Get(timeouts.tls_ca_pem.get(), timeouts.tls_insecure);
+    if (!trust.ok()) {
+      observer->OnUpstreamError(
+          absl::StrCat("cannot make TLS settings for ", base_url, ": ",
+                       trust.status().message()),
+          true, false);
+      return handle;
     }
-    tls = ctx->second;
+    tls = (*trust)->context;
     // Connections trusted differently are not shared.
-    key = absl::StrCat(key, "#", std::hash<std::string>()(how));
+    key = absl::StrCat(key, "#", (*trust)->key);
   }
   Connection* c;
   auto it = idle_.find(key);

@@ -64,9 +64,10 @@ struct Timeouts {
   // TCP keepalive probes on the connection after this idle time; zero:
   // none (llama-swap's timeouts.keepalive).
   absl::Duration keepalive;
-  // https://: the certificates that may sign the upstream's (PEM; empty:
-  // the system's roots), or none checked at all.
-  std::string tls_ca_pem;
+  // https://: the certificates that may sign the upstream's (PEM; null:
+  // the system's roots; shared, so that a request carries it uncopied), or
+  // none checked at all.
+  std::shared_ptr<const std::string> tls_ca_pem;
   bool tls_insecure = false;
 };
 
@@ -129,10 +130,9 @@ class UpstreamPool {
   uv_loop_t* loop_;
   std::map<std::string, std::vector<Connection*>> idle_;    // By Target key.
   std::map<std::string, std::unique_ptr<Target>> targets_;  // By URL.
-  // https://: a client context per way of trusting (a CA, the system's
-  // roots, none); its key goes into the connections' pool key.
-  std::map<std::string, std::shared_ptr<const tls::ClientTlsContext>>
-      tls_contexts_;
+  // https://: a client context per way of trusting; its key goes into the
+  // connections' pool key.
+  tls::ClientTlsContexts tls_contexts_;
   // One read buffer for every connection of the pool: libuv calls alloc and
   // then read back to back on the loop thread, and the response parser is
   // done with the bytes when read returns. (A buffer per connection cost

@@ -259,19 +259,13 @@ std::unique_ptr<actor::Probe> HttpProber::Get(
   }
   std::shared_ptr<const tls::ClientTlsContext> tls;
   if (parsed->tls) {
-    // One context per way of trusting, made once.
-    std::string how = trust.insecure ? std::string("insecure") : trust.ca_pem;
-    auto it = tls_contexts_.find(how);
-    if (it == tls_contexts_.end()) {
-      absl::StatusOr<std::shared_ptr<const tls::ClientTlsContext>> made =
-          tls::ClientTlsContext::Make(trust.ca_pem, trust.insecure);
-      if (!made.ok()) {
-        done(made.status());
-        return std::make_unique<FailedProbe>();
-      }
-      it = tls_contexts_.emplace(how, *std::move(made)).first;
+    absl::StatusOr<const tls::ClientTlsContexts::Entry*> made =
+        tls_contexts_.Get(&trust.ca_pem, trust.insecure);
+    if (!made.ok()) {
+      done(made.status());
+      return std::make_unique<FailedProbe>();
     }
-    tls = it->second;
+    tls = (*made)->context;
   }
   auto* op = new ProbeOp(loop_, *std::move(parsed), timeout, std::move(tls),
                          std::move(done));

@@ -13,7 +13,6 @@
 
 #include <uv.h>
 
-#include <map>
 #include <memory>
 #include <string>
 
@@ -45,9 +44,7 @@ class HttpProber : public actor::HealthProber {
 
  private:
   uv_loop_t* loop_;
-  // A client context per way of trusting (a CA, the system's roots, none).
-  std::map<std::string, std::shared_ptr<const tls::ClientTlsContext>>
-      tls_contexts_;
+  tls::ClientTlsContexts tls_contexts_;  // Per way of trusting.
 };
 
 }  // namespace modelplane::runtime
