@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "common/flags.h"
+#include "tools/fake_nvml/fake_gpu_state.h"
 #include "tools/fake_upstream/http_server.h"
 #include "tools/fake_upstream/openai_handler.h"
 
@@ -32,6 +33,9 @@ struct Flags {
   int crash_after_ms = -1;
   int exit_immediately = -1;
   int log_every_ms = 0;
+  int vram_mib = 0;
+  int gpu = -1;
+  int vram_release_lag_ms = 0;
 };
 
 void DefineFlags(FlagParser* p, Flags* f) {
@@ -56,6 +60,39 @@ void DefineFlags(FlagParser* p, Flags* f) {
          "print a line to stderr and exit with this code", 0);
   p->Int("log-every-ms", &f->log_every_ms, "print a progress line every N ms",
          1);
+  p->Int("vram-mib", &f->vram_mib,
+         "take N MiB of a fake GPU ($FAKE_NVML_DIR, tools/fake_nvml) at start; "
+         "exit 1 with CUDA's out-of-memory words when it is not free",
+         0);
+  p->Int("gpu", &f->gpu,
+         "the fake GPU for --vram-mib (default: the first of "
+         "CUDA_VISIBLE_DEVICES, else 0)",
+         -1);
+  p->Int("vram-release-lag-ms", &f->vram_release_lag_ms,
+         "the fake driver frees the memory N ms after this process is gone", 0);
+}
+
+// Takes --vram-mib of the fake GPU, as a CUDA server allocates its weights
+// and cache before it listens. False (said on stderr) when it does not fit.
+bool TakeGpuMemory(const Flags& f) {
+  std::string dir = fake_gpu::Dir();
+  if (dir.empty()) {
+    fprintf(stderr, "fake_upstream: --vram-mib needs FAKE_NVML_DIR\n");
+    return false;
+  }
+  int gpu = f.gpu;
+  if (gpu < 0) {
+    const char* visible = getenv("CUDA_VISIBLE_DEVICES");
+    gpu = visible != nullptr && *visible != '\0' ? atoi(visible) : 0;
+  }
+  std::string error;
+  if (!fake_gpu::Allocate(dir, getpid(), gpu, f.vram_mib, f.vram_release_lag_ms,
+                          &error)) {
+    fprintf(stderr, "fake_upstream: %s\n", error.c_str());
+    return false;
+  }
+  printf("fake_upstream: took %d MiB of fake GPU %d\n", f.vram_mib, gpu);
+  return true;
 }
 
 // Forks a process that inherits stdout and stderr and outlives its parent's
@@ -138,6 +175,7 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   RaiseFileLimit();
   if (f.fork_child) ForkGrandchild();
+  if (f.vram_mib > 0 && !TakeGpuMemory(f)) return 1;
 
   uv_loop_t* loop = uv_default_loop();
   ServerStats& stats = app.stats;
