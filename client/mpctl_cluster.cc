@@ -115,6 +115,9 @@ int ClusterLs(std::vector<ClusterNode>& nodes, bool json) {
     if (all[i]->draining()) draining.push_back(nodes[i].name);
   }
   PrintTable(rows);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (all[i].ok()) PrintGpus(*all[i], nodes[i].name + ": ");
+  }
   if (!draining.empty()) {
     printf("(draining: %s: no model starts there)\n",
            absl::StrJoin(draining, ", ").c_str());

@@ -6,7 +6,9 @@
 #include <cstdio>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/json_string.h"
 
 namespace modelplane::mpctl {
@@ -164,6 +166,17 @@ std::vector<std::string> LsRow(const v1::Model& m, absl::Time now) {
       m.has_last_used()) {
     idle = Short(now - absl::FromUnixSeconds(m.last_used().seconds()));
   }
+  std::string vram = "-", gpus = "-";
+  if (m.has_gpu_memory()) {
+    const v1::ModelGpuMemory& g = m.gpu_memory();
+    constexpr uint64_t kMiB = 1024 * 1024;
+    if (g.footprint_bytes() > 0) {
+      bool declared = m.has_resources() && m.resources().vram_mib() > 0;
+      vram = absl::StrCat(g.footprint_bytes() / kMiB, " MiB ",
+                          declared ? "declared" : "measured");
+    }
+    if (g.gpus_size() > 0) gpus = absl::StrJoin(g.gpus(), ",");
+  }
   return {m.id(),
           StateName(m.state()),
           m.upstream_url(),
@@ -171,7 +184,22 @@ std::vector<std::string> LsRow(const v1::Model& m, absl::Time now) {
           std::to_string(m.active_leases()),
           std::to_string(m.queued_requests()),
           idle,
+          vram,
+          gpus,
           FailureText(m)};
+}
+
+void PrintGpus(const v1::ListModelsResponse& r, const std::string& prefix) {
+  constexpr uint64_t kMiB = 1024 * 1024;
+  for (const v1::Gpu& g : r.gpus()) {
+    printf("%sGPU %u (%s): %llu MiB free of %llu MiB%s\n", prefix.c_str(),
+           g.index(), g.name().c_str(),
+           static_cast<unsigned long long>(g.free_bytes() / kMiB),   // NOLINT
+           static_cast<unsigned long long>(g.total_bytes() / kMiB),  // NOLINT
+           g.trusted() ? ""
+                       : " (untrusted: a stopped model's memory has not come "
+                         "back)");
+  }
 }
 
 }  // namespace modelplane::mpctl

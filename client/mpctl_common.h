@@ -47,11 +47,16 @@ std::string Took(absl::Duration d);
 // Rows as aligned columns (two spaces apart), the first being the header.
 void PrintTable(const std::vector<std::vector<std::string>>& rows);
 // One row of `mpctl ls` for `m` (ID, STATE, UPSTREAM, PID, LEASES, QUEUED,
-// IDLE, FAILURE).
+// IDLE, VRAM, GPU, FAILURE). VRAM: the footprint the scheduler charges it
+// per GPU, declared or measured ("-": none, or no NVML).
 std::vector<std::string> LsRow(const v1::Model& m, absl::Time now);
+// The lines under `mpctl ls` for the manager's GPUs ("GPU 0 (name): N MiB
+// free of M MiB"), none without NVML.
+void PrintGpus(const v1::ListModelsResponse& r, const std::string& prefix);
 inline const std::vector<std::string>& LsHeader() {
   static const auto* h = new std::vector<std::string>{
-      "ID", "STATE", "UPSTREAM", "PID", "LEASES", "QUEUED", "IDLE", "FAILURE"};
+      "ID",     "STATE", "UPSTREAM", "PID", "LEASES",
+      "QUEUED", "IDLE",  "VRAM",     "GPU", "FAILURE"};
   return *h;
 }
 

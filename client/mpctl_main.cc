@@ -57,6 +57,7 @@ int Ls(ManagerClient& c, bool json) {
   absl::Time now = absl::Now();
   for (const v1::Model& m : r->models()) rows.push_back(LsRow(m, now));
   PrintTable(rows);
+  PrintGpus(*r, "");
   if (r->draining()) printf("(draining: no model starts on this manager)\n");
   return 0;
 }

@@ -25,6 +25,23 @@ Manager::Manager(std::shared_ptr<const config::Config> config,
     // Revisions start above any earlier manager's on this host (the proto's
     // promise that a stale revision is always detected).
     *host_.revisions() = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+    if (options_.gpu) {
+      absl::StatusOr<std::unique_ptr<gpu::GpuSource>> nvml =
+          gpu::OpenNvml(options_.nvml_library);
+      if (nvml.ok()) {
+        gpu::MonitorOptions go;
+        go.state_file = options_.gpu_state_file;
+        go.log = [this](const std::string& level, const std::string& line) {
+          Log(level, line);
+        };
+        gpu_ = std::make_unique<gpu::Monitor>(*std::move(nvml),
+                                              host_.env().clock, go);
+        options_.scheduler.gpu = gpu_.get();
+      } else {
+        Log(absl::StrCat("GPU memory scheduling off (no NVML: ",
+                         nvml.status().message(), ")"));
+      }
+    }
     scheduler_ = std::make_unique<scheduler::Scheduler>(
         std::move(config), host_.env(), host_.revisions(),
         [this](const scheduler::ModelChange& c) { OnChange(c); },
@@ -51,6 +68,7 @@ Manager::~Manager() {
   loop().RunSync([&] {
     absorb_timer_.reset();
     scheduler_.reset();
+    gpu_.reset();
     host_.set_warn(nullptr);  // The log goes before the host.
   });
 }

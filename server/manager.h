@@ -22,6 +22,8 @@
 #include "server/core/config/config.h"
 #include "server/core/config/diff.h"
 #include "server/core/config/loader.h"
+#include "server/core/gpu/monitor.h"
+#include "server/core/gpu/nvml.h"
 #include "server/core/scheduler/scheduler.h"
 #include "server/core/watch/watch_hub.h"
 #include "server/metrics/manager_metrics.h"
@@ -45,6 +47,12 @@ struct ManagerOptions {
   // Reloads read the config path given to the Manager and the *.yml/*.yaml
   // files of this directory (config::LoadConfigSources); may be empty.
   std::string config_dir;
+  // GPU memory scheduling (docs/gpu.md): NVML is looked for (by this
+  // library name) unless `gpu` is false; measured footprints are kept in
+  // `gpu_state_file` ("": in memory only).
+  bool gpu = true;
+  std::string nvml_library = gpu::kNvmlLibrary;
+  std::string gpu_state_file;
 };
 
 struct ReloadResult {
@@ -106,6 +114,7 @@ class Manager {
   std::string config_path_;
   ManagerOptions options_;
   runtime::ActorHost host_;
+  std::unique_ptr<gpu::Monitor> gpu_;  // Null: no NVML. Loop thread.
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<actor::Timer> absorb_timer_;  // Loop thread.
   watch::WatchHub hub_;

@@ -282,6 +282,17 @@ int ManagerServer::Start() {
   bool models_too = to_stdout == "upstream" || to_stdout == "both";
   mo.forward_model_output = level == "debug" || models_too;
   mo.config_dir = o.config_dir;
+  mo.gpu_state_file = o.gpu_state_file;
+  if (mo.gpu_state_file.empty()) {
+    std::string dir = !o.config_path.empty() ? o.config_path : o.config_dir;
+    if (!o.config_path.empty()) {
+      size_t slash = dir.rfind('/');
+      dir = slash == std::string::npos ? "." : dir.substr(0, slash);
+    }
+    mo.gpu_state_file = dir + "/modelplane-footprints.json";
+  } else if (mo.gpu_state_file == "none") {
+    mo.gpu_state_file.clear();
+  }
   mo.model_output_level = models_too ? "output" : "debug";
   // What a manager killed together with its supervisors left (a process
   // that ignored SIGTERM, one that called setsid() to keep a port) would
@@ -434,6 +445,10 @@ void RegisterServeFlags(FlagParser* parser, ServeOptions* o, bool one_host) {
                 "4096)",
                 1);
   }
+  parser->String("gpu-state-file", &o->gpu_state_file,
+                 "where measured GPU footprints are kept (default: "
+                 "modelplane-footprints.json beside the config; none: in "
+                 "memory only)");
   parser->String(one_host ? "manager-metrics-listen" : "metrics-listen",
                  &o->metrics_listen,
                  "serve the manager's Prometheus metrics at "

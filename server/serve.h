@@ -32,6 +32,10 @@ struct ServeOptions {
   int max_streams = 4096;
   // --metrics-listen: HOST:PORT for GET /metrics (Prometheus); empty: off.
   std::string metrics_listen;
+  // GPU memory scheduling (docs/gpu.md): where measured footprints are
+  // kept ("": modelplane-footprints.json beside the config; "none": in
+  // memory only).
+  std::string gpu_state_file;
 };
 
 // One modelmanager in a process: the Manager, its gRPC server, metrics

@@ -56,6 +56,7 @@ const std::map<std::string, std::vector<std::string>>& Samples() {
           {"capabilities",
            {"capabilities: {in: [text, image], out: [text], tools: true}"}},
           {"tls", {"tls: {insecureSkipVerify: true}"}},
+          {"resources", {"resources: {vramMiB: 4096, gpus: [0, 1]}"}},
       };
   return *samples;
 }
@@ -211,6 +212,7 @@ TEST(ConfigFieldsTest, EveryGlobalKeyShowsInTheDiffThePrintOutAndTheSettings) {
       {"matrix", {"matrix: {sets: {one: a}}\n", false}},
       {"metricsMaxInMemory", {"metricsMaxInMemory: 50\n", true}},
       {"store", {"store: {path: /tmp/activity.db, maxRows: 5}\n", true}},
+      {"gpu", {"gpu: {reservePercent: 10, memoryWaitTimeout: 2}\n", false}},
   };
   // Keys whose change alone is not a change of anything (why).
   const std::map<std::string, std::string> invisible = {

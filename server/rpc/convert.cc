@@ -201,6 +201,19 @@ void ToProto(const scheduler::ModelView& view, v1::Model* out) {
   SetDuration(c.replicas.spillover_after,
               out->mutable_replicas()->mutable_spillover_after());
   ToProto(c.filters, out->mutable_filters());
+  if (c.resources.set) {
+    v1::ModelResources* r = out->mutable_resources();
+    r->set_vram_mib(static_cast<uint64_t>(c.resources.vram_mib));
+    for (int g : c.resources.gpus) r->add_gpus(static_cast<uint32_t>(g));
+    r->set_gpu_count(static_cast<uint32_t>(c.resources.gpu_count));
+  }
+  if (view.memory_known) {
+    v1::ModelGpuMemory* m = out->mutable_gpu_memory();
+    m->set_footprint_bytes(view.footprint);
+    m->set_measured_bytes(view.memory.measured);
+    m->set_used_bytes(view.memory.used);
+    for (int g : view.memory.gpus) m->add_gpus(static_cast<uint32_t>(g));
+  }
 }
 
 void ToProto(const config::Filters& f, v1::ModelFilters* out) {

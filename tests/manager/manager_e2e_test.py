@@ -18,59 +18,13 @@ import reflection_pb2
 import reflection_pb2_grpc
 from modelplane.v1 import model_manager_pb2 as pb
 from modelplane.v1 import model_manager_pb2_grpc as pb_grpc
-from tests.manager.manager_proc import ManagerProcess, alive
+from tests.manager.manager_proc import AcquireStream, ManagerProcess, alive
 from tools.testing.fake_upstream_proc import runfile
 from tools.testing import junit
 from tools.testing.fake_upstream_proc import under_sanitizer, wait_for
 
 READY = pb.MODEL_STATE_READY
 STOPPED = pb.MODEL_STATE_STOPPED
-
-
-class AcquireStream:
-    """One Acquire stream: requests go in a queue, responses are collected."""
-
-    def __init__(self, stub, client_id="test-proxy"):
-        self.requests = queue.Queue()
-        self.responses = []
-        self.cond = threading.Condition()
-        self.call = stub.Acquire(iter(self.requests.get, None))
-        self.requests.put(pb.AcquireRequest(hello=pb.AcquireRequest.Hello(client_id=client_id)))
-        self.error = None
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        try:
-            for r in self.call:
-                with self.cond:
-                    self.responses.append(r)
-                    self.cond.notify_all()
-        except grpc.RpcError as e:
-            self.error = e
-
-    def acquire(self, model, request_id="r1", priority=0):
-        self.requests.put(pb.AcquireRequest(acquire=pb.AcquireRequest.Acquire(
-            model=model, request_id=request_id, priority=priority)))
-
-    def release(self, model, lease_id):
-        self.requests.put(pb.AcquireRequest(release=pb.AcquireRequest.Release(
-            model=model, lease_id=lease_id)))
-
-    def wait(self, kind, model, timeout=20):
-        """The first response of `kind` (granted, revoked, ...) for model."""
-        def find():
-            with self.cond:
-                for r in self.responses:
-                    if r.WhichOneof("kind") == kind and getattr(r, kind).model == model:
-                        return getattr(r, kind)
-            return None
-        return wait_for(find, timeout)
-
-    def close(self):
-        self.requests.put(None)
-
-    def cancel(self):
-        self.call.cancel()
 
 
 class ServiceTest(unittest.TestCase):
@@ -425,8 +379,13 @@ class BinaryTest(unittest.TestCase):
             [runfile("server/modelmanager"), "--config", m.config_path] + m.flags,
             stderr=subprocess.PIPE, text=True)
         try:
-            line = m.proc.stderr.readline()
-            entry = json.loads(line)
+            # Every line is JSON; "listening" comes after what the start
+            # found (GPUs, NVML or not).
+            entries = []
+            while not entries or "listening" not in entries[-1]["msg"]:
+                entries.append(json.loads(m.proc.stderr.readline()))
+                self.assertLess(len(entries), 10, entries)
+            entry = entries[-1]
             self.assertEqual(entry["level"], "info")
             self.assertIn("listening on unix:" + sock, entry["msg"])
             self.assertEqual(os.stat(sock).st_mode & 0o777, 0o600)

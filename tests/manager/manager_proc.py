@@ -10,6 +10,7 @@ is read from its log.
 """
 
 import os
+import queue
 import random
 import re
 import shlex
@@ -69,13 +70,15 @@ def alive(pid):
 
 class ManagerProcess:
     def __init__(self, models, extra_yaml="", flags=(), model_yaml=None, proxies=None,
-                 host="127.0.0.1", port=0):
+                 host="127.0.0.1", port=0, env=None):
         """models: id -> list of fake_upstream flags. model_yaml: id -> extra
         YAML lines for that model (indented by the caller's 4 spaces).
         proxies: id -> its `proxy` URL with {port} for its port (default
         http://HOST:{port}). host: the loopback address the manager and its
         models listen on (a "node": 127.0.0.2, 127.0.0.3, ...); port: the
-        manager's (0: any)."""
+        manager's (0: any). env: variables set for the manager (and so its
+        models) over the test's own."""
+        self.env = env or {}
         self.host = host
         self.listen_port = port
         self.proxies = proxies or {}
@@ -126,7 +129,8 @@ class ManagerProcess:
         self.proc = subprocess.Popen(
             [runfile("server/modelmanager"), "--config", self.config_path,
              "--listen", "%s:%d" % (self.host, self.listen_port)] + self.flags,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, **self.env))
         threading.Thread(target=self._pump, daemon=True).start()
         line = self.wait_log(r"modelmanager listening on %s:(\d+)" % re.escape(self.host))
         if line is None:
@@ -163,3 +167,49 @@ class ManagerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.tmp.cleanup()
+
+
+class AcquireStream:
+    """One Acquire stream: requests go in a queue, responses are collected."""
+
+    def __init__(self, stub, client_id="test-proxy"):
+        self.requests = queue.Queue()
+        self.responses = []
+        self.cond = threading.Condition()
+        self.call = stub.Acquire(iter(self.requests.get, None))
+        self.requests.put(pb.AcquireRequest(hello=pb.AcquireRequest.Hello(client_id=client_id)))
+        self.error = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for r in self.call:
+                with self.cond:
+                    self.responses.append(r)
+                    self.cond.notify_all()
+        except grpc.RpcError as e:
+            self.error = e
+
+    def acquire(self, model, request_id="r1", priority=0):
+        self.requests.put(pb.AcquireRequest(acquire=pb.AcquireRequest.Acquire(
+            model=model, request_id=request_id, priority=priority)))
+
+    def release(self, model, lease_id):
+        self.requests.put(pb.AcquireRequest(release=pb.AcquireRequest.Release(
+            model=model, lease_id=lease_id)))
+
+    def wait(self, kind, model, timeout=20):
+        """The first response of `kind` (granted, revoked, ...) for model."""
+        def find():
+            with self.cond:
+                for r in self.responses:
+                    if r.WhichOneof("kind") == kind and getattr(r, kind).model == model:
+                        return getattr(r, kind)
+            return None
+        return wait_for(find, timeout)
+
+    def close(self):
+        self.requests.put(None)
+
+    def cancel(self):
+        self.call.cancel()

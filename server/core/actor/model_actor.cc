@@ -8,6 +8,7 @@
 #include "absl/base/internal/raw_logging.h"
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 
 namespace modelplane::actor {
@@ -186,7 +187,26 @@ void ModelActor::RefuseStart(Done done, const absl::Status& why) {
 }
 
 absl::Status ModelActor::CheckCommand() const {
-  return env_.launcher->Check(SpawnSpec{config_.argv, config_.env, config_.id});
+  return env_.launcher->Check(Spec());
+}
+
+SpawnSpec ModelActor::Spec() const {
+  SpawnSpec spec{config_.argv, config_.env, config_.id};
+  if (!config_.resources.set) return spec;
+  // Unplaced (no NVML): the first GPU it may use, and no
+  // CUDA_VISIBLE_DEVICES of ours.
+  const std::vector<int>& allowed = config_.resources.gpus;
+  std::string list = !gpus_.empty()    ? absl::StrJoin(gpus_, ",")
+                     : allowed.empty() ? std::string("0")
+                                       : absl::StrCat(allowed[0]);
+  for (std::string& a : spec.argv) {
+    a = absl::StrReplaceAll(a, {{"${GPU}", list}});
+  }
+  for (std::string& e : spec.env) {
+    e = absl::StrReplaceAll(e, {{"${GPU}", list}});
+  }
+  if (!gpus_.empty()) spec.env.push_back("CUDA_VISIBLE_DEVICES=" + list);
+  return spec;
 }
 
 void ModelActor::Mark(const std::string& line) {
@@ -199,8 +219,8 @@ void ModelActor::BeginStart() {
   reprobe_ = false;
   partial_line_.clear();
   run_offset_ = log_->end_offset();  // A spawn error has no lines of its own.
-  absl::StatusOr<std::unique_ptr<Process>> p = env_.launcher->Spawn(
-      SpawnSpec{config_.argv, config_.env, config_.id}, this);
+  absl::StatusOr<std::unique_ptr<Process>> p =
+      env_.launcher->Spawn(Spec(), this);
   if (!p.ok()) {
     FailStart(FailureReason::kSpawnError, std::nullopt,
               absl::StrCat("spawn error: ", p.status().message()));

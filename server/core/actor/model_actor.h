@@ -151,6 +151,12 @@ class ModelActor : private ProcessObserver {
     before_idle_stop_ = std::move(fn);
   }
 
+  // The GPUs its next start runs on (the scheduler's placement,
+  // docs/gpu.md): the process gets CUDA_VISIBLE_DEVICES set to them and
+  // `${GPU}` in its command and env replaced by them ("0" or "0,1").
+  // Empty: neither.
+  void set_gpus(std::vector<int> gpus) { gpus_ = std::move(gpus); }
+
   const std::string& id() const { return config_.id; }
   const config::ModelConfig& config() const { return config_; }
   const ModelStatus& status() const { return status_; }
@@ -201,6 +207,9 @@ class ModelActor : private ProcessObserver {
   std::shared_ptr<logs::LogBuffer> log_;
   EventSink on_event_;
   LineSink line_sink_;
+  std::vector<int> gpus_;
+  // The spawn of this start: the config's command and env, placed.
+  SpawnSpec Spec() const;
   std::function<void()> before_idle_stop_;
   std::unique_ptr<RE2> ready_pattern_;
 

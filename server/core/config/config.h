@@ -135,6 +135,23 @@ struct ModelConfig {
     bool operator!=(const Capabilities& o) const { return !(*this == o); }
   } capabilities;
 
+  // `resources` (an extension, docs/gpu.md): the model's GPU memory, per
+  // GPU it uses, and which GPUs it may use. With NVML present the scheduler
+  // admits its start only where it fits (and evicts idle models to make it
+  // fit); a model in no group with `resources` is not bound by the implicit
+  // group's one-at-a-time rule: memory decides what runs together.
+  struct Resources {
+    bool set = false;       // The key is there.
+    int64_t vram_mib = 0;   // Declared per GPU; 0: measured.
+    std::vector<int> gpus;  // Allowed; empty: any.
+    int gpu_count = 1;      // How many it takes at once.
+    bool operator==(const Resources& o) const {
+      return set == o.set && vram_mib == o.vram_mib && gpus == o.gpus &&
+             gpu_count == o.gpu_count;
+    }
+    bool operator!=(const Resources& o) const { return !(*this == o); }
+  } resources;
+
   int port = 0;       // The ${PORT} assigned to this model, 0 if none.
   std::string group;  // Id of its group (kDefaultGroup when in none).
   SourcePos pos;      // Where `models.<id>` is.
@@ -253,6 +270,11 @@ struct Config {
   std::string startup_profile;
   // Set: the matrix decides swaps, and groups are not used.
   std::optional<MatrixConfig> matrix;
+  // `gpu` (an extension, docs/gpu.md): the share of each GPU's memory no
+  // start may take, and how long a start waits for the driver to give back
+  // a stopped model's memory before the GPU is marked untrusted.
+  double gpu_reserve_percent = 5;
+  absl::Duration gpu_memory_wait = absl::Seconds(5);
   std::vector<std::string> upstream_ignore_paths = {
       R"(.*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$)"};
 

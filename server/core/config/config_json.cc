@@ -150,6 +150,19 @@ void Model(Writer& w, const ModelConfig& m) {
   w.Key("spilloverAfterMs");
   w.Int64(absl::ToInt64Milliseconds(m.replicas.spillover_after));
   w.EndObject();
+  if (m.resources.set) {
+    w.Key("resources");
+    w.StartObject();
+    w.Key("vramMiB");
+    w.Int64(m.resources.vram_mib);
+    w.Key("gpus");
+    w.StartArray();
+    for (int g : m.resources.gpus) w.Int(g);
+    w.EndArray();
+    w.Key("gpuCount");
+    w.Int(m.resources.gpu_count);
+    w.EndObject();
+  }
   Str(w, "readyPattern", m.ready_pattern);
   Secs(w, "maxQueueWait", m.max_queue_wait);
   w.Key("priority");
@@ -188,6 +201,12 @@ std::string ConfigToJson(const Config& c) {
   Str(w, "path", c.store_path);
   w.Key("maxRows");
   w.Int64(c.store_max_rows);
+  w.EndObject();
+  w.Key("gpu");
+  w.StartObject();
+  w.Key("reservePercent");
+  w.Double(c.gpu_reserve_percent);
+  Secs(w, "memoryWaitTimeout", c.gpu_memory_wait);
   w.EndObject();
   w.Key("upstream");
   w.StartObject();

@@ -95,7 +95,7 @@ bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
                   a.ready_pattern, a.max_queue_wait, a.priority, a.port,
                   a.group, a.replicas.max, a.replicas.spillover_after,
                   a.ignore_websockets, a.capabilities, a.tls.ca_file,
-                  a.tls.ca_pem, a.tls.insecure_skip_verify) !=
+                  a.tls.ca_pem, a.tls.insecure_skip_verify, a.resources) !=
          std::tie(b.cmd_stop, b.check_endpoint, b.health_check_timeout, b.ttl,
                   b.unload_timeout, b.aliases, b.name, b.description,
                   b.unlisted, b.metadata, b.use_model_name, b.concurrency_limit,
@@ -107,7 +107,7 @@ bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
                   b.ready_pattern, b.max_queue_wait, b.priority, b.port,
                   b.group, b.replicas.max, b.replicas.spillover_after,
                   b.ignore_websockets, b.capabilities, b.tls.ca_file,
-                  b.tls.ca_pem, b.tls.insecure_skip_verify);
+                  b.tls.ca_pem, b.tls.insecure_skip_verify, b.resources);
 }
 
 ConfigDiff DiffConfigs(const Config& before, const Config& after) {
@@ -147,14 +147,15 @@ ConfigDiff DiffConfigs(const Config& before, const Config& after) {
                before.unload_timeout, before.start_port, before.log_level,
                before.api_keys, before.preload, before.include_aliases_in_list,
                before.upstream_ignore_paths, before.metrics_max_in_memory,
-               before.store_path, before.store_max_rows,
-               before.startup_profile) !=
+               before.store_path, before.store_max_rows, before.startup_profile,
+               before.gpu_reserve_percent, before.gpu_memory_wait) !=
           std::tie(after.health_check_timeout, after.global_ttl,
                    after.unload_timeout, after.start_port, after.log_level,
                    after.api_keys, after.preload, after.include_aliases_in_list,
                    after.upstream_ignore_paths, after.metrics_max_in_memory,
                    after.store_path, after.store_max_rows,
-                   after.startup_profile) ||
+                   after.startup_profile, after.gpu_reserve_percent,
+                   after.gpu_memory_wait) ||
       !PeersEqual(before.peers, after.peers) ||
       !SelectorsEqual(before.selectors, after.selectors) ||
       !ProfilesEqual(before.profiles, after.profiles) ||

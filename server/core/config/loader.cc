@@ -37,27 +37,13 @@ constexpr int kMaxPort = 65535;
 
 const KeySet& TopKeys() {
   static const KeySet keys = {
-      {"models",
-       "macros",
-       "healthCheckTimeout",
-       "globalTTL",
-       "unloadTimeout",
-       "startPort",
-       "logLevel",
-       "apiKeys",
-       "groups",
-       "routing",
-       "hooks",
-       "includeAliasesInList",
-       "sendLoadingState",
-       "upstream",
-       "peers",
-       "selectors",
-       "profiles",
-       "logToStdout",
-       "matrix",
-       "metricsMaxInMemory",
-       "store"},
+      {"models", "macros", "healthCheckTimeout", "globalTTL", "unloadTimeout",
+       "startPort", "logLevel", "apiKeys", "groups", "routing", "hooks",
+       "includeAliasesInList", "sendLoadingState", "upstream", "peers",
+       "selectors", "profiles", "logToStdout", "matrix", "metricsMaxInMemory",
+       "store",
+       // modelplane's extension (docs/gpu.md).
+       "gpu"},
       {"logTimeFormat", "logRequests", "captureBuffer", "ui", "performance"}};
   return keys;
 }
@@ -343,6 +329,7 @@ class Loader {
       ReadBool(*n, "includeAliasesInList", &sink_, &c->include_aliases_in_list);
     }
     if (const YamlNode* n = s.Get("upstream"); n != nullptr) Upstream(*n, c);
+    if (const YamlNode* n = s.Get("gpu"); n != nullptr) Gpu(*n, c);
     if (const YamlNode* n = s.Get("store"); n != nullptr) Store(*n, c);
     if (const YamlNode* n = s.Get("apiKeys");
         n != nullptr && ReadStringList(*n, "apiKeys", &sink_, &c->api_keys)) {
@@ -480,6 +467,37 @@ class Loader {
     // An empty list is the default, as in llama-swap (a pattern nothing
     // matches ignores nothing).
     if (!patterns.empty()) c->upstream_ignore_paths = std::move(patterns);
+  }
+
+  void Gpu(const YamlNode& n, Config* c) {
+    if (n.is_null()) return;
+    if (!n.is_map()) {
+      sink_.Error(n.pos, "gpu",
+                  absl::StrCat("must be a mapping ({reservePercent: P, "
+                               "memoryWaitTimeout: S}), not ",
+                               n.KindName()));
+      return;
+    }
+    CheckKeys(n, "gpu", KeySet{{"reservePercent", "memoryWaitTimeout"}, {}},
+              &sink_);
+    double v;
+    if (const YamlNode* r = n.Get("reservePercent");
+        r != nullptr && ReadSeconds(*r, "gpu.reservePercent", &sink_, &v)) {
+      if (v < 0 || v >= 100) {
+        sink_.Error(r->pos, "gpu.reservePercent",
+                    "must be at least 0 and below 100");
+      } else {
+        c->gpu_reserve_percent = v;
+      }
+    }
+    if (const YamlNode* w = n.Get("memoryWaitTimeout");
+        w != nullptr && ReadSeconds(*w, "gpu.memoryWaitTimeout", &sink_, &v)) {
+      if (v < 0) {
+        sink_.Error(w->pos, "gpu.memoryWaitTimeout", "must not be negative");
+      } else {
+        c->gpu_memory_wait = Seconds(v);
+      }
+    }
   }
 
   // Also finds the matrix, if the config uses one (then no groups).

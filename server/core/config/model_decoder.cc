@@ -81,6 +81,11 @@ const KeySet& TimeoutKeys() {
   return keys;
 }
 
+const KeySet& ResourceKeys() {
+  static const KeySet keys = {{"vramMiB", "gpus", "gpuCount"}, {}};
+  return keys;
+}
+
 const KeySet& ReplicaKeys() {
   static const KeySet keys = {{"max", "spilloverAfterMs"}, {}};
   return keys;
@@ -143,6 +148,7 @@ class FieldDecoder {
       if (k == "filters") Filters(value, at, m);
       if (k == "timeouts") Timeouts(value, at, m);
       if (k == "replicas") Replicas(value, at, m);
+      if (k == "resources") Resources(value, at, m);
       if (k == "compat") Compat(value, at, m);
       if (k == "capabilities") Capabilities(value, at, m);
       if (k == "readyPattern") ReadyPattern(value, at, m);
@@ -325,6 +331,71 @@ class FieldDecoder {
     if (const YamlNode* v = value.Get("ignoreWebsockets")) {
       ReadBool(*v, JoinPath(at, "ignoreWebsockets"), sink_,
                &m->ignore_websockets);
+    }
+  }
+
+  void Resources(const YamlNode& value, const std::string& at, ModelConfig* m) {
+    if (value.is_null()) return;
+    if (!value.is_map()) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a mapping ({vramMiB: N, gpus: [0], "
+                                "gpuCount: 1}), not ",
+                                value.KindName()));
+      return;
+    }
+    CheckKeys(value, at, ResourceKeys(), sink_);
+    m->resources.set = true;
+    int64_t n;
+    if (const YamlNode* v = value.Get("vramMiB")) {
+      std::string where = JoinPath(at, "vramMiB");
+      if (ReadInt(*v, where, sink_, &n)) {
+        if (n < 0 || n > (int64_t{1} << 30)) {
+          sink_->Error(v->pos, where,
+                       "must be between 0 (measured) and 2^30 MiB");
+        } else {
+          m->resources.vram_mib = n;
+        }
+      }
+    }
+    if (const YamlNode* v = value.Get("gpus")) {
+      std::string where = JoinPath(at, "gpus");
+      if (!v->is_seq()) {
+        sink_->Error(
+            v->pos, where,
+            absl::StrCat("must be a list of GPU indexes, not ", v->KindName()));
+      } else {
+        for (size_t i = 0; i < v->items.size(); ++i) {
+          std::string item = absl::StrCat(where, "[", i, "]");
+          if (!ReadInt(v->items[i], item, sink_, &n)) continue;
+          if (n < 0 || n > 1023) {
+            sink_->Error(v->items[i].pos, item,
+                         "must be a GPU index (0 to 1023)");
+          } else if (std::find(m->resources.gpus.begin(),
+                               m->resources.gpus.end(),
+                               n) != m->resources.gpus.end()) {
+            sink_->Error(v->items[i].pos, item,
+                         absl::StrCat("GPU ", n, " is listed twice"));
+          } else {
+            m->resources.gpus.push_back(static_cast<int>(n));
+          }
+        }
+      }
+    }
+    if (const YamlNode* v = value.Get("gpuCount")) {
+      std::string where = JoinPath(at, "gpuCount");
+      if (ReadInt(*v, where, sink_, &n)) {
+        if (n < 1 || n > 1024) {
+          sink_->Error(v->pos, where, "must be between 1 and 1024");
+        } else if (!m->resources.gpus.empty() &&
+                   n > static_cast<int64_t>(m->resources.gpus.size())) {
+          sink_->Error(
+              v->pos, where,
+              absl::StrCat("is more than the ", m->resources.gpus.size(),
+                           " GPU(s) `gpus` allows"));
+        } else {
+          m->resources.gpu_count = static_cast<int>(n);
+        }
+      }
     }
   }
 
@@ -529,6 +600,11 @@ void CheckLeftovers(const YamlNode& body, const std::string& path,
     for (const std::string& ref : MacroRefs(s->text)) {
       if (ref.rfind("env.", 0) == 0) continue;  // Reported by ExpandEnv.
       if (ref == "PID" && at == path + ".cmdStop") continue;
+      // The GPUs the scheduler places it on (docs/gpu.md), at spawn time.
+      if (ref == "GPU" && body.Get("resources") != nullptr &&
+          (at == path + ".cmd" || at.rfind(path + ".env", 0) == 0)) {
+        continue;
+      }
       if (ref == "PORT") {
         bool is_default = proxy_defaulted && at == path + ".proxy";
         sink->Error(s->pos, at,
@@ -539,6 +615,10 @@ void CheckLeftovers(const YamlNode& body, const std::string& path,
                           "assigned only to models whose cmd uses it)");
       } else if (ref == "PID") {
         sink->Error(s->pos, at, "${PID} is only available in cmdStop");
+      } else if (ref == "GPU") {
+        sink->Error(s->pos, at,
+                    "${GPU} is only available in cmd and env of a model with "
+                    "`resources`");
       } else {
         sink->Error(s->pos, at, absl::StrCat("unknown macro '${", ref, "}'"));
       }
@@ -559,7 +639,7 @@ const KeySet& ModelKeys() {
        "sendLoadingState",
        // modelplane extensions (docs/config.md).
        "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority",
-       "replicas", "compat", "capabilities", "tls"},
+       "replicas", "compat", "capabilities", "tls", "resources"},
       {}};
   return keys;
 }

@@ -7,6 +7,7 @@
 #include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "server/core/scheduler/scheduler_internal.h"
 #include "server/core/scheduler/swap_rules.h"
 
@@ -36,9 +37,17 @@ Scheduler::Scheduler(std::shared_ptr<const config::Config> config,
     slots_[m.id] = std::move(slot);
   }
   Publish();
+  if (options_.gpu != nullptr) {
+    options_.gpu->set_on_poll([this] {
+      OnGpuPoll();
+      if (!queue_.empty()) SchedulePump();
+    });
+  }
 }
 
-Scheduler::~Scheduler() = default;
+Scheduler::~Scheduler() {
+  if (options_.gpu != nullptr) options_.gpu->set_on_poll(nullptr);
+}
 
 std::unique_ptr<actor::ModelActor> Scheduler::MakeActor(
     const config::ModelConfig& c, std::shared_ptr<logs::LogBuffer> log) {
@@ -75,6 +84,12 @@ ModelView Scheduler::View(const Slot& s) const {
   v.status = s.actor->status();
   v.queued = s.queued;
   v.revision = std::max(s.revision, v.status.revision);
+  if (options_.gpu != nullptr) {
+    v.memory_known = true;
+    v.footprint = FootprintOf(s);
+    v.memory = options_.gpu->MemoryOf(
+        s.config->id, absl::StrJoin(s.config->argv, " "), v.status.pid);
+  }
   for (const auto& [client, lease] : s.holders) {
     auto c = clients_.find(client);
     v.leases.push_back(LeaseView{client,
@@ -396,6 +411,8 @@ void Scheduler::Pump() {
     std::set<std::string> starting;     // Their ids: running, for the rules.
     std::set<std::string> backing_off;  // Their demands fail after the pass.
     std::set<std::string> drained;      // Likewise: no start while draining.
+    // Starts that cannot fit their GPUs even empty: refused after the pass.
+    std::map<std::string, absl::Status> never_fits;
     std::optional<absl::Time> next_expiry;
     absl::Time now = env_.clock->Now();
     for (auto it = queue_.begin(); it != queue_.end();) {
@@ -438,6 +455,26 @@ void Scheduler::Pump() {
       bool blocked = false;
       std::vector<Slot*> victims = VictimsOf(s, starting, claimed, &blocked);
       if (blocked) continue;
+      // Memory: one more rule, once the groups let it start (docs/gpu.md).
+      if (victims.empty() && MemoryManaged(s)) {
+        gpu::Decision m = MemoryFor(s, starting, granting);
+        if (m.kind == gpu::Decision::Kind::kNever) {
+          claimed.insert(d.model);
+          never_fits[d.model] = absl::ResourceExhaustedError(
+              absl::StrCat("model ", d.model, " cannot fit: ", m.why));
+          continue;
+        }
+        if (m.kind == gpu::Decision::Kind::kWait) {
+          RetryForMemory();
+          continue;
+        }
+        if (m.kind == gpu::Decision::Kind::kAdmit) {
+          options_.gpu->Place(d.model, m.gpus);
+          s.actor->set_gpus(s.config->resources.set ? m.gpus
+                                                    : std::vector<int>{});
+        }
+        for (const std::string& id : m.victims) victims.push_back(Find(id));
+      }
       claimed.insert(d.model);
       for (Slot* v : victims) claimed.insert(v->config->id);
       if (victims.empty()) {
@@ -481,6 +518,10 @@ void Scheduler::Pump() {
     for (const std::string& id : backing_off) {
       Slot* s = Find(id);
       if (s != nullptr) FailDemands(*s, BackoffStatus(*s));
+    }
+    for (const auto& [id, status] : never_fits) {
+      Slot* s = Find(id);
+      if (s != nullptr) FailDemands(*s, status);
     }
     for (Demand& d : grants) {
       Slot* s = Find(d.model);
@@ -568,6 +609,9 @@ std::vector<Scheduler::Slot*> Scheduler::VictimsOf(
     }
   }
   std::set<std::string> evict = Victims(*config_, *s.config, running, leaving);
+  for (auto& [id, v] : slots_) {
+    if (evict.count(id) != 0 && MemoryExempt(s, *v)) evict.erase(id);
+  }
   for (auto& [id, v] : slots_) {
     if (v.get() == &s || !running_now(id, *v)) continue;
     if (evict.count(id) == 0) continue;

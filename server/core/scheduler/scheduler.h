@@ -33,6 +33,7 @@
 #include "server/core/actor/model_actor.h"
 #include "server/core/config/config.h"
 #include "server/core/config/diff.h"
+#include "server/core/gpu/monitor.h"
 #include "server/core/logs/log_buffer.h"
 #include "server/core/scheduler/grant_gate.h"
 
@@ -78,7 +79,12 @@ struct ModelView {
   std::shared_ptr<const config::ModelConfig> config;
   actor::ModelStatus status;
   std::vector<LeaseView> leases;
-  int queued = 0;         // ACQUIREs and Starts waiting for this model.
+  int queued = 0;  // ACQUIREs and Starts waiting for this model.
+  // Its GPU memory (docs/gpu.md), when the manager has NVML; `footprint`
+  // is what the scheduler charges it (declared, or measured; 0: neither).
+  bool memory_known = false;
+  gpu::ModelMemory memory;
+  uint64_t footprint = 0;
   uint64_t revision = 0;  // Of its last change (state, leases, queue).
 };
 
@@ -135,6 +141,9 @@ struct SchedulerOptions {
   // Each line a model prints, tagged with its id (the manager logs them at
   // debug level). Loop thread.
   actor::ModelActor::LineSink on_model_line;
+  // GPU memory as a resource (docs/gpu.md): NVML's view, or null (the GPU
+  // features off). Outlives the scheduler; loop thread.
+  gpu::Monitor* gpu = nullptr;
 };
 
 enum class SlotPhase;  // scheduler_internal.h
@@ -193,6 +202,7 @@ class Scheduler {
   absl::StatusOr<StartPlan> Plan(const std::string& model);
   std::shared_ptr<logs::LogBuffer> Log(const std::string& model) const;
   std::shared_ptr<const config::Config> config() const { return config_; }
+  gpu::Monitor* gpu() const { return options_.gpu; }
   bool shutting_down() const { return shutting_down_; }
   const SchedulerCounters& counters() const { return counters_; }
   // Why `model`'s stop began, once (then forgotten): "swap" (evicted to
@@ -302,6 +312,26 @@ class Scheduler {
   // With no demand left: swap evictions still draining are called off.
   void CallOffEvictions();
   void MaybeAbortAbandonedStart(Slot& s);
+  // --- GPU memory (scheduler_memory.cc) ---
+  // Whether memory decides for `s`: NVML is there and its footprint is
+  // known (declared, or measured before).
+  bool MemoryManaged(const Slot& s) const;
+  uint64_t FootprintOf(const Slot& s) const;
+  // The start of `s` as memory sees it, the starts decided this pass
+  // (`starting`) holding their footprints.
+  // `busy`: granted this pass (about to have holders).
+  gpu::Decision MemoryFor(const Slot& s, const std::set<std::string>& starting,
+                          const std::set<std::string>& busy);
+  // The implicit group's one-at-a-time rule does not bind two models with
+  // `resources` and known footprints while NVML is there: memory decides.
+  bool MemoryExempt(const Slot& target, const Slot& running) const;
+  // Each poll: READY models sampled, memory waits retried.
+  void OnGpuPoll();
+  // A demand waits for memory: ask again soon.
+  void RetryForMemory();
+  void OnMemoryEvent(Slot& s, const actor::StateEvent& e);
+  std::unique_ptr<actor::Timer> memory_timer_;
+
   std::unique_ptr<actor::ModelActor> MakeActor(
       const config::ModelConfig& c, std::shared_ptr<logs::LogBuffer> log);
 

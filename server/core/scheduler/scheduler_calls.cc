@@ -146,6 +146,7 @@ void Scheduler::OnActorEvent(const actor::StateEvent& e) {
   if (s == nullptr) return;  // A retired model.
   Activity activity(this);
   s->revision = e.status.revision;
+  OnMemoryEvent(*s, e);
   // Not READY: the gate grants it no more, and what it granted is absorbed
   // before the holders are revoked.
   if (e.new_state != State::kReady) CloseGate(*s);

@@ -62,6 +62,8 @@ struct Scheduler::Slot {
   absl::Duration backoff = absl::ZeroDuration();
   absl::Time failed_at;
   absl::Status last_failure;
+  // When its current start began (its measured start time, docs/gpu.md).
+  absl::Time starting_since;
   // Why a stop of it began (TakeStopCause), until taken or called off.
   const char* stop_cause = nullptr;
 };

@@ -1,0 +1,139 @@
+// GPU memory as one more rule of the queue's pass (docs/gpu.md): a start
+// whose footprint is known is admitted where it fits, idle models are
+// evicted to make it fit, and it waits while memory comes free.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/core/scheduler/scheduler.h"
+#include "server/core/scheduler/scheduler_internal.h"
+
+namespace modelplane::scheduler {
+
+using actor::State;
+
+namespace {
+
+// The command a measured footprint belongs to.
+std::string CommandOf(const config::ModelConfig& c) {
+  return absl::StrJoin(c.argv, " ");
+}
+
+constexpr absl::Duration kMemoryRetry = absl::Milliseconds(100);
+
+}  // namespace
+
+uint64_t Scheduler::FootprintOf(const Slot& s) const {
+  if (options_.gpu == nullptr) return 0;
+  const config::ModelConfig& c = *s.config;
+  if (c.resources.vram_mib > 0) {
+    return static_cast<uint64_t>(c.resources.vram_mib) * gpu::kMiB;
+  }
+  return options_.gpu->Measured(c.id, CommandOf(c));
+}
+
+bool Scheduler::MemoryManaged(const Slot& s) const {
+  return FootprintOf(s) > 0;
+}
+
+bool Scheduler::MemoryExempt(const Slot& target, const Slot& running) const {
+  if (options_.gpu == nullptr || config_->matrix) return false;
+  const config::ModelConfig& t = *target.config;
+  const config::ModelConfig& r = *running.config;
+  // Both footprints known: a first start of a model not yet measured goes
+  // alone, as the implicit group says, and is measured.
+  return t.resources.set && r.resources.set &&
+         t.group == config::kDefaultGroup && r.group == config::kDefaultGroup &&
+         FootprintOf(target) > 0 && FootprintOf(running) > 0;
+}
+
+gpu::Decision Scheduler::MemoryFor(const Slot& s,
+                                   const std::set<std::string>& starting,
+                                   const std::set<std::string>& busy) {
+  gpu::Monitor& g = *options_.gpu;
+  g.Refresh();
+  std::vector<gpu::Resident> residents;
+  for (auto& [id, v] : slots_) {
+    if (v.get() == &s) continue;
+    bool decided = starting.count(id) != 0;
+    if (!Running(*v) && !decided) continue;
+    const actor::ModelStatus& st = v->actor->status();
+    gpu::Resident r;
+    r.id = id;
+    if (v->closed() || st.state == State::kStopping) {
+      r.kind = gpu::Resident::Kind::kLeaving;
+    } else if (st.state == State::kReady && v->holders.empty() && !decided &&
+               busy.count(id) == 0) {
+      r.kind = gpu::Resident::Kind::kIdle;
+    } else {
+      r.kind = gpu::Resident::Kind::kBusy;
+    }
+    r.used = g.UsedBy(st.pid);
+    r.gpus = g.Placed(id);
+    if (r.gpus.empty()) {
+      for (const auto& [index, bytes] : r.used) r.gpus.push_back(index);
+    }
+    r.footprint = FootprintOf(*v);
+    r.last_used = st.last_used;
+    r.start_time = g.StartTime(id);
+    residents.push_back(std::move(r));
+  }
+  for (const auto& r : retired_) {
+    if (!Running(*r)) continue;
+    gpu::Resident leaving;
+    leaving.id = r->config->id;
+    leaving.kind = gpu::Resident::Kind::kLeaving;
+    leaving.used = g.UsedBy(r->actor->status().pid);
+    for (const auto& [index, bytes] : leaving.used) {
+      leaving.gpus.push_back(index);
+    }
+    residents.push_back(std::move(leaving));
+  }
+  gpu::Request request;
+  request.id = s.config->id;
+  request.footprint = FootprintOf(s);
+  request.allowed = s.config->resources.gpus;
+  request.count = s.config->resources.gpu_count;
+  return gpu::Decide(g.Gpus(), residents, request,
+                     config_->gpu_reserve_percent / 100.0);
+}
+
+void Scheduler::RetryForMemory() {
+  if (memory_timer_ != nullptr) return;
+  memory_timer_ = env_.clock->After(kMemoryRetry, [this] {
+    memory_timer_.reset();
+    Pump();
+  });
+}
+
+void Scheduler::OnGpuPoll() {
+  for (auto& [id, s] : slots_) {
+    const actor::ModelStatus& st = s->actor->status();
+    if (st.state == State::kReady) {
+      options_.gpu->Sample(id, CommandOf(*s->config), st.pid);
+    }
+  }
+}
+
+void Scheduler::OnMemoryEvent(Slot& s, const actor::StateEvent& e) {
+  gpu::Monitor* g = options_.gpu;
+  if (g == nullptr || e.old_state == e.new_state) return;
+  const config::ModelConfig& c = *s.config;
+  if (e.new_state == State::kStarting) s.starting_since = e.status.state_since;
+  if (e.new_state == State::kReady) {
+    g->Refresh(absl::ZeroDuration());
+    g->Sample(c.id, CommandOf(c), e.status.pid);
+    g->OnStarted(c.id, CommandOf(c), e.status.state_since - s.starting_since);
+  }
+  bool had_process = e.old_state == State::kStarting ||
+                     e.old_state == State::kReady ||
+                     e.old_state == State::kStopping;
+  bool gone = e.new_state == State::kStopped || e.new_state == State::kFailed ||
+              e.new_state == State::kShutdown;
+  if (had_process && gone) {
+    g->OnStopped(c.id, FootprintOf(s), config_->gpu_memory_wait);
+    SchedulePump();
+  }
+}
+
+}  // namespace modelplane::scheduler

@@ -1,0 +1,264 @@
+"""GPU memory as a scheduling resource, end to end with no GPU: the real
+modelmanager loads tools/fake_nvml's libnvidia-ml.so.1 by its real dlopen
+path (LD_LIBRARY_PATH), and fake_upstream models take memory of the fake
+GPUs at start (--vram-mib), refusing with CUDA's out-of-memory words when it
+is not free (and logging the refusal in oom.log)."""
+
+import json
+import os
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+
+from modelplane.v1 import model_manager_pb2 as pb
+from tests.manager.manager_proc import AcquireStream, ManagerProcess
+from tools.testing import junit
+from tools.testing.fake_upstream_proc import runfile, wait_for
+
+READY = pb.MODEL_STATE_READY
+STOPPED = pb.MODEL_STATE_STOPPED
+MIB = 1024 * 1024
+
+
+class FakeGpus:
+    """A fake GPU state directory: `sizes` in MiB, one per GPU."""
+
+    def __init__(self, *sizes):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = self.tmp.name
+        with open(os.path.join(self.dir, "gpus"), "w") as f:
+            for s in sizes:
+                f.write("%d Fake GPU\n" % s)
+
+    def env(self):
+        lib = os.path.dirname(os.path.abspath(runfile("tools/fake_nvml/libnvidia-ml.so.1")))
+        return {"FAKE_NVML_DIR": self.dir, "LD_LIBRARY_PATH": lib}
+
+    def ooms(self):
+        try:
+            with open(os.path.join(self.dir, "oom.log")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def cleanup(self):
+        self.tmp.cleanup()
+
+
+def manager(gpus, models, model_yaml, extra_yaml="", flags=()):
+    return ManagerProcess(models, model_yaml=model_yaml, extra_yaml=extra_yaml,
+                          flags=list(flags), env=gpus.env())
+
+
+def states(m):
+    return {x.id: x.state for x in m.stub().ListModels(pb.ListModelsRequest(), timeout=10).models}
+
+
+def start(m, model, timeout=30):
+    return m.stub().Start(pb.StartRequest(model=model), timeout=timeout)
+
+
+class OneGpuNoGroupsTest(unittest.TestCase):
+    """Three models of 4000 MiB on one 10240 MiB GPU (9728 usable past the
+    5 % reserve): two fit together, three do not; no groups."""
+
+    def setUp(self):
+        self.gpus = FakeGpus(10240)
+        models = {m: ["--vram-mib", "4000"] for m in ("a", "b", "c")}
+        yaml = {m: ["    resources: {vramMiB: 4000}"] for m in models}
+        self.m = manager(self.gpus, models, yaml)
+        self.m.start()
+
+    def tearDown(self):
+        self.m.stop()
+        self.gpus.cleanup()
+
+    def test_two_that_fit_run_together_and_the_third_evicts_the_least_recent(self):
+        self.assertIsNotNone(self.m.wait_log(r"GPU memory scheduling on: 1 GPU"))
+        start(self.m, "a")
+        start(self.m, "b")
+        self.assertEqual(states(self.m), {"a": READY, "b": READY, "c": STOPPED})
+        start(self.m, "c")
+        s = states(self.m)
+        self.assertEqual(s["c"], READY)
+        self.assertEqual(s["a"], STOPPED, "a was used least recently")
+        self.assertEqual(s["b"], READY)
+        self.assertEqual(self.gpus.ooms(), "")
+
+    def test_alternating_traffic_never_overfills_and_does_not_thrash(self):
+        seen_over = []
+        stop = threading.Event()
+
+        def watch():
+            # Never more than two READY at once (two fit, three do not).
+            while not stop.is_set():
+                try:
+                    n = sum(1 for v in states(self.m).values() if v == READY)
+                except grpc.RpcError:
+                    break
+                if n > 2:
+                    seen_over.append(n)
+                time.sleep(0.01)
+
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            for model in ["a", "b", "c", "a", "b", "c", "a", "c"]:
+                start(self.m, model)
+            # Two models that fit together, alternately: no swaps at all.
+            start(self.m, "a")
+            start(self.m, "b")
+            pids = {x: self.m.model(x).pid for x in ("a", "b")}
+            for model in ["a", "b"] * 5:
+                start(self.m, model)
+            self.assertEqual({x: self.m.model(x).pid for x in ("a", "b")}, pids)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(seen_over, [])
+        self.assertEqual(self.gpus.ooms(), "")
+
+    def test_a_busy_model_is_never_evicted_for_memory(self):
+        start(self.m, "a")
+        start(self.m, "b")
+        holder = AcquireStream(self.m.stub())
+        holder.acquire("a", request_id="ra")
+        granted_a = holder.wait("granted", "a")
+        self.assertIsNotNone(granted_a)
+        # c needs one of them out: b, idle, goes (a is older but busy).
+        start(self.m, "c")
+        s = states(self.m)
+        self.assertEqual((s["a"], s["b"], s["c"]), (READY, STOPPED, READY))
+        # a and c both busy: b waits, evicting neither.
+        holder.acquire("c", request_id="rc")
+        granted_c = holder.wait("granted", "c")
+        self.assertIsNotNone(granted_c)
+        waiter = self.m.stub().Start.future(pb.StartRequest(model="b"), timeout=30)
+        time.sleep(0.5)  # A wait: nothing may happen in it.
+        s = states(self.m)
+        self.assertEqual((s["a"], s["b"], s["c"]), (READY, STOPPED, READY))
+        self.assertFalse(waiter.done())
+        holder.release("c", granted_c.lease_id)
+        self.assertEqual(waiter.result().state, READY)
+        s = states(self.m)
+        self.assertEqual((s["a"], s["c"]), (READY, STOPPED))
+        holder.close()
+        self.assertEqual(self.gpus.ooms(), "")
+
+
+class DriverWaitTest(unittest.TestCase):
+    """One 8192 MiB GPU, two models of 5000 MiB: one at a time. The fake
+    driver gives a stopped model's memory back 1.5 s late."""
+
+    def test_the_next_start_waits_for_the_memory_and_runs_out_of_none(self):
+        gpus = FakeGpus(8192)
+        models = {m: ["--vram-mib", "5000", "--vram-release-lag-ms", "1500"]
+                  for m in ("a", "b")}
+        yaml = {m: ["    resources: {vramMiB: 5000}"] for m in models}
+        with manager(gpus, models, yaml) as m:
+            for model in ["a", "b", "a", "b"]:
+                start(m, model)
+                s = states(m)
+                self.assertEqual(s[model], READY)
+                self.assertEqual(sum(1 for v in s.values() if v == READY), 1)
+        self.assertEqual(gpus.ooms(), "")
+        gpus.cleanup()
+
+    def test_past_the_bound_the_gpu_is_untrusted_until_the_memory_is_back(self):
+        gpus = FakeGpus(8192)
+        models = {m: ["--vram-mib", "5000", "--vram-release-lag-ms", "2500"]
+                  for m in ("a", "b")}
+        yaml = {m: ["    resources: {vramMiB: 5000}"] for m in models}
+        with manager(gpus, models, yaml, extra_yaml="gpu: {memoryWaitTimeout: 0.3}") as m:
+            start(m, "a")
+            start(m, "b")  # Waits the driver out, past the bound.
+            self.assertIsNotNone(m.wait_log(r"GPU 0: the driver has not given back 5000 MiB"))
+            self.assertIsNotNone(m.wait_log(r"GPU 0: the stopped model's memory is back"))
+            self.assertEqual(states(m)["b"], READY)
+            gpu = m.stub().ListModels(pb.ListModelsRequest(), timeout=10).gpus[0]
+            self.assertTrue(gpu.trusted)
+            self.assertEqual(gpu.total_bytes, 8192 * MIB)
+            self.assertEqual(gpu.used_bytes, 5000 * MIB)
+        self.assertEqual(gpus.ooms(), "")
+        gpus.cleanup()
+
+
+class PlacementAndFootprintTest(unittest.TestCase):
+    def test_two_gpus_each_model_placed_where_most_is_free(self):
+        gpus = FakeGpus(10240, 10240)
+        # No --gpu: fake_upstream takes the first of CUDA_VISIBLE_DEVICES,
+        # which the manager sets to the GPU it placed the model on.
+        models = {m: ["--vram-mib", "6000"] for m in ("a", "b")}
+        yaml = {m: ["    resources: {vramMiB: 6000, gpus: [0, 1]}"] for m in models}
+        with manager(gpus, models, yaml) as m:
+            start(m, "a")
+            start(m, "b")
+            self.assertEqual(states(m), {"a": READY, "b": READY})
+            placed = {x: list(m.model(x).gpu_memory.gpus) for x in ("a", "b")}
+            self.assertEqual(sorted(placed.values()), [[0], [1]])
+            r = m.stub().ListModels(pb.ListModelsRequest(), timeout=10)
+            self.assertEqual([g.used_bytes for g in r.gpus], [6000 * MIB, 6000 * MIB])
+        self.assertEqual(gpus.ooms(), "")
+        gpus.cleanup()
+
+    def test_a_footprint_is_measured_kept_and_used_at_the_next_start(self):
+        gpus = FakeGpus(10240)
+        models = {"a": ["--vram-mib", "3000"], "big": ["--vram-mib", "7000"]}
+        yaml = {"a": ["    resources: {}"], "big": ["    resources: {vramMiB: 7000}"]}
+        m = manager(gpus, models, yaml)
+        m.start()
+        try:
+            start(m, "a")
+            a = wait_for(lambda: m.model("a").gpu_memory.measured_bytes == 3000 * MIB
+                         and m.model("a"))
+            self.assertIsNotNone(a)
+            self.assertEqual(a.gpu_memory.footprint_bytes, 3000 * MIB)
+            self.assertEqual(list(a.gpu_memory.gpus), [0])
+            state_file = os.path.join(os.path.dirname(m.config_path),
+                                      "modelplane-footprints.json")
+            saved = json.load(open(state_file))
+            self.assertEqual(saved["models"]["a"]["vramBytes"], 3000 * MIB)
+            # 3000 + 7000 > 9728 usable: big evicts a.
+            start(m, "big")
+            self.assertEqual(states(m), {"a": STOPPED, "big": READY})
+        finally:
+            m.proc.terminate()
+            m.proc.wait(30)
+        # A new manager on the same config knows a's footprint at once.
+        m.start()
+        try:
+            a = m.model("a")
+            self.assertEqual(a.gpu_memory.footprint_bytes, 3000 * MIB)
+            out = m.stub().ListModels(pb.ListModelsRequest(), timeout=10)
+            self.assertEqual(len(out.gpus), 1)
+        finally:
+            m.stop()
+        self.assertEqual(gpus.ooms(), "")
+        gpus.cleanup()
+
+    def test_a_model_larger_than_its_gpu_is_refused_with_the_reason(self):
+        gpus = FakeGpus(10240)
+        with manager(gpus, {"huge": ["--vram-mib", "20000"]},
+                     {"huge": ["    resources: {vramMiB: 20000}"]}) as m:
+            with self.assertRaises(grpc.RpcError) as e:
+                start(m, "huge")
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("cannot fit", e.exception.details())
+            self.assertIn("GPU 0 9728 MiB", e.exception.details())
+        gpus.cleanup()
+
+    def test_without_nvml_the_gpu_features_are_off_and_all_else_works(self):
+        models = {"a": []}
+        with ManagerProcess(models, model_yaml={"a": ["    resources: {vramMiB: 100}"]},
+                            env={"LD_LIBRARY_PATH": "/nonexistent"}) as m:
+            self.assertIsNotNone(m.wait_log(r"GPU memory scheduling off \(no NVML"))
+            start(m, "a")
+            self.assertEqual(states(m), {"a": READY})
+            self.assertFalse(m.model("a").HasField("gpu_memory"))
+
+
+if __name__ == "__main__":
+    junit.main()
