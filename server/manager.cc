@@ -116,8 +116,13 @@ void Manager::OnChange(const scheduler::ModelChange& change) {
 std::string Manager::RenderMetrics() {
   std::string out;
   loop().RunSync([this, &out] {
-    out = metrics_.Render(scheduler_->List(), scheduler_->counters(),
-                          hub_.watchers());
+    std::vector<scheduler::ModelView> models = scheduler_->List();
+    out = metrics_.Render(models, scheduler_->counters(), hub_.watchers());
+    if (gpu_ != nullptr) {
+      gpu_->Refresh();
+      out += metrics::ManagerMetrics::RenderGpu(gpu_->Gpus(),
+                                                gpu_->wait_timeouts(), models);
+    }
   });
   return out;
 }

@@ -172,4 +172,57 @@ std::string ManagerMetrics::Render(
   return out;
 }
 
+std::string ManagerMetrics::RenderGpu(
+    const std::vector<gpu::GpuState>& gpus,
+    const std::map<int, uint64_t>& wait_timeouts,
+    const std::vector<scheduler::ModelView>& models) {
+  std::string out;
+  auto family = [&out](const char* name, const char* type, const char* help) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ",
+                    type, "\n");
+  };
+  family("modelmanager_gpu_memory_total_bytes", "gauge",
+         "Each GPU's memory, as NVML reports it.");
+  for (const gpu::GpuState& g : gpus) {
+    absl::StrAppend(&out, "modelmanager_gpu_memory_total_bytes{gpu=\"", g.index,
+                    "\"} ", g.total, "\n");
+  }
+  family("modelmanager_gpu_memory_used_bytes", "gauge",
+         "Each GPU's memory in use (every process), as NVML reports it.");
+  for (const gpu::GpuState& g : gpus) {
+    absl::StrAppend(&out, "modelmanager_gpu_memory_used_bytes{gpu=\"", g.index,
+                    "\"} ", g.used, "\n");
+  }
+  family("modelmanager_gpu_trusted", "gauge",
+         "0 while a stopped model's memory has not come back past "
+         "gpu.memoryWaitTimeout (no start is admitted there), else 1.");
+  for (const gpu::GpuState& g : gpus) {
+    absl::StrAppend(&out, "modelmanager_gpu_trusted{gpu=\"", g.index, "\"} ",
+                    g.trusted ? 1 : 0, "\n");
+  }
+  family("modelmanager_gpu_memory_wait_timeouts_total", "counter",
+         "Waits for the driver to give a stopped model's memory back that "
+         "ran past gpu.memoryWaitTimeout.");
+  for (const gpu::GpuState& g : gpus) {
+    auto it = wait_timeouts.find(g.index);
+    absl::StrAppend(&out, "modelmanager_gpu_memory_wait_timeouts_total{gpu=\"",
+                    g.index, "\"} ", it == wait_timeouts.end() ? 0 : it->second,
+                    "\n");
+  }
+  family("modelmanager_model_vram_footprint_bytes", "gauge",
+         "The GPU memory the scheduler charges the model per GPU: declared "
+         "or measured (0: neither).");
+  for (const scheduler::ModelView& m : models) {
+    absl::StrAppend(&out, "modelmanager_model_vram_footprint_bytes{model=\"",
+                    Label(m.config->id), "\"} ", m.footprint, "\n");
+  }
+  family("modelmanager_model_vram_used_bytes", "gauge",
+         "The GPU memory the model's processes use now (busiest GPU).");
+  for (const scheduler::ModelView& m : models) {
+    absl::StrAppend(&out, "modelmanager_model_vram_used_bytes{model=\"",
+                    Label(m.config->id), "\"} ", m.memory.used, "\n");
+  }
+  return out;
+}
+
 }  // namespace modelplane::metrics

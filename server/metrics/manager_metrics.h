@@ -35,6 +35,13 @@ class ManagerMetrics {
                      const scheduler::SchedulerCounters& counters,
                      size_t watchers) const;
 
+  // The GPU memory families (docs/gpu.md), when the manager has NVML: each
+  // GPU's total and used memory, whether it is trusted, the driver waits
+  // past their bound; each model's footprint and use.
+  static std::string RenderGpu(const std::vector<gpu::GpuState>& gpus,
+                               const std::map<int, uint64_t>& wait_timeouts,
+                               const std::vector<scheduler::ModelView>& models);
+
   // Start durations' buckets, in seconds.
   static constexpr std::array<double, 12> kStartBuckets = {
       0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};

@@ -14,7 +14,7 @@ import unittest
 import grpc
 
 from modelplane.v1 import model_manager_pb2 as pb
-from tests.manager.manager_proc import AcquireStream, ManagerProcess
+from tests.manager.manager_proc import AcquireStream, ManagerProcess, free_port, scrape, value
 from tools.testing import junit
 from tools.testing.fake_upstream_proc import runfile, wait_for
 
@@ -172,17 +172,64 @@ class DriverWaitTest(unittest.TestCase):
         models = {m: ["--vram-mib", "5000", "--vram-release-lag-ms", "2500"]
                   for m in ("a", "b")}
         yaml = {m: ["    resources: {vramMiB: 5000}"] for m in models}
-        with manager(gpus, models, yaml, extra_yaml="gpu: {memoryWaitTimeout: 0.3}") as m:
+        port = free_port()
+        with manager(gpus, models, yaml, extra_yaml="gpu: {memoryWaitTimeout: 0.3}",
+                     flags=["--metrics-listen", "127.0.0.1:%d" % port]) as m:
             start(m, "a")
             start(m, "b")  # Waits the driver out, past the bound.
             self.assertIsNotNone(m.wait_log(r"GPU 0: the driver has not given back 5000 MiB"))
             self.assertIsNotNone(m.wait_log(r"GPU 0: the stopped model's memory is back"))
+            s = scrape(port)
+            self.assertEqual(value(s, "modelmanager_gpu_memory_wait_timeouts_total", gpu="0"), 1)
+            self.assertEqual(value(s, "modelmanager_gpu_trusted", gpu="0"), 1)
+            self.assertEqual(value(s, "modelmanager_gpu_memory_total_bytes", gpu="0"), 8192 * MIB)
+            self.assertEqual(value(s, "modelmanager_gpu_memory_used_bytes", gpu="0"), 5000 * MIB)
+            self.assertEqual(value(s, "modelmanager_model_vram_footprint_bytes", model="b"),
+                             5000 * MIB)
+            self.assertEqual(value(s, "modelmanager_model_vram_used_bytes", model="b"),
+                             5000 * MIB)
+            self.assertEqual(value(s, "modelmanager_model_vram_used_bytes", model="a"), 0)
             self.assertEqual(states(m)["b"], READY)
             gpu = m.stub().ListModels(pb.ListModelsRequest(), timeout=10).gpus[0]
             self.assertTrue(gpu.trusted)
             self.assertEqual(gpu.total_bytes, 8192 * MIB)
             self.assertEqual(gpu.used_bytes, 5000 * MIB)
         self.assertEqual(gpus.ooms(), "")
+        gpus.cleanup()
+
+
+class OomRetryTest(unittest.TestCase):
+    def test_out_of_memory_at_start_evicts_the_idle_and_retries_once(self):
+        gpus = FakeGpus(10240)
+        # b declares 3000 MiB but takes 7000: beside a's 4000 it runs out
+        # of memory; a (idle) is evicted and b's second start fits. A group
+        # without swap lets them run together by the rules.
+        models = {"a": ["--vram-mib", "4000"], "b": ["--vram-mib", "7000"]}
+        yaml = {"b": ["    resources: {vramMiB: 3000}"]}
+        extra = "groups:\n  g: {swap: false, members: [a, b]}"
+        with manager(gpus, models, yaml, extra_yaml=extra) as m:
+            start(m, "a")
+            self.assertEqual(start(m, "b").state, READY)
+            self.assertEqual(states(m), {"a": STOPPED, "b": READY})
+            self.assertIsNotNone(m.wait_log(
+                r"model b ran out of GPU memory at start; evicted a; trying once more"))
+            ooms = gpus.ooms().splitlines()
+            self.assertEqual(len(ooms), 1, ooms)
+            self.assertIn("7000 MiB asked", ooms[0])
+        gpus.cleanup()
+
+    def test_a_second_out_of_memory_fails_the_start(self):
+        gpus = FakeGpus(10240)
+        # Another program holds 8000 MiB of the GPU: nothing to evict.
+        with open(os.path.join(gpus.dir, "proc.1"), "w") as f:
+            f.write("0 8000 0\n")  # pid 1 (init) lives as long as the test.
+        with manager(gpus, {"b": ["--vram-mib", "4000"]},
+                     {"b": ["    resources: {vramMiB: 1000}"]}) as m:
+            with self.assertRaises(grpc.RpcError) as e:
+                start(m, "b")
+            self.assertEqual(e.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertIn("out of memory", e.exception.details())
+            self.assertEqual(len(gpus.ooms().splitlines()), 2, "one start, one retry")
         gpus.cleanup()
 
 

@@ -213,3 +213,23 @@ class AcquireStream:
 
     def cancel(self):
         self.call.cancel()
+
+
+def scrape(port):
+    """modelmanager's /metrics on `port`, parsed by Prometheus's own parser:
+    (name, sorted labels) -> value."""
+    import urllib.request  # pylint: disable=import-outside-toplevel
+    from prometheus_client.parser import text_string_to_metric_families  # pylint: disable=import-outside-toplevel
+
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))

@@ -9,28 +9,11 @@ import unittest
 import urllib.error
 import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.manager.manager_proc import ManagerProcess, free_port
+from tests.manager.manager_proc import ManagerProcess, free_port, scrape, value
 from tools.testing import junit
 from tools.testing.fake_upstream_proc import wait_for
 
 from modelplane.v1 import model_manager_pb2 as pb
-
-
-def scrape(port):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
-        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = r.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(samples, name, **labels):
-    return samples.get((name, tuple(sorted(labels.items()))))
 
 
 class ManagerMetricsTest(unittest.TestCase):

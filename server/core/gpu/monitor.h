@@ -91,6 +91,7 @@ class Monitor {
     return wait_timeouts_;
   }
   bool Trusted(int gpu) const;
+  void Log(const std::string& level, const std::string& line);
 
  private:
   struct Record {
@@ -114,7 +115,6 @@ class Monitor {
   // gone (the driver's lag) and the driver's own.
   uint64_t Other(int gpu) const;
   int GroupOf(int pid);
-  void Log(const std::string& level, const std::string& line);
 
   std::unique_ptr<GpuSource> source_;
   actor::Clock* clock_;

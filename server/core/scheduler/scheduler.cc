@@ -452,6 +452,9 @@ void Scheduler::Pump() {
         starts.emplace_back(d.model, std::move(why));
         continue;
       }
+      // Its retry after running out of GPU memory waits for what it
+      // evicted to be gone.
+      if (OomVictimsRunning(s)) continue;
       bool blocked = false;
       std::vector<Slot*> victims = VictimsOf(s, starting, claimed, &blocked);
       if (blocked) continue;
@@ -672,8 +675,12 @@ void Scheduler::StartActor(Slot& s, absl::Status refuse) {
     Activity activity(this);
     Slot* slot = Find(id);
     if (slot == nullptr) return;
-    if (status.ok()) ClearBackoff(*slot);
-    if (absl::IsFailedPrecondition(status)) {
+    if (status.ok()) {
+      ClearBackoff(*slot);
+      slot->oom_retried = false;
+    }
+    if (absl::IsFailedPrecondition(status) && !RetryAfterOom(*slot)) {
+      slot->oom_retried = false;  // The next demand's start may retry.
       BackOff(*slot, status);
       FailDemands(*slot, status);
     }

@@ -330,6 +330,12 @@ class Scheduler {
   // A demand waits for memory: ask again soon.
   void RetryForMemory();
   void OnMemoryEvent(Slot& s, const actor::StateEvent& e);
+  // A start of `s` failed: when its process exited saying it ran out of
+  // GPU memory, and this start has not been retried yet, the idle models
+  // on its GPUs are evicted and it is tried once more (its demands stay
+  // queued). Whether it did.
+  bool RetryAfterOom(Slot& s);
+  bool OomVictimsRunning(Slot& s);
   std::unique_ptr<actor::Timer> memory_timer_;
 
   std::unique_ptr<actor::ModelActor> MakeActor(

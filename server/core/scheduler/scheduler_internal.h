@@ -64,6 +64,10 @@ struct Scheduler::Slot {
   absl::Status last_failure;
   // When its current start began (its measured start time, docs/gpu.md).
   absl::Time starting_since;
+  // Its start ran out of GPU memory and is tried once more, after these
+  // idle models (evicted for it) are gone.
+  bool oom_retried = false;
+  std::vector<std::string> oom_victims;
   // Why a stop of it began (TakeStopCause), until taken or called off.
   const char* stop_cause = nullptr;
 };

@@ -3,6 +3,8 @@
 // evicted to make it fit, and it waits while memory comes free.
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/core/scheduler/scheduler.h"
@@ -20,6 +22,21 @@ std::string CommandOf(const config::ModelConfig& c) {
 }
 
 constexpr absl::Duration kMemoryRetry = absl::Milliseconds(100);
+
+// What CUDA, PyTorch, llama.cpp and vLLM print when an allocation fails.
+bool SaysOutOfMemory(const std::vector<std::string>& lines) {
+  for (const std::string& l : lines) {
+    std::string lower = absl::AsciiStrToLower(l);
+    if (absl::StrContains(lower, "out of memory") ||
+        absl::StrContains(lower, "cuda_error_out_of_memory") ||
+        absl::StrContains(lower, "cudaerrormemoryallocation") ||
+        absl::StrContains(lower, "outofmemoryerror") ||
+        absl::StrContains(lower, "failed to allocate")) {
+      return true;
+    }
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -113,6 +130,65 @@ void Scheduler::OnGpuPoll() {
       options_.gpu->Sample(id, CommandOf(*s->config), st.pid);
     }
   }
+}
+
+bool Scheduler::RetryAfterOom(Slot& s) {
+  gpu::Monitor* g = options_.gpu;
+  if (g == nullptr || s.oom_retried || shutting_down_) return false;
+  const std::optional<actor::Failure>& f = s.actor->status().failure;
+  if (!f || f->reason != actor::FailureReason::kExitedDuringStart ||
+      !SaysOutOfMemory(f->last_lines)) {
+    return false;
+  }
+  s.oom_retried = true;
+  s.oom_victims.clear();
+  g->Refresh(absl::ZeroDuration());
+  // Its GPUs: where it was placed, else every one.
+  std::vector<int> gpus = g->Placed(s.config->id);
+  if (gpus.empty()) {
+    for (const gpu::GpuInfo& info : g->snapshot().gpus) {
+      gpus.push_back(info.index);
+    }
+  }
+  for (auto& [id, v] : slots_) {
+    if (v.get() == &s || v->closed() || !v->holders.empty() ||
+        v->actor->status().state != State::kReady) {
+      continue;
+    }
+    std::map<int, uint64_t> used = g->UsedBy(v->actor->status().pid);
+    std::vector<int> on = g->Placed(id);
+    bool there = std::any_of(gpus.begin(), gpus.end(), [&](int k) {
+      return used.count(k) != 0 ||
+             std::find(on.begin(), on.end(), k) != on.end();
+    });
+    if (!there) continue;
+    BeginEviction(*v, SlotPhase::kDraining,
+                  absl::StrCat("evicted: ", s.config->id,
+                               " ran out of GPU memory at start"),
+                  "swap");
+    ++counters_.evictions[id];
+    ++counters_.swaps[s.config->id];
+    s.oom_victims.push_back(id);
+  }
+  g->Log("warn",
+         absl::StrCat(
+             "model ", s.config->id, " ran out of GPU memory at start; ",
+             s.oom_victims.empty()
+                 ? std::string("nothing idle to evict")
+                 : absl::StrCat("evicted ", absl::StrJoin(s.oom_victims, ", ")),
+             "; trying once more"));
+  SchedulePump();
+  return true;
+}
+
+bool Scheduler::OomVictimsRunning(Slot& s) {
+  if (s.oom_victims.empty()) return false;
+  for (const std::string& id : s.oom_victims) {
+    Slot* v = Find(id);
+    if (v != nullptr && Running(*v)) return true;
+  }
+  s.oom_victims.clear();
+  return false;
 }
 
 void Scheduler::OnMemoryEvent(Slot& s, const actor::StateEvent& e) {
