@@ -100,6 +100,7 @@ bench:
 	$(BAZEL) run -c opt //tools/bench/cluster
 	$(BAZEL) run -c opt //tools/bench/activity
 	$(BAZEL) run -c opt //tools/bench/tls
+	$(BAZEL) run -c opt //tools/bench/gpu
 
 fmt:
 	@tools/bootstrap.sh test
