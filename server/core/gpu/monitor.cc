@@ -79,7 +79,10 @@ void Monitor::Refresh(absl::Duration max_age) {
   snapshot_ = *std::move(snap);
   groups_.clear();
   for (const GpuProcess& p : snapshot_.processes) {
-    if (groups_.count(p.pid) == 0) groups_[p.pid] = ReadGroup(p.pid);
+    if (groups_.count(p.pid) == 0) {
+      groups_[p.pid] =
+          options_.group_of ? options_.group_of(p.pid) : ReadGroup(p.pid);
+    }
   }
   // The driver waits: is the memory back?
   for (auto it = releases_.begin(); it != releases_.end();) {
@@ -214,6 +217,9 @@ void Monitor::OnStopped(const std::string& id, uint64_t footprint,
     uint64_t before = std::min(Other(gpu), other_before_[gpu]);
     releases_.push_back(Release{gpu, bytes, before, now + wait, false});
   }
+  // A driver that frees at once is seen to have done so now, not at the
+  // next read.
+  Refresh(absl::ZeroDuration());
 }
 
 ModelMemory Monitor::MemoryOf(const std::string& id, const std::string& command,

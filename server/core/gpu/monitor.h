@@ -33,6 +33,9 @@ struct MonitorOptions {
   absl::Duration poll = absl::Seconds(1);
   // Log lines: the GPUs found, a driver wait that timed out, memory back.
   std::function<void(const std::string& level, const std::string& line)> log;
+  // The process group of a pid (null: /proc/<pid>/stat's; tests give
+  // their fake processes' own).
+  std::function<int(int pid)> group_of;
 };
 
 // A model's GPU memory as the API shows it (bytes per GPU).
@@ -114,7 +117,6 @@ class Monitor {
   // NVML's used less what the processes it lists use: memory of processes
   // gone (the driver's lag) and the driver's own.
   uint64_t Other(int gpu) const;
-  int GroupOf(int pid);
 
   std::unique_ptr<GpuSource> source_;
   actor::Clock* clock_;

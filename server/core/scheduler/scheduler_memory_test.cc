@@ -1,0 +1,285 @@
+// GPU memory as a rule of the queue's pass (scheduler_memory.cc), with the
+// fake actors and a table for NVML that each test fills as its fake
+// processes "allocate".
+#include <memory>
+
+#include "server/core/gpu/monitor.h"
+#include "server/core/scheduler/scheduler_test_util.h"
+
+namespace modelplane::scheduler {
+namespace {
+
+constexpr uint64_t kMiB = gpu::kMiB;
+
+// NVML as a table the test writes.
+class TableSource : public gpu::GpuSource {
+ public:
+  absl::StatusOr<gpu::GpuSnapshot> Read() override { return snap; }
+  gpu::GpuSnapshot snap;
+};
+
+class MemoryTest : public SchedulerTest {
+ protected:
+  // `gpus`: each GPU's size, MiB.
+  void LoadWithGpus(const std::string& yaml, std::vector<uint64_t> gpus) {
+    auto source = std::make_unique<TableSource>();
+    table_ = source.get();
+    for (size_t i = 0; i < gpus.size(); ++i) {
+      table_->snap.gpus.push_back(
+          gpu::GpuInfo{static_cast<int>(i), "t", "", gpus[i] * kMiB, 0});
+    }
+    gpu::MonitorOptions o;
+    o.group_of = [](int pid) { return pid; };
+    o.log = [this](const std::string&, const std::string& line) {
+      log_.push_back(line);
+    };
+    monitor_ = std::make_unique<gpu::Monitor>(std::move(source), &clock_, o);
+    SchedulerOptions so;
+    so.gpu = monitor_.get();
+    Load(yaml, so);
+  }
+  void TearDown() override {
+    scheduler_.reset();
+    monitor_.reset();
+  }
+  // `model`'s process takes `mib` of `gpu` (as NVML would show it).
+  void Allocates(const std::string& model, uint64_t mib, int gpu = 0) {
+    FakeProcessRecord* p = Proc(model);
+    ASSERT_NE(p, nullptr) << model;
+    table_->snap.processes.push_back(gpu::GpuProcess{p->pid, gpu, mib * kMiB});
+    table_->snap.gpus[gpu].used_bytes += mib * kMiB;
+  }
+  // Its process is gone; the driver gives its memory back now, or later.
+  void Frees(const std::string& model, bool now = true) {
+    FakeProcessRecord* p = Proc(model);
+    for (auto it = table_->snap.processes.begin();
+         it != table_->snap.processes.end();) {
+      if (it->pid != p->pid) {
+        ++it;
+        continue;
+      }
+      if (now) table_->snap.gpus[it->gpu].used_bytes -= it->used_bytes;
+      it = table_->snap.processes.erase(it);
+    }
+  }
+  void DriverReturns(int gpu, uint64_t mib) {
+    table_->snap.gpus[gpu].used_bytes -= mib * kMiB;
+  }
+  // A start that fits: spawned, healthy, allocated.
+  void StartFitting(ClientId c, const std::string& model, uint64_t mib) {
+    Acquire(c, model);
+    ASSERT_TRUE(Alive(model)) << model << " did not start";
+    Allocates(model, mib);
+    Healthy(model);
+    ASSERT_EQ(StateOf(model), State::kReady) << model;
+  }
+  // An evicted model's process exits as asked, and its memory is free.
+  void StopsAndFrees(const std::string& model) {
+    Frees(model);
+    Exits(model);
+  }
+
+  TableSource* table_ = nullptr;
+  std::unique_ptr<gpu::Monitor> monitor_;
+  std::vector<std::string> log_;
+};
+
+// 10240 MiB, 9728 usable: two of 4000 fit, three do not.
+constexpr char kThreeOfFour[] = R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {vramMiB: 4000}}
+  b: {cmd: "srv-b --port ${PORT}", resources: {vramMiB: 4000}}
+  c: {cmd: "srv-c --port ${PORT}", resources: {vramMiB: 4000}}
+)yaml";
+
+TEST_F(MemoryTest, ModelsThatFitRunTogetherWithoutGroups) {
+  LoadWithGpus(kThreeOfFour, {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 4000);
+  StartFitting(c, "b", 4000);
+  EXPECT_EQ(StateOf("a"), State::kReady) << "the implicit group does not bind";
+  EXPECT_EQ(Spawns("a"), 1);
+}
+
+TEST_F(MemoryTest, TheThirdEvictsTheLeastRecentlyUsedIdleOne) {
+  LoadWithGpus(kThreeOfFour, {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 4000);
+  clock_.Advance(absl::Seconds(1));
+  StartFitting(c, "b", 4000);
+  Release(c, &rc, "a");
+  clock_.Advance(absl::Seconds(1));
+  Release(c, &rc, "b");
+  Acquire(c, "c");
+  EXPECT_FALSE(Alive("c")) << "not before a is gone";
+  EXPECT_EQ(StateOf("a"), State::kStopping);
+  EXPECT_EQ(StateOf("b"), State::kReady);
+  StopsAndFrees("a");
+  ASSERT_TRUE(Alive("c"));
+  EXPECT_EQ(StateOf("b"), State::kReady);
+}
+
+TEST_F(MemoryTest, ABusyModelIsNeverEvictedForMemory) {
+  LoadWithGpus(kThreeOfFour, {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 4000);
+  StartFitting(c, "b", 4000);
+  RecordingClient other;
+  ClientId o = Connect(&other);
+  Acquire(o, "c");
+  for (int i = 0; i < 20; ++i) clock_.Advance(absl::Seconds(5));  // 100 s.
+  EXPECT_FALSE(Alive("c"));
+  EXPECT_FALSE(rc.Saw("revoked a"));
+  EXPECT_FALSE(rc.Saw("revoked b"));
+  EXPECT_EQ(StateOf("a"), State::kReady);
+  EXPECT_EQ(StateOf("b"), State::kReady);
+  Release(c, &rc, "b");  // b is idle now: it goes.
+  EXPECT_EQ(StateOf("b"), State::kStopping);
+  EXPECT_EQ(StateOf("a"), State::kReady);
+  StopsAndFrees("b");
+  EXPECT_TRUE(Alive("c"));
+}
+
+TEST_F(MemoryTest, AModelTooLargeForItsGpusIsRefusedAtOnce) {
+  LoadWithGpus(R"yaml(
+models:
+  big: {cmd: "srv-big --port ${PORT}", resources: {vramMiB: 20000}}
+)yaml",
+               {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  Acquire(c, "big");
+  EXPECT_TRUE(rc.Saw("failed big r-big RESOURCE_EXHAUSTED")) << rc.events[0];
+  EXPECT_EQ(Spawns("big"), 0);
+}
+
+TEST_F(MemoryTest, TheNextStartWaitsForTheDriverToGiveMemoryBack) {
+  LoadWithGpus(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {vramMiB: 6000}}
+  b: {cmd: "srv-b --port ${PORT}", resources: {vramMiB: 6000}}
+gpu: {memoryWaitTimeout: 2}
+)yaml",
+               {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 6000);
+  Release(c, &rc, "a");
+  Acquire(c, "b");
+  Frees("a", /*now=*/false);  // Gone, but the driver still holds it.
+  Exits("a");
+  for (int i = 0; i < 5; ++i) clock_.Advance(absl::Milliseconds(100));
+  EXPECT_FALSE(Alive("b")) << "the memory is not back";
+  DriverReturns(0, 6000);
+  for (int i = 0; i < 3; ++i) clock_.Advance(absl::Milliseconds(100));
+  EXPECT_TRUE(Alive("b"));
+  EXPECT_TRUE(monitor_->Trusted(0));
+}
+
+TEST_F(MemoryTest, PastTheWaitTheGpuIsUntrustedUntilTheMemoryIsBack) {
+  LoadWithGpus(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {vramMiB: 6000}}
+  b: {cmd: "srv-b --port ${PORT}", resources: {vramMiB: 2000}}
+gpu: {memoryWaitTimeout: 1}
+)yaml",
+               {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 6000);
+  scheduler_->Stop("a", false, [](auto) {});
+  Settle();
+  Frees("a", /*now=*/false);
+  Exits("a");
+  // Past the bound, seen at the next poll (every second).
+  for (int i = 0; i < 22; ++i) clock_.Advance(absl::Milliseconds(100));
+  EXPECT_FALSE(monitor_->Trusted(0));
+  ASSERT_EQ(monitor_->wait_timeouts().count(0), 1u);
+  EXPECT_EQ(monitor_->wait_timeouts().at(0), 1u);
+  // b would fit beside the stuck memory, but the GPU is not trusted.
+  Acquire(c, "b");
+  for (int i = 0; i < 3; ++i) clock_.Advance(absl::Milliseconds(100));
+  EXPECT_FALSE(Alive("b"));
+  DriverReturns(0, 6000);
+  clock_.Advance(absl::Seconds(1));  // The next poll sees it.
+  for (int i = 0; i < 3; ++i) clock_.Advance(absl::Milliseconds(100));
+  EXPECT_TRUE(monitor_->Trusted(0));
+  EXPECT_TRUE(Alive("b"));
+}
+
+TEST_F(MemoryTest, PlacedOnTheGpuWithTheMostFreeAndToldWhere) {
+  LoadWithGpus(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT} --main-gpu ${GPU}", resources: {vramMiB: 6000, gpus: [0, 1]}}
+  b: {cmd: "srv-b --port ${PORT} --main-gpu ${GPU}", resources: {vramMiB: 6000, gpus: [0, 1]}}
+)yaml",
+               {10240, 10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  Acquire(c, "a");
+  ASSERT_TRUE(Alive("a"));
+  const std::vector<std::string>& argv = Proc("a")->spec.argv;
+  int gpu_a = argv.back() == "0" ? 0 : 1;
+  EXPECT_EQ(argv.back(), absl::StrCat(gpu_a));
+  const std::vector<std::string>& env = Proc("a")->spec.env;
+  EXPECT_NE(std::find(env.begin(), env.end(),
+                      absl::StrCat("CUDA_VISIBLE_DEVICES=", gpu_a)),
+            env.end());
+  Allocates("a", 6000, gpu_a);
+  Healthy("a");
+  Acquire(c, "b");
+  ASSERT_TRUE(Alive("b"));
+  EXPECT_EQ(Proc("b")->spec.argv.back(), absl::StrCat(1 - gpu_a))
+      << "the other GPU has the most free";
+}
+
+TEST_F(MemoryTest, OutOfMemoryAtStartEvictsTheIdleAndRetriesOnce) {
+  LoadWithGpus(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {vramMiB: 4000}}
+  b: {cmd: "srv-b --port ${PORT}", resources: {vramMiB: 3000}}
+)yaml",
+               {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 4000);
+  Release(c, &rc, "a");
+  Acquire(c, "b");
+  ASSERT_TRUE(Alive("b"));
+  Proc("b")->Print("CUDA error: out of memory\n");
+  Proc("b")->Exit(ExitStatus::Code(1));
+  Settle();
+  EXPECT_EQ(StateOf("a"), State::kStopping) << "a is evicted for the retry";
+  EXPECT_EQ(Spawns("b"), 1) << "not before a is gone";
+  EXPECT_FALSE(rc.Saw("failed b r-b FAILED_PRECONDITION"));
+  StopsAndFrees("a");
+  EXPECT_EQ(Spawns("b"), 2);
+  // The second failure fails the start.
+  Proc("b")->Print("CUDA error: out of memory\n");
+  Proc("b")->Exit(ExitStatus::Code(1));
+  Settle();
+  EXPECT_TRUE(rc.Saw("failed b r-b FAILED_PRECONDITION"));
+  EXPECT_EQ(Spawns("b"), 2);
+}
+
+TEST_F(MemoryTest, WithoutAFootprintTheGroupRulesAloneDecide) {
+  LoadWithGpus(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {}}
+  b: {cmd: "srv-b --port ${PORT}", resources: {}}
+)yaml",
+               {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 1000);
+  Release(c, &rc, "a");
+  // b is not measured yet: it goes alone, as the implicit group says.
+  Acquire(c, "b");
+  EXPECT_EQ(StateOf("a"), State::kStopping);
+}
+
+}  // namespace
+}  // namespace modelplane::scheduler
