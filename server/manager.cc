@@ -28,7 +28,17 @@ Manager::Manager(std::shared_ptr<const config::Config> config,
     if (options_.gpu) {
       absl::StatusOr<std::unique_ptr<gpu::GpuSource>> nvml =
           gpu::OpenNvml(options_.nvml_library);
-      if (nvml.ok()) {
+      // NVML that loads but cannot be read, or sees no GPU, schedules
+      // nothing: every footprint would be refused.
+      absl::StatusOr<gpu::GpuSnapshot> first =
+          nvml.ok() ? (*nvml)->Read() : nvml.status();
+      if (first.ok() && first->gpus.empty()) {
+        first = absl::NotFoundError("NVML found no GPU");
+      }
+      if (nvml.ok() && !first.ok()) {
+        Log(absl::StrCat("GPU memory scheduling off (",
+                         first.status().message(), ")"));
+      } else if (nvml.ok()) {
         gpu::MonitorOptions go;
         go.state_file = options_.gpu_state_file;
         go.log = [this](const std::string& level, const std::string& line) {

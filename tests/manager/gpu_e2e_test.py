@@ -6,6 +6,7 @@ is not free (and logging the refusal in oom.log)."""
 
 import json
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -227,7 +228,7 @@ class OomRetryTest(unittest.TestCase):
                      {"b": ["    resources: {vramMiB: 1000}"]}) as m:
             with self.assertRaises(grpc.RpcError) as e:
                 start(m, "b")
-            self.assertEqual(e.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, m.log())
             self.assertIn("out of memory", e.exception.details())
             self.assertEqual(len(gpus.ooms().splitlines()), 2, "one start, one retry")
         gpus.cleanup()
@@ -295,6 +296,37 @@ class PlacementAndFootprintTest(unittest.TestCase):
             self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
             self.assertIn("cannot fit", e.exception.details())
             self.assertIn("GPU 0 9728 MiB", e.exception.details())
+        gpus.cleanup()
+
+    def test_mpctl_ls_shows_footprints_and_gpus(self):
+        gpus = FakeGpus(10240)
+        models = {"a": ["--vram-mib", "3000"], "b": ["--vram-mib", "2000"]}
+        yaml = {"a": ["    resources: {vramMiB: 3000}"], "b": ["    resources: {}"]}
+        with manager(gpus, models, yaml) as m:
+            start(m, "a")
+            # b is not measured yet: it goes alone (a is evicted), and is
+            # measured once READY.
+            start(m, "b")
+            self.assertIsNotNone(wait_for(
+                lambda: m.model("b").gpu_memory.measured_bytes == 2000 * MIB))
+            out = subprocess.run(
+                [runfile("client/mpctl"), "--manager", "127.0.0.1:%d" % m.port, "ls"],
+                capture_output=True, text=True, timeout=30, check=True).stdout
+            lines = out.splitlines()
+            self.assertEqual(lines[0].split()[7:9], ["VRAM", "GPU"], out)
+            row = {l.split()[0]: l for l in lines[1:]}
+            self.assertIn("3000 MiB declared", row["a"], out)
+            self.assertIn("2000 MiB measured", row["b"], out)
+            self.assertIn("GPU 0 (Fake GPU): 8240 MiB free of 10240 MiB", out)
+        gpus.cleanup()
+
+    def test_nvml_that_finds_no_gpu_leaves_the_features_off(self):
+        gpus = FakeGpus()  # A gpus file with no GPU in it.
+        with manager(gpus, {"a": ["--vram-mib", "0"]},
+                     {"a": ["    resources: {vramMiB: 100}"]}) as m:
+            self.assertIsNotNone(m.wait_log(r"GPU memory scheduling off \(NVML found no GPU"))
+            start(m, "a")
+            self.assertEqual(states(m), {"a": READY})
         gpus.cleanup()
 
     def test_without_nvml_the_gpu_features_are_off_and_all_else_works(self):

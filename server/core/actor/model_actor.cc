@@ -205,7 +205,12 @@ SpawnSpec ModelActor::Spec() const {
   for (std::string& e : spec.env) {
     e = absl::StrReplaceAll(e, {{"${GPU}", list}});
   }
-  if (!gpus_.empty()) spec.env.push_back("CUDA_VISIBLE_DEVICES=" + list);
+  if (!gpus_.empty()) {
+    // NVML's indexes are in PCI bus order; CUDA's default order is fastest
+    // first.
+    spec.env.push_back("CUDA_DEVICE_ORDER=PCI_BUS_ID");
+    spec.env.push_back("CUDA_VISIBLE_DEVICES=" + list);
+  }
   return spec;
 }
 

@@ -86,6 +86,11 @@ bool ReadInt(const YamlNode& node, const std::string& path, DiagSink* sink,
 
 bool ReadSeconds(const YamlNode& node, const std::string& path, DiagSink* sink,
                  double* out) {
+  return ReadNumber(node, path, sink, "a number of seconds", out);
+}
+
+bool ReadNumber(const YamlNode& node, const std::string& path, DiagSink* sink,
+                const char* what, double* out) {
   if (node.is_scalar() && !node.quoted) {
     Value v = ToValue(node);
     if (v.kind() == Value::Kind::kInt) {
@@ -97,7 +102,7 @@ bool ReadSeconds(const YamlNode& node, const std::string& path, DiagSink* sink,
       return true;
     }
   }
-  TypeError(node, path, sink, "a number of seconds");
+  TypeError(node, path, sink, what);
   return false;
 }
 

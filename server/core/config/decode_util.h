@@ -26,6 +26,10 @@ bool ReadInt(const YamlNode& node, const std::string& path, DiagSink* sink,
 // A number of seconds (int or float), as llama-swap's timeouts are.
 bool ReadSeconds(const YamlNode& node, const std::string& path, DiagSink* sink,
                  double* out);
+// A finite number (int or float, unquoted); else an error naming `what`
+// ("a number of seconds", "a percentage").
+bool ReadNumber(const YamlNode& node, const std::string& path, DiagSink* sink,
+                const char* what, double* out);
 // A list of strings.
 bool ReadStringList(const YamlNode& node, const std::string& path,
                     DiagSink* sink, std::vector<std::string>* out);

@@ -482,7 +482,8 @@ class Loader {
               &sink_);
     double v;
     if (const YamlNode* r = n.Get("reservePercent");
-        r != nullptr && ReadSeconds(*r, "gpu.reservePercent", &sink_, &v)) {
+        r != nullptr &&
+        ReadNumber(*r, "gpu.reservePercent", &sink_, "a percentage", &v)) {
       if (v < 0 || v >= 100) {
         sink_.Error(r->pos, "gpu.reservePercent",
                     "must be at least 0 and below 100");

@@ -335,7 +335,10 @@ class FieldDecoder {
   }
 
   void Resources(const YamlNode& value, const std::string& at, ModelConfig* m) {
-    if (value.is_null()) return;
+    if (value.is_null()) {  // `resources:` alone: measured, any GPU.
+      m->resources.set = true;
+      return;
+    }
     if (!value.is_map()) {
       sink_->Error(value.pos, at,
                    absl::StrCat("must be a mapping ({vramMiB: N, gpus: [0], "

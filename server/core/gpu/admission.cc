@@ -185,6 +185,7 @@ Decision Decide(const std::vector<GpuState>& gpus,
     return d;
   }
   d.kind = Decision::Kind::kWait;
+  d.coming = true;
   d.why = absl::StrCat("needs ", Mib(need),
                        ": waits for memory coming free (a stop, the driver)");
   return d;

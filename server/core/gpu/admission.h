@@ -74,6 +74,9 @@ struct Decision {
   std::vector<int> gpus;
   std::vector<std::string> victims;
   std::string why;  // For kWait and kNever: what it waits for, or lacks.
+  // kWait for memory coming free on `gpus` (not for busy models): later
+  // starts in the queue do not take it meanwhile.
+  bool coming = false;
 };
 
 // `reserve`: the fraction of each GPU kept free (0.05).

@@ -30,6 +30,10 @@ int ReadGroup(int pid) {
 
 std::string Mib(uint64_t bytes) { return absl::StrCat(bytes / kMiB, " MiB"); }
 
+// Past the wait, how long an untrusted GPU waits for the memory before it
+// is taken as lost.
+constexpr absl::Duration kGiveUpAfter = absl::Seconds(30);
+
 }  // namespace
 
 Monitor::Monitor(std::unique_ptr<GpuSource> source, actor::Clock* clock,
@@ -71,7 +75,8 @@ void Monitor::Refresh(absl::Duration max_age) {
     std::string why(snap.status().message());
     if (why != read_error_) Log("warn", "NVML read failed: " + why);
     read_error_ = why;
-    return;  // Keep the last snapshot.
+    CheckReleases(now, /*fresh=*/false);  // Keep the last snapshot.
+    return;
   }
   read_error_.clear();
   for (const GpuInfo& g : snapshot_.gpus)
@@ -84,30 +89,53 @@ void Monitor::Refresh(absl::Duration max_age) {
           options_.group_of ? options_.group_of(p.pid) : ReadGroup(p.pid);
     }
   }
-  // The driver waits: is the memory back?
+  CheckReleases(now, /*fresh=*/true);
+}
+
+bool Monitor::GroupListed(int group, int gpu) const {
+  if (group <= 0) return false;
+  for (const GpuProcess& p : snapshot_.processes) {
+    if (p.gpu != gpu) continue;
+    auto g = groups_.find(p.pid);
+    if (p.pid == group || (g != groups_.end() && g->second == group)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Monitor::CheckReleases(absl::Time now, bool fresh) {
   for (auto it = releases_.begin(); it != releases_.end();) {
     uint64_t other = Other(it->gpu);
-    // Back when at most 10 % of it is still held by no process.
-    bool back = other <= it->other_before + it->bytes / 10;
-    if (back) {
-      if (it->timed_out) {
-        untrusted_.erase(it->gpu);
-        Log("info", absl::StrCat("GPU ", it->gpu,
-                                 ": the stopped model's memory is back; "
-                                 "starts go there again"));
-      }
+    // Back when no process of its group is listed any more and at most
+    // 10 % of its memory is held by no process. Only a fresh read says so.
+    bool back = fresh && !GroupListed(it->group, it->gpu) &&
+                other <= it->other_before + it->bytes / 10;
+    // Memory a driver never gives back is taken as lost, past a second
+    // bound: it counts as another program's from then on.
+    bool lost = it->timed_out && now >= it->give_up;
+    if (back || lost) {
+      int gpu = it->gpu;
+      bool was_timed_out = it->timed_out;
       it = releases_.erase(it);
+      if (!was_timed_out || !Trusted(gpu)) continue;
+      Log(back ? "info" : "warn",
+          back ? absl::StrCat("GPU ", gpu,
+                              ": the stopped model's memory is back; starts "
+                              "go there again")
+               : absl::StrCat("GPU ", gpu, ": ", Mib(other),
+                              " held by no process is taken as lost; starts "
+                              "go there again, counting it as used"));
       continue;
     }
     if (!it->timed_out && now >= it->deadline) {
       it->timed_out = true;
-      untrusted_[it->gpu] = true;
       ++wait_timeouts_[it->gpu];
       Log("warn",
           absl::StrCat("GPU ", it->gpu, ": the driver has not given back ",
                        Mib(it->bytes), " of a stopped model (", Mib(other),
-                       " held by no process); no start goes there until it "
-                       "is back"));
+                       " held by no process", fresh ? "" : ", NVML unreadable",
+                       "); no start goes there until it is back"));
     }
     ++it;
   }
@@ -124,7 +152,12 @@ uint64_t Monitor::Other(int gpu) const {
   return used > listed ? used - listed : 0;
 }
 
-bool Monitor::Trusted(int gpu) const { return untrusted_.count(gpu) == 0; }
+bool Monitor::Trusted(int gpu) const {
+  for (const Release& r : releases_) {
+    if (r.gpu == gpu && r.timed_out) return false;
+  }
+  return true;
+}
 
 std::vector<GpuState> Monitor::Gpus() {
   std::vector<GpuState> out;
@@ -146,7 +179,10 @@ std::map<int, uint64_t> Monitor::UsedBy(int pid) {
   std::map<int, uint64_t> used;
   if (pid <= 0) return used;
   for (const GpuProcess& p : snapshot_.processes) {
-    if (p.pid == pid || groups_[p.pid] == pid) used[p.gpu] += p.used_bytes;
+    auto g = groups_.find(p.pid);
+    if (p.pid == pid || (g != groups_.end() && g->second == pid)) {
+      used[p.gpu] += p.used_bytes;
+    }
   }
   return used;
 }
@@ -156,6 +192,13 @@ uint64_t Monitor::Measured(const std::string& id,
   auto it = records_.find(id);
   if (it == records_.end() || it->second.command != command) return 0;
   return it->second.peak;
+}
+
+std::vector<int> Monitor::MeasuredGpus(const std::string& id,
+                                       const std::string& command) const {
+  auto it = records_.find(id);
+  if (it == records_.end() || it->second.command != command) return {};
+  return it->second.gpus;
 }
 
 std::vector<int> Monitor::Placed(const std::string& id) const {
@@ -172,8 +215,8 @@ absl::Duration Monitor::StartTime(const std::string& id) const {
   return it == records_.end() ? absl::ZeroDuration() : it->second.start_time;
 }
 
-void Monitor::Sample(const std::string& id, const std::string& command,
-                     int pid) {
+uint64_t Monitor::Sample(const std::string& id, const std::string& command,
+                         int pid) {
   std::map<int, uint64_t> used = UsedBy(pid);
   last_used_[id] = used;
   uint64_t peak = 0;
@@ -182,16 +225,17 @@ void Monitor::Sample(const std::string& id, const std::string& command,
     peak = std::max(peak, bytes);
     gpus.push_back(gpu);
   }
-  if (peak == 0) return;
+  if (peak == 0) return 0;
   Record& r = records_[id];
   if (r.command != command) {
     r = Record();
     r.command = command;
   }
-  if (peak <= r.peak) return;
+  if (peak <= r.peak) return peak;
   r.peak = peak;
   r.gpus = gpus;
   if (r.peak >= r.saved_peak + r.saved_peak / 100 + 1) Save();
+  return peak;
 }
 
 void Monitor::OnStarted(const std::string& id, const std::string& command,
@@ -205,7 +249,7 @@ void Monitor::OnStarted(const std::string& id, const std::string& command,
   Save();
 }
 
-void Monitor::OnStopped(const std::string& id, uint64_t footprint,
+void Monitor::OnStopped(const std::string& id, int group, uint64_t footprint,
                         absl::Duration wait) {
   std::map<int, uint64_t> used = last_used_[id];
   for (int gpu : Placed(id)) used[gpu] = std::max(used[gpu], footprint);
@@ -215,7 +259,8 @@ void Monitor::OnStopped(const std::string& id, uint64_t footprint,
   for (const auto& [gpu, bytes] : used) {
     if (bytes == 0) continue;
     uint64_t before = std::min(Other(gpu), other_before_[gpu]);
-    releases_.push_back(Release{gpu, bytes, before, now + wait, false});
+    releases_.push_back(Release{gpu, group, bytes, before, now + wait,
+                                now + wait + kGiveUpAfter, false});
   }
   // A driver that frees at once is seen to have done so now, not at the
   // next read.

@@ -68,6 +68,9 @@ class Monitor {
 
   // The measured footprint of `id` running `command` (0: none yet).
   uint64_t Measured(const std::string& id, const std::string& command) const;
+  // The GPUs its measured footprint was taken on ({}: none).
+  std::vector<int> MeasuredGpus(const std::string& id,
+                                const std::string& command) const;
   // Where `id` was placed at its start ({} when never, or once stopped).
   std::vector<int> Placed(const std::string& id) const;
   void Place(const std::string& id, std::vector<int> gpus);
@@ -75,15 +78,18 @@ class Monitor {
   absl::Duration StartTime(const std::string& id) const;
 
   // A READY model's processes, sampled each poll: the peak is its measured
-  // footprint (persisted when it grows by 1 % or more).
-  void Sample(const std::string& id, const std::string& command, int pid);
+  // footprint (persisted when it grows by 1 % or more). Returns what they
+  // use now (busiest GPU; 0: nothing attributed).
+  uint64_t Sample(const std::string& id, const std::string& command, int pid);
   void OnStarted(const std::string& id, const std::string& command,
                  absl::Duration took);
-  // A model's process group is gone: its memory on each GPU (what it used
-  // at the last snapshot, at least its placed footprint) should come back.
-  // Until NVML shows 90 % of it back, or `wait` is over, starts on that GPU
-  // wait; past the bound the GPU is untrusted until the memory reappears.
-  void OnStopped(const std::string& id, uint64_t footprint,
+  // A model's process group (led by `group`) is gone: its memory on each
+  // GPU (what it used at the last snapshot, at least its placed footprint)
+  // should come back. Until NVML lists none of the group's processes and
+  // shows 90 % of it back, or `wait` is over, starts on that GPU wait; past
+  // the bound the GPU is untrusted until the memory reappears, or for 30 s
+  // more, after which it is taken as lost (counted as used).
+  void OnStopped(const std::string& id, int group, uint64_t footprint,
                  absl::Duration wait);
 
   // The API's view of `id`.
@@ -106,11 +112,17 @@ class Monitor {
   };
   struct Release {
     int gpu;
+    int group;  // The stopped model's process group.
     uint64_t bytes;
     uint64_t other_before;  // Unattributed memory before the stop.
     absl::Time deadline;
+    absl::Time give_up;
     bool timed_out = false;
   };
+  // The driver waits, after a read (`fresh`) or a failed one.
+  void CheckReleases(absl::Time now, bool fresh);
+  // A process of `group` is listed on `gpu` (last snapshot).
+  bool GroupListed(int group, int gpu) const;
   void Arm();
   void Load();
   void Save();
@@ -136,7 +148,6 @@ class Monitor {
   std::map<int, uint64_t> other_before_;
   std::vector<Release> releases_;
   std::map<int, uint64_t> wait_timeouts_;
-  std::map<int, bool> untrusted_;
   std::string read_error_;
 };
 

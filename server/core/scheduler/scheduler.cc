@@ -413,6 +413,19 @@ void Scheduler::Pump() {
     std::set<std::string> drained;      // Likewise: no start while draining.
     // Starts that cannot fit their GPUs even empty: refused after the pass.
     std::map<std::string, absl::Status> never_fits;
+    // Memory: READY models with demand in the queue are about to be
+    // granted (never evicted for memory), and GPUs whose memory coming free
+    // an earlier demand waits for are not taken by a later one.
+    std::set<std::string> wanted;
+    std::set<int> reserved_gpus;
+    if (options_.gpu != nullptr) {
+      for (const Demand& q : queue_) {
+        const Slot& w = *slots_.at(q.model);
+        if (w.actor->status().state == State::kReady && !w.closed()) {
+          wanted.insert(q.model);
+        }
+      }
+    }
     std::optional<absl::Time> next_expiry;
     absl::Time now = env_.clock->Now();
     for (auto it = queue_.begin(); it != queue_.end();) {
@@ -460,19 +473,29 @@ void Scheduler::Pump() {
       if (blocked) continue;
       // Memory: one more rule, once the groups let it start (docs/gpu.md).
       if (victims.empty() && MemoryManaged(s)) {
-        gpu::Decision m = MemoryFor(s, starting, granting);
+        gpu::Decision m = MemoryFor(s, starting, wanted);
         if (m.kind == gpu::Decision::Kind::kNever) {
           claimed.insert(d.model);
           never_fits[d.model] = absl::ResourceExhaustedError(
               absl::StrCat("model ", d.model, " cannot fit: ", m.why));
           continue;
         }
-        if (m.kind == gpu::Decision::Kind::kWait) {
+        bool reserved = std::any_of(m.gpus.begin(), m.gpus.end(), [&](int g) {
+          return reserved_gpus.count(g) != 0;
+        });
+        if (m.kind == gpu::Decision::Kind::kWait || reserved) {
+          if (m.coming) reserved_gpus.insert(m.gpus.begin(), m.gpus.end());
           RetryForMemory();
           continue;
         }
+        if (m.kind == gpu::Decision::Kind::kEvict && !TakeIdle(m.victims)) {
+          RetryForMemory();  // One was granted meanwhile: decide again.
+          continue;
+        }
         if (m.kind == gpu::Decision::Kind::kAdmit) {
-          options_.gpu->Place(d.model, m.gpus);
+          // Only a model with `resources` is told where it goes; another
+          // runs where it runs (and is charged where it was measured).
+          if (s.config->resources.set) options_.gpu->Place(d.model, m.gpus);
           s.actor->set_gpus(s.config->resources.set ? m.gpus
                                                     : std::vector<int>{});
         }

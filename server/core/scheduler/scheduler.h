@@ -336,6 +336,10 @@ class Scheduler {
   // queued). Whether it did.
   bool RetryAfterOom(Slot& s);
   bool OomVictimsRunning(Slot& s);
+  // Memory's victims, idle when decided: their gates are closed (what the
+  // gate granted meanwhile absorbed) and they are still idle. False when
+  // one is not: its gate reopens when the pass ends.
+  bool TakeIdle(const std::vector<std::string>& victims);
   std::unique_ptr<actor::Timer> memory_timer_;
 
   std::unique_ptr<actor::ModelActor> MakeActor(

@@ -143,7 +143,14 @@ void Scheduler::OnActorEvent(const actor::StateEvent& e) {
   for (auto& [id, slot] : slots_) {
     if (slot->actor != nullptr && id == e.model_id) s = slot.get();
   }
-  if (s == nullptr) return;  // A retired model.
+  if (s == nullptr) {  // A retired model: its memory still comes back.
+    for (auto& r : retired_) {
+      if (r->config->id == e.model_id && r->actor != nullptr) {
+        OnMemoryEvent(*r, e);
+      }
+    }
+    return;
+  }
   Activity activity(this);
   s->revision = e.status.revision;
   OnMemoryEvent(*s, e);

@@ -68,6 +68,9 @@ struct Scheduler::Slot {
   // idle models (evicted for it) are gone.
   bool oom_retried = false;
   std::vector<std::string> oom_victims;
+  // Its process group while it had one (the driver wait after its stop).
+  int gpu_pid = 0;
+  bool memory_unseen_said = false;  // The warning, once per start.
   // Why a stop of it began (TakeStopCause), until taken or called off.
   const char* stop_cause = nullptr;
 };

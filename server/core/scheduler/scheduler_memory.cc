@@ -46,7 +46,14 @@ uint64_t Scheduler::FootprintOf(const Slot& s) const {
   if (c.resources.vram_mib > 0) {
     return static_cast<uint64_t>(c.resources.vram_mib) * gpu::kMiB;
   }
-  return options_.gpu->Measured(c.id, CommandOf(c));
+  uint64_t measured = options_.gpu->Measured(c.id, CommandOf(c));
+  // A measured peak larger than any GPU here (a state file from another
+  // machine, a card swapped) is no footprint: it would refuse every start.
+  uint64_t largest = 0;
+  for (const gpu::GpuInfo& g : options_.gpu->snapshot().gpus) {
+    largest = std::max(largest, g.total_bytes);
+  }
+  return measured <= largest ? measured : 0;
 }
 
 bool Scheduler::MemoryManaged(const Slot& s) const {
@@ -87,8 +94,11 @@ gpu::Decision Scheduler::MemoryFor(const Slot& s,
     }
     r.used = g.UsedBy(st.pid);
     r.gpus = g.Placed(id);
-    if (r.gpus.empty()) {
-      for (const auto& [index, bytes] : r.used) r.gpus.push_back(index);
+    if (r.gpus.empty()) r.gpus = g.MeasuredGpus(id, CommandOf(*v->config));
+    for (const auto& [index, bytes] : r.used) {
+      if (std::find(r.gpus.begin(), r.gpus.end(), index) == r.gpus.end()) {
+        r.gpus.push_back(index);
+      }
     }
     r.footprint = FootprintOf(*v);
     r.last_used = st.last_used;
@@ -111,6 +121,11 @@ gpu::Decision Scheduler::MemoryFor(const Slot& s,
   request.footprint = FootprintOf(s);
   request.allowed = s.config->resources.gpus;
   request.count = s.config->resources.gpu_count;
+  if (!s.config->resources.set) {
+    // Not told where to go: it runs where it ran when it was measured.
+    request.allowed = g.MeasuredGpus(s.config->id, CommandOf(*s.config));
+    request.count = std::max<int>(1, static_cast<int>(request.allowed.size()));
+  }
   return gpu::Decide(g.Gpus(), residents, request,
                      config_->gpu_reserve_percent / 100.0);
 }
@@ -126,8 +141,18 @@ void Scheduler::RetryForMemory() {
 void Scheduler::OnGpuPoll() {
   for (auto& [id, s] : slots_) {
     const actor::ModelStatus& st = s->actor->status();
-    if (st.state == State::kReady) {
-      options_.gpu->Sample(id, CommandOf(*s->config), st.pid);
+    if (st.state != State::kReady) continue;
+    uint64_t used = options_.gpu->Sample(id, CommandOf(*s->config), st.pid);
+    // A model with `resources` whose processes NVML never shows (another
+    // PID namespace, a process that left the model's group): its footprint
+    // is charged beside what NVML counts as used. Said once per start.
+    if (used == 0 && s->config->resources.set && !s->memory_unseen_said &&
+        !options_.gpu->snapshot().processes.empty()) {
+      s->memory_unseen_said = true;
+      options_.gpu->Log(
+          "warn", absl::StrCat("model ", id, " (pid ", st.pid,
+                               "): NVML shows no GPU memory for its "
+                               "processes; its footprint is charged on top"));
     }
   }
 }
@@ -142,6 +167,7 @@ bool Scheduler::RetryAfterOom(Slot& s) {
   }
   s.oom_retried = true;
   s.oom_victims.clear();
+  Apply(gate_.TakeOps());  // Grants taken off the loop count as holders.
   g->Refresh(absl::ZeroDuration());
   // Its GPUs: where it was placed, else every one.
   std::vector<int> gpus = g->Placed(s.config->id);
@@ -162,6 +188,8 @@ bool Scheduler::RetryAfterOom(Slot& s) {
              std::find(on.begin(), on.end(), k) != on.end();
     });
     if (!there) continue;
+    CloseGate(*v);  // What the gate granted meanwhile is absorbed.
+    if (!v->holders.empty()) continue;
     BeginEviction(*v, SlotPhase::kDraining,
                   absl::StrCat("evicted: ", s.config->id,
                                " ran out of GPU memory at start"),
@@ -181,21 +209,34 @@ bool Scheduler::RetryAfterOom(Slot& s) {
   return true;
 }
 
-bool Scheduler::OomVictimsRunning(Slot& s) {
-  if (s.oom_victims.empty()) return false;
-  for (const std::string& id : s.oom_victims) {
+bool Scheduler::TakeIdle(const std::vector<std::string>& victims) {
+  bool idle = true;
+  for (const std::string& id : victims) {
     Slot* v = Find(id);
-    if (v != nullptr && Running(*v)) return true;
+    if (v == nullptr) continue;
+    CloseGate(*v);
+    idle = idle && v->holders.empty();
   }
-  s.oom_victims.clear();
-  return false;
+  return idle;
+}
+
+bool Scheduler::OomVictimsRunning(Slot& s) {
+  // Each leaves the list when its process is gone (OnMemoryEvent), so a
+  // victim started again meanwhile does not hold the retry.
+  return !s.oom_victims.empty();
 }
 
 void Scheduler::OnMemoryEvent(Slot& s, const actor::StateEvent& e) {
   gpu::Monitor* g = options_.gpu;
-  if (g == nullptr || e.old_state == e.new_state) return;
+  if (g == nullptr) return;
+  // The pid arrives with the spawn, after STARTING began.
+  if (e.status.pid != 0) s.gpu_pid = e.status.pid;
+  if (e.old_state == e.new_state) return;
   const config::ModelConfig& c = *s.config;
-  if (e.new_state == State::kStarting) s.starting_since = e.status.state_since;
+  if (e.new_state == State::kStarting) {
+    s.starting_since = e.status.state_since;
+    s.memory_unseen_said = false;
+  }
   if (e.new_state == State::kReady) {
     g->Refresh(absl::ZeroDuration());
     g->Sample(c.id, CommandOf(c), e.status.pid);
@@ -207,7 +248,11 @@ void Scheduler::OnMemoryEvent(Slot& s, const actor::StateEvent& e) {
   bool gone = e.new_state == State::kStopped || e.new_state == State::kFailed ||
               e.new_state == State::kShutdown;
   if (had_process && gone) {
-    g->OnStopped(c.id, FootprintOf(s), config_->gpu_memory_wait);
+    g->OnStopped(c.id, s.gpu_pid, FootprintOf(s), config_->gpu_memory_wait);
+    for (auto& [id, other] : slots_) {
+      auto& list = other->oom_victims;
+      list.erase(std::remove(list.begin(), list.end(), c.id), list.end());
+    }
     SchedulePump();
   }
 }

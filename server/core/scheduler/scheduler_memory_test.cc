@@ -281,5 +281,55 @@ models:
   EXPECT_EQ(StateOf("a"), State::kStopping);
 }
 
+TEST_F(MemoryTest, ALaterStartDoesNotTakeMemoryAnEarlierOneWaitsFor) {
+  LoadWithGpus(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {vramMiB: 6000}}
+  big: {cmd: "srv-big --port ${PORT}", resources: {vramMiB: 8000}}
+  small: {cmd: "srv-small --port ${PORT}", resources: {vramMiB: 2000}}
+)yaml",
+               {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 6000);
+  Release(c, &rc, "a");
+  Acquire(c, "big");  // Evicts a; a is stopping.
+  ASSERT_EQ(StateOf("a"), State::kStopping);
+  // small would fit beside a now (3728 MiB free), but big waits for a's
+  // memory on the same GPU, and was first: small must not take it.
+  Acquire(c, "small");
+  for (int i = 0; i < 3; ++i) clock_.Advance(absl::Milliseconds(100));
+  EXPECT_FALSE(Alive("small"));
+  EXPECT_FALSE(Alive("big"));
+  StopsAndFrees("a");
+  EXPECT_TRUE(Alive("big"));
+  EXPECT_FALSE(Alive("small")) << "big holds what small would need";
+}
+
+TEST_F(MemoryTest, AModelWithoutResourcesIsChargedWhereItWasMeasured) {
+  LoadWithGpus(R"yaml(
+models:
+  plain: {cmd: "srv-plain --port ${PORT}"}
+  a: {cmd: "srv-a --port ${PORT}", resources: {vramMiB: 6000, gpus: [0, 1]}}
+groups:
+  g: {swap: false, members: [plain, a]}
+)yaml",
+               {10240, 10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "plain", 6000);  // Runs on GPU 0, where CUDA puts it.
+  const std::vector<std::string>& env = Proc("plain")->spec.env;
+  EXPECT_EQ(std::count_if(env.begin(), env.end(),
+                          [](const std::string& e) {
+                            return e.rfind("CUDA_VISIBLE_DEVICES=", 0) == 0;
+                          }),
+            0)
+      << "not told where to go";
+  Acquire(c, "a");
+  ASSERT_TRUE(Alive("a"));
+  EXPECT_EQ(Proc("a")->spec.env.back(), "CUDA_VISIBLE_DEVICES=1")
+      << "GPU 0 holds plain";
+}
+
 }  // namespace
 }  // namespace modelplane::scheduler
