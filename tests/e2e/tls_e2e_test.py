@@ -420,7 +420,9 @@ http {
             self.assertEqual(json.loads(body)["usage"]["completion_tokens"], 3)
             self.assertEqual(json.loads(self.up.request("GET", "/stats")[2])["last_path"],
                              "/v1/chat/completions")
-        lines = self.access()
+        # nginx logs a request after its response is sent: wait for them.
+        lines = wait_for(lambda: (lambda l: l if len(l) >= 2 else None)(
+            self.access()), 10) or self.access()
         self.assertTrue(any(l.endswith("POST /api/v1/chat/completions HTTP/1.1")
                             for l in lines), lines)
         # The name is sent as SNI (an IP address is not).
@@ -429,7 +431,8 @@ http {
         before = len(self.access())
         self.assertEqual(self.chat("trusted/m1")[0], 200)
         self.assertEqual(self.chat("trusted/m1")[0], 200)
-        last = self.access()[before:]
+        last = wait_for(lambda: (lambda l: l if len(l) >= 2 else None)(
+            self.access()[before:]), 10) or self.access()[before:]
         conns = {l.split()[0] for l in last}
         self.assertEqual(len(last), 2, last)
         self.assertEqual(len(conns), 1, last)
