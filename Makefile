@@ -101,6 +101,7 @@ bench:
 	$(BAZEL) run -c opt //tools/bench/activity
 	$(BAZEL) run -c opt //tools/bench/tls
 	$(BAZEL) run -c opt //tools/bench/gpu
+	$(BAZEL) run -c opt //tools/bench/gpu:sleep
 
 fmt:
 	@tools/bootstrap.sh test

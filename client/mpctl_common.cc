@@ -105,6 +105,8 @@ const char* StateName(v1::ModelState s) {
       return "FAILED";
     case v1::MODEL_STATE_SHUTDOWN:
       return "SHUTDOWN";
+    case v1::MODEL_STATE_SLEEPING:
+      return "SLEEPING";
     default:
       return "?";
   }

@@ -417,16 +417,17 @@ TEST(ModelManagerProtoTest, ModelStateHasEveryLifecycleState) {
             Names({"MODEL_STATE_UNSPECIFIED", "MODEL_STATE_STOPPED",
                    "MODEL_STATE_STARTING", "MODEL_STATE_READY",
                    "MODEL_STATE_STOPPING", "MODEL_STATE_FAILED",
-                   "MODEL_STATE_SHUTDOWN"}));
+                   "MODEL_STATE_SHUTDOWN", "MODEL_STATE_SLEEPING"}));
 }
 
 TEST(ModelManagerProtoTest, FailureReasonHasEveryType) {
   EXPECT_EQ(FAILURE_REASON_UNSPECIFIED, 0);
-  EXPECT_EQ(EnumValueNames(*FailureReason_descriptor()),
-            Names({"FAILURE_REASON_UNSPECIFIED", "FAILURE_REASON_SPAWN_ERROR",
-                   "FAILURE_REASON_EXITED_DURING_START",
-                   "FAILURE_REASON_HEALTH_CHECK_TIMEOUT",
-                   "FAILURE_REASON_CRASHED", "FAILURE_REASON_ABORTED"}));
+  EXPECT_EQ(
+      EnumValueNames(*FailureReason_descriptor()),
+      Names({"FAILURE_REASON_UNSPECIFIED", "FAILURE_REASON_SPAWN_ERROR",
+             "FAILURE_REASON_EXITED_DURING_START",
+             "FAILURE_REASON_HEALTH_CHECK_TIMEOUT", "FAILURE_REASON_CRASHED",
+             "FAILURE_REASON_ABORTED", "FAILURE_REASON_WAKE_FAILED"}));
 }
 
 TEST(ModelManagerProtoTest, FailureCarriesEitherExitCodeOrSignal) {

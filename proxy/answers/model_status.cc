@@ -8,7 +8,7 @@
 namespace modelplane::proxy::answers {
 namespace {
 
-// llama-swap's state names, and "failed".
+// llama-swap's state names, and "failed" and "sleeping".
 const char* StateName(v1::ModelState state) {
   switch (state) {
     case v1::MODEL_STATE_STARTING:
@@ -21,6 +21,8 @@ const char* StateName(v1::ModelState state) {
       return "failed";
     case v1::MODEL_STATE_SHUTDOWN:
       return "shutdown";
+    case v1::MODEL_STATE_SLEEPING:
+      return "sleeping";
     default:
       return "stopped";
   }
@@ -38,6 +40,8 @@ const char* ReasonName(v1::FailureReason reason) {
       return "crashed";
     case v1::FAILURE_REASON_ABORTED:
       return "aborted";
+    case v1::FAILURE_REASON_WAKE_FAILED:
+      return "wake_failed";
     default:
       return "unspecified";
   }

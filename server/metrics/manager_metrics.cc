@@ -27,7 +27,8 @@ std::string Num(double v) { return absl::StrFormat("%.9g", v); }
 
 constexpr actor::State kStates[] = {
     actor::State::kStopped,  actor::State::kStarting, actor::State::kReady,
-    actor::State::kStopping, actor::State::kFailed,   actor::State::kShutdown};
+    actor::State::kStopping, actor::State::kFailed,   actor::State::kShutdown,
+    actor::State::kSleeping};
 
 }  // namespace
 

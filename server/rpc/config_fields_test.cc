@@ -57,6 +57,8 @@ const std::map<std::string, std::vector<std::string>>& Samples() {
            {"capabilities: {in: [text, image], out: [text], tools: true}"}},
           {"tls", {"tls: {insecureSkipVerify: true}"}},
           {"resources", {"resources: {vramMiB: 4096, gpus: [0, 1]}"}},
+          {"sleep", {"sleep: /sleep?level=1", "wake: /wake_up"}},
+          {"wake", {"sleep: {cmd: 'pause ${PID}'}", "wake: {cmd: 'go'}"}},
       };
   return *samples;
 }
@@ -73,6 +75,8 @@ const std::map<std::string, std::string>& NotInTheApi() {
       {"readyPattern", "how the manager sees it ready"},
       {"maxQueueWait", "the scheduler's"},
       {"priority", "the scheduler's"},
+      {"sleep", "how the manager evicts it (its state shows it asleep)"},
+      {"wake", "how the manager wakes it"},
   };
   return *keys;
 }

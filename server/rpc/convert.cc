@@ -41,6 +41,8 @@ v1::FailureReason ToProto(actor::FailureReason r) {
       return v1::FAILURE_REASON_HEALTH_CHECK_TIMEOUT;
     case actor::FailureReason::kCrashed:
       return v1::FAILURE_REASON_CRASHED;
+    case actor::FailureReason::kWakeFailed:
+      return v1::FAILURE_REASON_WAKE_FAILED;
   }
   return v1::FAILURE_REASON_UNSPECIFIED;
 }
@@ -63,6 +65,8 @@ v1::ModelState ToProto(actor::State state) {
       return v1::MODEL_STATE_FAILED;
     case actor::State::kShutdown:
       return v1::MODEL_STATE_SHUTDOWN;
+    case actor::State::kSleeping:
+      return v1::MODEL_STATE_SLEEPING;
   }
   return v1::MODEL_STATE_UNSPECIFIED;
 }

@@ -23,10 +23,12 @@ constexpr size_t kMaxStatusLine = 1024;
 // closed, no resolution is pending, and its Probe handle is gone.
 class ProbeOp : private uv::TcpStream::Handler {
  public:
-  ProbeOp(uv_loop_t* loop, ParsedUrl url, absl::Duration timeout,
+  ProbeOp(uv_loop_t* loop, std::string method, ParsedUrl url,
+          absl::Duration timeout,
           std::shared_ptr<const tls::ClientTlsContext> tls,
           std::function<void(absl::StatusOr<int>)> done)
       : loop_(loop),
+        method_(std::move(method)),
         url_(std::move(url)),
         timeout_(timeout),
         tls_(std::move(tls)),
@@ -117,10 +119,12 @@ class ProbeOp : private uv::TcpStream::Handler {
           absl::StrCat("connect failed: ", uv_strerror(status))));
       return;
     }
-    stream_.Write(absl::StrCat("GET ", url_.path,
+    stream_.Write(absl::StrCat(method_, " ", url_.path,
                                " HTTP/1.1\r\nHost: ", url_.host, ":", url_.port,
                                "\r\nUser-Agent: modelplane-health\r\n"
-                               "Accept: */*\r\nConnection: close\r\n\r\n"));
+                               "Accept: */*\r\nConnection: close\r\n",
+                               method_ == "GET" ? "" : "Content-Length: 0\r\n",
+                               "\r\n"));
     stream_.Flush();  // A failure comes back as OnStreamError.
     if (!finished_ && !stream_.StartReading()) {
       Finish(absl::UnavailableError("request failed: cannot read"));
@@ -184,6 +188,7 @@ class ProbeOp : private uv::TcpStream::Handler {
   }
 
   uv_loop_t* loop_;
+  std::string method_;
   ParsedUrl url_;
   absl::Duration timeout_;
   std::shared_ptr<const tls::ClientTlsContext> tls_;  // https:// only.
@@ -252,6 +257,18 @@ absl::StatusOr<ParsedUrl> ParseHttpUrl(const std::string& url) {
 std::unique_ptr<actor::Probe> HttpProber::Get(
     const std::string& url, const actor::ProbeTrust& trust,
     absl::Duration timeout, std::function<void(absl::StatusOr<int>)> done) {
+  return Send("GET", url, trust, timeout, std::move(done));
+}
+
+std::unique_ptr<actor::Probe> HttpProber::Post(
+    const std::string& url, const actor::ProbeTrust& trust,
+    absl::Duration timeout, std::function<void(absl::StatusOr<int>)> done) {
+  return Send("POST", url, trust, timeout, std::move(done));
+}
+
+std::unique_ptr<actor::Probe> HttpProber::Send(
+    const char* method, const std::string& url, const actor::ProbeTrust& trust,
+    absl::Duration timeout, std::function<void(absl::StatusOr<int>)> done) {
   absl::StatusOr<ParsedUrl> parsed = ParseHttpUrl(url);
   if (!parsed.ok()) {
     done(parsed.status());
@@ -267,8 +284,8 @@ std::unique_ptr<actor::Probe> HttpProber::Get(
     }
     tls = (*made)->context;
   }
-  auto* op = new ProbeOp(loop_, *std::move(parsed), timeout, std::move(tls),
-                         std::move(done));
+  auto* op = new ProbeOp(loop_, method, *std::move(parsed), timeout,
+                         std::move(tls), std::move(done));
   auto handle = std::make_unique<ProbeHandle>(op);
   op->Start();
   return handle;

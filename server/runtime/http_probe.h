@@ -41,8 +41,17 @@ class HttpProber : public actor::HealthProber {
       const std::string& url, const actor::ProbeTrust& trust,
       absl::Duration timeout,
       std::function<void(absl::StatusOr<int>)> done) override;
+  std::unique_ptr<actor::Probe> Post(
+      const std::string& url, const actor::ProbeTrust& trust,
+      absl::Duration timeout,
+      std::function<void(absl::StatusOr<int>)> done) override;
 
  private:
+  std::unique_ptr<actor::Probe> Send(
+      const char* method, const std::string& url,
+      const actor::ProbeTrust& trust, absl::Duration timeout,
+      std::function<void(absl::StatusOr<int>)> done);
+
   uv_loop_t* loop_;
   tls::ClientTlsContexts tls_contexts_;  // Per way of trusting.
 };

@@ -234,6 +234,39 @@ class OomRetryTest(unittest.TestCase):
         gpus.cleanup()
 
 
+class SleepWakeTest(unittest.TestCase):
+    """vLLM's sleep mode on fake_upstream: one 8192 MiB GPU, two models of
+    5000 MiB that free all of it asleep."""
+
+    def test_an_eviction_sleeps_and_a_request_wakes_the_same_process(self):
+        gpus = FakeGpus(8192)
+        models = {m: ["--vram-mib", "5000"] for m in ("a", "b")}
+        yaml = {m: ["    resources: {vramMiB: 5000}",
+                    "    sleep: /sleep?level=1", "    wake: /wake_up"]
+                for m in models}
+        with manager(gpus, models, yaml) as m:
+            start(m, "a")
+            pid_a = m.model("a").pid
+            start(m, "b")
+            a = m.model("a")
+            self.assertEqual(a.state, pb.MODEL_STATE_SLEEPING)
+            self.assertEqual(a.pid, pid_a, "the process stays")
+            pid_b = m.model("b").pid
+            for model in ["a", "b", "a"]:
+                self.assertEqual(start(m, model).state, READY)
+            self.assertEqual(m.model("a").pid, pid_a)
+            self.assertEqual(m.model("b").pid, pid_b)
+            self.assertEqual(m.model("b").state, pb.MODEL_STATE_SLEEPING)
+            r = m.stub().ListModels(pb.ListModelsRequest(), timeout=10)
+            self.assertEqual(r.gpus[0].used_bytes, 5000 * MIB, "one awake")
+            self.assertIsNotNone(m.wait_log(r"model b SLEEPING"))
+            # A Stop of a sleeping model stops its process.
+            m.stub().Stop(pb.StopRequest(model="b"), timeout=30)
+            self.assertEqual(m.model("b").state, STOPPED)
+        self.assertEqual(gpus.ooms(), "")
+        gpus.cleanup()
+
+
 class PlacementAndFootprintTest(unittest.TestCase):
     def test_two_gpus_each_model_placed_where_most_is_free(self):
         gpus = FakeGpus(10240, 10240)

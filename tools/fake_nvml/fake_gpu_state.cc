@@ -153,7 +153,10 @@ bool Allocate(const std::string& dir, int pid, int gpu, uint64_t mib,
     return false;
   }
   uint64_t total = state.gpus[gpu].total_mib;
-  uint64_t used = state.UsedMib(gpu);
+  uint64_t used = 0;  // Its own earlier allocation is replaced.
+  for (const Proc& p : state.procs) {
+    if (p.gpu == gpu && p.pid != pid) used += p.mib;
+  }
   if (used + mib > total) {
     std::ostringstream s;
     s << "CUDA error: out of memory (fake GPU " << gpu << ": " << mib

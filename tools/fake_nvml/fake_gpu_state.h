@@ -49,8 +49,9 @@ std::string Dir();
 // `gpus` file.
 bool Read(const std::string& dir, State* out, std::string* error);
 
-// Registers `mib` MiB of GPU `gpu` for process `pid`, freed `lag_ms` after
-// it is seen gone. False with `error` (and a line in oom.log) when the GPU
+// Registers `mib` MiB of GPU `gpu` for process `pid` (replacing what it
+// had: a sleep shrinks it, a wake grows it back), freed `lag_ms` after it
+// is seen gone. False with `error` (and a line in oom.log) when the GPU
 // has less than `mib` free, or when there is no such GPU.
 bool Allocate(const std::string& dir, int pid, int gpu, uint64_t mib,
               int64_t lag_ms, std::string* error);

@@ -9,10 +9,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/flags.h"
 #include "tools/fake_nvml/fake_gpu_state.h"
@@ -36,6 +38,8 @@ struct Flags {
   int vram_mib = 0;
   int gpu = -1;
   int vram_release_lag_ms = 0;
+  int sleep_vram_mib = 0;
+  int wake_after_ms = 0;
 };
 
 void DefineFlags(FlagParser* p, Flags* f) {
@@ -70,6 +74,45 @@ void DefineFlags(FlagParser* p, Flags* f) {
          -1);
   p->Int("vram-release-lag-ms", &f->vram_release_lag_ms,
          "the fake driver frees the memory N ms after this process is gone", 0);
+  p->Int("sleep-vram-mib", &f->sleep_vram_mib,
+         "what POST /sleep keeps of --vram-mib (vLLM's sleep mode; default 0)",
+         0);
+  p->Int("wake-after-ms", &f->wake_after_ms,
+         "POST /wake_up answers after N ms (default 0)", 0);
+}
+
+int GpuOf(const Flags& f) {
+  if (f.gpu >= 0) return f.gpu;
+  const char* visible = getenv("CUDA_VISIBLE_DEVICES");
+  return visible != nullptr && *visible != '\0' ? atoi(visible) : 0;
+}
+
+// vLLM's sleep mode: POST /sleep?level=N frees the GPU memory (down to
+// --sleep-vram-mib), POST /wake_up takes it back (500 with CUDA's words
+// when it is not free), GET /is_sleeping says which.
+std::optional<Response> SleepMode(const Flags& f, bool* sleeping,
+                                  const Request& r) {
+  if (r.path == "/is_sleeping" && r.method == "GET") {
+    return Response::Json(
+        200,
+        absl::StrCat("{\"is_sleeping\":", *sleeping ? "true" : "false", "}"));
+  }
+  bool sleep = r.path == "/sleep", wake = r.path == "/wake_up";
+  if (!sleep && !wake) return std::nullopt;
+  if (r.method != "POST") return Response::Json(405, "{}");
+  if (wake && f.wake_after_ms > 0) usleep(f.wake_after_ms * 1000);
+  if (f.vram_mib > 0) {
+    std::string error;
+    if (!fake_gpu::Allocate(fake_gpu::Dir(), getpid(), GpuOf(f),
+                            sleep ? f.sleep_vram_mib : f.vram_mib,
+                            f.vram_release_lag_ms, &error)) {
+      fprintf(stderr, "fake_upstream: %s\n", error.c_str());
+      return Response::Json(500, absl::StrCat("{\"error\":\"", error, "\"}"));
+    }
+  }
+  *sleeping = sleep;
+  printf("fake_upstream: %s\n", sleep ? "asleep" : "awake");
+  return Response::Json(200, "{}");
 }
 
 // Takes --vram-mib of the fake GPU, as a CUDA server allocates its weights
@@ -80,11 +123,7 @@ bool TakeGpuMemory(const Flags& f) {
     fprintf(stderr, "fake_upstream: --vram-mib needs FAKE_NVML_DIR\n");
     return false;
   }
-  int gpu = f.gpu;
-  if (gpu < 0) {
-    const char* visible = getenv("CUDA_VISIBLE_DEVICES");
-    gpu = visible != nullptr && *visible != '\0' ? atoi(visible) : 0;
-  }
+  int gpu = GpuOf(f);
   std::string error;
   if (!fake_gpu::Allocate(dir, getpid(), gpu, f.vram_mib, f.vram_release_lag_ms,
                           &error)) {
@@ -180,8 +219,11 @@ int Main(int argc, char** argv) {
   uv_loop_t* loop = uv_default_loop();
   ServerStats& stats = app.stats;
   OpenAiHandler handler(f.model, &stats, [&app] { return app.ready; });
-  HttpServer server(loop, &stats,
-                    [&handler](const Request& r) { return handler.Handle(r); });
+  bool sleeping = false;
+  HttpServer server(loop, &stats, [&](const Request& r) {
+    if (std::optional<Response> s = SleepMode(f, &sleeping, r)) return *s;
+    return handler.Handle(r);
+  });
   absl::StatusOr<int> port = server.Listen(f.host, f.port);
   if (!port.ok()) {
     fprintf(stderr, "fake_upstream: %s\n", port.status().ToString().c_str());

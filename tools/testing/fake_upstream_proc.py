@@ -27,6 +27,18 @@ def runfile(path):
     return os.path.join(here, "..", "..", "bazel-bin", path)
 
 
+def use_own_runfiles(main_file):
+    """Under `bazel run` a benchmark's binaries are its own runfiles: where
+    runfile() looks (call it before starting anything)."""
+    if "TEST_SRCDIR" in os.environ:
+        return
+    here = os.path.abspath(main_file)
+    at = here.find(".runfiles" + os.sep)
+    os.environ["TEST_SRCDIR"] = (os.environ.get("RUNFILES_DIR")
+                                 or (here[:at + len(".runfiles")] if at >= 0
+                                     else here + ".runfiles"))
+
+
 def under_sanitizer():
     """Whether the binaries under test are built with ASan/UBSan (`make
     test-asan`): there RSS measures the sanitizer's allocator (its

@@ -106,6 +106,11 @@ class HealthProber {
   virtual std::unique_ptr<Probe> Get(
       const std::string& url, const ProbeTrust& trust, absl::Duration timeout,
       std::function<void(absl::StatusOr<int>)> done) = 0;
+  // POSTs an empty body to `url` once (a model's sleep or wake endpoint);
+  // `done` as for Get.
+  virtual std::unique_ptr<Probe> Post(
+      const std::string& url, const ProbeTrust& trust, absl::Duration timeout,
+      std::function<void(absl::StatusOr<int>)> done) = 0;
 };
 
 struct ActorEnv {

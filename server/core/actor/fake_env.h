@@ -147,6 +147,13 @@ class FakeProber : public HealthProber {
     ++total_;
     return std::make_unique<FakeProbe>(p);
   }
+  // A POST is pending like a probe, its URL prefixed "POST " (answer it
+  // with AnswerUrl("POST ...")).
+  std::unique_ptr<Probe> Post(
+      const std::string& url, const ProbeTrust& trust, absl::Duration timeout,
+      std::function<void(absl::StatusOr<int>)> done) override {
+    return Get("POST " + url, trust, timeout, std::move(done));
+  }
 
   // Probes started and neither answered nor cancelled.
   int in_flight() const {

@@ -25,16 +25,20 @@ std::string Stamp(absl::Time t) {
 bool Legal(State from, State to, bool has_process) {
   switch (to) {
     case State::kStarting:
-      return from == State::kStopped || from == State::kFailed;
+      return from == State::kStopped || from == State::kFailed ||
+             (from == State::kSleeping && has_process);
     case State::kReady:
       return from == State::kStarting;
     case State::kStopping:
-      return from == State::kStarting || from == State::kReady;
+      return from == State::kStarting || from == State::kReady ||
+             from == State::kSleeping;
     case State::kStopped:
       return from == State::kStopping;
     case State::kFailed:
       return from == State::kStarting || from == State::kReady ||
-             from == State::kStopping;
+             from == State::kStopping || from == State::kSleeping;
+    case State::kSleeping:
+      return from == State::kReady && has_process;
     case State::kShutdown:
       return !has_process && from != State::kShutdown;
   }
@@ -57,6 +61,8 @@ const char* StateName(State s) {
       return "FAILED";
     case State::kShutdown:
       return "SHUTDOWN";
+    case State::kSleeping:
+      return "SLEEPING";
   }
   return "?";
 }
@@ -71,6 +77,8 @@ const char* FailureReasonName(FailureReason r) {
       return "HEALTH_CHECK_TIMEOUT";
     case FailureReason::kCrashed:
       return "CRASHED";
+    case FailureReason::kWakeFailed:
+      return "WAKE_FAILED";
   }
   return "?";
 }
@@ -80,7 +88,8 @@ std::optional<FailureReason> FailureReasonOf(const absl::Status& status) {
   if (!name) return std::nullopt;
   for (FailureReason r :
        {FailureReason::kSpawnError, FailureReason::kExitedDuringStart,
-        FailureReason::kHealthCheckTimeout, FailureReason::kCrashed}) {
+        FailureReason::kHealthCheckTimeout, FailureReason::kCrashed,
+        FailureReason::kWakeFailed}) {
     if (*name == FailureReasonName(r)) return r;
   }
   return std::nullopt;
@@ -92,6 +101,25 @@ std::string Failure::Summary() const {
   if (!last_lines.empty()) absl::StrAppend(&out, ": ", last_lines.back());
   return out;
 }
+
+// A sleep or wake command: its output goes to the model's log; its exit
+// ends the action.
+class ModelActor::ActionObserver : public ProcessObserver {
+ public:
+  explicit ActionObserver(ModelActor* actor) : actor_(actor) {}
+  void OnOutput(absl::string_view data) override { actor_->log_->Append(data); }
+  void OnExit(ExitStatus status) override {
+    Done done = std::exchange(actor_->action_done_, nullptr);
+    actor_->action_process_.reset();
+    if (!done) return;
+    done(status.exit_code == 0 ? absl::OkStatus()
+                               : absl::UnavailableError(absl::StrCat(
+                                     "ended with ", status.ToString())));
+  }
+
+ private:
+  ModelActor* actor_;
+};
 
 // cmdStop runs as a process of its own; its output goes to the model's log.
 class ModelActor::StopCommandObserver : public ProcessObserver {
@@ -119,7 +147,8 @@ ModelActor::ModelActor(config::ModelConfig config, ActorEnv env,
       revisions_(revisions),
       log_(std::move(log)),
       on_event_(std::move(on_event)),
-      stop_command_observer_(std::make_unique<StopCommandObserver>(this)) {
+      stop_command_observer_(std::make_unique<StopCommandObserver>(this)),
+      action_observer_(std::make_unique<ActionObserver>(this)) {
   status_.state_since = env_.clock->Now();
   if (!config_.ready_pattern.empty()) {
     ready_pattern_ = std::make_unique<RE2>(config_.ready_pattern, RE2::Quiet);
@@ -172,7 +201,117 @@ void ModelActor::Start(Done done) {
       start_waiters_.push_back(std::move(done));
       BeginStart();
       return;
+    case State::kSleeping:
+      start_waiters_.push_back(std::move(done));
+      BeginWake();
+      return;
   }
+}
+
+void ModelActor::Sleep(Done done) {
+  if (status_.state != State::kReady || !config_.can_sleep() ||
+      sleep_done_ != nullptr) {
+    done(absl::FailedPreconditionError(
+        absl::StrCat("model ", config_.id, " cannot sleep now (",
+                     StateName(status_.state), ")")));
+    return;
+  }
+  ttl_timer_.reset();
+  sleep_done_ = std::move(done);
+  RunAction(config_.sleep, "sleep", [this](absl::Status status) {
+    if (status.ok() && status_.state == State::kReady) {
+      Transition(State::kSleeping);
+      Mark(absl::StrCat("[modelplane] ---- ", config_.id, " asleep at ",
+                        Stamp(env_.clock->Now()), " ----"));
+    } else if (!status.ok()) {
+      Mark(absl::StrCat("[modelplane] sleep failed: ", status.message()));
+    }
+    FinishSleep(status);
+  });
+}
+
+void ModelActor::FinishSleep(const absl::Status& status) {
+  Done done = std::exchange(sleep_done_, nullptr);
+  if (done) done(status);
+}
+
+void ModelActor::RunAction(const config::ModelConfig::Action& action,
+                           const char* what, Done done) {
+  CancelAction();
+  if (!action.endpoint.empty()) {
+    action_done_ = std::move(done);
+    action_call_ = env_.prober->Post(
+        config_.proxy + action.endpoint,
+        ProbeTrust{config_.tls.ca_pem, config_.tls.insecure_skip_verify},
+        config_.health_check_timeout,
+        [this, what, path = action.endpoint](absl::StatusOr<int> r) {
+          action_call_.reset();
+          Done finish = std::exchange(action_done_, nullptr);
+          if (!finish) return;
+          if (r.ok() && *r >= 200 && *r < 300) {
+            finish(absl::OkStatus());
+          } else {
+            finish(absl::UnavailableError(
+                absl::StrCat(what, " POST ", path, ": ",
+                             r.ok() ? absl::StrCat("HTTP ", *r)
+                                    : std::string(r.status().message()))));
+          }
+        });
+    return;
+  }
+  SpawnSpec spec{action.argv, config_.env};
+  for (std::string& arg : spec.argv) {
+    arg = absl::StrReplaceAll(arg, {{"${PID}", std::to_string(status_.pid)}});
+  }
+  absl::StatusOr<std::unique_ptr<Process>> p =
+      env_.launcher->Spawn(spec, action_observer_.get());
+  if (!p.ok()) {
+    done(absl::UnavailableError(
+        absl::StrCat(what, " command: ", p.status().message())));
+    return;
+  }
+  action_done_ = std::move(done);
+  action_process_ = *std::move(p);
+}
+
+void ModelActor::CancelAction() {
+  action_call_.reset();
+  action_process_.reset();  // Kills its group.
+  action_done_ = nullptr;
+}
+
+void ModelActor::BeginWake() {
+  Transition(State::kStarting);
+  reprobe_ = false;
+  partial_line_.clear();
+  started_at_ = env_.clock->Now();
+  Mark(absl::StrCat("[modelplane] ---- ", config_.id, " waking, pid ",
+                    status_.pid, ", at ", Stamp(started_at_), " ----"));
+  run_offset_ = log_->end_offset();
+  // The start's bound covers the wake action too.
+  start_deadline_ = started_at_ + config_.health_check_timeout;
+  deadline_timer_ = env_.clock->After(config_.health_check_timeout, [this] {
+    FailStart(
+        FailureReason::kWakeFailed, std::nullopt,
+        absl::StrCat("not awake within healthCheckTimeout (",
+                     absl::FormatDuration(config_.health_check_timeout), ")",
+                     last_probe_.empty() ? "" : "; last check: ", last_probe_));
+  });
+  last_probe_.clear();
+  RunAction(config_.wake, "wake", [this](absl::Status status) {
+    if (status_.state != State::kStarting) return;
+    if (!status.ok()) {
+      FailStart(FailureReason::kWakeFailed, std::nullopt,
+                std::string(status.message()));
+      return;
+    }
+    if (config_.check_endpoint.empty()) {
+      BecomeReady();
+      return;
+    }
+    next_probe_delay_ = kFirstProbeDelay;
+    ScheduleProbe(kFirstProbeDelay);
+  });
 }
 
 void ModelActor::RefuseStart(Done done, const absl::Status& why) {
@@ -347,6 +486,7 @@ Failure ModelActor::MakeFailure(FailureReason reason,
 
 void ModelActor::FailStart(FailureReason reason, std::optional<ExitStatus> exit,
                            std::string message) {
+  CancelAction();
   deadline_timer_.reset();
   probe_timer_.reset();
   probe_.reset();
@@ -393,12 +533,19 @@ void ModelActor::Stop(std::function<void()> done) {
       deadline_timer_.reset();
       probe_timer_.reset();
       probe_.reset();
+      CancelAction();  // A wake in flight.
       Transition(State::kStopping);
       AnswerStartWaiters(absl::AbortedError(
           absl::StrCat("model ", config_.id, ": start cancelled by a stop")));
       BeginStop();
       return;
     case State::kReady:
+      CancelAction();  // A sleep in flight: it is stopped instead.
+      Transition(State::kStopping);
+      FinishSleep(absl::AbortedError("stopped while going to sleep"));
+      BeginStop();
+      return;
+    case State::kSleeping:
       Transition(State::kStopping);
       BeginStop();
       return;
@@ -467,8 +614,14 @@ void ModelActor::OnExit(ExitStatus status) {
       return;
     case State::kReady:
       ttl_timer_.reset();
+      CancelAction();
       Transition(State::kFailed, MakeFailure(FailureReason::kCrashed, status,
                                              "exited while ready"));
+      FinishSleep(absl::AbortedError("exited while going to sleep"));
+      return;
+    case State::kSleeping:
+      Transition(State::kFailed, MakeFailure(FailureReason::kCrashed, status,
+                                             "exited while asleep"));
       return;
     case State::kStopping:
       MaybeFinishStop();

@@ -39,14 +39,26 @@
 
 namespace modelplane::actor {
 
-enum class State { kStopped, kStarting, kReady, kStopping, kFailed, kShutdown };
+// kSleeping (docs/gpu.md#sleep-and-wake): the process runs with its GPU
+// memory freed by its `sleep` action; a Start wakes it (STARTING, then
+// READY).
+enum class State {
+  kStopped,
+  kStarting,
+  kReady,
+  kStopping,
+  kFailed,
+  kShutdown,
+  kSleeping
+};
 const char* StateName(State s);
 
 enum class FailureReason {
   kSpawnError,          // The command could not be started.
   kExitedDuringStart,   // It exited before it was ready.
   kHealthCheckTimeout,  // Not ready within healthCheckTimeout.
-  kCrashed,             // It exited while ready.
+  kCrashed,             // It exited while ready (or asleep).
+  kWakeFailed,          // Its wake action failed (it is stopped).
 };
 const char* FailureReasonName(FailureReason r);
 
@@ -117,6 +129,12 @@ class ModelActor : private ProcessObserver {
   // Whether the command can run, as the launcher sees it (Launcher::Check).
   absl::Status CheckCommand() const;
 
+  // Puts a READY model with `sleep` and `wake` to sleep: its sleep action
+  // (a POST to its upstream, or a command) and SLEEPING once it succeeded.
+  // `done` gets OK then, or the error (the model stays READY: the caller
+  // stops it instead), or Aborted when a stop or its exit came first.
+  void Sleep(Done done);
+
   // Stops the process: cmdStop (with ${PID}) or SIGTERM to its group, up to
   // unloadTimeout for it to exit, then SIGKILL to the group, then the reap.
   // Idempotent; joins a stop in progress; cancels a start in progress (its
@@ -181,6 +199,16 @@ class ModelActor : private ProcessObserver {
   // state when the state changed.
   void Touch(std::optional<State> from = std::nullopt);
   void BeginStart();
+  // From SLEEPING: the wake action, then the readiness checks of a start.
+  void BeginWake();
+  // The start's bound and its readiness checks (after the spawn or wake).
+  void AwaitReady();
+  // Runs `action` (POST its endpoint to the upstream, or its command with
+  // ${PID}); `done` gets OK for a 2xx or exit 0. Replaces one in flight.
+  void RunAction(const config::ModelConfig::Action& action, const char* what,
+                 Done done);
+  void CancelAction();
+  void FinishSleep(const absl::Status& status);
   // A line of the manager's own in the model's log (a run's start or end).
   void Mark(const std::string& line);
   void ScheduleProbe(absl::Duration delay);
@@ -240,6 +268,13 @@ class ModelActor : private ProcessObserver {
   std::unique_ptr<Process> stop_command_;
   class StopCommandObserver;
   std::unique_ptr<StopCommandObserver> stop_command_observer_;
+  // A sleep or wake action in flight: its HTTP call, or its command.
+  class ActionObserver;
+  std::unique_ptr<ActionObserver> action_observer_;
+  std::unique_ptr<Probe> action_call_;
+  std::unique_ptr<Process> action_process_;
+  Done action_done_;
+  Done sleep_done_;  // A Sleep in flight.
 
   std::unique_ptr<Timer> ttl_timer_;
 };

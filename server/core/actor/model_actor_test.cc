@@ -433,5 +433,119 @@ TEST_F(ModelActorTest, EveryChangeHasAHigherRevision) {
   EXPECT_EQ(actor().status().revision, revisions_);
 }
 
+// Sleep and wake (docs/gpu.md#sleep-and-wake): vLLM's endpoints.
+class SleepTest : public ModelActorTest {
+ protected:
+  SleepTest() {
+    config_.sleep.endpoint = "/sleep?level=1";
+    config_.wake.endpoint = "/wake_up";
+  }
+  absl::Status SleepNow() {
+    absl::Status out = absl::UnknownError("no answer");
+    actor().Sleep([&out](absl::Status s) { out = s; });
+    EXPECT_TRUE(
+        prober_.AnswerUrl("POST http://localhost:5800/sleep?level=1", 200));
+    return out;
+  }
+};
+
+TEST_F(SleepTest, SleepKeepsTheProcessAndAStartWakesIt) {
+  MakeReady();
+  ASSERT_TRUE(SleepNow().ok());
+  EXPECT_EQ(state(), State::kSleeping);
+  EXPECT_NE(actor().status().pid, 0) << "the process stays";
+  std::vector<absl::Status> results;
+  StartInto(&results);
+  EXPECT_EQ(state(), State::kStarting);
+  ASSERT_TRUE(prober_.AnswerUrl("POST http://localhost:5800/wake_up", 200));
+  clock_.Advance(ModelActor::kFirstProbeDelay);
+  ASSERT_TRUE(prober_.AnswerUrl("/health", 200));
+  EXPECT_THAT(results, ElementsAre(absl::OkStatus()));
+  EXPECT_EQ(state(), State::kReady);
+  EXPECT_EQ(launcher_.spawned().size(), 1u) << "no second process";
+  EXPECT_THAT(
+      Transitions(),
+      ElementsAre("STOPPED->STARTING", "STARTING->READY", "READY->SLEEPING",
+                  "SLEEPING->STARTING", "STARTING->READY"));
+}
+
+TEST_F(SleepTest, AFailedSleepLeavesItReadyAndSaysWhy) {
+  MakeReady();
+  absl::Status out;
+  actor().Sleep([&out](absl::Status s) { out = s; });
+  ASSERT_TRUE(prober_.AnswerUrl("POST", 404));
+  EXPECT_FALSE(out.ok());
+  EXPECT_THAT(std::string(out.message()), HasSubstr("HTTP 404"));
+  EXPECT_EQ(state(), State::kReady);
+}
+
+TEST_F(SleepTest, AFailedWakeStopsTheProcessAsWakeFailed) {
+  MakeReady();
+  ASSERT_TRUE(SleepNow().ok());
+  std::vector<absl::Status> results;
+  StartInto(&results);
+  ASSERT_TRUE(prober_.AnswerUrl("POST http://localhost:5800/wake_up", 500));
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_TRUE(absl::IsFailedPrecondition(results[0])) << results[0];
+  EXPECT_EQ(state(), State::kStopping);
+  launcher_.last().Exit(ExitStatus::Signaled(SIGTERM));
+  EXPECT_EQ(state(), State::kFailed);
+  EXPECT_EQ(actor().status().failure->reason, FailureReason::kWakeFailed);
+}
+
+TEST_F(SleepTest, StopWhileAsleepStopsTheProcess) {
+  MakeReady();
+  ASSERT_TRUE(SleepNow().ok());
+  bool stopped = false;
+  actor().Stop([&stopped] { stopped = true; });
+  EXPECT_EQ(state(), State::kStopping);
+  EXPECT_THAT(launcher_.last().signals, ElementsAre(SIGTERM));
+  launcher_.last().Exit(ExitStatus::Signaled(SIGTERM));
+  EXPECT_TRUE(stopped);
+  EXPECT_EQ(state(), State::kStopped);
+}
+
+TEST_F(SleepTest, ExitWhileAsleepIsACrash) {
+  MakeReady();
+  ASSERT_TRUE(SleepNow().ok());
+  launcher_.last().Exit(ExitStatus::Code(1));
+  EXPECT_EQ(state(), State::kFailed);
+  EXPECT_EQ(actor().status().failure->reason, FailureReason::kCrashed);
+}
+
+TEST_F(SleepTest, AStopDuringTheSleepCallAbortsIt) {
+  MakeReady();
+  absl::Status out;
+  actor().Sleep([&out](absl::Status s) { out = s; });
+  actor().Stop(nullptr);
+  EXPECT_TRUE(absl::IsAborted(out)) << out;
+  EXPECT_EQ(prober_.in_flight(), 0) << "the call is cancelled";
+  EXPECT_EQ(state(), State::kStopping);
+}
+
+TEST_F(SleepTest, ACommandSleepsWithItsPid) {
+  config_.sleep = {};
+  config_.sleep.argv = {"pause-model", "${PID}"};
+  MakeReady();
+  int pid = actor().status().pid;
+  absl::Status out = absl::UnknownError("no answer");
+  actor().Sleep([&out](absl::Status s) { out = s; });
+  ASSERT_EQ(launcher_.last().spec.argv,
+            (std::vector<std::string>{"pause-model", std::to_string(pid)}));
+  launcher_.last().Exit(ExitStatus::Code(0));
+  EXPECT_TRUE(out.ok()) << out;
+  EXPECT_EQ(state(), State::kSleeping);
+}
+
+TEST_F(SleepTest, AModelWithoutSleepCannot) {
+  config_.sleep = {};
+  config_.wake = {};
+  MakeReady();
+  absl::Status out;
+  actor().Sleep([&out](absl::Status s) { out = s; });
+  EXPECT_TRUE(absl::IsFailedPrecondition(out));
+  EXPECT_EQ(state(), State::kReady);
+}
+
 }  // namespace
 }  // namespace modelplane::actor

@@ -152,6 +152,23 @@ struct ModelConfig {
     bool operator!=(const Resources& o) const { return !(*this == o); }
   } resources;
 
+  // `sleep` and `wake` (an extension, docs/gpu.md#sleep-and-wake): how the
+  // server frees its GPU memory and takes it back with its process kept
+  // (vLLM's POST /sleep?level=1 and POST /wake_up): a path POSTed to its
+  // upstream, or a command (split like cmd; ${PID} is its pid). Both or
+  // neither. An eviction puts such a model to sleep; a request wakes it.
+  struct Action {
+    std::string endpoint;           // "/sleep?level=1"; or
+    std::vector<std::string> argv;  // a command.
+    bool set() const { return !endpoint.empty() || !argv.empty(); }
+    bool operator==(const Action& o) const {
+      return endpoint == o.endpoint && argv == o.argv;
+    }
+    bool operator!=(const Action& o) const { return !(*this == o); }
+  };
+  Action sleep, wake;
+  bool can_sleep() const { return sleep.set() && wake.set(); }
+
   int port = 0;       // The ${PORT} assigned to this model, 0 if none.
   std::string group;  // Id of its group (kDefaultGroup when in none).
   SourcePos pos;      // Where `models.<id>` is.

@@ -163,6 +163,19 @@ void Model(Writer& w, const ModelConfig& m) {
     w.Int(m.resources.gpu_count);
     w.EndObject();
   }
+  for (const auto& [key, action] :
+       {std::pair<const char*, const ModelConfig::Action*>{"sleep", &m.sleep},
+        std::pair<const char*, const ModelConfig::Action*>{"wake", &m.wake}}) {
+    if (!action->set()) continue;
+    w.Key(key);
+    w.StartObject();
+    if (!action->endpoint.empty()) {
+      Str(w, "endpoint", action->endpoint);
+    } else {
+      Strings(w, "cmd", action->argv);
+    }
+    w.EndObject();
+  }
   Str(w, "readyPattern", m.ready_pattern);
   Secs(w, "maxQueueWait", m.max_queue_wait);
   w.Key("priority");

@@ -95,7 +95,8 @@ bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
                   a.ready_pattern, a.max_queue_wait, a.priority, a.port,
                   a.group, a.replicas.max, a.replicas.spillover_after,
                   a.ignore_websockets, a.capabilities, a.tls.ca_file,
-                  a.tls.ca_pem, a.tls.insecure_skip_verify, a.resources) !=
+                  a.tls.ca_pem, a.tls.insecure_skip_verify, a.resources,
+                  a.sleep, a.wake) !=
          std::tie(b.cmd_stop, b.check_endpoint, b.health_check_timeout, b.ttl,
                   b.unload_timeout, b.aliases, b.name, b.description,
                   b.unlisted, b.metadata, b.use_model_name, b.concurrency_limit,
@@ -107,7 +108,8 @@ bool ModelsDiffer(const ModelConfig& a, const ModelConfig& b) {
                   b.ready_pattern, b.max_queue_wait, b.priority, b.port,
                   b.group, b.replicas.max, b.replicas.spillover_after,
                   b.ignore_websockets, b.capabilities, b.tls.ca_file,
-                  b.tls.ca_pem, b.tls.insecure_skip_verify, b.resources);
+                  b.tls.ca_pem, b.tls.insecure_skip_verify, b.resources,
+                  b.sleep, b.wake);
 }
 
 ConfigDiff DiffConfigs(const Config& before, const Config& after) {

@@ -453,7 +453,7 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"PidOutsideCmdStop",
                   "models:\n  a:\n    cmd: x ${PORT} --pidfile ${PID}\n",
                   "test.yaml:3:10: models.a.cmd: ${PID} is only available in "
-                  "cmdStop"},
+                  "cmdStop and the sleep and wake commands"},
         ErrorCase{"EnvEntryWithoutEquals",
                   "models:\n  a:\n    cmd: x ${PORT}\n    env: "
                   "[CUDA_VISIBLE_DEVICES]\n",

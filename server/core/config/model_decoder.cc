@@ -149,6 +149,8 @@ class FieldDecoder {
       if (k == "timeouts") Timeouts(value, at, m);
       if (k == "replicas") Replicas(value, at, m);
       if (k == "resources") Resources(value, at, m);
+      if (k == "sleep") SleepAction(value, at, &m->sleep);
+      if (k == "wake") SleepAction(value, at, &m->wake);
       if (k == "compat") Compat(value, at, m);
       if (k == "capabilities") Capabilities(value, at, m);
       if (k == "readyPattern") ReadyPattern(value, at, m);
@@ -159,6 +161,13 @@ class FieldDecoder {
         int64_t p = 0;
         if (ReadInt(value, at, sink_, &p)) m->priority = static_cast<int>(p);
       }
+    }
+    if (m->sleep.set() != m->wake.set()) {
+      const YamlNode* one = node.Get(m->sleep.set() ? "sleep" : "wake");
+      sink_->Error(one != nullptr ? one->pos : node.pos,
+                   JoinPath(path_, m->sleep.set() ? "sleep" : "wake"),
+                   m->sleep.set() ? "sleep needs wake too (how it wakes up)"
+                                  : "wake needs sleep too (how it sleeps)");
     }
     // setParamsByID names are aliases too (whatever the order of the keys);
     // the loader checks them for clashes like the others.
@@ -197,6 +206,52 @@ class FieldDecoder {
       sink_->Error(value.pos, at, "is empty after macro expansion");
     } else {
       *argv = *std::move(words);
+    }
+  }
+
+  // `sleep` / `wake`: {endpoint: /path} (POSTed to the upstream), {cmd:
+  // ...}, or a string (a path when it starts with '/', else a command).
+  void SleepAction(const YamlNode& value, const std::string& at,
+                   ModelConfig::Action* out) {
+    const YamlNode* endpoint = nullptr;
+    const YamlNode* cmd = nullptr;
+    std::string endpoint_at = at, cmd_at = at;
+    if (value.is_map()) {
+      CheckKeys(value, at, KeySet{{"endpoint", "cmd"}, {}}, sink_);
+      endpoint = value.Get("endpoint");
+      cmd = value.Get("cmd");
+      endpoint_at = JoinPath(at, "endpoint");
+      cmd_at = JoinPath(at, "cmd");
+      if ((endpoint == nullptr) == (cmd == nullptr)) {
+        sink_->Error(value.pos, at, "needs one of endpoint or cmd");
+        return;
+      }
+    } else if (value.is_scalar() && !value.text.empty() &&
+               value.text[0] == '/') {
+      endpoint = &value;
+    } else if (value.is_scalar()) {
+      cmd = &value;
+    } else {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a path, a command or a mapping "
+                                "({endpoint: /sleep?level=1} or {cmd: ...}), "
+                                "not ",
+                                value.KindName()));
+      return;
+    }
+    if (endpoint != nullptr) {
+      std::string path;
+      if (!ReadString(*endpoint, endpoint_at, sink_, &path)) return;
+      if (path.empty() || path[0] != '/' ||
+          path.find_first_of(" \t\r\n") != std::string::npos) {
+        sink_->Error(endpoint->pos, endpoint_at,
+                     absl::StrCat("must be a path starting with '/', not \"",
+                                  path, "\""));
+        return;
+      }
+      out->endpoint = path;
+    } else {
+      Command(*cmd, cmd_at, &out->argv, true);
     }
   }
 
@@ -602,7 +657,11 @@ void CheckLeftovers(const YamlNode& body, const std::string& path,
   ForEachScalar(&body, path, [&](const YamlNode* s, const std::string& at) {
     for (const std::string& ref : MacroRefs(s->text)) {
       if (ref.rfind("env.", 0) == 0) continue;  // Reported by ExpandEnv.
-      if (ref == "PID" && at == path + ".cmdStop") continue;
+      if (ref == "PID" && (at == path + ".cmdStop" || at == path + ".sleep" ||
+                           at == path + ".wake" || at == path + ".sleep.cmd" ||
+                           at == path + ".wake.cmd")) {
+        continue;
+      }
       // The GPUs the scheduler places it on (docs/gpu.md), at spawn time.
       if (ref == "GPU" && body.Get("resources") != nullptr &&
           (at == path + ".cmd" || at.rfind(path + ".env", 0) == 0)) {
@@ -617,7 +676,9 @@ void CheckLeftovers(const YamlNode& body, const std::string& path,
                         : "uses ${PORT} but cmd does not (${PORT} is "
                           "assigned only to models whose cmd uses it)");
       } else if (ref == "PID") {
-        sink->Error(s->pos, at, "${PID} is only available in cmdStop");
+        sink->Error(s->pos, at,
+                    "${PID} is only available in cmdStop and the sleep and "
+                    "wake commands");
       } else if (ref == "GPU") {
         sink->Error(s->pos, at,
                     "${GPU} is only available in cmd and env of a model with "
@@ -642,7 +703,8 @@ const KeySet& ModelKeys() {
        "sendLoadingState",
        // modelplane extensions (docs/config.md).
        "healthCheckTimeout", "readyPattern", "maxQueueWait", "priority",
-       "replicas", "compat", "capabilities", "tls", "resources"},
+       "replicas", "compat", "capabilities", "tls", "resources", "sleep",
+       "wake"},
       {}};
   return keys;
 }

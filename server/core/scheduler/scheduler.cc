@@ -111,7 +111,7 @@ void Scheduler::Emit(Slot& s, ModelChange::Kind kind) {
 bool Scheduler::Running(const Slot& s) const {
   State st = s.actor->status().state;
   return st == State::kStarting || st == State::kReady ||
-         st == State::kStopping;
+         st == State::kStopping || st == State::kSleeping;
 }
 
 // --- Leases ---
@@ -624,8 +624,11 @@ std::vector<Scheduler::Slot*> Scheduler::VictimsOf(
                          [&](auto& r) { return Running(*r); });
   std::vector<const config::ModelConfig*> running;
   std::set<std::string> leaving;
+  // A sleeping model is not running for the rules: it holds (next to) no
+  // GPU memory, and waking it is a start that evicts as they say.
   auto running_now = [&](const std::string& id, const Slot& v) {
-    return Running(v) || starting.count(id) != 0;
+    return (Running(v) && v.actor->status().state != State::kSleeping) ||
+           starting.count(id) != 0;
   };
   for (auto& [id, v] : slots_) {
     if (v.get() == &s || !running_now(id, *v)) continue;
@@ -875,11 +878,17 @@ void Scheduler::MaybeStopDrained(Slot& s) {
 void Scheduler::StopNow(Slot& s) {
   CloseGate(s);
   if (s.phase == SlotPhase::kStopping) return;
+  // A swap's eviction of a model that can sleep puts it to sleep
+  // (docs/gpu.md#sleep-and-wake); a Stop, a removal, a reload's restart
+  // and shutdown stop it.
+  bool sleep = s.phase == SlotPhase::kDraining && s.next_config == nullptr &&
+               !s.removed && !shutting_down_ && s.config->can_sleep() &&
+               s.actor->status().state == State::kReady;
   Enter(s, SlotPhase::kStopping);
   s.drain_timer.reset();
   std::string id = s.config->id;
   Slot* target = &s;
-  s.actor->Stop([this, target, id] {
+  std::function<void()> finished = [this, target, id] {
     Activity activity(this);
     Slot& slot = *target;
     Enter(slot, SlotPhase::kOpen);
@@ -919,6 +928,18 @@ void Scheduler::StopNow(Slot& s) {
       return;
     }
     SchedulePump();
+  };
+  if (!sleep) {
+    s.actor->Stop(finished);
+    return;
+  }
+  s.actor->Sleep([this, target, finished](absl::Status status) {
+    if (!status.ok()) {  // It cannot sleep: it is stopped instead.
+      target->actor->Stop(finished);
+      return;
+    }
+    target->stop_cause = nullptr;  // Asleep: no stop to count.
+    finished();
   });
 }
 

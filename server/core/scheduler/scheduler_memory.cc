@@ -100,7 +100,11 @@ gpu::Decision Scheduler::MemoryFor(const Slot& s,
         r.gpus.push_back(index);
       }
     }
-    r.footprint = FootprintOf(*v);
+    // Asleep: charged what its processes still hold, never evicted for
+    // memory.
+    bool asleep = st.state == State::kSleeping;
+    if (asleep) r.kind = gpu::Resident::Kind::kBusy;
+    r.footprint = asleep ? 0 : FootprintOf(*v);
     r.last_used = st.last_used;
     r.start_time = g.StartTime(id);
     residents.push_back(std::move(r));
@@ -121,7 +125,12 @@ gpu::Decision Scheduler::MemoryFor(const Slot& s,
   request.footprint = FootprintOf(s);
   request.allowed = s.config->resources.gpus;
   request.count = s.config->resources.gpu_count;
-  if (!s.config->resources.set) {
+  if (s.actor->status().state == State::kSleeping &&
+      !g.Placed(s.config->id).empty()) {
+    // Waking: its process stays on its GPUs.
+    request.allowed = g.Placed(s.config->id);
+    request.count = static_cast<int>(request.allowed.size());
+  } else if (!s.config->resources.set) {
     // Not told where to go: it runs where it ran when it was measured.
     request.allowed = g.MeasuredGpus(s.config->id, CommandOf(*s.config));
     request.count = std::max<int>(1, static_cast<int>(request.allowed.size()));
@@ -237,14 +246,18 @@ void Scheduler::OnMemoryEvent(Slot& s, const actor::StateEvent& e) {
     s.starting_since = e.status.state_since;
     s.memory_unseen_said = false;
   }
+  if (e.new_state == State::kSleeping) {
+    g->Refresh(absl::ZeroDuration());  // Its memory was just freed.
+    SchedulePump();
+  }
   if (e.new_state == State::kReady) {
     g->Refresh(absl::ZeroDuration());
     g->Sample(c.id, CommandOf(c), e.status.pid);
     g->OnStarted(c.id, CommandOf(c), e.status.state_since - s.starting_since);
   }
-  bool had_process = e.old_state == State::kStarting ||
-                     e.old_state == State::kReady ||
-                     e.old_state == State::kStopping;
+  bool had_process =
+      e.old_state == State::kStarting || e.old_state == State::kReady ||
+      e.old_state == State::kStopping || e.old_state == State::kSleeping;
   bool gone = e.new_state == State::kStopped || e.new_state == State::kFailed ||
               e.new_state == State::kShutdown;
   if (had_process && gone) {

@@ -331,5 +331,90 @@ groups:
       << "GPU 0 holds plain";
 }
 
+// Sleep and wake: a swap's eviction puts a model that can sleep to sleep.
+constexpr char kSleepers[] = R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {vramMiB: 6000},
+      sleep: "/sleep?level=1", wake: /wake_up}
+  b: {cmd: "srv-b --port ${PORT}", resources: {vramMiB: 6000},
+      sleep: "/sleep?level=1", wake: /wake_up}
+)yaml";
+
+TEST_F(MemoryTest, AnEvictionPutsItToSleepAndARequestWakesIt) {
+  LoadWithGpus(kSleepers, {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 6000);
+  Release(c, &rc, "a");
+  int pid_a = Proc("a")->pid;
+  Acquire(c, "b");
+  // a is told to sleep, not stopped.
+  int port_a = scheduler_->Get("a")->config->port;
+  Frees("a");  // It frees its memory, then answers; its process stays.
+  ASSERT_TRUE(prober_.AnswerUrl(
+      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 200));
+  Settle();
+  EXPECT_EQ(StateOf("a"), State::kSleeping);
+  EXPECT_TRUE(Proc("a")->signals.empty());
+  EXPECT_TRUE(Alive("b"));
+  Allocates("b", 6000);
+  Healthy("b");
+  Release(c, &rc, "b");
+  // A request for a wakes it (b goes to sleep first).
+  Acquire(c, "a");
+  int port_b = scheduler_->Get("b")->config->port;
+  Frees("b");
+  ASSERT_TRUE(prober_.AnswerUrl(
+      absl::StrCat("POST http://localhost:", port_b, "/sleep?level=1"), 200));
+  Settle();
+  EXPECT_EQ(StateOf("b"), State::kSleeping);
+  ASSERT_TRUE(prober_.AnswerUrl(
+      absl::StrCat("POST http://localhost:", port_a, "/wake_up"), 200));
+  table_->snap.processes.push_back(gpu::GpuProcess{pid_a, 0, 6000 * kMiB});
+  table_->snap.gpus[0].used_bytes += 6000 * kMiB;
+  Healthy("a");
+  EXPECT_EQ(StateOf("a"), State::kReady);
+  EXPECT_EQ(Proc("a")->pid, pid_a);
+  EXPECT_EQ(Spawns("a"), 1) << "woken, not started";
+}
+
+TEST_F(MemoryTest, AStopOfASleepingModelStopsItsProcess) {
+  LoadWithGpus(kSleepers, {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 6000);
+  Release(c, &rc, "a");
+  Acquire(c, "b");
+  int port_a = scheduler_->Get("a")->config->port;
+  Frees("a");
+  ASSERT_TRUE(prober_.AnswerUrl(
+      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 200));
+  Settle();
+  ASSERT_EQ(StateOf("a"), State::kSleeping);
+  bool stopped = false;
+  scheduler_->Stop("a", false, [&stopped](auto) { stopped = true; });
+  Settle();
+  EXPECT_EQ(StateOf("a"), State::kStopping);
+  Exits("a");
+  EXPECT_TRUE(stopped);
+  EXPECT_EQ(StateOf("a"), State::kStopped);
+}
+
+TEST_F(MemoryTest, AModelThatCannotSleepIsStoppedInstead) {
+  LoadWithGpus(kSleepers, {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 6000);
+  Release(c, &rc, "a");
+  Acquire(c, "b");
+  int port_a = scheduler_->Get("a")->config->port;
+  ASSERT_TRUE(prober_.AnswerUrl(
+      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 503));
+  Settle();
+  EXPECT_EQ(StateOf("a"), State::kStopping);
+  StopsAndFrees("a");
+  EXPECT_TRUE(Alive("b"));
+}
+
 }  // namespace
 }  // namespace modelplane::scheduler

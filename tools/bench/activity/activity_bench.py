@@ -27,17 +27,11 @@ import sys
 import tempfile
 import time
 
-# Under `bazel run` the binaries are this program's runfiles.
-if "TEST_SRCDIR" not in os.environ:
-    here = os.path.abspath(__file__)
-    at = here.find(".runfiles" + os.sep)
-    os.environ["TEST_SRCDIR"] = (os.environ.get("RUNFILES_DIR")
-                                 or (here[:at + len(".runfiles")] if at >= 0
-                                     else here + ".runfiles"))
+from tests.manager.manager_proc import ManagerProcess
+from tests.proxy.proxy_proc import ProxyProcess
+from tools.testing.fake_upstream_proc import runfile, use_own_runfiles
 
-from tests.manager.manager_proc import ManagerProcess  # noqa: E402
-from tests.proxy.proxy_proc import ProxyProcess  # noqa: E402
-from tools.testing.fake_upstream_proc import runfile  # noqa: E402
+use_own_runfiles(__file__)
 
 ROWS = 100000
 
