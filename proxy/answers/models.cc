@@ -153,6 +153,7 @@ std::string RunningList(const router::Snapshot& snapshot) {
       const char* state = n.state == v1::MODEL_STATE_STARTING   ? "starting"
                           : n.state == v1::MODEL_STATE_READY    ? "ready"
                           : n.state == v1::MODEL_STATE_STOPPING ? "stopping"
+                          : n.state == v1::MODEL_STATE_SLEEPING ? "sleeping"
                                                                 : nullptr;
       if (state == nullptr) continue;
       std::string cmd, proxy;

@@ -116,8 +116,10 @@ absl::Duration FromProto(const google::protobuf::Duration& d) {
 int Readiness(v1::ModelState state) {
   switch (state) {
     case v1::MODEL_STATE_READY:
-      return 4;
+      return 5;
     case v1::MODEL_STATE_STARTING:
+      return 4;
+    case v1::MODEL_STATE_SLEEPING:  // Woken faster than started.
       return 3;
     case v1::MODEL_STATE_STOPPING:
       return 2;

@@ -218,6 +218,14 @@ void ModelActor::Sleep(Done done) {
   }
   ttl_timer_.reset();
   sleep_done_ = std::move(done);
+  sleep_timer_ = env_.clock->After(config_.health_check_timeout, [this] {
+    CancelAction();
+    Mark(
+        absl::StrCat("[modelplane] sleep did not finish within "
+                     "healthCheckTimeout (",
+                     absl::FormatDuration(config_.health_check_timeout), ")"));
+    FinishSleep(absl::DeadlineExceededError("sleep did not finish in time"));
+  });
   RunAction(config_.sleep, "sleep", [this](absl::Status status) {
     if (status.ok() && status_.state == State::kReady) {
       Transition(State::kSleeping);
@@ -227,10 +235,14 @@ void ModelActor::Sleep(Done done) {
       Mark(absl::StrCat("[modelplane] sleep failed: ", status.message()));
     }
     FinishSleep(status);
+    // Its TTL runs on while it sleeps (armed once no sleep is in flight;
+    // the scheduler may have stopped it meanwhile).
+    if (status_.state == State::kSleeping) ArmTtl();
   });
 }
 
 void ModelActor::FinishSleep(const absl::Status& status) {
+  sleep_timer_.reset();
   Done done = std::exchange(sleep_done_, nullptr);
   if (done) done(status);
 }
@@ -259,7 +271,7 @@ void ModelActor::RunAction(const config::ModelConfig::Action& action,
         });
     return;
   }
-  SpawnSpec spec{action.argv, config_.env};
+  SpawnSpec spec{action.argv, config_.env, config_.id};
   for (std::string& arg : spec.argv) {
     arg = absl::StrReplaceAll(arg, {{"${PID}", std::to_string(status_.pid)}});
   }
@@ -657,6 +669,12 @@ void ModelActor::MaybeFinishStop() {
 
 void ModelActor::UpdateConfig(config::ModelConfig config) {
   config_ = std::move(config);
+  if (status_.state == State::kSleeping && !config_.can_sleep()) {
+    // It could not be woken any more: it is stopped (a request starts it).
+    Mark("[modelplane] sleep and wake removed by a reload; stopping");
+    Stop(nullptr);
+    return;
+  }
   ready_pattern_.reset();
   if (!config_.ready_pattern.empty()) {
     ready_pattern_ = std::make_unique<RE2>(config_.ready_pattern, RE2::Quiet);
@@ -679,14 +697,17 @@ void ModelActor::ReleaseLease(absl::Time last_used) {
 
 void ModelActor::ArmTtl() {
   ttl_timer_.reset();
-  if (status_.state != State::kReady || status_.leases > 0 ||
+  bool up = status_.state == State::kReady || status_.state == State::kSleeping;
+  if (!up || status_.leases > 0 || sleep_done_ != nullptr ||
       config_.ttl <= absl::ZeroDuration()) {
     return;
   }
   absl::Duration wait = status_.last_used + config_.ttl - env_.clock->Now();
   ttl_timer_ = env_.clock->After(std::max(wait, absl::ZeroDuration()), [this] {
     if (before_idle_stop_) before_idle_stop_();
-    if (status_.state != State::kReady || status_.leases > 0) return;
+    bool up =
+        status_.state == State::kReady || status_.state == State::kSleeping;
+    if (!up || status_.leases > 0) return;
     if (env_.clock->Now() < status_.last_used + config_.ttl) {
       ArmTtl();
       return;

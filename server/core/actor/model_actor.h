@@ -14,7 +14,8 @@
 //   STOPPED  -> STARTING
 //   FAILED   -> STARTING
 //   STARTING -> READY | FAILED | STOPPING
-//   READY    -> STOPPING | FAILED
+//   READY    -> STOPPING | FAILED | SLEEPING (its sleep action succeeded)
+//   SLEEPING -> STARTING (woken) | STOPPING | FAILED (it exited)
 //   STOPPING -> STOPPED | FAILED
 //   any      -> SHUTDOWN (only once the model has no process)
 //
@@ -132,7 +133,9 @@ class ModelActor : private ProcessObserver {
   // Puts a READY model with `sleep` and `wake` to sleep: its sleep action
   // (a POST to its upstream, or a command) and SLEEPING once it succeeded.
   // `done` gets OK then, or the error (the model stays READY: the caller
-  // stops it instead), or Aborted when a stop or its exit came first.
+  // stops it instead), DeadlineExceeded past healthCheckTimeout, or Aborted
+  // when a stop or its exit came first. Asleep, its TTL still runs (from
+  // its last use): past it the process is stopped.
   void Sleep(Done done);
 
   // Stops the process: cmdStop (with ${PID}) or SIGTERM to its group, up to
@@ -201,8 +204,6 @@ class ModelActor : private ProcessObserver {
   void BeginStart();
   // From SLEEPING: the wake action, then the readiness checks of a start.
   void BeginWake();
-  // The start's bound and its readiness checks (after the spawn or wake).
-  void AwaitReady();
   // Runs `action` (POST its endpoint to the upstream, or its command with
   // ${PID}); `done` gets OK for a 2xx or exit 0. Replaces one in flight.
   void RunAction(const config::ModelConfig::Action& action, const char* what,
@@ -274,7 +275,8 @@ class ModelActor : private ProcessObserver {
   std::unique_ptr<Probe> action_call_;
   std::unique_ptr<Process> action_process_;
   Done action_done_;
-  Done sleep_done_;  // A Sleep in flight.
+  Done sleep_done_;                     // A Sleep in flight.
+  std::unique_ptr<Timer> sleep_timer_;  // Its bound (healthCheckTimeout).
 
   std::unique_ptr<Timer> ttl_timer_;
 };

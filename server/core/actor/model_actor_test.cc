@@ -547,5 +547,35 @@ TEST_F(SleepTest, AModelWithoutSleepCannot) {
   EXPECT_EQ(state(), State::kReady);
 }
 
+TEST_F(SleepTest, ASleepThatHangsIsBounded) {
+  config_.health_check_timeout = absl::Seconds(30);
+  MakeReady();
+  absl::Status out = absl::UnknownError("no answer");
+  actor().Sleep([&out](absl::Status s) { out = s; });
+  clock_.Advance(absl::Seconds(30));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(out)) << out;
+  EXPECT_EQ(prober_.in_flight(), 0) << "the call is cancelled";
+  EXPECT_EQ(state(), State::kReady);
+}
+
+TEST_F(SleepTest, ItsTtlRunsWhileAsleep) {
+  config_.ttl = absl::Seconds(60);
+  MakeReady();
+  ASSERT_TRUE(SleepNow().ok());
+  clock_.Advance(absl::Seconds(61));
+  EXPECT_EQ(state(), State::kStopping);
+  EXPECT_THAT(launcher_.last().signals, ElementsAre(SIGTERM));
+}
+
+TEST_F(SleepTest, AReloadThatRemovesSleepStopsASleepingModel) {
+  MakeReady();
+  ASSERT_TRUE(SleepNow().ok());
+  config::ModelConfig changed = config_;
+  changed.sleep = {};
+  changed.wake = {};
+  actor().UpdateConfig(changed);
+  EXPECT_EQ(state(), State::kStopping);
+}
+
 }  // namespace
 }  // namespace modelplane::actor

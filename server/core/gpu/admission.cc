@@ -67,10 +67,11 @@ Option Consider(const GpuState& g, const std::vector<Resident>& residents,
     o.fit = Fit::kComing;
     return o;
   }
-  // Cheapest first: least recently used, then the quickest to start again.
+  // Cheapest first: awake before asleep (a sleeping model frees little and
+  // wakes fast), least recently used, then the quickest to start again.
   std::sort(idle.begin(), idle.end(), [](const Resident* a, const Resident* b) {
-    return std::tie(a->last_used, a->start_time, a->id) <
-           std::tie(b->last_used, b->start_time, b->id);
+    return std::tie(a->asleep, a->last_used, a->start_time, a->id) <
+           std::tie(b->asleep, b->last_used, b->start_time, b->id);
   });
   int64_t freed = 0;
   for (const Resident* r : idle) {

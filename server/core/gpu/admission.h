@@ -51,8 +51,11 @@ struct Resident {
   std::vector<int> gpus;         // Where it runs.
   uint64_t footprint = 0;        // Bytes per GPU; 0: not known.
   std::map<int, uint64_t> used;  // GPU -> bytes its processes use now.
-  absl::Time last_used;          // Eviction order: least recent first,
-  absl::Duration start_time;     // then the quickest to start again.
+  // Eviction order: awake before asleep, least recently used first, then
+  // the quickest to start again.
+  absl::Time last_used;
+  absl::Duration start_time;
+  bool asleep = false;
 };
 
 struct Request {

@@ -234,6 +234,8 @@ Scheduler::Refusal Scheduler::RefusalOf(const Slot& s, absl::Time now,
     *why = BackoffStatus(s);
     return Refusal::kBackoff;
   }
+  // A sleeping model is woken, not spawned: its command is not run.
+  if (s.actor->status().state == State::kSleeping) return Refusal::kNone;
   if (absl::Status runnable = s.actor->CheckCommand(); !runnable.ok()) {
     *why = std::move(runnable);
     return Refusal::kCommand;
@@ -922,7 +924,9 @@ void Scheduler::StopNow(Slot& s) {
         if (s2 == nullptr || s2->next_config == nullptr) return;
         s2->config = std::move(s2->next_config);
         s2->actor = MakeActor(*s2->config, s2->log);
-        StartActor(*s2);
+        // A model asleep at the reload stays down: a request starts it
+        // through the queue.
+        if (s2->restart_after_stop) StartActor(*s2);
         Emit(*s2);
       });
       return;
@@ -934,7 +938,10 @@ void Scheduler::StopNow(Slot& s) {
     return;
   }
   s.actor->Sleep([this, target, finished](absl::Status status) {
-    if (!status.ok()) {  // It cannot sleep: it is stopped instead.
+    // It cannot sleep, or a stop came while it was going to sleep (a Stop,
+    // a removal, a reload's restart, shutdown): it is stopped.
+    if (!status.ok() || !target->stop_waiters.empty() || target->removed ||
+        target->next_config != nullptr || shutting_down_) {
       target->actor->Stop(finished);
       return;
     }

@@ -52,6 +52,7 @@ struct Scheduler::Slot {
   std::map<WaiterId, ModelDone> ready_waiters;
   bool removed = false;  // By a reload: freed once stopped.
   std::shared_ptr<const config::ModelConfig> next_config;  // Restart pending.
+  bool restart_after_stop = true;  // False: it was asleep; it stays down.
   uint64_t revision = 0;
   int queued = 0;
   // Start back-off: a start that failed is not tried again (nor evicts

@@ -100,10 +100,11 @@ gpu::Decision Scheduler::MemoryFor(const Slot& s,
         r.gpus.push_back(index);
       }
     }
-    // Asleep: charged what its processes still hold, never evicted for
-    // memory.
+    // Asleep: charged what its processes still hold; evicted (stopped)
+    // for memory like an idle model, when that is not enough.
     bool asleep = st.state == State::kSleeping;
-    if (asleep) r.kind = gpu::Resident::Kind::kBusy;
+    if (asleep) r.kind = gpu::Resident::Kind::kIdle;
+    r.asleep = asleep;
     r.footprint = asleep ? 0 : FootprintOf(*v);
     r.last_used = st.last_used;
     r.start_time = g.StartTime(id);
@@ -247,7 +248,8 @@ void Scheduler::OnMemoryEvent(Slot& s, const actor::StateEvent& e) {
     s.memory_unseen_said = false;
   }
   if (e.new_state == State::kSleeping) {
-    g->Refresh(absl::ZeroDuration());  // Its memory was just freed.
+    g->Refresh(absl::ZeroDuration());          // Its memory was just freed:
+    g->Sample(c.id, CommandOf(c), s.gpu_pid);  // what it holds asleep.
     SchedulePump();
   }
   if (e.new_state == State::kReady) {
@@ -261,12 +263,18 @@ void Scheduler::OnMemoryEvent(Slot& s, const actor::StateEvent& e) {
   bool gone = e.new_state == State::kStopped || e.new_state == State::kFailed ||
               e.new_state == State::kShutdown;
   if (had_process && gone) {
-    g->OnStopped(c.id, s.gpu_pid, FootprintOf(s), config_->gpu_memory_wait);
+    // Asleep, it held what it was sampled holding then, not its footprint.
+    g->OnStopped(c.id, s.gpu_pid,
+                 e.old_state == State::kSleeping ? 0 : FootprintOf(s),
+                 config_->gpu_memory_wait);
+    SchedulePump();
+  }
+  if ((had_process && gone) || e.new_state == State::kSleeping) {
+    // An OOM retry waits for its victims to be gone, or asleep.
     for (auto& [id, other] : slots_) {
       auto& list = other->oom_victims;
       list.erase(std::remove(list.begin(), list.end(), c.id), list.end());
     }
-    SchedulePump();
   }
 }
 

@@ -416,5 +416,52 @@ TEST_F(MemoryTest, AModelThatCannotSleepIsStoppedInstead) {
   EXPECT_TRUE(Alive("b"));
 }
 
+TEST_F(MemoryTest, AStopDuringTheSleepCallStopsIt) {
+  LoadWithGpus(kSleepers, {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 6000);
+  Release(c, &rc, "a");
+  Acquire(c, "b");  // a is going to sleep.
+  bool stopped = false;
+  scheduler_->Stop("a", false, [&stopped](auto) { stopped = true; });
+  Settle();
+  int port_a = scheduler_->Get("a")->config->port;
+  Frees("a");
+  ASSERT_TRUE(prober_.AnswerUrl(
+      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 200));
+  Settle();
+  EXPECT_EQ(StateOf("a"), State::kStopping) << "the Stop is not lost";
+  Exits("a");
+  EXPECT_TRUE(stopped);
+  EXPECT_EQ(StateOf("a"), State::kStopped);
+}
+
+TEST_F(MemoryTest, AnOomRetryGoesOnOnceItsVictimIsAsleep) {
+  LoadWithGpus(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {vramMiB: 4000},
+      sleep: "/sleep?level=1", wake: /wake_up}
+  b: {cmd: "srv-b --port ${PORT}", resources: {vramMiB: 3000}}
+)yaml",
+               {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 4000);
+  Release(c, &rc, "a");
+  Acquire(c, "b");
+  ASSERT_TRUE(Alive("b"));
+  Proc("b")->Print("CUDA error: out of memory\n");
+  Proc("b")->Exit(ExitStatus::Code(1));
+  Settle();
+  int port_a = scheduler_->Get("a")->config->port;
+  Frees("a");
+  ASSERT_TRUE(prober_.AnswerUrl(
+      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 200));
+  Settle();
+  EXPECT_EQ(StateOf("a"), State::kSleeping);
+  EXPECT_EQ(Spawns("b"), 2) << "retried once its victim is asleep";
+}
+
 }  // namespace
 }  // namespace modelplane::scheduler

@@ -110,6 +110,7 @@ config::ConfigDiff Scheduler::Reload(
     if (changed) ClearBackoff(s);
     if (restart && (Running(s) || !s.holders.empty())) {
       s.next_config = ModelOf(config_, m);
+      s.restart_after_stop = s.actor->status().state != State::kSleeping;
       BeginEviction(s, SlotPhase::kDraining,
                     "its command changed in a config reload", "reload");
     } else if (restart) {
