@@ -212,6 +212,8 @@ class ModelActor : private ProcessObserver {
   void FinishSleep(const absl::Status& status);
   // A line of the manager's own in the model's log (a run's start or end).
   void Mark(const std::string& line);
+  // "2026-12-06 21:05:12.345 UTC", for those lines.
+  static std::string Stamp(absl::Time t);
   void ScheduleProbe(absl::Duration delay);
   void RunProbe();
   void OnProbe(absl::StatusOr<int> result);
@@ -270,8 +272,10 @@ class ModelActor : private ProcessObserver {
   class StopCommandObserver;
   std::unique_ptr<StopCommandObserver> stop_command_observer_;
   // A sleep or wake action in flight: its HTTP call, or its command.
+  // (model_actor_sleep.cc)
   class ActionObserver;
-  std::unique_ptr<ActionObserver> action_observer_;
+  std::unique_ptr<ProcessObserver> MakeActionObserver();
+  std::unique_ptr<ProcessObserver> action_observer_;
   std::unique_ptr<Probe> action_call_;
   std::unique_ptr<Process> action_process_;
   Done action_done_;

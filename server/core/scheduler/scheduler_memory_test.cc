@@ -73,6 +73,16 @@ class MemoryTest : public SchedulerTest {
     Healthy(model);
     ASSERT_EQ(StateOf(model), State::kReady) << model;
   }
+  // `model`'s server answers the sleep POST with `status`, having freed its
+  // memory first when it succeeds.
+  void AnswersSleep(const std::string& model, int status = 200) {
+    if (status == 200) Frees(model);
+    int port = scheduler_->Get(model)->config->port;
+    ASSERT_TRUE(prober_.AnswerUrl(
+        absl::StrCat("POST http://localhost:", port, "/sleep?level=1"),
+        status));
+    Settle();
+  }
   // An evicted model's process exits as asked, and its memory is free.
   void StopsAndFrees(const std::string& model) {
     Frees(model);
@@ -348,12 +358,8 @@ TEST_F(MemoryTest, AnEvictionPutsItToSleepAndARequestWakesIt) {
   Release(c, &rc, "a");
   int pid_a = Proc("a")->pid;
   Acquire(c, "b");
-  // a is told to sleep, not stopped.
-  int port_a = scheduler_->Get("a")->config->port;
-  Frees("a");  // It frees its memory, then answers; its process stays.
-  ASSERT_TRUE(prober_.AnswerUrl(
-      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 200));
-  Settle();
+  // a is told to sleep, not stopped: it frees its memory, then answers.
+  AnswersSleep("a");
   EXPECT_EQ(StateOf("a"), State::kSleeping);
   EXPECT_TRUE(Proc("a")->signals.empty());
   EXPECT_TRUE(Alive("b"));
@@ -362,12 +368,9 @@ TEST_F(MemoryTest, AnEvictionPutsItToSleepAndARequestWakesIt) {
   Release(c, &rc, "b");
   // A request for a wakes it (b goes to sleep first).
   Acquire(c, "a");
-  int port_b = scheduler_->Get("b")->config->port;
-  Frees("b");
-  ASSERT_TRUE(prober_.AnswerUrl(
-      absl::StrCat("POST http://localhost:", port_b, "/sleep?level=1"), 200));
-  Settle();
+  AnswersSleep("b");
   EXPECT_EQ(StateOf("b"), State::kSleeping);
+  int port_a = scheduler_->Get("a")->config->port;
   ASSERT_TRUE(prober_.AnswerUrl(
       absl::StrCat("POST http://localhost:", port_a, "/wake_up"), 200));
   table_->snap.processes.push_back(gpu::GpuProcess{pid_a, 0, 6000 * kMiB});
@@ -385,11 +388,7 @@ TEST_F(MemoryTest, AStopOfASleepingModelStopsItsProcess) {
   StartFitting(c, "a", 6000);
   Release(c, &rc, "a");
   Acquire(c, "b");
-  int port_a = scheduler_->Get("a")->config->port;
-  Frees("a");
-  ASSERT_TRUE(prober_.AnswerUrl(
-      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 200));
-  Settle();
+  AnswersSleep("a");
   ASSERT_EQ(StateOf("a"), State::kSleeping);
   bool stopped = false;
   scheduler_->Stop("a", false, [&stopped](auto) { stopped = true; });
@@ -407,10 +406,7 @@ TEST_F(MemoryTest, AModelThatCannotSleepIsStoppedInstead) {
   StartFitting(c, "a", 6000);
   Release(c, &rc, "a");
   Acquire(c, "b");
-  int port_a = scheduler_->Get("a")->config->port;
-  ASSERT_TRUE(prober_.AnswerUrl(
-      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 503));
-  Settle();
+  AnswersSleep("a", 503);
   EXPECT_EQ(StateOf("a"), State::kStopping);
   StopsAndFrees("a");
   EXPECT_TRUE(Alive("b"));
@@ -426,11 +422,7 @@ TEST_F(MemoryTest, AStopDuringTheSleepCallStopsIt) {
   bool stopped = false;
   scheduler_->Stop("a", false, [&stopped](auto) { stopped = true; });
   Settle();
-  int port_a = scheduler_->Get("a")->config->port;
-  Frees("a");
-  ASSERT_TRUE(prober_.AnswerUrl(
-      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 200));
-  Settle();
+  AnswersSleep("a");
   EXPECT_EQ(StateOf("a"), State::kStopping) << "the Stop is not lost";
   Exits("a");
   EXPECT_TRUE(stopped);
@@ -454,11 +446,7 @@ models:
   Proc("b")->Print("CUDA error: out of memory\n");
   Proc("b")->Exit(ExitStatus::Code(1));
   Settle();
-  int port_a = scheduler_->Get("a")->config->port;
-  Frees("a");
-  ASSERT_TRUE(prober_.AnswerUrl(
-      absl::StrCat("POST http://localhost:", port_a, "/sleep?level=1"), 200));
-  Settle();
+  AnswersSleep("a");
   EXPECT_EQ(StateOf("a"), State::kSleeping);
   EXPECT_EQ(Spawns("b"), 2) << "retried once its victim is asleep";
 }
