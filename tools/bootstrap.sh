@@ -19,7 +19,7 @@ BUILD=(
   libabsl-dev libuv1-dev libnghttp2-dev libhttp-parser-dev libyaml-cpp-dev
   libre2-dev rapidjson-dev libsimdjson-dev libssl-dev libc-ares-dev
   libgtest-dev libgmock-dev libbenchmark-dev libbrotli-dev zlib1g-dev
-  libsqlite3-dev
+  libsqlite3-dev libjemalloc-dev
 )
 DEMO=(
   # tools/demo.sh: its checks and the commands it prints.

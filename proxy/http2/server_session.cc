@@ -4,6 +4,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -16,7 +17,7 @@ namespace {
 
 ServerSession* From(void* user) { return static_cast<ServerSession*>(user); }
 
-nghttp2_nv Nv(const std::string& name, const std::string& value) {
+nghttp2_nv Nv(absl::string_view name, absl::string_view value) {
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
                     name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
@@ -337,24 +338,32 @@ void ServerSession::SubmitHead(int32_t id, int status,
                                bool end_stream) {
   Stream* s = Find(id);
   if (s == nullptr) return;
-  std::vector<std::string> strings;  // Names and values, kept for the call.
-  strings.reserve(2 * headers.size() + 4);
-  strings.push_back(":status");
-  strings.push_back(absl::StrCat(status));
+  // nghttp2 copies the fields it is given: they point into `headers` (or a
+  // lower-cased copy of a name that needs one) only for the call.
+  char status_text[16];
+  char* status_end = absl::numbers_internal::FastIntToBuffer(
+      static_cast<int32_t>(status), status_text);
+  absl::InlinedVector<nghttp2_nv, 16> nva;
+  nva.push_back(
+      Nv(":status", absl::string_view(status_text, status_end - status_text)));
+  std::vector<std::string> lowered;  // Names sent in another case.
   for (const auto& [name, value] : headers) {
     if (http1::IsHopByHop(name) || absl::StartsWith(name, ":")) continue;
-    strings.push_back(absl::AsciiStrToLower(name));
-    strings.push_back(value);
+    if (std::any_of(name.begin(), name.end(), absl::ascii_isupper)) {
+      if (lowered.empty()) lowered.reserve(headers.size());
+      lowered.push_back(absl::AsciiStrToLower(name));
+      nva.push_back(Nv(lowered.back(), value));
+      continue;
+    }
+    nva.push_back(Nv(name, value));
   }
   // Never on 1xx and 204 (RFC 9110, 8.6).
+  char length_text[32];
   if (content_length && status >= 200 && status != 204) {
-    strings.push_back("content-length");
-    strings.push_back(absl::StrCat(*content_length));
-  }
-  std::vector<nghttp2_nv> nva;
-  nva.reserve(strings.size() / 2);
-  for (size_t i = 0; i + 1 < strings.size(); i += 2) {
-    nva.push_back(Nv(strings[i], strings[i + 1]));
+    char* end =
+        absl::numbers_internal::FastIntToBuffer(*content_length, length_text);
+    nva.push_back(Nv("content-length",
+                     absl::string_view(length_text, end - length_text)));
   }
   if (end_stream) {
     s->ended = true;
@@ -369,8 +378,7 @@ void ServerSession::SubmitHead(int32_t id, int status,
 
 void ServerSession::SubmitContinue(int32_t id) {
   if (Find(id) == nullptr) return;
-  std::string name = ":status", value = "100";
-  nghttp2_nv nv = Nv(name, value);
+  nghttp2_nv nv = Nv(":status", "100");
   nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, id, nullptr, &nv, 1,
                          nullptr);
 }

@@ -60,6 +60,7 @@ void ManagerLink::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    acquire_up_.store(false);
     if (acquire_ != nullptr) acquire_->Cancel();
     if (watch_ != nullptr) watch_->Cancel();
     for (auto& weak : log_streams_) {
@@ -163,6 +164,7 @@ void ManagerLink::Run() {
            // Connected() is false, so no request queues for this stream
            // after OnDisconnected answered the waiting ones.
            [this, b](const absl::Status& status) {
+             acquire_up_.store(false);
              b->OnDisconnected();
              LogRefusal("Acquire", status);
            }});
@@ -197,7 +199,14 @@ void ManagerLink::Run() {
     }
     {
       absl::MutexLock lock(&mu_);
-      if (a != nullptr) acquire_ = std::move(a);
+      if (a != nullptr) {
+        acquire_ = std::move(a);
+        // Up, unless it ended already: its end stored false before this
+        // store, or sets ended() before this check (ended() is set before
+        // the end's reaction runs), so a stream never stays up ended.
+        acquire_up_.store(true);
+        if (acquire_->ended()) acquire_up_.store(false);
+      }
       if (w != nullptr) watch_ = std::move(w);
       if (stopping_) {
         // Shutdown came while these started, too early to cancel them: it
@@ -280,10 +289,7 @@ std::shared_ptr<client::CallHandle> ManagerLink::StreamLogs(
   return handle;
 }
 
-bool ManagerLink::Connected() {
-  absl::MutexLock lock(&mu_);
-  return acquire_ != nullptr && !acquire_->ended();
-}
+bool ManagerLink::Connected() { return acquire_up_.load(); }
 
 void ManagerLink::SendAcquire(const std::string& model, uint64_t attempt) {
   v1::AcquireRequest req;

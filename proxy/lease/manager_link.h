@@ -111,6 +111,10 @@ class ManagerLink : public LeaseTransport {
   absl::Mutex mu_;
   // The streams; freed by the link's thread (or Shutdown) once done().
   std::unique_ptr<client::AcquireStream> acquire_ ABSL_GUARDED_BY(mu_);
+  // Connected(), read by every request's placement on every worker: an
+  // atomic, not mu_ (which the gRPC threads hold too). Set once acquire_
+  // is the live stream, cleared before the broker hears the stream ended.
+  std::atomic<bool> acquire_up_{false};
   std::unique_ptr<client::WatchStream> watch_ ABSL_GUARDED_BY(mu_);
   // The log streams opened, cancelled by Shutdown (ended ones expire).
   std::vector<std::weak_ptr<client::CallHandle>> log_streams_

@@ -1,7 +1,10 @@
 #include "proxy/router/usage_scanner.h"
 
+#include <random>
 #include <string>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -109,6 +112,32 @@ TEST(UsageScannerTest, LlamaCppTimings) {
   EXPECT_FALSE(
       ScanWhole(R"({"prompt_per_second":12.5)").prompt_per_second().has_value())
       << "a number that may go on is not taken";
+}
+
+// Speeds in the plain decimal form are read without SimpleAtod (its fast
+// path): the same double, bit for bit, as SimpleAtod gives, for every
+// length of mantissa and fraction up to and past the fast path's bounds.
+TEST(UsageScannerTest, PlainDecimalsReadAsSimpleAtodReadsThem) {
+  std::mt19937_64 rng(7);
+  int checked = 0;
+  for (int digits = 1; digits <= 19; ++digits) {
+    for (int point = 0; point <= digits; ++point) {
+      for (int round = 0; round < 40; ++round) {
+        std::string number;
+        for (int i = 0; i < digits; ++i) {
+          if (i == point && point > 0) number += '.';
+          number += static_cast<char>('0' + rng() % 10);
+        }
+        double want = 0;
+        ASSERT_TRUE(absl::SimpleAtod(number, &want)) << number;
+        UsageScanner u =
+            ScanWhole(absl::StrCat(R"({"prompt_per_second":)", number, "}"));
+        ASSERT_THAT(u.prompt_per_second(), Optional(Eq(want))) << number;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 7000);
 }
 
 TEST(UsageScannerTest, SameAnswerAtEverySplit) {

@@ -100,51 +100,99 @@ absl::string_view RouteLabel(absl::string_view path) {
   return "other";
 }
 
+WorkerMetrics::Series& WorkerMetrics::SeriesOf(absl::string_view model,
+                                               absl::string_view node) {
+  if (last_series_ != nullptr && std::get<0>(*last_key_) == model &&
+      std::get<1>(*last_key_) == node) {
+    return *last_series_;
+  }
+  auto it = series_.find(std::make_tuple(model, node));
+  if (it == series_.end()) {
+    it = series_.emplace(ModelNode(model, node), Series()).first;
+  }
+  last_key_ = &it->first;
+  last_series_ = &it->second;
+  return it->second;
+}
+
 void WorkerMetrics::Record(const RequestRecord& r) {
   absl::string_view model = r.model;
   absl::string_view node = r.node;
-  ++At(metrics_.requests, model, node, r.route, r.status);
-  if (r.lease_wait) At(metrics_.lease_wait, model, node).Observe(*r.lease_wait);
+  Series& series = SeriesOf(model, node);
+  // Finds (or makes) the series of `map` for this model and node once.
+  auto at = [&](auto*& slot, auto& map) -> auto& {
+    if (slot == nullptr) slot = &At(map, model, node);
+    return *slot;
+  };
+  uint64_t* requests = nullptr;
+  for (const Series::Count& c : series.requests) {
+    if (c.status == r.status && c.route == r.route) requests = c.n;
+  }
+  if (requests == nullptr) {
+    requests = &At(metrics_.requests, model, node, r.route, r.status);
+    series.requests.push_back({r.route, r.status, requests});
+  }
+  ++*requests;
+  if (r.lease_wait) {
+    at(series.lease_wait, metrics_.lease_wait).Observe(*r.lease_wait);
+  }
   if (r.time_to_first_byte) {
-    At(metrics_.time_to_first_byte, model, node).Observe(*r.time_to_first_byte);
+    at(series.time_to_first_byte, metrics_.time_to_first_byte)
+        .Observe(*r.time_to_first_byte);
   }
   if (!r.lease_error.empty()) {
     ++At(metrics_.lease_errors, model, node, absl::string_view(r.lease_error));
   }
   if (r.prompt_tokens || r.completion_tokens) {
-    Metrics::Tokens& t = At(metrics_.tokens, model, node);
+    Metrics::Tokens& t = at(series.tokens, metrics_.tokens);
     t.prompt += r.prompt_tokens.value_or(0);
     t.completion += r.completion_tokens.value_or(0);
   }
   if (r.placement != nullptr) {
-    ++At(metrics_.placements, node, absl::string_view(r.placement));
+    absl::string_view reason(r.placement);
+    uint64_t* placed = nullptr;
+    for (const auto& [known, n] : series.placements) {
+      if (known == reason) placed = n;
+    }
+    if (placed == nullptr) {
+      placed = &At(metrics_.placements, node, reason);
+      series.placements.emplace_back(reason, placed);
+    }
+    ++*placed;
   }
   auto observe = [](Histogram& h, absl::Span<const double> bounds, double v) {
     h.bounds = bounds;
     h.Observe(v);
   };
   if (r.duration) {
-    observe(At(metrics_.gen_ai_duration, model, node), kGenAiDurationBuckets,
-            absl::ToDoubleSeconds(*r.duration));
+    observe(at(series.gen_ai_duration, metrics_.gen_ai_duration),
+            kGenAiDurationBuckets, absl::ToDoubleSeconds(*r.duration));
   }
   if (r.time_to_first_token) {
-    observe(At(metrics_.gen_ai_ttft, model, node), kGenAiTtftBuckets,
+    observe(at(series.gen_ai_ttft, metrics_.gen_ai_ttft), kGenAiTtftBuckets,
             absl::ToDoubleSeconds(*r.time_to_first_token));
   }
   // Per output token after the first (OpenTelemetry's definition).
   if (r.generation && r.completion_tokens.value_or(0) > 1) {
-    observe(At(metrics_.gen_ai_tpot, model, node), kGenAiTpotBuckets,
+    observe(at(series.gen_ai_tpot, metrics_.gen_ai_tpot), kGenAiTpotBuckets,
             absl::ToDoubleSeconds(*r.generation) /
                 static_cast<double>(*r.completion_tokens - 1));
   }
   if (r.prompt_tokens) {
-    observe(At(metrics_.gen_ai_tokens, model, node, absl::string_view("input")),
-            kGenAiTokenBuckets, static_cast<double>(*r.prompt_tokens));
+    if (series.gen_ai_input == nullptr) {
+      series.gen_ai_input =
+          &At(metrics_.gen_ai_tokens, model, node, absl::string_view("input"));
+    }
+    observe(*series.gen_ai_input, kGenAiTokenBuckets,
+            static_cast<double>(*r.prompt_tokens));
   }
   if (r.completion_tokens) {
-    observe(
-        At(metrics_.gen_ai_tokens, model, node, absl::string_view("output")),
-        kGenAiTokenBuckets, static_cast<double>(*r.completion_tokens));
+    if (series.gen_ai_output == nullptr) {
+      series.gen_ai_output =
+          &At(metrics_.gen_ai_tokens, model, node, absl::string_view("output"));
+    }
+    observe(*series.gen_ai_output, kGenAiTokenBuckets,
+            static_cast<double>(*r.completion_tokens));
   }
 }
 

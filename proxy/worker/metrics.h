@@ -172,7 +172,34 @@ class WorkerMetrics {
   Metrics Snapshot();
 
  private:
+  // The series of one model and node, found once per request instead of
+  // once per map: pointers into metrics_'s maps (whose entries never move),
+  // each set when it is first observed, so a series still appears only
+  // once something was counted in it.
+  struct Series {
+    Histogram* time_to_first_byte = nullptr;
+    Histogram* lease_wait = nullptr;
+    Metrics::Tokens* tokens = nullptr;
+    Histogram* gen_ai_duration = nullptr;
+    Histogram* gen_ai_ttft = nullptr;
+    Histogram* gen_ai_tpot = nullptr;
+    Histogram* gen_ai_input = nullptr;
+    Histogram* gen_ai_output = nullptr;
+    // By route (a RouteLabel literal) and status; by placement reason.
+    struct Count {
+      absl::string_view route;
+      int status;
+      uint64_t* n;
+    };
+    std::vector<Count> requests;
+    std::vector<std::pair<absl::string_view, uint64_t*>> placements;
+  };
+  Series& SeriesOf(absl::string_view model, absl::string_view node);
+
   Metrics metrics_;
+  std::map<ModelNode, Series, std::less<>> series_;
+  Series* last_series_ = nullptr;  // Requests come in runs of one model.
+  const ModelNode* last_key_ = nullptr;
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
   std::atomic<int64_t> open_connections_{0};

@@ -30,6 +30,46 @@ TEST(HistogramTest, BucketsAreUpperInclusiveAndCumulativeWhenRendered) {
   EXPECT_THAT(text, HasSubstr("_count{model=\"a\",node=\"n1\"} 3\n"));
 }
 
+// A worker finds a model's series once per request (metrics.h): requests
+// of several models, nodes, routes and statuses interleaved count where
+// they belong, a series appears only once something was observed in it,
+// and a snapshot taken between requests does not disturb the next ones.
+TEST(MetricsTest, InterleavedModelsCountInTheirOwnSeries) {
+  WorkerMetrics w;
+  Metrics want;
+  const char* models[] = {"a", "b", "a", "a", "c", "b", "a"};
+  const char* nodes[] = {"n1", "n1", "n2", "n1", "n1", "n1", "n2"};
+  const int statuses[] = {200, 200, 500, 200, 404, 429, 200};
+  for (int i = 0; i < 7; ++i) {
+    RequestRecord r;
+    r.model = models[i];
+    r.node = nodes[i];
+    r.route = RouteLabel(i % 2 ? "/v1/completions" : "/v1/chat/completions");
+    r.status = statuses[i];
+    r.placement = i % 3 ? "ready" : "cost";
+    if (r.model != "c") r.time_to_first_byte = absl::Milliseconds(i);
+    if (r.model == "a") r.prompt_tokens = i;
+    w.Record(r);
+    ++want.requests[{r.model, r.node, std::string(r.route), r.status}];
+    ++want.placements[{r.node, r.placement}];
+    if (r.time_to_first_byte) {
+      want.time_to_first_byte[{r.model, r.node}].Observe(*r.time_to_first_byte);
+    }
+    if (r.prompt_tokens) want.tokens[{r.model, r.node}].prompt += i;
+    if (i == 3) w.Snapshot();
+  }
+  Metrics got = w.Snapshot();
+  EXPECT_EQ(got.requests, want.requests);
+  EXPECT_EQ(got.placements, want.placements);
+  ASSERT_EQ(got.time_to_first_byte.size(), want.time_to_first_byte.size());
+  for (const auto& [key, h] : want.time_to_first_byte) {
+    EXPECT_EQ(got.time_to_first_byte[key].counts, h.counts);
+  }
+  ASSERT_EQ(got.tokens.size(), 2u) << "a's two nodes only";
+  EXPECT_EQ(got.tokens[ModelNode("a", "n2")].prompt, 2u + 6u);
+  EXPECT_EQ(got.lease_wait.size(), 0u) << "nothing observed: no series";
+}
+
 TEST(MetricsTest, MergeAddsEveryWorkersCounts) {
   WorkerMetrics w1, w2;
   RequestRecord r;
