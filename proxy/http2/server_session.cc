@@ -53,6 +53,7 @@ bool ServerSession::Upgrade(absl::string_view settings, bool head_request) {
           payload.size(), head_request ? 1 : 0, nullptr) != 0) {
     return false;
   }
+  last_found_ = nullptr;
   streams_[1] = std::move(stream);
   return true;
 }
@@ -105,8 +106,13 @@ bool ServerSession::done() const {
 }
 
 ServerSession::Stream* ServerSession::Find(int32_t id) const {
+  // A frame's callbacks (a header each, its data, its end) and a response's
+  // submits come for one stream in a row.
+  if (last_found_ != nullptr && last_found_->id == id) return last_found_;
   auto it = streams_.find(id);
-  return it == streams_.end() ? nullptr : it->second.get();
+  if (it == streams_.end()) return nullptr;
+  last_found_ = it->second.get();
+  return last_found_;
 }
 
 int ServerSession::OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame,
@@ -118,8 +124,10 @@ int ServerSession::OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame,
   auto stream = std::make_unique<Stream>();
   stream->id = frame->hd.stream_id;
   stream->request_progress_ns = absl::GetCurrentTimeNanos();
+  stream->head.headers.reserve(8);  // Most requests' fields fit.
   ServerSession* self = From(user);
   ++self->streams_opened_;
+  self->last_found_ = nullptr;
   self->streams_[stream->id] = std::move(stream);
   return 0;
 }
@@ -280,6 +288,7 @@ int ServerSession::OnStreamClosed(nghttp2_session*, int32_t id,
   if (it == self->streams_.end()) return 0;
   std::unique_ptr<Stream> s = std::move(it->second);
   self->streams_.erase(it);
+  if (self->last_found_ == s.get()) self->last_found_ = nullptr;
   self->open_body_bytes_ -= std::min(self->open_body_bytes_, s->body_bytes);
   if (s->known) self->visitor_->OnStreamClose(id, error_code);
   return 0;

@@ -188,7 +188,8 @@ class ServerSession {
   Options options_;
   nghttp2_session* session_ = nullptr;
   std::map<int32_t, std::unique_ptr<Stream>> streams_;
-  std::vector<int32_t> writable_;  // To tell the visitor after Produce.
+  mutable Stream* last_found_ = nullptr;  // Find's last answer.
+  std::vector<int32_t> writable_;         // To tell the visitor after Produce.
   int64_t reset_window_start_ns_ = 0;
   int resets_in_window_ = 0;
   bool calmed_ = false;

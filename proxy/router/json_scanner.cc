@@ -222,11 +222,25 @@ void JsonScanner::FlushSurrogate() {
   StringBytes(out.data(), out.size());
 }
 
+bool JsonScanner::InsertKey(uint64_t hash) {
+  if (key_count_ < kInlineKeys) {
+    for (size_t i = 0; i < key_count_; ++i) {
+      if (inline_keys_[i] == hash) return false;
+    }
+    inline_keys_[key_count_++] = hash;
+    return true;
+  }
+  if (keys_.empty()) keys_.insert(inline_keys_, inline_keys_ + kInlineKeys);
+  if (!keys_.insert(hash).second) return false;
+  ++key_count_;
+  return true;
+}
+
 void JsonScanner::EndKey() {
   FlushSurrogate();
   FlushFold();  // A character the key ended inside of: as it is.
   if (error_) return;
-  if (!keys_.insert(key_hash_).second) {
+  if (!InsertKey(key_hash_)) {
     error_ = true;
     error_message_ = absl::StrCat(
         "the JSON body has the key \"", key_,
@@ -236,7 +250,7 @@ void JsonScanner::EndKey() {
         "one");
     return;
   }
-  if (keys_.size() > kMaxKeys) {
+  if (key_count_ > kMaxKeys) {
     Fail(absl::StrCat("more than ", kMaxKeys, " top-level keys"));
     return;
   }

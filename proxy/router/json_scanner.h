@@ -102,7 +102,14 @@ class JsonScanner {
   void FlushFold();
   uint64_t key_offset_ = 0;  // Where it began (for the message).
   uint32_t high_surrogate_ = 0;
-  absl::flat_hash_set<uint64_t> keys_;  // Hashes of the keys seen.
+  // Hashes of the keys seen: the first kInlineKeys in place (a request
+  // has a handful; no allocation for them), all of them in keys_ past that.
+  static constexpr size_t kInlineKeys = 16;
+  uint64_t inline_keys_[kInlineKeys] = {};
+  absl::flat_hash_set<uint64_t> keys_;
+  size_t key_count_ = 0;
+  // False if `hash` was seen (a duplicate key).
+  bool InsertKey(uint64_t hash);
   enum class Target { kNone, kModel, kStream } target_ = Target::kNone;
   std::string value_;  // The captured string or literal.
   bool escape_ = false;

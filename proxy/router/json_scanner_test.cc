@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -80,6 +81,29 @@ TEST(JsonScannerTest, WalksTheWholeTopLevel) {
   s.Finish();
   EXPECT_TRUE(s.error());
   EXPECT_EQ(s.error_message(), "invalid JSON at byte 28: expected a key");
+}
+
+// The first keys are kept in place, the rest in a set: a duplicate is found
+// on either side of that line, and against a key from the other side.
+TEST(JsonScannerTest, DuplicatesFoundAmongManyKeys) {
+  for (int count : {2, 15, 16, 17, 40}) {
+    for (int dup : {0, count / 2, count - 1}) {
+      std::string body = "{";
+      for (int i = 0; i < count; ++i) absl::StrAppend(&body, "\"k", i, "\":1,");
+      absl::StrAppend(&body, "\"k", dup, "\":2}");
+      JsonScanner s;
+      s.Feed(body);
+      s.Finish();
+      EXPECT_TRUE(s.error()) << count << " keys, k" << dup << " again";
+      EXPECT_THAT(s.error_message(),
+                  HasSubstr(absl::StrCat("the key \"k", dup, "\" twice")));
+      std::string unique = body.substr(0, body.rfind(",\"k")) + "}";
+      JsonScanner ok;
+      ok.Feed(unique);
+      ok.Finish();
+      EXPECT_FALSE(ok.error()) << ok.error_message();
+    }
+  }
 }
 
 TEST(JsonScannerTest, ADuplicateTopLevelKeyIsAnError) {
