@@ -268,27 +268,46 @@ PY
 # HTTP/2 cleartext (prior knowledge): the same completions, h2load with
 # 16 connections x 8 concurrent streams; HTTP/1.1 to the upstream.
 echo "$body" > "$work/body.json"
-h2run() {  # url -> "rps mean_us"
-  local out
+h2run() {  # url proxy_pid -> "rps mean_us proxy_user_us proxy_sys_us"
+  local out pu ps pu2 ps2
+  read -r pu ps <<<"$(cpu_ticks "$2")"
   out=$(h2load -t2 -c16 -m8 -D "$duration" -d "$work/body.json" \
     -H 'content-type: application/json' "$1" 2>&1)
   if ! echo "$out" | grep -q " 0 failed, 0 errored"; then
     echo "h2load $1: $(echo "$out" | grep 'requests:')" >&2
   fi
-  local rps mean
+  read -r pu2 ps2 <<<"$(cpu_ticks "$2")"
+  local rps mean n
   rps=$(echo "$out" | awk '/^finished in/ {print $4}')
   mean=$(echo "$out" | awk '/^time for request:/ {print $6}')
-  echo "$rps $(to_us "$mean")"
+  n=$(echo "$out" | awk '/^requests:/ {print $8}')
+  echo "$rps $(to_us "$mean") $(/usr/bin/python3 -c "
+us = lambda ticks: ticks / $tick / max($n, 1) * 1e6
+print('%.2f %.2f' % (us($pu2 - $pu), us($ps2 - $ps)))")"
 }
-read -r hp_rps hp_mean <<<"$(h2run "http://127.0.0.1:$px_port/v1/chat/completions")"
-read -r hn_rps hn_mean <<<"$(h2run "http://127.0.0.1:$ng_h2_port/v1/chat/completions")"
-read -r hx_rps hx_mean <<<"$(h2run "http://127.0.0.1:$nx_port/v1/chat/completions")"
-echo "h2c: small non-streaming completions, h2load -c16 -m8 ${duration}s"
-printf '%-12s %10s req/s  mean %8s us\n' modelproxy "$hp_rps" "$hp_mean"
-printf '%-12s %10s req/s  mean %8s us\n' nginx "$hn_rps" "$hn_mean"
-printf '%-12s %10s req/s  mean %8s us\n' nghttpx "$hx_rps" "$hx_mean"
-/usr/bin/python3 -c "
-print('h2c throughput: modelproxy / nginx %.2fx, modelproxy / nghttpx %.2fx' % ($hp_rps/$hn_rps, $hp_rps/$hx_rps))"
+# Interleaved rounds, as the HTTP/1.1 runs: each ratio is taken within a
+# round and the median over rounds printed.
+: >"$work/h2.txt"
+for ((r = 1; r <= rounds; r++)); do
+  echo "$(h2run "http://127.0.0.1:$px_port/v1/chat/completions" "$px_pid")" \
+    "$(h2run "http://127.0.0.1:$ng_h2_port/v1/chat/completions" "$ng_pid")" \
+    "$(h2run "http://127.0.0.1:$nx_port/v1/chat/completions" "$nx_pid")" \
+    >>"$work/h2.txt"
+done
+/usr/bin/python3 - "$work/h2.txt" "$rounds" "$duration" <<'PY'
+import statistics, sys
+rows = [[float(x) for x in line.split()] for line in open(sys.argv[1]) if line.strip()]
+print('h2c: small non-streaming completions, h2load -c16 -m8, %s rounds x %ss (medians over rounds)'
+      % (sys.argv[2], sys.argv[3]))
+# Per subject: req/s, mean latency, the proxy's user and system CPU a request.
+for i, name in enumerate(['modelproxy', 'nginx', 'nghttpx']):
+    m = lambda k: statistics.median(r[4 * i + k] for r in rows)
+    print('%-12s %10.0f req/s  mean %8.0f us  proxy CPU %5.1f us (user %4.1f + sys %4.1f)'
+          % (name, m(0), m(1), m(2) + m(3), m(2), m(3)))
+to_x = statistics.median(r[0] / r[8] for r in rows)
+print('h2c throughput: modelproxy / nginx %.2fx, modelproxy / nghttpx %.2fx (target >= 1x: %s)' % (
+    statistics.median(r[0] / r[4] for r in rows), to_x, 'met' if to_x >= 1 else 'MISSED'))
+PY
 
 fi
 # SSE: per-chunk latency, 50 streams of 40 chunks at 20 chunks/s each,
