@@ -70,7 +70,50 @@ Manager::Manager(std::shared_ptr<const config::Config> config,
           scheduler::ModelChange{scheduler::ModelChange::Kind::kAdded, v});
     }
     hub_.PublishSettings(scheduler_->config());
+    if (gpu_ != nullptr) {
+      gpu_->set_after_poll([this] { PublishGpus(false); });
+      PublishGpus(true);
+    }
   });
+}
+
+std::vector<watch::GpuReport> Manager::GpuReports() {
+  std::vector<watch::GpuReport> out;
+  if (gpu_ == nullptr) return out;
+  for (const gpu::GpuState& s : gpu_->Gpus()) {
+    watch::GpuReport r;
+    r.index = s.index;
+    for (const gpu::GpuInfo& info : gpu_->snapshot().gpus) {
+      if (info.index != s.index) continue;
+      r.name = info.name;
+      r.uuid = info.uuid;
+    }
+    r.total_bytes = s.total;
+    r.used_bytes = s.used;
+    r.trusted = s.trusted;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void Manager::PublishGpus(bool always) {
+  std::vector<watch::GpuReport> now = GpuReports();
+  bool moved = always || now.size() != gpus_told_.size();
+  for (size_t i = 0; !moved && i < now.size(); ++i) {
+    const watch::GpuReport& a = now[i];
+    const watch::GpuReport& b = gpus_told_[i];
+    // Used memory moves a little all the time: told when it moved by
+    // 64 MiB or 1 % of the total, whichever is more.
+    uint64_t step = std::max<uint64_t>(64 * gpu::kMiB, a.total_bytes / 100);
+    uint64_t delta = a.used_bytes > b.used_bytes ? a.used_bytes - b.used_bytes
+                                                 : b.used_bytes - a.used_bytes;
+    moved = a.index != b.index || a.uuid != b.uuid ||
+            a.total_bytes != b.total_bytes || a.trusted != b.trusted ||
+            delta >= step;
+  }
+  if (!moved) return;
+  gpus_told_ = now;
+  hub_.PublishGpus(std::move(now));
 }
 
 Manager::~Manager() {

@@ -75,6 +75,8 @@ class Manager {
   const std::string& isolation() const { return host_.isolation(); }
   scheduler::Scheduler& scheduler() { return *scheduler_; }
   watch::WatchHub& hub() { return hub_; }
+  // Every GPU's memory as admission sees it ({} without NVML). Loop thread.
+  std::vector<watch::GpuReport> GpuReports();
 
   // Starts hooks.on_startup.preload models through the scheduler.
   void Preload();
@@ -115,6 +117,10 @@ class Manager {
   ManagerOptions options_;
   runtime::ActorHost host_;
   std::unique_ptr<gpu::Monitor> gpu_;  // Null: no NVML. Loop thread.
+  // What Watch's TYPE_GPUS said last; a poll that moved memory enough tells
+  // it again (PublishGpus). Loop thread.
+  std::vector<watch::GpuReport> gpus_told_;
+  void PublishGpus(bool always);
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<actor::Timer> absorb_timer_;  // Loop thread.
   watch::WatchHub hub_;

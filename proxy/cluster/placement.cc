@@ -131,11 +131,15 @@ Choice PlaceByCost(absl::string_view model,
         i < static_cast<int>(costs.size())
             ? costs[i]
             : v1::PlanStartResponse::COST_UNSPECIFIED;
-    // Unknown (no answer) and refused last.
-    return cost == v1::PlanStartResponse::COST_UNSPECIFIED ||
-                   cost == v1::PlanStartResponse::COST_REFUSED
-               ? 10
-               : static_cast<int>(cost);
+    // Unknown (no answer) and refused last; among equal costs a node
+    // where the model sleeps (its process kept, its weights in host
+    // memory: a wake takes a fraction of a cold start).
+    int tier = cost == v1::PlanStartResponse::COST_UNSPECIFIED ||
+                       cost == v1::PlanStartResponse::COST_REFUSED
+                   ? 10
+                   : static_cast<int>(cost);
+    return std::make_tuple(tier,
+                           candidates[i].state != v1::MODEL_STATE_SLEEPING);
   };
   choice.index = Best(
       model, candidates,

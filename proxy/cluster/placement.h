@@ -74,7 +74,9 @@ Choice PlaceKnown(absl::string_view model,
 
 // Step (3), `costs` by candidate (COST_UNSPECIFIED: the node did not
 // answer). Nodes whose cost is REFUSED or unknown are chosen only when no
-// other can be, so that the request fails with a node's own reason.
+// other can be, so that the request fails with a node's own reason. Among
+// nodes of equal cost, one where the model is SLEEPING goes first (waking
+// it is quicker than a start elsewhere).
 // With `spill`, only among the nodes that do not hold the model.
 Choice PlaceByCost(absl::string_view model,
                    const std::vector<Candidate>& candidates,

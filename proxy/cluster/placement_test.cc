@@ -126,6 +126,18 @@ TEST(PlacementTest, CheapestStartWins) {
   // Equal costs: rendezvous.
   Choice ch = PlaceByCost("m", c, {kIdle, kIdle, kIdle});
   EXPECT_EQ(c[ch.index].node, Preferred("m", {"n1", "n2", "n3"}));
+  // Equal costs and the model asleep on one node: that one, wherever
+  // rendezvous would go; a cheaper start elsewhere still wins.
+  for (size_t asleep = 0; asleep < c.size(); ++asleep) {
+    std::vector<Candidate> s = c;
+    s[asleep].state = v1::MODEL_STATE_SLEEPING;
+    EXPECT_EQ(PlaceByCost("m", s, {kIdle, kIdle, kIdle}).index,
+              static_cast<int>(asleep));
+    std::vector<Cost> cheaper = {kIdle, kIdle, kIdle};
+    cheaper[(asleep + 1) % 3] = kNone;
+    EXPECT_EQ(PlaceByCost("m", s, cheaper).index,
+              static_cast<int>((asleep + 1) % 3));
+  }
   // Every one refused: one of them still (its refusal is the answer).
   EXPECT_GE(PlaceByCost("m", c, {kRefused, kRefused, kRefused}).index, 0);
   // Never a draining node, even the cheapest.

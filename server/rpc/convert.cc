@@ -104,6 +104,17 @@ void ToProto(const config::Value& value, google::protobuf::Value* out) {
   }
 }
 
+void ToProto(const watch::GpuReport& gpu, v1::Gpu* out) {
+  out->set_index(static_cast<uint32_t>(gpu.index));
+  out->set_name(gpu.name);
+  out->set_uuid(gpu.uuid);
+  out->set_total_bytes(gpu.total_bytes);
+  out->set_used_bytes(gpu.used_bytes);
+  out->set_free_bytes(
+      gpu.total_bytes > gpu.used_bytes ? gpu.total_bytes - gpu.used_bytes : 0);
+  out->set_trusted(gpu.trusted);
+}
+
 void ToProto(const actor::Failure& f, v1::Failure* out) {
   out->set_reason(ToProto(f.reason));
   if (f.exit && f.exit->signal > 0) {

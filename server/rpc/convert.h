@@ -10,6 +10,7 @@
 #include "modelplane/v1/model_manager.pb.h"
 #include "server/core/config/value.h"
 #include "server/core/scheduler/scheduler.h"
+#include "server/core/watch/watch_hub.h"
 
 namespace modelplane::rpc {
 
@@ -27,6 +28,7 @@ void ToProto(const config::ProfileConfig& profile, v1::Profile* out);
 // The config's settings a data plane applies (API keys as their SHA-256).
 void ToProto(const config::Config& config, v1::DataPlaneSettings* out);
 void ToProto(const actor::Failure& failure, v1::Failure* out);
+void ToProto(const watch::GpuReport& gpu, v1::Gpu* out);
 void ToProto(const config::Value& value, google::protobuf::Value* out);
 void ToProto(absl::Time t, google::protobuf::Timestamp* out);
 v1::ModelState ToProto(actor::State state);

@@ -254,18 +254,8 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     resp->set_startup_profile(settings.startup_profile());
     if (gpu::Monitor* g = manager_->scheduler().gpu(); g != nullptr) {
       g->Refresh();
-      for (const gpu::GpuState& s : g->Gpus()) {
-        v1::Gpu* out = resp->add_gpus();
-        out->set_index(static_cast<uint32_t>(s.index));
-        for (const gpu::GpuInfo& info : g->snapshot().gpus) {
-          if (info.index != s.index) continue;
-          out->set_name(info.name);
-          out->set_uuid(info.uuid);
-        }
-        out->set_total_bytes(s.total);
-        out->set_used_bytes(s.used);
-        out->set_free_bytes(s.total > s.used ? s.total - s.used : 0);
-        out->set_trusted(s.trusted);
+      for (const watch::GpuReport& r : manager_->GpuReports()) {
+        ToProto(r, resp->add_gpus());
       }
     }
     resp->mutable_upstream_ignore_paths()->Swap(

@@ -23,6 +23,8 @@ v1::WatchEvent::Type TypeToProto(watch::WatchItem::Type t) {
       return v1::WatchEvent::TYPE_BOOKMARK;
     case watch::WatchItem::Type::kSettings:
       return v1::WatchEvent::TYPE_SETTINGS;
+    case watch::WatchItem::Type::kGpus:
+      return v1::WatchEvent::TYPE_GPUS;
   }
   return v1::WatchEvent::TYPE_UNSPECIFIED;
 }
@@ -39,9 +41,10 @@ class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
     }
     uint64_t since = req->since_revision();
     bool settings = req->include_settings();
+    bool gpus = req->include_gpus();
     std::vector<std::string> names(req->models().begin(), req->models().end());
     // Names resolve to ids on the loop thread, against the config in force.
-    manager_->loop().Post([this, since, names, settings] {
+    manager_->loop().Post([this, since, names, settings, gpus] {
       std::vector<std::string> ids;
       for (const std::string& n : names) {
         const config::ModelConfig* m =
@@ -49,7 +52,7 @@ class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
         ids.push_back(m != nullptr ? m->id : n);  // Unknown: kept as an id.
       }
       absl::StatusOr<std::shared_ptr<watch::Watcher>> w =
-          manager_->hub().Subscribe(since, ids, Waker(), settings);
+          manager_->hub().Subscribe(since, ids, Waker(), settings, gpus);
       if (!w.ok()) {
         FinishOnce(ToGrpc(w.status()));
         return;
@@ -79,6 +82,11 @@ class WatchReactor : public PullWriteReactor<v1::WatchEvent> {
     if (item->settings != nullptr) {
       ToProto(*item->settings, event->mutable_settings());
       event->mutable_settings()->set_draining(item->draining);
+    }
+    if (item->gpus != nullptr) {
+      for (const watch::GpuReport& g : *item->gpus) {
+        ToProto(g, event->add_gpus());
+      }
     }
     if (item->model) {
       ToProto(*item->model, event->mutable_model());

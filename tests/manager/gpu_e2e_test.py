@@ -89,6 +89,59 @@ class OneGpuNoGroupsTest(unittest.TestCase):
         self.assertEqual(s["b"], READY)
         self.assertEqual(self.gpus.ooms(), "")
 
+    def test_watch_with_gpus_tells_the_memory_before_the_bookmark_and_as_it_moves(self):
+        stream = self.m.stub().Watch(pb.WatchRequest(include_gpus=True), timeout=60)
+        events = []
+        got = threading.Event()
+        want_used = 4000 * MIB
+
+        def read():
+            try:
+                for e in stream:
+                    events.append(e)
+                    if e.type == pb.WatchEvent.TYPE_GPUS and e.gpus[0].used_bytes >= want_used:
+                        got.set()
+                        return
+            except grpc.RpcError:
+                pass
+
+        t = threading.Thread(target=read)
+        t.start()
+        try:
+            start(self.m, "a")
+            self.assertTrue(got.wait(20), [pb.WatchEvent.Type.Name(e.type) for e in events])
+        finally:
+            stream.cancel()
+            t.join()
+        types = [e.type for e in events]
+        first = types.index(pb.WatchEvent.TYPE_GPUS)
+        self.assertLess(first, types.index(pb.WatchEvent.TYPE_BOOKMARK),
+                        "the GPUs in force come before the first bookmark")
+        g = events[first].gpus
+        self.assertEqual(len(g), 1)
+        self.assertEqual(g[0].index, 0)
+        self.assertEqual(g[0].total_bytes, 10240 * MIB)
+        self.assertEqual(g[0].used_bytes, 0)
+        self.assertEqual(g[0].free_bytes, 10240 * MIB)
+        self.assertTrue(g[0].trusted)
+        last = events[-1].gpus[0]
+        self.assertEqual(last.free_bytes, last.total_bytes - last.used_bytes)
+        # The same figures as ListModels gives.
+        listed = self.m.stub().ListModels(pb.ListModelsRequest(), timeout=10).gpus[0]
+        self.assertEqual(listed.total_bytes, last.total_bytes)
+        self.assertGreaterEqual(listed.used_bytes, want_used)
+        # A watcher that did not ask gets no GPU events.
+        plain = self.m.stub().Watch(pb.WatchRequest(), timeout=5)
+        seen = []
+        try:
+            for e in plain:
+                seen.append(e.type)
+                if e.type == pb.WatchEvent.TYPE_BOOKMARK:
+                    break
+        finally:
+            plain.cancel()
+        self.assertNotIn(pb.WatchEvent.TYPE_GPUS, seen)
+
     def test_alternating_traffic_never_overfills_and_does_not_thrash(self):
         seen_over = []
         stop = threading.Event()

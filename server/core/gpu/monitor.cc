@@ -62,6 +62,7 @@ void Monitor::Arm() {
   timer_ = clock_->After(options_.poll, [this] {
     Refresh(absl::ZeroDuration());
     if (on_poll_) on_poll_();
+    if (after_poll_) after_poll_();
     Arm();
   });
 }

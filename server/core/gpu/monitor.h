@@ -56,6 +56,8 @@ class Monitor {
   // Called after each poll's read (the scheduler samples its models and
   // retries the starts waiting for memory).
   void set_on_poll(std::function<void()> fn) { on_poll_ = std::move(fn); }
+  // Called after on_poll (the manager tells its watchers of the GPUs).
+  void set_after_poll(std::function<void()> fn) { after_poll_ = std::move(fn); }
 
   // Reads NVML unless the snapshot is younger than `max_age`.
   void Refresh(absl::Duration max_age = absl::Milliseconds(50));
@@ -134,6 +136,7 @@ class Monitor {
   actor::Clock* clock_;
   MonitorOptions options_;
   std::function<void()> on_poll_;
+  std::function<void()> after_poll_;
   GpuSnapshot snapshot_;
   absl::Time read_at_ = absl::InfinitePast();
   std::unique_ptr<actor::Timer> timer_;

@@ -28,7 +28,10 @@ bool Watcher::Wants(const std::string& model) const {
 void Watcher::Push(WatchItem item, const std::string& model) {
   using T = WatchItem::Type;
   auto slot = [](T t) {
-    return t == T::kBookmark ? 1 : t == T::kSettings ? 2 : 0;
+    return t == T::kBookmark   ? 1
+           : t == T::kSettings ? 2
+           : t == T::kGpus     ? 3
+                               : 0;
   };
   auto old = std::find_if(pending_.begin(), pending_.end(), [&](auto& p) {
     return slot(p.item.type) == slot(item.type) && p.model == model;
@@ -135,6 +138,27 @@ void WatchHub::PublishDraining(bool draining) {
   PushToAll(WatchItem::Type::kSettings, nullptr, &draining);
 }
 
+void WatchHub::PublishGpus(std::vector<GpuReport> gpus) {
+  std::vector<std::function<void()>> wakes;
+  {
+    // Under the hub's lock, as PushToAll: the last published is the last
+    // every watcher gets.
+    absl::MutexLock lock(&mu_);
+    gpus_ = std::make_shared<const std::vector<GpuReport>>(std::move(gpus));
+    for (auto& weak : watchers_) {
+      std::shared_ptr<Watcher> w = weak.lock();
+      if (w == nullptr) continue;
+      absl::MutexLock wlock(&w->mu_);
+      if (w->cancelled_ || !w->gpus_) continue;
+      WatchItem item{WatchItem::Type::kGpus, revision_, std::nullopt};
+      item.gpus = gpus_;
+      w->Push(std::move(item), kBookmarkKey);
+      if (w->wake_) wakes.push_back(w->wake_);
+    }
+  }
+  for (auto& wake : wakes) wake();
+}
+
 void WatchHub::PublishBookmark() {
   PushToAll(WatchItem::Type::kBookmark, nullptr, nullptr);
 }
@@ -170,12 +194,13 @@ void WatchHub::PushToAll(
 
 absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Subscribe(
     uint64_t since_revision, std::vector<std::string> models,
-    std::function<void()> wake, bool settings) {
+    std::function<void()> wake, bool settings, bool gpus) {
   auto w = std::make_shared<Watcher>();
   absl::MutexLock lock(&mu_);
   absl::MutexLock wlock(&w->mu_);
   w->models_.insert(models.begin(), models.end());
   w->settings_ = settings;
+  w->gpus_ = gpus;
   w->wake_ = std::move(wake);
   if (since_revision == 0) {
     std::vector<const Change*> snapshot;
@@ -205,6 +230,11 @@ absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Subscribe(
     w->Push(WatchItem{WatchItem::Type::kSettings, revision_, std::nullopt,
                       settings_, draining_},
             kBookmarkKey);
+  }
+  if (gpus && gpus_ != nullptr) {
+    WatchItem item{WatchItem::Type::kGpus, revision_, std::nullopt};
+    item.gpus = gpus_;
+    w->Push(std::move(item), kBookmarkKey);
   }
   w->Push(WatchItem{WatchItem::Type::kBookmark, revision_, std::nullopt},
           kBookmarkKey);

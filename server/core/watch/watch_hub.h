@@ -33,8 +33,18 @@
 
 namespace modelplane::watch {
 
+// A GPU's memory as watchers see it (ListModels' figures).
+struct GpuReport {
+  int index = 0;
+  std::string name;
+  std::string uuid;
+  uint64_t total_bytes = 0;
+  uint64_t used_bytes = 0;
+  bool trusted = true;
+};
+
 struct WatchItem {
-  enum class Type { kAdded, kModified, kDeleted, kBookmark, kSettings };
+  enum class Type { kAdded, kModified, kDeleted, kBookmark, kSettings, kGpus };
   Type type;
   uint64_t revision;
   std::optional<scheduler::ModelView> model;  // Unset for kBookmark.
@@ -43,6 +53,8 @@ struct WatchItem {
   std::shared_ptr<const config::Config> settings = nullptr;
   // kSettings: the manager is draining (it starts no model).
   bool draining = false;
+  // kGpus: every GPU.
+  std::shared_ptr<const std::vector<GpuReport>> gpus = nullptr;
 };
 
 class WatchHub;
@@ -69,6 +81,7 @@ class Watcher {
   absl::Mutex mu_;
   std::set<std::string> models_ ABSL_GUARDED_BY(mu_);  // Empty: all.
   bool settings_ ABSL_GUARDED_BY(mu_) = false;         // Wants kSettings items.
+  bool gpus_ ABSL_GUARDED_BY(mu_) = false;             // Wants kGpus items.
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -93,17 +106,21 @@ class WatchHub {
   // The manager drains (or takes starts again): a kSettings item, with the
   // settings in force, to every watcher that asked for settings.
   void PublishDraining(bool draining);
+  // The GPUs' memory now: a kGpus item to every watcher that asked for
+  // GPUs (the caller decides when it changed enough to tell).
+  void PublishGpus(std::vector<GpuReport> gpus);
 
   // since_revision 0: a snapshot (ADDED per model, by revision), then a
   // BOOKMARK, then changes. Otherwise the changes after it from the history,
   // then a BOOKMARK, then changes; OutOfRange when it is older than the
   // history or newer than the current revision. `models`: canonical ids
   // (empty: all). `settings`: also the settings in force, before that first
-  // BOOKMARK, and every later change of them. `wake` is called (on the
-  // publishing thread) when items arrive; it must not block.
+  // BOOKMARK, and every later change of them; `gpus` likewise the GPUs.
+  // `wake` is called (on the publishing thread) when items arrive; it must
+  // not block.
   absl::StatusOr<std::shared_ptr<Watcher>> Subscribe(
       uint64_t since_revision, std::vector<std::string> models,
-      std::function<void()> wake, bool settings = false);
+      std::function<void()> wake, bool settings = false, bool gpus = false);
 
   uint64_t revision() const;
   // Watchers subscribed and not cancelled (modelmanager's /metrics).
@@ -130,6 +147,7 @@ class WatchHub {
   std::deque<Change> history_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Change> current_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const config::Config> settings_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const std::vector<GpuReport>> gpus_ ABSL_GUARDED_BY(mu_);
   uint64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
   // The revision just before the oldest change in the history.
   uint64_t history_floor_ ABSL_GUARDED_BY(mu_) = 0;

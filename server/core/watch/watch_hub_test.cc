@@ -37,6 +37,15 @@ class WatchHubTest : public ::testing::Test {
                       : item->type == WatchItem::Type::kDeleted  ? "DELETED"
                       : item->type == WatchItem::Type::kSettings ? "SETTINGS"
                                                                  : "BOOKMARK";
+      if (item->gpus != nullptr) {
+        std::string g = "GPUS";
+        for (const GpuReport& r : *item->gpus) {
+          absl::StrAppend(&g, " ", r.index, ":", r.used_bytes, "/",
+                          r.total_bytes, r.trusted ? "" : "!");
+        }
+        out.push_back(absl::StrCat(g, "@", item->revision));
+        continue;
+      }
       if (item->settings != nullptr) {
         out.push_back(absl::StrCat("SETTINGS ", item->settings->start_port,
                                    item->draining ? " draining" : "", "@",
@@ -112,6 +121,46 @@ TEST_F(WatchHubTest, SettingsTravelInTheStreamsOrderToWatchersThatAsk) {
 // A drain travels as settings: to the watchers that asked, with the
 // settings in force; a new watcher gets it with its first settings; a
 // reload's settings keep it.
+std::vector<GpuReport> Gpus(uint64_t used0, uint64_t used1,
+                            bool trusted = true) {
+  std::vector<GpuReport> g(2);
+  g[0].index = 0;
+  g[0].total_bytes = 100;
+  g[0].used_bytes = used0;
+  g[1].index = 1;
+  g[1].total_bytes = 200;
+  g[1].used_bytes = used1;
+  g[1].trusted = trusted;
+  return g;
+}
+
+TEST_F(WatchHubTest, GpusGoToWatchersThatAskTheLatestOnly) {
+  Publish("a", 1, actor::State::kStopped, scheduler::ModelChange::Kind::kAdded);
+  auto none = *hub_.Subscribe(0, {}, nullptr, /*settings=*/true);
+  auto early = *hub_.Subscribe(0, {}, nullptr, false, /*gpus=*/true);
+  // No GPUs published yet: nothing of them in the snapshot.
+  EXPECT_THAT(Drain(*early), ElementsAre("ADDED a@1", "BOOKMARK@1"));
+  int wakes = 0;
+  hub_.PublishGpus(Gpus(10, 20));
+  auto w = *hub_.Subscribe(
+      0, {}, [&] { ++wakes; }, false, /*gpus=*/true);
+  // The GPUs in force, before the first bookmark.
+  EXPECT_THAT(Drain(*w), ElementsAre("ADDED a@1", "GPUS 0:10/100 1:20/200@1",
+                                     "BOOKMARK@1"));
+  hub_.PublishGpus(Gpus(30, 20));
+  Publish("a", 2);
+  hub_.PublishGpus(Gpus(30, 40, /*trusted=*/false));
+  EXPECT_EQ(wakes, 3);
+  // A slow watcher gets the latest GPUs once, after the change before it.
+  EXPECT_THAT(Drain(*w),
+              ElementsAre("MODIFIED a@2", "GPUS 0:30/100 1:40/200!@2"));
+  EXPECT_THAT(Drain(*early),
+              ElementsAre("MODIFIED a@2", "GPUS 0:30/100 1:40/200!@2"));
+  // One that did not ask gets none (its snapshot, not yet read, merged
+  // with the change).
+  EXPECT_THAT(Drain(*none), ElementsAre("ADDED a@2", "BOOKMARK@2"));
+}
+
 TEST_F(WatchHubTest, DrainingTravelsWithTheSettings) {
   hub_.PublishSettings(Settings(5800));
   auto plane = hub_.Subscribe(0, {}, nullptr, /*settings=*/true);
