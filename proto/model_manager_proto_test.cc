@@ -463,14 +463,20 @@ TEST(ModelManagerProtoTest, ModelCarriesEveryDesignField) {
 
 TEST(ModelManagerProtoTest, WatchEventTypes) {
   EXPECT_EQ(WatchEvent::TYPE_UNSPECIFIED, 0);
-  EXPECT_EQ(EnumValueNames(*WatchEvent::Type_descriptor()),
-            Names({"TYPE_UNSPECIFIED", "TYPE_ADDED", "TYPE_MODIFIED",
-                   "TYPE_DELETED", "TYPE_BOOKMARK", "TYPE_SETTINGS"}));
+  EXPECT_EQ(
+      EnumValueNames(*WatchEvent::Type_descriptor()),
+      Names({"TYPE_UNSPECIFIED", "TYPE_ADDED", "TYPE_MODIFIED", "TYPE_DELETED",
+             "TYPE_BOOKMARK", "TYPE_SETTINGS", "TYPE_GPUS"}));
   EXPECT_EQ(WatchEvent::descriptor()->FindFieldByName("model")->message_type(),
             Model::descriptor());
   EXPECT_EQ(
       WatchEvent::descriptor()->FindFieldByName("settings")->message_type(),
       DataPlaneSettings::descriptor());
+  const FieldDescriptor* gpus =
+      WatchEvent::descriptor()->FindFieldByName("gpus");
+  ASSERT_NE(gpus, nullptr);
+  EXPECT_TRUE(gpus->is_repeated());
+  EXPECT_EQ(gpus->message_type(), Gpu::descriptor());
 }
 
 TEST(ModelManagerProtoTest, AcquireRequestCarriesEveryClientMessage) {
