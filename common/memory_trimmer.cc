@@ -4,7 +4,24 @@
 
 #include "absl/time/clock.h"
 
+// jemalloc's control interface when the binary links jemalloc
+// (third_party:jemalloc); null with glibc's malloc (and the sanitizers').
+extern "C" int mallctl(const char* name, void* oldp, size_t* oldlenp,
+                       void* newp, size_t newlen) __attribute__((weak));
+
 namespace modelplane {
+namespace {
+
+void GiveBack() {
+  if (mallctl != nullptr) {
+    // Every arena's unused pages (4096: jemalloc's MALLCTL_ARENAS_ALL).
+    mallctl("arena.4096.purge", nullptr, nullptr, nullptr, 0);
+    return;
+  }
+  malloc_trim(0);
+}
+
+}  // namespace
 
 MemoryTrimmer::MemoryTrimmer(absl::Duration min_interval)
     : min_interval_(min_interval), thread_([this] { Run(); }) {}
@@ -51,7 +68,7 @@ void MemoryTrimmer::Run() {
       absl::MutexLock lock(&mu_);
       requested_ = false;
     }
-    malloc_trim(0);
+    GiveBack();
     last = absl::Now();
     absl::MutexLock lock(&mu_);
     ++trims_;

@@ -4,7 +4,9 @@
 // closed, a large request body): its arenas grow and stay, so a process
 // that served a burst once keeps that footprint for good. malloc_trim(0)
 // returns the free pages of every arena; it walks them all, so it runs on a
-// thread of its own, at most once per `min_interval`.
+// thread of its own, at most once per `min_interval`. In a binary that
+// links jemalloc (modelproxy, modelplane: third_party/jemalloc_conf.cc) the
+// same request purges every jemalloc arena instead.
 //
 //   MemoryTrimmer trimmer;
 //   ... a burst ended:  trimmer.Request();   // Any thread; never blocks.

@@ -141,9 +141,12 @@ absl::Status Proxy::Start() {
     absl::Status free = Worker::CheckPortFree(config_.host, config_.port);
     if (!free.ok()) return free;
   }
-  // Large request bodies are mmapped whatever came before (glibc would
-  // raise its threshold after freeing one and keep the next in its heap for
-  // good), and returned to the system once freed, off the workers' loops.
+  // With glibc's malloc (the sanitizer builds; modelproxy links jemalloc,
+  // whose large allocations are extents of their own, given back on
+  // decay): large request bodies are mmapped whatever came before (glibc
+  // would raise its threshold after freeing one and keep the next in its
+  // heap for good), and returned to the system once freed, off the
+  // workers' loops.
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
   timers_ = std::make_unique<Timers>();
   trimmer_ = std::make_unique<MemoryTrimmer>();

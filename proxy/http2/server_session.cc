@@ -349,7 +349,7 @@ void ServerSession::SubmitHead(int32_t id, int status,
   if (s == nullptr) return;
   // nghttp2 copies the fields it is given: they point into `headers` (or a
   // lower-cased copy of a name that needs one) only for the call.
-  char status_text[16];
+  char status_text[absl::numbers_internal::kFastToBufferSize];
   char* status_end = absl::numbers_internal::FastIntToBuffer(
       static_cast<int32_t>(status), status_text);
   absl::InlinedVector<nghttp2_nv, 16> nva;
@@ -367,7 +367,7 @@ void ServerSession::SubmitHead(int32_t id, int status,
     nva.push_back(Nv(name, value));
   }
   // Never on 1xx and 204 (RFC 9110, 8.6).
-  char length_text[32];
+  char length_text[absl::numbers_internal::kFastToBufferSize];
   if (content_length && status >= 200 && status != 204) {
     char* end =
         absl::numbers_internal::FastIntToBuffer(*content_length, length_text);

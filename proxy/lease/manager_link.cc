@@ -197,17 +197,31 @@ void ManagerLink::Run() {
              }
            }});
     }
+    bool ended_while_up = false;
     {
       absl::MutexLock lock(&mu_);
       if (a != nullptr) {
         acquire_ = std::move(a);
         // Up, unless it ended already: its end stored false before this
-        // store, or sets ended() before this check (ended() is set before
-        // the end's reaction runs), so a stream never stays up ended.
-        acquire_up_.store(true);
-        if (acquire_->ended()) acquire_up_.store(false);
+        // store, or sets ended() before the check below (ended() is set
+        // before the end's reaction runs), so a stream never stays up
+        // ended.
+        if (!acquire_->ended()) {
+          acquire_up_.store(true);
+          if (acquire_->ended()) {
+            acquire_up_.store(false);
+            // Its end may have answered the waiting requests before the
+            // store above, and a request may have queued while it showed
+            // up: they are answered below.
+            ended_while_up = true;
+          }
+        }
       }
       if (w != nullptr) watch_ = std::move(w);
+    }
+    if (ended_while_up) broker_->OnDisconnected();
+    {
+      absl::MutexLock lock(&mu_);
       if (stopping_) {
         // Shutdown came while these started, too early to cancel them: it
         // would wait for them for ever (a SIGTERM right after the start).

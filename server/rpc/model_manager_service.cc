@@ -254,8 +254,8 @@ grpc::ServerUnaryReactor* ModelManagerService::ListModels(
     resp->set_startup_profile(settings.startup_profile());
     if (gpu::Monitor* g = manager_->scheduler().gpu(); g != nullptr) {
       g->Refresh();
-      for (const watch::GpuReport& r : manager_->GpuReports()) {
-        ToProto(r, resp->add_gpus());
+      for (const watch::GpuReport& gpu : manager_->GpuReports()) {
+        ToProto(gpu, resp->add_gpus());
       }
     }
     resp->mutable_upstream_ignore_paths()->Swap(
