@@ -2,8 +2,8 @@
 // read by jemalloc at its start: this definition takes the place of the
 // library's weak one.
 //
-// - background_thread: a thread of jemalloc's own gives unused pages back
-//   to the system, not the threads that allocate (the proxy's workers);
+// - background_thread, one: a thread of jemalloc's own gives unused pages
+//   back to the system, not the threads that allocate (the workers);
 // - dirty_decay_ms 1000: pages freed go back within about a second (the
 //   default, 10 s, keeps a burst's memory that long, and only while the
 //   same arena allocates again); muzzy_decay_ms 0: released at once
@@ -15,5 +15,6 @@ extern "C" {
 // NOLINTNEXTLINE: the name and type jemalloc looks for.
 extern const char* const malloc_conf;
 const char* const malloc_conf =
-    "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
+    "background_thread:true,max_background_threads:1,dirty_decay_ms:1000,"
+    "muzzy_decay_ms:0";
 }
