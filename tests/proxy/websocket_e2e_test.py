@@ -308,10 +308,10 @@ class WebSocketTest(unittest.TestCase):
         s, r, head, _ = handshake(self.p.port, "/upstream/echo/ws")
         self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
         r.frame()  # hello
-        status, _, _ = self.p.request(
+        status, _, body = self.p.request(
             "POST", "/v1/chat/completions", {"model": "other", "messages": []},
             timeout=60)
-        self.assertEqual(status, 200)
+        self.assertEqual(status, 200, body)
         self.assertTrue(r.closed())
         s.close()
         self.assertTrue(wait_for(lambda: self.in_flight() == 0, 10))
