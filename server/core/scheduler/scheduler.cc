@@ -703,6 +703,7 @@ void Scheduler::StartActor(Slot& s, absl::Status refuse) {
     Activity activity(this);
     Slot* slot = Find(id);
     if (slot == nullptr) return;
+    slot->waking = false;
     if (status.ok()) {
       ClearBackoff(*slot);
       slot->oom_retried = false;
@@ -717,6 +718,7 @@ void Scheduler::StartActor(Slot& s, absl::Status refuse) {
     SchedulePump();
   };
   if (refuse.ok()) {
+    s.waking = s.actor->status().state == State::kSleeping;
     s.actor->Start(std::move(done));
   } else {
     s.actor->RefuseStart(std::move(done), refuse);

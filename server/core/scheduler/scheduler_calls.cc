@@ -76,7 +76,10 @@ void Scheduler::CancelWait(WaiterId waiter) {
 }
 
 void Scheduler::MaybeAbortAbandonedStart(Slot& s) {
-  if (!options_.abort_abandoned_starts) return;
+  // A wake goes on: stopping it would end the process its sleep kept (the
+  // cost of a cold start next time); woken, it is an idle model that the
+  // rules may put to sleep again.
+  if (!options_.abort_abandoned_starts || s.waking) return;
   if (s.actor->status().state != State::kStarting || s.queued > 0 ||
       !s.ready_waiters.empty() || !s.holders.empty()) {
     return;

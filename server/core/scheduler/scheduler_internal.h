@@ -69,6 +69,9 @@ struct Scheduler::Slot {
   // idle models (evicted for it) are gone.
   bool oom_retried = false;
   std::vector<std::string> oom_victims;
+  // Its current start is a wake (it was SLEEPING): one nobody waits for
+  // any more still completes (MaybeAbortAbandonedStart).
+  bool waking = false;
   // Its process group while it had one (the driver wait after its stop).
   int gpu_pid = 0;
   bool memory_unseen_said = false;  // The warning, once per start.

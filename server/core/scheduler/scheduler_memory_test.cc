@@ -381,6 +381,49 @@ TEST_F(MemoryTest, AnEvictionPutsItToSleepAndARequestWakesIt) {
   EXPECT_EQ(Spawns("a"), 1) << "woken, not started";
 }
 
+TEST_F(MemoryTest, AnAbandonedWakeCompletesInsteadOfStoppingTheProcess) {
+  LoadWithGpus(kSleepers, {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 6000);
+  Release(c, &rc, "a");
+  int pid_a = Proc("a")->pid;
+  Acquire(c, "b");
+  AnswersSleep("a");
+  Allocates("b", 6000);
+  Healthy("b");
+  Release(c, &rc, "b");
+  // A request wakes a, then its client leaves before a is ready.
+  RecordingClient gone;
+  ClientId g = Connect(&gone);
+  Acquire(g, "a");
+  AnswersSleep("b");
+  ASSERT_EQ(StateOf("a"), State::kStarting);
+  scheduler_->Disconnect(g);
+  Settle();
+  EXPECT_EQ(StateOf("a"), State::kStarting) << "the wake goes on";
+  EXPECT_TRUE(Proc("a")->signals.empty());
+  int port_a = scheduler_->Get("a")->config->port;
+  ASSERT_TRUE(prober_.AnswerUrl(
+      absl::StrCat("POST http://localhost:", port_a, "/wake_up"), 200));
+  table_->snap.processes.push_back(gpu::GpuProcess{pid_a, 0, 6000 * kMiB});
+  table_->snap.gpus[0].used_bytes += 6000 * kMiB;
+  Healthy("a");
+  EXPECT_EQ(StateOf("a"), State::kReady) << "idle, for the next request";
+  EXPECT_EQ(Proc("a")->pid, pid_a);
+  // A cold start nobody waits for is still stopped.
+  scheduler_->Stop("b", false, [](auto) {});
+  Exits("b");
+  Settle();
+  ClientId g2 = Connect(&gone);
+  Acquire(g2, "b");
+  AnswersSleep("a");  // Idle a makes room, asleep.
+  ASSERT_EQ(StateOf("b"), State::kStarting);
+  scheduler_->Disconnect(g2);
+  Settle();
+  EXPECT_EQ(StateOf("b"), State::kStopping);
+}
+
 TEST_F(MemoryTest, AStopOfASleepingModelStopsItsProcess) {
   LoadWithGpus(kSleepers, {10240});
   RecordingClient rc;
