@@ -247,22 +247,33 @@ void ModelActor::BeginStart() {
   process_ = *std::move(p);
   status_.pid = process_->pid();
   started_at_ = env_.clock->Now();
+  OpenRun("started", FailureReason::kHealthCheckTimeout, "not ready");
+  Touch();
+  AwaitReadiness();
+}
+
+void ModelActor::OpenRun(const char* verb, FailureReason late,
+                         const char* late_what) {
   // Where this run's output begins (`mpctl logs` shows one run after
   // another in the same buffer).
-  Mark(absl::StrCat("[modelplane] ---- ", config_.id, " started, pid ",
+  Mark(absl::StrCat("[modelplane] ---- ", config_.id, " ", verb, ", pid ",
                     status_.pid, ", at ", Stamp(started_at_), " ----"));
   run_offset_ = log_->end_offset();
-  Touch();
-  start_deadline_ = env_.clock->Now() + config_.health_check_timeout;
-  deadline_timer_ = env_.clock->After(config_.health_check_timeout, [this] {
-    // The last check's answer says why (a refused connection, a failed
-    // TLS handshake, a 503).
-    FailStart(
-        FailureReason::kHealthCheckTimeout, std::nullopt,
-        absl::StrCat("not ready within healthCheckTimeout (",
-                     absl::FormatDuration(config_.health_check_timeout), ")",
-                     last_probe_.empty() ? "" : "; last check: ", last_probe_));
-  });
+  start_deadline_ = started_at_ + config_.health_check_timeout;
+  deadline_timer_ =
+      env_.clock->After(config_.health_check_timeout, [this, late, late_what] {
+        // The last check's answer says why (a refused connection, a failed
+        // TLS handshake, a 503).
+        FailStart(
+            late, std::nullopt,
+            absl::StrCat(
+                late_what, " within healthCheckTimeout (",
+                absl::FormatDuration(config_.health_check_timeout), ")",
+                last_probe_.empty() ? "" : "; last check: ", last_probe_));
+      });
+}
+
+void ModelActor::AwaitReadiness() {
   if (config_.check_endpoint.empty()) {
     BecomeReady();
     return;

@@ -204,6 +204,12 @@ class ModelActor : private ProcessObserver {
   void BeginStart();
   // From SLEEPING: the wake action, then the readiness checks of a start.
   void BeginWake();
+  // A start or a wake from started_at_ on: its mark in the log ("started",
+  // "waking"), and its bound (healthCheckTimeout), past which it fails
+  // with `late` ("not ready ...", "not awake ...").
+  void OpenRun(const char* verb, FailureReason late, const char* late_what);
+  // The readiness checks (none: READY at once).
+  void AwaitReadiness();
   // Runs `action` (POST its endpoint to the upstream, or its command with
   // ${PID}); `done` gets OK for a 2xx or exit 0. Replaces one in flight.
   void RunAction(const config::ModelConfig::Action& action, const char* what,

@@ -122,18 +122,8 @@ void ModelActor::BeginWake() {
   reprobe_ = false;
   partial_line_.clear();
   started_at_ = env_.clock->Now();
-  Mark(absl::StrCat("[modelplane] ---- ", config_.id, " waking, pid ",
-                    status_.pid, ", at ", Stamp(started_at_), " ----"));
-  run_offset_ = log_->end_offset();
   // The start's bound covers the wake action too.
-  start_deadline_ = started_at_ + config_.health_check_timeout;
-  deadline_timer_ = env_.clock->After(config_.health_check_timeout, [this] {
-    FailStart(
-        FailureReason::kWakeFailed, std::nullopt,
-        absl::StrCat("not awake within healthCheckTimeout (",
-                     absl::FormatDuration(config_.health_check_timeout), ")",
-                     last_probe_.empty() ? "" : "; last check: ", last_probe_));
-  });
+  OpenRun("waking", FailureReason::kWakeFailed, "not awake");
   last_probe_.clear();
   RunAction(config_.wake, "wake", [this](absl::Status status) {
     if (status_.state != State::kStarting) return;
@@ -142,12 +132,7 @@ void ModelActor::BeginWake() {
                 std::string(status.message()));
       return;
     }
-    if (config_.check_endpoint.empty()) {
-      BecomeReady();
-      return;
-    }
-    next_probe_delay_ = kFirstProbeDelay;
-    ScheduleProbe(kFirstProbeDelay);
+    AwaitReadiness();
   });
 }
 

@@ -83,6 +83,14 @@ class MemoryTest : public SchedulerTest {
         status));
     Settle();
   }
+  // A sleeping `model`'s server answers the wake POST, its process taking
+  // `mib` of GPU 0 again.
+  void AnswersWake(const std::string& model, uint64_t mib) {
+    int port = scheduler_->Get(model)->config->port;
+    ASSERT_TRUE(prober_.AnswerUrl(
+        absl::StrCat("POST http://localhost:", port, "/wake_up"), 200));
+    Allocates(model, mib);
+  }
   // An evicted model's process exits as asked, and its memory is free.
   void StopsAndFrees(const std::string& model) {
     Frees(model);
@@ -370,11 +378,7 @@ TEST_F(MemoryTest, AnEvictionPutsItToSleepAndARequestWakesIt) {
   Acquire(c, "a");
   AnswersSleep("b");
   EXPECT_EQ(StateOf("b"), State::kSleeping);
-  int port_a = scheduler_->Get("a")->config->port;
-  ASSERT_TRUE(prober_.AnswerUrl(
-      absl::StrCat("POST http://localhost:", port_a, "/wake_up"), 200));
-  table_->snap.processes.push_back(gpu::GpuProcess{pid_a, 0, 6000 * kMiB});
-  table_->snap.gpus[0].used_bytes += 6000 * kMiB;
+  AnswersWake("a", 6000);
   Healthy("a");
   EXPECT_EQ(StateOf("a"), State::kReady);
   EXPECT_EQ(Proc("a")->pid, pid_a);
@@ -403,11 +407,7 @@ TEST_F(MemoryTest, AnAbandonedWakeCompletesInsteadOfStoppingTheProcess) {
   Settle();
   EXPECT_EQ(StateOf("a"), State::kStarting) << "the wake goes on";
   EXPECT_TRUE(Proc("a")->signals.empty());
-  int port_a = scheduler_->Get("a")->config->port;
-  ASSERT_TRUE(prober_.AnswerUrl(
-      absl::StrCat("POST http://localhost:", port_a, "/wake_up"), 200));
-  table_->snap.processes.push_back(gpu::GpuProcess{pid_a, 0, 6000 * kMiB});
-  table_->snap.gpus[0].used_bytes += 6000 * kMiB;
+  AnswersWake("a", 6000);
   Healthy("a");
   EXPECT_EQ(StateOf("a"), State::kReady) << "idle, for the next request";
   EXPECT_EQ(Proc("a")->pid, pid_a);

@@ -139,24 +139,8 @@ void WatchHub::PublishDraining(bool draining) {
 }
 
 void WatchHub::PublishGpus(std::vector<GpuReport> gpus) {
-  std::vector<std::function<void()>> wakes;
-  {
-    // Under the hub's lock, as PushToAll: the last published is the last
-    // every watcher gets.
-    absl::MutexLock lock(&mu_);
-    gpus_ = std::make_shared<const std::vector<GpuReport>>(std::move(gpus));
-    for (auto& weak : watchers_) {
-      std::shared_ptr<Watcher> w = weak.lock();
-      if (w == nullptr) continue;
-      absl::MutexLock wlock(&w->mu_);
-      if (w->cancelled_ || !w->gpus_) continue;
-      WatchItem item{WatchItem::Type::kGpus, revision_, std::nullopt};
-      item.gpus = gpus_;
-      w->Push(std::move(item), kBookmarkKey);
-      if (w->wake_) wakes.push_back(w->wake_);
-    }
-  }
-  for (auto& wake : wakes) wake();
+  auto list = std::make_shared<const std::vector<GpuReport>>(std::move(gpus));
+  PushToAll(WatchItem::Type::kGpus, nullptr, nullptr, &list);
 }
 
 void WatchHub::PublishBookmark() {
@@ -166,8 +150,10 @@ void WatchHub::PublishBookmark() {
 void WatchHub::PushToAll(
     WatchItem::Type type,
     const std::shared_ptr<const config::Config>* new_settings,
-    const bool* new_draining) {
+    const bool* new_draining,
+    const std::shared_ptr<const std::vector<GpuReport>>* new_gpus) {
   bool is_settings = type == WatchItem::Type::kSettings;
+  bool is_gpus = type == WatchItem::Type::kGpus;
   std::vector<std::function<void()>> wakes;
   {
     // The change, and its pushes to the watchers, under the hub's lock (as
@@ -176,6 +162,7 @@ void WatchHub::PushToAll(
     absl::MutexLock lock(&mu_);
     if (new_settings != nullptr) settings_ = *new_settings;
     if (new_draining != nullptr) draining_ = *new_draining;
+    if (new_gpus != nullptr) gpus_ = *new_gpus;
     std::shared_ptr<const config::Config> settings =
         is_settings ? settings_ : nullptr;
     bool draining = is_settings && draining_;
@@ -183,9 +170,13 @@ void WatchHub::PushToAll(
       std::shared_ptr<Watcher> w = weak.lock();
       if (w == nullptr) continue;
       absl::MutexLock wlock(&w->mu_);
-      if (w->cancelled_ || (is_settings && !w->settings_)) continue;
-      w->Push(WatchItem{type, revision_, std::nullopt, settings, draining},
-              kBookmarkKey);
+      if (w->cancelled_ || (is_settings && !w->settings_) ||
+          (is_gpus && !w->gpus_)) {
+        continue;
+      }
+      WatchItem item{type, revision_, std::nullopt, settings, draining};
+      if (is_gpus) item.gpus = gpus_;
+      w->Push(std::move(item), kBookmarkKey);
       if (w->wake_) wakes.push_back(w->wake_);
     }
   }

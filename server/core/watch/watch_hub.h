@@ -134,12 +134,14 @@ class WatchHub {
     scheduler::ModelView view;
   };
 
-  // A bookmark, or the settings (to the watchers that asked), to every
-  // watcher.
-  // `new_settings`, `new_draining`: the state changed first (null: kept).
-  void PushToAll(WatchItem::Type type,
-                 const std::shared_ptr<const config::Config>* new_settings,
-                 const bool* new_draining);
+  // A bookmark, or the settings or the GPUs (to the watchers that asked),
+  // to every watcher. `new_settings`, `new_draining`, `new_gpus`: the state
+  // changed first (null: kept).
+  void PushToAll(
+      WatchItem::Type type,
+      const std::shared_ptr<const config::Config>* new_settings,
+      const bool* new_draining,
+      const std::shared_ptr<const std::vector<GpuReport>>* new_gpus = nullptr);
 
   mutable absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
