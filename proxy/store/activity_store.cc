@@ -1,72 +1,80 @@
 #include "proxy/store/activity_store.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
+#include "common/json_string.h"
+#include "proxy/store/activity_records.h"
 
 namespace modelplane::proxy::store {
 namespace {
 
-// The schema: llama-swap's fields (tokens, cached and draft tokens, prompt
-// and generation speed, duration, status, error) and modelplane's (node,
-// time to first token, queue and load waits). Nullable where the model may
-// not report it.
+// The schema: a row per batch of entries (activity_records.h: `records`,
+// one JSON array), its id range and entry count, and the distinct models
+// and statuses in it (JSON arrays) that let a filtered query pass it by
+// without reading its entries. `max_id` orders the batches: the ids of two
+// batches may interleave (workers hand theirs over independently), their
+// largest ids never coincide.
 constexpr char kSchema[] =
-    "CREATE TABLE IF NOT EXISTS activity ("
-    " id INTEGER PRIMARY KEY,"
-    " unix_ms INTEGER NOT NULL,"
-    " model TEXT NOT NULL,"
-    " node TEXT NOT NULL,"
-    " path TEXT NOT NULL,"
-    " status INTEGER NOT NULL,"
-    " input_tokens INTEGER,"
-    " output_tokens INTEGER,"
-    " cached_tokens INTEGER,"
-    " draft_tokens INTEGER,"
-    " draft_accepted_tokens INTEGER,"
-    " prompt_tokens_per_second REAL,"
-    " tokens_per_second REAL,"
-    " time_to_first_token_ms REAL,"
-    " queue_wait_ms REAL,"
-    " load_wait_ms REAL,"
-    " duration_ms REAL NOT NULL,"
-    " error TEXT);"
-    "CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id);"
-    // Errors only: a status filter finds rare ones without a scan, and a
-    // request that succeeded costs no entry here (a filter on 200 walks the
-    // table from its newest row, where nearly every row matches).
-    "CREATE INDEX IF NOT EXISTS activity_error ON activity (status, id) "
-    "WHERE status != 200;";
+    "CREATE TABLE IF NOT EXISTS activity_batch ("
+    " seq INTEGER PRIMARY KEY,"
+    " min_id INTEGER NOT NULL,"
+    " max_id INTEGER NOT NULL,"
+    " count INTEGER NOT NULL,"
+    " models TEXT NOT NULL,"
+    " statuses TEXT NOT NULL,"
+    " records TEXT NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS activity_batch_max ON activity_batch "
+    "(max_id);"
+    // llama-swap's fields (tokens, cached and draft tokens, prompt and
+    // generation speed, duration, status, error) and modelplane's (node,
+    // time to first token, queue and load waits), one row per entry, for
+    // people with the sqlite3 shell.
+    "CREATE VIEW IF NOT EXISTS activity AS SELECT"
+    " r.value ->> '$[0]' AS id,"
+    " r.value ->> '$[1]' AS unix_ms,"
+    " r.value ->> '$[2]' AS model,"
+    " r.value ->> '$[3]' AS node,"
+    " r.value ->> '$[4]' AS path,"
+    " r.value ->> '$[5]' AS status,"
+    " r.value ->> '$[6]' AS input_tokens,"
+    " r.value ->> '$[7]' AS output_tokens,"
+    " r.value ->> '$[8]' AS cached_tokens,"
+    " r.value ->> '$[9]' AS draft_tokens,"
+    " r.value ->> '$[10]' AS draft_accepted_tokens,"
+    " r.value ->> '$[11]' AS prompt_tokens_per_second,"
+    " r.value ->> '$[12]' AS tokens_per_second,"
+    " r.value ->> '$[13]' AS time_to_first_token_ms,"
+    " r.value ->> '$[14]' AS queue_wait_ms,"
+    " r.value ->> '$[15]' AS load_wait_ms,"
+    " r.value ->> '$[16]' AS duration_ms,"
+    " r.value ->> '$[17]' AS error"
+    " FROM activity_batch b, json_each(b.records) r;";
 
-// PRAGMA user_version of the schema above.
-constexpr int kSchemaVersion = 1;
+// PRAGMA user_version of the schema above. Version 1 (a row per entry in
+// a table `activity`) is converted when opened.
+constexpr int kSchemaVersion = 2;
 
-constexpr char kColumns[] =
+// Version 1's columns, in the order of a record's fields.
+constexpr char kV1Columns[] =
     "id, unix_ms, model, node, path, status, input_tokens, output_tokens, "
     "cached_tokens, draft_tokens, draft_accepted_tokens, "
     "prompt_tokens_per_second, tokens_per_second, time_to_first_token_ms, "
     "queue_wait_ms, load_wait_ms, duration_ms, error";
 
+constexpr size_t kBatchEntries = 256;
+
 std::string Error(sqlite3* db) { return sqlite3_errmsg(db); }
-
-void BindInt(sqlite3_stmt* s, int i, const std::optional<uint64_t>& v) {
-  if (v) {
-    sqlite3_bind_int64(s, i, static_cast<sqlite3_int64>(*v));
-  } else {
-    sqlite3_bind_null(s, i);
-  }
-}
-
-void BindReal(sqlite3_stmt* s, int i, const std::optional<double>& v) {
-  if (v) {
-    sqlite3_bind_double(s, i, *v);
-  } else {
-    sqlite3_bind_null(s, i);
-  }
-}
 
 std::string Text(sqlite3_stmt* s, int i) {
   const unsigned char* t = sqlite3_column_text(s, i);
@@ -81,6 +89,39 @@ std::optional<uint64_t> Int(sqlite3_stmt* s, int i) {
 std::optional<double> Real(sqlite3_stmt* s, int i) {
   if (sqlite3_column_type(s, i) == SQLITE_NULL) return std::nullopt;
   return sqlite3_column_double(s, i);
+}
+
+// Whether a batch's statuses (a JSON array of numbers) list `status`.
+bool StatusListed(absl::string_view list, int status) {
+  for (absl::string_view item : absl::StrSplit(
+           absl::StripPrefix(absl::StripSuffix(list, "]"), "["), ',')) {
+    int v = 0;
+    if (absl::SimpleAtoi(item, &v) && v == status) return true;
+  }
+  return false;
+}
+
+answers::ActivityEntry EntryOfV1Row(sqlite3_stmt* s) {
+  answers::ActivityEntry e;
+  e.id = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
+  e.unix_ms = sqlite3_column_int64(s, 1);
+  e.model = Text(s, 2);
+  e.node = Text(s, 3);
+  e.path = Text(s, 4);
+  e.status = sqlite3_column_int(s, 5);
+  e.input_tokens = Int(s, 6);
+  e.output_tokens = Int(s, 7);
+  e.cached_tokens = Int(s, 8);
+  e.draft_tokens = Int(s, 9);
+  e.draft_accepted_tokens = Int(s, 10);
+  e.prompt_tokens_per_second = Real(s, 11);
+  e.tokens_per_second = Real(s, 12);
+  e.time_to_first_token_ms = Real(s, 13);
+  e.queue_wait_ms = Real(s, 14);
+  e.load_wait_ms = Real(s, 15);
+  e.duration_ms = sqlite3_column_double(s, 16);
+  e.error = Text(s, 17);
+  return e;
 }
 
 }  // namespace
@@ -125,7 +166,8 @@ absl::StatusOr<std::unique_ptr<ActivityStore>> ActivityStore::Open(
     }
     sqlite3_finalize(v);
   }
-  if (rc == SQLITE_OK && version != 0 && version != kSchemaVersion) {
+  if (rc == SQLITE_OK && version != 0 && version != 1 &&
+      version != kSchemaVersion) {
     sqlite3_close(db);
     return absl::FailedPreconditionError(
         absl::StrCat("the activity store ", path, " has schema version ",
@@ -133,8 +175,17 @@ absl::StatusOr<std::unique_ptr<ActivityStore>> ActivityStore::Open(
                      ": move it away (or point store.path "
                      "elsewhere)"));
   }
+  // Version 1's table goes (its rows converted below) before the view
+  // takes its name.
+  if (rc == SQLITE_OK && version == 1) {
+    rc = sqlite3_exec(db,
+                      "BEGIN; ALTER TABLE activity RENAME TO activity_v1;"
+                      " DROP INDEX IF EXISTS activity_model;"
+                      " DROP INDEX IF EXISTS activity_error;",
+                      nullptr, nullptr, &err);
+  }
   if (rc == SQLITE_OK) rc = sqlite3_exec(db, kSchema, nullptr, nullptr, &err);
-  if (rc == SQLITE_OK && version == 0) {
+  if (rc == SQLITE_OK && version != kSchemaVersion) {
     rc = sqlite3_exec(
         db, absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str(),
         nullptr, nullptr, &err);
@@ -151,25 +202,38 @@ absl::StatusOr<std::unique_ptr<ActivityStore>> ActivityStore::Open(
   }
   auto store =
       std::unique_ptr<ActivityStore>(new ActivityStore(path, db, max_rows));
+  if (sqlite3_prepare_v2(
+          db,
+          "INSERT INTO activity_batch (min_id, max_id, count, models, "
+          "statuses, records) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+          -1, &store->insert_, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(
+          db,
+          "UPDATE activity_batch SET min_id = ?1, max_id = ?2, count = ?3, "
+          "models = ?4, statuses = ?5, records = ?6 WHERE seq = ?7",
+          -1, &store->update_, nullptr) != SQLITE_OK) {
+    return absl::InternalError(
+        absl::StrCat("activity store ", path, ": ", Error(db)));
+  }
+  if (version == 1) {
+    absl::Status converted = store->MigrateFromV1();
+    if (!converted.ok()) return converted;
+  }
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v2(db,
-                         "SELECT COALESCE(MAX(id), 0), COUNT(*) FROM "
-                         "activity",
+                         "SELECT COALESCE(MAX(max_id), 0), "
+                         "COALESCE(SUM(count), 0) FROM activity_batch",
                          -1, &s, nullptr) == SQLITE_OK &&
       sqlite3_step(s) == SQLITE_ROW) {
     store->max_id_ = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
     store->rows_ = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
   }
   sqlite3_finalize(s);
-  std::string insert =
-      absl::StrCat("INSERT OR IGNORE INTO activity (", kColumns,
-                   ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-  if (sqlite3_prepare_v2(db, insert.c_str(), -1, &store->insert_, nullptr) !=
-      SQLITE_OK) {
-    return absl::InternalError(
-        absl::StrCat("activity store ", path, ": ", Error(db)));
-  }
-  store->thread_ = std::thread([s = store.get()] { s->Run(); });
+  store->thread_ = std::thread([s = store.get()] {
+    // Named for top -H and the activity bench, which reads its CPU time.
+    pthread_setname_np(pthread_self(), "activity-store");
+    s->Run();
+  });
   return store;
 }
 
@@ -184,6 +248,7 @@ ActivityStore::~ActivityStore() {
   }
   if (thread_.joinable()) thread_.join();
   sqlite3_finalize(insert_);
+  sqlite3_finalize(update_);
   sqlite3_close(db_);
 }
 
@@ -270,51 +335,154 @@ void ActivityStore::Run() {
   }
 }
 
+size_t ActivityStore::BatchCap() const {
+  return static_cast<size_t>(
+      std::clamp<uint64_t>(cap_max_rows_ / 64, 1, kBatchEntries));
+}
+
 void ActivityStore::Write(std::vector<answers::ActivityEntry>* batch) {
-  // One transaction per batch (the WAL is written once for all of them).
+  {
+    absl::MutexLock lock(&mu_);
+    cap_max_rows_ = max_rows_;
+  }
+  // Oldest first (pointers sorted: an entry is a dozen fields to move);
+  // ids at or below the largest stored at the open are the ones already
+  // there.
+  std::vector<const answers::ActivityEntry*> sorted;
+  sorted.reserve(batch->size());
+  for (const answers::ActivityEntry& e : *batch) {
+    if (e.id > max_id_) sorted.push_back(&e);
+  }
+  if (sorted.empty()) return;
+  auto older = [](const answers::ActivityEntry* a,
+                  const answers::ActivityEntry* b) { return a->id < b->id; };
+  if (!std::is_sorted(sorted.begin(), sorted.end(), older)) {
+    std::sort(sorted.begin(), sorted.end(), older);
+  }
+  // One transaction per batch (the WAL is written once for all of it).
   if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
     Failed("begin");
     return;
   }
-  for (const answers::ActivityEntry& e : *batch) {
-    sqlite3_stmt* s = insert_;
+  bool ok = Append(sorted);
+  if (ok &&
+      sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) {
+    rows_ += sorted.size();
+    return;
+  }
+  Failed(ok ? "commit" : "insert");
+  sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  // The open batch's row may be gone with the transaction: the next
+  // entries start a row of their own.
+  open_ = OpenBatch();
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT COALESCE(SUM(count), 0) FROM activity_batch",
+                         -1, &s, nullptr) == SQLITE_OK &&
+      sqlite3_step(s) == SQLITE_ROW) {
+    rows_ = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
+  }
+  sqlite3_finalize(s);
+}
+
+bool ActivityStore::Append(
+    const std::vector<const answers::ActivityEntry*>& sorted) {
+  const size_t cap = BatchCap();
+  size_t i = 0;
+  while (i < sorted.size()) {
+    if (open_.seq != 0 && open_.count >= cap) open_ = OpenBatch();
+    OpenBatch& b = open_;
+    size_t take = std::min(cap - b.count, sorted.size() - i);
+    for (size_t k = i; k < i + take; ++k) {
+      const answers::ActivityEntry& e = *sorted[k];
+      if (b.count == 0) {
+        b.min_id = b.max_id = e.id;
+      } else {
+        b.min_id = std::min(b.min_id, e.id);
+        b.max_id = std::max(b.max_id, e.id);
+        b.records.push_back(',');
+      }
+      ++b.count;
+      AppendRecord(e, &b.records);
+      if (std::find(b.models.begin(), b.models.end(), e.model) ==
+          b.models.end()) {
+        b.models.push_back(e.model);
+      }
+      if (std::find(b.statuses.begin(), b.statuses.end(), e.status) ==
+          b.statuses.end()) {
+        b.statuses.push_back(e.status);
+      }
+    }
+    i += take;
+    std::string models = "[";
+    for (const std::string& m : b.models) {
+      if (models.size() > 1) models.push_back(',');
+      models.push_back('"');
+      AppendJsonEscaped(m, &models);
+      models.push_back('"');
+    }
+    models.push_back(']');
+    std::string statuses = "[";
+    for (int st : b.statuses) {
+      if (statuses.size() > 1) statuses.push_back(',');
+      absl::StrAppend(&statuses, st);
+    }
+    statuses.push_back(']');
+    std::string records = absl::StrCat("[", b.records, "]");
+    sqlite3_stmt* s = b.seq == 0 ? insert_ : update_;
     sqlite3_reset(s);
-    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(e.id));
-    sqlite3_bind_int64(s, 2, e.unix_ms);
-    sqlite3_bind_text(s, 3, e.model.data(), static_cast<int>(e.model.size()),
+    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(b.min_id));
+    sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(b.max_id));
+    sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(b.count));
+    sqlite3_bind_text(s, 4, models.data(), static_cast<int>(models.size()),
                       SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, e.node.data(), static_cast<int>(e.node.size()),
+    sqlite3_bind_text(s, 5, statuses.data(), static_cast<int>(statuses.size()),
                       SQLITE_STATIC);
-    sqlite3_bind_text(s, 5, e.path.data(), static_cast<int>(e.path.size()),
+    sqlite3_bind_text(s, 6, records.data(), static_cast<int>(records.size()),
                       SQLITE_STATIC);
-    sqlite3_bind_int(s, 6, e.status);
-    BindInt(s, 7, e.input_tokens);
-    BindInt(s, 8, e.output_tokens);
-    BindInt(s, 9, e.cached_tokens);
-    BindInt(s, 10, e.draft_tokens);
-    BindInt(s, 11, e.draft_accepted_tokens);
-    BindReal(s, 12, e.prompt_tokens_per_second);
-    BindReal(s, 13, e.tokens_per_second);
-    BindReal(s, 14, e.time_to_first_token_ms);
-    BindReal(s, 15, e.queue_wait_ms);
-    BindReal(s, 16, e.load_wait_ms);
-    sqlite3_bind_double(s, 17, e.duration_ms);
-    if (e.error.empty()) {
-      sqlite3_bind_null(s, 18);
-    } else {
-      sqlite3_bind_text(s, 18, e.error.data(), static_cast<int>(e.error.size()),
-                        SQLITE_STATIC);
-    }
-    if (sqlite3_step(s) != SQLITE_DONE) {
-      Failed("insert");
-    } else {
-      rows_ += static_cast<uint64_t>(sqlite3_changes(db_));  // 0: kept.
-    }
+    if (b.seq != 0) sqlite3_bind_int64(s, 7, b.seq);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);  // Lets go of the bound texts.
+    if (rc != SQLITE_DONE) return false;
+    if (b.seq == 0) b.seq = sqlite3_last_insert_rowid(db_);
   }
-  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-    Failed("commit");
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  return true;
+}
+
+absl::Status ActivityStore::MigrateFromV1() {
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(
+          db_,
+          absl::StrCat("SELECT ", kV1Columns, " FROM activity_v1 ORDER BY id")
+              .c_str(),
+          -1, &s, nullptr) != SQLITE_OK) {
+    return absl::InternalError(
+        absl::StrCat("activity store ", path_, ": converting: ", Error(db_)));
   }
+  std::vector<answers::ActivityEntry> chunk;
+  auto append = [this, &chunk] {
+    std::vector<const answers::ActivityEntry*> sorted;
+    for (const answers::ActivityEntry& e : chunk) sorted.push_back(&e);
+    bool ok = Append(sorted);
+    chunk.clear();
+    return ok;
+  };
+  bool ok = true;
+  int rc;
+  while (ok && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+    chunk.push_back(EntryOfV1Row(s));
+    if (chunk.size() == 4096) ok = append();
+  }
+  sqlite3_finalize(s);
+  if (ok && rc == SQLITE_DONE && append() &&
+      sqlite3_exec(db_, "DROP TABLE activity_v1; COMMIT", nullptr, nullptr,
+                   nullptr) == SQLITE_OK) {
+    open_ = OpenBatch();  // Its last row is full enough; new ones start anew.
+    return absl::OkStatus();
+  }
+  return absl::InternalError(
+      absl::StrCat("activity store ", path_,
+                   ": converting its version 1 rows: ", Error(db_)));
 }
 
 void ActivityStore::Failed(const char* what) {
@@ -340,71 +508,94 @@ void ActivityStore::Prune() {
     absl::MutexLock lock(&mu_);
     max_rows = max_rows_;
   }
-  // Past the bound by 1 % (at least one batch's worth): the oldest go, in
-  // one statement, down to the bound.
+  // Past the bound by 1 %: the oldest batches go, in one statement, as
+  // long as at least the bound is left (a batch is at most 1/64 of it).
   if (rows_ <= max_rows + max_rows / 100) return;
   sqlite3_stmt* s = nullptr;
+  uint64_t gone = 0;
+  int64_t cut = -1;
   if (sqlite3_prepare_v2(db_,
-                         "DELETE FROM activity WHERE id <= (SELECT id FROM "
-                         "activity ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                         "SELECT max_id, count FROM activity_batch ORDER BY "
+                         "max_id",
                          -1, &s, nullptr) == SQLITE_OK) {
-    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(max_rows));
+    while (sqlite3_step(s) == SQLITE_ROW) {
+      uint64_t count = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
+      if (rows_ - gone - count < max_rows || count > rows_ - gone) break;
+      gone += count;
+      cut = sqlite3_column_int64(s, 0);
+    }
+  }
+  sqlite3_finalize(s);
+  if (cut < 0) return;
+  if (sqlite3_prepare_v2(db_, "DELETE FROM activity_batch WHERE max_id <= ?",
+                         -1, &s, nullptr) == SQLITE_OK) {
+    sqlite3_bind_int64(s, 1, cut);
     if (sqlite3_step(s) == SQLITE_DONE) {
-      uint64_t gone = static_cast<uint64_t>(sqlite3_changes(db_));
-      rows_ = rows_ > gone ? rows_ - gone : 0;
+      rows_ -= gone;
+      if (open_.seq != 0 && open_.max_id <= static_cast<uint64_t>(cut)) {
+        open_ = OpenBatch();
+      }
     }
   }
   sqlite3_finalize(s);
 }
 
 absl::StatusOr<ActivityPage> ActivityStore::Read(const ActivityQuery& q) {
-  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM activity WHERE 1");
-  if (!q.model.empty()) absl::StrAppend(&sql, " AND model = ?1");
-  // The status as a literal (a number): the planner then knows whether the
-  // errors' partial index holds it.
-  if (q.status != 0) absl::StrAppend(&sql, " AND status = ", q.status);
-  if (q.before != 0) absl::StrAppend(&sql, " AND id < ?3");
-  absl::StrAppend(&sql, " ORDER BY id DESC LIMIT ?4");
+  // Batches by their largest id, newest first; the ids of the next ones
+  // are all below this one's largest, so once `limit + 1` matches are
+  // above it the page is complete.
   sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT max_id, models, statuses, records FROM "
+                         "activity_batch WHERE min_id < ?1 ORDER BY max_id "
+                         "DESC",
+                         -1, &s, nullptr) != SQLITE_OK) {
     return absl::InternalError(absl::StrCat("activity store: ", Error(db_)));
   }
+  uint64_t before = q.before != 0 ? q.before : UINT64_MAX;
+  sqlite3_bind_int64(
+      s, 1, static_cast<sqlite3_int64>(std::min<uint64_t>(before, INT64_MAX)));
+  std::string model_literal;
   if (!q.model.empty()) {
-    sqlite3_bind_text(s, 1, q.model.data(), static_cast<int>(q.model.size()),
-                      SQLITE_STATIC);
+    model_literal = "\"";
+    AppendJsonEscaped(q.model, &model_literal);
+    model_literal.push_back('"');
   }
-  if (q.before != 0) {
-    sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(q.before));
-  }
-  // One more than asked: whether there are older ones.
-  sqlite3_bind_int64(s, 4, static_cast<sqlite3_int64>(q.limit + 1));
-  ActivityPage page;
+  auto keep_newest = [&](std::vector<answers::ActivityEntry>* v) {
+    std::sort(v->begin(), v->end(),
+              [](const answers::ActivityEntry& a,
+                 const answers::ActivityEntry& b) { return a.id > b.id; });
+    if (v->size() > q.limit + 1) v->resize(q.limit + 1);
+  };
+  std::vector<answers::ActivityEntry> found, batch;
   int rc;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    if (page.entries.size() == q.limit) {
-      page.more = true;
-      break;
+    uint64_t max_id = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
+    if (found.size() == q.limit + 1 && max_id < found.back().id) break;
+    // The summary columns pass a batch by unread (a model's name inside
+    // another's only costs a read).
+    if (!q.model.empty() && !absl::StrContains(Text(s, 1), model_literal)) {
+      continue;
     }
-    answers::ActivityEntry e;
-    e.id = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
-    e.unix_ms = sqlite3_column_int64(s, 1);
-    e.model = Text(s, 2);
-    e.node = Text(s, 3);
-    e.path = Text(s, 4);
-    e.status = sqlite3_column_int(s, 5);
-    e.input_tokens = Int(s, 6);
-    e.output_tokens = Int(s, 7);
-    e.cached_tokens = Int(s, 8);
-    e.draft_tokens = Int(s, 9);
-    e.draft_accepted_tokens = Int(s, 10);
-    e.prompt_tokens_per_second = Real(s, 11);
-    e.tokens_per_second = Real(s, 12);
-    e.time_to_first_token_ms = Real(s, 13);
-    e.queue_wait_ms = Real(s, 14);
-    e.load_wait_ms = Real(s, 15);
-    e.duration_ms = sqlite3_column_double(s, 16);
-    e.error = Text(s, 17);
-    page.entries.push_back(std::move(e));
+    if (q.status != 0 && !StatusListed(Text(s, 2), q.status)) continue;
+    batch.clear();
+    const unsigned char* text = sqlite3_column_text(s, 3);
+    absl::Status parsed = ParseRecords(
+        absl::string_view(reinterpret_cast<const char*>(text),
+                          static_cast<size_t>(sqlite3_column_bytes(s, 3))),
+        &batch);
+    if (!parsed.ok()) {
+      sqlite3_finalize(s);
+      return absl::DataLossError(
+          absl::StrCat("activity store: ", parsed.message()));
+    }
+    for (answers::ActivityEntry& e : batch) {
+      if (e.id >= before) continue;
+      if (!q.model.empty() && e.model != q.model) continue;
+      if (q.status != 0 && e.status != q.status) continue;
+      found.push_back(std::move(e));
+    }
+    keep_newest(&found);
   }
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
     std::string why = Error(db_);
@@ -412,6 +603,10 @@ absl::StatusOr<ActivityPage> ActivityStore::Read(const ActivityQuery& q) {
     return absl::InternalError(absl::StrCat("activity store: ", why));
   }
   sqlite3_finalize(s);
+  ActivityPage page;
+  page.more = found.size() > q.limit;
+  if (page.more) found.resize(q.limit);
+  page.entries = std::move(found);
   return page;
 }
 

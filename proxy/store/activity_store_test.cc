@@ -94,9 +94,128 @@ TEST(ActivityStoreTest, PagesFiltersAndSurvivesAReopen) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ((*again)->max_id(), 10u);
   EXPECT_EQ((*again)->rows(), 10u);
-  // An id already stored stays as it was.
+  // An id at or below the largest stored at the open: the stored one stays.
   (*again)->Add({Entry(10, "zzz", 200)});
   EXPECT_EQ(Page(**again, {"", 0, 0, 1}).entries[0].model, "b");
+}
+
+// Batches whose ids interleave (workers hand theirs over independently):
+// pages still come newest first, whole and in order.
+TEST(ActivityStoreTest, InterleavedBatchesPageInIdOrder) {
+  std::string path = TempPath("interleaved.db");
+  auto store = ActivityStore::Open(path, 640);  // Ten entries a row.
+  ASSERT_TRUE(store.ok()) << store.status();
+  for (uint64_t parity : {1, 0}) {
+    std::vector<answers::ActivityEntry> batch;
+    for (uint64_t i = 1; i <= 100; ++i) {
+      if (i % 2 == parity) batch.push_back(Entry(i, i % 3 ? "a" : "b", 200));
+    }
+    (*store)->Add(std::move(batch));
+    (*store)->Flush();
+  }
+  for (const std::string model : {"", "b"}) {
+    std::vector<uint64_t> walked;
+    uint64_t before = 0;
+    for (int pages = 0; pages < 100; ++pages) {
+      ActivityPage p = Page(**store, {model, 0, before, 7});
+      for (uint64_t id : Ids(p)) walked.push_back(id);
+      if (!p.more) break;
+      before = p.entries.back().id;
+    }
+    std::vector<uint64_t> want;
+    for (uint64_t i = 100; i >= 1; --i) {
+      if (model.empty() || i % 3 == 0) want.push_back(i);
+    }
+    EXPECT_EQ(walked, want) << "model " << model;
+  }
+}
+
+// Entries that come one at a time fill a row instead of making a row
+// each; the view shows one row per entry to the sqlite3 shell.
+TEST(ActivityStoreTest, SmallBatchesShareARowAndTheViewShowsEntries) {
+  std::string path = TempPath("small.db");
+  {
+    auto store = ActivityStore::Open(path, 1000000);
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (uint64_t i = 1; i <= 300; ++i) {
+      (*store)->Add({Entry(i, "m", i == 300 ? 503 : 200)});
+      (*store)->Flush();
+    }
+    EXPECT_EQ((*store)->rows(), 300u);
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT (SELECT COUNT(*) FROM activity_batch),"
+                               " (SELECT COUNT(*) FROM activity),"
+                               " (SELECT model || ' ' || status || ' ' ||"
+                               " duration_ms || ' ' || error FROM activity"
+                               " ORDER BY id DESC LIMIT 1)",
+                               -1, &s, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(s, 0), 2);  // 256 and 44.
+  EXPECT_EQ(sqlite3_column_int(s, 1), 300);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(s, 2)),
+               "m 503 10.25 no");
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+}
+
+// A file of the store's first schema (a row per entry) is converted when
+// opened, every field kept.
+TEST(ActivityStoreTest, AVersionOneFileIsConverted) {
+  std::string path = TempPath("v1.db");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(
+          db,
+          "CREATE TABLE activity (id INTEGER PRIMARY KEY, unix_ms INTEGER NOT"
+          " NULL, model TEXT NOT NULL, node TEXT NOT NULL, path TEXT NOT NULL,"
+          " status INTEGER NOT NULL, input_tokens INTEGER, output_tokens"
+          " INTEGER, cached_tokens INTEGER, draft_tokens INTEGER,"
+          " draft_accepted_tokens INTEGER, prompt_tokens_per_second REAL,"
+          " tokens_per_second REAL, time_to_first_token_ms REAL,"
+          " queue_wait_ms REAL, load_wait_ms REAL, duration_ms REAL NOT NULL,"
+          " error TEXT);"
+          "CREATE INDEX activity_model ON activity (model, id);"
+          "CREATE INDEX activity_error ON activity (status, id) WHERE status"
+          " != 200;"
+          "INSERT INTO activity VALUES (1, 1700000000001, 'a', 'n1', '/v1/x',"
+          " 200, 5, 6, NULL, NULL, NULL, NULL, 31.5, NULL, NULL, NULL, 7.5,"
+          " NULL), (2, 1700000000002, 'b', 'n2', '/v1/y', 503, NULL, NULL,"
+          " NULL, NULL, NULL, NULL, NULL, NULL, 2.25, NULL, 9, 'gone');"
+          "PRAGMA user_version=1;",
+          nullptr, nullptr, nullptr),
+      SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  {
+    auto store = ActivityStore::Open(path, 1000);
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ((*store)->max_id(), 2u);
+    EXPECT_EQ((*store)->rows(), 2u);
+    ActivityPage p = Page(**store, {"", 0, 0, 10});
+    ASSERT_THAT(Ids(p), ::testing::ElementsAre(2, 1));
+    EXPECT_EQ(p.entries[0].error, "gone");
+    EXPECT_EQ(p.entries[0].queue_wait_ms, 2.25);
+    EXPECT_EQ(p.entries[0].status, 503);
+    EXPECT_EQ(p.entries[1].node, "n1");
+    EXPECT_EQ(p.entries[1].output_tokens, 6u);
+    EXPECT_EQ(p.entries[1].tokens_per_second, 31.5);
+    EXPECT_FALSE(p.entries[1].cached_tokens.has_value());
+    (*store)->Add({Entry(3, "c", 200)});
+  }
+  // Opened again: the version 2 it was left at.
+  auto store = ActivityStore::Open(path, 1000);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->max_id(), 3u);
+  EXPECT_EQ((*store)->rows(), 3u);
+  EXPECT_THAT(Ids(Page(**store, {"", 0, 0, 10})),
+              ::testing::ElementsAre(3, 2, 1));
 }
 
 TEST(ActivityStoreTest, PrunedToItsBound) {
