@@ -177,13 +177,14 @@ bool ReadString(const Json& v, std::string* out, bool nullable) {
 bool ReadRecord(const Json& r, answers::ActivityEntry* e) {
   if (!r.IsArray() || r.Size() != kRecordFields) return false;
   if (!r[0].IsUint64() || !r[1].IsInt64() || !r[5].IsInt() ||
-      !r[16].IsNumber()) {
+      !(r[16].IsNumber() || r[16].IsNull())) {
     return false;
   }
   e->id = r[0].GetUint64();
   e->unix_ms = r[1].GetInt64();
   e->status = r[5].GetInt();
-  e->duration_ms = r[16].GetDouble();
+  // Written null when it was not finite.
+  e->duration_ms = r[16].IsNull() ? 0 : r[16].GetDouble();
   return ReadString(r[2], &e->model, false) &&
          ReadString(r[3], &e->node, false) &&
          ReadString(r[4], &e->path, false) &&

