@@ -32,10 +32,13 @@ void Worker::AddActivity(answers::ActivityEntry e, size_t keep) {
     activity_.Add(std::move(e), keep);
     return;
   }
-  // The store answers the queries: the entry goes there only.
+  // The store answers the queries: the entry goes there only. Room for a
+  // whole hand-over at once (a growing vector moved each entry twice).
+  constexpr size_t kHandOver = 256;
+  if (to_store_.capacity() == 0) to_store_.reserve(kHandOver);
   to_store_.push_back(std::move(e));
-  // Handed over within 100 ms, in one batch; 256 go at once.
-  if (to_store_.size() >= 256) {
+  // Handed over within 100 ms, in one batch; kHandOver go at once.
+  if (to_store_.size() >= kHandOver) {
     FlushToStore();
   } else if (!store_timer_.armed()) {
     store_timer_.Arm(100);
