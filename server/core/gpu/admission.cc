@@ -51,12 +51,16 @@ Option Consider(const GpuState& g, const std::vector<Resident>& residents,
   int64_t need = static_cast<int64_t>(request.footprint);
   int64_t coming = static_cast<int64_t>(g.releasing);
   std::vector<const Resident*> idle;
+  std::vector<const Resident*> held;  // Revocable, for an overdue request.
   for (const Resident& r : residents) {
     int64_t charge = static_cast<int64_t>(Charge(r, g.index));
     if (charge == 0) continue;
     if (r.kind == Resident::Kind::kLeaving) coming += charge;
     if (r.kind == Resident::Kind::kIdle) idle.push_back(&r);
-    if (r.kind == Resident::Kind::kBusy) o.busy.push_back(r.id);
+    if (r.kind == Resident::Kind::kBusy) {
+      o.busy.push_back(r.id);
+      if (request.overdue && r.revocable) held.push_back(&r);
+    }
   }
   if (o.available >= need && g.trusted && g.releasing == 0) {
     o.fit = Fit::kNow;
@@ -69,10 +73,14 @@ Option Consider(const GpuState& g, const std::vector<Resident>& residents,
   }
   // Cheapest first: awake before asleep (a sleeping model frees little and
   // wakes fast), least recently used, then the quickest to start again.
-  std::sort(idle.begin(), idle.end(), [](const Resident* a, const Resident* b) {
+  auto cheaper = [](const Resident* a, const Resident* b) {
     return std::tie(a->asleep, a->last_used, a->start_time, a->id) <
            std::tie(b->asleep, b->last_used, b->start_time, b->id);
-  });
+  };
+  std::sort(idle.begin(), idle.end(), cheaper);
+  // Overdue: the busy ones after every idle one, in the same order.
+  std::sort(held.begin(), held.end(), cheaper);
+  idle.insert(idle.end(), held.begin(), held.end());
   int64_t freed = 0;
   for (const Resident* r : idle) {
     freed += static_cast<int64_t>(Charge(*r, g.index));

@@ -48,6 +48,10 @@ struct Resident {
   };
   std::string id;
   Kind kind = Kind::kBusy;
+  // kBusy by its lease holders alone (READY): a request that has waited
+  // its maxQueueWait may have it evicted, its leases revoked first, as the
+  // group rules do. A start in progress is never evicted.
+  bool revocable = false;
   std::vector<int> gpus;         // Where it runs.
   uint64_t footprint = 0;        // Bytes per GPU; 0: not known.
   std::map<int, uint64_t> used;  // GPU -> bytes its processes use now.
@@ -63,12 +67,16 @@ struct Request {
   uint64_t footprint = 0;    // Bytes per GPU (> 0).
   std::vector<int> allowed;  // GPUs it may use; empty: any.
   int count = 1;             // How many at once.
+  // It has waited its maxQueueWait: revocable residents may be evicted for
+  // it, after the idle ones.
+  bool overdue = false;
 };
 
 struct Decision {
   enum class Kind {
     kAdmit,  // Start it on `gpus`.
-    kEvict,  // Evict `victims` (idle), then ask again.
+    kEvict,  // Evict `victims` (idle; revocable too when overdue), then
+             // ask again.
     kWait,   // Memory is coming free (a stop, the driver), or only busy
              // models hold it: ask again later.
     kNever,  // It cannot fit on its GPUs even empty: `why`.

@@ -53,6 +53,31 @@ TEST(AdmissionTest, AdmitsWhatFitsBesideTheReserve) {
   EXPECT_NE(d.why.find("busy a"), std::string::npos) << d.why;
 }
 
+// Past its maxQueueWait a start may have busy models evicted (their leases
+// revoked): after every idle one, least recently used first; a start in
+// progress never, nor one not revocable.
+TEST(AdmissionTest, AnOverdueStartTakesBusyModelsAfterTheIdleOnes) {
+  Resident held_old = On("old", Resident::Kind::kBusy, 0, 6, true, 1);
+  held_old.revocable = true;
+  Resident held_new = On("new", Resident::Kind::kBusy, 0, 6, true, 5);
+  held_new.revocable = true;
+  Resident idle = On("idle", Resident::Kind::kIdle, 0, 2, true, 9);
+  std::vector<Resident> rs = {held_new, held_old, idle};
+  // 20 GiB less 5 %: 19 usable, 14 held: 5 free; 9 wanted.
+  Decision d = Decide({Seen(Gpu(0, 20), rs)}, rs, Want(9), 0.05);
+  EXPECT_EQ(d.kind, Kind::kWait) << "not overdue: busy models stay";
+  Request overdue = Want(9);
+  overdue.overdue = true;
+  d = Decide({Seen(Gpu(0, 20), rs)}, rs, overdue, 0.05);
+  ASSERT_EQ(d.kind, Kind::kEvict) << d.why;
+  EXPECT_EQ(d.victims, (std::vector<std::string>{"idle", "old"}));
+  // A start in progress (busy, not revocable) is never taken.
+  std::vector<Resident> starting = {
+      On("s", Resident::Kind::kBusy, 0, 14, false)};
+  d = Decide({Seen(Gpu(0, 20), starting)}, starting, overdue, 0.05);
+  EXPECT_EQ(d.kind, Kind::kWait);
+}
+
 TEST(AdmissionTest, AStartingModelHoldsItsFootprintBeforeItAllocates) {
   std::vector<Resident> rs = {On("a", Resident::Kind::kBusy, 0, 8, false)};
   Decision d = Decide({Seen(Gpu(0, 20), rs)}, rs, Want(12), 0.05);

@@ -474,8 +474,12 @@ void Scheduler::Pump() {
       std::vector<Slot*> victims = VictimsOf(s, starting, claimed, &blocked);
       if (blocked) continue;
       // Memory: one more rule, once the groups let it start (docs/gpu.md).
+      absl::Time due = d.since + s.config->max_queue_wait;
       if (victims.empty() && MemoryManaged(s)) {
-        gpu::Decision m = MemoryFor(s, starting, wanted);
+        // Past its maxQueueWait, memory held by busy models is taken as the
+        // group rules take a busy victim: leases revoked, drained, stopped.
+        bool overdue = now >= due;
+        gpu::Decision m = MemoryFor(s, starting, wanted, overdue);
         if (m.kind == gpu::Decision::Kind::kNever) {
           claimed.insert(d.model);
           never_fits[d.model] = absl::ResourceExhaustedError(
@@ -488,9 +492,13 @@ void Scheduler::Pump() {
         if (m.kind == gpu::Decision::Kind::kWait || reserved) {
           if (m.coming) reserved_gpus.insert(m.gpus.begin(), m.gpus.end());
           RetryForMemory();
+          if (!overdue && (!next_expiry || due < *next_expiry)) {
+            next_expiry = due;  // Busy models hold it: overdue then.
+          }
           continue;
         }
-        if (m.kind == gpu::Decision::Kind::kEvict && !TakeIdle(m.victims)) {
+        if (m.kind == gpu::Decision::Kind::kEvict && !TakeIdle(m.victims) &&
+            !overdue) {
           RetryForMemory();  // One was granted meanwhile: decide again.
           continue;
         }
@@ -510,7 +518,6 @@ void Scheduler::Pump() {
         starts.emplace_back(d.model, absl::OkStatus());
         continue;
       }
-      absl::Time due = d.since + s.config->max_queue_wait;
       for (Slot* v : victims) {
         if (v->closed()) continue;
         if (granting.count(v->config->id) == 0 &&

@@ -319,9 +319,11 @@ class Scheduler {
   uint64_t FootprintOf(const Slot& s) const;
   // The start of `s` as memory sees it, the starts decided this pass
   // (`starting`) holding their footprints.
-  // `busy`: granted this pass (about to have holders).
+  // `busy`: granted this pass (about to have holders). `overdue`: its
+  // demand has waited maxQueueWait, so models busy with holders may be
+  // evicted for it (their leases revoked), after the idle ones.
   gpu::Decision MemoryFor(const Slot& s, const std::set<std::string>& starting,
-                          const std::set<std::string>& busy);
+                          const std::set<std::string>& busy, bool overdue);
   // The implicit group's one-at-a-time rule does not bind two models with
   // `resources` and known footprints while NVML is there: memory decides.
   bool MemoryExempt(const Slot& target, const Slot& running) const;

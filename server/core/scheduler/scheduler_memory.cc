@@ -73,7 +73,8 @@ bool Scheduler::MemoryExempt(const Slot& target, const Slot& running) const {
 
 gpu::Decision Scheduler::MemoryFor(const Slot& s,
                                    const std::set<std::string>& starting,
-                                   const std::set<std::string>& busy) {
+                                   const std::set<std::string>& busy,
+                                   bool overdue) {
   gpu::Monitor& g = *options_.gpu;
   g.Refresh();
   std::vector<gpu::Resident> residents;
@@ -91,6 +92,9 @@ gpu::Decision Scheduler::MemoryFor(const Slot& s,
       r.kind = gpu::Resident::Kind::kIdle;
     } else {
       r.kind = gpu::Resident::Kind::kBusy;
+      // Held by its lease holders alone: an overdue start revokes them.
+      r.revocable = st.state == State::kReady && !decided &&
+                    busy.count(id) == 0 && !v->holders.empty();
     }
     r.used = g.UsedBy(st.pid);
     r.gpus = g.Placed(id);
@@ -126,6 +130,7 @@ gpu::Decision Scheduler::MemoryFor(const Slot& s,
   request.footprint = FootprintOf(s);
   request.allowed = s.config->resources.gpus;
   request.count = s.config->resources.gpu_count;
+  request.overdue = overdue;
   if (s.actor->status().state == State::kSleeping &&
       !g.Placed(s.config->id).empty()) {
     // Waking: its process stays on its GPUs.

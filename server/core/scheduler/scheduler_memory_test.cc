@@ -139,7 +139,9 @@ TEST_F(MemoryTest, TheThirdEvictsTheLeastRecentlyUsedIdleOne) {
   EXPECT_EQ(StateOf("b"), State::kReady);
 }
 
-TEST_F(MemoryTest, ABusyModelIsNeverEvictedForMemory) {
+// Within its maxQueueWait (30 s by default) a start waits for busy models
+// to become idle: none is evicted for memory under its holders.
+TEST_F(MemoryTest, ABusyModelIsNotEvictedForMemoryBeforeTheStartIsOverdue) {
   LoadWithGpus(kThreeOfFour, {10240});
   RecordingClient rc;
   ClientId c = Connect(&rc);
@@ -148,7 +150,7 @@ TEST_F(MemoryTest, ABusyModelIsNeverEvictedForMemory) {
   RecordingClient other;
   ClientId o = Connect(&other);
   Acquire(o, "c");
-  for (int i = 0; i < 20; ++i) clock_.Advance(absl::Seconds(5));  // 100 s.
+  for (int i = 0; i < 5; ++i) clock_.Advance(absl::Seconds(5));  // 25 s.
   EXPECT_FALSE(Alive("c"));
   EXPECT_FALSE(rc.Saw("revoked a"));
   EXPECT_FALSE(rc.Saw("revoked b"));
@@ -159,6 +161,36 @@ TEST_F(MemoryTest, ABusyModelIsNeverEvictedForMemory) {
   EXPECT_EQ(StateOf("a"), State::kReady);
   StopsAndFrees("b");
   EXPECT_TRUE(Alive("c"));
+}
+
+// Past it, memory follows the queue's rule for busy models (a busy model
+// cannot starve the others): the least recently used one's leases are
+// revoked, it drains, and it is stopped for the start; the other stays.
+TEST_F(MemoryTest, AnOverdueStartRevokesTheLeastRecentlyUsedBusyModel) {
+  LoadWithGpus(kThreeOfFour, {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 4000);
+  clock_.Advance(absl::Seconds(1));
+  StartFitting(c, "b", 4000);
+  RecordingClient other;
+  ClientId o = Connect(&other);
+  Acquire(o, "c");
+  clock_.Advance(absl::Seconds(29));
+  Settle();
+  EXPECT_FALSE(rc.Saw("revoked a"));
+  clock_.Advance(absl::Seconds(2));
+  Settle();
+  ASSERT_TRUE(rc.Saw("revoked a"));
+  EXPECT_FALSE(rc.Saw("revoked b"));
+  EXPECT_EQ(StateOf("a"), State::kReady);  // Drains first.
+  EXPECT_FALSE(Alive("c"));
+  Release(c, &rc, "a");
+  EXPECT_EQ(StateOf("a"), State::kStopping);
+  StopsAndFrees("a");
+  EXPECT_TRUE(Alive("c"));
+  EXPECT_EQ(StateOf("b"), State::kReady);
+  EXPECT_FALSE(rc.Saw("revoked b"));
 }
 
 TEST_F(MemoryTest, AModelTooLargeForItsGpusIsRefusedAtOnce) {
