@@ -3,7 +3,8 @@
 # take a share of GPU 0 with PyTorch, two of which fit together, swapped by
 # memory alone (no groups). Prints the footprints measured against what was
 # allocated, the swap times (which include the wait for the driver to give
-# a stopped model's memory back), and whether any start ran out of memory.
+# a stopped model's memory back), each wait for that memory, and whether
+# any start ran out of memory.
 #
 #   tools/gpu_check.sh            # on a machine with an NVIDIA GPU, PyTorch
 #                                 # and a built modelmanager and mpctl
@@ -39,7 +40,8 @@ model="$(pwd)/tools/gpu_check_model.py"
     echo "    healthCheckTimeout: 120"
   done
 } > "$dir/config.yaml"
-"$MODELMANAGER" --config "$dir/config.yaml" --listen "unix:$sock" 2> "$dir/manager.log" &
+"$MODELMANAGER" --config "$dir/config.yaml" --listen "unix:$sock" --log-level info \
+  2> "$dir/manager.log" &
 mm=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 mp() { "$MPCTL" --manager "unix:$sock" "$@"; }
@@ -56,20 +58,28 @@ swap() {
 for m in a b c; do swap "$m"; done
 sleep 2  # A poll or two: the peaks are sampled every second.
 echo "footprints (allocated $gib GiB each, plus the CUDA context):"
+# mpctl --json prints the proto's field names (snake_case); a field at its
+# zero value is left out.
 mp --json ls | "$PYTHON" -c '
 import json, sys
+gib = float(sys.argv[1])
 for line in sys.stdin:
     r = json.loads(line)
     for m in r.get("models", []):
-        g = m.get("gpuMemory", {})
-        print("  %s: measured %.2f GiB" % (m["id"], int(g.get("measuredBytes", 0)) / 2**30))
+        g = m.get("gpu_memory", {})
+        measured = int(g.get("measured_bytes", 0)) / 2**30
+        print("  %s: measured %.2f GiB (allocated %.2f: %+.2f GiB of CUDA context and the rest), charged %.2f GiB"
+              % (m["id"], measured, gib, measured - gib, int(g.get("footprint_bytes", 0)) / 2**30))
     for g in r.get("gpus", []):
-        print("  GPU %s: %.1f GiB free of %.1f" % (g.get("index", 0), int(g.get("freeBytes", 0)) / 2**30, int(g["totalBytes"]) / 2**30))
-'
+        print("  GPU %s: %.1f GiB free of %.1f" % (g.get("index", 0), int(g.get("free_bytes", 0)) / 2**30,
+                                                 int(g.get("total_bytes", 0)) / 2**30))
+' "$gib"
 echo "swaps by memory alone (two fit together):"
 for m in a b c a b a c b; do swap "$m"; done
 mp ls
-echo "waits for freed memory (manager log):"
+echo "waits for freed memory (each stop until the driver gave its memory back; manager log):"
+grep -oE "GPU [0-9]+: a stopped model's [0-9]+ MiB came back in [0-9]+ ms" "$dir/manager.log" |
+  sed 's/^/  /' || echo "  none seen"
 grep -E "driver has not given back|memory is back" "$dir/manager.log" || echo "  none past the bound"
 if grep -qiE "out of memory" "$dir/manager.log"; then
   echo "RESULT: a start ran out of memory"; grep -i "out of memory" "$dir/manager.log"; exit 1

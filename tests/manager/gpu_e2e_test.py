@@ -175,7 +175,7 @@ class OneGpuNoGroupsTest(unittest.TestCase):
         self.assertEqual(seen_over, [])
         self.assertEqual(self.gpus.ooms(), "")
 
-    def test_a_busy_model_is_never_evicted_for_memory(self):
+    def test_a_busy_model_is_not_evicted_while_a_start_waits(self):
         start(self.m, "a")
         start(self.m, "b")
         holder = AcquireStream(self.m.stub())
@@ -201,6 +201,39 @@ class OneGpuNoGroupsTest(unittest.TestCase):
         self.assertEqual((s["a"], s["c"]), (READY, STOPPED))
         holder.close()
         self.assertEqual(self.gpus.ooms(), "")
+
+
+class OverdueTest(unittest.TestCase):
+    """The same three models, c with maxQueueWait 1 s: past it, the busy
+    model its start needs gone is revoked, drains and is stopped."""
+
+    def test_past_max_queue_wait_the_least_recent_busy_model_is_revoked(self):
+        gpus = FakeGpus(10240)
+        models = {m: ["--vram-mib", "4000"] for m in ("a", "b", "c")}
+        yaml = {m: ["    resources: {vramMiB: 4000}"] for m in models}
+        yaml["c"].append("    maxQueueWait: 1")
+        with manager(gpus, models, yaml) as m:
+            holder = AcquireStream(m.stub())
+            holder.acquire("a", request_id="ra")
+            granted_a = holder.wait("granted", "a")
+            self.assertIsNotNone(granted_a)
+            time.sleep(0.05)  # a is the least recently used of the two.
+            holder.acquire("b", request_id="rb")
+            self.assertIsNotNone(holder.wait("granted", "b"))
+            t0 = time.monotonic()
+            waiter = m.stub().Start.future(pb.StartRequest(model="c"), timeout=30)
+            self.assertIsNotNone(holder.wait("revoked", "a"), "overdue: a revoked")
+            self.assertGreaterEqual(time.monotonic() - t0, 0.9, "not before 1 s")
+            self.assertEqual(states(m)["a"], READY, "a drains first")
+            self.assertFalse(waiter.done())
+            holder.release("a", granted_a.lease_id)
+            self.assertEqual(waiter.result().state, READY)
+            s = states(m)
+            self.assertEqual((s["a"], s["b"], s["c"]), (STOPPED, READY, READY))
+            self.assertIsNone(holder.wait("revoked", "b", timeout=0.5))
+            holder.close()
+        self.assertEqual(gpus.ooms(), "")
+        gpus.cleanup()
 
 
 class DriverWaitTest(unittest.TestCase):
@@ -300,9 +333,34 @@ class SleepWakeTest(unittest.TestCase):
         with manager(gpus, models, yaml) as m:
             start(m, "a")
             pid_a = m.model("a").pid
+            stream = m.stub().Watch(pb.WatchRequest(), timeout=60)
+            asleep = threading.Event()
+
+            def read():
+                try:
+                    for e in stream:
+                        if (e.model.id == "a" and
+                                e.model.state == pb.MODEL_STATE_SLEEPING):
+                            asleep.set()
+                            return
+                except grpc.RpcError:
+                    pass
+
+            t = threading.Thread(target=read)
+            t.start()
             start(m, "b")
             a = m.model("a")
             self.assertEqual(a.state, pb.MODEL_STATE_SLEEPING)
+            try:
+                self.assertTrue(asleep.wait(10), "Watch tells SLEEPING")
+            finally:
+                stream.cancel()
+                t.join()
+            out = subprocess.run(
+                [runfile("client/mpctl"), "--manager", "127.0.0.1:%d" % m.port, "ls"],
+                capture_output=True, text=True, timeout=30, check=True).stdout
+            row = {l.split()[0]: l for l in out.splitlines()[1:]}
+            self.assertIn("SLEEPING", row["a"], out)
             self.assertEqual(a.pid, pid_a, "the process stays")
             pid_b = m.model("b").pid
             for model in ["a", "b", "a"]:
@@ -371,6 +429,38 @@ class PlacementAndFootprintTest(unittest.TestCase):
         finally:
             m.stop()
         self.assertEqual(gpus.ooms(), "")
+        gpus.cleanup()
+
+    def test_watch_tells_a_footprint_as_it_is_measured(self):
+        gpus = FakeGpus(10240)
+        models = {"a": ["--vram-mib", "3000"]}
+        yaml = {"a": ["    resources: {}"]}
+        with manager(gpus, models, yaml) as m:
+            stream = m.stub().Watch(pb.WatchRequest(), timeout=60)
+            seen = []
+            measured = threading.Event()
+
+            def read():
+                try:
+                    for e in stream:
+                        seen.append(e)
+                        if (e.model.id == "a" and
+                                e.model.gpu_memory.measured_bytes == 3000 * MIB):
+                            measured.set()
+                            return
+                except grpc.RpcError:
+                    pass
+
+            t = threading.Thread(target=read)
+            t.start()
+            try:
+                start(m, "a")
+                self.assertTrue(measured.wait(20), [
+                    (e.model.id, e.model.state, e.model.gpu_memory.measured_bytes)
+                    for e in seen])
+            finally:
+                stream.cancel()
+                t.join()
         gpus.cleanup()
 
     def test_a_model_larger_than_its_gpu_is_refused_with_the_reason(self):

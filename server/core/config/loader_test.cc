@@ -873,5 +873,18 @@ models:
   EXPECT_EQ(r.config->models[0].ttl, absl::Seconds(60));
 }
 
+// The GPU settings: a 5 % reserve and a 5 s wait for the driver unless
+// said otherwise (docs/gpu.md).
+TEST(LoaderTest, GpuSettingsDefaultAndRead) {
+  auto c = MustLoad("models:\n  a: {cmd: \"srv --port ${PORT}\"}\n");
+  EXPECT_EQ(c->gpu_reserve_percent, 5);
+  EXPECT_EQ(c->gpu_memory_wait, absl::Seconds(5));
+  c = MustLoad(
+      "gpu: {reservePercent: 12.5, memoryWaitTimeout: 0.25}\n"
+      "models:\n  a: {cmd: \"srv --port ${PORT}\"}\n");
+  EXPECT_EQ(c->gpu_reserve_percent, 12.5);
+  EXPECT_EQ(c->gpu_memory_wait, absl::Milliseconds(250));
+}
+
 }  // namespace
 }  // namespace modelplane::config

@@ -118,6 +118,13 @@ void Monitor::CheckReleases(absl::Time now, bool fresh) {
     if (back || lost) {
       int gpu = it->gpu;
       bool was_timed_out = it->timed_out;
+      if (back && !was_timed_out) {
+        // The wait a start behind it had (tools/gpu_check.sh reports it).
+        Log("info",
+            absl::StrCat("GPU ", gpu, ": a stopped model's ", Mib(it->bytes),
+                         " came back in ",
+                         absl::ToInt64Milliseconds(now - it->since), " ms"));
+      }
       it = releases_.erase(it);
       if (!was_timed_out || !Trusted(gpu)) continue;
       Log(back ? "info" : "warn",
@@ -260,7 +267,7 @@ void Monitor::OnStopped(const std::string& id, int group, uint64_t footprint,
   for (const auto& [gpu, bytes] : used) {
     if (bytes == 0) continue;
     uint64_t before = std::min(Other(gpu), other_before_[gpu]);
-    releases_.push_back(Release{gpu, group, bytes, before, now + wait,
+    releases_.push_back(Release{gpu, group, bytes, before, now, now + wait,
                                 now + wait + kGiveUpAfter, false});
   }
   // A driver that frees at once is seen to have done so now, not at the

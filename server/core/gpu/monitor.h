@@ -117,6 +117,7 @@ class Monitor {
     int group;  // The stopped model's process group.
     uint64_t bytes;
     uint64_t other_before;  // Unattributed memory before the stop.
+    absl::Time since;       // The stop.
     absl::Time deadline;
     absl::Time give_up;
     bool timed_out = false;

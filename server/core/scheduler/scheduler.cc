@@ -87,8 +87,8 @@ ModelView Scheduler::View(const Slot& s) const {
   if (options_.gpu != nullptr) {
     v.memory_known = true;
     v.footprint = FootprintOf(s);
-    v.memory = options_.gpu->MemoryOf(
-        s.config->id, absl::StrJoin(s.config->argv, " "), v.status.pid);
+    v.memory = options_.gpu->MemoryOf(s.config->id, FootprintKey(*s.config),
+                                      v.status.pid);
   }
   for (const auto& [client, lease] : s.holders) {
     auto c = clients_.find(client);

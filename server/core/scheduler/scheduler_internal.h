@@ -75,6 +75,8 @@ struct Scheduler::Slot {
   // Its process group while it had one (the driver wait after its stop).
   int gpu_pid = 0;
   bool memory_unseen_said = false;  // The warning, once per start.
+  // The measured footprint watchers were last told (OnGpuPoll).
+  uint64_t measured_told = 0;
   // Why a stop of it began (TakeStopCause), until taken or called off.
   const char* stop_cause = nullptr;
 };

@@ -14,12 +14,32 @@ namespace modelplane::scheduler {
 
 using actor::State;
 
+std::string FootprintKey(const config::ModelConfig& c) {
+  std::string line = absl::StrJoin(c.argv, " ");
+  if (c.port <= 0) return line;
+  // The port as the macro it came from: ports are given in the config's
+  // order, so a model added before this one moves it, and its footprint
+  // does not change with it. Whole numbers only (digits on neither side).
+  const std::string port = absl::StrCat(c.port);
+  std::string out;
+  size_t i = 0;
+  while (i < line.size()) {
+    size_t at = line.find(port, i);
+    if (at == std::string::npos) break;
+    bool whole = (at == 0 || !absl::ascii_isdigit(line[at - 1])) &&
+                 (at + port.size() == line.size() ||
+                  !absl::ascii_isdigit(line[at + port.size()]));
+    out.append(line, i, at - i);
+    out.append(whole ? "${PORT}" : port);
+    i = at + port.size();
+  }
+  out.append(line, i, std::string::npos);
+  return out;
+}
+
 namespace {
 
-// The command a measured footprint belongs to.
-std::string CommandOf(const config::ModelConfig& c) {
-  return absl::StrJoin(c.argv, " ");
-}
+std::string CommandOf(const config::ModelConfig& c) { return FootprintKey(c); }
 
 constexpr absl::Duration kMemoryRetry = absl::Milliseconds(100);
 
@@ -157,7 +177,19 @@ void Scheduler::OnGpuPoll() {
   for (auto& [id, s] : slots_) {
     const actor::ModelStatus& st = s->actor->status();
     if (st.state != State::kReady) continue;
-    uint64_t used = options_.gpu->Sample(id, CommandOf(*s->config), st.pid);
+    const std::string command = CommandOf(*s->config);
+    uint64_t used = options_.gpu->Sample(id, command, st.pid);
+    // Its measured footprint reaches watchers as it grows (while a model
+    // warms up, then seldom): told when it moved by 64 MiB or 1 %.
+    uint64_t measured = options_.gpu->Measured(id, command);
+    uint64_t told = s->measured_told;
+    uint64_t step = std::max<uint64_t>(64 * gpu::kMiB, told / 100);
+    if (measured != told &&
+        (told == 0 ||
+         (measured > told ? measured - told : told - measured) >= step)) {
+      s->measured_told = measured;
+      Emit(*s, ModelChange::Kind::kModified);
+    }
     // A model with `resources` whose processes NVML never shows (another
     // PID namespace, a process that left the model's group): its footprint
     // is charged beside what NVML counts as used. Said once per start.

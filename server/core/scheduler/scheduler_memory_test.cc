@@ -110,6 +110,60 @@ models:
   c: {cmd: "srv-c --port ${PORT}", resources: {vramMiB: 4000}}
 )yaml";
 
+TEST(FootprintKeyTest, ThePortIsTheMacroAndAnyOtherChangeCounts) {
+  config::ModelConfig c;
+  c.argv = {"llama-server", "--port", "5801",
+            "-c",           "58010",  "--url=http://h:5801/x"};
+  c.port = 5801;
+  EXPECT_EQ(FootprintKey(c),
+            "llama-server --port ${PORT} -c 58010 --url=http://h:${PORT}/x");
+  config::ModelConfig moved = c;
+  moved.argv = {"llama-server", "--port", "5802",
+                "-c",           "58010",  "--url=http://h:5802/x"};
+  moved.port = 5802;
+  EXPECT_EQ(FootprintKey(moved), FootprintKey(c));
+  config::ModelConfig changed = moved;
+  changed.argv[4] = "4096";
+  EXPECT_NE(FootprintKey(changed), FootprintKey(c));
+  config::ModelConfig no_port;
+  no_port.argv = {"srv", "5801"};
+  EXPECT_EQ(FootprintKey(no_port), "srv 5801");
+}
+
+// A footprint measured after READY (a server that allocates as it warms
+// up) reaches watchers as it grows, by 64 MiB or more; a figure that holds
+// makes no event.
+TEST_F(MemoryTest, AMeasuredFootprintThatGrowsReachesWatchers) {
+  LoadWithGpus(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {}}
+)yaml",
+               {10240});
+  RecordingClient rc;
+  ClientId c = Connect(&rc);
+  StartFitting(c, "a", 3000);
+  auto told = [this] {
+    std::vector<uint64_t> out;
+    for (const ModelChange& ch : changes_) {
+      if (ch.view.config->id == "a" && ch.view.memory_known &&
+          ch.view.memory.measured != 0) {
+        out.push_back(ch.view.memory.measured / kMiB);
+      }
+    }
+    return out;
+  };
+  clock_.Advance(absl::Seconds(1));  // A poll.
+  size_t before = told().size();
+  Allocates("a", 1000);  // Warming up: 4000 MiB now.
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_EQ(told().size(), before + 1);
+  EXPECT_EQ(told().back(), 4000u);
+  Allocates("a", 10);  // Less than 64 MiB more: not told.
+  clock_.Advance(absl::Seconds(1));
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(told().size(), before + 1);
+}
+
 TEST_F(MemoryTest, ModelsThatFitRunTogetherWithoutGroups) {
   LoadWithGpus(kThreeOfFour, {10240});
   RecordingClient rc;
