@@ -28,7 +28,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader -i
 total_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0)
 gib=$(awk -v t="$total_mib" -v s="$SHARE" 'BEGIN { printf "%.1f", t * s / 1024 }')
 dir=$(mktemp -d)
-trap 'kill "$mm" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+mm=""
+trap '[ -n "$mm" ] && kill "$mm" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 sock="$dir/mm.sock"
 model="$(pwd)/tools/gpu_check_model.py"
 {
@@ -44,6 +45,7 @@ model="$(pwd)/tools/gpu_check_model.py"
   2> "$dir/manager.log" &
 mm=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+[ -S "$sock" ] || { echo "gpu_check: the manager did not start:" >&2; cat "$dir/manager.log" >&2; exit 1; }
 mp() { "$MPCTL" --manager "unix:$sock" "$@"; }
 
 echo "each model takes $gib GiB of $((total_mib / 1024)) GiB; two fit, three do not"
@@ -81,7 +83,9 @@ echo "waits for freed memory (each stop until the driver gave its memory back; m
 grep -oE "GPU [0-9]+: a stopped model's [0-9]+ MiB came back in [0-9]+ ms" "$dir/manager.log" |
   sed 's/^/  /' || echo "  none seen"
 grep -E "driver has not given back|memory is back" "$dir/manager.log" || echo "  none past the bound"
-if grep -qiE "out of memory" "$dir/manager.log"; then
-  echo "RESULT: a start ran out of memory"; grep -i "out of memory" "$dir/manager.log"; exit 1
+# The model's own words (its last lines in the FAILED line) or the
+# manager's retry after them.
+if grep -qiE "out of memory|ran out of GPU memory" "$dir/manager.log"; then
+  echo "RESULT: a start ran out of memory"; grep -iE "out of memory|ran out of GPU memory" "$dir/manager.log"; exit 1
 fi
 echo "RESULT: no start ran out of memory"

@@ -77,9 +77,12 @@ void ManagerLink::Shutdown() {
     if (a && w) break;
     mu_.AwaitWithTimeout(absl::Condition::kTrue, absl::Milliseconds(5));
   }
-  absl::MutexLock lock(&mu_);
-  acquire_.reset();
-  watch_.reset();
+  {
+    absl::MutexLock lock(&mu_);
+    acquire_.reset();
+    watch_.reset();
+  }
+  for (auto& fn : TakeSeen(0, true)) fn();  // Unloads still waiting.
 }
 
 void ManagerLink::Start(LeaseBroker* broker, ViewSink on_view) {
@@ -119,6 +122,40 @@ void ManagerLink::OnWatchEvent(const v1::WatchEvent& event) {
     for (const auto& [id, m] : models_) all.push_back(m);
     on_view_(View{router::RouteTable::Build(all), settings_});
   }
+  if (synced_) {
+    for (auto& fn : TakeSeen(event.revision(), false)) fn();
+  }
+}
+
+void ManagerLink::AfterSeen(uint64_t revision, std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&seen_mu_);
+    if (revision > seen_revision_ && !shutting_down_.load()) {
+      seen_waiters_.emplace_back(revision, std::move(fn));
+      return;
+    }
+  }
+  fn();
+}
+
+std::vector<std::function<void()>> ManagerLink::TakeSeen(uint64_t revision,
+                                                         bool everyone) {
+  std::vector<std::function<void()>> ready;
+  absl::MutexLock lock(&seen_mu_);
+  if (everyone) {
+    seen_revision_ = 0;  // The next stream may be another history.
+  } else {
+    seen_revision_ = std::max(seen_revision_, revision);
+  }
+  for (auto it = seen_waiters_.begin(); it != seen_waiters_.end();) {
+    if (everyone || it->first <= seen_revision_) {
+      ready.push_back(std::move(it->second));
+      it = seen_waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return ready;
 }
 
 void ManagerLink::Run() {
@@ -182,6 +219,8 @@ void ManagerLink::Run() {
           {[this](const v1::WatchEvent& e) { OnWatchEvent(e); },
            [this](const absl::Status& status) {
              LogRefusal("Watch", status);
+             // Unloads waiting for this stream's view answer now.
+             for (auto& fn : TakeSeen(0, true)) fn();
              if (synced_ && on_view_ && !shutting_down_.load()) {
                on_view_(View{nullptr, nullptr, false});
              }
@@ -257,20 +296,32 @@ void ManagerLink::LogRefusal(const char* stream, const absl::Status& status) {
 void ManagerLink::Unload(
     const std::string& model,
     std::function<void(absl::StatusOr<std::vector<std::string>>)> done) {
+  // Answered once the view holds the stops (their models' revisions):
+  // llama-swap's /running right after its /unload lists none of them.
+  auto answer = [this, done](std::vector<std::string> ids, uint64_t revision) {
+    AfterSeen(revision,
+              [done, ids = std::move(ids)]() mutable { done(std::move(ids)); });
+  };
   if (model.empty()) {
-    client_->StopAllAsync(
-        false, absl::Minutes(2),
-        [done = std::move(done)](absl::StatusOr<v1::StopAllResponse> r) {
-          if (!r.ok()) return done(r.status());
-          std::vector<std::string> ids;
-          for (const v1::Model& m : r->models()) ids.push_back(m.id());
-          done(std::move(ids));
-        });
+    client_->StopAllAsync(false, absl::Minutes(2),
+                          [answer = std::move(answer), done = std::move(done)](
+                              absl::StatusOr<v1::StopAllResponse> r) {
+                            if (!r.ok()) return done(r.status());
+                            std::vector<std::string> ids;
+                            uint64_t revision = 0;
+                            for (const v1::Model& m : r->models()) {
+                              ids.push_back(m.id());
+                              revision = std::max(revision, m.revision());
+                            }
+                            answer(std::move(ids), revision);
+                          });
   } else {
     client_->StopAsync(model, false, absl::Minutes(2),
-                       [done = std::move(done)](absl::StatusOr<v1::Model> r) {
+                       [answer = std::move(answer),
+                        done = std::move(done)](absl::StatusOr<v1::Model> r) {
                          if (!r.ok()) return done(r.status());
-                         done(std::vector<std::string>{r->id()});
+                         answer(std::vector<std::string>{r->id()},
+                                r->revision());
                        });
   }
 }

@@ -69,7 +69,9 @@ class ManagerLink : public LeaseTransport {
   void Start(LeaseBroker* broker, ViewSink on_view);
 
   // Stops `model` (empty: every model) through the manager, for the proxy's
-  // /unload. `done` runs on a gRPC thread with the ids stopped.
+  // /unload. `done` runs on a gRPC thread with the ids stopped, once the
+  // Watch has brought those stops to the proxy's view (so a /running right
+  // after the answer no longer lists them), or the stream ended.
   void Unload(
       const std::string& model,
       std::function<void(absl::StatusOr<std::vector<std::string>>)> done);
@@ -101,6 +103,11 @@ class ManagerLink : public LeaseTransport {
  private:
   void Run();
   void OnWatchEvent(const v1::WatchEvent& event);
+  // Runs `fn` once the view published holds revision `revision` (at once
+  // if it does), or when the Watch stream ends or the link shuts down.
+  void AfterSeen(uint64_t revision, std::function<void()> fn);
+  // The waiters the view now covers (all of them: `everyone`), taken.
+  std::vector<std::function<void()>> TakeSeen(uint64_t revision, bool everyone);
 
   LinkOptions options_;
   std::unique_ptr<client::ManagerClient> client_;
@@ -132,6 +139,12 @@ class ManagerLink : public LeaseTransport {
   // stopping_, readable without mu_ (from a reaction that Shutdown's
   // cancel may run while it holds mu_): a stream ending then is not news.
   std::atomic<bool> shutting_down_{false};
+  // Read-your-writes for Unload: the largest revision the published view
+  // holds (the current stream's), and who waits for one.
+  absl::Mutex seen_mu_;
+  uint64_t seen_revision_ ABSL_GUARDED_BY(seen_mu_) = 0;
+  std::vector<std::pair<uint64_t, std::function<void()>>> seen_waiters_
+      ABSL_GUARDED_BY(seen_mu_);
   std::thread thread_;
 };
 

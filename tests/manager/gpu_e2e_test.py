@@ -431,7 +431,9 @@ class PlacementAndFootprintTest(unittest.TestCase):
         self.assertEqual(gpus.ooms(), "")
         gpus.cleanup()
 
-    def test_watch_tells_a_footprint_as_it_is_measured(self):
+    def test_watch_shows_the_measured_footprint(self):
+        # The READY event carries the figure measured at READY (a footprint
+        # that grows after it: scheduler_memory_test).
         gpus = FakeGpus(10240)
         models = {"a": ["--vram-mib", "3000"]}
         yaml = {"a": ["    resources: {}"]}

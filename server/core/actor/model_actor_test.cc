@@ -77,6 +77,35 @@ class ModelActorTest : public ::testing::Test {
   std::unique_ptr<ModelActor> actor_;
 };
 
+// ${GPU} with no placement (no NVML): the first GPU the model may use (0
+// when any), and no CUDA_VISIBLE_DEVICES of the manager's; placed: the
+// GPUs, with CUDA_VISIBLE_DEVICES and the PCI order.
+TEST_F(ModelActorTest, TheGpuMacroWithAndWithoutAPlacement) {
+  config_.resources.set = true;
+  config_.resources.gpus = {2, 3};
+  config_.argv = {"srv", "--port", "5800", "--device=${GPU}"};
+  config_.env = {"DEV=${GPU}"};
+  std::vector<absl::Status> results;
+  StartInto(&results);
+  EXPECT_THAT(launcher_.last().spec.argv,
+              ElementsAre("srv", "--port", "5800", "--device=2"));
+  EXPECT_THAT(launcher_.last().spec.env, ElementsAre("DEV=2"));
+}
+
+TEST_F(ModelActorTest, TheGpuMacroOfAPlacedModel) {
+  config_.resources.set = true;
+  config_.argv = {"srv", "--port", "5800", "--device=${GPU}"};
+  config_.env = {"DEV=${GPU}"};
+  actor().set_gpus({1, 3});
+  std::vector<absl::Status> results;
+  StartInto(&results);
+  EXPECT_THAT(launcher_.last().spec.argv,
+              ElementsAre("srv", "--port", "5800", "--device=1,3"));
+  EXPECT_THAT(launcher_.last().spec.env,
+              ElementsAre("DEV=1,3", "CUDA_DEVICE_ORDER=PCI_BUS_ID",
+                          "CUDA_VISIBLE_DEVICES=1,3"));
+}
+
 TEST_F(ModelActorTest, StartSpawnsProbesAndBecomesReady) {
   std::vector<absl::Status> results;
   StartInto(&results);

@@ -454,6 +454,15 @@ INSTANTIATE_TEST_SUITE_P(
                   "models:\n  a:\n    cmd: x ${PORT} --pidfile ${PID}\n",
                   "test.yaml:3:10: models.a.cmd: ${PID} is only available in "
                   "cmdStop and the sleep and wake commands"},
+        ErrorCase{"GpuWithoutResources",
+                  "models:\n  a:\n    cmd: x ${PORT} --device ${GPU}\n",
+                  "test.yaml:3:10: models.a.cmd: ${GPU} is only available in "
+                  "cmd and env of a model with `resources`"},
+        ErrorCase{"GpuOutsideCmdAndEnv",
+                  "models:\n  a:\n    cmd: x ${PORT}\n    resources: {}\n"
+                  "    checkEndpoint: /health/${GPU}\n",
+                  "test.yaml:5:20: models.a.checkEndpoint: ${GPU} is only "
+                  "available in cmd and env of a model with `resources`"},
         ErrorCase{"EnvEntryWithoutEquals",
                   "models:\n  a:\n    cmd: x ${PORT}\n    env: "
                   "[CUDA_VISIBLE_DEVICES]\n",

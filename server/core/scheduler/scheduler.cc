@@ -491,10 +491,7 @@ void Scheduler::Pump() {
         });
         if (m.kind == gpu::Decision::Kind::kWait || reserved) {
           if (m.coming) reserved_gpus.insert(m.gpus.begin(), m.gpus.end());
-          RetryForMemory();
-          if (!overdue && (!next_expiry || due < *next_expiry)) {
-            next_expiry = due;  // Busy models hold it: overdue then.
-          }
+          RetryForMemory();  // Also notices when it becomes overdue.
           continue;
         }
         if (m.kind == gpu::Decision::Kind::kEvict && !TakeIdle(m.victims) &&

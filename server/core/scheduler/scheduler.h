@@ -150,8 +150,8 @@ enum class SlotPhase;  // scheduler_internal.h
 
 // The key a model's measured GPU footprint is kept under, in memory and in
 // the footprint file (docs/gpu.md): its command line, its port written as
-// ${PORT}, so that a port moved by a model added before it keeps the
-// figure; any other change of the command measures it anew.
+// ${PORT}, so that a port moved by a model added (ports go by id order)
+// keeps the figure; any other change of the command measures it anew.
 std::string FootprintKey(const config::ModelConfig& c);
 
 class Scheduler {

@@ -17,9 +17,10 @@ using actor::State;
 std::string FootprintKey(const config::ModelConfig& c) {
   std::string line = absl::StrJoin(c.argv, " ");
   if (c.port <= 0) return line;
-  // The port as the macro it came from: ports are given in the config's
-  // order, so a model added before this one moves it, and its footprint
-  // does not change with it. Whole numbers only (digits on neither side).
+  // The port as the macro it came from: ports are given in the order of
+  // the models' ids, so a model added with an id before this one moves it,
+  // and its footprint does not change with it. Whole numbers only (digits on
+  // neither side).
   const std::string port = absl::StrCat(c.port);
   std::string out;
   size_t i = 0;
@@ -293,6 +294,8 @@ void Scheduler::OnMemoryEvent(Slot& s, const actor::StateEvent& e) {
     g->Refresh(absl::ZeroDuration());
     g->Sample(c.id, CommandOf(c), e.status.pid);
     g->OnStarted(c.id, CommandOf(c), e.status.state_since - s.starting_since);
+    // The READY event carries this figure: OnGpuPoll tells what follows.
+    s.measured_told = g->Measured(c.id, CommandOf(c));
   }
   bool had_process =
       e.old_state == State::kStarting || e.old_state == State::kReady ||

@@ -247,6 +247,40 @@ TEST_F(MemoryTest, AnOverdueStartRevokesTheLeastRecentlyUsedBusyModel) {
   EXPECT_FALSE(rc.Saw("revoked b"));
 }
 
+// An overdue start never takes a start in progress: with a held model
+// and a starting one both needed gone, it waits (revoking neither); once
+// the second is READY and held too, both are revoked.
+TEST_F(MemoryTest, AnOverdueStartNeverTakesAStartInProgress) {
+  LoadWithGpus(R"yaml(
+models:
+  a: {cmd: "srv-a --port ${PORT}", resources: {vramMiB: 4000}}
+  b: {cmd: "srv-b --port ${PORT}", resources: {vramMiB: 4000}}
+  c: {cmd: "srv-c --port ${PORT}", resources: {vramMiB: 8000}, maxQueueWait: 1}
+)yaml",
+               {10240});
+  RecordingClient rc;
+  ClientId h = Connect(&rc);
+  StartFitting(h, "a", 4000);
+  Acquire(h, "b");
+  ASSERT_TRUE(Alive("b"));
+  ASSERT_EQ(StateOf("b"), State::kStarting);
+  RecordingClient other;
+  ClientId o = Connect(&other);
+  Acquire(o, "c");
+  clock_.Advance(absl::Seconds(2));
+  Settle();
+  EXPECT_FALSE(rc.Saw("revoked a")) << "a alone is not enough";
+  EXPECT_EQ(StateOf("b"), State::kStarting);
+  EXPECT_FALSE(Alive("c"));
+  Allocates("b", 4000);
+  Healthy("b");
+  ASSERT_EQ(StateOf("b"), State::kReady);
+  clock_.Advance(absl::Milliseconds(200));
+  Settle();
+  EXPECT_TRUE(rc.Saw("revoked a"));
+  EXPECT_TRUE(rc.Saw("revoked b"));
+}
+
 TEST_F(MemoryTest, AModelTooLargeForItsGpusIsRefusedAtOnce) {
   LoadWithGpus(R"yaml(
 models:
