@@ -15,6 +15,8 @@ namespace modelplane::proxy::lease {
 namespace {
 
 constexpr absl::Duration kRetry = absl::Milliseconds(200);
+// The longest an /unload waits for the Watch to bring its stops.
+constexpr absl::Duration kSeenBound = absl::Seconds(2);
 
 void ToTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
   timespec ts = absl::ToTimespec(t);
@@ -82,6 +84,10 @@ void ManagerLink::Shutdown() {
     acquire_.reset();
     watch_.reset();
   }
+  {
+    absl::MutexLock lock(&seen_->mu);
+    seen_->closed = true;
+  }
   for (auto& fn : TakeSeen(0, true)) fn();  // Unloads still waiting.
 }
 
@@ -127,11 +133,13 @@ void ManagerLink::OnWatchEvent(const v1::WatchEvent& event) {
   }
 }
 
-void ManagerLink::AfterSeen(uint64_t revision, std::function<void()> fn) {
+void ManagerLink::AfterSeen(const std::shared_ptr<Seen>& seen,
+                            uint64_t revision, std::function<void()> fn) {
   {
-    absl::MutexLock lock(&seen_mu_);
-    if (revision > seen_revision_ && !shutting_down_.load()) {
-      seen_waiters_.emplace_back(revision, std::move(fn));
+    absl::MutexLock lock(&seen->mu);
+    if (revision > seen->revision && !seen->closed) {
+      seen->waiters.push_back(
+          Seen::Waiter{revision, absl::Now() + kSeenBound, std::move(fn)});
       return;
     }
   }
@@ -141,16 +149,18 @@ void ManagerLink::AfterSeen(uint64_t revision, std::function<void()> fn) {
 std::vector<std::function<void()>> ManagerLink::TakeSeen(uint64_t revision,
                                                          bool everyone) {
   std::vector<std::function<void()>> ready;
-  absl::MutexLock lock(&seen_mu_);
+  absl::Time now = absl::Now();
+  absl::MutexLock lock(&seen_->mu);
   if (everyone) {
-    seen_revision_ = 0;  // The next stream may be another history.
+    seen_->revision = 0;  // The next stream may be another history.
   } else {
-    seen_revision_ = std::max(seen_revision_, revision);
+    seen_->revision = std::max(seen_->revision, revision);
   }
-  for (auto it = seen_waiters_.begin(); it != seen_waiters_.end();) {
-    if (everyone || it->first <= seen_revision_) {
-      ready.push_back(std::move(it->second));
-      it = seen_waiters_.erase(it);
+  auto& waiters = seen_->waiters;
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    if (everyone || it->revision <= seen_->revision || it->deadline <= now) {
+      ready.push_back(std::move(it->fn));
+      it = waiters.erase(it);
     } else {
       ++it;
     }
@@ -219,11 +229,12 @@ void ManagerLink::Run() {
           {[this](const v1::WatchEvent& e) { OnWatchEvent(e); },
            [this](const absl::Status& status) {
              LogRefusal("Watch", status);
-             // Unloads waiting for this stream's view answer now.
-             for (auto& fn : TakeSeen(0, true)) fn();
              if (synced_ && on_view_ && !shutting_down_.load()) {
                on_view_(View{nullptr, nullptr, false});
              }
+             // Unloads waiting for this stream's view answer now (after
+             // the view says the manager is lost).
+             for (auto& fn : TakeSeen(0, true)) fn();
              // Once per connection that had worked (not per failed retry).
              if (synced_ && options_.log && !shutting_down_.load()) {
                options_.log(absl::StrCat(
@@ -270,6 +281,8 @@ void ManagerLink::Run() {
       }
       mu_.AwaitWithTimeout(absl::Condition(&stopping_), kRetry);
     }
+    // Unloads past their bound answer (a revision the stream never brings).
+    for (auto& fn : TakeSeen(0, false)) fn();
   }
 }
 
@@ -298,8 +311,11 @@ void ManagerLink::Unload(
     std::function<void(absl::StatusOr<std::vector<std::string>>)> done) {
   // Answered once the view holds the stops (their models' revisions):
   // llama-swap's /running right after its /unload lists none of them.
-  auto answer = [this, done](std::vector<std::string> ids, uint64_t revision) {
-    AfterSeen(revision,
+  // The callbacks hold the shared state, not the link: a Stop may answer
+  // after the link is gone (its node retired, the proxy shut down).
+  auto answer = [seen = seen_, done](std::vector<std::string> ids,
+                                     uint64_t revision) {
+    AfterSeen(seen, revision,
               [done, ids = std::move(ids)]() mutable { done(std::move(ids)); });
   };
   if (model.empty()) {

@@ -103,10 +103,28 @@ class ManagerLink : public LeaseTransport {
  private:
   void Run();
   void OnWatchEvent(const v1::WatchEvent& event);
-  // Runs `fn` once the view published holds revision `revision` (at once
-  // if it does), or when the Watch stream ends or the link shuts down.
-  void AfterSeen(uint64_t revision, std::function<void()> fn);
-  // The waiters the view now covers (all of them: `everyone`), taken.
+  // Read-your-writes for Unload: the largest revision the published view
+  // holds (the current stream's), and who waits for one. Shared with the
+  // Stop calls' callbacks, which may outlive the link.
+  struct Seen {
+    absl::Mutex mu;
+    uint64_t revision ABSL_GUARDED_BY(mu) = 0;
+    bool closed ABSL_GUARDED_BY(mu) = false;  // The link shut down.
+    struct Waiter {
+      uint64_t revision;
+      absl::Time deadline;
+      std::function<void()> fn;
+    };
+    std::vector<Waiter> waiters ABSL_GUARDED_BY(mu);
+  };
+  // Runs `fn` once the view published holds `revision` (at once if it
+  // does), when the Watch stream ends, the link shuts down, or after
+  // kSeenBound (a revision the stream never brings: a model a reload
+  // removed while it stopped).
+  static void AfterSeen(const std::shared_ptr<Seen>& seen, uint64_t revision,
+                        std::function<void()> fn);
+  // The waiters the view now covers, those past their bound, or all of
+  // them (`everyone`), taken (run them outside any lock).
   std::vector<std::function<void()>> TakeSeen(uint64_t revision, bool everyone);
 
   LinkOptions options_;
@@ -139,12 +157,7 @@ class ManagerLink : public LeaseTransport {
   // stopping_, readable without mu_ (from a reaction that Shutdown's
   // cancel may run while it holds mu_): a stream ending then is not news.
   std::atomic<bool> shutting_down_{false};
-  // Read-your-writes for Unload: the largest revision the published view
-  // holds (the current stream's), and who waits for one.
-  absl::Mutex seen_mu_;
-  uint64_t seen_revision_ ABSL_GUARDED_BY(seen_mu_) = 0;
-  std::vector<std::pair<uint64_t, std::function<void()>>> seen_waiters_
-      ABSL_GUARDED_BY(seen_mu_);
+  std::shared_ptr<Seen> seen_ = std::make_shared<Seen>();
   std::thread thread_;
 };
 
