@@ -40,8 +40,6 @@ std::string FootprintKey(const config::ModelConfig& c) {
 
 namespace {
 
-std::string CommandOf(const config::ModelConfig& c) { return FootprintKey(c); }
-
 constexpr absl::Duration kMemoryRetry = absl::Milliseconds(100);
 
 // What CUDA, PyTorch, llama.cpp and vLLM print when an allocation fails.
@@ -67,7 +65,7 @@ uint64_t Scheduler::FootprintOf(const Slot& s) const {
   if (c.resources.vram_mib > 0) {
     return static_cast<uint64_t>(c.resources.vram_mib) * gpu::kMiB;
   }
-  uint64_t measured = options_.gpu->Measured(c.id, CommandOf(c));
+  uint64_t measured = options_.gpu->Measured(c.id, FootprintKey(c));
   // A measured peak larger than any GPU here (a state file from another
   // machine, a card swapped) is no footprint: it would refuse every start.
   uint64_t largest = 0;
@@ -119,7 +117,7 @@ gpu::Decision Scheduler::MemoryFor(const Slot& s,
     }
     r.used = g.UsedBy(st.pid);
     r.gpus = g.Placed(id);
-    if (r.gpus.empty()) r.gpus = g.MeasuredGpus(id, CommandOf(*v->config));
+    if (r.gpus.empty()) r.gpus = g.MeasuredGpus(id, FootprintKey(*v->config));
     for (const auto& [index, bytes] : r.used) {
       if (std::find(r.gpus.begin(), r.gpus.end(), index) == r.gpus.end()) {
         r.gpus.push_back(index);
@@ -159,7 +157,7 @@ gpu::Decision Scheduler::MemoryFor(const Slot& s,
     request.count = static_cast<int>(request.allowed.size());
   } else if (!s.config->resources.set) {
     // Not told where to go: it runs where it ran when it was measured.
-    request.allowed = g.MeasuredGpus(s.config->id, CommandOf(*s.config));
+    request.allowed = g.MeasuredGpus(s.config->id, FootprintKey(*s.config));
     request.count = std::max<int>(1, static_cast<int>(request.allowed.size()));
   }
   return gpu::Decide(g.Gpus(), residents, request,
@@ -178,11 +176,11 @@ void Scheduler::OnGpuPoll() {
   for (auto& [id, s] : slots_) {
     const actor::ModelStatus& st = s->actor->status();
     if (st.state != State::kReady) continue;
-    const std::string command = CommandOf(*s->config);
-    uint64_t used = options_.gpu->Sample(id, command, st.pid);
+    const std::string key = FootprintKey(*s->config);
+    uint64_t used = options_.gpu->Sample(id, key, st.pid);
     // Its measured footprint reaches watchers as it grows (while a model
     // warms up, then seldom): told when it moved by 64 MiB or 1 %.
-    uint64_t measured = options_.gpu->Measured(id, command);
+    uint64_t measured = options_.gpu->Measured(id, key);
     uint64_t told = s->measured_told;
     uint64_t step = std::max<uint64_t>(64 * gpu::kMiB, told / 100);
     if (measured != told &&
@@ -286,16 +284,17 @@ void Scheduler::OnMemoryEvent(Slot& s, const actor::StateEvent& e) {
     s.memory_unseen_said = false;
   }
   if (e.new_state == State::kSleeping) {
-    g->Refresh(absl::ZeroDuration());          // Its memory was just freed:
-    g->Sample(c.id, CommandOf(c), s.gpu_pid);  // what it holds asleep.
+    g->Refresh(absl::ZeroDuration());             // Its memory was just freed:
+    g->Sample(c.id, FootprintKey(c), s.gpu_pid);  // what it holds asleep.
     SchedulePump();
   }
   if (e.new_state == State::kReady) {
     g->Refresh(absl::ZeroDuration());
-    g->Sample(c.id, CommandOf(c), e.status.pid);
-    g->OnStarted(c.id, CommandOf(c), e.status.state_since - s.starting_since);
+    const std::string key = FootprintKey(c);
+    g->Sample(c.id, key, e.status.pid);
+    g->OnStarted(c.id, key, e.status.state_since - s.starting_since);
     // The READY event carries this figure: OnGpuPoll tells what follows.
-    s.measured_told = g->Measured(c.id, CommandOf(c));
+    s.measured_told = g->Measured(c.id, key);
   }
   bool had_process =
       e.old_state == State::kStarting || e.old_state == State::kReady ||
