@@ -49,6 +49,35 @@ class FakeGpus:
         self.tmp.cleanup()
 
 
+class WatchUntil:
+    """Reads `m`'s Watch stream on a thread of its own until an event
+    matches `pred`; `events` holds what came. close() ends it."""
+
+    def __init__(self, m, pred, request=None):
+        self.stream = m.stub().Watch(request or pb.WatchRequest(), timeout=60)
+        self.events = []
+        self.matched = threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(pred,))
+        self.thread.start()
+
+    def _read(self, pred):
+        try:
+            for e in self.stream:
+                self.events.append(e)
+                if pred(e):
+                    self.matched.set()
+                    return
+        except grpc.RpcError:
+            pass
+
+    def wait(self, timeout):
+        return self.matched.wait(timeout)
+
+    def close(self):
+        self.stream.cancel()
+        self.thread.join()
+
+
 def manager(gpus, models, model_yaml, extra_yaml="", flags=()):
     return ManagerProcess(models, model_yaml=model_yaml, extra_yaml=extra_yaml,
                           flags=list(flags), env=gpus.env())
@@ -90,29 +119,16 @@ class OneGpuNoGroupsTest(unittest.TestCase):
         self.assertEqual(self.gpus.ooms(), "")
 
     def test_watch_with_gpus_tells_the_memory_before_the_bookmark_and_as_it_moves(self):
-        stream = self.m.stub().Watch(pb.WatchRequest(include_gpus=True), timeout=60)
-        events = []
-        got = threading.Event()
         want_used = 4000 * MIB
-
-        def read():
-            try:
-                for e in stream:
-                    events.append(e)
-                    if e.type == pb.WatchEvent.TYPE_GPUS and e.gpus[0].used_bytes >= want_used:
-                        got.set()
-                        return
-            except grpc.RpcError:
-                pass
-
-        t = threading.Thread(target=read)
-        t.start()
+        w = WatchUntil(self.m, lambda e: e.type == pb.WatchEvent.TYPE_GPUS and
+                       e.gpus[0].used_bytes >= want_used,
+                       pb.WatchRequest(include_gpus=True))
+        events = w.events
         try:
             start(self.m, "a")
-            self.assertTrue(got.wait(20), [pb.WatchEvent.Type.Name(e.type) for e in events])
+            self.assertTrue(w.wait(20), [pb.WatchEvent.Type.Name(e.type) for e in events])
         finally:
-            stream.cancel()
-            t.join()
+            w.close()
         types = [e.type for e in events]
         first = types.index(pb.WatchEvent.TYPE_GPUS)
         self.assertLess(first, types.index(pb.WatchEvent.TYPE_BOOKMARK),
@@ -333,29 +349,15 @@ class SleepWakeTest(unittest.TestCase):
         with manager(gpus, models, yaml) as m:
             start(m, "a")
             pid_a = m.model("a").pid
-            stream = m.stub().Watch(pb.WatchRequest(), timeout=60)
-            asleep = threading.Event()
-
-            def read():
-                try:
-                    for e in stream:
-                        if (e.model.id == "a" and
-                                e.model.state == pb.MODEL_STATE_SLEEPING):
-                            asleep.set()
-                            return
-                except grpc.RpcError:
-                    pass
-
-            t = threading.Thread(target=read)
-            t.start()
-            start(m, "b")
-            a = m.model("a")
-            self.assertEqual(a.state, pb.MODEL_STATE_SLEEPING)
+            w = WatchUntil(m, lambda e: e.model.id == "a" and
+                           e.model.state == pb.MODEL_STATE_SLEEPING)
             try:
-                self.assertTrue(asleep.wait(10), "Watch tells SLEEPING")
+                start(m, "b")
+                a = m.model("a")
+                self.assertEqual(a.state, pb.MODEL_STATE_SLEEPING)
+                self.assertTrue(w.wait(10), "Watch tells SLEEPING")
             finally:
-                stream.cancel()
-                t.join()
+                w.close()
             out = subprocess.run(
                 [runfile("client/mpctl"), "--manager", "127.0.0.1:%d" % m.port, "ls"],
                 capture_output=True, text=True, timeout=30, check=True).stdout
@@ -438,31 +440,15 @@ class PlacementAndFootprintTest(unittest.TestCase):
         models = {"a": ["--vram-mib", "3000"]}
         yaml = {"a": ["    resources: {}"]}
         with manager(gpus, models, yaml) as m:
-            stream = m.stub().Watch(pb.WatchRequest(), timeout=60)
-            seen = []
-            measured = threading.Event()
-
-            def read():
-                try:
-                    for e in stream:
-                        seen.append(e)
-                        if (e.model.id == "a" and
-                                e.model.gpu_memory.measured_bytes == 3000 * MIB):
-                            measured.set()
-                            return
-                except grpc.RpcError:
-                    pass
-
-            t = threading.Thread(target=read)
-            t.start()
+            w = WatchUntil(m, lambda e: e.model.id == "a" and
+                           e.model.gpu_memory.measured_bytes == 3000 * MIB)
             try:
                 start(m, "a")
-                self.assertTrue(measured.wait(20), [
+                self.assertTrue(w.wait(20), [
                     (e.model.id, e.model.state, e.model.gpu_memory.measured_bytes)
-                    for e in seen])
+                    for e in w.events])
             finally:
-                stream.cancel()
-                t.join()
+                w.close()
         gpus.cleanup()
 
     def test_a_model_larger_than_its_gpu_is_refused_with_the_reason(self):
