@@ -72,6 +72,9 @@ class ActivityStore {
   // proxy's counter); one at or below max_id() is dropped, the stored one
   // kept.
   void Add(std::vector<answers::ActivityEntry> entries);
+  // The same for `*entries`, which is left empty, with the room of an
+  // earlier hand-over when the store has one (a worker's batch vector).
+  void HandOver(std::vector<answers::ActivityEntry>* entries);
   // A page, on the store's thread (after what was added before it);
   // `done` there.
   void Query(ActivityQuery query,
@@ -87,7 +90,7 @@ class ActivityStore {
  private:
   ActivityStore(std::string path, sqlite3* db, uint64_t max_rows);
   void Run();
-  void Write(std::vector<answers::ActivityEntry>* batch);
+  void Write(const std::vector<std::vector<answers::ActivityEntry>>& batch);
   // Appends sorted entries to the open batch row and new ones, inside the
   // caller's transaction. False on a failed statement.
   bool Append(const std::vector<const answers::ActivityEntry*>& sorted);
@@ -122,7 +125,13 @@ class ActivityStore {
   absl::Mutex mu_;
   absl::CondVar wake_;
   absl::CondVar written_cv_;  // written_ moved.
-  std::vector<answers::ActivityEntry> pending_ ABSL_GUARDED_BY(mu_);
+  // The hand-overs not yet written, each as it came.
+  std::vector<std::vector<answers::ActivityEntry>> pending_
+      ABSL_GUARDED_BY(mu_);
+  size_t pending_entries_ ABSL_GUARDED_BY(mu_) = 0;
+  // Written hand-overs' vectors, empty, for HandOver to give back.
+  std::vector<std::vector<answers::ActivityEntry>> spares_ ABSL_GUARDED_BY(mu_);
+  int flushes_ ABSL_GUARDED_BY(mu_) = 0;  // Flush calls waiting.
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   uint64_t max_rows_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -133,6 +142,12 @@ class ActivityStore {
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
+
+// The entries of `hand_overs` whose id is above `above`, oldest first (the
+// order the store writes them in, so that rows hold runs of ids).
+std::vector<const answers::ActivityEntry*> NewestInIdOrder(
+    const std::vector<std::vector<answers::ActivityEntry>>& hand_overs,
+    uint64_t above);
 
 }  // namespace modelplane::proxy::store
 

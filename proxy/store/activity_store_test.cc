@@ -130,6 +130,69 @@ TEST(ActivityStoreTest, InterleavedBatchesPageInIdOrder) {
   }
 }
 
+// Hand-overs that come close together (two workers', their ids
+// interleaved, one of them out of order) are gathered for one write; a
+// query right after them, with no Flush, ends the gathering and sees
+// every one.
+TEST(ActivityStoreTest, HandOversCloseTogetherAreSeenByTheNextQuery) {
+  std::string path = TempPath("gathered.db");
+  auto store = ActivityStore::Open(path, 640);  // Ten entries a row.
+  ASSERT_TRUE(store.ok()) << store.status();
+  for (uint64_t round = 0; round < 4; ++round) {
+    for (uint64_t parity : {0, 1}) {
+      std::vector<answers::ActivityEntry> batch;
+      for (uint64_t i = 1; i <= 25; ++i) {
+        uint64_t id = round * 50 + 2 * i - parity;
+        batch.push_back(Entry(id, parity ? "a" : "b", 200));
+      }
+      if (round == 2 && parity == 1) std::swap(batch[3], batch[17]);
+      (*store)->Add(std::move(batch));
+    }
+  }
+  std::vector<uint64_t> walked;
+  uint64_t before = 0;
+  for (int pages = 0; pages < 100; ++pages) {
+    ActivityPage p = Page(**store, {"", 0, before, 9});
+    for (uint64_t id : Ids(p)) walked.push_back(id);
+    if (!p.more) break;
+    before = p.entries.back().id;
+  }
+  std::vector<uint64_t> want;
+  for (uint64_t i = 200; i >= 1; --i) want.push_back(i);
+  EXPECT_EQ(walked, want);
+  EXPECT_EQ((*store)->rows(), 200u);
+  // A hand-over leaves the caller's vector empty, with the room of one
+  // written before it.
+  std::vector<answers::ActivityEntry> more;
+  more.push_back(Entry(201, "a", 200));
+  (*store)->HandOver(&more);
+  EXPECT_TRUE(more.empty());
+  EXPECT_GE(more.capacity(), 25u);
+  (*store)->Flush();
+  EXPECT_EQ((*store)->rows(), 201u);
+}
+
+// The writer's order: every hand-over's entries above the stored ids, in
+// id order, whatever order the hand-overs came in and one of them out of
+// order within itself.
+TEST(ActivityStoreTest, HandOversAreMergedInIdOrder) {
+  std::vector<std::vector<answers::ActivityEntry>> hand_overs(5);
+  for (uint64_t id : {9, 11, 15, 20})
+    hand_overs[0].push_back(Entry(id, "m", 200));
+  for (uint64_t id : {10, 12, 13, 19})
+    hand_overs[1].push_back(Entry(id, "m", 200));
+  for (uint64_t id : {3, 17, 14, 21})
+    hand_overs[2].push_back(Entry(id, "m", 200));
+  for (uint64_t id : {4, 5}) hand_overs[4].push_back(Entry(id, "m", 200));
+  std::vector<uint64_t> ids;
+  for (const answers::ActivityEntry* e : NewestInIdOrder(hand_overs, 8)) {
+    ids.push_back(e->id);
+  }
+  EXPECT_THAT(
+      ids, ::testing::ElementsAre(9, 10, 11, 12, 13, 14, 15, 17, 19, 20, 21));
+  EXPECT_TRUE(NewestInIdOrder(hand_overs, 21).empty());
+}
+
 // Entries that come one at a time fill a row instead of making a row
 // each; the view shows one row per entry to the sqlite3 shell.
 TEST(ActivityStoreTest, SmallBatchesShareARowAndTheViewShowsEntries) {

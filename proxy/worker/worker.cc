@@ -33,9 +33,10 @@ void Worker::AddActivity(answers::ActivityEntry e, size_t keep) {
     return;
   }
   // The store answers the queries: the entry goes there only. Room for a
-  // whole hand-over at once (a growing vector moved each entry twice).
+  // whole hand-over at once (a growing vector moved each entry twice);
+  // the store gives back an earlier hand-over's vector, emptied.
   constexpr size_t kHandOver = 256;
-  if (to_store_.capacity() == 0) to_store_.reserve(kHandOver);
+  if (to_store_.capacity() < kHandOver) to_store_.reserve(kHandOver);
   to_store_.push_back(std::move(e));
   // Handed over within 100 ms, in one batch; kHandOver go at once.
   if (to_store_.size() >= kHandOver) {
@@ -52,7 +53,7 @@ void Worker::OnStoreTimer(void* data) {
 void Worker::FlushToStore() {
   store_timer_.Disarm();
   if (to_store_.empty()) return;
-  if (store_ != nullptr) store_->Add(std::move(to_store_));
+  if (store_ != nullptr) store_->HandOver(&to_store_);
   to_store_.clear();
 }
 
