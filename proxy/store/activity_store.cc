@@ -61,9 +61,8 @@ constexpr char kSchema[] =
 constexpr int kSchemaVersion = 2;
 
 constexpr size_t kBatchEntries = 256;
-// How long and how many entries the store's thread gathers for one
-// transaction (Run).
-constexpr absl::Duration kGather = absl::Milliseconds(50);
+// How many entries end the store's thread's gathering for one transaction
+// (Run).
 constexpr size_t kGatherEntries = 2048;
 // Emptied hand-over vectors kept for reuse.
 constexpr size_t kSpares = 8;
@@ -89,9 +88,9 @@ absl::StatusOr<std::unique_ptr<ActivityStore>> ActivityStore::Open(
   // cut may lose the last batches, never corrupt the file), and an
   // exclusive lock held while open: one process per file. secure_delete
   // FAST: Debian's SQLite, built with SQLITE_SECURE_DELETE, would zero
-  // every page pruning frees, and so write each entry's bytes a third and
-  // a fourth time (WAL and checkpoint: 440 against 318 bytes an entry);
-  // FAST still clears deleted content from the pages that stay in use. Pages of
+  // every page pruning frees, in the WAL and again in the checkpoint (440
+  // against 318 bytes written an entry at the bound); FAST still clears
+  // deleted content from the pages that stay in use. Pages of
   // 16 KiB (a new file's; 4 KiB is SQLite's default): a batch row is a few of
   // them, and the WAL writes a frame header and the page in two calls a
   // page (writing 300,000 entries: 0.43 against 0.6 us of kernel time an
@@ -218,14 +217,15 @@ void ActivityStore::set_max_rows(uint64_t n) {
 }
 
 void ActivityStore::Add(std::vector<answers::ActivityEntry> entries) {
-  HandOver(&entries);
+  if (entries.empty()) return;
+  absl::MutexLock lock(&mu_);
+  Enqueue(std::move(entries));
 }
 
 void ActivityStore::HandOver(std::vector<answers::ActivityEntry>* entries) {
   if (entries->empty()) return;
   absl::MutexLock lock(&mu_);
-  pending_entries_ += entries->size();
-  pending_.push_back(std::move(*entries));
+  Enqueue(std::move(*entries));
   // An emptied vector of an earlier hand-over takes its place: the worker
   // fills memory it has filled before, not a fresh allocation each time.
   *entries = std::vector<answers::ActivityEntry>();
@@ -233,8 +233,18 @@ void ActivityStore::HandOver(std::vector<answers::ActivityEntry>* entries) {
     entries->swap(spares_.back());
     spares_.pop_back();
   }
+}
+
+void ActivityStore::Enqueue(std::vector<answers::ActivityEntry> entries) {
+  pending_entries_ += entries.size();
+  pending_.push_back(std::move(entries));
   ++added_;
   wake_.Signal();
+}
+
+void ActivityStore::set_gather_for_testing(absl::Duration d) {
+  absl::MutexLock lock(&mu_);
+  gather_ = d;
 }
 
 void ActivityStore::Query(
@@ -272,8 +282,10 @@ uint64_t ActivityStore::rows() {
 }
 
 void ActivityStore::Run() {
+  // Kept across passes (swapped with pending_, so the queue keeps its
+  // room and a hand-over does not grow it under the lock).
+  std::vector<std::vector<answers::ActivityEntry>> batch;
   while (true) {
-    std::vector<std::vector<answers::ActivityEntry>> batch;
     std::deque<std::function<void()>> tasks;
     uint64_t batches = 0;
     bool stop = false;
@@ -284,10 +296,10 @@ void ActivityStore::Run() {
       }
       // A commit writes the table's and the index's last pages and the
       // file's header again whatever it holds: entries that come in a
-      // steady stream are gathered for up to kGather, or kGatherEntries of
-      // them, and go in one transaction. A query, a Flush or the stop
-      // ends the wait at once.
-      const absl::Time until = absl::Now() + kGather;
+      // steady stream are gathered for up to gather_ (50 ms), or until
+      // kGatherEntries of them, and go in one transaction. A query, a
+      // Flush or the stop ends the wait at once.
+      const absl::Time until = absl::Now() + gather_;
       while (pending_entries_ < kGatherEntries && tasks_.empty() &&
              !stopping_ && flushes_ == 0) {
         if (wake_.WaitWithDeadline(&mu_, until)) break;
@@ -315,6 +327,7 @@ void ActivityStore::Run() {
         if (part.capacity() != 0) spares_.push_back(std::move(part));
       }
     }
+    batch.clear();
     for (auto& t : tasks) t();
     if (stop) {
       absl::MutexLock lock(&mu_);
@@ -335,6 +348,20 @@ std::vector<const answers::ActivityEntry*> NewestInIdOrder(
   // A worker's hand-over comes in the order its requests ended, so mostly
   // in id order: each one is sorted if need be and merged into those
   // before it (two workers' interleaved ids cost a merge, not a sort).
+  // A backlog of many hand-overs is sorted once (merging each into all
+  // before it would cost hand-overs x entries).
+  constexpr size_t kMergeParts = 16;
+  if (hand_overs.size() > kMergeParts) {
+    for (const auto& part : hand_overs) {
+      for (const answers::ActivityEntry& e : part) {
+        if (e.id > above) sorted.push_back(&e);
+      }
+    }
+    if (!std::is_sorted(sorted.begin(), sorted.end(), older)) {
+      std::sort(sorted.begin(), sorted.end(), older);
+    }
+    return sorted;
+  }
   for (const auto& part : hand_overs) {
     const size_t from = sorted.size();
     for (const answers::ActivityEntry& e : part) {

@@ -35,6 +35,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "proxy/answers/activity.h"
 
 struct sqlite3;
@@ -75,6 +76,10 @@ class ActivityStore {
   // The same for `*entries`, which is left empty, with the room of an
   // earlier hand-over when the store has one (a worker's batch vector).
   void HandOver(std::vector<answers::ActivityEntry>* entries);
+  // How long the writer gathers a steady stream for one transaction
+  // (50 ms); a test makes it long enough that only a query, a flush or
+  // the stop can end it.
+  void set_gather_for_testing(absl::Duration d);
   // A page, on the store's thread (after what was added before it);
   // `done` there.
   void Query(ActivityQuery query,
@@ -90,6 +95,9 @@ class ActivityStore {
  private:
   ActivityStore(std::string path, sqlite3* db, uint64_t max_rows);
   void Run();
+  // Queues a hand-over and wakes the writer.
+  void Enqueue(std::vector<answers::ActivityEntry> entries)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Write(const std::vector<std::vector<answers::ActivityEntry>>& batch);
   // Appends sorted entries to the open batch row and new ones, inside the
   // caller's transaction. False on a failed statement.
@@ -129,6 +137,7 @@ class ActivityStore {
   std::vector<std::vector<answers::ActivityEntry>> pending_
       ABSL_GUARDED_BY(mu_);
   size_t pending_entries_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration gather_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(50);
   // Written hand-overs' vectors, empty, for HandOver to give back.
   std::vector<std::vector<answers::ActivityEntry>> spares_ ABSL_GUARDED_BY(mu_);
   int flushes_ ABSL_GUARDED_BY(mu_) = 0;  // Flush calls waiting.

@@ -103,7 +103,7 @@ TEST(ActivityStoreTest, PagesFiltersAndSurvivesAReopen) {
 // pages still come newest first, whole and in order.
 TEST(ActivityStoreTest, InterleavedBatchesPageInIdOrder) {
   std::string path = TempPath("interleaved.db");
-  auto store = ActivityStore::Open(path, 640);  // Ten entries a row.
+  auto store = ActivityStore::Open(path, 640);  // Five entries a row.
   ASSERT_TRUE(store.ok()) << store.status();
   for (uint64_t parity : {1, 0}) {
     std::vector<answers::ActivityEntry> batch;
@@ -131,45 +131,68 @@ TEST(ActivityStoreTest, InterleavedBatchesPageInIdOrder) {
 }
 
 // Hand-overs that come close together (two workers', their ids
-// interleaved, one of them out of order) are gathered for one write; a
-// query right after them, with no Flush, ends the gathering and sees
-// every one.
+// interleaved, one of them out of order) are gathered for one write, in id
+// order; a query right after them, with no Flush, ends the gathering (an
+// hour here: the test hangs if it does not) and sees every one.
 TEST(ActivityStoreTest, HandOversCloseTogetherAreSeenByTheNextQuery) {
   std::string path = TempPath("gathered.db");
-  auto store = ActivityStore::Open(path, 640);  // Ten entries a row.
-  ASSERT_TRUE(store.ok()) << store.status();
-  for (uint64_t round = 0; round < 4; ++round) {
-    for (uint64_t parity : {0, 1}) {
-      std::vector<answers::ActivityEntry> batch;
-      for (uint64_t i = 1; i <= 25; ++i) {
-        uint64_t id = round * 50 + 2 * i - parity;
-        batch.push_back(Entry(id, parity ? "a" : "b", 200));
+  {
+    auto store = ActivityStore::Open(path, 640);  // Five entries a row.
+    ASSERT_TRUE(store.ok()) << store.status();
+    (*store)->set_gather_for_testing(absl::Hours(1));
+    for (uint64_t round = 0; round < 4; ++round) {
+      for (uint64_t parity : {0, 1}) {
+        std::vector<answers::ActivityEntry> batch;
+        for (uint64_t i = 1; i <= 25; ++i) {
+          uint64_t id = round * 50 + 2 * i - parity;
+          batch.push_back(Entry(id, parity ? "a" : "b", 200));
+        }
+        if (round == 2 && parity == 1) std::swap(batch[3], batch[17]);
+        (*store)->Add(std::move(batch));
       }
-      if (round == 2 && parity == 1) std::swap(batch[3], batch[17]);
-      (*store)->Add(std::move(batch));
     }
+    std::vector<uint64_t> walked;
+    uint64_t before = 0;
+    for (int pages = 0; pages < 100; ++pages) {
+      ActivityPage p = Page(**store, {"", 0, before, 9});
+      for (uint64_t id : Ids(p)) walked.push_back(id);
+      if (!p.more) break;
+      before = p.entries.back().id;
+    }
+    std::vector<uint64_t> want;
+    for (uint64_t i = 200; i >= 1; --i) want.push_back(i);
+    EXPECT_EQ(walked, want);
+    EXPECT_EQ((*store)->rows(), 200u);
+    // A hand-over leaves the caller's vector empty, with the room of one
+    // written before it.
+    std::vector<answers::ActivityEntry> more;
+    more.push_back(Entry(201, "a", 200));
+    (*store)->HandOver(&more);
+    EXPECT_TRUE(more.empty());
+    EXPECT_GE(more.capacity(), 25u);
+    (*store)->Flush();  // Ends the hour's wait too.
+    EXPECT_EQ((*store)->rows(), 201u);
+  }  // The stop ends a wait as well.
+  // One write in id order: rows of five consecutive ids, in order.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT min_id, max_id, count FROM "
+                               "activity_batch ORDER BY seq",
+                               -1, &s, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  uint64_t next = 1;
+  while (sqlite3_step(s) == SQLITE_ROW && next <= 200) {
+    EXPECT_EQ(sqlite3_column_int64(s, 0), static_cast<int64_t>(next));
+    EXPECT_EQ(sqlite3_column_int64(s, 1), static_cast<int64_t>(next + 4));
+    EXPECT_EQ(sqlite3_column_int64(s, 2), 5);
+    next += 5;
   }
-  std::vector<uint64_t> walked;
-  uint64_t before = 0;
-  for (int pages = 0; pages < 100; ++pages) {
-    ActivityPage p = Page(**store, {"", 0, before, 9});
-    for (uint64_t id : Ids(p)) walked.push_back(id);
-    if (!p.more) break;
-    before = p.entries.back().id;
-  }
-  std::vector<uint64_t> want;
-  for (uint64_t i = 200; i >= 1; --i) want.push_back(i);
-  EXPECT_EQ(walked, want);
-  EXPECT_EQ((*store)->rows(), 200u);
-  // A hand-over leaves the caller's vector empty, with the room of one
-  // written before it.
-  std::vector<answers::ActivityEntry> more;
-  more.push_back(Entry(201, "a", 200));
-  (*store)->HandOver(&more);
-  EXPECT_TRUE(more.empty());
-  EXPECT_GE(more.capacity(), 25u);
-  (*store)->Flush();
-  EXPECT_EQ((*store)->rows(), 201u);
+  EXPECT_EQ(next, 201u);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
 }
 
 // The writer's order: every hand-over's entries above the stored ids, in

@@ -103,7 +103,12 @@ int main(int argc, char** argv) {
   }
   modelplane::proxy::store::ActivityStore* s = store->get();
   const uint64_t first = s->max_id() + 1;
+  s->rows();  // Answered on the store's thread: it runs, named, by now.
   const double cpu_before = ThreadCpu("activity-store");
+  if (cpu_before < 0) {
+    fprintf(stderr, "no activity-store thread\n");
+    return 1;
+  }
   const uint64_t bytes_before = WrittenBytes();
   const auto start = std::chrono::steady_clock::now();
   // Two "workers", each with every other id, each handing over 256 at a
@@ -118,11 +123,10 @@ int main(int argc, char** argv) {
       if (batch.size() < kHandOver) continue;
       std::this_thread::sleep_until(
           start + std::chrono::microseconds((id - first) * 1000000 / rate));
-      s->Add(std::move(batch));
-      batch = std::vector<ActivityEntry>();
+      s->HandOver(&batch);  // As a worker does: the vector comes back.
       batch.reserve(kHandOver);
     }
-    s->Add(std::move(batch));
+    s->HandOver(&batch);
   };
   std::thread a(worker, 0), b(worker, 1);
   a.join();
