@@ -214,6 +214,19 @@ TEST(ActivityStoreTest, HandOversAreMergedInIdOrder) {
   EXPECT_THAT(
       ids, ::testing::ElementsAre(9, 10, 11, 12, 13, 14, 15, 17, 19, 20, 21));
   EXPECT_TRUE(NewestInIdOrder(hand_overs, 21).empty());
+  // A backlog of more hand-overs than are merged one by one: ids dealt
+  // round-robin to 20 of them, sorted all the same.
+  std::vector<std::vector<answers::ActivityEntry>> backlog(20);
+  for (uint64_t id = 100; id >= 1; --id) {
+    backlog[id % 20].push_back(Entry(id, "m", 200));
+  }
+  std::vector<uint64_t> all;
+  for (const answers::ActivityEntry* e : NewestInIdOrder(backlog, 0)) {
+    all.push_back(e->id);
+  }
+  std::vector<uint64_t> want(100);
+  for (uint64_t i = 0; i < 100; ++i) want[i] = i + 1;
+  EXPECT_EQ(all, want);
 }
 
 // Entries that come one at a time fill a row instead of making a row
