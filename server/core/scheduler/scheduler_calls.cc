@@ -1,7 +1,8 @@
 // The scheduler's calls from the API (Start, WaitReady, Stop, StopAll,
 // CancelWait), what the actors report (OnActorEvent), and the views (List,
-// Get, Log). Leases, the queue and evictions are in scheduler.cc; reloads
-// and shutdown in scheduler_reload.cc.
+// Get, Log). Leases are in scheduler_leases.cc, the queue in scheduler.cc,
+// evictions in scheduler_evictions.cc; reloads and shutdown in
+// scheduler_reload.cc.
 #include <algorithm>
 #include <utility>
 

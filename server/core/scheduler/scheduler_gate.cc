@@ -1,7 +1,8 @@
 // The scheduler's side of the grant gate (grant_gate.h): absorbing the
 // grants and releases taken on other threads, closing a model before its
-// holders are acted on, republishing what may be granted. Leases, the queue
-// and evictions are in scheduler.cc; docs/scheduler.md "Grants off the loop".
+// holders are acted on, republishing what may be granted. Leases are in
+// scheduler_leases.cc, the queue in scheduler.cc, evictions in
+// scheduler_evictions.cc; docs/scheduler.md "Grants off the loop".
 #include <map>
 #include <string>
 #include <utility>

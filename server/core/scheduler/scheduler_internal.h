@@ -1,5 +1,6 @@
 // The scheduler's per-model and per-demand records, shared by its source
-// files (scheduler.cc: leases, the queue, evictions; scheduler_calls.cc:
+// files (scheduler.cc: the queue; scheduler_leases.cc: leases;
+// scheduler_evictions.cc: evictions and stops; scheduler_calls.cc:
 // the API's calls, the actors' events, the views; scheduler_reload.cc:
 // reload and shutdown; scheduler_gate.cc: the grant gate's side). Private
 // to the scheduler.
