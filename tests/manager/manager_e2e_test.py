@@ -210,7 +210,10 @@ class LeaseTest(unittest.TestCase):
             for t in threads:
                 t.join(60)
             self.assertIsNone(m.proc.poll(), m.log())
-            self.assertEqual(len(stub.ListModels(pb.ListModelsRequest(), timeout=5).models), 1)
+            # The loop may still be working through the churn's thousands of
+            # cancelled streams (under ASan with every test running, more
+            # than 5 s): the check is that it answers, not how soon.
+            self.assertEqual(len(stub.ListModels(pb.ListModelsRequest(), timeout=60).models), 1)
             # And a stream still works.
             c = stub.Watch(pb.WatchRequest())
             self.assertEqual(next(c).model.id, "a")
