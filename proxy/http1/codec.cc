@@ -3,6 +3,8 @@
 // request_parser.cc and response_parser.cc.
 #include "proxy/http1/codec.h"
 
+#include <cstring>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -141,8 +143,23 @@ const char* ReasonPhrase(int status) {
 namespace {
 
 // "name: value\r\n". Plain appends: absl::StrAppend here zero-fills what
-// it then overwrites (Debian's Abseil has no uninitialized resize).
+// it then overwrites (Debian's Abseil has no uninitialized resize). A line
+// that fits 256 bytes (nearly every one) is put together on the stack and
+// appended once: each append checks the capacity and ends the string anew,
+// which for a short header cost more than its bytes.
 void AppendHeader(std::string* out, absl::string_view k, absl::string_view v) {
+  size_t n = k.size() + v.size() + 4;
+  if (n <= 256) {
+    char line[256];
+    memcpy(line, k.data(), k.size());
+    line[k.size()] = ':';
+    line[k.size() + 1] = ' ';
+    memcpy(line + k.size() + 2, v.data(), v.size());
+    line[n - 2] = '\r';
+    line[n - 1] = '\n';
+    out->append(line, n);
+    return;
+  }
   out->append(k.data(), k.size());
   out->append(": ", 2);
   out->append(v.data(), v.size());
@@ -156,8 +173,14 @@ std::vector<absl::string_view> ConnectionOptions(const Headers& headers) {
   std::vector<absl::string_view> names;
   for (const auto& [k, v] : headers) {
     if (!EqualsNoCase(k, "connection")) continue;
-    for (absl::string_view t : absl::StrSplit(v, ',')) {
-      t = absl::StripAsciiWhitespace(t);
+    // Split by hand: absl::StrSplit's machinery cost more than the rest of
+    // a response head, and nearly every upstream sends this header.
+    absl::string_view rest = v;
+    while (!rest.empty()) {
+      size_t comma = rest.find(',');
+      absl::string_view t = absl::StripAsciiWhitespace(rest.substr(0, comma));
+      rest = comma == absl::string_view::npos ? absl::string_view()
+                                              : rest.substr(comma + 1);
       if (t.empty() || EqualsNoCase(t, "keep-alive") ||
           EqualsNoCase(t, "close") || EqualsNoCase(t, "upgrade")) {
         continue;
@@ -185,7 +208,19 @@ void AppendHeaders(std::string* out, const Headers& headers) {
 
 void AppendFraming(std::string* out, Framing framing, uint64_t length) {
   if (framing == Framing::kContentLength) {
-    absl::StrAppend(out, "Content-Length: ", length, "\r\n");
+    // In one append (StrAppend zero-fills, then writes).
+    char line[48] = "Content-Length: ";
+    constexpr size_t kName = sizeof("Content-Length: ") - 1;
+    char digits[20];
+    size_t n = 0;
+    do {
+      digits[n++] = static_cast<char>('0' + length % 10);
+      length /= 10;
+    } while (length != 0);
+    for (size_t i = 0; i < n; ++i) line[kName + i] = digits[n - 1 - i];
+    line[kName + n] = '\r';
+    line[kName + n + 1] = '\n';
+    out->append(line, kName + n + 2);
   } else if (framing == Framing::kChunked) {
     out->append("Transfer-Encoding: chunked\r\n");
   }

@@ -49,6 +49,13 @@ const char* FindStringStop(const char* p, const char* end) {
   return p;
 }
 
+// One byte more of a key's hash: FNV-1a over its bytes, ASCII letters
+// folded to lower case.
+uint64_t FoldHash(uint64_t hash, unsigned char c) {
+  if (c >= 'A' && c <= 'Z') c = static_cast<unsigned char>(c + 32);
+  return (hash ^ c) * 0x100000001b3ULL;
+}
+
 void AppendUtf8(std::string* out, uint32_t cp) {
   if (cp < 0x80) {
     out->push_back(static_cast<char>(cp));
@@ -97,27 +104,11 @@ void JsonScanner::Feed(absl::string_view data) {
       }
       size_t n = static_cast<size_t>(q - p);
       value_.append(p, std::min(n, 8 - std::min<size_t>(8, value_.size())));
-    } else if (state_ == State::kInNested && nested_in_string_) {
-      // An escape inside a nested string is two bytes whatever they are
-      // (Step checks nothing there), so runs go on across them; a string
-      // ends at its '"'.
-      if (!nested_escape_) {
-        for (;;) {
-          q = FindStringStop(q, end);
-          if (q == end || *q == '"') break;
-          if (*q == '\\') {
-            if (end - q < 2) break;  // The escaped byte is in the next read.
-            q += 2;
-          } else {
-            ++q;  // A control character: Step would pass it over too.
-          }
-        }
-      }
     } else if (state_ == State::kInNested) {
-      while (q < end && *q != '"' && *q != '{' && *q != '}' && *q != '[' &&
-             *q != ']') {
-        ++q;
-      }
+      // A nested value (the messages of a chat, most of its body) is
+      // walked here to its end, its strings in runs: Step, which does the
+      // same a byte at a time, is left the byte that ends it or fails.
+      q = SkipNested(p, end);
     }
     offset_ += static_cast<uint64_t>(q - p);
     p = q;
@@ -125,6 +116,41 @@ void JsonScanner::Feed(absl::string_view data) {
     Step(*p++);
     ++offset_;
   }
+}
+
+const char* JsonScanner::SkipNested(const char* p, const char* end) {
+  while (p < end) {
+    if (nested_in_string_) {
+      // An escape is two bytes whatever they are (Step checks nothing
+      // there); a string ends at its '"'.
+      if (nested_escape_) {
+        nested_escape_ = false;
+        ++p;
+        continue;
+      }
+      p = FindStringStop(p, end);
+      if (p == end) return p;
+      if (*p == '"') {
+        nested_in_string_ = false;
+      } else if (*p == '\\') {
+        nested_escape_ = true;
+      }
+      ++p;  // A control character: Step would pass it over too.
+      continue;
+    }
+    char c = *p;
+    if (c == '"') {
+      nested_in_string_ = true;
+    } else if (c == '{' || c == '[') {
+      if (depth_ == kMaxDepth) return p;  // Step reports it, at its byte.
+      ++depth_;
+    } else if (c == '}' || c == ']') {
+      if (depth_ == 1) return p;  // Step ends the value.
+      --depth_;
+    }
+    ++p;
+  }
+  return p;
 }
 
 void JsonScanner::FeedEachByte(absl::string_view data) {
@@ -142,7 +168,7 @@ void JsonScanner::Finish() {
     Fail("the JSON body ends early");
 }
 
-void JsonScanner::Fail(const std::string& what) {
+void JsonScanner::Fail(absl::string_view what) {
   if (error_) return;
   error_ = true;
   error_message_ = absl::StrCat("invalid JSON at byte ", offset_, ": ", what);
@@ -153,7 +179,17 @@ void JsonScanner::StringBytes(const char* p, size_t n) {
     // Folded as Go's encoding/json matches a key to a field (key_fold.h:
     // any letter case, and the Kelvin sign and the long s), where the last
     // one wins: an upstream reading "Model" must not be routed by "model".
-    for (size_t i = 0; i < n; ++i) {
+    size_t i = 0;
+    if (fold_need_ == 0) {
+      // The ASCII run (a key is nearly always all of it) hashed in a local:
+      // the member, written through `this`, might alias the bytes read.
+      uint64_t hash = key_hash_;
+      for (; i < n && static_cast<unsigned char>(p[i]) < 0x80; ++i) {
+        hash = FoldHash(hash, static_cast<unsigned char>(p[i]));
+      }
+      key_hash_ = hash;
+    }
+    for (; i < n; ++i) {
       unsigned char c = static_cast<unsigned char>(p[i]);
       if (fold_need_ == 0 && c < 0x80) {
         HashKeyByte(c);
@@ -176,11 +212,10 @@ void JsonScanner::StringBytes(const char* p, size_t n) {
 }
 
 void JsonScanner::HashKeyByte(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') c = static_cast<unsigned char>(c + 32);
-  key_hash_ = (key_hash_ ^ c) * 0x100000001b3ULL;  // FNV-1a.
+  key_hash_ = FoldHash(key_hash_, c);
 }
 
-void JsonScanner::FlushFold() {
+void JsonScanner::WriteFold() {
   absl::string_view ch(fold_pending_, fold_have_);
   if (ch == kKelvinSign) {
     HashKeyByte('k');
@@ -214,8 +249,7 @@ void JsonScanner::CodeUnit(uint32_t unit) {
   StringBytes(out.data(), out.size());
 }
 
-void JsonScanner::FlushSurrogate() {
-  if (high_surrogate_ == 0) return;
+void JsonScanner::WriteSurrogate() {
   std::string out;
   AppendUtf8(&out, high_surrogate_);
   high_surrogate_ = 0;
@@ -254,10 +288,11 @@ void JsonScanner::EndKey() {
     Fail(absl::StrCat("more than ", kMaxKeys, " top-level keys"));
     return;
   }
-  target_ = key_bytes_ != key_.size() ? Target::kNone
-            : key_ == "model"         ? Target::kModel
-            : key_ == "stream"        ? Target::kStream
-                                      : Target::kNone;
+  absl::string_view key = key_;
+  target_ = key_bytes_ != key.size() ? Target::kNone
+            : key == "model"         ? Target::kModel
+            : key == "stream"        ? Target::kStream
+                                     : Target::kNone;
   state_ = State::kAfterKey;
 }
 
@@ -268,6 +303,74 @@ void JsonScanner::EndValue() {
   }
   target_ = Target::kNone;
   state_ = State::kAfterValue;
+}
+
+// A byte of a key or a value string (Feed passes the plain runs of them
+// in bulk): escapes, the closing quote and what is not allowed.
+void JsonScanner::StringStep(char c) {
+  if (unicode_left_ > 0) {
+    int h = HexValue(c);
+    if (h < 0) return Fail("bad \\u escape");
+    unicode_ = unicode_ * 16 + static_cast<uint32_t>(h);
+    if (--unicode_left_ == 0) CodeUnit(unicode_);
+    return;
+  }
+  if (escape_) {
+    escape_ = false;
+    char out;
+    switch (c) {
+      case '"':
+        out = '"';
+        break;
+      case '\\':
+        out = '\\';
+        break;
+      case '/':
+        out = '/';
+        break;
+      case 'b':
+        out = '\b';
+        break;
+      case 'f':
+        out = '\f';
+        break;
+      case 'n':
+        out = '\n';
+        break;
+      case 'r':
+        out = '\r';
+        break;
+      case 't':
+        out = '\t';
+        break;
+      case 'u':
+        unicode_left_ = 4;
+        unicode_ = 0;
+        return;
+      default:
+        return Fail("bad escape in a string");
+    }
+    FlushSurrogate();
+    StringBytes(&out, 1);
+    return;
+  }
+  if (c == '\\') {
+    escape_ = true;
+    return;
+  }
+  if (c == '"') {
+    if (state_ == State::kInKey) return EndKey();
+    FlushSurrogate();
+    if (error_) return;
+    if (target_ == Target::kModel) model_ = value_;
+    EndValue();
+    return;
+  }
+  if (static_cast<unsigned char>(c) < 0x20) {
+    return Fail("control character in a string");
+  }
+  FlushSurrogate();
+  StringBytes(&c, 1);
 }
 
 void JsonScanner::Step(char c) {
@@ -297,70 +400,7 @@ void JsonScanner::Step(char c) {
       return Fail("expected a key");
     case State::kInKey:
     case State::kInString:
-      if (unicode_left_ > 0) {
-        int h = HexValue(c);
-        if (h < 0) return Fail("bad \\u escape");
-        unicode_ = unicode_ * 16 + static_cast<uint32_t>(h);
-        if (--unicode_left_ == 0) CodeUnit(unicode_);
-        return;
-      }
-      if (escape_) {
-        escape_ = false;
-        char out;
-        switch (c) {
-          case '"':
-            out = '"';
-            break;
-          case '\\':
-            out = '\\';
-            break;
-          case '/':
-            out = '/';
-            break;
-          case 'b':
-            out = '\b';
-            break;
-          case 'f':
-            out = '\f';
-            break;
-          case 'n':
-            out = '\n';
-            break;
-          case 'r':
-            out = '\r';
-            break;
-          case 't':
-            out = '\t';
-            break;
-          case 'u':
-            unicode_left_ = 4;
-            unicode_ = 0;
-            return;
-          default:
-            return Fail("bad escape in a string");
-        }
-        FlushSurrogate();
-        StringBytes(&out, 1);
-        return;
-      }
-      if (c == '\\') {
-        escape_ = true;
-        return;
-      }
-      if (c == '"') {
-        if (state_ == State::kInKey) return EndKey();
-        FlushSurrogate();
-        if (error_) return;
-        if (target_ == Target::kModel) model_ = value_;
-        EndValue();
-        return;
-      }
-      if (static_cast<unsigned char>(c) < 0x20) {
-        return Fail("control character in a string");
-      }
-      FlushSurrogate();
-      StringBytes(&c, 1);
-      return;
+      return StringStep(c);
     case State::kAfterKey:
       if (IsSpace(c)) return;
       if (c != ':') return Fail("expected ':'");

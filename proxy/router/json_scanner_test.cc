@@ -271,6 +271,16 @@ TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
       R"({"model":"a","mo\u0064el":"b"})",
       R"({"abcdefghijkl":1,"abcdefghijkl":2,"model":"m"})",
       R"({"\ud83d\ude00x":1,"model":"\ud83d\ude00\ud83d","stream":true})",
+      // Nested values walked in runs: brackets and escaped quotes inside
+      // their strings, control characters there, the depth limit reached
+      // and passed (the error at the same byte).
+      "{\"m\":[{\"c\":\"a]}\\\"[{\\\\\",\"d\":\"\x01\"},[1,{\"e\":[]}]],"
+      "\"model\":\"x\",\"n\":{\"model\":\"y\"}}",
+      "{\"a\":" + std::string(JsonScanner::kMaxDepth, '[') +
+          std::string(JsonScanner::kMaxDepth, ']') + ",\"model\":\"m\"}",
+      "{\"a\":" + std::string(JsonScanner::kMaxDepth + 1, '[') +
+          std::string(JsonScanner::kMaxDepth + 1, ']') + ",\"model\":\"m\"}",
+      R"({"a":[1,2],"model":"m"]})",
   };
   for (const std::string& body : bodies) {
     JsonScanner reference;
@@ -293,6 +303,13 @@ TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
   JsonScanner over = ScanWhole(bodies[7]);
   EXPECT_TRUE(over.error());
   EXPECT_THAT(over.error_message(), HasSubstr("too long"));
+  const size_t count = sizeof(bodies) / sizeof(bodies[0]);
+  EXPECT_THAT(ScanWhole(bodies[count - 4]).model(), Optional(std::string("x")));
+  EXPECT_THAT(ScanWhole(bodies[count - 3]).model(), Optional(std::string("m")));
+  EXPECT_THAT(ScanWhole(bodies[count - 2]).error_message(),
+              HasSubstr("nested too deeply"));
+  EXPECT_THAT(ScanWhole(bodies[count - 1]).error_message(),
+              HasSubstr("expected ',' or '}'"));
   JsonScanner lookalikes = ScanWhole(bodies[1]);
   EXPECT_THAT(lookalikes.model(), Optional(std::string("b")));
   EXPECT_THAT(lookalikes.stream(), Optional(false));
@@ -303,10 +320,9 @@ TEST(JsonScannerTest, RunsMatchTheStateMachineAtEverySplit) {
   }
   JsonScanner escaped = ScanWhole(bodies[2]);
   EXPECT_THAT(escaped.model(), Optional(std::string("x\"y\xc3\xa9z")));
-  const size_t n = sizeof(bodies) / sizeof(bodies[0]);
-  EXPECT_THAT(ScanWhole(bodies[n - 3]).error_message(), HasSubstr("twice"));
-  EXPECT_THAT(ScanWhole(bodies[n - 2]).error_message(), HasSubstr("twice"));
-  EXPECT_THAT(ScanWhole(bodies[n - 1]).model(),
+  EXPECT_THAT(ScanWhole(bodies[count - 7]).error_message(), HasSubstr("twice"));
+  EXPECT_THAT(ScanWhole(bodies[count - 6]).error_message(), HasSubstr("twice"));
+  EXPECT_THAT(ScanWhole(bodies[count - 5]).model(),
               Optional(std::string("\xf0\x9f\x98\x80\xed\xa0\xbd")));
 }
 

@@ -52,8 +52,10 @@ absl::StatusOr<std::string> MultipartScanner::PartName(
 
 std::optional<std::string> MultipartScanner::BoundaryFrom(
     absl::string_view content_type) {
-  // Most bodies are JSON: refused before anything is split or allocated.
-  if (!absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(content_type.substr(
+  // Most bodies are JSON: refused before anything is split or allocated,
+  // and "application/json" by its length alone.
+  if (content_type.size() < sizeof("multipart/form-data") - 1 ||
+      !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(content_type.substr(
                                   0, content_type.find(';'))),
                               "multipart/form-data")) {
     return std::nullopt;

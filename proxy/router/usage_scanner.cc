@@ -10,14 +10,21 @@ namespace {
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-// `s` ends with `suffix` (short literals: inline, no library call).
-bool EndsWith(const char* begin, const char* end, absl::string_view suffix) {
-  if (static_cast<size_t>(end - begin) < suffix.size()) return false;
-  const char* p = end - suffix.size();
-  for (char c : suffix) {
-    if (*p++ != c) return false;
-  }
-  return true;
+// The bytes from `begin` to `end` end with the literal `suffix`: a
+// compare of a known size, which the compiler makes a load or two (a byte
+// loop cost more than the rest of a scan).
+template <size_t N>
+bool EndsWith(const char* begin, const char* end, const char (&suffix)[N]) {
+  constexpr size_t n = N - 1;
+  return static_cast<size_t>(end - begin) >= n &&
+         memcmp(end - n, suffix, n) == 0;
+}
+
+// The bytes from `at` to `end` begin with the literal `prefix`.
+template <size_t N>
+bool StartsWith(const char* at, const char* end, const char (&prefix)[N]) {
+  constexpr size_t n = N - 1;
+  return static_cast<size_t>(end - at) >= n && memcmp(at, prefix, n) == 0;
 }
 
 uint64_t Load8(const char* p) {
@@ -100,51 +107,69 @@ void UsageScanner::Scan(absl::string_view buf) {
     std::optional<uint64_t>* slot = nullptr;
     std::optional<double>* speed = nullptr;
     const char* q;
-    auto rest = [at, end](absl::string_view s) {
-      return end - at >= static_cast<ptrdiff_t>(s.size()) &&
-             memcmp(at, s.data(), s.size()) == 0;
-    };
-    if (end - at >= 8 && Load8(at) == kTokensQuote) {
-      // The key's first part, from its opening quote: "prompt_tokens" but
-      // not "cache_creation_input_tokens".
-      if (EndsWith(begin, at, "\"prompt") || EndsWith(begin, at, "\"input")) {
+    // By the byte after the '_' first: most underscores in an answer
+    // ("finish_reason", "prompt_ms", "system_fingerprint") are in no key
+    // looked for, and are passed over here.
+    switch (end - at >= 2 ? at[1] : '\0') {
+      case 't':
+        if (end - at < 8 || Load8(at) != kTokensQuote) continue;
+        // The key's first part, from its opening quote: "prompt_tokens"
+        // but not "cache_creation_input_tokens".
+        if (EndsWith(begin, at, "\"prompt") || EndsWith(begin, at, "\"input")) {
+          slot = &prompt_;
+        } else if (EndsWith(begin, at, "\"completion") ||
+                   EndsWith(begin, at, "\"output")) {
+          slot = &completion_;
+        } else if (EndsWith(begin, at, "\"cached")) {
+          slot = &cached_;  // usage.prompt_tokens_details.cached_tokens
+        } else {
+          continue;
+        }
+        q = at + 8;
+        break;
+      case 'e':
+        // llama-server's own /completion: "tokens_evaluated" (the prompt)
+        // and "tokens_predicted".
+        if (!StartsWith(at, end, "_evaluated\"") ||
+            !EndsWith(begin, at, "\"tokens")) {
+          continue;
+        }
         slot = &prompt_;
-      } else if (EndsWith(begin, at, "\"completion") ||
-                 EndsWith(begin, at, "\"output")) {
-        slot = &completion_;
-      } else if (EndsWith(begin, at, "\"cached")) {
-        slot = &cached_;  // usage.prompt_tokens_details.cached_tokens
-      } else {
+        q = at + 11;
+        break;
+      case 'p':
+        if (StartsWith(at, end, "_predicted\"") &&
+            EndsWith(begin, at, "\"tokens")) {
+          slot = &completion_;
+          q = at + 11;
+        } else if (StartsWith(at, end, "_per_second\"") &&
+                   (EndsWith(begin, at, "\"prompt") ||
+                    EndsWith(begin, at, "\"predicted"))) {
+          speed = EndsWith(begin, at, "\"prompt") ? &prompt_per_second_
+                                                  : &predicted_per_second_;
+          q = at + 12;
+        } else {
+          continue;
+        }
+        break;
+      case 'n':
+        if (EndsWith(begin, at, "\"cache") && StartsWith(at, end, "_n\"")) {
+          slot = &cached_;  // llama.cpp's timings.cache_n
+          q = at + 3;
+        } else if (EndsWith(begin, at, "\"draft") &&
+                   StartsWith(at, end, "_n\"")) {
+          slot = &draft_;
+          q = at + 3;
+        } else if (EndsWith(begin, at, "\"draft") &&
+                   StartsWith(at, end, "_n_accepted\"")) {
+          slot = &draft_accepted_;
+          q = at + 12;
+        } else {
+          continue;
+        }
+        break;
+      default:
         continue;
-      }
-      q = at + 8;
-    } else if (end - at >= 11 && EndsWith(begin, at, "\"tokens")) {
-      // llama-server's own /completion: "tokens_evaluated" (the prompt)
-      // and "tokens_predicted".
-      if (memcmp(at, "_evaluated\"", 11) == 0) {
-        slot = &prompt_;
-      } else if (memcmp(at, "_predicted\"", 11) == 0) {
-        slot = &completion_;
-      } else {
-        continue;
-      }
-      q = at + 11;
-    } else if (EndsWith(begin, at, "\"cache") && rest("_n\"")) {
-      slot = &cached_;  // llama.cpp's timings.cache_n
-      q = at + 3;
-    } else if (EndsWith(begin, at, "\"draft") && rest("_n\"")) {
-      slot = &draft_;
-      q = at + 3;
-    } else if (EndsWith(begin, at, "\"draft") && rest("_n_accepted\"")) {
-      slot = &draft_accepted_;
-      q = at + 12;
-    } else if (rest("_per_second\"") && (EndsWith(begin, at, "\"prompt") ||
-                                         EndsWith(begin, at, "\"predicted"))) {
-      speed = EndsWith(begin, at, "\"prompt") ? &prompt_per_second_
-                                              : &predicted_per_second_;
-      q = at + 12;
-    } else {
-      continue;
     }
     // At most kMaxSpaces on each side of the ':' (JSON allows more; no
     // server sends them), so that a match always fits in the bytes kept

@@ -146,7 +146,7 @@ TEST(UsageScannerTest, SameAnswerAtEverySplit) {
       std::string(100, 'x') +
       "data: {\"usage\":{\"prompt_tokens\":70,\"completion_tokens\":1234}}\n\n"
       "data: {\"timings\":{\"cache_n\" :  5,\"predicted_per_second\":        "
-      "12345.678901234e-2 }}\n\n";
+      "12345.678901234e-2 ,\"draft_n_accepted\":31}}\n\n";
   for (size_t a = 0; a <= body.size(); ++a) {
     for (size_t b = a; b <= body.size(); b += 7) {
       UsageScanner u;
@@ -156,6 +156,7 @@ TEST(UsageScannerTest, SameAnswerAtEverySplit) {
       ASSERT_THAT(u.prompt(), Optional(Eq(70u))) << a << " " << b;
       ASSERT_THAT(u.completion(), Optional(Eq(1234u))) << a << " " << b;
       ASSERT_THAT(u.cached(), Optional(Eq(5u))) << a << " " << b;
+      ASSERT_THAT(u.draft_accepted(), Optional(Eq(31u))) << a << " " << b;
       ASSERT_THAT(u.predicted_per_second(), Optional(Eq(123.45678901234)))
           << a << " " << b;
     }
