@@ -355,11 +355,25 @@ void ServerSession::SubmitHead(int32_t id, int status,
   absl::InlinedVector<nghttp2_nv, 16> nva;
   nva.push_back(
       Nv(":status", absl::string_view(status_text, status_end - status_text)));
-  std::vector<std::string> lowered;  // Names sent in another case.
+  // Names an HTTP/1.1 upstream sent with capitals (nearly all of them:
+  // "Content-Type"), lower-cased into a buffer on the stack; past it, into
+  // strings of their own.
+  char lower[1024];
+  size_t lower_used = 0;
+  std::vector<std::string> lowered;
   for (const auto& [name, value] : headers) {
     if (http1::IsHopByHop(name) || absl::StartsWith(name, ":")) continue;
     if (std::any_of(name.begin(), name.end(), absl::ascii_isupper)) {
-      if (lowered.empty()) lowered.reserve(headers.size());
+      if (name.size() <= sizeof(lower) - lower_used) {
+        char* to = lower + lower_used;
+        for (size_t i = 0; i < name.size(); ++i) {
+          to[i] = absl::ascii_tolower(static_cast<unsigned char>(name[i]));
+        }
+        lower_used += name.size();
+        nva.push_back(Nv(absl::string_view(to, name.size()), value));
+        continue;
+      }
+      if (lowered.empty()) lowered.reserve(headers.size());  // Never moved.
       lowered.push_back(absl::AsciiStrToLower(name));
       nva.push_back(Nv(lowered.back(), value));
       continue;
