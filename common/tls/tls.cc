@@ -27,6 +27,15 @@ std::string TakeErrors() {
   return out;
 }
 
+// Empties the thread's error queue before an SSL call, so that
+// SSL_get_error after it sees only that call's errors. Only when it holds
+// one (nearly never), as nginx does: OpenSSL 3's ERR_clear_error walks all
+// sixteen slots and frees two strings in each, about 2,000 instructions,
+// and the read and the write of every request would pay it.
+void ClearStaleErrors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 // ALPN, in the server's order of preference: h2, then http/1.1.
 int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen,
                const unsigned char* in, unsigned int inlen, void*) {
@@ -209,7 +218,7 @@ void TlsEngine::NoteError(int ret) {
 
 TlsEngine::HandshakeResult TlsEngine::Handshake() {
   if (done_) return kDone;
-  ERR_clear_error();
+  ClearStaleErrors();
   int ret = SSL_do_handshake(ssl_);
   if (ret == 1) {
     done_ = true;
@@ -231,7 +240,7 @@ std::string TlsEngine::alpn() const {
 const char* TlsEngine::version() const { return SSL_get_version(ssl_); }
 
 long TlsEngine::Read(char* buf, size_t size) {
-  ERR_clear_error();
+  ClearStaleErrors();
   int ret = SSL_read(ssl_, buf, static_cast<int>(size));
   if (ret > 0) return ret;
   int e = SSL_get_error(ssl_, ret);
@@ -247,7 +256,7 @@ bool TlsEngine::HasBuffered() const {
 
 bool TlsEngine::Encrypt(absl::string_view plain, std::string* cipher) {
   while (!plain.empty()) {
-    ERR_clear_error();
+    ClearStaleErrors();
     // A memory BIO takes everything: SSL_write writes all or fails.
     int ret = SSL_write(ssl_, plain.data(), static_cast<int>(plain.size()));
     if (ret <= 0) {
@@ -271,7 +280,7 @@ void TlsEngine::TakeOutput(std::string* cipher) {
 
 void TlsEngine::Shutdown() {
   if (!done_) return;
-  ERR_clear_error();
+  ClearStaleErrors();
   SSL_shutdown(ssl_);
   ERR_clear_error();
 }
