@@ -7,6 +7,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -172,13 +174,71 @@ absl::StatusOr<const ClientTlsContexts::Entry*> ClientTlsContexts::Get(
               .first->second;
 }
 
-TlsEngine::TlsEngine(SSL_CTX* ctx) : ssl_(SSL_new(ctx)) {
-  in_ = BIO_new(BIO_s_mem());
-  out_ = BIO_new(BIO_s_mem());
-  // A drained memory BIO says "retry", not "end of file".
-  BIO_set_mem_eof_return(in_, -1);
-  BIO_set_mem_eof_return(out_, -1);
-  SSL_set_bio(ssl_, in_, out_);
+namespace {
+
+// The engines' BIO method, made once (OpenSSL keeps it for the process).
+const BIO_METHOD* EngineBioMethod(int (*write)(BIO*, const char*, size_t,
+                                               size_t*),
+                                  int (*read)(BIO*, char*, size_t, size_t*),
+                                  long (*ctrl)(BIO*, int, long, void*)) {
+  static const BIO_METHOD* method = [&] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                                 "modelplane tls engine");
+    BIO_meth_set_write_ex(m, write);
+    BIO_meth_set_read_ex(m, read);
+    BIO_meth_set_ctrl(m, ctrl);
+    BIO_meth_set_create(m, [](BIO* bio) {
+      BIO_set_init(bio, 1);
+      return 1;
+    });
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
+int TlsEngine::BioWrite(BIO* bio, const char* data, size_t n, size_t* written) {
+  auto* self = static_cast<TlsEngine*>(BIO_get_data(bio));
+  self->sink_->append(data, n);
+  *written = n;
+  return 1;
+}
+
+int TlsEngine::BioRead(BIO* bio, char* data, size_t n, size_t* read) {
+  auto* self = static_cast<TlsEngine*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  size_t left = self->in_.size() - self->in_read_;
+  if (left == 0) {
+    BIO_set_retry_read(bio);  // More may be fed: "retry", not the end.
+    *read = 0;
+    return 0;
+  }
+  size_t k = std::min(n, left);
+  memcpy(data, self->in_.data() + self->in_read_, k);
+  self->in_read_ += k;
+  if (self->in_read_ == self->in_.size()) {
+    self->in_read_ = 0;
+    if (self->in_.capacity() > kKeptBytes) {
+      std::string().swap(self->in_);
+    } else {
+      self->in_.clear();
+    }
+  }
+  *read = k;
+  return 1;
+}
+
+long TlsEngine::BioCtrl(BIO*, int cmd, long, void*) {
+  // Writes are never held back: a flush has nothing to do. Nothing else
+  // (kTLS, datagrams, pushing filters) applies to this BIO.
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+TlsEngine::TlsEngine(SSL_CTX* ctx) : ssl_(SSL_new(ctx)), sink_(&held_) {
+  BIO* bio = BIO_new(EngineBioMethod(&BioWrite, &BioRead, &BioCtrl));
+  BIO_set_data(bio, this);
+  SSL_set_bio(ssl_, bio, bio);  // One reference for both: ssl_ owns it.
   SSL_set_accept_state(ssl_);
 }
 
@@ -199,9 +259,7 @@ TlsEngine::TlsEngine(SSL_CTX* ctx, const std::string& host) : TlsEngine(ctx) {
 TlsEngine::~TlsEngine() { SSL_free(ssl_); }
 
 void TlsEngine::Feed(absl::string_view cipher) {
-  if (!cipher.empty()) {
-    BIO_write(in_, cipher.data(), static_cast<int>(cipher.size()));
-  }
+  in_.append(cipher.data(), cipher.size());
 }
 
 void TlsEngine::NoteError(int ret) {
@@ -251,31 +309,39 @@ long TlsEngine::Read(char* buf, size_t size) {
 }
 
 bool TlsEngine::HasBuffered() const {
-  return SSL_pending(ssl_) > 0 || BIO_ctrl_pending(in_) > 0;
+  return SSL_pending(ssl_) > 0 || in_.size() > in_read_;
 }
 
 bool TlsEngine::Encrypt(absl::string_view plain, std::string* cipher) {
+  TakeOutput(cipher);  // What OpenSSL wrote before, first.
+  sink_ = cipher;      // The records go straight onto it.
   while (!plain.empty()) {
     ClearStaleErrors();
-    // A memory BIO takes everything: SSL_write writes all or fails.
+    // The BIO takes everything: SSL_write writes all or fails.
     int ret = SSL_write(ssl_, plain.data(), static_cast<int>(plain.size()));
     if (ret <= 0) {
+      sink_ = &held_;
       NoteError(ret);
       return false;
     }
     plain.remove_prefix(static_cast<size_t>(ret));
   }
-  TakeOutput(cipher);
+  sink_ = &held_;
   return true;
 }
 
 void TlsEngine::TakeOutput(std::string* cipher) {
-  size_t pending = BIO_ctrl_pending(out_);
-  if (pending == 0) return;
-  size_t at = cipher->size();
-  cipher->resize(at + pending);
-  int n = BIO_read(out_, cipher->data() + at, static_cast<int>(pending));
-  cipher->resize(at + (n > 0 ? static_cast<size_t>(n) : 0));
+  if (held_.empty()) return;
+  if (cipher->empty() && cipher->capacity() < held_.size()) {
+    cipher->swap(held_);
+  } else {
+    cipher->append(held_);
+  }
+  if (held_.capacity() > kKeptBytes) {
+    std::string().swap(held_);
+  } else {
+    held_.clear();
+  }
 }
 
 void TlsEngine::Shutdown() {

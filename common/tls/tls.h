@@ -93,7 +93,12 @@ class ClientTlsContexts {
   std::map<std::string, Entry> by_ca_;  // "" for the system's roots.
 };
 
-// One TLS connection over memory buffers, server or client side.
+// One TLS connection over memory buffers, server or client side. OpenSSL
+// reads and writes them through a BIO of the engine's own (as nghttpx
+// does): what is fed is kept in one string and read from it; what OpenSSL
+// writes goes straight onto the caller's string during Encrypt (else into
+// one held for TakeOutput). A memory BIO cost a copy each way and its
+// BUF_MEM bookkeeping on every call.
 class TlsEngine {
  public:
   // The server side. Takes a reference on `ctx` (OpenSSL's count): the
@@ -142,10 +147,18 @@ class TlsEngine {
 
  private:
   void NoteError(int ret);
+  // The BIO's methods (the engine is its data).
+  static int BioWrite(BIO* bio, const char* data, size_t n, size_t* written);
+  static int BioRead(BIO* bio, char* data, size_t n, size_t* read);
+  static long BioCtrl(BIO* bio, int cmd, long num, void* ptr);
+  // An idle connection keeps no buffer over this.
+  static constexpr size_t kKeptBytes = 16 << 10;
 
   SSL* ssl_;
-  BIO* in_;   // Owned by ssl_.
-  BIO* out_;  // Owned by ssl_.
+  std::string in_;  // Fed, not yet read by OpenSSL: from in_read_.
+  size_t in_read_ = 0;
+  std::string held_;   // Written by OpenSSL, for TakeOutput.
+  std::string* sink_;  // Where OpenSSL writes: held_, or Encrypt's.
   bool done_ = false;
   bool client_ = false;
   std::string error_;
