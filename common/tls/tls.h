@@ -97,8 +97,8 @@ class ClientTlsContexts {
 // reads and writes them through a BIO of the engine's own (as nghttpx
 // does): what is fed is kept in one string and read from it; what OpenSSL
 // writes goes straight onto the caller's string during Encrypt (else into
-// one held for TakeOutput). A memory BIO cost a copy each way and its
-// BUF_MEM bookkeeping on every call.
+// one held for TakeOutput). Memory BIOs would cost a copy each way and
+// their BUF_MEM bookkeeping on every call.
 class TlsEngine {
  public:
   // The server side. Takes a reference on `ctx` (OpenSSL's count): the
@@ -134,7 +134,9 @@ class TlsEngine {
   // something without more being fed).
   bool HasBuffered() const;
 
-  // Encrypts `plain` onto `cipher` (appended). False on an error.
+  // Appends to `cipher` what the engine held (TakeOutput), then `plain`
+  // encrypted. False on an error: `cipher` may then hold the held bytes
+  // and an alert.
   bool Encrypt(absl::string_view plain, std::string* cipher);
   // What the engine has to send (handshake messages, tickets, alerts),
   // appended to `cipher`.

@@ -146,7 +146,7 @@ namespace {
 // it then overwrites (Debian's Abseil has no uninitialized resize). A line
 // that fits 256 bytes (nearly every one) is put together on the stack and
 // appended once: each append checks the capacity and ends the string anew,
-// which for a short header cost more than its bytes.
+// which for a short header costs more than its bytes.
 void AppendHeader(std::string* out, absl::string_view k, absl::string_view v) {
   size_t n = k.size() + v.size() + 4;
   if (n <= 256) {
@@ -173,7 +173,7 @@ std::vector<absl::string_view> ConnectionOptions(const Headers& headers) {
   std::vector<absl::string_view> names;
   for (const auto& [k, v] : headers) {
     if (!EqualsNoCase(k, "connection")) continue;
-    // Split by hand: absl::StrSplit's machinery cost more than the rest of
+    // Split by hand: absl::StrSplit's machinery costs more than the rest of
     // a response head, and nearly every upstream sends this header.
     absl::string_view rest = v;
     while (!rest.empty()) {

@@ -12,7 +12,7 @@ bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 // The bytes from `begin` to `end` end with the literal `suffix`: a
 // compare of a known size, which the compiler makes a load or two (a byte
-// loop cost more than the rest of a scan).
+// loop costs more than the rest of a scan).
 template <size_t N>
 bool EndsWith(const char* begin, const char* end, const char (&suffix)[N]) {
   constexpr size_t n = N - 1;

@@ -88,7 +88,12 @@ count() {
     local handshakes
     handshakes=$(callgrind_annotate --inclusive=yes "$work/callgrind.$4" \
       2>/dev/null | awk '/:SSL_do_handshake / && !n++ {gsub(",", "", $1); print $1}')
-    total=$((total - ${handshakes:-0}))
+    if [[ -z $handshakes ]]; then
+      echo "$1 tls: no SSL_do_handshake in the profile: cannot leave the" \
+        "handshakes out" >&2
+      exit 1
+    fi
+    total=$((total - handshakes))
   fi
   printf '%-10s %-6s %6d instructions per request (%d requests)\n' \
     "$1" "$2" $((total / requests)) "$requests"
