@@ -12,6 +12,7 @@ from tools.testing.fake_upstream_proc import runfile
 
 BINARY = runfile("server/modelmanager")
 EXAMPLE = runfile("examples/llama-swap-config.yaml")
+LLAMA_SWAP_EXAMPLE = runfile("testdata/llama-swap/config.example.yaml")
 
 
 def run(*args, env=None, config_text=None):
@@ -52,6 +53,39 @@ class CheckTest(unittest.TestCase):
             "vllm-qwen\tgroup=big\tupstream=http://127.0.0.1:8000\targv=docker run"))
         self.assertTrue(lines[-1].endswith("OK: 5 model(s), 2 group(s)"))
 
+    def test_llama_swaps_config_example_passes_check(self):
+        # llama-swap's own example, unchanged but for its pretend models:
+        # the ones it names without defining (in its groups, selectors,
+        # profiles and scheduler priorities) are given commands, and
+        # "unlisted-model", whose command is a placeholder without the
+        # ${PORT} its default proxy needs (llama-swap refuses it as it
+        # stands too), is given one.
+        with open(LLAMA_SWAP_EXAMPLE) as f:
+            text = f.read()
+        placeholder = "    cmd: some-upstream-server\n"
+        self.assertEqual(text.count(placeholder), 1)
+        text = text.replace(placeholder, "    cmd: some-upstream-server --port ${PORT}\n")
+        pretend = ["qwen-unlisted", "modelA", "modelB", "forever-modelA",
+                   "forever-modelB", "forever-modelc", "A", "B", "C", "D"]
+        head = "\nmodels:\n"
+        self.assertEqual(text.count(head), 1)
+        text = text.replace(head, head + "".join(
+            '  "%s":\n    cmd: /bin/sleep ${PORT}\n' % m for m in pretend))
+        code, out, err = run("--config", "{CONFIG}", "--check", config_text=text,
+                             env={"HOME": "/home/u", "API_KEY_1": "k1",
+                                  "API_KEY_2": "k2", "OPENROUTER_API_KEY": "k3"})
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.splitlines()[-1], "config.yaml: OK: 13 model(s), 4 group(s)")
+        # The settings modelplane does not have, each said once; the group
+        # member that is a selector, left out with a warning.
+        self.assertIn("groups.group1.members[0]: 'llama' is not a model; left out "
+                      "of the group", err)
+        for key in ("logTimeFormat", "captureBuffer", "performance"):
+            self.assertIn("%s: llama-swap setting not supported by modelplane yet; "
+                          "ignored" % key, err)
+        # The https peer with its base path and its timeouts is taken whole.
+        self.assertNotIn("peers.openrouter", err)
+
     def test_check_reports_missing_env_with_position_and_exits_2(self):
         code, out, err = run("--config", EXAMPLE, "--check")
         self.assertEqual(code, 2)
@@ -67,8 +101,11 @@ class CheckTest(unittest.TestCase):
                   "  bad:\n"
                   "    cmd: run ${nope}\n"
                   "    proxy: http://h:1\n"
+                  "  ok:\n"
+                  "    cmd: /bin/sleep ${PORT}\n"
                   "groups:\n"
-                  "  g: {members: [ghost]}\n")
+                  "  g: {members: [ok]}\n"
+                  "  h: {members: [ok]}\n")
         code, out, err = run("--config", "{CONFIG}", "--check", config_text=config)
         self.assertEqual(code, 2)
         self.assertEqual(out, "")
@@ -76,7 +113,8 @@ class CheckTest(unittest.TestCase):
             "config.yaml:6:10: models.bad.cmd: unknown macro '${nope}'",
             "config.yaml:4:12: models.qwen.proxy: uses ${PORT} but cmd does not "
             "(${PORT} is assigned only to models whose cmd uses it)",
-            "config.yaml:9:17: groups.g.members[0]: 'ghost' is not a model",
+            "config.yaml:12:17: groups.h.members[0]: model 'ok' is already a "
+            "member of group 'g' (a model is in at most one group)",
             "config.yaml: invalid: 3 error(s)",
         ])
 

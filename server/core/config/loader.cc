@@ -635,24 +635,32 @@ class Loader {
     if (!implicit.members.empty()) c->groups.push_back(std::move(implicit));
   }
 
+  // A group's member. Listed twice, or in two groups, is an error for any
+  // name; a name that is not a model id (a selector, an alias, a typo) is
+  // warned and left out, as llama-swap loads it and never matches it
+  // (llama-swap's own config.example.yaml lists its selector "llama").
   void Member(const std::string& name, SourcePos pos, const std::string& path,
               const Config* c, GroupConfig* g,
               absl::flat_hash_map<std::string, std::string>* group_of) {
     const ModelConfig* m = c->FindModel(name);
-    if (m == nullptr) {
-      sink_.Error(pos, path, absl::StrCat("'", name, "' is not a model"));
+    if (auto [it, inserted] = group_of->emplace(name, g->id); !inserted) {
+      sink_.Error(
+          pos, path,
+          it->second == g->id
+              ? absl::StrCat("'", name, "' is listed twice")
+              : absl::StrCat(m != nullptr ? "model '" : "'", name,
+                             "' is already a member of group '", it->second,
+                             "' (a model is in at most one group)"));
+    } else if (m == nullptr) {
+      sink_.Warn(
+          pos, path,
+          absl::StrCat("'", name, "' is not a model; left out of the group"));
     } else if (m->id != name) {
-      sink_.Error(pos, path,
-                  absl::StrCat("'", name, "' is an alias of model '", m->id,
-                               "'; groups list model ids"));
-    } else if (auto [it, inserted] = group_of->emplace(name, g->id);
-               !inserted) {
-      sink_.Error(pos, path,
-                  it->second == g->id
-                      ? absl::StrCat("'", name, "' is listed twice")
-                      : absl::StrCat(
-                            "model '", name, "' is already a member of group '",
-                            it->second, "' (a model is in at most one group)"));
+      sink_.Warn(pos, path,
+                 absl::StrCat("'", name, "' is an alias of model '", m->id,
+                              "'; left out of the group (groups list model "
+                              "ids: list '",
+                              m->id, "')"));
     } else {
       g->members.push_back(name);
     }

@@ -374,11 +374,6 @@ INSTANTIATE_TEST_SUITE_P(
             "    aliases: [c, a]\n",
             "test.yaml:6:18: models.b.aliases[1]: alias 'a' is the id "
             "of model 'a'"},
-        ErrorCase{"GroupMemberNotAModel",
-                  "models:\n  a:\n    cmd: x ${PORT}\ngroups:\n  g:\n"
-                  "    members: [a, ghost]\n",
-                  "test.yaml:6:18: groups.g.members[1]: 'ghost' is not a "
-                  "model"},
         ErrorCase{"ModelInTwoGroups",
                   "models:\n  a:\n    cmd: x ${PORT}\ngroups:\n  g1:\n"
                   "    members: [a]\n  g2:\n    members: [a]\n",

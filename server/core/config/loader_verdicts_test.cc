@@ -1,0 +1,137 @@
+// Verdicts beside llama-swap's loader (docs/config.md, "Verdicts beside
+// llama-swap's"): group members as llama-swap takes them (a name listed
+// twice, or in two groups, is refused whatever it names; a name that is
+// not a model id, a selector, an alias or a typo, loads, warned and left
+// out of the group, where llama-swap loads it and never matches it), and
+// the deliberate differences that need a test of their own.
+#include <optional>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/core/config/loader.h"
+
+namespace modelplane::config {
+namespace {
+
+using ::testing::ElementsAre;
+
+EnvLookup NoEnv() {
+  return [](const std::string&) -> std::optional<std::string> {
+    return std::nullopt;
+  };
+}
+
+std::vector<std::string> Lines(const std::vector<Diagnostic>& ds) {
+  std::vector<std::string> out;
+  for (const Diagnostic& d : ds) out.push_back(d.ToString());
+  return out;
+}
+
+TEST(LoaderGroupsTest, MembersThatAreNotModelsAreWarnedAndLeftOut) {
+  LoadResult r = LoadConfigText("test.yaml", R"yaml(models:
+  a:
+    cmd: /bin/sleep ${PORT}
+    aliases: [aa]
+  b:
+    cmd: /bin/sleep ${PORT}
+selectors:
+  pick:
+    strategy: pin
+    targets: [a]
+groups:
+  g:
+    members: [pick, a, aa, ghost]
+)yaml",
+                                NoEnv());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(Lines(r.warnings),
+              ElementsAre("test.yaml:13:15: groups.g.members[0]: 'pick' is "
+                          "not a model; left out of the group",
+                          "test.yaml:13:24: groups.g.members[2]: 'aa' is an "
+                          "alias of model 'a'; left out of the group (groups "
+                          "list model ids: list 'a')",
+                          "test.yaml:13:28: groups.g.members[3]: 'ghost' is "
+                          "not a model; left out of the group"));
+  const Config& c = *r.config;
+  ASSERT_EQ(c.groups.size(), 2u);
+  EXPECT_EQ(c.groups[0].id, "g");
+  EXPECT_THAT(c.groups[0].members, ElementsAre("a"));
+  EXPECT_THAT(c.groups[1].members, ElementsAre("b"));  // The default group.
+}
+
+TEST(LoaderGroupsTest, ANameTwiceOrInTwoGroupsIsRefusedWhateverItNames) {
+  for (const char* name : {"a", "ghost"}) {
+    SCOPED_TRACE(name);
+    std::string models = "models:\n  a:\n    cmd: /bin/sleep ${PORT}\n";
+    LoadResult twice = LoadConfigText(
+        "test.yaml",
+        models + "groups:\n  g:\n    members: [" + name + ", " + name + "]\n",
+        NoEnv());
+    EXPECT_FALSE(twice.ok());
+    EXPECT_THAT(
+        Lines(twice.errors),
+        ElementsAre(std::string("test.yaml:6:") + (name[1] == 0 ? "18" : "22") +
+                    ": groups.g.members[1]: '" + name + "' is listed twice"));
+    LoadResult two_groups =
+        LoadConfigText("test.yaml",
+                       models + "groups:\n  g:\n    members: [" + name +
+                           "]\n  h:\n" + "    members: [" + name + "]\n",
+                       NoEnv());
+    EXPECT_FALSE(two_groups.ok());
+    EXPECT_THAT(
+        Lines(two_groups.errors),
+        ElementsAre(std::string("test.yaml:8:15: groups.h.members[0]: ") +
+                    (name[1] == 0 ? "model '" : "'") + name +
+                    "' is already a member of group 'g' (a model is in "
+                    "at most one group)"));
+  }
+}
+
+// llama-swap refuses `performance.every` below 5 s; modelplane has no
+// performance sampling, and warns the whole block away whatever it holds.
+TEST(LoaderVerdictsTest, PerformanceValuesLlamaSwapRefusesAreWarnedAway) {
+  LoadResult r = LoadConfigText(
+      "test.yaml",
+      "performance: {disabled: false, every: 1s}\ncaptureBuffer: -3\n"
+      "models:\n  a:\n    cmd: /bin/sleep ${PORT}\n",
+      NoEnv());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(Lines(r.warnings),
+              ElementsAre("test.yaml:1:1: performance: llama-swap setting not "
+                          "supported by modelplane yet; ignored",
+                          "test.yaml:2:1: captureBuffer: llama-swap setting "
+                          "not supported by modelplane yet; ignored"));
+}
+
+// llama-swap splices ${env.NAME} into the raw text, so a value with a quote
+// can break the YAML around it; modelplane substitutes into the value.
+TEST(LoaderVerdictsTest, AnEnvValueWithQuotesIsTheValue) {
+  EnvLookup env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "FLAGS") return std::string("--name \"it's\" --x 'y'");
+    return std::nullopt;
+  };
+  LoadResult r =
+      LoadConfigText("test.yaml",
+                     "models:\n  a:\n    cmd: \"/bin/sleep ${PORT}\"\n"
+                     "    env: [\"FLAGS=${env.FLAGS}\"]\n",
+                     env);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r.config->models.size(), 1u);
+  EXPECT_THAT(r.config->models[0].env,
+              ElementsAre("FLAGS=--name \"it's\" --x 'y'"));
+}
+
+// llama-swap refuses a store.path that is a directory; modelplane's store
+// is opened by each proxy on its own host, which says so there.
+TEST(LoaderVerdictsTest, AStorePathThatIsADirectoryLoads) {
+  LoadResult r = LoadConfigText(
+      "test.yaml",
+      "store: {path: /tmp}\nmodels:\n  a:\n    cmd: /bin/sleep ${PORT}\n",
+      NoEnv());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r.config->store_path, "/tmp");
+}
+
+}  // namespace
+}  // namespace modelplane::config
