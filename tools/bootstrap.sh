@@ -34,8 +34,9 @@ TEST=(
   chromium
   # The Debian package's build and install test.
   dpkg-dev lintian adduser
-  # https:// peers: nginx terminating TLS in front of a fake model.
-  nginx
+  # https:// peers: nginx terminating TLS in front of a fake model; ss
+  # reads the proxy's upstream sockets' keepalive timers.
+  nginx iproute2
 )
 DEB=(
   # make deb: the package (dpkg-shlibdeps) and its check.

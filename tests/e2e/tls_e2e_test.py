@@ -328,19 +328,27 @@ class HttpsPeerTest(unittest.TestCase):
         cls.up = FakeUpstream("--tokens", "3")
         cls.up.start()
         cls.ng_port = free_port()
+        cls.ng_keepalive_port = free_port()  # The peer "named" alone.
         cls.ng_model_port = free_port()  # In front of the model "secure".
+        # A TLS peer that takes the connection and never answers.
+        cls.silent = socket.socket()
+        cls.silent.bind(("127.0.0.1", 0))
+        cls.silent.listen(16)
         url = "https://%%s:%d/api" % cls.ng_port
         peers = ("peers:\n"
                  "  trusted:\n    proxy: %s\n    models: [m1]\n"
                  "    tls: {caFile: %s}\n"
-                 "  named:\n    proxy: %s/\n    models: [m2]\n"
+                 "  named:\n    proxy: https://localhost:%d/api/\n    models: [m2]\n"
                  "    tls: {caFile: %s}\n    timeouts: {tlsHandshake: 5, keepalive: 15}\n"
+                 "  silent:\n    proxy: https://127.0.0.1:%d\n    models: [m5]\n"
+                 "    timeouts: {connect: 1, tlsHandshake: 2}\n"
                  "  system:\n    proxy: %s\n    models: [m3]\n"
                  "  blind:\n    proxy: %s\n    models: [m4]\n"
                  "    tls: {insecureSkipVerify: true}\n"
                  "selectors:\n  via-peer: {targets: [trusted/m1]}\n"
-                 % (url % "127.0.0.1", cls.ca, url % "localhost", cls.ca,
-                    url % "127.0.0.1", url % "127.0.0.1"))
+                 % (url % "127.0.0.1", cls.ca, cls.ng_keepalive_port, cls.ca,
+                    cls.silent.getsockname()[1], url % "127.0.0.1",
+                    url % "127.0.0.1"))
         model_url = "https://localhost:%d" % cls.ng_model_port
         # Models whose upstream is https://: the manager's health checks and
         # the proxy's requests go through nginx's TLS to the model's port.
@@ -361,6 +369,7 @@ http {
   fastcgi_temp_path %(d)s/f; uwsgi_temp_path %(d)s/u; scgi_temp_path %(d)s/s;
   server {
     listen 127.0.0.1:%(port)d ssl;
+    listen 127.0.0.1:%(kport)d ssl;
     ssl_certificate %(d)s/cert.pem;
     ssl_certificate_key %(d)s/key.pem;
     location /api/ {
@@ -380,7 +389,8 @@ http {
     }
   }
 }
-""" % {"d": d, "port": cls.ng_port, "up": cls.up.port, "mport": cls.ng_model_port,
+""" % {"d": d, "port": cls.ng_port, "kport": cls.ng_keepalive_port, "up": cls.up.port,
+       "mport": cls.ng_model_port,
        "model": cls.m.ports["secure"]})
         cls.nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", os.path.join(d, "nginx.conf")],
                                      stderr=subprocess.PIPE, text=True)
@@ -402,6 +412,7 @@ http {
         cls.m.stop()
         cls.nginx.terminate()
         cls.nginx.wait(30)
+        cls.silent.close()
         cls.up.stop()
         cls.tmp.cleanup()
 
@@ -455,6 +466,44 @@ http {
         self.assertEqual(status, 200, body)
         sent = json.loads(json.loads(self.up.request("GET", "/stats")[2])["last_body"])
         self.assertEqual(sent["model"], "m1")  # The peer's name for it.
+
+    def test_a_handshake_that_never_ends_is_a_502_after_connect_and_tls_handshake(self):
+        # The peer takes the TCP connection and says nothing: the request
+        # ends when timeouts.connect + timeouts.tlsHandshake (1 s + 2 s)
+        # have passed, not after the default connect timeout (which alone
+        # would be 30 s, beyond this client's wait).
+        status, _, body = self.p.request("POST", "/v1/chat/completions",
+                                         {"model": "silent/m5", "messages": []},
+                                         timeout=25)
+        self.assertEqual(status, 502, body)
+        self.assertIn("timed out after 3s (timeouts.connect + timeouts.tlsHandshake)",
+                      json.loads(body)["error"]["message"])
+
+    def test_keepalive_sets_the_upstream_sockets_keepalive_timer(self):
+        # "named" has timeouts.keepalive: 15 (its own nginx port); "trusted"
+        # the default, 30. ss shows a socket's keepalive timer: the time
+        # left to the first probe of an idle connection.
+        self.assertEqual(self.chat("named/m2")[0], 200)
+        self.assertEqual(self.chat("trusted/m1")[0], 200)
+
+        def seconds_left(port):
+            out = subprocess.run(
+                ["ss", "-tnoH", "state", "established", "dst", "127.0.0.1:%d" % port],
+                capture_output=True, text=True, timeout=10).stdout
+            lines = [l for l in out.splitlines() if l.strip()]
+            self.assertTrue(lines, "no connection to port %d" % port)
+            left = []
+            for line in lines:
+                m = re.search(r"timer:\(keepalive,(?:(\d+)min)?(?:(\d+)sec)?", line)
+                self.assertIsNotNone(m, line)
+                left.append(int(m.group(1) or 0) * 60 + int(m.group(2) or 0))
+            return left
+        for left in seconds_left(self.ng_keepalive_port):
+            self.assertLessEqual(left, 15)
+        # The port is shared with other peers' connections, idle for longer:
+        # the one just used has most of the default's 30 s left.
+        self.assertGreater(max(seconds_left(self.ng_port)), 15)
+        self.assertLessEqual(max(seconds_left(self.ng_port)), 30)
 
     def test_a_peer_the_system_roots_do_not_sign_is_a_502_that_says_why(self):
         status, _, body = self.chat("system/m3")
