@@ -112,6 +112,51 @@ class Stack:
 
 
 class OneCommandTest(unittest.TestCase):
+    def test_make_run_starts_modelplane_on_the_config(self):
+        # `make run CONFIG=... LISTEN=...` is tools/run.sh after the build;
+        # with MODELPLANE_BIN (the tree holding cmd/modelplane) it builds
+        # nothing and execs modelplane on the config: here, this test's
+        # runfiles. Ctrl-C (SIGINT) stops it and the model it started.
+        with tempfile.TemporaryDirectory() as tmp:
+            tag = os.path.basename(tmp)
+            config = os.path.join(tmp, "config.yaml")
+            with open(config, "w") as f:
+                f.write(model_yaml(["m"], tag))
+            runtime = os.path.join(tmp, "run")
+            os.mkdir(runtime, 0o700)
+            port = free_port()
+            env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": runtime,
+                   "MODELPLANE_BIN": os.path.dirname(os.path.dirname(BINARY))}
+            for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+                if k in os.environ:
+                    env[k] = os.environ[k]
+            proc = subprocess.Popen(["bash", runfile("tools/run.sh"), config,
+                                     f"127.0.0.1:{port}"], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True)
+            try:
+                self.assertIn(f"web UI http://127.0.0.1:{port}/ui/", proc.stdout.readline())
+
+                def chat():
+                    try:
+                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                        conn.request("POST", "/v1/chat/completions",
+                                     json.dumps({"model": "m", "messages": []}),
+                                     {"content-type": "application/json"})
+                        r = conn.getresponse()
+                        return r.read() if r.status == 200 else None
+                    except OSError:
+                        return None
+                self.assertIn(b"tok", wait_for(chat, 30) or b"")
+                self.assertTrue(tagged(tag))
+                proc.send_signal(signal.SIGINT)
+                self.assertEqual(proc.wait(60), 0)
+                self.assertTrue(wait_for(lambda: not tagged(tag), 30), tagged(tag))
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(30)
+
     def test_version_and_help(self):
         out = subprocess.run([BINARY, "--version"], capture_output=True,
                              text=True, timeout=30)
