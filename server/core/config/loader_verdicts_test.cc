@@ -133,5 +133,19 @@ TEST(LoaderVerdictsTest, AStorePathThatIsADirectoryLoads) {
   EXPECT_EQ(r.config->store_path, "/tmp");
 }
 
+// llama-swap assigns ports past 65535 and fails when the model starts;
+// modelplane refuses the config.
+TEST(LoaderVerdictsTest, APortAssignedPast65535IsRefused) {
+  LoadResult r = LoadConfigText(
+      "test.yaml",
+      "startPort: 65535\nmodels:\n  a:\n    cmd: /bin/sleep ${PORT}\n"
+      "  b:\n    cmd: /bin/sleep ${PORT}\n",
+      NoEnv());
+  EXPECT_FALSE(r.ok());
+  EXPECT_THAT(Lines(r.errors),
+              ElementsAre("test.yaml:5:3: models.b: ${PORT} would be 65536, "
+                          "past 65535 (lower startPort)"));
+}
+
 }  // namespace
 }  // namespace modelplane::config
