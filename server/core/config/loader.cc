@@ -419,16 +419,20 @@ class Loader {
 
   // `upstream.ignorePaths`: RE2 patterns (llama-swap's), checked here.
   // store: {path, maxRows}: the activity log's SQLite file.
+  // A block, as in llama-swap, needs its file (a path blank once trimmed
+  // is none); `store: ~` is no store.
   void Store(const YamlNode& n, Config* c) {
+    if (n.is_null()) return;
     if (!n.is_map()) {
       sink_.Error(n.pos, "store",
                   absl::StrCat("must be a mapping, not ", n.KindName()));
       return;
     }
     CheckKeys(n, "store", KeySet{{"path", "maxRows"}, {}}, &sink_);
-    if (const YamlNode* p = n.Get("path");
-        p != nullptr && ReadString(*p, "store.path", &sink_, &c->store_path) &&
-        c->store_path.empty()) {
+    if (const YamlNode* p = n.Get("path"); p == nullptr) {
+      sink_.Error(n.pos, "store", "missing required key 'path'");
+    } else if (ReadString(*p, "store.path", &sink_, &c->store_path) &&
+               absl::StripAsciiWhitespace(c->store_path).empty()) {
       sink_.Error(p->pos, "store.path", "must not be empty");
     }
     int64_t rows;

@@ -133,6 +133,21 @@ TEST(LoaderVerdictsTest, AStorePathThatIsADirectoryLoads) {
   EXPECT_EQ(r.config->store_path, "/tmp");
 }
 
+// A store block needs its file, as in llama-swap; `store: ~` is none.
+TEST(LoaderVerdictsTest, AStoreBlockNeedsItsPath) {
+  const std::string model = "models:\n  a:\n    cmd: /bin/sleep ${PORT}\n";
+  LoadResult none = LoadConfigText("test.yaml", "store: {}\n" + model, NoEnv());
+  EXPECT_THAT(Lines(none.errors),
+              ElementsAre("test.yaml:1:8: store: missing required key 'path'"));
+  LoadResult blank =
+      LoadConfigText("test.yaml", "store: {path: '  '}\n" + model, NoEnv());
+  EXPECT_THAT(Lines(blank.errors),
+              ElementsAre("test.yaml:1:15: store.path: must not be empty"));
+  LoadResult null = LoadConfigText("test.yaml", "store: ~\n" + model, NoEnv());
+  ASSERT_TRUE(null.ok()) << null.status();
+  EXPECT_EQ(null.config->store_path, "");
+}
+
 // llama-swap assigns ports past 65535 and fails when the model starts;
 // modelplane refuses the config.
 TEST(LoaderVerdictsTest, APortAssignedPast65535IsRefused) {
