@@ -148,6 +148,28 @@ TEST(LoaderVerdictsTest, AStoreBlockNeedsItsPath) {
   EXPECT_EQ(null.config->store_path, "");
 }
 
+// An unknown macro in a setParamsByID name is refused, as llama-swap's
+// expansion refuses it; a defined one stays as written, warned.
+TEST(LoaderVerdictsTest, AnUnknownMacroInASetParamsByIdNameIsRefused) {
+  LoadResult r = LoadConfigText("test.yaml", R"yaml(macros: {base: qwen}
+models:
+  a:
+    cmd: /bin/sleep ${PORT}
+    filters:
+      setParamsByID: {"${nope}:x": {t: 1}, "${base}:y": {t: 2}}
+)yaml",
+                                NoEnv());
+  EXPECT_FALSE(r.ok());
+  EXPECT_THAT(Lines(r.errors),
+              ElementsAre("test.yaml:6:23: models.a.filters.setParamsByID."
+                          "${nope}:x: unknown macro '${nope}'"));
+  EXPECT_THAT(Lines(r.warnings),
+              ::testing::Contains(
+                  "test.yaml:6:44: models.a.filters.setParamsByID.${base}:y: "
+                  "only ${MODEL_ID} is expanded in a setParamsByID name; this "
+                  "one stays as written"));
+}
+
 // llama-swap assigns ports past 65535 and fails when the model starts;
 // modelplane refuses the config.
 TEST(LoaderVerdictsTest, APortAssignedPast65535IsRefused) {

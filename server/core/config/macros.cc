@@ -184,6 +184,13 @@ void MacroSet::ExpandScalar(YamlNode* scalar) const {
   }
 }
 
+bool MacroSet::Defines(absl::string_view name) const {
+  for (const Macro& m : macros_) {
+    if (m.name == name) return true;
+  }
+  return false;
+}
+
 void MacroSet::Expand(YamlNode* node) const {
   ForEachScalar(node, "", [this](YamlNode* scalar, const std::string&) {
     ExpandScalar(scalar);

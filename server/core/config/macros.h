@@ -59,6 +59,9 @@ class MacroSet {
   // Expands every scalar under `node` (keys excepted).
   void Expand(YamlNode* node) const;
 
+  // Whether a macro `name` is in the set (MODEL_ID too, in a model's).
+  bool Defines(absl::string_view name) const;
+
   // Replaces `${name}` in every scalar under `node` with `value`, as a
   // macro named `name` would (used for ${PORT}).
   static void Substitute(YamlNode* node, absl::string_view name,

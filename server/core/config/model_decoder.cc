@@ -690,6 +690,29 @@ void CheckLeftovers(const YamlNode& body, const std::string& path,
   });
 }
 
+// A `setParamsByID` name is not expanded but for ${MODEL_ID} (the
+// decoder warns about a defined macro left as written); a macro defined
+// nowhere is an error there, as llama-swap's expansion of the raw text
+// refuses it.
+void UnknownMacrosInSetParamsByIdNames(const YamlNode& body,
+                                       const std::string& path,
+                                       const MacroSet& macros, DiagSink* sink) {
+  const YamlNode* filters = body.Get("filters");
+  if (filters == nullptr || !filters->is_map()) return;
+  const YamlNode* names = filters->Get("setParamsByID");
+  if (names == nullptr || !names->is_map()) return;
+  for (const auto& [key, value] : names->entries) {
+    for (const std::string& ref : MacroRefs(key.text)) {
+      if (ref == "MODEL_ID" || ref == "PORT" || ref == "PID" || ref == "GPU" ||
+          macros.Defines(ref)) {
+        continue;
+      }
+      sink->Error(key.pos, JoinPath(path + ".filters.setParamsByID", key.text),
+                  absl::StrCat("unknown macro '${", ref, "}'"));
+    }
+  }
+}
+
 }  // namespace
 
 const KeySet& ModelTimeoutKeys() { return TimeoutKeys(); }
@@ -876,6 +899,7 @@ std::optional<ModelConfig> DecodeModel(const std::string& id, SourcePos key_pos,
         Scalar("http://localhost:${PORT}", true, key_pos));
   }
   macros.Expand(&body);
+  UnknownMacrosInSetParamsByIdNames(body, path, macros, sink);
   ModelConfig m;
   m.id = id;
   m.pos = key_pos;
