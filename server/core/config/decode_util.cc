@@ -56,6 +56,7 @@ bool ReadString(const YamlNode& node, const std::string& path, DiagSink* sink,
 
 bool ReadBool(const YamlNode& node, const std::string& path, DiagSink* sink,
               bool* out) {
+  if (node.is_null()) return false;  // Blank: the default stays.
   std::string t = absl::AsciiStrToLower(node.text);
   if (node.is_scalar() && !node.quoted) {
     if (t == "true" || t == "yes" || t == "on") {
@@ -73,6 +74,7 @@ bool ReadBool(const YamlNode& node, const std::string& path, DiagSink* sink,
 
 bool ReadInt(const YamlNode& node, const std::string& path, DiagSink* sink,
              int64_t* out) {
+  if (node.is_null()) return false;  // Blank: the default stays.
   if (node.is_scalar() && !node.quoted) {
     Value v = ToValue(node);
     if (v.kind() == Value::Kind::kInt) {
@@ -91,6 +93,7 @@ bool ReadSeconds(const YamlNode& node, const std::string& path, DiagSink* sink,
 
 bool ReadNumber(const YamlNode& node, const std::string& path, DiagSink* sink,
                 const char* what, double* out) {
+  if (node.is_null()) return false;  // Blank: the default stays.
   if (node.is_scalar() && !node.quoted) {
     Value v = ToValue(node);
     if (v.kind() == Value::Kind::kInt) {

@@ -18,6 +18,9 @@ namespace modelplane::config {
 // A scalar as text (numbers and bools too). Null reads as "".
 bool ReadString(const YamlNode& node, const std::string& path, DiagSink* sink,
                 std::string* out);
+// ReadBool, ReadInt, ReadSeconds and ReadNumber: a blank (null) value
+// returns false with no error, so the caller's default stays, as
+// llama-swap's YAML decoder leaves a field it reads null.
 // true/false (also yes/no/on/off, as llama-swap's YAML library accepts).
 bool ReadBool(const YamlNode& node, const std::string& path, DiagSink* sink,
               bool* out);

@@ -312,7 +312,7 @@ class Loader {
       }
     }
     if (const YamlNode* n = s.Get("logToStdout");
-        n != nullptr &&
+        n != nullptr && !n->is_null() &&  // Blank: the default stays.
         ReadString(*n, "logToStdout", &sink_, &c->log_to_stdout)) {
       if (c->log_to_stdout != "proxy" && c->log_to_stdout != "upstream" &&
           c->log_to_stdout != "both" && c->log_to_stdout != "none") {

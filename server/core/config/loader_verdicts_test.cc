@@ -170,6 +170,33 @@ models:
                   "one stays as written"));
 }
 
+// A blank value leaves the default, as llama-swap's decoder does.
+TEST(LoaderVerdictsTest, ABlankValueLeavesTheDefault) {
+  LoadResult r = LoadConfigText("test.yaml", R"yaml(startPort:
+globalTTL:
+logToStdout:
+store:
+sendLoadingState:
+models:
+  a:
+    cmd: /bin/sleep ${PORT}
+    ttl:
+    unlisted:
+    concurrencyLimit:
+    timeouts: {connect: }
+)yaml",
+                                NoEnv());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r.config->models.size(), 1u);
+  const ModelConfig& m = r.config->models[0];
+  EXPECT_EQ(m.port, 5800);
+  EXPECT_EQ(m.ttl, absl::ZeroDuration());
+  EXPECT_FALSE(m.unlisted);
+  EXPECT_EQ(m.timeouts.connect, absl::Seconds(30));
+  EXPECT_EQ(r.config->log_to_stdout, "proxy");
+  EXPECT_EQ(r.config->store_path, "");
+}
+
 // llama-swap assigns ports past 65535 and fails when the model starts;
 // modelplane refuses the config.
 TEST(LoaderVerdictsTest, APortAssignedPast65535IsRefused) {
