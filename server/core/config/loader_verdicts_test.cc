@@ -197,6 +197,17 @@ models:
   EXPECT_EQ(r.config->store_path, "");
 }
 
+// A model's metadata is a mapping, as llama-swap's decoder requires.
+TEST(LoaderVerdictsTest, MetadataThatIsNotAMappingIsRefused) {
+  LoadResult r = LoadConfigText(
+      "test.yaml",
+      "models:\n  a:\n    cmd: /bin/sleep ${PORT}\n    metadata: hello\n",
+      NoEnv());
+  EXPECT_THAT(Lines(r.errors),
+              ElementsAre("test.yaml:4:15: models.a.metadata: must be a "
+                          "mapping, not a scalar"));
+}
+
 // llama-swap assigns ports past 65535 and fails when the model starts;
 // modelplane refuses the config.
 TEST(LoaderVerdictsTest, APortAssignedPast65535IsRefused) {

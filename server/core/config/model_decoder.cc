@@ -142,7 +142,7 @@ class FieldDecoder {
       if (k == "name") ReadString(value, at, sink_, &m->name);
       if (k == "description") ReadString(value, at, sink_, &m->description);
       if (k == "unlisted") ReadBool(value, at, sink_, &m->unlisted);
-      if (k == "metadata") m->metadata = ToValue(value);
+      if (k == "metadata") Metadata(value, at, m);
       if (k == "useModelName") ReadString(value, at, sink_, &m->use_model_name);
       if (k == "concurrencyLimit") ConcurrencyLimit(value, at, m);
       if (k == "filters") Filters(value, at, m);
@@ -560,6 +560,16 @@ class FieldDecoder {
     if (const YamlNode* by_id = value.Get("setParamsByID"); by_id != nullptr) {
       SetParamsByID(*by_id, at + ".setParamsByID", m);
     }
+  }
+
+  // Any mapping (llama-swap's map[string]any refuses anything else).
+  void Metadata(const YamlNode& value, const std::string& at, ModelConfig* m) {
+    if (!value.is_null() && !value.is_map()) {
+      sink_->Error(value.pos, at,
+                   absl::StrCat("must be a mapping, not ", value.KindName()));
+      return;
+    }
+    m->metadata = ToValue(value);
   }
 
   // Requested name -> params. `${MODEL_ID}` in a name is the model's id
