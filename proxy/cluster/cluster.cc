@@ -165,10 +165,14 @@ void Cluster::Publish() {
   if (settings != nullptr && settings != settings_) {
     settings_ = settings;
     compiled = router::Settings::From(*settings);
-    if (options_.on_settings) options_.on_settings(*settings);
   }
+  bool changed = compiled != nullptr;
   routing_->Update(router::RouteTable::Merge(tables), std::move(compiled),
                    nodes_);
+  // Told once the workers' snapshot holds them: whoever waits for the
+  // first settings (modelplane, before it says it listens) may then serve
+  // a request that needs the API keys.
+  if (changed && options_.on_settings) options_.on_settings(*settings);
 }
 
 bool Cluster::Reap() {

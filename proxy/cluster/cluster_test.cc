@@ -43,6 +43,11 @@ class ClusterTest : public ::testing::Test {
     o.after = [](absl::Duration, std::function<void()>) {};
     o.on_settings = [this](const v1::DataPlaneSettings& s) {
       settings_seen_.push_back(s.api_key_sha256(0));
+      // Told only once the workers' snapshot holds them (modelplane says
+      // it listens after this; a request then must find the keys).
+      const auto* keys = routing_.Current()->api_keys();
+      EXPECT_TRUE(keys != nullptr && keys->count(s.api_key_sha256(0)) == 1)
+          << s.api_key_sha256(0);
     };
     cluster_ = std::make_unique<Cluster>(&routing_, o);
     b_ = cluster_->AddNode("10.0.0.2:1", &tb_);
