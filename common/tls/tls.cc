@@ -175,20 +175,14 @@ absl::StatusOr<const ClientTlsContexts::Entry*> ClientTlsContexts::Get(
               .first->second;
 }
 
-namespace {
-
-// The engines' BIO method, made on the first call (with that call's
-// functions) and kept for the process's life.
-const BIO_METHOD* EngineBioMethod(int (*write)(BIO*, const char*, size_t,
-                                               size_t*),
-                                  int (*read)(BIO*, char*, size_t, size_t*),
-                                  long (*ctrl)(BIO*, int, long, void*)) {
-  static const BIO_METHOD* method = [&] {
+const BIO_METHOD* TlsEngine::BioMethod() {
+  // Made once and kept for the process's life.
+  static const BIO_METHOD* method = [] {
     BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
                                  "modelplane tls engine");
-    BIO_meth_set_write_ex(m, write);
-    BIO_meth_set_read_ex(m, read);
-    BIO_meth_set_ctrl(m, ctrl);
+    BIO_meth_set_write_ex(m, &BioWrite);
+    BIO_meth_set_read_ex(m, &BioRead);
+    BIO_meth_set_ctrl(m, &BioCtrl);
     BIO_meth_set_create(m, [](BIO* bio) {
       BIO_set_init(bio, 1);
       return 1;
@@ -197,8 +191,6 @@ const BIO_METHOD* EngineBioMethod(int (*write)(BIO*, const char*, size_t,
   }();
   return method;
 }
-
-}  // namespace
 
 int TlsEngine::BioWrite(BIO* bio, const char* data, size_t n, size_t* written) {
   auto* self = static_cast<TlsEngine*>(BIO_get_data(bio));
@@ -238,7 +230,7 @@ long TlsEngine::BioCtrl(BIO*, int cmd, long, void*) {
 }
 
 TlsEngine::TlsEngine(SSL_CTX* ctx) : ssl_(SSL_new(ctx)), sink_(&held_) {
-  BIO* bio = BIO_new(EngineBioMethod(&BioWrite, &BioRead, &BioCtrl));
+  BIO* bio = BIO_new(BioMethod());
   BIO_set_data(bio, this);
   SSL_set_bio(ssl_, bio, bio);  // One reference for both: ssl_ owns it.
   SSL_set_accept_state(ssl_);

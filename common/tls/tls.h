@@ -149,7 +149,8 @@ class TlsEngine {
 
  private:
   void NoteError(int ret);
-  // The BIO's methods (the engine is its data).
+  // The engines' BIO and its methods (the engine is its data).
+  static const BIO_METHOD* BioMethod();
   static int BioWrite(BIO* bio, const char* data, size_t n, size_t* written);
   static int BioRead(BIO* bio, char* data, size_t n, size_t* read);
   static long BioCtrl(BIO* bio, int cmd, long num, void* ptr);

@@ -5,59 +5,17 @@
 #include "common/tls/tls.h"
 
 #include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
-#include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "common/tls/test_cert.h"
 #include "gtest/gtest.h"
 
 namespace modelplane::tls {
 namespace {
-
-// A self-signed P-256 certificate and its key, as PEM files.
-struct CertFiles {
-  std::string dir, cert, key;
-  CertFiles() {
-    const char* tmp = getenv("TEST_TMPDIR");
-    std::string templ =
-        std::string(tmp != nullptr ? tmp : "/tmp") + "/tls_test.XXXXXX";
-    dir = mkdtemp(templ.data());
-    cert = dir + "/cert.pem";
-    key = dir + "/key.pem";
-    EVP_PKEY* pkey = EVP_EC_gen("P-256");
-    X509* x = X509_new();
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), 0);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, pkey);
-    X509_NAME* name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>("test"),
-                               -1, -1, 0);
-    X509_set_issuer_name(x, name);
-    X509_sign(x, pkey, EVP_sha256());
-    FILE* f = fopen(cert.c_str(), "w");
-    PEM_write_X509(f, x);
-    fclose(f);
-    f = fopen(key.c_str(), "w");
-    PEM_write_PrivateKey(f, pkey, nullptr, nullptr, 0, nullptr, nullptr);
-    fclose(f);
-    X509_free(x);
-    EVP_PKEY_free(pkey);
-  }
-  ~CertFiles() {
-    unlink(cert.c_str());
-    unlink(key.c_str());
-    rmdir(dir.c_str());
-  }
-};
 
 // Everything `from` has to send, encrypted `plain` first if given.
 std::string Output(TlsEngine& from, const std::string& plain = "") {
@@ -96,29 +54,50 @@ std::string Deliver(TlsEngine& to, const std::string& bytes, size_t piece,
   return plain;
 }
 
-TEST(TlsEngineTest, BytesInPiecesOfEverySize) {
-  CertFiles files;
-  auto server_ctx = ServerTlsContext::Load(files.cert, files.key);
-  ASSERT_TRUE(server_ctx.ok()) << server_ctx.status();
-  auto client_ctx = ClientTlsContext::Make("", /*insecure=*/true);
-  ASSERT_TRUE(client_ctx.ok()) << client_ctx.status();
+// Each side's flight to the other, in pieces of `piece`, until both are
+// done and nothing waits in the client.
+void HandshakeBoth(TlsEngine& client, TlsEngine& server, size_t piece) {
+  ASSERT_EQ(client.Handshake(), TlsEngine::kMore);
+  for (int i = 0; i < 10 && !(client.handshake_done() &&
+                              server.handshake_done() && !client.HasBuffered());
+       ++i) {
+    EXPECT_EQ(Deliver(server, Output(client), piece), "");
+    EXPECT_EQ(Deliver(client, Output(server), piece), "");
+  }
+  ASSERT_TRUE(client.handshake_done());
+  ASSERT_TRUE(server.handshake_done());
+}
+
+// The server's certificate and context, and a client context that checks
+// nothing (verification is not what these tests are about).
+class TlsEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = ServerTlsContext::Load(files_.cert, files_.key);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ctx_ = *std::move(server);
+    auto client = ClientTlsContext::Make("", /*insecure=*/true);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ctx_ = *std::move(client);
+  }
+  SSL_CTX* server_ctx() const { return server_ctx_->get(); }
+  SSL_CTX* client_ctx() const { return client_ctx_->get(); }
+
+ private:
+  TestCertFiles files_;
+  std::shared_ptr<const ServerTlsContext> server_ctx_;
+  std::shared_ptr<const ClientTlsContext> client_ctx_;
+};
+
+TEST_F(TlsEngineTest, BytesInPiecesOfEverySize) {
   std::string big;
   for (int i = 0; big.size() < 70000; ++i) big += std::to_string(i) + ",";
   for (size_t piece : {1, 2, 7, 100, 1000, 5000, 17000, 1 << 20}) {
     SCOPED_TRACE(piece);
-    TlsEngine server((*server_ctx)->get());
-    TlsEngine client((*client_ctx)->get(), "127.0.0.1");
-    ASSERT_EQ(client.Handshake(), TlsEngine::kMore);
-    // The handshake: each side's flight to the other, until both are done.
-    for (int i = 0;
-         i < 10 && !(client.handshake_done() && server.handshake_done() &&
-                     !client.HasBuffered());
-         ++i) {
-      EXPECT_EQ(Deliver(server, Output(client), piece), "");
-      EXPECT_EQ(Deliver(client, Output(server), piece), "");
-    }
-    ASSERT_TRUE(client.handshake_done());
-    ASSERT_TRUE(server.handshake_done());
+    TlsEngine server(server_ctx());
+    TlsEngine client(client_ctx(), "127.0.0.1");
+    HandshakeBoth(client, server, piece);
+    if (HasFatalFailure()) return;
     // Small and large, one write and several before a delivery (the
     // records of all of them in one stream, cut anywhere).
     EXPECT_EQ(Deliver(server, Output(client, "GET / HTTP/1.1\r\n\r\n"), piece),
@@ -139,14 +118,9 @@ TEST(TlsEngineTest, BytesInPiecesOfEverySize) {
 // update (OpenSSL sends it with the next write) and the response under the
 // new key reach the client in order, and it reads the response. The client
 // is OpenSSL on memory BIOs, to ask for the update.
-TEST(TlsEngineTest, AKeyUpdateIsAnsweredBeforeTheResponse) {
-  CertFiles files;
-  auto server_ctx = ServerTlsContext::Load(files.cert, files.key);
-  ASSERT_TRUE(server_ctx.ok()) << server_ctx.status();
-  auto client_ctx = ClientTlsContext::Make("", /*insecure=*/true);
-  ASSERT_TRUE(client_ctx.ok()) << client_ctx.status();
-  TlsEngine server((*server_ctx)->get());
-  SSL* client = SSL_new((*client_ctx)->get());
+TEST_F(TlsEngineTest, AKeyUpdateIsAnsweredBeforeTheResponse) {
+  TlsEngine server(server_ctx());
+  SSL* client = SSL_new(client_ctx());
   BIO* in = BIO_new(BIO_s_mem());
   BIO* out = BIO_new(BIO_s_mem());
   BIO_set_mem_eof_return(in, -1);
@@ -185,14 +159,9 @@ TEST(TlsEngineTest, AKeyUpdateIsAnsweredBeforeTheResponse) {
 // The client's Finished, made when it reads the server's flight, waits in
 // the engine; a write before anyone takes it puts it ahead of the
 // request's records (the server refuses data before the Finished).
-TEST(TlsEngineTest, WhatTheEngineHeldGoesBeforeAWrite) {
-  CertFiles files;
-  auto server_ctx = ServerTlsContext::Load(files.cert, files.key);
-  ASSERT_TRUE(server_ctx.ok()) << server_ctx.status();
-  auto client_ctx = ClientTlsContext::Make("", /*insecure=*/true);
-  ASSERT_TRUE(client_ctx.ok()) << client_ctx.status();
-  TlsEngine server((*server_ctx)->get());
-  TlsEngine client((*client_ctx)->get(), "127.0.0.1");
+TEST_F(TlsEngineTest, WhatTheEngineHeldGoesBeforeAWrite) {
+  TlsEngine server(server_ctx());
+  TlsEngine client(client_ctx(), "127.0.0.1");
   ASSERT_EQ(client.Handshake(), TlsEngine::kMore);
   EXPECT_EQ(Deliver(server, Output(client), 1 << 20), "");
   client.Feed(Output(server));
@@ -207,22 +176,11 @@ TEST(TlsEngineTest, WhatTheEngineHeldGoesBeforeAWrite) {
 // OpenSSL writes later goes to the engine, not to the failed write's
 // string, long gone (ASan would see it). An error left in the thread's
 // OpenSSL queue by someone else does not fail the next read.
-TEST(TlsEngineTest, AFailedWriteAndAStaleErrorLeaveTheEngineWhole) {
-  CertFiles files;
-  auto server_ctx = ServerTlsContext::Load(files.cert, files.key);
-  ASSERT_TRUE(server_ctx.ok()) << server_ctx.status();
-  auto client_ctx = ClientTlsContext::Make("", /*insecure=*/true);
-  ASSERT_TRUE(client_ctx.ok()) << client_ctx.status();
-  TlsEngine server((*server_ctx)->get());
-  TlsEngine client((*client_ctx)->get(), "127.0.0.1");
-  ASSERT_EQ(client.Handshake(), TlsEngine::kMore);
-  for (int i = 0; i < 10 && !(client.handshake_done() &&
-                              server.handshake_done() && !client.HasBuffered());
-       ++i) {
-    EXPECT_EQ(Deliver(server, Output(client), 1 << 20), "");
-    EXPECT_EQ(Deliver(client, Output(server), 1 << 20), "");
-  }
-  ASSERT_TRUE(server.handshake_done());
+TEST_F(TlsEngineTest, AFailedWriteAndAStaleErrorLeaveTheEngineWhole) {
+  TlsEngine server(server_ctx());
+  TlsEngine client(client_ctx(), "127.0.0.1");
+  HandshakeBoth(client, server, 1 << 20);
+  if (HasFatalFailure()) return;
   // Stale errors: nothing fed is "nothing yet", not an error.
   ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
   char buf[64];
@@ -248,13 +206,10 @@ TEST(TlsEngineTest, AFailedWriteAndAStaleErrorLeaveTheEngineWhole) {
   server.TakeOutput(&rest);
 }
 
-TEST(TlsEngineTest, GarbageFailsTheHandshake) {
-  CertFiles files;
-  auto server_ctx = ServerTlsContext::Load(files.cert, files.key);
-  ASSERT_TRUE(server_ctx.ok()) << server_ctx.status();
+TEST_F(TlsEngineTest, GarbageFailsTheHandshake) {
   {
     // Plaintext HTTP: refused, with no alert (the peer speaks no TLS).
-    TlsEngine server((*server_ctx)->get());
+    TlsEngine server(server_ctx());
     server.Feed("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     EXPECT_EQ(server.Handshake(), TlsEngine::kFailed);
     EXPECT_NE(server.error().find("http request"), std::string::npos)
@@ -265,7 +220,7 @@ TEST(TlsEngineTest, GarbageFailsTheHandshake) {
   }
   // A handshake record that holds a broken ClientHello: refused, and the
   // alert saying so is the engine's output (a fatal alert record: 21).
-  TlsEngine server((*server_ctx)->get());
+  TlsEngine server(server_ctx());
   server.Feed(
       absl::string_view("\x16\x03\x01\x00\x05\x01\x00\x00\x01\xff", 10));
   EXPECT_EQ(server.Handshake(), TlsEngine::kFailed);

@@ -4,10 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -21,49 +18,13 @@
 #include <thread>
 #include <vector>
 
+#include "common/tls/test_cert.h"
 #include "common/tls/tls.h"
 #include "common/uv/tcp_stream.h"
 #include "gtest/gtest.h"
 
 namespace modelplane::uv {
 namespace {
-
-// A self-signed P-256 certificate and its key, as PEM files in a temporary
-// directory.
-struct CertFiles {
-  std::string dir, cert, key;
-  CertFiles() {
-    char templ[] = "/tmp/tls_stream_test.XXXXXX";
-    dir = mkdtemp(templ);
-    cert = dir + "/cert.pem";
-    key = dir + "/key.pem";
-    EVP_PKEY* pkey = EVP_EC_gen("P-256");
-    X509* x = X509_new();
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), 0);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, pkey);
-    X509_NAME* name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>("test"),
-                               -1, -1, 0);
-    X509_set_issuer_name(x, name);
-    X509_sign(x, pkey, EVP_sha256());
-    FILE* f = fopen(cert.c_str(), "w");
-    PEM_write_X509(f, x);
-    fclose(f);
-    f = fopen(key.c_str(), "w");
-    PEM_write_PrivateKey(f, pkey, nullptr, nullptr, 0, nullptr, nullptr);
-    fclose(f);
-    X509_free(x);
-    EVP_PKEY_free(pkey);
-  }
-  ~CertFiles() {
-    unlink(cert.c_str());
-    unlink(key.c_str());
-    rmdir(dir.c_str());
-  }
-};
 
 class Server : public TcpStream::Handler {
  public:
@@ -190,7 +151,7 @@ class TlsStreamTest : public ::testing::Test {
     return out;
   }
 
-  CertFiles files_;
+  tls::TestCertFiles files_;
   std::shared_ptr<const tls::ServerTlsContext> ctx_;
   uv_loop_t loop_;
   uv_tcp_t listener_;

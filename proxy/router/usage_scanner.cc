@@ -27,14 +27,6 @@ bool StartsWith(const char* at, const char* end, const char (&prefix)[N]) {
   return static_cast<size_t>(end - at) >= n && memcmp(at, prefix, n) == 0;
 }
 
-uint64_t Load8(const char* p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v;
-}
-
-const uint64_t kTokensQuote = Load8("_tokens\"");
-
 // A plain decimal ("805964.1345960104": digits, an optional fraction, no
 // sign or exponent) whose digits make an integer below 2^53 and whose
 // fraction has at most 22 digits: that integer and that power of ten are
@@ -112,7 +104,7 @@ void UsageScanner::Scan(absl::string_view buf) {
     // looked for, and are passed over here.
     switch (end - at >= 2 ? at[1] : '\0') {
       case 't':
-        if (end - at < 8 || Load8(at) != kTokensQuote) continue;
+        if (!StartsWith(at, end, "_tokens\"")) continue;
         // The key's first part, from its opening quote: "prompt_tokens"
         // but not "cache_creation_input_tokens".
         if (EndsWith(begin, at, "\"prompt") || EndsWith(begin, at, "\"input")) {

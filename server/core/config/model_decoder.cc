@@ -713,7 +713,8 @@ void UnknownMacrosInSetParamsByIdNames(const YamlNode& body,
   if (names == nullptr || !names->is_map()) return;
   for (const auto& [key, value] : names->entries) {
     for (const std::string& ref : MacroRefs(key.text)) {
-      if (ref == "MODEL_ID" || ref == "PORT" || ref == "PID" || ref == "GPU" ||
+      // MODEL_ID is among a model's macros.
+      if (ref == "PORT" || ref == "PID" || ref == "GPU" ||
           macros.Defines(ref)) {
         continue;
       }
